@@ -1,0 +1,1 @@
+"""Neutron v2.0 compatible REST API."""

@@ -1,0 +1,384 @@
+"""The FastAPI application: Neutron routes generated from the resource definitions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import wyvern
+from wyvern.api.attributes import openapi_schema, present
+from wyvern.api.context import Authenticator, RequestContext, load_tokens
+from wyvern.api.errors import BadRequest, NeutronError, NotFound
+from wyvern.api.extensions import EXTENSIONS
+from wyvern.api.listing import page_links, parse_query, sort_objects
+from wyvern.api.repo import Repo
+from wyvern.api.resource import ApiState, Resource
+from wyvern.api.resources import RESOURCE_CLASSES
+from wyvern.config import Settings
+from wyvern.nb.factory import open_store
+from wyvern.nb.store import Store
+
+LOG = logging.getLogger(__name__)
+MAX_BODY = 16 * 1024 * 1024
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    if status == 204:
+        return Response(status_code=204)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class _StripJsonSuffix:
+    """Neutron accepts `/v2.0/networks.json`: strip the suffix before routing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.endswith(".json"):
+                scope = dict(scope)
+                scope["path"] = path[: -len(".json")]
+                scope["raw_path"] = scope["path"].encode()
+        await self.app(scope, receive, send)
+
+
+def _if_match(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if not raw:
+        return None
+    for part in raw.split(","):
+        part = part.strip().strip('"')
+        if part.startswith("revision_number="):
+            try:
+                return int(part.split("=", 1)[1])
+            except ValueError:
+                break
+    raise BadRequest(f"Invalid If-Match header '{raw}': expected revision_number=N")
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadRequest("Request body too large")
+    if not raw.strip():
+        raise BadRequest("Body is empty or not valid JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Malformed request body: not valid JSON") from None
+
+
+def _envelope(body: Any, key: str) -> Any:
+    if not isinstance(body, dict) or key not in body or len(body) != 1:
+        raise BadRequest(f"Resource body required: expected a single '{key}' object")
+    return body[key]
+
+
+class Api:
+    """Builds the routes; holds the store, the resource controllers and the authenticator."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.state = ApiState(settings, Repo(store), {})
+        for cls in RESOURCE_CLASSES:
+            res = cls(self.state)
+            self.state.resources[res.defn.name] = res
+        tokens = load_tokens(settings.tokens_file) if settings.tokens_file else None
+        self.auth = Authenticator(settings.auth_strategy, settings.default_project_id, tokens)
+
+    def ctx(self, request: Request) -> RequestContext:
+        return self.auth.context({k.lower(): v for k, v in request.headers.items()})
+
+    def base_url(self, request: Request) -> str:
+        return str(request.base_url).rstrip("/") + "/v2.0"
+
+    def add_routes(self, app: FastAPI) -> None:
+        for res in self.state.resources.values():
+            if res.defn.path:
+                self._resource_routes(app, res)
+            for path, method, handler in res.extra_routes():
+                self._extra_route(app, res, path, method, handler)
+
+    def _route(
+        self,
+        app: FastAPI,
+        path: str,
+        method: str,
+        fn: Callable[[Request], Awaitable[Response]],
+        name: str,
+        tag: str,
+        body_schema: dict[str, Any] | None = None,
+    ) -> None:
+        extra: dict[str, Any] | None = None
+        if body_schema is not None:
+            extra = {
+                "requestBody": {"content": {"application/json": {"schema": body_schema}}}
+            }
+        app.add_api_route(
+            path, fn, methods=[method], name=name, tags=[tag], openapi_extra=extra,
+            include_in_schema=True,
+        )
+
+    def _resource_routes(self, app: FastAPI, res: Resource) -> None:
+        d = res.defn
+        coll = f"/v2.0/{d.path}"
+        item = f"{coll}/{{id}}"
+
+        async def list_(request: Request) -> Response:
+            ctx = self.ctx(request)
+            items = list(request.query_params.multi_items())
+            query = parse_query(d, ctx, items, self.settings.pagination_max_limit)
+            objs = await run_in_threadpool(res.list, ctx, query)
+            all_objs = objs
+            if query.marker is not None:
+                all_objs = await run_in_threadpool(
+                    lambda: [o for o in res.all_objects() if res.visible(ctx, o)]
+                )
+            page, has_next, has_prev = sort_objects(query, objs, all_objs)
+            body: dict[str, Any] = {
+                d.collection: [res.show(ctx, o, query.fields) for o in page]
+            }
+            links = page_links(
+                self.base_url(request), d.path, items, page, has_next, has_prev, query.limit
+            )
+            if links:
+                body[f"{d.collection}_links"] = links
+            return json_response(body)
+
+        async def create(request: Request) -> Response:
+            ctx = self.ctx(request)
+            body = await _json_body(request)
+            if isinstance(body, dict) and d.collection in body and d.name not in body:
+                many = body[d.collection]
+                if not isinstance(many, list) or len(body) != 1:
+                    raise BadRequest(f"Bulk create expects a list under '{d.collection}'")
+                if not many:
+                    raise BadRequest("Bulk create needs at least one resource")
+                objs = await run_in_threadpool(res.create_many, ctx, many)
+                return json_response({d.collection: [res.show(ctx, o) for o in objs]}, 201)
+            one = _envelope(body, d.name)
+            objs = await run_in_threadpool(res.create_many, ctx, [one])
+            return json_response({d.name: res.show(ctx, objs[0])}, 201)
+
+        async def show(request: Request) -> Response:
+            ctx = self.ctx(request)
+            id_ = request.path_params["id"]
+            fields = [f for f in request.query_params.getlist("fields") if f]
+
+            def load() -> dict[str, Any]:
+                obj = res.load(ctx, id_).obj
+                res.extend(ctx, [obj])
+                return obj
+
+            obj = await run_in_threadpool(load)
+            return json_response({d.name: res.show(ctx, obj, fields)})
+
+        async def update(request: Request) -> Response:
+            ctx = self.ctx(request)
+            body = _envelope(await _json_body(request), d.name)
+            obj = await run_in_threadpool(
+                res.update, ctx, request.path_params["id"], body, _if_match(request)
+            )
+            return json_response({d.name: res.show(ctx, obj)})
+
+        async def delete(request: Request) -> Response:
+            ctx = self.ctx(request)
+            params = dict(request.query_params)
+            await run_in_threadpool(
+                res.delete, ctx, request.path_params["id"], _if_match(request), params
+            )
+            return json_response(None, 204)
+
+        tag = d.collection
+        self._route(app, coll, "GET", list_, f"list_{d.collection}", tag)
+        self._route(app, coll, "POST", create, f"create_{d.name}", tag, openapi_schema(d, "post"))
+        self._route(app, item, "GET", show, f"show_{d.name}", tag)
+        self._route(app, item, "PUT", update, f"update_{d.name}", tag, openapi_schema(d, "put"))
+        self._route(app, item, "DELETE", delete, f"delete_{d.name}", tag)
+        if "tags" in d.by_name:
+            self._tag_routes(app, res, item, tag)
+
+    def _tag_routes(self, app: FastAPI, res: Resource, item: str, tag: str) -> None:
+        async def get_tags(request: Request) -> Response:
+            ctx = self.ctx(request)
+            obj = await run_in_threadpool(lambda: res.load(ctx, request.path_params["id"]).obj)
+            return json_response({"tags": obj.get("tags") or []})
+
+        async def put_tags(request: Request) -> Response:
+            ctx = self.ctx(request)
+            body = await _json_body(request)
+            if not isinstance(body, dict) or "tags" not in body:
+                raise BadRequest("Invalid tags body: expected {\"tags\": [...]}")
+            tags = await run_in_threadpool(res.set_tags, ctx, request.path_params["id"], body["tags"])
+            return json_response({"tags": tags})
+
+        async def delete_tags(request: Request) -> Response:
+            ctx = self.ctx(request)
+            await run_in_threadpool(res.set_tags, ctx, request.path_params["id"], None)
+            return json_response(None, 204)
+
+        async def check_tag(request: Request) -> Response:
+            ctx = self.ctx(request)
+            obj = await run_in_threadpool(lambda: res.load(ctx, request.path_params["id"]).obj)
+            if request.path_params["tag"] not in (obj.get("tags") or []):
+                raise NotFound(
+                    f"Tag {request.path_params['tag']} could not be found.", type="TagNotFound"
+                )
+            return json_response(None, 204)
+
+        async def add_tag(request: Request) -> Response:
+            ctx = self.ctx(request)
+            await run_in_threadpool(
+                res.set_tags, ctx, request.path_params["id"], None, request.path_params["tag"]
+            )
+            return json_response(None, 201)
+
+        async def remove_tag(request: Request) -> Response:
+            ctx = self.ctx(request)
+            await run_in_threadpool(
+                res.set_tags, ctx, request.path_params["id"], None, None,
+                request.path_params["tag"],
+            )
+            return json_response(None, 204)
+
+        n = res.defn.name
+        self._route(app, f"{item}/tags", "GET", get_tags, f"get_{n}_tags", tag)
+        self._route(app, f"{item}/tags", "PUT", put_tags, f"replace_{n}_tags", tag)
+        self._route(app, f"{item}/tags", "DELETE", delete_tags, f"delete_{n}_tags", tag)
+        self._route(app, f"{item}/tags/{{tag}}", "GET", check_tag, f"check_{n}_tag", tag)
+        self._route(app, f"{item}/tags/{{tag}}", "PUT", add_tag, f"add_{n}_tag", tag)
+        self._route(app, f"{item}/tags/{{tag}}", "DELETE", remove_tag, f"remove_{n}_tag", tag)
+
+    def _extra_route(
+        self,
+        app: FastAPI,
+        res: Resource,
+        path: str,
+        method: str,
+        handler: Callable[[RequestContext, dict[str, str], Any], tuple[Any, int]],
+    ) -> None:
+        async def endpoint(request: Request) -> Response:
+            ctx = self.ctx(request)
+            body = await _json_body(request) if method in ("PUT", "POST") else None
+            params = dict(request.path_params)
+            params.update({f"query:{k}": v for k, v in request.query_params.items()})
+            result, status = await run_in_threadpool(handler, ctx, params, body)
+            return json_response(result, status)
+
+        self._route(
+            app, path, method, endpoint,
+            f"{method.lower()}_{path.strip('/').replace('/', '_')}", res.defn.collection,
+        )
+
+    def discovery_routes(self, app: FastAPI) -> None:
+        async def versions(request: Request) -> Response:
+            base = str(request.base_url).rstrip("/")
+            return json_response(
+                {
+                    "versions": [
+                        {
+                            "id": "v2.0",
+                            "status": "CURRENT",
+                            "links": [{"href": f"{base}/v2.0/", "rel": "self"}],
+                        }
+                    ]
+                }
+            )
+
+        async def resources(request: Request) -> Response:
+            base = self.base_url(request)
+            out = [
+                {
+                    "name": r.defn.name,
+                    "collection": r.defn.collection,
+                    "links": [{"href": f"{base}/{r.defn.path}", "rel": "self"}],
+                }
+                for r in self.state.resources.values()
+                if r.defn.path
+            ]
+            return json_response({"resources": out})
+
+        async def extensions(request: Request) -> Response:
+            return json_response({"extensions": [e.body() for e in EXTENSIONS]})
+
+        async def extension(request: Request) -> Response:
+            alias = request.path_params["alias"]
+            for e in EXTENSIONS:
+                if e.alias == alias:
+                    return json_response({"extension": e.body()})
+            raise NotFound(f"Extension with alias {alias} does not exist", type="NotFound")
+
+        for path, fn in (("/", versions), ("/v2.0", resources), ("/v2.0/", resources)):
+            app.add_api_route(path, fn, methods=["GET"], tags=["discovery"], include_in_schema=path != "/v2.0")
+        app.add_api_route("/v2.0/extensions", extensions, methods=["GET"], tags=["discovery"])
+        app.add_api_route(
+            "/v2.0/extensions/{alias}", extension, methods=["GET"], tags=["discovery"]
+        )
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    store = store if store is not None else open_store(settings)
+    api = Api(settings, store)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="Wyvern Networking API",
+        version=wyvern.__version__,
+        description="Neutron v2.0 compatible networking API of the Wyvern SDN controller.",
+        redirect_slashes=False,
+    )
+    app.state.api = api
+
+    @app.exception_handler(NeutronError)
+    async def neutron_error(request: Request, exc: NeutronError) -> Response:
+        return json_response(exc.body(), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return json_response(BadRequest(f"Invalid request: {exc.errors()}").body(), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            err: NeutronError = NotFound("The resource could not be found.", type="HTTPNotFound")
+        elif exc.status_code == 405:
+            err = NeutronError(
+                "The method is not allowed for the requested URL.",
+                type="HTTPMethodNotAllowed", status=405,
+            )
+        else:
+            err = NeutronError(str(exc.detail), type="HTTPError", status=exc.status_code)
+        return json_response(err.body(), err.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        LOG.exception("unexpected error on %s %s", request.method, request.url.path)
+        return json_response(
+            NeutronError("Request Failed: internal server error while processing your request.",
+                         type="HTTPInternalServerError").body(),
+            500,
+        )
+
+    api.discovery_routes(app)
+    api.add_routes(app)
+    app.add_middleware(_StripJsonSuffix)
+    return app
+
+
+__all__ = ["create_app", "present"]

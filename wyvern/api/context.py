@@ -1,0 +1,105 @@
+"""Who is calling: project and roles, from noauth headers or a bearer token."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wyvern.api.errors import NotAuthorized, PolicyNotAuthorized
+
+ROLES = ("admin", "member", "reader")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    project_id: str
+    roles: frozenset[str]
+    user_id: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def can_write(self) -> bool:
+        return self.is_admin or "member" in self.roles
+
+    def require_write(self, action: str) -> None:
+        if not self.can_write:
+            raise PolicyNotAuthorized(action)
+
+    def owns(self, obj: dict[str, Any]) -> bool:
+        return self.is_admin or obj.get("project_id") == self.project_id
+
+
+def admin_context(project_id: str = "admin") -> RequestContext:
+    return RequestContext(project_id, frozenset({"admin", "member", "reader"}))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    project_id: str
+    roles: frozenset[str]
+    user_id: str
+
+
+def load_tokens(path: Path) -> dict[str, TokenEntry]:
+    """Tokens file (TOML)::
+
+    [tokens.s3cret-admin]
+    project_id = "p-admin"
+    roles = ["admin"]
+    """
+    data = tomllib.loads(path.read_text())
+    out: dict[str, TokenEntry] = {}
+    for token, entry in data.get("tokens", {}).items():
+        roles = frozenset(entry.get("roles", ["member"]))
+        bad = roles - set(ROLES)
+        if bad:
+            raise ValueError(f"tokens file {path}: unknown roles {sorted(bad)}")
+        # admin implies member implies reader, as in Keystone's implied roles.
+        if "admin" in roles:
+            roles |= {"member", "reader"}
+        if "member" in roles:
+            roles |= {"reader"}
+        out[token] = TokenEntry(
+            str(entry["project_id"]), frozenset(roles), str(entry.get("user_id", token[:8]))
+        )
+    return out
+
+
+class Authenticator:
+    def __init__(
+        self, strategy: str, default_project: str, tokens: dict[str, TokenEntry] | None = None
+    ) -> None:
+        self.strategy = strategy
+        self.default_project = default_project
+        self.tokens = tokens or {}
+
+    def context(self, headers: dict[str, str]) -> RequestContext:
+        if self.strategy == "noauth":
+            # Like Neutron's noauth: an optional X-Project-Id / X-Roles, else admin of the
+            # default project. Any X-Auth-Token (openstacksdk sends "notused") is ignored.
+            project = headers.get("x-project-id") or headers.get("x-tenant-id")
+            roles_hdr = headers.get("x-roles")
+            if project is None and roles_hdr is None:
+                return admin_context(self.default_project)
+            roles = frozenset(
+                r.strip().lower() for r in (roles_hdr or "admin").split(",") if r.strip()
+            )
+            if "admin" in roles:
+                roles |= {"member", "reader"}
+            if "member" in roles:
+                roles |= {"reader"}
+            return RequestContext(project or self.default_project, roles)
+        token = headers.get("x-auth-token")
+        if not token:
+            auth = headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                token = auth[7:].strip()
+        entry = self.tokens.get(token or "")
+        if entry is None:
+            raise NotAuthorized("Authentication required" if not token else "Invalid token")
+        return RequestContext(entry.project_id, entry.roles, entry.user_id)

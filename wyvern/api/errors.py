@@ -1,0 +1,87 @@
+"""Neutron's error contract: every failure is a NeutronError body with Neutron's type name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NeutronError(Exception):
+    """An API failure; `type` is the Neutron exception class name clients match on."""
+
+    status = 500
+    type = "NeutronError"
+
+    def __init__(self, message: str, *, type: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if type is not None:
+            self.type = type
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        return {"NeutronError": {"type": self.type, "message": self.message, "detail": ""}}
+
+
+class BadRequest(NeutronError):
+    status = 400
+    type = "HTTPBadRequest"
+
+
+class InvalidInput(BadRequest):
+    type = "InvalidInput"
+
+    def __init__(self, message: str, *, type: str | None = None):
+        super().__init__(f"Invalid input for operation: {message}", type=type)
+
+
+class NotAuthorized(NeutronError):
+    status = 401
+    type = "NotAuthorized"
+
+
+class PolicyNotAuthorized(NeutronError):
+    status = 403
+    type = "PolicyNotAuthorized"
+
+    def __init__(self, action: str):
+        super().__init__(f"rule:{action} is disallowed by policy")
+
+
+class NotFound(NeutronError):
+    status = 404
+    type = "NotFound"
+
+
+class Conflict(NeutronError):
+    status = 409
+    type = "Conflict"
+
+
+class PreconditionFailed(NeutronError):
+    status = 412
+    type = "PreconditionFailed"
+
+
+class NotImplementedOp(NeutronError):
+    status = 501
+    type = "NotImplemented"
+
+
+def not_found(resource: str, id_: str) -> NotFound:
+    """Also what another project's resource looks like: existence is not leaked."""
+    type_name = "".join(p.capitalize() for p in resource.replace("-", "_").split("_")) + "NotFound"
+    label = resource.replace("_", " ")
+    return NotFound(f"{label.capitalize()} {id_} could not be found.", type=type_name)
+
+
+def conflict(type: str, message: str) -> Conflict:
+    return Conflict(message, type=type)
+
+
+def bad_request(type: str, message: str) -> BadRequest:
+    return BadRequest(message, type=type)
+
+
+class RetryRequest(Exception):
+    """An optimistic-concurrency guard failed: re-read and run the operation again."""

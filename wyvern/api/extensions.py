@@ -1,0 +1,64 @@
+"""The extensions we advertise. Clients decide features from this list: only what works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+UPDATED = "2026-11-23T00:00:00-00:00"
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    alias: str
+    name: str
+    description: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "name": self.name,
+            "description": self.description,
+            "updated": UPDATED,
+            "links": [],
+        }
+
+
+def _ext(alias: str, name: str, description: str) -> Extension:
+    return Extension(alias, name, description)
+
+
+EXTENSIONS: list[Extension] = [
+    _ext("project-id", "project_id field enabled", "Resources carry project_id."),
+    _ext("standard-attr-description", "standard-attr-description", "Descriptions on resources."),
+    _ext("standard-attr-timestamp", "Resource timestamps", "created_at and updated_at."),
+    _ext("standard-attr-revisions", "Resource revision numbers", "revision_number."),
+    _ext("revision-if-match", "If-Match constraints based on revision_number", "If-Match."),
+    _ext("standard-attr-tag", "Tag support for resources", "Tags on every resource."),
+    _ext("tag-ports-during-bulk-creation", "Tag ports during bulk creation", "Tags in POST."),
+    _ext("pagination", "Pagination support", "limit, marker and page_reverse."),
+    _ext("sorting", "Sorting support", "sort_key and sort_dir."),
+    _ext("filter-validation", "Filter parameters validation", "Unknown filters are rejected."),
+    _ext("empty-string-filtering", "Empty string filtering", "Filtering on empty values."),
+    _ext("fields", "Fields", "The fields query parameter."),
+    _ext("quotas", "Quota management support", "Per-project quotas."),
+    _ext("quota_details", "Quota details management support", "Quota usage details."),
+    _ext("network-mtu", "Network MTU", "The mtu attribute of networks."),
+    _ext("net-mtu", "Network MTU", "The mtu attribute of networks."),
+    _ext("net-mtu-writable", "Network MTU (writable)", "mtu can be set."),
+    _ext("provider", "Provider Network", "provider:* attributes."),
+    _ext("external-net", "Neutron external network", "router:external networks."),
+    _ext("port-security", "Port Security", "port_security_enabled on networks and ports."),
+    _ext("binding", "Port Binding", "binding:* attributes."),
+    _ext("allowed-address-pairs", "Allowed Address Pairs", "allowed_address_pairs on ports."),
+    _ext("extra_dhcp_opt", "Neutron Extra DHCP options", "extra_dhcp_opts on ports."),
+    _ext("security-group", "security-group", "Security groups and rules."),
+    _ext("stateful-security-group", "Stateful security group", "The stateful flag."),
+    _ext("address-group", "Address group", "Address groups."),
+    _ext("security-groups-remote-address-group", "Remote address group", "Rules by group."),
+    _ext("router", "Neutron L3 Router", "Routers and floating IPs."),
+    _ext("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "enable_snat."),
+    _ext("extraroute", "Neutron Extra Route", "Static routes on routers."),
+    _ext("extraroute-atomic", "Atomically add/remove extra routes", "add/remove_extraroutes."),
+    _ext("dvr", "Distributed Virtual Router", "Routers are distributed."),
+]

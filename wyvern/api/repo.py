@@ -1,0 +1,199 @@
+"""Logical objects on the store: key layout, reads, and transactions with claims.
+
+Key layout (grouped by what a chassis needs, so an agent can watch one network):
+    /wyvern/<kind>/<id>                      top-level objects (networks, routers, ...)
+    /wyvern/<kind>/<parent-id>/<id>          children (subnets and ports under their network,
+                                             rules under their security group)
+    /wyvern/index/<kind>/<id>                child id -> parent id, to get a child by id
+    /wyvern/owner/<project>/<kind>/<id>      ownership index, for quota counts
+    /wyvern/uniq/<namespace>/.../<value>     create-if-absent claims (IPs, MACs, keys)
+
+Uniqueness is never read-then-write: a claim is an `absent(key)` guard plus a put in the
+same transaction as the object that owns it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+from wyvern.api.errors import Conflict, NeutronError, RetryRequest
+from wyvern.nb.store import Compare, Delete, Put, Store, absent, unchanged
+
+ROOT = "/wyvern/"
+T = TypeVar("T")
+
+
+def obj_key(kind: str, id_: str, parent: str | None = None) -> str:
+    return f"{ROOT}{kind}/{parent}/{id_}" if parent else f"{ROOT}{kind}/{id_}"
+
+
+def index_key(kind: str, id_: str) -> str:
+    return f"{ROOT}index/{kind}/{id_}"
+
+
+def owner_key(project: str, kind: str, id_: str) -> str:
+    return f"{ROOT}owner/{project}/{kind}/{id_}"
+
+
+def uniq_key(*parts: object) -> str:
+    return ROOT + "uniq/" + "/".join(str(p) for p in parts)
+
+
+def uniq_prefix(*parts: object) -> str:
+    return uniq_key(*parts) + "/"
+
+
+@dataclass(slots=True)
+class Stored:
+    obj: dict[str, Any]
+    key: str
+    mod_revision: int
+
+
+@dataclass(slots=True)
+class _Guard:
+    compare: Compare
+    # None: a lost race, so retry the operation; else the error to report.
+    error: NeutronError | None
+
+
+@dataclass
+class Txn:
+    """Collects guards and writes for one all-or-nothing store transaction."""
+
+    repo: Repo
+    guards: list[_Guard] = field(default_factory=list)
+    puts: dict[str, bytes] = field(default_factory=dict)
+    deletes: dict[str, None] = field(default_factory=dict)
+    claimed: set[str] = field(default_factory=set)
+    created_owned: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def guard(self, compare: Compare, error: NeutronError | None = None) -> None:
+        self.guards.append(_Guard(compare, error))
+
+    def put_obj(self, kind: str, obj: dict[str, Any], parent: str | None = None) -> str:
+        key = obj_key(kind, obj["id"], parent)
+        self.puts[key] = orjson.dumps(obj)
+        self.deletes.pop(key, None)
+        return key
+
+    def create(
+        self, kind: str, obj: dict[str, Any], parent: str | None = None, owned: bool = True
+    ) -> None:
+        key = obj_key(kind, obj["id"], parent)
+        self.guard(absent(key), Conflict(f"{kind} {obj['id']} already exists"))
+        self.put_obj(kind, obj, parent)
+        if parent:
+            self.puts[index_key(kind, obj["id"])] = parent.encode()
+        if owned and obj.get("project_id"):
+            self.puts[owner_key(obj["project_id"], kind, obj["id"])] = b""
+            slot = (obj["project_id"], kind)
+            self.created_owned[slot] = self.created_owned.get(slot, 0) + 1
+
+    def update(self, stored: Stored) -> None:
+        """Write back a changed object, guarded by the revision it was read at."""
+        self.guard(unchanged(stored.key, stored.mod_revision))
+        self.puts[stored.key] = orjson.dumps(stored.obj)
+        self.deletes.pop(stored.key, None)
+
+    def delete(self, kind: str, stored: Stored, owned: bool = True) -> None:
+        self.guard(unchanged(stored.key, stored.mod_revision))
+        self.deletes[stored.key] = None
+        self.puts.pop(stored.key, None)
+        obj = stored.obj
+        if stored.key.count("/") > 3:  # a child: drop its id index too
+            self.deletes[index_key(kind, obj["id"])] = None
+        if owned and obj.get("project_id"):
+            self.deletes[owner_key(obj["project_id"], kind, obj["id"])] = None
+
+    def require(self, stored: Stored) -> None:
+        """The object must still be exactly as read when this commits."""
+        self.guard(unchanged(stored.key, stored.mod_revision))
+
+    def claim(self, key: str, owner: str, error: NeutronError | None) -> None:
+        """Create-if-absent `key`; `error` None means: on collision, retry (auto-allocated)."""
+        self.guard(absent(key), error)
+        self.puts[key] = owner.encode()
+        self.claimed.add(key)
+
+    def release(self, key: str) -> None:
+        self.deletes[key] = None
+        self.puts.pop(key, None)
+
+    def commit(self) -> int:
+        compares = [g.compare for g in self.guards]
+        result = self.repo.store.txn(
+            compares,
+            [Put(k, v) for k, v in self.puts.items()],
+            [Delete(k) for k in self.deletes],
+        )
+        if result.succeeded:
+            return result.revision
+        failed = [self.guards[i] for i in result.failed]
+        if any(g.error is None for g in failed):
+            raise RetryRequest()
+        raise failed[0].error  # type: ignore[misc]
+
+
+class Repo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def txn(self) -> Txn:
+        return Txn(self)
+
+    def get(self, kind: str, id_: str, parent: str | None = None) -> Stored | None:
+        if parent is None and kind in CHILD_KINDS:
+            kv = self.store.get(index_key(kind, id_))
+            if kv is None:
+                return None
+            parent = kv.value.decode()
+        key = obj_key(kind, id_, parent)
+        kv = self.store.get(key)
+        if kv is None:
+            return None
+        return Stored(orjson.loads(kv.value), key, kv.mod_revision)
+
+    def list(self, kind: str, parent: str | None = None) -> list[Stored]:
+        prefix = f"{ROOT}{kind}/{parent}/" if parent else f"{ROOT}{kind}/"
+        return [
+            Stored(orjson.loads(kv.value), kv.key, kv.mod_revision)
+            for kv in self.store.list(prefix).items
+        ]
+
+    def objects(self, kind: str, parent: str | None = None) -> list[dict[str, Any]]:
+        return [s.obj for s in self.list(kind, parent)]
+
+    def count_owned(self, project: str, kind: str) -> int:
+        return len(self.store.list(f"{ROOT}owner/{project}/{kind}/", keys_only=True).items)
+
+    def claims(self, prefix: str) -> dict[str, str]:
+        """Existing claims under a uniq prefix: claimed value -> owner."""
+        out: dict[str, str] = {}
+        for kv in self.store.list(prefix).items:
+            out[kv.key[len(prefix) :]] = kv.value.decode()
+        return out
+
+    def claim_owner(self, key: str) -> str | None:
+        kv = self.store.get(key)
+        return kv.value.decode() if kv else None
+
+
+# Kinds stored under a parent id (need the index to be found by id alone).
+CHILD_KINDS = {"subnets", "ports", "security_group_rules"}
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 60) -> T:
+    """Run an optimistic operation until its guards hold (lost races are re-run)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except RetryRequest:
+            time.sleep(random.uniform(0, min(0.05, 0.002 * (i + 1))))
+    raise Conflict("The operation conflicted with concurrent changes; please retry.")

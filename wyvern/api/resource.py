@@ -1,0 +1,261 @@
+"""The generic resource controller: CRUD, bulk, tags and quotas over the attribute definitions.
+
+Resources with their own rules (ports, subnets, routers, ...) subclass `Resource` and
+override the `*_ops` hooks, which add guards and writes to a shared `Txn`. The base class
+runs every operation in a retry loop and commits it as one store transaction, so a bulk
+create or a cascade delete is all or nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wyvern.api.attributes import (
+    ResourceDef,
+    Tag,
+    now,
+    present,
+    validate_create,
+    validate_update,
+)
+from wyvern.api.context import RequestContext
+from wyvern.api.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PolicyNotAuthorized,
+    PreconditionFailed,
+    not_found,
+)
+from wyvern.api.listing import ListQuery, filter_objects
+from wyvern.api.repo import Repo, Stored, Txn, with_retries
+from wyvern.config import Settings
+
+MAX_TAGS = 50
+
+
+@dataclass
+class ApiState:
+    """What every resource controller shares: no globals, passed in."""
+
+    settings: Settings
+    repo: Repo
+    resources: dict[str, Resource]
+
+
+class Resource:
+    defn: ResourceDef
+
+    def __init__(self, state: ApiState) -> None:
+        self.state = state
+        self.repo = state.repo
+        self.settings = state.settings
+
+    def extra_routes(
+        self,
+    ) -> list[tuple[str, str, Callable[[RequestContext, dict[str, str], Any], tuple[Any, int]]]]:
+        """(path, method, handler) of actions and sub-resources beyond CRUD."""
+        return []
+
+    # ---- reading -------------------------------------------------------------------------
+    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
+        return not self.defn.owned or ctx.owns(obj)
+
+    def load(self, ctx: RequestContext, id_: str) -> Stored:
+        stored = self.repo.get(self.defn.kind, id_)
+        if stored is None or not self.visible(ctx, stored.obj):
+            raise not_found(self.defn.name, id_)
+        return stored
+
+    def load_for_write(self, ctx: RequestContext, id_: str, action: str) -> Stored:
+        ctx.require_write(f"{action}_{self.defn.name}")
+        stored = self.load(ctx, id_)
+        if self.defn.owned and not ctx.owns(stored.obj):
+            raise PolicyNotAuthorized(f"{action}_{self.defn.name}")
+        return stored
+
+    def all_objects(self) -> list[dict[str, Any]]:
+        return self.repo.objects(self.defn.kind)
+
+    def list(self, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
+        objs = [o for o in self.all_objects() if self.visible(ctx, o)]
+        objs = filter_objects(self.defn, query, objs)
+        self.extend(ctx, objs)
+        return objs
+
+    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        """Fill derived attributes (e.g. a network's subnets) for a batch of objects."""
+
+    def show(self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None) -> dict[str, Any]:
+        return present(self.defn, ctx, obj, fields)
+
+    # ---- creating ------------------------------------------------------------------------
+    def create_many(self, ctx: RequestContext, bodies: list[Any]) -> list[dict[str, Any]]:
+        ctx.require_write(f"create_{self.defn.name}")
+        prepared = [validate_create(self.defn, ctx, b) for b in bodies]
+        for attrs in prepared:
+            self.check_create(ctx, attrs)
+
+        def attempt() -> list[dict[str, Any]]:
+            txn = self.repo.txn()
+            objs = [self.create_ops(ctx, dict(attrs), txn) for attrs in prepared]
+            self.check_quotas(txn)
+            txn.commit()
+            return objs
+
+        objs = with_retries(attempt)
+        self.after_create(ctx, objs)
+        self.extend(ctx, objs)
+        return objs
+
+    def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
+        """Checks that need no store reads (run once, before the retry loop)."""
+
+    def new_object(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        stamp = now()
+        obj = dict(attrs)
+        obj.setdefault("id", str(uuid.uuid4()))
+        obj["created_at"] = obj["updated_at"] = stamp
+        obj["revision_number"] = 0
+        if "tags" in self.defn.by_name:
+            obj["tags"] = sorted(set(obj.get("tags") or []))
+            if len(obj["tags"]) > MAX_TAGS:
+                raise BadRequest(f"Too many tags: at most {MAX_TAGS} are allowed")
+        return obj
+
+    def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
+        obj = self.new_object(attrs)
+        txn.create(self.defn.kind, obj, self.parent_of(obj), owned=self.defn.owned)
+        return obj
+
+    def after_create(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        """Hook after a successful commit."""
+
+    def parent_of(self, obj: dict[str, Any]) -> str | None:
+        return obj[self.defn.parent_attr] if self.defn.parent_attr else None
+
+    def check_quotas(self, txn: Txn) -> None:
+        if self.defn.quota is None:
+            return
+        quotas: QuotaReader = self.state.resources["quota"]  # type: ignore[assignment]
+        for (project, kind), n in txn.created_owned.items():
+            if kind != self.defn.kind:
+                continue
+            limit = quotas.limit(project, self.defn.quota)
+            if limit >= 0 and self.repo.count_owned(project, kind) + n > limit:
+                raise Conflict(
+                    f"Quota exceeded for resources: ['{self.defn.quota}'].", type="OverQuota"
+                )
+
+    # ---- updating ------------------------------------------------------------------------
+    def update(
+        self, ctx: RequestContext, id_: str, body: Any, if_match: int | None
+    ) -> dict[str, Any]:
+        changes = validate_update(self.defn, ctx, body)
+
+        def attempt() -> dict[str, Any]:
+            stored = self.load_for_write(ctx, id_, "update")
+            check_revision(stored, if_match)
+            txn = self.repo.txn()
+            self.update_ops(ctx, stored, changes, txn)
+            touch(stored.obj)
+            txn.update(stored)
+            txn.commit()
+            return stored.obj
+
+        obj = with_retries(attempt)
+        self.extend(ctx, [obj])
+        return obj
+
+    def update_ops(
+        self, ctx: RequestContext, stored: Stored, changes: dict[str, Any], txn: Txn
+    ) -> None:
+        stored.obj.update(changes)
+
+    # ---- deleting ------------------------------------------------------------------------
+    def delete(
+        self, ctx: RequestContext, id_: str, if_match: int | None, params: dict[str, str]
+    ) -> None:
+        def attempt() -> None:
+            stored = self.load_for_write(ctx, id_, "delete")
+            check_revision(stored, if_match)
+            txn = self.repo.txn()
+            self.delete_ops(ctx, stored, txn, params)
+            txn.commit()
+
+        with_retries(attempt)
+
+    def delete_ops(
+        self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]
+    ) -> None:
+        txn.delete(self.defn.kind, stored, owned=self.defn.owned)
+
+    # ---- tags ----------------------------------------------------------------------------
+    def set_tags(
+        self, ctx: RequestContext, id_: str, tags: list[str] | None, add: str | None = None,
+        remove: str | None = None,
+    ) -> list[str]:
+        if tags is not None:
+            tags = [self.defn.by_name["tags"].convert([t])[0] for t in _as_list(tags)]
+        if add is not None:
+            Tag_check(add)
+
+        def attempt() -> list[str]:
+            stored = self.load_for_write(ctx, id_, "update")
+            current = set(stored.obj.get("tags") or [])
+            if tags is not None:
+                new = set(tags)
+            elif add is not None:
+                new = current | {add}
+            else:
+                if remove is not None and remove not in current:
+                    raise NotFound(f"Tag {remove} could not be found.", type="TagNotFound")
+                new = current - {remove} if remove is not None else set()
+            if len(new) > MAX_TAGS:
+                raise BadRequest(f"Too many tags: at most {MAX_TAGS} are allowed")
+            if new != current:
+                stored.obj["tags"] = sorted(new)
+                touch(stored.obj)
+                txn = self.repo.txn()
+                txn.update(stored)
+                txn.commit()
+            return sorted(new)
+
+        return with_retries(attempt)
+
+
+class QuotaReader(Resource):
+    def limit(self, project: str, resource: str) -> int:
+        raise NotImplementedError
+
+
+def _as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadRequest("Invalid tags body: expected a list of strings")
+    return value
+
+
+def Tag_check(tag: str) -> None:  # noqa: N802 - mirrors the Tag type
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(Tag).validate_python(tag)
+    except ValidationError:
+        raise BadRequest(f"Invalid tag '{tag[:300]}': 1 to 255 characters") from None
+
+
+def touch(obj: dict[str, Any]) -> None:
+    obj["revision_number"] = int(obj.get("revision_number", 0)) + 1
+    obj["updated_at"] = now()
+
+
+def check_revision(stored: Stored, if_match: int | None) -> None:
+    if if_match is not None and stored.obj.get("revision_number") != if_match:
+        raise PreconditionFailed(
+            f"Constrained revision_number {if_match} does not match "
+            f"current revision_number {stored.obj.get('revision_number')}.",
+            type="RevisionNumberConstraintFailed",
+        )

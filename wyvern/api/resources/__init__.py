@@ -1,0 +1,26 @@
+"""Every resource controller the API serves, in discovery order."""
+
+from __future__ import annotations
+
+from wyvern.api.resource import Resource
+from wyvern.api.resources import (
+    address_groups,
+    floatingips,
+    networks,
+    ports,
+    quotas,
+    routers,
+    security_groups,
+    subnets,
+)
+
+RESOURCE_CLASSES: list[type[Resource]] = [
+    *networks.RESOURCES,
+    *subnets.RESOURCES,
+    *ports.RESOURCES,
+    *security_groups.RESOURCES,
+    *address_groups.RESOURCES,
+    *routers.RESOURCES,
+    *floatingips.RESOURCES,
+    *quotas.RESOURCES,
+]

@@ -1,0 +1,306 @@
+"""Networks: provider attributes, tunnel keys, MTU, and the delete/cascade rules."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Literal
+
+from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
+from wyvern.api.context import RequestContext
+from wyvern.api.errors import BadRequest, InvalidInput, conflict, not_found
+from wyvern.api.repo import Stored, Txn, uniq_key, uniq_prefix, with_retries
+from wyvern.api.resource import Resource, touch
+from wyvern.api.types import Bool, ShortStr
+
+NetworkType = Literal["flat", "vlan", "vxlan", "geneve"]
+OVERLAYS = ("geneve", "vxlan")
+MAX_VNI = 2**24 - 1
+# Encapsulation overhead over IPv4, as Neutron computes it (ML2 type drivers).
+OVERHEAD = {"geneve": 58, "vxlan": 50, "vlan": 0, "flat": 0}
+# Ports that go away with their network (Neutron's AUTO_DELETE_PORT_OWNERS).
+AUTO_DELETE_OWNERS = {"network:dhcp"}
+ROUTER_INTERFACE_OWNERS = {
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+}
+
+DEFN = ResourceDef(
+    name="network",
+    collection="networks",
+    path="networks",
+    kind="networks",
+    quota="network",
+    attrs=(
+        *standard_attrs(),
+        Attr("admin_state_up", Bool, post=True, put=True, default=True, filter=True, sort=True),
+        Attr("status", str, filter=True, sort=True),
+        Attr("subnets", list[str], filter=True),
+        Attr("shared", Bool, post=True, put=True, default=False, filter=True, sort=True,
+             admin_set=True),
+        Attr("router:external", Bool, post=True, put=True, default=False, filter=True,
+             admin_set=True),
+        Attr("provider:network_type", NetworkType | None, post=True, filter=True,
+             admin_set=True, admin_read=True, default=None),
+        Attr("provider:physical_network", ShortStr | None, post=True, filter=True,
+             admin_set=True, admin_read=True, default=None),
+        Attr("provider:segmentation_id", int | None, post=True, filter=True,
+             admin_set=True, admin_read=True, default=None),
+        Attr("mtu", int | None, post=True, put=True, filter=True, sort=True, default=None),
+        Attr("port_security_enabled", Bool, post=True, put=True, default=True, filter=True),
+        Attr("availability_zone_hints", list[ShortStr], post=True, default_factory=list),
+        Attr("availability_zones", list[str]),
+    ),
+)
+
+
+def max_mtu(settings_mtu: int, network_type: str) -> int:
+    return settings_mtu - OVERHEAD.get(network_type, 0)
+
+
+class Networks(Resource):
+    defn = DEFN
+
+    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
+        return ctx.owns(obj) or bool(obj.get("shared")) or bool(obj.get("router:external"))
+
+    def all_objects(self) -> list[dict[str, Any]]:
+        return [o for o in self.repo.objects("networks") if not o.get("_deleting")]
+
+    def load(self, ctx: RequestContext, id_: str) -> Stored:
+        stored = super().load(ctx, id_)
+        if stored.obj.get("_deleting"):
+            raise not_found("network", id_)
+        return stored
+
+    # ---- create ---------------------------------------------------------------------------
+    def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
+        s = self.settings
+        ntype = attrs.get("provider:network_type") or s.default_network_type
+        physnet = attrs.get("provider:physical_network")
+        seg = attrs.get("provider:segmentation_id")
+        if ntype in OVERLAYS:
+            if physnet:
+                raise InvalidInput(f"provider:physical_network specified for {ntype} network")
+            if seg is not None and not 1 <= seg <= MAX_VNI:
+                raise InvalidInput(
+                    f"provider:segmentation_id {seg} out of range (1 through {MAX_VNI})"
+                )
+        else:
+            if physnet is None:
+                if not s.physical_networks:
+                    raise InvalidInput(f"provider:physical_network required for {ntype} network")
+                physnet = s.physical_networks[0]
+            elif physnet not in s.physical_networks:
+                raise InvalidInput(f"physical_network '{physnet}' unknown for {ntype} provider network")
+            if ntype == "flat" and seg is not None:
+                raise InvalidInput("provider:segmentation_id specified for flat network")
+            if ntype == "vlan" and seg is not None and not 1 <= seg <= 4094:
+                raise InvalidInput(f"provider:segmentation_id {seg} out of range (1 through 4094)")
+        attrs["provider:network_type"] = ntype
+        attrs["provider:physical_network"] = physnet
+        limit = max_mtu(s.global_physnet_mtu, ntype)
+        mtu = attrs.get("mtu")
+        if mtu is None:
+            attrs["mtu"] = limit
+        elif not 68 <= mtu <= limit:
+            raise InvalidInput(
+                f"Requested MTU {mtu} is invalid for a {ntype} network: it must be between "
+                f"68 and {limit}"
+            )
+
+    def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
+        obj = self.new_object(attrs)
+        obj["status"] = "ACTIVE"
+        obj["subnets"] = []
+        obj["availability_zones"] = []
+        ntype = obj["provider:network_type"]
+        physnet = obj["provider:physical_network"]
+        seg = obj["provider:segmentation_id"]
+        if ntype in OVERLAYS and seg is not None:
+            key = seg
+            txn.claim(
+                uniq_key("netkey", key), obj["id"],
+                conflict("TunnelIdInUse",
+                         f"Unable to create the network. The tunnel ID {seg} is in use."),
+            )
+        else:
+            key = self._free_key(txn)
+            txn.claim(uniq_key("netkey", key), obj["id"], None)
+            if ntype in OVERLAYS:
+                obj["provider:segmentation_id"] = key
+        if ntype == "vlan":
+            if seg is None:
+                seg = self._free_vlan(physnet, txn)
+                obj["provider:segmentation_id"] = seg
+                error = None
+            else:
+                error = conflict(
+                    "VlanIdInUse",
+                    f"Unable to create the network. The VLAN {seg} on physical network "
+                    f"{physnet} is in use.",
+                )
+            txn.claim(uniq_key("vlan", physnet, seg), obj["id"], error)
+        elif ntype == "flat":
+            txn.claim(
+                uniq_key("flat", physnet), obj["id"],
+                conflict("FlatNetworkInUse",
+                         f"Unable to create the flat network. Physical network {physnet} is "
+                         "in use."),
+            )
+        obj["_key"] = key
+        txn.create("networks", obj)
+        return obj
+
+    def _free_key(self, txn: Txn) -> int:
+        used = {int(k) for k in self.repo.claims(uniq_prefix("netkey"))}
+        used |= {int(k.rsplit("/", 1)[1]) for k in txn.claimed if "/uniq/netkey/" in k}
+        # Lowest free keys, picked at random among a few so concurrent creators rarely collide.
+        free: list[int] = []
+        n = 1
+        while len(free) < 8 and n <= MAX_VNI:
+            if n not in used:
+                free.append(n)
+            n += 1
+        if not free:
+            raise conflict("NoNetworkAvailable", "Unable to create the network. No tenant network is available for allocation.")
+        return random.choice(free)
+
+    def _free_vlan(self, physnet: str, txn: Txn) -> int:
+        lo, hi = self.settings.vlan_ranges.get(physnet, (1, 4094))
+        used = {int(k) for k in self.repo.claims(uniq_prefix("vlan", physnet))}
+        free = [v for v in range(lo, hi + 1) if v not in used
+                and uniq_key("vlan", physnet, v) not in txn.claimed]
+        if not free:
+            raise conflict("NoNetworkAvailable", "Unable to create the network. No tenant network is available for allocation.")
+        return random.choice(free[:8])
+
+    # ---- update ---------------------------------------------------------------------------
+    def update_ops(
+        self, ctx: RequestContext, stored: Stored, changes: dict[str, Any], txn: Txn
+    ) -> None:
+        if "mtu" in changes:
+            ntype = stored.obj["provider:network_type"]
+            limit = max_mtu(self.settings.global_physnet_mtu, ntype)
+            mtu = changes["mtu"]
+            if mtu is None:
+                changes["mtu"] = limit
+            elif not 68 <= mtu <= limit:
+                raise InvalidInput(
+                    f"Requested MTU {mtu} is invalid for a {ntype} network: it must be "
+                    f"between 68 and {limit}"
+                )
+        if changes.get("shared") is False and stored.obj.get("shared"):
+            others = [
+                p for p in self.repo.objects("ports", stored.obj["id"])
+                if p.get("project_id") != stored.obj.get("project_id")
+                and p.get("device_owner") not in AUTO_DELETE_OWNERS
+            ]
+            if others:
+                raise conflict(
+                    "InvalidSharedSetting",
+                    f"Unable to reconfigure sharing settings for network {stored.obj['id']}. "
+                    "Multiple tenants are using it.",
+                )
+        stored.obj.update(changes)
+
+    # ---- delete ---------------------------------------------------------------------------
+    def delete(
+        self, ctx: RequestContext, id_: str, if_match: int | None, params: dict[str, str]
+    ) -> None:
+        """Two steps, so no port can slip in: mark the network (port creates guard its
+        revision and retry, then see it gone), then delete it and its children at once."""
+        from wyvern.api.resource import check_revision
+
+        cascade = params.get("cascade", "false").lower() in ("true", "1", "yes")
+
+        def mark() -> Stored:
+            stored = self.load_for_write(ctx, id_, "delete")
+            check_revision(stored, if_match)
+            stored.obj["_deleting"] = True
+            txn = self.repo.txn()
+            txn.update(stored)
+            stored.mod_revision = txn.commit()
+            return stored
+
+        marked = with_retries(mark)
+        try:
+            def attempt() -> None:
+                stored = self.repo.get("networks", id_)
+                if stored is None:
+                    return
+                txn = self.repo.txn()
+                self.delete_ops(ctx, stored, txn, {"cascade": str(cascade)})
+                txn.commit()
+
+            with_retries(attempt)
+        except BaseException:
+            def unmark() -> None:
+                stored = self.repo.get("networks", id_)
+                if stored is not None and stored.obj.pop("_deleting", None):
+                    txn = self.repo.txn()
+                    txn.update(stored)
+                    txn.commit()
+
+            with_retries(unmark)
+            raise
+        del marked
+
+    def delete_ops(
+        self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]
+    ) -> None:
+        net = stored.obj
+        cascade = params.get("cascade", "False") == "True"
+        ports = self.repo.list("ports", net["id"])
+        blocking = [p for p in ports if p.obj.get("device_owner") not in AUTO_DELETE_OWNERS]
+        if blocking and not cascade:
+            raise conflict(
+                "NetworkInUse",
+                f"Unable to complete operation on network {net['id']}. There are one or more "
+                "ports still in use on the network.",
+            )
+        port_res = self.state.resources["port"]
+        for p in ports:
+            port_res.delete_ops(ctx, p, txn, {"force": "True"})
+        subnet_res = self.state.resources["subnet"]
+        for s in self.repo.list("subnets", net["id"]):
+            subnet_res.delete_ops(ctx, s, txn, {"force": "True", "network_gone": "True"})
+        key = net.get("_key")
+        if key is not None:
+            txn.release(uniq_key("netkey", key))
+        ntype = net.get("provider:network_type")
+        if ntype == "vlan":
+            txn.release(
+                uniq_key("vlan", net["provider:physical_network"], net["provider:segmentation_id"])
+            )
+        elif ntype == "flat":
+            txn.release(uniq_key("flat", net["provider:physical_network"]))
+        txn.delete("networks", stored)
+
+    def add_subnet(self, txn: Txn, network: Stored, subnet_id: str, add: bool) -> None:
+        """Subnets are listed on their network; changing the list bumps its revision."""
+        subnets = [s for s in network.obj.get("subnets", []) if s != subnet_id]
+        if add:
+            subnets.append(subnet_id)
+        network.obj["subnets"] = subnets
+        touch(network.obj)
+        txn.update(network)
+
+
+def network_or_404(res: Resource, ctx: RequestContext, network_id: str) -> Stored:
+    """The network a child names; hidden, missing or being deleted networks are 404."""
+    stored = res.repo.get("networks", network_id)
+    if stored is None or stored.obj.get("_deleting"):
+        raise not_found("network", network_id)
+    net_res = res.state.resources["network"]
+    if not net_res.visible(ctx, stored.obj):
+        raise not_found("network", network_id)
+    return stored
+
+
+def require_owner_or_shared(ctx: RequestContext, network: dict[str, Any], what: str) -> None:
+    if not (ctx.owns(network) or network.get("shared")):
+        raise BadRequest(f"Tenant {ctx.project_id} not allowed to create {what} on this network")
+
+
+RESOURCES = [Networks]

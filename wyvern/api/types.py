@@ -1,0 +1,74 @@
+"""Attribute types shared by the resource definitions (pydantic Annotated types)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+
+_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"'{value}' is not a valid UUID") from None
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"'{value}' is not a valid IP address") from None
+
+
+def _cidr(value: str) -> str:
+    """Canonicalise as Neutron does: host bits are rejected, not silently cleared."""
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a valid IP subnet") from None
+    if "/" not in value:
+        raise ValueError(f"'{value}' is not a valid IP subnet: a prefix length is required")
+    return str(net)
+
+
+def _ip_or_cidr(value: str) -> str:
+    if "/" in value:
+        return _cidr(value)
+    return _ip(value)
+
+
+def _mac(value: str) -> str:
+    if not _MAC_RE.match(value):
+        raise ValueError(f"'{value}' is not a valid MAC address")
+    mac = value.lower().replace("-", ":")
+    if mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1:
+        raise ValueError(f"'{value}' is not a valid unicast MAC address")
+    return mac
+
+
+def _strict_bool(value: Any) -> Any:
+    """Neutron's convert_to_boolean: bools, 0/1 and 'true'/'false' strings only."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ValueError(f"'{value}' cannot be converted to boolean")
+
+
+Uuid = Annotated[str, AfterValidator(_uuid)]
+IpAddress = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip)]
+Cidr = Annotated[str, StringConstraints(max_length=64), AfterValidator(_cidr)]
+IpOrCidr = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip_or_cidr)]
+MacAddress = Annotated[str, StringConstraints(max_length=32), AfterValidator(_mac)]
+Bool = Annotated[bool, BeforeValidator(_strict_bool)]
+ShortStr = Annotated[str, StringConstraints(max_length=255)]
+DeviceOwner = Annotated[str, StringConstraints(max_length=255)]
+NonNegInt = Annotated[int, Field(ge=0)]

@@ -1,0 +1,1 @@
+"""Pure apps: local view in, flows out. Arrive with the agent issue."""

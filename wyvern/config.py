@@ -1,0 +1,139 @@
+"""One typed settings object, read from a TOML file and WYVERN_* environment variables.
+
+Precedence (highest first): keyword arguments, environment (`WYVERN_<NAME>`), the TOML file
+(`WYVERN_CONFIG`, else `<run_dir>/wyvern.toml` if present), the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_RUN_DIR = "/var/lib/wyvern"
+
+
+def _toml_file() -> Path | None:
+    explicit = os.environ.get("WYVERN_CONFIG")
+    if explicit:
+        return Path(explicit)
+    candidate = Path(os.environ.get("WYVERN_RUN_DIR", DEFAULT_RUN_DIR)) / "wyvern.toml"
+    return candidate if candidate.is_file() else None
+
+
+class QuotaDefaults(BaseSettings):
+    """Neutron's default quotas; -1 means unlimited."""
+
+    network: int = 100
+    subnet: int = 100
+    port: int = 500
+    router: int = 10
+    floatingip: int = 50
+    security_group: int = 10
+    security_group_rule: int = 100
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WYVERN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    run_dir: Path = Field(
+        default=Path(DEFAULT_RUN_DIR),
+        description="Every piece of state (database, logs, pid files, sockets) lives here.",
+    )
+    store: Literal["sqlite", "etcd", "memory"] = Field(
+        default="sqlite", description="Northbound store backend."
+    )
+    sqlite_path: Path | None = Field(
+        default=None, description="SQLite database file; default <run_dir>/wyvern.db."
+    )
+    etcd_endpoints: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:2379"],
+        description="etcd client URLs (any member of the cluster).",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(default=9696, ge=1, le=65535, description="API TCP port.")
+    api_workers: int = Field(default=1, ge=1, description="API server processes.")
+    auth_strategy: Literal["noauth", "token"] = Field(
+        default="noauth",
+        description="noauth: callers act as admin of default_project_id (loopback only). "
+        "token: bearer tokens from tokens_file.",
+    )
+    tokens_file: Path | None = Field(
+        default=None,
+        description="TOML file mapping tokens to project and roles (auth_strategy=token).",
+    )
+    default_project_id: str = Field(
+        default="default", description="Project of noauth callers that name none."
+    )
+    allow_noauth_on_public: bool = Field(
+        default=False,
+        description="Permit auth_strategy=noauth on a non-loopback address (unsafe).",
+    )
+    base_mac: str = Field(default="fa:16:3e:00:00:00", description="MAC prefix for ports.")
+    global_physnet_mtu: int = Field(
+        default=1500, ge=68, description="MTU of the underlay and physical networks."
+    )
+    default_network_type: Literal["geneve", "vxlan", "vlan", "flat"] = Field(
+        default="geneve", description="provider:network_type when none is given."
+    )
+    vlan_ranges: dict[str, tuple[int, int]] = Field(
+        default_factory=lambda: {"physnet1": (1, 4094)},
+        description="Tenant VLAN ranges per physical network.",
+    )
+    physical_networks: list[str] = Field(
+        default_factory=lambda: ["physnet1"],
+        description="Physical networks that flat and vlan networks may use.",
+    )
+    max_dns_nameservers: int = 5
+    max_subnet_host_routes: int = 20
+    max_allowed_address_pair: int = 10
+    pagination_max_limit: int = Field(default=-1, description="-1: no maximum page size.")
+    quotas: QuotaDefaults = Field(default_factory=QuotaDefaults)
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @model_validator(mode="after")
+    def _refuse_open_noauth(self) -> Settings:
+        loopback = self.api_host in ("127.0.0.1", "localhost", "::1") or self.api_host.startswith(
+            "127."
+        )
+        if self.auth_strategy == "noauth" and not loopback and not self.allow_noauth_on_public:
+            raise ValueError(
+                f"auth_strategy=noauth refuses to listen on {self.api_host}: use "
+                "auth_strategy=token (or set allow_noauth_on_public=true knowingly)"
+            )
+        if self.auth_strategy == "token" and self.tokens_file is None:
+            raise ValueError("auth_strategy=token needs tokens_file")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_file()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def database_path(self) -> Path:
+        return self.sqlite_path or self.run_dir / "wyvern.db"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Northbound store: versioned keys, atomic transactions, ordered watches."""

@@ -1,0 +1,192 @@
+"""The northbound store interface: versioned keys, all-or-nothing transactions, ordered watches.
+
+Every backend (memory, SQLite, etcd) implements exactly these semantics, which are etcd's:
+a global revision that every successful write transaction bumps by one, per-key
+create/mod revisions and versions, and watches that deliver every change in revision
+order or say explicitly that history is gone (`Gap`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+CompareTarget = Literal["version", "create", "mod", "value"]
+CompareOp = Literal["==", "!=", "<", ">"]
+
+
+class StoreError(Exception):
+    """The store could not be reached or refused the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One guard of a transaction, evaluated against the key's current state.
+
+    An absent key has version, create and mod revision 0 and value b"".
+    """
+
+    key: str
+    target: CompareTarget
+    op: CompareOp
+    operand: int | bytes
+
+    def holds(self, kv: KeyValue | None) -> bool:
+        current: int | bytes
+        if self.target == "value":
+            current = kv.value if kv else b""
+        elif self.target == "version":
+            current = kv.version if kv else 0
+        elif self.target == "create":
+            current = kv.create_revision if kv else 0
+        else:
+            current = kv.mod_revision if kv else 0
+        operand = self.operand
+        if type(current) is not type(operand):
+            return False
+        if self.op == "==":
+            return current == operand
+        if self.op == "!=":
+            return current != operand
+        if self.op == "<":
+            return current < operand  # type: ignore[operator]
+        return current > operand  # type: ignore[operator]
+
+
+def absent(key: str) -> Compare:
+    """Create-if-absent guard: the building block of every uniqueness claim."""
+    return Compare(key, "version", "==", 0)
+
+
+def unchanged(key: str, mod_revision: int) -> Compare:
+    """Optimistic-concurrency guard: the key still has the revision we read."""
+    return Compare(key, "mod", "==", mod_revision)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    # Indexes (into the compares given) of the guards that did not hold.
+    failed: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: Literal["put", "delete"]
+    key: str
+    value: bytes
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The events of one revision (one transaction), in the order it wrote them."""
+
+    revision: int
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """History before `compact_revision` is gone: the watcher must resync its prefix."""
+
+    compact_revision: int
+
+
+@dataclass(slots=True)
+class ListResult:
+    revision: int
+    items: list[KeyValue] = field(default_factory=list)
+
+
+class Watch(abc.ABC):
+    """An ordered stream of changes under one prefix.
+
+    `next()` returns the next Batch (strictly increasing revisions, none skipped for the
+    prefix), a Gap (after which the watch is finished), or None on timeout.
+    """
+
+    @abc.abstractmethod
+    def next(self, timeout: float | None = None) -> Batch | Gap | None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Batch | Gap]:
+        while True:
+            item = self.next(timeout=None)
+            if item is None:
+                continue
+            yield item
+            if isinstance(item, Gap):
+                return
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def get(self, key: str) -> KeyValue | None: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str, keys_only: bool = False) -> ListResult:
+        """All keys under prefix, sorted by key, read at one revision."""
+
+    @abc.abstractmethod
+    def txn(
+        self,
+        compares: Sequence[Compare],
+        puts: Sequence[Put] = (),
+        deletes: Sequence[Delete] = (),
+    ) -> TxnResult:
+        """Apply puts then deletes if every compare holds; otherwise change nothing."""
+
+    @abc.abstractmethod
+    def watch(self, prefix: str, start_revision: int) -> Watch:
+        """Events under prefix with revision >= start_revision, in revision order."""
+
+    @abc.abstractmethod
+    def revision(self) -> int: ...
+
+    @abc.abstractmethod
+    def compact(self, revision: int) -> None:
+        """Forget history before revision (watches from earlier get a Gap)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def prefix_end(prefix: str) -> str:
+    """The first key after every key that starts with prefix (etcd's range_end)."""
+    raw = prefix.encode()
+    for i in range(len(raw) - 1, -1, -1):
+        if raw[i] < 0xFF:
+            return (raw[:i] + bytes([raw[i] + 1])).decode("latin-1")
+    return "\0"

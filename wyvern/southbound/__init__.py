@@ -1,0 +1,1 @@
+"""Southbound IR and OpenFlow backend. Arrives with the agent issue."""
