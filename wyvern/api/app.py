@@ -46,7 +46,7 @@ class _StripJsonSuffix:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.endswith(".json"):
+            if path.endswith(".json") and path.startswith("/v2.0/"):
                 scope = dict(scope)
                 scope["path"] = path[: -len(".json")]
                 scope["raw_path"] = scope["path"].encode()
@@ -123,11 +123,14 @@ class Api:
     ) -> None:
         extra: dict[str, Any] | None = None
         if body_schema is not None:
-            extra = {
-                "requestBody": {"content": {"application/json": {"schema": body_schema}}}
-            }
+            extra = {"requestBody": {"content": {"application/json": {"schema": body_schema}}}}
         app.add_api_route(
-            path, fn, methods=[method], name=name, tags=[tag], openapi_extra=extra,
+            path,
+            fn,
+            methods=[method],
+            name=name,
+            tags=[tag],
+            openapi_extra=extra,
             include_in_schema=True,
         )
 
@@ -140,16 +143,12 @@ class Api:
             ctx = self.ctx(request)
             items = list(request.query_params.multi_items())
             query = parse_query(d, ctx, items, self.settings.pagination_max_limit)
-            objs = await run_in_threadpool(res.list, ctx, query)
+            objs = await run_in_threadpool(res.list_visible, ctx, query)
             all_objs = objs
             if query.marker is not None:
-                all_objs = await run_in_threadpool(
-                    lambda: [o for o in res.all_objects() if res.visible(ctx, o)]
-                )
+                all_objs = await run_in_threadpool(res.visible_objects, ctx)
             page, has_next, has_prev = sort_objects(query, objs, all_objs)
-            body: dict[str, Any] = {
-                d.collection: [res.show(ctx, o, query.fields) for o in page]
-            }
+            body: dict[str, Any] = {d.collection: [res.show(ctx, o, query.fields) for o in page]}
             links = page_links(
                 self.base_url(request), d.path, items, page, has_next, has_prev, query.limit
             )
@@ -220,8 +219,10 @@ class Api:
             ctx = self.ctx(request)
             body = await _json_body(request)
             if not isinstance(body, dict) or "tags" not in body:
-                raise BadRequest("Invalid tags body: expected {\"tags\": [...]}")
-            tags = await run_in_threadpool(res.set_tags, ctx, request.path_params["id"], body["tags"])
+                raise BadRequest('Invalid tags body: expected {"tags": [...]}')
+            tags = await run_in_threadpool(
+                res.set_tags, ctx, request.path_params["id"], body["tags"]
+            )
             return json_response({"tags": tags})
 
         async def delete_tags(request: Request) -> Response:
@@ -248,7 +249,11 @@ class Api:
         async def remove_tag(request: Request) -> Response:
             ctx = self.ctx(request)
             await run_in_threadpool(
-                res.set_tags, ctx, request.path_params["id"], None, None,
+                res.set_tags,
+                ctx,
+                request.path_params["id"],
+                None,
+                None,
                 request.path_params["tag"],
             )
             return json_response(None, 204)
@@ -278,8 +283,12 @@ class Api:
             return json_response(result, status)
 
         self._route(
-            app, path, method, endpoint,
-            f"{method.lower()}_{path.strip('/').replace('/', '_')}", res.defn.collection,
+            app,
+            path,
+            method,
+            endpoint,
+            f"{method.lower()}_{path.strip('/').replace('/', '_')}",
+            res.defn.collection,
         )
 
     def discovery_routes(self, app: FastAPI) -> None:
@@ -321,7 +330,9 @@ class Api:
             raise NotFound(f"Extension with alias {alias} does not exist", type="NotFound")
 
         for path, fn in (("/", versions), ("/v2.0", resources), ("/v2.0/", resources)):
-            app.add_api_route(path, fn, methods=["GET"], tags=["discovery"], include_in_schema=path != "/v2.0")
+            app.add_api_route(
+                path, fn, methods=["GET"], tags=["discovery"], include_in_schema=path != "/v2.0"
+            )
         app.add_api_route("/v2.0/extensions", extensions, methods=["GET"], tags=["discovery"])
         app.add_api_route(
             "/v2.0/extensions/{alias}", extension, methods=["GET"], tags=["discovery"]
@@ -331,6 +342,7 @@ class Api:
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     store = store if store is not None else open_store(settings)
     api = Api(settings, store)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -360,7 +372,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         elif exc.status_code == 405:
             err = NeutronError(
                 "The method is not allowed for the requested URL.",
-                type="HTTPMethodNotAllowed", status=405,
+                type="HTTPMethodNotAllowed",
+                status=405,
             )
         else:
             err = NeutronError(str(exc.detail), type="HTTPError", status=exc.status_code)
@@ -370,8 +383,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def unexpected(request: Request, exc: Exception) -> Response:
         LOG.exception("unexpected error on %s %s", request.method, request.url.path)
         return json_response(
-            NeutronError("Request Failed: internal server error while processing your request.",
-                         type="HTTPInternalServerError").body(),
+            NeutronError(
+                "Request Failed: internal server error while processing your request.",
+                type="HTTPInternalServerError",
+            ).body(),
             500,
         )
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from wyvern.api.attributes import ResourceDef
+from pydantic import ValidationError
+
+from wyvern.api.attributes import Attr, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput
 
@@ -101,26 +104,28 @@ def filter_objects(
             out = [o for o in out if extra(o, raw_values)]
             continue
         attr = defn.by_name[key]
-        wanted: list[Any] = []
-        for raw in raw_values:
-            if raw == "" and attr.type is not str:
-                wanted.append(None)
-                wanted.append("")
-                continue
-            try:
-                wanted.append(attr.adapter.validate_strings(raw))
-            except Exception:
-                try:
-                    wanted.append(attr.adapter.validate_python(raw))
-                except Exception:
-                    if isinstance(attr.adapter.json_schema().get("type"), str) and attr.adapter.json_schema()["type"] in ("boolean", "integer"):
-                        raise InvalidInput(f"'{raw}' is not a valid value for {key}") from None
-                    wanted.append(raw)
+        wanted = [_filter_value(attr, key, raw) for raw in raw_values]
+        if "" in raw_values and attr.type is not str:
+            wanted.append(None)
         out = [o for o in out if _matches_value(o.get(key), wanted)]
     tf = query.tag_filters
     if tf:
         out = [o for o in out if _tags_match(set(o.get("tags") or ()), tf)]
     return out
+
+
+def _filter_value(attr: Attr, key: str, raw: str) -> Any:
+    """Convert a query-string value to the attribute's type; bad booleans/ints are 400."""
+    try:
+        return attr.adapter.validate_strings(raw)
+    except ValidationError:
+        pass
+    try:
+        return attr.adapter.validate_python(raw)
+    except ValidationError:
+        if attr.adapter.json_schema().get("type") in ("boolean", "integer"):
+            raise InvalidInput(f"'{raw}' is not a valid value for {key}") from None
+        return raw
 
 
 def _tags_match(tags: set[str], tf: dict[str, set[str]]) -> bool:
@@ -133,13 +138,19 @@ def _tags_match(tags: set[str], tf: dict[str, set[str]]) -> bool:
     return not ("not-tags-any" in tf and tf["not-tags-any"] & tags)
 
 
+def _sorter(key: str) -> Callable[[dict[str, Any]], _Key]:
+    return lambda o: _Key(o.get(key))
+
+
 class _Key:
     """Sort key that orders None first and never compares unlike types."""
 
     __slots__ = ("v",)
 
     def __init__(self, v: Any) -> None:
-        self.v = (0, "") if v is None else (1, v) if isinstance(v, int | float | bool) else (2, str(v))
+        self.v: tuple[int, Any] = (
+            (0, "") if v is None else (1, v) if isinstance(v, int | float | bool) else (2, str(v))
+        )
 
     def __lt__(self, other: _Key) -> bool:
         return self.v < other.v
@@ -161,7 +172,7 @@ def sort_objects(
     reverse = query.page_reverse
     out = list(objs)
     for key, asc in reversed(sort):
-        out.sort(key=lambda o, k=key: _Key(o.get(k)), reverse=(not asc) ^ reverse)
+        out.sort(key=_sorter(key), reverse=(not asc) ^ reverse)
     has_prev = False
     if query.marker is not None:
         marker = next((o for o in all_objs if o.get("id") == query.marker), None)
@@ -180,7 +191,9 @@ def sort_objects(
     return out, has_next, has_prev
 
 
-def _sort_tuple(sort: list[tuple[str, bool]], obj: dict[str, Any], reverse: bool) -> tuple[Any, ...]:
+def _sort_tuple(
+    sort: list[tuple[str, bool]], obj: dict[str, Any], reverse: bool
+) -> tuple[Any, ...]:
     parts: list[Any] = []
     for key, asc in sort:
         k = _Key(obj.get(key)).v
@@ -208,8 +221,13 @@ class _Neg:
 
 
 def page_links(
-    base: str, collection: str, items: list[tuple[str, str]], page: list[dict[str, Any]],
-    has_next: bool, has_prev: bool, limit: int | None,
+    base: str,
+    collection: str,
+    items: list[tuple[str, str]],
+    page: list[dict[str, Any]],
+    has_next: bool,
+    has_prev: bool,
+    limit: int | None,
 ) -> list[dict[str, str]]:
     if limit is None or not page:
         return []

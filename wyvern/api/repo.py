@@ -118,6 +118,8 @@ class Txn:
 
     def claim(self, key: str, owner: str, error: NeutronError | None) -> None:
         """Create-if-absent `key`; `error` None means: on collision, retry (auto-allocated)."""
+        if key in self.claimed:  # two objects of one bulk request want the same value
+            raise error if error is not None else RetryRequest()
         self.guard(absent(key), error)
         self.puts[key] = owner.encode()
         self.claimed.add(key)
@@ -160,7 +162,7 @@ class Repo:
             return None
         return Stored(orjson.loads(kv.value), key, kv.mod_revision)
 
-    def list(self, kind: str, parent: str | None = None) -> list[Stored]:
+    def scan(self, kind: str, parent: str | None = None) -> list[Stored]:
         prefix = f"{ROOT}{kind}/{parent}/" if parent else f"{ROOT}{kind}/"
         return [
             Stored(orjson.loads(kv.value), kv.key, kv.mod_revision)
@@ -168,7 +170,7 @@ class Repo:
         ]
 
     def objects(self, kind: str, parent: str | None = None) -> list[dict[str, Any]]:
-        return [s.obj for s in self.list(kind, parent)]
+        return [s.obj for s in self.scan(kind, parent)]
 
     def count_owned(self, project: str, kind: str) -> int:
         return len(self.store.list(f"{ROOT}owner/{project}/{kind}/", keys_only=True).items)
@@ -183,6 +185,9 @@ class Repo:
     def claim_owner(self, key: str) -> str | None:
         kv = self.store.get(key)
         return kv.value.decode() if kv else None
+
+    # The store's verb, bound last so `list[...]` annotations above still mean the builtin.
+    list = scan
 
 
 # Kinds stored under a parent id (need the index to be found by id alone).

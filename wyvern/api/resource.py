@@ -80,16 +80,20 @@ class Resource:
     def all_objects(self) -> list[dict[str, Any]]:
         return self.repo.objects(self.defn.kind)
 
-    def list(self, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
-        objs = [o for o in self.all_objects() if self.visible(ctx, o)]
-        objs = filter_objects(self.defn, query, objs)
+    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return [o for o in self.all_objects() if self.visible(ctx, o)]
+
+    def list_visible(self, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
+        objs = filter_objects(self.defn, query, self.visible_objects(ctx))
         self.extend(ctx, objs)
         return objs
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         """Fill derived attributes (e.g. a network's subnets) for a batch of objects."""
 
-    def show(self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None) -> dict[str, Any]:
+    def show(
+        self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
+    ) -> dict[str, Any]:
         return present(self.defn, ctx, obj, fields)
 
     # ---- creating ------------------------------------------------------------------------
@@ -195,7 +199,11 @@ class Resource:
 
     # ---- tags ----------------------------------------------------------------------------
     def set_tags(
-        self, ctx: RequestContext, id_: str, tags: list[str] | None, add: str | None = None,
+        self,
+        ctx: RequestContext,
+        id_: str,
+        tags: list[str] | None,
+        add: str | None = None,
         remove: str | None = None,
     ) -> list[str]:
         if tags is not None:
@@ -226,6 +234,9 @@ class Resource:
 
         return with_retries(attempt)
 
+    # Bound last so `list[...]` annotations above still mean the builtin.
+    list = list_visible
+
 
 class QuotaReader(Resource):
     def limit(self, project: str, resource: str) -> int:
@@ -238,7 +249,7 @@ def _as_list(value: Any) -> list[Any]:
     return value
 
 
-def Tag_check(tag: str) -> None:  # noqa: N802 - mirrors the Tag type
+def Tag_check(tag: str) -> None:
     from pydantic import TypeAdapter, ValidationError
 
     try:

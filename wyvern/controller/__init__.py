@@ -1,1 +1,4 @@
-"""Local controller (one per chassis): sync, local view, incremental engine. Arrives with the agent issue."""
+"""Local controller (one per chassis): sync, local view, incremental engine.
+
+Arrives with the agent issue.
+"""

@@ -8,6 +8,7 @@ they are woken at once, across processes they poll it (every `poll_interval`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -90,12 +91,16 @@ class SqliteStore(Store):
 
     def list(self, prefix: str, keys_only: bool = False) -> ListResult:
         conn = self._conn()
-        cols = "key, x'', create_rev, mod_rev, version" if keys_only else "key, value, create_rev, mod_rev, version"
+        cols = (
+            "key, x'', create_rev, mod_rev, version"
+            if keys_only
+            else "key, value, create_rev, mod_rev, version"
+        )
         conn.execute("BEGIN")
         try:
             rev = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
             rows = conn.execute(
-                f"SELECT {cols} FROM kv WHERE key >= ? AND key < ? ORDER BY key",  # noqa: S608
+                f"SELECT {cols} FROM kv WHERE key >= ? AND key < ? ORDER BY key",
                 (prefix, prefix_end(prefix)),
             ).fetchall()
         finally:
@@ -185,17 +190,13 @@ class SqliteStore(Store):
     @staticmethod
     def _compact(conn: sqlite3.Connection, revision: int) -> None:
         conn.execute("DELETE FROM log WHERE rev < ?", (revision,))
-        conn.execute(
-            "UPDATE meta SET value = max(value, ?) WHERE name = 'compacted'", (revision,)
-        )
+        conn.execute("UPDATE meta SET value = max(value, ?) WHERE name = 'compacted'", (revision,))
 
     def close(self) -> None:
         with self._conns_lock:
             for conn in self._conns:
-                try:
+                with contextlib.suppress(sqlite3.ProgrammingError):
                     conn.close()
-                except sqlite3.ProgrammingError:  # closed from another thread already
-                    pass
             self._conns.clear()
         self._local = threading.local()
 
@@ -210,17 +211,18 @@ class _SqliteWatch(Watch):
         self._closed = False
         self._done = False
         # A private connection: the watch may be read from any thread.
-        self._conn = sqlite3.connect(store.path, timeout=60, isolation_level=None,
-                                     check_same_thread=False)
+        self._conn = sqlite3.connect(
+            store.path, timeout=60, isolation_level=None, check_same_thread=False
+        )
         self._conn.execute("PRAGMA busy_timeout=60000")
 
     def _poll(self) -> Gap | None:
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            compacted = conn.execute(
-                "SELECT value FROM meta WHERE name = 'compacted'"
-            ).fetchone()[0]
+            compacted = conn.execute("SELECT value FROM meta WHERE name = 'compacted'").fetchone()[
+                0
+            ]
             if self._next_rev < compacted:
                 return Gap(compacted)
             rows = conn.execute(

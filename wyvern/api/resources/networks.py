@@ -18,6 +18,10 @@ MAX_VNI = 2**24 - 1
 # Encapsulation overhead over IPv4, as Neutron computes it (ML2 type drivers).
 OVERHEAD = {"geneve": 58, "vxlan": 50, "vlan": 0, "flat": 0}
 # Ports that go away with their network (Neutron's AUTO_DELETE_PORT_OWNERS).
+NO_NETWORK = conflict(
+    "NoNetworkAvailable",
+    "Unable to create the network. No tenant network is available for allocation.",
+)
 AUTO_DELETE_OWNERS = {"network:dhcp"}
 ROUTER_INTERFACE_OWNERS = {
     "network:router_interface",
@@ -36,16 +40,46 @@ DEFN = ResourceDef(
         Attr("admin_state_up", Bool, post=True, put=True, default=True, filter=True, sort=True),
         Attr("status", str, filter=True, sort=True),
         Attr("subnets", list[str], filter=True),
-        Attr("shared", Bool, post=True, put=True, default=False, filter=True, sort=True,
-             admin_set=True),
-        Attr("router:external", Bool, post=True, put=True, default=False, filter=True,
-             admin_set=True),
-        Attr("provider:network_type", NetworkType | None, post=True, filter=True,
-             admin_set=True, admin_read=True, default=None),
-        Attr("provider:physical_network", ShortStr | None, post=True, filter=True,
-             admin_set=True, admin_read=True, default=None),
-        Attr("provider:segmentation_id", int | None, post=True, filter=True,
-             admin_set=True, admin_read=True, default=None),
+        Attr(
+            "shared",
+            Bool,
+            post=True,
+            put=True,
+            default=False,
+            filter=True,
+            sort=True,
+            admin_set=True,
+        ),
+        Attr(
+            "router:external", Bool, post=True, put=True, default=False, filter=True, admin_set=True
+        ),
+        Attr(
+            "provider:network_type",
+            NetworkType | None,
+            post=True,
+            filter=True,
+            admin_set=True,
+            admin_read=True,
+            default=None,
+        ),
+        Attr(
+            "provider:physical_network",
+            ShortStr | None,
+            post=True,
+            filter=True,
+            admin_set=True,
+            admin_read=True,
+            default=None,
+        ),
+        Attr(
+            "provider:segmentation_id",
+            int | None,
+            post=True,
+            filter=True,
+            admin_set=True,
+            admin_read=True,
+            default=None,
+        ),
         Attr("mtu", int | None, post=True, put=True, filter=True, sort=True, default=None),
         Attr("port_security_enabled", Bool, post=True, put=True, default=True, filter=True),
         Attr("availability_zone_hints", list[ShortStr], post=True, default_factory=list),
@@ -92,7 +126,9 @@ class Networks(Resource):
                     raise InvalidInput(f"provider:physical_network required for {ntype} network")
                 physnet = s.physical_networks[0]
             elif physnet not in s.physical_networks:
-                raise InvalidInput(f"physical_network '{physnet}' unknown for {ntype} provider network")
+                raise InvalidInput(
+                    f"physical_network '{physnet}' unknown for {ntype} provider network"
+                )
             if ntype == "flat" and seg is not None:
                 raise InvalidInput("provider:segmentation_id specified for flat network")
             if ntype == "vlan" and seg is not None and not 1 <= seg <= 4094:
@@ -120,9 +156,11 @@ class Networks(Resource):
         if ntype in OVERLAYS and seg is not None:
             key = seg
             txn.claim(
-                uniq_key("netkey", key), obj["id"],
-                conflict("TunnelIdInUse",
-                         f"Unable to create the network. The tunnel ID {seg} is in use."),
+                uniq_key("netkey", key),
+                obj["id"],
+                conflict(
+                    "TunnelIdInUse", f"Unable to create the network. The tunnel ID {seg} is in use."
+                ),
             )
         else:
             key = self._free_key(txn)
@@ -143,10 +181,12 @@ class Networks(Resource):
             txn.claim(uniq_key("vlan", physnet, seg), obj["id"], error)
         elif ntype == "flat":
             txn.claim(
-                uniq_key("flat", physnet), obj["id"],
-                conflict("FlatNetworkInUse",
-                         f"Unable to create the flat network. Physical network {physnet} is "
-                         "in use."),
+                uniq_key("flat", physnet),
+                obj["id"],
+                conflict(
+                    "FlatNetworkInUse",
+                    f"Unable to create the flat network. Physical network {physnet} is in use.",
+                ),
             )
         obj["_key"] = key
         txn.create("networks", obj)
@@ -163,16 +203,25 @@ class Networks(Resource):
                 free.append(n)
             n += 1
         if not free:
-            raise conflict("NoNetworkAvailable", "Unable to create the network. No tenant network is available for allocation.")
+            raise conflict(
+                "NoNetworkAvailable",
+                "Unable to create the network. No tenant network is available for allocation.",
+            )
         return random.choice(free)
 
     def _free_vlan(self, physnet: str, txn: Txn) -> int:
         lo, hi = self.settings.vlan_ranges.get(physnet, (1, 4094))
         used = {int(k) for k in self.repo.claims(uniq_prefix("vlan", physnet))}
-        free = [v for v in range(lo, hi + 1) if v not in used
-                and uniq_key("vlan", physnet, v) not in txn.claimed]
+        free = [
+            v
+            for v in range(lo, hi + 1)
+            if v not in used and uniq_key("vlan", physnet, v) not in txn.claimed
+        ]
         if not free:
-            raise conflict("NoNetworkAvailable", "Unable to create the network. No tenant network is available for allocation.")
+            raise conflict(
+                "NoNetworkAvailable",
+                "Unable to create the network. No tenant network is available for allocation.",
+            )
         return random.choice(free[:8])
 
     # ---- update ---------------------------------------------------------------------------
@@ -192,7 +241,8 @@ class Networks(Resource):
                 )
         if changes.get("shared") is False and stored.obj.get("shared"):
             others = [
-                p for p in self.repo.objects("ports", stored.obj["id"])
+                p
+                for p in self.repo.objects("ports", stored.obj["id"])
                 if p.get("project_id") != stored.obj.get("project_id")
                 and p.get("device_owner") not in AUTO_DELETE_OWNERS
             ]
@@ -225,6 +275,7 @@ class Networks(Resource):
 
         marked = with_retries(mark)
         try:
+
             def attempt() -> None:
                 stored = self.repo.get("networks", id_)
                 if stored is None:
@@ -235,6 +286,7 @@ class Networks(Resource):
 
             with_retries(attempt)
         except BaseException:
+
             def unmark() -> None:
                 stored = self.repo.get("networks", id_)
                 if stored is not None and stored.obj.pop("_deleting", None):
@@ -251,7 +303,7 @@ class Networks(Resource):
     ) -> None:
         net = stored.obj
         cascade = params.get("cascade", "False") == "True"
-        ports = self.repo.list("ports", net["id"])
+        ports = self.repo.scan("ports", net["id"])
         blocking = [p for p in ports if p.obj.get("device_owner") not in AUTO_DELETE_OWNERS]
         if blocking and not cascade:
             raise conflict(
@@ -263,7 +315,7 @@ class Networks(Resource):
         for p in ports:
             port_res.delete_ops(ctx, p, txn, {"force": "True"})
         subnet_res = self.state.resources["subnet"]
-        for s in self.repo.list("subnets", net["id"]):
+        for s in self.repo.scan("subnets", net["id"]):
             subnet_res.delete_ops(ctx, s, txn, {"force": "True", "network_gone": "True"})
         key = net.get("_key")
         if key is not None:

@@ -71,7 +71,9 @@ class Quotas(QuotaReader):
             ("/v2.0/quotas/{project}/details", "GET", self.show_details),
         ]
 
-    def list_quotas(self, ctx: RequestContext, params: dict[str, str], body: Any) -> tuple[Any, int]:
+    def list_quotas(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
         if not ctx.is_admin:
             raise PolicyNotAuthorized("get_quota")
         out = []
@@ -87,11 +89,15 @@ class Quotas(QuotaReader):
         self._check_read(ctx, project)
         return {"quota": self.effective(project)}, 200
 
-    def show_default(self, ctx: RequestContext, params: dict[str, str], body: Any) -> tuple[Any, int]:
+    def show_default(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
         self._check_read(ctx, params["project"])
         return {"quota": self.defaults()}, 200
 
-    def show_details(self, ctx: RequestContext, params: dict[str, str], body: Any) -> tuple[Any, int]:
+    def show_details(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
         project = params["project"]
         self._check_read(ctx, project)
         limits = self.effective(project)
@@ -105,7 +111,9 @@ class Quotas(QuotaReader):
         }
         return {"quota": details}, 200
 
-    def update_quota(self, ctx: RequestContext, params: dict[str, str], body: Any) -> tuple[Any, int]:
+    def update_quota(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
         if not ctx.is_admin:
             raise PolicyNotAuthorized("update_quota")
         project = params["project"]
@@ -142,7 +150,9 @@ class Quotas(QuotaReader):
         with_retries(attempt)
         return {"quota": self.effective(project)}, 200
 
-    def reset_quota(self, ctx: RequestContext, params: dict[str, str], body: Any) -> tuple[Any, int]:
+    def reset_quota(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
         if not ctx.is_admin:
             raise PolicyNotAuthorized("delete_quota")
         self.repo.store.txn([], [], [Delete(_key(params["project"]))])
