@@ -18,6 +18,7 @@ from wyvern.nb.store import (
     Store,
     TxnResult,
     Watch,
+    net_effect,
 )
 
 
@@ -59,7 +60,8 @@ class MemoryStore(Store):
             failed = tuple(i for i, c in enumerate(compares) if not c.holds(self._kv.get(c.key)))
             if failed:
                 return TxnResult(False, self._revision, failed)
-            if not puts and not any(d.key in self._kv for d in deletes):
+            puts, deleted = net_effect(puts, deletes)
+            if not puts and not any(k in self._kv for k in deleted):
                 return TxnResult(True, self._revision)
             rev = self._revision + 1
             events: list[Event] = []
@@ -73,10 +75,10 @@ class MemoryStore(Store):
                         p.key, p.value, old.create_revision, rev, old.version + 1
                     )
                 events.append(Event("put", p.key, p.value, rev))
-            for d in deletes:
-                if self._kv.pop(d.key, None) is not None:
-                    self._keys.pop(bisect.bisect_left(self._keys, d.key))
-                    events.append(Event("delete", d.key, b"", rev))
+            for key in deleted:
+                if self._kv.pop(key, None) is not None:
+                    self._keys.pop(bisect.bisect_left(self._keys, key))
+                    events.append(Event("delete", key, b"", rev))
             self._revision = rev
             self._history.append(Batch(rev, tuple(events)))
             self._cond.notify_all()

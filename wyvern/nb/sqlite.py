@@ -29,6 +29,7 @@ from wyvern.nb.store import (
     StoreError,
     TxnResult,
     Watch,
+    net_effect,
     prefix_end,
 )
 
@@ -99,10 +100,16 @@ class SqliteStore(Store):
         conn.execute("BEGIN")
         try:
             rev = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
-            rows = conn.execute(
-                f"SELECT {cols} FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, prefix_end(prefix)),
-            ).fetchall()
+            end = prefix_end(prefix)
+            if end:
+                rows = conn.execute(
+                    f"SELECT {cols} FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                    (prefix, end),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {cols} FROM kv WHERE key >= ? ORDER BY key", (prefix,)
+                ).fetchall()
         finally:
             conn.execute("COMMIT")
         return ListResult(rev, [KeyValue(*r) for r in rows])
@@ -148,17 +155,15 @@ class SqliteStore(Store):
             return TxnResult(False, rev, tuple(failed))
         new = rev + 1
         log: list[tuple[int, int, str, int, bytes]] = []
-        deleted = {d.key for d in deletes}
-        for p in puts:
-            if p.key in deleted:
-                continue  # puts then deletes: the delete wins
+        final_puts, deleted = net_effect(puts, deletes)
+        for p in final_puts:
             conn.execute(
                 "INSERT INTO kv VALUES (?, ?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET "
                 "value = excluded.value, mod_rev = excluded.mod_rev, version = version + 1",
                 (p.key, p.value, new, new),
             )
             log.append((new, len(log), p.key, 0, p.value))
-        for key in dict.fromkeys(d.key for d in deletes):
+        for key in deleted:
             if conn.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
                 log.append((new, len(log), key, 1, b""))
         if not log:
@@ -205,7 +210,7 @@ class _SqliteWatch(Watch):
     def __init__(self, store: SqliteStore, prefix: str, start: int) -> None:
         self._store = store
         self._prefix = prefix
-        self._end = prefix_end(prefix)
+        self._end = prefix_end(prefix) or "\U0010ffff" * 64
         self._next_rev = start
         self._pending: deque[Batch] = deque()
         self._closed = False

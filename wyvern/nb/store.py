@@ -184,9 +184,28 @@ class Store(abc.ABC):
 
 
 def prefix_end(prefix: str) -> str:
-    """The first key after every key that starts with prefix (etcd's range_end)."""
-    raw = prefix.encode()
-    for i in range(len(raw) - 1, -1, -1):
-        if raw[i] < 0xFF:
-            return (raw[:i] + bytes([raw[i] + 1])).decode("latin-1")
-    return "\0"
+    """The first string after every string that starts with prefix.
+
+    Increments the last code point: UTF-8 byte order equals code point order, so this is
+    right for SQLite's binary collation. "" means no upper bound.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop()) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates cannot be encoded
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return "".join(chars) + chr(last)
+    return ""
+
+
+def net_effect(puts: Sequence[Put], deletes: Sequence[Delete]) -> tuple[list[Put], list[str]]:
+    """What a txn does per key: the last put wins, a delete beats a put (as in our etcd
+    backend, since etcd itself refuses a txn naming a key twice)."""
+    deleted = list(dict.fromkeys(d.key for d in deletes))
+    gone = set(deleted)
+    final: dict[str, bytes] = {}
+    for p in puts:
+        if p.key not in gone:
+            final[p.key] = p.value
+    return [Put(k, v) for k, v in final.items()], deleted
