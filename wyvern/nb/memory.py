@@ -16,6 +16,7 @@ from wyvern.nb.store import (
     ListResult,
     Put,
     Store,
+    StoreError,
     TxnResult,
     Watch,
     net_effect,
@@ -95,6 +96,8 @@ class MemoryStore(Store):
 
     def compact(self, revision: int) -> None:
         with self._cond:
+            if revision > self._revision:
+                raise StoreError(f"cannot compact to future revision {revision}")
             self._history = [b for b in self._history if b.revision >= revision]
             self._compacted = max(self._compacted, revision)
 

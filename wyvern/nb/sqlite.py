@@ -186,6 +186,9 @@ class SqliteStore(Store):
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            head = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+            if revision > head:
+                raise StoreError(f"cannot compact to future revision {revision}")
             self._compact(conn, revision)
         except BaseException:
             conn.execute("ROLLBACK")

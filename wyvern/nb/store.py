@@ -144,8 +144,8 @@ class Watch(abc.ABC):
     def __iter__(self) -> Iterator[Batch | Gap]:
         while True:
             item = self.next(timeout=None)
-            if item is None:
-                continue
+            if item is None:  # without a timeout, None only means the watch was closed
+                return
             yield item
             if isinstance(item, Gap):
                 return
