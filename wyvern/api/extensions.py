@@ -61,5 +61,6 @@ EXTENSIONS: list[Extension] = [
     _ext("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "enable_snat."),
     _ext("extraroute", "Neutron Extra Route", "Static routes on routers."),
     _ext("extraroute-atomic", "Atomically add/remove extra routes", "add/remove_extraroutes."),
+    _ext("fip-port-details", "Floating IP Port Details Extension", "port_details on FIPs."),
     _ext("dvr", "Distributed Virtual Router", "Routers are distributed."),
 ]
