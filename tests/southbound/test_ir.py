@@ -1,0 +1,296 @@
+"""IR values and the checked table builder: invalid flows cannot be built."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wyvern.southbound import ir
+from wyvern.southbound.cookies import encode
+from wyvern.southbound.ir import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    Bits,
+    Bucket,
+    Conjunction,
+    Ct,
+    DecTtl,
+    Flow,
+    Goto,
+    IRError,
+    Load,
+    Match,
+    Move,
+    Nat,
+    Output,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    match,
+    table,
+)
+
+SG = encode("security_groups", "sg-1")
+CL = encode("classifier", 1)
+
+
+# ---------------------------------------------------------------------------- match
+
+
+def test_match_is_canonical_and_hashable() -> None:
+    a = match(ipv4_src="10.0.0.7/24", src_port_key=5)
+    b = match(src_port_key=5, eth_type=0x0800, ipv4_src=("10.0.0.0", "255.255.255.0"))
+    assert a == b and hash(a) == hash(b)
+    assert a.get("ipv4_src") == (int(ipaddress.IPv4Address("10.0.0.0")), 0xFFFFFF00)
+    assert a.exact("eth_type") == ETH_TYPE_IP  # prerequisite completed
+    assert a.exact("src_port_key") == 5 and "src_port_key" in a
+
+
+def test_value_forms() -> None:
+    assert match(eth_dst="01:00:00:00:00:00/01:00:00:00:00:00").get("eth_dst") == (1 << 40, 1 << 40)
+    assert match(eth_src="2:0:0:0:0:1").exact("eth_src") == 0x020000000001
+    assert match(ipv6_dst="fe80::/64").get("ipv6_dst") == (0xFE80 << 112, ((1 << 64) - 1) << 64)
+    assert match(ipv4_dst=ipaddress.IPv4Network("10.1.0.0/16")).get("ipv4_dst") == (
+        0x0A010000,
+        0xFFFF0000,
+    )
+    assert match(eth_type=ETH_TYPE_IP, tcp_dst=(0x400, 0xFC00)).get("tcp_dst") == (0x400, 0xFC00)
+    assert match(ct_state="+trk+est-rel").get("ct_state") == (0x22, 0x26)
+    assert match(ipv4_src="10.0.0.1/32").get("ipv4_src") == (0x0A000001, None)  # full mask
+
+
+def test_bad_values() -> None:
+    with pytest.raises(IRError, match="unknown"):
+        match(nonesuch=1)
+    with pytest.raises(IRError, match="fit"):
+        match(in_port=1 << 32)
+    with pytest.raises(IRError, match="bad in_port"):
+        match(in_port=0xFF00)  # OpenFlow 1.0 reserved: ovs-ofctl would translate it
+    with pytest.raises(IRError, match="cannot be masked"):
+        match(eth_type=ETH_TYPE_IP, nw_ttl=(0, 0xFE))
+    with pytest.raises(IRError, match="mask 0"):
+        match(eth_src=(0, 0))
+    with pytest.raises(IRError):
+        match(ipv4_src="fe80::1")
+    with pytest.raises(IRError, match="ct_state"):
+        match(ct_state="+trk+bogus")
+    with pytest.raises(IRError, match="MAC"):
+        match(eth_src="02:00:00:00:01")
+
+
+def test_prerequisites() -> None:
+    m = match(eth_type=ETH_TYPE_IPV6, icmpv6_type=135, nd_target="fe80::1")
+    assert m.exact("ip_proto") == 58
+    assert match(arp_op=1).exact("eth_type") == ETH_TYPE_ARP
+    with pytest.raises(IRError, match="needs eth_type"):
+        match(tcp_dst=80)  # IPv4 or IPv6? say which
+    with pytest.raises(IRError, match="needs eth_type"):
+        match(eth_type=ETH_TYPE_ARP, ipv4_src="10.0.0.1")
+    with pytest.raises(IRError, match="needs ip_proto"):
+        match(eth_type=ETH_TYPE_IP, ip_proto=17, tcp_dst=80)
+
+
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def test_port_range_covers_exactly(a: int, b: int) -> None:
+    lo, hi = min(a, b), max(a, b)
+    pairs = ir.port_range(lo, hi)
+    covered = 0
+    for value, mask in pairs:
+        assert value & mask == value
+        covered += 0x10000 - mask  # ports per prefix
+        first, last = value, value | (0xFFFF ^ mask)
+        assert lo <= first <= last <= hi
+    assert covered == hi - lo + 1
+    assert len(pairs) <= 32
+
+
+# ---------------------------------------------------------------------------- flows
+
+
+def test_table_flow_builds_a_flow_with_identity() -> None:
+    f = table("acl").flow(
+        priority=10, match={"src_port_key": 3}, cookie=SG, actions=[Goto("services")]
+    )
+    assert isinstance(f, Flow) and f.table == 3 and f.stage == "acl"
+    g = table("acl").flow(priority=10, match=match(src_port_key=3), cookie=SG, actions=[])
+    assert f.key == g.key and f != g  # same identity, changed value
+    assert {f, g} == {f, g} and len({f, g}) == 2
+
+
+def test_undeclared_match_field_raises() -> None:
+    with pytest.raises(IRError, match=r"undeclared field.*in_port"):
+        table("acl").flow(priority=1, match=match(in_port=1), cookie=SG)
+    with pytest.raises(IRError, match=r"undeclared field.*router_key"):
+        table("acl").flow(priority=1, match=match(router_key=1), cookie=SG)
+
+
+def test_undeclared_goto_and_backward_goto_raise() -> None:
+    with pytest.raises(IRError, match="may not continue to output"):
+        table("acl").flow(priority=1, cookie=SG, actions=[Goto("output")])
+    with pytest.raises(IRError, match="may not continue to l2_lookup"):
+        table("acl").flow(priority=1, cookie=SG, actions=[Resubmit("l2_lookup")])
+    snat = encode("nat", 1)
+    with pytest.raises(IRError, match="backwards"):
+        table("snat").flow(priority=1, cookie=snat, actions=[Goto("l2_lookup")])
+    table("snat").flow(priority=1, cookie=snat, actions=[Resubmit("l2_lookup")])  # fine
+    with pytest.raises(IRError, match="last"):
+        table("acl").flow(priority=1, cookie=SG, actions=[Goto("services"), Output(1)])
+
+
+def test_ct_recirculation_target_must_be_declared_and_last() -> None:
+    ip = match(eth_type=ETH_TYPE_IP)
+    table("pre_acl").flow(
+        priority=1, match=ip, cookie=SG, actions=[Ct(zone="port_ct_zone", table="acl")]
+    )
+    with pytest.raises(IRError, match="may not continue to acl_egress"):
+        table("pre_acl").flow(
+            priority=1, match=ip, cookie=SG, actions=[Ct(zone="port_ct_zone", table="acl_egress")]
+        )
+    with pytest.raises(IRError, match="must be the last"):
+        table("pre_acl").flow(
+            priority=1,
+            match=ip,
+            cookie=SG,
+            actions=[Ct(zone="port_ct_zone", table="acl"), Output(1)],
+        )
+
+
+def test_undeclared_register_or_field_write_raises() -> None:
+    with pytest.raises(IRError, match="writes router_key"):
+        table("acl").flow(priority=1, cookie=SG, actions=[Load("router_key", 1)])
+    with pytest.raises(IRError, match="writes eth_dst"):
+        table("acl").flow(priority=1, cookie=SG, actions=[SetField("eth_dst", "02:00:00:00:00:01")])
+    with pytest.raises(IRError, match="writes dst_port_key"):
+        table("acl").flow(priority=1, cookie=SG, actions=[Move("src_port_key", "dst_port_key")])
+    with pytest.raises(IRError, match="writes ct_mark"):
+        table("pre_acl").flow(
+            priority=1,
+            match=match(eth_type=ETH_TYPE_IP),
+            cookie=SG,
+            actions=[Ct(commit=True, exec=(SetField("ct_mark", 1),))],
+        )
+    with pytest.raises(IRError, match="does not fit"):
+        table("classification").flow(priority=1, cookie=CL, actions=[Load("network_key", 1 << 24)])
+
+
+def test_cookie_must_belong_to_the_stage_owner() -> None:
+    with pytest.raises(IRError, match="owned by security_groups"):
+        table("acl").flow(priority=1, cookie=encode("l3", 1))
+    with pytest.raises(IRError, match="no declared app"):
+        table("acl").flow(priority=1, cookie=0)  # conjunction flows too: never cookie 0
+    table("acl").flow(priority=0, cookie=encode("pipeline", 3))  # defaults are fine
+
+
+def test_openflow_prerequisites_of_actions() -> None:
+    l3 = encode("l3", 1)
+    with pytest.raises(IRError, match="IP match"):
+        table("routing").flow(priority=1, cookie=l3, actions=[DecTtl()])
+    table("routing").flow(
+        priority=1, match=match(eth_type=ETH_TYPE_IPV6), cookie=l3, actions=[DecTtl()]
+    )
+    with pytest.raises(IRError, match="IP match"):
+        table("pre_acl").flow(priority=1, cookie=SG, actions=[Ct(zone="port_ct_zone")])
+    with pytest.raises(IRError, match="IP match"):  # an IPv6 NAT address on an IPv4 match
+        table("dnat").flow(
+            priority=1,
+            match=match(eth_type=ETH_TYPE_IP),
+            cookie=encode("nat", 1),
+            actions=[Ct(commit=True, nat=Nat("dst", "fd00::1"))],
+        )
+    svc = encode("services", 1)
+    with pytest.raises(IRError, match="prerequisites"):
+        table("services").flow(priority=1, cookie=svc, actions=[SetField("arp_op", 2)])
+    with pytest.raises(IRError, match="prerequisites"):
+        table("services").flow(
+            priority=1,
+            match=match(eth_type=ETH_TYPE_IP),
+            cookie=svc,
+            actions=[Move("arp_sha", "eth_dst")],
+        )
+
+
+def test_vlan_header_must_exist_for_pop_and_set() -> None:
+    cl = table("classification")
+    with pytest.raises(IRError, match="VLAN header"):
+        cl.flow(priority=1, cookie=CL, actions=[PopVlan()])
+    cl.flow(priority=1, match=match(vlan_vid=0x1000 | 5), cookie=CL, actions=[PopVlan()])
+    cl.flow(priority=1, cookie=CL, actions=[PushVlan(), SetField("vlan_vid", 0x1000 | 7)])
+    with pytest.raises(IRError, match="VLAN_PRESENT"):
+        cl.flow(priority=1, cookie=CL, actions=[PushVlan(), SetField("vlan_vid", 7)])
+
+
+def test_conjunction_rules() -> None:
+    ip = match(eth_type=ETH_TYPE_IP, ipv4_src="10.0.0.1")
+    table("acl").flow(
+        priority=5, match=ip, cookie=SG, actions=[Conjunction(7, 1, 2), Conjunction(8, 2, 3)]
+    )
+    with pytest.raises(IRError, match="mixed"):
+        table("acl").flow(
+            priority=5, match=ip, cookie=SG, actions=[Conjunction(7, 1, 2), Goto("services")]
+        )
+    with pytest.raises(IRError):
+        Conjunction(7, 3, 2)
+    with pytest.raises(IRError):
+        Conjunction(0, 1, 2)
+    with pytest.raises(IRError, match="conj_id flow"):
+        table("acl").flow(
+            priority=5, match=match(conj_id=7), cookie=SG, actions=[Conjunction(8, 1, 2)]
+        )
+
+
+def test_ct_and_nat_values() -> None:
+    with pytest.raises(IRError, match="commit"):
+        Ct(nat=Nat("src", "10.0.0.1"))
+    with pytest.raises(IRError, match="commit"):
+        Ct(exec=(SetField("ct_mark", 1),))
+    with pytest.raises(IRError, match="ct_mark"):
+        Ct(commit=True, exec=(SetField("eth_src", 1),))
+    with pytest.raises(IRError):
+        Nat("src")
+    with pytest.raises(IRError):
+        Nat("src", "10.0.0.1", addr_max="fd00::1")
+    with pytest.raises(IRError, match="16 bits"):
+        table("pre_acl").flow(
+            priority=1,
+            match=match(eth_type=ETH_TYPE_IP),
+            cookie=SG,
+            actions=[Ct(zone="src_port_key")],
+        )
+
+
+def test_move_widths_and_bits() -> None:
+    out = table("output")
+    c = encode("output", 1)
+    out.flow(priority=1, cookie=c, actions=[Move("src_port_key", Bits("tun_metadata0", 32, 32))])
+    with pytest.raises(IRError, match="16 bits into 32"):
+        out.flow(priority=1, cookie=c, actions=[Move(Bits("tun_metadata0", 0, 16), "tun_dst")])
+    with pytest.raises(IRError, match="out of range"):
+        out.flow(
+            priority=1, cookie=c, actions=[Move("src_port_key", Bits("tun_metadata0", 40, 32))]
+        )
+
+
+def test_priority_range_and_groups() -> None:
+    with pytest.raises(IRError, match="priority"):
+        table("acl").flow(priority=70000, cookie=SG)
+    g = table("l2_lookup").group(
+        1, "all", [[Load("dst_port_key", 1), Resubmit("pre_acl_egress")], Bucket((Output(9),))]
+    )
+    assert g.stage == "l2_lookup" and len(g.buckets) == 2
+    with pytest.raises(IRError, match="goto_table in a group"):
+        table("l2_lookup").group(1, "all", [[Goto("pre_acl_egress")]])
+    with pytest.raises(IRError, match="may not continue"):
+        table("l2_lookup").group(1, "all", [[Resubmit("acl")]])
+    with pytest.raises(IRError, match="exactly one"):
+        table("l2_lookup").group(1, "indirect", [[Output(1)], [Output(2)]])
+
+
+def test_flow_validates_even_without_table() -> None:
+    with pytest.raises(IRError):
+        Flow("acl", 1, match(in_port=1), (), SG)
+    assert Match() == match()

@@ -1,0 +1,137 @@
+"""Flow cookies: which app installed a flow, and for which API object.
+
+A cookie is 64 bits::
+
+    63      56 55 54                                  0
+    +--------+--+-------------------------------------+
+    | app id |H |  object: hash (H=1) or key (H=0)    |
+    +--------+--+-------------------------------------+
+
+- app id (8 bits): from the `APPS` table below, which is the one place apps are declared.
+  Id 0 is never used, so cookie 0 ("nobody") is refused for every flow, including
+  conjunction flows (OVN's conjunction flows carry cookie 0 and cannot be traced).
+- H=1: the low 55 bits are a BLAKE2b hash of the object's id string (a UUID), so the same
+  object gets the same cookie on every chassis and after every restart.
+- H=0: the low 55 bits are a small integer key given by the app (a port key, a group id).
+
+A cookie cannot be turned back into a UUID by itself; `CookieIndex` remembers what was
+encoded so that a trace can name the API object behind each flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+AppName = Literal[
+    "pipeline",
+    "classifier",
+    "port_security",
+    "security_groups",
+    "services",
+    "l2",
+    "l3",
+    "nat",
+    "output",
+]
+
+# The app table. Ids are part of the installed flows: never renumber or reuse one.
+APPS: dict[AppName, int] = {
+    "pipeline": 0x01,  # per-stage defaults (table-miss drops, pass-through)
+    "classifier": 0x02,
+    "port_security": 0x03,
+    "security_groups": 0x04,
+    "services": 0x05,
+    "l2": 0x06,
+    "l3": 0x07,
+    "nat": 0x08,
+    "output": 0x09,
+}
+
+APP_BITS = 8
+OBJECT_BITS = 56
+HASHED = 1 << 55
+_KEY_LIMIT = HASHED
+_APP_BY_ID: dict[int, AppName] = {v: k for k, v in APPS.items()}
+
+if set(APPS) != set(get_args(AppName)) or len(_APP_BY_ID) != len(APPS):
+    raise AssertionError("cookies.APPS must list every AppName exactly once, with unique ids")
+if not all(0 < v < (1 << APP_BITS) for v in APPS.values()):
+    raise AssertionError("app ids must be 1..255")
+
+
+def object_field(object_id: str | int) -> int:
+    """The 56-bit object part: a small key as is, or a 55-bit hash of a string id."""
+    if isinstance(object_id, int):
+        if not 0 <= object_id < _KEY_LIMIT:
+            raise ValueError(f"object key {object_id} does not fit 55 bits")
+        return object_id
+    digest = hashlib.blake2b(object_id.strip().lower().encode(), digest_size=7).digest()
+    return HASHED | (int.from_bytes(digest, "big") & (HASHED - 1))
+
+
+def encode(app: AppName, object_id: str | int) -> int:
+    """The cookie for flows that `app` installs on behalf of `object_id`."""
+    return (APPS[app] << OBJECT_BITS) | object_field(object_id)
+
+
+def decode(cookie: int) -> tuple[AppName, int]:
+    """(app, object field) of a cookie. Raises ValueError for 0 or an unknown app id."""
+    if not 0 <= cookie < (1 << 64):
+        raise ValueError(f"cookie {cookie:#x} is not 64 bits")
+    app = _APP_BY_ID.get(cookie >> OBJECT_BITS)
+    if app is None:
+        raise ValueError(f"cookie {cookie:#x} names no declared app")
+    return app, cookie & ((1 << OBJECT_BITS) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What a cookie means: the app, and the object id if the index has seen it."""
+
+    cookie: int
+    app: AppName | None
+    object_id: str | int | None
+    object_field: int
+
+    def __str__(self) -> str:
+        if self.app is None:
+            return f"unknown cookie {self.cookie:#x}"
+        if self.object_id is not None:
+            return f"{self.app} {self.object_id}"
+        kind = "hash" if self.object_field & HASHED else "key"
+        return f"{self.app} {kind} {self.object_field & (HASHED - 1):#x} (object not indexed)"
+
+
+class CookieIndex:
+    """Reverse index cookie → (app, object id), filled by whoever encodes cookies."""
+
+    def __init__(self) -> None:
+        self._by_cookie: dict[int, tuple[AppName, str | int]] = {}
+
+    def register(self, app: AppName, object_id: str | int) -> int:
+        """Encode and remember. Two different objects with one cookie raise ValueError."""
+        cookie = encode(app, object_id)
+        known = self._by_cookie.get(cookie)
+        if known is not None and known != (app, object_id):
+            raise ValueError(f"cookie {cookie:#x} collides: {known} and {(app, object_id)}")
+        self._by_cookie[cookie] = (app, object_id)
+        return cookie
+
+    def forget(self, cookie: int) -> None:
+        self._by_cookie.pop(cookie, None)
+
+    def __contains__(self, cookie: object) -> bool:
+        return cookie in self._by_cookie
+
+    def __len__(self) -> int:
+        return len(self._by_cookie)
+
+    def explain(self, cookie: int) -> Explanation:
+        try:
+            app, field = decode(cookie)
+        except ValueError:
+            return Explanation(cookie, None, None, cookie & ((1 << OBJECT_BITS) - 1))
+        known = self._by_cookie.get(cookie)
+        return Explanation(cookie, app, known[1] if known else None, field)

@@ -1,0 +1,371 @@
+"""The pipeline: every OpenFlow stage, declared once, by name, in order.
+
+This is the only place that knows table numbers, and it derives them: the stage at
+position i of `PIPELINE` is table `TABLE_BASE + i`, so classification is table 0, where
+OVS starts every packet. Apps name stages (`table("acl")`), never numbers, and tests that
+compare flow dumps should mask table numbers so that adding a stage breaks nothing.
+
+Each stage declares (as faucet's valve_table does):
+- its owning app: the only app (besides "pipeline" defaults) allowed to put flows there;
+- the match fields its flows may use (IR field names from `ir.FIELDS`, or register names);
+- the fields and registers its actions may write (set_field, load, move, push/pop_vlan,
+  dec_ttl, ct exec);
+- the stages it may continue to: `goto_table` (forward only), `resubmit` (any direction,
+  returns) and `ct(table=…)` (recirculation after conntrack).
+
+Walk of a packet (OVN style):
+- From a local VIF: classification → port_security → pre_acl →ct→ acl → services →
+  l2_lookup → (to a router MAC: router_input → dnat →ct→ routing → arp_resolve → snat →
+  resubmit l2_lookup in the next network) → pre_acl_egress →ct→ acl_egress →
+  port_security_egress → output.
+- From a tunnel: classification reads the network key (VNI) and both port keys
+  (tun_metadata0), sets flag_from_tunnel and goes straight to pre_acl_egress: the ingress
+  half already ran on the sending chassis.
+- To a remote port: l2_lookup goes straight to output, which sets the tunnel fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, get_args
+
+from wyvern.southbound.cookies import AppName
+
+StageName = Literal[
+    "classification",
+    "port_security",
+    "pre_acl",
+    "acl",
+    "services",
+    "l2_lookup",
+    "router_input",
+    "dnat",
+    "routing",
+    "arp_resolve",
+    "snat",
+    "pre_acl_egress",
+    "acl_egress",
+    "port_security_egress",
+    "output",
+]
+Direction = Literal["ingress", "l3", "egress"]
+
+TABLE_BASE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: StageName
+    direction: Direction
+    owner: AppName
+    description: str
+    match: frozenset[str]
+    writes: frozenset[str]
+    next: tuple[StageName, ...]
+
+
+def _stage(
+    name: StageName,
+    direction: Direction,
+    owner: AppName,
+    description: str,
+    *,
+    match: Iterable[str],
+    writes: Iterable[str] = (),
+    next: Sequence[StageName] = (),
+) -> Stage:
+    return Stage(
+        name, direction, owner, description, frozenset(match), frozenset(writes), tuple(next)
+    )
+
+
+# Field groups, to keep the declarations readable.
+_IP = ("eth_type", "ip_proto")
+_L3 = (*_IP, "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst")
+_L4 = (
+    "tcp_src",
+    "tcp_dst",
+    "udp_src",
+    "udp_dst",
+    "tcp_flags",
+    "icmp_type",
+    "icmp_code",
+    "icmpv6_type",
+    "icmpv6_code",
+)
+_ARP = ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")
+_ND = ("icmpv6_type", "icmpv6_code", "nd_target", "nd_sll", "nd_tll")
+_CT = ("ct_state", "ct_zone", "ct_mark", "ct_label")
+_ACL = (*_L3, *_L4, *_CT, "conj_id")
+_ANSWER = (
+    "eth_src",
+    "eth_dst",
+    *_ARP,
+    "ipv4_src",
+    "ipv4_dst",
+    "ipv6_src",
+    "ipv6_dst",
+    "icmp_type",
+    "icmp_code",
+    "icmpv6_type",
+    "nd_target",
+    "nd_tll",
+    "nw_ttl",
+    "dst_port_key",
+    "flag_allow_loopback",
+)
+
+PIPELINE: tuple[Stage, ...] = (
+    # ---- ingress: from a port towards the logical switch ------------------------------
+    _stage(
+        "classification",
+        "ingress",
+        "classifier",
+        "in_port or tunnel (VNI, tun_metadata0) → network key, port keys, ct zone",
+        match=("in_port", "tun_id", "tun_src", "tun_dst", "tun_metadata0", "vlan_vid", "eth_type"),
+        writes=(
+            "network_key",
+            "src_port_key",
+            "dst_port_key",
+            "port_ct_zone",
+            "flag_from_tunnel",
+            "vlan_vid",
+        ),
+        next=("port_security", "l2_lookup", "pre_acl_egress"),
+    ),
+    _stage(
+        "port_security",
+        "ingress",
+        "port_security",
+        "L2/L3 anti-spoofing: source MAC/IP per port (allowed address pairs), ARP and ND",
+        match=(
+            "src_port_key",
+            "eth_src",
+            "eth_dst",
+            "vlan_vid",
+            *_L3,
+            "udp_src",
+            "udp_dst",
+            *_ARP,
+            *_ND,
+        ),
+        next=("pre_acl",),
+    ),
+    _stage(
+        "pre_acl",
+        "ingress",
+        "security_groups",
+        "Send IP traffic of ports with security groups to conntrack (zone = port's)",
+        match=("src_port_key", *_L3, "udp_src", "udp_dst", "ct_state"),
+        next=("acl", "services"),
+    ),
+    _stage(
+        "acl",
+        "ingress",
+        "security_groups",
+        "Security group egress rules (VM → network) on ct_state; commit new connections",
+        match=("src_port_key", "network_key", "eth_src", *_ACL, "flag_acl_allowed"),
+        writes=("ct_mark", "ct_label", "flag_acl_allowed"),
+        next=("services",),
+    ),
+    _stage(
+        "services",
+        "ingress",
+        "services",
+        "ARP/ND responder, DHCP and DHCPv6 punts, metadata service redirect",
+        match=(
+            "network_key",
+            "src_port_key",
+            "eth_src",
+            "eth_dst",
+            *_L3,
+            "udp_src",
+            "udp_dst",
+            "tcp_dst",
+            *_ARP,
+            *_ND,
+        ),
+        writes=_ANSWER,
+        next=("l2_lookup", "output"),
+    ),
+    _stage(
+        "l2_lookup",
+        "ingress",
+        "l2",
+        "Destination MAC in the network → destination port, router, or flood",
+        match=("network_key", "eth_dst", "eth_type", "flag_from_tunnel"),
+        writes=("dst_port_key", "router_key"),
+        next=("router_input", "pre_acl_egress", "output"),
+    ),
+    # ---- l3: logical routers ---------------------------------------------------------
+    _stage(
+        "router_input",
+        "l3",
+        "l3",
+        "Packets for the router itself: ARP for its IPs, ICMP echo, TTL expiry",
+        match=(
+            "router_key",
+            "network_key",
+            "eth_dst",
+            *_L3,
+            "nw_ttl",
+            "icmp_type",
+            "icmpv6_type",
+            "arp_op",
+            "arp_tpa",
+            "nd_target",
+        ),
+        writes=(*_ANSWER, "router_ct_zone"),
+        next=("dnat", "output"),
+    ),
+    _stage(
+        "dnat",
+        "l3",
+        "nat",
+        "Floating IP / DNAT and un-SNAT of replies through the router's conntrack zone",
+        match=("router_key", "network_key", *_L3, *_L4, "ct_state"),
+        next=("routing",),
+    ),
+    _stage(
+        "routing",
+        "l3",
+        "l3",
+        "Longest-prefix match on destination: next hop, output network, source MAC, TTL",
+        match=("router_key", "network_key", *_L3, "nw_ttl"),
+        writes=("next_hop_ipv4", "network_key", "eth_src", "nw_ttl", "scratch"),
+        next=("arp_resolve",),
+    ),
+    _stage(
+        "arp_resolve",
+        "l3",
+        "l3",
+        "Next hop IP → destination MAC in the output network",
+        match=("router_key", "network_key", "next_hop_ipv4", *_IP, "ipv6_dst"),
+        writes=("eth_dst",),
+        next=("snat",),
+    ),
+    _stage(
+        "snat",
+        "l3",
+        "nat",
+        "SNAT / floating IP source translation, then back to L2 in the output network",
+        match=("router_key", "network_key", *_L3, *_L4, "ct_state"),
+        next=("l2_lookup",),
+    ),
+    # ---- egress: from the logical switch towards a port ------------------------------
+    _stage(
+        "pre_acl_egress",
+        "egress",
+        "security_groups",
+        "Load the destination port's ct zone; send its IP traffic to conntrack",
+        match=("dst_port_key", *_L3, "udp_src", "udp_dst", "flag_from_tunnel"),
+        writes=("port_ct_zone",),
+        next=("acl_egress", "port_security_egress"),
+    ),
+    _stage(
+        "acl_egress",
+        "egress",
+        "security_groups",
+        "Security group ingress rules (network → VM) on ct_state; commit new connections",
+        match=("dst_port_key", "network_key", "eth_dst", *_ACL, "flag_acl_allowed"),
+        writes=("ct_mark", "ct_label", "flag_acl_allowed"),
+        next=("port_security_egress",),
+    ),
+    _stage(
+        "port_security_egress",
+        "egress",
+        "port_security",
+        "Destination MAC/IP must belong to the destination port",
+        match=("dst_port_key", "eth_dst", *_L3),
+        next=("output",),
+    ),
+    _stage(
+        "output",
+        "egress",
+        "output",
+        "Local delivery (port key → ofport), or tunnel to the chassis hosting the port",
+        match=(
+            "dst_port_key",
+            "src_port_key",
+            "network_key",
+            "flag_allow_loopback",
+            "flag_from_tunnel",
+            "eth_dst",
+        ),
+        writes=("tun_id", "tun_dst", "tun_metadata0", "vlan_vid"),
+    ),
+)
+
+
+class PipelineError(ValueError):
+    """The stage declarations are inconsistent."""
+
+
+def validate(stages: Sequence[Stage]) -> None:
+    """Names unique, tables unique, every continuation target declared."""
+    names = [s.name for s in stages]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise PipelineError(f"stages declared twice: {sorted(dupes)}")
+    tables = [TABLE_BASE + i for i in range(len(stages))]
+    if len(set(tables)) != len(tables) or not all(0 <= t < 255 for t in tables):
+        raise PipelineError("table numbers must be unique and within 0..254")
+    for s in stages:
+        missing = [t for t in s.next if t not in names]
+        if missing:
+            raise PipelineError(f"stage {s.name}: undeclared next stage(s) {missing}")
+        if s.name in s.next:
+            raise PipelineError(f"stage {s.name}: may not continue into itself")
+
+
+validate(PIPELINE)
+if tuple(s.name for s in PIPELINE) != get_args(StageName):
+    raise AssertionError("StageName must list pipeline.PIPELINE's stages in the same order")
+
+_BY_NAME: dict[str, Stage] = {s.name: s for s in PIPELINE}
+_TABLE: dict[str, int] = {s.name: TABLE_BASE + i for i, s in enumerate(PIPELINE)}
+_BY_TABLE: dict[int, Stage] = {TABLE_BASE + i: s for i, s in enumerate(PIPELINE)}
+
+
+def stage(name: StageName | str) -> Stage:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no stage named {name!r} in pipeline.PIPELINE") from None
+
+
+def table_of(name: StageName | str) -> int:
+    """The OpenFlow table number of a stage."""
+    stage(name)
+    return _TABLE[name]
+
+
+def stage_of(table: int) -> Stage:
+    """The stage behind an OpenFlow table number (KeyError if none)."""
+    try:
+        return _BY_TABLE[table]
+    except KeyError:
+        raise KeyError(f"table {table} is not a pipeline stage") from None
+
+
+def is_forward(src: StageName | str, dst: StageName | str) -> bool:
+    """Whether `goto_table` may go from src to dst (OpenFlow: strictly increasing)."""
+    return table_of(dst) > table_of(src)
+
+
+class StageRow(NamedTuple):
+    table: int
+    stage: str
+    direction: str
+    owner: str
+    next: str
+    description: str
+
+
+def describe() -> list[StageRow]:
+    """The name ↔ number map as rows (for `wyvern pipeline` and docs/architecture.md)."""
+    return [
+        StageRow(_TABLE[s.name], s.name, s.direction, s.owner, ",".join(s.next), s.description)
+        for s in PIPELINE
+    ]

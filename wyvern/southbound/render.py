@@ -1,0 +1,204 @@
+"""Render IR flows and groups to `ovs-ofctl` text (OpenFlow 1.3+ with Nicira extensions).
+
+The text is what `ovs-ofctl -O OpenFlow15 add-flows/--bundle` reads; tests feed every kind
+of flow to `ovs-ofctl parse-flows`. Forward continuations render as `goto_table:N`,
+`Resubmit` as `resubmit(,N)`. Register matches are merged per OVS field (two flag bits of
+reg10 become one `reg10=0x5/0x5`). `render_strict` gives the identity part
+(`table,priority,match`) that `del-flows --strict` and `mod-flows --strict` take.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from wyvern.southbound import pipeline, registers
+from wyvern.southbound.ir import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    FIELDS,
+    PORT_IN_PORT,
+    PORT_LOCAL,
+    Action,
+    Bits,
+    Conjunction,
+    Controller,
+    Ct,
+    CtClear,
+    DecTtl,
+    Flow,
+    Goto,
+    Group,
+    GroupDef,
+    Load,
+    Match,
+    Move,
+    Nat,
+    Output,
+    OutputReg,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    format_value,
+    setfield_value,
+)
+
+_PROTO_NAMES: dict[tuple[int, int | None], str] = {
+    (ETH_TYPE_IP, None): "ip",
+    (ETH_TYPE_IPV6, None): "ipv6",
+    (ETH_TYPE_ARP, None): "arp",
+    (ETH_TYPE_IP, 1): "icmp",
+    (ETH_TYPE_IP, 6): "tcp",
+    (ETH_TYPE_IP, 17): "udp",
+    (ETH_TYPE_IPV6, 58): "icmp6",
+    (ETH_TYPE_IPV6, 6): "tcp6",
+    (ETH_TYPE_IPV6, 17): "udp6",
+}
+_FIELD_ORDER = {name: i for i, name in enumerate(FIELDS)}
+
+
+def _reg_sort(field: str) -> tuple[int, int]:
+    if field == "metadata":
+        return (0, 0)
+    return (1 if field.startswith("reg") else 2, int(field.lstrip("xreg")))
+
+
+def render_match(m: Match) -> str:
+    """The match part of a flow (no table/priority), e.g. `reg14=0x5,tcp,tcp_dst=80`."""
+    regs: dict[str, tuple[int, int]] = {}
+    fields: list[tuple[int, str]] = []
+    eth_type = proto = None
+    for name, value, mask in m.items:
+        spec = FIELDS.get(name)
+        if spec is None:
+            reg = registers.register(name)
+            v, msk = regs.get(reg.field, (0, 0))
+            full = reg.max_value if mask is None else mask
+            regs[reg.field] = (v | value << reg.start, msk | full << reg.start)
+        elif name == "eth_type":
+            eth_type = value
+        elif name == "ip_proto":
+            proto = value
+        else:
+            text = format_value(spec.kind, spec.bits, value, mask)
+            fields.append((_FIELD_ORDER[name], f"{spec.ovs}={text}"))
+    parts = []
+    for fld in sorted(regs, key=_reg_sort):
+        v, msk = regs[fld]
+        full = (1 << (32 if fld.startswith("reg") else 64)) - 1
+        parts.append(f"{fld}={v:#x}" if msk == full else f"{fld}={v:#x}/{msk:#x}")
+    if eth_type is not None:
+        both = _PROTO_NAMES.get((eth_type, proto)) if proto is not None else None
+        if both is not None:
+            parts.append(both)
+        else:
+            parts.append(_PROTO_NAMES.get((eth_type, None)) or f"eth_type={eth_type:#06x}")
+            if proto is not None:
+                fields.append((_FIELD_ORDER["ip_proto"], f"nw_proto={proto}"))
+    parts.extend(text for _, text in sorted(fields))
+    return ",".join(parts)
+
+
+def _subfield(ref: str | Bits) -> str:
+    if isinstance(ref, Bits):
+        return f"{FIELDS[ref.field].ovs}[{ref.start}..{ref.start + ref.width - 1}]"
+    if ref in FIELDS:
+        return f"{FIELDS[ref].ovs}[]"
+    return registers.register(ref).subfield
+
+
+def _set_field(sf: SetField) -> str:
+    spec = FIELDS[sf.field]
+    value, mask = setfield_value(sf)
+    return f"set_field:{format_value(spec.kind, spec.bits, value, mask)}->{spec.ovs}"
+
+
+def _nat(nat: Nat) -> str:
+    if nat.kind is None or nat.addr is None:
+        return "nat"
+    v6 = ipaddress.ip_address(nat.addr).version == 6
+    addr = nat.addr + (f"-{nat.addr_max}" if nat.addr_max else "")
+    if nat.port is not None:
+        if v6:
+            addr = f"[{addr}]"
+        addr += f":{nat.port}" + (f"-{nat.port_max}" if nat.port_max is not None else "")
+    return f"nat({nat.kind}={addr})"
+
+
+def render_action(a: Action) -> str:
+    if isinstance(a, Output):
+        if a.port == PORT_IN_PORT:
+            return "in_port"
+        if a.port == PORT_LOCAL:
+            return "LOCAL"
+        return f"output:{a.port}"
+    if isinstance(a, OutputReg):
+        return f"output:{registers.register(a.register).subfield}"
+    if isinstance(a, Goto):
+        return f"goto_table:{pipeline.table_of(a.stage)}"
+    if isinstance(a, Resubmit):
+        return f"resubmit(,{pipeline.table_of(a.stage)})"
+    if isinstance(a, SetField):
+        return _set_field(a)
+    if isinstance(a, Load):
+        return f"load:{a.value:#x}->{registers.register(a.register).subfield}"
+    if isinstance(a, Move):
+        return f"move:{_subfield(a.src)}->{_subfield(a.dst)}"
+    if isinstance(a, DecTtl):
+        return "dec_ttl"
+    if isinstance(a, CtClear):
+        return "ct_clear"
+    if isinstance(a, Ct):
+        args = ["commit"] if a.commit else []
+        zone = a.zone if isinstance(a.zone, int) else registers.register(a.zone).subfield
+        args.append(f"zone={zone}")
+        if a.table is not None:
+            args.append(f"table={pipeline.table_of(a.table)}")
+        if a.nat is not None:
+            args.append(_nat(a.nat))
+        if a.exec:
+            args.append("exec(" + ",".join(_set_field(sf) for sf in a.exec) + ")")
+        return "ct(" + ",".join(args) + ")"
+    if isinstance(a, Controller):
+        args = [f"reason={a.reason}", f"max_len={a.max_len}"]
+        if a.userdata:
+            args.append("userdata=" + ".".join(f"{b:02x}" for b in a.userdata))
+        return "controller(" + ",".join(args) + ")"
+    if isinstance(a, Group):
+        return f"group:{a.group_id}"
+    if isinstance(a, Conjunction):
+        return f"conjunction({a.conj_id},{a.clause}/{a.n_clauses})"
+    if isinstance(a, PushVlan):
+        return f"push_vlan:{a.tpid:#x}"
+    if isinstance(a, PopVlan):
+        return "pop_vlan"
+    raise TypeError(f"cannot render {a!r}")
+
+
+def render_actions(actions: Iterable[Action]) -> str:
+    """The action list; an empty one is `drop`."""
+    return ",".join(render_action(a) for a in actions) or "drop"
+
+
+def render_strict(flow: Flow) -> str:
+    """`table=N,priority=P[,match]`: the flow's identity, for del-flows/mod-flows --strict."""
+    m = render_match(flow.match)
+    return f"table={flow.table},priority={flow.priority}" + (f",{m}" if m else "")
+
+
+def render_flow(flow: Flow) -> str:
+    """The full add-flows line."""
+    m = render_match(flow.match)
+    head = f"table={flow.table},priority={flow.priority},cookie={flow.cookie:#x}"
+    return head + (f",{m}" if m else "") + " actions=" + render_actions(flow.actions)
+
+
+def render_group(g: GroupDef) -> str:
+    """The add-groups line (OpenFlow 1.5 bucket syntax)."""
+    parts = [f"group_id={g.group_id}", f"type={g.type}"]
+    for i, b in enumerate(g.buckets):
+        weight = f",weight:{b.weight}" if g.type == "select" else ""
+        parts.append(f"bucket=bucket_id:{i}{weight},actions={render_actions(b.actions)}")
+    return ",".join(parts)
