@@ -93,12 +93,26 @@ def test_segmentation_ids_are_unique(api: TestClient) -> None:
         ({"network": {"name": "x" * 256}}, 400, "InvalidInput"),
         ({"network": {"name": 5}}, 400, "InvalidInput"),
         ({"network": {"provider:network_type": "token-ring"}}, 400, "InvalidInput"),
-        ({"network": {"provider:network_type": "vlan", "provider:segmentation_id": 5000}},
-         400, "InvalidInput"),
-        ({"network": {"provider:network_type": "geneve",
-                      "provider:physical_network": "physnet1"}}, 400, "InvalidInput"),
-        ({"network": {"provider:network_type": "vlan",
-                      "provider:physical_network": "nope"}}, 400, "InvalidInput"),
+        (
+            {"network": {"provider:network_type": "vlan", "provider:segmentation_id": 5000}},
+            400,
+            "InvalidInput",
+        ),
+        (
+            {
+                "network": {
+                    "provider:network_type": "geneve",
+                    "provider:physical_network": "physnet1",
+                }
+            },
+            400,
+            "InvalidInput",
+        ),
+        (
+            {"network": {"provider:network_type": "vlan", "provider:physical_network": "nope"}},
+            400,
+            "InvalidInput",
+        ),
         ({"network": {"project_id": "a", "tenant_id": "b"}}, 400, "HTTPBadRequest"),
         ({"network": []}, 400, "HTTPBadRequest"),
         ({"networks": {}}, 400, "HTTPBadRequest"),
@@ -108,9 +122,7 @@ def test_segmentation_ids_are_unique(api: TestClient) -> None:
         ("string", 400, "HTTPBadRequest"),
     ],
 )
-def test_bad_input_is_a_neutron_error(
-    api: TestClient, body: Any, status: int, etype: str
-) -> None:
+def test_bad_input_is_a_neutron_error(api: TestClient, body: Any, status: int, etype: str) -> None:
     r = api.post("/v2.0/networks", json=body)
     assert r.status_code == status, r.text
     assert error_type(r) == etype
@@ -149,9 +161,7 @@ def test_if_match_revision(api: TestClient) -> None:
     url = f"/v2.0/networks/{net['id']}"
     ok = api.put(url, json={"network": {"name": "x"}}, headers={"If-Match": "revision_number=0"})
     assert ok.status_code == 200
-    stale = api.put(
-        url, json={"network": {"name": "y"}}, headers={"If-Match": "revision_number=0"}
-    )
+    stale = api.put(url, json={"network": {"name": "y"}}, headers={"If-Match": "revision_number=0"})
     assert stale.status_code == 412
     assert api.get(url).json()["network"]["name"] == "x"
     assert api.delete(url, headers={"If-Match": "revision_number=0"}).status_code == 412
@@ -243,19 +253,23 @@ def test_project_isolation_and_roles(api: TestClient) -> None:
     shared = create_net(api, name="shared", shared=True)
     external = create_net(api, name="ext", **{"router:external": True})
     create_net(api, name="other", headers=member("p2"))
-    visible = {n["name"] for n in api.get("/v2.0/networks", headers=member("p1")).json()["networks"]}
+    visible = {
+        n["name"] for n in api.get("/v2.0/networks", headers=member("p1")).json()["networks"]
+    }
     assert visible == {"mine", "shared", "ext"}
     # Another project's network does not exist for p1.
     other = api.get("/v2.0/networks?name=other").json()["networks"][0]
     for method in ("get", "delete"):
         r = getattr(api, method)(f"/v2.0/networks/{other['id']}", headers=member("p1"))
         assert r.status_code == 404 and error_type(r) == "NetworkNotFound"
-    r = api.put(f"/v2.0/networks/{other['id']}", json={"network": {"name": "x"}},
-                headers=member("p1"))
+    r = api.put(
+        f"/v2.0/networks/{other['id']}", json={"network": {"name": "x"}}, headers=member("p1")
+    )
     assert r.status_code == 404
     # Visible but not owned: forbidden to change.
-    r = api.put(f"/v2.0/networks/{shared['id']}", json={"network": {"name": "x"}},
-                headers=member("p1"))
+    r = api.put(
+        f"/v2.0/networks/{shared['id']}", json={"network": {"name": "x"}}, headers=member("p1")
+    )
     assert r.status_code == 403 and error_type(r) == "PolicyNotAuthorized"
     assert api.delete(f"/v2.0/networks/{external['id']}", headers=member("p1")).status_code == 403
     # Admin-only attributes: cannot be set, provider:* are hidden from members.
@@ -265,7 +279,10 @@ def test_project_isolation_and_roles(api: TestClient) -> None:
     assert r.status_code == 403
     shown = api.get(f"/v2.0/networks/{mine['id']}", headers=member("p1")).json()["network"]
     assert "provider:network_type" not in shown
-    assert api.get("/v2.0/networks?provider:network_type=geneve", headers=member("p1")).status_code == 400
+    assert (
+        api.get("/v2.0/networks?provider:network_type=geneve", headers=member("p1")).status_code
+        == 400
+    )
     # Readers read but do not write.
     reader = {"X-Project-Id": "p1", "X-Roles": "reader"}
     assert api.get(f"/v2.0/networks/{mine['id']}", headers=reader).status_code == 200
@@ -288,8 +305,10 @@ def test_quota_enforced(api: TestClient) -> None:
     assert details["network"] == {"limit": 2, "used": 2, "reserved": 0}
     assert api.get("/v2.0/quotas/p1", headers=member("p2")).status_code == 404
     assert api.get("/v2.0/quotas/p1", headers=member("p1")).status_code == 200
-    assert api.put("/v2.0/quotas/p1", json={"quota": {"network": 5}},
-                   headers=member("p1")).status_code == 403
+    assert (
+        api.put("/v2.0/quotas/p1", json={"quota": {"network": 5}}, headers=member("p1")).status_code
+        == 403
+    )
     assert api.put("/v2.0/quotas/p1", json={"quota": {"network": "many"}}).status_code == 400
     assert api.put("/v2.0/quotas/p1", json={"quota": {"widgets": 1}}).status_code == 400
     assert api.get("/v2.0/quotas/p1/default").json()["quota"]["network"] == 100
