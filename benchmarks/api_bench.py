@@ -208,7 +208,7 @@ def main() -> None:
         ("HTTP floor GET / (req/s)", "http_floor_rps"),
         ("store floor txn (txn/s)", "store_floor_txn_s"),
         (f"port create seq, {args.ports} (ports/s)", "create_seq_ports_s"),
-        (f"port create 16 clients (ports/s)", "create_16c_ports_s"),
+        ("port create 16 clients (ports/s)", "create_16c_ports_s"),
         ("list ports (s)", "list_s"),
         ("  ... ports listed", "list_n"),
     ]
@@ -226,12 +226,13 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     rev = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     out.write_text(
         json.dumps(
-            {"cpus": os.cpu_count(), "machine": platform.machine(), "git": rev,
-             "results": results},
+            {"cpus": os.cpu_count(), "machine": platform.machine(), "git": rev, "results": results},
             indent=2,
         )
     )

@@ -32,13 +32,15 @@ def _toml_file() -> Path | None:
 class QuotaDefaults(BaseSettings):
     """Neutron's default quotas; -1 means unlimited."""
 
-    network: int = 100
-    subnet: int = 100
-    port: int = 500
-    router: int = 10
-    floatingip: int = 50
-    security_group: int = 10
-    security_group_rule: int = 100
+    network: int = Field(default=100, ge=-1, description="Networks a project may own.")
+    subnet: int = Field(default=100, ge=-1, description="Subnets a project may own.")
+    port: int = Field(default=500, ge=-1, description="Ports a project may own.")
+    router: int = Field(default=10, ge=-1, description="Routers a project may own.")
+    floatingip: int = Field(default=50, ge=-1, description="Floating IPs a project may own.")
+    security_group: int = Field(default=10, ge=-1, description="Security groups a project may own.")
+    security_group_rule: int = Field(
+        default=100, ge=-1, description="Security group rules a project may own."
+    )
 
 
 class Settings(BaseSettings):
@@ -94,11 +96,17 @@ class Settings(BaseSettings):
         default_factory=lambda: ["physnet1"],
         description="Physical networks that flat and vlan networks may use.",
     )
-    max_dns_nameservers: int = 5
-    max_subnet_host_routes: int = 20
-    max_allowed_address_pair: int = 10
+    max_dns_nameservers: int = Field(default=5, description="DNS servers a subnet may list.")
+    max_subnet_host_routes: int = Field(default=20, description="Host routes a subnet may list.")
+    max_allowed_address_pair: int = Field(
+        default=10, description="Allowed address pairs a port may list."
+    )
     pagination_max_limit: int = Field(default=-1, description="-1: no maximum page size.")
-    quotas: QuotaDefaults = Field(default_factory=QuotaDefaults)
+    quotas: QuotaDefaults = Field(
+        default_factory=QuotaDefaults,
+        description="Default per-project quotas (-1: unlimited); override per project "
+        "through the quotas API.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     @model_validator(mode="after")

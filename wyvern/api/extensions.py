@@ -55,7 +55,9 @@ EXTENSIONS: list[Extension] = [
     _ext("security-group", "security-group", "Security groups and rules."),
     _ext("stateful-security-group", "Stateful security group", "The stateful flag."),
     _ext("address-group", "Address group", "Address groups."),
-    _ext("security-groups-normalized-cidr", "Normalized CIDR field for SG rules", "normalized_cidr."),
+    _ext(
+        "security-groups-normalized-cidr", "Normalized CIDR field for SG rules", "normalized_cidr."
+    ),
     _ext("security-groups-remote-address-group", "Remote address group", "Rules by group."),
     _ext("router", "Neutron L3 Router", "Routers and floating IPs."),
     _ext("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "enable_snat."),

@@ -1,0 +1,114 @@
+"""python-openstackclient (`openstack ... --os-auth-type none`) against a live server.
+
+Each CLI call costs about a second, so the scenarios are few and each goes far: about
+thirty calls in all, covering the commands a README reader types.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.compat.conftest import Osc
+
+pytestmark = [
+    pytest.mark.compat,
+    # The clients' notes about their own future API changes are not about the server.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
+]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_network_subnet_port_tags_and_ip_conflict(osc: Osc) -> None:
+    net_name = unique("net")
+    net = osc.json("network", "create", net_name)
+    assert net["name"] == net_name and net["admin_state_up"] is True
+
+    osc.ok("network", "set", "--tag", "red", "--tag", "blue", net_name)
+    listed = osc.json("network", "list", "--tags", "red,blue")
+    assert [n["ID"] for n in listed] == [net["id"]]
+
+    subnet = osc.json(
+        "subnet", "create", "--network", net_name, "--subnet-range", "192.168.10.0/24", "sub1"
+    )
+    assert subnet["cidr"] == "192.168.10.0/24" and subnet["gateway_ip"] == "192.168.10.1"
+
+    fixed_ip = f"subnet={subnet['id']},ip-address=192.168.10.50"
+    port = osc.json("port", "create", "--network", net_name, "--fixed-ip", fixed_ip, "p1")
+    assert port["fixed_ips"][0]["ip_address"] == "192.168.10.50"
+
+    # The same fixed IP again: IpAddressInUse, and the CLI says so and fails.
+    clash = osc.run("port", "create", "--network", net_name, "--fixed-ip", fixed_ip, "p2")
+    assert clash.returncode != 0
+    assert "The IP address 192.168.10.50 is in use" in clash.stderr
+
+    osc.ok("port", "delete", port["id"])
+    osc.ok("subnet", "delete", subnet["id"])
+    osc.ok("network", "delete", net_name)
+
+
+def test_router_interface_gateway_and_floating_ip(osc: Osc) -> None:
+    ext, net, router = unique("ext"), unique("net"), unique("router")
+    osc.ok("network", "create", "--external", ext)
+    osc.ok(
+        "subnet",
+        "create",
+        "--network",
+        ext,
+        "--subnet-range",
+        "203.0.113.0/24",
+        "--no-dhcp",
+        ext + "-sub",
+    )
+    osc.ok("network", "create", net)
+    subnet = osc.json(
+        "subnet", "create", "--network", net, "--subnet-range", "10.50.0.0/24", net + "-sub"
+    )
+    r = osc.json("router", "create", router)
+    osc.ok("router", "add", "subnet", router, subnet["id"])
+    osc.ok("router", "set", "--external-gateway", ext, router)
+
+    port = osc.json("port", "create", "--network", net, unique("vm"))
+    fip = osc.json("floating", "ip", "create", ext)
+    assert fip["floating_ip_address"].startswith("203.0.113.")
+    osc.ok("floating", "ip", "set", "--port", port["id"], fip["id"])
+    shown = osc.json("floating", "ip", "show", fip["id"])
+    assert shown["port_id"] == port["id"] and shown["router_id"] == r["id"]
+    assert shown["fixed_ip_address"] == port["fixed_ips"][0]["ip_address"]
+    osc.ok("floating", "ip", "unset", "--port", fip["id"])
+    osc.ok("floating", "ip", "delete", fip["id"])
+
+    osc.ok("router", "remove", "subnet", router, subnet["id"])
+    osc.ok("router", "unset", "--external-gateway", router)
+    osc.ok("router", "delete", router)
+    assert osc.json("router", "list", "--name", router) == []
+
+
+def test_security_group_and_rule(osc: Osc) -> None:
+    sg = unique("sg")
+    group = osc.json("security", "group", "create", "--description", "web", sg)
+    assert group["name"] == sg
+    rule = osc.json(
+        "security",
+        "group",
+        "rule",
+        "create",
+        "--ingress",
+        "--protocol",
+        "tcp",
+        "--dst-port",
+        "22",
+        "--remote-ip",
+        "0.0.0.0/0",
+        sg,
+    )
+    assert (rule["port_range_min"], rule["port_range_max"]) == (22, 22)
+    rules = osc.json("security", "group", "rule", "list", sg)
+    assert rule["id"] in [x["ID"] for x in rules] and len(rules) == 3
+    osc.ok("security", "group", "rule", "delete", rule["id"])
+    osc.ok("security", "group", "delete", sg)

@@ -1,0 +1,127 @@
+"""Serving the API with uvicorn: in the foreground (`wyvern api`) or as one component of
+the all-in-one (`wyvern up`), where it runs on a thread so the supervisor owns signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from wyvern.api.app import create_app
+from wyvern.cli.logs import setup_logging
+from wyvern.config import Settings, load_settings
+
+LOG = logging.getLogger(__name__)
+APP_FACTORY = "wyvern.server:app_from_env"
+# Seconds in-flight requests get to finish once a stop is asked for.
+GRACEFUL_SECONDS = 5
+
+
+class ComponentError(RuntimeError):
+    """A component failed to start."""
+
+
+def api_log_file(settings: Settings) -> Path:
+    return settings.run_dir / "logs" / "wyvern-api.log"
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory for worker processes: settings come from WYVERN_* and the TOML."""
+    settings = load_settings()
+    setup_logging(settings.log_level, api_log_file(settings))
+    return create_app(settings)
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, *, access_log: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # our root handlers (console + run dir) get uvicorn's records
+        access_log=access_log,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def serve_foreground(settings: Settings, *, access_log: bool, workers: int) -> int:
+    """Run the API until SIGINT/SIGTERM; returns the exit code."""
+    if workers > 1:
+        # Workers are separate processes: they rebuild the settings from the environment,
+        # which the caller has already made carry every command-line override.
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            workers=workers,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            access_log=access_log,
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            proxy_headers=False,
+            server_header=False,
+        )
+        return 0
+    # One process: the API as the only component under our supervisor, which exits 0 after
+    # a clean stop (uvicorn's own handlers re-raise the signal once shut down).
+    from wyvern.cli.allinone import run_until_signalled
+
+    return run_until_signalled([ApiComponent(settings, access_log=access_log)])
+
+
+class ApiComponent:
+    """The API server on a background thread (no signal handlers: the supervisor has them)."""
+
+    name = "api"
+
+    def __init__(self, settings: Settings, *, access_log: bool = True) -> None:
+        self.settings = settings
+        self.access_log = access_log
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}/"
+
+    def start(self, timeout: float = 30.0) -> None:
+        app = create_app(self.settings)
+        server = uvicorn.Server(uvicorn_config(app, self.settings, access_log=self.access_log))
+        thread = threading.Thread(target=server.run, name="wyvern-api", daemon=True)
+        self._server, self._thread = server, thread
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive():
+                raise ComponentError(
+                    f"API server did not start on {self.settings.api_host}:"
+                    f"{self.settings.api_port} (see the log above)"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ComponentError(f"API server not ready after {timeout:.0f}s")
+            time.sleep(0.02)
+        LOG.info("API listening on %s (store %s)", self.url, self.settings.store)
+
+    def check(self) -> str | None:
+        if self._thread is not None and not self._thread.is_alive():
+            return "API server stopped unexpectedly"
+        return None
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(GRACEFUL_SECONDS + 5)
+        if thread.is_alive():
+            LOG.warning("API server still busy after %ss: forcing exit", GRACEFUL_SECONDS + 5)
+            server.force_exit = True
+            thread.join(5)
+        self._server = self._thread = None
