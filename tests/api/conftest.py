@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import BACKENDS, open_store
 from wyvern.api.app import create_app
 from wyvern.config import Settings
 from wyvern.nb.memory import MemoryStore
@@ -75,12 +76,10 @@ def sqlite_client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def any_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    store: Store = (
-        MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "api.db"))
-    )
-    with make_client(store) as c:
+    """The API on every backend: memory, SQLite and the session's real etcd."""
+    with make_client(open_store(request.param, request, tmp_path)) as c:
         yield c
 
 

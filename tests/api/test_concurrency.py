@@ -159,7 +159,9 @@ def test_racing_creates_through_http(tmp_path: Path) -> None:
 def test_cascade_delete_racing_creates_leaves_nothing(servers: list[Api]) -> None:
     """Creates keep coming while the other server cascade-deletes the network: afterwards no
     port, subnet or claim of that network remains, and creates failed only with 404."""
-    network_id, subnet_id = network_with_subnet(servers[0], "10.3.0.0/24")
+    network_id, subnet_id = network_with_subnet(
+        servers[0], "10.3.0.0/20"
+    )  # room for every racing create
     seen: Counter[str] = Counter()
     lock = threading.Lock()
     gone = threading.Event()

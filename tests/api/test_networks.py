@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,20 +10,18 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import BACKENDS, open_store
 from wyvern.api.app import create_app
 from wyvern.config import Settings
-from wyvern.nb.memory import MemoryStore
-from wyvern.nb.sqlite import SqliteStore
-from wyvern.nb.store import Store
 
 
 def member(project: str) -> dict[str, str]:
     return {"X-Project-Id": project, "X-Roles": "member"}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "db"))
+    store = open_store(request.param, request, tmp_path)
     with TestClient(create_app(Settings(store="memory"), store)) as client:
         yield client
 
@@ -328,7 +327,10 @@ def test_discovery(api: TestClient) -> None:
     assert api.get("/v2.0/extensions/provider").json()["extension"]["alias"] == "provider"
     assert api.get("/v2.0/extensions/lbaas").status_code == 404
     assert api.get("/v2.0/networks.json").status_code == 200
-    assert "paths" in api.get("/openapi.json").json()
+    doc = api.get("/openapi.json").json()
+    assert "/v2.0/ports/{id}" in doc["paths"]
+    # Every reference in the document resolves (attribute schemas are inlined).
+    assert "#/$defs/" not in json.dumps(doc)
 
 
 def test_delete_then_gone(api: TestClient) -> None:

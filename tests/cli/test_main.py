@@ -270,3 +270,16 @@ def test_api_on_a_private_etcd(tmp_path: Path) -> None:
         assert get_json(server.url + "v2.0/networks") == {"networks": []}
         assert server.proc.stop() == 0
     assert not (tmp_path / "run" / "wyvern.db").exists()  # the state went to etcd
+
+
+def test_pipeline_prints_every_stage_with_its_table(clean_env: None) -> None:
+    from wyvern.southbound.pipeline import PIPELINE, table_of
+
+    result = runner.invoke(app, ["pipeline"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for stage in PIPELINE:
+        assert any(
+            line.split()[:2] == [str(table_of(stage.name)), stage.name] for line in lines
+        ), stage.name
+    assert any(line.startswith("src_port_key") for line in lines)

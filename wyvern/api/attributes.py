@@ -201,7 +201,7 @@ def openapi_schema(defn: ResourceDef, action: str) -> dict[str, Any]:
     for attr in defn.attrs:
         if (action == "post" and not attr.post) or (action == "put" and not attr.put):
             continue
-        schema = attr.adapter.json_schema()
+        schema = _inline_refs(attr.adapter.json_schema())
         if attr.doc:
             schema["description"] = attr.doc
         props[attr.name] = schema
@@ -215,3 +215,22 @@ def openapi_schema(defn: ResourceDef, action: str) -> dict[str, Any]:
         "properties": {defn.name: inner},
         "required": [defn.name],
     }
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace local `$defs` references by their definitions: an attribute's schema is
+    embedded deep in the OpenAPI document, where `#/$defs/...` would not resolve."""
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.rsplit("/", 1)[1]]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out: dict[str, Any] = walk(schema)
+    return out

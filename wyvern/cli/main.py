@@ -201,6 +201,23 @@ def config(
         typer.echo(to_toml(data), nl=False)
 
 
+@app.command()
+def pipeline() -> None:
+    """Print the OpenFlow pipeline: stage name <-> table number, and the register map."""
+    from wyvern.southbound import pipeline as stages
+    from wyvern.southbound import registers
+
+    typer.echo(f"{'table':>5}  {'stage':22} {'direction':9} {'owner':16} next stages")
+    for row in stages.describe():
+        typer.echo(
+            f"{row.table:>5}  {row.stage:22} {row.direction:9} {row.owner:16} {row.next or '-'}"
+        )
+    typer.echo("")
+    typer.echo(f"{'register':20} {'field':18} meaning")
+    for reg in registers.describe():
+        typer.echo(f"{reg.name:20} {reg.subfield:18} {reg.description}")
+
+
 def run() -> None:
     """Entry point for `python -m wyvern.cli`."""
     app(prog_name="wyvern")
