@@ -279,7 +279,7 @@ def test_pipeline_prints_every_stage_with_its_table(clean_env: None) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for stage in PIPELINE:
-        assert any(
-            line.split()[:2] == [str(table_of(stage.name)), stage.name] for line in lines
-        ), stage.name
+        assert any(line.split()[:2] == [str(table_of(stage.name)), stage.name] for line in lines), (
+            stage.name
+        )
     assert any(line.startswith("src_port_key") for line in lines)
