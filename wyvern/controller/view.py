@@ -1,0 +1,424 @@
+"""The local view: typed records of the objects a chassis follows, with indexes.
+
+Records are built from the API's stored JSON (internal fields such as `_key` included),
+so the agent never depends on how the API renders objects. The view is plain data: the
+sync layer applies changes to it, apps only read it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal[
+    "network", "subnet", "port", "router", "security_group", "security_group_rule",
+    "address_group", "chassis", "binding",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    id: str
+    key: int
+    network_type: str
+    segmentation_id: int | None
+    physical_network: str | None
+    mtu: int
+    port_security_enabled: bool
+    admin_state_up: bool
+    external: bool
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> Network:
+        return cls(
+            id=o["id"],
+            key=int(o["_key"]),
+            network_type=o.get("provider:network_type") or "geneve",
+            segmentation_id=o.get("provider:segmentation_id"),
+            physical_network=o.get("provider:physical_network"),
+            mtu=int(o.get("mtu") or 1500),
+            port_security_enabled=bool(o.get("port_security_enabled", True)),
+            admin_state_up=bool(o.get("admin_state_up", True)),
+            external=bool(o.get("router:external", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Subnet:
+    id: str
+    network_id: str
+    cidr: str
+    ip_version: int
+    gateway_ip: str | None
+    enable_dhcp: bool
+    dns_nameservers: tuple[str, ...]
+    host_routes: tuple[tuple[str, str], ...]  # (destination CIDR, nexthop)
+    ipv6_ra_mode: str | None
+    ipv6_address_mode: str | None
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> Subnet:
+        return cls(
+            id=o["id"],
+            network_id=o["network_id"],
+            cidr=o["cidr"],
+            ip_version=int(o["ip_version"]),
+            gateway_ip=o.get("gateway_ip"),
+            enable_dhcp=bool(o.get("enable_dhcp", True)),
+            dns_nameservers=tuple(o.get("dns_nameservers") or ()),
+            host_routes=tuple(
+                (r["destination"], r["nexthop"]) for r in o.get("host_routes") or ()
+            ),
+            ipv6_ra_mode=o.get("ipv6_ra_mode"),
+            ipv6_address_mode=o.get("ipv6_address_mode"),
+        )
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.cidr)
+
+
+@dataclass(frozen=True, slots=True)
+class FixedIp:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPair:
+    ip_address: str  # an IP or a CIDR
+    mac_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpOpt:
+    opt_name: str
+    opt_value: str
+    ip_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    id: str
+    network_id: str
+    key: int
+    mac: str
+    fixed_ips: tuple[FixedIp, ...]
+    device_owner: str
+    device_id: str
+    name: str
+    admin_state_up: bool
+    port_security_enabled: bool
+    allowed_address_pairs: tuple[AddressPair, ...]
+    security_group_ids: tuple[str, ...]
+    extra_dhcp_opts: tuple[DhcpOpt, ...]
+    binding_host: str
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> Port:
+        mac = o["mac_address"]
+        return cls(
+            id=o["id"],
+            network_id=o["network_id"],
+            key=int(o["_key"]),
+            mac=mac,
+            fixed_ips=tuple(FixedIp(f["subnet_id"], f["ip_address"]) for f in o.get("fixed_ips") or ()),
+            device_owner=o.get("device_owner") or "",
+            device_id=o.get("device_id") or "",
+            name=o.get("name") or "",
+            admin_state_up=bool(o.get("admin_state_up", True)),
+            port_security_enabled=bool(o.get("port_security_enabled", True)),
+            allowed_address_pairs=tuple(
+                AddressPair(p["ip_address"], p.get("mac_address") or mac)
+                for p in o.get("allowed_address_pairs") or ()
+            ),
+            security_group_ids=tuple(o.get("security_groups") or ()),
+            extra_dhcp_opts=tuple(
+                DhcpOpt(d["opt_name"], str(d["opt_value"]), int(d.get("ip_version") or 4))
+                for d in o.get("extra_dhcp_opts") or ()
+            ),
+            binding_host=o.get("binding:host_id") or "",
+        )
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        return tuple(f.ip_address for f in self.fixed_ips)
+
+    @property
+    def is_router_port(self) -> bool:
+        return self.device_owner.startswith("network:router_interface")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterInterface:
+    port_id: str
+    network_id: str
+    subnet_ids: tuple[str, ...]
+    ips: tuple[tuple[str, str], ...]  # (ip address, subnet cidr)
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    id: str
+    key: int
+    admin_state_up: bool
+    interfaces: tuple[RouterInterface, ...]
+    routes: tuple[tuple[str, str], ...]  # (destination CIDR, nexthop)
+    gateway_network_id: str | None
+    gateway_port_id: str | None
+    enable_snat: bool
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> Router:
+        gw = o.get("external_gateway_info") or {}
+        return cls(
+            id=o["id"],
+            key=int(o["_key"]),
+            admin_state_up=bool(o.get("admin_state_up", True)),
+            interfaces=tuple(
+                RouterInterface(
+                    port_id=i["port_id"],
+                    network_id=i["network_id"],
+                    subnet_ids=tuple(f["subnet_id"] for f in i.get("fixed_ips") or ()),
+                    ips=tuple((f["ip_address"], f["cidr"]) for f in i.get("fixed_ips") or ()),
+                )
+                for i in o.get("_interfaces") or ()
+            ),
+            routes=tuple((r["destination"], r["nexthop"]) for r in o.get("routes") or ()),
+            gateway_network_id=gw.get("network_id"),
+            gateway_port_id=o.get("_gw_port_id"),
+            enable_snat=bool(gw.get("enable_snat", True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroupRule:
+    id: str
+    security_group_id: str
+    direction: str  # ingress | egress (as seen from the VM)
+    ethertype: str  # IPv4 | IPv6
+    protocol: str | None  # name or number as the API normalised it; None = any
+    port_range_min: int | None
+    port_range_max: int | None
+    remote_ip_prefix: str | None
+    remote_group_id: str | None
+    remote_address_group_id: str | None
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> SecurityGroupRule:
+        proto = o.get("protocol")
+        return cls(
+            id=o["id"],
+            security_group_id=o["security_group_id"],
+            direction=o["direction"],
+            ethertype=o.get("ethertype") or "IPv4",
+            protocol=None if proto is None else str(proto),
+            port_range_min=o.get("port_range_min"),
+            port_range_max=o.get("port_range_max"),
+            remote_ip_prefix=o.get("normalized_cidr") or o.get("remote_ip_prefix"),
+            remote_group_id=o.get("remote_group_id"),
+            remote_address_group_id=o.get("remote_address_group_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroup:
+    id: str
+    stateful: bool
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> SecurityGroup:
+        return cls(id=o["id"], stateful=bool(o.get("stateful", True)))
+
+
+@dataclass(frozen=True, slots=True)
+class AddressGroup:
+    id: str
+    addresses: tuple[str, ...]
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> AddressGroup:
+        return cls(id=o["id"], addresses=tuple(o.get("addresses") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Chassis:
+    name: str
+    tunnel_ip: str
+    encaps: tuple[str, ...]
+    bridge_mappings: tuple[tuple[str, str], ...]  # (physnet, bridge)
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> Chassis:
+        return cls(
+            name=o["name"],
+            tunnel_ip=o.get("tunnel_ip") or "",
+            encaps=tuple(o.get("encaps") or ("geneve", "vxlan")),
+            bridge_mappings=tuple(
+                (k, v) for k, v in sorted((o.get("bridge_mappings") or {}).items())
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A port plugged into this chassis's br-int (from OVS, not from the store)."""
+
+    port_id: str
+    ofport: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One object changed: `old` and `new` are records (None = absent before/after)."""
+
+    kind: Kind
+    id: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class LocalView:
+    """Everything an app may read. Indexes are kept in step by `apply`."""
+
+    chassis_name: str = ""
+    networks: dict[str, Network] = field(default_factory=dict)
+    subnets: dict[str, Subnet] = field(default_factory=dict)
+    ports: dict[str, Port] = field(default_factory=dict)
+    routers: dict[str, Router] = field(default_factory=dict)
+    security_groups: dict[str, SecurityGroup] = field(default_factory=dict)
+    rules: dict[str, SecurityGroupRule] = field(default_factory=dict)
+    address_groups: dict[str, AddressGroup] = field(default_factory=dict)
+    chassis: dict[str, Chassis] = field(default_factory=dict)
+    bindings: dict[str, Binding] = field(default_factory=dict)  # local ports only
+    # Where every port is bound (port id -> chassis name), from the binding status keys.
+    port_chassis: dict[str, str] = field(default_factory=dict)
+    # indexes
+    ports_by_network: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    subnets_by_network: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    ports_by_sg: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    rules_by_sg: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    routers_by_network: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def _table(self, kind: Kind) -> dict[str, Any]:
+        return {
+            "network": self.networks,
+            "subnet": self.subnets,
+            "port": self.ports,
+            "router": self.routers,
+            "security_group": self.security_groups,
+            "security_group_rule": self.rules,
+            "address_group": self.address_groups,
+            "chassis": self.chassis,
+            "binding": self.bindings,
+        }[kind]
+
+    def apply(self, kind: Kind, id_: str, new: Any) -> Change:
+        """Replace (or with new=None remove) one record; returns the change for the engine."""
+        table = self._table(kind)
+        old = table.get(id_)
+        if new is None:
+            table.pop(id_, None)
+        else:
+            table[id_] = new
+        self._reindex(kind, id_, old, new)
+        return Change(kind, id_, old, new)
+
+    def _reindex(self, kind: Kind, id_: str, old: Any, new: Any) -> None:
+        if kind == "port":
+            if old is not None:
+                self.ports_by_network[old.network_id].discard(id_)
+                for sg in old.security_group_ids:
+                    self.ports_by_sg[sg].discard(id_)
+            if new is not None:
+                self.ports_by_network[new.network_id].add(id_)
+                for sg in new.security_group_ids:
+                    self.ports_by_sg[sg].add(id_)
+        elif kind == "subnet":
+            if old is not None:
+                self.subnets_by_network[old.network_id].discard(id_)
+            if new is not None:
+                self.subnets_by_network[new.network_id].add(id_)
+        elif kind == "security_group_rule":
+            if old is not None:
+                self.rules_by_sg[old.security_group_id].discard(id_)
+            if new is not None:
+                self.rules_by_sg[new.security_group_id].add(id_)
+        elif kind == "router":
+            for r in (old, new):
+                if r is not None:
+                    for itf in r.interfaces:
+                        self.routers_by_network[itf.network_id].discard(id_)
+                    if r.gateway_network_id:
+                        self.routers_by_network[r.gateway_network_id].discard(id_)
+            if new is not None:
+                for itf in new.interfaces:
+                    self.routers_by_network[itf.network_id].add(id_)
+                if new.gateway_network_id:
+                    self.routers_by_network[new.gateway_network_id].add(id_)
+
+    # ---- convenience queries for apps -------------------------------------------------------
+    def network_ports(self, network_id: str) -> list[Port]:
+        return [self.ports[p] for p in sorted(self.ports_by_network.get(network_id, ()))]
+
+    def network_subnets(self, network_id: str) -> list[Subnet]:
+        return [self.subnets[s] for s in sorted(self.subnets_by_network.get(network_id, ()))]
+
+    def is_local(self, port_id: str) -> bool:
+        return port_id in self.bindings
+
+    def local_ports(self) -> list[Port]:
+        return [self.ports[p] for p in sorted(self.bindings) if p in self.ports]
+
+    def sg_rules(self, sg_id: str) -> list[SecurityGroupRule]:
+        return [self.rules[r] for r in sorted(self.rules_by_sg.get(sg_id, ()))]
+
+    def sg_member_ips(self, sg_id: str, ethertype: str) -> list[str]:
+        """Addresses of every port in a group (for remote_group_id rules)."""
+        version = 4 if ethertype == "IPv4" else 6
+        out: set[str] = set()
+        for pid in self.ports_by_sg.get(sg_id, ()):
+            port = self.ports.get(pid)
+            if port is None:
+                continue
+            for ip in port.ips:
+                if ipaddress.ip_address(ip).version == version:
+                    out.add(ip)
+            for pair in port.allowed_address_pairs:
+                if ipaddress.ip_network(pair.ip_address, strict=False).version == version:
+                    out.add(pair.ip_address)
+        return sorted(out)
+
+
+RECORD_TYPES: dict[str, Any] = {
+    "network": Network,
+    "subnet": Subnet,
+    "port": Port,
+    "router": Router,
+    "security_group": SecurityGroup,
+    "security_group_rule": SecurityGroupRule,
+    "address_group": AddressGroup,
+    "chassis": Chassis,
+}
+
+# Store key segment (wyvern/api/repo.py layout) -> view kind.
+STORE_KINDS: dict[str, Kind] = {
+    "networks": "network",
+    "subnets": "subnet",
+    "ports": "port",
+    "routers": "router",
+    "security_groups": "security_group",
+    "security_group_rules": "security_group_rule",
+    "address_groups": "address_group",
+    "chassis": "chassis",
+}
+
+
+def record_from_obj(kind: str, obj: dict[str, Any]) -> Any:
+    """Stored JSON -> typed record (objects being deleted by the API are treated as gone)."""
+    if obj.get("_deleting"):
+        return None
+    return RECORD_TYPES[kind].from_obj(obj)
