@@ -238,6 +238,53 @@ class Resource:
     list = list_visible
 
 
+def delete_marked(
+    res: Resource,
+    ctx: RequestContext,
+    id_: str,
+    if_match: int | None,
+    params: dict[str, str],
+    checks: Callable[[RequestContext, Stored], None] | None = None,
+) -> None:
+    """Mark, then delete: creators that `require` the object (guard its revision) retry and
+    then see it gone, so the users found after the mark are all there will ever be.
+    `checks` runs before the mark (cheap refusals need no write); delete_ops checks again."""
+
+    def mark() -> None:
+        stored = res.load_for_write(ctx, id_, "delete")
+        check_revision(stored, if_match)
+        if checks is not None:
+            checks(ctx, stored)
+        stored.obj["_deleting"] = True
+        txn = res.repo.txn()
+        txn.update(stored)
+        txn.commit()
+
+    with_retries(mark)
+    try:
+
+        def attempt() -> None:
+            stored = res.repo.get(res.defn.kind, id_)
+            if stored is None:
+                return
+            txn = res.repo.txn()
+            res.delete_ops(ctx, stored, txn, params)
+            txn.commit()
+
+        with_retries(attempt)
+    except BaseException:
+
+        def unmark() -> None:
+            stored = res.repo.get(res.defn.kind, id_)
+            if stored is not None and stored.obj.pop("_deleting", None):
+                txn = res.repo.txn()
+                txn.update(stored)
+                txn.commit()
+
+        with_retries(unmark)
+        raise
+
+
 class QuotaReader(Resource):
     def limit(self, project: str, resource: str) -> int:
         raise NotImplementedError

@@ -16,8 +16,7 @@ from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, NotFound, bad_request, conflict, not_found
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, touch
-from wyvern.api.resources.security_groups import delete_marked
+from wyvern.api.resource import Resource, delete_marked, touch
 
 
 def _network(value: str) -> str:

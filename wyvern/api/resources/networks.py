@@ -8,8 +8,8 @@ from typing import Any, Literal
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput, conflict, not_found
-from wyvern.api.repo import Stored, Txn, uniq_key, uniq_prefix, with_retries
-from wyvern.api.resource import Resource, touch
+from wyvern.api.repo import Stored, Txn, uniq_key, uniq_prefix
+from wyvern.api.resource import Resource, delete_marked, touch
 from wyvern.api.types import Bool, ShortStr
 
 NetworkType = Literal["flat", "vlan", "vxlan", "geneve"]
@@ -258,45 +258,9 @@ class Networks(Resource):
     def delete(
         self, ctx: RequestContext, id_: str, if_match: int | None, params: dict[str, str]
     ) -> None:
-        """Two steps, so no port can slip in: mark the network (port creates guard its
-        revision and retry, then see it gone), then delete it and its children at once."""
-        from wyvern.api.resource import check_revision
-
+        """Two steps (see delete_marked), so no port or subnet can slip in."""
         cascade = params.get("cascade", "false").lower() in ("true", "1", "yes")
-
-        def mark() -> Stored:
-            stored = self.load_for_write(ctx, id_, "delete")
-            check_revision(stored, if_match)
-            stored.obj["_deleting"] = True
-            txn = self.repo.txn()
-            txn.update(stored)
-            stored.mod_revision = txn.commit()
-            return stored
-
-        marked = with_retries(mark)
-        try:
-
-            def attempt() -> None:
-                stored = self.repo.get("networks", id_)
-                if stored is None:
-                    return
-                txn = self.repo.txn()
-                self.delete_ops(ctx, stored, txn, {"cascade": str(cascade)})
-                txn.commit()
-
-            with_retries(attempt)
-        except BaseException:
-
-            def unmark() -> None:
-                stored = self.repo.get("networks", id_)
-                if stored is not None and stored.obj.pop("_deleting", None):
-                    txn = self.repo.txn()
-                    txn.update(stored)
-                    txn.commit()
-
-            with_retries(unmark)
-            raise
-        del marked
+        delete_marked(self, ctx, id_, if_match, {"cascade": str(cascade)})
 
     def delete_ops(
         self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]

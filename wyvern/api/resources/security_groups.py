@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -40,7 +39,7 @@ from wyvern.api.errors import (
 )
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import Stored, Txn, uniq_key, with_retries
-from wyvern.api.resource import Resource, check_revision
+from wyvern.api.resource import Resource, delete_marked
 from wyvern.api.types import Bool, ShortStr
 
 # ---- protocol tables (neutron-lib constants) -----------------------------------------------
@@ -390,53 +389,6 @@ def base_rule(direction: str, ethertype: str, remote_group_id: str | None = None
     attrs.update(direction=direction, ethertype=ethertype, remote_group_id=remote_group_id)
     attrs["normalized_cidr"] = None
     return attrs
-
-
-# ---- two-phase delete shared with address groups ---------------------------------------------
-def delete_marked(
-    res: Resource,
-    ctx: RequestContext,
-    id_: str,
-    if_match: int | None,
-    params: dict[str, str],
-    checks: Callable[[RequestContext, Stored], None],
-) -> None:
-    """Mark, then delete: creators that `require` the object retry and then see it gone, so
-    the users found after the mark are all there will ever be. `checks` runs before the
-    mark (cheap refusals need no write) and again inside the delete."""
-
-    def mark() -> None:
-        stored = res.load_for_write(ctx, id_, "delete")
-        check_revision(stored, if_match)
-        checks(ctx, stored)
-        stored.obj["_deleting"] = True
-        txn = res.repo.txn()
-        txn.update(stored)
-        txn.commit()
-
-    with_retries(mark)
-    try:
-
-        def attempt() -> None:
-            stored = res.repo.get(res.defn.kind, id_)
-            if stored is None:
-                return
-            txn = res.repo.txn()
-            res.delete_ops(ctx, stored, txn, params)
-            txn.commit()
-
-        with_retries(attempt)
-    except BaseException:
-
-        def unmark() -> None:
-            stored = res.repo.get(res.defn.kind, id_)
-            if stored is not None and stored.obj.pop("_deleting", None):
-                txn = res.repo.txn()
-                txn.update(stored)
-                txn.commit()
-
-        with_retries(unmark)
-        raise
 
 
 # ---- security groups -------------------------------------------------------------------------

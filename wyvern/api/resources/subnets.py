@@ -31,8 +31,8 @@ from wyvern.api.errors import (
     bad_request,
     conflict,
 )
-from wyvern.api.repo import Repo, Stored, Txn, uniq_key, uniq_prefix, with_retries
-from wyvern.api.resource import Resource, check_revision, touch
+from wyvern.api.repo import Repo, Stored, Txn, uniq_key, uniq_prefix
+from wyvern.api.resource import Resource, delete_marked, touch
 from wyvern.api.resources.networks import AUTO_DELETE_OWNERS, Networks, network_or_404
 from wyvern.api.types import Bool, IpAddress, Uuid
 
@@ -638,40 +638,9 @@ class Subnets(Resource):
     def delete(
         self, ctx: RequestContext, id_: str, if_match: int | None, params: dict[str, str]
     ) -> None:
-        """Mark, then check and delete: a port create that read the subnet before the mark
-        fails its guard on the subnet's revision and retries without it."""
-
-        def mark() -> None:
-            stored = self.load_for_write(ctx, id_, "delete")
-            check_revision(stored, if_match)
-            stored.obj["_deleting"] = True
-            txn = self.repo.txn()
-            txn.update(stored)
-            txn.commit()
-
-        with_retries(mark)
-        try:
-
-            def attempt() -> None:
-                stored = self.repo.get("subnets", id_)
-                if stored is None:
-                    return
-                txn = self.repo.txn()
-                self.delete_ops(ctx, stored, txn, {})
-                txn.commit()
-
-            with_retries(attempt)
-        except BaseException:
-
-            def unmark() -> None:
-                stored = self.repo.get("subnets", id_)
-                if stored is not None and stored.obj.pop("_deleting", None):
-                    txn = self.repo.txn()
-                    txn.update(stored)
-                    txn.commit()
-
-            with_retries(unmark)
-            raise
+        """Mark, then check and delete (see delete_marked): a port create that read the
+        subnet before the mark fails its guard on the subnet's revision and retries."""
+        delete_marked(self, ctx, id_, if_match, {})
 
     def delete_ops(
         self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]
