@@ -215,13 +215,16 @@ def main() -> None:
     for label, key in rows:
         print(f"{label:34} " + " ".join(f"{r[key]:>12.3f}" for r in results))
     for r in results:
-        print(
+        line = (
             f"{r['backend']}: seq create = {r['create_seq_ports_s'] / r['http_floor_rps']:.2f}x "
-            f"the HTTP floor, {r['create_seq_ports_s'] / r['store_floor_txn_s']:.3f}x the store "
-            f"floor; target >= 200 ports/s: {'MET' if r['create_seq_ports_s'] >= 200 else 'MISSED'}"
-            f"; list {r['list_n']} ports in {r['list_s']:.3f}s, target <= 0.5 s: "
-            f"{'MET' if r['list_s'] <= 0.5 else 'MISSED'}"
+            f"the HTTP floor, {r['create_seq_ports_s'] / r['store_floor_txn_s']:.3f}x the "
+            f"store floor; list {r['list_n']} ports in {r['list_s']:.3f}s"
         )
+        if r["backend"] == "sqlite":  # the targets are for the embedded store
+            seq_ok = "MET" if r["create_seq_ports_s"] >= 200 else "MISSED"
+            list_ok = "MET" if r["list_s"] <= 0.5 else "MISSED"
+            line += f"; targets: >= 200 creates/s {seq_ok}, list <= 0.5 s {list_ok}"
+        print(line)
     out = ROOT / "benchmarks" / "results" / f"api_bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     rev = subprocess.run(
