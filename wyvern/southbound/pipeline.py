@@ -141,6 +141,7 @@ PIPELINE: tuple[Stage, ...] = (
         "L2/L3 anti-spoofing: source MAC/IP per port (allowed address pairs), ARP and ND",
         match=(
             "src_port_key",
+            "network_key",
             "eth_src",
             "eth_dst",
             "vlan_vid",
@@ -157,7 +158,8 @@ PIPELINE: tuple[Stage, ...] = (
         "ingress",
         "security_groups",
         "Send IP traffic of ports with security groups to conntrack (zone = port's)",
-        match=("src_port_key", *_L3, "udp_src", "udp_dst", "ct_state"),
+        match=("src_port_key", "network_key", *_L3, "udp_src", "udp_dst", "icmpv6_type"),
+        writes=("port_ct_zone",),
         next=("acl", "services"),
     ),
     _stage(
@@ -233,7 +235,7 @@ PIPELINE: tuple[Stage, ...] = (
         "l3",
         "Longest-prefix match on destination: next hop, output network, source MAC, TTL",
         match=("router_key", "network_key", *_L3, "nw_ttl"),
-        writes=("next_hop_ipv4", "network_key", "eth_src", "nw_ttl", "scratch"),
+        writes=("next_hop_ipv4", "network_key", "src_port_key", "eth_src", "nw_ttl", "scratch"),
         next=("arp_resolve",),
     ),
     _stage(
@@ -259,7 +261,15 @@ PIPELINE: tuple[Stage, ...] = (
         "egress",
         "security_groups",
         "Load the destination port's ct zone; send its IP traffic to conntrack",
-        match=("dst_port_key", *_L3, "udp_src", "udp_dst", "flag_from_tunnel"),
+        match=(
+            "dst_port_key",
+            "network_key",
+            *_L3,
+            "udp_src",
+            "udp_dst",
+            "icmpv6_type",
+            "flag_from_tunnel",
+        ),
         writes=("port_ct_zone",),
         next=("acl_egress", "port_security_egress"),
     ),
@@ -277,7 +287,7 @@ PIPELINE: tuple[Stage, ...] = (
         "egress",
         "port_security",
         "Destination MAC/IP must belong to the destination port",
-        match=("dst_port_key", "eth_dst", *_L3),
+        match=("dst_port_key", "network_key", "eth_dst", *_L3),
         next=("output",),
     ),
     _stage(
@@ -286,6 +296,7 @@ PIPELINE: tuple[Stage, ...] = (
         "output",
         "Local delivery (port key → ofport), or tunnel to the chassis hosting the port",
         match=(
+            "in_port",
             "dst_port_key",
             "src_port_key",
             "network_key",

@@ -1,0 +1,127 @@
+"""Services: the ARP responder and the DHCPv4 punt, by packet outcome."""
+
+from __future__ import annotations
+
+from tests.apps import scenario as sc
+from wyvern.apps.punts import PUNT_DHCP4
+from wyvern.controller.view import LocalView
+from wyvern.southbound import packet as pk
+from wyvern.southbound.ir import ETH_TYPE_ARP
+
+MAC_A, MAC_B, MAC_R = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:f1"
+MAC_REMOTE = "fa:16:3e:00:00:99"
+BCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def mac(text: str) -> int:
+    return int(text.replace(":", ""), 16)
+
+
+def ip(text: str) -> int:
+    return int.from_bytes(bytes(int(x) for x in text.split(".")), "big")
+
+
+def view(*, dhcp: bool = True) -> LocalView:
+    return sc.build_view(
+        networks=[sc.network("n1", key=100), sc.network("n2", key=200)],
+        subnets=[
+            sc.subnet("s1", "n1", "10.0.0.0/24", enable_dhcp=dhcp),
+            sc.subnet("s2", "n2", "10.0.0.0/24", enable_dhcp=False),
+        ],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=["10.0.0.5"]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=["10.0.0.6"]),
+            sc.port("remote", "n1", key=3, mac=MAC_REMOTE, ips=["10.0.0.8"]),
+            sc.router_port("rp", "n1", key=9, mac=MAC_R, ip="10.0.0.1", router_id="r1"),
+            sc.port("x", "n2", key=1, mac=MAC_A, ips=["10.0.0.5"]),
+            sc.port("y", "n2", key=2, mac=MAC_B, ips=["10.0.0.6"]),
+        ],
+        routers=[sc.router("r1", key=7)],
+        local={"a": 1, "b": 2, "x": 11, "y": 12},
+    )
+
+
+def test_arp_request_for_a_known_ip_is_answered_and_not_flooded() -> None:
+    s = sc.Scenario(view(), apps=sc.l2_apps())
+    for target, owner in (("10.0.0.6", MAC_B), ("10.0.0.8", MAC_REMOTE), ("10.0.0.1", MAC_R)):
+        out = s.outcome(pk.arp(1, MAC_A, "10.0.0.5", target))
+        assert out.ports == [1], out.trace.format()  # back out of the asking port only
+        reply = out.packets[1]
+        assert reply["eth_type"] == ETH_TYPE_ARP
+        assert reply["arp_op"] == 2
+        assert reply["eth_src"] == mac(owner) and reply["eth_dst"] == mac(MAC_A)
+        assert reply["arp_sha"] == mac(owner) and reply["arp_spa"] == ip(target)
+        assert reply["arp_tha"] == mac(MAC_A) and reply["arp_tpa"] == ip("10.0.0.5")
+
+
+def test_arp_responder_is_per_network() -> None:
+    s = sc.Scenario(view(), apps=sc.l2_apps())
+    out = s.outcome(pk.arp(11, MAC_A, "10.0.0.5", "10.0.0.6"))
+    assert out.ports == [11] and out.packets[11]["arp_sha"] == mac(MAC_B)
+    out = s.outcome(pk.arp(11, MAC_A, "10.0.0.5", "10.0.0.8"))  # n1's remote port only
+    assert out.ports == [12] and out.packets[12]["arp_op"] == 1, out.trace.format()
+
+
+def test_gratuitous_arp_for_own_address_is_not_answered() -> None:
+    s = sc.Scenario(view(), apps=sc.l2_apps())
+    out = s.outcome(pk.arp(1, MAC_A, "10.0.0.5", "10.0.0.5"))
+    assert out.ports == [2] and out.packets[2]["arp_op"] == 1, out.trace.format()
+    out = s.outcome(pk.arp(1, MAC_A, "0.0.0.0", "10.0.0.5"))  # address conflict probe
+    assert out.ports == [2] and out.packets[2]["arp_op"] == 1
+
+
+def test_dhcp_discover_is_punted_when_dhcp_is_enabled() -> None:
+    s = sc.Scenario(view(dhcp=True), apps=sc.l2_apps())
+    discover = pk.udp(1, MAC_A, BCAST, "0.0.0.0", "255.255.255.255", 68, 67)
+    trace = s.run(discover)
+    assert [p.userdata for p in trace.punts] == [bytes([PUNT_DHCP4])], trace.format()
+    assert trace.punts[0].stage == "services"
+    assert not trace.outputs  # punted, not flooded
+    renew = pk.udp(1, MAC_A, MAC_R, "10.0.0.5", "10.0.0.1", 68, 67)
+    assert [p.userdata for p in s.run(renew).punts] == [bytes([PUNT_DHCP4])]
+
+
+def test_dhcp_is_not_punted_when_dhcp_is_disabled() -> None:
+    s = sc.Scenario(view(dhcp=False), apps=sc.l2_apps())
+    discover = pk.udp(1, MAC_A, BCAST, "0.0.0.0", "255.255.255.255", 68, 67)
+    trace = s.run(discover)
+    assert not trace.punts
+    assert trace.output_ports == [2]  # an ordinary broadcast
+    trace = s.run(pk.udp(11, MAC_A, BCAST, "0.0.0.0", "255.255.255.255", 68, 67))
+    assert not trace.punts and trace.output_ports == [12]
+
+
+def test_spoofed_dhcp_is_dropped_before_the_punt() -> None:
+    s = sc.Scenario(view(dhcp=True), apps=sc.l2_apps())
+    trace = s.run(pk.udp(1, MAC_B, BCAST, "0.0.0.0", "255.255.255.255", 68, 67))
+    assert trace.dropped and not trace.punts
+
+
+def test_vip_of_allowed_address_pairs_is_not_answered_by_the_responder() -> None:
+    """keepalived style: a reserved (unbound) port holds the VIP, two VMs list it as an
+    allowed address pair; the VM holding it must answer ARP itself, or failover breaks."""
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s1", "n1", "10.0.0.0/24")],
+        ports=[
+            sc.port("vip", "n1", key=5, mac="fa:16:3e:00:00:55", ips=["10.0.0.100"]),
+            sc.port(
+                "a",
+                "n1",
+                key=1,
+                mac=MAC_A,
+                ips=["10.0.0.5"],
+                allowed_address_pairs=[{"ip_address": "10.0.0.100"}],
+            ),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=["10.0.0.6"]),
+        ],
+        local={"a": 1, "b": 2},
+    )
+    s = sc.Scenario(v, apps=sc.l2_apps())
+    out = s.outcome(pk.arp(2, MAC_B, "10.0.0.6", "10.0.0.100"))
+    assert out.ports == [1] and out.packets[1]["arp_op"] == 1, out.trace.format()
+    # and a's answer, as the VIP's holder, passes a's port security back to b
+    reply = pk.arp(1, MAC_A, "10.0.0.100", "10.0.0.6", op=2, eth_dst=MAC_B, tha=MAC_B)
+    assert s.outcome(reply).ports == [2]
+    # other addresses are still answered
+    assert s.outcome(pk.arp(2, MAC_B, "10.0.0.6", "10.0.0.5")).ports == [2]

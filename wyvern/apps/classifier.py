@@ -1,0 +1,102 @@
+"""Classification (table 0): which logical port and network a packet comes from.
+
+For every LOCAL port (bound on this chassis, admin up, in an admin-up network)::
+
+    in_port=<ofport> → src_port_key=port.key, network_key=network.key,
+                       port_ct_zone=<the port's zone>, goto port_security
+
+The pipeline is the same whether or not the port has port security: port_security passes
+such ports through. Unknown in_ports hit the stage default (drop, wyvern.apps.defaults).
+
+TODO(tunnels): packets from a tunnel port are classified here too (VNI → network key,
+tun_metadata0 → both port keys, flag_from_tunnel) and go straight to pre_acl_egress.
+
+Port keys are unique within a network only, so every flow that matches a port key also
+matches the network key. The conntrack zone must be unique per port on this chassis: it is
+the port's ofport (OpenFlow port numbers are unique per bridge and below 0xff00, which
+fits the 16-bit zone). `port_ct_zone()` is the one function that says so; the
+security-group app uses it to load the destination port's zone in pre_acl_egress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from wyvern.apps.base import App, Owner
+from wyvern.controller.view import Change, LocalView, Network, Port
+from wyvern.southbound.cookies import encode
+from wyvern.southbound.ir import Flow, Goto, Load, match, table, valid_port
+
+PRIORITY_PORT = 100
+
+
+def port_ct_zone(view: LocalView, port_id: str) -> int | None:
+    """The conntrack zone of a local port (None when the port is not bound here)."""
+    binding = view.bindings.get(port_id)
+    if binding is None or not valid_port(binding.ofport) or binding.ofport > 0xFFFF:
+        return None
+    return binding.ofport
+
+
+def local_port(view: LocalView, port_id: str) -> tuple[Port, Network, int] | None:
+    """(port, network, ofport) when the port is bound here, with a usable OpenFlow port
+    number, and both records are known."""
+    binding = view.bindings.get(port_id)
+    port = view.ports.get(port_id)
+    if binding is None or port is None or not valid_port(binding.ofport):
+        return None  # not here, not synced yet, or an interface OVS failed to add (-1)
+    net = view.networks.get(port.network_id)
+    if net is None:
+        return None
+    return port, net, binding.ofport
+
+
+def port_is_up(port: Port, net: Network) -> bool:
+    return port.admin_state_up and net.admin_state_up
+
+
+def per_port_owners(view: LocalView) -> list[Owner]:
+    return [("port", pid) for pid in sorted(view.bindings)]
+
+
+def per_port_affected(view: LocalView, change: Change) -> list[Owner]:
+    """Owners of per-local-port apps that a change may touch: the port itself (port or
+    binding change) or every port of a network (network change)."""
+    if change.kind in ("port", "binding"):
+        return [("port", change.id)]
+    if change.kind == "network":
+        return [("port", pid) for pid in sorted(view.ports_by_network.get(change.id, ()))]
+    return []
+
+
+class Classifier(App):
+    name = "classifier"
+
+    def owners(self, view: LocalView) -> Iterable[Owner]:
+        return per_port_owners(view)
+
+    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
+        return per_port_affected(view, change)
+
+    def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
+        kind, port_id = owner
+        found = local_port(view, port_id) if kind == "port" else None
+        zone = port_ct_zone(view, port_id)
+        if found is None or zone is None:
+            return []
+        port, net, ofport = found
+        if not port_is_up(port, net):
+            return []  # the stage default drops its packets
+        return [
+            table("classification").flow(
+                priority=PRIORITY_PORT,
+                cookie=encode("classifier", port_id),
+                match=match(in_port=ofport),
+                actions=(
+                    Load("src_port_key", port.key),
+                    Load("network_key", net.key),
+                    Load("port_ct_zone", zone),
+                    Goto("port_security"),
+                ),
+            )
+        ]

@@ -1,0 +1,355 @@
+"""The distributed L3 router: router_input, routing and arp_resolve.
+
+Every chassis routes the packets of its own ports (Neutron's distributed router, OVN
+style): the L2 app sends a packet addressed to a router interface MAC to `router_input`
+with `router_key` loaded, and the packet leaves the router, rewritten, back into
+`l2_lookup` of the output network, which delivers it by destination MAC (so the
+destination's egress security groups and port security still apply).
+
+- router_input (owner ("router", id)): an ICMP/ICMPv6 echo request to any of the router's
+  own addresses is answered in place (MACs and addresses swapped, TTL 255) and sent back
+  to its sender through the output stage (dst_port_key = src_port_key,
+  flag_allow_loopback); other traffic to the router's addresses is dropped; IPv4 with
+  TTL <= 1 is punted (`PUNT_ICMP4_ERROR`, then ICMP type 11 and code 0 in the userdata)
+  for the agent to send a time-exceeded; IPv6 with hop limit <= 1 is dropped; the rest
+  goes to dnat.
+- routing (owner ("router", id)): longest-prefix match on the destination. Priority
+  `_route_priority` = base + prefix length * 4 + (2 for a connected subnet, 1 for an
+  extra route), so a longer prefix always wins and a connected subnet beats an extra
+  route of the same length. A route decrements the TTL, sets the output network key, the
+  source port key (the router's port on that network, so the egress half sees the
+  packet come from the router port), the router MAC on that network as source MAC and,
+  for IPv4, `next_hop_ipv4` (the destination itself, or the extra route's next hop).
+  IPv4 with no route is punted (`PUNT_ICMP4_ERROR`, type 3 code 0: net unreachable).
+- arp_resolve (owner ("network", id), for networks a router is attached to): next hop →
+  MAC of the port that owns that address in the output network (local or remote ports
+  alike); IPv6 resolves the destination address itself. An unknown next hop is dropped.
+
+Stage defaults (priority 0, from `global_flows`): router_input, routing and arp_resolve
+drop; the nat app's pass-throughs continue dnat → routing and snat → l2_lookup.
+
+Not yet: ARP/ND resolution of next hops that are no port's fixed IP (an appliance answering
+for an allowed-address-pair address, a host outside Neutron), IPv6 extra routes (they need
+a 128-bit next-hop register), ECMP (of several extra routes to one destination the
+lowest next hop wins), the external gateway (SNAT, floating IPs: the nat app), answering
+neighbour solicitations for the router's IPv6 addresses (the services stage's job).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from wyvern.apps.base import App, Owner
+from wyvern.apps.punts import PUNT_ICMP4_ERROR
+from wyvern.controller.view import Change, LocalView, Network, Port, Router
+from wyvern.southbound.cookies import encode
+from wyvern.southbound.ir import (
+    ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    Action,
+    Controller,
+    DecTtl,
+    Flow,
+    Goto,
+    Load,
+    MatchValue,
+    Move,
+    SetField,
+    table,
+)
+
+# router_input priorities
+PRIO_ECHO = 90
+PRIO_TO_ROUTER = 80
+PRIO_TTL = 30
+PRIO_FORWARD = 10
+# routing: above this base, 4 per prefix bit
+PRIO_ROUTE_BASE = 100
+PRIO_NO_ROUTE = 1
+# arp_resolve
+PRIO_RESOLVE = 100
+
+ICMP4_TIME_EXCEEDED = (11, 0)
+ICMP4_NET_UNREACHABLE = (3, 0)
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def _route_priority(prefixlen: int, connected: bool) -> int:
+    return PRIO_ROUTE_BASE + prefixlen * 4 + (2 if connected else 1)
+
+
+def _punt(icmp: tuple[int, int]) -> Controller:
+    return Controller(userdata=bytes((PUNT_ICMP4_ERROR, *icmp)))
+
+
+def _dst_match(net: IpNetwork) -> dict[str, MatchValue]:
+    """Match on a destination prefix (a /0 matches the whole family)."""
+    if net.version == 4:
+        return {"ipv4_dst": net} if net.prefixlen else {"eth_type": ETH_TYPE_IP}
+    return {"ipv6_dst": net} if net.prefixlen else {"eth_type": ETH_TYPE_IPV6}
+
+
+class _Itf:
+    """A router interface resolved against the view (its port and network exist)."""
+
+    __slots__ = ("addrs", "network", "port")
+
+    def __init__(self, network: Network, port: Port, addrs: list[IpInterface]) -> None:
+        self.network = network
+        self.port = port
+        self.addrs = addrs
+
+
+def _interfaces(view: LocalView, router: Router) -> list[_Itf]:
+    out: list[_Itf] = []
+    for itf in router.interfaces:
+        net = view.networks.get(itf.network_id)
+        port = view.ports.get(itf.port_id)
+        if net is None or port is None or port.network_id != itf.network_id:
+            continue
+        addrs: list[IpInterface] = []
+        for ip, cidr in itf.ips:
+            try:
+                subnet = ipaddress.ip_network(cidr, strict=False)
+                addr = ipaddress.ip_interface(f"{ip}/{subnet.prefixlen}")
+            except ValueError:
+                continue  # a malformed record must not stop the other interfaces
+            if addr.version == subnet.version:
+                addrs.append(addr)
+        out.append(_Itf(net, port, addrs))
+    return out
+
+
+class L3App(App):
+    name = "l3"
+
+    # ---- owners --------------------------------------------------------------------------
+    def owners(self, view: LocalView) -> Iterable[Owner]:
+        for rid in sorted(view.routers):
+            yield ("router", rid)
+        for nid in sorted(view.networks):
+            if self._routed(view, nid):
+                yield ("network", nid)
+
+    @staticmethod
+    def _routed(view: LocalView, network_id: str) -> bool:
+        """A router has an interface on this network (so it needs next-hop resolution)."""
+        for rid in view.routers_by_network.get(network_id, ()):
+            router = view.routers.get(rid)
+            if router is not None and any(i.network_id == network_id for i in router.interfaces):
+                return True
+        return False
+
+    def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
+        kind, oid = owner
+        if kind == "router":
+            router = view.routers.get(oid)
+            if router is None or not router.admin_state_up:
+                return []
+            return self._router_flows(view, router)
+        if kind == "network":
+            net = view.networks.get(oid)
+            if net is None or not self._routed(view, oid):
+                return []
+            return self._resolve_flows(view, net)
+        return []
+
+    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
+        out: set[Owner] = set()
+        recs = [r for r in (change.old, change.new) if r is not None]
+        if change.kind == "router":
+            out.add(("router", change.id))
+            for r in recs:
+                for itf in r.interfaces:
+                    out.add(("network", itf.network_id))
+        elif change.kind == "network":
+            out.add(("network", change.id))
+            out.update(("router", rid) for rid in view.routers_by_network.get(change.id, ()))
+        elif change.kind == "port":
+            for p in recs:
+                out.add(("network", p.network_id))
+                for rid in view.routers_by_network.get(p.network_id, ()):
+                    router = view.routers.get(rid)
+                    if router is not None and any(
+                        i.port_id == change.id for i in router.interfaces
+                    ):
+                        out.add(("router", rid))
+        return sorted(out)
+
+    def global_flows(self) -> list[Flow]:
+        """Stage defaults: whatever no router flow claims is dropped."""
+        return [
+            table(stage).flow(priority=0, cookie=encode("pipeline", f"default:{stage}"))
+            for stage in ("router_input", "routing", "arp_resolve")
+        ]
+
+    # ---- router_input + routing ----------------------------------------------------------
+    def _router_flows(self, view: LocalView, router: Router) -> list[Flow]:
+        cookie = encode("l3", router.id)
+        rkey = router.key
+        itfs = _interfaces(view, router)
+        flows: dict[object, Flow] = {}
+
+        def add(f: Flow) -> None:
+            flows.setdefault(f.key, f)
+
+        rin = table("router_input")
+        own = sorted({a.ip for itf in itfs for a in itf.addrs}, key=lambda a: (a.version, int(a)))
+        for itf in itfs:
+            nkey = itf.network.key
+            mac = itf.port.mac
+            for ip in own:
+                echo: dict[str, MatchValue]
+                if ip.version == 4:
+                    echo = {"ipv4_dst": str(ip), "ip_proto": IPPROTO_ICMP, "icmp_type": 8}
+                    swap: tuple[Action, ...] = (
+                        Move("ipv4_src", "ipv4_dst"),
+                        SetField("ipv4_src", str(ip)),
+                        SetField("icmp_type", 0),
+                    )
+                else:
+                    echo = {"ipv6_dst": str(ip), "ip_proto": IPPROTO_ICMPV6, "icmpv6_type": 128}
+                    swap = (
+                        Move("ipv6_src", "ipv6_dst"),
+                        SetField("ipv6_src", str(ip)),
+                        SetField("icmpv6_type", 129),
+                    )
+                add(
+                    rin.flow(
+                        priority=PRIO_ECHO,
+                        cookie=cookie,
+                        match={"router_key": rkey, "network_key": nkey, "eth_dst": mac, **echo},
+                        actions=(
+                            Move("eth_src", "eth_dst"),
+                            SetField("eth_src", mac),
+                            *swap,
+                            SetField("nw_ttl", 255),
+                            # Back to the sender: the output stage hairpins to in_port.
+                            Move("src_port_key", "dst_port_key"),
+                            Load("flag_allow_loopback", 1),
+                            Goto("output"),
+                        ),
+                    )
+                )
+        for ip in own:
+            dst = {"ipv4_dst": str(ip)} if ip.version == 4 else {"ipv6_dst": str(ip)}
+            add(rin.flow(priority=PRIO_TO_ROUTER, cookie=cookie, match={"router_key": rkey, **dst}))
+        if itfs:
+            for ttl in (0, 1):
+                add(
+                    rin.flow(
+                        priority=PRIO_TTL,
+                        cookie=cookie,
+                        match={"router_key": rkey, "eth_type": ETH_TYPE_IP, "nw_ttl": ttl},
+                        actions=(_punt(ICMP4_TIME_EXCEEDED),),
+                    )
+                )
+                add(
+                    rin.flow(
+                        priority=PRIO_TTL,
+                        cookie=cookie,
+                        match={"router_key": rkey, "eth_type": ETH_TYPE_IPV6, "nw_ttl": ttl},
+                    )
+                )
+            for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+                add(
+                    rin.flow(
+                        priority=PRIO_FORWARD,
+                        cookie=cookie,
+                        match={"router_key": rkey, "eth_type": et},
+                        actions=(Goto("dnat"),),
+                    )
+                )
+
+        rt = table("routing")
+
+        def route(
+            net: IpNetwork, itf: _Itf, next_hop: ipaddress.IPv4Address | None, connected: bool
+        ) -> Flow:
+            actions: list[Action] = [
+                DecTtl(),
+                Load("network_key", itf.network.key),
+                Load("src_port_key", itf.port.key),
+                SetField("eth_src", itf.port.mac),
+            ]
+            if net.version == 4:
+                if next_hop is None:
+                    actions.append(Move("ipv4_dst", "next_hop_ipv4"))
+                else:
+                    actions.append(Load("next_hop_ipv4", int(next_hop)))
+            actions.append(Goto("arp_resolve"))
+            return rt.flow(
+                priority=_route_priority(net.prefixlen, connected),
+                cookie=cookie,
+                match={"router_key": rkey, **_dst_match(net)},
+                actions=actions,
+            )
+
+        connected: list[tuple[IpNetwork, _Itf]] = []
+        for itf in itfs:
+            for a in itf.addrs:
+                connected.append((a.network, itf))
+                add(route(a.network, itf, None, True))
+        # Extra routes: the next hop must sit on a connected subnet (longest match wins).
+        for dest, nexthop in sorted(router.routes, key=lambda r: (r[0], _ip_sort(r[1]))):
+            try:
+                dnet = ipaddress.ip_network(dest, strict=False)
+                hop = ipaddress.ip_address(nexthop)
+            except ValueError:
+                continue
+            if dnet.version != 4 or hop.version != 4:
+                continue  # TODO: IPv6 extra routes need a 128-bit next-hop register
+            assert isinstance(hop, ipaddress.IPv4Address)
+            via = [(n, i) for n, i in connected if n.version == 4 and hop in n]
+            if not via:
+                continue
+            _, itf = max(via, key=lambda c: c[0].prefixlen)
+            add(route(dnet, itf, hop, False))
+        if itfs:
+            add(
+                rt.flow(
+                    priority=PRIO_NO_ROUTE,
+                    cookie=cookie,
+                    match={"router_key": rkey, "eth_type": ETH_TYPE_IP},
+                    actions=(_punt(ICMP4_NET_UNREACHABLE),),
+                )
+            )
+        return list(flows.values())
+
+    # ---- arp_resolve ---------------------------------------------------------------------
+    def _resolve_flows(self, view: LocalView, net: Network) -> list[Flow]:
+        cookie = encode("l3", net.id)
+        ar = table("arp_resolve")
+        flows: dict[object, Flow] = {}
+        for port in view.network_ports(net.id):
+            for ip_text in port.ips:
+                try:
+                    ip = ipaddress.ip_address(ip_text)
+                except ValueError:
+                    continue
+                m: dict[str, MatchValue]
+                if ip.version == 4:
+                    m = {"network_key": net.key, "eth_type": ETH_TYPE_IP, "next_hop_ipv4": int(ip)}
+                else:
+                    m = {"network_key": net.key, "ipv6_dst": ip}
+                f = ar.flow(
+                    priority=PRIO_RESOLVE,
+                    cookie=cookie,
+                    match=m,
+                    actions=(SetField("eth_dst", port.mac), Goto("snat")),
+                )
+                flows.setdefault(f.key, f)  # one IP on two ports: the first (by id) wins
+        return list(flows.values())
+
+
+def _ip_sort(text: str) -> tuple[int, int]:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return (9, 0)
+    return (ip.version, int(ip))

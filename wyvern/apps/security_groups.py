@@ -1,0 +1,515 @@
+"""Security groups: Neutron's stateful (conntrack) and stateless firewall.
+
+Stages: pre_acl → acl (traffic FROM a local VM: the groups' *egress* rules) and
+pre_acl_egress → acl_egress (traffic TO a local VM: the groups' *ingress* rules). Ports
+without port security or without groups, and non-IP traffic (ARP), pass untouched. DHCP
+client/server and ICMPv6 RS/RA/NS/NA bypass the rules (as Neutron's firewall drivers do).
+
+Conntrack zones
+    One zone per local port: `classifier.port_ct_zone()` (the port's ofport, unique on the
+    bridge). pre_acl loads the SOURCE port's zone, pre_acl_egress the DESTINATION port's
+    zone, after a `ct_clear`: one packet between two local VMs is tracked twice, once in
+    each port's zone, and the second lookup must not see the first one's ct_state.
+
+Stateful groups (the default)
+    pre_acl / pre_acl_egress send the port's IP traffic through `ct(zone, table=acl…)`.
+    In acl / acl_egress: ``+trk+inv`` drops; a packet matching a rule is committed with
+    ``ct_mark = mark(rule)`` and continues; an established or related packet (either
+    direction) continues if its connection's mark names a rule that still exists in one of
+    the port's groups; anything else drops (the table default).
+
+    Revocation: an established packet whose mark names no current rule of the port (rule
+    deleted, port left the group) is evaluated against the rules again; if another rule
+    still allows it, that commit re-marks the connection, otherwise it drops. So removing
+    a rule stops its connections at their next packet, without touching conntrack.
+
+Stateless groups (stateful=false)
+    No conntrack: pre_acl goes straight to acl; a rule match continues, nothing else.
+    Replies need their own rules. (A port mixing stateful and stateless groups, which
+    Neutron refuses, is treated as stateful.)
+
+Flows and owners: conjunctive matches, shared by every local port of a group
+    ("security_group", G) owns all of G's flows, at one priority P(G) in acl/acl_egress
+    (a hash of G's id into [1000, 61000), with a rank among groups hashing alike, so two
+    groups' flows never share a (priority, match) key). Each rule R is a conjunction:
+
+    - clause 1, the port: one flow per local member port, (network_key, port key) →
+      conjunction(rule(R), 1/n) for every rule of G in that direction, plus
+      conjunction(est(R), 1/2) for every stateful rule of G (both directions: replies);
+    - clause 2, what: eth_type, ip_proto, tcp/udp_dst masked ranges (`ir.port_range`),
+      ICMP type/code;
+    - clause 3, remote (only with a remote): the far end's address, one flow per CIDR of
+      remote_ip_prefix, remote_group_id (`view.sg_member_ips`) or remote_address_group_id;
+    - conj_id=rule(R): commit with ct_mark=mark(R) (stateless: just continue);
+    - est(R), clause 2: ``ct_state=+trk-new-inv, ct_mark=mark(R)`` → conj_id=est(R) continues.
+
+    So a group costs O(member ports + Σ_R (ranges + remotes)) flows, never a product. A
+    clause flow shared by two rules of the group is one flow with both conjunction actions.
+    A rule change recomputes its group only; unchanged rules keep identical flows, so the
+    installer never touches them. ("port", P) owns P's pre_acl / pre_acl_egress dispatch.
+
+    Unsupported: SCTP port ranges (the IR has no sctp_dst): such a rule installs nothing
+    (fails closed) rather than allowing every SCTP port.
+
+Cookies: rule flows carry the rule id, per-port and merged flows the group or port id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from wyvern.apps.base import App, Owner
+from wyvern.apps.classifier import port_ct_zone
+from wyvern.controller.view import Change, LocalView, Port, SecurityGroupRule
+from wyvern.southbound.cookies import AppName, encode
+from wyvern.southbound.ir import (
+    ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    Action,
+    Conjunction,
+    Ct,
+    CtClear,
+    Flow,
+    Goto,
+    Load,
+    Match,
+    MatchValue,
+    SetField,
+    match,
+    port_range,
+    table,
+)
+from wyvern.southbound.pipeline import StageName
+
+APP: AppName = "security_groups"
+
+# pre_acl / pre_acl_egress
+P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
+P_PORT = 100  # a protected port's IP traffic → conntrack (or straight to acl)
+P_DEFAULT = 0  # everything else passes
+# acl / acl_egress
+P_INVALID = 65000  # +trk+inv drops
+P_GROUP_BASE = 1000
+GROUP_SLOTS = 15000
+GROUP_RANKS = 4  # groups whose ids hash to the same slot take ranks 0..3 of it
+# (the drop default of acl / acl_egress is P_DEFAULT)
+
+IPPROTO_SCTP = 132
+PROTOCOLS: dict[str, int] = {
+    "ah": 51,
+    "dccp": 33,
+    "egp": 8,
+    "esp": 50,
+    "gre": 47,
+    "icmp": IPPROTO_ICMP,
+    "icmpv6": IPPROTO_ICMPV6,
+    "igmp": 2,
+    "ipip": 4,
+    "ipv6-encap": 41,
+    "ipv6-frag": 44,
+    "ipv6-icmp": IPPROTO_ICMPV6,
+    "ipv6-nonxt": 59,
+    "ipv6-opts": 60,
+    "ipv6-route": 43,
+    "ospf": 89,
+    "pgm": 113,
+    "rsvp": 46,
+    "sctp": IPPROTO_SCTP,
+    "tcp": IPPROTO_TCP,
+    "udp": IPPROTO_UDP,
+    "udplite": 136,
+    "vrrp": 112,
+}
+ETH_TYPES = {"IPv4": ETH_TYPE_IP, "IPv6": ETH_TYPE_IPV6}
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One direction of filtering: the stages, the port-key register, where to go next."""
+
+    pre: StageName
+    acl: StageName
+    port_key: str  # src_port_key | dst_port_key
+    after_pre: StageName  # where unfiltered traffic continues
+    after_acl: StageName
+    rule_direction: str  # the Neutron rule direction this side enforces
+    remote_end: str  # "dst" | "src": which address is the far end
+
+
+FROM_VM = _Side("pre_acl", "acl", "src_port_key", "services", "services", "egress", "dst")
+TO_VM = _Side(
+    "pre_acl_egress",
+    "acl_egress",
+    "dst_port_key",
+    "port_security_egress",
+    "port_security_egress",
+    "ingress",
+    "src",
+)
+SIDES = (FROM_VM, TO_VM)
+
+
+def _h32(text: str) -> int:
+    """A stable non-zero 32-bit value of a string (conjunction ids, ct_mark)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def rule_mark(rule_id: str) -> int:
+    """The ct_mark of connections a rule committed."""
+    return _h32(f"mark:{rule_id}")
+
+
+def rule_conj_id(rule_id: str) -> int:
+    return _h32(f"rule:{rule_id}")
+
+
+def est_conj_id(rule_id: str) -> int:
+    return _h32(f"est:{rule_id}")
+
+
+def _slot(sg_id: str) -> int:
+    return _h32(f"slot:{sg_id}") % GROUP_SLOTS
+
+
+def group_priority(view: LocalView, sg_id: str) -> int:
+    """The acl priority of a group's flows: its hash slot, ranked among the groups of the
+    view that share the slot (sorted by id), so no two groups share a priority."""
+    slot = _slot(sg_id)
+    peers = sorted(g for g in (set(view.security_groups) | {sg_id}) if _slot(g) == slot)
+    rank = min(peers.index(sg_id), GROUP_RANKS - 1)
+    return P_GROUP_BASE + slot * GROUP_RANKS + rank
+
+
+def protocol_number(rule: SecurityGroupRule) -> int | None:
+    """The IP protocol a rule names (None: any). Unknown names raise ValueError."""
+    proto = rule.protocol
+    if proto is None or proto.lower() in ("", "any", "0"):
+        return None
+    number = int(proto) if proto.isdigit() else PROTOCOLS[proto.lower()]
+    if rule.ethertype == "IPv6" and number == IPPROTO_ICMP and not proto.isdigit():
+        return IPPROTO_ICMPV6  # Neutron: "icmp" in an IPv6 rule is ICMPv6
+    return number
+
+
+def protected(port: Port) -> bool:
+    return port.port_security_enabled and bool(port.security_group_ids)
+
+
+def _local_protected(view: LocalView, port_id: str) -> tuple[Port, int, int] | None:
+    """(port, network key, zone) of a local port with port security and groups."""
+    port = view.ports.get(port_id)
+    zone = port_ct_zone(view, port_id)
+    if port is None or zone is None or not protected(port):
+        return None
+    net = view.networks.get(port.network_id)
+    if net is None:
+        return None
+    return port, net.key, zone
+
+
+def port_is_stateful(view: LocalView, port: Port) -> bool:
+    """Stateful unless every (known) group of the port is stateless."""
+    groups = [view.security_groups.get(g) for g in port.security_group_ids]
+    return any(g is None or g.stateful for g in groups)
+
+
+# ---------------------------------------------------------------- rule clauses
+
+
+def _what_matches(rule: SecurityGroupRule) -> list[dict[str, MatchValue]] | None:
+    """Clause 2 of a rule: one match per flow (None: the rule cannot be expressed)."""
+    et = ETH_TYPES.get(rule.ethertype)
+    if et is None:
+        return None
+    try:
+        proto = protocol_number(rule)
+    except (KeyError, ValueError):
+        return None
+    base: dict[str, MatchValue] = {"eth_type": et}
+    if proto is None:
+        return [base]
+    base["ip_proto"] = proto
+    lo, hi = rule.port_range_min, rule.port_range_max
+    if proto in (IPPROTO_TCP, IPPROTO_UDP):
+        if lo is None and hi is None:
+            return [base]
+        lo = hi if lo is None else lo
+        hi = lo if hi is None else hi
+        assert lo is not None and hi is not None
+        if lo > hi or not 0 <= lo <= 0xFFFF or hi > 0xFFFF:
+            return None
+        if (lo, hi) == (0, 0xFFFF):
+            return [base]
+        field = "tcp_dst" if proto == IPPROTO_TCP else "udp_dst"
+        return [{**base, field: (v, m)} for v, m in port_range(lo, hi)]
+    if proto == IPPROTO_SCTP and (lo is not None or hi is not None):
+        return None  # no sctp_dst in the IR: fail closed
+    icmp = {
+        IPPROTO_ICMP: ("icmp_type", "icmp_code"),
+        IPPROTO_ICMPV6: ("icmpv6_type", "icmpv6_code"),
+    }
+    family_ok = (proto == IPPROTO_ICMP) == (et == ETH_TYPE_IP)
+    if proto in icmp and family_ok and lo is not None:
+        type_field, code_field = icmp[proto]
+        if not 0 <= lo <= 255 or (hi is not None and not 0 <= hi <= 255):
+            return None
+        m: dict[str, MatchValue] = {**base, type_field: lo}
+        if hi is not None:
+            m[code_field] = hi
+        return [m]
+    return [base]
+
+
+def _remote_addresses(view: LocalView, rule: SecurityGroupRule) -> list[str] | None:
+    """The far end's CIDRs (None: any address)."""
+    version = 4 if rule.ethertype == "IPv4" else 6
+    if rule.remote_group_id:
+        raw: Sequence[str] = view.sg_member_ips(rule.remote_group_id, rule.ethertype)
+    elif rule.remote_address_group_id:
+        ag = view.address_groups.get(rule.remote_address_group_id)
+        raw = ag.addresses if ag is not None else ()
+    elif rule.remote_ip_prefix:
+        raw = (rule.remote_ip_prefix,)
+    else:
+        return None
+    nets = set()
+    for text in raw:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        if net.version != version:
+            continue
+        if net.prefixlen == 0:
+            return None  # anything: no remote clause at all
+        nets.add(net)
+    return [str(n) for n in sorted(nets, key=lambda n: (int(n.network_address), n.prefixlen))]
+
+
+# ---------------------------------------------------------------- the app
+
+
+class SecurityGroups(App):
+    name = APP
+
+    # -- owners -----------------------------------------------------------------------
+
+    def owners(self, view: LocalView) -> Iterable[Owner]:
+        out: list[Owner] = [("port", pid) for pid in sorted(view.bindings)]
+        out.extend(("security_group", g) for g in sorted(view.security_groups))
+        return out
+
+    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
+        out: set[Owner] = set()
+        kind = change.kind
+        if kind == "security_group_rule":
+            for r in (change.old, change.new):
+                if r is not None:
+                    out.add(("security_group", r.security_group_id))
+        elif kind == "security_group":
+            out.add(("security_group", change.id))
+            slot = _slot(change.id)
+            out.update(("security_group", g) for g in view.security_groups if _slot(g) == slot)
+            out.update(
+                ("port", p) for p in view.ports_by_sg.get(change.id, ()) if p in view.bindings
+            )
+        elif kind == "address_group":
+            out.update(
+                ("security_group", r.security_group_id)
+                for r in view.rules.values()
+                if r.remote_address_group_id == change.id
+            )
+        elif kind in ("port", "binding"):
+            out.add(("port", change.id))
+            groups: set[str] = set()
+            if kind == "port":
+                for p in (change.old, change.new):
+                    if p is not None:
+                        groups.update(p.security_group_ids)
+            else:
+                port = view.ports.get(change.id)
+                if port is not None:
+                    groups.update(port.security_group_ids)
+            out.update(("security_group", g) for g in groups)
+            if kind == "port":  # the port's addresses are remote-group members
+                out.update(
+                    ("security_group", r.security_group_id)
+                    for r in view.rules.values()
+                    if r.remote_group_id in groups
+                )
+        elif kind == "network":
+            for pid in view.ports_by_network.get(change.id, ()):
+                if pid in view.bindings:
+                    out.add(("port", pid))
+                    out.update(("security_group", g) for g in view.ports[pid].security_group_ids)
+        return sorted(out)
+
+    # -- flows ------------------------------------------------------------------------
+
+    def global_flows(self) -> list[Flow]:
+        out: list[Flow] = []
+        for side in SIDES:
+            cookie = encode(APP, f"defaults:{side.pre}")
+            pre = table(side.pre)
+            out.append(pre.flow(priority=P_DEFAULT, cookie=cookie, actions=(Goto(side.after_pre),)))
+            for m in _bypass_matches(side):
+                out.append(
+                    pre.flow(
+                        priority=P_BYPASS, cookie=cookie, match=m, actions=(Goto(side.after_pre),)
+                    )
+                )
+            acl = table(side.acl)
+            acl_cookie = encode(APP, f"defaults:{side.acl}")
+            out.append(acl.flow(priority=P_DEFAULT, cookie=acl_cookie))  # drop
+            out.append(
+                acl.flow(priority=P_INVALID, cookie=acl_cookie, match=match(ct_state="+trk+inv"))
+            )
+        return out
+
+    def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
+        kind, id_ = owner
+        if kind == "port":
+            return self._port_flows(view, id_)
+        if kind == "security_group":
+            return self._group_flows(view, id_)
+        return []
+
+    def _port_flows(self, view: LocalView, port_id: str) -> list[Flow]:
+        found = _local_protected(view, port_id)
+        if found is None:
+            return []
+        port, net_key, zone = found
+        stateful = port_is_stateful(view, port)
+        cookie = encode(APP, port_id)
+        out: list[Flow] = []
+        for side in SIDES:
+            actions: tuple[Action, ...]
+            for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+                m = match(network_key=net_key, eth_type=et, **{side.port_key: port.key})
+                if stateful:
+                    actions = (Load("port_ct_zone", zone),)
+                    if side is TO_VM:
+                        actions += (CtClear(),)
+                    actions += (Ct(zone="port_ct_zone", table=side.acl),)
+                else:
+                    actions = (CtClear(), Goto(side.acl)) if side is TO_VM else (Goto(side.acl),)
+                out.append(
+                    table(side.pre).flow(priority=P_PORT, cookie=cookie, match=m, actions=actions)
+                )
+        return out
+
+    def _group_flows(self, view: LocalView, sg_id: str) -> list[Flow]:
+        sg = view.security_groups.get(sg_id)
+        if sg is None:
+            return []
+        members = [
+            found
+            for pid in sorted(view.ports_by_sg.get(sg_id, ()))
+            if (found := _local_protected(view, pid)) is not None
+        ]
+        if not members:
+            return []
+        prio = group_priority(view, sg_id)
+        group_cookie = encode(APP, sg_id)
+        rules = view.sg_rules(sg_id)
+        out: list[Flow] = []
+        for side in SIDES:
+            acl = table(side.acl)
+            # clause flows of this side: match -> (conjunctions, rule ids)
+            clauses: dict[Match, tuple[list[Conjunction], set[str]]] = defaultdict(
+                lambda: ([], set())
+            )
+            port_conj: list[Conjunction] = []
+            for rule in rules:
+                if sg.stateful:
+                    eid = est_conj_id(rule.id)
+                    port_conj.append(Conjunction(eid, 1, 2))
+                    m = match(ct_state="+trk-new-inv", ct_mark=rule_mark(rule.id))
+                    clauses[m][0].append(Conjunction(eid, 2, 2))
+                    clauses[m][1].add(rule.id)
+                    out.append(
+                        acl.flow(
+                            priority=prio,
+                            cookie=encode(APP, rule.id),
+                            match=match(conj_id=eid),
+                            actions=(Goto(side.after_acl),),
+                        )
+                    )
+                if rule.direction != side.rule_direction:
+                    continue
+                what = _what_matches(rule)
+                if what is None:
+                    continue
+                remotes = _remote_addresses(view, rule)
+                n = 2 if remotes is None else 3
+                cid = rule_conj_id(rule.id)
+                port_conj.append(Conjunction(cid, 1, n))
+                for fields in what:
+                    m = match(**fields)
+                    clauses[m][0].append(Conjunction(cid, 2, n))
+                    clauses[m][1].add(rule.id)
+                field = ("ipv4_" if rule.ethertype == "IPv4" else "ipv6_") + side.remote_end
+                for cidr in remotes or ():
+                    m = match(**{field: cidr})
+                    clauses[m][0].append(Conjunction(cid, 3, n))
+                    clauses[m][1].add(rule.id)
+                et = ETH_TYPES[rule.ethertype]
+                allow: tuple[Action, ...] = (Goto(side.after_acl),)
+                if sg.stateful:
+                    commit = Ct(
+                        commit=True,
+                        zone="port_ct_zone",
+                        exec=(SetField("ct_mark", rule_mark(rule.id)),),
+                    )
+                    allow = (commit, *allow)
+                out.append(
+                    acl.flow(
+                        priority=prio,
+                        cookie=encode(APP, rule.id),
+                        match=match(conj_id=cid, eth_type=et),
+                        actions=allow,
+                    )
+                )
+            if not port_conj:
+                continue
+            port_actions = tuple(sorted(set(port_conj), key=lambda c: (c.conj_id, c.clause)))
+            for port, net_key, _ in members:
+                out.append(
+                    acl.flow(
+                        priority=prio,
+                        cookie=group_cookie,
+                        match=match(network_key=net_key, **{side.port_key: port.key}),
+                        actions=port_actions,
+                    )
+                )
+            for m, (conjs, rule_ids) in clauses.items():
+                cookie = encode(APP, next(iter(rule_ids))) if len(rule_ids) == 1 else group_cookie
+                actions = tuple(sorted(set(conjs), key=lambda c: (c.conj_id, c.clause)))
+                out.append(acl.flow(priority=prio, cookie=cookie, match=m, actions=actions))
+        return out
+
+
+def _bypass_matches(side: _Side) -> list[Match]:
+    """Traffic no security group filters: DHCP and the ICMPv6 neighbour/router discovery."""
+    if side is FROM_VM:
+        dhcp = [
+            match(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_UDP, udp_src=68, udp_dst=67),
+            match(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_UDP, udp_src=546, udp_dst=547),
+        ]
+        nd = (133, 135, 136)  # RS, NS, NA
+    else:
+        dhcp = [
+            match(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_UDP, udp_src=67, udp_dst=68),
+            match(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_UDP, udp_src=547, udp_dst=546),
+        ]
+        nd = (134, 135, 136)  # RA, NS, NA
+    return dhcp + [match(icmpv6_type=t) for t in nd]

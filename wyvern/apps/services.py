@@ -1,0 +1,146 @@
+"""Services (after the ingress ACL): ARP responder and DHCPv4 punt, per network.
+
+ARP responder: an ARP request (arp_op=1) for a fixed IPv4 address of any port of the
+network (local or remote, router interfaces included) is turned into the reply right
+here and sent back out of the input port, so it is never flooded::
+
+    eth_dst ← eth_src, eth_src ← owner MAC, arp_op ← 2,
+    arp_tha ← arp_sha, arp_sha ← owner MAC, arp_tpa ← arp_spa, arp_spa ← IP, output:in_port
+
+Addresses that another port of the network may also use through an allowed address pair
+(the VIP of a VRRP/keepalived pair, usually reserved by an unbound port) are not
+answered either: the VM currently holding the VIP answers, so failover works.
+
+A port's own requests for its addresses (gratuitous ARP, duplicate address detection)
+are not answered: they continue to l2_lookup like any broadcast.
+
+TODO(ipv6): answer neighbour solicitations for known addresses (needs the NS → NA
+rewrite of the ND options, which the IR does not express yet); until then they flood and
+the target answers itself.
+
+DHCPv4 punt: client packets (udp 68 → 67) in a network with an IPv4 subnet with
+enable_dhcp go to the controller with PUNT_DHCP4 and no further. Without such a subnet
+they continue to L2 like any broadcast (Neutron: nobody answers).
+
+Everything else goes on to l2_lookup (the stage default in wyvern.apps.defaults).
+Owner: ("network", id).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from wyvern.apps.base import App, Owner
+from wyvern.apps.punts import PUNT_DHCP4
+from wyvern.controller.view import Change, LocalView, Port
+from wyvern.southbound.cookies import encode
+from wyvern.southbound.ir import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    IPPROTO_UDP,
+    PORT_IN_PORT,
+    Controller,
+    Flow,
+    Goto,
+    MatchValue,
+    Move,
+    Output,
+    SetField,
+    match,
+    table,
+)
+
+P_ARP_OWN = 110  # a port asking about its own address: not answered
+P_ARP_REPLY = 100
+P_DHCP = 100
+
+
+def network_affected(view: LocalView, change: Change) -> list[Owner]:
+    """("network", id) owners a change of a network, subnet or port may touch."""
+    if change.kind == "network":
+        return [("network", change.id)]
+    if change.kind in ("port", "subnet"):
+        nets = {r.network_id for r in (change.old, change.new) if r is not None}
+        return [("network", n) for n in sorted(nets)]
+    return []
+
+
+def _virtual(ip: str, owner: Port, ports: Iterable[Port]) -> bool:
+    """Whether another port of the network may claim `ip` through an allowed address pair
+    (a VRRP/keepalived VIP): then the current holder answers ARP, not the responder."""
+    addr = ipaddress.ip_address(ip)
+    return any(
+        addr in ipaddress.ip_network(pair.ip_address, strict=False)
+        for p in ports
+        if p.id != owner.id
+        for pair in p.allowed_address_pairs
+    )
+
+
+class Services(App):
+    name = "services"
+
+    def owners(self, view: LocalView) -> Iterable[Owner]:
+        return [("network", nid) for nid in sorted(view.networks)]
+
+    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
+        return network_affected(view, change)
+
+    def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
+        kind, net_id = owner
+        net = view.networks.get(net_id) if kind == "network" else None
+        if net is None:
+            return []
+        cookie = encode("services", net_id)
+        st = table("services")
+        out: dict[object, Flow] = {}
+        ports = view.network_ports(net_id)
+        for port in ports:
+            for ip in port.ips:
+                if ipaddress.ip_address(ip).version != 4 or _virtual(ip, port, ports):
+                    continue
+                req: dict[str, MatchValue] = {
+                    "network_key": net.key,
+                    "eth_type": ETH_TYPE_ARP,
+                    "arp_op": 1,
+                    "arp_tpa": ip,
+                }
+                own = st.flow(
+                    priority=P_ARP_OWN,
+                    cookie=cookie,
+                    match=match(**req, src_port_key=port.key),
+                    actions=(Goto("l2_lookup"),),
+                )
+                reply = st.flow(
+                    priority=P_ARP_REPLY,
+                    cookie=cookie,
+                    match=match(**req),
+                    actions=(
+                        Move("eth_src", "eth_dst"),
+                        SetField("eth_src", port.mac),
+                        SetField("arp_op", 2),
+                        Move("arp_sha", "arp_tha"),
+                        SetField("arp_sha", port.mac),
+                        Move("arp_spa", "arp_tpa"),
+                        SetField("arp_spa", ip),
+                        Output(PORT_IN_PORT),
+                    ),
+                )
+                for f in (own, reply):
+                    out.setdefault(f.key, f)
+        if any(s.ip_version == 4 and s.enable_dhcp for s in view.network_subnets(net_id)):
+            f = st.flow(
+                priority=P_DHCP,
+                cookie=cookie,
+                match=match(
+                    network_key=net.key,
+                    eth_type=ETH_TYPE_IP,
+                    ip_proto=IPPROTO_UDP,
+                    udp_src=68,
+                    udp_dst=67,
+                ),
+                actions=(Controller(userdata=bytes([PUNT_DHCP4])),),
+            )
+            out[f.key] = f
+        return list(out.values())
