@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wyvern.apps import punts
-from wyvern.controller import dhcp
+from wyvern.controller import dhcp, icmp_errors
 from wyvern.controller.view import LocalView, Network, Port
 from wyvern.southbound.ofchannel import ChannelError, PacketIn
 
@@ -121,8 +121,11 @@ class PacketInDispatcher:
     ) -> None:
         self.view = view
         self.dhcp_settings = dhcp_settings or dhcp.DhcpSettings()
-        self.limiter = limiter or TokenBucket()
-        self.handlers: dict[int, Handler] = {punts.PUNT_DHCP4: self.handle_dhcp4}
+        self.limiter = limiter if limiter is not None else TokenBucket()  # empty is falsy
+        self.handlers: dict[int, Handler] = {
+            punts.PUNT_DHCP4: self.handle_dhcp4,
+            punts.PUNT_ICMP4_ERROR: self.handle_icmp4_error,
+        }
         self.stats: Counter[str] = Counter()
 
     def register(self, punt: int, handler: Handler) -> None:
@@ -165,6 +168,30 @@ class PacketInDispatcher:
             return []
         self.stats[f"dhcp4_{reply.name.lower()}"] += 1
         return [PacketOut(binding.ofport, reply.frame)]
+
+    def handle_icmp4_error(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """A router could not forward the packet: answer its sender with the ICMP error
+        named in the userdata (type, code), from the router's address on that network."""
+        if len(pin.userdata) < 3:
+            return []
+        view = self.view
+        found = find_port(view, pin.network_key, pin.src_port_key)
+        router_key = pin.register("router_key")
+        router = next((r for r in view.routers.values() if r.key == router_key), None)
+        if found is None or router is None:
+            return []
+        network, port = found
+        binding = view.bindings.get(port.id)
+        source = icmp_errors.router_address(view, router, network)
+        if binding is None or source is None:
+            return []
+        frame = icmp_errors.build_error(
+            pin.data, pin.userdata[1], pin.userdata[2], source[0], source[1]
+        )
+        if frame is None:
+            return []
+        self.stats[f"icmp4_error_{pin.userdata[1]}"] += 1
+        return [PacketOut(binding.ofport, frame)]
 
     async def run(self, channel: Channel, clock: Callable[[], float] = time.monotonic) -> None:
         """Serve packet-ins from CHANNEL until cancelled."""
