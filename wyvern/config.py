@@ -6,7 +6,9 @@ Precedence (highest first): keyword arguments, environment (`WYVERN_<NAME>`), th
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,11 @@ from pydantic_settings import (
 )
 
 DEFAULT_RUN_DIR = "/var/lib/wyvern"
+MAX_OVS_DIR = 85
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def _toml_file() -> Path | None:
@@ -108,6 +115,35 @@ class Settings(BaseSettings):
         "through the quotas API.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    chassis_name: str = Field(
+        default="",
+        description="Agent: this chassis's name in the store (default: the hostname).",
+    )
+    tunnel_ip: str = Field(
+        default="127.0.0.1", description="Agent: underlay address other chassis tunnel to."
+    )
+    bridge: str = Field(default="br-int", description="Agent: the integration bridge.")
+    ovs_mode: Literal["private", "attach"] = Field(
+        default="private",
+        description="Agent: private starts our own ovsdb-server and ovs-vswitchd (userspace "
+        "datapath) under ovs_run_dir; attach uses the OVS already running there.",
+    )
+    ovs_run_dir: str = Field(
+        default="",
+        description="Agent: OVS run dir (db.sock, <bridge>.mgmt); empty: <run_dir>/ovs.",
+    )
+    ovs_netns: str = Field(
+        default="auto",
+        description="Agent: network namespace OVS runs in. auto: a private OVS gets its own "
+        "(wyvern-<hash of its run dir>; a netdev bridge's tap devices would collide with "
+        "another OVS), an attached one the host's; empty: the host's; else that name.",
+    )
+    agent_lease_ttl: float = Field(
+        default=30.0,
+        gt=0,
+        description="Agent: seconds its chassis stays alive without a heartbeat "
+        "(refreshed every third of it).",
+    )
 
     @model_validator(mode="after")
     def _refuse_open_noauth(self) -> Settings:
@@ -141,6 +177,28 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.sqlite_path or self.run_dir / "wyvern.db"
+
+    @property
+    def agent_chassis(self) -> str:
+        return self.chassis_name or socket.gethostname()
+
+    @property
+    def agent_ovs_dir(self) -> Path:
+        if self.ovs_run_dir:
+            return Path(self.ovs_run_dir)
+        default = self.run_dir.resolve() / "ovs"
+        if len(str(default)) > MAX_OVS_DIR:
+            # Unix socket paths (<dir>/ovs-vswitchd.ctl, <dir>/br-int.mgmt) max 107 bytes.
+            return Path("/tmp") / f"wyvern-ovs-{_short_hash(str(default))}"
+        return default
+
+    @property
+    def agent_netns(self) -> str | None:
+        if self.ovs_netns == "auto":
+            if self.ovs_mode == "attach":
+                return None
+            return f"wyvern-{_short_hash(str(self.agent_ovs_dir))}"
+        return self.ovs_netns or None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -140,7 +140,8 @@ def up(
 ) -> None:
     """Run the all-in-one in the foreground until Ctrl-C or SIGTERM.
 
-    Today: the API on the embedded store (SQLite under the run dir).
+    A private OVS (userspace datapath, its own netns, under <run_dir>/ovs), the API on the
+    embedded store (SQLite under the run dir) and the chassis agent; stopped in reverse.
     """
     from wyvern.cli.allinone import components, run_until_signalled
     from wyvern.cli.pidfile import AlreadyRunning, PidFile
@@ -169,6 +170,195 @@ def up(
         pid_file.release()
     LOG.info("wyvern up: stopped (exit code %s)", code)
     raise typer.Exit(code)
+
+
+ChassisOpt = Annotated[
+    str | None, typer.Option("--chassis", help="Chassis name [WYVERN_CHASSIS_NAME].")
+]
+OvsDirOpt = Annotated[
+    str | None, typer.Option("--ovs-run-dir", help="OVS run dir [WYVERN_OVS_RUN_DIR].")
+]
+OvsNetnsOpt = Annotated[
+    str | None, typer.Option("--ovs-netns", help="Namespace OVS runs in [WYVERN_OVS_NETNS].")
+]
+ApiUrlOpt = Annotated[
+    str | None,
+    typer.Option("--api", help="API endpoint (default: http://<api_host>:<api_port>/)."),
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="WYVERN_TOKEN", help="Bearer token (token auth).")
+]
+
+
+@app.command()
+def agent(
+    run_dir: RunDirOpt = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="sqlite, etcd or memory [WYVERN_STORE].")
+    ] = None,
+    chassis: ChassisOpt = None,
+    tunnel_ip: Annotated[
+        str | None, typer.Option("--tunnel-ip", help="Underlay address [WYVERN_TUNNEL_IP].")
+    ] = None,
+    ovs_mode: Annotated[
+        str | None,
+        typer.Option("--ovs-mode", help="private or attach [WYVERN_OVS_MODE]."),
+    ] = None,
+    ovs_run_dir: OvsDirOpt = None,
+    ovs_netns: OvsNetnsOpt = None,
+) -> None:
+    """Run the chassis agent (foreground): store -> flows on br-int, port status back.
+
+    In private mode the agent starts OVS if it is not running and leaves it running on
+    exit: restarting the agent never touches the datapath.
+    """
+    from wyvern.cli.allinone import AgentComponent, Component, OvsComponent, run_until_signalled
+
+    settings = apply_overrides(
+        run_dir=run_dir,
+        store=store,
+        chassis_name=chassis,
+        tunnel_ip=tunnel_ip,
+        ovs_mode=ovs_mode,
+        ovs_run_dir=ovs_run_dir,
+        ovs_netns=ovs_netns,
+    )
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(settings.log_level, settings.run_dir / "logs" / "wyvern-agent.log")
+    LOG.info(
+        "wyvern %s agent: chassis %s, store %s, ovs %s (%s, netns %s)",
+        wyvern.__version__,
+        settings.agent_chassis,
+        settings.store,
+        settings.agent_ovs_dir,
+        settings.ovs_mode,
+        settings.agent_netns,
+    )
+    parts: list[Component] = []
+    if settings.ovs_mode == "private":
+        parts.append(OvsComponent(settings, stop_on_exit=False))
+    parts.append(AgentComponent(settings))
+    raise typer.Exit(run_until_signalled(parts))
+
+
+def _client(api_url: str | None, token: str | None) -> tuple[str, dict[str, str], Settings]:
+    settings = apply_overrides()
+    url = api_url or f"http://{settings.api_host}:{settings.api_port}/"
+    headers = {"X-Auth-Token": token} if token else {}
+    return url.rstrip("/") + "/v2.0", headers, settings
+
+
+def _get(base: str, headers: dict[str, str], path: str) -> dict[str, Any]:
+    import requests
+
+    try:
+        resp = requests.get(f"{base}/{path}", headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        typer.echo(f"wyvern: cannot reach the API at {base}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        typer.echo(f"wyvern: GET {path}: HTTP {resp.status_code}: {resp.text}", err=True)
+        raise typer.Exit(1)
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+@app.command()
+def plug(
+    port_id: Annotated[str, typer.Argument(metavar="PORT", help="Port id.")],
+    netns: Annotated[str, typer.Option("--netns", help="The VM's network namespace.")],
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+    static_ip: Annotated[
+        bool,
+        typer.Option("--static-ip/--no-ip", help="Configure the port's first IP and gateway."),
+    ] = True,
+    ovs_run_dir: OvsDirOpt = None,
+    ovs_netns: OvsNetnsOpt = None,
+) -> None:
+    """Plug a "VM" (netns, created if missing) into br-int as PORT, the os-vif way.
+
+    The VIF gets external_ids:iface-id=PORT, the port's MAC and its network's MTU; the
+    agent binds it from there.
+    """
+    from wyvern.cli.allinone import open_ovs
+    from wyvern.southbound import vif
+    from wyvern.southbound.ovs import OvsError
+
+    apply_overrides(ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns)
+    base, headers, settings = _client(api_url, token)
+    port = _get(base, headers, f"ports/{port_id}")["port"]
+    network = _get(base, headers, f"networks/{port['network_id']}")["network"]
+    ip_cidr = gateway = None
+    if static_ip and port.get("fixed_ips"):
+        first = port["fixed_ips"][0]
+        subnet = _get(base, headers, f"subnets/{first['subnet_id']}")["subnet"]
+        ip_cidr = f"{first['ip_address']}/{subnet['cidr'].split('/')[1]}"
+        gateway = subnet.get("gateway_ip")
+    try:
+        ovs = open_ovs(settings)
+        plugged = vif.plug(
+            ovs,
+            port_id,
+            port["mac_address"],
+            netns,
+            int(network.get("mtu") or 1500),
+            ip_cidr,
+            settings.bridge,
+            gateway=gateway,
+            vm_id=port.get("device_id") or None,
+        )
+    except OvsError as exc:
+        typer.echo(f"wyvern: plug failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"plugged {port_id} as {plugged.devname} (ofport {plugged.ofport}) into netns "
+        f"{netns}: {port['mac_address']} {ip_cidr or '(no address: use DHCP)'}"
+    )
+
+
+@app.command()
+def unplug(
+    port_id: Annotated[str, typer.Argument(metavar="PORT", help="Port id.")],
+    ovs_run_dir: OvsDirOpt = None,
+    ovs_netns: OvsNetnsOpt = None,
+) -> None:
+    """Remove PORT's VIF from br-int (and the namespace if `plug` created it and it is empty)."""
+    from wyvern.cli.allinone import open_ovs
+    from wyvern.southbound import vif
+    from wyvern.southbound.ovs import OvsError
+
+    settings = apply_overrides(ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns)
+    try:
+        vif.unplug(open_ovs(settings), port_id, bridge=settings.bridge)
+    except OvsError as exc:
+        typer.echo(f"wyvern: unplug failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"unplugged {port_id}")
+
+
+@app.command()
+def wait(
+    port_id: Annotated[str, typer.Argument(metavar="PORT", help="Port id.")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds before giving up.")] = 30.0,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Wait until PORT is ACTIVE (its flows are installed); exit 1 on timeout."""
+    import time
+
+    base, headers, _ = _client(api_url, token)
+    deadline = time.monotonic() + timeout
+    status = "?"
+    while True:
+        status = _get(base, headers, f"ports/{port_id}")["port"].get("status", "?")
+        if status == "ACTIVE":
+            typer.echo(f"{port_id} ACTIVE")
+            return
+        if time.monotonic() > deadline:
+            typer.echo(f"wyvern: {port_id} still {status} after {timeout:g} s", err=True)
+            raise typer.Exit(1)
+        time.sleep(0.1)
 
 
 @app.command()
@@ -216,6 +406,43 @@ def pipeline() -> None:
     typer.echo(f"{'register':20} {'field':18} meaning")
     for reg in registers.describe():
         typer.echo(f"{reg.name:20} {reg.subfield:18} {reg.description}")
+
+
+@app.command()
+def trace(
+    from_port: Annotated[str, typer.Option("--from", help="Source port (name or id).")],
+    to_port: Annotated[
+        str | None, typer.Option("--to", help="Destination port (name or id).")
+    ] = None,
+    dst_ip: Annotated[str | None, typer.Option("--dst-ip", help="Destination IP.")] = None,
+    proto: Annotated[str, typer.Option("--proto", help="icmp, tcp, udp, arp or dhcp.")] = "icmp",
+    dport: Annotated[
+        int | None, typer.Option("--dport", min=0, max=65535, help="TCP/UDP port.")
+    ] = None,
+    src_ip: Annotated[str | None, typer.Option("--src-ip", help="Override (spoof).")] = None,
+    src_mac: Annotated[str | None, typer.Option("--src-mac", help="Override (spoof).")] = None,
+    on_ovs: Annotated[
+        bool, typer.Option("--ovs", help="ofproto/trace on the agent's bridge, not simulated.")
+    ] = False,
+    run_dir: RunDirOpt = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="sqlite, etcd or memory [WYVERN_STORE].")
+    ] = None,
+    ovs_run_dir: OvsDirOpt = None,
+    ovs_netns: OvsNetnsOpt = None,
+) -> None:
+    """Explain what happens to a packet, step by step, in terms of API objects."""
+    from wyvern.controller.trace import PacketSpec, TraceError, run_trace
+
+    settings = apply_overrides(
+        run_dir=run_dir, store=store, ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns
+    )
+    spec = PacketSpec(from_port, to_port, dst_ip, proto, dport, None, src_ip, src_mac)
+    try:
+        typer.echo(run_trace(settings, spec, use_ovs=on_ovs))
+    except TraceError as exc:
+        typer.echo(f"wyvern: trace: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def run() -> None:

@@ -68,9 +68,7 @@ class Subnet:
             gateway_ip=o.get("gateway_ip"),
             enable_dhcp=bool(o.get("enable_dhcp", True)),
             dns_nameservers=tuple(o.get("dns_nameservers") or ()),
-            host_routes=tuple(
-                (r["destination"], r["nexthop"]) for r in o.get("host_routes") or ()
-            ),
+            host_routes=tuple((r["destination"], r["nexthop"]) for r in o.get("host_routes") or ()),
             ipv6_ra_mode=o.get("ipv6_ra_mode"),
             ipv6_address_mode=o.get("ipv6_address_mode"),
         )
@@ -124,7 +122,9 @@ class Port:
             network_id=o["network_id"],
             key=int(o["_key"]),
             mac=mac,
-            fixed_ips=tuple(FixedIp(f["subnet_id"], f["ip_address"]) for f in o.get("fixed_ips") or ()),
+            fixed_ips=tuple(
+                FixedIp(f["subnet_id"], f["ip_address"]) for f in o.get("fixed_ips") or ()
+            ),
             device_owner=o.get("device_owner") or "",
             device_id=o.get("device_id") or "",
             name=o.get("name") or "",
@@ -304,7 +304,7 @@ class LocalView:
     routers_by_network: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def _table(self, kind: Kind) -> dict[str, Any]:
-        return {
+        tables: dict[str, dict[str, Any]] = {
             "network": self.networks,
             "subnet": self.subnets,
             "port": self.ports,
@@ -314,7 +314,8 @@ class LocalView:
             "address_group": self.address_groups,
             "chassis": self.chassis,
             "binding": self.bindings,
-        }[kind]
+        }
+        return tables[kind]
 
     def apply(self, kind: Kind, id_: str, new: Any) -> Change:
         """Replace (or with new=None remove) one record; returns the change for the engine."""

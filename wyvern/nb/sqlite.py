@@ -223,8 +223,16 @@ class _SqliteWatch(Watch):
             store.path, timeout=60, isolation_level=None, check_same_thread=False
         )
         self._conn.execute("PRAGMA busy_timeout=60000")
+        # Held while the connection is in use, so close() never closes it mid-query.
+        self._lock = threading.Lock()
 
     def _poll(self) -> Gap | None:
+        with self._lock:
+            if self._closed:
+                return None
+            return self._poll_locked()
+
+    def _poll_locked(self) -> Gap | None:
         conn = self._conn
         conn.execute("BEGIN")
         try:
@@ -257,10 +265,7 @@ class _SqliteWatch(Watch):
         while not self._closed and not self._done:
             if self._pending:
                 return self._pending.popleft()
-            try:
-                gap = self._poll()
-            except sqlite3.ProgrammingError:  # closed concurrently
-                return None
+            gap = self._poll()
             if gap is not None:
                 self._done = True
                 return gap
@@ -278,4 +283,7 @@ class _SqliteWatch(Watch):
 
     def close(self) -> None:
         self._closed = True
-        self._conn.close()
+        with self._store._cond:
+            self._store._cond.notify_all()
+        with self._lock:
+            self._conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from wyvern.api.resource import Resource
 from wyvern.api.resources import (
     address_groups,
+    agents,
     floatingips,
     networks,
     ports,
@@ -23,4 +24,5 @@ RESOURCE_CLASSES: list[type[Resource]] = [
     *routers.RESOURCES,
     *floatingips.RESOURCES,
     *quotas.RESOURCES,
+    *agents.RESOURCES,
 ]

@@ -340,6 +340,25 @@ def _bind(obj: dict[str, Any]) -> None:
         obj["binding:vif_details"] = {}
 
 
+# Written by the agent that binds the port, never by the API (the only writer of the port
+# object itself): {"chassis", "host", "status", "installed_revision", "ofport"}.
+PORT_STATUS_PREFIX = "/wyvern/status/ports/"
+
+
+def merge_binding_status(objs: list[dict[str, Any]], statuses: dict[str, dict[str, Any]]) -> None:
+    """Show a port as its agent reports it: status, and the host it is bound on."""
+    for obj in objs:
+        st = statuses.get(str(obj.get("id")))
+        if not st or obj.get("_deleting"):
+            continue
+        obj["status"] = st.get("status") or obj.get("status", "DOWN")
+        if not obj.get("binding:host_id") and st.get("host"):
+            obj["binding:host_id"] = st["host"]
+        if obj.get("binding:host_id") and st.get("status") == "ACTIVE":
+            obj["binding:vif_type"] = "ovs"
+            obj["binding:vif_details"] = dict(VIF_DETAILS_OVS)
+
+
 def _choose_port_key(taken: Taken) -> str | None:
     for _ in range(32):
         n = str(random.randint(1, MAX_PORT_KEY))
@@ -404,6 +423,28 @@ class Ports(Resource):
     def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
         """Port owners and the network's owner (Neutron's admin_owner_or_network_owner)."""
         return ctx.owns(obj) or obj.get("_net_project") == ctx.project_id
+
+    def all_objects(self) -> list[dict[str, Any]]:
+        # Status merged before filtering, so `?status=ACTIVE` sees what the agents wrote.
+        objs = super().all_objects()
+        merge_binding_status(objs, self._statuses(objs))
+        return objs
+
+    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        if len(objs) == 1:  # show, create, update (lists were merged by all_objects)
+            merge_binding_status(objs, self._statuses(objs))
+
+    def _statuses(self, objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Agents' binding facts per port id: one key read for one port, one list for more."""
+        if not objs:
+            return {}
+        if len(objs) == 1:
+            kv = self.repo.store.get(PORT_STATUS_PREFIX + str(objs[0]["id"]))
+            return {str(objs[0]["id"]): orjson.loads(kv.value)} if kv else {}
+        out: dict[str, dict[str, Any]] = {}
+        for kv in self.repo.store.list(PORT_STATUS_PREFIX).items:
+            out[kv.key[len(PORT_STATUS_PREFIX) :]] = orjson.loads(kv.value)
+        return out
 
     def load_for_write(self, ctx: RequestContext, id_: str, action: str) -> Stored:
         if action != "delete":

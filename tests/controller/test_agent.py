@@ -1,0 +1,158 @@
+"""The agent against a real store and a real userspace OVS: objects in, flows and status out.
+
+The API (TestClient over the same SQLite store) writes networks and ports; VMs are
+namespaces plugged the os-vif way; the agent binds them, installs flows and writes the
+port status the API then shows. A second agent on the same OVS (a restart) sends nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import create, make_client
+from tests.southbound.conftest import in_netns, missing_prereq, unique
+from wyvern.controller.agent import Agent
+from wyvern.controller.chassis import ChassisInfo, chassis_key
+from wyvern.controller.sync import status_key
+from wyvern.nb.sqlite import SqliteStore
+from wyvern.southbound import vif
+from wyvern.southbound.ovs import OvsInstance, netns_exists
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[TestClient, SqliteStore]]:
+    store = SqliteStore(str(tmp_path / "wyvern.db"))
+    with make_client(store) as client:
+        yield client, store
+
+
+@pytest.fixture
+def ovs() -> Iterator[OvsInstance]:
+    """A private OVS with br-int in its own netns (as tests/southbound's fixture)."""
+    reason = missing_prereq()
+    if reason:
+        pytest.skip(reason)
+    instance = OvsInstance.start(netns=unique("wvt-agt-"))
+    try:
+        instance.ensure_bridge("br-int")
+        yield instance
+    finally:
+        instance.stop()
+
+
+@contextlib.contextmanager
+def plugged(ovs: OvsInstance, port: dict[str, Any], mtu: int) -> Iterator[str]:
+    ns = unique("wvt-vm-")
+    ip = port["fixed_ips"][0]["ip_address"]
+    vif.plug(ovs, port["id"], port["mac_address"], ns, mtu, ip_cidr=f"{ip}/24")
+    try:
+        yield ns
+    finally:
+        vif.unplug(ovs, port["id"], delete_netns=True)
+        if netns_exists(ns):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def status(store: SqliteStore, port_id: str) -> dict[str, Any] | None:
+    kv = store.get(status_key(port_id))
+    return orjson.loads(kv.value) if kv else None
+
+
+def test_agent_binds_plugged_ports_installs_flows_and_reports_active(
+    api: tuple[TestClient, SqliteStore], ovs: OvsInstance
+) -> None:
+    client, store = api
+    net = create(client, "networks", name="n")
+    create(client, "subnets", network_id=net["id"], cidr="10.7.0.0/24", ip_version=4)
+    p1 = create(client, "ports", network_id=net["id"], name="vm1")
+    p2 = create(client, "ports", network_id=net["id"], name="vm2")
+    info = ChassisInfo("chassis-a", "127.0.0.1", hostname="host-a")
+    agent = Agent(store, ovs, info, lease_ttl=3, poll_interval=0.05, packet_in=False)
+    agent.start()
+    try:
+        chassis = orjson.loads(store.get(chassis_key("chassis-a")).value)  # type: ignore[union-attr]
+        assert chassis["tunnel_ip"] == "127.0.0.1" and chassis["encaps"] == ["geneve", "vxlan"]
+        assert agent.installer.installed, "global flows installed at start"
+        with plugged(ovs, p1, net["mtu"]) as ns1, plugged(ovs, p2, net["mtu"]):
+
+            def both_active() -> bool:
+                return all(
+                    (status(store, p["id"]) or {}).get("status") == "ACTIVE" for p in (p1, p2)
+                )
+
+            assert agent.wait_for(both_active, 10), (agent.stats, agent.view.bindings)
+            st1 = status(store, p1["id"])
+            assert st1 is not None
+            assert st1["chassis"] == "chassis-a" and st1["host"] == "host-a"
+            assert st1["installed_revision"] >= agent.sync.mod_revision[("port", p1["id"])]
+            assert st1["ofport"] == agent.view.bindings[p1["id"]].ofport
+            # The API shows the agent's facts without them ever entering the port object.
+            shown = client.get(f"/v2.0/ports/{p1['id']}").json()["port"]
+            assert shown["status"] == "ACTIVE"
+            assert shown["binding:host_id"] == "host-a"
+            assert shown["binding:vif_type"] == "ovs"
+            listed = client.get("/v2.0/ports", params={"status": "ACTIVE"}).json()["ports"]
+            assert {p["id"] for p in listed} == {p1["id"], p2["id"]}
+            # Installed = desired, and the switch holds them.
+            assert len(agent.installer.installed) == len(set(agent.engine.render()))
+            ip2 = p2["fixed_ips"][0]["ip_address"]
+            ping = in_netns(ns1, "ping", "-c", "3", "-i", "0.2", "-W", "2", ip2)
+            assert ping.returncode == 0, ping.stdout + ping.stderr
+
+            # A restarted agent (same OVS) reads the switch and sends nothing.
+            agent.stop()
+            again = Agent(store, ovs, info, lease_ttl=3, poll_interval=0.05, packet_in=False)
+            again.start()
+            agent = again
+            assert agent.stats.flows_sent == 0
+            assert agent.stats.status_writes == 0
+
+        # Unplugged: the status keys go, and the API shows the ports DOWN again.
+        assert agent.wait_for(lambda: status(store, p1["id"]) is None, 10)
+        shown = client.get(f"/v2.0/ports/{p1['id']}").json()["port"]
+        assert shown["status"] == "DOWN"
+    finally:
+        agent.stop()
+    chassis = orjson.loads(store.get(chassis_key("chassis-a")).value)  # type: ignore[union-attr]
+    assert chassis["expires_at"] <= chassis["heartbeat_at"] + 0.001  # stopped: not alive
+
+
+def test_registered_chassis_are_listed_as_neutron_agents_for_admins_only() -> None:
+    from tests.api.conftest import as_project
+    from wyvern.controller.chassis import ChassisRegistration
+    from wyvern.nb.memory import MemoryStore
+
+    store = MemoryStore()
+    reg = ChassisRegistration(store, ChassisInfo("c1", "192.0.2.7", hostname="h1"), ttl=30)
+    reg.register()
+    dead = ChassisRegistration(store, ChassisInfo("c2", "192.0.2.8", hostname="h2"), ttl=30)
+    dead.register()
+    dead.stop()  # a clean stop expires the lease at once
+    with make_client(store) as client:
+        agents = client.get("/v2.0/agents").json()["agents"]
+        by_host = {a["host"]: a for a in agents}
+        assert set(by_host) == {"h1", "h2"}
+        a = by_host["h1"]
+        assert a["alive"] is True and by_host["h2"]["alive"] is False
+        assert a["agent_type"] == "Wyvern agent" and a["binary"] == "wyvern-agent"
+        assert a["admin_state_up"] is True and a["topic"] == "N/A"
+        assert a["configurations"]["tunnel_ip"] == "192.0.2.7"
+        assert a["configurations"]["bridge_mappings"] == {}
+        for stamp in ("heartbeat_timestamp", "created_at", "started_at"):
+            assert a[stamp]
+        one = client.get(f"/v2.0/agents/{a['id']}")
+        assert one.status_code == 200 and one.json()["agent"] == a
+        alive = client.get("/v2.0/agents", params={"alive": "false"}).json()["agents"]
+        assert [x["host"] for x in alive] == ["h2"]
+        assert client.get("/v2.0/agents/nope").status_code == 404
+        member = as_project("p1")
+        assert client.get("/v2.0/agents", headers=member).json() == {"agents": []}
+        assert client.get(f"/v2.0/agents/{a['id']}", headers=member).status_code == 403

@@ -1,0 +1,428 @@
+"""`wyvern trace`: packets explained in terms of API objects, through the simulator and
+through `ofproto/trace` on a real bridge.
+
+The topology is made through the real API (TestClient over a MemoryStore, or SQLite for
+the CLI), so the trace reads exactly what the API stores:
+
+    net1 10.0.0.0/24: vm-a, vm-b ─┐
+                                  router r1
+    net2 10.1.0.0/24: vm-c ───────┘
+    every VM port in security group "web": ingress tcp 22 and icmp from 0.0.0.0/0
+    (plus the default egress rules the API adds to a new group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from tests.api.conftest import create, make_client
+from tests.southbound.conftest import ovs, unique
+from wyvern.apps.punts import PUNT_DHCP4
+from wyvern.cli.main import app as cli_app
+from wyvern.controller import trace as tr
+from wyvern.nb.memory import MemoryStore
+from wyvern.nb.sqlite import SqliteStore
+from wyvern.nb.store import Store
+from wyvern.southbound import vif
+from wyvern.southbound.installer import FlowInstaller
+from wyvern.southbound.ovs import OvsInstance, netns_exists, run_cmd
+from wyvern.southbound.render import render_flow
+from wyvern.southbound.simulator import Trace
+
+__all__ = ["ovs"]  # the real-OVS fixture, imported for pytest
+
+
+@dataclass
+class World:
+    store: Store
+    ids: dict[str, str]  # name -> id (networks, ports, router, group)
+    ports: dict[str, dict[str, Any]]  # port name -> API body
+
+    def catalog(self) -> tr.Catalog:
+        return tr.Catalog.from_store(self.store)
+
+    def run(self, **spec: Any) -> tuple[tr.Tracer, tr.Built, Trace, str]:
+        tracer, built = tr.Tracer.for_spec(self.catalog(), tr.PacketSpec(**spec))
+        trace = tracer.simulate(built)
+        return tracer, built, trace, tracer.explain(trace)
+
+
+def populate(c: TestClient) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    ids: dict[str, str] = {}
+    net1 = create(c, "networks", name="net1")
+    net2 = create(c, "networks", name="net2")
+    sub1 = create(c, "subnets", network_id=net1["id"], cidr="10.0.0.0/24", ip_version=4)
+    sub2 = create(c, "subnets", network_id=net2["id"], cidr="10.1.0.0/24", ip_version=4)
+    sg = create(c, "security-groups", name="web")
+    for proto, port in (("tcp", 22), ("icmp", None)):
+        create(
+            c,
+            "security-group-rules",
+            security_group_id=sg["id"],
+            direction="ingress",
+            ethertype="IPv4",
+            protocol=proto,
+            port_range_min=port,
+            port_range_max=port,
+            remote_ip_prefix="0.0.0.0/0",
+        )
+    ports: dict[str, dict[str, Any]] = {}
+    for name, net, ip in (("vm-a", net1, "10.0.0.5"), ("vm-b", net1, "10.0.0.6")):
+        ports[name] = create(
+            c,
+            "ports",
+            network_id=net["id"],
+            name=name,
+            security_groups=[sg["id"]],
+            fixed_ips=[{"subnet_id": sub1["id"], "ip_address": ip}],
+        )
+    ports["vm-c"] = create(
+        c,
+        "ports",
+        network_id=net2["id"],
+        name="vm-c",
+        security_groups=[sg["id"]],
+        fixed_ips=[{"subnet_id": sub2["id"], "ip_address": "10.1.0.7"}],
+    )
+    router = create(c, "routers", name="r1")
+    for sub in (sub1, sub2):
+        resp = c.put(
+            f"/v2.0/routers/{router['id']}/add_router_interface", json={"subnet_id": sub["id"]}
+        )
+        assert resp.status_code == 200, resp.text
+    ids.update(net1=net1["id"], net2=net2["id"], r1=router["id"], web=sg["id"])
+    ids.update({name: p["id"] for name, p in ports.items()})
+    return ids, ports
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        yield World(store, ids, ports)
+
+
+# ------------------------------------------------------------------ the store -> view
+
+
+def test_store_keys_decode_to_objects_and_skip_indexes() -> None:
+    assert tr.decode_key("/wyvern/networks/n1") == ("network", "n1")
+    assert tr.decode_key("/wyvern/ports/n1/p1") == ("port", "p1")
+    assert tr.decode_key("/wyvern/security_group_rules/sg/r1") == ("security_group_rule", "r1")
+    for skipped in (
+        "/wyvern/uniq/ip/s/10.0.0.1",
+        "/wyvern/owner/default/ports/p1",
+        "/wyvern/index/ports/p1",
+        "/wyvern/status/ports/p1",
+        "/wyvern/quotas/default",
+        "/other/networks/n1",
+    ):
+        assert tr.decode_key(skipped) is None
+
+
+def test_view_holds_every_api_object_and_only_the_named_bindings(world: World) -> None:
+    view = tr.build_view(world.store, {world.ids["vm-a"]: 7})
+    assert set(view.networks) == {world.ids["net1"], world.ids["net2"]}
+    assert world.ids["r1"] in view.routers
+    assert len(view.routers[world.ids["r1"]].interfaces) == 2
+    assert {world.ids[n] for n in ("vm-a", "vm-b", "vm-c")} <= set(view.ports)
+    assert view.bindings[world.ids["vm-a"]].ofport == 7
+    assert list(view.bindings) == [world.ids["vm-a"]]
+
+
+def test_cookies_name_owners_and_rules(world: World) -> None:
+    view = tr.build_view(world.store, {world.ids["vm-a"]: 1, world.ids["vm-b"]: 2})
+    flows, index = tr.desired_flows(view)
+    ex = tr.Explainer(view, tr.Catalog.from_store(world.store), index)
+    origins = {str(ex.origin(f.cookie)) for f in flows}
+    assert f"classifier: port vm-a ({world.ids['vm-a']})" in origins
+    assert f"l2: network net1 ({world.ids['net1']})" in origins
+    assert f"l3: router r1 ({world.ids['r1']})" in origins
+    assert any("rule ingress tcp 22 from 0.0.0.0/0" in o for o in origins)
+    assert not [o for o in origins if "not in the store" in o or "unknown" in o]
+
+
+# ------------------------------------------------------------------ simulated traces
+
+
+def test_same_network_icmp_is_delivered_and_named(world: World) -> None:
+    _, built, trace, text = world.run(from_port="vm-a", to_port="vm-b")
+    assert trace.output_ports == [2]
+    assert built.packet["eth_dst"] == int(world.ports["vm-b"]["mac_address"].replace(":", ""), 16)
+    for words in (
+        f"from: port vm-a ({world.ids['vm-a']}) (ofport 1)",
+        f"delivered to port vm-b ({world.ids['vm-b']}) (ofport 2)",
+        f"l2: network net1 ({world.ids['net1']})",
+        "rule ingress icmp from 0.0.0.0/0",
+    ):
+        assert words in text, text
+    for stage in ("classification", "port_security", "acl", "l2_lookup", "acl_egress", "output"):
+        assert f"({stage}) priority" in text
+    assert "table 0 (classification) priority 100 — classifier: port vm-a" in text
+
+
+def test_tcp_not_allowed_is_dropped_at_the_acl_naming_the_group(world: World) -> None:
+    _, _, trace, text = world.run(from_port="vm-a", to_port="vm-b", proto="tcp", dport=23)
+    assert trace.dropped
+    assert tr.dropped_stage(trace) == "acl_egress"
+    assert (
+        f"dropped at stage acl_egress (table 12): no ingress rule of security group "
+        f"web ({world.ids['web']}) of port vm-b ({world.ids['vm-b']}) allows it"
+    ) in text, text
+    # and port 22 is allowed, by that rule
+    _, _, ok, text22 = world.run(from_port="vm-a", to_port="vm-b", proto="tcp", dport=22)
+    assert ok.output_ports == [2]
+    assert "security group web rule ingress tcp 22 from 0.0.0.0/0" in text22
+
+
+def test_routed_packet_names_the_router(world: World) -> None:
+    tracer, built, trace, text = world.run(from_port="vm-a", to_port="vm-c", proto="tcp")
+    assert trace.output_ports == [2]
+    gw_macs = {p.mac for p in tracer.view.ports.values() if p.is_router_port}
+    assert f"{built.packet['eth_dst']:012x}" in {m.replace(":", "") for m in gw_macs}
+    assert f"l3: router r1 ({world.ids['r1']})" in text
+    assert "(routing) priority" in text and "(arp_resolve) priority" in text
+    assert f"l2: network net2 ({world.ids['net2']})" in text
+    assert f"delivered to port vm-c ({world.ids['vm-c']}) (ofport 2)" in text
+    # the same by address
+    _, _, by_ip, _ = world.run(from_port="vm-a", dst_ip="10.1.0.7", proto="tcp")
+    assert by_ip.output_ports == [2]
+
+
+def test_spoofed_source_is_dropped_at_port_security_naming_the_port(world: World) -> None:
+    for spoof in ({"src_ip": "10.0.0.99"}, {"src_mac": "fa:16:3e:00:00:99"}):
+        _, _, trace, text = world.run(from_port="vm-a", to_port="vm-b", **spoof)
+        assert tr.dropped_stage(trace) == "port_security"
+        assert "dropped at stage port_security (table 1): the source MAC/IP" in text
+        assert f"is not port vm-a ({world.ids['vm-a']})'s" in text, text
+        assert "10.0.0.5" in text  # what the port does own
+
+
+def test_dhcp_discover_is_punted_to_dhcp4(world: World) -> None:
+    _, built, trace, text = world.run(from_port="vm-a", proto="dhcp")
+    assert built.packet["udp_dst"] == 67 and built.packet["ipv4_src"] == 0
+    assert [p.userdata[0] for p in trace.punts] == [PUNT_DHCP4]
+    assert "punted to dhcp4" in text
+    assert f"services: network net1 ({world.ids['net1']})" in text
+
+
+def test_arp_for_the_gateway_is_answered_back(world: World) -> None:
+    _, _, trace, text = world.run(from_port=world.ids["vm-a"], dst_ip="10.0.0.1", proto="arp")
+    assert trace.output_ports == [1]
+    assert "sent back to port vm-a" in text
+
+
+def test_broadcast_floods_to_the_other_ports_of_the_network(world: World) -> None:
+    _, built, trace, text = world.run(from_port="vm-a", dst_ip="10.0.0.255", proto="icmp")
+    assert built.packet["eth_dst"] == 0xFFFFFFFFFFFF
+    assert trace.output_ports == [2]  # vm-b; vm-c is on another network
+    assert f"delivered to port vm-b ({world.ids['vm-b']}) (ofport 2)" in text
+    assert "(ofport 3)" not in text
+
+
+def test_bad_descriptions_are_refused(world: World) -> None:
+    cat = world.catalog()
+    for spec, words in (
+        (tr.PacketSpec("nope", to_port="vm-b"), "no port 'nope'"),
+        (tr.PacketSpec("vm-a"), "give a destination"),
+        (tr.PacketSpec("vm-a", dst_ip="10.0.0.6", proto="sctp"), "protocol"),
+        (tr.PacketSpec("vm-a", dst_ip="not-an-ip"), "not an IP address"),
+        (tr.PacketSpec("vm-a", to_port="vm-b", src_mac="zz"), "cannot build"),
+        (tr.PacketSpec("vm-a", to_port="vm-b", src_ip="10.0.0"), "cannot build"),
+        (tr.PacketSpec("vm-a", to_port="vm-b", proto="arp", src_ip="fd00::1"), "cannot build"),
+    ):
+        with pytest.raises(tr.TraceError, match=words):
+            tr.Tracer.for_spec(cat, spec)
+
+
+# ------------------------------------------------------------------ ofproto/trace text
+
+SAMPLE = """\
+Flow: tcp,in_port=1,vlan_tci=0x0000,dl_src=fa:16:3e:00:00:01,dl_dst=fa:16:3e:00:00:02
+
+bridge("br-int")
+----------------
+ 0. in_port=1, priority 100, cookie {classifier:#x}
+    load:0x1->NXM_NX_REG14[]
+    goto_table:5
+ 5. metadata=0x4/0xffffff,dl_dst=fa:16:3e:00:00:02, priority 100, cookie {l2:#x}
+    resubmit(,14)
+        14. reg15=0x2, priority 100, cookie 0xdead
+            output:2
+ 3. No match.
+    drop
+
+Resuming from table 12
+"""
+
+
+def test_ofproto_trace_lines_get_stages_and_objects(world: World) -> None:
+    from wyvern.southbound.cookies import encode
+
+    view = tr.build_view(world.store, {world.ids["vm-a"]: 1})
+    ex = tr.Explainer(view, world.catalog())
+    text = SAMPLE.format(
+        classifier=encode("classifier", world.ids["vm-a"]), l2=encode("l2", world.ids["net1"])
+    )
+    out = tr.annotate_ofproto_trace(text, ex).splitlines()
+    assert out[4].startswith(" 0. (classification) in_port=1, priority 100, cookie 0x2")
+    assert out[4].endswith(f"[classifier: port vm-a ({world.ids['vm-a']})]")
+    assert out[7].startswith(" 5. (l2_lookup) metadata=")
+    assert out[7].endswith(f"[l2: network net1 ({world.ids['net1']})]")
+    assert (
+        out[9]
+        == "        14. (output) reg15=0x2, priority 100, cookie 0xdead  [?: unknown cookie 0xdead]"
+    )
+    assert out[11] == " 3. (acl) No match."
+    assert out[-1] == "Resuming from table 12 (acl_egress)"
+
+
+def test_ovs_interfaces_become_bindings() -> None:
+    text = (
+        '{"data":[["br-int",65534,["map",[]]],'
+        '["tapa",1,["map",[["attached-mac","fa:16:3e:00:00:01"],["iface-id","p-a"]]]],'
+        '["tapb",["set",[]],["map",[["iface-id","p-b"]]]],'
+        '["tapc",-1,["map",[["iface-id","p-c"]]]]],'
+        '"headings":["name","ofport","external_ids"]}'
+    )
+    assert tr.parse_interfaces(text) == {"p-a": 1}
+
+
+# ------------------------------------------------------------------ the command
+
+
+@pytest.fixture
+def restore_env() -> Iterator[None]:
+    saved = dict(os.environ)
+    for key in [k for k in os.environ if k.startswith("WYVERN_")]:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def sqlite_world(tmp_path: Path) -> Iterator[World]:
+    """The topology in <tmp_path>/wyvern.db: where `--run-dir tmp_path` finds it."""
+    with make_client(SqliteStore(str(tmp_path / "wyvern.db"))) as c:
+        ids, ports = populate(c)
+    store = SqliteStore(str(tmp_path / "wyvern.db"))
+    try:
+        yield World(store, ids, ports)
+    finally:
+        store.close()
+
+
+def test_cli_traces_from_the_configured_store(
+    tmp_path: Path, sqlite_world: World, restore_env: None
+) -> None:
+    ids = sqlite_world.ids
+    runner = CliRunner()
+    base = ["trace", "--run-dir", str(tmp_path), "--store", "sqlite", "--from", "vm-a"]
+    res = runner.invoke(cli_app, [*base, "--to", "vm-b", "--proto", "tcp", "--dport", "23"])
+    assert res.exit_code == 0, res.output
+    assert "dropped at stage acl_egress" in res.output
+    assert f"security group web ({ids['web']})" in res.output
+    res = runner.invoke(cli_app, [*base, "--dst-ip", "10.1.0.7"])
+    assert res.exit_code == 0, res.output
+    assert "router r1" in res.output and "delivered to port vm-c" in res.output
+    res = runner.invoke(cli_app, [*base.copy()[:-2], "--from", "ghost", "--to", "vm-b"])
+    assert res.exit_code == 1
+    assert "no port 'ghost'" in res.output
+
+
+# ------------------------------------------------------------------ real OVS
+
+
+@contextlib.contextmanager
+def plugged(ovs: OvsInstance, world: World, *names: str) -> Iterator[dict[str, int]]:
+    """Plug the named ports as VMs (os-vif style); yields the bindings read back from OVS."""
+    vifs: list[vif.Vif] = []
+    try:
+        for name in names:
+            port = world.ports[name]
+            ip = port["fixed_ips"][0]["ip_address"]
+            v = vif.plug(ovs, port["id"], port["mac_address"], unique("wvt-tr-"), 1442,
+                         ip_cidr=f"{ip}/24")  # fmt: skip
+            vifs.append(v)
+        bindings = tr.ovs_bindings(ovs)
+        assert bindings == {v.port_id: v.ofport for v in vifs}
+        yield bindings
+    finally:
+        for v in vifs:
+            try:
+                vif.unplug(ovs, v.port_id, delete_netns=True)
+            finally:
+                if netns_exists(v.netns):
+                    run_cmd(["ip", "netns", "del", v.netns], check=False)
+
+
+def install(ovs: OvsInstance, world: World, bindings: dict[str, int]) -> tr.Tracer:
+    """What the agent would install for these bindings, installed on br-int."""
+    tracer = tr.Tracer.from_catalog(world.catalog(), bindings)
+    FlowInstaller(ovs, "br-int").sync([render_flow(f) for f in tracer.flows])
+    return tracer
+
+
+def test_ovs_trace_is_annotated_with_stages_and_api_objects(ovs: OvsInstance, world: World) -> None:
+    with plugged(ovs, world, "vm-a", "vm-b") as bindings:
+        tracer = install(ovs, world, bindings)
+        spec = tr.PacketSpec("vm-a", to_port="vm-b", proto="tcp", dport=22)
+        built = tr.build_packet(tracer.view, spec, in_port=bindings[world.ids["vm-a"]])
+        out = tr.ovs_trace(ovs, "br-int", tr.flow_spec(built.packet), tracer.explainer)
+        assert " 0. (classification) in_port=" in out, out
+        assert f"[classifier: port vm-a ({world.ids['vm-a']})]" in out
+        assert "(port_security) " in out and "(l2_lookup) " in out
+        assert f"[l2: network net1 ({world.ids['net1']})]" in out
+        assert "(acl_egress) " in out
+        assert "security group web rule ingress tcp 22 from 0.0.0.0/0" in out, out
+        assert f"[output: port vm-b ({world.ids['vm-b']})]" in out, out
+        assert f"output:{bindings[world.ids['vm-b']]}  [port vm-b (" in out
+
+        denied = tr.PacketSpec("vm-a", to_port="vm-b", proto="tcp", dport=23)
+        built = tr.build_packet(tracer.view, denied, in_port=bindings[world.ids["vm-a"]])
+        out = tr.ovs_trace(ovs, "br-int", tr.flow_spec(built.packet), tracer.explainer)
+        assert "[security_groups: security-group default of stage acl_egress]" in out, out
+
+
+def test_cli_ovs_traces_the_agents_bridge(
+    ovs: OvsInstance, sqlite_world: World, tmp_path: Path, restore_env: None
+) -> None:
+    world = sqlite_world
+    with plugged(ovs, world, "vm-a", "vm-b") as bindings:
+        install(ovs, world, bindings)
+        res = CliRunner().invoke(
+            cli_app,
+            [
+                "trace", "--run-dir", str(tmp_path), "--store", "sqlite", "--ovs",
+                "--ovs-run-dir", str(ovs.run_dir), "--ovs-netns", ovs.netns or "",
+                "--from", "vm-a", "--to", "vm-b", "--proto", "tcp", "--dport", "22",
+            ],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        ofport = bindings[world.ids["vm-a"]]
+        assert f"from: port vm-a ({world.ids['vm-a']}) (ofport {ofport})" in res.output
+        assert "ofproto/trace br-int tcp,in_port=" in res.output
+        assert "(acl_egress) " in res.output
+        assert f"[output: port vm-b ({world.ids['vm-b']})]" in res.output, res.output
+        res = CliRunner().invoke(
+            cli_app,
+            [
+                "trace", "--run-dir", str(tmp_path), "--store", "sqlite", "--ovs",
+                "--ovs-run-dir", str(ovs.run_dir), "--from", "vm-c", "--to", "vm-b",
+            ],
+        )  # fmt: skip
+        assert res.exit_code == 1
+        assert "is not plugged into this OVS" in res.output

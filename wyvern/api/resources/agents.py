@@ -1,0 +1,119 @@
+"""Agents: the chassis registered in the store, shown in Neutron's agent shape (read-only).
+
+Each wyvern agent writes /wyvern/chassis/<name> with a lease (`expires_at`, refreshed every
+third of its TTL); an agent is alive while its lease has not expired. Neutron's policy
+makes agents admin-only (`get_agent`): other callers get an empty list, and 403 for one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from wyvern.api.attributes import Attr, ResourceDef
+from wyvern.api.context import RequestContext
+from wyvern.api.errors import PolicyNotAuthorized, not_found
+from wyvern.api.repo import ROOT
+from wyvern.api.resource import Resource
+
+CHASSIS_PREFIX = f"{ROOT}chassis/"
+AGENT_TYPE = "Wyvern agent"
+BINARY = "wyvern-agent"
+# Stable agent ids: derived from the chassis name (a re-registered chassis keeps its id).
+_NAMESPACE = uuid.UUID("6f2b9c1e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
+FILTERS = ("id", "agent_type", "binary", "host", "topic", "alive", "admin_state_up")
+
+DEFN = ResourceDef(
+    name="agent",
+    collection="agents",
+    path="",  # custom, read-only routes
+    kind="chassis",
+    owned=False,
+    attrs=tuple(Attr(a) for a in FILTERS),
+)
+
+
+def agent_id(chassis_name: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, chassis_name))
+
+
+def agent_view(chassis: dict[str, Any], now: float) -> dict[str, Any]:
+    name = str(chassis.get("name"))
+    return {
+        "id": agent_id(name),
+        "agent_type": AGENT_TYPE,
+        "binary": BINARY,
+        "host": chassis.get("hostname") or name,
+        "availability_zone": None,
+        "alive": float(chassis.get("expires_at") or 0) > now,
+        "admin_state_up": True,
+        "topic": "N/A",
+        "description": None,
+        "resources_synced": None,
+        "configurations": {
+            "chassis_name": name,
+            "tunnel_ip": chassis.get("tunnel_ip"),
+            "tunnel_types": list(chassis.get("encaps") or []),
+            "bridge_mappings": dict(chassis.get("bridge_mappings") or {}),
+            "integration_bridge": chassis.get("bridge"),
+        },
+        "heartbeat_timestamp": chassis.get("heartbeat_timestamp"),
+        "created_at": chassis.get("created_at"),
+        "started_at": chassis.get("started_at"),
+    }
+
+
+def _matches(agent: dict[str, Any], params: dict[str, str]) -> bool:
+    for name in FILTERS:
+        want = params.get(f"query:{name}")
+        if want is None:
+            continue
+        have = agent[name]
+        text = str(have).lower() if isinstance(have, bool) else str(have)
+        if text != (want.lower() if isinstance(have, bool) else want):
+            return False
+    return True
+
+
+class Agents(Resource):
+    defn = DEFN
+
+    def extra_routes(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("/v2.0/agents", "GET", self.list_agents),
+            ("/v2.0/agents/{id}", "GET", self.show_agent),
+        ]
+
+    def agents(self) -> list[dict[str, Any]]:
+        now = time.time()
+        out = []
+        for kv in self.repo.store.list(CHASSIS_PREFIX).items:
+            try:
+                chassis = orjson.loads(kv.value)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chassis, dict) and chassis.get("name"):
+                out.append(agent_view(chassis, now))
+        return out
+
+    def list_agents(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
+        if not ctx.is_admin:
+            return {"agents": []}, 200
+        return {"agents": [a for a in self.agents() if _matches(a, params)]}, 200
+
+    def show_agent(self, ctx: RequestContext, params: dict[str, str], body: Any) -> tuple[Any, int]:
+        if not ctx.is_admin:
+            raise PolicyNotAuthorized("get_agent")
+        id_ = params["id"]
+        for agent in self.agents():
+            if id_ in (agent["id"], agent["configurations"]["chassis_name"]):
+                return {"agent": agent}, 200
+        raise not_found("agent", id_)
+
+
+RESOURCES: list[type[Resource]] = [Agents]

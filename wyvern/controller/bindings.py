@@ -1,0 +1,171 @@
+"""Local port bindings from OVS, and the status the agent writes back for them.
+
+A port is bound here when an Interface on our OVS carries `external_ids:iface-id=<port
+id>` (the os-vif/libvirt convention) and has a valid ofport. The agent polls the
+Interface table (about every 200 ms; an `ovsdb-client monitor` stream can replace it
+without changing the interface) and turns differences into `Binding` records.
+
+Binding facts go to /wyvern/status/ports/<port id>, never into the API's port object (the
+API is the only writer of logical objects):
+
+    {"chassis": name, "host": hostname, "status": "ACTIVE" | "DOWN",
+     "installed_revision": R, "ofport": n}
+
+ACTIVE is written only once the flows computed from a store revision R >= the port's mod
+revision are installed (the installer's sync returned). A port that is unplugged or
+deleted loses its status key (the API then shows it DOWN again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from wyvern.controller.sync import status_key
+from wyvern.controller.view import Binding
+from wyvern.nb.store import Delete, Put, Store
+from wyvern.southbound.ovs import OvsError, OvsInstance
+
+LOG = logging.getLogger(__name__)
+
+
+def _ovsdb_map(value: Any) -> dict[str, str]:
+    # OVSDB JSON: ["map", [[key, value], ...]]
+    if isinstance(value, list) and len(value) == 2 and value[0] == "map":
+        return {str(k): str(v) for k, v in value[1]}
+    return {}
+
+
+def _ovsdb_int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return -1  # ["set", []]: not assigned yet
+
+
+def read_bindings(ovs: OvsInstance) -> dict[str, Binding]:
+    """port id -> Binding for every Interface with an iface-id and a valid ofport."""
+    out = ovs.vsctl(
+        "--format=json", "--columns=name,ofport,external_ids", "list", "Interface", timeout=10
+    )
+    data = json.loads(out)
+    found: dict[str, Binding] = {}
+    for name, ofport, ext in data.get("data") or []:
+        port_id = _ovsdb_map(ext).get("iface-id")
+        n = _ovsdb_int(ofport)
+        if not port_id or n <= 0:
+            continue
+        if port_id in found:
+            LOG.warning("port %s: two interfaces claim it (%s); keeping the first", port_id, name)
+            continue
+        found[port_id] = Binding(port_id, n)
+    return found
+
+
+class BindingMonitor:
+    """Polls OVS; `poll()` returns what changed since the last call."""
+
+    def __init__(self, ovs: OvsInstance) -> None:
+        self.ovs = ovs
+        self.current: dict[str, Binding] = {}
+
+    def poll(self) -> dict[str, Binding | None]:
+        try:
+            now = read_bindings(self.ovs)
+        except (OvsError, ValueError) as exc:
+            LOG.warning("ovs %s: cannot read interfaces: %s", self.ovs.run_dir, exc)
+            return {}
+        changed: dict[str, Binding | None] = {}
+        for port_id in self.current.keys() - now.keys():
+            changed[port_id] = None
+        for port_id, binding in now.items():
+            if self.current.get(port_id) != binding:
+                changed[port_id] = binding
+        self.current = now
+        return changed
+
+
+@dataclass(frozen=True)
+class PortStatus:
+    chassis: str
+    host: str
+    status: str
+    installed_revision: int
+    ofport: int
+
+    def as_obj(self) -> dict[str, Any]:
+        return {
+            "chassis": self.chassis,
+            "host": self.host,
+            "status": self.status,
+            "installed_revision": self.installed_revision,
+            "ofport": self.ofport,
+        }
+
+
+class StatusWriter:
+    """Writes port status keys for this chassis, only when something a reader cares about
+    changed (status, ofport, or a newer port revision installed): no write amplification."""
+
+    def __init__(self, store: Store, chassis: str, host: str) -> None:
+        self.store = store
+        self.chassis = chassis
+        self.host = host
+        # Our status keys as we last wrote them (seeded from the store on first use): our
+        # own writes reach the sync a little later, and must not be repeated meanwhile.
+        self._mine: dict[str, dict[str, Any]] | None = None
+
+    def update(
+        self,
+        bound: dict[str, int],
+        port_revisions: dict[str, int],
+        installed_revision: int,
+        stored: dict[str, dict[str, Any]],
+    ) -> int:
+        """Make the status keys match: BOUND = local port id -> ofport for ports in the
+        view, PORT_REVISIONS = their mod revisions, STORED = what the store holds now.
+        Returns the number of keys written or deleted."""
+        if self._mine is None:
+            self._mine = {p: o for p, o in stored.items() if o.get("chassis") == self.chassis}
+        mine = self._mine
+        puts: list[Put] = []
+        deletes: list[Delete] = []
+        written: dict[str, dict[str, Any]] = {}
+        for port_id, ofport in bound.items():
+            mod = port_revisions.get(port_id, 0)
+            active = installed_revision >= mod
+            old = mine.get(port_id) or {}
+            want = PortStatus(
+                self.chassis,
+                self.host,
+                "ACTIVE" if active else "DOWN",
+                installed_revision,
+                ofport,
+            )
+            same = (
+                old.get("chassis") == want.chassis
+                and old.get("status") == want.status
+                and old.get("ofport") == want.ofport
+                and int(old.get("installed_revision") or 0) >= mod
+            )
+            if not same:
+                written[port_id] = want.as_obj()
+                puts.append(Put(status_key(port_id), orjson.dumps(written[port_id])))
+        gone = [p for p in mine if p not in bound]
+        deletes = [Delete(status_key(p)) for p in gone]
+        if puts or deletes:
+            self.store.txn([], puts, deletes)
+            mine.update(written)
+            for p in gone:
+                del mine[p]
+            LOG.info(
+                "chassis %s: port status: %d written, %d removed (installed revision %d)",
+                self.chassis,
+                len(puts),
+                len(deletes),
+                installed_revision,
+            )
+        return len(puts) + len(deletes)

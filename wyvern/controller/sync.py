@@ -1,0 +1,417 @@
+"""Follow the store into the local view: list, then watch; hold back dangling references.
+
+For each followed prefix the agent lists once, then watches from the list's revision + 1,
+and applies every batch in revision order. There is no periodic full sync: when a watch
+reports a `Gap` (history compacted away), only that prefix is listed again and diffed
+against what we hold, and only the differences become changes.
+
+References may arrive out of order (a port before its network, e.g. two prefixes resynced
+at different times). The engine must never see a port whose network is missing, so the
+view only ever holds objects whose references it also holds; the others wait here and are
+applied when what they reference appears. Removing a referenced object first removes
+(and parks again) what depends on it.
+
+    sync = Sync(store, view)                   # follows /wyvern/ (minus claims and indexes)
+    changes = sync.pump(timeout=0.2)           # blocking part: the store's watch
+    sync.set_binding(port_id, Binding(...))    # local facts from OVS go through here too
+
+Single-threaded: the agent's loop thread calls `pump`; nothing here touches asyncio, so
+the OpenFlow channel's event loop never waits on the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from wyvern.api.repo import ROOT
+from wyvern.controller.view import STORE_KINDS, Binding, Change, Kind, LocalView, record_from_obj
+from wyvern.nb.store import Batch, Event, Gap, KeyValue, Store, Watch
+
+LOG = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (view kind, id)
+STATUS_PORTS = f"{ROOT}status/ports/"
+# Keys under ROOT the agent never follows: claims, ownership and child->parent indexes.
+IGNORED_SEGMENTS = frozenset({"uniq", "owner", "index"})
+IDLE_PROOF = 0.25  # seconds (see Sync.pump)
+
+
+def status_key(port_id: str) -> str:
+    return f"{STATUS_PORTS}{port_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a store key means for the view: an object (kind, id) or a port's binding status."""
+
+    kind: str  # a view Kind, or "status"
+    id: str
+
+
+def decode_key(key: str) -> Decoded | None:
+    """Map a store key (wyvern/api/repo.py layout) to what it holds; None = not followed.
+
+    /wyvern/<kind>/<id>, /wyvern/<kind>/<parent>/<id> (children), /wyvern/status/ports/<id>.
+    """
+    if not key.startswith(ROOT):
+        return None
+    parts = key[len(ROOT) :].split("/")
+    if not parts or parts[0] in IGNORED_SEGMENTS:
+        return None
+    if parts[0] == "status":
+        if len(parts) == 3 and parts[1] == "ports" and parts[2]:
+            return Decoded("status", parts[2])
+        return None
+    kind = STORE_KINDS.get(parts[0])
+    if kind is None or len(parts) not in (2, 3) or not parts[-1]:
+        return None
+    return Decoded(kind, parts[-1])
+
+
+def references(kind: str, record: Any) -> list[Key]:
+    """What a record needs in the view before the engine may see it."""
+    if kind == "subnet":
+        return [("network", record.network_id)]
+    if kind == "port":
+        refs: list[Key] = [("network", record.network_id)]
+        refs += [("subnet", f.subnet_id) for f in record.fixed_ips]
+        return refs
+    if kind == "security_group_rule":
+        return [("security_group", record.security_group_id)]
+    if kind == "router":
+        nets = {itf.network_id for itf in record.interfaces}
+        if record.gateway_network_id:
+            nets.add(record.gateway_network_id)
+        return [("network", n) for n in sorted(nets)]
+    if kind == "binding":
+        return [("port", record.port_id)]
+    return []
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The full content of one prefix at `revision` (a first list, or a resync after a Gap)."""
+
+    prefix: str
+    revision: int
+    items: list[KeyValue]
+
+
+@dataclass
+class _Follower:
+    prefix: str
+    revision: int = 0  # everything under the prefix up to here is applied
+    seen: int = 0  # the last revision listed or received (the watch goes on from here)
+    watch: Watch | None = None
+    resyncs: int = 0
+    idle_head: int = 0  # store revision read one pump ago, with the watch open (see pump)
+    idle_at: float = 0.0
+
+
+@dataclass
+class SyncStats:
+    batches: int = 0
+    events: int = 0
+    resyncs: int = 0
+
+
+class Sync:
+    """The view's only writer: store objects, port binding statuses and local bindings."""
+
+    def __init__(self, store: Store, view: LocalView, prefixes: Sequence[str] = (ROOT,)) -> None:
+        self.store = store
+        self.view = view
+        self.followers = [_Follower(p) for p in prefixes]
+        self.stats = SyncStats()
+        # The latest state of everything followed (the view holds the subset whose
+        # references are satisfied); its store mod revision; and who references what.
+        self.latest: dict[Key, Any] = {}
+        self.mod_revision: dict[Key, int] = {}
+        self._by_store_key: dict[str, Key] = {}
+        self._store_key: dict[Key, str] = {}
+        self._refs: dict[Key, list[Key]] = {}
+        self._dependents: dict[Key, set[Key]] = defaultdict(set)
+        self._removing: set[Key] = set()
+        # port id -> status object as stored (ours and other chassis's)
+        self.port_status: dict[str, dict[str, Any]] = {}
+        # Held while the view changes: readers on other threads (packet-in handlers) take
+        # it too. Never held while waiting on the store.
+        self.lock = threading.RLock()
+
+    # -- following ------------------------------------------------------------------------
+    @property
+    def revision(self) -> int:
+        """Every followed prefix is applied at least up to this store revision."""
+        return min((f.revision for f in self.followers), default=0)
+
+    def start(self) -> list[Change]:
+        """List every prefix and apply it; then watches start from there."""
+        changes: list[Change] = []
+        with self.lock:
+            for f in self.followers:
+                changes += self._resync(f)
+        return changes
+
+    def follow(self, prefix: str) -> list[Change]:
+        """Start following one more prefix (e.g. a network's keys): list it, then watch."""
+        with self.lock:
+            if any(f.prefix == prefix for f in self.followers):
+                return []
+            f = _Follower(prefix)
+            self.followers.append(f)
+            return self._resync(f)
+
+    def unfollow(self, prefix: str) -> list[Change]:
+        """Stop following a prefix: what only it brought leaves the view (as deletions)."""
+        with self.lock:
+            f = next((f for f in self.followers if f.prefix == prefix), None)
+            if f is None:
+                return []
+            if f.watch is not None:
+                f.watch.close()
+            self.followers.remove(f)
+            others = [o.prefix for o in self.followers]
+            empty = Snapshot(prefix, f.seen, [])
+            changes = []
+            for key in [k for k in self._by_store_key if k.startswith(prefix)]:
+                if not any(key.startswith(o) for o in others):
+                    changes += self._apply_event(Event("delete", key, b"", empty.revision))
+            return changes
+
+    def close(self) -> None:
+        for f in self.followers:
+            if f.watch is not None:
+                f.watch.close()
+                f.watch = None
+
+    def pump(self, timeout: float = 0.2, max_batches: int = 1000) -> list[Change]:
+        """Wait up to `timeout` for store changes, apply all that are ready, return them."""
+        changes: list[Change] = []
+        per = timeout / max(1, len(self.followers))
+        got = 0
+        for f in self.followers:
+            wait = per
+            # Watches report changes only, so with several prefixes a quiet one must prove
+            # it is caught up: its watch has nothing, and was open when the store was at
+            # `idle_head` at least IDLE_PROOF seconds ago (an etcd watch streams in the
+            # background; etcd's progress notifications would make this exact).
+            watching = f.watch is not None
+            head = self.store.revision() if len(self.followers) > 1 else 0
+            first = True
+            while got < max_batches:
+                item = self._next(f, wait)
+                wait = 0.0
+                if item is None:
+                    old_enough = time.monotonic() - f.idle_at >= IDLE_PROOF
+                    if first and old_enough and f.idle_head > f.revision:
+                        f.revision = f.idle_head
+                    break
+                first = False
+                got += 1
+                with self.lock:
+                    changes += self.apply_item(f, item)
+            if not watching or f.watch is None:  # (re)opened now: prove nothing yet
+                f.idle_head = 0
+            elif f.idle_head <= f.revision:
+                f.idle_head, f.idle_at = head, time.monotonic()
+        return changes
+
+    def _next(self, f: _Follower, timeout: float) -> Batch | Gap | None:
+        if f.watch is None:
+            f.watch = self.store.watch(f.prefix, f.seen + 1)
+        return f.watch.next(timeout=timeout)
+
+    def apply_item(self, f: _Follower, item: Batch | Gap | Snapshot) -> list[Change]:
+        if isinstance(item, Gap):
+            LOG.warning(
+                "watch of %s lost history (compacted at %d, we had %d): resyncing that prefix",
+                f.prefix,
+                item.compact_revision,
+                f.revision,
+            )
+            if f.watch is not None:
+                f.watch.close()
+                f.watch = None
+            return self._resync(f)
+        if isinstance(item, Snapshot):
+            return self._apply_snapshot(f, item)
+        changes: list[Change] = []
+        if item.revision <= f.seen:  # already covered by a list
+            return changes
+        self.stats.batches += 1
+        for event in item.events:
+            changes += self._apply_event(event)
+        f.seen = item.revision
+        f.revision = max(f.revision, item.revision)
+        return changes
+
+    def _resync(self, f: _Follower) -> list[Change]:
+        result = self.store.list(f.prefix)
+        f.resyncs += 1
+        self.stats.resyncs += 1
+        return self._apply_snapshot(f, Snapshot(f.prefix, result.revision, result.items))
+
+    def _apply_snapshot(self, f: _Follower, snap: Snapshot) -> list[Change]:
+        """Diff a prefix's full content against what we hold: only differences change."""
+        changes: list[Change] = []
+        present = {kv.key for kv in snap.items}
+        for key in [k for k in self._by_store_key if k.startswith(snap.prefix)]:
+            if key not in present:
+                changes += self._apply_event(Event("delete", key, b"", snap.revision))
+        for status_port in [p for p in self.port_status if status_key(p).startswith(snap.prefix)]:
+            if status_key(status_port) not in present:
+                self._set_status(status_port, None)
+        for kv in snap.items:
+            changes += self._apply_kv(kv.key, kv.value, kv.mod_revision)
+        f.seen = snap.revision
+        f.revision = max(f.revision, snap.revision)
+        return changes
+
+    # -- applying ---------------------------------------------------------------------------
+    def _apply_event(self, event: Event) -> list[Change]:
+        self.stats.events += 1
+        if event.type == "delete":
+            decoded = decode_key(event.key)
+            if decoded is None:
+                return []
+            if decoded.kind == "status":
+                self._set_status(decoded.id, None)
+                return []
+            key = self._by_store_key.pop(event.key, None)
+            if key is None:
+                return []
+            self._store_key.pop(key, None)
+            return self._set_latest(key, None, event.revision)
+        return self._apply_kv(event.key, event.value, event.revision)
+
+    def _apply_kv(self, store_key: str, value: bytes, mod_revision: int) -> list[Change]:
+        decoded = decode_key(store_key)
+        if decoded is None:
+            return []
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            LOG.warning("ignoring %s: not JSON", store_key)
+            return []
+        if decoded.kind == "status":
+            self._set_status(decoded.id, obj if isinstance(obj, dict) else None)
+            return []
+        key: Key = (decoded.kind, decoded.id)
+        try:
+            record = record_from_obj(decoded.kind, obj)
+        except (KeyError, TypeError, ValueError) as exc:
+            LOG.warning("ignoring %s: cannot read it (%s)", store_key, exc)
+            record = None
+        old_store_key = self._store_key.get(key)
+        if old_store_key is not None and old_store_key != store_key:
+            self._by_store_key.pop(old_store_key, None)
+        if record is None:
+            self._by_store_key.pop(store_key, None)
+            self._store_key.pop(key, None)
+        else:
+            self._by_store_key[store_key] = key
+            self._store_key[key] = store_key
+        if self.latest.get(key) == record and (record is None or key in self.mod_revision):
+            self.mod_revision[key] = mod_revision
+            return []
+        return self._set_latest(key, record, mod_revision)
+
+    def _set_status(self, port_id: str, status: dict[str, Any] | None) -> None:
+        if status is None:
+            self.port_status.pop(port_id, None)
+            self.view.port_chassis.pop(port_id, None)
+            return
+        self.port_status[port_id] = status
+        chassis = status.get("chassis")
+        if chassis and status.get("status") == "ACTIVE":
+            self.view.port_chassis[port_id] = str(chassis)
+        else:
+            self.view.port_chassis.pop(port_id, None)
+
+    def set_binding(self, port_id: str, binding: Binding | None) -> list[Change]:
+        """A local fact from OVS: the port is plugged here (with its ofport), or no more."""
+        with self.lock:
+            return self._set_latest(("binding", port_id), binding, 0)
+
+    def put_record(self, kind: Kind, id_: str, record: Any) -> list[Change]:
+        """Apply one record (None: gone) with the same reference rules as store events."""
+        with self.lock:
+            return self._set_latest((kind, id_), record, self.mod_revision.get((kind, id_), 0))
+
+    def _set_latest(self, key: Key, record: Any, mod_revision: int) -> list[Change]:
+        for ref in self._refs.pop(key, ()):
+            self._dependents[ref].discard(key)
+            if not self._dependents[ref]:
+                del self._dependents[ref]
+        if record is None:
+            self.latest.pop(key, None)
+            self.mod_revision.pop(key, None)
+        else:
+            self.latest[key] = record
+            self.mod_revision[key] = mod_revision
+            refs = references(key[0], record)
+            self._refs[key] = refs
+            for ref in refs:
+                self._dependents[ref].add(key)
+        out: list[Change] = []
+        self._settle(key, out)
+        return out
+
+    def _present(self, key: Key) -> bool:
+        kind, id_ = key
+        return key not in self._removing and id_ in self.view._table(kind)  # type: ignore[arg-type]
+
+    def _settle(self, key: Key, out: list[Change]) -> None:
+        """Bring one object's view state in line with its latest state and references."""
+        kind: Kind = key[0]  # type: ignore[assignment]
+        id_ = key[1]
+        record = self.latest.get(key)
+        current = self.view._table(kind).get(id_)
+        ok = record is not None and all(self._present(r) for r in self._refs.get(key, ()))
+        if ok:
+            if current != record:
+                out.append(self.view.apply(kind, id_, record))
+                if current is None:  # objects waiting for this one may go in now
+                    for dep in sorted(self._dependents.get(key, ())):
+                        self._settle(dep, out)
+        elif current is not None:
+            # Dependents leave the view first: the engine never sees a dangling reference.
+            self._removing.add(key)
+            try:
+                for dep in sorted(self._dependents.get(key, ())):
+                    self._settle(dep, out)
+            finally:
+                self._removing.discard(key)
+            out.append(self.view.apply(kind, id_, None))
+
+    def held(self) -> list[Key]:
+        """Objects waiting for a reference to appear."""
+        return sorted(
+            k
+            for k in self.latest
+            if k[1] not in self.view._table(k[0])  # type: ignore[arg-type]
+        )
+
+
+def wait_caught_up(sync: Sync, revision: int, timeout: float = 5.0) -> list[Change]:
+    """Pump until the sync has applied `revision` (tests and one-shot tools)."""
+    changes: list[Change] = []
+    deadline = time.monotonic() + timeout
+    while sync.revision < revision:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sync at {sync.revision}, wanted {revision}")
+        changes += sync.pump(timeout=0.05)
+    return changes
+
+
+def kinds_of(changes: Iterable[Change]) -> list[tuple[str, str, bool]]:
+    """(kind, id, present after) per change: compact for logs and tests."""
+    return [(c.kind, c.id, c.new is not None) for c in changes]

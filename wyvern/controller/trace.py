@@ -1,0 +1,886 @@
+"""`wyvern trace`: what happens to a packet, and why, in terms of API objects.
+
+Two tracers share one vocabulary:
+
+- the reference simulator (default): the store is read directly (`Catalog.from_store`),
+  turned into a local view with the ports you name bound to synthetic ofports, every app
+  of `wyvern.apps.ALL_APPS` computes its flows, and the packet runs through them;
+- the real bridge (`ovs_trace`): `ovs-appctl ofproto/trace` on the agent's br-int, whose
+  output is annotated line by line.
+
+Either way each table step is printed with its stage name (`pipeline.stage_of`) and the
+API object behind its flow: a cookie encodes (app, object id) and the `Explainer` knows
+every object of the store, so it names ports, networks, routers, security groups and
+security-group rules the way an operator knows them::
+
+    table 12 (acl_egress) priority 21337 — security_groups: security group web (…) rule
+        ingress tcp 22 from 0.0.0.0/0 (rule …) — reg15=0x2,… → ct(commit,…),goto_table:13
+
+Nothing here depends on the agent: the store is listed once, keys decoded by the layout of
+wyvern/api/repo.py, objects applied to a fresh `LocalView` in dependency order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+
+from wyvern.apps import ALL_APPS
+from wyvern.apps.base import App
+from wyvern.apps.punts import NAMES as PUNT_NAMES
+from wyvern.config import Settings
+from wyvern.controller.view import (
+    STORE_KINDS,
+    Binding,
+    Kind,
+    LocalView,
+    Port,
+    SecurityGroupRule,
+    record_from_obj,
+)
+from wyvern.nb.store import Store
+from wyvern.southbound import pipeline
+from wyvern.southbound.cookies import AppName, CookieIndex
+from wyvern.southbound.ir import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    Flow,
+    Load,
+    format_value,
+    match,
+)
+from wyvern.southbound.ovs import OvsInstance
+from wyvern.southbound.packet import BROADCAST, Packet
+from wyvern.southbound.render import render_actions, render_match
+from wyvern.southbound.simulator import Conntrack, Simulator, Step, Trace
+
+ROOT = "/wyvern/"
+# Key segments under ROOT that hold no API object: claims, indexes, statuses, quotas.
+SKIPPED_SEGMENTS = frozenset({"uniq", "owner", "index", "status", "quotas"})
+# Apply order: what an object references is applied before it.
+APPLY_ORDER: tuple[Kind, ...] = (
+    "chassis",
+    "network",
+    "subnet",
+    "address_group",
+    "security_group",
+    "security_group_rule",
+    "port",
+    "router",
+)
+STAGE_OBJECT = re.compile(r"^(default|defaults|passthrough):(\w+)$")
+
+
+class TraceError(ValueError):
+    """The packet cannot be traced as described (unknown port, missing address...)."""
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+def decode_key(key: str) -> tuple[Kind, str] | None:
+    """(view kind, id) of a store key; None for keys that hold no followed API object."""
+    if not key.startswith(ROOT):
+        return None
+    parts = key[len(ROOT) :].split("/")
+    if not parts or parts[0] in SKIPPED_SEGMENTS:
+        return None
+    kind = STORE_KINDS.get(parts[0])
+    if kind is None or len(parts) not in (2, 3) or not parts[-1]:
+        return None
+    return kind, parts[-1]
+
+
+@dataclass
+class Catalog:
+    """Every API object of the store as stored (JSON dicts, names included), by kind."""
+
+    objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    revision: int = 0
+
+    @classmethod
+    def from_store(cls, store: Store) -> Catalog:
+        listed = store.list(ROOT)
+        cat = cls(revision=listed.revision)
+        for kv in listed.items:
+            decoded = decode_key(kv.key)
+            if decoded is None:
+                continue
+            try:
+                obj = orjson.loads(kv.value)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                cat.objects.setdefault(decoded[0], {})[decoded[1]] = obj
+        return cat
+
+    def get(self, kind: str, id_: str) -> dict[str, Any] | None:
+        return self.objects.get(kind, {}).get(id_)
+
+    def name(self, kind: str, id_: str) -> str:
+        obj = self.get(kind, id_)
+        return str(obj.get("name") or "") if obj else ""
+
+
+def bind(view: LocalView, port_id: str, ofport: int) -> None:
+    """Make a port local to the view's chassis on OFPORT."""
+    view.apply("binding", port_id, Binding(port_id, ofport))
+    view.port_chassis[port_id] = view.chassis_name
+
+
+def build_view(
+    store: Store | Catalog, bindings: Mapping[str, int], chassis_name: str = "trace"
+) -> LocalView:
+    """A LocalView of every object in the store, with BINDINGS (port id -> ofport) local."""
+    cat = store if isinstance(store, Catalog) else Catalog.from_store(store)
+    view = LocalView(chassis_name=chassis_name)
+    for kind in APPLY_ORDER:
+        for id_, obj in sorted(cat.objects.get(kind, {}).items()):
+            try:
+                record = record_from_obj(kind, obj)
+            except (KeyError, TypeError, ValueError):
+                continue  # a malformed object must not stop the trace of the others
+            if record is not None:
+                view.apply(kind, id_, record)
+    for port_id, ofport in bindings.items():
+        if port_id in view.ports:
+            bind(view, port_id, ofport)
+    return view
+
+
+def ovs_bindings(ovs: OvsInstance) -> dict[str, int]:
+    """port id -> ofport of every interface with external_ids:iface-id on this OVS."""
+    out = ovs.vsctl(
+        "--format=json", "--", "--columns=name,ofport,external_ids", "list", "Interface"
+    )
+    return parse_interfaces(out)
+
+
+def parse_interfaces(text: str) -> dict[str, int]:
+    """`ovs-vsctl --format=json list Interface` (name, ofport, external_ids) -> bindings."""
+    data = json.loads(text)
+    headings = data.get("headings", [])
+    found: dict[str, int] = {}
+    for row in data.get("data", []):
+        cols = dict(zip(headings, row, strict=False))
+        ofport = cols.get("ofport")
+        ext = cols.get("external_ids")
+        if not isinstance(ofport, int) or ofport <= 0 or not isinstance(ext, list):
+            continue  # ofport ["set", []] (not yet assigned) or -1 (failed)
+        ids = dict(ext[1]) if len(ext) == 2 and ext[0] == "map" else {}
+        port_id = ids.get("iface-id")
+        if port_id:
+            found[str(port_id)] = ofport
+    return found
+
+
+# ----------------------------------------------------------------------------- flows
+
+
+def desired_flows(
+    view: LocalView, apps: Sequence[App] | None = None
+) -> tuple[list[Flow], CookieIndex]:
+    """Every app's flows (global + every owner's), and a CookieIndex of their objects."""
+    apps = list(apps) if apps is not None else [cls() for cls in ALL_APPS]
+    index = CookieIndex()
+    flows: list[Flow] = []
+    for app in apps:
+        flows.extend(app.global_flows())
+    for app in apps:
+        name = cast(AppName, app.name)
+        for owner in app.owners(view):
+            flows.extend(app.flows(view, owner))
+            with contextlib.suppress(ValueError):  # a collision only hurts the names
+                index.register(name, owner[1])
+    for rule_id in view.rules:  # rule flows carry the rule id (apps/security_groups.py)
+        with contextlib.suppress(ValueError):
+            index.register("security_groups", rule_id)
+    for st in pipeline.PIPELINE:  # stage defaults ("pipeline" / the stage's owner)
+        for app_name, what in (
+            ("pipeline", "default"),
+            ("pipeline", "passthrough"),
+            ("security_groups", "defaults"),
+        ):
+            with contextlib.suppress(ValueError):
+                index.register(cast(AppName, app_name), f"{what}:{st.name}")
+    return flows, index
+
+
+def _named(name: str, id_: str) -> str:
+    return f"{name} ({id_})" if name else id_
+
+
+def _ports_text(lo: int | None, hi: int | None) -> str:
+    if lo is None and hi is None:
+        return ""
+    if hi is None or lo == hi:
+        return str(lo)
+    return f"{lo}-{hi}"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The app and API object behind a flow, in words."""
+
+    app: str
+    kind: str  # port, network, router, security_group, security_group_rule, stage, unknown
+    id: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.app}: {self.text}"
+
+
+class Explainer:
+    """Names API objects (from the view and, for names, the store's catalog) and turns a
+    cookie into the `Origin` of its flow."""
+
+    def __init__(
+        self, view: LocalView, catalog: Catalog | None = None, index: CookieIndex | None = None
+    ) -> None:
+        self.view = view
+        self.catalog = catalog or Catalog()
+        self.index = index if index is not None else desired_flows(view)[1]
+        self._net_by_key = {n.key: n.id for n in view.networks.values()}
+        self._router_by_key = {r.key: r.id for r in view.routers.values()}
+        self._port_by_key = {(p.network_id, p.key): p.id for p in view.ports.values()}
+        self._router_of_port = {
+            i.port_id: r.id for r in view.routers.values() for i in r.interfaces
+        }
+        for r in view.routers.values():
+            if r.gateway_port_id:
+                self._router_of_port[r.gateway_port_id] = r.id
+
+    # -- objects --------------------------------------------------------------------------
+    def port(self, port_id: str) -> str:
+        p = self.view.ports.get(port_id)
+        name = p.name if p is not None else self.catalog.name("port", port_id)
+        text = f"port {_named(name, port_id)}"
+        rid = self._router_of_port.get(port_id)
+        if rid is not None and not name:
+            text += f" (interface of {self.router(rid)})"
+        return text
+
+    def network(self, network_id: str) -> str:
+        return f"network {_named(self.catalog.name('network', network_id), network_id)}"
+
+    def router(self, router_id: str) -> str:
+        return f"router {_named(self.catalog.name('router', router_id), router_id)}"
+
+    def security_group(self, sg_id: str) -> str:
+        return f"security group {_named(self.catalog.name('security_group', sg_id), sg_id)}"
+
+    def rule_summary(self, rule: SecurityGroupRule) -> str:
+        """e.g. "ingress tcp 22 from 0.0.0.0/0", "egress any to any"."""
+        parts = [rule.direction]
+        if rule.ethertype != "IPv4":
+            parts.append(rule.ethertype)
+        proto = (rule.protocol or "any").lower()
+        parts.append(proto)
+        if proto in ("icmp", "ipv6-icmp", "icmpv6", "1", "58"):
+            if rule.port_range_min is not None:
+                parts.append(f"type {rule.port_range_min}")
+            if rule.port_range_max is not None:
+                parts.append(f"code {rule.port_range_max}")
+        else:
+            ports = _ports_text(rule.port_range_min, rule.port_range_max)
+            if ports:
+                parts.append(ports)
+        parts.append("from" if rule.direction == "ingress" else "to")
+        if rule.remote_ip_prefix:
+            parts.append(rule.remote_ip_prefix)
+        elif rule.remote_group_id:
+            name = self.catalog.name("security_group", rule.remote_group_id)
+            parts.append(f"group {name or rule.remote_group_id}")
+        elif rule.remote_address_group_id:
+            name = self.catalog.name("address_group", rule.remote_address_group_id)
+            parts.append(f"address group {name or rule.remote_address_group_id}")
+        else:
+            parts.append("any")
+        return " ".join(parts)
+
+    def rule(self, rule_id: str) -> str:
+        r = self.view.rules.get(rule_id)
+        if r is None:
+            return f"security group rule {rule_id}"
+        sg_name = self.catalog.name("security_group", r.security_group_id)
+        return (
+            f"security group {sg_name or r.security_group_id} rule {self.rule_summary(r)}"
+            f" (rule {rule_id})"
+        )
+
+    def object(self, object_id: str) -> tuple[str, str]:
+        """(kind, words) for an object id found in a cookie."""
+        v = self.view
+        if object_id in v.ports:
+            return "port", self.port(object_id)
+        if object_id in v.networks:
+            return "network", self.network(object_id)
+        if object_id in v.routers:
+            return "router", self.router(object_id)
+        if object_id in v.security_groups:
+            return "security_group", self.security_group(object_id)
+        if object_id in v.rules:
+            return "security_group_rule", self.rule(object_id)
+        m = STAGE_OBJECT.match(object_id)
+        if m:
+            what = {"passthrough": "pass-through", "defaults": "security-group default"}
+            return "stage", f"{what.get(m.group(1), 'default')} of stage {m.group(2)}"
+        return "unknown", f"object {object_id} (not in the store)"
+
+    def origin(self, cookie: int) -> Origin:
+        exp = self.index.explain(cookie)
+        if exp.app is None:
+            return Origin("?", "unknown", "", f"unknown cookie {cookie:#x}")
+        if exp.object_id is None:
+            return Origin(exp.app, "unknown", "", f"cookie {cookie:#x} (object not in the store)")
+        kind, text = self.object(str(exp.object_id))
+        return Origin(exp.app, kind, str(exp.object_id), text)
+
+    # -- keys -----------------------------------------------------------------------------
+    def network_by_key(self, key: int) -> str | None:
+        return self._net_by_key.get(key)
+
+    def router_by_key(self, key: int) -> str | None:
+        return self._router_by_key.get(key)
+
+    def port_by_key(self, network_key: int, port_key: int) -> str | None:
+        net = self._net_by_key.get(network_key)
+        return None if net is None else self._port_by_key.get((net, port_key))
+
+    def port_by_ofport(self, ofport: int) -> str | None:
+        for b in self.view.bindings.values():
+            if b.ofport == ofport:
+                return b.port_id
+        return None
+
+
+# ----------------------------------------------------------------------------- packets
+
+PROTOCOLS: tuple[str, ...] = ("icmp", "tcp", "udp", "arp", "dhcp")
+EPHEMERAL_PORT = 40000
+
+
+@dataclass(frozen=True, slots=True)
+class PacketSpec:
+    """A packet as the CLI describes it (ports by name or id)."""
+
+    from_port: str
+    to_port: str | None = None
+    dst_ip: str | None = None
+    proto: str = "icmp"
+    dport: int | None = None
+    sport: int | None = None
+    src_ip: str | None = None
+    src_mac: str | None = None
+
+
+def find_port(view: LocalView, ref: str) -> Port:
+    """A port by id, by unique name, or by unique id prefix."""
+    if ref in view.ports:
+        return view.ports[ref]
+    named = [p for p in view.ports.values() if p.name and p.name == ref]
+    if len(named) == 1:
+        return named[0]
+    if len(named) > 1:
+        ids = ", ".join(sorted(p.id for p in named))
+        raise TraceError(f"{len(named)} ports are named {ref!r}: {ids}; give an id")
+    prefixed = [p for p in view.ports.values() if p.id.startswith(ref)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    raise TraceError(f"no port {ref!r} (by id, name or unique id prefix)")
+
+
+def _version(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
+
+
+def _first_ip(port: Port, version: int) -> str | None:
+    for ip in port.ips:
+        if _version(ip) == version:
+            return ip
+    return None
+
+
+def port_with_ip(view: LocalView, ip: str, network_id: str | None = None) -> Port | None:
+    """The port holding IP (in NETWORK_ID first, then anywhere; router ports last)."""
+    hits = sorted(
+        (p for p in view.ports.values() if ip in p.ips),
+        key=lambda p: (p.network_id != network_id, p.is_router_port, p.id),
+    )
+    return hits[0] if hits else None
+
+
+def gateway_mac(view: LocalView, port: Port, version: int) -> str:
+    """The router interface MAC of the gateway of PORT's subnet (of that IP version)."""
+    for fip in port.fixed_ips:
+        sub = view.subnets.get(fip.subnet_id)
+        if sub is None or sub.ip_version != version or not sub.gateway_ip:
+            continue
+        for other in view.network_ports(port.network_id):
+            if other.is_router_port and sub.gateway_ip in other.ips:
+                return other.mac
+        raise TraceError(
+            f"the gateway {sub.gateway_ip} of subnet {sub.id} is no router's interface"
+        )
+    raise TraceError(f"port {port.id} has no IPv{version} subnet with a gateway")
+
+
+def _on_link(view: LocalView, network_id: str, ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr in s.network for s in view.network_subnets(network_id))
+
+
+def _is_broadcast(view: LocalView, network_id: str, ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4 and (addr == ipaddress.IPv4Address("255.255.255.255")):
+        return True
+    if addr.is_multicast:
+        return True
+    return any(
+        s.network.version == 4 and addr == s.network.broadcast_address
+        for s in view.network_subnets(network_id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A packet ready to trace, and the ports it involves."""
+
+    packet: Packet
+    src: Port
+    dst: Port | None  # the port the packet is meant for (None: broadcast, unknown)
+
+
+def build_packet(view: LocalView, spec: PacketSpec, in_port: int = 1) -> Built:
+    """The packet SPEC describes, entering on IN_PORT, with defaults filled in:
+    source MAC/IP = the source port's; destination MAC = the destination port's on the
+    same network, the gateway's (the source subnet's router interface) otherwise, the
+    broadcast address for a broadcast IP."""
+    try:
+        return _build_packet(view, spec, in_port)
+    except TraceError:
+        raise
+    except ValueError as exc:  # a malformed address or MAC given on the command line
+        raise TraceError(f"cannot build that packet: {exc}") from None
+
+
+def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
+    from wyvern.southbound import packet as pk
+
+    src = find_port(view, spec.from_port)
+    proto = spec.proto.lower()
+    if proto not in PROTOCOLS:
+        raise TraceError(f"protocol {spec.proto!r}: one of {', '.join(PROTOCOLS)}")
+    dst: Port | None = None
+    dst_ip = spec.dst_ip
+    if proto == "dhcp":
+        dst_ip = dst_ip or "255.255.255.255"
+    if spec.to_port is not None:
+        dst = find_port(view, spec.to_port)
+        if dst_ip is None:
+            version = _version(spec.src_ip) if spec.src_ip else 4
+            dst_ip = _first_ip(dst, version) or (dst.ips[0] if dst.ips else None)
+            if dst_ip is None:
+                raise TraceError(f"{dst.id} has no IP address: give --dst-ip")
+    if dst_ip is None:
+        raise TraceError("give a destination: --to PORT or --dst-ip IP")
+    try:
+        version = _version(dst_ip)
+    except ValueError:
+        raise TraceError(f"--dst-ip {dst_ip!r} is not an IP address") from None
+    if proto == "dhcp":
+        src_ip = spec.src_ip or "0.0.0.0"
+    else:
+        src_ip = spec.src_ip or _first_ip(src, version) or ""
+        if not src_ip:
+            raise TraceError(f"port {src.id} has no IPv{version} address: give --src-ip")
+    broadcast = _is_broadcast(view, src.network_id, dst_ip)
+    if dst is None and not broadcast:
+        dst = port_with_ip(view, dst_ip, src.network_id)
+    src_mac = (spec.src_mac or src.mac).lower()
+    if proto == "arp":
+        if version != 4:
+            raise TraceError("ARP needs IPv4 addresses (IPv6 uses neighbour discovery)")
+        return Built(pk.arp(in_port, src_mac, src_ip, dst_ip), src, dst)
+    if broadcast:
+        dst_mac = BROADCAST
+    elif dst is not None and dst.network_id == src.network_id:
+        dst_mac = dst.mac
+    elif _on_link(view, src.network_id, dst_ip):
+        dst_mac = BROADCAST  # nobody holds that address: an unknown destination floods
+    else:
+        dst_mac = gateway_mac(view, src, version)
+    if proto == "icmp":
+        p = pk.icmp_echo(in_port, src_mac, dst_mac, src_ip, dst_ip)
+    elif proto == "tcp":
+        p = pk.tcp(in_port, src_mac, dst_mac, src_ip, dst_ip, spec.sport or EPHEMERAL_PORT,
+                   22 if spec.dport is None else spec.dport)  # fmt: skip
+    else:
+        dport = 67 if proto == "dhcp" and spec.dport is None else spec.dport
+        dport = 53 if dport is None else dport
+        sport = spec.sport or (68 if dport == 67 else EPHEMERAL_PORT)
+        p = pk.udp(in_port, src_mac, dst_mac, src_ip, dst_ip, sport, dport)
+    return Built(p, src, dst)
+
+
+def describe_packet(p: Packet) -> str:
+    """One line: "tcp 10.0.0.5:40000 → 10.0.0.6:22 (fa:16:… → fa:16:…)"."""
+
+    def mac(name: str) -> str:
+        return format_value("mac", 48, p[name])
+
+    def ip4(name: str) -> str:
+        return str(ipaddress.IPv4Address(p[name]))
+
+    et = p["eth_type"]
+    macs = f"({mac('eth_src')} → {mac('eth_dst')})"
+    if et == ETH_TYPE_ARP:
+        op = {1: "request", 2: "reply"}.get(p["arp_op"], str(p["arp_op"]))
+        return f"arp {op} {ip4('arp_spa')} → who has {ip4('arp_tpa')} {macs}"
+    if et not in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+        return f"eth_type {et:#06x} {macs}"
+    if et == ETH_TYPE_IP:
+        src, dst = ip4("ipv4_src"), ip4("ipv4_dst")
+    else:
+        src = str(ipaddress.IPv6Address(p["ipv6_src"]))
+        dst = str(ipaddress.IPv6Address(p["ipv6_dst"]))
+    proto = p["ip_proto"]
+    if proto == IPPROTO_TCP:
+        return f"tcp {src}:{p['tcp_src']} → {dst}:{p['tcp_dst']} {macs}"
+    if proto == IPPROTO_UDP:
+        return f"udp {src}:{p['udp_src']} → {dst}:{p['udp_dst']} {macs}"
+    if proto == IPPROTO_ICMP:
+        return f"icmp type {p['icmp_type']} {src} → {dst} {macs}"
+    if proto == IPPROTO_ICMPV6:
+        return f"icmpv6 type {p['icmpv6_type']} {src} → {dst} {macs}"
+    return f"ip proto {proto} {src} → {dst} {macs}"
+
+
+def flow_spec(p: Packet) -> str:
+    """The packet as an `ofproto/trace` flow (ovs-ofctl match syntax)."""
+    fields = {name: value for name, value in p if name in _TRACE_FIELDS}
+    return render_match(match(**fields))
+
+
+_TRACE_FIELDS = frozenset(
+    {
+        "in_port", "eth_src", "eth_dst", "eth_type", "vlan_vid", "ipv4_src", "ipv4_dst",
+        "ipv6_src", "ipv6_dst", "ip_proto", "nw_ttl", "tcp_src", "tcp_dst", "tcp_flags",
+        "udp_src", "udp_dst", "icmp_type", "icmp_code", "icmpv6_type", "icmpv6_code",
+        "arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha", "nd_target",
+    }
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- simulate
+
+
+def simulate(
+    view: LocalView,
+    from_port_id: str,
+    packet: Packet,
+    *,
+    flows: Sequence[Flow] | None = None,
+    index: CookieIndex | None = None,
+) -> Trace:
+    """Run PACKET through every app's flows, entering on FROM_PORT_ID's ofport."""
+    binding = view.bindings.get(from_port_id)
+    if binding is None:
+        raise TraceError(f"port {from_port_id} is not bound in this view")
+    if flows is None or index is None:
+        flows, index = desired_flows(view)
+    p = packet.copy()
+    p["in_port"] = binding.ofport
+    return Simulator(flows, conntrack=Conntrack(), cookies=index).run(p)
+
+
+def _loads(step: Step, regs: dict[str, int]) -> None:
+    for a in step.actions:
+        if isinstance(a, Load):
+            regs[a.register] = a.value
+
+
+def _sg_names(ex: Explainer, port_id: str | None) -> str:
+    if port_id is None or port_id not in ex.view.ports:
+        return "the port's security groups"
+    groups = ex.view.ports[port_id].security_group_ids
+    names = ", ".join(_named(ex.catalog.name("security_group", g), g) for g in groups)
+    what = "security group" if len(groups) == 1 else "security groups"
+    return f"{what} {names or '(none)'} of {ex.port(port_id)}"
+
+
+def _addresses(ex: Explainer, port_id: str | None) -> str:
+    port = ex.view.ports.get(port_id or "")
+    if port is None:
+        return ""
+    owned = [port.mac, *port.ips]
+    owned += [f"{pair.mac_address} {pair.ip_address}" for pair in port.allowed_address_pairs]
+    return f"; it owns {', '.join(owned)}"
+
+
+def _why(ex: Explainer, trace: Trace, step: Step, regs: Mapping[str, int]) -> str:
+    """Why the packet stopped at STEP (a table miss or a flow without actions)."""
+    p = trace.packet
+    stage = step.stage
+    src = ex.port_by_ofport(p["in_port"])
+    dst = ex.port_by_key(regs.get("network_key", -1), regs.get("dst_port_key", -1))
+    net = ex.network_by_key(regs.get("network_key", -1))
+    router = ex.router_by_key(regs.get("router_key", -1))
+    if step.flow is not None and step.flow.match.items and stage in ("acl", "acl_egress"):
+        text = render_match(step.flow.match)
+        if "inv" in text:
+            return "conntrack marked the packet invalid (+inv)"
+    if stage == "classification":
+        return f"ofport {p['in_port']} is not a bound port on this chassis"
+    if stage == "port_security":
+        who = ex.port(src) if src else "the input port"
+        return (
+            f"the source MAC/IP of {describe_packet(p)} is not {who}'s (port security, "
+            f"anti-spoofing{_addresses(ex, src)})"
+        )
+    if stage in ("pre_acl", "acl"):
+        return f"no egress rule of {_sg_names(ex, src)} allows it"
+    if stage in ("pre_acl_egress", "acl_egress"):
+        return f"no ingress rule of {_sg_names(ex, dst)} allows it"
+    if stage == "l2_lookup":
+        where = ex.network(net) if net else "the network"
+        return f"no port of {where} has destination MAC {format_value('mac', 48, p['eth_dst'])}"
+    if stage == "router_input":
+        return f"{ex.router(router) if router else 'the router'} does not accept it"
+    if stage == "routing":
+        return f"{ex.router(router) if router else 'the router'} has no route to the destination"
+    if stage == "arp_resolve":
+        where = ex.network(net) if net else "the next network"
+        return f"the next hop is no known port address of {where}"
+    if stage == "port_security_egress":
+        who = ex.port(dst) if dst else "the destination port"
+        return f"the destination MAC/IP is not {who}'s (egress port security{_addresses(ex, dst)})"
+    if stage == "output":
+        who = ex.port(dst) if dst else "the destination port"
+        return f"{who} is not bound on this chassis (no output flow)"
+    return "no flow forwards it"
+
+
+def format_explained(trace: Trace, ex: Explainer) -> str:
+    """The trace, each step with its stage and API object, then the outcome and why."""
+    p = trace.packet
+    src = ex.port_by_ofport(p["in_port"])
+    lines = [
+        f"packet: {describe_packet(p)}",
+        f"from: {ex.port(src) if src else 'ofport ' + str(p['in_port'])} (ofport {p['in_port']})",
+    ]
+    regs: dict[str, int] = {}
+    stops: list[tuple[Step, dict[str, int]]] = []
+    for s in trace.steps:
+        ind = "  " * (s.depth + 1)
+        if s.note:
+            lines.append(f"{ind}-- {s.note}")
+        if s.flow is None:
+            lines.append(f"{ind}table {s.table} ({s.stage}) — no flow matched — drop")
+            stops.append((s, dict(regs)))
+            continue
+        origin = ex.origin(s.flow.cookie)
+        acts = render_actions(s.flow.actions) if s.flow.actions else "drop"
+        lines.append(
+            f"{ind}table {s.table} ({s.stage}) priority {s.flow.priority} — {origin}"
+            f" — {render_match(s.flow.match) or '(any)'} → {acts}"
+        )
+        _loads(s, regs)
+        if not s.flow.actions:
+            stops.append((s, dict(regs)))
+    lines.append("outcome:")
+    for o in trace.outputs:
+        pid = ex.port_by_ofport(o.port)
+        where = ex.port(pid) if pid else "an unknown port"
+        how = "sent back to" if o.port == p["in_port"] else "delivered to"
+        lines.append(f"  {how} {where} (ofport {o.port})")
+    for pi in trace.punts:
+        service = PUNT_NAMES.get(pi.userdata[0], "?") if pi.userdata else "?"
+        lines.append(
+            f"  punted to {service} (controller, from table {pi.table} ({pi.stage}):"
+            f" {ex.origin(pi.cookie)})"
+        )
+    if trace.dropped:
+        if stops:
+            s, at = stops[-1]
+            lines.append(
+                f"  dropped at stage {s.stage} (table {s.table}): {_why(ex, trace, s, at)}"
+            )
+        else:
+            lines.append("  dropped")
+    # Drops the steps above already explain are left out; others (TTL expired, output to
+    # the input port, resubmit limits) are worth a line.
+    lines.extend(f"  note: {d}" for d in trace.drops if not _EXPLAINED_DROP.match(d))
+    return "\n".join(lines)
+
+
+_EXPLAINED_DROP = re.compile(r"^(table \d+ \(\w+\) drops: |no flow matched in table )")
+
+
+def dropped_stage(trace: Trace) -> str | None:
+    """The stage where a dropped packet stopped (None if it went somewhere)."""
+    if not trace.dropped:
+        return None
+    for s in reversed(trace.steps):
+        if s.flow is None or not s.flow.actions:
+            return s.stage
+    return None
+
+
+# ----------------------------------------------------------------------------- real OVS
+
+_TABLE_LINE = re.compile(r"^(?P<ind>\s*)(?P<table>\d+)\. (?P<rest>.*)$")
+_COOKIE = re.compile(r"\bcookie (?P<cookie>0x[0-9a-fA-F]+)")
+_RESUME = re.compile(r"(?P<pre>Resuming from table )(?P<table>\d+)")
+_OUTPUT = re.compile(r"^\s*output:(?P<port>\d+)\s*$")
+
+
+def _stage_name(table: int) -> str:
+    try:
+        return pipeline.stage_of(table).name
+    except KeyError:
+        return "?"
+
+
+def annotate_ofproto_trace(text: str, ex: Explainer) -> str:
+    """`ofproto/trace` output with each table step's stage name and flow's API object.
+
+    " 3. ct_state=+new+trk,…, priority 21337, cookie 0x4…" becomes
+    " 3. (acl) ct_state=+new+trk,…, priority 21337, cookie 0x4…  [security_groups: …]",
+    and an OpenFlow "output:2" gets "  [port vm-b (…)]" when ofport 2 is a bound port.
+    """
+    out: list[str] = []
+    for line in text.splitlines():
+        m = _TABLE_LINE.match(line)
+        if m is not None:
+            table = int(m.group("table"))
+            new = f"{m.group('ind')}{table}. ({_stage_name(table)}) {m.group('rest')}"
+            c = _COOKIE.search(m.group("rest"))
+            if c is not None:
+                new += f"  [{ex.origin(int(c.group('cookie'), 16))}]"
+            out.append(new)
+            continue
+        r = _RESUME.search(line)
+        if r is not None:
+            table = int(r.group("table"))
+            line = f"{line} ({_stage_name(table)})"
+        o = _OUTPUT.match(line)
+        port_id = ex.port_by_ofport(int(o.group("port"))) if o is not None else None
+        if port_id is not None:
+            line = f"{line}  [{ex.port(port_id)}]"
+        out.append(line)
+    return "\n".join(out)
+
+
+def ovs_trace(
+    ovs: OvsInstance,
+    bridge: str,
+    flow: str,
+    ex: Explainer | None = None,
+    *,
+    extra_args: Iterable[str] = (),
+    view: LocalView | None = None,
+) -> str:
+    """`ovs-appctl ofproto/trace BRIDGE FLOW` on the real switch, annotated (stages, and
+    API objects if an Explainer, or a view to build one from, is given)."""
+    text = ovs.appctl("ofproto/trace", bridge, flow, *extra_args)
+    if ex is None:
+        if view is None:
+            view = LocalView()
+        ex = Explainer(view)
+    return annotate_ofproto_trace(text, ex)
+
+
+# ----------------------------------------------------------------------------- one call
+
+
+@dataclass
+class Tracer:
+    """The store's objects as a view with some ports bound, its flows and its names."""
+
+    catalog: Catalog
+    view: LocalView
+    flows: list[Flow]
+    explainer: Explainer
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog, bindings: Mapping[str, int]) -> Tracer:
+        view = build_view(catalog, bindings)
+        flows, index = desired_flows(view)
+        return cls(catalog, view, flows, Explainer(view, catalog, index))
+
+    @classmethod
+    def for_spec(cls, catalog: Catalog, spec: PacketSpec) -> tuple[Tracer, Built]:
+        """Bind the ports SPEC names to synthetic ofports (1: source, 2: destination); a
+        packet for no port in particular (broadcast, unknown address) gets every other
+        port of the source's network bound (2, 3, ...), so the flood has somewhere to go."""
+        probe = build_view(catalog, {})
+        src = find_port(probe, spec.from_port)
+        built = build_packet(probe, spec)
+        bindings = {src.id: 1}
+        if built.dst is None:
+            others = [p.id for p in probe.network_ports(src.network_id) if p.id != src.id]
+            peers = [pid for pid in others if not probe.ports[pid].is_router_port]
+            bindings.update({pid: n for n, pid in enumerate(peers, start=2)})
+        elif built.dst.id != src.id and not built.dst.is_router_port:
+            bindings[built.dst.id] = 2
+        tracer = cls.from_catalog(catalog, bindings)
+        return tracer, build_packet(tracer.view, spec, in_port=1)
+
+    def simulate(self, built: Built) -> Trace:
+        return simulate(
+            self.view, built.src.id, built.packet, flows=self.flows, index=self.explainer.index
+        )
+
+    def explain(self, trace: Trace) -> str:
+        return format_explained(trace, self.explainer)
+
+
+def run_trace(settings: Settings, spec: PacketSpec, *, use_ovs: bool = False) -> str:
+    """What `wyvern trace` prints: the simulator's explained trace, or with USE_OVS the
+    annotated `ofproto/trace` of the agent's bridge (bindings read from that OVS)."""
+    from wyvern.nb.factory import open_store
+
+    store = open_store(settings)
+    try:
+        catalog = Catalog.from_store(store)
+    finally:
+        store.close()
+    if not use_ovs:
+        tracer, built = Tracer.for_spec(catalog, spec)
+        return tracer.explain(tracer.simulate(built))
+    from wyvern.southbound.ovs import OvsError
+
+    try:
+        ovs = OvsInstance.attach(settings.agent_ovs_dir, settings.agent_netns)
+        bindings = ovs_bindings(ovs)
+        tracer = Tracer.from_catalog(catalog, bindings)
+        src = find_port(tracer.view, spec.from_port)
+        ofport = bindings.get(src.id)
+        if ofport is None:
+            raise TraceError(f"{tracer.explainer.port(src.id)} is not plugged into this OVS")
+        built = build_packet(tracer.view, spec, in_port=ofport)
+        flow = flow_spec(built.packet)
+        text = ovs_trace(ovs, settings.bridge, flow, tracer.explainer)
+    except OvsError as exc:
+        raise TraceError(f"ofproto/trace on {settings.agent_ovs_dir}: {exc}") from None
+    head = [
+        f"packet: {describe_packet(built.packet)}",
+        f"from: {tracer.explainer.port(src.id)} (ofport {ofport})",
+        f"ofproto/trace {settings.bridge} {flow}",
+        "",
+    ]
+    return "\n".join(head) + text
