@@ -9,6 +9,7 @@ import pytest
 
 from tests.apps import scenario as sc
 from wyvern.apps.port_security import eui64_link_local
+from wyvern.apps.punts import PUNT_ND_NS
 from wyvern.controller.view import LocalView
 from wyvern.southbound import packet as pk
 from wyvern.southbound.ir import ETH_TYPE_IPV6, IPPROTO_ICMPV6
@@ -152,7 +153,9 @@ def test_egress_port_security() -> None:
 def test_ipv6_neighbour_discovery() -> None:
     v = view()
     ns = pk.nd_solicit(1, MAC_A, "2001:db8::5", "2001:db8::6")
-    assert run(v, ns).ports == [2, 3]
+    assert run(v, ns).punts == [bytes([PUNT_ND_NS])]  # passes, to the ND responder
+    unknown = pk.nd_solicit(1, MAC_A, "2001:db8::5", "2001:db8::77")
+    assert run(v, unknown).ports == [2, 3]
     bad_sll = pk.nd_solicit(1, MAC_A, "2001:db8::5", "2001:db8::6")
     bad_sll["nd_sll"] = int(MAC_C.replace(":", ""), 16)
     assert run(v, bad_sll).dropped

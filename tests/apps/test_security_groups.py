@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
+from wyvern.apps.punts import PUNT_ND_NS
 from wyvern.apps.security_groups import SecurityGroups, group_priority
 from wyvern.controller.view import Binding, Kind, LocalView, record_from_obj
 from wyvern.southbound import packet as pk
@@ -499,4 +500,6 @@ def test_ipv6_rules_and_neighbour_discovery() -> None:
     assert not delivered(s, ping("a", "b"), B)
     # neighbour discovery needs no rule
     out = s.outcome(pk.nd_solicit(A, MAC_A, "fd00::5", "fd00::6"))
+    assert out.punts == [bytes([PUNT_ND_NS])], out.trace.format()  # to the ND responder
+    out = s.outcome(pk.nd_solicit(A, MAC_A, "fd00::5", "fd00::77"))
     assert B in out.ports, out.trace.format()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.apps import scenario as sc
-from wyvern.apps.punts import PUNT_DHCP4
+from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
 from wyvern.controller.view import LocalView
 from wyvern.southbound import packet as pk
 from wyvern.southbound.ir import ETH_TYPE_ARP
@@ -125,3 +125,98 @@ def test_vip_of_allowed_address_pairs_is_not_answered_by_the_responder() -> None
     assert s.outcome(reply).ports == [2]
     # other addresses are still answered
     assert s.outcome(pk.arp(2, MAC_B, "10.0.0.6", "10.0.0.5")).ports == [2]
+
+
+# ---------------------------------------------------------------- IPv6 ND responder
+
+A6, B6, R6, REMOTE6, VIP6 = (
+    "2001:db8::5",
+    "2001:db8::6",
+    "2001:db8::1",
+    "2001:db8::8",
+    "2001:db8::64",
+)
+
+
+def view6(*, a_claims_vip: bool = True) -> LocalView:
+    pairs = [{"ip_address": VIP6}] if a_claims_vip else []
+    return sc.build_view(
+        networks=[sc.network("n1", key=100), sc.network("n2", key=200)],
+        subnets=[
+            sc.subnet("s6", "n1", "2001:db8::/64", ipv6_address_mode="slaac"),
+            sc.subnet("t6", "n2", "2001:db8::/64"),
+        ],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=[A6], allowed_address_pairs=pairs),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=[B6]),
+            sc.port("remote", "n1", key=3, mac=MAC_REMOTE, ips=[REMOTE6]),
+            sc.port("vip", "n1", key=4, mac="fa:16:3e:00:00:64", ips=[VIP6]),
+            sc.router_port("rp", "n1", key=9, mac=MAC_R, ip=R6, router_id="r1"),
+            sc.port("x", "n2", key=1, mac=MAC_A, ips=[A6]),
+            sc.port("y", "n2", key=2, mac=MAC_B, ips=[B6]),
+        ],
+        routers=[sc.router("r1", key=7)],
+        local={"a": 1, "b": 2, "x": 11, "y": 12},
+    )
+
+
+def test_neighbour_solicitation_for_a_known_ipv6_address_is_punted() -> None:
+    s = sc.Scenario(view6(), apps=sc.l2_apps())
+    for target in (B6, REMOTE6, R6):  # local, remote, router interface
+        for src in (A6, "fe80::f816:3eff:fe00:a"):  # global or EUI-64 link-local source
+            trace = s.run(pk.nd_solicit(1, MAC_A, src, target))
+            assert [p.userdata for p in trace.punts] == [bytes([PUNT_ND_NS])], trace.format()
+            assert trace.punts[0].stage == "services"
+            assert not trace.outputs  # answered by the controller, never flooded
+            punted = trace.punts[0].packet
+            assert punted["network_key"] == 100 and punted["src_port_key"] == 1
+    # a DAD probe (from ::) by another port for a known address is punted too
+    dad = pk.nd_solicit(2, MAC_B, "::", A6)
+    dad["nd_sll"] = 0
+    assert [p.userdata for p in s.run(dad).punts] == [bytes([PUNT_ND_NS])]
+
+
+def test_neighbour_solicitation_for_an_unknown_target_is_flooded() -> None:
+    s = sc.Scenario(view6(), apps=sc.l2_apps())
+    trace = s.run(pk.nd_solicit(1, MAC_A, A6, "2001:db8::77"))
+    assert not trace.punts and trace.output_ports == [2], trace.format()
+    # per network: n2 knows nothing of n1's remote port
+    trace = s.run(pk.nd_solicit(11, MAC_A, A6, REMOTE6))
+    assert not trace.punts and trace.output_ports == [12], trace.format()
+    assert s.run(pk.nd_solicit(11, MAC_A, A6, B6)).punts  # but its own ports, yes
+
+
+def test_duplicate_address_detection_for_own_address_is_not_answered() -> None:
+    s = sc.Scenario(view6(), apps=sc.l2_apps())
+    dad = pk.nd_solicit(1, MAC_A, "::", A6)
+    dad["nd_sll"] = 0
+    trace = s.run(dad)
+    assert not trace.punts and trace.output_ports == [2], trace.format()
+    trace = s.run(pk.nd_solicit(1, MAC_A, A6, A6))  # own address, from itself
+    assert not trace.punts and trace.output_ports == [2], trace.format()
+
+
+def test_neighbour_solicitation_for_a_vip_is_not_answered_by_the_responder() -> None:
+    s = sc.Scenario(view6(a_claims_vip=True), apps=sc.l2_apps())
+    trace = s.run(pk.nd_solicit(2, MAC_B, B6, VIP6))
+    assert not trace.punts and trace.output_ports == [1], trace.format()
+    # without the pair, the reserved port's address is an ordinary known address
+    s = sc.Scenario(view6(a_claims_vip=False), apps=sc.l2_apps())
+    assert [p.userdata for p in s.run(pk.nd_solicit(2, MAC_B, B6, VIP6)).punts] == [
+        bytes([PUNT_ND_NS])
+    ]
+
+
+def test_nd_responder_follows_port_changes() -> None:
+    """Adding and removing an address changes what is punted (incremental flows)."""
+    v = view6()
+    s = sc.Scenario(v, apps=sc.l2_apps())
+    new = "2001:db8::99"
+    assert not s.run(pk.nd_solicit(1, MAC_A, A6, new)).punts
+    b = sc.port("b", "n1", key=2, mac=MAC_B, ips=[("s6", B6), ("s6", new)])
+    v.apply("port", "b", sc.record_from_obj("port", b))
+    s.refresh()
+    assert s.run(pk.nd_solicit(1, MAC_A, A6, new)).punts
+    v.apply("port", "remote", None)
+    s.refresh()
+    assert not s.run(pk.nd_solicit(1, MAC_A, A6, REMOTE6)).punts

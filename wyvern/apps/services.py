@@ -14,9 +14,13 @@ answered either: the VM currently holding the VIP answers, so failover works.
 A port's own requests for its addresses (gratuitous ARP, duplicate address detection)
 are not answered: they continue to l2_lookup like any broadcast.
 
-TODO(ipv6): answer neighbour solicitations for known addresses (needs the NS → NA
-rewrite of the ND options, which the IR does not express yet); until then they flood and
-the target answers itself.
+ND responder: the IR cannot rewrite ND options, so a neighbour solicitation (icmpv6
+type 135) whose nd_target is a fixed IPv6 address of a port of the network (same rules
+as ARP: local or remote, router interfaces included, not VIPs of allowed address pairs,
+not the sender's own address — DAD) is punted with PUNT_ND_NS; the agent
+(wyvern/controller/nd.py) finds the owner by the target and sends the advertisement
+back to the soliciting port. Solicitations for other targets continue to l2_lookup
+(flooded; the target answers itself).
 
 DHCPv4 punt: client packets (udp 68 → 67) in a network with an IPv4 subnet with
 enable_dhcp go to the controller with PUNT_DHCP4 and no further. Without such a subnet
@@ -32,12 +36,14 @@ import ipaddress
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.punts import PUNT_DHCP4
+from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
 from wyvern.controller.view import Change, LocalView, Port
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    IPPROTO_ICMPV6,
     IPPROTO_UDP,
     PORT_IN_PORT,
     Controller,
@@ -54,6 +60,9 @@ from wyvern.southbound.ir import (
 P_ARP_OWN = 110  # a port asking about its own address: not answered
 P_ARP_REPLY = 100
 P_DHCP = 100
+P_ND_OWN = 110  # a port soliciting its own address (DAD): not answered
+P_ND_NS = 100
+ND_NEIGHBOR_SOLICIT = 135
 
 
 def network_affected(view: LocalView, change: Change) -> list[Owner]:
@@ -98,7 +107,11 @@ class Services(App):
         ports = view.network_ports(net_id)
         for port in ports:
             for ip in port.ips:
-                if ipaddress.ip_address(ip).version != 4 or _virtual(ip, port, ports):
+                if _virtual(ip, port, ports):
+                    continue
+                if ipaddress.ip_address(ip).version == 6:
+                    for f in _nd_flows(net.key, port, ip, cookie):
+                        out.setdefault(f.key, f)
                     continue
                 req: dict[str, MatchValue] = {
                     "network_key": net.key,
@@ -144,3 +157,29 @@ class Services(App):
             )
             out[f.key] = f
         return list(out.values())
+
+
+def _nd_flows(network_key: int, port: Port, ip: str, cookie: int) -> list[Flow]:
+    """Punt neighbour solicitations for PORT's IPv6 address IP, except PORT's own."""
+    st = table("services")
+    ns: dict[str, MatchValue] = {
+        "network_key": network_key,
+        "eth_type": ETH_TYPE_IPV6,
+        "ip_proto": IPPROTO_ICMPV6,
+        "icmpv6_type": ND_NEIGHBOR_SOLICIT,
+        "nd_target": ip,
+    }
+    return [
+        st.flow(
+            priority=P_ND_OWN,
+            cookie=cookie,
+            match=match(**ns, src_port_key=port.key),
+            actions=(Goto("l2_lookup"),),
+        ),
+        st.flow(
+            priority=P_ND_NS,
+            cookie=cookie,
+            match=match(**ns),
+            actions=(Controller(userdata=bytes([PUNT_ND_NS])),),
+        ),
+    ]

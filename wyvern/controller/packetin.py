@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wyvern.apps import punts
-from wyvern.controller import dhcp, icmp_errors
+from wyvern.controller import dhcp, icmp_errors, nd
 from wyvern.controller.view import LocalView, Network, Port
 from wyvern.southbound.ofchannel import ChannelError, PacketIn
 
@@ -125,6 +125,7 @@ class PacketInDispatcher:
         self.handlers: dict[int, Handler] = {
             punts.PUNT_DHCP4: self.handle_dhcp4,
             punts.PUNT_ICMP4_ERROR: self.handle_icmp4_error,
+            punts.PUNT_ND_NS: self.handle_nd_ns,
         }
         self.stats: Counter[str] = Counter()
 
@@ -191,6 +192,24 @@ class PacketInDispatcher:
         if frame is None:
             return []
         self.stats[f"icmp4_error_{pin.userdata[1]}"] += 1
+        return [PacketOut(binding.ofport, frame)]
+
+    def handle_nd_ns(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """A neighbour solicitation for a known address: the owner's advertisement goes
+        back to the soliciting port (wyvern/controller/nd.py)."""
+        view = self.view
+        found = find_port(view, pin.network_key, pin.src_port_key)
+        if found is None:
+            return []
+        network, port = found
+        binding = view.bindings.get(port.id)
+        if binding is None:
+            return []
+        frame = nd.answer(view, network, port, pin.data)
+        if frame is None:
+            self.stats["nd_ns_unanswered"] += 1
+            return []
+        self.stats["nd_na"] += 1
         return [PacketOut(binding.ofport, frame)]
 
     async def run(self, channel: Channel, clock: Callable[[], float] = time.monotonic) -> None:

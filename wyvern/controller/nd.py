@@ -1,0 +1,126 @@
+"""IPv6 neighbour advertisements for known addresses (the services stage's ND responder).
+
+The services app punts a neighbour solicitation (NS) whose target is a fixed IPv6 address
+of a port of the network with PUNT_ND_NS (OpenFlow cannot rewrite ND options, so the
+advertisement is built here, as OVN's pinctrl does). This finds the port owning the
+target in the local view and builds the neighbour advertisement (NA, RFC 4861 §7.2.4)
+it would send:
+
+- Ethernet: from the owner's MAC to the solicitor's MAC;
+- IPv6: from the target address to the solicitation's source, or to all-nodes
+  (ff02::1) when that was the unspecified address (a DAD probe), hop limit 255;
+- ICMPv6 136: flags Router (the owner is a router interface), Solicited (unless sent to
+  all-nodes) and Override; target link-layer address option = the owner's MAC.
+
+Pure: records and bytes in, a frame out. The dispatcher's per-port token bucket
+rate-limits it like every punt.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
+
+from wyvern.controller.view import LocalView, Network, Port
+
+ETH_TYPE_IPV6 = 0x86DD
+IPPROTO_ICMPV6 = 58
+ALL_NODES = "ff02::1"
+ND_HOP_LIMIT = 255
+NA_ROUTER, NA_SOLICITED, NA_OVERRIDE = 0b100, 0b010, 0b001  # nd_neighbor.res bits
+
+
+@dataclass(frozen=True, slots=True)
+class Solicitation:
+    eth_src: str
+    ipv6_src: str
+    target: str
+
+
+def parse_solicitation(frame: bytes) -> Solicitation | None:
+    """The fields of a valid NS (RFC 4861 §7.1.1: hop limit 255, code 0), else None."""
+    try:
+        pkt = packet.Packet(frame)
+    except Exception:  # os-ken raises whatever struct/its parsers raise
+        return None
+    eth = pkt.get_protocol(ethernet.ethernet)
+    ip6 = pkt.get_protocol(ipv6.ipv6)
+    icmp6 = pkt.get_protocol(icmpv6.icmpv6)
+    if eth is None or ip6 is None or icmp6 is None:
+        return None
+    if icmp6.type_ != icmpv6.ND_NEIGHBOR_SOLICIT or icmp6.code != 0:
+        return None
+    if ip6.hop_limit != ND_HOP_LIMIT or not isinstance(icmp6.data, icmpv6.nd_neighbor):
+        return None
+    target = ipaddress.IPv6Address(icmp6.data.dst)
+    if target.is_multicast or target.is_unspecified:
+        return None
+    return Solicitation(str(eth.src), str(ip6.src), str(target))
+
+
+def _claims(port: Port, addr: ipaddress.IPv6Address) -> bool:
+    """Whether an allowed address pair of PORT covers ADDR (a VRRP/keepalived VIP)."""
+    return any(
+        addr in ipaddress.ip_network(p.ip_address, strict=False) for p in port.allowed_address_pairs
+    )
+
+
+def target_owner(view: LocalView, network: Network, target: str, solicitor: Port) -> Port | None:
+    """The port of NETWORK with fixed IPv6 address TARGET, if the responder answers for it:
+    not the solicitor itself (DAD) and not an address another port claims as a VIP."""
+    addr = ipaddress.IPv6Address(target)
+    ports = view.network_ports(network.id)
+    owner = next(
+        (
+            p
+            for p in ports
+            for ip in p.ips
+            if ipaddress.ip_address(ip).version == 6 and ipaddress.ip_address(ip) == addr
+        ),
+        None,
+    )
+    if owner is None or owner.id == solicitor.id:
+        return None
+    if any(_claims(p, addr) for p in ports if p.id != owner.id):
+        return None
+    return owner
+
+
+def build_advertisement(sol: Solicitation, owner_mac: str, router: bool) -> bytes:
+    """The NA answering SOL for its target, owned by OWNER_MAC (a router port if ROUTER)."""
+    unspecified = ipaddress.IPv6Address(sol.ipv6_src).is_unspecified
+    flags = NA_OVERRIDE | (NA_ROUTER if router else 0) | (0 if unspecified else NA_SOLICITED)
+    reply = packet.Packet()
+    reply.add_protocol(ethernet.ethernet(dst=sol.eth_src, src=owner_mac, ethertype=ETH_TYPE_IPV6))
+    reply.add_protocol(
+        ipv6.ipv6(
+            src=sol.target,
+            dst=ALL_NODES if unspecified else sol.ipv6_src,
+            nxt=IPPROTO_ICMPV6,
+            hop_limit=ND_HOP_LIMIT,
+        )
+    )
+    reply.add_protocol(
+        icmpv6.icmpv6(
+            type_=icmpv6.ND_NEIGHBOR_ADVERT,
+            code=0,
+            data=icmpv6.nd_neighbor(
+                res=flags, dst=sol.target, option=icmpv6.nd_option_tla(hw_src=owner_mac)
+            ),
+        )
+    )
+    reply.serialize()
+    return bytes(reply.data)
+
+
+def answer(view: LocalView, network: Network, solicitor: Port, frame: bytes) -> bytes | None:
+    """The NA for the NS FRAME sent by SOLICITOR on NETWORK, or None (not ours to answer)."""
+    sol = parse_solicitation(frame)
+    if sol is None:
+        return None
+    owner = target_owner(view, network, sol.target, solicitor)
+    if owner is None:
+        return None
+    return build_advertisement(sol, owner.mac, owner.is_router_port)
