@@ -13,127 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.harness import ApiServer, Proc, process_env, spawn, start_api, wyvern_command
-from tests.southbound.conftest import in_netns, missing_prereq, unique
-from wyvern.southbound import vif
-from wyvern.southbound.ovs import OvsInstance, netns_exists
-
-
-@dataclass
-class Chassis:
-    api: ApiServer
-    ovs: OvsInstance
-    run_dir: Path
-    env: dict[str, str]
-    agent: Proc | None = None
-    vms: list[tuple[str, str]] = field(default_factory=list)  # (port id, netns)
-
-    @property
-    def base(self) -> str:
-        return self.api.url + "v2.0"
-
-    def post(self, path: str, **attrs: Any) -> dict[str, Any]:
-        key = {"networks": "network", "subnets": "subnet", "ports": "port"}[path]
-        resp = requests.post(f"{self.base}/{path}", json={key: attrs}, timeout=10)
-        assert resp.status_code == 201, resp.text
-        body: dict[str, Any] = resp.json()[key]
-        return body
-
-    def wyvern(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*wyvern_command(), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def start_agent(self) -> Proc:
-        self.agent = spawn(
-            [*wyvern_command(), "agent"], self.run_dir / "agent.out", self.env, "wyvern agent"
-        )
-        return self.agent
-
-    def wait_agent_alive(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.agent is not None and self.agent.alive(), self.agent_log()
-            agents = requests.get(f"{self.base}/agents", timeout=5).json()["agents"]
-            if any(a["alive"] for a in agents):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"agent not alive after {timeout} s:\n{self.agent_log()}")
-
-    def agent_log(self) -> str:
-        return self.agent.output() if self.agent is not None else "(no agent)"
-
-    def plug(self, port: dict[str, Any]) -> str:
-        ns = unique("wve-vm-")
-        self.vms.append((port["id"], ns))
-        out = self.wyvern("plug", port["id"], "--netns", ns, "--api", self.api.url)
-        assert out.returncode == 0, out.stdout + out.stderr
-        return ns
-
-    def wait_active(self, port: dict[str, Any], timeout: float = 15) -> None:
-        out = self.wyvern("wait", port["id"], "--timeout", str(timeout), "--api", self.api.url)
-        assert out.returncode == 0, out.stderr + self.agent_log()
-
-    def flows(self) -> list[str]:
-        text = self.ovs.ofctl(
-            "-O", "OpenFlow14", "--no-stats", "--no-names", "dump-flows", "br-int"
-        )
-        return sorted(line.strip() for line in text.splitlines() if "table=" in line)
-
-
-@pytest.fixture
-def chassis(tmp_path: Path) -> Iterator[Chassis]:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
-    run_dir = tmp_path / "run"
-    ovs = OvsInstance.start(netns=unique("wve-ovs-"))
-    api: ApiServer | None = None
-    c: Chassis | None = None
-    try:
-        ovs.ensure_bridge("br-int")
-        api = start_api(run_dir)
-        env = process_env(
-            {
-                "WYVERN_RUN_DIR": str(run_dir),
-                "WYVERN_STORE": "sqlite",
-                "WYVERN_OVS_MODE": "attach",
-                "WYVERN_OVS_RUN_DIR": str(ovs.run_dir),
-                "WYVERN_OVS_NETNS": ovs.netns or "",
-                "WYVERN_CHASSIS_NAME": unique("chassis-"),
-                "WYVERN_AGENT_LEASE_TTL": "3",
-            }
-        )
-        c = Chassis(api, ovs, run_dir, env)
-        c.start_agent()
-        c.wait_agent_alive()
-        yield c
-    finally:
-        if c is not None:
-            for port_id, ns in c.vms:
-                try:
-                    vif.unplug(ovs, port_id, delete_netns=True)
-                finally:
-                    if netns_exists(ns):
-                        subprocess.run(["ip", "netns", "del", ns], check=False)
-            if c.agent is not None:
-                c.agent.stop()
-        if api is not None:
-            api.stop()
-        ovs.stop()
+from tests.e2e.conftest import Chassis
+from tests.southbound.conftest import in_netns, unique
 
 
 def two_vms(c: Chassis) -> tuple[str, str, str]:
