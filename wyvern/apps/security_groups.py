@@ -56,6 +56,7 @@ Cookies: rule flows carry the rule id, per-port and merged flows the group or po
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections import defaultdict
@@ -269,6 +270,23 @@ def _what_matches(rule: SecurityGroupRule) -> list[dict[str, MatchValue]] | None
     return [base]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _network_info(text: str) -> tuple[int, int, int, str] | None:
+    """(version, network address, prefix length, canonical text) of an address or CIDR
+    as ipaddress.ip_network(text, strict=False) reads it; None: not one. Memoised."""
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    return net.version, int(net.network_address), net.prefixlen, str(net)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cookie(object_id: str) -> int:
+    """encode(APP, object_id), memoised (it hashes the id: ~10 us, for every clause)."""
+    return encode(APP, object_id)
+
+
 def _remote_addresses(view: LocalView, rule: SecurityGroupRule) -> list[str] | None:
     """The far end's CIDRs (None: any address)."""
     version = 4 if rule.ethertype == "IPv4" else 6
@@ -281,18 +299,15 @@ def _remote_addresses(view: LocalView, rule: SecurityGroupRule) -> list[str] | N
         raw = (rule.remote_ip_prefix,)
     else:
         return None
-    nets = set()
+    nets: dict[str, tuple[int, int]] = {}  # canonical text -> (address, prefix length)
     for text in raw:
-        try:
-            net = ipaddress.ip_network(text, strict=False)
-        except ValueError:
+        info = _network_info(text)
+        if info is None or info[0] != version:
             continue
-        if net.version != version:
-            continue
-        if net.prefixlen == 0:
+        if info[2] == 0:
             return None  # anything: no remote clause at all
-        nets.add(net)
-    return [str(n) for n in sorted(nets, key=lambda n: (int(n.network_address), n.prefixlen))]
+        nets[info[3]] = (info[1], info[2])
+    return [t for t, _ in sorted(nets.items(), key=lambda item: item[1])]
 
 
 # ---------------------------------------------------------------- the app
@@ -389,7 +404,7 @@ class SecurityGroups(App):
             return []
         port, net_key, zone = found
         stateful = port_is_stateful(view, port)
-        cookie = encode(APP, port_id)
+        cookie = _cookie(port_id)
         out: list[Flow] = []
         for side in SIDES:
             actions: tuple[Action, ...]
@@ -419,7 +434,7 @@ class SecurityGroups(App):
         if not members:
             return []
         prio = group_priority(view, sg_id)
-        group_cookie = encode(APP, sg_id)
+        group_cookie = _cookie(sg_id)
         rules = view.sg_rules(sg_id)
         out: list[Flow] = []
         for side in SIDES:
@@ -439,7 +454,7 @@ class SecurityGroups(App):
                     out.append(
                         acl.flow(
                             priority=prio,
-                            cookie=encode(APP, rule.id),
+                            cookie=_cookie(rule.id),
                             match=match(conj_id=eid),
                             actions=(Goto(side.after_acl),),
                         )
@@ -459,7 +474,7 @@ class SecurityGroups(App):
                     clauses[m][1].add(rule.id)
                 field = ("ipv4_" if rule.ethertype == "IPv4" else "ipv6_") + side.remote_end
                 for cidr in remotes or ():
-                    m = match(**{field: cidr})
+                    m = _remote_match(field, cidr)
                     clauses[m][0].append(Conjunction(cid, 3, n))
                     clauses[m][1].add(rule.id)
                 et = ETH_TYPES[rule.ethertype]
@@ -474,7 +489,7 @@ class SecurityGroups(App):
                 out.append(
                     acl.flow(
                         priority=prio,
-                        cookie=encode(APP, rule.id),
+                        cookie=_cookie(rule.id),
                         match=match(conj_id=cid, eth_type=et),
                         actions=allow,
                     )
@@ -482,20 +497,56 @@ class SecurityGroups(App):
             if not port_conj:
                 continue
             port_actions = tuple(sorted(set(port_conj), key=lambda c: (c.conj_id, c.clause)))
+            # One memo per (side, group, rules): then a member's flow is one cheap lookup.
+            memo: dict[object, dict[tuple[int, int], Flow]] = self.__dict__.setdefault(
+                "_member_memo", {}
+            )
+            outer = (side.acl, side.port_key, prio, group_cookie, port_actions)
+            known = memo.get(outer)
+            if known is None or len(known) >= 1 << 16:
+                if len(memo) >= 1 << 10:
+                    memo.clear()
+                known = memo[outer] = {}
             for port, net_key, _ in members:
-                out.append(
-                    acl.flow(
+                flow = known.get((net_key, port.key))
+                if flow is None:
+                    flow = known[(net_key, port.key)] = acl.flow(
                         priority=prio,
                         cookie=group_cookie,
                         match=match(network_key=net_key, **{side.port_key: port.key}),
                         actions=port_actions,
                     )
-                )
+                out.append(flow)
             for m, (conjs, rule_ids) in clauses.items():
-                cookie = encode(APP, next(iter(rule_ids))) if len(rule_ids) == 1 else group_cookie
+                cookie = _cookie(next(iter(rule_ids))) if len(rule_ids) == 1 else group_cookie
                 actions = tuple(sorted(set(conjs), key=lambda c: (c.conj_id, c.clause)))
-                out.append(acl.flow(priority=prio, cookie=cookie, match=m, actions=actions))
+                out.append(self._flow(side.acl, prio, cookie, actions, m))
         return out
+
+    def _flow(
+        self,
+        stage: StageName,
+        prio: int,
+        cookie: int,
+        actions: tuple[Action, ...],
+        m: Match,
+    ) -> Flow:
+        """table(stage).flow(...) memoised: a group's flows are rebuilt whenever one
+        member comes or goes, and all but a few are the same as last time."""
+        memo: dict[object, Flow] = self.__dict__.setdefault("_memo", {})
+        key = (stage, prio, cookie, actions, m)
+        flow = memo.get(key)
+        if flow is None:
+            flow = table(stage).flow(priority=prio, cookie=cookie, match=m, actions=actions)
+            if len(memo) >= 1 << 17:
+                memo.clear()
+            memo[key] = flow
+        return flow
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _remote_match(field: str, cidr: str) -> Match:
+    return match(**{field: cidr})
 
 
 def _bypass_matches(side: _Side) -> list[Match]:

@@ -4,8 +4,11 @@ A change in the view asks every app which owners it affects, then asks for each 
 owners' complete flow list and replaces just that entry. `full(view)` recomputes the whole
 table from scratch; the hypothesis test in tests/controller/test_engine.py checks that any
 sequence of incremental `apply` calls ends where a full recompute does (OVN's I-P engine
-with its recompute safety net). Rendering to `ovs-ofctl` text is cached per entry, so a
-change re-renders only the owners it touched.
+with its recompute safety net). Rendering to `ovs-ofctl` text is cached per entry (and
+per unchanged Flow object within an entry), so a change re-renders only what it touched;
+`render()` also returns the lines added and removed since the previous render, which
+the FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
+checks them against the set difference).
 
 Pure and synchronous: no I/O. The agent computes here first, then hands `render()` to the
 FlowInstaller (never with a bundle open: DATAPLANE.md trap 9).
@@ -13,11 +16,14 @@ FlowInstaller (never with a bundle open: DATAPLANE.md trap 9).
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 
 from wyvern.apps.base import App, Owner
 from wyvern.controller.view import Change, LocalView
+from wyvern.southbound.flowtext import RenderedLines
 from wyvern.southbound.ir import Flow
 from wyvern.southbound.render import render_flow
 
@@ -30,7 +36,16 @@ class Engine:
     def __init__(self, apps: Sequence[App]) -> None:
         self.apps = list(apps)
         self.desired: dict[EntryKey, list[Flow]] = {}
+        # The text of each entry as of the last render(), how many entries render each
+        # line, and the entries changed since: render() re-renders only those and says
+        # which lines came and went (RenderedLines.added/removed).
         self._rendered: dict[EntryKey, list[str]] = {}
+        self._rendered_from: dict[EntryKey, list[Flow]] = {}  # what _rendered was made of
+        self._line_count: dict[str, int] = {}
+        self._dirty: set[EntryKey] = set()
+        self._token = object()
+        self._render_lock = threading.Lock()
+        self._generation = 0
         self.recomputes = 0
         self.incremental_updates = 0
 
@@ -39,18 +54,26 @@ class Engine:
         if not flows:
             if key in self.desired:
                 del self.desired[key]
-                self._rendered.pop(key, None)
+                self._dirty.add(key)
                 return True
             return False
         if self.desired.get(key) == flows:
             return False
         self.desired[key] = list(flows)
-        self._rendered.pop(key, None)
+        self._dirty.add(key)
         return True
 
     def full(self, view: LocalView) -> None:
         """Recompute the whole desired table from the view."""
-        fresh = compute_full(self.apps, view)
+        # Millions of long-lived objects and no garbage cycles to speak of: the cyclic
+        # GC would walk the growing heap again and again (~20% of the time at 10k ports).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            fresh = compute_full(self.apps, view)
+        finally:
+            if enabled:
+                gc.enable()
         for key in [k for k in self.desired if k not in fresh]:
             self._set(key, [])
         for key, flows in fresh.items():
@@ -69,18 +92,92 @@ class Engine:
         return changed
 
     def apply_all(self, view: LocalView, changes: Iterable[Change]) -> int:
-        return sum(self.apply(view, c) for c in changes)
+        """apply() for a batch the view already holds: each affected owner is computed
+        once, however many of the changes name it (a port and its binding, say)."""
+        changes = list(changes)
+        changed = 0
+        for app in self.apps:
+            owners: set[Owner] = set()
+            for change in changes:
+                owners.update(app.affected(view, change))
+            for owner in owners:
+                if self._set((app.name, owner), app.flows(view, owner)):
+                    changed += 1
+        self.incremental_updates += len(changes)
+        return changed
 
-    def render(self) -> list[str]:
-        """The whole desired set as ovs-ofctl flow lines, for FlowInstaller.sync()."""
-        lines: list[str] = []
-        for key, flows in self.desired.items():
-            text = self._rendered.get(key)
-            if text is None:
+    def render(self) -> RenderedLines:
+        """The whole desired set as ovs-ofctl flow lines, for FlowInstaller.sync(); with
+        the lines added and removed since the previous render (for a delta sync)."""
+        with self._render_lock:  # a second reader (a test, a tool) must not interleave
+            enabled = gc.isenabled()
+            gc.disable()  # as in full(): nothing cyclic is made here, only kept
+            try:
+                return self._render()
+            finally:
+                if enabled:
+                    gc.enable()
+
+    def _render(self) -> RenderedLines:
+        count = self._line_count
+        added: dict[str, None] = {}
+        removed: dict[str, None] = {}
+        # Render first, change nothing until every dirty entry rendered (no half state).
+        fresh: list[tuple[EntryKey, list[Flow] | None, list[str]]] = []
+        for key in self._dirty:
+            flows = self.desired.get(key)
+            old_flows = self._rendered_from.get(key)
+            if not flows:
+                text = []
+            elif old_flows:  # most of a big entry is often unchanged: reuse that text
+                # (by object identity: apps that memoise hand back the same Flow objects;
+                # old_flows stays referenced here, so no id is reused meanwhile)
+                old_text = self._rendered[key]
+                known = {id(f): t for f, t in zip(old_flows, old_text, strict=True)}
+                maybe = [known.get(id(f)) for f in flows]
+                missing = [i for i, t in enumerate(maybe) if t is None]
+                # Apps that build fresh objects: equal flows render equally, and hashing
+                # a flow is cheaper than rendering it (not worth it for a few misses).
+                by_value = (
+                    dict(zip(old_flows, old_text, strict=True))
+                    if len(missing) * 4 > len(old_flows)
+                    else {}
+                )
+                for i in missing:
+                    maybe[i] = by_value.get(flows[i]) or render_flow(flows[i])
+                text = [t for t in maybe if t is not None]
+            else:
                 text = [render_flow(f) for f in flows]
+            fresh.append((key, flows, text))
+        for key, flows, text in fresh:
+            self._rendered_from.pop(key, None)
+            for line in self._rendered.pop(key, ()):
+                n = count[line] - 1
+                if n:
+                    count[line] = n
+                else:
+                    del count[line]
+                    if added.pop(line, 0) is None:
+                        continue  # came and went since the last render
+                    removed[line] = None
+            for line in text:
+                n = count.get(line, 0)
+                count[line] = n + 1
+                if not n and removed.pop(line, 0) is not None:
+                    added[line] = None
+            if flows:
                 self._rendered[key] = text
-            lines.extend(text)
-        return lines
+                self._rendered_from[key] = flows
+        self._dirty.clear()
+        base = (self._token, self._generation)
+        self._generation += 1
+        return RenderedLines(
+            chunks=list(self._rendered.values()),  # (a changed entry gets a new list)
+            generation=(self._token, self._generation),
+            base=base,
+            added=list(added),
+            removed=list(removed),
+        )
 
     def flow_count(self) -> int:
         return sum(len(f) for f in self.desired.values())

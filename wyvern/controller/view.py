@@ -7,6 +7,7 @@ sync layer applies changes to it, apps only read it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -386,12 +387,22 @@ class LocalView:
             if port is None:
                 continue
             for ip in port.ips:
-                if ipaddress.ip_address(ip).version == version:
+                if _ip_version(ip) == version:
                     out.add(ip)
             for pair in port.allowed_address_pairs:
-                if ipaddress.ip_network(pair.ip_address, strict=False).version == version:
+                if _net_version(pair.ip_address) == version:
                     out.add(pair.ip_address)
         return sorted(out)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _ip_version(text: str) -> int:
+    return ipaddress.ip_address(text).version
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _net_version(text: str) -> int:
+    return ipaddress.ip_network(text, strict=False).version
 
 
 RECORD_TYPES: dict[str, Any] = {

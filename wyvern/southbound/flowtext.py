@@ -21,8 +21,9 @@ alike); render those masks full-width or exact.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from wyvern.southbound.ovs import OvsCommandError, stream_cmd
 
@@ -180,6 +181,100 @@ def parse_fields(head: str, actions: str, text: str | None = None) -> Flow:
         importance,
         frozenset(flags) if flags else _NO_FLAGS,
         text,
+    )
+
+
+class RenderedLines(Sequence[str]):
+    """Flow lines that wyvern.southbound.render.render_flow wrote from checked IR flows.
+
+    Such text is deterministic (one IR flow, one line: `table=T,priority=P,cookie=C[,match]
+    actions=A`), so the installer may use the text itself as identity instead of asking
+    OVS for the canonical form (see FlowInstaller). GENERATION names this set; when BASE
+    is the generation of an earlier set, ADDED and REMOVED are exactly the lines that set
+    lacked and had (as sets), so an installer that synced BASE can send just those.
+
+    A read-only sequence; given CHUNKS (lists that are never mutated afterwards) it is
+    flattened only when someone reads it, so a delta sync never pays for the whole set.
+    """
+
+    def __init__(
+        self,
+        lines: Iterable[str] = (),
+        *,
+        chunks: Sequence[Sequence[str]] | None = None,
+        generation: object = None,
+        base: object = None,
+        added: Sequence[str] = (),
+        removed: Sequence[str] = (),
+    ) -> None:
+        self._chunks = chunks
+        self._lines: list[str] | None = None if chunks is not None else list(lines)
+        self.generation = generation
+        self.base = base
+        self.added = added
+        self.removed = removed
+
+    def _flat(self) -> list[str]:
+        if self._lines is None:
+            self._lines = [line for chunk in self._chunks or () for line in chunk]
+            self._chunks = None
+        return self._lines
+
+    def __len__(self) -> int:
+        return len(self._flat())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return self._flat()[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RenderedLines):
+            return self._flat() == other._flat()
+        if isinstance(other, list):
+            return self._flat() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RenderedLines({self._flat()!r})"
+
+
+def parse_rendered(line: str) -> Flow:
+    """A Flow from one line render_flow wrote, keyed by its own text (no OVS involved).
+
+    Raises FlowSyntaxError for text of any other shape.
+    """
+    head, sep, actions = line.partition(" actions=")
+    parts = head.split(",", 3)
+    if (
+        not sep
+        or len(parts) < 3
+        or not parts[0].startswith("table=")
+        or not parts[1].startswith("priority=")
+        or not parts[2].startswith("cookie=")
+        or " " in head
+    ):
+        raise FlowSyntaxError("not a rendered flow line", line)
+    try:
+        table = int(parts[0][6:])
+        priority = int(parts[1][9:])
+        cookie = int(parts[2][7:], 0)
+    except ValueError:
+        raise FlowSyntaxError("not a rendered flow line", line) from None
+    return Flow(
+        FlowKey(table, priority, parts[3] if len(parts) == 4 else ""),
+        cookie,
+        actions,
+        text=line,
     )
 
 

@@ -203,8 +203,31 @@ def _parse_ct_state(text: str) -> tuple[int, int]:
     return value, mask
 
 
+_PARSED: dict[tuple[str, type, MatchValue], tuple[int, int]] = {}
+_PARSED_MAX = 1 << 17  # entries; the memo starts over when full
+
+
 def parse_value(name: str, raw: MatchValue) -> tuple[int, int]:
-    """(value, mask) of a field or register value given as int, text, (value, mask) or IP."""
+    """(value, mask) of a field or register value given as int, text, (value, mask) or IP.
+
+    Memoised (apps give the same MAC, address or CIDR text for many flows); the memo key
+    carries the value's type, so `1` and `True` or `"1"` never share an entry.
+    """
+    try:
+        key = (name, type(raw), raw)
+        got = _PARSED.get(key)
+    except TypeError:  # unhashable: not a MatchValue, let the parser say so
+        return parse_value_uncached(name, raw)
+    if got is None:
+        got = parse_value_uncached(name, raw)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = got
+    return got
+
+
+def parse_value_uncached(name: str, raw: MatchValue) -> tuple[int, int]:
+    """parse_value without the memo (the reference the tests compare it with)."""
     kind: FieldKind
     if name in FIELDS:
         kind, bits = FIELDS[name].kind, FIELDS[name].bits
@@ -332,25 +355,75 @@ class Match:
 
 def match(**fields: MatchValue) -> Match:
     """A canonical Match. Unambiguous OpenFlow prerequisites are added (ipv4_src → eth_type)."""
-    table: dict[str, tuple[int, int | None]] = {}
+    items: list[tuple[str, int, int | None]] = []
     prereqs = False
+    memo = _ITEMS
     for name, raw in fields.items():
-        bits = _BITS.get(name)
-        if bits is None:
-            raise IRError(f"match: unknown field or register {name!r}")
-        if type(raw) is int and raw >= 0 and not raw >> bits:
-            value, mask = raw, (1 << bits) - 1  # the common case, fast
-        else:
-            value, mask = parse_value(name, raw)
-            if mask == 0:
-                raise IRError(f"match: {name} with mask 0 matches anything; leave it out")
-        full = mask == (1 << bits) - 1
-        if not full and name not in _MASKABLE:
-            raise IRError(f"match: {name} cannot be masked")
-        if name == "in_port" and not valid_port(value):
-            raise IRError(f"match: bad in_port {value}")
-        table[name] = (value, None if full else mask)
-        prereqs = prereqs or name in _PREREQS
+        try:
+            got = memo.get((name, type(raw), raw))
+        except TypeError:  # unhashable: not a MatchValue, _match_item says why
+            got = None
+        if got is None:
+            got = _match_item(name, raw)
+        items.append(got[0])
+        prereqs = prereqs or got[1]
+    if prereqs:
+        # What completing the prerequisites adds (or why it fails) depends only on which
+        # fields are present and the values of those that are prerequisites themselves.
+        table = {n: (v, m) for n, v, m in items}
+        shape = tuple([(n, table[n]) if n in _PREREQ_TARGETS else n for n in table])
+        plan = _PREREQ_PLANS.get(shape)
+        if plan is None:
+            plan = _prereq_plan(table)
+            if len(_PREREQ_PLANS) >= 4096:
+                _PREREQ_PLANS.clear()
+            _PREREQ_PLANS[shape] = plan
+        if isinstance(plan, str):
+            raise IRError(plan)
+        items.extend((n, v, m) for n, (v, m) in plan.items())
+    items.sort()
+    return Match(tuple(items))
+
+
+# (name, type, raw value) -> (the Match item, whether the field has prerequisites)
+_ITEMS: dict[tuple[str, type, object], tuple[tuple[str, int, int | None], bool]] = {}
+
+
+def _match_item(name: str, raw: MatchValue) -> tuple[tuple[str, int, int | None], bool]:
+    """One field of match(): checked, canonical, and memoised when hashable."""
+    bits = _BITS.get(name)
+    if bits is None:
+        raise IRError(f"match: unknown field or register {name!r}")
+    if type(raw) is int and raw >= 0 and not raw >> bits:
+        value, mask = raw, (1 << bits) - 1  # the common case, fast
+    else:
+        value, mask = parse_value(name, raw)
+        if mask == 0:
+            raise IRError(f"match: {name} with mask 0 matches anything; leave it out")
+    full = mask == (1 << bits) - 1
+    if not full and name not in _MASKABLE:
+        raise IRError(f"match: {name} cannot be masked")
+    if name == "in_port" and not valid_port(value):
+        raise IRError(f"match: bad in_port {value}")
+    got = ((name, value, None if full else mask), name in _PREREQS)
+    try:
+        if len(_ITEMS) >= _PARSED_MAX:
+            _ITEMS.clear()
+        _ITEMS[(name, type(raw), raw)] = got
+    except TypeError:
+        pass
+    return got
+
+
+_PREREQ_TARGETS = frozenset(pre for pres in _PREREQS.values() for pre, _ in pres)
+_PREREQ_PLANS: dict[tuple[object, ...], dict[str, tuple[int, None]] | str] = {}
+
+
+def _prereq_plan(fields: Mapping[str, tuple[int, int | None]]) -> dict[str, tuple[int, None]] | str:
+    """The prerequisites to add to a match's fields, or the error message."""
+    table = dict(fields)
+    added: dict[str, tuple[int, None]] = {}
+    prereqs = True
     while prereqs:
         prereqs = False
         for name in [n for n in table if n in _PREREQS]:
@@ -358,12 +431,12 @@ def match(**fields: MatchValue) -> Match:
                 if pre not in table:
                     if len(allowed) != 1:
                         choices = ", ".join(f"{v:#x}" for v in sorted(allowed))
-                        raise IRError(f"match: {name} needs {pre} (one of {choices})")
-                    table[pre] = (next(iter(allowed)), None)
+                        return f"match: {name} needs {pre} (one of {choices})"
+                    table[pre] = added[pre] = (next(iter(allowed)), None)
                     prereqs = True
                 elif table[pre][1] is not None or table[pre][0] not in allowed:
-                    raise IRError(f"match: {name} needs {pre} in {sorted(allowed)}")
-    return Match(tuple(sorted((n, v, m) for n, (v, m) in table.items())))
+                    return f"match: {name} needs {pre} in {sorted(allowed)}"
+    return added
 
 
 _make_match = match  # Table.flow's `match` parameter shadows the function
@@ -725,6 +798,20 @@ def _need_ip(where: str, m: Match, what: object, family: int | None = None) -> N
         raise IRError(f"{where}: {what} needs an IP match (eth_type in {sorted(allowed)})")
 
 
+# What of a match a flow's validity can depend on: which fields it has, and the values
+# of the fields that are prerequisites (ip_proto, icmpv6_type, ...), vlan_vid and conj_id.
+_SHAPE_FIELDS = frozenset(
+    {pre for spec in FIELDS.values() for pre, _ in spec.prereqs} | {"vlan_vid", "conj_id"}
+)
+_VALID_SHAPES: set[object] = set()
+_VALID_SHAPES_MAX = 1 << 16
+
+
+def _match_shape(m: Match) -> tuple[object, ...]:
+    sf = _SHAPE_FIELDS
+    return tuple([item if item[0] in sf else item[0] for item in m.items])
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """One OpenFlow flow. Identity for diffing is `key` (stage, priority, match); full
@@ -737,6 +824,33 @@ class Flow:
     cookie: int
 
     def __post_init__(self) -> None:
+        if type(self.match) is not Match or type(self.actions) is not tuple:
+            pipeline.stage(self.stage)  # an unknown stage is named first
+            raise IRError(f"stage {self.stage}: build flows with table(...).flow(...)")
+        if not 0 <= self.priority <= 0xFFFF:
+            pipeline.stage(self.stage)
+            raise IRError(f"stage {self.stage}: priority {self.priority} outside 0..65535")
+        # Validity depends only on the stage, the cookie's app, the match's shape and the
+        # actions: each such combination is checked once (see _match_shape).
+        try:
+            shape = (
+                self.stage,
+                self.cookie >> cookies.OBJECT_BITS,
+                _match_shape(self.match),
+                self.actions,
+            )
+            if shape in _VALID_SHAPES:
+                return
+        except TypeError:  # something unhashable in the actions: check it every time
+            self.validate()
+            return
+        self.validate()
+        if len(_VALID_SHAPES) >= _VALID_SHAPES_MAX:
+            _VALID_SHAPES.clear()
+        _VALID_SHAPES.add(shape)
+
+    def validate(self) -> None:
+        """Every check, uncached: raises IRError unless the flow is valid."""
         st = pipeline.stage(self.stage)
         where = f"stage {self.stage}"
         if type(self.match) is not Match or type(self.actions) is not tuple:

@@ -65,14 +65,38 @@ def _reg_sort(field: str) -> tuple[int, int]:
     return (1 if field.startswith("reg") else 2, int(field.lstrip("xreg")))
 
 
+# Memos of pure functions (one MAC or address shows up in many flows): (name, value,
+# mask) -> "ovs_name=text", and an action tuple -> its text. They start over when full.
+_FIELD_TEXT: dict[tuple[str, int, int | None], tuple[int, str]] = {}
+_ACTIONS_TEXT: dict[tuple[Action, ...], str] = {}
+_MEMO_MAX = 1 << 17
+
+
+def clear_caches() -> None:
+    """Forget the memos (tests compare a cold render with a warm one)."""
+    _FIELD_TEXT.clear()
+    _ACTIONS_TEXT.clear()
+
+
+def _field_text(name: str, value: int, mask: int | None) -> tuple[int, str]:
+    key = (name, value, mask)
+    got = _FIELD_TEXT.get(key)
+    if got is None:
+        spec = FIELDS[name]
+        got = (_FIELD_ORDER[name], f"{spec.ovs}={format_value(spec.kind, spec.bits, value, mask)}")
+        if len(_FIELD_TEXT) >= _MEMO_MAX:
+            _FIELD_TEXT.clear()
+        _FIELD_TEXT[key] = got
+    return got
+
+
 def render_match(m: Match) -> str:
     """The match part of a flow (no table/priority), e.g. `reg14=0x5,tcp,tcp_dst=80`."""
     regs: dict[str, tuple[int, int]] = {}
     fields: list[tuple[int, str]] = []
     eth_type = proto = None
     for name, value, mask in m.items:
-        spec = FIELDS.get(name)
-        if spec is None:
+        if name not in FIELDS:
             reg = registers.register(name)
             v, msk = regs.get(reg.field, (0, 0))
             full = reg.max_value if mask is None else mask
@@ -82,8 +106,7 @@ def render_match(m: Match) -> str:
         elif name == "ip_proto":
             proto = value
         else:
-            text = format_value(spec.kind, spec.bits, value, mask)
-            fields.append((_FIELD_ORDER[name], f"{spec.ovs}={text}"))
+            fields.append(_field_text(name, value, mask))
     parts = []
     for fld in sorted(regs, key=_reg_sort):
         v, msk = regs[fld]
@@ -179,7 +202,18 @@ def render_action(a: Action) -> str:
 
 def render_actions(actions: Iterable[Action]) -> str:
     """The action list; an empty one is `drop`."""
-    return ",".join(render_action(a) for a in actions) or "drop"
+    if type(actions) is not tuple:
+        return ",".join(render_action(a) for a in actions) or "drop"
+    try:
+        text = _ACTIONS_TEXT.get(actions)
+    except TypeError:  # something unhashable inside: render it every time
+        return ",".join(render_action(a) for a in actions) or "drop"
+    if text is None:
+        text = ",".join(render_action(a) for a in actions) or "drop"
+        if len(_ACTIONS_TEXT) >= _MEMO_MAX:
+            _ACTIONS_TEXT.clear()
+        _ACTIONS_TEXT[actions] = text
+    return text
 
 
 def render_strict(flow: Flow) -> str:

@@ -1,0 +1,628 @@
+"""Controller speed: flow install, full recompute, incremental port add, agent memory.
+
+Not a test: it prints figures, each beside a goal and (where there is one) a baseline
+measured in the same run, and writes them as JSON under benchmarks/results/.
+
+    .venv/bin/python benchmarks/controller_bench.py [--ports 10000] [--flows 100000]
+
+(a) 100k rendered flows through FlowInstaller.sync on a private userspace OVS (all our
+    path does: canonicalisation, diff, bundle) vs `ovs-ofctl --bundle add-flows` of the
+    same text on a fresh bridge: goal within 2x.
+(b) engine.full for 1,000 and 10,000 LOCAL ports over 100 networks (a subnet each) and
+    10 routers (10 networks each), every port in a security group with a remote-group
+    rule: goal <= 1 s at 10,000.
+(c) one incremental port add at 10,000 ports, from the store write (MemoryStore) through
+    the real Sync + Engine + FlowInstaller to flows installed: goal <= 20 ms; compute
+    alone (engine.apply + render): goal <= 5 ms. Median and p95 of the adds.
+(d) resident memory after the full install at 10,000 ports, beside a bare interpreter
+    that imported the same modules (both measured in subprocesses).
+
+Needs root and openvswitch-switch (ovs-vswitchd runs userspace-only, --disable-system).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from wyvern.controller.engine import Engine, default_apps  # noqa: E402
+from wyvern.controller.sync import Sync  # noqa: E402
+from wyvern.controller.view import (  # noqa: E402
+    STORE_KINDS,
+    Binding,
+    LocalView,
+    record_from_obj,
+)
+from wyvern.nb.memory import MemoryStore  # noqa: E402
+from wyvern.nb.store import Put  # noqa: E402
+
+try:  # (older trees, for a before/after comparison, have no RenderedLines)
+    from wyvern.southbound.flowtext import RenderedLines
+except ImportError:  # pragma: no cover
+    RenderedLines = list  # type: ignore[misc,assignment]
+from wyvern.southbound.installer import FlowInstaller  # noqa: E402
+from wyvern.southbound.ovs import OvsInstance  # noqa: E402
+
+Obj = dict[str, Any]
+CHASSIS = "bench-chassis"
+N_NETWORKS = 100
+N_ROUTERS = 10
+N_GROUPS = 10
+
+
+# ---------------------------------------------------------------- the topology
+
+
+def mac(i: int, prefix: int = 0xFA163E) -> str:
+    v = (prefix << 24) | (i & 0xFFFFFF)
+    return ":".join(f"{(v >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+
+
+def port_obj(i: int) -> tuple[str, Obj]:
+    """Compute port number i: network i % 100, the group i % 10."""
+    net = i % N_NETWORKS
+    m = i // N_NETWORKS  # index within the network
+    ip = f"10.{net}.{m // 250}.{m % 250 + 2}"
+    pid = f"p{i:06d}"
+    obj = {
+        "id": pid,
+        "network_id": f"n{net:03d}",
+        "_key": m + 2,
+        "mac_address": mac(i),
+        "fixed_ips": [{"subnet_id": f"s{net:03d}", "ip_address": ip}],
+        "name": pid,
+        "admin_state_up": True,
+        "port_security_enabled": True,
+        "security_groups": [f"sg{i % N_GROUPS}"],
+        "allowed_address_pairs": [],
+        "device_owner": "compute:nova",
+        "device_id": f"vm{i}",
+    }
+    return f"/wyvern/ports/n{net:03d}/{pid}", obj
+
+
+def topology(n_ports: int) -> list[tuple[str, Obj]]:
+    """(store key, stored JSON) of every object, parents before children."""
+    out: list[tuple[str, Obj]] = []
+    for n in range(N_NETWORKS):
+        nid, sid = f"n{n:03d}", f"s{n:03d}"
+        out.append(
+            (
+                f"/wyvern/networks/{nid}",
+                {
+                    "id": nid,
+                    "_key": 1000 + n,
+                    "name": nid,
+                    "admin_state_up": True,
+                    "port_security_enabled": True,
+                    "mtu": 1442,
+                },
+            )
+        )
+        out.append(
+            (
+                f"/wyvern/subnets/{nid}/{sid}",
+                {
+                    "id": sid,
+                    "network_id": nid,
+                    "cidr": f"10.{n}.0.0/16",
+                    "ip_version": 4,
+                    "gateway_ip": f"10.{n}.0.1",
+                    "enable_dhcp": True,
+                },
+            )
+        )
+    for g in range(N_GROUPS):
+        sg = f"sg{g}"
+        out.append((f"/wyvern/security_groups/{sg}", {"id": sg, "name": sg, "stateful": True}))
+        rules: list[Obj] = [
+            {"direction": "egress", "ethertype": "IPv4"},
+            {"direction": "egress", "ethertype": "IPv6"},
+            {
+                "direction": "ingress",
+                "protocol": "tcp",
+                "port_range_min": 22,
+                "port_range_max": 22,
+                "remote_ip_prefix": "0.0.0.0/0",
+            },
+            {"direction": "ingress", "protocol": "icmp", "remote_ip_prefix": "10.0.0.0/8"},
+            {
+                "direction": "ingress",
+                "protocol": "tcp",
+                "port_range_min": 443,
+                "port_range_max": 443,
+                "remote_group_id": sg,
+            },
+        ]
+        for k, r in enumerate(rules):
+            rid = f"{sg}-r{k}"
+            base: Obj = {
+                "id": rid,
+                "security_group_id": sg,
+                "ethertype": "IPv4",
+                "protocol": None,
+                "port_range_min": None,
+                "port_range_max": None,
+                "remote_ip_prefix": None,
+                "remote_group_id": None,
+                "remote_address_group_id": None,
+            }
+            out.append((f"/wyvern/security_group_rules/{sg}/{rid}", {**base, **r}))
+    for r in range(N_ROUTERS):
+        rid = f"r{r:02d}"
+        itfs = []
+        for n in range(r * 10, r * 10 + 10):
+            nid, sid = f"n{n:03d}", f"s{n:03d}"
+            ppid = f"rp{n:03d}"
+            ip = f"10.{n}.0.1"
+            out.append(
+                (
+                    f"/wyvern/ports/{nid}/{ppid}",
+                    {
+                        "id": ppid,
+                        "network_id": nid,
+                        "_key": 1,
+                        "mac_address": mac(n, 0xFA163F),
+                        "fixed_ips": [{"subnet_id": sid, "ip_address": ip}],
+                        "name": ppid,
+                        "admin_state_up": True,
+                        "port_security_enabled": False,
+                        "security_groups": [],
+                        "allowed_address_pairs": [],
+                        "device_owner": "network:router_interface",
+                        "device_id": rid,
+                    },
+                )
+            )
+            itfs.append(
+                {
+                    "port_id": ppid,
+                    "network_id": nid,
+                    "fixed_ips": [{"subnet_id": sid, "ip_address": ip, "cidr": f"10.{n}.0.0/16"}],
+                }
+            )
+        out.append(
+            (
+                f"/wyvern/routers/{rid}",
+                {
+                    "id": rid,
+                    "_key": 1 + r,
+                    "name": rid,
+                    "admin_state_up": True,
+                    "routes": [],
+                    "_interfaces": itfs,
+                },
+            )
+        )
+    out.extend(port_obj(i) for i in range(n_ports))
+    return out
+
+
+def kind_of(store_key: str) -> str:
+    return STORE_KINDS[store_key.split("/")[2]]
+
+
+def build_view(n_ports: int) -> LocalView:
+    view = LocalView(chassis_name=CHASSIS)
+    for key, obj in topology(n_ports):
+        kind = kind_of(key)
+        view.apply(kind, obj["id"], record_from_obj(kind, obj))  # type: ignore[arg-type]
+    for i in range(n_ports):
+        pid = f"p{i:06d}"
+        view.apply("binding", pid, Binding(pid, i + 1))
+        view.port_chassis[pid] = CHASSIS
+    return view
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+class Ovs:
+    """A private userspace OVS (no netns) with a fresh bridge per name."""
+
+    def __init__(self) -> None:
+        self.inst = OvsInstance.start()
+
+    def __enter__(self) -> OvsInstance:
+        return self.inst
+
+    def __exit__(self, *exc: object) -> None:
+        self.inst.stop()
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- (a) install
+
+
+def bench_install(n_flows: int) -> dict[str, Any]:
+    n_ports = max(1, n_flows // 30)  # ~39 flows per port: enough, then cut to n_flows
+    engine = Engine(default_apps())
+    engine.full(build_view(n_ports))
+    lines = engine.render()
+    # Top up with exact-match flows of the same shapes if the topology has fewer.
+    i = n_ports
+    while len(lines) < n_flows:
+        pid = f"p{i:06d}"
+        extra = Engine(default_apps())
+        view = build_view(0)
+        _, obj = port_obj(i)
+        view.apply("port", pid, record_from_obj("port", obj))
+        view.apply("binding", pid, Binding(pid, i + 1))
+        view.port_chassis[pid] = CHASSIS
+        extra.full(view)
+        have = set(lines)
+        lines += [ln for ln in extra.render() if ln not in have]
+        i += 1
+    lines = RenderedLines(lines[:n_flows])  # still render_flow's text, as the agent's
+    text = "\n".join(lines) + "\n"
+    out: dict[str, Any] = {"flows": len(lines)}
+    with Ovs() as ovs, tempfile.NamedTemporaryFile("w", suffix=".flows") as f:
+        f.write(text)
+        f.flush()
+        raw: list[float] = []
+        ours: list[float] = []
+        parse: list[float] = []
+        for rep in range(2):
+            br = f"brraw{rep}"
+            ovs.ensure_bridge(br)
+            t0 = time.perf_counter()
+            ovs.ofctl("-O", "OpenFlow14", "--bundle", "add-flows", br, f.name, timeout=300)
+            raw.append(time.perf_counter() - t0)
+            ovs.vsctl("del-br", br)
+            br = f"brwv{rep}"
+            ovs.ensure_bridge(br)
+            inst = FlowInstaller(ovs, br)
+            inst.resync_from_switch()  # what the agent does at start (an empty bridge)
+            t0 = time.perf_counter()
+            stats = inst.sync(lines)
+            ours.append(time.perf_counter() - t0)
+            parse.append(stats.parse_seconds)
+            assert stats.added == len(lines), stats
+            t0 = time.perf_counter()
+            noop = inst.sync(lines)
+            out["noop_sync_s"] = time.perf_counter() - t0
+            assert noop.changed == 0
+            n = len(ovs.ofctl("-O", "OpenFlow14", "dump-flows", br, timeout=300).splitlines())
+            assert n >= len(lines), n
+            ovs.vsctl("del-br", br)
+    out["raw_bundle_s"] = min(raw)
+    out["sync_s"] = min(ours)
+    out["canonical_s"] = min(parse)
+    out["ratio"] = out["sync_s"] / out["raw_bundle_s"]
+    return out
+
+
+# ---------------------------------------------------------------- (b) full recompute
+
+
+def bench_full(n_ports: int, repeat: int) -> dict[str, Any]:
+    view = build_view(n_ports)
+    times = []
+    flows = 0
+    render_s = []
+    for _ in range(repeat):
+        engine = Engine(default_apps())
+        gc.collect()
+        t0 = time.perf_counter()
+        engine.full(view)
+        times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        engine.render()
+        render_s.append(time.perf_counter() - t0)
+        flows = engine.flow_count()
+    return {
+        "ports": n_ports,
+        "full_s": min(times),
+        "render_s": min(render_s),
+        "flows": flows,
+        "flows_per_port": flows / n_ports,
+    }
+
+
+# ---------------------------------------------------------------- (c) incremental add
+
+
+def load_store(store: MemoryStore, n_ports: int) -> None:
+    objs = topology(n_ports)
+    for k in range(0, len(objs), 500):
+        store.txn([], [Put(key, orjson.dumps(o)) for key, o in objs[k : k + 500]])
+
+
+def pipeline(n_ports: int, ovs: OvsInstance, bridge: str) -> Iterator[Any]:
+    store = MemoryStore()
+    load_store(store, n_ports)
+    view = LocalView(chassis_name=CHASSIS)
+    sync = Sync(store, view)
+    engine = Engine(default_apps())
+    installer = FlowInstaller(ovs, bridge)
+    ovs.ensure_bridge(bridge)
+    installer.resync_from_switch()
+    sync.start()
+    for i in range(n_ports):
+        pid = f"p{i:06d}"
+        sync.set_binding(pid, Binding(pid, i + 1))
+        view.port_chassis[pid] = CHASSIS
+    t0 = time.perf_counter()
+    engine.full(view)
+    full_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    first = installer.sync(engine.render())
+    if hasattr(gc, "freeze"):  # as Agent.start() does after its first install
+        gc.collect()
+        gc.freeze()
+    yield {"full_s": full_s, "install_s": time.perf_counter() - t0, "flows": first.added}
+    yield store, sync, engine, installer
+
+
+def bench_incremental(n_ports: int, adds: int) -> dict[str, Any]:
+    with Ovs() as ovs:
+        gen = pipeline(n_ports, ovs, "br-int")
+        setup = next(gen)
+        store, sync, engine, installer = next(gen)
+        total: list[float] = []
+        compute: list[float] = []
+        install: list[float] = []
+        changed: list[int] = []
+        for k in range(adds):
+            i = n_ports + k
+            key, obj = port_obj(i)
+            sync.pump(0)
+            t0 = time.perf_counter()
+            store.txn([], [Put(key, orjson.dumps(obj))])
+            changes = sync.pump(0)
+            while not any(c.kind == "port" for c in changes):
+                changes += sync.pump(0.01)
+            # The binding, as the agent's OVS monitor learns it in the same loop.
+            view = sync.view
+            view.port_chassis[obj["id"]] = CHASSIS
+            changes += sync.set_binding(obj["id"], Binding(obj["id"], i + 1))
+            t1 = time.perf_counter()
+            engine.apply_all(view, changes)  # as the agent does
+            lines = engine.render()
+            t2 = time.perf_counter()
+            stats = installer.sync(lines)
+            t3 = time.perf_counter()
+            total.append(t3 - t0)
+            compute.append(t2 - t1)
+            install.append(t3 - t2)
+            changed.append(stats.changed)
+        gen.close()
+    return {
+        "ports": n_ports,
+        "adds": adds,
+        **{f"setup_{k}": v for k, v in setup.items()},
+        "flows_per_add": statistics.median(changed),
+        "total_median_s": statistics.median(total),
+        "total_p95_s": pct(total, 0.95),
+        "compute_median_s": statistics.median(compute),
+        "compute_p95_s": pct(compute, 0.95),
+        "install_median_s": statistics.median(install),
+    }
+
+
+# ---------------------------------------------------------------- (d) memory
+
+
+def rss_child(mode: str, n_ports: int) -> None:
+    """Run in a subprocess: print the RSS (KiB) of the process after MODE."""
+    if mode == "baseline":
+        print(json.dumps({"rss_kib": rss_kib()}))
+        return
+    with Ovs() as ovs:
+        gen = pipeline(n_ports, ovs, "br-int")
+        setup = next(gen)
+        held = next(gen)
+        gc.collect()
+        print(
+            json.dumps(
+                {
+                    "rss_kib": rss_kib(),
+                    "flows": setup["flows"],
+                    "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                }
+            )
+        )
+        del held
+        gen.close()
+
+
+def bench_rss(n_ports: int) -> dict[str, Any]:
+    def child(mode: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, __file__, "--rss-child", mode, "--ports", str(n_ports)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+    base = child("baseline")
+    agent = child("agent")
+    return {
+        "ports": n_ports,
+        "python_baseline_mib": base["rss_kib"] / 1024,
+        "agent_mib": agent["rss_kib"] / 1024,
+        "agent_peak_mib": agent["max_rss_kib"] / 1024,
+        "flows": agent["flows"],
+        "agent_minus_baseline_mib": (agent["rss_kib"] - base["rss_kib"]) / 1024,
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ports", type=int, default=10_000)
+    ap.add_argument("--flows", type=int, default=100_000)
+    ap.add_argument("--adds", type=int, default=30)
+    ap.add_argument("--only", default="abcd", help="which parts to run, e.g. 'b'")
+    ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child, args.ports)
+        return 0
+
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "benchmark": "controller_bench",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_revision": git_revision(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),  # a shared box: other work skews figures
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    table: list[tuple[str, str, float, float, str]] = []  # name, unit, goal, figure, kind
+
+    if "b" in args.only:
+        for n, rep in ((1000, 3), (args.ports, 2)):
+            r = bench_full(n, rep)
+            results[f"full_{n}"] = r
+            print(
+                f"(b) full recompute, {n} local ports: {r['full_s']:.3f} s "
+                f"({r['flows']} flows, {r['flows_per_port']:.1f} per port; "
+                f"render {r['render_s']:.3f} s)",
+                flush=True,
+            )
+        table.append(
+            (
+                f"full recompute {args.ports} ports",
+                "s",
+                1.0,
+                results[f"full_{args.ports}"]["full_s"],
+                "max",
+            )
+        )
+    if "a" in args.only:
+        r = bench_install(args.flows)
+        results["install"] = r
+        print(
+            f"(a) install {r['flows']} flows: ours {r['sync_s']:.3f} s "
+            f"(canonicalise {r['canonical_s']:.3f} s), raw ovs-ofctl --bundle "
+            f"{r['raw_bundle_s']:.3f} s, ratio {r['ratio']:.2f}x; "
+            f"no-op sync {r['noop_sync_s']:.3f} s",
+            flush=True,
+        )
+        table.append((f"install {r['flows']} flows / raw bundle", "x", 2.0, r["ratio"], "max"))
+    if "c" in args.only:
+        r = bench_incremental(args.ports, args.adds)
+        results["incremental"] = r
+        print(
+            f"(c) port add at {args.ports} ports ({r['flows_per_add']:.0f} flows each): "
+            f"store write -> installed median {r['total_median_s'] * 1e3:.1f} ms, "
+            f"p95 {r['total_p95_s'] * 1e3:.1f} ms; compute median "
+            f"{r['compute_median_s'] * 1e3:.2f} ms, p95 {r['compute_p95_s'] * 1e3:.2f} ms; "
+            f"install median {r['install_median_s'] * 1e3:.1f} ms "
+            f"(setup: full {r['setup_full_s']:.2f} s, first install {r['setup_install_s']:.2f} s)",
+            flush=True,
+        )
+        table.append(
+            ("port add, write -> installed (p50)", "ms", 20.0, r["total_median_s"] * 1e3, "max")
+        )
+        table.append(
+            ("port add, write -> installed (p95)", "ms", 20.0, r["total_p95_s"] * 1e3, "max")
+        )
+        table.append(("port add, compute (p50)", "ms", 5.0, r["compute_median_s"] * 1e3, "max"))
+        table.append(("port add, compute (p95)", "ms", 5.0, r["compute_p95_s"] * 1e3, "max"))
+    if "d" in args.only:
+        r = bench_rss(args.ports)
+        results["rss"] = r
+        print(
+            f"(d) RSS at {args.ports} ports ({r['flows']} flows): {r['agent_mib']:.0f} MiB "
+            f"(peak {r['agent_peak_mib']:.0f} MiB); bare Python with the same imports "
+            f"{r['python_baseline_mib']:.0f} MiB; difference "
+            f"{r['agent_minus_baseline_mib']:.0f} MiB",
+            flush=True,
+        )
+        table.append((f"RSS at {args.ports} ports", "MiB", float("nan"), r["agent_mib"], "info"))
+
+    results["seconds"] = time.monotonic() - started
+    results["loadavg_at_end"] = os.getloadavg()
+    results["table"] = [
+        {
+            "what": n,
+            "unit": u,
+            "goal": g,
+            "figure": f,
+            "status": "info" if k == "info" else ("MET" if f <= g else "MISSED"),
+        }
+        for n, u, g, f, k in table
+    ]
+    print()
+    print(f"{'what':42} {'goal':>10} {'figure':>10} {'ratio':>7}  status")
+    for row in results["table"]:
+        goal = row["goal"]
+        if row["status"] == "info":
+            print(f"{row['what']:42} {'-':>10} {row['figure']:>7.1f} {row['unit']:3} {'-':>6}  -")
+            continue
+        print(
+            f"{row['what']:42} {goal:>7.1f} {row['unit']:3}"
+            f"{row['figure']:>7.2f} {row['unit']:3}{row['figure'] / goal:>6.2f}  {row['status']}"
+        )
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"controller_bench-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    load = results["loadavg_at_start"][0], results["loadavg_at_end"][0]
+    print(
+        f"\n{path.relative_to(ROOT)} ({results['seconds']:.0f} s; "
+        f"load average {load[0]:.1f} at start, {load[1]:.1f} at end, {os.cpu_count()} CPUs)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
