@@ -123,8 +123,8 @@ def _policy(action: str, defn: ResourceDef, attr: str) -> str:
     return f"{action}_{defn.name}:{attr}"
 
 
-def validate_create(defn: ResourceDef, ctx: RequestContext, body: Any) -> dict[str, Any]:
-    """Body of one POSTed object → complete attribute dict (defaults filled)."""
+def _convert_body(defn: ResourceDef, ctx: RequestContext, body: Any, action: str) -> dict[str, Any]:
+    """Check and convert the attributes a POST or PUT body names (no defaults)."""
     if not isinstance(body, dict):
         raise BadRequest("Body contains invalid data: expected an object.")
     unknown = sorted(k for k in body if k not in defn.by_name)
@@ -133,11 +133,19 @@ def validate_create(defn: ResourceDef, ctx: RequestContext, body: Any) -> dict[s
     out: dict[str, Any] = {}
     for name, value in body.items():
         attr = defn.by_name[name]
-        if not attr.post:
+        if action == "create" and not attr.post:
             raise BadRequest(f"Attribute '{name}' not allowed in POST")
+        if action == "update" and not attr.put:
+            raise BadRequest(f"Cannot update read-only attribute {name}")
         if attr.admin_set and not ctx.is_admin:
-            raise PolicyNotAuthorized(_policy("create", defn, name))
+            raise PolicyNotAuthorized(_policy(action, defn, name))
         out[name] = attr.convert(value)
+    return out
+
+
+def validate_create(defn: ResourceDef, ctx: RequestContext, body: Any) -> dict[str, Any]:
+    """Body of one POSTed object → complete attribute dict (defaults filled)."""
+    out = _convert_body(defn, ctx, body, "create")
     if defn.owned:
         _resolve_project(defn, ctx, out)
     for attr in defn.attrs:
@@ -164,20 +172,7 @@ def _resolve_project(defn: ResourceDef, ctx: RequestContext, out: dict[str, Any]
 
 
 def validate_update(defn: ResourceDef, ctx: RequestContext, body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise BadRequest("Body contains invalid data: expected an object.")
-    unknown = sorted(k for k in body if k not in defn.by_name)
-    if unknown:
-        raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
-    out: dict[str, Any] = {}
-    for name, value in body.items():
-        attr = defn.by_name[name]
-        if not attr.put:
-            raise BadRequest(f"Cannot update read-only attribute {name}")
-        if attr.admin_set and not ctx.is_admin:
-            raise PolicyNotAuthorized(_policy("update", defn, name))
-        out[name] = attr.convert(value)
-    return out
+    return _convert_body(defn, ctx, body, "update")
 
 
 def present(
