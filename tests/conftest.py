@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import settings
+
+# CI runs the same examples every time (a red CI must be reproducible, and a green local
+# run must mean a green CI); developers' runs keep exploring new examples.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from wyvern.nb.store import Store
 

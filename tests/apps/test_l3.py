@@ -462,7 +462,8 @@ def changes(draw: st.DrawFn) -> tuple[str, str, dict[str, Any] | None]:
     delete = draw(st.integers(0, 5)) == 0
     if kind == "network":
         nid = draw(st.sampled_from(NETS))
-        return kind, nid, None if delete else net(nid, draw(st.integers(100, 103)))
+        # Keys are unique and immutable in the store: draw none that the API could not make.
+        return kind, nid, None if delete else net(nid, 100 + NETS.index(nid))
     if kind == "subnet":
         nid = draw(st.sampled_from(NETS))
         return kind, "s" + nid, None if delete else subnet("s" + nid, nid, CIDRS[nid])
@@ -471,7 +472,7 @@ def changes(draw: st.DrawFn) -> tuple[str, str, dict[str, Any] | None]:
         nid = draw(st.sampled_from(NETS))
         n = draw(st.integers(1, 6))
         mac = f"fa:16:3e:00:{PORTS.index(pid):02x}:{draw(st.integers(0, 3)):02x}"
-        obj = port(pid, nid, draw(st.integers(1, 3)), mac, [("s" + nid, host(nid, n))])
+        obj = port(pid, nid, PORTS.index(pid) + 1, mac, [("s" + nid, host(nid, n))])
         if pid.startswith("rp"):
             obj["device_owner"] = ROUTER_OWNER
         return kind, pid, None if delete else obj
@@ -490,7 +491,7 @@ def changes(draw: st.DrawFn) -> tuple[str, str, dict[str, Any] | None]:
             max_size=3,
         )
     )
-    obj = router(rid, draw(st.integers(7, 8)), itfs, routes, draw(st.booleans()))
+    obj = router(rid, 7 + ROUTERS.index(rid), itfs, routes, draw(st.booleans()))
     return kind, rid, None if delete else obj
 
 

@@ -395,6 +395,16 @@ def _changes(draw: st.DrawFn) -> list[tuple[Kind, str, Any]]:
                     ips=[("s1", draw(st.sampled_from(_IPS)))],
                     security_groups=draw(st.lists(st.sampled_from(_SGS), max_size=2, unique=True)),
                     port_security_enabled=draw(st.booleans()) or draw(st.booleans()),
+                    allowed_address_pairs=[
+                        {"ip_address": a}
+                        for a in draw(
+                            st.lists(
+                                st.sampled_from(["10.0.0.200", "10.0.0.0/30", "0.0.0.0/0"]),
+                                max_size=2,
+                                unique=True,
+                            )
+                        )
+                    ],
                 )
             out.append(("port", pid, obj))
         elif what == "binding":

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tests.apps import scenario as sc
+from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
-from wyvern.controller.view import LocalView
+from wyvern.apps.services import Services
+from wyvern.controller.view import Kind, LocalView, record_from_obj
 from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import ETH_TYPE_ARP
+from wyvern.southbound.ir import ETH_TYPE_ARP, Flow
 
 MAC_A, MAC_B, MAC_R = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:f1"
 MAC_REMOTE = "fa:16:3e:00:00:99"
@@ -220,3 +227,89 @@ def test_nd_responder_follows_port_changes() -> None:
     v.apply("port", "remote", None)
     s.refresh()
     assert not s.run(pk.nd_solicit(1, MAC_A, A6, REMOTE6)).punts
+
+
+# ---- incremental maintenance: a port's entries depend on its network's other ports ----
+
+_SV_PORTS = ["a", "b", "c", "d", "e"]
+_SV_IPS = ["10.0.0.5", "10.0.0.6", "10.0.0.7", "fd00::5", "fd00::6"]
+_SV_PAIRS = ["10.0.0.5", "10.0.0.4/30", "fd00::/64", "10.0.0.200"]
+
+
+@st.composite
+def _sv_changes(draw: st.DrawFn) -> list[tuple[Kind, str, Any]]:
+    out: list[tuple[Kind, str, Any]] = []
+    for _ in range(draw(st.integers(1, 12))):
+        what = draw(st.sampled_from(["port", "port", "port", "net", "subnet"]))
+        if what == "port":
+            pid = draw(st.sampled_from(_SV_PORTS))
+            i = _SV_PORTS.index(pid)
+            obj = None
+            if not (draw(st.booleans()) and draw(st.booleans())):
+                net = draw(st.sampled_from(["n1", "n1", "n2"]))
+                ips = draw(st.lists(st.sampled_from(_SV_IPS), max_size=2, unique=True))
+                pairs = draw(st.lists(st.sampled_from(_SV_PAIRS), max_size=2, unique=True))
+                obj = sc.port(
+                    pid,
+                    net,
+                    key=i + 1,
+                    mac=f"fa:16:3e:00:00:{i:02x}",
+                    ips=[("s1" if ":" not in a else "s6", a) for a in ips]
+                    if net == "n1"
+                    else [("s2", a) for a in ips if ":" not in a],
+                    allowed_address_pairs=[{"ip_address": a} for a in pairs],
+                )
+            out.append(("port", pid, obj))
+        elif what == "net":
+            nid = draw(st.sampled_from(["n1", "n2"]))
+            gone = draw(st.booleans()) and draw(st.booleans())
+            key = draw(st.sampled_from([100, 101])) + (0 if nid == "n1" else 100)
+            out.append(("network", nid, None if gone else sc.network(nid, key=key)))
+        else:
+            dhcp = draw(st.booleans())
+            out.append(("subnet", "s1", sc.subnet("s1", "n1", "10.0.0.0/24", enable_dhcp=dhcp)))
+    return out
+
+
+def _sv_full(app: App, v: LocalView) -> dict[Owner, frozenset[Flow]]:
+    out: dict[Owner, frozenset[Flow]] = {}
+    for owner in app.owners(v):
+        fl = app.flows(v, owner)
+        if fl:
+            out[owner] = frozenset(fl)
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_sv_changes())
+def test_incremental_equals_full_recompute(changes: list[tuple[Kind, str, Any]]) -> None:
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100), sc.network("n2", key=200)],
+        subnets=[
+            sc.subnet("s1", "n1", "10.0.0.0/24"),
+            sc.subnet("s6", "n1", "fd00::/64"),
+            sc.subnet("s2", "n2", "10.0.0.0/24"),
+        ],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=["10.0.0.5"]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=["10.0.0.6", "fd00::6"]),
+            sc.router_port("c", "n1", key=3, mac=MAC_R, ip="10.0.0.7", router_id="r1"),
+        ],
+        local={"a": 1, "b": 2},
+    )
+    app = Services()
+    desired = _sv_full(app, v)
+    for kind, id_, obj in changes:
+        change = v.apply(kind, id_, None if obj is None else record_from_obj(kind, obj))
+        for owner in app.affected(v, change):
+            fl = app.flows(v, owner)
+            if fl:
+                desired[owner] = frozenset(fl)
+            else:
+                desired.pop(owner, None)
+        full = _sv_full(app, v)
+        assert desired == full, (kind, id_)
+        seen: dict[object, Flow] = {}  # no two owners install different flows on one key
+        for fl in full.values():
+            for f in fl:
+                assert seen.setdefault(f.key, f) == f, f

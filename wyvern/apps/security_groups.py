@@ -29,13 +29,15 @@ Stateless groups (stateful=false)
     Neutron refuses, is treated as stateful.)
 
 Flows and owners: conjunctive matches, shared by every local port of a group
-    ("security_group", G) owns all of G's flows, at one priority P(G) in acl/acl_egress
+    ("security_group", G) owns G's rule flows, at one priority P(G) in acl/acl_egress
     (a hash of G's id into [1000, 61000), with a rank among groups hashing alike, so two
     groups' flows never share a (priority, match) key). Each rule R is a conjunction:
 
     - clause 1, the port: one flow per local member port, (network_key, port key) →
       conjunction(rule(R), 1/n) for every rule of G in that direction, plus
       conjunction(est(R), 1/2) for every stateful rule of G (both directions: replies);
+      owned by the member port ("port", P), so a port joining or leaving G does not
+      rebuild every member's flow;
     - clause 2, what: eth_type, ip_proto, tcp/udp_dst masked ranges (`ir.port_range`),
       ICMP type/code;
     - clause 3, remote (only with a remote): the far end's address, one flow per CIDR of
@@ -45,8 +47,10 @@ Flows and owners: conjunctive matches, shared by every local port of a group
 
     So a group costs O(member ports + Σ_R (ranges + remotes)) flows, never a product. A
     clause flow shared by two rules of the group is one flow with both conjunction actions.
-    A rule change recomputes its group only; unchanged rules keep identical flows, so the
-    installer never touches them. ("port", P) owns P's pre_acl / pre_acl_egress dispatch.
+    A rule change recomputes its group and its local members' clause-1 flows; unchanged
+    rules keep identical flows, so the installer never touches them. ("port", P) also owns
+    P's pre_acl / pre_acl_egress dispatch. A port joining G still recomputes G when a rule
+    references G as its remote group (clause 3 lists every member's addresses).
 
     Unsupported: SCTP port ranges (the IR has no sctp_dst): such a rule installs nothing
     (fails closed) rather than allowing every SCTP port.
@@ -318,31 +322,71 @@ class SecurityGroups(App):
 
     # -- owners -----------------------------------------------------------------------
 
+    def _epoch(self, view: LocalView) -> dict[object, object]:
+        """A memo for the current state of the view: cleared whenever the view may have
+        changed (owners(): a full recompute; affected(): the engine names every change
+        there before it asks for any flows), so it only ever holds what the view says."""
+        memo: dict[object, object] | None = self.__dict__.get("_epoch_memo")
+        if memo is None or self.__dict__.get("_epoch_view") is not view:
+            memo = self.__dict__["_epoch_memo"] = {}
+            self.__dict__["_epoch_view"] = view
+        return memo
+
+    def _new_epoch(self, view: LocalView) -> None:
+        self.__dict__["_epoch_memo"] = {}
+        self.__dict__["_epoch_view"] = view
+
+    def _remotes(self, view: LocalView, rule: SecurityGroupRule) -> list[str] | None:
+        """_remote_addresses, memoised for the epoch (a remote group's addresses cost
+        O(its members); the group's flows and each member port's flows need them)."""
+        memo = self._epoch(view)
+        key = ("remotes", rule)
+        if key not in memo:
+            memo[key] = _remote_addresses(view, rule)
+        return memo[key]  # type: ignore[return-value]
+
+    def _priority(self, view: LocalView, sg_id: str) -> int:
+        memo = self._epoch(view)
+        key = ("priority", sg_id)
+        prio = memo.get(key)
+        if prio is None:
+            prio = memo[key] = group_priority(view, sg_id)
+        return prio  # type: ignore[return-value]
+
     def owners(self, view: LocalView) -> Iterable[Owner]:
+        self._new_epoch(view)
         out: list[Owner] = [("port", pid) for pid in sorted(view.bindings)]
         out.extend(("security_group", g) for g in sorted(view.security_groups))
         return out
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
+        self._new_epoch(view)
         out: set[Owner] = set()
         kind = change.kind
+
+        def members(groups: Iterable[str]) -> None:  # a member port's clause-1 flows
+            for g in groups:
+                out.update(("port", p) for p in view.ports_by_sg.get(g, ()) if p in view.bindings)
+
         if kind == "security_group_rule":
             for r in (change.old, change.new):
                 if r is not None:
                     out.add(("security_group", r.security_group_id))
+                    members([r.security_group_id])
         elif kind == "security_group":
             out.add(("security_group", change.id))
             slot = _slot(change.id)
-            out.update(("security_group", g) for g in view.security_groups if _slot(g) == slot)
-            out.update(
-                ("port", p) for p in view.ports_by_sg.get(change.id, ()) if p in view.bindings
-            )
+            peers = [g for g in view.security_groups if _slot(g) == slot]
+            out.update(("security_group", g) for g in peers)
+            members([change.id, *peers])
         elif kind == "address_group":
-            out.update(
-                ("security_group", r.security_group_id)
+            referring = {
+                r.security_group_id
                 for r in view.rules.values()
                 if r.remote_address_group_id == change.id
-            )
+            }
+            out.update(("security_group", g) for g in referring)
+            members(referring)
         elif kind in ("port", "binding"):
             out.add(("port", change.id))
             groups: set[str] = set()
@@ -356,11 +400,19 @@ class SecurityGroups(App):
                     groups.update(port.security_group_ids)
             out.update(("security_group", g) for g in groups)
             if kind == "port":  # the port's addresses are remote-group members
-                out.update(
-                    ("security_group", r.security_group_id)
-                    for r in view.rules.values()
-                    if r.remote_group_id in groups
-                )
+                referring = {
+                    r.security_group_id for r in view.rules.values() if r.remote_group_id in groups
+                }
+                out.update(("security_group", g) for g in referring)
+                # A member's /0 pair makes such rules two-clause (any remote address):
+                # that changes the clause-1 flow of every member port of the referring groups.
+                if any(
+                    _is_any(pair.ip_address)
+                    for p in (change.old, change.new)
+                    if p is not None
+                    for pair in p.allowed_address_pairs
+                ):
+                    members(referring)
         elif kind == "network":
             for pid in view.ports_by_network.get(change.id, ()):
                 if pid in view.bindings:
@@ -420,20 +472,78 @@ class SecurityGroups(App):
                 out.append(
                     table(side.pre).flow(priority=P_PORT, cookie=cookie, match=m, actions=actions)
                 )
+        # Clause 1 of every rule of each of the port's groups (see _member_flow).
+        for sg_id in dict.fromkeys(port.security_group_ids):
+            sg = view.security_groups.get(sg_id)
+            if sg is None:
+                continue
+            for side in SIDES:
+                flow = self._member_flow(view, sg_id, sg.stateful, side, net_key, port.key)
+                if flow is not None:
+                    out.append(flow)
         return out
+
+    def _port_conj(
+        self, view: LocalView, sg_id: str, stateful: bool, side: _Side
+    ) -> tuple[Conjunction, ...]:
+        """The clause-1 conjunctions of a group's rules on one side (sorted, unique)."""
+        memo = self._epoch(view)
+        key = ("port_conj", sg_id, side.acl)
+        known = memo.get(key)
+        if known is not None:
+            return known  # type: ignore[return-value]
+        port_conj: list[Conjunction] = []
+        for rule in view.sg_rules(sg_id):
+            if stateful:
+                port_conj.append(Conjunction(est_conj_id(rule.id), 1, 2))
+            if rule.direction != side.rule_direction or _what_matches(rule) is None:
+                continue
+            n = 2 if self._remotes(view, rule) is None else 3
+            port_conj.append(Conjunction(rule_conj_id(rule.id), 1, n))
+        actions = tuple(sorted(set(port_conj), key=lambda c: (c.conj_id, c.clause)))
+        memo[key] = actions
+        return actions
+
+    def _member_flow(
+        self, view: LocalView, sg_id: str, stateful: bool, side: _Side, net_key: int, key: int
+    ) -> Flow | None:
+        """A member port's clause-1 flow of a group on one side ((network_key, port key) →
+        the conjunctions of the group's rules), owned by the port: a port joining or
+        leaving a group touches only its own flows here."""
+        port_actions = self._port_conj(view, sg_id, stateful, side)
+        if not port_actions:
+            return None
+        prio = self._priority(view, sg_id)
+        group_cookie = _cookie(sg_id)
+        # One memo per (side, group, rules): then a member's flow is one cheap lookup.
+        memo: dict[object, dict[tuple[int, int], Flow]] = self.__dict__.setdefault(
+            "_member_memo", {}
+        )
+        outer = (side.acl, side.port_key, prio, group_cookie, port_actions)
+        known = memo.get(outer)
+        if known is None or len(known) >= 1 << 16:
+            if len(memo) >= 1 << 10:
+                memo.clear()
+            known = memo[outer] = {}
+        flow = known.get((net_key, key))
+        if flow is None:
+            flow = known[(net_key, key)] = table(side.acl).flow(
+                priority=prio,
+                cookie=group_cookie,
+                match=match(network_key=net_key, **{side.port_key: key}),
+                actions=port_actions,
+            )
+        return flow
 
     def _group_flows(self, view: LocalView, sg_id: str) -> list[Flow]:
         sg = view.security_groups.get(sg_id)
         if sg is None:
             return []
-        members = [
-            found
-            for pid in sorted(view.ports_by_sg.get(sg_id, ()))
-            if (found := _local_protected(view, pid)) is not None
-        ]
-        if not members:
-            return []
-        prio = group_priority(view, sg_id)
+        if not any(
+            _local_protected(view, pid) is not None for pid in view.ports_by_sg.get(sg_id, ())
+        ):
+            return []  # no local member: nothing would match
+        prio = self._priority(view, sg_id)
         group_cookie = _cookie(sg_id)
         rules = view.sg_rules(sg_id)
         out: list[Flow] = []
@@ -464,7 +574,7 @@ class SecurityGroups(App):
                 what = _what_matches(rule)
                 if what is None:
                     continue
-                remotes = _remote_addresses(view, rule)
+                remotes = self._remotes(view, rule)
                 n = 2 if remotes is None else 3
                 cid = rule_conj_id(rule.id)
                 port_conj.append(Conjunction(cid, 1, n))
@@ -496,27 +606,6 @@ class SecurityGroups(App):
                 )
             if not port_conj:
                 continue
-            port_actions = tuple(sorted(set(port_conj), key=lambda c: (c.conj_id, c.clause)))
-            # One memo per (side, group, rules): then a member's flow is one cheap lookup.
-            memo: dict[object, dict[tuple[int, int], Flow]] = self.__dict__.setdefault(
-                "_member_memo", {}
-            )
-            outer = (side.acl, side.port_key, prio, group_cookie, port_actions)
-            known = memo.get(outer)
-            if known is None or len(known) >= 1 << 16:
-                if len(memo) >= 1 << 10:
-                    memo.clear()
-                known = memo[outer] = {}
-            for port, net_key, _ in members:
-                flow = known.get((net_key, port.key))
-                if flow is None:
-                    flow = known[(net_key, port.key)] = acl.flow(
-                        priority=prio,
-                        cookie=group_cookie,
-                        match=match(network_key=net_key, **{side.port_key: port.key}),
-                        actions=port_actions,
-                    )
-                out.append(flow)
             for m, (conjs, rule_ids) in clauses.items():
                 cookie = _cookie(next(iter(rule_ids))) if len(rule_ids) == 1 else group_cookie
                 actions = tuple(sorted(set(conjs), key=lambda c: (c.conj_id, c.clause)))
@@ -542,6 +631,12 @@ class SecurityGroups(App):
                 memo.clear()
             memo[key] = flow
         return flow
+
+
+def _is_any(cidr: str) -> bool:
+    """Whether an address or CIDR is a /0 (then a remote clause means any address)."""
+    info = _network_info(cidr)
+    return info is not None and info[2] == 0
 
 
 @functools.lru_cache(maxsize=1 << 16)
