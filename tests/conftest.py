@@ -12,13 +12,13 @@ import pytest
 import requests
 from hypothesis import settings
 
+from wyvern.nb.store import Store
+
 # CI runs the same examples every time (a red CI must be reproducible, and a green local
 # run must mean a green CI); developers' runs keep exploring new examples.
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from wyvern.nb.store import Store
 
 BACKENDS = ["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.etcd)]
 
