@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dhcpclients import DHCLIENT_SCRIPT, UDHCPC_SCRIPT
 from tests.southbound.conftest import in_netns, missing_prereq, ovs, unique  # noqa: F401
 from wyvern.apps import punts
 from wyvern.controller.packetin import PacketInDispatcher
@@ -128,23 +129,6 @@ DHCLIENT_CONF = """
 option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;
 request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers,
         host-name, interface-mtu, rfc3442-classless-static-routes;
-"""
-
-DHCLIENT_SCRIPT = """#!/bin/sh
-env > "{dir}/dhclient.$reason"
-case "$reason" in
-  BOUND|RENEW|REBIND|REBOOT)
-    ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface"
-    [ -n "$new_interface_mtu" ] && ip link set dev "$interface" mtu "$new_interface_mtu"
-    ;;
-esac
-exit 0
-"""
-
-UDHCPC_SCRIPT = """#!/bin/sh
-env > "{dir}/udhcpc.$1"
-[ "$1" = bound ] && ip addr add "$ip/$mask" dev "$interface"
-exit 0
 """
 
 

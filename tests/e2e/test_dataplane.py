@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.dhcpclients import DHCLIENT_SCRIPT, UDHCPC_SCRIPT
 from tests.e2e.conftest import Chassis, kill_proc
 from tests.southbound.conftest import in_netns
 
@@ -135,23 +136,6 @@ def tcp_transfer(c: Chassis, client_ns: str, server_ns: str, server_ip: str) -> 
 DHCLIENT_CONF = """
 timeout {timeout};
 request subnet-mask, broadcast-address, routers, interface-mtu;
-"""
-
-DHCLIENT_SCRIPT = """#!/bin/sh
-env > "{dir}/dhclient.$reason"
-case "$reason" in
-  BOUND|RENEW|REBIND|REBOOT)
-    ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface"
-    [ -n "$new_interface_mtu" ] && ip link set dev "$interface" mtu "$new_interface_mtu"
-    ;;
-esac
-exit 0
-"""
-
-UDHCPC_SCRIPT = """#!/bin/sh
-env > "{dir}/udhcpc.$1"
-[ "$1" = bound ] && ip addr add "$ip/$mask" dev "$interface"
-exit 0
 """
 
 
