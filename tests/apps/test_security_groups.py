@@ -322,7 +322,10 @@ def test_remote_group_costs_members_plus_ranges_flows() -> None:
         ],
         local={"db": 1},
     )
-    flows = SecurityGroups().flows(v, ("security_group", "db"))
+    app = SecurityGroups()
+    owners = [o for o in app.owners(v) if o[0] != "port"]  # the group's and its remotes'
+    assert ("sg_remote", "db 10.0.1.7/32") in owners
+    flows = [f for o in owners for f in app.flows(v, o)]
     conj = [f for f in flows if f.actions and isinstance(f.actions[0], Conjunction)]
     # ranges(1000..1999) = 6 masked matches, 20 members, 2 port flows, est clause flows
     assert len(flows) < 20 + 6 + 10, len(flows)

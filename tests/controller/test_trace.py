@@ -162,7 +162,7 @@ def test_same_network_icmp_is_delivered_and_named(world: World) -> None:
     for words in (
         f"from: port vm-a ({world.ids['vm-a']}) (ofport 1)",
         f"delivered to port vm-b ({world.ids['vm-b']}) (ofport 2)",
-        f"l2: network net1 ({world.ids['net1']})",
+        f"l2: port vm-b ({world.ids['vm-b']})",
         "rule ingress icmp from 0.0.0.0/0",
     ):
         assert words in text, text
@@ -192,7 +192,7 @@ def test_routed_packet_names_the_router(world: World) -> None:
     assert f"{built.packet['eth_dst']:012x}" in {m.replace(":", "") for m in gw_macs}
     assert f"l3: router r1 ({world.ids['r1']})" in text
     assert "(routing) priority" in text and "(arp_resolve) priority" in text
-    assert f"l2: network net2 ({world.ids['net2']})" in text
+    assert f"l2: port vm-c ({world.ids['vm-c']})" in text
     assert f"delivered to port vm-c ({world.ids['vm-c']}) (ofport 2)" in text
     # the same by address
     _, _, by_ip, _ = world.run(from_port="vm-a", dst_ip="10.1.0.7", proto="tcp")
@@ -385,7 +385,7 @@ def test_ovs_trace_is_annotated_with_stages_and_api_objects(ovs: OvsInstance, wo
         assert " 0. (classification) in_port=" in out, out
         assert f"[classifier: port vm-a ({world.ids['vm-a']})]" in out
         assert "(port_security) " in out and "(l2_lookup) " in out
-        assert f"[l2: network net1 ({world.ids['net1']})]" in out
+        assert f"[l2: port vm-b ({world.ids['vm-b']})]" in out
         assert "(acl_egress) " in out
         assert "security group web rule ingress tcp 22 from 0.0.0.0/0" in out, out
         assert f"[output: port vm-b ({world.ids['vm-b']})]" in out, out

@@ -24,7 +24,10 @@ dropped by OVS at `output:<in_port>` (OpenFlow never outputs to the input port u
 `in_port`), as the simulator models.
 
 TODO(tunnels): flood to remote chassis (one copy per chassis hosting ports of the network).
-Owner: ("network", id).
+Owners: ("network", id) for the router MACs and the flood; ("port", id) for a port's own
+MAC, so a port coming or going in a network of thousands costs its own flow plus the
+flood, never the other ports' flows. A MAC on two ports of a network (the API refuses
+it) goes to the lower port id.
 """
 
 from __future__ import annotations
@@ -72,31 +75,49 @@ class L2(App):
     name = "l2"
 
     def owners(self, view: LocalView) -> Iterable[Owner]:
-        return [("network", nid) for nid in sorted(view.networks)]
+        out: list[Owner] = []
+        for nid in sorted(view.networks):
+            out.append(("network", nid))
+            out.extend(("port", pid) for pid in sorted(view.ports_by_network.get(nid, ())))
+        return out
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        nets: set[str] = set()
+        out: set[Owner] = set()
+        recs = [r for r in (change.old, change.new) if r is not None]
         if change.kind == "network":
-            nets.add(change.id)
-        elif change.kind in ("port", "subnet"):
-            nets.update(r.network_id for r in (change.old, change.new) if r is not None)
+            out.add(("network", change.id))
+            out.update(("port", p) for p in view.ports_by_network.get(change.id, ()))
+        elif change.kind == "subnet":
+            out.update(("network", r.network_id) for r in recs)
+        elif change.kind == "port":
+            out.add(("port", change.id))
+            for r in recs:
+                out.add(("network", r.network_id))  # router MACs, flood
+                holders = view.ports_by_mac.get((r.network_id, r.mac.lower()), ())
+                out.update(("port", p) for p in holders)
         elif change.kind == "binding":
+            out.add(("port", change.id))
             port = view.ports.get(change.id)
             if port is not None:
-                nets.add(port.network_id)
+                out.add(("network", port.network_id))
         elif change.kind == "router":
-            for r in (change.old, change.new):
-                if r is not None:
-                    nets.update(i.network_id for i in r.interfaces)
-                    if r.gateway_network_id:
-                        nets.add(r.gateway_network_id)
-        return [("network", n) for n in sorted(nets)]
+            for r in recs:
+                for i in r.interfaces:
+                    out.update((("network", i.network_id), ("port", i.port_id)))
+                if r.gateway_network_id:
+                    out.add(("network", r.gateway_network_id))
+                if r.gateway_port_id:
+                    out.add(("port", r.gateway_port_id))
+        return sorted(out)
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
-        kind, net_id = owner
-        net = view.networks.get(net_id) if kind == "network" else None
+        kind, oid = owner
+        if kind == "port":
+            return self._port_flows(view, oid)
+        net = view.networks.get(oid) if kind == "network" else None
         if net is None:
             return []
+        net_id = oid
         cookie = encode("l2", net_id)
         st = table("l2_lookup")
         out: dict[object, Flow] = {}
@@ -113,20 +134,6 @@ class L2(App):
                 ),
             )
             out.setdefault(f.key, f)
-        skip = {rport.id for rport, _ in routed}
-        for port in view.network_ports(net_id):
-            if port.id in skip:
-                continue
-            f = st.flow(
-                priority=P_PORT,
-                cookie=cookie,
-                match=match(network_key=net.key, eth_dst=port.mac),
-                actions=(
-                    Load("dst_port_key", port.key),
-                    Goto("output" if local_port(view, port.id) is None else "pre_acl_egress"),
-                ),
-            )
-            out.setdefault(f.key, f)
         f = st.flow(
             priority=P_FLOOD,
             cookie=cookie,
@@ -135,3 +142,26 @@ class L2(App):
         )
         out[f.key] = f
         return list(out.values())
+
+    def _port_flows(self, view: LocalView, port_id: str) -> list[Flow]:
+        """eth_dst = the port's MAC → its key, then egress (local) or output (remote)."""
+        port = view.ports.get(port_id)
+        net = view.networks.get(port.network_id) if port is not None else None
+        if port is None or net is None:
+            return []
+        holders = view.ports_by_mac.get((net.id, port.mac.lower()), ())
+        if len(holders) > 1 and min(holders) != port_id:
+            return []
+        if any(rport.id == port_id for rport, _ in router_ports(view, net.id)):
+            return []  # a router interface: its MAC enters the router (the network's flows)
+        return [
+            table("l2_lookup").flow(
+                priority=P_PORT,
+                cookie=encode("l2", port_id),
+                match=match(network_key=net.key, eth_dst=port.mac),
+                actions=(
+                    Load("dst_port_key", port.key),
+                    Goto("output" if local_port(view, port_id) is None else "pre_acl_egress"),
+                ),
+            )
+        ]

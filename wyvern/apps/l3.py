@@ -21,9 +21,11 @@ destination's egress security groups and port security still apply).
   packet come from the router port), the router MAC on that network as source MAC and,
   for IPv4, `next_hop_ipv4` (the destination itself, or the extra route's next hop).
   IPv4 with no route is punted (`PUNT_ICMP4_ERROR`, type 3 code 0: net unreachable).
-- arp_resolve (owner ("network", id), for networks a router is attached to): next hop →
-  MAC of the port that owns that address in the output network (local or remote ports
-  alike); IPv6 resolves the destination address itself. An unknown next hop is dropped.
+- arp_resolve (owner ("port", id), for every port of a network a router is attached to):
+  next hop → MAC of the port that owns that address in the output network (local or
+  remote ports alike; an address on two ports resolves to the lower port id); IPv6
+  resolves the destination address itself. An unknown next hop is dropped. Per port, so
+  a port joining a network of thousands adds its own flows and rebuilds nothing else.
 
 Stage defaults (priority 0, from `global_flows`): router_input, routing and arp_resolve
 drop; the nat app's pass-throughs continue dnat → routing and snat → l2_lookup.
@@ -134,7 +136,8 @@ class L3App(App):
             yield ("router", rid)
         for nid in sorted(view.networks):
             if self._routed(view, nid):
-                yield ("network", nid)
+                for pid in sorted(view.ports_by_network.get(nid, ())):
+                    yield ("port", pid)
 
     @staticmethod
     def _routed(view: LocalView, network_id: str) -> bool:
@@ -152,27 +155,34 @@ class L3App(App):
             if router is None or not router.admin_state_up:
                 return []
             return self._router_flows(view, router)
-        if kind == "network":
-            net = view.networks.get(oid)
-            if net is None or not self._routed(view, oid):
+        if kind == "port":
+            port = view.ports.get(oid)
+            net = view.networks.get(port.network_id) if port is not None else None
+            if port is None or net is None or not self._routed(view, net.id):
                 return []
-            return self._resolve_flows(view, net)
+            return self._resolve_flows(view, net, port)
         return []
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
         out: set[Owner] = set()
         recs = [r for r in (change.old, change.new) if r is not None]
+
+        def network_ports(network_id: str) -> None:
+            out.update(("port", p) for p in view.ports_by_network.get(network_id, ()))
+
         if change.kind == "router":
             out.add(("router", change.id))
             for r in recs:
                 for itf in r.interfaces:
-                    out.add(("network", itf.network_id))
+                    network_ports(itf.network_id)
         elif change.kind == "network":
-            out.add(("network", change.id))
+            network_ports(change.id)
             out.update(("router", rid) for rid in view.routers_by_network.get(change.id, ()))
         elif change.kind == "port":
+            out.add(("port", change.id))
             for p in recs:
-                out.add(("network", p.network_id))
+                for ip in p.ips:  # a port sharing an address resolves it when this one goes
+                    out.update(("port", q) for q in view.ports_by_ip.get((p.network_id, ip), ()))
                 for rid in view.routers_by_network.get(p.network_id, ()):
                     router = view.routers.get(rid)
                     if router is not None and any(
@@ -322,28 +332,32 @@ class L3App(App):
         return list(flows.values())
 
     # ---- arp_resolve ---------------------------------------------------------------------
-    def _resolve_flows(self, view: LocalView, net: Network) -> list[Flow]:
-        cookie = encode("l3", net.id)
+    def _resolve_flows(self, view: LocalView, net: Network, port: Port) -> list[Flow]:
+        """One port's addresses as next hops (owned per port: a port coming or going in a
+        network of thousands touches only its own flows)."""
+        cookie = encode("l3", port.id)
         ar = table("arp_resolve")
         flows: dict[object, Flow] = {}
-        for port in view.network_ports(net.id):
-            for ip_text in port.ips:
-                try:
-                    ip = ipaddress.ip_address(ip_text)
-                except ValueError:
-                    continue
-                m: dict[str, MatchValue]
-                if ip.version == 4:
-                    m = {"network_key": net.key, "eth_type": ETH_TYPE_IP, "next_hop_ipv4": int(ip)}
-                else:
-                    m = {"network_key": net.key, "ipv6_dst": ip}
-                f = ar.flow(
-                    priority=PRIO_RESOLVE,
-                    cookie=cookie,
-                    match=m,
-                    actions=(SetField("eth_dst", port.mac), Goto("snat")),
-                )
-                flows.setdefault(f.key, f)  # one IP on two ports: the first (by id) wins
+        for ip_text in port.ips:
+            holders = view.ports_by_ip.get((net.id, ip_text), ())
+            if len(holders) > 1 and min(holders) != port.id:
+                continue  # one IP on two ports: the first (by id) wins
+            try:
+                ip = ipaddress.ip_address(ip_text)
+            except ValueError:
+                continue
+            m: dict[str, MatchValue]
+            if ip.version == 4:
+                m = {"network_key": net.key, "eth_type": ETH_TYPE_IP, "next_hop_ipv4": int(ip)}
+            else:
+                m = {"network_key": net.key, "ipv6_dst": ip}
+            f = ar.flow(
+                priority=PRIO_RESOLVE,
+                cookie=cookie,
+                match=m,
+                actions=(SetField("eth_dst", port.mac), Goto("snat")),
+            )
+            flows.setdefault(f.key, f)
         return list(flows.values())
 
 

@@ -41,7 +41,10 @@ Flows and owners: conjunctive matches, shared by every local port of a group
     - clause 2, what: eth_type, ip_proto, tcp/udp_dst masked ranges (`ir.port_range`),
       ICMP type/code;
     - clause 3, remote (only with a remote): the far end's address, one flow per CIDR of
-      remote_ip_prefix, remote_group_id (`view.sg_member_ips`) or remote_address_group_id;
+      remote_ip_prefix, remote_group_id (`view.sg_addresses`) or remote_address_group_id,
+      owned per (group, address): ("sg_remote", "G CIDR"), listing every rule of G whose
+      remote holds that address. A member joining a remote group adds or changes only its
+      own addresses' flows, in O(1) (the group is not rebuilt);
     - conj_id=rule(R): commit with ct_mark=mark(R) (stateless: just continue);
     - est(R), clause 2: ``ct_state=+trk-new-inv, ct_mark=mark(R)`` → conj_id=est(R) continues.
 
@@ -49,8 +52,10 @@ Flows and owners: conjunctive matches, shared by every local port of a group
     clause flow shared by two rules of the group is one flow with both conjunction actions.
     A rule change recomputes its group and its local members' clause-1 flows; unchanged
     rules keep identical flows, so the installer never touches them. ("port", P) also owns
-    P's pre_acl / pre_acl_egress dispatch. A port joining G still recomputes G when a rule
-    references G as its remote group (clause 3 lists every member's addresses).
+    P's pre_acl / pre_acl_egress dispatch. Nothing of G is installed while G has no local
+    member. The app remembers which groups had one and which clause-3 addresses it
+    returned, because the engine names a burst of changes against the view after all of
+    them (the hypothesis tests check incremental == full recompute, bursts included).
 
     Unsupported: SCTP port ranges (the IR has no sctp_dst): such a rule installs nothing
     (fails closed) rather than allowing every SCTP port.
@@ -64,12 +69,12 @@ import functools
 import hashlib
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import port_ct_zone
-from wyvern.controller.view import Change, LocalView, Port, SecurityGroupRule
+from wyvern.controller.view import Change, LocalView, Port, SecurityGroupRule, port_nets
 from wyvern.southbound.cookies import AppName, encode
 from wyvern.southbound.ir import (
     ETH_TYPE_IP,
@@ -95,6 +100,7 @@ from wyvern.southbound.ir import (
 from wyvern.southbound.pipeline import StageName
 
 APP: AppName = "security_groups"
+REMOTE = "sg_remote"  # owner kind of the per-address clause-3 flows
 
 # pre_acl / pre_acl_egress
 P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
@@ -291,27 +297,84 @@ def _cookie(object_id: str) -> int:
     return encode(APP, object_id)
 
 
-def _remote_addresses(view: LocalView, rule: SecurityGroupRule) -> list[str] | None:
-    """The far end's CIDRs (None: any address)."""
-    version = 4 if rule.ethertype == "IPv4" else 6
+def _version(rule: SecurityGroupRule) -> int:
+    return 4 if rule.ethertype == "IPv4" else 6
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _expressible(rule: SecurityGroupRule) -> bool:
+    """Whether a rule installs anything (see _what_matches), memoised."""
+    return _what_matches(rule) is not None
+
+
+def _any_of(cidrs: Iterable[str], version: int) -> bool:
+    """Whether the addresses include a /0 of `version` (a remote clause then means any)."""
+    for text in cidrs:
+        info = _network_info(text)
+        if info is not None and info[0] == version and info[2] == 0:
+            return True
+    return False
+
+
+def _remote_is_any(view: LocalView, rule: SecurityGroupRule) -> bool:
+    """Whether a rule has no remote clause: no remote at all, or one naming a /0.
+    O(1) for remote groups (view.sg_addresses), so a member joining costs no scan."""
+    version = _version(rule)
     if rule.remote_group_id:
-        raw: Sequence[str] = view.sg_member_ips(rule.remote_group_id, rule.ethertype)
+        counts = view.sg_addresses.get(rule.remote_group_id, {})
+        return ("0.0.0.0/0" if version == 4 else "::/0") in counts
+    if rule.remote_address_group_id:
+        ag = view.address_groups.get(rule.remote_address_group_id)
+        return ag is not None and _any_of(ag.addresses, version)
+    if rule.remote_ip_prefix:
+        return _any_of((rule.remote_ip_prefix,), version)
+    return True
+
+
+def _rule_cidrs(view: LocalView, rule: SecurityGroupRule) -> list[str]:
+    """Every canonical CIDR of the rule's family its remote names (a superset of its
+    clause-3 flows: /0 included; [] for a rule without a remote)."""
+    version = _version(rule)
+    raw: Iterable[str]
+    if rule.remote_group_id:
+        raw = view.sg_addresses.get(rule.remote_group_id, {})
     elif rule.remote_address_group_id:
         ag = view.address_groups.get(rule.remote_address_group_id)
         raw = ag.addresses if ag is not None else ()
     elif rule.remote_ip_prefix:
         raw = (rule.remote_ip_prefix,)
     else:
-        return None
-    nets: dict[str, tuple[int, int]] = {}  # canonical text -> (address, prefix length)
+        return []
+    out = []
     for text in raw:
         info = _network_info(text)
-        if info is None or info[0] != version:
-            continue
-        if info[2] == 0:
-            return None  # anything: no remote clause at all
-        nets[info[3]] = (info[1], info[2])
-    return [t for t, _ in sorted(nets.items(), key=lambda item: item[1])]
+        if info is not None and info[0] == version:
+            out.append(info[3])
+    return out
+
+
+def _remote_contains(view: LocalView, rule: SecurityGroupRule, cidr: str) -> bool:
+    """Whether `cidr` (canonical, of the rule's family, not a /0) is in the rule's remote."""
+    if rule.remote_group_id:
+        return cidr in view.sg_addresses.get(rule.remote_group_id, {})
+    if rule.remote_address_group_id:
+        ag = view.address_groups.get(rule.remote_address_group_id)
+        return ag is not None and cidr in _canonical_set(ag.addresses)
+    if rule.remote_ip_prefix:
+        info = _network_info(rule.remote_ip_prefix)
+        return info is not None and info[3] == cidr
+    return False
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _canonical_set(addresses: tuple[str, ...]) -> frozenset[str]:
+    out = (_network_info(a) for a in addresses)
+    return frozenset(info[3] for info in out if info is not None)
+
+
+def remote_owner(sg_id: str, cidr: str) -> Owner:
+    """The owner of a group's clause-3 flows for one remote address (see the docstring)."""
+    return (REMOTE, f"{sg_id} {cidr}")
 
 
 # ---------------------------------------------------------------- the app
@@ -319,6 +382,15 @@ def _remote_addresses(view: LocalView, rule: SecurityGroupRule) -> list[str] | N
 
 class SecurityGroups(App):
     name = APP
+
+    def __init__(self) -> None:
+        # group -> whether it had a local member when the engine last heard of it (full
+        # recompute or a change naming it): affected() compares to find the flips.
+        self._live: dict[str, bool] = {}
+        # group -> the remote addresses whose clause-3 flows it last returned non-empty:
+        # with a burst of changes named against the view after all of them, the view
+        # alone cannot say which addresses a changed rule or a departed member had.
+        self._emitted: dict[str, set[str]] = {}
 
     # -- owners -----------------------------------------------------------------------
 
@@ -336,14 +408,23 @@ class SecurityGroups(App):
         self.__dict__["_epoch_memo"] = {}
         self.__dict__["_epoch_view"] = view
 
-    def _remotes(self, view: LocalView, rule: SecurityGroupRule) -> list[str] | None:
-        """_remote_addresses, memoised for the epoch (a remote group's addresses cost
-        O(its members); the group's flows and each member port's flows need them)."""
+    def _has_local_member(self, view: LocalView, sg_id: str) -> bool:
+        """Whether a local protected port is in the group (else its flows match nothing)."""
         memo = self._epoch(view)
-        key = ("remotes", rule)
-        if key not in memo:
-            memo[key] = _remote_addresses(view, rule)
-        return memo[key]  # type: ignore[return-value]
+        key = ("local", sg_id)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = any(
+                _local_protected(view, pid) is not None for pid in view.ports_by_sg.get(sg_id, ())
+            )
+        return bool(got)
+
+    def _remote_owners(self, view: LocalView, sg_id: str) -> set[Owner]:
+        """Every per-address owner the group's rules name now or had flows before."""
+        cidrs = set(self._emitted.get(sg_id, ()))
+        for rule in view.sg_rules(sg_id):
+            cidrs.update(_rule_cidrs(view, rule))
+        return {remote_owner(sg_id, cidr) for cidr in cidrs}
 
     def _priority(self, view: LocalView, sg_id: str) -> int:
         memo = self._epoch(view)
@@ -356,7 +437,13 @@ class SecurityGroups(App):
     def owners(self, view: LocalView) -> Iterable[Owner]:
         self._new_epoch(view)
         out: list[Owner] = [("port", pid) for pid in sorted(view.bindings)]
-        out.extend(("security_group", g) for g in sorted(view.security_groups))
+        self._live = {}
+        self._emitted = {}  # refilled by the flows() calls of the recompute
+        for g in sorted(view.security_groups):
+            out.append(("security_group", g))
+            self._live[g] = live = self._has_local_member(view, g)
+            if live:
+                out.extend(sorted(self._remote_owners(view, g)))
         return out
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
@@ -368,17 +455,31 @@ class SecurityGroups(App):
             for g in groups:
                 out.update(("port", p) for p in view.ports_by_sg.get(g, ()) if p in view.bindings)
 
+        def all_remotes(groups: Iterable[str]) -> None:  # every clause-3 owner of groups
+            for g in groups:
+                out.update(self._remote_owners(view, g))
+                self._live[g] = self._has_local_member(view, g)
+
+        def addresses(groups: Iterable[str], cidrs: Iterable[str]) -> None:
+            cidrs = list(cidrs)
+            out.update(remote_owner(g, c) for g in groups for c in cidrs)
+
         if kind == "security_group_rule":
             for r in (change.old, change.new):
                 if r is not None:
                     out.add(("security_group", r.security_group_id))
                     members([r.security_group_id])
+                    addresses([r.security_group_id], _rule_cidrs(view, r))
+                    if r is change.old and (r.remote_group_id or r.remote_address_group_id):
+                        # what the old rule's remote held may have changed meanwhile
+                        addresses([r.security_group_id], self._emitted.get(r.security_group_id, ()))
         elif kind == "security_group":
             out.add(("security_group", change.id))
             slot = _slot(change.id)
             peers = [g for g in view.security_groups if _slot(g) == slot]
             out.update(("security_group", g) for g in peers)
             members([change.id, *peers])
+            all_remotes([change.id, *peers])  # their priority may have moved
         elif kind == "address_group":
             referring = {
                 r.security_group_id
@@ -387,6 +488,9 @@ class SecurityGroups(App):
             }
             out.update(("security_group", g) for g in referring)
             members(referring)
+            for ag in (change.old, change.new):
+                if ag is not None:
+                    addresses(referring, (c for c in _canonical_set(ag.addresses)))
         elif kind in ("port", "binding"):
             out.add(("port", change.id))
             groups: set[str] = set()
@@ -399,11 +503,22 @@ class SecurityGroups(App):
                 if port is not None:
                     groups.update(port.security_group_ids)
             out.update(("security_group", g) for g in groups)
+            # The first local member of a group brings its clause-3 flows, the last takes
+            # them away (_remote_flows): only then do all of them change. Whether the
+            # group had one before is what the app last saw (a burst of changes is named
+            # against the view after all of them, so "any other member?" would miss the
+            # flip when two members arrive together).
+            for g in groups:
+                if self._has_local_member(view, g) != self._live.get(g):
+                    all_remotes([g])
             if kind == "port":  # the port's addresses are remote-group members
                 referring = {
                     r.security_group_id for r in view.rules.values() if r.remote_group_id in groups
                 }
                 out.update(("security_group", g) for g in referring)
+                for p in (change.old, change.new):
+                    if p is not None:
+                        addresses(referring, port_nets(p))
                 # A member's /0 pair makes such rules two-clause (any remote address):
                 # that changes the clause-1 flow of every member port of the referring groups.
                 if any(
@@ -413,11 +528,13 @@ class SecurityGroups(App):
                     for pair in p.allowed_address_pairs
                 ):
                     members(referring)
+                    all_remotes(referring)
         elif kind == "network":
             for pid in view.ports_by_network.get(change.id, ()):
                 if pid in view.bindings:
                     out.add(("port", pid))
                     out.update(("security_group", g) for g in view.ports[pid].security_group_ids)
+                    all_remotes(view.ports[pid].security_group_ids)
         return sorted(out)
 
     # -- flows ------------------------------------------------------------------------
@@ -448,6 +565,16 @@ class SecurityGroups(App):
             return self._port_flows(view, id_)
         if kind == "security_group":
             return self._group_flows(view, id_)
+        if kind == REMOTE:
+            sg_id, _, cidr = id_.partition(" ")
+            flows = self._remote_flows(view, sg_id, cidr)
+            if flows:
+                self._emitted.setdefault(sg_id, set()).add(cidr)
+            elif cidr in self._emitted.get(sg_id, ()):
+                self._emitted[sg_id].discard(cidr)
+                if not self._emitted[sg_id]:
+                    del self._emitted[sg_id]
+            return flows
         return []
 
     def _port_flows(self, view: LocalView, port_id: str) -> list[Flow]:
@@ -498,7 +625,7 @@ class SecurityGroups(App):
                 port_conj.append(Conjunction(est_conj_id(rule.id), 1, 2))
             if rule.direction != side.rule_direction or _what_matches(rule) is None:
                 continue
-            n = 2 if self._remotes(view, rule) is None else 3
+            n = 2 if _remote_is_any(view, rule) else 3
             port_conj.append(Conjunction(rule_conj_id(rule.id), 1, n))
         actions = tuple(sorted(set(port_conj), key=lambda c: (c.conj_id, c.clause)))
         memo[key] = actions
@@ -539,9 +666,7 @@ class SecurityGroups(App):
         sg = view.security_groups.get(sg_id)
         if sg is None:
             return []
-        if not any(
-            _local_protected(view, pid) is not None for pid in view.ports_by_sg.get(sg_id, ())
-        ):
+        if not self._has_local_member(view, sg_id):
             return []  # no local member: nothing would match
         prio = self._priority(view, sg_id)
         group_cookie = _cookie(sg_id)
@@ -574,18 +699,12 @@ class SecurityGroups(App):
                 what = _what_matches(rule)
                 if what is None:
                     continue
-                remotes = self._remotes(view, rule)
-                n = 2 if remotes is None else 3
+                n = 2 if _remote_is_any(view, rule) else 3
                 cid = rule_conj_id(rule.id)
                 port_conj.append(Conjunction(cid, 1, n))
                 for fields in what:
                     m = match(**fields)
                     clauses[m][0].append(Conjunction(cid, 2, n))
-                    clauses[m][1].add(rule.id)
-                field = ("ipv4_" if rule.ethertype == "IPv4" else "ipv6_") + side.remote_end
-                for cidr in remotes or ():
-                    m = _remote_match(field, cidr)
-                    clauses[m][0].append(Conjunction(cid, 3, n))
                     clauses[m][1].add(rule.id)
                 et = ETH_TYPES[rule.ethertype]
                 allow: tuple[Action, ...] = (Goto(side.after_acl),)
@@ -612,6 +731,42 @@ class SecurityGroups(App):
                 out.append(self._flow(side.acl, prio, cookie, actions, m))
         return out
 
+    def _remote_flows(self, view: LocalView, sg_id: str, cidr: str) -> list[Flow]:
+        """Clause 3 for one remote address: on each side, the far end's address →
+        conjunction(R, 3/3) for every rule R of the group whose remote holds it. Owned
+        per (group, address), so a remote-group member joining touches only its own
+        addresses' flows, never the group's other members'."""
+        sg = view.security_groups.get(sg_id)
+        info = _network_info(cidr)
+        if sg is None or info is None or info[3] != cidr or info[2] == 0:
+            return []
+        if not self._has_local_member(view, sg_id):
+            return []
+        version = info[0]
+        rules = [
+            r
+            for r in view.sg_rules(sg_id)
+            if _version(r) == version
+            and _expressible(r)
+            and _remote_contains(view, r, cidr)
+            and not _remote_is_any(view, r)
+        ]
+        if not rules:
+            return []
+        prio = self._priority(view, sg_id)
+        out: list[Flow] = []
+        for side in SIDES:
+            ids = [r.id for r in rules if r.direction == side.rule_direction]
+            if not ids:
+                continue
+            cookie = _cookie(ids[0]) if len(set(ids)) == 1 else _cookie(sg_id)
+            actions = tuple(
+                sorted({Conjunction(rule_conj_id(i), 3, 3) for i in ids}, key=_conj_order)
+            )
+            field = ("ipv4_" if version == 4 else "ipv6_") + side.remote_end
+            out.append(self._flow(side.acl, prio, cookie, actions, _remote_match(field, cidr)))
+        return out
+
     def _flow(
         self,
         stage: StageName,
@@ -631,6 +786,10 @@ class SecurityGroups(App):
                 memo.clear()
             memo[key] = flow
         return flow
+
+
+def _conj_order(c: Conjunction) -> tuple[int, int]:
+    return c.conj_id, c.clause
 
 
 def _is_any(cidr: str) -> bool:

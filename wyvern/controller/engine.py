@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from wyvern.apps.base import App, Owner
 from wyvern.controller.view import Change, LocalView
@@ -172,7 +172,9 @@ class Engine:
         base = (self._token, self._generation)
         self._generation += 1
         return RenderedLines(
-            chunks=list(self._rendered.values()),  # (a changed entry gets a new list)
+            # Not copied (80k entries at 10k ports: a copy per port add cost more than the
+            # add): read before the next render() or not at all (the agent syncs at once).
+            chunks=_LiveChunks(self, self._generation),
             generation=(self._token, self._generation),
             base=base,
             added=list(added),
@@ -181,6 +183,30 @@ class Engine:
 
     def flow_count(self) -> int:
         return sum(len(f) for f in self.desired.values())
+
+
+class _LiveChunks(Sequence[list[str]]):
+    """The engine's rendered entries as of one render(), valid until the next one."""
+
+    __slots__ = ("_engine", "_generation")
+
+    def __init__(self, engine: Engine, generation: int) -> None:
+        self._engine = engine
+        self._generation = generation
+
+    def _chunks(self) -> list[list[str]]:
+        if self._engine._generation != self._generation:
+            raise RuntimeError("these rendered lines were superseded by a later render()")
+        return list(self._engine._rendered.values())
+
+    def __len__(self) -> int:
+        return len(self._chunks())
+
+    def __getitem__(self, index: int) -> list[str]:  # type: ignore[override]
+        return self._chunks()[index]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return iter(self._chunks())
 
 
 def compute_full(apps: Sequence[App], view: LocalView) -> dict[EntryKey, list[Flow]]:

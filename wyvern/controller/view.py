@@ -303,6 +303,14 @@ class LocalView:
     ports_by_sg: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     rules_by_sg: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     routers_by_network: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # group -> canonical CIDR (canonical_net) of its members' addresses and address pairs
+    # -> how many members hold it: remote_group_id rules ask "is X a member address?"
+    # per address, in O(1), instead of listing every member.
+    sg_addresses: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    # (network id, fixed IP) -> the ports holding it (normally one; IPAM makes it unique)
+    ports_by_ip: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    # (network id, lower-case MAC) -> the ports holding it (normally one per network)
+    ports_by_mac: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def _table(self, kind: Kind) -> dict[str, Any]:
         tables: dict[str, dict[str, Any]] = {
@@ -333,12 +341,40 @@ class LocalView:
         if kind == "port":
             if old is not None:
                 self.ports_by_network[old.network_id].discard(id_)
+                mac_key = (old.network_id, old.mac.lower())
+                self.ports_by_mac[mac_key].discard(id_)
+                if not self.ports_by_mac[mac_key]:
+                    del self.ports_by_mac[mac_key]
+                for ip in old.ips:
+                    holders = self.ports_by_ip[(old.network_id, ip)]
+                    holders.discard(id_)
+                    if not holders:
+                        del self.ports_by_ip[(old.network_id, ip)]
                 for sg in old.security_group_ids:
                     self.ports_by_sg[sg].discard(id_)
+                nets = port_nets(old)
+                for sg in dict.fromkeys(old.security_group_ids) if nets else ():
+                    counts = self.sg_addresses[sg]
+                    for net in nets:
+                        n = counts[net] - 1
+                        if n:
+                            counts[net] = n
+                        else:
+                            del counts[net]
+                    if not counts:
+                        del self.sg_addresses[sg]
             if new is not None:
                 self.ports_by_network[new.network_id].add(id_)
+                self.ports_by_mac[(new.network_id, new.mac.lower())].add(id_)
+                for ip in new.ips:
+                    self.ports_by_ip[(new.network_id, ip)].add(id_)
                 for sg in new.security_group_ids:
                     self.ports_by_sg[sg].add(id_)
+                nets = port_nets(new)
+                for sg in dict.fromkeys(new.security_group_ids) if nets else ():
+                    counts = self.sg_addresses[sg]
+                    for net in nets:
+                        counts[net] = counts.get(net, 0) + 1
         elif kind == "subnet":
             if old is not None:
                 self.subnets_by_network[old.network_id].discard(id_)
@@ -393,6 +429,22 @@ class LocalView:
                 if _net_version(pair.ip_address) == version:
                     out.add(pair.ip_address)
         return sorted(out)
+
+
+def port_nets(port: Port) -> tuple[str, ...]:
+    """A port's fixed IPs and address-pair addresses as canonical CIDRs, each once."""
+    nets = [canonical_net(ip) for ip in port.ips]
+    nets.extend(canonical_net(p.ip_address) for p in port.allowed_address_pairs)
+    return tuple(dict.fromkeys(n for n in nets if n))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def canonical_net(text: str) -> str:
+    """`str(ip_network(text, strict=False))` ('10.0.0.5' -> '10.0.0.5/32'); '' if invalid."""
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        return ""
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -216,7 +216,8 @@ class RenderedLines(Sequence[str]):
 
     def _flat(self) -> list[str]:
         if self._lines is None:
-            self._lines = [line for chunk in self._chunks or () for line in chunk]
+            chunks = self._chunks if self._chunks is not None else ()
+            self._lines = [line for chunk in chunks for line in chunk]
             self._chunks = None
         return self._lines
 
