@@ -123,10 +123,18 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Agent: underlay address other chassis tunnel to."
     )
     bridge: str = Field(default="br-int", description="Agent: the integration bridge.")
-    ovs_mode: Literal["private", "attach"] = Field(
+    ovs_mode: Literal["private", "attach", "fake"] = Field(
         default="private",
         description="Agent: private starts our own ovsdb-server and ovs-vswitchd (userspace "
-        "datapath) under ovs_run_dir; attach uses the OVS already running there.",
+        "datapath) under ovs_run_dir; attach uses the OVS already running there; fake runs "
+        "no switch at all (flows are recorded, ports requested on this chassis by "
+        "binding:host_id count as plugged): for scale tests with many chassis.",
+    )
+    distribution: Literal["auto", "selective", "all"] = Field(
+        default="auto",
+        description="Agent: selective follows only what the local ports need (their "
+        "networks, those behind their routers, their security groups); all follows the "
+        "whole store; auto: selective on etcd, all otherwise (one host).",
     )
     ovs_run_dir: str = Field(
         default="",

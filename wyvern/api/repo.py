@@ -37,6 +37,13 @@ def index_key(kind: str, id_: str) -> str:
     return f"{ROOT}index/{kind}/{id_}"
 
 
+def host_port_key(host: str, port_id: str) -> str:
+    """A port requested on a host (binding:host_id) -> its network id: what a chassis
+    follows to learn which networks its ports will need before they are plugged (OVN's
+    requested-chassis), and how a fake chassis (no OVS) knows what to bind."""
+    return f"{ROOT}index/host_ports/{host.replace('/', '%2F')}/{port_id}"
+
+
 def owner_key(project: str, kind: str, id_: str) -> str:
     return f"{ROOT}owner/{project}/{kind}/{id_}"
 

@@ -107,20 +107,34 @@ class AgentComponent:
         s = self.settings
         if s.store == "memory" and self.store is None:
             LOG.warning("agent: the memory store is private to each process; use sqlite or etcd")
-        try:
-            ovs = open_ovs(s)
-        except OvsError as exc:
-            raise ComponentError(f"agent: no OVS to drive: {exc}") from exc
+        ovs = None
+        if s.ovs_mode != "fake":
+            try:
+                ovs = open_ovs(s)
+            except OvsError as exc:
+                raise ComponentError(f"agent: no OVS to drive: {exc}") from exc
         store = self.store if self.store is not None else open_store(s)
         self._opened = store if self.store is None else None
-        info = ChassisInfo(s.agent_chassis, s.tunnel_ip, bridge=s.bridge)
-        self.agent = Agent(store, ovs, info, bridge=s.bridge, lease_ttl=s.agent_lease_ttl)
+        # The chassis name is also the host that binding:host_id names (Nova's host).
+        info = ChassisInfo(s.agent_chassis, s.tunnel_ip, hostname=s.agent_chassis, bridge=s.bridge)
+        selective = s.distribution == "selective" or (
+            s.distribution == "auto" and s.store == "etcd"
+        )
+        self.agent = Agent(
+            store,
+            ovs,
+            info,
+            bridge=s.bridge,
+            lease_ttl=s.agent_lease_ttl,
+            selective=selective,
+        )
         self.agent.start()
         LOG.info(
-            "agent: chassis %s (tunnel %s) on %s, %d flows installed",
+            "agent: chassis %s (tunnel %s) on %s, %s distribution, %d flows installed",
             info.name,
             info.tunnel_ip,
-            ovs.run_dir,
+            ovs.run_dir if ovs is not None else "no switch (fake)",
+            "selective" if selective else "full",
             len(self.agent.installer.installed),
         )
 

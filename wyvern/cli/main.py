@@ -202,10 +202,14 @@ def agent(
     ] = None,
     ovs_mode: Annotated[
         str | None,
-        typer.Option("--ovs-mode", help="private or attach [WYVERN_OVS_MODE]."),
+        typer.Option("--ovs-mode", help="private, attach or fake [WYVERN_OVS_MODE]."),
     ] = None,
     ovs_run_dir: OvsDirOpt = None,
     ovs_netns: OvsNetnsOpt = None,
+    distribution: Annotated[
+        str | None,
+        typer.Option("--distribution", help="auto, selective or all [WYVERN_DISTRIBUTION]."),
+    ] = None,
 ) -> None:
     """Run the chassis agent (foreground): store -> flows on br-int, port status back.
 
@@ -222,6 +226,7 @@ def agent(
         ovs_mode=ovs_mode,
         ovs_run_dir=ovs_run_dir,
         ovs_netns=ovs_netns,
+        distribution=distribution,
     )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(settings.log_level, settings.run_dir / "logs" / "wyvern-agent.log")
@@ -237,7 +242,7 @@ def agent(
     parts: list[Component] = []
     if settings.ovs_mode == "private":
         parts.append(OvsComponent(settings, stop_on_exit=False))
-    parts.append(AgentComponent(settings))
+    parts.append(AgentComponent(settings))  # (ovs_mode fake: no switch at all)
     raise typer.Exit(run_until_signalled(parts))
 
 

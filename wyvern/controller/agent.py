@@ -43,11 +43,13 @@ from wyvern.apps.base import App
 from wyvern.controller.bindings import BindingMonitor, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps
+from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.sync import Sync
 from wyvern.controller.view import Change, LocalView
 from wyvern.nb.store import Store, StoreError
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
 from wyvern.southbound.ovs import OvsError, OvsInstance
+from wyvern.southbound.recorder import RecordingInstaller
 
 LOG = logging.getLogger(__name__)
 
@@ -68,26 +70,41 @@ class Agent:
     def __init__(
         self,
         store: Store,
-        ovs: OvsInstance,
+        ovs: OvsInstance | None,
         chassis: ChassisInfo,
         *,
         apps: Sequence[App] | None = None,
         bridge: str = "br-int",
         lease_ttl: float = 30.0,
         poll_interval: float = 0.2,
-        prefixes: Sequence[str] = (ROOT,),
+        prefixes: Sequence[str] | None = None,
         packet_in: bool = True,
+        selective: bool = False,
     ) -> None:
+        """ovs None: a fake chassis (no switch; flows recorded, ports bound by
+        binding:host_id; see wyvern/controller/interest.py). selective: follow only what
+        the local ports need (interest.py) instead of every prefix."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
         self.chassis = chassis
         self.poll_interval = poll_interval
         self.view = LocalView(chassis_name=chassis.name)
+        if prefixes is None:
+            prefixes = Interest.base_prefixes(chassis.hostname) if selective else (ROOT,)
         self.sync = Sync(store, self.view, prefixes)
+        self.interest = Interest(store, self.sync, chassis.hostname) if selective else None
+        self._interest_version = -1
         self.engine = Engine(default_apps() if apps is None else apps)
-        self.installer = FlowInstaller(ovs, bridge)
-        self.bindings = BindingMonitor(ovs)
+        self.installer: FlowInstaller | RecordingInstaller
+        self.bindings: BindingMonitor | FakeBindings
+        if ovs is None:
+            self.installer = RecordingInstaller()
+            self.bindings = FakeBindings(self.sync)
+            packet_in = False
+        else:
+            self.installer = FlowInstaller(ovs, bridge)
+            self.bindings = BindingMonitor(ovs)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
         self.stats = AgentStats()
@@ -105,13 +122,14 @@ class Agent:
     def start(self) -> None:
         """Register, read the switch, compute and install everything, then follow."""
         ovs = self.ovs
-        if ovs.ensure_bridge(self.bridge):
+        if ovs is not None and ovs.ensure_bridge(self.bridge):
             LOG.info("chassis %s: created %s", self.chassis.name, self.bridge)
         installed = self.installer.resync_from_switch()
         self.registration.start()
         self.sync.start()
         for port_id, binding in self.bindings.poll().items():
             self.sync.set_binding(port_id, binding)
+        self._follow_interest([], force=True)
         self.engine.full(self.view)
         LOG.info(
             "chassis %s: initial view at revision %d: %d networks, %d ports (%d local); "
@@ -130,7 +148,7 @@ class Agent:
         # 10,000 ports a full collection walks millions of objects).
         gc.collect()
         gc.freeze()
-        if self.want_packet_in:
+        if self.want_packet_in and ovs is not None:
             self.packet_in = PacketInService.maybe_start(self.sync, ovs, self.bridge)
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{self.chassis.name}", daemon=True
@@ -181,7 +199,11 @@ class Agent:
             self.sync.close()  # watches are re-opened from the applied revision
             time.sleep(min(1.0, timeout))
         now = time.monotonic()
-        if now >= self._next_binding_poll:  # at most every poll_interval, even when busy
+        fake_moved = (
+            isinstance(self.bindings, FakeBindings)
+            and self.sync.interest_version != self._interest_version
+        )
+        if now >= self._next_binding_poll or fake_moved:  # at most every poll_interval
             self._next_binding_poll = now + self.poll_interval
             for port_id, binding in self.bindings.poll().items():
                 changes += self.sync.set_binding(port_id, binding)
@@ -189,6 +211,7 @@ class Agent:
         if changes:
             with contextlib.suppress(StoreError):
                 changes += self.sync.pump(0)
+        changes += self._follow_interest(changes)
         self.stats.loops += 1
         if changes:
             self.stats.changes += len(changes)
@@ -200,6 +223,22 @@ class Agent:
         with self.cycle:
             self.cycle.notify_all()
         return len(changes)
+
+    def _follow_interest(self, changes: list[Change], force: bool = False) -> list[Change]:
+        """With selective distribution: follow (or stop following) what the changes made
+        (un)necessary; what that lists comes back as more changes."""
+        interest = self.interest
+        if interest is None:
+            return []
+        moved = self.sync.interest_version != self._interest_version
+        if not (force or moved or Interest.touches(changes)):
+            return []
+        self._interest_version = self.sync.interest_version
+        try:
+            return interest.update()
+        except StoreError as exc:
+            LOG.warning("chassis %s: cannot follow what ports need: %s", self.chassis.name, exc)
+            return []
 
     def _compute(self, changes: list[Change]) -> None:
         try:

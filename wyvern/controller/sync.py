@@ -39,6 +39,7 @@ LOG = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (view kind, id)
 STATUS_PORTS = f"{ROOT}status/ports/"
+HOST_PORTS = f"{ROOT}index/host_ports/"  # <host>/<port id> -> network id (repo.host_port_key)
 # Keys under ROOT the agent never follows: claims, ownership and child->parent indexes.
 IGNORED_SEGMENTS = frozenset({"uniq", "owner", "index"})
 IDLE_PROOF = 0.25  # seconds (see Sync.pump)
@@ -54,6 +55,14 @@ class Decoded:
 
     kind: str  # a view Kind, or "status"
     id: str
+
+
+def requested_port(key: str) -> str | None:
+    """The port id of a host_ports index key (a port requested on a host), else None."""
+    if not key.startswith(HOST_PORTS):
+        return None
+    port_id = key[len(HOST_PORTS) :].partition("/")[2]
+    return port_id if port_id and "/" not in port_id else None
 
 
 def decode_key(key: str) -> Decoded | None:
@@ -142,6 +151,13 @@ class Sync:
         self._removing: set[Key] = set()
         # port id -> status object as stored (ours and other chassis's)
         self.port_status: dict[str, dict[str, Any]] = {}
+        # Ports requested on our host (if a host_ports prefix is followed) -> network id;
+        # and a counter that moves whenever that set or any router record changes (what
+        # selective distribution decides from, held-back records included).
+        self.requested: dict[str, str] = {}
+        self.interest_version = 0
+        self._bell = threading.Event()  # rung by the store when a watch may have news
+        store.add_doorbell(self._bell)
         # Held while the view changes: readers on other threads (packet-in handlers) take
         # it too. Never held while waiting on the store.
         self.lock = threading.RLock()
@@ -187,6 +203,7 @@ class Sync:
             return changes
 
     def close(self) -> None:
+        """Close the watches (pump reopens them from the applied revision)."""
         for f in self.followers:
             if f.watch is not None:
                 f.watch.close()
@@ -194,34 +211,56 @@ class Sync:
 
     def pump(self, timeout: float = 0.2, max_batches: int = 1000) -> list[Change]:
         """Wait up to `timeout` for store changes, apply all that are ready, return them."""
+        if len(self.followers) == 1:
+            return self._pump_one(self.followers[0], timeout, max_batches)
         changes: list[Change] = []
-        per = timeout / max(1, len(self.followers))
+        # Watches report changes only, so with several prefixes a quiet one must prove it
+        # is caught up: its watch has nothing, and was open when the store was at
+        # `idle_head` at least IDLE_PROOF seconds ago (an etcd watch streams in the
+        # background; etcd's progress notifications would make this exact).
+        head = self.store.revision()
+        was_watching = {id(f): f.watch is not None for f in self.followers}
+        busy: set[int] = set()
         got = 0
+        bell = self._bell
+        deadline = time.monotonic() + timeout
+        while True:
+            bell.clear()  # before looking: a change landing meanwhile rings it again
+            for f in list(self.followers):
+                while got < max_batches:
+                    item = self._next(f, 0.0)
+                    if item is None:
+                        break
+                    got += 1
+                    busy.add(id(f))
+                    with self.lock:
+                        changes += self.apply_item(f, item)
+            left = deadline - time.monotonic()
+            if busy or got >= max_batches or left <= 0:
+                break
+            poll = self.store.doorbell_poll
+            bell.wait(left if poll is None else min(left, poll))
+        now = time.monotonic()
         for f in self.followers:
-            wait = per
-            # Watches report changes only, so with several prefixes a quiet one must prove
-            # it is caught up: its watch has nothing, and was open when the store was at
-            # `idle_head` at least IDLE_PROOF seconds ago (an etcd watch streams in the
-            # background; etcd's progress notifications would make this exact).
-            watching = f.watch is not None
-            head = self.store.revision() if len(self.followers) > 1 else 0
-            first = True
-            while got < max_batches:
-                item = self._next(f, wait)
-                wait = 0.0
-                if item is None:
-                    old_enough = time.monotonic() - f.idle_at >= IDLE_PROOF
-                    if first and old_enough and f.idle_head > f.revision:
-                        f.revision = f.idle_head
-                    break
-                first = False
-                got += 1
-                with self.lock:
-                    changes += self.apply_item(f, item)
-            if not watching or f.watch is None:  # (re)opened now: prove nothing yet
+            if id(f) not in busy and now - f.idle_at >= IDLE_PROOF and f.idle_head > f.revision:
+                f.revision = f.idle_head
+            if not was_watching.get(id(f)) or f.watch is None:  # (re)opened: prove nothing yet
                 f.idle_head = 0
             elif f.idle_head <= f.revision:
-                f.idle_head, f.idle_at = head, time.monotonic()
+                f.idle_head, f.idle_at = head, now
+        return changes
+
+    def _pump_one(self, f: _Follower, timeout: float, max_batches: int) -> list[Change]:
+        """One prefix: block on its watch alone."""
+        changes: list[Change] = []
+        wait = timeout
+        for _ in range(max_batches):
+            item = self._next(f, wait)
+            if item is None:
+                break
+            wait = 0.0
+            with self.lock:
+                changes += self.apply_item(f, item)
         return changes
 
     def _next(self, f: _Follower, timeout: float) -> Batch | Gap | None:
@@ -269,6 +308,10 @@ class Sync:
         for status_port in [p for p in self.port_status if status_key(p).startswith(snap.prefix)]:
             if status_key(status_port) not in present:
                 self._set_status(status_port, None)
+        if snap.prefix.startswith(HOST_PORTS):
+            listed = {requested_port(k) for k in present}
+            for port_id in [p for p in self.requested if p not in listed]:
+                self._set_requested(port_id, None)
         for kv in snap.items:
             changes += self._apply_kv(kv.key, kv.value, kv.mod_revision)
         f.seen = snap.revision
@@ -279,6 +322,10 @@ class Sync:
     def _apply_event(self, event: Event) -> list[Change]:
         self.stats.events += 1
         if event.type == "delete":
+            requested = requested_port(event.key)
+            if requested is not None:
+                self._set_requested(requested, None)
+                return []
             decoded = decode_key(event.key)
             if decoded is None:
                 return []
@@ -293,6 +340,10 @@ class Sync:
         return self._apply_kv(event.key, event.value, event.revision)
 
     def _apply_kv(self, store_key: str, value: bytes, mod_revision: int) -> list[Change]:
+        requested = requested_port(store_key)
+        if requested is not None:
+            self._set_requested(requested, value.decode(errors="replace"))
+            return []
         decoded = decode_key(store_key)
         if decoded is None:
             return []
@@ -324,6 +375,15 @@ class Sync:
             return []
         return self._set_latest(key, record, mod_revision)
 
+    def _set_requested(self, port_id: str, network_id: str | None) -> None:
+        if self.requested.get(port_id) == network_id:
+            return
+        if network_id is None:
+            del self.requested[port_id]
+        else:
+            self.requested[port_id] = network_id
+        self.interest_version += 1
+
     def _set_status(self, port_id: str, status: dict[str, Any] | None) -> None:
         if status is None:
             self.port_status.pop(port_id, None)
@@ -347,6 +407,8 @@ class Sync:
             return self._set_latest((kind, id_), record, self.mod_revision.get((kind, id_), 0))
 
     def _set_latest(self, key: Key, record: Any, mod_revision: int) -> list[Change]:
+        if key[0] == "router":
+            self.interest_version += 1
         for ref in self._refs.pop(key, ()):
             self._dependents[ref].discard(key)
             if not self._dependents[ref]:

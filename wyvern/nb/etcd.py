@@ -447,6 +447,7 @@ class _EtcdWatch(Watch):
                     return
             except StoreError as exc:
                 self._queue.put(exc)
+                self._store.ring()
                 return
             except _WatchBroken as exc:
                 member_down = exc.member_down
@@ -513,6 +514,7 @@ class _EtcdWatch(Watch):
         compacted = int(result.get("compact_revision", 0))
         if compacted > 0:
             self._queue.put(Gap(compacted))
+            self._store.ring()
             return True
         if result.get("canceled"):
             raise _WatchBroken(str(result.get("cancel_reason", "watch canceled")))
@@ -546,5 +548,6 @@ class _EtcdWatch(Watch):
     def _deliver(self, events: list[Event]) -> None:
         revision = events[0].revision
         self._queue.put(Batch(revision, tuple(events)))
+        self._store.ring()
         self._next_rev = revision + 1
         self._resume = max(self._resume, self._next_rev)

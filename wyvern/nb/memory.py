@@ -83,6 +83,7 @@ class MemoryStore(Store):
             self._revision = rev
             self._history.append(Batch(rev, tuple(events)))
             self._cond.notify_all()
+            self.ring()
             return TxnResult(True, rev)
 
     def watch(self, prefix: str, start_revision: int) -> Watch:

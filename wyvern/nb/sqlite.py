@@ -58,6 +58,7 @@ class SqliteStore(Store):
         self.path = path
         self.history = history
         self.poll_interval = poll_interval
+        self.doorbell_poll = max(poll_interval, 0.05)  # other processes' commits
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -134,6 +135,7 @@ class SqliteStore(Store):
         if result.succeeded:
             with self._cond:
                 self._cond.notify_all()
+                self.ring()
         return result
 
     def _apply(

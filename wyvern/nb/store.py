@@ -9,6 +9,7 @@ order or say explicitly that history is gone (`Gap`).
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -152,6 +153,24 @@ class Watch(abc.ABC):
 
 
 class Store(abc.ABC):
+    #: How often a reader waiting on `doorbell` must look anyway (None: the doorbell is
+    #: rung for every change a watch of this store can see; SQLite: not for changes
+    #: other processes commit).
+    doorbell_poll: float | None = None
+
+    def add_doorbell(self, bell: threading.Event) -> None:
+        """Set `bell` whenever a watch of this store may have something new, so one reader
+        can wait on many watches at once (Sync.pump with dozens of followed prefixes)."""
+        bells: set[threading.Event] = self.__dict__.setdefault("_doorbells", set())
+        bells.add(bell)
+
+    def remove_doorbell(self, bell: threading.Event) -> None:
+        self.__dict__.get("_doorbells", set()).discard(bell)
+
+    def ring(self) -> None:
+        for bell in list(self.__dict__.get("_doorbells", ())):
+            bell.set()
+
     @abc.abstractmethod
     def get(self, key: str) -> KeyValue | None: ...
 

@@ -38,7 +38,7 @@ from wyvern.api.errors import (
     conflict,
     not_found,
 )
-from wyvern.api.repo import Repo, Stored, Txn, uniq_key, uniq_prefix
+from wyvern.api.repo import Repo, Stored, Txn, host_port_key, uniq_key, uniq_prefix
 from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources.networks import network_or_404
 from wyvern.api.resources.subnets import (
@@ -564,6 +564,8 @@ class Ports(Resource):
         obj["extra_dhcp_opts"] = _merge_dhcp_opts([], obj.get("extra_dhcp_opts") or [])
         require_once(txn, network)
         txn.create("ports", obj, network_id, owned=True)
+        if obj.get("binding:host_id"):
+            txn.puts[host_port_key(obj["binding:host_id"], obj["id"])] = network_id.encode()
         return obj
 
     def _random_mac(self) -> str:
@@ -832,9 +834,16 @@ class Ports(Resource):
             changes["extra_dhcp_opts"] = _merge_dhcp_opts(
                 obj.get("extra_dhcp_opts") or [], changes["extra_dhcp_opts"]
             )
+        old_host = obj.get("binding:host_id")
         obj.update(changes)
         if "binding:host_id" in changes:
             _bind(obj)
+            if old_host and old_host != obj.get("binding:host_id"):
+                txn.release(host_port_key(old_host, obj["id"]))
+            if obj.get("binding:host_id"):
+                txn.puts[host_port_key(obj["binding:host_id"], obj["id"])] = obj[
+                    "network_id"
+                ].encode()
 
     def _change_mac(self, ctx: RequestContext, txn: Txn, obj: dict[str, Any], mac: str) -> None:
         """Admins may change the MAC of an unbound port (Neutron's PortBound otherwise)."""
@@ -933,6 +942,8 @@ class Ports(Resource):
             txn.release(uniq_key("portkey", network_id, port["_key"]))
             self.hints.forget(uniq_prefix("portkey", network_id), str(port["_key"]))
         txn.delete("ports", stored, owned=True)
+        if port.get("binding:host_id"):
+            txn.release(host_port_key(port["binding:host_id"], port["id"]))
         for name in ("router", "floatingip"):
             res = self.state.resources.get(name)
             hook = getattr(res, "port_deleted_ops", None)

@@ -1,0 +1,117 @@
+"""Selective distribution, with fake chassis (no OVS) on every store backend.
+
+The API (TestClient) writes the topology; three fake-chassis agents share the store.
+Each must follow exactly the networks its ports need (plus those behind their routers),
+bind the ports requested on it, report them ACTIVE, and drop a network's objects and
+flows when its last port there goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import create, make_client
+from wyvern.controller.agent import Agent
+from wyvern.controller.chassis import ChassisInfo
+from wyvern.controller.interest import network_prefixes
+from wyvern.controller.sync import status_key
+from wyvern.nb.store import Store
+from wyvern.southbound.recorder import RecordingInstaller
+
+
+@pytest.fixture
+def fakes(store: Store) -> Iterator[dict[str, Agent]]:
+    agents = {
+        name: Agent(
+            store,
+            None,
+            ChassisInfo(name, f"192.0.2.{i + 1}", hostname=name),
+            poll_interval=0.05,
+            selective=True,
+        )
+        for i, name in enumerate(("hv1", "hv2", "hv3"))
+    }
+    started: list[Agent] = []
+    try:
+        for agent in agents.values():
+            agent.start()
+            started.append(agent)
+        yield agents
+    finally:
+        for agent in started:
+            agent.stop()
+
+
+def _recorded(agent: Agent) -> set[str]:
+    installer = agent.installer
+    assert isinstance(installer, RecordingInstaller)
+    return installer.lines
+
+
+def _active(store: Store, port_id: str, chassis: str) -> bool:
+    kv = store.get(status_key(port_id))
+    if kv is None:
+        return False
+    st = orjson.loads(kv.value)
+    return bool(st.get("chassis") == chassis and st.get("status") == "ACTIVE")
+
+
+def _network(client: TestClient, name: str, cidr: str) -> tuple[dict[str, object], str]:
+    net = create(client, "networks", name=name)
+    sub = create(client, "subnets", network_id=net["id"], cidr=cidr, ip_version=4)
+    return net, str(sub["id"])
+
+
+def test_fake_chassis_follow_only_what_their_ports_need(
+    store: Store, fakes: dict[str, Agent]
+) -> None:
+    with make_client(store) as client:
+        a, _ = _network(client, "a", "10.1.0.0/24")
+        b, sb = _network(client, "b", "10.2.0.0/24")
+        c, sc = _network(client, "c", "10.3.0.0/24")
+        router = create(client, "routers", name="r")
+        for sub in (sb, sc):
+            resp = client.put(
+                f"/v2.0/routers/{router['id']}/add_router_interface", json={"subnet_id": sub}
+            )
+            assert resp.status_code == 200, resp.text
+        pa = create(client, "ports", network_id=a["id"], **{"binding:host_id": "hv1"})
+        pb = create(client, "ports", network_id=b["id"], **{"binding:host_id": "hv2"})
+
+        hv1, hv2, hv3 = fakes["hv1"], fakes["hv2"], fakes["hv3"]
+        assert hv1.wait_for(lambda: _active(store, pa["id"], "hv1"))
+        assert hv2.wait_for(lambda: _active(store, pb["id"], "hv2"))
+        # hv1: only a; hv2: b and, through the router, c; hv3: nothing
+        assert hv1.wait_for(lambda: set(hv1.view.networks) == {a["id"]})
+        assert hv2.wait_for(lambda: set(hv2.view.networks) == {b["id"], c["id"]})
+        assert set(hv3.view.networks) == set() and not hv3.view.ports
+        assert set(hv1.view.ports) == {pa["id"]}
+        assert pb["id"] in hv2.view.ports and pa["id"] not in hv2.view.ports
+        followed = {f.prefix for f in hv1.sync.followers}
+        assert set(network_prefixes(str(a["id"]))) <= followed
+        assert not set(network_prefixes(str(b["id"]))) & followed
+        # what hv1 installed names its port's MAC, never b's
+        assert any(str(pa["mac_address"]) in line for line in _recorded(hv1))
+        assert not any(str(pb["mac_address"]) in line for line in _recorded(hv1))
+        assert any(str(pb["mac_address"]) in line for line in _recorded(hv2))
+
+        # A port on c requested on hv1: hv1 now follows c, and b behind the router.
+        pc = create(client, "ports", network_id=c["id"], **{"binding:host_id": "hv1"})
+        assert hv1.wait_for(lambda: _active(store, pc["id"], "hv1"))
+        assert hv1.wait_for(lambda: set(hv1.view.networks) == {a["id"], b["id"], c["id"]})
+        assert hv1.wait_for(lambda: any(str(pb["mac_address"]) in line for line in _recorded(hv1)))
+        # ...and hv2 sees the new port on c (it follows c) and installs for it.
+        assert hv2.wait_for(lambda: any(str(pc["mac_address"]) in line for line in _recorded(hv2)))
+
+        # The last port of b and c on hv1 goes: their objects and flows leave hv1.
+        assert client.delete(f"/v2.0/ports/{pc['id']}").status_code == 204
+        assert hv1.wait_for(lambda: set(hv1.view.networks) == {a["id"]})
+        assert hv1.wait_for(
+            lambda: not any(str(pb["mac_address"]) in line for line in _recorded(hv1))
+        )
+        assert set(hv1.view.ports) == {pa["id"]}
+        assert hv3.sync.stats.events == 0 or not hv3.view.ports
