@@ -205,6 +205,7 @@ class EtcdStore(Store):
             )
         self._current = 0
         self._lock = threading.Lock()
+        self.watch_bytes = 0  # received on watch streams (selective distribution's cost)
         self._ids: list[str | None] = [None] * len(self._clients)  # etcd member id per endpoint
         self._lost: str | None = None  # member id of the member we last failed away from
         self._watches: weakref.WeakSet[_EtcdWatch] = weakref.WeakSet()
@@ -495,6 +496,7 @@ class _EtcdWatch(Watch):
                 raise _WatchBroken(text)
             buffer = bytearray()
             for chunk in response.iter_content(chunk_size=None):
+                self._store.watch_bytes += len(chunk)
                 buffer += chunk
                 while (end := buffer.find(b"\n")) >= 0:
                     line = bytes(buffer[:end])
