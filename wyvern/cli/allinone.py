@@ -113,7 +113,15 @@ class AgentComponent:
             raise ComponentError(f"agent: no OVS to drive: {exc}") from exc
         store = self.store if self.store is not None else open_store(s)
         self._opened = store if self.store is None else None
-        info = ChassisInfo(s.agent_chassis, s.tunnel_ip, bridge=s.bridge)
+        info = ChassisInfo(
+            s.agent_chassis,
+            s.tunnel_ip,
+            encaps=tuple(s.encaps),
+            bridge=s.bridge,
+            underlay_interface=s.underlay_interface,
+            underlay_bridge=s.underlay_bridge,
+            tunnel_prefixlen=s.tunnel_prefixlen,
+        )
         self.agent = Agent(store, ovs, info, bridge=s.bridge, lease_ttl=s.agent_lease_ttl)
         self.agent.start()
         LOG.info(

@@ -268,7 +268,7 @@ class Sync:
                 changes += self._apply_event(Event("delete", key, b"", snap.revision))
         for status_port in [p for p in self.port_status if status_key(p).startswith(snap.prefix)]:
             if status_key(status_port) not in present:
-                self._set_status(status_port, None)
+                changes += self._set_status(status_port, None)
         for kv in snap.items:
             changes += self._apply_kv(kv.key, kv.value, kv.mod_revision)
         f.seen = snap.revision
@@ -283,8 +283,7 @@ class Sync:
             if decoded is None:
                 return []
             if decoded.kind == "status":
-                self._set_status(decoded.id, None)
-                return []
+                return self._set_status(decoded.id, None)
             key = self._by_store_key.pop(event.key, None)
             if key is None:
                 return []
@@ -302,8 +301,7 @@ class Sync:
             LOG.warning("ignoring %s: not JSON", store_key)
             return []
         if decoded.kind == "status":
-            self._set_status(decoded.id, obj if isinstance(obj, dict) else None)
-            return []
+            return self._set_status(decoded.id, obj if isinstance(obj, dict) else None)
         key: Key = (decoded.kind, decoded.id)
         try:
             record = record_from_obj(decoded.kind, obj)
@@ -324,17 +322,24 @@ class Sync:
             return []
         return self._set_latest(key, record, mod_revision)
 
-    def _set_status(self, port_id: str, status: dict[str, Any] | None) -> None:
+    def _set_status(self, port_id: str, status: dict[str, Any] | None) -> list[Change]:
+        """A port's binding status; a change of where it is bound (ACTIVE) is a Change."""
+        old = self.view.port_chassis.get(port_id)
+        new: str | None = None
         if status is None:
             self.port_status.pop(port_id, None)
-            self.view.port_chassis.pop(port_id, None)
-            return
-        self.port_status[port_id] = status
-        chassis = status.get("chassis")
-        if chassis and status.get("status") == "ACTIVE":
-            self.view.port_chassis[port_id] = str(chassis)
         else:
+            self.port_status[port_id] = status
+            chassis = status.get("chassis")
+            if chassis and status.get("status") == "ACTIVE":
+                new = str(chassis)
+        if new is None:
             self.view.port_chassis.pop(port_id, None)
+        else:
+            self.view.port_chassis[port_id] = new
+        if old == new:
+            return []
+        return [Change("port_chassis", port_id, old, new)]
 
     def set_binding(self, port_id: str, binding: Binding | None) -> list[Change]:
         """A local fact from OVS: the port is plugged here (with its ofport), or no more."""
