@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +46,7 @@ class Hv(Chassis):
 
     name: str = ""
     tunnel_ip: str = ""
+    nic: str = ""  # the underlay NIC, in the chassis's namespace
 
     def wait_agent_alive(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -57,9 +60,37 @@ class Hv(Chassis):
         raise AssertionError(f"agent {self.name} not alive after {timeout} s:\n{self.agent_log()}")
 
     def ovs_ns(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """CMD in this chassis's (OVS's) namespace, e.g. tcpdump on its underlay NIC."""
+        """CMD in this chassis's (OVS's) namespace."""
         assert self.ovs.netns is not None
         return in_netns(self.ovs.netns, *cmd, timeout=timeout)
+
+    @contextlib.contextmanager
+    def capture(self, bpf: str) -> Iterator[list[str]]:
+        """The packets matching BPF that arrive on the underlay NIC meanwhile (tcpdump
+        lines, filled in when the block ends)."""
+        assert self.ovs.netns is not None
+        lines: list[str] = []
+        dump = self.background(
+            self.ovs.netns, "tcpdump", "-n", "-l", "-Q", "in", "-i", self.nic, bpf
+        )
+        assert dump.stdout is not None
+        for _ in range(5):  # "listening on ...": capturing from here
+            first = dump.stdout.readline()
+            if "listening" in first or not first:
+                break
+        assert "listening" in first, first
+        try:
+            yield lines
+        finally:
+            time.sleep(0.5)  # let the last packets land
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(dump.pid, signal.SIGINT)  # tcpdump flushes what it has
+            try:
+                out, _ = dump.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                kill_proc(dump)
+                out = ""
+            lines += [line for line in out.splitlines() if " IP " in f" {line}"]
 
 
 @dataclass
@@ -100,7 +131,7 @@ class Cluster:
         assert ovs.netns is not None
         nic = unique("wu")  # one veth: nic in the chassis, its peer on the underlay bridge
         peer = unique("wp")
-        hv = Hv(self.api, ovs, run_dir, {}, name=name, tunnel_ip=f"{UNDERLAY_NET}.{i + 1}")
+        hv = Hv(self.api, ovs, run_dir, {}, name=name, tunnel_ip=f"{UNDERLAY_NET}.{i + 1}", nic=nic)
         self.hv.append(hv)  # cleaned up from here on
         subprocess.run(
             ["ip", "link", "add", nic, "netns", ovs.netns, "type", "veth",

@@ -10,6 +10,7 @@ the chassis that host the network: a third chassis sees nothing on its underlay 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,16 @@ import pytest
 
 from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import (
+    dhclient,
+    dhcp_dir,
     eventually,
+    ident_server,
     ip_of,
     ping,
     pings,
+    probe,
+    read_env,
+    rule,
 )
 from tests.southbound.conftest import in_netns, missing_prereq
 
@@ -52,23 +59,6 @@ def network(c: Cluster, name: str, cidr: str, **attrs: Any) -> dict[str, Any]:
     net = c.post("networks", name=name, **attrs)
     c.post("subnets", network_id=net["id"], cidr=cidr, ip_version=4)
     return c.get("networks", net["id"])
-
-
-def wait_seen_by(c: Cluster, port: dict[str, Any], *hvs: Hv, timeout: float = 15) -> None:
-    """Until the chassis HVS have a tunnel flow to PORT (its status reached them)."""
-    key = f"reg15={port_key(c, port)}"
-
-    def ready() -> bool:
-        return all(any((key in f and "output:65024" in f) or (key in f and "output:65025" in f)
-                       for f in hv.flows()) for hv in hvs)  # fmt: skip
-
-    eventually(ready, f"tunnel flows to {port['id']} on {[h.name for h in hvs]}", timeout)
-
-
-def port_key(c: Cluster, port: dict[str, Any]) -> str:
-    """The port's key as OVS prints reg15 (hex)."""
-    del c
-    return hex(int(port.get("_key", 0))) if "_key" in port else ""
 
 
 # A sender of N bytes and a counting receiver (multi-megabyte TCP across chassis).
@@ -115,3 +105,87 @@ def test_ping_and_multi_megabyte_tcp_across_chassis(two: Cluster, network_type: 
     dump = c.hv[0].ovs.appctl("dpctl/dump-flows")
     assert "tnl_push(tnl_port(" in dump, dump
     assert (network_type == "geneve") == ("geneve" in dump), dump
+
+
+def ipv4_inside(lines: list[str]) -> list[str]:
+    """Captured tunnel packets that carry IPv4 (VMs also send IPv6 router solicitations
+    and MLD reports of their own, which flood legitimately)."""
+    return [line for line in lines if re.search(r"(Geneve|VXLAN).*: IP \d", line)]
+
+
+def geneve_to(hv: Hv) -> str:
+    """tcpdump filter: Geneve packets addressed to HV's tunnel IP."""
+    return f"udp port 6081 and dst host {hv.tunnel_ip}"
+
+
+def test_broadcast_reaches_exactly_the_chassis_hosting_the_network(three: Cluster) -> None:
+    c = three
+    net = network(c, "bcast", "10.62.0.0/24")
+    other = network(c, "elsewhere", "10.63.0.0/24")
+    _, ns0 = c.hv[0].vm(net, "a")
+    p1, _ = c.hv[1].vm(net, "b")
+    c.hv[2].vm(other, "c")  # chassis 2 is busy, but with another network only
+    eventually(lambda: pings(ns0, ip_of(p1)), "unicast across chassis first", timeout=15)
+    with c.hv[1].capture(geneve_to(c.hv[1])) as at1, c.hv[2].capture(geneve_to(c.hv[2])) as at2:
+        out = in_netns(ns0, "ping", "-n", "-b", "-c", "3", "-i", "0.3", "-W", "1", "10.62.0.255")
+        assert "3 packets transmitted" in out.stdout, out.stdout + out.stderr
+    echo = [line for line in at1 if "ICMP echo request" in line and "10.62.0.255" in line]
+    assert len(echo) == 3, "\n".join(at1)  # one copy per broadcast, no re-flooding
+    assert at2 == [], at2  # the chassis without the network gets nothing at all
+
+
+def test_routed_across_chassis_without_a_detour(three: Cluster) -> None:
+    c = three
+    left = network(c, "left", "10.64.0.0/24")
+    right = network(c, "right", "10.65.0.0/24")
+    router = c.post("routers", name="r")
+    for net in (left, right):
+        c.action("routers", router["id"], "add_router_interface", subnet_id=net["subnets"][0])
+    pa, nsa = c.hv[0].vm(left, "a")
+    pb, nsb = c.hv[1].vm(right, "b")
+    c.hv[2].vm(left, "c")  # hosts the left network (and so the router) too: no detour there
+    eventually(lambda: pings(nsa, ip_of(pb)), "a routed ping across chassis", timeout=15)
+    with c.hv[2].capture("udp port 6081") as at2:
+        out = ping(nsa, ip_of(pb), count=5)
+        assert " 0% packet loss" in out.stdout, out.stdout + c.logs()
+        transfer(c.hv[1], nsb, nsa, ip_of(pb), 4_000_000)
+    assert ipv4_inside(at2) == []  # routed on chassis 0, delivered by 1, nowhere else
+    out = ping(nsb, ip_of(pa), "-t", "64", count=1)
+    assert "ttl=63" in out.stdout, out.stdout  # one router hop, done on the sender
+
+
+def test_dhcp_lease_on_each_chassis_from_its_own_agent(two: Cluster) -> None:
+    c = two
+    net = network(c, "dhcp", "10.66.0.0/24")
+    work = dhcp_dir(c.hv[0], timeout=15)
+    for i, hv in enumerate(c.hv):
+        port = c.post("ports", network_id=net["id"], name=f"vm{i}")
+        ns = hv.plug(port, static_ip=False)
+        hv.wait_active(port)
+        peer = c.hv[1 - i]
+        assert in_netns(ns, "ip", "link", "set", "eth0", "mtu", "1500").returncode == 0
+        with peer.capture(geneve_to(peer)) as crossed:
+            out = dhclient(ns, work)
+        assert out.returncode == 0, out.stdout + out.stderr + c.logs()
+        env = read_env(work / "dhclient.BOUND")
+        assert env["new_ip_address"] == ip_of(port)
+        assert env["new_interface_mtu"] == "1438"  # the overlay's MTU, advertised
+        assert ipv4_inside(crossed) == []  # answered on the VM's own chassis
+
+
+def test_security_group_remote_group_members_on_another_chassis(two: Cluster) -> None:
+    c = two
+    group_g = c.post("security-groups", name="G")
+    server_sg = c.post("security-groups", name="server")
+    rule(c.hv[0], server_sg, "ingress", protocol="tcp", port_range_min=5000,
+         port_range_max=5000, remote_group_id=group_g["id"])  # fmt: skip
+    net = network(c, "sg", "10.67.0.0/24")
+    p1, ns1 = c.hv[0].vm(net, "client")  # the default group only
+    p2, ns2 = c.hv[1].vm(net, "server", security_groups=[server_sg["id"]])
+    ip2 = ip_of(p2)
+    ident_server(c.hv[1], ns2, "server", 5000)
+    eventually(lambda: probe(ns1, ip2, 5000) == "timeout", "a non-member is not admitted")
+    c.put("ports", p1["id"], security_groups=[*p1["security_groups"], group_g["id"]])
+    eventually(lambda: probe(ns1, ip2, 5000) == "server", "a member on another chassis")
+    c.put("ports", p1["id"], security_groups=p1["security_groups"])
+    eventually(lambda: probe(ns1, ip2, 5000) == "timeout", "a former member is refused")
