@@ -341,6 +341,11 @@ class Sync:
             return []
         return [Change("port_chassis", port_id, old, new)]
 
+    def put_status(self, port_id: str, status: dict[str, Any] | None) -> list[Change]:
+        """Apply a port's binding status (None: gone) as a store event would."""
+        with self.lock:
+            return self._set_status(port_id, status)
+
     def set_binding(self, port_id: str, binding: Binding | None) -> list[Change]:
         """A local fact from OVS: the port is plugged here (with its ofport), or no more."""
         with self.lock:
