@@ -105,6 +105,11 @@ def test_ping_and_multi_megabyte_tcp_across_chassis(two: Cluster, network_type: 
     dump = c.hv[0].ovs.appctl("dpctl/dump-flows")
     assert "tnl_push(tnl_port(" in dump, dump
     assert (network_type == "geneve") == ("geneve" in dump), dump
+    # And `wyvern trace --ovs` on chassis 0 shows it leave by the tunnel to chassis 1.
+    out = c.hv[0].wyvern("trace", "--ovs", "--from", "vm1", "--to", "vm2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"set_field:{c.hv[1].tunnel_ip}->tun_dst" in out.stdout, out.stdout
+    assert f"set_field:{hex(net['provider:segmentation_id'])}->tun_id" in out.stdout, out.stdout
 
 
 def ipv4_inside(lines: list[str]) -> list[str]:
