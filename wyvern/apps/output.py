@@ -49,7 +49,10 @@ class OutputApp(App):
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
         owners = per_port_affected(view, change)
         nets: set[str] = set()
-        if change.kind in ("port", "binding", "port_chassis"):
+        ours = {change.old, change.new} <= {None, view.chassis_name}
+        if change.kind == "port_chassis" and ours:
+            owners.append(("remote", change.id))  # one of ours: no flood target changed
+        elif change.kind in ("port", "binding", "port_chassis"):
             owners += [("port", change.id), ("remote", change.id)]
             port = view.ports.get(change.id)
             nets.update(p.network_id for p in (change.old, change.new, port) if isinstance(p, Port))
