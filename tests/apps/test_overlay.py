@@ -97,12 +97,11 @@ def test_a_flood_from_a_tunnel_reaches_local_ports_and_is_not_sent_on() -> None:
     assert out.ports == [1, 3], out.trace.format()
 
 
-def test_a_network_without_remote_ports_floods_locally_only() -> None:
+def test_ports_on_an_unknown_chassis_get_no_tunnel_and_no_flood_copy() -> None:
     view = two_chassis_view()
-    place(view, {"b": "hv1x", "d": "hv1x"})  # a chassis the view does not know
-    view.port_chassis.pop("b")
-    view.port_chassis.pop("d")
+    place(view, {"b": "hv9", "d": "hv9"})  # a chassis the view does not know
     s = sc.Scenario(view, apps=sc.default_apps())
+    assert s.outcome(pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")).dropped
     out = s.outcome(pk.arp(1, MAC_A, "10.0.0.5", "10.0.0.200"))
     assert out.ports == [3], out.trace.format()
 
@@ -153,3 +152,21 @@ def test_routed_to_a_remote_port_is_routed_here_and_tunnelled_to_its_chassis() -
     assert sent["tun_id"] == 200 and sent["tun_dst"] == ip(IP_HV2)
     assert sent["tun_metadata0"] & 0xFFFFFFFF == 2  # delivered to b by hv2 directly
     assert sent["eth_dst"] == int(MAC_B.replace(":", ""), 16) and sent["nw_ttl"] == 63
+
+
+def test_arp_for_a_remote_port_is_answered_here_and_never_tunnelled() -> None:
+    s = sc.Scenario(two_chassis_view(), apps=sc.default_apps())
+    out = s.outcome(pk.arp(1, MAC_A, "10.0.0.5", "10.0.0.6"))  # b, on hv2
+    assert out.ports == [1], out.trace.format()
+    reply = out.packets[1]
+    assert reply["arp_op"] == 2 and reply["arp_sha"] == int(MAC_B.replace(":", ""), 16)
+
+
+def test_vxlan_floods_once_per_chassis_and_a_received_flood_stays_local() -> None:
+    s = sc.Scenario(two_chassis_view("vxlan"), apps=sc.default_apps())
+    out = s.run(pk.arp(1, MAC_A, "10.0.0.5", "10.0.0.200"))
+    tunnels = [o.packet for o in out.outputs if o.port == VXLAN]
+    assert sorted(p["tun_dst"] for p in tunnels) == [ip(IP_HV2), ip(IP_HV3)], out.format()
+    assert sorted(o.port for o in out.outputs if o.port != VXLAN) == [3]
+    received = tunnelled(pk.arp(0, MAC_B, "10.0.0.6", "10.0.0.200"), VXLAN, 100)
+    assert s.outcome(received).ports == [1, 3]

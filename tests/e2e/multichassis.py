@@ -65,14 +65,13 @@ class Hv(Chassis):
         return in_netns(self.ovs.netns, *cmd, timeout=timeout)
 
     @contextlib.contextmanager
-    def capture(self, bpf: str) -> Iterator[list[str]]:
-        """The packets matching BPF that arrive on the underlay NIC meanwhile (tcpdump
-        lines, filled in when the block ends)."""
-        assert self.ovs.netns is not None
+    def capture(self, bpf: str, vm: str = "") -> Iterator[list[str]]:
+        """The packets matching BPF that arrive on the underlay NIC (or the eth0 of VM, a
+        namespace) meanwhile: tcpdump lines, filled in when the block ends."""
+        netns, iface = (vm, "eth0") if vm else (self.ovs.netns, self.nic)
+        assert netns is not None
         lines: list[str] = []
-        dump = self.background(
-            self.ovs.netns, "tcpdump", "-n", "-l", "-Q", "in", "-i", self.nic, bpf
-        )
+        dump = self.background(netns, "tcpdump", "-n", "-l", "-Q", "in", "-i", iface, bpf)
         assert dump.stdout is not None
         for _ in range(5):  # "listening on ...": capturing from here
             first = dump.stdout.readline()

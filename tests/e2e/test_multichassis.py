@@ -96,6 +96,12 @@ def test_ping_and_multi_megabyte_tcp_across_chassis(two: Cluster, network_type: 
     p1, ns1 = c.hv[0].vm(net, "vm1")
     p2, ns2 = c.hv[1].vm(net, "vm2")
     eventually(lambda: pings(ns1, ip_of(p2)), "a ping across chassis", timeout=15)
+    # ARP for the remote VM is answered on chassis 0: only the ping itself crosses.
+    assert in_netns(ns1, "ip", "neigh", "flush", "all").returncode == 0
+    with c.hv[1].capture(f"udp and dst host {c.hv[1].tunnel_ip}") as crossed:
+        assert pings(ns1, ip_of(p2))
+    assert [line for line in crossed if "ICMP echo request" in line], crossed
+    assert not [line for line in crossed if "ARP" in line], crossed
     out = ping(ns2, ip_of(p1), count=3)
     assert out.returncode == 0 and " 0% packet loss" in out.stdout, out.stdout + c.logs()
     # Full-size segments both ways: 8 MB from chassis 0 to 1, 3 MB back.
@@ -128,14 +134,20 @@ def test_broadcast_reaches_exactly_the_chassis_hosting_the_network(three: Cluste
     net = network(c, "bcast", "10.62.0.0/24")
     other = network(c, "elsewhere", "10.63.0.0/24")
     _, ns0 = c.hv[0].vm(net, "a")
-    p1, _ = c.hv[1].vm(net, "b")
+    p1, ns1 = c.hv[1].vm(net, "b")
     c.hv[2].vm(other, "c")  # chassis 2 is busy, but with another network only
     eventually(lambda: pings(ns0, ip_of(p1)), "unicast across chassis first", timeout=15)
-    with c.hv[1].capture(geneve_to(c.hv[1])) as at1, c.hv[2].capture(geneve_to(c.hv[2])) as at2:
+    hv1, hv2 = c.hv[1], c.hv[2]
+    with (
+        hv1.capture(geneve_to(hv1)) as at1,
+        hv2.capture(geneve_to(hv2)) as at2,
+        hv1.capture("icmp", vm=ns1) as in_vm,
+    ):
         out = in_netns(ns0, "ping", "-n", "-b", "-c", "3", "-i", "0.3", "-W", "1", "10.62.0.255")
         assert "3 packets transmitted" in out.stdout, out.stdout + out.stderr
     echo = [line for line in at1 if "ICMP echo request" in line and "10.62.0.255" in line]
     assert len(echo) == 3, "\n".join(at1)  # one copy per broadcast, no re-flooding
+    assert len([line for line in in_vm if "10.62.0.255" in line]) == 3, in_vm  # delivered
     assert at2 == [], at2  # the chassis without the network gets nothing at all
 
 
