@@ -49,8 +49,7 @@ class OutputApp(App):
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
         owners = per_port_affected(view, change)
         nets: set[str] = set()
-        ours = {change.old, change.new} <= {None, view.chassis_name}
-        if change.kind == "port_chassis" and ours:
+        if change.kind == "port_chassis" and {change.old, change.new} <= {None, view.chassis_name}:
             owners.append(("remote", change.id))  # one of ours: no flood target changed
         elif change.kind in ("port", "binding", "port_chassis"):
             owners += [("port", change.id), ("remote", change.id)]
