@@ -149,6 +149,10 @@ def test_broadcast_reaches_exactly_the_chassis_hosting_the_network(three: Cluste
     assert len(echo) == 3, "\n".join(at1)  # one copy per broadcast, no re-flooding
     assert len([line for line in in_vm if "10.62.0.255" in line]) == 3, in_vm  # delivered
     assert at2 == [], at2  # the chassis without the network gets nothing at all
+    # Once chassis 1 hosts no port of the network any more, chassis 0 stops sending there.
+    assert any(hv1.tunnel_ip in f for f in c.hv[0].flows())
+    c.delete("ports", p1["id"])
+    eventually(lambda: not any(hv1.tunnel_ip in f for f in c.hv[0].flows()), "no tunnel left")
 
 
 def test_routed_across_chassis_without_a_detour(three: Cluster) -> None:
