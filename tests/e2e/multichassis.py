@@ -1,4 +1,5 @@
-"""The multi-chassis harness: one etcd, one `wyvern api`, N chassis joined by an underlay.
+"""The multi-chassis harness: one etcd (1 or 3 members), one `wyvern api`, N chassis
+joined by an underlay.
 
     with cluster(tmp_path, 3) as c:        # or the `cluster3` fixture in test_multichassis
         net = c.post("networks", name="n")
@@ -186,9 +187,10 @@ def _stop_hv(hv: Hv) -> None:
 
 
 @contextlib.contextmanager
-def cluster(base_dir: Path, n: int) -> Iterator[Cluster]:
-    """One etcd, one API, N chassis on one underlay; all removed afterwards."""
-    with etcd_server(base_dir / "etcd") as etcd:
+def cluster(base_dir: Path, n: int, etcd_members: int = 1) -> Iterator[Cluster]:
+    """One etcd (of ETCD_MEMBERS members), one API, N chassis on one underlay; all
+    removed afterwards."""
+    with etcd_server(base_dir / "etcd", members=etcd_members) as etcd:
         underlay_ns = unique("wvm-ul-")
         api: ApiServer | None = None
         c: Cluster | None = None

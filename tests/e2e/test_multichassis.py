@@ -210,3 +210,14 @@ def test_security_group_remote_group_members_on_another_chassis(two: Cluster) ->
     eventually(lambda: probe(ns1, ip2, 5000) == "server", "a member on another chassis")
     c.put("ports", p1["id"], security_groups=p1["security_groups"])
     eventually(lambda: probe(ns1, ip2, 5000) == "timeout", "a former member is refused")
+
+
+def test_chassis_on_a_three_member_etcd_cluster(tmp_path: Path) -> None:
+    reason = missing_prereq()
+    if reason:
+        pytest.skip(reason)
+    with cluster(tmp_path, 2, etcd_members=3) as c:
+        net = network(c, "etcd3", "10.68.0.0/24")
+        _, ns1 = c.hv[0].vm(net, "a")
+        p2, _ = c.hv[1].vm(net, "b")
+        eventually(lambda: pings(ns1, ip_of(p2)), "a ping across chassis", timeout=15)
