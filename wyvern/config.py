@@ -36,6 +36,9 @@ def _toml_file() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+Encap = Literal["geneve", "vxlan"]
+
+
 class QuotaDefaults(BaseSettings):
     """Neutron's default quotas; -1 means unlimited."""
 
@@ -123,6 +126,23 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Agent: underlay address other chassis tunnel to."
     )
     bridge: str = Field(default="br-int", description="Agent: the integration bridge.")
+    encaps: list[Encap] = Field(
+        default_factory=lambda: list[Encap](["geneve", "vxlan"]),
+        description="Agent: tunnel types this chassis offers (a flow-based port on the "
+        "integration bridge each); advertised in its chassis record.",
+    )
+    underlay_interface: str = Field(
+        default="",
+        description="Agent: the underlay NIC (in OVS's namespace) to put into "
+        "underlay_bridge, which then gets tunnel_ip/tunnel_prefixlen; empty: leave the "
+        "underlay alone.",
+    )
+    underlay_bridge: str = Field(
+        default="br-phy", description="Agent: the OVS bridge that holds the tunnel IP."
+    )
+    tunnel_prefixlen: int = Field(
+        default=24, ge=1, le=32, description="Agent: prefix length of tunnel_ip on the underlay."
+    )
     ovs_mode: Literal["private", "attach", "fake"] = Field(
         default="private",
         description="Agent: private starts our own ovsdb-server and ovs-vswitchd (userspace "

@@ -22,6 +22,7 @@ from wyvern.controller.view import (
     AddressPair,
     Binding,
     Change,
+    Chassis,
     FixedIp,
     LocalView,
     Network,
@@ -115,7 +116,8 @@ def network(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     id_ = id_ or draw(st.sampled_from(NETS))
     return ("network", id_, Network(
         id=id_, key=NETS.index(id_) + 1 + draw(st.sampled_from([0, 10])),
-        network_type="geneve", segmentation_id=None, physical_network=None,
+        network_type=draw(st.sampled_from(["geneve", "geneve", "vxlan", "vlan"])),
+        segmentation_id=None, physical_network=None,
         mtu=draw(st.sampled_from([1450, 1500])),
         port_security_enabled=draw(st.booleans()),
         admin_state_up=draw(st.booleans()),
@@ -205,17 +207,51 @@ def binding(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     return ("binding", id_, Binding(id_, draw(st.integers(1, 9))))
 
 
+CHASSIS = ["c1", "c2", "c3"]  # c1 is the view's own chassis
+
+
+@st.composite
+def chassis(draw: Any, name: str | None = None) -> tuple[str, str, Any]:
+    name = name or draw(st.sampled_from(CHASSIS))
+    both = ("geneve", "vxlan")
+    encaps = draw(st.sampled_from([both, both, both, ("geneve",), ("vxlan",), ()]))
+    ip = f"192.0.2.{CHASSIS.index(name) + 1}"
+    ip = draw(st.sampled_from([ip, ip, ip, ""]))
+    return ("chassis", name, Chassis(name=name, tunnel_ip=ip, encaps=encaps, bridge_mappings=()))
+
+
+@st.composite
+def status(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
+    """A port's binding status record (where it is bound, ACTIVE or not)."""
+    id_ = id_ or draw(st.sampled_from(PORTS))
+    where = draw(st.sampled_from(CHASSIS))
+    state = draw(st.sampled_from(["ACTIVE", "ACTIVE", "DOWN"]))
+    return ("status", id_, {"chassis": where, "status": state})
+
+
 @st.composite
 def removal(draw: Any) -> tuple[str, str, Any]:
     kind, ids = draw(st.sampled_from([
         ("network", NETS), ("subnet", sorted(SUBNETS)), ("port", PORTS), ("router", ROUTERS),
         ("security_group", SGS), ("security_group_rule", RULES), ("binding", PORTS),
+        ("chassis", CHASSIS), ("status", PORTS),
     ]))  # fmt: skip
     return (kind, draw(st.sampled_from(ids)), None)
 
 
 RANDOM_OPS = st.lists(
-    st.one_of(network(), subnet(), port(), router(), sg(), rule(), binding(), removal()),
+    st.one_of(
+        network(),
+        subnet(),
+        port(),
+        router(),
+        sg(),
+        rule(),
+        binding(),
+        chassis(),
+        status(),
+        removal(),
+    ),
     max_size=40,
 )
 
@@ -231,6 +267,8 @@ def scenario(draw: Any) -> list[tuple[str, str, Any]]:
     base += [draw(port(p)) for p in PORTS]
     base += [draw(router(r)) for r in ROUTERS]
     base += [draw(binding(p)) for p in PORTS if draw(st.booleans())]
+    base += [draw(chassis(n)) for n in CHASSIS]
+    base += [draw(status(p)) for p in PORTS if draw(st.integers(0, 3))]
     order = draw(st.permutations(base)) if draw(st.booleans()) else base
     tail: list[tuple[str, str, Any]] = draw(RANDOM_OPS)
     return list(order) + tail
@@ -239,13 +277,20 @@ def scenario(draw: Any) -> list[tuple[str, str, Any]]:
 OPS = scenario()
 
 
+def put(sync: Sync, kind: str, id_: str, record: Any) -> list[Change]:
+    """One op through the sync layer: a store record, a binding, or a port status."""
+    if kind == "status":
+        return sync.put_status(id_, record)
+    return sync.put_record(kind, id_, record)  # type: ignore[arg-type]
+
+
 def run_sequence(apps: list[App], ops: list[tuple[str, str, Any]]) -> None:
     view = LocalView(chassis_name="c1")
     sync = Sync(MemoryStore(), view)
     engine = Engine(apps)
     engine.full(view)
     for kind, id_, record in ops:
-        for change in sync.put_record(kind, id_, record):  # type: ignore[arg-type]
+        for change in put(sync, kind, id_, record):
             engine.apply(view, change)
         assert engine.desired == compute_full(apps, view), (kind, id_, record)
     # Rendering is cached per entry: it must still equal a fresh render.
@@ -303,7 +348,7 @@ def test_a_burst_applied_to_the_view_first_then_to_the_engine_equals_full(
     for start in range(0, len(ops), burst):
         changes: list[Change] = []
         for kind, id_, record in ops[start : start + burst]:
-            changes += sync.put_record(kind, id_, record)
+            changes += put(sync, kind, id_, record)
         for change in changes:
             engine.apply(view, change)
         assert engine.desired == compute_full(apps, view)

@@ -196,6 +196,7 @@ def test_a_gap_resyncs_the_prefix_and_emits_only_the_differences(store: Store) -
         ("port", "edit", True),
         ("port", "gone", False),
         ("port", "new", True),
+        ("port_chassis", "gone", False),  # its binding status went too
     ]
     assert view.ports["edit"].name == "edited"
     assert set(view.ports) == {"keep", "edit", "new"}

@@ -8,8 +8,14 @@ For every LOCAL port (bound on this chassis, admin up, in an admin-up network)::
 The pipeline is the same whether or not the port has port security: port_security passes
 such ports through. Unknown in_ports hit the stage default (drop, wyvern.apps.defaults).
 
-TODO(tunnels): packets from a tunnel port are classified here too (VNI → network key,
-tun_metadata0 → both port keys, flag_from_tunnel) and go straight to pre_acl_egress.
+Packets from a tunnel port (wyvern.apps.overlay), per overlay network (owner
+("tunnel", network id)) whose encap this chassis's record lists, all with
+flag_from_tunnel=1 so that they never leave by a tunnel again:
+
+    geneve, tun_id=<key>                   → network key, both port keys from
+                                             tun_metadata0, goto pre_acl_egress
+    geneve, tun_id=<key>, option=FLOOD     → network key, goto l2_lookup (local flood)
+    vxlan,  tun_id=<key>                   → network key, goto l2_lookup (MAC lookup)
 
 Port keys are unique within a network only, so every flow that matches a port key also
 matches the network key. The conntrack zone must be unique per port on this chassis: it is
@@ -23,11 +29,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
+from wyvern.apps.overlay import FLOOD_OPTION, GENEVE, TUNNEL_OFPORTS, local_encap
 from wyvern.controller.view import Change, LocalView, Network, Port
 from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import Flow, Goto, Load, match, table, valid_port
+from wyvern.southbound.ir import Bits, Flow, Goto, Load, Move, match, table, valid_port
 
 PRIORITY_PORT = 100
+PRIORITY_TUNNEL = 100
+PRIORITY_TUNNEL_FLOOD = 110
 
 
 def port_ct_zone(view: LocalView, port_id: str) -> int | None:
@@ -73,13 +82,23 @@ class Classifier(App):
     name = "classifier"
 
     def owners(self, view: LocalView) -> Iterable[Owner]:
-        return per_port_owners(view)
+        tunnels: list[Owner] = [
+            ("tunnel", n) for n, net in sorted(view.networks.items()) if local_encap(view, net)
+        ]
+        return per_port_owners(view) + tunnels
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        return per_port_affected(view, change)
+        owners = per_port_affected(view, change)
+        if change.kind == "network":
+            owners.append(("tunnel", change.id))
+        elif change.kind == "chassis" and change.id == view.chassis_name:
+            owners += [("tunnel", n) for n in sorted(view.networks)]
+        return owners
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, port_id = owner
+        if kind == "tunnel":
+            return tunnel_flows(view, port_id)
         found = local_port(view, port_id) if kind == "port" else None
         zone = port_ct_zone(view, port_id)
         if found is None or zone is None:
@@ -100,3 +119,44 @@ class Classifier(App):
                 ),
             )
         ]
+
+
+def tunnel_flows(view: LocalView, network_id: str) -> list[Flow]:
+    """Classification of packets arriving from other chassis for one overlay network."""
+    net = view.networks.get(network_id)
+    encap = local_encap(view, net) if net is not None else None
+    if net is None or encap is None or not net.admin_state_up:
+        return []
+    st = table("classification")
+    cookie = encode("classifier", network_id)
+    in_port = TUNNEL_OFPORTS[encap]
+    to_l2 = (Load("network_key", net.key), Load("flag_from_tunnel", 1), Goto("l2_lookup"))
+    if encap != GENEVE:
+        return [
+            st.flow(
+                priority=PRIORITY_TUNNEL,
+                cookie=cookie,
+                match=match(in_port=in_port, tun_id=net.key),
+                actions=to_l2,
+            )
+        ]
+    return [
+        st.flow(
+            priority=PRIORITY_TUNNEL_FLOOD,
+            cookie=cookie,
+            match=match(in_port=in_port, tun_id=net.key, tun_metadata0=FLOOD_OPTION),
+            actions=to_l2,
+        ),
+        st.flow(
+            priority=PRIORITY_TUNNEL,
+            cookie=cookie,
+            match=match(in_port=in_port, tun_id=net.key),
+            actions=(
+                Load("network_key", net.key),
+                Move(Bits("tun_metadata0", 32, 32), "src_port_key"),
+                Move(Bits("tun_metadata0", 0, 32), "dst_port_key"),
+                Load("flag_from_tunnel", 1),
+                Goto("pre_acl_egress"),
+            ),
+        ),
+    ]

@@ -8,10 +8,11 @@ CIDRs never leak into each other):
   port's key (the router port the packet enters by), goto router_input (the L3 app's).
 - eth_dst = a port's MAC → dst_port_key = port.key, then
   local port: goto pre_acl_egress (egress ACL, egress port security, output);
-  remote port: goto output, where the tunnel hook will send it (TODO(tunnels): until then
-  the output stage has no flow for it and drops it).
-- anything else (broadcast, multicast, unknown unicast) → flood: for each local port of
-  the network, `dst_port_key = key; resubmit(pre_acl_egress)`.
+  remote port: goto output, which tunnels it to the port's chassis (wyvern.apps.overlay).
+- anything else (broadcast, multicast, unknown unicast) → flood: when other chassis host
+  ports of the network, first `dst_port_key = FLOOD; resubmit(output)` (output sends one
+  copy per such chassis, and only for packets not from a tunnel); then for each local
+  port of the network, `dst_port_key = key; resubmit(pre_acl_egress)`.
 
 Why a resubmit sequence and not an ALL group: each copy must run the whole egress half
 (egress security groups, egress port security) for its own destination, exactly like a
@@ -23,7 +24,8 @@ destination left. The input port is in the list too: its copy goes through egres
 dropped by OVS at `output:<in_port>` (OpenFlow never outputs to the input port unless told
 `in_port`), as the simulator models.
 
-TODO(tunnels): flood to remote chassis (one copy per chassis hosting ports of the network).
+The remote copy goes first: it needs nothing the egress stages may leave behind.
+
 Owners: ("network", id) for the router MACs and the flood; ("port", id) for a port's own
 MAC, so a port coming or going in a network of thousands costs its own flow plus the
 flood, never the other ports' flows. A MAC on two ports of a network (the API refuses
@@ -36,6 +38,7 @@ from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import local_port
+from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.controller.view import Change, LocalView, Port
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import Action, Flow, Goto, Load, Resubmit, match, table
@@ -63,8 +66,11 @@ def router_ports(view: LocalView, network_id: str) -> list[tuple[Port, int]]:
 
 
 def flood_actions(view: LocalView, network_id: str) -> tuple[Action, ...]:
-    """dst_port_key + resubmit(pre_acl_egress) per local port of the network."""
+    """The remote copies (if any), then dst_port_key + resubmit(pre_acl_egress) per local
+    port of the network."""
     acts: list[Action] = []
+    if network_chassis(view, network_id):
+        acts += [Load("dst_port_key", FLOOD_KEY), Resubmit("output")]
     for port in view.network_ports(network_id):
         if local_port(view, port.id) is not None:
             acts += [Load("dst_port_key", port.key), Resubmit("pre_acl_egress")]
@@ -100,6 +106,21 @@ class L2(App):
             port = view.ports.get(change.id)
             if port is not None:
                 out.add(("network", port.network_id))
+        elif change.kind == "port_chassis" and {change.old, change.new} - {
+            None,
+            view.chassis_name,
+        }:  # which chassis the flood reaches
+            port = view.ports.get(change.id)
+            if port is not None:
+                out.add(("network", port.network_id))
+        elif change.kind == "chassis":
+            names = {c.name for c in (change.old, change.new) if c is not None}
+            if view.chassis_name in names:
+                out.update(("network", n) for n in view.networks)
+            for pid, name in view.port_chassis.items():
+                port = view.ports.get(pid)
+                if name in names and port is not None:
+                    out.add(("network", port.network_id))
         elif change.kind == "router":
             for r in recs:
                 for i in r.interfaces:

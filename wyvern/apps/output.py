@@ -9,11 +9,16 @@ OpenFlow never sends a packet back out of its input port unless told `in_port`: 
 is what keeps a flood from echoing to its sender, and `flag_allow_loopback` is how a
 stage that answers a packet (router_input's ARP/ICMP replies) asks for hairpin.
 
-TODO(tunnels): a destination port bound on another chassis (in view.ports, with a
-view.port_chassis entry that is not us) gets `tun_id=<network key>,
-tun_metadata0=<src key:dst key>, tun_dst=<chassis tunnel IP>, output:<tunnel ofport>`.
-Until then such packets hit the stage default and are dropped.
-Owner: ("port", id) of local ports.
+Remote ports and floods go through a tunnel (wyvern.apps.overlay), only for packets that
+did not come from one (flag_from_tunnel=0: receivers never forward to a third chassis)::
+
+    network_key=N, dst_port_key=K, flag_from_tunnel=0   → tun_id=N, tun_dst=<its chassis>,
+                                  (geneve) tun_metadata0=<src key:dst key>, output:<tunnel>
+    network_key=N, dst_port_key=FLOOD, flag_from_tunnel=0 → one such copy per other
+                                  chassis hosting ports of N (head-end replication)
+
+Owners: ("port", id) of local ports, ("remote", id) of ports bound elsewhere, ("flood",
+network id) of networks with ports elsewhere.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners, port_is_up
-from wyvern.controller.view import Change, LocalView
+from wyvern.apps.overlay import FLOOD_KEY, network_chassis, remote_chassis, tunnel_to
+from wyvern.controller.view import Change, LocalView, Port
 from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import PORT_IN_PORT, Flow, Output, match, table
+from wyvern.southbound.ir import PORT_IN_PORT, Action, Flow, Output, match, table
 
 P_LOOPBACK = 110
 P_PORT = 100
@@ -34,13 +40,43 @@ class OutputApp(App):
     name = "output"
 
     def owners(self, view: LocalView) -> Iterable[Owner]:
-        return per_port_owners(view)
+        remote: list[Owner] = [
+            ("remote", p) for p in sorted(view.port_chassis) if p not in view.bindings
+        ]
+        floods: list[Owner] = [("flood", n) for n in sorted(view.networks)]
+        return per_port_owners(view) + remote + floods
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        return per_port_affected(view, change)
+        owners = per_port_affected(view, change)
+        nets: set[str] = set()
+        if change.kind == "port_chassis" and {change.old, change.new} <= {None, view.chassis_name}:
+            owners.append(("remote", change.id))  # one of ours: no flood target changed
+        elif change.kind in ("port", "binding", "port_chassis"):
+            owners += [("port", change.id), ("remote", change.id)]
+            port = view.ports.get(change.id)
+            nets.update(p.network_id for p in (change.old, change.new, port) if isinstance(p, Port))
+        elif change.kind == "network":
+            nets.add(change.id)
+            owners += [("remote", p) for p in sorted(view.ports_by_network.get(change.id, ()))]
+        elif change.kind == "chassis":
+            names = {c.name for c in (change.old, change.new) if c is not None}
+            for pid, name in view.port_chassis.items():
+                port = view.ports.get(pid)
+                if name in names and port is not None:
+                    owners.append(("remote", pid))
+                    nets.add(port.network_id)
+            if view.chassis_name in names:  # our own encaps: every tunnel may change
+                owners += [("remote", p) for p in view.port_chassis]
+                nets.update(view.networks)
+        owners += [("flood", n) for n in sorted(nets)]
+        return owners
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, port_id = owner
+        if kind == "remote":
+            return remote_flows(view, port_id)
+        if kind == "flood":
+            return flood_flows(view, port_id)
         found = local_port(view, port_id) if kind == "port" else None
         if found is None:
             return []
@@ -68,3 +104,41 @@ class OutputApp(App):
                 actions=(Output(ofport),),
             ),
         ]
+
+
+def remote_flows(view: LocalView, port_id: str) -> list[Flow]:
+    """A port bound on another chassis: straight into the tunnel to that chassis."""
+    chassis = remote_chassis(view, port_id)
+    port = view.ports.get(port_id)
+    net = view.networks.get(port.network_id) if port is not None else None
+    if chassis is None or port is None or net is None or not port_is_up(port, net):
+        return []
+    return [
+        table("output").flow(
+            priority=P_PORT,
+            cookie=encode("output", port_id),
+            match=match(network_key=net.key, dst_port_key=port.key, flag_from_tunnel=0),
+            actions=tunnel_to(net, chassis),
+        )
+    ]
+
+
+def flood_flows(view: LocalView, network_id: str) -> list[Flow]:
+    """The remote half of a flood: one copy per other chassis hosting the network."""
+    net = view.networks.get(network_id)
+    if net is None or not net.admin_state_up:
+        return []
+    targets = network_chassis(view, network_id)
+    if not targets:
+        return []
+    acts: list[Action] = []
+    for chassis in targets:
+        acts += tunnel_to(net, chassis, flood=True)
+    return [
+        table("output").flow(
+            priority=P_PORT,
+            cookie=encode("output", network_id),
+            match=match(network_key=net.key, dst_port_key=FLOOD_KEY, flag_from_tunnel=0),
+            actions=tuple(acts),
+        )
+    ]

@@ -116,7 +116,16 @@ class AgentComponent:
         store = self.store if self.store is not None else open_store(s)
         self._opened = store if self.store is None else None
         # The chassis name is also the host that binding:host_id names (Nova's host).
-        info = ChassisInfo(s.agent_chassis, s.tunnel_ip, hostname=s.agent_chassis, bridge=s.bridge)
+        info = ChassisInfo(
+            s.agent_chassis,
+            s.tunnel_ip,
+            hostname=s.agent_chassis,
+            encaps=tuple(s.encaps),
+            bridge=s.bridge,
+            underlay_interface=s.underlay_interface,
+            underlay_bridge=s.underlay_bridge,
+            tunnel_prefixlen=s.tunnel_prefixlen,
+        )
         selective = s.distribution == "selective" or (
             s.distribution == "auto" and s.store == "etcd"
         )

@@ -200,6 +200,13 @@ def agent(
     tunnel_ip: Annotated[
         str | None, typer.Option("--tunnel-ip", help="Underlay address [WYVERN_TUNNEL_IP].")
     ] = None,
+    underlay_interface: Annotated[
+        str | None,
+        typer.Option(
+            "--underlay-interface",
+            help="Underlay NIC for br-phy, which gets the tunnel IP [WYVERN_UNDERLAY_INTERFACE].",
+        ),
+    ] = None,
     ovs_mode: Annotated[
         str | None,
         typer.Option("--ovs-mode", help="private, attach or fake [WYVERN_OVS_MODE]."),
@@ -223,6 +230,7 @@ def agent(
         store=store,
         chassis_name=chassis,
         tunnel_ip=tunnel_ip,
+        underlay_interface=underlay_interface,
         ovs_mode=ovs_mode,
         ovs_run_dir=ovs_run_dir,
         ovs_netns=ovs_netns,

@@ -50,6 +50,7 @@ from wyvern.nb.store import Store, StoreError
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
 from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.recorder import RecordingInstaller
+from wyvern.southbound.tunnels import NeighbourPrimer, ensure_tunnel_ports, ensure_underlay
 
 LOG = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Agent:
             self.bindings = BindingMonitor(ovs)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
+        self.primer = NeighbourPrimer(ovs, chassis.tunnel_ip) if ovs is not None else None
         self.stats = AgentStats()
         self.want_packet_in = packet_in
         self.packet_in: PacketInService | None = None
@@ -124,9 +126,12 @@ class Agent:
         ovs = self.ovs
         if ovs is not None and ovs.ensure_bridge(self.bridge):
             LOG.info("chassis %s: created %s", self.chassis.name, self.bridge)
+        self._setup_tunnels()  # before our record advertises the encaps (apps need both)
         installed = self.installer.resync_from_switch()
         self.registration.start()
         self.sync.start()
+        for other in list(self.view.chassis.values()):
+            self._prime(other.tunnel_ip)
         for port_id, binding in self.bindings.poll().items():
             self.sync.set_binding(port_id, binding)
         self._follow_interest([], force=True)
@@ -155,11 +160,34 @@ class Agent:
         )
         self._thread.start()
 
+    def _setup_tunnels(self) -> None:
+        """Underlay address, tunnel ports and Geneve's option map (all idempotent)."""
+        info = self.chassis
+        if self.ovs is None:
+            return  # a fake chassis has no switch
+        if info.underlay_interface:
+            ensure_underlay(
+                self.ovs,
+                info.underlay_bridge,
+                info.underlay_interface,
+                info.tunnel_ip,
+                info.tunnel_prefixlen,
+            )
+        if info.encaps:
+            ensure_tunnel_ports(self.ovs, self.bridge, info.encaps)
+
+    def _prime(self, ip: str) -> None:
+        """Make OVS learn a remote underlay neighbour before traffic needs it (trap 5)."""
+        if self.primer is not None and self.chassis.encaps and ip and not ip.startswith("127."):
+            self.primer.prime(ip)
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+        if self.primer is not None:
+            self.primer.close()
         if self.packet_in is not None:
             self.packet_in.stop()
             self.packet_in = None
@@ -203,19 +231,26 @@ class Agent:
             isinstance(self.bindings, FakeBindings)
             and self.sync.interest_version != self._interest_version
         )
+        replug = False  # a binding came or went: what to follow may have changed
         if now >= self._next_binding_poll or fake_moved:  # at most every poll_interval
             self._next_binding_poll = now + self.poll_interval
-            for port_id, binding in self.bindings.poll().items():
+            polled = self.bindings.poll()
+            for port_id, binding in polled.items():
                 changes += self.sync.set_binding(port_id, binding)
+            # (a port whose network could not be looked up yet is tried again)
+            replug = bool(polled) or bool(self.interest and self.interest.unresolved)
         # A burst: take what else is already there before computing.
         if changes:
             with contextlib.suppress(StoreError):
                 changes += self.sync.pump(0)
-        changes += self._follow_interest(changes)
+        changes += self._follow_interest(changes, force=replug)
         self.stats.loops += 1
         if changes:
             self.stats.changes += len(changes)
             self._compute(changes)
+            for change in changes:
+                if change.kind == "chassis" and change.new is not None:
+                    self._prime(change.new.tunnel_ip)
         if changes or (self._dirty and time.monotonic() >= self._retry_at):
             self._install()
         elif self._statuses_stale():

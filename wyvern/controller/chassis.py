@@ -43,6 +43,11 @@ class ChassisInfo:
     encaps: tuple[str, ...] = ("geneve", "vxlan")
     bridge_mappings: dict[str, str] = field(default_factory=dict)
     bridge: str = "br-int"
+    # The underlay (wyvern.southbound.tunnels): the NIC put into `underlay_bridge`, which
+    # gets tunnel_ip/tunnel_prefixlen. Empty: the underlay is set up by someone else.
+    underlay_interface: str = ""
+    underlay_bridge: str = "br-phy"
+    tunnel_prefixlen: int = 24
 
 
 class ChassisRegistration:

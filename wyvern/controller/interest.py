@@ -67,6 +67,7 @@ class Interest:
         self.networks: set[str] = set()
         self.groups: set[str] = set()
         self._port_network: dict[str, str] = {}  # local port id -> network id (index)
+        self.unresolved: set[str] = set()  # local ports whose network is not known yet
 
     @staticmethod
     def base_prefixes(host: str) -> tuple[str, ...]:
@@ -100,7 +101,14 @@ class Interest:
         local = self.local_ports()
         for gone in [p for p in self._port_network if p not in local]:
             del self._port_network[gone]
-        roots = {n for n in map(self._network_of, sorted(local)) if n}
+        roots: set[str] = set()
+        self.unresolved = set()
+        for pid in sorted(local):
+            net = self._network_of(pid)
+            if net:
+                roots.add(net)
+            else:
+                self.unresolved.add(pid)
         # Routers as followed, including those the view still holds back because a
         # network they reach is not followed yet (that is what we are deciding).
         reach_by_net: dict[str, set[str]] = {}

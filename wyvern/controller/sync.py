@@ -307,7 +307,7 @@ class Sync:
                 changes += self._apply_event(Event("delete", key, b"", snap.revision))
         for status_port in [p for p in self.port_status if status_key(p).startswith(snap.prefix)]:
             if status_key(status_port) not in present:
-                self._set_status(status_port, None)
+                changes += self._set_status(status_port, None)
         if snap.prefix.startswith(HOST_PORTS):
             listed = {requested_port(k) for k in present}
             for port_id in [p for p in self.requested if p not in listed]:
@@ -330,8 +330,7 @@ class Sync:
             if decoded is None:
                 return []
             if decoded.kind == "status":
-                self._set_status(decoded.id, None)
-                return []
+                return self._set_status(decoded.id, None)
             key = self._by_store_key.pop(event.key, None)
             if key is None:
                 return []
@@ -353,8 +352,7 @@ class Sync:
             LOG.warning("ignoring %s: not JSON", store_key)
             return []
         if decoded.kind == "status":
-            self._set_status(decoded.id, obj if isinstance(obj, dict) else None)
-            return []
+            return self._set_status(decoded.id, obj if isinstance(obj, dict) else None)
         key: Key = (decoded.kind, decoded.id)
         try:
             record = record_from_obj(decoded.kind, obj)
@@ -384,17 +382,29 @@ class Sync:
             self.requested[port_id] = network_id
         self.interest_version += 1
 
-    def _set_status(self, port_id: str, status: dict[str, Any] | None) -> None:
+    def _set_status(self, port_id: str, status: dict[str, Any] | None) -> list[Change]:
+        """A port's binding status; a change of where it is bound (ACTIVE) is a Change."""
+        old = self.view.port_chassis.get(port_id)
+        new: str | None = None
         if status is None:
             self.port_status.pop(port_id, None)
-            self.view.port_chassis.pop(port_id, None)
-            return
-        self.port_status[port_id] = status
-        chassis = status.get("chassis")
-        if chassis and status.get("status") == "ACTIVE":
-            self.view.port_chassis[port_id] = str(chassis)
         else:
+            self.port_status[port_id] = status
+            chassis = status.get("chassis")
+            if chassis and status.get("status") == "ACTIVE":
+                new = str(chassis)
+        if new is None:
             self.view.port_chassis.pop(port_id, None)
+        else:
+            self.view.port_chassis[port_id] = new
+        if old == new:
+            return []
+        return [Change("port_chassis", port_id, old, new)]
+
+    def put_status(self, port_id: str, status: dict[str, Any] | None) -> list[Change]:
+        """Apply a port's binding status (None: gone) as a store event would."""
+        with self.lock:
+            return self._set_status(port_id, status)
 
     def set_binding(self, port_id: str, binding: Binding | None) -> list[Change]:
         """A local fact from OVS: the port is plugged here (with its ofport), or no more."""

@@ -36,6 +36,7 @@ from wyvern.apps import ALL_APPS
 from wyvern.apps.base import App
 from wyvern.apps.punts import NAMES as PUNT_NAMES
 from wyvern.config import Settings
+from wyvern.controller.sync import STATUS_PORTS
 from wyvern.controller.view import (
     STORE_KINDS,
     Binding,
@@ -109,12 +110,20 @@ class Catalog:
 
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     revision: int = 0
+    # port id -> chassis it is ACTIVE on (binding statuses; remote ports for --ovs traces)
+    port_chassis: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_store(cls, store: Store) -> Catalog:
         listed = store.list(ROOT)
         cat = cls(revision=listed.revision)
         for kv in listed.items:
+            if kv.key.startswith(STATUS_PORTS):
+                with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                    status = orjson.loads(kv.value)
+                    if status.get("status") == "ACTIVE" and status.get("chassis"):
+                        cat.port_chassis[kv.key[len(STATUS_PORTS) :]] = str(status["chassis"])
+                continue
             decoded = decode_key(kv.key)
             if decoded is None:
                 continue
@@ -154,6 +163,9 @@ def build_view(
                 continue  # a malformed object must not stop the trace of the others
             if record is not None:
                 view.apply(kind, id_, record)
+    if chassis_name != "trace":
+        # A real chassis's view: ports bound elsewhere are reached through tunnels.
+        view.port_chassis.update(cat.port_chassis)
     for port_id, ofport in bindings.items():
         if port_id in view.ports:
             bind(view, port_id, ofport)
@@ -817,8 +829,10 @@ class Tracer:
     explainer: Explainer
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog, bindings: Mapping[str, int]) -> Tracer:
-        view = build_view(catalog, bindings)
+    def from_catalog(
+        cls, catalog: Catalog, bindings: Mapping[str, int], chassis_name: str = "trace"
+    ) -> Tracer:
+        view = build_view(catalog, bindings, chassis_name)
         flows, index = desired_flows(view)
         return cls(catalog, view, flows, Explainer(view, catalog, index))
 
@@ -867,7 +881,7 @@ def run_trace(settings: Settings, spec: PacketSpec, *, use_ovs: bool = False) ->
     try:
         ovs = OvsInstance.attach(settings.agent_ovs_dir, settings.agent_netns)
         bindings = ovs_bindings(ovs)
-        tracer = Tracer.from_catalog(catalog, bindings)
+        tracer = Tracer.from_catalog(catalog, bindings, settings.agent_chassis)
         src = find_port(tracer.view, spec.from_port)
         ofport = bindings.get(src.id)
         if ofport is None:

@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 Kind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
-    "address_group", "chassis", "binding",
+    "address_group", "chassis", "binding", "port_chassis",
 ]  # fmt: skip
+# "port_chassis" changes carry chassis names (old, new) of a port's binding status, which
+# lives in LocalView.port_chassis rather than in a table.
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,35 @@
+"""The chassis's tunnel setup on a real OVS: idempotent, at the numbers apps rely on."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.southbound.conftest import in_netns, unique
+from wyvern.apps.overlay import TUNNEL_OFPORTS
+from wyvern.southbound.ovs import OvsInstance
+from wyvern.southbound.tunnels import ensure_tunnel_ports, ensure_underlay, underlay_mac
+
+
+def test_tunnel_ports_and_underlay_are_set_up_once(ovs: OvsInstance) -> None:
+    assert ovs.netns is not None
+    nic = unique("wt")
+    subprocess.run(
+        ["ip", "-n", ovs.netns, "link", "add", nic, "type", "veth", "peer", "name", unique("wt")],
+        check=True,
+    )
+    for _ in range(2):  # an agent restart changes nothing
+        ensure_tunnel_ports(ovs, "br-int", ("geneve", "vxlan"))
+        ensure_underlay(ovs, "br-phy", nic, "172.31.9.1", 24)
+    for encap, ofport in TUNNEL_OFPORTS.items():
+        name = f"wy-{encap}"
+        assert ovs.vsctl("get", "Interface", name, "ofport").strip() == str(ofport)
+        assert ovs.vsctl("get", "Interface", name, "type").strip() == encap
+        options = ovs.vsctl("get", "Interface", name, "options")
+        assert "key=flow" in options and "remote_ip=flow" in options
+    tlv = ovs.ofctl("-O", "OpenFlow14", "dump-tlv-map", "br-int")
+    assert tlv.count("tun_metadata0") == 1 and "0xffff" in tlv and " 8 " in f" {tlv} "
+    addrs = in_netns(ovs.netns, "ip", "-o", "addr", "show", "dev", "br-phy").stdout
+    assert addrs.count("172.31.9.1/24") == 1
+    link = in_netns(ovs.netns, "ip", "link", "show", "br-phy").stdout
+    assert underlay_mac("172.31.9.1") in link and "UP" in link
+    assert nic in ovs.vsctl("list-ports", "br-phy").split()

@@ -1,0 +1,123 @@
+"""Userspace tunnelling on a chassis: the underlay bridge, the tunnel ports, the TLV map.
+
+The recipe (DATAPLANE.md, "Geneve and VXLAN tunnels"), for ovs-vswitchd's userspace
+datapath, with one OVS per chassis network namespace:
+
+- The tunnel IP lives on an OVS bridge (`br-phy`, NORMAL forwarding) that holds the
+  underlay NIC: OVS's native tunnelling routes encapsulated packets through the kernel
+  routing table of its namespace and the bridge that owns the source address, and
+  terminates tunnel packets arriving there. The address goes on the bridge's internal
+  (tap) port in OVS's namespace; its MAC is fixed (from the IP) so neighbours never see
+  it change.
+- br-int gets one flow-based port per encap (remote_ip=flow, key=flow) at a fixed
+  OpenFlow number (wyvern.apps.overlay.TUNNEL_OFPORTS), so apps can name it purely.
+- Geneve's 8-byte option is mapped to tun_metadata0 on br-int before any flow uses it.
+- Userspace tunnels need the remote underlay address in OVS's tunnel neighbour table
+  (trap 5): `prime()` pings a new remote once from OVS's namespace; OVS snoops the ARP
+  exchange on br-phy. Without it, the first packets to a chassis would be lost while
+  OVS resolves the neighbour itself.
+
+Everything is idempotent: an agent restarting under traffic changes nothing that exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import subprocess
+import time
+from collections.abc import Iterable
+
+from wyvern.apps.overlay import TUNNEL_OFPORTS, TUNNEL_PORT_NAMES
+from wyvern.southbound.ovs import OvsError, OvsInstance, run_cmd
+
+LOG = logging.getLogger(__name__)
+
+# class 0xffff (experimental), type 0, 8 bytes: see ir.FIELDS["tun_metadata0"].
+TLV_MAP = "{class=0xffff,type=0,len=8}->tun_metadata0"
+
+
+def underlay_mac(tunnel_ip: str) -> str:
+    """A stable, locally administered MAC for the underlay bridge (from its IPv4)."""
+    packed = ipaddress.IPv4Address(tunnel_ip).packed
+    return "02:57:" + ":".join(f"{b:02x}" for b in packed)
+
+
+def ensure_underlay(
+    ovs: OvsInstance, bridge: str, nic: str, tunnel_ip: str, prefixlen: int, mtu: int = 0
+) -> None:
+    """`bridge` with `nic` in it and `tunnel_ip/prefixlen` on its internal port, up."""
+    ovs.vsctl(
+        "--may-exist", "add-br", bridge,
+        "--", "set", "Bridge", bridge, "datapath_type=netdev",
+        f"other_config:hwaddr={underlay_mac(tunnel_ip)}",
+        "--", "--may-exist", "add-port", bridge, nic,
+    )  # fmt: skip
+    if mtu:
+        ovs.vsctl("set", "Interface", bridge, f"mtu_request={mtu}")
+    deadline = time.monotonic() + 10
+    while run_cmd(ovs.netns_cmd("ip", "link", "show", bridge), check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise OvsError(f"{bridge}: its internal port never appeared")
+        time.sleep(0.05)
+    addr = f"{tunnel_ip}/{prefixlen}"
+    shown = run_cmd(ovs.netns_cmd("ip", "-o", "addr", "show", "dev", bridge)).stdout
+    if f" {addr} " not in shown:
+        run_cmd(ovs.netns_cmd("ip", "addr", "add", addr, "dev", bridge))
+    run_cmd(ovs.netns_cmd("ip", "link", "set", bridge, "up"))
+    run_cmd(ovs.netns_cmd("ip", "link", "set", nic, "up"))
+    LOG.info("underlay: %s on %s (%s)", addr, bridge, nic)
+
+
+def ensure_tunnel_ports(ovs: OvsInstance, bridge: str, encaps: Iterable[str]) -> None:
+    """One flow-based tunnel port per encap on br-int, and Geneve's option map."""
+    for encap in encaps:
+        name = TUNNEL_PORT_NAMES[encap]
+        ovs.vsctl(
+            "--may-exist", "add-port", bridge, name,
+            "--", "set", "Interface", name, f"type={encap}",
+            f"ofport_request={TUNNEL_OFPORTS[encap]}",
+            "options:remote_ip=flow", "options:key=flow",
+        )  # fmt: skip
+        got = ovs.vsctl("get", "Interface", name, "ofport").strip()
+        if got != str(TUNNEL_OFPORTS[encap]):
+            raise OvsError(f"{name}: ofport {got}, wanted {TUNNEL_OFPORTS[encap]}")
+    if "geneve" in encaps:
+        mapped = ovs.ofctl("-O", "OpenFlow14", "dump-tlv-map", bridge)
+        if "0xffff" not in mapped or "tun_metadata0" not in mapped:
+            ovs.ofctl("-O", "OpenFlow14", "add-tlv-map", bridge, TLV_MAP)
+    LOG.info("tunnels: %s on %s", ", ".join(encaps) or "none", bridge)
+
+
+class NeighbourPrimer:
+    """Pings each new remote tunnel address once from OVS's namespace (never waits)."""
+
+    def __init__(self, ovs: OvsInstance, own_ip: str) -> None:
+        self.ovs = ovs
+        self.own_ip = own_ip
+        self.primed: set[str] = set()
+        self._running: list[subprocess.Popen[bytes]] = []
+
+    def prime(self, ip: str) -> None:
+        self._running = [p for p in self._running if p.poll() is None]
+        if not ip or ip == self.own_ip or ip in self.primed:
+            return
+        self.primed.add(ip)
+        try:
+            self._running.append(
+                subprocess.Popen(
+                    self.ovs.netns_cmd("ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", ip),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        except OSError as exc:
+            LOG.warning("cannot prime the tunnel neighbour %s: %s", ip, exc)
+
+    def close(self) -> None:
+        for p in self._running:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self._running.clear()
