@@ -181,3 +181,132 @@ def test_ipv6_neighbour_discovery() -> None:
     assert run(v, na("2001:db8::5", MAC_A)).ports == [2]
     assert run(v, na("2001:db8::6", MAC_A)).dropped  # claims b's address
     assert run(v, na("2001:db8::5", MAC_C)).dropped  # wrong link-layer address
+
+
+# ---- the shared (per-stage) flows: shape-only allows still check the port's MAC
+
+
+def _mld_report(in_port: int, eth_src: str) -> pk.Packet:
+    return pk.packet(
+        in_port=in_port,
+        eth_src=eth_src,
+        eth_dst="33:33:00:00:00:16",
+        eth_type=ETH_TYPE_IPV6,
+        ip_proto=IPPROTO_ICMPV6,
+        ipv6_src="::",
+        ipv6_dst="ff02::16",
+        nw_ttl=1,
+        icmpv6_type=143,
+    )
+
+
+def test_shape_only_allows_check_the_source_mac() -> None:
+    v = view()
+    discover = pk.udp(1, MAC_A, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    assert not run(v, discover).dropped
+    spoofed = pk.udp(1, VIP_MAC, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    out = run(v, spoofed)
+    assert out.dropped and out.trace.stages()[-1] == "port_security_l2", out.trace.format()
+    dad = pk.nd_solicit(1, MAC_A, "::", "2001:db8::5")
+    dad["nd_sll"] = 0
+    assert not run(v, dad).dropped
+    dad_spoofed = pk.nd_solicit(1, VIP_MAC, "::", "2001:db8::5")
+    dad_spoofed["nd_sll"] = 0
+    assert run(v, dad_spoofed).dropped
+    dad_with_sll = pk.nd_solicit(1, MAC_A, "::", "2001:db8::5")  # DAD carries no sll
+    assert run(v, dad_with_sll).dropped
+    assert run(v, _mld_report(1, MAC_A)).ports == [2, 3]
+    assert run(v, _mld_report(1, VIP_MAC)).dropped
+
+
+def test_neighbour_discovery_from_the_link_local_address() -> None:
+    v = view()
+    lla = str(eui64_link_local(MAC_A))
+    ns = pk.nd_solicit(1, MAC_A, lla, "2001:db8::77")
+    assert run(v, ns).ports == [2, 3]
+    ns["nd_sll"] = 0  # no source link-layer option
+    assert run(v, ns).ports == [2, 3]
+    ns["nd_sll"] = int(MAC_B.replace(":", ""), 16)
+    out = run(v, ns)
+    assert out.dropped and out.trace.stages()[-1] == "port_security_nd"
+    na = pk.packet(
+        in_port=1,
+        eth_src=MAC_A,
+        eth_dst=MAC_B,
+        eth_type=ETH_TYPE_IPV6,
+        ip_proto=IPPROTO_ICMPV6,
+        ipv6_src=lla,
+        ipv6_dst="2001:db8::6",
+        nw_ttl=255,
+        icmpv6_type=136,
+        nd_target=lla,
+        nd_tll=0,
+    )
+    assert run(v, na).ports == [2]
+    na["nd_target"] = int(ipaddress.IPv6Address(eui64_link_local(MAC_B)))
+    assert run(v, na).dropped  # claims b's link-local address
+
+
+def test_pair_mac_with_ipv6_only_sends_no_ipv4() -> None:
+    v = view(allowed_address_pairs=[{"ip_address": "2001:db8::100", "mac_address": VIP_MAC}])
+    ok = pk.udp(1, VIP_MAC, MAC_B, "2001:db8::100", "2001:db8::6", 1, 2)
+    assert run(v, ok).ports == [2]
+    discover = pk.udp(1, VIP_MAC, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    assert run(v, discover).dropped
+    assert run(v, pk.arp(1, VIP_MAC, "0.0.0.0", "10.0.0.5")).dropped  # no probe either
+    # the port's own MAC still may
+    discover = pk.udp(1, MAC_A, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    assert not run(v, discover).dropped
+
+
+def test_port_without_addresses_is_checked_at_l2_only() -> None:
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s1", "n1", "10.0.0.0/24")],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=[]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=["10.0.0.6"]),
+        ],
+        local={"a": 1, "b": 2},
+    )
+    assert run(v, pk.icmp_echo(1, MAC_A, MAC_B, "192.168.7.7", "10.0.0.6")).ports == [2]
+    assert run(v, pk.arp(1, MAC_A, "192.168.7.7", "10.0.0.99", sha=MAC_C)).ports == [2]
+    lldp = pk.packet(in_port=1, eth_src=MAC_A, eth_dst=MAC_B, eth_type=0x88CC)
+    assert run(v, lldp).ports == [2]
+    assert run(v, pk.icmp_echo(1, MAC_C, MAC_B, "192.168.7.7", "10.0.0.6")).dropped
+    # and it receives anything sent to its MAC
+    assert run(v, pk.icmp_echo(2, MAC_B, MAC_A, "10.0.0.6", "172.16.0.1")).ports == [1]
+
+
+def test_egress_broadcast_ip_and_non_ip_need_the_port_s_mac() -> None:
+    v = view()
+    # a DHCP-style reply: unicast to b's MAC, broadcast IP destination
+    reply = pk.udp(3, MAC_C, MAC_B, "10.0.0.7", "255.255.255.255", 67, 68)
+    assert run(v, reply).ports == [2]
+    lldp = pk.packet(in_port=3, eth_src=MAC_C, eth_dst=MAC_B, eth_type=0x88CC)
+    assert run(v, lldp).ports == [2]
+    # unknown unicast is flooded; the secured ports a and b do not take it
+    unknown = "fa:16:3e:77:77:77"
+    for p in (
+        pk.udp(3, MAC_C, unknown, "10.0.0.7", "255.255.255.255", 67, 68),
+        pk.udp(3, MAC_C, unknown, "10.0.0.7", "10.0.0.6", 1, 2),
+        pk.packet(in_port=3, eth_src=MAC_C, eth_dst=unknown, eth_type=0x88CC),
+    ):
+        assert run(v, p).dropped, run(v, p).trace.format()
+    # IPv6 to b's MAC: its addresses and multicast only
+    assert run(v, pk.udp(3, MAC_C, MAC_B, "2001:db8::7", "2001:db8::6", 1, 2)).ports == [2]
+    assert run(v, pk.udp(3, MAC_C, MAC_B, "2001:db8::7", "ff02::1", 1, 2)).ports == [2]
+    assert run(v, pk.udp(3, MAC_C, MAC_B, "2001:db8::7", "2001:db8::99", 1, 2)).dropped
+
+
+def test_a_port_costs_few_flows() -> None:
+    """Per (MAC, address) checks only; everything port-independent is shared."""
+    from wyvern.apps.port_security import PortSecurity
+
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s1", "n1", "10.0.0.0/24")],
+        ports=[sc.port("a", "n1", key=1, mac=MAC_A, ips=["10.0.0.5"])],
+        local={"a": 1},
+    )
+    assert len(PortSecurity().flows(v, ("port", "a"))) == 11

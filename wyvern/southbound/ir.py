@@ -207,6 +207,15 @@ _PARSED: dict[tuple[str, type, MatchValue], tuple[int, int]] = {}
 _PARSED_MAX = 1 << 17  # entries; the memo starts over when full
 
 
+def clear_caches() -> None:
+    """Forget every memo of values and shapes (benchmarks measure a cold start; tests
+    compare cold with warm). FlowTemplates stay valid: they hold their checked shape."""
+    _PARSED.clear()
+    _ITEMS.clear()
+    _PREREQ_PLANS.clear()
+    _VALID_SHAPES.clear()
+
+
 def parse_value(name: str, raw: MatchValue) -> tuple[int, int]:
     """(value, mask) of a field or register value given as int, text, (value, mask) or IP.
 
@@ -913,6 +922,90 @@ class GroupDef:
             check_actions(st, Match(), b.actions, in_group=True)
 
 
+def _trusted_flow(
+    stage: StageName, priority: int, m: Match, actions: tuple[Action, ...], cookie: int
+) -> Flow:
+    """A Flow whose validity the caller established (FlowTemplate): no __post_init__."""
+    f: Flow = _new(Flow)
+    _setattr(f, "stage", stage)
+    _setattr(f, "priority", priority)
+    _setattr(f, "match", m)
+    _setattr(f, "actions", actions)
+    _setattr(f, "cookie", cookie)
+    return f
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+class FlowTemplate:
+    """Many flows of one shape, built fast: the stage, priority, actions, the fixed match
+    fields and the NAMES of the varying ones are checked once, at creation (exactly as
+    `Table.flow` checks a flow); `flow()` then only checks each varying value's range.
+
+    Varying fields may not be prerequisites of others (eth_type, ip_proto, icmpv6_type):
+    those decide a flow's validity, so they belong in `fixed`. Values are ints (an exact
+    match) or canonical (value, mask) pairs (mask None: exact; see `parse_value`).
+    """
+
+    __slots__ = ("_fixed", "_full", "actions", "app", "names", "priority", "stage")
+
+    def __init__(
+        self,
+        stage: StageName,
+        priority: int,
+        cookie_app: str,
+        varying: Sequence[str],
+        fixed: Mapping[str, MatchValue],
+        actions: Sequence[Action],
+    ) -> None:
+        if set(varying) & set(fixed) or len(set(varying)) != len(varying):
+            raise IRError("FlowTemplate: a field is both fixed and varying, or given twice")
+        bad = [n for n in varying if n in _SHAPE_FIELDS or n not in _BITS]
+        if bad:
+            raise IRError(f"FlowTemplate: {bad} cannot vary (unknown, or decides validity)")
+        self.stage = stage
+        self.priority = priority
+        self.actions = tuple(actions)
+        self.app = cookies.APPS[cookie_app]  # type: ignore[index]
+        self.names = tuple(varying)
+        self._full = tuple((1 << _BITS[n]) - 1 for n in varying)
+        # Check the shape once through the ordinary path, with a sample value per field.
+        sample = dict.fromkeys(varying, 1)
+        probe = table(stage).flow(
+            priority=priority,
+            cookie=cookies.encode(cookie_app, 0),  # type: ignore[arg-type]
+            match=match(**fixed, **sample),
+            actions=self.actions,
+        )
+        self._fixed = tuple(i for i in probe.match.items if i[0] not in sample)
+
+    def flow(self, cookie: int, *values: int | tuple[int, int | None]) -> Flow:
+        """The flow with these varying values (in `varying` order)."""
+        if cookie >> cookies.OBJECT_BITS != self.app or len(values) != len(self.names):
+            raise IRError(f"FlowTemplate({self.stage}): wrong cookie app or value count")
+        items = list(self._fixed)
+        for name, full, v in zip(self.names, self._full, values, strict=True):
+            if type(v) is int:
+                if not 0 <= v <= full:
+                    raise IRError(f"{name}: {v} does not fit")
+                items.append((name, v, None))
+            else:
+                value, mask = v  # type: ignore[misc]
+                if mask == full:
+                    mask = None
+                if mask is not None and (not 0 < mask < full or value & ~mask):
+                    raise IRError(f"{name}: {value:#x}/{mask:#x} is not a canonical mask")
+                if not 0 <= value <= full:
+                    raise IRError(f"{name}: {value} does not fit")
+                if mask is not None and name not in _MASKABLE:
+                    raise IRError(f"match: {name} cannot be masked")
+                items.append((name, value, mask))
+        items.sort()
+        return _trusted_flow(self.stage, self.priority, Match(tuple(items)), self.actions, cookie)
+
+
 class Table:
     """The checked builder for one stage's flows (see the module docstring)."""
 
@@ -935,6 +1028,18 @@ class Table:
     ) -> Flow:
         m = match if isinstance(match, Match) else _make_match(**match)
         return Flow(self.stage.name, priority, m, tuple(actions), cookie)
+
+    def template(
+        self,
+        *,
+        priority: int,
+        cookie_app: str,
+        varying: Sequence[str],
+        fixed: Mapping[str, MatchValue] | None = None,
+        actions: Sequence[Action] = (),
+    ) -> FlowTemplate:
+        """A FlowTemplate of this stage (see there)."""
+        return FlowTemplate(self.stage.name, priority, cookie_app, varying, fixed or {}, actions)
 
     def group(
         self,
