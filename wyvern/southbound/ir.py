@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, cast
 
 from wyvern.southbound import cookies, pipeline, registers
 from wyvern.southbound.pipeline import Stage, StageName
@@ -58,6 +58,10 @@ CT_FLAGS: tuple[tuple[str, int], ...] = (
 
 FieldKind = Literal["dec", "hex", "mac", "ipv4", "ipv6", "ct_state"]
 Writable = Literal["no", "yes", "ct"]  # "ct": only inside ct(commit, exec(...))
+
+
+_new = object.__new__  # building trusted values without their dataclass __init__
+_setattr = object.__setattr__
 
 
 class IRError(ValueError):
@@ -175,6 +179,10 @@ def _parse_text(kind: FieldKind, bits: int, text: str) -> tuple[int, int]:
     value_text, _, mask_text = text.partition("/")
     if kind == "mac":
         return _parse_mac(value_text), _parse_mac(mask_text) if mask_text else _full(48)
+    if kind == "ipv4":
+        fast = _parse_ipv4(value_text, mask_text)
+        if fast is not None:
+            return fast
     if kind in ("ipv4", "ipv6"):
         net = ipaddress.ip_network(value_text if not mask_text else text, strict=False)
         if (net.version == 4) != (kind == "ipv4"):
@@ -182,6 +190,28 @@ def _parse_text(kind: FieldKind, bits: int, text: str) -> tuple[int, int]:
         return int(net.network_address), int(net.netmask)
     value = int(value_text, 0)
     return value, int(mask_text, 0) if mask_text else _full(bits)
+
+
+def _parse_ipv4(addr: str, plen: str) -> tuple[int, int] | None:
+    """Dotted quad [/prefix length] without ipaddress (which is slow); None: let
+    ipaddress parse it (other forms) or say what is wrong with it."""
+    parts = addr.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for p in parts:
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (p[0] == "0" and len(p) > 1):
+            return None
+        n = int(p)
+        if n > 255:
+            return None
+        value = value << 8 | n
+    if not plen:
+        return value, 0xFFFFFFFF
+    if not (plen.isascii() and plen.isdigit()) or len(plen) > 2 or int(plen) > 32:
+        return None
+    mask = 0xFFFFFFFF ^ ((1 << (32 - int(plen))) - 1)
+    return value & mask, mask
 
 
 def _parse_ct_state(text: str) -> tuple[int, int]:
@@ -367,7 +397,13 @@ def match(**fields: MatchValue) -> Match:
     items: list[tuple[str, int, int | None]] = []
     prereqs = False
     memo = _ITEMS
+    plain = _PLAIN_INT
     for name, raw in fields.items():
+        if raw.__class__ is int:  # a key or register value: no parsing, no prerequisites
+            top = plain.get(name)
+            if top is not None and 0 <= raw <= top:
+                items.append((name, raw, None))
+                continue
         try:
             got = memo.get((name, type(raw), raw))
         except TypeError:  # unhashable: not a MatchValue, _match_item says why
@@ -379,19 +415,26 @@ def match(**fields: MatchValue) -> Match:
     if prereqs:
         # What completing the prerequisites adds (or why it fails) depends only on which
         # fields are present and the values of those that are prerequisites themselves.
-        table = {n: (v, m) for n, v, m in items}
-        shape = tuple([(n, table[n]) if n in _PREREQ_TARGETS else n for n in table])
+        targets = _PREREQ_TARGETS
+        shape = tuple([it if it[0] in targets else it[0] for it in items])
         plan = _PREREQ_PLANS.get(shape)
         if plan is None:
-            plan = _prereq_plan(table)
+            plan = _prereq_plan({n: (v, m) for n, v, m in items})
             if len(_PREREQ_PLANS) >= 4096:
                 _PREREQ_PLANS.clear()
             _PREREQ_PLANS[shape] = plan
         if isinstance(plan, str):
             raise IRError(plan)
-        items.extend((n, v, m) for n, (v, m) in plan.items())
+        items.extend(plan)
     items.sort()
-    return Match(tuple(items))
+    m: Match = _new(Match)
+    _setattr(m, "items", tuple(items))
+    return m
+
+
+# Fields and registers whose int values need only a range check (no prerequisites, no
+# port-number rules): name -> largest value.
+_PLAIN_INT = {n: (1 << b) - 1 for n, b in _BITS.items() if n not in _PREREQS and n != "in_port"}
 
 
 # (name, type, raw value) -> (the Match item, whether the field has prerequisites)
@@ -425,11 +468,13 @@ def _match_item(name: str, raw: MatchValue) -> tuple[tuple[str, int, int | None]
 
 
 _PREREQ_TARGETS = frozenset(pre for pres in _PREREQS.values() for pre, _ in pres)
-_PREREQ_PLANS: dict[tuple[object, ...], dict[str, tuple[int, None]] | str] = {}
+_PREREQ_PLANS: dict[tuple[object, ...], tuple[tuple[str, int, None], ...] | str] = {}
 
 
-def _prereq_plan(fields: Mapping[str, tuple[int, int | None]]) -> dict[str, tuple[int, None]] | str:
-    """The prerequisites to add to a match's fields, or the error message."""
+def _prereq_plan(
+    fields: Mapping[str, tuple[int, int | None]],
+) -> tuple[tuple[str, int, None], ...] | str:
+    """The prerequisites to add to a match's fields (as items), or the error message."""
     table = dict(fields)
     added: dict[str, tuple[int, None]] = {}
     prereqs = True
@@ -445,7 +490,7 @@ def _prereq_plan(fields: Mapping[str, tuple[int, int | None]]) -> dict[str, tupl
                     prereqs = True
                 elif table[pre][1] is not None or table[pre][0] not in allowed:
                     return f"match: {name} needs {pre} in {sorted(allowed)}"
-    return added
+    return tuple((n, v, None) for n, (v, _) in added.items())
 
 
 _make_match = match  # Table.flow's `match` parameter shadows the function
@@ -821,6 +866,43 @@ def _match_shape(m: Match) -> tuple[object, ...]:
     return tuple([item if item[0] in sf else item[0] for item in m.items])
 
 
+_REG_MAX = {r.name: r.max_value for r in registers.REGISTERS}
+# SetFields whose validity does not depend on the value once it parses (vlan_vid's does).
+_SETFIELD_SHAPED = frozenset(n for n in FIELDS if n != "vlan_vid")
+
+
+def _actions_shape(actions: tuple[Action, ...]) -> tuple[object, ...] | None:
+    """The actions as far as validity depends on them: Load, Output and Conjunction
+    values only need a range check (done here; Conjunction checks itself), so flows
+    that differ only in those share one validated shape. None: check this flow fully."""
+    out: list[object] = []
+    for a in actions:
+        t = type(a)
+        if t is Load:
+            load = cast(Load, a)
+            top = _REG_MAX.get(load.register)
+            if top is None or type(load.value) is not int or not 0 <= load.value <= top:
+                return None
+            out.append((Load, load.register))
+        elif t is Output:
+            port = cast(Output, a).port
+            if type(port) is not int or not valid_port(port):
+                return None
+            out.append(Output)
+        elif t is Conjunction:
+            out.append(Conjunction)
+        elif t is SetField and cast(SetField, a).field in _SETFIELD_SHAPED:
+            sf = cast(SetField, a)
+            try:
+                setfield_value(sf)
+            except (IRError, TypeError, ValueError):
+                return None
+            out.append((SetField, sf.field, sf.mask))
+        else:
+            out.append(a)
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """One OpenFlow flow. Identity for diffing is `key` (stage, priority, match); full
@@ -841,13 +923,12 @@ class Flow:
             raise IRError(f"stage {self.stage}: priority {self.priority} outside 0..65535")
         # Validity depends only on the stage, the cookie's app, the match's shape and the
         # actions: each such combination is checked once (see _match_shape).
+        acts = _actions_shape(self.actions)
+        if acts is None:  # a value out of range, or unhashable: the full check says why
+            self.validate()
+            return
+        shape = (self.stage, self.cookie >> cookies.OBJECT_BITS, _match_shape(self.match), acts)
         try:
-            shape = (
-                self.stage,
-                self.cookie >> cookies.OBJECT_BITS,
-                _match_shape(self.match),
-                self.actions,
-            )
             if shape in _VALID_SHAPES:
                 return
         except TypeError:  # something unhashable in the actions: check it every time
@@ -935,10 +1016,6 @@ def _trusted_flow(
     return f
 
 
-_new = object.__new__
-_setattr = object.__setattr__
-
-
 class FlowTemplate:
     """Many flows of one shape, built fast: the stage, priority, actions, the fixed match
     fields and the NAMES of the varying ones are checked once, at creation (exactly as
@@ -986,11 +1063,12 @@ class FlowTemplate:
         if cookie >> cookies.OBJECT_BITS != self.app or len(values) != len(self.names):
             raise IRError(f"FlowTemplate({self.stage}): wrong cookie app or value count")
         items = list(self._fixed)
+        add = items.append
         for name, full, v in zip(self.names, self._full, values, strict=True):
-            if type(v) is int:
-                if not 0 <= v <= full:
+            if v.__class__ is int:
+                if v < 0 or v > full:
                     raise IRError(f"{name}: {v} does not fit")
-                items.append((name, v, None))
+                add((name, v, None))
             else:
                 value, mask = v  # type: ignore[misc]
                 if mask == full:
@@ -1001,7 +1079,7 @@ class FlowTemplate:
                     raise IRError(f"{name}: {value} does not fit")
                 if mask is not None and name not in _MASKABLE:
                     raise IRError(f"match: {name} cannot be masked")
-                items.append((name, value, mask))
+                add((name, value, mask))
         items.sort()
         return _trusted_flow(self.stage, self.priority, Match(tuple(items)), self.actions, cookie)
 
