@@ -305,7 +305,8 @@ def test_template_flows_equal_checked_flows() -> None:
     t = table("port_security").template(
         priority=90,
         cookie_app="port_security",
-        varying=("network_key", "src_port_key", "eth_src", "arp_spa"),
+        varying=("network_key", "src_port_key", "eth_src"),
+        masked=("arp_spa",),
         fixed={"eth_type": ETH_TYPE_ARP},
         actions=(Goto("pre_acl"),),
     )
@@ -329,7 +330,8 @@ def test_templates_check_shape_once_and_values_always() -> None:
     t = table("port_security").template(
         priority=90,
         cookie_app="port_security",
-        varying=("network_key", "ipv4_src"),
+        varying=("network_key",),
+        masked=("ipv4_src",),
         actions=(Goto("pre_acl"),),
     )
     with pytest.raises(IRError):
@@ -352,3 +354,9 @@ def test_templates_check_shape_once_and_values_always() -> None:
         table("port_security").template(
             priority=1, cookie_app="port_security", varying=(), actions=(Goto("output"),)
         )
+    with pytest.raises(IRError):  # in_port cannot be masked
+        table("classification").template(
+            priority=1, cookie_app="classifier", varying=(), masked=("in_port",)
+        )
+    with pytest.raises(IRError):
+        t.flow(ps, -1, (1, None))

@@ -141,12 +141,17 @@ _eg, _eg_l2 = table("port_security_egress"), table("port_security_egress_l2")
 
 IN_NO_SECURITY = _ps.template(priority=P_NO_SECURITY, cookie_app=APP, varying=_IN, actions=_PRE_ACL)
 IN_V4 = _ps.template(
-    priority=P_ALLOW, cookie_app=APP, varying=(*_IN, "eth_src", "ipv4_src"), actions=_PRE_ACL
+    priority=P_ALLOW,
+    cookie_app=APP,
+    varying=(*_IN, "eth_src"),
+    masked=("ipv4_src",),
+    actions=_PRE_ACL,
 )
 IN_ARP = _ps.template(
     priority=P_ALLOW,
     cookie_app=APP,
-    varying=(*_IN, "eth_src", "arp_sha", "arp_spa"),
+    varying=(*_IN, "eth_src", "arp_sha"),
+    masked=("arp_spa",),
     fixed={"eth_type": ETH_TYPE_ARP},
     actions=_PRE_ACL,
 )
@@ -160,7 +165,8 @@ IN_ARP_PROBE = _ps.template(
 IN_V6 = _ps.template(
     priority=P_ALLOW,
     cookie_app=APP,
-    varying=(*_IN, "eth_src", "ipv6_src"),
+    varying=(*_IN, "eth_src"),
+    masked=("ipv6_src",),
     actions=(Goto("port_security_nd"),),
 )
 IN_L2_ONLY = _ps.template(
@@ -176,7 +182,8 @@ ND_NS = _nd.template(
 ND_NA = _nd.template(
     priority=P_ND,
     cookie_app=APP,
-    varying=(*_IN, "eth_src", "nd_target", "nd_tll"),
+    varying=(*_IN, "eth_src", "nd_tll"),
+    masked=("nd_target",),
     fixed={**_ICMP6, "icmpv6_type": 136},
     actions=_PRE_ACL,
 )
@@ -194,10 +201,18 @@ EG_L2_ONLY = _eg.template(
     priority=P_EG_L2_ONLY, cookie_app=APP, varying=(*_EG, "eth_dst"), actions=_TO_OUTPUT
 )
 EG_V4 = _eg.template(
-    priority=P_EG_ALLOW, cookie_app=APP, varying=(*_EG, "eth_dst", "ipv4_dst"), actions=_TO_OUTPUT
+    priority=P_EG_ALLOW,
+    cookie_app=APP,
+    varying=(*_EG, "eth_dst"),
+    masked=("ipv4_dst",),
+    actions=_TO_OUTPUT,
 )
 EG_V6 = _eg.template(
-    priority=P_EG_ALLOW, cookie_app=APP, varying=(*_EG, "eth_dst", "ipv6_dst"), actions=_TO_OUTPUT
+    priority=P_EG_ALLOW,
+    cookie_app=APP,
+    varying=(*_EG, "eth_dst"),
+    masked=("ipv6_dst",),
+    actions=_TO_OUTPUT,
 )
 EG_MAC = _eg_l2.template(
     priority=P_L2, cookie_app=APP, varying=(*_EG, "eth_dst"), actions=_TO_OUTPUT
@@ -343,7 +358,7 @@ class PortSecurity(App):
             for a in (*v6, ll) if ll not in v6 else v6:
                 add(IN_V6.flow(cookie, nk, pk, mac, a))
                 add(EG_V6.flow(cookie, nk, pk, mac, a))
-                add(ND_NA.flow(cookie, nk, pk, mac, a, mac))
-                add(ND_NA.flow(cookie, nk, pk, mac, a, 0))
+                add(ND_NA.flow(cookie, nk, pk, mac, mac, a))
+                add(ND_NA.flow(cookie, nk, pk, mac, 0, a))
             add(EG_MAC.flow(cookie, nk, pk, mac))
         return out

@@ -22,6 +22,8 @@ gets `eth_type=0x0800`; `match(tcp_dst=80)` raises because it could be IPv4 or I
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, cast
@@ -1003,30 +1005,29 @@ class GroupDef:
             check_actions(st, Match(), b.actions, in_group=True)
 
 
-def _trusted_flow(
-    stage: StageName, priority: int, m: Match, actions: tuple[Action, ...], cookie: int
-) -> Flow:
-    """A Flow whose validity the caller established (FlowTemplate): no __post_init__."""
-    f: Flow = _new(Flow)
-    _setattr(f, "stage", stage)
-    _setattr(f, "priority", priority)
-    _setattr(f, "match", m)
-    _setattr(f, "actions", actions)
-    _setattr(f, "cookie", cookie)
-    return f
-
-
 class FlowTemplate:
     """Many flows of one shape, built fast: the stage, priority, actions, the fixed match
     fields and the NAMES of the varying ones are checked once, at creation (exactly as
     `Table.flow` checks a flow); `flow()` then only checks each varying value's range.
 
     Varying fields may not be prerequisites of others (eth_type, ip_proto, icmpv6_type):
-    those decide a flow's validity, so they belong in `fixed`. Values are ints (an exact
-    match) or canonical (value, mask) pairs (mask None: exact; see `parse_value`).
+    those decide a flow's validity, so they belong in `fixed`. `flow()` takes an int
+    (exact match) for each of `varying`, then a canonical (value, mask) pair (mask None:
+    exact; see `parse_value`) for each of `masked`.
     """
 
-    __slots__ = ("_fixed", "_full", "actions", "app", "names", "priority", "stage")
+    __slots__ = (
+        "_bits",
+        "_fixed",
+        "_masked",
+        "_n",
+        "_n_int",
+        "actions",
+        "app",
+        "names",
+        "priority",
+        "stage",
+    )
 
     def __init__(
         self,
@@ -1034,22 +1035,28 @@ class FlowTemplate:
         priority: int,
         cookie_app: str,
         varying: Sequence[str],
+        masked: Sequence[str],
         fixed: Mapping[str, MatchValue],
         actions: Sequence[Action],
     ) -> None:
-        if set(varying) & set(fixed) or len(set(varying)) != len(varying):
+        names = (*varying, *masked)
+        if set(names) & set(fixed) or len(set(names)) != len(names):
             raise IRError("FlowTemplate: a field is both fixed and varying, or given twice")
-        bad = [n for n in varying if n in _SHAPE_FIELDS or n not in _BITS]
+        bad = [n for n in names if n in _SHAPE_FIELDS or n not in _BITS]
+        bad += [n for n in masked if n not in _MASKABLE]
         if bad:
-            raise IRError(f"FlowTemplate: {bad} cannot vary (unknown, or decides validity)")
+            raise IRError(f"FlowTemplate: {bad} cannot vary (unknown, decides validity, or mask)")
         self.stage = stage
         self.priority = priority
         self.actions = tuple(actions)
         self.app = cookies.APPS[cookie_app]  # type: ignore[index]
         self.names = tuple(varying)
-        self._full = tuple((1 << _BITS[n]) - 1 for n in varying)
+        self._bits = tuple(_BITS[n] for n in varying)
+        self._masked = tuple((n, (1 << _BITS[n]) - 1) for n in masked)
+        self._n_int = len(varying)
+        self._n = len(names)
         # Check the shape once through the ordinary path, with a sample value per field.
-        sample = dict.fromkeys(varying, 1)
+        sample = dict.fromkeys(names, 1)
         probe = table(stage).flow(
             priority=priority,
             cookie=cookies.encode(cookie_app, 0),  # type: ignore[arg-type]
@@ -1059,29 +1066,46 @@ class FlowTemplate:
         self._fixed = tuple(i for i in probe.match.items if i[0] not in sample)
 
     def flow(self, cookie: int, *values: int | tuple[int, int | None]) -> Flow:
-        """The flow with these varying values (in `varying` order)."""
-        if cookie >> cookies.OBJECT_BITS != self.app or len(values) != len(self.names):
-            raise IRError(f"FlowTemplate({self.stage}): wrong cookie app or value count")
-        items = list(self._fixed)
-        add = items.append
-        for name, full, v in zip(self.names, self._full, values, strict=True):
-            if v.__class__ is int:
-                if v < 0 or v > full:
-                    raise IRError(f"{name}: {v} does not fit")
-                add((name, v, None))
-            else:
-                value, mask = v  # type: ignore[misc]
+        """The flow with these values (`varying` ints, then `masked` pairs)."""
+        n = self._n_int
+        ints = values[:n]
+        # (v >> bits is 0 exactly when 0 <= v < 2**bits; map/any keep the loop in C)
+        if (
+            cookie >> _OBJECT_BITS != self.app
+            or len(values) != self._n
+            or any(map(_rshift, ints, self._bits))
+        ):
+            raise IRError(f"FlowTemplate({self.stage}): wrong cookie app, value count or range")
+        items: list[tuple[str, int, int | None]] = [
+            *self._fixed,
+            *zip(self.names, ints, _NONES, strict=False),  # type: ignore[list-item]
+        ]
+        if self._masked:
+            for (name, full), pair in zip(self._masked, values[n:], strict=True):
+                value, mask = pair  # type: ignore[misc]
                 if mask == full:
                     mask = None
                 if mask is not None and (not 0 < mask < full or value & ~mask):
                     raise IRError(f"{name}: {value:#x}/{mask:#x} is not a canonical mask")
                 if not 0 <= value <= full:
                     raise IRError(f"{name}: {value} does not fit")
-                if mask is not None and name not in _MASKABLE:
-                    raise IRError(f"match: {name} cannot be masked")
-                add((name, value, mask))
+                items.append((name, value, mask))
         items.sort()
-        return _trusted_flow(self.stage, self.priority, Match(tuple(items)), self.actions, cookie)
+        setattr_ = _setattr
+        m: Match = _new(Match)
+        setattr_(m, "items", tuple(items))
+        f: Flow = _new(Flow)  # valid by construction: no __init__/__post_init__
+        setattr_(f, "stage", self.stage)
+        setattr_(f, "priority", self.priority)
+        setattr_(f, "match", m)
+        setattr_(f, "actions", self.actions)
+        setattr_(f, "cookie", cookie)
+        return f
+
+
+_rshift = operator.rshift
+_OBJECT_BITS = cookies.OBJECT_BITS
+_NONES = itertools.repeat(None)
 
 
 class Table:
@@ -1113,11 +1137,14 @@ class Table:
         priority: int,
         cookie_app: str,
         varying: Sequence[str],
+        masked: Sequence[str] = (),
         fixed: Mapping[str, MatchValue] | None = None,
         actions: Sequence[Action] = (),
     ) -> FlowTemplate:
         """A FlowTemplate of this stage (see there)."""
-        return FlowTemplate(self.stage.name, priority, cookie_app, varying, fixed or {}, actions)
+        return FlowTemplate(
+            self.stage.name, priority, cookie_app, varying, masked, fixed or {}, actions
+        )
 
     def group(
         self,
