@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from tests.apps import scenario as sc
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.punts import PUNT_ND_NS
-from wyvern.controller.view import LocalView
+from wyvern.controller.view import Binding, LocalView
 from wyvern.southbound import packet as pk
 from wyvern.southbound.ir import ETH_TYPE_IPV6, IPPROTO_ICMPV6
 
@@ -310,3 +313,46 @@ def test_a_port_costs_few_flows() -> None:
         local={"a": 1},
     )
     assert len(PortSecurity().flows(v, ("port", "a"))) == 11
+
+
+@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl is not installed")
+def test_ovs_ofctl_accepts_every_port_security_flow(tmp_path: Path) -> None:
+    from wyvern.apps.port_security import PortSecurity
+    from wyvern.southbound.render import render_flow
+
+    v = view(
+        allowed_address_pairs=[
+            {"ip_address": "10.0.0.100"},
+            {"ip_address": "192.168.0.0/24"},
+            {"ip_address": "2001:db8:1::/64", "mac_address": VIP_MAC},
+            {"ip_address": "10.0.0.200", "mac_address": VIP_MAC},
+        ]
+    )
+    v.apply(
+        "port",
+        "d",
+        sc.record_from_obj("port", sc.port("d", "n1", key=4, mac="fa:16:3e:00:00:0d", ips=[])),
+    )
+    v.apply("binding", "d", Binding("d", 4))
+    app = PortSecurity()
+    flows = [*app.global_flows()]
+    for owner in app.owners(v):
+        flows += app.flows(v, owner)
+    assert {f.stage for f in flows} == {
+        "port_security",
+        "port_security_nd",
+        "port_security_l2",
+        "port_security_egress",
+        "port_security_egress_l2",
+    }
+    path = tmp_path / "flows.txt"
+    path.write_text("\n".join(render_flow(f) for f in flows) + "\n")
+    proc = subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow15", "parse-flows", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "|WARN|" not in proc.stderr, proc.stdout + proc.stderr
+    assert proc.stdout.count("OFPT_FLOW_MOD") == len(flows)

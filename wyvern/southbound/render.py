@@ -10,6 +10,7 @@ reg10 become one `reg10=0x5/0x5`). `render_strict` gives the identity part
 from __future__ import annotations
 
 import ipaddress
+import operator
 from collections.abc import Iterable
 from typing import cast
 
@@ -100,14 +101,19 @@ def _field_text(name: str, value: int, mask: int | None) -> str:
 def render_match(m: Match) -> str:
     """The match part of a flow (no table/priority), e.g. `reg14=0x5,tcp,tcp_dst=80`."""
     items = m.items
-    key = tuple([it if it[0] in _PROTO_FIELDS else it[0] for it in items])
-    plan = _PLANS.get(key)
-    if plan is None:
-        plan = _plan(items)
+    names = tuple(map(_first, items))
+    entry = _PLANS.get(names)
+    if entry is None:
         if len(_PLANS) >= _MEMO_MAX:
             _PLANS.clear()
-        _PLANS[key] = plan
-    regs, proto, fields = plan
+        pos = tuple(i for i, n in enumerate(names) if n in _PROTO_FIELDS)
+        entry = _PLANS[names] = (pos, {})
+    pos, by_proto = entry
+    proto_key = tuple([items[i][1] for i in pos]) if pos else ()
+    plan = by_proto.get(proto_key)
+    if plan is None:
+        plan = by_proto[proto_key] = _plan(items)
+    regs, proto, fields, constants = plan
     parts: list[str] = []
     for fld, pieces, width_mask, exact_fmt in regs:
         if exact_fmt is not None:  # one register, matched exactly: the common case
@@ -125,24 +131,27 @@ def render_match(m: Match) -> str:
     if proto:
         parts.append(proto)
     texts = _FIELD_TEXT
-    for f in fields:
-        if isinstance(f, str):
-            parts.append(f)
-            continue
-        it = items[f]
-        text = texts.get(it)
-        if text is None:
-            text = _field_text(*it)
-        parts.append(text)
+    if constants:  # (a protocol without a keyword: nw_proto=N among the fields)
+        for f in fields:
+            if isinstance(f, str):
+                parts.append(f)
+            else:
+                parts.append(texts.get(items[f]) or _field_text(*items[f]))
+    else:
+        parts += [texts.get(items[f]) or _field_text(*items[f]) for f in fields]  # type: ignore[index]
     return ",".join(parts)
+
+
+_first = operator.itemgetter(0)
 
 
 # eth_type and ip_proto are rendered as a protocol keyword (tcp, ip6, ...): their values
 # are part of a plan's key; every other field's value is filled in per flow.
 _PROTO_FIELDS = frozenset({"eth_type", "ip_proto"})
 _RegPlan = tuple[str, tuple[tuple[int, int, int], ...], int, str | None]
-_Plan = tuple[tuple[_RegPlan, ...], str, tuple[int | str, ...]]
-_PLANS: dict[tuple[object, ...], _Plan] = {}
+_Plan = tuple[tuple[_RegPlan, ...], str, tuple[int | str, ...], bool]
+# field names -> (positions of eth_type/ip_proto, their values -> plan)
+_PLANS: dict[tuple[str, ...], tuple[tuple[int, ...], dict[tuple[int, ...], _Plan]]] = {}
 
 
 def _plan(items: tuple[tuple[str, int, int | None], ...]) -> _Plan:
@@ -180,7 +189,8 @@ def _plan(items: tuple[tuple[str, int, int | None], ...]) -> _Plan:
             reg_mask = full << shift
             exact_fmt = f"{fld}=%#x" if reg_mask == width_mask else f"{fld}=%#x/{reg_mask:#x}"
         reg_plans.append((fld, pieces, width_mask, exact_fmt))
-    return tuple(reg_plans), proto_text, tuple(i for _, i in sorted(fields, key=lambda f: f[0]))
+    ordered = tuple(i for _, i in sorted(fields, key=lambda f: f[0]))
+    return tuple(reg_plans), proto_text, ordered, any(isinstance(f, str) for f in ordered)
 
 
 def _subfield(ref: str | Bits) -> str:
