@@ -356,3 +356,20 @@ def test_ovs_ofctl_accepts_every_port_security_flow(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0 and "|WARN|" not in proc.stderr, proc.stdout + proc.stderr
     assert proc.stdout.count("OFPT_FLOW_MOD") == len(flows)
+
+
+def test_address_pairs_for_a_whole_family() -> None:
+    """0.0.0.0/0 and ::/0 pairs (routers, VRRP): any source of that family, own MAC."""
+    v = view(
+        allowed_address_pairs=[
+            {"ip_address": "0.0.0.0/0"},
+            {"ip_address": "::/0", "mac_address": VIP_MAC},
+        ]
+    )
+    assert run(v, pk.icmp_echo(1, MAC_A, MAC_B, "172.16.9.9", "10.0.0.6")).ports == [2]
+    assert run(v, pk.arp(1, MAC_A, "172.16.9.9", "10.0.0.99")).ports == [2, 3]
+    assert run(v, pk.udp(1, VIP_MAC, MAC_B, "2001:db8::4242", "2001:db8::6", 1, 2)).ports == [2]
+    assert run(v, pk.icmp_echo(1, VIP_MAC, MAC_B, "172.16.9.9", "10.0.0.6")).dropped
+    assert run(v, pk.icmp_echo(1, MAC_C, MAC_B, "172.16.9.9", "10.0.0.6")).dropped
+    # and the port receives any IPv4 destination on its MAC
+    assert run(v, pk.icmp_echo(2, MAC_B, MAC_A, "10.0.0.6", "172.16.9.9")).ports == [1]

@@ -360,3 +360,17 @@ def test_templates_check_shape_once_and_values_always() -> None:
         )
     with pytest.raises(IRError):
         t.flow(ps, -1, (1, None))
+
+
+def test_template_mask_zero_leaves_the_field_out() -> None:
+    ps = encode("port_security", "p1")
+    t = table("port_security").template(
+        priority=90,
+        cookie_app="port_security",
+        varying=("network_key",),
+        masked=("ipv4_src",),
+        actions=(Goto("pre_acl"),),
+    )
+    assert t.flow(ps, 1, (0, 0)).match == match(network_key=1, eth_type=ETH_TYPE_IP)
+    with pytest.raises(IRError):
+        t.flow(ps, 1, (5, 0))

@@ -1013,7 +1013,8 @@ class FlowTemplate:
     Varying fields may not be prerequisites of others (eth_type, ip_proto, icmpv6_type):
     those decide a flow's validity, so they belong in `fixed`. `flow()` takes an int
     (exact match) for each of `varying`, then a canonical (value, mask) pair (mask None:
-    exact; see `parse_value`) for each of `masked`.
+    exact; see `parse_value`) for each of `masked`; (0, 0) leaves that field out (any
+    value; its prerequisites stay, and a field left out cannot make a valid flow invalid).
     """
 
     __slots__ = (
@@ -1085,6 +1086,8 @@ class FlowTemplate:
                 value, mask = pair  # type: ignore[misc]
                 if mask == full:
                     mask = None
+                elif mask == 0 and value == 0:
+                    continue  # any value (e.g. a 0.0.0.0/0 address pair): no match on it
                 if mask is not None and (not 0 < mask < full or value & ~mask):
                     raise IRError(f"{name}: {value:#x}/{mask:#x} is not a canonical mask")
                 if not 0 <= value <= full:
