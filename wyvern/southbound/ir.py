@@ -167,9 +167,16 @@ def _full(bits: int) -> int:
     return (1 << bits) - 1
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
 def _parse_mac(text: str) -> int:
+    if len(text) == 17 and text[2::3] == ":::::":  # the canonical form, fast
+        digits = text.replace(":", "")
+        if digits.isascii() and digits.isalnum():  # (int() would take _, + and spaces)
+            return int(digits, 16)  # ValueError for a non-hex letter
     parts = text.split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+    if len(parts) != 6 or not all(1 <= len(p) <= 2 and set(p) <= _HEX for p in parts):
         raise IRError(f"bad MAC address {text!r}")
     return int("".join(p.zfill(2) for p in parts), 16)
 
