@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import operator
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, cast
@@ -204,17 +205,10 @@ def _parse_text(kind: FieldKind, bits: int, text: str) -> tuple[int, int]:
 def _parse_ipv4(addr: str, plen: str) -> tuple[int, int] | None:
     """Dotted quad [/prefix length] without ipaddress (which is slow); None: let
     ipaddress parse it (other forms) or say what is wrong with it."""
-    parts = addr.split(".")
-    if len(parts) != 4:
+    try:  # (inet_pton takes exactly a dotted quad, no leading zeros, as ipaddress does)
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
+    except (OSError, ValueError):
         return None
-    value = 0
-    for p in parts:
-        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (p[0] == "0" and len(p) > 1):
-            return None
-        n = int(p)
-        if n > 255:
-            return None
-        value = value << 8 | n
     if not plen:
         return value, 0xFFFFFFFF
     if not (plen.isascii() and plen.isdigit()) or len(plen) > 2 or int(plen) > 32:
