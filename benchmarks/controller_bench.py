@@ -348,12 +348,19 @@ def bench_install(n_flows: int) -> dict[str, Any]:
 
 
 def cold_start() -> None:
-    """Forget the module-level memos (parsed values, validated shapes, rendered text), so
-    that every repeat measures what a restarted agent does, not a warm second run."""
+    """Forget the module-level memos (parsed values, validated shapes, rendered text, and
+    every functools.lru_cache of a wyvern module), so that every repeat measures what a
+    restarted agent does, not a warm second run."""
     for module in (ir, render):
         clear = getattr(module, "clear_caches", None)
         if clear is not None:  # (older trees, for a before/after comparison)
             clear()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("wyvern.") and module is not None:
+            for value in list(vars(module).values()):
+                cache_clear = getattr(value, "cache_clear", None)
+                if callable(cache_clear):
+                    cache_clear()
 
 
 def bench_full(n_ports: int, repeat: int) -> dict[str, Any]:
