@@ -71,6 +71,7 @@ def _reg_sort(field: str) -> tuple[int, int]:
 # mask) -> "ovs_name=text", and an action tuple -> its text. They start over when full.
 _FIELD_TEXT: dict[tuple[str, int, int | None], str] = {}
 _ACTIONS_TEXT: dict[tuple[Action, ...], str] = {}
+_VALUE_TEXT: dict[tuple[str, int, int | None], str] = {}  # (kind, value, mask) -> text
 _MEMO_MAX = 1 << 17
 
 
@@ -78,6 +79,7 @@ def clear_caches() -> None:
     """Forget the memos (tests compare a cold render with a warm one)."""
     _FIELD_TEXT.clear()
     _ACTIONS_TEXT.clear()
+    _VALUE_TEXT.clear()
     _PLANS.clear()
 
 
@@ -87,10 +89,17 @@ def _field_text(name: str, value: int, mask: int | None) -> str:
     got = _FIELD_TEXT.get(key)
     if got is None:
         spec = FIELDS[name]
-        if spec.kind == "ipv4" and mask is None:  # (ipaddress is slow)
-            text = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
-        else:
-            text = format_value(spec.kind, spec.bits, value, mask)
+        # (one MAC or address shows up under several names: eth_src, arp_sha, nd_sll...)
+        vkey = (spec.kind, value, mask)
+        text = _VALUE_TEXT.get(vkey)
+        if text is None:
+            if spec.kind == "ipv4" and mask is None:  # (ipaddress is slow)
+                text = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+            else:
+                text = format_value(spec.kind, spec.bits, value, mask)
+            if len(_VALUE_TEXT) >= _MEMO_MAX:
+                _VALUE_TEXT.clear()
+            _VALUE_TEXT[vkey] = text
         got = f"{spec.ovs}={text}"
         if len(_FIELD_TEXT) >= _MEMO_MAX:
             _FIELD_TEXT.clear()
