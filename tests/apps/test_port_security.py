@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from tests.apps import scenario as sc
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.punts import PUNT_ND_NS
-from wyvern.controller.view import LocalView
+from wyvern.controller.view import Binding, LocalView
 from wyvern.southbound import packet as pk
 from wyvern.southbound.ir import ETH_TYPE_IPV6, IPPROTO_ICMPV6
 
@@ -181,3 +184,192 @@ def test_ipv6_neighbour_discovery() -> None:
     assert run(v, na("2001:db8::5", MAC_A)).ports == [2]
     assert run(v, na("2001:db8::6", MAC_A)).dropped  # claims b's address
     assert run(v, na("2001:db8::5", MAC_C)).dropped  # wrong link-layer address
+
+
+# ---- the shared (per-stage) flows: shape-only allows still check the port's MAC
+
+
+def _mld_report(in_port: int, eth_src: str) -> pk.Packet:
+    return pk.packet(
+        in_port=in_port,
+        eth_src=eth_src,
+        eth_dst="33:33:00:00:00:16",
+        eth_type=ETH_TYPE_IPV6,
+        ip_proto=IPPROTO_ICMPV6,
+        ipv6_src="::",
+        ipv6_dst="ff02::16",
+        nw_ttl=1,
+        icmpv6_type=143,
+    )
+
+
+def test_shape_only_allows_check_the_source_mac() -> None:
+    v = view()
+    discover = pk.udp(1, MAC_A, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    assert not run(v, discover).dropped
+    spoofed = pk.udp(1, VIP_MAC, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    out = run(v, spoofed)
+    assert out.dropped and out.trace.stages()[-1] == "port_security_l2", out.trace.format()
+    dad = pk.nd_solicit(1, MAC_A, "::", "2001:db8::5")
+    dad["nd_sll"] = 0
+    assert not run(v, dad).dropped
+    dad_spoofed = pk.nd_solicit(1, VIP_MAC, "::", "2001:db8::5")
+    dad_spoofed["nd_sll"] = 0
+    assert run(v, dad_spoofed).dropped
+    dad_with_sll = pk.nd_solicit(1, MAC_A, "::", "2001:db8::5")  # DAD carries no sll
+    assert run(v, dad_with_sll).dropped
+    assert run(v, _mld_report(1, MAC_A)).ports == [2, 3]
+    assert run(v, _mld_report(1, VIP_MAC)).dropped
+
+
+def test_neighbour_discovery_from_the_link_local_address() -> None:
+    v = view()
+    lla = str(eui64_link_local(MAC_A))
+    ns = pk.nd_solicit(1, MAC_A, lla, "2001:db8::77")
+    assert run(v, ns).ports == [2, 3]
+    ns["nd_sll"] = 0  # no source link-layer option
+    assert run(v, ns).ports == [2, 3]
+    ns["nd_sll"] = int(MAC_B.replace(":", ""), 16)
+    out = run(v, ns)
+    assert out.dropped and out.trace.stages()[-1] == "port_security_nd"
+    na = pk.packet(
+        in_port=1,
+        eth_src=MAC_A,
+        eth_dst=MAC_B,
+        eth_type=ETH_TYPE_IPV6,
+        ip_proto=IPPROTO_ICMPV6,
+        ipv6_src=lla,
+        ipv6_dst="2001:db8::6",
+        nw_ttl=255,
+        icmpv6_type=136,
+        nd_target=lla,
+        nd_tll=0,
+    )
+    assert run(v, na).ports == [2]
+    na["nd_target"] = int(ipaddress.IPv6Address(eui64_link_local(MAC_B)))
+    assert run(v, na).dropped  # claims b's link-local address
+
+
+def test_pair_mac_with_ipv6_only_sends_no_ipv4() -> None:
+    v = view(allowed_address_pairs=[{"ip_address": "2001:db8::100", "mac_address": VIP_MAC}])
+    ok = pk.udp(1, VIP_MAC, MAC_B, "2001:db8::100", "2001:db8::6", 1, 2)
+    assert run(v, ok).ports == [2]
+    discover = pk.udp(1, VIP_MAC, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    assert run(v, discover).dropped
+    assert run(v, pk.arp(1, VIP_MAC, "0.0.0.0", "10.0.0.5")).dropped  # no probe either
+    # the port's own MAC still may
+    discover = pk.udp(1, MAC_A, "ff:ff:ff:ff:ff:ff", "0.0.0.0", "255.255.255.255", 68, 67)
+    assert not run(v, discover).dropped
+
+
+def test_port_without_addresses_is_checked_at_l2_only() -> None:
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s1", "n1", "10.0.0.0/24")],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=[]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=["10.0.0.6"]),
+        ],
+        local={"a": 1, "b": 2},
+    )
+    assert run(v, pk.icmp_echo(1, MAC_A, MAC_B, "192.168.7.7", "10.0.0.6")).ports == [2]
+    assert run(v, pk.arp(1, MAC_A, "192.168.7.7", "10.0.0.99", sha=MAC_C)).ports == [2]
+    lldp = pk.packet(in_port=1, eth_src=MAC_A, eth_dst=MAC_B, eth_type=0x88CC)
+    assert run(v, lldp).ports == [2]
+    assert run(v, pk.icmp_echo(1, MAC_C, MAC_B, "192.168.7.7", "10.0.0.6")).dropped
+    # and it receives anything sent to its MAC
+    assert run(v, pk.icmp_echo(2, MAC_B, MAC_A, "10.0.0.6", "172.16.0.1")).ports == [1]
+
+
+def test_egress_broadcast_ip_and_non_ip_need_the_port_s_mac() -> None:
+    v = view()
+    # a DHCP-style reply: unicast to b's MAC, broadcast IP destination
+    reply = pk.udp(3, MAC_C, MAC_B, "10.0.0.7", "255.255.255.255", 67, 68)
+    assert run(v, reply).ports == [2]
+    lldp = pk.packet(in_port=3, eth_src=MAC_C, eth_dst=MAC_B, eth_type=0x88CC)
+    assert run(v, lldp).ports == [2]
+    # unknown unicast is flooded; the secured ports a and b do not take it
+    unknown = "fa:16:3e:77:77:77"
+    for p in (
+        pk.udp(3, MAC_C, unknown, "10.0.0.7", "255.255.255.255", 67, 68),
+        pk.udp(3, MAC_C, unknown, "10.0.0.7", "10.0.0.6", 1, 2),
+        pk.packet(in_port=3, eth_src=MAC_C, eth_dst=unknown, eth_type=0x88CC),
+    ):
+        assert run(v, p).dropped, run(v, p).trace.format()
+    # IPv6 to b's MAC: its addresses and multicast only
+    assert run(v, pk.udp(3, MAC_C, MAC_B, "2001:db8::7", "2001:db8::6", 1, 2)).ports == [2]
+    assert run(v, pk.udp(3, MAC_C, MAC_B, "2001:db8::7", "ff02::1", 1, 2)).ports == [2]
+    assert run(v, pk.udp(3, MAC_C, MAC_B, "2001:db8::7", "2001:db8::99", 1, 2)).dropped
+
+
+def test_a_port_costs_few_flows() -> None:
+    """Per (MAC, address) checks only; everything port-independent is shared."""
+    from wyvern.apps.port_security import PortSecurity
+
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s1", "n1", "10.0.0.0/24")],
+        ports=[sc.port("a", "n1", key=1, mac=MAC_A, ips=["10.0.0.5"])],
+        local={"a": 1},
+    )
+    assert len(PortSecurity().flows(v, ("port", "a"))) == 11
+
+
+@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl is not installed")
+def test_ovs_ofctl_accepts_every_port_security_flow(tmp_path: Path) -> None:
+    from wyvern.apps.port_security import PortSecurity
+    from wyvern.southbound.render import render_flow
+
+    v = view(
+        allowed_address_pairs=[
+            {"ip_address": "10.0.0.100"},
+            {"ip_address": "192.168.0.0/24"},
+            {"ip_address": "2001:db8:1::/64", "mac_address": VIP_MAC},
+            {"ip_address": "10.0.0.200", "mac_address": VIP_MAC},
+        ]
+    )
+    v.apply(
+        "port",
+        "d",
+        sc.record_from_obj("port", sc.port("d", "n1", key=4, mac="fa:16:3e:00:00:0d", ips=[])),
+    )
+    v.apply("binding", "d", Binding("d", 4))
+    app = PortSecurity()
+    flows = [*app.global_flows()]
+    for owner in app.owners(v):
+        flows += app.flows(v, owner)
+    assert {f.stage for f in flows} == {
+        "port_security",
+        "port_security_nd",
+        "port_security_l2",
+        "port_security_egress",
+        "port_security_egress_l2",
+    }
+    path = tmp_path / "flows.txt"
+    path.write_text("\n".join(render_flow(f) for f in flows) + "\n")
+    proc = subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow15", "parse-flows", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "|WARN|" not in proc.stderr, proc.stdout + proc.stderr
+    assert proc.stdout.count("OFPT_FLOW_MOD") == len(flows)
+
+
+def test_address_pairs_for_a_whole_family() -> None:
+    """0.0.0.0/0 and ::/0 pairs (routers, VRRP): any source of that family, own MAC."""
+    v = view(
+        allowed_address_pairs=[
+            {"ip_address": "0.0.0.0/0"},
+            {"ip_address": "::/0", "mac_address": VIP_MAC},
+        ]
+    )
+    assert run(v, pk.icmp_echo(1, MAC_A, MAC_B, "172.16.9.9", "10.0.0.6")).ports == [2]
+    assert run(v, pk.arp(1, MAC_A, "172.16.9.9", "10.0.0.99")).ports == [2, 3]
+    assert run(v, pk.udp(1, VIP_MAC, MAC_B, "2001:db8::4242", "2001:db8::6", 1, 2)).ports == [2]
+    assert run(v, pk.icmp_echo(1, VIP_MAC, MAC_B, "172.16.9.9", "10.0.0.6")).dropped
+    assert run(v, pk.icmp_echo(1, MAC_C, MAC_B, "172.16.9.9", "10.0.0.6")).dropped
+    # and the port receives any IPv4 destination on its MAC
+    assert run(v, pk.icmp_echo(2, MAC_B, MAC_A, "10.0.0.6", "172.16.9.9")).ports == [1]

@@ -35,6 +35,7 @@ from wyvern.nb.store import Store
 from wyvern.southbound import vif
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance, netns_exists, run_cmd
+from wyvern.southbound.pipeline import table_of
 from wyvern.southbound.render import render_flow
 from wyvern.southbound.simulator import Trace
 
@@ -176,7 +177,8 @@ def test_tcp_not_allowed_is_dropped_at_the_acl_naming_the_group(world: World) ->
     assert trace.dropped
     assert tr.dropped_stage(trace) == "acl_egress"
     assert (
-        f"dropped at stage acl_egress (table 12): no ingress rule of security group "
+        f"dropped at stage acl_egress (table {table_of('acl_egress')}): "
+        "no ingress rule of security group "
         f"web ({world.ids['web']}) of port vm-b ({world.ids['vm-b']}) allows it"
     ) in text, text
     # and port 22 is allowed, by that rule
@@ -254,15 +256,15 @@ bridge("br-int")
 ----------------
  0. in_port=1, priority 100, cookie {classifier:#x}
     load:0x1->NXM_NX_REG14[]
-    goto_table:5
- 5. metadata=0x4/0xffffff,dl_dst=fa:16:3e:00:00:02, priority 100, cookie {l2:#x}
-    resubmit(,14)
-        14. reg15=0x2, priority 100, cookie 0xdead
+    goto_table:{l2_lookup}
+ {l2_lookup}. metadata=0x4/0xffffff,dl_dst=fa:16:3e:00:00:02, priority 100, cookie {l2:#x}
+    resubmit(,{output})
+        {output}. reg15=0x2, priority 100, cookie 0xdead
             output:2
- 3. No match.
+ {acl}. No match.
     drop
 
-Resuming from table 12
+Resuming from table {acl_egress}
 """
 
 
@@ -271,20 +273,23 @@ def test_ofproto_trace_lines_get_stages_and_objects(world: World) -> None:
 
     view = tr.build_view(world.store, {world.ids["vm-a"]: 1})
     ex = tr.Explainer(view, world.catalog())
+    tables = {s: table_of(s) for s in ("l2_lookup", "output", "acl", "acl_egress")}
     text = SAMPLE.format(
-        classifier=encode("classifier", world.ids["vm-a"]), l2=encode("l2", world.ids["net1"])
+        classifier=encode("classifier", world.ids["vm-a"]),
+        l2=encode("l2", world.ids["net1"]),
+        **tables,
     )
     out = tr.annotate_ofproto_trace(text, ex).splitlines()
     assert out[4].startswith(" 0. (classification) in_port=1, priority 100, cookie 0x2")
     assert out[4].endswith(f"[classifier: port vm-a ({world.ids['vm-a']})]")
-    assert out[7].startswith(" 5. (l2_lookup) metadata=")
+    assert out[7].startswith(f" {tables['l2_lookup']}. (l2_lookup) metadata=")
     assert out[7].endswith(f"[l2: network net1 ({world.ids['net1']})]")
     assert (
-        out[9]
-        == "        14. (output) reg15=0x2, priority 100, cookie 0xdead  [?: unknown cookie 0xdead]"
+        out[9] == f"        {tables['output']}. (output) reg15=0x2, priority 100, cookie 0xdead"
+        "  [?: unknown cookie 0xdead]"
     )
-    assert out[11] == " 3. (acl) No match."
-    assert out[-1] == "Resuming from table 12 (acl_egress)"
+    assert out[11] == f" {tables['acl']}. (acl) No match."
+    assert out[-1] == f"Resuming from table {tables['acl_egress']} (acl_egress)"
 
 
 def test_ovs_interfaces_become_bindings() -> None:

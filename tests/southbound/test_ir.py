@@ -34,6 +34,7 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
+from wyvern.southbound.pipeline import table_of
 
 SG = encode("security_groups", "sg-1")
 CL = encode("classifier", 1)
@@ -116,7 +117,7 @@ def test_table_flow_builds_a_flow_with_identity() -> None:
     f = table("acl").flow(
         priority=10, match={"src_port_key": 3}, cookie=SG, actions=[Goto("services")]
     )
-    assert isinstance(f, Flow) and f.table == 3 and f.stage == "acl"
+    assert isinstance(f, Flow) and f.table == table_of("acl") and f.stage == "acl"
     g = table("acl").flow(priority=10, match=match(src_port_key=3), cookie=SG, actions=[])
     assert f.key == g.key and f != g  # same identity, changed value
     assert {f, g} == {f, g} and len({f, g}) == 2
@@ -294,3 +295,82 @@ def test_flow_validates_even_without_table() -> None:
     with pytest.raises(IRError):
         Flow("acl", 1, match(in_port=1), (), SG)
     assert Match() == match()
+
+
+# ---------------------------------------------------------------------------- templates
+
+
+def test_template_flows_equal_checked_flows() -> None:
+    ps = encode("port_security", "p1")
+    t = table("port_security").template(
+        priority=90,
+        cookie_app="port_security",
+        varying=("network_key", "src_port_key", "eth_src"),
+        masked=("arp_spa",),
+        fixed={"eth_type": ETH_TYPE_ARP},
+        actions=(Goto("pre_acl"),),
+    )
+    got = t.flow(ps, 7, 3, 0xFA163E000001, (0x0A000000, 0xFFFFFF00))
+    want = table("port_security").flow(
+        priority=90,
+        cookie=ps,
+        match=match(
+            network_key=7, src_port_key=3, eth_src="fa:16:3e:00:00:01", arp_spa="10.0.0.0/24"
+        ),
+        actions=[Goto("pre_acl")],
+    )
+    assert got == want and hash(got) == hash(want)
+    got.validate()
+    # a full mask is an exact match, as match() makes it
+    assert t.flow(ps, 7, 3, 1, (5, 0xFFFFFFFF)).match.get("arp_spa") == (5, None)
+
+
+def test_templates_check_shape_once_and_values_always() -> None:
+    ps = encode("port_security", "p1")
+    t = table("port_security").template(
+        priority=90,
+        cookie_app="port_security",
+        varying=("network_key",),
+        masked=("ipv4_src",),
+        actions=(Goto("pre_acl"),),
+    )
+    with pytest.raises(IRError):
+        t.flow(ps, 1 << 24, 1)  # network_key is 24 bits
+    with pytest.raises(IRError):
+        t.flow(ps, 1, (0x0A000001, 0xFFFFFF00))  # host bits under the mask
+    with pytest.raises(IRError):
+        t.flow(SG, 1, 1)  # another app's cookie
+    with pytest.raises(IRError):
+        t.flow(ps, 1)  # a value missing
+    with pytest.raises(IRError):  # prerequisites decide validity: they are fixed
+        table("port_security").template(
+            priority=1, cookie_app="port_security", varying=("eth_type",)
+        )
+    with pytest.raises(IRError):  # the shape is checked like table().flow()
+        table("port_security").template(
+            priority=1, cookie_app="port_security", varying=("tcp_dst",)
+        )
+    with pytest.raises(IRError):
+        table("port_security").template(
+            priority=1, cookie_app="port_security", varying=(), actions=(Goto("output"),)
+        )
+    with pytest.raises(IRError):  # in_port cannot be masked
+        table("classification").template(
+            priority=1, cookie_app="classifier", varying=(), masked=("in_port",)
+        )
+    with pytest.raises(IRError):
+        t.flow(ps, -1, (1, None))
+
+
+def test_template_mask_zero_leaves_the_field_out() -> None:
+    ps = encode("port_security", "p1")
+    t = table("port_security").template(
+        priority=90,
+        cookie_app="port_security",
+        varying=("network_key",),
+        masked=("ipv4_src",),
+        actions=(Goto("pre_acl"),),
+    )
+    assert t.flow(ps, 1, (0, 0)).match == match(network_key=1, eth_type=ETH_TYPE_IP)
+    with pytest.raises(IRError):
+        t.flow(ps, 1, (5, 0))

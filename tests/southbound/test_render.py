@@ -42,6 +42,7 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
+from wyvern.southbound.pipeline import table_of
 from wyvern.southbound.render import (
     render_actions,
     render_flow,
@@ -470,7 +471,7 @@ def test_render_examples() -> None:
     assert "ct(commit,zone=reg13[0..15],exec(set_field:0x1/0x1->ct_mark," in text[11]
     assert "ct_state=+trk-est-rpl" in text[12] or "ct_state=+est-rpl+trk" in text[12]
     assert "controller(reason=action,max_len=65535,userdata=01.00.05)" in text[15]
-    assert "resubmit(,11)" in text[18] and "group:1" in text[18]
+    assert f"resubmit(,{table_of('pre_acl_egress')})" in text[18] and "group:1" in text[18]
     assert ",actions=in_port" in text[34].replace(" ", ",")
     assert "nat(src=172.16.0.50-172.16.0.60:1000-2000)" in "".join(text)
     assert "nat(dst=[fd00::5]:8080)" in "".join(text)
@@ -493,7 +494,7 @@ def test_register_matches_merge_per_field() -> None:
             match={"flag_acl_allowed": 1, "eth_type": ETH_TYPE_ARP},
         )
     )
-    assert strict == "table=3,priority=5,reg10=0x4/0x4,arp"
+    assert strict == f"table={table_of('acl')},priority=5,reg10=0x4/0x4,arp"
 
 
 _FIELD_VALUES: dict[str, st.SearchStrategy[MatchValue]] = {

@@ -42,7 +42,7 @@ from wyvern.southbound.ir import (
     table,
 )
 from wyvern.southbound.packet import Packet
-from wyvern.southbound.pipeline import StageName, stage
+from wyvern.southbound.pipeline import StageName, stage, table_of
 from wyvern.southbound.simulator import Conntrack, Simulator, Trace
 
 MAC_A, MAC_B, MAC_R = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:ff:01"
@@ -238,7 +238,7 @@ def test_dec_ttl() -> None:
     assert ports(t) == [2, 3] and t.outputs[1].packet["nw_ttl"] == 63
     t = sim.run(pk.icmp_echo(1, MAC_A, MAC_R, "10.0.0.1", "10.0.1.1", ttl=1))
     assert ports(t) == [2]
-    assert t.drops == ["TTL expired (dec_ttl) at table 8 (routing)"]
+    assert t.drops == [f"TTL expired (dec_ttl) at table {table_of('routing')} (routing)"]
 
 
 def test_controller_punts_are_collected() -> None:
@@ -639,7 +639,11 @@ def test_routed_packet_through_the_whole_pipeline_and_its_trace() -> None:
     ]
     routing = t.steps[7]
     assert routing.origin is not None and routing.origin.object_id == router
-    assert (routing.origin.app, routing.stage, routing.table) == ("l3", "routing", 8)
+    assert (routing.origin.app, routing.stage, routing.table) == (
+        "l3",
+        "routing",
+        table_of("routing"),
+    )
     assert isinstance(routing.actions[0], DecTtl)
     text = t.format()
     assert "table 0 (classification) priority 100" in text

@@ -657,7 +657,7 @@ def _why(ex: Explainer, trace: Trace, step: Step, regs: Mapping[str, int]) -> st
             return "conntrack marked the packet invalid (+inv)"
     if stage == "classification":
         return f"ofport {p['in_port']} is not a bound port on this chassis"
-    if stage == "port_security":
+    if stage in ("port_security", "port_security_nd", "port_security_l2"):
         who = ex.port(src) if src else "the input port"
         return (
             f"the source MAC/IP of {describe_packet(p)} is not {who}'s (port security, "
@@ -677,7 +677,7 @@ def _why(ex: Explainer, trace: Trace, step: Step, regs: Mapping[str, int]) -> st
     if stage == "arp_resolve":
         where = ex.network(net) if net else "the next network"
         return f"the next hop is no known port address of {where}"
-    if stage == "port_security_egress":
+    if stage in ("port_security_egress", "port_security_egress_l2"):
         who = ex.port(dst) if dst else "the destination port"
         return f"the destination MAC/IP is not {who}'s (egress port security{_addresses(ex, dst)})"
     if stage == "output":

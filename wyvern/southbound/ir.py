@@ -22,9 +22,12 @@ gets `eth_type=0x0800`; `match(tcp_dst=80)` raises because it could be IPv4 or I
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import operator
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, cast
 
 from wyvern.southbound import cookies, pipeline, registers
 from wyvern.southbound.pipeline import Stage, StageName
@@ -58,6 +61,10 @@ CT_FLAGS: tuple[tuple[str, int], ...] = (
 
 FieldKind = Literal["dec", "hex", "mac", "ipv4", "ipv6", "ct_state"]
 Writable = Literal["no", "yes", "ct"]  # "ct": only inside ct(commit, exec(...))
+
+
+_new = object.__new__  # building trusted values without their dataclass __init__
+_setattr = object.__setattr__
 
 
 class IRError(ValueError):
@@ -161,9 +168,16 @@ def _full(bits: int) -> int:
     return (1 << bits) - 1
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
 def _parse_mac(text: str) -> int:
+    if len(text) == 17 and text[2::3] == ":::::":  # the canonical form, fast
+        digits = text.replace(":", "")
+        if digits.isascii() and digits.isalnum():  # (int() would take _, + and spaces)
+            return int(digits, 16)  # ValueError for a non-hex letter
     parts = text.split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+    if len(parts) != 6 or not all(1 <= len(p) <= 2 and set(p) <= _HEX for p in parts):
         raise IRError(f"bad MAC address {text!r}")
     return int("".join(p.zfill(2) for p in parts), 16)
 
@@ -175,6 +189,10 @@ def _parse_text(kind: FieldKind, bits: int, text: str) -> tuple[int, int]:
     value_text, _, mask_text = text.partition("/")
     if kind == "mac":
         return _parse_mac(value_text), _parse_mac(mask_text) if mask_text else _full(48)
+    if kind == "ipv4":
+        fast = _parse_ipv4(value_text, mask_text)
+        if fast is not None:
+            return fast
     if kind in ("ipv4", "ipv6"):
         net = ipaddress.ip_network(value_text if not mask_text else text, strict=False)
         if (net.version == 4) != (kind == "ipv4"):
@@ -182,6 +200,21 @@ def _parse_text(kind: FieldKind, bits: int, text: str) -> tuple[int, int]:
         return int(net.network_address), int(net.netmask)
     value = int(value_text, 0)
     return value, int(mask_text, 0) if mask_text else _full(bits)
+
+
+def _parse_ipv4(addr: str, plen: str) -> tuple[int, int] | None:
+    """Dotted quad [/prefix length] without ipaddress (which is slow); None: let
+    ipaddress parse it (other forms) or say what is wrong with it."""
+    try:  # (inet_pton takes exactly a dotted quad, no leading zeros, as ipaddress does)
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
+    except (OSError, ValueError):
+        return None
+    if not plen:
+        return value, 0xFFFFFFFF
+    if not (plen.isascii() and plen.isdigit()) or len(plen) > 2 or int(plen) > 32:
+        return None
+    mask = 0xFFFFFFFF ^ ((1 << (32 - int(plen))) - 1)
+    return value & mask, mask
 
 
 def _parse_ct_state(text: str) -> tuple[int, int]:
@@ -205,6 +238,15 @@ def _parse_ct_state(text: str) -> tuple[int, int]:
 
 _PARSED: dict[tuple[str, type, MatchValue], tuple[int, int]] = {}
 _PARSED_MAX = 1 << 17  # entries; the memo starts over when full
+
+
+def clear_caches() -> None:
+    """Forget every memo of values and shapes (benchmarks measure a cold start; tests
+    compare cold with warm). FlowTemplates stay valid: they hold their checked shape."""
+    _PARSED.clear()
+    _ITEMS.clear()
+    _PREREQ_PLANS.clear()
+    _VALID_SHAPES.clear()
 
 
 def parse_value(name: str, raw: MatchValue) -> tuple[int, int]:
@@ -358,7 +400,13 @@ def match(**fields: MatchValue) -> Match:
     items: list[tuple[str, int, int | None]] = []
     prereqs = False
     memo = _ITEMS
+    plain = _PLAIN_INT
     for name, raw in fields.items():
+        if raw.__class__ is int:  # a key or register value: no parsing, no prerequisites
+            top = plain.get(name)
+            if top is not None and 0 <= raw <= top:
+                items.append((name, raw, None))
+                continue
         try:
             got = memo.get((name, type(raw), raw))
         except TypeError:  # unhashable: not a MatchValue, _match_item says why
@@ -370,19 +418,26 @@ def match(**fields: MatchValue) -> Match:
     if prereqs:
         # What completing the prerequisites adds (or why it fails) depends only on which
         # fields are present and the values of those that are prerequisites themselves.
-        table = {n: (v, m) for n, v, m in items}
-        shape = tuple([(n, table[n]) if n in _PREREQ_TARGETS else n for n in table])
+        targets = _PREREQ_TARGETS
+        shape = tuple([it if it[0] in targets else it[0] for it in items])
         plan = _PREREQ_PLANS.get(shape)
         if plan is None:
-            plan = _prereq_plan(table)
+            plan = _prereq_plan({n: (v, m) for n, v, m in items})
             if len(_PREREQ_PLANS) >= 4096:
                 _PREREQ_PLANS.clear()
             _PREREQ_PLANS[shape] = plan
         if isinstance(plan, str):
             raise IRError(plan)
-        items.extend((n, v, m) for n, (v, m) in plan.items())
+        items.extend(plan)
     items.sort()
-    return Match(tuple(items))
+    m: Match = _new(Match)
+    _setattr(m, "items", tuple(items))
+    return m
+
+
+# Fields and registers whose int values need only a range check (no prerequisites, no
+# port-number rules): name -> largest value.
+_PLAIN_INT = {n: (1 << b) - 1 for n, b in _BITS.items() if n not in _PREREQS and n != "in_port"}
 
 
 # (name, type, raw value) -> (the Match item, whether the field has prerequisites)
@@ -416,11 +471,13 @@ def _match_item(name: str, raw: MatchValue) -> tuple[tuple[str, int, int | None]
 
 
 _PREREQ_TARGETS = frozenset(pre for pres in _PREREQS.values() for pre, _ in pres)
-_PREREQ_PLANS: dict[tuple[object, ...], dict[str, tuple[int, None]] | str] = {}
+_PREREQ_PLANS: dict[tuple[object, ...], tuple[tuple[str, int, None], ...] | str] = {}
 
 
-def _prereq_plan(fields: Mapping[str, tuple[int, int | None]]) -> dict[str, tuple[int, None]] | str:
-    """The prerequisites to add to a match's fields, or the error message."""
+def _prereq_plan(
+    fields: Mapping[str, tuple[int, int | None]],
+) -> tuple[tuple[str, int, None], ...] | str:
+    """The prerequisites to add to a match's fields (as items), or the error message."""
     table = dict(fields)
     added: dict[str, tuple[int, None]] = {}
     prereqs = True
@@ -436,7 +493,7 @@ def _prereq_plan(fields: Mapping[str, tuple[int, int | None]]) -> dict[str, tupl
                     prereqs = True
                 elif table[pre][1] is not None or table[pre][0] not in allowed:
                     return f"match: {name} needs {pre} in {sorted(allowed)}"
-    return added
+    return tuple((n, v, None) for n, (v, _) in added.items())
 
 
 _make_match = match  # Table.flow's `match` parameter shadows the function
@@ -812,6 +869,43 @@ def _match_shape(m: Match) -> tuple[object, ...]:
     return tuple([item if item[0] in sf else item[0] for item in m.items])
 
 
+_REG_MAX = {r.name: r.max_value for r in registers.REGISTERS}
+# SetFields whose validity does not depend on the value once it parses (vlan_vid's does).
+_SETFIELD_SHAPED = frozenset(n for n in FIELDS if n != "vlan_vid")
+
+
+def _actions_shape(actions: tuple[Action, ...]) -> tuple[object, ...] | None:
+    """The actions as far as validity depends on them: Load, Output and Conjunction
+    values only need a range check (done here; Conjunction checks itself), so flows
+    that differ only in those share one validated shape. None: check this flow fully."""
+    out: list[object] = []
+    for a in actions:
+        t = type(a)
+        if t is Load:
+            load = cast(Load, a)
+            top = _REG_MAX.get(load.register)
+            if top is None or type(load.value) is not int or not 0 <= load.value <= top:
+                return None
+            out.append((Load, load.register))
+        elif t is Output:
+            port = cast(Output, a).port
+            if type(port) is not int or not valid_port(port):
+                return None
+            out.append(Output)
+        elif t is Conjunction:
+            out.append(Conjunction)
+        elif t is SetField and cast(SetField, a).field in _SETFIELD_SHAPED:
+            sf = cast(SetField, a)
+            try:
+                setfield_value(sf)
+            except (IRError, TypeError, ValueError):
+                return None
+            out.append((SetField, sf.field, sf.mask))
+        else:
+            out.append(a)
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """One OpenFlow flow. Identity for diffing is `key` (stage, priority, match); full
@@ -832,13 +926,12 @@ class Flow:
             raise IRError(f"stage {self.stage}: priority {self.priority} outside 0..65535")
         # Validity depends only on the stage, the cookie's app, the match's shape and the
         # actions: each such combination is checked once (see _match_shape).
+        acts = _actions_shape(self.actions)
+        if acts is None:  # a value out of range, or unhashable: the full check says why
+            self.validate()
+            return
+        shape = (self.stage, self.cookie >> cookies.OBJECT_BITS, _match_shape(self.match), acts)
         try:
-            shape = (
-                self.stage,
-                self.cookie >> cookies.OBJECT_BITS,
-                _match_shape(self.match),
-                self.actions,
-            )
             if shape in _VALID_SHAPES:
                 return
         except TypeError:  # something unhashable in the actions: check it every time
@@ -913,6 +1006,112 @@ class GroupDef:
             check_actions(st, Match(), b.actions, in_group=True)
 
 
+class FlowTemplate:
+    """Many flows of one shape, built fast: the stage, priority, actions, the fixed match
+    fields and the NAMES of the varying ones are checked once, at creation (exactly as
+    `Table.flow` checks a flow); `flow()` then only checks each varying value's range.
+
+    Varying fields may not be prerequisites of others (eth_type, ip_proto, icmpv6_type):
+    those decide a flow's validity, so they belong in `fixed`. `flow()` takes an int
+    (exact match) for each of `varying`, then a canonical (value, mask) pair (mask None:
+    exact; see `parse_value`) for each of `masked`; (0, 0) leaves that field out (any
+    value; its prerequisites stay, and a field left out cannot make a valid flow invalid).
+    """
+
+    __slots__ = (
+        "_bits",
+        "_fixed",
+        "_masked",
+        "_n",
+        "_n_int",
+        "actions",
+        "app",
+        "names",
+        "priority",
+        "stage",
+    )
+
+    def __init__(
+        self,
+        stage: StageName,
+        priority: int,
+        cookie_app: str,
+        varying: Sequence[str],
+        masked: Sequence[str],
+        fixed: Mapping[str, MatchValue],
+        actions: Sequence[Action],
+    ) -> None:
+        names = (*varying, *masked)
+        if set(names) & set(fixed) or len(set(names)) != len(names):
+            raise IRError("FlowTemplate: a field is both fixed and varying, or given twice")
+        bad = [n for n in names if n in _SHAPE_FIELDS or n not in _BITS]
+        bad += [n for n in masked if n not in _MASKABLE]
+        if bad:
+            raise IRError(f"FlowTemplate: {bad} cannot vary (unknown, decides validity, or mask)")
+        self.stage = stage
+        self.priority = priority
+        self.actions = tuple(actions)
+        self.app = cookies.APPS[cookie_app]  # type: ignore[index]
+        self.names = tuple(varying)
+        self._bits = tuple(_BITS[n] for n in varying)
+        self._masked = tuple((n, (1 << _BITS[n]) - 1) for n in masked)
+        self._n_int = len(varying)
+        self._n = len(names)
+        # Check the shape once through the ordinary path, with a sample value per field.
+        sample = dict.fromkeys(names, 1)
+        probe = table(stage).flow(
+            priority=priority,
+            cookie=cookies.encode(cookie_app, 0),  # type: ignore[arg-type]
+            match=match(**fixed, **sample),
+            actions=self.actions,
+        )
+        self._fixed = tuple(i for i in probe.match.items if i[0] not in sample)
+
+    def flow(self, cookie: int, *values: int | tuple[int, int | None]) -> Flow:
+        """The flow with these values (`varying` ints, then `masked` pairs)."""
+        n = self._n_int
+        ints = values[:n]
+        # (v >> bits is 0 exactly when 0 <= v < 2**bits; map/any keep the loop in C)
+        if (
+            cookie >> _OBJECT_BITS != self.app
+            or len(values) != self._n
+            or any(map(_rshift, ints, self._bits))
+        ):
+            raise IRError(f"FlowTemplate({self.stage}): wrong cookie app, value count or range")
+        items: list[tuple[str, int, int | None]] = [
+            *self._fixed,
+            *zip(self.names, ints, _NONES, strict=False),  # type: ignore[list-item]
+        ]
+        if self._masked:
+            for (name, full), pair in zip(self._masked, values[n:], strict=True):
+                value, mask = pair  # type: ignore[misc]
+                if mask == full:
+                    mask = None
+                elif mask == 0 and value == 0:
+                    continue  # any value (e.g. a 0.0.0.0/0 address pair): no match on it
+                if mask is not None and (not 0 < mask < full or value & ~mask):
+                    raise IRError(f"{name}: {value:#x}/{mask:#x} is not a canonical mask")
+                if not 0 <= value <= full:
+                    raise IRError(f"{name}: {value} does not fit")
+                items.append((name, value, mask))
+        items.sort()
+        setattr_ = _setattr
+        m: Match = _new(Match)
+        setattr_(m, "items", tuple(items))
+        f: Flow = _new(Flow)  # valid by construction: no __init__/__post_init__
+        setattr_(f, "stage", self.stage)
+        setattr_(f, "priority", self.priority)
+        setattr_(f, "match", m)
+        setattr_(f, "actions", self.actions)
+        setattr_(f, "cookie", cookie)
+        return f
+
+
+_rshift = operator.rshift
+_OBJECT_BITS = cookies.OBJECT_BITS
+_NONES = itertools.repeat(None)
+
+
 class Table:
     """The checked builder for one stage's flows (see the module docstring)."""
 
@@ -935,6 +1134,21 @@ class Table:
     ) -> Flow:
         m = match if isinstance(match, Match) else _make_match(**match)
         return Flow(self.stage.name, priority, m, tuple(actions), cookie)
+
+    def template(
+        self,
+        *,
+        priority: int,
+        cookie_app: str,
+        varying: Sequence[str],
+        masked: Sequence[str] = (),
+        fixed: Mapping[str, MatchValue] | None = None,
+        actions: Sequence[Action] = (),
+    ) -> FlowTemplate:
+        """A FlowTemplate of this stage (see there)."""
+        return FlowTemplate(
+            self.stage.name, priority, cookie_app, varying, masked, fixed or {}, actions
+        )
 
     def group(
         self,

@@ -14,10 +14,11 @@ Each stage declares (as faucet's valve_table does):
   returns) and `ct(table=…)` (recirculation after conntrack).
 
 Walk of a packet (OVN style):
-- From a local VIF: classification → port_security → pre_acl →ct→ acl → services →
-  l2_lookup → (to a router MAC: router_input → dnat →ct→ routing → arp_resolve → snat →
-  resubmit l2_lookup in the next network) → pre_acl_egress →ct→ acl_egress →
-  port_security_egress → output.
+- From a local VIF: classification → port_security (→ port_security_nd or
+  port_security_l2) → pre_acl →ct→ acl → services → l2_lookup → (to a router MAC:
+  router_input → dnat →ct→ routing → arp_resolve → snat → resubmit l2_lookup in the next
+  network) → pre_acl_egress →ct→ acl_egress → port_security_egress
+  (→ port_security_egress_l2) → output.
 - From a tunnel: classification reads the network key (VNI) and both port keys
   (tun_metadata0), sets flag_from_tunnel and goes straight to pre_acl_egress: the ingress
   half already ran on the sending chassis.
@@ -35,6 +36,8 @@ from wyvern.southbound.cookies import AppName
 StageName = Literal[
     "classification",
     "port_security",
+    "port_security_nd",
+    "port_security_l2",
     "pre_acl",
     "acl",
     "services",
@@ -47,6 +50,7 @@ StageName = Literal[
     "pre_acl_egress",
     "acl_egress",
     "port_security_egress",
+    "port_security_egress_l2",
     "output",
 ]
 Direction = Literal["ingress", "l3", "egress"]
@@ -151,6 +155,22 @@ PIPELINE: tuple[Stage, ...] = (
             *_ARP,
             *_ND,
         ),
+        next=("pre_acl", "port_security_nd", "port_security_l2"),
+    ),
+    _stage(
+        "port_security_nd",
+        "ingress",
+        "port_security",
+        "ND from a checked IPv6 source: nd_sll/nd_tll the port's MAC or none, targets its own",
+        match=("src_port_key", "network_key", "eth_src", *_IP, *_ND),
+        next=("pre_acl",),
+    ),
+    _stage(
+        "port_security_l2",
+        "ingress",
+        "port_security",
+        "Source MAC check for what port_security passes on shape alone (DHCP, DAD, MLD)",
+        match=("src_port_key", "network_key", "eth_src", "eth_type"),
         next=("pre_acl",),
     ),
     _stage(
@@ -288,6 +308,14 @@ PIPELINE: tuple[Stage, ...] = (
         "port_security",
         "Destination MAC/IP must belong to the destination port",
         match=("dst_port_key", "network_key", "eth_dst", *_L3),
+        next=("output", "port_security_egress_l2"),
+    ),
+    _stage(
+        "port_security_egress_l2",
+        "egress",
+        "port_security",
+        "Destination MAC check for broadcast/multicast IP and non-IP to a secured port",
+        match=("dst_port_key", "network_key", "eth_dst"),
         next=("output",),
     ),
     _stage(

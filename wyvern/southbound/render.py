@@ -10,7 +10,9 @@ reg10 become one `reg10=0x5/0x5`). `render_strict` gives the identity part
 from __future__ import annotations
 
 import ipaddress
+import operator
 from collections.abc import Iterable
+from typing import cast
 
 from wyvern.southbound import pipeline, registers
 from wyvern.southbound.ir import (
@@ -67,8 +69,9 @@ def _reg_sort(field: str) -> tuple[int, int]:
 
 # Memos of pure functions (one MAC or address shows up in many flows): (name, value,
 # mask) -> "ovs_name=text", and an action tuple -> its text. They start over when full.
-_FIELD_TEXT: dict[tuple[str, int, int | None], tuple[int, str]] = {}
+_FIELD_TEXT: dict[tuple[str, int, int | None], str] = {}
 _ACTIONS_TEXT: dict[tuple[Action, ...], str] = {}
+_VALUE_TEXT: dict[tuple[str, int, int | None], str] = {}  # (kind, value, mask) -> text
 _MEMO_MAX = 1 << 17
 
 
@@ -76,14 +79,28 @@ def clear_caches() -> None:
     """Forget the memos (tests compare a cold render with a warm one)."""
     _FIELD_TEXT.clear()
     _ACTIONS_TEXT.clear()
+    _VALUE_TEXT.clear()
+    _PLANS.clear()
 
 
-def _field_text(name: str, value: int, mask: int | None) -> tuple[int, str]:
+def _field_text(name: str, value: int, mask: int | None) -> str:
+    """ "ovs_name=text" of one match item (memoised: a MAC or address recurs)."""
     key = (name, value, mask)
     got = _FIELD_TEXT.get(key)
     if got is None:
         spec = FIELDS[name]
-        got = (_FIELD_ORDER[name], f"{spec.ovs}={format_value(spec.kind, spec.bits, value, mask)}")
+        # (one MAC or address shows up under several names: eth_src, arp_sha, nd_sll...)
+        vkey = (spec.kind, value, mask)
+        text = _VALUE_TEXT.get(vkey)
+        if text is None:
+            if spec.kind == "ipv4" and mask is None:  # (ipaddress is slow)
+                text = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+            else:
+                text = format_value(spec.kind, spec.bits, value, mask)
+            if len(_VALUE_TEXT) >= _MEMO_MAX:
+                _VALUE_TEXT.clear()
+            _VALUE_TEXT[vkey] = text
+        got = f"{spec.ovs}={text}"
         if len(_FIELD_TEXT) >= _MEMO_MAX:
             _FIELD_TEXT.clear()
         _FIELD_TEXT[key] = got
@@ -92,36 +109,97 @@ def _field_text(name: str, value: int, mask: int | None) -> tuple[int, str]:
 
 def render_match(m: Match) -> str:
     """The match part of a flow (no table/priority), e.g. `reg14=0x5,tcp,tcp_dst=80`."""
-    regs: dict[str, tuple[int, int]] = {}
-    fields: list[tuple[int, str]] = []
+    items = m.items
+    names = tuple(map(_first, items))
+    entry = _PLANS.get(names)
+    if entry is None:
+        if len(_PLANS) >= _MEMO_MAX:
+            _PLANS.clear()
+        pos = tuple(i for i, n in enumerate(names) if n in _PROTO_FIELDS)
+        entry = _PLANS[names] = (pos, {})
+    pos, by_proto = entry
+    proto_key = tuple([items[i][1] for i in pos]) if pos else ()
+    plan = by_proto.get(proto_key)
+    if plan is None:
+        plan = by_proto[proto_key] = _plan(items)
+    regs, proto, fields, constants = plan
+    parts: list[str] = []
+    for fld, pieces, width_mask, exact_fmt in regs:
+        if exact_fmt is not None:  # one register, matched exactly: the common case
+            i, shift = pieces[0][0], pieces[0][1]
+            it = items[i]
+            if it[2] is None:
+                parts.append(exact_fmt % (it[1] << shift))
+                continue
+        v = msk = 0
+        for i, shift, full in pieces:
+            _, value, mask = items[i]
+            v |= value << shift
+            msk |= (full if mask is None else mask) << shift
+        parts.append(f"{fld}={v:#x}" if msk == width_mask else f"{fld}={v:#x}/{msk:#x}")
+    if proto:
+        parts.append(proto)
+    texts = _FIELD_TEXT
+    if constants:  # (a protocol without a keyword: nw_proto=N among the fields)
+        for f in fields:
+            if isinstance(f, str):
+                parts.append(f)
+            else:
+                parts.append(texts.get(items[f]) or _field_text(*items[f]))
+    else:
+        parts += [texts.get(items[f]) or _field_text(*items[f]) for f in fields]  # type: ignore[index]
+    return ",".join(parts)
+
+
+_first = operator.itemgetter(0)
+
+
+# eth_type and ip_proto are rendered as a protocol keyword (tcp, ip6, ...): their values
+# are part of a plan's key; every other field's value is filled in per flow.
+_PROTO_FIELDS = frozenset({"eth_type", "ip_proto"})
+_RegPlan = tuple[str, tuple[tuple[int, int, int], ...], int, str | None]
+_Plan = tuple[tuple[_RegPlan, ...], str, tuple[int | str, ...], bool]
+# field names -> (positions of eth_type/ip_proto, their values -> plan)
+_PLANS: dict[tuple[str, ...], tuple[tuple[int, ...], dict[tuple[int, ...], _Plan]]] = {}
+
+
+def _plan(items: tuple[tuple[str, int, int | None], ...]) -> _Plan:
+    """How to render matches with these fields (and protocol values): register pieces
+    merged per OVS field, the protocol keyword, then the fields in ovs-ofctl order."""
+    regs: dict[str, list[tuple[int, int, int]]] = {}
+    fields: list[tuple[int, int | str]] = []
     eth_type = proto = None
-    for name, value, mask in m.items:
+    for i, (name, value, _) in enumerate(items):
         if name not in FIELDS:
             reg = registers.register(name)
-            v, msk = regs.get(reg.field, (0, 0))
-            full = reg.max_value if mask is None else mask
-            regs[reg.field] = (v | value << reg.start, msk | full << reg.start)
+            regs.setdefault(reg.field, []).append((i, reg.start, reg.max_value))
         elif name == "eth_type":
             eth_type = value
         elif name == "ip_proto":
             proto = value
         else:
-            fields.append(_field_text(name, value, mask))
-    parts = []
-    for fld in sorted(regs, key=_reg_sort):
-        v, msk = regs[fld]
-        full = (1 << (32 if fld.startswith("reg") else 64)) - 1
-        parts.append(f"{fld}={v:#x}" if msk == full else f"{fld}={v:#x}/{msk:#x}")
+            fields.append((_FIELD_ORDER[name], i))
+    proto_text = ""
     if eth_type is not None:
         both = _PROTO_NAMES.get((eth_type, proto)) if proto is not None else None
         if both is not None:
-            parts.append(both)
+            proto_text = both
         else:
-            parts.append(_PROTO_NAMES.get((eth_type, None)) or f"eth_type={eth_type:#06x}")
+            proto_text = _PROTO_NAMES.get((eth_type, None)) or f"eth_type={eth_type:#06x}"
             if proto is not None:
                 fields.append((_FIELD_ORDER["ip_proto"], f"nw_proto={proto}"))
-    parts.extend(text for _, text in sorted(fields))
-    return ",".join(parts)
+    reg_plans: list[_RegPlan] = []
+    for fld in sorted(regs, key=_reg_sort):
+        width_mask = (1 << (32 if fld.startswith("reg") else 64)) - 1
+        pieces = tuple(regs[fld])
+        exact_fmt = None
+        if len(pieces) == 1:
+            _, shift, full = pieces[0]
+            reg_mask = full << shift
+            exact_fmt = f"{fld}=%#x" if reg_mask == width_mask else f"{fld}=%#x/{reg_mask:#x}"
+        reg_plans.append((fld, pieces, width_mask, exact_fmt))
+    ordered = tuple(i for _, i in sorted(fields, key=lambda f: f[0]))
+    return tuple(reg_plans), proto_text, ordered, any(isinstance(f, str) for f in ordered)
 
 
 def _subfield(ref: str | Bits) -> str:
@@ -150,7 +228,19 @@ def _nat(nat: Nat) -> str:
     return f"nat({nat.kind}={addr})"
 
 
+_SUBFIELD = {r.name: r.subfield for r in registers.REGISTERS}
+
+
 def render_action(a: Action) -> str:
+    t = type(a)  # the frequent kinds first, by exact type
+    if t is Load:
+        load = cast(Load, a)
+        return f"load:{load.value:#x}->{_SUBFIELD[load.register]}"
+    if t is Resubmit:
+        return f"resubmit(,{_TABLES[cast(Resubmit, a).stage]})"
+    if t is Conjunction:
+        c = cast(Conjunction, a)
+        return f"conjunction({c.conj_id},{c.clause}/{c.n_clauses})"
     if isinstance(a, Output):
         if a.port == PORT_IN_PORT:
             return "in_port"
@@ -219,14 +309,24 @@ def render_actions(actions: Iterable[Action]) -> str:
 def render_strict(flow: Flow) -> str:
     """`table=N,priority=P[,match]`: the flow's identity, for del-flows/mod-flows --strict."""
     m = render_match(flow.match)
-    return f"table={flow.table},priority={flow.priority}" + (f",{m}" if m else "")
+    return f"table={_TABLES[flow.stage]},priority={flow.priority}" + (f",{m}" if m else "")
 
 
 def render_flow(flow: Flow) -> str:
     """The full add-flows line."""
     m = render_match(flow.match)
-    head = f"table={flow.table},priority={flow.priority},cookie={flow.cookie:#x}"
-    return head + (f",{m}" if m else "") + " actions=" + render_actions(flow.actions)
+    actions = flow.actions
+    try:
+        acts = _ACTIONS_TEXT.get(actions)
+    except TypeError:  # something unhashable inside: render it every time
+        acts = None
+    if acts is None:
+        acts = render_actions(actions)
+    head = f"table={_TABLES[flow.stage]},priority={flow.priority},cookie={flow.cookie:#x}"
+    return f"{head},{m} actions={acts}" if m else f"{head} actions={acts}"
+
+
+_TABLES: dict[str, int] = {s.name: pipeline.table_of(s.name) for s in pipeline.PIPELINE}
 
 
 def render_group(g: GroupDef) -> str:
