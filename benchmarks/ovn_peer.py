@@ -338,7 +338,7 @@ class OvnSandbox:
             text = (self.run / "ovn-controller.log").read_text(errors="replace")
         except OSError:
             return 0
-        return text.count("OpenFlow connection reconnected")
+        return max(0, text.count("OpenFlow connection reconnected") - 1)  # - the first
 
     # -- NB writes ------------------------------------------------------------------------
     def transact(self, ops: list[dict[str, Any]]) -> list[Any]:

@@ -91,7 +91,11 @@ SAMPLE_BUDGET = 240.0  # seconds of single adds (or rule adds) per system and sc
 
 
 class Aborted(RuntimeError):
-    """A scenario could not be measured correctly (broken setup): no figures from it."""
+    """A system could not be measured (timeout, error): no figures from it."""
+
+
+class GuardFailed(Aborted):
+    """The correctness guard failed: the whole scenario is void, for both systems."""
 
 
 # ---------------------------------------------------------------- both chassis' OVS
@@ -530,7 +534,8 @@ def ping_guard(system: Any, plan: Plan, tag: str) -> None:
                 print(f"    {system.name}: routed ping {port_ip(plan, a)} -> {target} ok")
                 break
         else:
-            raise Aborted(f"{system.name}: routed ping guard FAILED:\n{proc.stdout}{proc.stderr}")
+            why = proc.stdout + proc.stderr
+            raise GuardFailed(f"{system.name}: routed ping guard FAILED:\n{why}")
     finally:
         for iface, _ns in plugged:
             with contextlib.suppress(Exception):
@@ -713,28 +718,31 @@ def run_system(cls: Any, plan: Plan, scratch: Path, profile_dir: Path | None) ->
 
 
 def figures(key: str, ovn: dict[str, Any], wyv: dict[str, Any]) -> list[Figure]:
-    def row(what: str, unit: str, get: Callable[[dict[str, Any]], Any], goal: Any = None) -> Figure:
-        return Figure(key, what, unit, get(ovn), get(wyv), goal)
+    """The table rows of one scenario (a system that did not finish shows "-")."""
 
-    def mib(what: str) -> Callable[[dict[str, Any]], float]:
-        return lambda r: float(r["rss_kib"][what]) / 1024
+    def row(what: str, unit: str, field: str, goal: float | None = None) -> Figure:
+        return Figure(key, what, unit, ovn.get(field), wyv.get(field), goal)
+
+    def mib(what: str, label: str, goal: float | None = None) -> Figure:
+        def get(r: dict[str, Any]) -> float | None:
+            return r["rss_kib"][what] / 1024 if "rss_kib" in r else None
+
+        return Figure(key, label, "MiB", get(ovn), get(wyv), goal)
 
     rows = [
-        row("time to installed (create -> all flows)", "s", lambda r: r["installed_s"], 0.5),
-        row("  of which northbound create", "s", lambda r: r["nb_create_s"]),
-        row("one more port -> installed (median)", "s", lambda r: r["port_add_median_s"], 0.25),
-        row("  of which northbound create", "s", lambda r: r["port_add_nb_create_median_s"]),
+        row("time to installed (create -> all flows)", "s", "installed_s", 0.5),
+        row("  of which northbound create", "s", "nb_create_s"),
+        row("one more port -> installed (median)", "s", "port_add_median_s", 0.25),
+        row("  of which northbound create", "s", "port_add_nb_create_median_s"),
     ]
-    if "rule_add_median_s" in ovn:
-        rows.append(
-            row("one SG rule add -> installed (median)", "s", lambda r: r["rule_add_median_s"])
-        )
+    if "rule_add_median_s" in ovn or "rule_add_median_s" in wyv:
+        rows.append(row("one SG rule add -> installed (median)", "s", "rule_add_median_s"))
     rows += [
-        row("OpenFlow flows on br-int", "count", lambda r: r["flows"]),
-        row("flows per port", "", lambda r: r["flows_per_port"], 0.7),
-        row("controller RSS (ovn-controller | agent)", "MiB", mib("controller"), 1.0),
-        row("NB/SB RSS (2 ovsdb + northd | API)", "MiB", mib("nbsb")),
-        row("ovs-vswitchd RSS (same OVS)", "MiB", mib("vswitchd")),
+        row("OpenFlow flows on br-int", "count", "flows"),
+        row("flows per port", "", "flows_per_port", 0.7),
+        mib("controller", "controller RSS (ovn-controller | agent)", 1.0),
+        mib("nbsb", "NB/SB RSS (2 ovsdb + northd | API)"),
+        mib("vswitchd", "ovs-vswitchd RSS (same OVS)"),
     ]
     return rows
 
@@ -804,25 +812,29 @@ def main(argv: list[str] | None = None) -> int:
             systems: list[Any] = [OvnSystem, WyvernSystem]
             if args.only:
                 systems = [OvnSystem] if args.only == "ovn" else [WyvernSystem]
-            try:
-                for cls in systems:
-                    prof = None
-                    if args.profile and cls is WyvernSystem:
-                        prof = Path(args.profile) / f"scenario{key}"
+            for cls in systems:
+                prof = None
+                if args.profile and cls is WyvernSystem:
+                    prof = Path(args.profile) / f"scenario{key}"
+                try:
                     entry[cls.name.lower()] = run_system(cls, plan, scratch, prof)
-                    if prof is not None:
-                        entry["profile"] = {
-                            f"{name} during {phase}": top_frames(prof / phase / f"{name}.txt")
-                            for phase in ("bulk", "adds")
-                            for name in ("agent", "api")
-                        }
-            except Aborted as exc:
-                failed = True
-                entry["aborted"] = str(exc)
-                print(f"  SCENARIO {key} ABORTED: {exc}", file=sys.stderr, flush=True)
-                continue
-            if "ovn" in entry and "wyvern" in entry:
-                table += figures(key, entry["ovn"], entry["wyvern"])
+                except GuardFailed as exc:
+                    failed = True
+                    entry["aborted"] = str(exc)
+                    print(f"  SCENARIO {key} ABORTED: {exc}", file=sys.stderr, flush=True)
+                    break
+                except Aborted as exc:  # the other system still runs; its side is shown
+                    failed = True
+                    entry[cls.name.lower()] = {"aborted": str(exc)}
+                    print(f"  {cls.name} ABORTED: {exc}", file=sys.stderr, flush=True)
+                if prof is not None:
+                    entry["profile"] = {
+                        f"{name} during {phase}": top_frames(prof / phase / f"{name}.txt")
+                        for phase in ("bulk", "adds")
+                        for name in ("agent", "api")
+                    }
+            if "aborted" not in entry and ("ovn" in entry or "wyvern" in entry):
+                table += figures(key, entry.get("ovn", {}), entry.get("wyvern", {}))
     finally:
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
 
@@ -831,6 +843,12 @@ def main(argv: list[str] | None = None) -> int:
     results["table"] = [{**f.__dict__, "ratio": f.ratio, "verdict": f.verdict} for f in table]
     print()
     print(render_table(table))
+    for key, entry in results["scenarios"].items():
+        for name in ("aborted", "ovn", "wyvern"):
+            why = entry.get(name)
+            why = why.get("aborted") if isinstance(why, dict) else why
+            if why:
+                print(f"scenario {key}: {name if name != 'aborted' else 'scenario'} ABORTED: {why}")
     for key, entry in results["scenarios"].items():
         for name, frames in entry.get("profile", {}).items():
             print(f"\npy-spy, scenario {key}, wyvern {name} (self %, inclusive %):")
