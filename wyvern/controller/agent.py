@@ -105,7 +105,7 @@ class Agent:
             packet_in = False
         else:
             self.installer = FlowInstaller(ovs, bridge)
-            self.bindings = BindingMonitor(ovs)
+            self.bindings = BindingMonitor(ovs, on_change=self.sync.wake)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
         self.primer = NeighbourPrimer(ovs, chassis.tunnel_ip) if ovs is not None else None
@@ -128,6 +128,8 @@ class Agent:
             LOG.info("chassis %s: created %s", self.chassis.name, self.bridge)
         self._setup_tunnels()  # before our record advertises the encaps (apps need both)
         installed = self.installer.resync_from_switch()
+        if isinstance(self.bindings, BindingMonitor):
+            self.bindings.start()
         self.registration.start()
         self.sync.start()
         for other in list(self.view.chassis.values()):
@@ -192,6 +194,8 @@ class Agent:
             self.packet_in.stop()
             self.packet_in = None
         self.registration.stop()
+        if isinstance(self.bindings, BindingMonitor):
+            self.bindings.stop()
         self.sync.close()
 
     def check(self) -> str | None:
@@ -227,12 +231,11 @@ class Agent:
             self.sync.close()  # watches are re-opened from the applied revision
             time.sleep(min(1.0, timeout))
         now = time.monotonic()
-        fake_moved = (
-            isinstance(self.bindings, FakeBindings)
-            and self.sync.interest_version != self._interest_version
-        )
         replug = False  # a binding came or went: what to follow may have changed
-        if now >= self._next_binding_poll or fake_moved:  # at most every poll_interval
+        # Bindings: every step when they are cheap (a fake chassis's; OVS's streamed by
+        # the Interface monitor, which wakes the loop), else every poll_interval.
+        cheap = isinstance(self.bindings, FakeBindings) or self.bindings.streaming
+        if now >= self._next_binding_poll or cheap:
             self._next_binding_poll = now + self.poll_interval
             polled = self.bindings.poll()
             for port_id, binding in polled.items():

@@ -18,8 +18,12 @@ deleted loses its status key (the API then shows it DOWN again).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,18 +70,127 @@ def read_bindings(ovs: OvsInstance) -> dict[str, Binding]:
 
 
 class BindingMonitor:
-    """Polls OVS; `poll()` returns what changed since the last call."""
+    """OVS interfaces with an iface-id, as bindings; `poll()` returns what changed since
+    the last call.
 
-    def __init__(self, ovs: OvsInstance) -> None:
+    An `ovsdb-client monitor` of the Interface table streams every change as it commits
+    (as ovn-controller's IDL does), so a plug is seen at once and `poll()` costs nothing;
+    `on_change` is called from the reader thread so the agent's loop wakes up. Without
+    the monitor (it died, or is starting) poll() reads the table with ovs-vsctl.
+    """
+
+    def __init__(self, ovs: OvsInstance, on_change: Callable[[], None] | None = None) -> None:
         self.ovs = ovs
+        self.on_change = on_change
         self.current: dict[str, Binding] = {}
+        self._rows: dict[str, tuple[str, int, str]] = {}  # uuid -> (name, ofport, iface-id)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._synced = threading.Event()  # the monitor's initial dump has been read
+        self._stopped = False
+
+    @property
+    def streaming(self) -> bool:
+        """Whether poll() reads the monitor's copy (cheap) rather than OVS."""
+        return self._synced.is_set()
+
+    def start(self) -> None:
+        """Start the monitor; returns once it has the table (or after 5 s without)."""
+        self._stopped = False
+        self._spawn()
+        self._synced.wait(5.0)
+
+    def stop(self) -> None:
+        self._stopped = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+    def _spawn(self) -> None:
+        self._synced.clear()
+        cmd = [
+            "ovsdb-client",
+            "monitor",
+            f"unix:{self.ovs.db_sock}",
+            "Open_vSwitch",
+            "Interface",
+            "name,ofport,external_ids",
+            "--format=json",
+        ]
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=self.ovs.env,
+            )
+        except OSError as exc:
+            LOG.warning("ovs %s: no Interface monitor (%s); polling", self.ovs.run_dir, exc)
+            return
+        self._proc = proc
+        threading.Thread(target=self._read, args=(proc,), name="ovsdb-monitor", daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        with self._lock:
+            self._rows = {}
+        for line in proc.stdout:
+            try:
+                update = json.loads(line)
+                rows = update["data"]
+                cols = update["headings"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            with self._lock:
+                last = ""
+                for row in rows:
+                    values = dict(zip(cols, row, strict=False))
+                    uuid, action = values.get("row") or last, values.get("action")
+                    last = uuid
+                    if action in ("initial", "insert", "new"):
+                        self._rows[uuid] = (
+                            str(values.get("name")),
+                            _ovsdb_int(values.get("ofport")),
+                            _ovsdb_map(values.get("external_ids")).get("iface-id", ""),
+                        )
+                    elif action == "delete":
+                        self._rows.pop(uuid, None)
+            self._synced.set()
+            if self.on_change is not None:
+                self.on_change()
+        self._synced.clear()  # the monitor ended: poll() reads the table again
+        if not self._stopped:
+            LOG.warning("ovs %s: the Interface monitor stopped; restarting", self.ovs.run_dir)
+
+    def _from_monitor(self) -> dict[str, Binding] | None:
+        proc = self._proc
+        if proc is None or not self._synced.is_set():
+            if proc is not None and proc.poll() is not None and not self._stopped:
+                self._spawn()  # (it died: start again; poll the table meanwhile)
+            return None
+        found: dict[str, Binding] = {}
+        with self._lock:
+            for name, ofport, port_id in sorted(self._rows.values()):
+                if not port_id or ofport <= 0:
+                    continue
+                if port_id in found:
+                    LOG.warning("port %s: two interfaces claim it (%s); keeping one", port_id, name)
+                    continue
+                found[port_id] = Binding(port_id, ofport)
+        return found
 
     def poll(self) -> dict[str, Binding | None]:
-        try:
-            now = read_bindings(self.ovs)
-        except (OvsError, ValueError) as exc:
-            LOG.warning("ovs %s: cannot read interfaces: %s", self.ovs.run_dir, exc)
-            return {}
+        now = self._from_monitor()
+        if now is None:
+            try:
+                now = read_bindings(self.ovs)
+            except (OvsError, ValueError) as exc:
+                LOG.warning("ovs %s: cannot read interfaces: %s", self.ovs.run_dir, exc)
+                return {}
         changed: dict[str, Binding | None] = {}
         for port_id in self.current.keys() - now.keys():
             changed[port_id] = None

@@ -157,6 +157,7 @@ class Sync:
         self.requested: dict[str, str] = {}
         self.interest_version = 0
         self._bell = threading.Event()  # rung by the store when a watch may have news
+        self._woken = False
         store.add_doorbell(self._bell)
         # Held while the view changes: readers on other threads (packet-in handlers) take
         # it too. Never held while waiting on the store.
@@ -210,15 +211,14 @@ class Sync:
                 f.watch = None
 
     def pump(self, timeout: float = 0.2, max_batches: int = 1000) -> list[Change]:
-        """Wait up to `timeout` for store changes, apply all that are ready, return them."""
-        if len(self.followers) == 1:
-            return self._pump_one(self.followers[0], timeout, max_batches)
+        """Wait up to `timeout` for store changes (or a `wake()`), apply all that are
+        ready, return them."""
         changes: list[Change] = []
         # Watches report changes only, so with several prefixes a quiet one must prove it
         # is caught up: its watch has nothing, and was open when the store was at
         # `idle_head` at least IDLE_PROOF seconds ago (an etcd watch streams in the
         # background; etcd's progress notifications would make this exact).
-        head = self.store.revision()
+        head = self.store.revision() if len(self.followers) > 1 else 0
         was_watching = {id(f): f.watch is not None for f in self.followers}
         busy: set[int] = set()
         got = 0
@@ -236,10 +236,11 @@ class Sync:
                     with self.lock:
                         changes += self.apply_item(f, item)
             left = deadline - time.monotonic()
-            if busy or got >= max_batches or left <= 0:
+            if busy or got >= max_batches or left <= 0 or self._woken:
                 break
             poll = self.store.doorbell_poll
             bell.wait(left if poll is None else min(left, poll))
+        self._woken = False
         now = time.monotonic()
         for f in self.followers:
             if id(f) not in busy and now - f.idle_at >= IDLE_PROOF and f.idle_head > f.revision:
@@ -250,18 +251,11 @@ class Sync:
                 f.idle_head, f.idle_at = head, now
         return changes
 
-    def _pump_one(self, f: _Follower, timeout: float, max_batches: int) -> list[Change]:
-        """One prefix: block on its watch alone."""
-        changes: list[Change] = []
-        wait = timeout
-        for _ in range(max_batches):
-            item = self._next(f, wait)
-            if item is None:
-                break
-            wait = 0.0
-            with self.lock:
-                changes += self.apply_item(f, item)
-        return changes
+    def wake(self) -> None:
+        """Make a pump() waiting for the store return now (another thread has news: an
+        OVS interface came or went)."""
+        self._woken = True
+        self._bell.set()
 
     def _next(self, f: _Follower, timeout: float) -> Batch | Gap | None:
         if f.watch is None:

@@ -58,7 +58,7 @@ class SqliteStore(Store):
         self.path = path
         self.history = history
         self.poll_interval = poll_interval
-        self.doorbell_poll = max(poll_interval, 0.05)  # other processes' commits
+        self.doorbell_poll = poll_interval  # (commits of other processes ring no bell)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
