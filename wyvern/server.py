@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from wyvern.api.app import create_app
+from wyvern.cli.allinone import ComponentError
 from wyvern.cli.logs import setup_logging
 from wyvern.config import Settings, load_settings
 
@@ -20,10 +21,6 @@ LOG = logging.getLogger(__name__)
 APP_FACTORY = "wyvern.server:app_from_env"
 # Seconds in-flight requests get to finish once a stop is asked for.
 GRACEFUL_SECONDS = 5
-
-
-class ComponentError(RuntimeError):
-    """A component failed to start."""
 
 
 def api_log_file(settings: Settings) -> Path:

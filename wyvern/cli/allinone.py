@@ -15,7 +15,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Protocol
 
 from wyvern.config import Settings
-from wyvern.server import ApiComponent, ComponentError
 
 if TYPE_CHECKING:
     from wyvern.controller.agent import Agent
@@ -23,6 +22,10 @@ if TYPE_CHECKING:
     from wyvern.southbound.ovs import OvsInstance
 
 LOG = logging.getLogger("wyvern.up")
+
+
+class ComponentError(RuntimeError):
+    """A component failed to start."""
 
 
 class Component(Protocol):
@@ -43,6 +46,8 @@ def components(settings: Settings, *, access_log: bool = True) -> list[Component
     parts: list[Component] = []
     if settings.ovs_mode == "private":
         parts.append(OvsComponent(settings))
+    from wyvern.server import ApiComponent  # (the API's imports only where it runs)
+
     parts.append(ApiComponent(settings, access_log=access_log))
     parts.append(AgentComponent(settings))
     return parts
