@@ -319,9 +319,11 @@ class Agent:
         self.stats.installed_revision = max(self.stats.installed_revision, self.sync.revision)
         bound = {p: b.ofport for p, b in self.view.bindings.items() if p in self.view.ports}
         revisions = {p: self.sync.mod_revision.get(("port", p), 0) for p in bound}
+        floor = self.stats.installed_revision
+        installed = {p: max(floor, self.sync.applied_revision(("port", p))) for p in bound}
         try:
             self.stats.status_writes += self.status.update(
-                bound, revisions, self.stats.installed_revision, self.sync.port_status
+                bound, revisions, installed, self.sync.port_status
             )
         except StoreError as exc:
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)

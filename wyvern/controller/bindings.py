@@ -235,7 +235,7 @@ class StatusWriter:
         self,
         bound: dict[str, int],
         port_revisions: dict[str, int],
-        installed_revision: int,
+        installed_revision: int | dict[str, int],
         stored: dict[str, dict[str, Any]],
     ) -> int:
         """Make the status keys match: BOUND = local port id -> ofport for ports in the
@@ -249,13 +249,18 @@ class StatusWriter:
         written: dict[str, dict[str, Any]] = {}
         for port_id, ofport in bound.items():
             mod = port_revisions.get(port_id, 0)
-            active = installed_revision >= mod
+            installed = (
+                installed_revision
+                if isinstance(installed_revision, int)
+                else installed_revision.get(port_id, 0)
+            )
+            active = installed >= mod
             old = mine.get(port_id) or {}
             want = PortStatus(
                 self.chassis,
                 self.host,
                 "ACTIVE" if active else "DOWN",
-                installed_revision,
+                installed,
                 ofport,
             )
             same = (

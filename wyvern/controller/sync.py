@@ -43,6 +43,7 @@ HOST_PORTS = f"{ROOT}index/host_ports/"  # <host>/<port id> -> network id (repo.
 # Keys under ROOT the agent never follows: claims, ownership and child->parent indexes.
 IGNORED_SEGMENTS = frozenset({"uniq", "owner", "index"})
 IDLE_PROOF = 0.25  # seconds (see Sync.pump)
+HEAD_EVERY = 0.5  # seconds between reads of the store's revision for idle proofs
 
 
 def status_key(port_id: str) -> str:
@@ -157,6 +158,9 @@ class Sync:
         self.requested: dict[str, str] = {}
         self.interest_version = 0
         self._bell = threading.Event()  # rung by the store when a watch may have news
+        self._prefix_index: dict[str, _Follower] | None = None
+        self._head_rev = 0
+        self._head_at = -HEAD_EVERY
         self._woken = False
         store.add_doorbell(self._bell)
         # Held while the view changes: readers on other threads (packet-in handlers) take
@@ -168,6 +172,24 @@ class Sync:
     def revision(self) -> int:
         """Every followed prefix is applied at least up to this store revision."""
         return min((f.revision for f in self.followers), default=0)
+
+    def applied_revision(self, key: Key) -> int:
+        """How far the store is applied for one object: its own prefix's revision (with
+        many prefixes, the slowest other prefix may lag behind by IDLE_PROOF until it
+        proves it is caught up; a port's status need not wait for that)."""
+        store_key = self._store_key.get(key)
+        if store_key is not None and len(self.followers) > 1:
+            parent = store_key.rsplit("/", 1)[0] + "/"
+            f = self._by_prefix.get(parent) or self._by_prefix.get(store_key)
+            if f is not None:
+                return f.revision
+        return self.revision
+
+    @property
+    def _by_prefix(self) -> dict[str, _Follower]:
+        if self._prefix_index is None:
+            self._prefix_index = {f.prefix: f for f in self.followers}
+        return self._prefix_index
 
     def start(self) -> list[Change]:
         """List every prefix and apply it; then watches start from there."""
@@ -184,6 +206,7 @@ class Sync:
                 return []
             f = _Follower(prefix)
             self.followers.append(f)
+            self._prefix_index = None
             return self._resync(f)
 
     def unfollow(self, prefix: str) -> list[Change]:
@@ -195,6 +218,7 @@ class Sync:
             if f.watch is not None:
                 f.watch.close()
             self.followers.remove(f)
+            self._prefix_index = None
             others = [o.prefix for o in self.followers]
             empty = Snapshot(prefix, f.seen, [])
             changes = []
@@ -218,7 +242,7 @@ class Sync:
         # is caught up: its watch has nothing, and was open when the store was at
         # `idle_head` at least IDLE_PROOF seconds ago (an etcd watch streams in the
         # background; etcd's progress notifications would make this exact).
-        head = self.store.revision() if len(self.followers) > 1 else 0
+        head = self._head() if len(self.followers) > 1 else 0
         was_watching = {id(f): f.watch is not None for f in self.followers}
         busy: set[int] = set()
         got = 0
@@ -250,6 +274,14 @@ class Sync:
             elif f.idle_head <= f.revision:
                 f.idle_head, f.idle_at = head, now
         return changes
+
+    def _head(self) -> int:
+        """The store's revision, read at most every HEAD_EVERY seconds: an older head only
+        proves less (hundreds of idle agents would otherwise ask etcd 5 times a second)."""
+        now = time.monotonic()
+        if now - self._head_at >= HEAD_EVERY:
+            self._head_rev, self._head_at = self.store.revision(), now
+        return self._head_rev
 
     def wake(self) -> None:
         """Make a pump() waiting for the store return now (another thread has news: an
