@@ -155,3 +155,11 @@ def test_without_a_bridge_mapping_for_the_physnet_nothing_leaves() -> None:
     out = s.run(pk.arp(1, MAC_A, "10.0.0.5", "10.0.0.200"))
     assert sorted(o.port for o in out.outputs) == [3], out.format()
     assert s.outcome(pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")).dropped
+
+
+def test_a_local_port_that_is_down_gets_nothing_not_even_by_the_physical_network() -> None:
+    view = view_of(provider("n1", 100, "vlan", "physnet1", 101))
+    down = sc.port("c", "n1", key=3, mac=MAC_C, ips=[("s1", "10.0.0.7")], admin_state_up=False)
+    view.apply("port", "c", sc.record_from_obj("port", down))
+    s = sc.Scenario(view)
+    assert s.outcome(pk.icmp_echo(1, MAC_A, MAC_C, "10.0.0.5", "10.0.0.7")).dropped

@@ -90,6 +90,7 @@ class OutputApp(App):
                     nets.add(port.network_id)
             if view.chassis_name in names:  # our own encaps: every tunnel may change
                 owners += [("remote", p) for p in view.port_chassis]
+                owners += per_port_owners(view)  # and our bridge mappings
                 nets.update(view.networks)
         owners += [("flood", n) for n in sorted(nets)]
         if change.kind == "network" or (
@@ -110,10 +111,20 @@ class OutputApp(App):
         if found is None:
             return []
         port, net, ofport = found
-        if not port_is_up(port, net):
-            return []
         cookie = encode("output", port_id)
         st = table("output")
+        if not port_is_up(port, net):
+            if local_patch(view, net) is None:
+                return []
+            # not to the physical network either (its catch-all is below this)
+            return [
+                st.flow(
+                    priority=P_PORT,
+                    cookie=cookie,
+                    match=match(network_key=net.key, dst_port_key=port.key),
+                    actions=(),
+                )
+            ]
         return [
             st.flow(
                 priority=P_LOOPBACK,

@@ -30,19 +30,26 @@ def ensure_bridge_mappings(
 ) -> dict[str, int]:
     """Every mapped bridge, patched to `integration`; returns physnet → patch ofport."""
     ofports = patch_ofports(mappings)
+    # One transaction for all of them, so that ports trading numbers (a mapping added
+    # in front of the others) are renumbered together.
+    cmd: list[str] = []
     for physnet, bridge in sorted(mappings.items()):
         if bridge == integration:
             raise OvsError(f"bridge mapping {physnet}: {bridge} is the integration bridge")
         int_port, ext_port = patch_names(physnet, bridge, integration)
-        ovs.vsctl(
-            "--may-exist", "add-br", bridge,
+        cmd += [
+            "--", "--may-exist", "add-br", bridge,
             "--", "set", "Bridge", bridge, "datapath_type=netdev",
             "--", "--may-exist", "add-port", integration, int_port,
             "--", "set", "Interface", int_port, "type=patch", f"options:peer={ext_port}",
             f"ofport_request={ofports[physnet]}",
             "--", "--may-exist", "add-port", bridge, ext_port,
             "--", "set", "Interface", ext_port, "type=patch", f"options:peer={int_port}",
-        )  # fmt: skip
+        ]  # fmt: skip
+    if cmd:
+        ovs.vsctl(*cmd[1:])
+    for physnet, bridge in sorted(mappings.items()):
+        int_port, _ = patch_names(physnet, bridge, integration)
         got = ovs.vsctl("get", "Interface", int_port, "ofport").strip()
         if got != str(ofports[physnet]):
             raise OvsError(f"{int_port}: ofport {got}, wanted {ofports[physnet]}")
