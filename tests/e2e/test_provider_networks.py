@@ -25,6 +25,7 @@ import pytest
 from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import eventually, ip_of, ping, pings, tcp_transfer
 from tests.southbound.conftest import in_netns, missing_prereq, unique
+from wyvern.apps.provider import patch_ofports
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
 PHYSNET = "physnet1"
@@ -166,6 +167,11 @@ def test_vms_reach_a_host_on_the_physical_segment_and_each_other_through_it(
     tcp_transfer(c.hv[1], ns1, ns2, ip_of(p2))
     dumps = [hv.ovs.appctl("dpctl/dump-flows") for hv in c.hv]
     assert not [d for d in dumps if "tnl_push" in d], dumps
+    # `wyvern trace --ovs` on chassis 0 shows vm1 -> vm2 leave by the patch port.
+    out = c.hv[0].wyvern("trace", "--ovs", "--from", "vm1", "--to", "vm2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"output:{patch_ofports([PHYSNET])[PHYSNET]}" in out.stdout, out.stdout
+    assert ("push_vlan" in out.stdout) == (network_type == "vlan"), out.stdout
     # On the wire between chassis and switch the frames carry the VLAN (or none).
     if network_type == "vlan":
         assert all("push_vlan(vid=171" in d and "vlan(vid=171" in d for d in dumps), dumps
