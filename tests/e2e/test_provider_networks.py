@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import eventually, ip_of, ping, pings, tcp_transfer
@@ -84,6 +85,9 @@ def segment(tmp_path: Path) -> Iterator[tuple[Cluster, Segment]]:
                 bridge = unique("br-ex-")
                 hv = c.add_chassis(env={"WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge})})
                 attach_nic(hv, bridge, Segment(tor, host, ""))
+                agents = requests.get(f"{c.base}/agents", timeout=5).json()["agents"]
+                mine = [a for a in agents if a["configurations"]["chassis_name"] == hv.name]
+                assert mine[0]["configurations"]["bridge_mappings"] == {PHYSNET: bridge}
             nic, host_port = Segment(tor, host, "").veth_to(host)
             sh("ip", "-n", host, "link", "set", nic, "name", "eth0")
             for dev in ("eth0", "lo"):
