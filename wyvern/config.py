@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         description="Agent: tunnel types this chassis offers (a flow-based port on the "
         "integration bridge each); advertised in its chassis record.",
     )
+    bridge_mappings: dict[str, str] = Field(
+        default_factory=dict,
+        description='Agent: physical network → OVS bridge (e.g. {physnet1 = "br-ex"}) for '
+        "flat and vlan networks; the agent creates each bridge and patches it to the "
+        "integration bridge, the operator adds the physical NIC to it. Advertised in the "
+        "chassis record.",
+    )
     underlay_interface: str = Field(
         default="",
         description="Agent: the underlay NIC (in OVS's namespace) to put into "

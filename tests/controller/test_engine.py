@@ -114,10 +114,13 @@ def ip_in(subnet: str, host: int) -> str:
 @st.composite
 def network(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     id_ = id_ or draw(st.sampled_from(NETS))
+    ntype = draw(st.sampled_from(["geneve", "geneve", "vxlan", "vlan", "flat"]))
+    provider = ntype in ("vlan", "flat")
     return ("network", id_, Network(
         id=id_, key=NETS.index(id_) + 1 + draw(st.sampled_from([0, 10])),
-        network_type=draw(st.sampled_from(["geneve", "geneve", "vxlan", "vlan"])),
-        segmentation_id=None, physical_network=None,
+        network_type=ntype,
+        segmentation_id=draw(st.sampled_from([101, 102, None])) if ntype == "vlan" else None,
+        physical_network=draw(st.sampled_from(["physnet1", "physnet2"])) if provider else None,
         mtu=draw(st.sampled_from([1450, 1500])),
         port_security_enabled=draw(st.booleans()),
         admin_state_up=draw(st.booleans()),
@@ -217,7 +220,14 @@ def chassis(draw: Any, name: str | None = None) -> tuple[str, str, Any]:
     encaps = draw(st.sampled_from([both, both, both, ("geneve",), ("vxlan",), ()]))
     ip = f"192.0.2.{CHASSIS.index(name) + 1}"
     ip = draw(st.sampled_from([ip, ip, ip, ""]))
-    return ("chassis", name, Chassis(name=name, tunnel_ip=ip, encaps=encaps, bridge_mappings=()))
+    mappings = draw(
+        st.sampled_from(
+            [(), (("physnet1", "br-ex"),), (("physnet1", "br-ex"), ("physnet2", "br-ex2"))]
+        )
+    )
+    return ("chassis", name, Chassis(
+        name=name, tunnel_ip=ip, encaps=encaps, bridge_mappings=mappings
+    ))  # fmt: skip
 
 
 @st.composite

@@ -121,8 +121,11 @@ class Cluster:
     def action(self, path: str, id_: str, action: str, **body: Any) -> dict[str, Any]:
         return self.hv[0].action(path, id_, action, **body)
 
-    def add_chassis(self, encaps: tuple[str, ...] = ("geneve", "vxlan")) -> Hv:
-        """A new chassis on the underlay with its agent running and alive."""
+    def add_chassis(
+        self, encaps: tuple[str, ...] = ("geneve", "vxlan"), env: dict[str, str] | None = None
+    ) -> Hv:
+        """A new chassis on the underlay with its agent running and alive (ENV: more
+        WYVERN_* settings for its agent)."""
         i = len(self.hv)
         name = unique(f"hv{i}-")
         run_dir = self.base_dir / name
@@ -153,6 +156,7 @@ class Cluster:
                 "WYVERN_ENCAPS": json.dumps(list(encaps)),
                 "WYVERN_UNDERLAY_INTERFACE": nic,
                 "WYVERN_AGENT_LEASE_TTL": "5",
+                **(env or {}),
             }
         )
         hv.start_agent()

@@ -17,6 +17,12 @@ flag_from_tunnel=1 so that they never leave by a tunnel again:
     geneve, tun_id=<key>, option=FLOOD     → network key, goto l2_lookup (local flood)
     vxlan,  tun_id=<key>                   → network key, goto l2_lookup (MAC lookup)
 
+Packets from a physical network (wyvern.apps.provider), per provider network whose
+physnet this chassis maps (owner ("physnet", network id)):
+
+    in_port=<patch>, untagged              (flat) → network key, goto l2_lookup
+    in_port=<patch>, vlan_vid=<seg>|0x1000 (vlan) → pop_vlan, network key, goto l2_lookup
+
 Port keys are unique within a network only, so every flow that matches a port key also
 matches the network key. The conntrack zone must be unique per port on this chassis: it is
 the port's ofport (OpenFlow port numbers are unique per bridge and below 0xff00, which
@@ -30,13 +36,26 @@ from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.overlay import FLOOD_OPTION, GENEVE, TUNNEL_OFPORTS, local_encap
+from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.controller.view import Change, LocalView, Network, Port
 from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import Bits, Flow, Goto, Load, Move, match, table, valid_port
+from wyvern.southbound.ir import (
+    Action,
+    Bits,
+    Flow,
+    Goto,
+    Load,
+    Move,
+    PopVlan,
+    match,
+    table,
+    valid_port,
+)
 
 PRIORITY_PORT = 100
 PRIORITY_TUNNEL = 100
 PRIORITY_TUNNEL_FLOOD = 110
+PRIORITY_PHYSNET = 100
 
 
 def port_ct_zone(view: LocalView, port_id: str) -> int | None:
@@ -85,20 +104,26 @@ class Classifier(App):
         tunnels: list[Owner] = [
             ("tunnel", n) for n, net in sorted(view.networks.items()) if local_encap(view, net)
         ]
-        return per_port_owners(view) + tunnels
+        physnets: list[Owner] = [
+            ("physnet", n) for n, net in sorted(view.networks.items()) if local_patch(view, net)
+        ]
+        return per_port_owners(view) + tunnels + physnets
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
         owners = per_port_affected(view, change)
         if change.kind == "network":
-            owners.append(("tunnel", change.id))
+            owners += [("tunnel", change.id), ("physnet", change.id)]
         elif change.kind == "chassis" and change.id == view.chassis_name:
             owners += [("tunnel", n) for n in sorted(view.networks)]
+            owners += [("physnet", n) for n in sorted(view.networks)]
         return owners
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, port_id = owner
         if kind == "tunnel":
             return tunnel_flows(view, port_id)
+        if kind == "physnet":
+            return physnet_flows(view, port_id)
         found = local_port(view, port_id) if kind == "port" else None
         zone = port_ct_zone(view, port_id)
         if found is None or zone is None:
@@ -159,4 +184,23 @@ def tunnel_flows(view: LocalView, network_id: str) -> list[Flow]:
                 Goto("pre_acl_egress"),
             ),
         ),
+    ]
+
+
+def physnet_flows(view: LocalView, network_id: str) -> list[Flow]:
+    """Classification of packets arriving from the physical network of a provider
+    network: by the patch port and the VLAN (or its absence), then the MAC lookup."""
+    net = view.networks.get(network_id)
+    patch = local_patch(view, net) if net is not None else None
+    if net is None or patch is None or not net.admin_state_up:
+        return []
+    vid = vlan_vid(net)
+    pop: tuple[Action, ...] = () if vid is None else (PopVlan(),)
+    return [
+        table("classification").flow(
+            priority=PRIORITY_PHYSNET,
+            cookie=encode("classifier", network_id),
+            match=match(in_port=patch, vlan_vid=0 if vid is None else vid),
+            actions=(*pop, Load("network_key", net.key), Goto("l2_lookup")),
+        )
     ]

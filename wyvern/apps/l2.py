@@ -12,7 +12,9 @@ CIDRs never leak into each other):
 - anything else (broadcast, multicast, unknown unicast) → flood: when other chassis host
   ports of the network, first `dst_port_key = FLOOD; resubmit(output)` (output sends one
   copy per such chassis, and only for packets not from a tunnel); then for each local
-  port of the network, `dst_port_key = key; resubmit(pre_acl_egress)`.
+  port of the network, `dst_port_key = key; resubmit(pre_acl_egress)`. A provider network
+  whose physnet this chassis maps does the same first resubmit: output sends that copy to
+  the physical network (wyvern.apps.provider), as it does unicast to ports elsewhere.
 
 Why a resubmit sequence and not an ALL group: each copy must run the whole egress half
 (egress security groups, egress port security) for its own destination, exactly like a
@@ -39,6 +41,7 @@ from collections.abc import Iterable
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import local_port
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis
+from wyvern.apps.provider import local_patch
 from wyvern.controller.view import Change, LocalView, Port
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import Action, Flow, Goto, Load, Resubmit, match, table
@@ -66,10 +69,12 @@ def router_ports(view: LocalView, network_id: str) -> list[tuple[Port, int]]:
 
 
 def flood_actions(view: LocalView, network_id: str) -> tuple[Action, ...]:
-    """The remote copies (if any), then dst_port_key + resubmit(pre_acl_egress) per local
-    port of the network."""
+    """The remote copies (tunnels or the physical network, if any), then dst_port_key +
+    resubmit(pre_acl_egress) per local port of the network."""
     acts: list[Action] = []
-    if network_chassis(view, network_id):
+    net = view.networks.get(network_id)
+    physnet = net is not None and local_patch(view, net) is not None
+    if physnet or network_chassis(view, network_id):
         acts += [Load("dst_port_key", FLOOD_KEY), Resubmit("output")]
     for port in view.network_ports(network_id):
         if local_port(view, port.id) is not None:

@@ -17,8 +17,16 @@ did not come from one (flag_from_tunnel=0: receivers never forward to a third ch
     network_key=N, dst_port_key=FLOOD, flag_from_tunnel=0 → one such copy per other
                                   chassis hosting ports of N (head-end replication)
 
+A provider network whose physnet this chassis maps (wyvern.apps.provider) sends what has
+no local destination (flood copies, ports on other chassis, unknown MACs) to the physical
+network, VLAN networks tagged (and untagged again after, for the flood's local copies)::
+
+    network_key=N (priority below the local ports') → [push_vlan, vlan_vid=<seg>|0x1000,]
+                                  output:<patch> [, pop_vlan]
+
 Owners: ("port", id) of local ports, ("remote", id) of ports bound elsewhere, ("flood",
-network id) of networks with ports elsewhere.
+network id) of networks with ports elsewhere, ("physnet", network id) of provider
+networks on a mapped physnet.
 """
 
 from __future__ import annotations
@@ -28,12 +36,24 @@ from collections.abc import Iterable
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners, port_is_up
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis, remote_chassis, tunnel_to
+from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.controller.view import Change, LocalView, Port
 from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import PORT_IN_PORT, Action, Flow, Output, match, table
+from wyvern.southbound.ir import (
+    PORT_IN_PORT,
+    Action,
+    Flow,
+    Output,
+    PopVlan,
+    PushVlan,
+    SetField,
+    match,
+    table,
+)
 
 P_LOOPBACK = 110
 P_PORT = 100
+P_PHYSNET = 50
 
 
 class OutputApp(App):
@@ -44,7 +64,10 @@ class OutputApp(App):
             ("remote", p) for p in sorted(view.port_chassis) if p not in view.bindings
         ]
         floods: list[Owner] = [("flood", n) for n in sorted(view.networks)]
-        return per_port_owners(view) + remote + floods
+        physnets: list[Owner] = [
+            ("physnet", n) for n, net in sorted(view.networks.items()) if local_patch(view, net)
+        ]
+        return per_port_owners(view) + remote + floods + physnets
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
         owners = per_port_affected(view, change)
@@ -67,8 +90,13 @@ class OutputApp(App):
                     nets.add(port.network_id)
             if view.chassis_name in names:  # our own encaps: every tunnel may change
                 owners += [("remote", p) for p in view.port_chassis]
+                owners += per_port_owners(view)  # and our bridge mappings
                 nets.update(view.networks)
         owners += [("flood", n) for n in sorted(nets)]
+        if change.kind == "network" or (
+            change.kind == "chassis" and change.id == view.chassis_name
+        ):
+            owners += [("physnet", n) for n in sorted(nets)]
         return owners
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
@@ -77,14 +105,26 @@ class OutputApp(App):
             return remote_flows(view, port_id)
         if kind == "flood":
             return flood_flows(view, port_id)
+        if kind == "physnet":
+            return physnet_flows(view, port_id)
         found = local_port(view, port_id) if kind == "port" else None
         if found is None:
             return []
         port, net, ofport = found
-        if not port_is_up(port, net):
-            return []
         cookie = encode("output", port_id)
         st = table("output")
+        if not port_is_up(port, net):
+            if local_patch(view, net) is None:
+                return []
+            # not to the physical network either (its catch-all is below this)
+            return [
+                st.flow(
+                    priority=P_PORT,
+                    cookie=cookie,
+                    match=match(network_key=net.key, dst_port_key=port.key),
+                    actions=(),
+                )
+            ]
         return [
             st.flow(
                 priority=P_LOOPBACK,
@@ -140,5 +180,27 @@ def flood_flows(view: LocalView, network_id: str) -> list[Flow]:
             cookie=encode("output", network_id),
             match=match(network_key=net.key, dst_port_key=FLOOD_KEY, flag_from_tunnel=0),
             actions=tuple(acts),
+        )
+    ]
+
+
+def physnet_flows(view: LocalView, network_id: str) -> list[Flow]:
+    """A provider network: everything without a local destination goes to the physical
+    network through the patch port (tagged on a VLAN network). OpenFlow drops the copy
+    of a packet that came in by the patch port itself."""
+    net = view.networks.get(network_id)
+    patch = local_patch(view, net) if net is not None else None
+    if net is None or patch is None or not net.admin_state_up:
+        return []
+    vid = vlan_vid(net)
+    acts: tuple[Action, ...] = (Output(patch),)
+    if vid is not None:
+        acts = (PushVlan(), SetField("vlan_vid", vid), *acts, PopVlan())
+    return [
+        table("output").flow(
+            priority=P_PHYSNET,
+            cookie=encode("output", network_id),
+            match=match(network_key=net.key),
+            actions=acts,
         )
     ]

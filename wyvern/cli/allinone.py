@@ -126,6 +126,7 @@ class AgentComponent:
             s.tunnel_ip,
             hostname=s.agent_chassis,
             encaps=tuple(s.encaps),
+            bridge_mappings=dict(s.bridge_mappings),
             bridge=s.bridge,
             underlay_interface=s.underlay_interface,
             underlay_bridge=s.underlay_bridge,

@@ -49,6 +49,7 @@ from wyvern.controller.view import Change, LocalView
 from wyvern.nb.store import Store, StoreError
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
 from wyvern.southbound.ovs import OvsError, OvsInstance
+from wyvern.southbound.physnets import ensure_bridge_mappings
 from wyvern.southbound.recorder import RecordingInstaller
 from wyvern.southbound.tunnels import NeighbourPrimer, ensure_tunnel_ports, ensure_underlay
 
@@ -127,6 +128,8 @@ class Agent:
         if ovs is not None and ovs.ensure_bridge(self.bridge):
             LOG.info("chassis %s: created %s", self.chassis.name, self.bridge)
         self._setup_tunnels()  # before our record advertises the encaps (apps need both)
+        if ovs is not None and self.chassis.bridge_mappings:  # likewise the mappings
+            ensure_bridge_mappings(ovs, self.bridge, self.chassis.bridge_mappings)
         installed = self.installer.resync_from_switch()
         if isinstance(self.bindings, BindingMonitor):
             self.bindings.start()
