@@ -88,6 +88,7 @@ from wyvern.southbound.ir import (
     Ct,
     CtClear,
     Flow,
+    FlowTemplate,
     Goto,
     Load,
     Match,
@@ -166,6 +167,37 @@ TO_VM = _Side(
     "src",
 )
 SIDES = (FROM_VM, TO_VM)
+
+
+def _pre_templates(stateful: bool) -> tuple[FlowTemplate, ...]:
+    """A protected port's pre_acl / pre_acl_egress flows, per side and IP version: its
+    IP traffic through conntrack in its zone (stateful) or straight to the acl."""
+    out = []
+    for side in SIDES:
+        for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+            actions: tuple[Action, ...]
+            if stateful:
+                actions = (Load("port_ct_zone", 1),)  # the zone varies per port
+                if side is TO_VM:
+                    actions += (CtClear(),)
+                actions += (Ct(zone="port_ct_zone", table=side.acl),)
+            else:
+                actions = (CtClear(), Goto(side.acl)) if side is TO_VM else (Goto(side.acl),)
+            out.append(
+                table(side.pre).template(
+                    priority=P_PORT,
+                    cookie_app=APP,
+                    varying=("network_key", side.port_key),
+                    fixed={"eth_type": et},
+                    actions=actions,
+                    action_values=(0,) if stateful else (),
+                )
+            )
+    return tuple(out)
+
+
+_PRE_STATEFUL = _pre_templates(True)
+_PRE_STATELESS = _pre_templates(False)
 
 
 def _h32(text: str) -> int:
@@ -582,23 +614,12 @@ class SecurityGroups(App):
         if found is None:
             return []
         port, net_key, zone = found
-        stateful = port_is_stateful(view, port)
         cookie = _cookie(port_id)
-        out: list[Flow] = []
-        for side in SIDES:
-            actions: tuple[Action, ...]
-            for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
-                m = match(network_key=net_key, eth_type=et, **{side.port_key: port.key})
-                if stateful:
-                    actions = (Load("port_ct_zone", zone),)
-                    if side is TO_VM:
-                        actions += (CtClear(),)
-                    actions += (Ct(zone="port_ct_zone", table=side.acl),)
-                else:
-                    actions = (CtClear(), Goto(side.acl)) if side is TO_VM else (Goto(side.acl),)
-                out.append(
-                    table(side.pre).flow(priority=P_PORT, cookie=cookie, match=m, actions=actions)
-                )
+        key = port.key
+        if port_is_stateful(view, port):
+            out = [t.flow(cookie, net_key, key, zone) for t in _PRE_STATEFUL]
+        else:
+            out = [t.flow(cookie, net_key, key) for t in _PRE_STATELESS]
         # Clause 1 of every rule of each of the port's groups (see _member_flow).
         for sg_id in dict.fromkeys(port.security_group_ids):
             sg = view.security_groups.get(sg_id)
@@ -643,23 +664,27 @@ class SecurityGroups(App):
         prio = self._priority(view, sg_id)
         group_cookie = _cookie(sg_id)
         # One memo per (side, group, rules): then a member's flow is one cheap lookup.
-        memo: dict[object, dict[tuple[int, int], Flow]] = self.__dict__.setdefault(
-            "_member_memo", {}
+        memo: dict[object, tuple[FlowTemplate, dict[tuple[int, int], Flow]]] = (
+            self.__dict__.setdefault("_member_memo", {})
         )
         outer = (side.acl, side.port_key, prio, group_cookie, port_actions)
         known = memo.get(outer)
-        if known is None or len(known) >= 1 << 16:
+        if known is None or len(known[1]) >= 1 << 16:
             if len(memo) >= 1 << 10:
                 memo.clear()
-            known = memo[outer] = {}
-        flow = known.get((net_key, key))
-        if flow is None:
-            flow = known[(net_key, key)] = table(side.acl).flow(
-                priority=prio,
-                cookie=group_cookie,
-                match=match(network_key=net_key, **{side.port_key: key}),
-                actions=port_actions,
+            known = memo[outer] = (
+                table(side.acl).template(
+                    priority=prio,
+                    cookie_app=APP,
+                    varying=("network_key", side.port_key),
+                    actions=port_actions,
+                ),
+                {},
             )
+        template, flows = known
+        flow = flows.get((net_key, key))
+        if flow is None:
+            flow = flows[(net_key, key)] = template.flow(group_cookie, net_key, key)
         return flow
 
     def _group_flows(self, view: LocalView, sg_id: str) -> list[Flow]:
@@ -742,30 +767,57 @@ class SecurityGroups(App):
             return []
         if not self._has_local_member(view, sg_id):
             return []
-        version = info[0]
+        version, value, plen, _ = info
         rules = [
-            r
-            for r in view.sg_rules(sg_id)
-            if _version(r) == version
-            and _expressible(r)
-            and _remote_contains(view, r, cidr)
-            and not _remote_is_any(view, r)
+            r for r in self._remote_rules(view, sg_id, version) if _remote_contains(view, r, cidr)
         ]
         if not rules:
             return []
         prio = self._priority(view, sg_id)
+        bits = 32 if version == 4 else 128
+        addr = (value, ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1))
         out: list[Flow] = []
         for side in SIDES:
-            ids = [r.id for r in rules if r.direction == side.rule_direction]
+            ids = tuple(r.id for r in rules if r.direction == side.rule_direction)
             if not ids:
                 continue
+            cookie, template = self._remote_template(sg_id, side, version, prio, ids)
+            out.append(template.flow(cookie, addr))
+        return out
+
+    def _remote_rules(self, view: LocalView, sg_id: str, version: int) -> list[SecurityGroupRule]:
+        """The group's rules of one family that have a clause 3 (memoised per epoch)."""
+        memo = self._epoch(view)
+        key = ("remote_rules", sg_id, version)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = [
+                r
+                for r in view.sg_rules(sg_id)
+                if _version(r) == version and _expressible(r) and not _remote_is_any(view, r)
+            ]
+        return got  # type: ignore[return-value]
+
+    def _remote_template(
+        self, sg_id: str, side: _Side, version: int, prio: int, ids: tuple[str, ...]
+    ) -> tuple[int, FlowTemplate]:
+        """(cookie, template) of a clause-3 flow listing these rules: one per combination."""
+        memo: dict[object, tuple[int, FlowTemplate]] = self.__dict__.setdefault("_rtmpl", {})
+        key = (sg_id, side.acl, version, prio, ids)
+        got = memo.get(key)
+        if got is None:
             cookie = _cookie(ids[0]) if len(set(ids)) == 1 else _cookie(sg_id)
             actions = tuple(
                 sorted({Conjunction(rule_conj_id(i), 3, 3) for i in ids}, key=_conj_order)
             )
             field = ("ipv4_" if version == 4 else "ipv6_") + side.remote_end
-            out.append(self._flow(side.acl, prio, cookie, actions, _remote_match(field, cidr)))
-        return out
+            template = table(side.acl).template(
+                priority=prio, cookie_app=APP, varying=(), masked=(field,), actions=actions
+            )
+            if len(memo) >= 1 << 12:
+                memo.clear()
+            got = memo[key] = (cookie, template)
+        return got
 
     def _flow(
         self,

@@ -21,11 +21,12 @@ gets `eth_type=0x0800`; `match(tcp_dst=80)` raises because it could be IPv4 or I
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import operator
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, cast
 
@@ -1016,6 +1017,12 @@ class FlowTemplate:
     (exact match) for each of `varying`, then a canonical (value, mask) pair (mask None:
     exact; see `parse_value`) for each of `masked`; (0, 0) leaves that field out (any
     value; its prerequisites stay, and a field left out cannot make a valid flow invalid).
+
+    Action values may vary too: `action_values` lists the positions in `actions` of
+    Load, SetField (unmasked, not vlan_vid) and Output actions whose value each flow
+    gives, as an int after the match values (a register's range, the field's bits, a
+    valid OpenFlow port). The actions given there are samples: the shape is checked with
+    them, and no other value can make it invalid.
     """
 
     __slots__ = (
@@ -1024,6 +1031,9 @@ class FlowTemplate:
         "_masked",
         "_n",
         "_n_int",
+        "_order",
+        "_port_at",
+        "_slots",
         "actions",
         "app",
         "names",
@@ -1040,6 +1050,7 @@ class FlowTemplate:
         masked: Sequence[str],
         fixed: Mapping[str, MatchValue],
         actions: Sequence[Action],
+        action_values: Sequence[int] = (),
     ) -> None:
         names = (*varying, *masked)
         if set(names) & set(fixed) or len(set(names)) != len(names):
@@ -1057,6 +1068,10 @@ class FlowTemplate:
         self._masked = tuple((n, (1 << _BITS[n]) - 1) for n in masked)
         self._n_int = len(varying)
         self._n = len(names)
+        self._port_at = varying.index("in_port") if "in_port" in varying else -1
+        self._slots = tuple(_action_slot(self.actions, i) for i in action_values)
+        if len({slot[0] for slot in self._slots}) != len(self._slots):
+            raise IRError("FlowTemplate: an action value given twice")
         # Check the shape once through the ordinary path, with a sample value per field.
         sample = dict.fromkeys(names, 1)
         probe = table(stage).flow(
@@ -1066,16 +1081,23 @@ class FlowTemplate:
             actions=self.actions,
         )
         self._fixed = tuple(i for i in probe.match.items if i[0] not in sample)
+        # Match items are (fixed..., varying...): where each goes in name order (names are
+        # unique), so an exact template needs no sort.
+        all_names = [i[0] for i in self._fixed] + list(varying)
+        order = sorted(range(len(all_names)), key=all_names.__getitem__)
+        self._order = operator.itemgetter(*order) if len(order) > 1 else None
 
     def flow(self, cookie: int, *values: int | tuple[int, int | None]) -> Flow:
-        """The flow with these values (`varying` ints, then `masked` pairs)."""
+        """The flow with these values (`varying` ints, then `masked` pairs, then the
+        `action_values` ints)."""
         n = self._n_int
         ints = values[:n]
         # (v >> bits is 0 exactly when 0 <= v < 2**bits; map/any keep the loop in C)
         if (
             cookie >> _OBJECT_BITS != self.app
-            or len(values) != self._n
+            or len(values) != self._n + len(self._slots)
             or any(map(_rshift, ints, self._bits))
+            or (self._port_at >= 0 and not valid_port(ints[self._port_at]))  # type: ignore[arg-type]
         ):
             raise IRError(f"FlowTemplate({self.stage}): wrong cookie app, value count or range")
         items: list[tuple[str, int, int | None]] = [
@@ -1083,7 +1105,7 @@ class FlowTemplate:
             *zip(self.names, ints, _NONES, strict=False),  # type: ignore[list-item]
         ]
         if self._masked:
-            for (name, full), pair in zip(self._masked, values[n:], strict=True):
+            for (name, full), pair in zip(self._masked, values[n : self._n], strict=True):
                 value, mask = pair  # type: ignore[misc]
                 if mask == full:
                     mask = None
@@ -1094,17 +1116,64 @@ class FlowTemplate:
                 if not 0 <= value <= full:
                     raise IRError(f"{name}: {value} does not fit")
                 items.append((name, value, mask))
-        items.sort()
+            items.sort()
+            match_items = tuple(items)
+        elif self._order is not None:
+            match_items = self._order(items)
+        else:
+            match_items = tuple(items)
+        actions = self.actions
+        if self._slots:
+            acts = list(actions)
+            for (i, make, top, made), v in zip(self._slots, values[self._n :], strict=True):
+                try:  # (keys recur: one action object per value)
+                    a = made.get(v)  # type: ignore[arg-type]
+                except TypeError:  # unhashable: not an int
+                    a = None
+                if a is None:
+                    if type(v) is not int or not (0 <= v <= top if top else valid_port(v)):
+                        raise IRError(f"FlowTemplate({self.stage}): action value {v!r} invalid")
+                    a = make(v)
+                    if len(made) >= _MADE_MAX:
+                        made.clear()
+                    made[v] = a
+                acts[i] = a
+            actions = tuple(acts)
         setattr_ = _setattr
         m: Match = _new(Match)
-        setattr_(m, "items", tuple(items))
+        setattr_(m, "items", match_items)
         f: Flow = _new(Flow)  # valid by construction: no __init__/__post_init__
         setattr_(f, "stage", self.stage)
         setattr_(f, "priority", self.priority)
         setattr_(f, "match", m)
-        setattr_(f, "actions", self.actions)
+        setattr_(f, "actions", actions)
         setattr_(f, "cookie", cookie)
         return f
+
+
+_MADE_MAX = 1 << 14  # actions remembered per varying action of a template
+
+
+def _action_slot(
+    actions: tuple[Action, ...], i: int
+) -> tuple[int, Callable[[int], Action], int, dict[int, Action]]:
+    """(position, maker from a value, largest value or 0 for a port, the actions made so
+    far by value) of a varying action."""
+    if not 0 <= i < len(actions):
+        raise IRError(f"FlowTemplate: no action at position {i}")
+    a = actions[i]
+    t = type(a)
+    if t is Load:
+        reg = cast(Load, a).register
+        return i, functools.partial(Load, reg), registers.register(reg).max_value, {}
+    if t is SetField:
+        sf = cast(SetField, a)
+        spec = FIELDS.get(sf.field)
+        if spec is not None and sf.field in _SETFIELD_SHAPED and sf.mask is None:
+            return i, functools.partial(SetField, sf.field), _full(spec.bits), {}
+    if t is Output:
+        return i, Output, 0, {}
+    raise IRError(f"FlowTemplate: the value of {a!r} cannot vary")
 
 
 _rshift = operator.rshift
@@ -1144,10 +1213,18 @@ class Table:
         masked: Sequence[str] = (),
         fixed: Mapping[str, MatchValue] | None = None,
         actions: Sequence[Action] = (),
+        action_values: Sequence[int] = (),
     ) -> FlowTemplate:
         """A FlowTemplate of this stage (see there)."""
         return FlowTemplate(
-            self.stage.name, priority, cookie_app, varying, masked, fixed or {}, actions
+            self.stage.name,
+            priority,
+            cookie_app,
+            varying,
+            masked,
+            fixed or {},
+            actions,
+            action_values,
         )
 
     def group(
