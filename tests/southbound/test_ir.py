@@ -460,3 +460,56 @@ def test_template_action_values_are_range_checked() -> None:
             actions=(Load("router_key", 1),),  # not written by classification
             action_values=(0,),
         )
+
+
+def _outcome(fn: object, *args: object) -> object:
+    try:
+        return fn(*args)  # type: ignore[operator]
+    except IRError:
+        return IRError
+
+
+_VALUES = st.one_of(
+    st.integers(min_value=-2, max_value=1 << 130),
+    st.sampled_from([0, 1, 0xFF00, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFF8, 1 << 24, 1 << 48]),
+)
+_PAIRS = st.tuples(
+    _VALUES, st.one_of(st.none(), _VALUES, st.sampled_from([0, 0xFFFFFF00, (1 << 128) - 1]))
+)
+
+
+@given(st.data())
+def test_compiled_templates_equal_the_generic_path(data: st.DataObject) -> None:
+    from wyvern.apps import classifier, port_security, services
+
+    template = data.draw(
+        st.sampled_from(
+            [
+                port_security.IN_V4,
+                port_security.ND_NA,
+                port_security.L2_MAC,
+                port_security.IN_ARP_PROBE,
+                services.ARP_REPLY,
+                services.ND_PUNT,
+                classifier.PORT_FLOW,
+            ]
+        )
+    )
+    n_int, n_masked = len(template.names), len(template._masked)
+    values: list[object] = [data.draw(_VALUES) for _ in range(n_int)]
+    values += [data.draw(_PAIRS) for _ in range(n_masked)]
+    values += [data.draw(_VALUES) for _ in range(len(template._slots))]
+    if data.draw(st.booleans()):
+        values = values[: data.draw(st.integers(0, len(values)))]  # too few
+    cookie = data.draw(
+        st.sampled_from(
+            [
+                encode(cookies_app, "p1")
+                for cookies_app in ("services", "port_security", "classifier")
+            ]
+        )
+    )
+    got = _outcome(template.flow, cookie, *values)
+    assert got == _outcome(template.generic_flow, cookie, *values)
+    if isinstance(got, Flow):
+        got.validate()

@@ -187,7 +187,7 @@ class L2(App):
         if any(rport.id == port_id for rport, _ in router_ports(view, net.id)):
             return []  # a router interface: its MAC enters the router (the network's flows)
         template = TO_REMOTE if local_port(view, port_id) is None else TO_LOCAL
-        mac = parse_value("eth_dst", port.mac)[0]
+        mac = parse_value("eth_src", port.mac)[0]  # (the memo other apps filled)
         return [template.flow(encode("l2", port_id), net.key, mac, port.key)]
 
 

@@ -61,6 +61,7 @@ from wyvern.southbound.ir import (
     MatchValue,
     Move,
     SetField,
+    ip_value,
     parse_value,
     table,
 )
@@ -345,13 +346,13 @@ class L3App(App):
             if len(holders) > 1 and min(holders) != port.id:
                 continue  # one IP on two ports: the first (by id) wins
             try:
-                ip = ipaddress.ip_address(ip_text)
+                version, ip = ip_value(ip_text)
             except ValueError:
                 continue
-            if mac is None:
-                mac = parse_value("eth_dst", port.mac)[0]
-            template = _RESOLVE_V4 if ip.version == 4 else _RESOLVE_V6
-            f = template.flow(cookie, net.key, int(ip), mac)
+            if mac is None:  # (parsed as eth_src: the memo other apps filled)
+                mac = parse_value("eth_src", port.mac)[0]
+            template = _RESOLVE_V4 if version == 4 else _RESOLVE_V6
+            f = template.flow(cookie, net.key, ip, mac)
             flows.setdefault(f.key, f)
         return list(flows.values())
 

@@ -59,6 +59,7 @@ from wyvern.southbound.ir import (
     Move,
     Output,
     SetField,
+    ip_value,
     match,
     parse_value,
     table,
@@ -292,18 +293,18 @@ class Services(App):
             if idx.virtual(ip, port_id):
                 continue
             answers = idx.answers(ip, port_id)
-            addr = _address(ip)
-            if addr.version == 6:
-                for f in _nd_flows(nk, pk, int(addr), cookie, answers=answers):
+            version, addr = ip_value(ip)
+            if version == 6:
+                for f in _nd_flows(nk, pk, addr, cookie, answers=answers):
                     out.setdefault(f.key, f)
                 continue
-            own = ARP_OWN.flow(cookie, nk, int(addr), pk)
+            own = ARP_OWN.flow(cookie, nk, addr, pk)
             out.setdefault(own.key, own)
             if not answers:
                 continue
             if mac is None:
                 mac = parse_value("eth_src", port.mac)[0]
-            reply = ARP_REPLY.flow(cookie, nk, int(addr), mac, mac, int(addr))
+            reply = ARP_REPLY.flow(cookie, nk, addr, mac, mac, addr)
             out.setdefault(reply.key, reply)
         return list(out.values())
 

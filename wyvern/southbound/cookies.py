@@ -90,7 +90,8 @@ def clear_caches() -> None:
 
 def encode(app: AppName, object_id: str | int) -> int:
     """The cookie for flows that `app` installs on behalf of `object_id`."""
-    return (APPS[app] << OBJECT_BITS) | object_field(object_id)
+    got = _HASHES.get(object_id) if type(object_id) is str else None  # (the common case)
+    return (APPS[app] << OBJECT_BITS) | (object_field(object_id) if got is None else got)
 
 
 def decode(cookie: int) -> tuple[AppName, int]:
