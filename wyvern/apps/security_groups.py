@@ -68,9 +68,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import socket
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import port_ct_zone
@@ -101,6 +103,8 @@ from wyvern.southbound.ir import (
 from wyvern.southbound.pipeline import StageName
 
 APP: AppName = "security_groups"
+# (clause-1 template, its flows by (network key, port key), the group's cookie)
+_MemberMemo = tuple["FlowTemplate", dict[tuple[int, int], "Flow"], int]
 REMOTE = "sg_remote"  # owner kind of the per-address clause-3 flows
 
 # pre_acl / pre_acl_egress
@@ -316,6 +320,17 @@ def _what_matches(rule: SecurityGroupRule) -> list[dict[str, MatchValue]] | None
 def _network_info(text: str) -> tuple[int, int, int, str] | None:
     """(version, network address, prefix length, canonical text) of an address or CIDR
     as ipaddress.ip_network(text, strict=False) reads it; None: not one. Memoised."""
+    addr, slash, plen = text.partition("/")
+    if not slash or (plen.isascii() and plen.isdigit() and len(plen) <= 2 and int(plen) <= 32):
+        try:  # an IPv4 dotted quad, fast (ipaddress is slow; port addresses are many)
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
+        except (OSError, ValueError):
+            pass
+        else:
+            bits = int(plen) if slash else 32
+            value &= 0xFFFFFFFF ^ ((1 << (32 - bits)) - 1)
+            dotted = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+            return 4, value, bits, f"{dotted}/{bits}"
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -658,12 +673,31 @@ class SecurityGroups(App):
         """A member port's clause-1 flow of a group on one side ((network_key, port key) →
         the conjunctions of the group's rules), owned by the port: a port joining or
         leaving a group touches only its own flows here."""
+        epoch = self._epoch(view)
+        found = epoch.get(("member", sg_id, side.acl, stateful))
+        if found is None:
+            found = epoch[("member", sg_id, side.acl, stateful)] = self._member_template(
+                view, sg_id, stateful, side
+            )
+        if not found:
+            return None
+        template, flows, group_cookie = cast(_MemberMemo, found)
+        flow = flows.get((net_key, key))
+        if flow is None:
+            flow = flows[(net_key, key)] = template.flow(group_cookie, net_key, key)
+        return flow
+
+    def _member_template(
+        self, view: LocalView, sg_id: str, stateful: bool, side: _Side
+    ) -> _MemberMemo | tuple[()]:
+        """(template, its flows by (network key, port key), cookie) of a group's clause-1
+        flows on one side, () if it has none; kept while the group's rules and priority
+        stay, so a member's flow is one lookup and the same object as last time."""
         port_actions = self._port_conj(view, sg_id, stateful, side)
         if not port_actions:
-            return None
+            return ()
         prio = self._priority(view, sg_id)
         group_cookie = _cookie(sg_id)
-        # One memo per (side, group, rules): then a member's flow is one cheap lookup.
         memo: dict[object, tuple[FlowTemplate, dict[tuple[int, int], Flow]]] = (
             self.__dict__.setdefault("_member_memo", {})
         )
@@ -681,11 +715,7 @@ class SecurityGroups(App):
                 ),
                 {},
             )
-        template, flows = known
-        flow = flows.get((net_key, key))
-        if flow is None:
-            flow = flows[(net_key, key)] = template.flow(group_cookie, net_key, key)
-        return flow
+        return (*known, group_cookie)
 
     def _group_flows(self, view: LocalView, sg_id: str) -> list[Flow]:
         sg = view.security_groups.get(sg_id)

@@ -258,6 +258,8 @@ def clear_caches() -> None:
     _ITEMS.clear()
     _PREREQ_PLANS.clear()
     _VALID_SHAPES.clear()
+    for made in _MADE.values():
+        made.clear()
 
 
 def parse_value(name: str, raw: MatchValue) -> tuple[int, int]:
@@ -1275,22 +1277,30 @@ def _action_slot(
     actions: tuple[Action, ...], i: int
 ) -> tuple[int, Callable[[int], Action], int, dict[int, Action]]:
     """(position, maker from a value, largest value or 0 for a port, the actions made so
-    far by value) of a varying action."""
+    far by value: shared by every template varying that kind of action) of a varying
+    action."""
     if not 0 <= i < len(actions):
         raise IRError(f"FlowTemplate: no action at position {i}")
     a = actions[i]
     t = type(a)
     if t is Load:
         reg = cast(Load, a).register
-        return i, functools.partial(Load, reg), registers.register(reg).max_value, {}
+        made = _MADE.setdefault((Load, reg), {})
+        return i, functools.partial(Load, reg), registers.register(reg).max_value, made
     if t is SetField:
         sf = cast(SetField, a)
         spec = FIELDS.get(sf.field)
         if spec is not None and sf.field in _SETFIELD_SHAPED and sf.mask is None:
-            return i, functools.partial(SetField, sf.field), _full(spec.bits), {}
+            made = _MADE.setdefault((SetField, sf.field), {})
+            return i, functools.partial(SetField, sf.field), _full(spec.bits), made
     if t is Output:
-        return i, Output, 0, {}
+        return i, Output, 0, _MADE.setdefault((Output, ""), {})
     raise IRError(f"FlowTemplate: the value of {a!r} cannot vary")
+
+
+# (action type, register or field) -> value -> the action: one zone's Load serves the
+# classifier's flow and the port's four pre_acl flows
+_MADE: dict[tuple[type, str], dict[int, Action]] = {}
 
 
 _rshift = operator.rshift
