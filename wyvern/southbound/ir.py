@@ -27,7 +27,7 @@ import itertools
 import operator
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, cast
 
 from wyvern.southbound import cookies, pipeline, registers
@@ -929,8 +929,13 @@ class Flow:
     match: Match
     actions: tuple[Action, ...]
     cookie: int
+    # The FlowTemplate that built it, if one did (render.py renders its flows by a plan
+    # made once per template). Not part of the flow's value.
+    template: FlowTemplate | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.template is not None:
+            raise IRError(f"stage {self.stage}: only a FlowTemplate sets a flow's template")
         if type(self.match) is not Match or type(self.actions) is not tuple:
             pipeline.stage(self.stage)  # an unknown stage is named first
             raise IRError(f"stage {self.stage}: build flows with table(...).flow(...)")
@@ -1051,8 +1056,10 @@ class FlowTemplate:
         "flow",
         "names",
         "priority",
+        "render_plan",
         "stage",
     )
+    render_plan: object  # render.py's, made at the first render of one of its flows
     # flow(cookie, *values) -> Flow: `generic_flow`, compiled for this shape (see _compile)
     flow: Callable[..., Flow]
 
@@ -1076,6 +1083,7 @@ class FlowTemplate:
             raise IRError(f"FlowTemplate: {bad} cannot vary (unknown, decides validity, or mask)")
         self.stage = stage
         self.priority = priority
+        self.render_plan = None
         self.actions = tuple(actions)
         self.app = cookies.APPS[cookie_app]  # type: ignore[index]
         self.names = tuple(varying)
@@ -1103,6 +1111,16 @@ class FlowTemplate:
         self._order = operator.itemgetter(*order) if len(order) > 1 else None
         self.flow = self._compile()
 
+    @property
+    def match_length(self) -> int:
+        """How many items its flows' matches have when no masked field is left out."""
+        return len(self._fixed) + self._n
+
+    @property
+    def varying_actions(self) -> frozenset[int]:
+        """The positions in `actions` whose values its flows give."""
+        return frozenset(slot[0] for slot in self._slots)
+
     def _compile(self) -> Callable[..., Flow]:
         """`generic_flow` as straight-line code for this shape (names, bit widths and
         constants inlined), ~2x faster: apps build a quarter million flows so at 10k
@@ -1120,6 +1138,7 @@ class FlowTemplate:
             "_slots": self._slots,
             "_actions": self.actions,
             "_stage": self.stage,
+            "_template": self,
         }
         params = [f"v{i}" for i in range(n_int)]
         params += [f"m{j}" for j in range(n - n_int)]
@@ -1187,6 +1206,7 @@ class FlowTemplate:
             "    _set(f, 'match', m)",
             f"    _set(f, 'actions', {actions})",
             "    _set(f, 'cookie', cookie)",
+            "    _set(f, 'template', _template)",
             "    return f",
         ]
         exec("\n".join(body), ns)  # (made above from checked field names and ints only)
@@ -1253,6 +1273,7 @@ class FlowTemplate:
         setattr_(f, "match", m)
         setattr_(f, "actions", actions)
         setattr_(f, "cookie", cookie)
+        setattr_(f, "template", self)
         return f
 
 
