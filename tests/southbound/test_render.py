@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -29,7 +30,6 @@ from wyvern.southbound.ir import (
     Goto,
     Group,
     GroupDef,
-    IRError,
     Load,
     MatchValue,
     Move,
@@ -550,8 +550,11 @@ def test_template_flows_render_as_the_equal_checked_flows() -> None:
 
 def test_only_templates_set_a_flows_template() -> None:
     f = port_security_flow()
-    with pytest.raises(IRError):
-        Flow(f.stage, f.priority, f.match, f.actions, f.cookie, f.template)
+    assert Flow(f.stage, f.priority, f.match, f.actions, f.cookie, f.template).template is None
+    other = dataclasses.replace(f, match=match(network_key=7, eth_src="fa:16:3e:00:00:02"))
+    assert other.template is None and render_flow(other) == render_flow(
+        Flow(f.stage, f.priority, other.match, f.actions, f.cookie)
+    )
 
 
 def port_security_flow() -> Flow:

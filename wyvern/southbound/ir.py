@@ -934,8 +934,8 @@ class Flow:
     template: FlowTemplate | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.template is not None:
-            raise IRError(f"stage {self.stage}: only a FlowTemplate sets a flow's template")
+        if self.template is not None:  # only a template sets it (dataclasses.replace of
+            _setattr(self, "template", None)  # its flow may change the shape): render plain
         if type(self.match) is not Match or type(self.actions) is not tuple:
             pipeline.stage(self.stage)  # an unknown stage is named first
             raise IRError(f"stage {self.stage}: build flows with table(...).flow(...)")
