@@ -58,7 +58,7 @@ try:  # (older trees, for a before/after comparison, have no RenderedLines)
     from wyvern.southbound.flowtext import RenderedLines
 except ImportError:  # pragma: no cover
     RenderedLines = list  # type: ignore[misc,assignment]
-from wyvern.southbound import ir, render  # noqa: E402
+from wyvern.southbound import cookies, ir, render  # noqa: E402
 from wyvern.southbound.installer import FlowInstaller  # noqa: E402
 from wyvern.southbound.ovs import OvsInstance  # noqa: E402
 
@@ -351,7 +351,7 @@ def cold_start() -> None:
     """Forget the module-level memos (parsed values, validated shapes, rendered text, and
     every functools.lru_cache of a wyvern module), so that every repeat measures what a
     restarted agent does, not a warm second run."""
-    for module in (ir, render):
+    for module in (ir, render, cookies):
         clear = getattr(module, "clear_caches", None)
         if clear is not None:  # (older trees, for a before/after comparison)
             clear()

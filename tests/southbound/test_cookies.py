@@ -62,3 +62,16 @@ def test_index_refuses_collisions() -> None:
     idx._by_cookie[cookies.encode("l2", 8)] = ("l2", "someone-else")
     with pytest.raises(ValueError, match="collides"):
         idx.register("l2", 8)
+
+
+@given(st.text(max_size=40), st.sampled_from(sorted(APPS)))
+def test_memoised_hash_equals_a_cold_one(object_id: str, app: cookies.AppName) -> None:
+    """encode() remembers each id's hash: warm, cold and case/space variants agree."""
+    warm = cookies.encode(app, object_id)
+    assert cookies.encode(app, object_id) == warm
+    cookies.clear_caches()
+    assert cookies.encode(app, object_id) == warm
+    assert cookies.encode(app, f" {object_id.upper()} ") == cookies.encode(
+        app, f"{object_id.upper()}"
+    )
+    assert cookies.encode(app, 7) == (APPS[app] << 56) | 7  # small keys are not hashed

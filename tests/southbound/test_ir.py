@@ -374,3 +374,142 @@ def test_template_mask_zero_leaves_the_field_out() -> None:
     assert t.flow(ps, 1, (0, 0)).match == match(network_key=1, eth_type=ETH_TYPE_IP)
     with pytest.raises(IRError):
         t.flow(ps, 1, (5, 0))
+
+
+def test_template_action_values_equal_checked_flows() -> None:
+    sv = encode("services", "p1")
+    t = table("services").template(
+        priority=100,
+        cookie_app="services",
+        varying=("network_key", "arp_tpa"),
+        fixed={"eth_type": ETH_TYPE_ARP, "arp_op": 1},
+        actions=(Move("eth_src", "eth_dst"), SetField("eth_src", 0), Output(1)),
+        action_values=(1, 2),
+    )
+    got = t.flow(sv, 7, 0x0A000005, 0xFA163E000001, 42)
+    want = table("services").flow(
+        priority=100,
+        cookie=sv,
+        match=match(network_key=7, eth_type=ETH_TYPE_ARP, arp_op=1, arp_tpa="10.0.0.5"),
+        actions=(Move("eth_src", "eth_dst"), SetField("eth_src", 0xFA163E000001), Output(42)),
+    )
+    assert got == want and hash(got) == hash(want)
+    got.validate()
+    # the same value twice: equal actions (shared), other values: other actions
+    assert t.flow(sv, 7, 6, 1, 2).actions == t.flow(sv, 8, 9, 1, 2).actions
+    assert t.flow(sv, 7, 6, 1, 2).actions != t.flow(sv, 7, 6, 1, 3).actions
+
+
+def test_template_action_values_are_range_checked() -> None:
+    cl = encode("classifier", "p1")
+    t = table("classification").template(
+        priority=100,
+        cookie_app="classifier",
+        varying=("in_port",),
+        actions=(Load("src_port_key", 0), Load("port_ct_zone", 0), Goto("port_security")),
+        action_values=(0, 1),
+    )
+    assert t.flow(cl, 3, 5, 0xFFFF).actions[1] == Load("port_ct_zone", 0xFFFF)
+    with pytest.raises(IRError):
+        t.flow(cl, 3, 5, 0x10000)  # port_ct_zone is 16 bits
+    with pytest.raises(IRError):
+        t.flow(cl, 3, -1, 1)
+    with pytest.raises(IRError):
+        t.flow(cl, 3, "5", 1)  # values are ints
+    with pytest.raises(IRError):
+        t.flow(cl, 3, 5)  # a value missing
+    with pytest.raises(IRError):  # in_port values are OpenFlow port numbers
+        t.flow(cl, 0, 5, 1)
+    with pytest.raises(IRError):
+        t.flow(cl, 0xFF00, 5, 1)
+    out = table("output").template(
+        priority=100,
+        cookie_app="output",
+        varying=("network_key",),
+        actions=(Output(1),),
+        action_values=(0,),
+    )
+    oc = encode("output", "p1")
+    assert out.flow(oc, 1, 0xFFFFFFF8).actions == (Output(0xFFFFFFF8),)  # in_port
+    with pytest.raises(IRError):
+        out.flow(oc, 1, 0)
+    with pytest.raises(IRError):
+        out.flow(oc, 1, 0xFF00)
+    # only Load, unmasked SetField (not vlan_vid) and Output values vary
+    for actions in (
+        (Goto("port_security"),),
+        (SetField("eth_src", 1, mask=1), Goto("port_security")),
+    ):
+        with pytest.raises(IRError):
+            table("classification").template(
+                priority=1,
+                cookie_app="classifier",
+                varying=(),
+                actions=actions,
+                action_values=(0,),
+            )
+    with pytest.raises(IRError):  # no action there
+        table("classification").template(
+            priority=1, cookie_app="classifier", varying=(), action_values=(0,)
+        )
+    with pytest.raises(IRError):  # the sample is checked like table().flow()
+        table("classification").template(
+            priority=1,
+            cookie_app="classifier",
+            varying=(),
+            actions=(Load("router_key", 1),),  # not written by classification
+            action_values=(0,),
+        )
+
+
+def _outcome(fn: object, *args: object) -> object:
+    try:
+        return fn(*args)  # type: ignore[operator]
+    except IRError:
+        return IRError
+
+
+_VALUES = st.one_of(
+    st.integers(min_value=-2, max_value=1 << 130),
+    st.sampled_from([0, 1, 0xFF00, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFF8, 1 << 24, 1 << 48]),
+)
+_PAIRS = st.tuples(
+    _VALUES, st.one_of(st.none(), _VALUES, st.sampled_from([0, 0xFFFFFF00, (1 << 128) - 1]))
+)
+
+
+@given(st.data())
+def test_compiled_templates_equal_the_generic_path(data: st.DataObject) -> None:
+    from wyvern.apps import classifier, port_security, services
+
+    template = data.draw(
+        st.sampled_from(
+            [
+                port_security.IN_V4,
+                port_security.ND_NA,
+                port_security.L2_MAC,
+                port_security.IN_ARP_PROBE,
+                services.ARP_REPLY,
+                services.ND_PUNT,
+                classifier.PORT_FLOW,
+            ]
+        )
+    )
+    n_int, n_masked = len(template.names), len(template._masked)
+    values: list[object] = [data.draw(_VALUES) for _ in range(n_int)]
+    values += [data.draw(_PAIRS) for _ in range(n_masked)]
+    values += [data.draw(_VALUES) for _ in range(len(template._slots))]
+    if data.draw(st.booleans()):
+        values = values[: data.draw(st.integers(0, len(values)))]  # too few
+    cookie = data.draw(
+        st.sampled_from(
+            [
+                encode(cookies_app, "p1")
+                for cookies_app in ("services", "port_security", "classifier")
+            ]
+        )
+    )
+    got = _outcome(template.flow, cookie, *values)
+    assert got == _outcome(template.generic_flow, cookie, *values)
+    if isinstance(got, Flow):
+        got.validate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -523,3 +524,40 @@ def test_random_classification_matches_parse(
         priority=data.draw(st.integers(0, 0xFFFF)), cookie=encode("classifier", 1), match=fields
     )
     _parse([render_flow(f)], tmp_path, "OpenFlow15")
+
+
+def test_template_flows_render_as_the_equal_checked_flows() -> None:
+    """render_flow takes a template's plan for its flows: same text as without it."""
+    from wyvern.apps import l2, port_security, services
+
+    ps, sv, l2c = (encode(a, "p1") for a in ("port_security", "services", "l2"))
+    mac = 0xFA163E000001
+    built = [
+        port_security.IN_V4.flow(ps, 7, 3, mac, (0x0A000005, None)),
+        port_security.IN_V4.flow(ps, 7, 3, mac, (0x0A000000, 0xFFFFFF00)),
+        port_security.IN_V4.flow(ps, 7, 3, mac, (0, 0)),  # ipv4_src left out
+        port_security.L2_NO_V4.flow(ps, 7, 3, mac),  # drop
+        port_security.ND_NA.flow(ps, 7, 3, mac, 0, (1, None)),
+        services.ARP_REPLY.flow(sv, 7, 0x0A000005, mac, mac, 0x0A000005),
+        services.ARP_OWN.flow(sv, 7, 0x0A000005, 3),
+        l2.TO_LOCAL.flow(l2c, 7, mac, 3),
+    ]
+    for f in built * 2:  # (the second time from the plans the first one made)
+        plain = Flow(f.stage, f.priority, f.match, f.actions, f.cookie)
+        assert plain == f and plain.template is None and f.template is not None
+        assert render_flow(f) == render_flow(plain)
+
+
+def test_only_templates_set_a_flows_template() -> None:
+    f = port_security_flow()
+    assert Flow(f.stage, f.priority, f.match, f.actions, f.cookie, f.template).template is None
+    other = dataclasses.replace(f, match=match(network_key=7, eth_src="fa:16:3e:00:00:02"))
+    assert other.template is None and render_flow(other) == render_flow(
+        Flow(f.stage, f.priority, other.match, f.actions, f.cookie)
+    )
+
+
+def port_security_flow() -> Flow:
+    from wyvern.apps import port_security
+
+    return port_security.L2_MAC.flow(encode("port_security", "p1"), 7, 3, 0xFA163E000001)

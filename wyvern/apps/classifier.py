@@ -131,19 +131,22 @@ class Classifier(App):
         port, net, ofport = found
         if not port_is_up(port, net):
             return []  # the stage default drops its packets
-        return [
-            table("classification").flow(
-                priority=PRIORITY_PORT,
-                cookie=encode("classifier", port_id),
-                match=match(in_port=ofport),
-                actions=(
-                    Load("src_port_key", port.key),
-                    Load("network_key", net.key),
-                    Load("port_ct_zone", zone),
-                    Goto("port_security"),
-                ),
-            )
-        ]
+        return [PORT_FLOW.flow(encode("classifier", port_id), ofport, port.key, net.key, zone)]
+
+
+# flow(cookie, ofport, port key, network key, zone)
+PORT_FLOW = table("classification").template(
+    priority=PRIORITY_PORT,
+    cookie_app="classifier",
+    varying=("in_port",),
+    actions=(
+        Load("src_port_key", 0),
+        Load("network_key", 0),
+        Load("port_ct_zone", 0),
+        Goto("port_security"),
+    ),
+    action_values=(0, 1, 2),
+)
 
 
 def tunnel_flows(view: LocalView, network_id: str) -> list[Flow]:

@@ -44,7 +44,18 @@ from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
 from wyvern.controller.view import Change, LocalView, Port
 from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import Action, Flow, Goto, Load, Resubmit, match, table
+from wyvern.southbound.ir import (
+    Action,
+    Flow,
+    FlowTemplate,
+    Goto,
+    Load,
+    Resubmit,
+    match,
+    parse_value,
+    table,
+)
+from wyvern.southbound.pipeline import StageName
 
 P_ROUTER = 110
 P_PORT = 100
@@ -180,14 +191,21 @@ class L2(App):
             return []
         if any(rport.id == port_id for rport, _ in router_ports(view, net.id)):
             return []  # a router interface: its MAC enters the router (the network's flows)
-        return [
-            table("l2_lookup").flow(
-                priority=P_PORT,
-                cookie=encode("l2", port_id),
-                match=match(network_key=net.key, eth_dst=port.mac),
-                actions=(
-                    Load("dst_port_key", port.key),
-                    Goto("output" if local_port(view, port_id) is None else "pre_acl_egress"),
-                ),
-            )
-        ]
+        template = TO_REMOTE if local_port(view, port_id) is None else TO_LOCAL
+        mac = parse_value("eth_src", port.mac)[0]  # (the memo other apps filled)
+        return [template.flow(encode("l2", port_id), net.key, mac, port.key)]
+
+
+def _port_template(then: StageName) -> FlowTemplate:
+    """eth_dst = a port's MAC → its key, then `then`: flow(cookie, net key, MAC, key)."""
+    return table("l2_lookup").template(
+        priority=P_PORT,
+        cookie_app="l2",
+        varying=("network_key", "eth_dst"),
+        actions=(Load("dst_port_key", 0), Goto(then)),
+        action_values=(0,),
+    )
+
+
+TO_LOCAL = _port_template("pre_acl_egress")
+TO_REMOTE = _port_template("output")

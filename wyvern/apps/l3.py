@@ -55,11 +55,14 @@ from wyvern.southbound.ir import (
     Controller,
     DecTtl,
     Flow,
+    FlowTemplate,
     Goto,
     Load,
     MatchValue,
     Move,
     SetField,
+    ip_value,
+    parse_value,
     table,
 )
 
@@ -336,27 +339,20 @@ class L3App(App):
         """One port's addresses as next hops (owned per port: a port coming or going in a
         network of thousands touches only its own flows)."""
         cookie = encode("l3", port.id)
-        ar = table("arp_resolve")
+        mac: int | None = None
         flows: dict[object, Flow] = {}
         for ip_text in port.ips:
             holders = view.ports_by_ip.get((net.id, ip_text), ())
             if len(holders) > 1 and min(holders) != port.id:
                 continue  # one IP on two ports: the first (by id) wins
             try:
-                ip = ipaddress.ip_address(ip_text)
+                version, ip = ip_value(ip_text)
             except ValueError:
                 continue
-            m: dict[str, MatchValue]
-            if ip.version == 4:
-                m = {"network_key": net.key, "eth_type": ETH_TYPE_IP, "next_hop_ipv4": int(ip)}
-            else:
-                m = {"network_key": net.key, "ipv6_dst": ip}
-            f = ar.flow(
-                priority=PRIO_RESOLVE,
-                cookie=cookie,
-                match=m,
-                actions=(SetField("eth_dst", port.mac), Goto("snat")),
-            )
+            if mac is None:  # (parsed as eth_src: the memo other apps filled)
+                mac = parse_value("eth_src", port.mac)[0]
+            template = _RESOLVE_V4 if version == 4 else _RESOLVE_V6
+            f = template.flow(cookie, net.key, ip, mac)
             flows.setdefault(f.key, f)
         return list(flows.values())
 
@@ -367,3 +363,19 @@ def _ip_sort(text: str) -> tuple[int, int]:
     except ValueError:
         return (9, 0)
     return (ip.version, int(ip))
+
+
+def _resolve_template(family: dict[str, MatchValue], field: str) -> FlowTemplate:
+    """A port's address as a next hop → its MAC: flow(cookie, net key, address, MAC)."""
+    return table("arp_resolve").template(
+        priority=PRIO_RESOLVE,
+        cookie_app="l3",
+        varying=("network_key", field),
+        fixed=family,
+        actions=(SetField("eth_dst", 0), Goto("snat")),
+        action_values=(0,),
+    )
+
+
+_RESOLVE_V4 = _resolve_template({"eth_type": ETH_TYPE_IP}, "next_hop_ipv4")
+_RESOLVE_V6 = _resolve_template({"eth_type": ETH_TYPE_IPV6}, "ipv6_dst")

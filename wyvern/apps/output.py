@@ -126,24 +126,26 @@ class OutputApp(App):
                 )
             ]
         return [
-            st.flow(
-                priority=P_LOOPBACK,
-                cookie=cookie,
-                match=match(
-                    network_key=net.key,
-                    dst_port_key=port.key,
-                    in_port=ofport,
-                    flag_allow_loopback=1,
-                ),
-                actions=(Output(PORT_IN_PORT),),
-            ),
-            st.flow(
-                priority=P_PORT,
-                cookie=cookie,
-                match=match(network_key=net.key, dst_port_key=port.key),
-                actions=(Output(ofport),),
-            ),
+            LOOPBACK.flow(cookie, net.key, port.key, ofport),
+            TO_PORT.flow(cookie, net.key, port.key, ofport),
         ]
+
+
+# A local port's flows: flow(cookie, network key, port key, ofport).
+LOOPBACK = table("output").template(
+    priority=P_LOOPBACK,
+    cookie_app="output",
+    varying=("network_key", "dst_port_key", "in_port"),
+    fixed={"flag_allow_loopback": 1},
+    actions=(Output(PORT_IN_PORT),),
+)
+TO_PORT = table("output").template(
+    priority=P_PORT,
+    cookie_app="output",
+    varying=("network_key", "dst_port_key"),
+    actions=(Output(1),),
+    action_values=(0,),
+)
 
 
 def remote_flows(view: LocalView, port_id: str) -> list[Flow]:

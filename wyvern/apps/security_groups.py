@@ -68,9 +68,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import socket
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import port_ct_zone
@@ -88,6 +90,7 @@ from wyvern.southbound.ir import (
     Ct,
     CtClear,
     Flow,
+    FlowTemplate,
     Goto,
     Load,
     Match,
@@ -100,6 +103,8 @@ from wyvern.southbound.ir import (
 from wyvern.southbound.pipeline import StageName
 
 APP: AppName = "security_groups"
+# (clause-1 template, its flows by (network key, port key), the group's cookie)
+_MemberMemo = tuple["FlowTemplate", dict[tuple[int, int], "Flow"], int]
 REMOTE = "sg_remote"  # owner kind of the per-address clause-3 flows
 
 # pre_acl / pre_acl_egress
@@ -166,6 +171,37 @@ TO_VM = _Side(
     "src",
 )
 SIDES = (FROM_VM, TO_VM)
+
+
+def _pre_templates(stateful: bool) -> tuple[FlowTemplate, ...]:
+    """A protected port's pre_acl / pre_acl_egress flows, per side and IP version: its
+    IP traffic through conntrack in its zone (stateful) or straight to the acl."""
+    out = []
+    for side in SIDES:
+        for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+            actions: tuple[Action, ...]
+            if stateful:
+                actions = (Load("port_ct_zone", 1),)  # the zone varies per port
+                if side is TO_VM:
+                    actions += (CtClear(),)
+                actions += (Ct(zone="port_ct_zone", table=side.acl),)
+            else:
+                actions = (CtClear(), Goto(side.acl)) if side is TO_VM else (Goto(side.acl),)
+            out.append(
+                table(side.pre).template(
+                    priority=P_PORT,
+                    cookie_app=APP,
+                    varying=("network_key", side.port_key),
+                    fixed={"eth_type": et},
+                    actions=actions,
+                    action_values=(0,) if stateful else (),
+                )
+            )
+    return tuple(out)
+
+
+_PRE_STATEFUL = _pre_templates(True)
+_PRE_STATELESS = _pre_templates(False)
 
 
 def _h32(text: str) -> int:
@@ -284,6 +320,17 @@ def _what_matches(rule: SecurityGroupRule) -> list[dict[str, MatchValue]] | None
 def _network_info(text: str) -> tuple[int, int, int, str] | None:
     """(version, network address, prefix length, canonical text) of an address or CIDR
     as ipaddress.ip_network(text, strict=False) reads it; None: not one. Memoised."""
+    addr, slash, plen = text.partition("/")
+    if not slash or (plen.isascii() and plen.isdigit() and len(plen) <= 2 and int(plen) <= 32):
+        try:  # an IPv4 dotted quad, fast (ipaddress is slow; port addresses are many)
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
+        except (OSError, ValueError):
+            pass
+        else:
+            bits = int(plen) if slash else 32
+            value &= 0xFFFFFFFF ^ ((1 << (32 - bits)) - 1)
+            dotted = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+            return 4, value, bits, f"{dotted}/{bits}"
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -582,23 +629,12 @@ class SecurityGroups(App):
         if found is None:
             return []
         port, net_key, zone = found
-        stateful = port_is_stateful(view, port)
         cookie = _cookie(port_id)
-        out: list[Flow] = []
-        for side in SIDES:
-            actions: tuple[Action, ...]
-            for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
-                m = match(network_key=net_key, eth_type=et, **{side.port_key: port.key})
-                if stateful:
-                    actions = (Load("port_ct_zone", zone),)
-                    if side is TO_VM:
-                        actions += (CtClear(),)
-                    actions += (Ct(zone="port_ct_zone", table=side.acl),)
-                else:
-                    actions = (CtClear(), Goto(side.acl)) if side is TO_VM else (Goto(side.acl),)
-                out.append(
-                    table(side.pre).flow(priority=P_PORT, cookie=cookie, match=m, actions=actions)
-                )
+        key = port.key
+        if port_is_stateful(view, port):
+            out = [t.flow(cookie, net_key, key, zone) for t in _PRE_STATEFUL]
+        else:
+            out = [t.flow(cookie, net_key, key) for t in _PRE_STATELESS]
         # Clause 1 of every rule of each of the port's groups (see _member_flow).
         for sg_id in dict.fromkeys(port.security_group_ids):
             sg = view.security_groups.get(sg_id)
@@ -637,30 +673,49 @@ class SecurityGroups(App):
         """A member port's clause-1 flow of a group on one side ((network_key, port key) →
         the conjunctions of the group's rules), owned by the port: a port joining or
         leaving a group touches only its own flows here."""
+        epoch = self._epoch(view)
+        found = epoch.get(("member", sg_id, side.acl, stateful))
+        if found is None:
+            found = epoch[("member", sg_id, side.acl, stateful)] = self._member_template(
+                view, sg_id, stateful, side
+            )
+        if not found:
+            return None
+        template, flows, group_cookie = cast(_MemberMemo, found)
+        flow = flows.get((net_key, key))
+        if flow is None:
+            flow = flows[(net_key, key)] = template.flow(group_cookie, net_key, key)
+        return flow
+
+    def _member_template(
+        self, view: LocalView, sg_id: str, stateful: bool, side: _Side
+    ) -> _MemberMemo | tuple[()]:
+        """(template, its flows by (network key, port key), cookie) of a group's clause-1
+        flows on one side, () if it has none; kept while the group's rules and priority
+        stay, so a member's flow is one lookup and the same object as last time."""
         port_actions = self._port_conj(view, sg_id, stateful, side)
         if not port_actions:
-            return None
+            return ()
         prio = self._priority(view, sg_id)
         group_cookie = _cookie(sg_id)
-        # One memo per (side, group, rules): then a member's flow is one cheap lookup.
-        memo: dict[object, dict[tuple[int, int], Flow]] = self.__dict__.setdefault(
-            "_member_memo", {}
+        memo: dict[object, tuple[FlowTemplate, dict[tuple[int, int], Flow]]] = (
+            self.__dict__.setdefault("_member_memo", {})
         )
         outer = (side.acl, side.port_key, prio, group_cookie, port_actions)
         known = memo.get(outer)
-        if known is None or len(known) >= 1 << 16:
+        if known is None or len(known[1]) >= 1 << 16:
             if len(memo) >= 1 << 10:
                 memo.clear()
-            known = memo[outer] = {}
-        flow = known.get((net_key, key))
-        if flow is None:
-            flow = known[(net_key, key)] = table(side.acl).flow(
-                priority=prio,
-                cookie=group_cookie,
-                match=match(network_key=net_key, **{side.port_key: key}),
-                actions=port_actions,
+            known = memo[outer] = (
+                table(side.acl).template(
+                    priority=prio,
+                    cookie_app=APP,
+                    varying=("network_key", side.port_key),
+                    actions=port_actions,
+                ),
+                {},
             )
-        return flow
+        return (*known, group_cookie)
 
     def _group_flows(self, view: LocalView, sg_id: str) -> list[Flow]:
         sg = view.security_groups.get(sg_id)
@@ -742,30 +797,57 @@ class SecurityGroups(App):
             return []
         if not self._has_local_member(view, sg_id):
             return []
-        version = info[0]
+        version, value, plen, _ = info
         rules = [
-            r
-            for r in view.sg_rules(sg_id)
-            if _version(r) == version
-            and _expressible(r)
-            and _remote_contains(view, r, cidr)
-            and not _remote_is_any(view, r)
+            r for r in self._remote_rules(view, sg_id, version) if _remote_contains(view, r, cidr)
         ]
         if not rules:
             return []
         prio = self._priority(view, sg_id)
+        bits = 32 if version == 4 else 128
+        addr = (value, ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1))
         out: list[Flow] = []
         for side in SIDES:
-            ids = [r.id for r in rules if r.direction == side.rule_direction]
+            ids = tuple(r.id for r in rules if r.direction == side.rule_direction)
             if not ids:
                 continue
+            cookie, template = self._remote_template(sg_id, side, version, prio, ids)
+            out.append(template.flow(cookie, addr))
+        return out
+
+    def _remote_rules(self, view: LocalView, sg_id: str, version: int) -> list[SecurityGroupRule]:
+        """The group's rules of one family that have a clause 3 (memoised per epoch)."""
+        memo = self._epoch(view)
+        key = ("remote_rules", sg_id, version)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = [
+                r
+                for r in view.sg_rules(sg_id)
+                if _version(r) == version and _expressible(r) and not _remote_is_any(view, r)
+            ]
+        return got  # type: ignore[return-value]
+
+    def _remote_template(
+        self, sg_id: str, side: _Side, version: int, prio: int, ids: tuple[str, ...]
+    ) -> tuple[int, FlowTemplate]:
+        """(cookie, template) of a clause-3 flow listing these rules: one per combination."""
+        memo: dict[object, tuple[int, FlowTemplate]] = self.__dict__.setdefault("_rtmpl", {})
+        key = (sg_id, side.acl, version, prio, ids)
+        got = memo.get(key)
+        if got is None:
             cookie = _cookie(ids[0]) if len(set(ids)) == 1 else _cookie(sg_id)
             actions = tuple(
                 sorted({Conjunction(rule_conj_id(i), 3, 3) for i in ids}, key=_conj_order)
             )
             field = ("ipv4_" if version == 4 else "ipv6_") + side.remote_end
-            out.append(self._flow(side.acl, prio, cookie, actions, _remote_match(field, cidr)))
-        return out
+            template = table(side.acl).template(
+                priority=prio, cookie_app=APP, varying=(), masked=(field,), actions=actions
+            )
+            if len(memo) >= 1 << 12:
+                memo.clear()
+            got = memo[key] = (cookie, template)
+        return got
 
     def _flow(
         self,

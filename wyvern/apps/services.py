@@ -59,7 +59,9 @@ from wyvern.southbound.ir import (
     Move,
     Output,
     SetField,
+    ip_value,
     match,
+    parse_value,
     table,
 )
 
@@ -69,6 +71,54 @@ P_DHCP = 100
 P_ND_OWN = 110  # a port soliciting its own address (DAD): not answered
 P_ND_NS = 100
 ND_NEIGHBOR_SOLICIT = 135
+
+_st = table("services")
+_ARP_REQUEST: dict[str, MatchValue] = {"eth_type": ETH_TYPE_ARP, "arp_op": 1}
+_NS: dict[str, MatchValue] = {
+    "eth_type": ETH_TYPE_IPV6,
+    "ip_proto": IPPROTO_ICMPV6,
+    "icmpv6_type": ND_NEIGHBOR_SOLICIT,
+}
+# Per-port responder flows: flow(cookie, network key, address[, port key]).
+ARP_OWN = _st.template(
+    priority=P_ARP_OWN,
+    cookie_app="services",
+    varying=("network_key", "arp_tpa", "src_port_key"),
+    fixed=_ARP_REQUEST,
+    actions=(Goto("l2_lookup"),),
+)
+# ...then the owner's MAC (eth_src, arp_sha) and the address (arp_spa) for the reply.
+ARP_REPLY = _st.template(
+    priority=P_ARP_REPLY,
+    cookie_app="services",
+    varying=("network_key", "arp_tpa"),
+    fixed=_ARP_REQUEST,
+    actions=(
+        Move("eth_src", "eth_dst"),
+        SetField("eth_src", 0),
+        SetField("arp_op", 2),
+        Move("arp_sha", "arp_tha"),
+        SetField("arp_sha", 0),
+        Move("arp_spa", "arp_tpa"),
+        SetField("arp_spa", 0),
+        Output(PORT_IN_PORT),
+    ),
+    action_values=(1, 4, 6),
+)
+ND_OWN = _st.template(
+    priority=P_ND_OWN,
+    cookie_app="services",
+    varying=("network_key", "nd_target", "src_port_key"),
+    fixed=_NS,
+    actions=(Goto("l2_lookup"),),
+)
+ND_PUNT = _st.template(
+    priority=P_ND_NS,
+    cookie_app="services",
+    varying=("network_key", "nd_target"),
+    fixed=_NS,
+    actions=(Controller(userdata=bytes([PUNT_ND_NS])),),
+)
 
 
 def network_affected(view: LocalView, change: Change) -> list[Owner]:
@@ -236,46 +286,25 @@ class Services(App):
             return []
         idx = self._net_index(view, port.network_id)
         cookie = encode("services", port_id)
-        st = table("services")
+        nk, pk = net.key, port.key
+        mac: int | None = None
         out: dict[object, Flow] = {}
         for ip in port.ips:
             if idx.virtual(ip, port_id):
                 continue
             answers = idx.answers(ip, port_id)
-            if _address(ip).version == 6:
-                for f in _nd_flows(net.key, port, ip, cookie, answers=answers):
+            version, addr = ip_value(ip)
+            if version == 6:
+                for f in _nd_flows(nk, pk, addr, cookie, answers=answers):
                     out.setdefault(f.key, f)
                 continue
-            req: dict[str, MatchValue] = {
-                "network_key": net.key,
-                "eth_type": ETH_TYPE_ARP,
-                "arp_op": 1,
-                "arp_tpa": ip,
-            }
-            own = st.flow(
-                priority=P_ARP_OWN,
-                cookie=cookie,
-                match=match(**req, src_port_key=port.key),
-                actions=(Goto("l2_lookup"),),
-            )
+            own = ARP_OWN.flow(cookie, nk, addr, pk)
             out.setdefault(own.key, own)
             if not answers:
                 continue
-            reply = st.flow(
-                priority=P_ARP_REPLY,
-                cookie=cookie,
-                match=match(**req),
-                actions=(
-                    Move("eth_src", "eth_dst"),
-                    SetField("eth_src", port.mac),
-                    SetField("arp_op", 2),
-                    Move("arp_sha", "arp_tha"),
-                    SetField("arp_sha", port.mac),
-                    Move("arp_spa", "arp_tpa"),
-                    SetField("arp_spa", ip),
-                    Output(PORT_IN_PORT),
-                ),
-            )
+            if mac is None:
+                mac = parse_value("eth_src", port.mac)[0]
+            reply = ARP_REPLY.flow(cookie, nk, addr, mac, mac, addr)
             out.setdefault(reply.key, reply)
         return list(out.values())
 
@@ -300,32 +329,10 @@ class Services(App):
         return [f]
 
 
-def _nd_flows(network_key: int, port: Port, ip: str, cookie: int, *, answers: bool) -> list[Flow]:
-    """Punt neighbour solicitations for PORT's IPv6 address IP (if PORT `answers` for it),
-    except PORT's own."""
-    st = table("services")
-    ns: dict[str, MatchValue] = {
-        "network_key": network_key,
-        "eth_type": ETH_TYPE_IPV6,
-        "ip_proto": IPPROTO_ICMPV6,
-        "icmpv6_type": ND_NEIGHBOR_SOLICIT,
-        "nd_target": ip,
-    }
-    out = [
-        st.flow(
-            priority=P_ND_OWN,
-            cookie=cookie,
-            match=match(**ns, src_port_key=port.key),
-            actions=(Goto("l2_lookup"),),
-        )
-    ]
+def _nd_flows(net_key: int, port_key: int, ip: int, cookie: int, *, answers: bool) -> list[Flow]:
+    """Punt neighbour solicitations for a port's IPv6 address IP (if the port `answers`
+    for it), except the port's own."""
+    out = [ND_OWN.flow(cookie, net_key, ip, port_key)]
     if answers:
-        out.append(
-            st.flow(
-                priority=P_ND_NS,
-                cookie=cookie,
-                match=match(**ns),
-                actions=(Controller(userdata=bytes([PUNT_ND_NS])),),
-            )
-        )
+        out.append(ND_PUNT.flow(cookie, net_key, ip))
     return out

@@ -30,6 +30,7 @@ from wyvern.southbound.ir import (
     CtClear,
     DecTtl,
     Flow,
+    FlowTemplate,
     Goto,
     Group,
     GroupDef,
@@ -110,6 +111,10 @@ def _field_text(name: str, value: int, mask: int | None) -> str:
 def render_match(m: Match) -> str:
     """The match part of a flow (no table/priority), e.g. `reg14=0x5,tcp,tcp_dst=80`."""
     items = m.items
+    return _render_items(items, _plan_of(items))
+
+
+def _plan_of(items: tuple[tuple[str, int, int | None], ...]) -> _Plan:
     names = tuple(map(_first, items))
     entry = _PLANS.get(names)
     if entry is None:
@@ -122,6 +127,10 @@ def render_match(m: Match) -> str:
     plan = by_proto.get(proto_key)
     if plan is None:
         plan = by_proto[proto_key] = _plan(items)
+    return plan
+
+
+def _render_items(items: tuple[tuple[str, int, int | None], ...], plan: _Plan) -> str:
     regs, proto, fields, constants = plan
     parts: list[str] = []
     for fld, pieces, width_mask, exact_fmt in regs:
@@ -314,6 +323,13 @@ def render_strict(flow: Flow) -> str:
 
 def render_flow(flow: Flow) -> str:
     """The full add-flows line."""
+    template = flow.template
+    if template is not None:
+        return _render_templated(flow, template)
+    return _render_plain(flow)
+
+
+def _render_plain(flow: Flow) -> str:
     m = render_match(flow.match)
     actions = flow.actions
     try:
@@ -336,3 +352,34 @@ def render_group(g: GroupDef) -> str:
         weight = f",weight:{b.weight}" if g.type == "select" else ""
         parts.append(f"bucket=bucket_id:{i}{weight},actions={render_actions(b.actions)}")
     return ",".join(parts)
+
+
+# A FlowTemplate's render plan: (the match plan of its flows with every masked field
+# present, "table=N,priority=P,cookie=", the action texts with None where a value varies,
+# or all of them joined when none does)
+_TemplatePlan = tuple[_Plan, str, tuple[str | None, ...], str | None]
+
+
+def _render_templated(flow: Flow, template: FlowTemplate) -> str:
+    """render_flow of a template's flow: the match plan, head and fixed action texts are
+    made once per template (its flows differ only in values)."""
+    items = flow.match.items
+    if len(items) != template.match_length:  # a masked field left out (any value)
+        return _render_plain(flow)
+    plan = cast("_TemplatePlan | None", template.render_plan)
+    if plan is None:
+        varying = template.varying_actions
+        texts = tuple(
+            None if i in varying else render_action(a) for i, a in enumerate(template.actions)
+        )
+        joined = None if varying else (",".join(cast(tuple[str, ...], texts)) or "drop")
+        head = f"table={_TABLES[flow.stage]},priority={flow.priority},cookie="
+        plan = template.render_plan = (_plan_of(items), head, texts, joined)
+    match_plan, head, texts, acts = plan
+    m = _render_items(items, match_plan)
+    if acts is None:
+        pairs = zip(texts, flow.actions, strict=True)
+        acts = ",".join([t if t is not None else render_action(a) for t, a in pairs])
+    if m:
+        return f"{head}{flow.cookie:#x},{m} actions={acts}"
+    return f"{head}{flow.cookie:#x} actions={acts}"
