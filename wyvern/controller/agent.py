@@ -152,6 +152,12 @@ class Agent:
             installed,
         )
         self._install()
+        # (after a restart with nothing changed meanwhile: 0, the datapath was not touched)
+        LOG.info(
+            "chassis %s: first install done: %d flow changes sent",
+            self.chassis.name,
+            self.stats.flows_sent,
+        )
         # The initial view and flows live as long as the agent: keep them out of the
         # cyclic GC's full collections, which otherwise stall every later update (at
         # 10,000 ports a full collection walks millions of objects).
