@@ -240,6 +240,12 @@ def status(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
 
 
 @st.composite
+def lease_expiry(draw: Any) -> tuple[str, str, Any]:
+    """A chassis's lease runs out (its agent died): Sync.expire takes it out of the view."""
+    return ("lease_expired", draw(st.sampled_from(CHASSIS)), None)
+
+
+@st.composite
 def removal(draw: Any) -> tuple[str, str, Any]:
     kind, ids = draw(st.sampled_from([
         ("network", NETS), ("subnet", sorted(SUBNETS)), ("port", PORTS), ("router", ROUTERS),
@@ -260,6 +266,7 @@ RANDOM_OPS = st.lists(
         binding(),
         chassis(),
         status(),
+        lease_expiry(),
         removal(),
     ),
     max_size=40,
@@ -288,9 +295,14 @@ OPS = scenario()
 
 
 def put(sync: Sync, kind: str, id_: str, record: Any) -> list[Change]:
-    """One op through the sync layer: a store record, a binding, or a port status."""
+    """One op through the sync layer: a store record, a binding, a port status, or a
+    chassis's lease running out (chassis come and go: down, then back with a record)."""
     if kind == "status":
         return sync.put_status(id_, record)
+    if kind == "lease_expired":  # as if its record said expires_at = 0 (see Sync._alive)
+        sync.chassis_expiry[id_] = 0.0
+        sync._next_expiry = 0.0
+        return sync.expire()
     return sync.put_record(kind, id_, record)  # type: ignore[arg-type]
 
 

@@ -36,6 +36,7 @@ import requests
 from tests.e2e.conftest import Chassis, _remove_dir, _remove_vm, _run_all, kill_proc
 from tests.harness import ApiServer, etcd_server, process_env, start_api
 from tests.southbound.conftest import in_netns, keep, unique
+from wyvern.nb.etcd_server import EtcdServer
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
 UNDERLAY_NET = "172.31.0"
@@ -100,6 +101,7 @@ class Cluster:
     base_dir: Path
     etcd_endpoints: list[str]
     hv: list[Hv] = field(default_factory=list)
+    etcd: EtcdServer | None = None
 
     @property
     def base(self) -> str:
@@ -122,10 +124,14 @@ class Cluster:
         return self.hv[0].action(path, id_, action, **body)
 
     def add_chassis(
-        self, encaps: tuple[str, ...] = ("geneve", "vxlan"), env: dict[str, str] | None = None
+        self,
+        encaps: tuple[str, ...] = ("geneve", "vxlan"),
+        env: dict[str, str] | None = None,
+        lease_ttl: float = 5,
     ) -> Hv:
         """A new chassis on the underlay with its agent running and alive (ENV: more
-        WYVERN_* settings for its agent)."""
+        WYVERN_* settings for its agent; a chassis whose agent stops is down for the
+        others LEASE_TTL seconds later)."""
         i = len(self.hv)
         name = unique(f"hv{i}-")
         run_dir = self.base_dir / name
@@ -155,7 +161,7 @@ class Cluster:
                 "WYVERN_TUNNEL_IP": hv.tunnel_ip,
                 "WYVERN_ENCAPS": json.dumps(list(encaps)),
                 "WYVERN_UNDERLAY_INTERFACE": nic,
-                "WYVERN_AGENT_LEASE_TTL": "5",
+                "WYVERN_AGENT_LEASE_TTL": str(lease_ttl),
                 **(env or {}),
             }
         )
@@ -208,7 +214,7 @@ def cluster(base_dir: Path, n: int, etcd_members: int = 1) -> Iterator[Cluster]:
                 subprocess.run(["ip", "-n", underlay_ns, *cmd], check=True)
             endpoints = list(etcd.endpoints)
             api = start_api(base_dir / "api", etcd_endpoints=endpoints)
-            c = Cluster(api, underlay_ns, base_dir, endpoints)
+            c = Cluster(api, underlay_ns, base_dir, endpoints, etcd=etcd)
             for _ in range(n):
                 c.add_chassis()
             c.wait_tunnels()

@@ -15,6 +15,10 @@ One loop thread owns the view, the engine and the installer:
    in one atomic bundle;
 4. write port status keys (ACTIVE once the flows from a revision >= the port's are in).
 
+Chassis liveness: a chassis whose record's lease (`expires_at`, kept fresh by its agent's
+heartbeats) has run out leaves the view (Sync.expire), so the apps drop the tunnels and
+remote flows that name it; its next heartbeat brings it back as a new record.
+
 At start the installer reads the switch's flows first, so an agent restarted under
 traffic (SIGKILL, then start again) sends nothing when nothing changed: the datapath is
 never touched. The agent creates br-int once if it is missing, and never sets or removes
@@ -153,6 +157,12 @@ class Agent:
             installed,
         )
         self._install()
+        # (after a restart with nothing changed meanwhile: 0, the datapath was not touched)
+        LOG.info(
+            "chassis %s: first install done: %d flow changes sent",
+            self.chassis.name,
+            self.stats.flows_sent,
+        )
         # The initial view and flows live as long as the agent: keep them out of the
         # cyclic GC's full collections, which otherwise stall every later update (at
         # 10,000 ports a full collection walks millions of objects).
@@ -186,7 +196,8 @@ class Agent:
         if self.primer is not None and self.chassis.encaps and ip and not ip.startswith("127."):
             self.primer.prime(ip)
 
-    def stop(self) -> None:
+    def stop(self, *, expire: bool = True) -> None:
+        """expire False: leave the chassis record as a crash would (its lease runs out)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -196,7 +207,7 @@ class Agent:
         if self.packet_in is not None:
             self.packet_in.stop()
             self.packet_in = None
-        self.registration.stop()
+        self.registration.stop(expire=expire)
         if isinstance(self.bindings, BindingMonitor):
             self.bindings.stop()
         self.sync.close()
@@ -233,6 +244,9 @@ class Agent:
             LOG.warning("chassis %s: store unavailable: %s", self.chassis.name, exc)
             self.sync.close()  # watches are re-opened from the applied revision
             time.sleep(min(1.0, timeout))
+        else:
+            if self.registration.in_touch():
+                changes += self.sync.expire()  # chassis whose lease ran out leave the view
         now = time.monotonic()
         replug = False  # a binding came or went: what to follow may have changed
         # Bindings: every step when they are cheap (a fake chassis's; OVS's streamed by

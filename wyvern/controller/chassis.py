@@ -5,6 +5,9 @@ bridge mappings) and `expires_at`, an epoch timestamp refreshed every TTL/3: the
 agents resource reports `alive = expires_at > now`. The agent is the only writer of its
 own chassis key; a clean stop marks it expired rather than deleting it, so operators
 still see the chassis (Neutron keeps dead agents listed too).
+
+Other agents take a chassis whose `expires_at` has passed out of their view (Sync.expire),
+which removes its tunnels and remote flows; its next heartbeat brings it back.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class ChassisRegistration:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beats = 0
+        self.last_beat = float("-inf")  # time.monotonic() of the last heartbeat written
 
     @property
     def key(self) -> str:
@@ -107,6 +111,13 @@ class ChassisRegistration:
         record = self.record(now, now + self.ttl if expires_at is None else expires_at)
         self.store.txn([], [Put(self.key, orjson.dumps(record))])
         self.beats += 1
+        self.last_beat = time.monotonic()
+
+    def in_touch(self) -> bool:
+        """Our own heartbeats reach the store: only then may we judge others' leases (an
+        agent cut off from the store, or frozen, must not take every other chassis down
+        because it stopped hearing their heartbeats)."""
+        return time.monotonic() - self.last_beat < self.ttl
 
     def start(self) -> None:
         self.register()
