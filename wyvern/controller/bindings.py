@@ -31,6 +31,7 @@ import orjson
 
 from wyvern.controller.sync import status_key
 from wyvern.controller.view import Binding
+from wyvern.nb.etcd_server import kill_with_parent
 from wyvern.nb.store import Delete, Put, Store
 from wyvern.southbound.ovs import OvsError, OvsInstance
 
@@ -127,6 +128,7 @@ class BindingMonitor:
                 stdin=subprocess.DEVNULL,
                 text=True,
                 env=self.ovs.env,
+                preexec_fn=kill_with_parent,  # an agent killed with SIGKILL leaves no monitor
             )
         except OSError as exc:
             LOG.warning("ovs %s: no Interface monitor (%s); polling", self.ovs.run_dir, exc)

@@ -55,8 +55,9 @@ _LIBC = _libc()
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills etcd when its parent dies."""
+def kill_with_parent() -> None:
+    """Runs in a child before exec (preexec_fn): the kernel SIGKILLs the child when the
+    thread that started it dies (Linux), so no helper process outlives its owner."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -213,7 +214,7 @@ class EtcdServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: signals reach only etcd
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=kill_with_parent if self.die_with_parent else None,
             )
 
     def wait_healthy(self, timeout: float = 30.0, members: list[int] | None = None) -> None:
