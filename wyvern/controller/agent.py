@@ -46,7 +46,7 @@ from wyvern.api.repo import ROOT
 from wyvern.apps.base import App
 from wyvern.controller.bindings import BindingMonitor, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
-from wyvern.controller.engine import Engine, default_apps
+from wyvern.controller.engine import Engine, default_apps, gc_paused
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.sync import Sync
 from wyvern.controller.view import Change, LocalView
@@ -265,15 +265,17 @@ class Agent:
                 changes += self.sync.pump(0)
         changes += self._follow_interest(changes, force=replug)
         self.stats.loops += 1
-        if changes:
-            self.stats.changes += len(changes)
-            self._compute(changes)
-            for change in changes:
-                if change.kind == "chassis" and change.new is not None:
-                    self._prime(change.new.tunnel_ip)
-        if changes or (self._dirty and time.monotonic() >= self._retry_at):
-            self._install()
-        elif self._statuses_stale():
+        with gc_paused():  # (the collector catches up once the flows are in)
+            if changes:
+                self.stats.changes += len(changes)
+                self._compute(changes)
+            installing = bool(changes) or (self._dirty and time.monotonic() >= self._retry_at)
+            if installing:
+                self._install()
+        for change in changes:
+            if change.kind == "chassis" and change.new is not None:
+                self._prime(change.new.tunnel_ip)
+        if not installing and self._statuses_stale():
             self._write_statuses()
         with self.cycle:
             self.cycle.notify_all()
