@@ -284,6 +284,29 @@ def test_removing_a_rule_stops_its_established_connections() -> None:
     assert delivered(s, tcp("b", "a", 30022, "A", sport=22), A)
 
 
+def test_a_reply_after_revocation_does_not_re_allow_the_connection() -> None:
+    """b's group allows all egress: a reply of a revoked ingress connection must not be
+    re-committed by that egress rule (it would re-mark the connection and keep it alive)."""
+    groups = {"a": ["c"], "b": ["s"]}
+    sgs = [sc.security_group("c"), sc.security_group("s")]
+    rules = [
+        *allow_all_egress("c"),
+        *allow_all_egress("s"),
+        sc.rule("ssh", "s", "ingress", protocol="tcp", port_range_min=22),
+    ]
+    v = view(groups=groups, sgs=sgs, rules=rules)
+    s = sc.Scenario(v, apps())
+    assert delivered(s, tcp("a", "b", 22, sport=30022), B)
+    assert delivered(s, tcp("b", "a", 30022, "SA", sport=22), A)
+    v.apply("security_group_rule", "ssh", None)
+    s.refresh()
+    # a reply in flight may pass (b's egress allows it) but must not re-mark the
+    # connection: the next request is dropped, and so is the one after
+    delivered(s, tcp("b", "a", 30022, "A", sport=22), A)
+    assert not delivered(s, tcp("a", "b", 22, "A", sport=30022), B)
+    assert not delivered(s, tcp("a", "b", 22, "PA", sport=30022), B)
+
+
 # ---------------------------------------------------------------- flow shape
 
 

@@ -21,7 +21,10 @@ Stateful groups (the default)
     Revocation: an established packet whose mark names no current rule of the port (rule
     deleted, port left the group) is evaluated against the rules again; if another rule
     still allows it, that commit re-marks the connection, otherwise it drops. So removing
-    a rule stops its connections at their next packet, without touching conntrack.
+    a rule stops its connections at their next packet, without touching conntrack. Only
+    packets in the connection's original direction are committed (a rule matching a
+    ``+rpl`` packet lets it pass uncommitted): a reply in flight when an ingress rule
+    goes must not be re-marked by an egress rule, which would keep the connection alive.
 
 Stateless groups (stateful=false)
     No conntrack: pre_acl goes straight to acl; a rule match continues, nothing else.
@@ -770,11 +773,26 @@ class SecurityGroups(App):
                         exec=(SetField("ct_mark", rule_mark(rule.id)),),
                     )
                     allow = (commit, *allow)
+                if sg.stateful:
+                    # A reply passes but is never committed: its connection was allowed
+                    # (and marked) in the other direction, and re-marking it here would
+                    # keep alive a connection whose rule was just revoked.
+                    out.append(
+                        acl.flow(
+                            priority=prio,
+                            cookie=_cookie(rule.id),
+                            match=match(conj_id=cid, eth_type=et, ct_state="+trk+rpl"),
+                            actions=(Goto(side.after_acl),),
+                        )
+                    )
+                    rule_match = match(conj_id=cid, eth_type=et, ct_state="+trk-rpl")
+                else:
+                    rule_match = match(conj_id=cid, eth_type=et)
                 out.append(
                     acl.flow(
                         priority=prio,
                         cookie=_cookie(rule.id),
-                        match=match(conj_id=cid, eth_type=et),
+                        match=rule_match,
                         actions=allow,
                     )
                 )
