@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from controller_bench import git_revision, pct  # noqa: E402
 
 from tests.harness import start_api  # noqa: E402
 from wyvern.nb.etcd_server import EtcdServer  # noqa: E402
@@ -199,9 +202,46 @@ class Children:
                 p.kill()
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+def summary(name: str, lat: list[float], timeouts: int) -> dict[str, Any]:
+    """p50/p99 (ms) of converged samples, and how many never converged."""
+    return {
+        f"{name}_timeouts": timeouts,
+        f"{name}_p50_ms": statistics.median(lat) * 1000 if lat else None,
+        f"{name}_p99_ms": pct(lat, 0.99) * 1000 if lat else None,
+    }
+
+
+def time_rule_adds(
+    api: Api,
+    rules: int,
+    first_port: int,
+    converged: Callable[[int], float | None],
+    remote_ip_prefix: str | None = None,
+) -> tuple[list[float], int]:
+    """Add RULES ingress TCP rules (one port each, from FIRST_PORT) to the default group;
+    each one's latency until converged(its cookie) (None: it never did)."""
+    sg = next(g for g in api.get("security-groups")["security_groups"])
+    lat: list[float] = []
+    timeouts = 0
+    for k in range(rules):
+        body: dict[str, Any] = {
+            "security_group_id": sg["id"],
+            "direction": "ingress",
+            "ethertype": "IPv4",
+            "protocol": "tcp",
+            "port_range_min": first_port + k,
+            "port_range_max": first_port + k,
+        }
+        if remote_ip_prefix:
+            body["remote_ip_prefix"] = remote_ip_prefix
+        t0 = time.monotonic()
+        rule = api.post("security-group-rules", {"security_group_rule": body})
+        done = converged(encode("security_groups", rule["security_group_rule"]["id"]))
+        if done is None:
+            timeouts += 1
+        else:
+            lat.append(done - t0)
+    return lat, timeouts
 
 
 class Api:
@@ -337,44 +377,19 @@ def run_scale(n: int, creates: int, rules: int, per_process: int) -> dict[str, A
         receivers = sorted(v for v in delta.values() if v > 200)  # (noise: a heartbeat)
         watches = sum(s["watches"] for s in after.values())
         # ---- security group rule adds (the default group: every port is in it)
-        sg = next(g for g in api.get("security-groups")["security_groups"])
         with_ports = {h for hs in hosts.values() for h in hs}
-        rule_lat: list[float] = []
-        rule_timeouts = 0
-        for k in range(rules):
-            t0 = time.monotonic()
-            rule = api.post(
-                "security-group-rules",
-                {
-                    "security_group_rule": {
-                        "security_group_id": sg["id"],
-                        "direction": "ingress",
-                        "ethertype": "IPv4",
-                        "protocol": "tcp",
-                        "port_range_min": 2000 + k,
-                        "port_range_max": 2000 + k,
-                        "remote_ip_prefix": "10.0.0.0/8",
-                    }
-                },
-            )["security_group_rule"]
-            done = kids.converged(with_ports, encode("security_groups", rule["id"]))
-            if done is None:
-                rule_timeouts += 1
-            else:
-                rule_lat.append(done - t0)
+        rule_lat, rule_timeouts = time_rule_adds(
+            api, rules, 2000, lambda k: kids.converged(with_ports, k), "10.0.0.0/8"
+        )
         return {
             "chassis": n,
             "networks": n_nets,
             "base_ports": len(base),
             "setup_s": setup_s,
             "creates": creates,
-            "create_timeouts": timeouts,
-            "create_p50_ms": statistics.median(lat) * 1000 if lat else None,
-            "create_p99_ms": pct(lat, 0.99) * 1000 if lat else None,
+            **summary("create", lat, timeouts),
             "rules": rules,
-            "rule_timeouts": rule_timeouts,
-            "rule_p50_ms": statistics.median(rule_lat) * 1000 if rule_lat else None,
-            "rule_p99_ms": pct(rule_lat, 0.99) * 1000 if rule_lat else None,
+            **summary("rule", rule_lat, rule_timeouts),
             "etcd_watches": watches,
             "agents_receiving_one_create": len(receivers),
             "bytes_per_receiving_agent_median": statistics.median(receivers) if receivers else 0,
@@ -456,54 +471,15 @@ def run_real(n: int, creates: int, rules: int) -> dict[str, Any]:
                 timeouts += 1
             else:
                 lat.append(done - t0)
-        sg = next(g for g in api.get("security-groups")["security_groups"])
-        rule_lat: list[float] = []
-        rule_timeouts = 0
-        for k in range(rules):
-            t0 = time.monotonic()
-            rule = api.post(
-                "security-group-rules",
-                {
-                    "security_group_rule": {
-                        "security_group_id": sg["id"],
-                        "direction": "ingress",
-                        "ethertype": "IPv4",
-                        "protocol": "tcp",
-                        "port_range_min": 3000 + k,
-                        "port_range_max": 3000 + k,
-                    }
-                },
-            )["security_group_rule"]
-            done = _when_all(c.hv, encode("security_groups", rule["id"]))
-            if done is None:
-                rule_timeouts += 1
-            else:
-                rule_lat.append(done - t0)
+        rule_lat, rule_timeouts = time_rule_adds(api, rules, 3000, lambda k: _when_all(c.hv, k))
         return {
             "chassis": n,
             "real": True,
             "creates": creates,
-            "create_timeouts": timeouts,
-            "create_p50_ms": statistics.median(lat) * 1000 if lat else None,
-            "create_p99_ms": pct(lat, 0.99) * 1000 if lat else None,
+            **summary("create", lat, timeouts),
             "rules": rules,
-            "rule_timeouts": rule_timeouts,
-            "rule_p50_ms": statistics.median(rule_lat) * 1000 if rule_lat else None,
-            "rule_p99_ms": pct(rule_lat, 0.99) * 1000 if rule_lat else None,
+            **summary("rule", rule_lat, rule_timeouts),
         }
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> int:
