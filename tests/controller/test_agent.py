@@ -61,8 +61,8 @@ def plugged(ovs: OvsInstance, port: dict[str, Any], mtu: int) -> Iterator[str]:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-def status(store: SqliteStore, port_id: str) -> dict[str, Any] | None:
-    kv = store.get(status_key(port_id))
+def status(store: SqliteStore, port: dict[str, Any]) -> dict[str, Any] | None:
+    kv = store.get(status_key(port["network_id"], port["id"]))
     return orjson.loads(kv.value) if kv else None
 
 
@@ -84,12 +84,10 @@ def test_agent_binds_plugged_ports_installs_flows_and_reports_active(
         with plugged(ovs, p1, net["mtu"]) as ns1, plugged(ovs, p2, net["mtu"]):
 
             def both_active() -> bool:
-                return all(
-                    (status(store, p["id"]) or {}).get("status") == "ACTIVE" for p in (p1, p2)
-                )
+                return all((status(store, p) or {}).get("status") == "ACTIVE" for p in (p1, p2))
 
             assert agent.wait_for(both_active, 10), (agent.stats, agent.view.bindings)
-            st1 = status(store, p1["id"])
+            st1 = status(store, p1)
             assert st1 is not None
             assert st1["chassis"] == "chassis-a" and st1["host"] == "host-a"
             assert st1["installed_revision"] >= agent.sync.mod_revision[("port", p1["id"])]
@@ -116,7 +114,7 @@ def test_agent_binds_plugged_ports_installs_flows_and_reports_active(
             assert agent.stats.status_writes == 0
 
         # Unplugged: the status keys go, and the API shows the ports DOWN again.
-        assert agent.wait_for(lambda: status(store, p1["id"]) is None, 10)
+        assert agent.wait_for(lambda: status(store, p1) is None, 10)
         shown = client.get(f"/v2.0/ports/{p1['id']}").json()["port"]
         assert shown["status"] == "DOWN"
     finally:

@@ -9,6 +9,7 @@ flows when its last port there goes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -52,8 +53,8 @@ def _recorded(agent: Agent) -> set[str]:
     return installer.lines
 
 
-def _active(store: Store, port_id: str, chassis: str) -> bool:
-    kv = store.get(status_key(port_id))
+def _active(store: Store, port: dict[str, Any], chassis: str) -> bool:
+    kv = store.get(status_key(port["network_id"], port["id"]))
     if kv is None:
         return False
     st = orjson.loads(kv.value)
@@ -83,14 +84,17 @@ def test_fake_chassis_follow_only_what_their_ports_need(
         pb = create(client, "ports", network_id=b["id"], **{"binding:host_id": "hv2"})
 
         hv1, hv2, hv3 = fakes["hv1"], fakes["hv2"], fakes["hv3"]
-        assert hv1.wait_for(lambda: _active(store, pa["id"], "hv1"))
-        assert hv2.wait_for(lambda: _active(store, pb["id"], "hv2"))
+        assert hv1.wait_for(lambda: _active(store, pa, "hv1"))
+        assert hv2.wait_for(lambda: _active(store, pb, "hv2"))
         # hv1: only a; hv2: b and, through the router, c; hv3: nothing
         assert hv1.wait_for(lambda: set(hv1.view.networks) == {a["id"]})
         assert hv2.wait_for(lambda: set(hv2.view.networks) == {b["id"], c["id"]})
         assert set(hv3.view.networks) == set() and not hv3.view.ports
         assert set(hv1.view.ports) == {pa["id"]}
         assert pb["id"] in hv2.view.ports and pa["id"] not in hv2.view.ports
+        # Port statuses are followed per network too: pb's ACTIVE never woke hv1 or hv3.
+        assert hv1.view.port_chassis == {pa["id"]: "hv1"}
+        assert pa["id"] not in hv2.view.port_chassis and not hv3.view.port_chassis
         followed = {f.prefix for f in hv1.sync.followers}
         assert set(network_prefixes(str(a["id"]))) <= followed
         assert not set(network_prefixes(str(b["id"]))) & followed
@@ -101,9 +105,10 @@ def test_fake_chassis_follow_only_what_their_ports_need(
 
         # A port on c requested on hv1: hv1 now follows c, and b behind the router.
         pc = create(client, "ports", network_id=c["id"], **{"binding:host_id": "hv1"})
-        assert hv1.wait_for(lambda: _active(store, pc["id"], "hv1"))
+        assert hv1.wait_for(lambda: _active(store, pc, "hv1"))
         assert hv1.wait_for(lambda: set(hv1.view.networks) == {a["id"], b["id"], c["id"]})
         assert hv1.wait_for(lambda: any(str(pb["mac_address"]) in line for line in _recorded(hv1)))
+        assert hv1.view.port_chassis.get(pb["id"]) == "hv2"
         # ...and hv2 sees the new port on c (it follows c) and installs for it.
         assert hv2.wait_for(lambda: any(str(pc["mac_address"]) in line for line in _recorded(hv2)))
 
@@ -114,4 +119,5 @@ def test_fake_chassis_follow_only_what_their_ports_need(
             lambda: not any(str(pb["mac_address"]) in line for line in _recorded(hv1))
         )
         assert set(hv1.view.ports) == {pa["id"]}
+        assert hv1.view.port_chassis == {pa["id"]: "hv1"}  # b's statuses went with b
         assert hv3.sync.stats.events == 0 or not hv3.view.ports

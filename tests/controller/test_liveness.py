@@ -62,7 +62,7 @@ def test_a_dead_chassis_is_dropped_and_comes_back_without_a_flood(
         net, _ = _network(client, "n", "10.1.0.0/24")
         ports = {h: _vm(client, net, h) for h in agents}
         for h, p in ports.items():
-            assert agents[h].wait_for(lambda p=p, h=h: _active(store, p["id"], h))
+            assert agents[h].wait_for(lambda p=p, h=h: _active(store, p, h))
         assert hv1.wait_for(lambda: any(ip3 in line for line in _recorded(hv1)))
         assert hv1.wait_for(lambda: any("192.0.2.2" in line for line in _recorded(hv1)))
         before = set(_recorded(hv1))
@@ -116,7 +116,7 @@ def test_after_a_watch_gap_the_flows_equal_a_full_recompute(
         gone = _vm(client, net, "hv2")
         _vm(client, other, "hv3")
         for p, h in ((keep, "hv1"), (gone, "hv2")):
-            assert agents[h].wait_for(lambda p=p, h=h: _active(store, p["id"], h))
+            assert agents[h].wait_for(lambda p=p, h=h: _active(store, p, h))
         assert hv1.wait_for(lambda: "192.0.2.2" in "".join(_recorded(hv1)))
 
         # hv1 is frozen and cut off from the store while history moves on and is
@@ -139,7 +139,7 @@ def test_after_a_watch_gap_the_flows_equal_a_full_recompute(
         )
         temp = _vm(client, net, "hv2")
         client.delete(f"/v2.0/ports/{temp['id']}")
-        assert agents["hv3"].wait_for(lambda: _active(store, added["id"], "hv3"))
+        assert agents["hv3"].wait_for(lambda: _active(store, added, "hv3"))
         client.put(
             f"/v2.0/ports/{moved['id']}", json={"port": {"binding:host_id": "hv1"}}
         ).raise_for_status()
@@ -149,11 +149,11 @@ def test_after_a_watch_gap_the_flows_equal_a_full_recompute(
         # Thawed: the loop runs again, hits the gap, resyncs.
         for _ in range(400):
             hv1.step(0.05)
-            if hv1.sync.revision >= head and _active(store, moved["id"], "hv1"):
+            if hv1.sync.revision >= head and _active(store, moved, "hv1"):
                 break
         hv1.step(0.05)
         assert hv1.sync.stats.resyncs > resyncs
-        assert _active(store, moved["id"], "hv1")
+        assert _active(store, moved, "hv1")
         assert set(_recorded(hv1)) == _desired_from_scratch(store, hv1)
         assert any("192.0.2.3" in line for line in _recorded(hv1))
         assert not any(str(gone["mac_address"]) in line for line in _recorded(hv1))

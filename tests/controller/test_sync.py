@@ -49,8 +49,9 @@ def test_keys_decode_by_the_api_layout() -> None:
     assert d is not None and (d.kind, d.id) == ("port", "p1")
     d = decode_key("/wyvern/security_group_rules/sg/r1")
     assert d is not None and (d.kind, d.id) == ("security_group_rule", "r1")
-    d = decode_key(status_key("p1"))
+    d = decode_key(status_key("n1", "p1"))
     assert d is not None and (d.kind, d.id) == ("status", "p1")
+    assert decode_key("/wyvern/status/ports/p1") is None  # (an older layout)
     for ignored in (
         "/wyvern/uniq/mac/n1/fa:16:3e:00:00:01",
         "/wyvern/index/ports/p1",
@@ -172,7 +173,7 @@ def test_a_gap_resyncs_the_prefix_and_emits_only_the_differences(store: Store) -
     put(store, "/wyvern/ports/n1/keep", port("keep", "n1", 1))
     put(store, "/wyvern/ports/n1/gone", port("gone", "n1", 2))
     put(store, "/wyvern/ports/n1/edit", port("edit", "n1", 3))
-    put(store, status_key("gone"), {"chassis": "c9", "status": "ACTIVE"})
+    put(store, status_key("n1", "gone"), {"chassis": "c9", "status": "ACTIVE"})
     sync.start()
     sync.pump(0.05)  # the watch is open and caught up
     assert view.port_chassis == {"gone": "c9"}
@@ -182,7 +183,7 @@ def test_a_gap_resyncs_the_prefix_and_emits_only_the_differences(store: Store) -
     # background) while history moves on and is compacted.
     sync.close()
     delete(store, "/wyvern/ports/n1/gone")
-    delete(store, status_key("gone"))
+    delete(store, status_key("n1", "gone"))
     put(store, "/wyvern/ports/n1/edit", {**port("edit", "n1", 3), "name": "edited"})
     put(store, "/wyvern/ports/n2/new", port("new", "n2", 1))
     put(store, "/wyvern/ports/n1/tmp", port("tmp", "n1", 4))
@@ -236,11 +237,11 @@ def test_statuses_of_other_chassis_say_where_ports_are() -> None:
     view = LocalView()
     sync = Sync(store, view)
     sync.start()
-    put(store, status_key("p1"), {"chassis": "c2", "status": "ACTIVE"})
-    put(store, status_key("p2"), {"chassis": "c3", "status": "DOWN"})
+    put(store, status_key("n1", "p1"), {"chassis": "c2", "status": "ACTIVE"})
+    put(store, status_key("n1", "p2"), {"chassis": "c3", "status": "DOWN"})
     wait_caught_up(sync, store.revision())
     assert view.port_chassis == {"p1": "c2"}
-    delete(store, status_key("p1"))
+    delete(store, status_key("n1", "p1"))
     wait_caught_up(sync, store.revision())
     assert view.port_chassis == {}
 

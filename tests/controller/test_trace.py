@@ -124,7 +124,7 @@ def test_store_keys_decode_to_objects_and_skip_indexes() -> None:
         "/wyvern/uniq/ip/s/10.0.0.1",
         "/wyvern/owner/default/ports/p1",
         "/wyvern/index/ports/p1",
-        "/wyvern/status/ports/p1",
+        "/wyvern/status/ports/n1/p1",
         "/wyvern/quotas/default",
         "/other/networks/n1",
     ):

@@ -336,14 +336,14 @@ class Agent:
         # Anything applied since the install changed no flow (else we would have
         # installed): the installed flows are those of the current revision too.
         self.stats.installed_revision = max(self.stats.installed_revision, self.sync.revision)
-        bound = {p: b.ofport for p, b in self.view.bindings.items() if p in self.view.ports}
+        ports = self.view.ports
+        bound = {p: b.ofport for p, b in self.view.bindings.items() if p in ports}
+        networks = {p: ports[p].network_id for p in bound}
         revisions = {p: self.sync.mod_revision.get(("port", p), 0) for p in bound}
         floor = self.stats.installed_revision
         installed = {p: max(floor, self.sync.applied_revision(("port", p))) for p in bound}
         try:
-            self.stats.status_writes += self.status.update(
-                bound, revisions, installed, self.sync.port_status
-            )
+            self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
         except StoreError as exc:
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)
 

@@ -5,8 +5,8 @@ id>` (the os-vif/libvirt convention) and has a valid ofport. The agent polls the
 Interface table (about every 200 ms; an `ovsdb-client monitor` stream can replace it
 without changing the interface) and turns differences into `Binding` records.
 
-Binding facts go to /wyvern/status/ports/<port id>, never into the API's port object (the
-API is the only writer of logical objects):
+Binding facts go to /wyvern/status/ports/<network id>/<port id>, never into the API's
+port object (the API is the only writer of logical objects):
 
     {"chassis": name, "host": hostname, "status": "ACTIVE" | "DOWN",
      "installed_revision": R, "ofport": n}
@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from wyvern.controller.sync import status_key
+from wyvern.controller.sync import STATUS_PORTS, status_key
 from wyvern.controller.view import Binding
 from wyvern.nb.etcd_server import kill_with_parent
 from wyvern.nb.store import Delete, Put, Store
@@ -229,26 +229,36 @@ class StatusWriter:
         self.store = store
         self.chassis = chassis
         self.host = host
-        # Our status keys as we last wrote them (seeded from the store on first use): our
-        # own writes reach the sync a little later, and must not be repeated meanwhile.
-        self._mine: dict[str, dict[str, Any]] | None = None
+        # port id -> (key, status) as we last wrote them. Seeded by one list of every status
+        # on first use: ours may sit under networks this chassis no longer follows (a port
+        # unplugged while the agent was down), or under an older key layout.
+        self._mine: dict[str, tuple[str, dict[str, Any]]] | None = None
+
+    def _seed(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        mine: dict[str, tuple[str, dict[str, Any]]] = {}
+        for kv in self.store.list(STATUS_PORTS).items:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                obj = orjson.loads(kv.value)
+                if isinstance(obj, dict) and obj.get("chassis") == self.chassis:
+                    mine[kv.key.rsplit("/", 1)[1]] = (kv.key, obj)
+        return mine
 
     def update(
         self,
         bound: dict[str, int],
+        networks: dict[str, str],
         port_revisions: dict[str, int],
         installed_revision: int | dict[str, int],
-        stored: dict[str, dict[str, Any]],
     ) -> int:
         """Make the status keys match: BOUND = local port id -> ofport for ports in the
-        view, PORT_REVISIONS = their mod revisions, STORED = what the store holds now.
+        view, NETWORKS = their network ids, PORT_REVISIONS = their mod revisions.
         Returns the number of keys written or deleted."""
         if self._mine is None:
-            self._mine = {p: o for p, o in stored.items() if o.get("chassis") == self.chassis}
+            self._mine = self._seed()
         mine = self._mine
         puts: list[Put] = []
         deletes: list[Delete] = []
-        written: dict[str, dict[str, Any]] = {}
+        written: dict[str, tuple[str, dict[str, Any]]] = {}
         for port_id, ofport in bound.items():
             mod = port_revisions.get(port_id, 0)
             installed = (
@@ -257,7 +267,8 @@ class StatusWriter:
                 else installed_revision.get(port_id, 0)
             )
             active = installed >= mod
-            old = mine.get(port_id) or {}
+            key = status_key(networks[port_id], port_id)
+            old_key, old = mine.get(port_id) or ("", {})
             want = PortStatus(
                 self.chassis,
                 self.host,
@@ -266,26 +277,29 @@ class StatusWriter:
                 ofport,
             )
             same = (
-                old.get("chassis") == want.chassis
+                old_key == key
+                and old.get("chassis") == want.chassis
                 and old.get("status") == want.status
                 and old.get("ofport") == want.ofport
                 and int(old.get("installed_revision") or 0) >= mod
             )
             if not same:
-                written[port_id] = want.as_obj()
-                puts.append(Put(status_key(port_id), orjson.dumps(written[port_id])))
+                written[port_id] = (key, want.as_obj())
+                puts.append(Put(key, orjson.dumps(want.as_obj())))
+                if old_key and old_key != key:
+                    deletes.append(Delete(old_key))
         gone = [p for p in mine if p not in bound]
-        deletes = [Delete(status_key(p)) for p in gone]
+        deletes += [Delete(mine[p][0]) for p in gone]
         if puts or deletes:
             self.store.txn([], puts, deletes)
             mine.update(written)
             for p in gone:
                 del mine[p]
             LOG.info(
-                "chassis %s: port status: %d written, %d removed (installed revision %d)",
+                "chassis %s: port status: %d written, %d removed (installed revision %s)",
                 self.chassis,
                 len(puts),
                 len(deletes),
-                installed_revision,
+                installed_revision if isinstance(installed_revision, int) else "per port",
             )
         return len(puts) + len(deletes)

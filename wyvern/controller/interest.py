@@ -1,19 +1,20 @@
 """Selective distribution: which parts of the store one chassis follows.
 
 An agent does not follow the whole topology. It always follows the small, global
-prefixes (chassis, routers, security groups, address groups, port binding statuses and
-the ports requested on its own host), and per network only what its ports need:
+prefixes (chassis, routers, security groups, address groups and the ports requested on
+its own host), and per network only what its ports need:
 
 - the networks of its local ports (plugged here, or requested here by binding:host_id),
 - and every network reachable from those through routers (transitively, as OVN's local
   datapaths: a distributed router routes on the sending chassis, so it needs each
   network the packet may leave into, and the routers beyond it),
 
-each as three prefixes: the network record, its subnets and its ports (the store keeps
-subnets and ports under their network's id; wyvern/api/repo.py). Security group rules
-are followed per group, for the groups of local ports and the remote groups their rules
-name. Remote-group members are seen in the networks followed, which holds every member a
-local port can exchange packets with.
+each as four prefixes: the network record, its subnets, its ports and their binding
+statuses (the store keeps subnets, ports and statuses under their network's id;
+wyvern/api/repo.py), so a port's status wakes only the chassis that may send to it.
+Security group rules are followed per group, for the groups of local ports and the remote
+groups their rules name. Remote-group members are seen in the networks followed, which
+hold every member a local port can exchange packets with.
 
 The first port of a network on the chassis starts following it (list, then watch);
 removing the last stops it and its objects leave the view as deletions, so their flows
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 
 from wyvern.api.repo import ROOT, host_port_key, index_key
-from wyvern.controller.sync import STATUS_PORTS, Sync
+from wyvern.controller.sync import Sync, status_prefix
 from wyvern.controller.view import Binding, Change
 from wyvern.nb.store import Store, StoreError
 
@@ -37,7 +38,6 @@ GLOBAL_PREFIXES = (
     f"{ROOT}routers/",
     f"{ROOT}security_groups/",
     f"{ROOT}address_groups/",
-    STATUS_PORTS,
 )
 
 
@@ -46,6 +46,7 @@ def network_prefixes(network_id: str) -> tuple[str, ...]:
         f"{ROOT}networks/{network_id}",  # an id is a fixed-length UUID: prefix == key
         f"{ROOT}subnets/{network_id}/",
         f"{ROOT}ports/{network_id}/",
+        status_prefix(network_id),
     )
 
 
@@ -152,7 +153,7 @@ class Interest:
             for g in sorted(groups - self.groups):
                 changes += self.sync.follow(rules_prefix(g))
             for n in sorted(self.networks - nets):
-                for prefix in reversed(network_prefixes(n)):  # ports, subnets, network
+                for prefix in reversed(network_prefixes(n)):  # statuses, ports, ...
                     changes += self.sync.unfollow(prefix)
             for g in sorted(self.groups - groups):
                 changes += self.sync.unfollow(rules_prefix(g))

@@ -46,8 +46,14 @@ IDLE_PROOF = 0.25  # seconds (see Sync.pump)
 HEAD_EVERY = 0.5  # seconds between reads of the store's revision for idle proofs
 
 
-def status_key(port_id: str) -> str:
-    return f"{STATUS_PORTS}{port_id}"
+def status_prefix(network_id: str) -> str:
+    """A network's port statuses: followed with the network, so a port's status wakes only
+    the chassis that follow its network."""
+    return f"{STATUS_PORTS}{network_id}/"
+
+
+def status_key(network_id: str, port_id: str) -> str:
+    return f"{STATUS_PORTS}{network_id}/{port_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,8 @@ def requested_port(key: str) -> str | None:
 def decode_key(key: str) -> Decoded | None:
     """Map a store key (wyvern/api/repo.py layout) to what it holds; None = not followed.
 
-    /wyvern/<kind>/<id>, /wyvern/<kind>/<parent>/<id> (children), /wyvern/status/ports/<id>.
+    /wyvern/<kind>/<id>, /wyvern/<kind>/<parent>/<id> (children),
+    /wyvern/status/ports/<network id>/<port id>.
     """
     if not key.startswith(ROOT):
         return None
@@ -77,8 +84,8 @@ def decode_key(key: str) -> Decoded | None:
     if not parts or parts[0] in IGNORED_SEGMENTS:
         return None
     if parts[0] == "status":
-        if len(parts) == 3 and parts[1] == "ports" and parts[2]:
-            return Decoded("status", parts[2])
+        if len(parts) == 4 and parts[1] == "ports" and parts[2] and parts[3]:
+            return Decoded("status", parts[3])
         return None
     kind = STORE_KINDS.get(parts[0])
     if kind is None or len(parts) not in (2, 3) or not parts[-1]:
@@ -157,8 +164,9 @@ class Sync:
         self._refs: dict[Key, list[Key]] = {}
         self._dependents: dict[Key, set[Key]] = defaultdict(set)
         self._removing: set[Key] = set()
-        # port id -> status object as stored (ours and other chassis's)
+        # port id -> status object as stored (ours and other chassis's), and its key
         self.port_status: dict[str, dict[str, Any]] = {}
+        self._status_store_key: dict[str, str] = {}
         # Ports requested on our host (if a host_ports prefix is followed) -> network id;
         # and a counter that moves whenever that set or any router record changes (what
         # selective distribution decides from, held-back records included).
@@ -233,7 +241,9 @@ class Sync:
             others = [o.prefix for o in self.followers]
             empty = Snapshot(prefix, f.seen, [])
             changes = []
-            for key in [k for k in self._by_store_key if k.startswith(prefix)]:
+            keys = [k for k in self._by_store_key if k.startswith(prefix)]
+            keys += [k for k in self._status_store_key.values() if k.startswith(prefix)]
+            for key in keys:
                 if not any(key.startswith(o) for o in others):
                     changes += self._apply_event(Event("delete", key, b"", empty.revision))
             return changes
@@ -342,9 +352,9 @@ class Sync:
         for key in [k for k in self._by_store_key if k.startswith(snap.prefix)]:
             if key not in present:
                 changes += self._apply_event(Event("delete", key, b"", snap.revision))
-        for status_port in [p for p in self.port_status if status_key(p).startswith(snap.prefix)]:
-            if status_key(status_port) not in present:
-                changes += self._set_status(status_port, None)
+        for port_id, key in list(self._status_store_key.items()):
+            if key.startswith(snap.prefix) and key not in present:
+                changes += self._set_status(port_id, None)
         if snap.prefix.startswith(HOST_PORTS):
             listed = {requested_port(k) for k in present}
             for port_id in [p for p in self.requested if p not in listed]:
@@ -367,6 +377,8 @@ class Sync:
             if decoded is None:
                 return []
             if decoded.kind == "status":
+                if self._status_store_key.get(decoded.id) != event.key:
+                    return []  # (not the key we hold for that port)
                 return self._set_status(decoded.id, None)
             if decoded.kind == "chassis":
                 self.chassis_expiry.pop(decoded.id, None)
@@ -391,7 +403,8 @@ class Sync:
             LOG.warning("ignoring %s: not JSON", store_key)
             return []
         if decoded.kind == "status":
-            return self._set_status(decoded.id, obj if isinstance(obj, dict) else None)
+            status = obj if isinstance(obj, dict) else None
+            return self._set_status(decoded.id, status, store_key)
         key: Key = (decoded.kind, decoded.id)
         try:
             record = record_from_obj(decoded.kind, obj)
@@ -460,14 +473,19 @@ class Sync:
             self.requested[port_id] = network_id
         self.interest_version += 1
 
-    def _set_status(self, port_id: str, status: dict[str, Any] | None) -> list[Change]:
+    def _set_status(
+        self, port_id: str, status: dict[str, Any] | None, store_key: str = ""
+    ) -> list[Change]:
         """A port's binding status; a change of where it is bound (ACTIVE) is a Change."""
         old = self.view.port_chassis.get(port_id)
         new: str | None = None
         if status is None:
             self.port_status.pop(port_id, None)
+            self._status_store_key.pop(port_id, None)
         else:
             self.port_status[port_id] = status
+            if store_key:
+                self._status_store_key[port_id] = store_key
             chassis = status.get("chassis")
             if chassis and status.get("status") == "ACTIVE":
                 new = str(chassis)

@@ -122,7 +122,7 @@ class Catalog:
                 with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
                     status = orjson.loads(kv.value)
                     if status.get("status") == "ACTIVE" and status.get("chassis"):
-                        cat.port_chassis[kv.key[len(STATUS_PORTS) :]] = str(status["chassis"])
+                        cat.port_chassis[kv.key.rsplit("/", 1)[1]] = str(status["chassis"])
                 continue
             decoded = decode_key(kv.key)
             if decoded is None:

@@ -341,7 +341,8 @@ def _bind(obj: dict[str, Any]) -> None:
 
 
 # Written by the agent that binds the port, never by the API (the only writer of the port
-# object itself): {"chassis", "host", "status", "installed_revision", "ofport"}.
+# object itself), under <network id>/<port id>: {"chassis", "host", "status",
+# "installed_revision", "ofport"}. (wyvern/controller/bindings.py)
 PORT_STATUS_PREFIX = "/wyvern/status/ports/"
 
 
@@ -439,11 +440,13 @@ class Ports(Resource):
         if not objs:
             return {}
         if len(objs) == 1:
-            kv = self.repo.store.get(PORT_STATUS_PREFIX + str(objs[0]["id"]))
-            return {str(objs[0]["id"]): orjson.loads(kv.value)} if kv else {}
+            port_id = str(objs[0]["id"])
+            kv = self.repo.store.get(f"{PORT_STATUS_PREFIX}{objs[0]['network_id']}/{port_id}")
+            return {port_id: orjson.loads(kv.value)} if kv else {}
         out: dict[str, dict[str, Any]] = {}
         for kv in self.repo.store.list(PORT_STATUS_PREFIX).items:
-            out[kv.key[len(PORT_STATUS_PREFIX) :]] = orjson.loads(kv.value)
+            if kv.key.count("/") == PORT_STATUS_PREFIX.count("/") + 1:  # (<net>/<port>)
+                out[kv.key.rsplit("/", 1)[1]] = orjson.loads(kv.value)
         return out
 
     def load_for_write(self, ctx: RequestContext, id_: str, action: str) -> Stored:
