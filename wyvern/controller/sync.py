@@ -43,7 +43,7 @@ HOST_PORTS = f"{ROOT}index/host_ports/"  # <host>/<port id> -> network id (repo.
 # Keys under ROOT the agent never follows: claims, ownership and child->parent indexes.
 IGNORED_SEGMENTS = frozenset({"uniq", "owner", "index"})
 IDLE_PROOF = 0.25  # seconds (see Sync.pump)
-HEAD_EVERY = 0.5  # seconds between reads of the store's revision for idle proofs
+HEAD_EVERY = 5.0  # seconds between reads of the store's revision for idle proofs
 
 
 def status_prefix(network_id: str) -> str:
@@ -178,7 +178,7 @@ class Sync:
         self._next_expiry = float("inf")
         self._bell = threading.Event()  # rung by the store when a watch may have news
         self._prefix_index: dict[str, _Follower] | None = None
-        self._head_rev = 0
+        self._head_rev = 0  # the highest store revision known to exist (see _head)
         self._head_at = -HEAD_EVERY
         self._woken = False
         store.add_doorbell(self._bell)
@@ -297,12 +297,21 @@ class Sync:
         return changes
 
     def _head(self) -> int:
-        """The store's revision, read at most every HEAD_EVERY seconds: an older head only
-        proves less (hundreds of idle agents would otherwise ask etcd 5 times a second)."""
+        """A store revision that exists now, for idle proofs: the highest one any watch or
+        list has shown us, or a read of the store's at most every HEAD_EVERY seconds (for
+        writes under prefixes nobody here follows). Most proofs need no read: hundreds of
+        idle agents would otherwise ask etcd several times a second."""
         now = time.monotonic()
         if now - self._head_at >= HEAD_EVERY:
-            self._head_rev, self._head_at = self.store.revision(), now
+            self.saw_revision(self.store.revision())
+            self._head_at = now
         return self._head_rev
+
+    def saw_revision(self, revision: int) -> None:
+        """Note that the store has reached `revision` (a caller who read it, or our own
+        watches and lists)."""
+        if revision > self._head_rev:
+            self._head_rev = revision
 
     def wake(self) -> None:
         """Make a pump() waiting for the store return now (another thread has news: an
@@ -333,6 +342,7 @@ class Sync:
         if item.revision <= f.seen:  # already covered by a list
             return changes
         self.stats.batches += 1
+        self.saw_revision(item.revision)
         for event in item.events:
             changes += self._apply_event(event)
         f.seen = item.revision
@@ -341,6 +351,7 @@ class Sync:
 
     def _resync(self, f: _Follower) -> list[Change]:
         result = self.store.list(f.prefix)
+        self.saw_revision(result.revision)
         f.resyncs += 1
         self.stats.resyncs += 1
         return self._apply_snapshot(f, Snapshot(f.prefix, result.revision, result.items))
@@ -573,6 +584,7 @@ def wait_caught_up(sync: Sync, revision: int, timeout: float = 5.0) -> list[Chan
     """Pump until the sync has applied `revision` (tests and one-shot tools)."""
     changes: list[Change] = []
     deadline = time.monotonic() + timeout
+    sync.saw_revision(revision)
     while sync.revision < revision:
         if time.monotonic() > deadline:
             raise TimeoutError(f"sync at {sync.revision}, wanted {revision}")
