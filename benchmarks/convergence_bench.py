@@ -79,13 +79,11 @@ def child(endpoint: str, names: list[str]) -> None:
 
     def hook(name: str, installer: RecordingInstaller) -> None:
         seen: set[int] = set()
-        inner = installer.sync
 
-        def sync(lines: Any) -> Any:
-            stats = inner(lines)
+        def on_added(lines: list[str]) -> None:
             now = time.monotonic()
             fresh = []
-            for line in getattr(lines, "added", None) or lines:
+            for line in lines:
                 m = _COOKIE.search(line)
                 if m:
                     cookie = int(m.group(1), 16)
@@ -96,9 +94,8 @@ def child(endpoint: str, names: list[str]) -> None:
                 with out_lock:
                     sys.stdout.write(json.dumps({"c": name, "k": fresh, "t": now}) + "\n")
                     sys.stdout.flush()
-            return stats
 
-        installer.sync = sync  # type: ignore[method-assign]
+        installer.on_added = on_added
 
     for i, name in enumerate(names):
         store = EtcdStore([endpoint])
@@ -208,6 +205,10 @@ def summary(name: str, lat: list[float], timeouts: int) -> dict[str, Any]:
         f"{name}_timeouts": timeouts,
         f"{name}_p50_ms": statistics.median(lat) * 1000 if lat else None,
         f"{name}_p99_ms": pct(lat, 0.99) * 1000 if lat else None,
+        # (the slowest samples, and when they came: [sample index, ms])
+        f"{name}_slowest": sorted(
+            ([k, round(v * 1000, 1)] for k, v in enumerate(lat)), key=lambda kv: -kv[1]
+        )[:8],
     }
 
 

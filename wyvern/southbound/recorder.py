@@ -10,7 +10,7 @@ machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from wyvern.southbound.flowtext import RenderedLines
 from wyvern.southbound.installer import SyncStats
@@ -23,6 +23,8 @@ class RecordingInstaller:
         self.lines: set[str] = set()
         self.syncs = 0
         self._synced: object = None
+        # Called with the lines each sync added (a benchmark times installs by it).
+        self.on_added: Callable[[list[str]], None] | None = None
 
     @property
     def installed(self) -> set[str]:
@@ -46,6 +48,8 @@ class RecordingInstaller:
             removed = [line for line in self.lines if line not in desired]
             self.lines = desired
         self._synced = rendered.generation if rendered is not None else None
+        if added and self.on_added is not None:
+            self.on_added(added)
         return SyncStats(
             added=len(added),
             deleted=len(removed),
