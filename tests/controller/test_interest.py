@@ -93,7 +93,7 @@ def test_fake_chassis_follow_only_what_their_ports_need(
         assert set(hv1.view.ports) == {pa["id"]}
         assert pb["id"] in hv2.view.ports and pa["id"] not in hv2.view.ports
         # Port statuses are followed per network too: pb's ACTIVE never woke hv1 or hv3.
-        assert hv1.view.port_chassis == {pa["id"]: "hv1"}
+        assert hv1.wait_for(lambda: hv1.view.port_chassis == {pa["id"]: "hv1"})
         assert pa["id"] not in hv2.view.port_chassis and not hv3.view.port_chassis
         followed = {f.prefix for f in hv1.sync.followers}
         assert set(network_prefixes(str(a["id"]))) <= followed
@@ -108,7 +108,7 @@ def test_fake_chassis_follow_only_what_their_ports_need(
         assert hv1.wait_for(lambda: _active(store, pc, "hv1"))
         assert hv1.wait_for(lambda: set(hv1.view.networks) == {a["id"], b["id"], c["id"]})
         assert hv1.wait_for(lambda: any(str(pb["mac_address"]) in line for line in _recorded(hv1)))
-        assert hv1.view.port_chassis.get(pb["id"]) == "hv2"
+        assert hv1.wait_for(lambda: hv1.view.port_chassis.get(pb["id"]) == "hv2")
         # ...and hv2 sees the new port on c (it follows c) and installs for it.
         assert hv2.wait_for(lambda: any(str(pc["mac_address"]) in line for line in _recorded(hv2)))
 

@@ -53,8 +53,11 @@ Flows and owners: conjunctive matches, shared by every local port of a group
 
     So a group costs O(member ports + Σ_R (ranges + remotes)) flows, never a product. A
     clause flow shared by two rules of the group is one flow with both conjunction actions.
-    A rule change recomputes its group and its local members' clause-1 flows; unchanged
-    rules keep identical flows, so the installer never touches them. ("port", P) also owns
+    Owners: ("security_group", G) the merged clause-2 flows; ("sg_rule", R) the rule's
+    own conj_id flows (allow, reply, established). A rule change recomputes its own flows,
+    its group's clause-2 merge (memoised parts: no flow of another rule is rebuilt) and its
+    local members' clause-1 flows; unchanged rules keep identical flows, so the installer
+    never touches them. ("port", P) also owns
     P's pre_acl / pre_acl_egress dispatch. Nothing of G is installed while G has no local
     member. The app remembers which groups had one and which clause-3 addresses it
     returned, because the engine names a burst of changes against the view after all of
@@ -109,6 +112,7 @@ APP: AppName = "security_groups"
 # (clause-1 template, its flows by (network key, port key), the group's cookie)
 _MemberMemo = tuple["FlowTemplate", dict[tuple[int, int], "Flow"], int]
 REMOTE = "sg_remote"  # owner kind of the per-address clause-3 flows
+RULE = "sg_rule"  # owner kind of one rule's own flows (its conj_id matches)
 
 # pre_acl / pre_acl_egress
 P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
@@ -493,6 +497,7 @@ class SecurityGroups(App):
             out.append(("security_group", g))
             self._live[g] = live = self._has_local_member(view, g)
             if live:
+                out.extend((RULE, r.id) for r in view.sg_rules(g))
                 out.extend(sorted(self._remote_owners(view, g)))
         return out
 
@@ -505,9 +510,10 @@ class SecurityGroups(App):
             for g in groups:
                 out.update(("port", p) for p in view.ports_by_sg.get(g, ()) if p in view.bindings)
 
-        def all_remotes(groups: Iterable[str]) -> None:  # every clause-3 owner of groups
+        def all_remotes(groups: Iterable[str]) -> None:  # every clause-3 and rule owner
             for g in groups:
                 out.update(self._remote_owners(view, g))
+                out.update((RULE, r.id) for r in view.sg_rules(g))
                 self._live[g] = self._has_local_member(view, g)
 
         def addresses(groups: Iterable[str], cidrs: Iterable[str]) -> None:
@@ -518,6 +524,7 @@ class SecurityGroups(App):
             for r in (change.old, change.new):
                 if r is not None:
                     out.add(("security_group", r.security_group_id))
+                    out.add((RULE, r.id))
                     members([r.security_group_id])
                     addresses([r.security_group_id], _rule_cidrs(view, r))
                     if r is change.old and (r.remote_group_id or r.remote_address_group_id):
@@ -615,6 +622,8 @@ class SecurityGroups(App):
             return self._port_flows(view, id_)
         if kind == "security_group":
             return self._group_flows(view, id_)
+        if kind == RULE:
+            return self._rule_flows(view, id_)
         if kind == REMOTE:
             sg_id, _, cidr = id_.partition(" ")
             flows = self._remote_flows(view, sg_id, cidr)
@@ -660,12 +669,13 @@ class SecurityGroups(App):
             return known  # type: ignore[return-value]
         port_conj: list[Conjunction] = []
         for rule in view.sg_rules(sg_id):
+            _, eid, cid, what = self._rule_parts(rule)
             if stateful:
-                port_conj.append(Conjunction(est_conj_id(rule.id), 1, 2))
-            if rule.direction != side.rule_direction or _what_matches(rule) is None:
+                port_conj.append(Conjunction(eid, 1, 2))
+            if rule.direction != side.rule_direction or what is None:
                 continue
             n = 2 if _remote_is_any(view, rule) else 3
-            port_conj.append(Conjunction(rule_conj_id(rule.id), 1, n))
+            port_conj.append(Conjunction(cid, 1, n))
         actions = tuple(sorted(set(port_conj), key=lambda c: (c.conj_id, c.clause)))
         memo[key] = actions
         return actions
@@ -721,6 +731,10 @@ class SecurityGroups(App):
         return (*known, group_cookie)
 
     def _group_flows(self, view: LocalView, sg_id: str) -> list[Flow]:
+        """Clause 2 of every rule of the group, merged: a match two rules share is one
+        flow with both conjunctions. O(rules) lookups of memoised parts, so a rule change
+        in a big group rebuilds none of the other rules' flows (their own flows are
+        owned per rule, _rule_flows)."""
         sg = view.security_groups.get(sg_id)
         if sg is None:
             return []
@@ -731,77 +745,108 @@ class SecurityGroups(App):
         rules = view.sg_rules(sg_id)
         out: list[Flow] = []
         for side in SIDES:
-            acl = table(side.acl)
             # clause flows of this side: match -> (conjunctions, rule ids)
             clauses: dict[Match, tuple[list[Conjunction], set[str]]] = defaultdict(
                 lambda: ([], set())
             )
-            port_conj: list[Conjunction] = []
+            any_clause1 = False
             for rule in rules:
+                est_match, eid, cid, what = self._rule_parts(rule)
                 if sg.stateful:
-                    eid = est_conj_id(rule.id)
-                    port_conj.append(Conjunction(eid, 1, 2))
-                    m = match(ct_state="+trk-new-inv", ct_mark=rule_mark(rule.id))
-                    clauses[m][0].append(Conjunction(eid, 2, 2))
-                    clauses[m][1].add(rule.id)
-                    out.append(
-                        acl.flow(
-                            priority=prio,
-                            cookie=_cookie(rule.id),
-                            match=match(conj_id=eid),
-                            actions=(Goto(side.after_acl),),
-                        )
-                    )
-                if rule.direction != side.rule_direction:
+                    any_clause1 = True
+                    entry = clauses[est_match]
+                    entry[0].append(Conjunction(eid, 2, 2))
+                    entry[1].add(rule.id)
+                if rule.direction != side.rule_direction or what is None:
                     continue
-                what = _what_matches(rule)
-                if what is None:
-                    continue
+                any_clause1 = True
                 n = 2 if _remote_is_any(view, rule) else 3
-                cid = rule_conj_id(rule.id)
-                port_conj.append(Conjunction(cid, 1, n))
-                for fields in what:
-                    m = match(**fields)
-                    clauses[m][0].append(Conjunction(cid, 2, n))
-                    clauses[m][1].add(rule.id)
-                et = ETH_TYPES[rule.ethertype]
-                allow: tuple[Action, ...] = (Goto(side.after_acl),)
-                if sg.stateful:
-                    commit = Ct(
-                        commit=True,
-                        zone="port_ct_zone",
-                        exec=(SetField("ct_mark", rule_mark(rule.id)),),
-                    )
-                    allow = (commit, *allow)
-                if sg.stateful:
-                    # A reply passes but is never committed: its connection was allowed
-                    # (and marked) in the other direction, and re-marking it here would
-                    # keep alive a connection whose rule was just revoked.
-                    out.append(
-                        acl.flow(
-                            priority=prio,
-                            cookie=_cookie(rule.id),
-                            match=match(conj_id=cid, eth_type=et, ct_state="+trk+rpl"),
-                            actions=(Goto(side.after_acl),),
-                        )
-                    )
-                    rule_match = match(conj_id=cid, eth_type=et, ct_state="+trk-rpl")
-                else:
-                    rule_match = match(conj_id=cid, eth_type=et)
-                out.append(
-                    acl.flow(
-                        priority=prio,
-                        cookie=_cookie(rule.id),
-                        match=rule_match,
-                        actions=allow,
-                    )
-                )
-            if not port_conj:
+                conj = Conjunction(cid, 2, n)
+                for m in what:
+                    entry = clauses[m]
+                    entry[0].append(conj)
+                    entry[1].add(rule.id)
+            if not any_clause1:
                 continue
             for m, (conjs, rule_ids) in clauses.items():
                 cookie = _cookie(next(iter(rule_ids))) if len(rule_ids) == 1 else group_cookie
-                actions = tuple(sorted(set(conjs), key=lambda c: (c.conj_id, c.clause)))
+                actions = tuple(sorted(set(conjs), key=_conj_order))
                 out.append(self._flow(side.acl, prio, cookie, actions, m))
+        return out
+
+    def _rule_parts(
+        self, rule: SecurityGroupRule
+    ) -> tuple[Match, int, int, tuple[Match, ...] | None]:
+        """(est clause-2 match, est conj id, rule conj id, clause-2 matches or None when
+        the rule cannot be expressed) of a rule, memoised while the rule object stays."""
+        memo: dict[str, tuple[SecurityGroupRule, tuple[Match, int, int, tuple[Match, ...] | None]]]
+        memo = self.__dict__.setdefault("_parts", {})
+        got = memo.get(rule.id)
+        if got is not None and got[0] is rule:
+            return got[1]
+        what = _what_matches(rule)
+        parts = (
+            match(ct_state="+trk-new-inv", ct_mark=rule_mark(rule.id)),
+            est_conj_id(rule.id),
+            rule_conj_id(rule.id),
+            None if what is None else tuple(match(**fields) for fields in what),
+        )
+        if len(memo) >= 1 << 16:
+            memo.clear()
+        memo[rule.id] = (rule, parts)
+        return parts
+
+    def _rule_flows(self, view: LocalView, rule_id: str) -> list[Flow]:
+        """A rule's own flows, on each side: its established-traffic and reply passes
+        and its allow (stateful: committing with the rule's ct_mark). They depend on the
+        rule and on its group's priority, statefulness and local membership only."""
+        rule = view.rules.get(rule_id)
+        if rule is None:
+            return []
+        sg = view.security_groups.get(rule.security_group_id)
+        if sg is None or not self._has_local_member(view, sg.id):
+            return []
+        prio = self._priority(view, sg.id)
+        cookie = _cookie(rule.id)
+        _, eid, cid, what = self._rule_parts(rule)
+        out: list[Flow] = []
+        for side in SIDES:
+            acl = table(side.acl)
+            if sg.stateful:
+                out.append(
+                    acl.flow(
+                        priority=prio,
+                        cookie=cookie,
+                        match=match(conj_id=eid),
+                        actions=(Goto(side.after_acl),),
+                    )
+                )
+            if rule.direction != side.rule_direction or what is None:
+                continue
+            et = ETH_TYPES[rule.ethertype]
+            allow: tuple[Action, ...] = (Goto(side.after_acl),)
+            if sg.stateful:
+                commit = Ct(
+                    commit=True,
+                    zone="port_ct_zone",
+                    exec=(SetField("ct_mark", rule_mark(rule.id)),),
+                )
+                allow = (commit, *allow)
+                # A reply passes but is never committed: its connection was allowed (and
+                # marked) in the other direction, and re-marking it here would keep
+                # alive a connection whose rule was just revoked.
+                out.append(
+                    acl.flow(
+                        priority=prio,
+                        cookie=cookie,
+                        match=match(conj_id=cid, eth_type=et, ct_state="+trk+rpl"),
+                        actions=(Goto(side.after_acl),),
+                    )
+                )
+                rule_match = match(conj_id=cid, eth_type=et, ct_state="+trk-rpl")
+            else:
+                rule_match = match(conj_id=cid, eth_type=et)
+            out.append(acl.flow(priority=prio, cookie=cookie, match=rule_match, actions=allow))
         return out
 
     def _remote_flows(self, view: LocalView, sg_id: str, cidr: str) -> list[Flow]:
