@@ -181,6 +181,15 @@ def test_revoking_a_lease_whose_keys_are_gone_makes_no_revision(store: Store) ->
     rev = store.txn([], deletes=[Delete("/lg/k")]).revision
     store.revoke(lease)
     assert store.revision() == rev
+    assert not store.keepalive(lease)
+
+
+def test_lease_zero_is_no_lease(store: Store) -> None:
+    """0 means "no lease" in a Put: revoking or keeping it alive touches no key."""
+    rev = put(store, "/lz/k").revision
+    store.revoke(0)
+    assert not store.keepalive(0)
+    assert store.get("/lz/k") is not None and store.revision() == rev
 
 
 def test_grant_refuses_a_non_positive_ttl(store: Store) -> None:
@@ -195,21 +204,26 @@ def test_sqlite_keepalive_from_another_store_and_expiry_seen_by_it(tmp_path: Pat
     """Two stores on one file stand for two processes: leases and expiry cross between them."""
     path = str(tmp_path / "shared.db")
     a, b = SqliteStore(path), SqliteStore(path)
+    ttl = 2.0
     try:
-        lease = a.grant(SHORT)
-        a.txn([], [Put("/lx/k", b"", lease=lease)])
-        watch = b.watch("/lx/", 0)
-        until = time.monotonic() + 3 * SHORT
+        lease = a.grant(ttl)
+        rev = a.txn([], [Put("/lx/k", b"", lease=lease)]).revision
+        watches = [a.watch("/lx/", rev + 1), b.watch("/lx/", rev + 1)]
+        until = time.monotonic() + 2 * ttl
         while time.monotonic() < until:
             assert b.keepalive(lease)
-            time.sleep(SHORT / 8)
+            time.sleep(ttl / 8)
         assert a.get("/lx/k") is not None
-        # Keepalives stop; nobody writes; b's watch alone must bring the delete.
-        batch = next_batch(watch, timeout=WAIT + SHORT)
-        assert batch.events == (Event("delete", "/lx/k", b"", batch.revision),)
+        # Keepalives stop and nobody writes: the polling watches race to reap the lease,
+        # and both see the one delete.
+        gone = Batch(rev + 1, (Event("delete", "/lx/k", b"", rev + 1),))
+        assert [next_batch(w, timeout=WAIT + ttl) for w in watches] == [gone, gone]
         assert a.get("/lx/k") is None
         assert not a.keepalive(lease)
-        watch.close()
+        sentinel = put(b, "/lx/~sentinel").revision
+        for w in watches:
+            assert [x.revision for x in collect(w, sentinel)] == [sentinel]  # nothing more
+            w.close()
     finally:
         a.close()
         b.close()

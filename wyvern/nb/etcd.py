@@ -386,8 +386,10 @@ class EtcdStore(Store):
             # A stream of one message: {"result": ...} or {"error": ...}, status 200 either way.
             url = client.get_url("/lease/keepalive")
             resp: dict[str, Any] = client.post(url, json={"ID": lease})
-            if "error" in resp:
-                raise StoreError(f"etcd keepalive of lease {lease}: {resp['error']}")
+            error = resp.get("error")
+            if error is not None:  # let _call judge it like any other answer (no leader...)
+                detail = {"message": error.get("message"), "code": error.get("grpc_code")}
+                raise etcd_exc.Etcd3Exception(json.dumps(detail))
             result: dict[str, Any] = resp.get("result", {})
             return result
 

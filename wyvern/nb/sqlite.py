@@ -156,11 +156,14 @@ class SqliteStore(Store):
     def _end_lease(self, conn: sqlite3.Connection, lease: int) -> bool:
         """Drop a lease and delete its keys in one revision (sorted, as etcd's lessor)."""
         conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
-        keys = conn.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease,)).fetchall()
+        # "AND lease != 0" lets SQLite use the partial index kv_lease.
+        keys = conn.execute(
+            "SELECT key FROM kv WHERE lease = ? AND lease != 0 ORDER BY key", (lease,)
+        ).fetchall()
         if not keys:
             return False
         rev = self._head(conn) + 1
-        conn.execute("DELETE FROM kv WHERE lease = ?", (lease,))
+        conn.execute("DELETE FROM kv WHERE lease = ? AND lease != 0", (lease,))
         self._publish(conn, rev, [(rev, i, key, 1, b"") for i, (key,) in enumerate(keys)])
         return True
 
