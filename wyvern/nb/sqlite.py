@@ -8,7 +8,8 @@ they are woken at once, across processes they poll it (every `poll_interval`).
 Leases live in a table with wall-clock expiries (the processes sharing the file share the
 clock), and meta's `lease_expiry` holds the earliest one, kept exact by every write to the
 leases table. Whoever uses the store (a watch poll, a read, a write) compares that number
-with the clock and, when it is due, reaps: a write transaction that deletes the keys of each
+(reads keep it in memory, re-read at most every `poll_interval`) with the clock and, when
+it is due, reaps: a write transaction that deletes the keys of each
 expired lease in a revision of its own. Reapers racing on the same lease are harmless: they
 are serialized by the write lock and the later one finds nothing due.
 """
@@ -62,6 +63,11 @@ CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expires_at);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0), ('lease_expiry', {_NEVER});
 """
 _KV = "key, value, create_rev, mod_rev, version, lease"
+_POLL_META = (
+    "SELECT (SELECT value FROM meta WHERE name = 'compacted'),"
+    " (SELECT value FROM meta WHERE name = 'revision'),"
+    " (SELECT value FROM meta WHERE name = 'lease_expiry')"
+)
 
 T = TypeVar("T")
 
@@ -82,6 +88,10 @@ class SqliteStore(Store):
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._cond = threading.Condition()
+        # meta's lease_expiry as last read, and when (monotonic): a read of this process
+        # only compares the clock with it, re-reading it at most every poll_interval.
+        self._expiry: float = 0.0
+        self._expiry_read_at = -float("inf")
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         conn = self._conn()
@@ -133,9 +143,15 @@ class SqliteStore(Store):
     def _reap(self) -> None:
         self._write(lambda conn: (None, self._expire(conn)))
 
+    def _note_expiry(self, expiry: float) -> None:
+        self._expiry, self._expiry_read_at = expiry, time.monotonic()
+
     def _reap_if_due(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT value FROM meta WHERE name = 'lease_expiry'").fetchone()
-        if time.time() >= row[0]:
+        """Reap if a lease is due; the number is ours, or re-read if older than a poll."""
+        if time.monotonic() - self._expiry_read_at >= self.poll_interval:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'lease_expiry'").fetchone()
+            self._note_expiry(row[0])
+        if time.time() >= self._expiry:
             self._reap()
 
     def _expire(self, conn: sqlite3.Connection) -> bool:
@@ -143,6 +159,7 @@ class SqliteStore(Store):
         now = time.time()
         row = conn.execute("SELECT value FROM meta WHERE name = 'lease_expiry'").fetchone()
         if now < row[0]:
+            self._note_expiry(row[0])
             return False
         due = conn.execute(
             "SELECT id FROM leases WHERE expires_at <= ? ORDER BY expires_at, id", (now,)
@@ -167,13 +184,11 @@ class SqliteStore(Store):
         self._publish(conn, rev, [(rev, i, key, 1, b"") for i, (key,) in enumerate(keys)])
         return True
 
-    @staticmethod
-    def _update_expiry(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "UPDATE meta SET value = coalesce((SELECT min(expires_at) FROM leases), ?)"
-            " WHERE name = 'lease_expiry'",
-            (_NEVER,),
-        )
+    def _update_expiry(self, conn: sqlite3.Connection) -> None:
+        """Set lease_expiry to the earliest expiry (the leases table has just changed)."""
+        row = conn.execute("SELECT coalesce(min(expires_at), ?) FROM leases", (_NEVER,)).fetchone()
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'lease_expiry'", row)
+        self._note_expiry(row[0])
 
     @staticmethod
     def _head(conn: sqlite3.Connection) -> int:
@@ -198,9 +213,7 @@ class SqliteStore(Store):
             cur = conn.execute(
                 "INSERT INTO leases (ttl, expires_at) VALUES (?, ?)", (ttl, expires_at)
             )
-            conn.execute(
-                "UPDATE meta SET value = min(value, ?) WHERE name = 'lease_expiry'", (expires_at,)
-            )
+            self._update_expiry(conn)
             assert cur.lastrowid is not None
             return cur.lastrowid, changed
 
@@ -371,16 +384,12 @@ class _SqliteWatch(Watch):
         while True:
             conn.execute("BEGIN")
             try:
-                meta = dict(
-                    conn.execute(
-                        "SELECT name, value FROM meta"
-                        " WHERE name IN ('compacted', 'revision', 'lease_expiry')"
-                    ).fetchall()
-                )
-                due = not reaped and time.time() >= meta["lease_expiry"]
+                compacted, head, expiry = conn.execute(_POLL_META).fetchone()
+                self._store._note_expiry(expiry)
+                due = not reaped and time.time() >= expiry
                 if not due:
-                    if self._next_rev < meta["compacted"]:
-                        return Gap(meta["compacted"])
+                    if self._next_rev < compacted:
+                        return Gap(compacted)
                     rows = conn.execute(
                         "SELECT rev, key, deleted, value FROM log"
                         " WHERE rev >= ? AND key >= ? AND key < ? ORDER BY rev, seq",
@@ -393,7 +402,6 @@ class _SqliteWatch(Watch):
             # A lease is due and nobody may be writing: reap it here, then read its deletes.
             self._store._reap()
             reaped = True
-        head = int(meta["revision"])
         current: list[Event] = []
         for rev, key, deleted, value in rows:
             if current and current[0].revision != rev:

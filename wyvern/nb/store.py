@@ -212,7 +212,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def grant(self, ttl: float) -> int:
-        """A new lease (id > 0) that expires `ttl` seconds from now unless kept alive."""
+        """A new lease (id > 0) that expires `ttl` seconds from now unless kept alive; its
+        keys then go in one revision per lease, as on revoke. etcd rounds up to whole
+        seconds and to its minimum TTL."""
 
     @abc.abstractmethod
     def keepalive(self, lease: int) -> bool:
