@@ -9,9 +9,9 @@ Leases live in a table with wall-clock expiries (the processes sharing the file 
 clock), and meta's `lease_expiry` holds the earliest one, kept exact by every write to the
 leases table. Whoever uses the store (a watch poll, a read, a write) compares that number
 (reads keep it in memory, re-read at most every `poll_interval`) with the clock and, when
-it is due, reaps: a write transaction that deletes the keys of each
-expired lease in a revision of its own. Reapers racing on the same lease are harmless: they
-are serialized by the write lock and the later one finds nothing due.
+it is due, reaps: a write transaction that deletes the keys of each expired lease in a
+revision of its own. Reapers racing on the same lease are harmless: they are serialized by
+the write lock and the later one finds nothing due.
 """
 
 from __future__ import annotations
