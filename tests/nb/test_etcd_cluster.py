@@ -229,3 +229,16 @@ def test_lease_kept_alive_through_the_loss_of_the_member_in_use(cluster: EtcdSer
     assert not store.keepalive(lease)
     watch.close()
     store.close()
+
+
+def test_keepalive_without_quorum_raises_rather_than_reporting_the_lease_gone(
+    cluster: EtcdServer,
+) -> None:
+    """False would tell the holder to start over; without a leader nobody can say."""
+    store = EtcdStore(cluster.endpoints[:1], timeout=2.0)
+    lease = store.grant(30)
+    cluster.kill(1)
+    cluster.kill(2)
+    with pytest.raises(StoreError, match="no leader"):
+        store.keepalive(lease)
+    store.close()

@@ -219,7 +219,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def keepalive(self, lease: int) -> bool:
         """Push the lease's expiry to a full TTL from now, without any event; False if it is
-        gone (expired or revoked), and then the caller must grant a new one."""
+        gone (expired or revoked), and then the caller must grant a new one. StoreError when
+        the store cannot tell (etcd without a leader)."""
 
     @abc.abstractmethod
     def revoke(self, lease: int) -> None:
