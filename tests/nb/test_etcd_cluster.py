@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -196,3 +197,53 @@ def test_idle_watch_survives_restart_after_compaction(tmp_path: Path) -> None:
         assert isinstance(item, Batch) and item.revision == rev, item
         watch.close()
         store.close()
+
+
+def test_lease_kept_alive_through_the_loss_of_the_member_in_use(cluster: EtcdServer) -> None:
+    """Losing the leader (the member we talk to) must not end a lease that is kept alive:
+    keepalives fail over, and the new leader gives every lease a fresh TTL."""
+    ttl = 3
+    store = EtcdStore(_leader_first(cluster), timeout=5.0)
+    lease = store.grant(ttl)
+    rev = store.txn([], [Put("/lease/k", b"", lease=lease)]).revision
+    watch = store.watch("/lease/", rev + 1)
+
+    def keep_alive_for(seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            with contextlib.suppress(StoreError):  # no leader yet; a later attempt finds one
+                assert store.keepalive(lease)
+            time.sleep(ttl / 10)
+
+    keep_alive_for(ttl)
+    cluster.kill(cluster.index_of(store.endpoint))
+    keep_alive_for(2 * ttl)
+    kv = store.get("/lease/k")
+    assert kv is not None and kv.lease == lease
+    assert watch.next(timeout=0.1) is None  # no delete while kept alive
+    # Stop: the new leader expires it, and the watch (failed over too) sees the delete.
+    item = watch.next(timeout=30)
+    assert isinstance(item, Batch) and [(e.type, e.key) for e in item.events] == [
+        ("delete", "/lease/k")
+    ]
+    assert not store.keepalive(lease)
+    watch.close()
+    store.close()
+
+
+def test_keepalive_without_quorum_raises_rather_than_reporting_the_lease_gone(
+    cluster: EtcdServer,
+) -> None:
+    """False would tell the holder to start over; without a leader nobody can say."""
+    store = EtcdStore(cluster.endpoints[:1], timeout=2.0)
+    lease = store.grant(30)
+    cluster.kill(1)
+    cluster.kill(2)
+    # A leader renews leases locally until it notices it lost quorum and steps down; then
+    # the answer is "no leader" (or, from a follower, no answer in time).
+    deadline = time.monotonic() + 30
+    with pytest.raises(StoreError):
+        while time.monotonic() < deadline:
+            assert store.keepalive(lease)
+            time.sleep(0.1)
+    store.close()

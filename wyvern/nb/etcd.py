@@ -12,6 +12,12 @@ failure neither loses nor repeats an event. A stream silent for `_WATCH_IDLE` se
 reopened (a hung member sends nothing); to keep such a reopen from reporting a spurious Gap
 after compaction, run etcd with --experimental-watch-progress-notify-interval below that
 (our launcher, wyvern.nb.etcd_server, uses 5s) so idle watches learn the current revision.
+
+Leases are etcd's own. etcd 3.4 grants whole seconds and at least its minimum TTL, which it
+derives from the election timeout (1.5 x, rounded up to seconds: 2 s with the default 1 s,
+1 s with our launcher's 500 ms). A keepalive of a lease that is gone still answers 200,
+just without a TTL. The leader revokes an expired lease on its own (a 2 s lease was gone
+after ~2.1 s), in one revision, like a revoke.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import base64
 import contextlib
 import functools
 import json
+import math
 import queue
 import socket
 import threading
@@ -103,6 +110,7 @@ def _kv(raw: dict[str, Any]) -> KeyValue:
         create_revision=int(raw.get("create_revision", 0)),
         mod_revision=int(raw.get("mod_revision", 0)),
         version=int(raw.get("version", 0)),
+        lease=int(raw.get("lease", 0)),
     )
 
 
@@ -161,6 +169,13 @@ def _classify(exc: etcd_exc.Etcd3Exception) -> _Failure:
 
 def _send_txn(client: Etcd3Client, request: dict[str, Any]) -> dict[str, Any]:
     return cast(dict[str, Any], client.transaction(request))
+
+
+def _put(p: Put) -> dict[str, Any]:
+    put: dict[str, Any] = {"key": _b64(p.key.encode()), "value": _b64(p.value)}
+    if p.lease:
+        put["lease"] = p.lease
+    return put
 
 
 def _compare(c: Compare, absent: set[str]) -> dict[str, Any]:
@@ -327,9 +342,9 @@ class EtcdStore(Store):
         the caller's compares actually failed.
         """
         net_puts, deleted = net_effect(puts, deletes)
-        success = [
-            {"request_put": {"key": _b64(p.key.encode()), "value": _b64(p.value)}} for p in net_puts
-        ] + [{"request_delete_range": {"key": _b64(k.encode())}} for k in deleted]
+        success = [{"request_put": _put(p)} for p in net_puts] + [
+            {"request_delete_range": {"key": _b64(k.encode())}} for k in deleted
+        ]
         keys = list(dict.fromkeys(c.key for c in compares))
         failure = [{"request_range": {"key": _b64(k.encode())}} for k in keys]
         pinned = [c for c in compares if c.target == "value" and c.holds(None)]
@@ -356,6 +371,41 @@ class EtcdStore(Store):
                 raise StoreError("etcd rejected a txn whose compares all hold")
             absent = now_absent
         raise StoreError("txn guards kept changing under contention; giving up")
+
+    # Lease calls may be retried anywhere: a grant applied twice leaves a spare lease that
+    # expires unused, and keepalive and revoke are idempotent.
+    def grant(self, ttl: float) -> int:
+        if ttl <= 0:
+            raise ValueError(f"a lease needs a positive TTL, not {ttl}")
+        resp = self._post("/lease/grant", {"TTL": max(1, math.ceil(ttl))})
+        if resp.get("error"):
+            raise StoreError(f"etcd refused a lease: {resp['error']}")
+        return int(resp["ID"])
+
+    def keepalive(self, lease: int) -> bool:
+        def op(client: Etcd3Client) -> dict[str, Any]:
+            # A stream of one message: {"result": ...}. Without a leader etcd answers 503
+            # {"error": ...}, which etcd3gw raises; an "error" in a 200 is judged the same.
+            url = client.get_url("/lease/keepalive")
+            resp: dict[str, Any] = client.post(url, json={"ID": lease})
+            error = resp.get("error")
+            if error is not None:  # let _call judge it like any other answer (no leader...)
+                error = error if isinstance(error, dict) else {"message": str(error)}
+                detail = {"message": error.get("message"), "code": error.get("grpc_code")}
+                raise etcd_exc.Etcd3Exception(json.dumps(detail))
+            result: dict[str, Any] = resp.get("result", {})
+            return result
+
+        # A gone lease comes back without a TTL (0 is omitted from the JSON).
+        return int(self._call(op).get("TTL", 0)) > 0
+
+    def revoke(self, lease: int) -> None:
+        # 3.4 serves both /v3/lease/revoke and this older path (which etcd3gw uses too).
+        try:
+            self._post("/kv/lease/revoke", {"ID": lease})
+        except StoreError as exc:
+            if "requested lease not found" not in str(exc):
+                raise
 
     def watch(self, prefix: str, start_revision: int) -> Watch:
         start = start_revision if start_revision > 0 else self.revision() + 1

@@ -4,6 +4,10 @@ Every backend (memory, SQLite, etcd) implements exactly these semantics, which a
 a global revision that every successful write transaction bumps by one, per-key
 create/mod revisions and versions, and watches that deliver every change in revision
 order or say explicitly that history is gone (`Gap`).
+
+Leases are etcd's too: a key put with a lease is deleted by the store, with ordinary delete
+events, when the lease expires (no keepalive within its TTL) or is revoked. Liveness then
+costs no events while alive, and every watcher sees the death in revision order.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class KeyValue:
     create_revision: int
     mod_revision: int
     version: int
+    lease: int = 0  # the lease the key is attached to (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +82,11 @@ def unchanged(key: str, mod_revision: int) -> Compare:
 
 @dataclass(frozen=True, slots=True)
 class Put:
+    """Write a key; with a lease the key dies with it, without one it is detached (as etcd)."""
+
     key: str
     value: bytes
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +193,11 @@ class Store(abc.ABC):
         puts: Sequence[Put] = (),
         deletes: Sequence[Delete] = (),
     ) -> TxnResult:
-        """Apply puts then deletes if every compare holds; otherwise change nothing."""
+        """Apply puts then deletes if every compare holds; otherwise change nothing.
+
+        A put naming a lease that does not exist (expired, revoked, never granted) raises
+        StoreError and nothing is applied (etcd checks this only when the compares hold).
+        """
 
     @abc.abstractmethod
     def watch(self, prefix: str, start_revision: int) -> Watch:
@@ -197,6 +209,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def compact(self, revision: int) -> None:
         """Forget history before revision (watches from earlier get a Gap)."""
+
+    @abc.abstractmethod
+    def grant(self, ttl: float) -> int:
+        """A new lease (id > 0) that expires `ttl` seconds from now unless kept alive; its
+        keys then go in one revision per lease, as on revoke. etcd rounds up to whole
+        seconds and to its minimum TTL."""
+
+    @abc.abstractmethod
+    def keepalive(self, lease: int) -> bool:
+        """Push the lease's expiry to a full TTL from now, without any event; False if it is
+        gone (expired or revoked), and then the caller must grant a new one. StoreError when
+        the store cannot tell (etcd without a leader)."""
+
+    @abc.abstractmethod
+    def revoke(self, lease: int) -> None:
+        """End the lease now: its keys are deleted in one revision (as etcd does). An
+        unknown lease is not an error."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -223,8 +252,8 @@ def net_effect(puts: Sequence[Put], deletes: Sequence[Delete]) -> tuple[list[Put
     backend, since etcd itself refuses a txn naming a key twice)."""
     deleted = list(dict.fromkeys(d.key for d in deletes))
     gone = set(deleted)
-    final: dict[str, bytes] = {}
+    final: dict[str, Put] = {}
     for p in puts:
         if p.key not in gone:
-            final[p.key] = p.value
-    return [Put(k, v) for k, v in final.items()], deleted
+            final[p.key] = p
+    return list(final.values()), deleted
