@@ -176,8 +176,8 @@ class Settings(BaseSettings):
     agent_lease_ttl: float = Field(
         default=30.0,
         gt=0,
-        description="Agent: seconds its chassis stays alive without a heartbeat "
-        "(refreshed every third of it).",
+        description="Agent: TTL of its chassis record's store lease, kept alive every "
+        "third of it; other chassis drop this one when it runs out.",
     )
 
     @model_validator(mode="after")

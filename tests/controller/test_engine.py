@@ -241,7 +241,7 @@ def status(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
 
 @st.composite
 def lease_expiry(draw: Any) -> tuple[str, str, Any]:
-    """A chassis's lease runs out (its agent died): Sync.expire takes it out of the view."""
+    """A chassis's lease runs out (its agent died): the store deletes its record."""
     return ("lease_expired", draw(st.sampled_from(CHASSIS)), None)
 
 
@@ -299,10 +299,10 @@ def put(sync: Sync, kind: str, id_: str, record: Any) -> list[Change]:
     chassis's lease running out (chassis come and go: down, then back with a record)."""
     if kind == "status":
         return sync.put_status(id_, record)
-    if kind == "lease_expired":  # as if its record said expires_at = 0 (see Sync._alive)
-        sync.chassis_expiry[id_] = 0.0
-        sync._next_expiry = 0.0
-        return sync.expire()
+    if kind == "lease_expired":  # the store deleted its record (our own: ignored, see Sync)
+        if id_ == sync.view.chassis_name:
+            return []
+        return sync.put_record("chassis", id_, None)
     return sync.put_record(kind, id_, record)  # type: ignore[arg-type]
 
 

@@ -15,9 +15,10 @@ One loop thread owns the view, the engine and the installer:
    in one atomic bundle;
 4. write port status keys (ACTIVE once the flows from a revision >= the port's are in).
 
-Chassis liveness: a chassis whose record's lease (`expires_at`, kept fresh by its agent's
-heartbeats) has run out leaves the view (Sync.expire), so the apps drop the tunnels and
-remote flows that name it; its next heartbeat brings it back as a new record.
+Chassis liveness: each chassis record is attached to a store lease its agent keeps alive
+(chassis.py). When a lease runs out the store deletes the record, so the chassis leaves
+every other view and the apps drop the tunnels and remote flows that name it; when the
+agent is back it puts the record again, and it comes back as a new one.
 
 At start the installer reads the switch's flows first, so an agent restarted under
 traffic (SIGKILL, then start again) sends nothing when nothing changed: the datapath is
@@ -244,9 +245,6 @@ class Agent:
             LOG.warning("chassis %s: store unavailable: %s", self.chassis.name, exc)
             self.sync.close()  # watches are re-opened from the applied revision
             time.sleep(min(1.0, timeout))
-        else:
-            if self.registration.in_touch():
-                changes += self.sync.expire()  # chassis whose lease ran out leave the view
         now = time.monotonic()
         replug = False  # a binding came or went: what to follow may have changed
         # Bindings: every step when they are cheap (a fake chassis's; OVS's streamed by

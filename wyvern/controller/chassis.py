@@ -1,13 +1,18 @@
-"""This chassis in the store: /wyvern/chassis/<name>, with a lease kept alive by heartbeats.
+"""This chassis in the store: /wyvern/chassis/<name>, attached to a lease.
 
-The record carries what other chassis and the API need (hostname, tunnel IP, encap types,
-bridge mappings) and `expires_at`, an epoch timestamp refreshed every TTL/3: the API's
-agents resource reports `alive = expires_at > now`. The agent is the only writer of its
-own chassis key; a clean stop marks it expired rather than deleting it, so operators
-still see the chassis (Neutron keeps dead agents listed too).
+The record carries what other chassis need (hostname, tunnel IP, encap types, bridge
+mappings). It is put with a store lease that the agent keeps alive every TTL/3; a
+keepalive is no write and no event, so a hundred idle chassis wake nobody. When the
+lease runs out (the agent died, or was cut off from the store for a whole TTL) the store
+deletes the record, an ordinary delete every other agent sees in revision order: they
+drop its tunnels and remote flows. A clean stop revokes the lease (the same, at once).
+An agent whose keepalive finds its lease gone grants a new one and puts the record
+again, and the others take it back as a new chassis.
 
-Other agents take a chassis whose `expires_at` has passed out of their view (Sync.expire),
-which removes its tunnels and remote flows; its next heartbeat brings it back.
+Neutron keeps dead agents listed (alive: false), so the agent also keeps a registry
+record, /wyvern/agents/<name>, with no lease (created_at, started_at, and a
+heartbeat_timestamp refreshed every TTL). Agents never follow it; the API's agents
+resource lists it, alive while the chassis record exists.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from wyvern.nb.store import Put, Store, StoreError
 
 LOG = logging.getLogger(__name__)
 CHASSIS_PREFIX = f"{ROOT}chassis/"
+AGENTS_PREFIX = f"{ROOT}agents/"  # the registry (see the module docstring)
 
 
 def chassis_key(name: str) -> str:
     return f"{CHASSIS_PREFIX}{name}"
+
+
+def registry_key(name: str) -> str:
+    return f"{AGENTS_PREFIX}{name}"
 
 
 def iso(ts: float) -> str:
@@ -54,7 +64,8 @@ class ChassisInfo:
 
 
 class ChassisRegistration:
-    """Writes the chassis record, then refreshes its lease from a thread of its own."""
+    """Puts the chassis record with a lease, then keeps the lease alive from a thread of
+    its own."""
 
     def __init__(self, store: Store, info: ChassisInfo, ttl: float = 30.0) -> None:
         self.store = store
@@ -62,16 +73,20 @@ class ChassisRegistration:
         self.ttl = ttl
         self.started_at = time.time()
         self.created_at = self.started_at
+        self.lease = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.beats = 0
-        self.last_beat = float("-inf")  # time.monotonic() of the last heartbeat written
+        self.beats = 0  # keepalives that reached the store
+        self.registrations = 0  # leases granted (1 unless the store let one expire)
+        self.last_beat = float("-inf")  # time.monotonic() of the last keepalive
+        self._last_registry = float("-inf")
 
     @property
     def key(self) -> str:
         return chassis_key(self.info.name)
 
-    def record(self, now: float, expires_at: float) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
+        """What other chassis follow: nothing in it changes while the agent runs."""
         i = self.info
         return {
             "name": i.name,
@@ -80,17 +95,21 @@ class ChassisRegistration:
             "encaps": list(i.encaps),
             "bridge_mappings": dict(i.bridge_mappings),
             "bridge": i.bridge,
-            "created_at": iso(self.created_at),
-            "started_at": iso(self.started_at),
-            "heartbeat_timestamp": iso(now),
-            "heartbeat_at": now,
-            "expires_at": expires_at,
             "lease_ttl": self.ttl,
         }
 
+    def registry_record(self, now: float) -> dict[str, Any]:
+        return {
+            **self.record(),
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "heartbeat_timestamp": iso(now),
+        }
+
     def register(self) -> None:
-        """Write the record now (keeping the first registration's created_at)."""
-        kv = self.store.get(self.key)
+        """Grant a lease and put the record with it (keeping the registry's first
+        created_at)."""
+        kv = self.store.get(registry_key(self.info.name))
         if kv is not None:
             try:
                 old = orjson.loads(kv.value)
@@ -103,21 +122,37 @@ class ChassisRegistration:
                     )
             except (orjson.JSONDecodeError, ValueError):
                 pass
-        self.heartbeat()
+        self._put_with_new_lease()
         LOG.info("chassis %s: registered (tunnel %s)", self.info.name, self.info.tunnel_ip)
 
-    def heartbeat(self, expires_at: float | None = None) -> None:
+    def _put_with_new_lease(self) -> None:
+        lease = self.store.grant(self.ttl)
         now = time.time()
-        record = self.record(now, now + self.ttl if expires_at is None else expires_at)
-        self.store.txn([], [Put(self.key, orjson.dumps(record))])
-        self.beats += 1
+        self.store.txn(
+            [],
+            [
+                Put(self.key, orjson.dumps(self.record()), lease=lease),
+                Put(registry_key(self.info.name), orjson.dumps(self.registry_record(now))),
+            ],
+        )
+        self.lease = lease
+        self.registrations += 1
         self.last_beat = time.monotonic()
+        self._last_registry = self.last_beat
 
-    def in_touch(self) -> bool:
-        """Our own heartbeats reach the store: only then may we judge others' leases (an
-        agent cut off from the store, or frozen, must not take every other chassis down
-        because it stopped hearing their heartbeats)."""
-        return time.monotonic() - self.last_beat < self.ttl
+    def heartbeat(self) -> None:
+        """Keep the lease alive; if the store let it expire, register again. The registry's
+        heartbeat_timestamp is rewritten once per TTL (nobody follows it)."""
+        if not self.store.keepalive(self.lease):
+            LOG.warning("chassis %s: lease expired in the store; registering again", self.info.name)
+            self._put_with_new_lease()
+            return
+        self.beats += 1
+        self.last_beat = now = time.monotonic()
+        if now - self._last_registry >= self.ttl:
+            record = self.registry_record(time.time())
+            self.store.txn([], [Put(registry_key(self.info.name), orjson.dumps(record))])
+            self._last_registry = now
 
     def start(self) -> None:
         self.register()
@@ -131,15 +166,17 @@ class ChassisRegistration:
             try:
                 self.heartbeat()
             except StoreError as exc:
-                LOG.warning("chassis %s: heartbeat failed: %s", self.info.name, exc)
+                LOG.warning("chassis %s: keepalive failed: %s", self.info.name, exc)
 
     def stop(self, *, expire: bool = True) -> None:
+        """expire: revoke the lease, so other chassis drop this one now (else it stays
+        until the lease runs out, as after a crash)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-        if expire:
+        if expire and self.lease:
             try:
-                self.heartbeat(expires_at=time.time())
+                self.store.revoke(self.lease)
             except StoreError as exc:
-                LOG.warning("chassis %s: could not mark it stopped: %s", self.info.name, exc)
+                LOG.warning("chassis %s: could not revoke its lease: %s", self.info.name, exc)

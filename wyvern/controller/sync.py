@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,11 +148,9 @@ class Sync:
         store: Store,
         view: LocalView,
         prefixes: Sequence[str] = (ROOT,),
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.view = view
-        self.clock = clock  # wall clock, compared with chassis records' expires_at
         self.followers = [_Follower(p) for p in prefixes]
         self.stats = SyncStats()
         # The latest state of everything followed (the view holds the subset whose
@@ -172,10 +170,6 @@ class Sync:
         # selective distribution decides from, held-back records included).
         self.requested: dict[str, str] = {}
         self.interest_version = 0
-        # Chassis liveness: name -> the expires_at of its stored record (records without
-        # one never expire); and the earliest expiry of a chassis still in the view.
-        self.chassis_expiry: dict[str, float] = {}
-        self._next_expiry = float("inf")
         self._bell = threading.Event()  # rung by the store when a watch may have news
         self._prefix_index: dict[str, _Follower] | None = None
         self._head_rev = 0  # the highest store revision known to exist (see _head)
@@ -391,8 +385,11 @@ class Sync:
                 if self._status_store_key.get(decoded.id) != event.key:
                     return []  # (not the key we hold for that port)
                 return self._set_status(decoded.id, None)
-            if decoded.kind == "chassis":
-                self.chassis_expiry.pop(decoded.id, None)
+            if decoded.kind == "chassis" and decoded.id == self.view.chassis_name:
+                # Our own record's lease ran out in the store (we were cut off, or frozen,
+                # for a whole TTL): the registration puts it back; our flows must not
+                # depend on it meanwhile.
+                return []
             key = self._by_store_key.pop(event.key, None)
             if key is None:
                 return []
@@ -422,8 +419,6 @@ class Sync:
         except (KeyError, TypeError, ValueError) as exc:
             LOG.warning("ignoring %s: cannot read it (%s)", store_key, exc)
             record = None
-        if decoded.kind == "chassis" and record is not None and not self._alive(decoded.id, obj):
-            record = None  # down: its lease ran out (see expire)
         old_store_key = self._store_key.get(key)
         if old_store_key is not None and old_store_key != store_key:
             self._by_store_key.pop(old_store_key, None)
@@ -437,43 +432,6 @@ class Sync:
             self.mod_revision[key] = mod_revision
             return []
         return self._set_latest(key, record, mod_revision)
-
-    # -- chassis liveness -------------------------------------------------------------------
-    def _alive(self, name: str, obj: dict[str, Any]) -> bool:
-        """Note a chassis record's expiry; False when it has passed (the chassis is down).
-        Our own chassis is always up for us: its flows must not depend on the store."""
-        expires_at = obj.get("expires_at")
-        if not isinstance(expires_at, int | float) or name == self.view.chassis_name:
-            self.chassis_expiry.pop(name, None)
-            return True
-        self.chassis_expiry[name] = float(expires_at)
-        if expires_at <= self.clock():
-            return False
-        self._next_expiry = min(self._next_expiry, float(expires_at))
-        return True
-
-    def expire(self) -> list[Change]:
-        """Take out of the view every chassis whose lease ran out (no heartbeat for its
-        TTL, or a clean stop), as if its record were deleted: apps then drop the tunnels
-        and remote flows that name it. A later heartbeat (the agent is back) brings it in
-        again like a new record. Cheap when nothing is due: one comparison."""
-        now = self.clock()
-        if now < self._next_expiry:
-            return []
-        changes: list[Change] = []
-        nxt = float("inf")
-        with self.lock:
-            for name, expires_at in list(self.chassis_expiry.items()):
-                key: Key = ("chassis", name)
-                if self.latest.get(key) is None:
-                    continue
-                if expires_at <= now:
-                    LOG.info("chassis %s: lease expired, taking it down", name)
-                    changes += self._set_latest(key, None, self.mod_revision.get(key, 0))
-                else:
-                    nxt = min(nxt, expires_at)
-            self._next_expiry = nxt
-        return changes
 
     def _set_requested(self, port_id: str, network_id: str | None) -> None:
         if self.requested.get(port_id) == network_id:

@@ -1,13 +1,15 @@
 """Agents: the chassis registered in the store, shown in Neutron's agent shape (read-only).
 
-Each wyvern agent writes /wyvern/chassis/<name> with a lease (`expires_at`, refreshed every
-third of its TTL); an agent is alive while its lease has not expired. Neutron's policy
-makes agents admin-only (`get_agent`): other callers get an empty list, and 403 for one.
+Each wyvern agent puts /wyvern/chassis/<name> with a store lease it keeps alive, and a
+registry record /wyvern/agents/<name> without one (wyvern/controller/chassis.py). An
+agent is listed while its registry record exists (Neutron keeps dead agents too), alive
+while its chassis record does: the store deletes that when the lease runs out. Neutron's
+policy makes agents admin-only (`get_agent`): other callers get an empty list, and 403
+for one.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -20,6 +22,7 @@ from wyvern.api.repo import ROOT
 from wyvern.api.resource import Resource
 
 CHASSIS_PREFIX = f"{ROOT}chassis/"
+AGENTS_PREFIX = f"{ROOT}agents/"
 AGENT_TYPE = "Wyvern agent"
 BINARY = "wyvern-agent"
 # Stable agent ids: derived from the chassis name (a re-registered chassis keeps its id).
@@ -40,7 +43,7 @@ def agent_id(chassis_name: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, chassis_name))
 
 
-def agent_view(chassis: dict[str, Any], now: float) -> dict[str, Any]:
+def agent_view(chassis: dict[str, Any], alive: bool) -> dict[str, Any]:
     name = str(chassis.get("name"))
     return {
         "id": agent_id(name),
@@ -48,7 +51,7 @@ def agent_view(chassis: dict[str, Any], now: float) -> dict[str, Any]:
         "binary": BINARY,
         "host": chassis.get("hostname") or name,
         "availability_zone": None,
-        "alive": float(chassis.get("expires_at") or 0) > now,
+        "alive": alive,
         "admin_state_up": True,
         "topic": "N/A",
         "description": None,
@@ -88,15 +91,16 @@ class Agents(Resource):
         ]
 
     def agents(self) -> list[dict[str, Any]]:
-        now = time.time()
+        store = self.repo.store
+        live = {kv.key[len(CHASSIS_PREFIX) :] for kv in store.list(CHASSIS_PREFIX, True).items}
         out = []
-        for kv in self.repo.store.list(CHASSIS_PREFIX).items:
+        for kv in store.list(AGENTS_PREFIX).items:
             try:
                 chassis = orjson.loads(kv.value)
             except orjson.JSONDecodeError:
                 continue
             if isinstance(chassis, dict) and chassis.get("name"):
-                out.append(agent_view(chassis, now))
+                out.append(agent_view(chassis, str(chassis["name"]) in live))
         return out
 
     def list_agents(
