@@ -14,7 +14,8 @@ Encapsulation per network, from its provider:network_type:
 
 A port is remote when its binding status (view.port_chassis, ACTIVE only) names another
 chassis that the view knows, with a tunnel IP and the network's encap among its encaps.
-A chassis that is down (its lease ran out: the store deleted its record) is not in the view, so its ports
+A chassis that is down (its lease ran out: the store deleted its record) is not in the
+view, so its ports
 are unreachable from here (no tunnel flow, no flood copy) until its record returns.
 Receivers never send a packet from a tunnel into a tunnel again (output matches
 flag_from_tunnel=0), so head-end replication cannot loop.

@@ -221,6 +221,7 @@ class EtcdStore(Store):
         self._current = 0
         self._lock = threading.Lock()
         self.watch_bytes = 0  # received on watch streams (selective distribution's cost)
+        self.watch_event_bytes = 0  # of those, in messages carrying events (not progress)
         self._ids: list[str | None] = [None] * len(self._clients)  # etcd member id per endpoint
         self._lost: str | None = None  # member id of the member we last failed away from
         self._watches: weakref.WeakSet[_EtcdWatch] = weakref.WeakSet()
@@ -551,7 +552,12 @@ class _EtcdWatch(Watch):
                 while (end := buffer.find(b"\n")) >= 0:
                     line = bytes(buffer[:end])
                     del buffer[: end + 1]
-                    if line.strip() and self._handle(json.loads(line)):
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if message.get("result", {}).get("events"):
+                        self._store.watch_event_bytes += len(line)
+                    if self._handle(message):
                         return True
             raise _WatchBroken("stream ended", member_down=True)
         finally:
