@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import create, make_client
 from wyvern.controller.agent import Agent
 from wyvern.controller.chassis import ChassisInfo
-from wyvern.controller.interest import network_prefixes
+from wyvern.controller.interest import Interest, network_prefixes
 from wyvern.controller.sync import status_key
 from wyvern.nb.store import Store
 from wyvern.southbound.recorder import RecordingInstaller
@@ -98,6 +98,12 @@ def test_fake_chassis_follow_only_what_their_ports_need(
         followed = {f.prefix for f in hv1.sync.followers}
         assert set(network_prefixes(str(a["id"]))) <= followed
         assert not set(network_prefixes(str(b["id"]))) & followed
+        # Routers are followed one record each, by those whose networks they attach to;
+        # a chassis without ports follows the chassis list and its own host index only.
+        assert hv2.wait_for(lambda: set(hv2.view.routers) == {router["id"]})
+        assert not hv1.view.routers and not any("/routers/" in p for p in followed)
+        assert hv2.interest is not None and hv2.interest.following.routers == {router["id"]}
+        assert {f.prefix for f in hv3.sync.followers} == set(Interest.base_prefixes("hv3"))
         # what hv1 installed names its port's MAC, never b's
         assert any(str(pa["mac_address"]) in line for line in _recorded(hv1))
         assert not any(str(pb["mac_address"]) in line for line in _recorded(hv1))
@@ -121,3 +127,45 @@ def test_fake_chassis_follow_only_what_their_ports_need(
         assert set(hv1.view.ports) == {pa["id"]}
         assert hv1.view.port_chassis == {pa["id"]: "hv1"}  # b's statuses went with b
         assert hv3.sync.stats.events == 0 or not hv3.view.ports
+
+
+def test_groups_and_address_groups_are_followed_for_the_local_ports_only(
+    store: Store, fakes: dict[str, Agent]
+) -> None:
+    with make_client(store) as client:
+        a, _ = _network(client, "a", "10.1.0.0/24")
+        ag = create(client, "address-groups", name="ag", addresses=["203.0.113.0/24"])
+        used = create(client, "security-groups", name="used")
+        unused = create(client, "security-groups", name="unused")
+        create(
+            client,
+            "security-group-rules",
+            security_group_id=used["id"],
+            direction="ingress",
+            protocol="tcp",
+            remote_address_group_id=ag["id"],
+        )
+        create(client, "security-group-rules", security_group_id=unused["id"], direction="ingress")
+        pa = create(
+            client,
+            "ports",
+            network_id=a["id"],
+            security_groups=[used["id"]],
+            **{"binding:host_id": "hv1"},
+        )
+        hv1, hv2 = fakes["hv1"], fakes["hv2"]
+        assert hv1.wait_for(lambda: _active(store, pa, "hv1"))
+        assert hv1.wait_for(lambda: set(hv1.view.address_groups) == {ag["id"]})
+        assert used["id"] in hv1.view.security_groups
+        assert unused["id"] not in hv1.view.security_groups
+        assert not any(r.security_group_id == unused["id"] for r in hv1.view.rules.values())
+        # the address group's CIDR reached hv1's flows; hv2 (no ports) follows none of it
+        assert hv1.wait_for(lambda: any("203.0.113.0/24" in line for line in _recorded(hv1)))
+        assert not hv2.view.security_groups and not hv2.view.address_groups
+        # The address group changes: hv1 follows it live.
+        resp = client.put(
+            f"/v2.0/address-groups/{ag['id']}/add_addresses",
+            json={"addresses": ["198.51.100.0/24"]},
+        )
+        assert resp.status_code == 200, resp.text
+        assert hv1.wait_for(lambda: any("198.51.100.0/24" in line for line in _recorded(hv1)))

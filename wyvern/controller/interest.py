@@ -1,20 +1,22 @@
 """Selective distribution: which parts of the store one chassis follows.
 
-An agent does not follow the whole topology. It always follows the small, global
-prefixes (chassis, routers, security groups, address groups and the ports requested on
-its own host), and per network only what its ports need:
+An agent does not follow the whole topology. It always follows the chassis list and the
+ports requested on its own host, and otherwise only what its ports need:
 
 - the networks of its local ports (plugged here, or requested here by binding:host_id),
-- and every network reachable from those through routers (transitively, as OVN's local
-  datapaths: a distributed router routes on the sending chassis, so it needs each
-  network the packet may leave into, and the routers beyond it),
+- the routers with a port (interface or gateway) on those networks, and every network
+  those routers reach, transitively (as OVN's local datapaths: a distributed router
+  routes on the sending chassis, so it needs each network the packet may leave into, and
+  the routers beyond it),
+- the security groups of its local ports and the remote groups their rules name (each
+  group's record and rules), and the address groups those rules name.
 
-each as four prefixes: the network record, its subnets, its ports and their binding
+A network is four prefixes: the record, its subnets, its ports and their binding
 statuses (the store keeps subnets, ports and statuses under their network's id;
 wyvern/api/repo.py), so a port's status wakes only the chassis that may send to it.
-Security group rules are followed per group, for the groups of local ports and the remote
-groups their rules name. Remote-group members are seen in the networks followed, which
-hold every member a local port can exchange packets with.
+Routers, groups and address groups are followed one record each. Remote-group members
+are seen in the networks followed, which hold every member a local port can exchange
+packets with.
 
 The first port of a network on the chassis starts following it (list, then watch);
 removing the last stops it and its objects leave the view as deletions, so their flows
@@ -25,6 +27,8 @@ compaction resyncs only the prefixes that lost history.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 from wyvern.api.repo import ROOT, host_port_key, index_key
 from wyvern.controller.sync import Sync, status_prefix
@@ -33,11 +37,15 @@ from wyvern.nb.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
 
-GLOBAL_PREFIXES = (
-    f"{ROOT}chassis/",
-    f"{ROOT}routers/",
-    f"{ROOT}security_groups/",
-    f"{ROOT}address_groups/",
+GLOBAL_PREFIXES = (f"{ROOT}chassis/",)
+# Ports that attach a router to a network (their device_id is the router's id).
+ROUTER_PORT_OWNERS = frozenset(
+    {
+        "network:router_interface",
+        "network:router_gateway",
+        "network:router_interface_distributed",
+        "network:ha_router_replicated_interface",
+    }
 )
 
 
@@ -54,6 +62,37 @@ def rules_prefix(sg_id: str) -> str:
     return f"{ROOT}security_group_rules/{sg_id}/"
 
 
+# Ids are fixed-length UUIDs, so a record's key is also a prefix of only itself.
+def router_prefixes(router_id: str) -> tuple[str, ...]:
+    return (f"{ROOT}routers/{router_id}",)
+
+
+def group_prefixes(sg_id: str) -> tuple[str, ...]:
+    return (f"{ROOT}security_groups/{sg_id}", rules_prefix(sg_id))
+
+
+def address_group_prefixes(ag_id: str) -> tuple[str, ...]:
+    return (f"{ROOT}address_groups/{ag_id}",)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the local ports need now, by kind of followed object."""
+
+    networks: frozenset[str] = frozenset()
+    routers: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    address_groups: frozenset[str] = frozenset()
+
+
+PREFIXES: dict[str, Callable[[str], tuple[str, ...]]] = {
+    "networks": network_prefixes,
+    "routers": router_prefixes,
+    "groups": group_prefixes,
+    "address_groups": address_group_prefixes,
+}
+
+
 def host_prefix(host: str) -> str:
     return host_port_key(host, "")
 
@@ -65,8 +104,7 @@ class Interest:
         self.store = store
         self.sync = sync
         self.host = host
-        self.networks: set[str] = set()
-        self.groups: set[str] = set()
+        self.following = Wanted()
         self._port_network: dict[str, str] = {}  # local port id -> network id (index)
         self.unresolved: set[str] = set()  # local ports whose network is not known yet
 
@@ -96,8 +134,17 @@ class Interest:
         self._port_network[port_id] = net
         return net
 
-    def wanted(self) -> tuple[set[str], set[str]]:
-        """(networks, security groups) the local ports need now."""
+    @property
+    def networks(self) -> frozenset[str]:
+        return self.following.networks
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return self.following.groups
+
+    def wanted(self) -> Wanted:
+        """What the local ports need now (from what is followed so far: update() repeats
+        until nothing new is found)."""
         view = self.sync.view
         local = self.local_ports()
         for gone in [p for p in self._port_network if p not in local]:
@@ -110,63 +157,79 @@ class Interest:
                 roots.add(net)
             else:
                 self.unresolved.add(pid)
-        # Routers as followed, including those the view still holds back because a
+        # Router records as followed, including those the view still holds back because a
         # network they reach is not followed yet (that is what we are deciding).
-        reach_by_net: dict[str, set[str]] = {}
-        for (kind, _), router in self.sync.latest.items():
-            if kind != "router":
-                continue
-            reach = {i.network_id for i in router.interfaces}
-            if router.gateway_network_id:
-                reach.add(router.gateway_network_id)
-            for n in reach:
-                reach_by_net.setdefault(n, set()).update(reach)
+        latest = self.sync.latest
         nets = set(roots)
+        routers: set[str] = set()
         todo = list(roots)
         while todo:  # through routers, transitively
-            for n in reach_by_net.get(todo.pop(), set()) - nets:
-                nets.add(n)
-                todo.append(n)
+            for pid in view.ports_by_network.get(todo.pop(), ()):
+                port = view.ports[pid]
+                if port.device_owner not in ROUTER_PORT_OWNERS or not port.device_id:
+                    continue
+                if port.device_id in routers:
+                    continue
+                routers.add(port.device_id)
+                router = latest.get(("router", port.device_id))
+                if router is None:
+                    continue  # not followed yet: the next round
+                reach = {i.network_id for i in router.interfaces}
+                if router.gateway_network_id:
+                    reach.add(router.gateway_network_id)
+                for n in reach - nets:
+                    nets.add(n)
+                    todo.append(n)
         groups: set[str] = set()
         for pid in local:
-            port = view.ports.get(pid)
-            if port is not None:
-                groups.update(port.security_group_ids)
+            found = view.ports.get(pid)
+            if found is not None:
+                groups.update(found.security_group_ids)
+        address_groups: set[str] = set()
         for g in list(groups):
             for rule in view.sg_rules(g):
                 if rule.remote_group_id:
                     groups.add(rule.remote_group_id)
-        return nets, groups
+                if rule.remote_address_group_id:
+                    address_groups.add(rule.remote_address_group_id)
+        return Wanted(
+            frozenset(nets), frozenset(routers), frozenset(groups), frozenset(address_groups)
+        )
 
     def update(self) -> list[Change]:
         """Follow what is now needed, stop following what no longer is (until stable: a
-        newly followed network may bring routers to more networks, or rules to more
-        groups)."""
+        newly followed network may bring routers to more networks, or a group rules that
+        name more groups)."""
         changes: list[Change] = []
         for _ in range(16):
-            nets, groups = self.wanted()
-            if nets == self.networks and groups == self.groups:
+            want = self.wanted()
+            have = self.following
+            if want == have:
                 break
-            for n in sorted(nets - self.networks):
-                for prefix in network_prefixes(n):
-                    changes += self.sync.follow(prefix)
-            for g in sorted(groups - self.groups):
-                changes += self.sync.follow(rules_prefix(g))
-            for n in sorted(self.networks - nets):
-                for prefix in reversed(network_prefixes(n)):  # statuses, ports, ...
-                    changes += self.sync.unfollow(prefix)
-            for g in sorted(self.groups - groups):
-                changes += self.sync.unfollow(rules_prefix(g))
-            if self.networks != nets or self.groups != groups:
-                LOG.info(
-                    "chassis %s: following %d networks (+%d -%d), %d security groups",
-                    self.host,
-                    len(nets),
-                    len(nets - self.networks),
-                    len(self.networks - nets),
-                    len(groups),
-                )
-            self.networks, self.groups = nets, groups
+            for f in fields(Wanted):
+                new: frozenset[str] = getattr(want, f.name)
+                old: frozenset[str] = getattr(have, f.name)
+                for id_ in sorted(new - old):
+                    for prefix in PREFIXES[f.name](id_):
+                        changes += self.sync.follow(prefix)
+            for f in fields(Wanted):
+                new = getattr(want, f.name)
+                old = getattr(have, f.name)
+                for id_ in sorted(old - new):
+                    for prefix in reversed(PREFIXES[f.name](id_)):  # children first
+                        changes += self.sync.unfollow(prefix)
+            LOG.info(
+                "chassis %s: following %d networks (+%d -%d), %d routers, %d security "
+                "groups, %d address groups",
+                self.host,
+                len(want.networks),
+                len(want.networks - have.networks),
+                len(have.networks - want.networks),
+                len(want.routers),
+                len(want.groups),
+                len(want.address_groups),
+            )
+            self.following = want
         return changes
 
     @staticmethod
