@@ -7,17 +7,14 @@ Deadlines are generous; nothing asserts how fast anything happens.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.nb.test_store_behaviour import REPO, WAIT, assert_quiet, collect, put
+from tests.nb.test_store_behaviour import WAIT, assert_quiet, collect, put, run_script
 from wyvern.nb.sqlite import SqliteStore
 from wyvern.nb.store import (
     Batch,
@@ -246,17 +243,7 @@ def test_sqlite_lease_of_an_exited_process_expires(tmp_path: Path) -> None:
     store = SqliteStore(path)
     try:
         watch = store.watch("/lp/", 0)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        }
-        proc = subprocess.run(
-            [sys.executable, "-c", _GRANTER, path, str(SHORT)],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        proc = run_script(_GRANTER, path, str(SHORT))
         assert proc.returncode == 0, proc.stderr.decode()
         put_rev, lease = map(int, proc.stdout.split())
         assert next_batch(watch) == Batch(put_rev, (Event("put", "/lp/k", b"v", put_rev),))

@@ -32,6 +32,24 @@ from wyvern.nb.store import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run a Python snippet in another process (another store user), with this repo first
+    on its path."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
 WAIT = 15.0  # upper bound for any single watch delivery
 
 
@@ -475,17 +493,7 @@ def test_sqlite_watch_sees_another_process(tmp_path: Path) -> None:
     try:
         put(store, "/xp/before")
         watch = store.watch("/xp/", 0)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        }
-        proc = subprocess.run(
-            [sys.executable, "-c", _WRITER, path, str(count)],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        proc = run_script(_WRITER, path, str(count))
         assert proc.returncode == 0, proc.stderr.decode()
         batches: list[Batch] = []
         deadline = time.monotonic() + WAIT
