@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 import wyvern
 from wyvern.cli.configdoc import markdown_table, to_toml
 from wyvern.cli.logs import setup_logging
-from wyvern.config import Settings, load_settings
+from wyvern.config import ConfigError, Settings, load_settings
 
 LOG = logging.getLogger("wyvern.cli")
 PID_FILE = "wyvern-up.pid"
@@ -81,7 +80,7 @@ def apply_overrides(**overrides: Any) -> Settings:
         os.environ[f"WYVERN_{name.upper()}"] = str(value)
     try:
         return load_settings()
-    except ValidationError as exc:
+    except ConfigError as exc:
         typer.echo(f"wyvern: invalid configuration:\n{_errors(exc)}", err=True)
         raise typer.Exit(2) from None
     except (tomllib.TOMLDecodeError, OSError) as exc:
@@ -89,11 +88,11 @@ def apply_overrides(**overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _errors(exc: ValidationError) -> str:
+def _errors(exc: ConfigError) -> str:
     lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        lines.append(f"  {where}: {err.get('msg')}")
+    for loc, msg in exc.errors:
+        where = ".".join(str(p) for p in loc) or "settings"
+        lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 
 
@@ -414,7 +413,7 @@ def config(
         typer.echo(markdown_table(), nl=False)
         return
     settings = apply_overrides()
-    data = settings.model_dump(mode="json")
+    data = settings.as_json()
     if fmt is Format.json:
         typer.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
