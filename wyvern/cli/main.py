@@ -11,6 +11,7 @@ import enum
 import json
 import logging
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,26 @@ from wyvern.config import ConfigError, Settings, load_settings
 LOG = logging.getLogger("wyvern.cli")
 PID_FILE = "wyvern-up.pid"
 
-app = typer.Typer(
+
+class _Wyvern(typer.Typer):
+    """The `wyvern` app; a plain `wyvern agent` command line bypasses typer's parsing
+    (see plain_agent_args), so the agent process never imports pydantic."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        argv = kwargs.get("args", sys.argv[1:])
+        plain = plain_agent_args(list(argv)) if not args else None
+        if plain is None:
+            return super().__call__(*args, **kwargs)
+        config, overrides = plain
+        main(config)
+        try:
+            code = _run_agent(**overrides)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        raise SystemExit(code)
+
+
+app = _Wyvern(
     name="wyvern",
     help="Wyvern SDN controller: a Neutron v2.0 compatible networking API.",
     no_args_is_help=True,
@@ -238,19 +258,25 @@ def agent(
     In private mode the agent starts OVS if it is not running and leaves it running on
     exit: restarting the agent never touches the datapath.
     """
+    raise typer.Exit(
+        _run_agent(
+            run_dir=run_dir,
+            store=store,
+            chassis_name=chassis,
+            tunnel_ip=tunnel_ip,
+            underlay_interface=underlay_interface,
+            ovs_mode=ovs_mode,
+            ovs_run_dir=ovs_run_dir,
+            ovs_netns=ovs_netns,
+            distribution=distribution,
+        )
+    )
+
+
+def _run_agent(**overrides: Any) -> int:
     from wyvern.cli.allinone import AgentComponent, Component, OvsComponent, run_until_signalled
 
-    settings = apply_overrides(
-        run_dir=run_dir,
-        store=store,
-        chassis_name=chassis,
-        tunnel_ip=tunnel_ip,
-        underlay_interface=underlay_interface,
-        ovs_mode=ovs_mode,
-        ovs_run_dir=ovs_run_dir,
-        ovs_netns=ovs_netns,
-        distribution=distribution,
-    )
+    settings = apply_overrides(**overrides)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(settings.log_level, settings.run_dir / "logs" / "wyvern-agent.log")
     _few_malloc_arenas()
@@ -267,7 +293,7 @@ def agent(
     if settings.ovs_mode == "private":
         parts.append(OvsComponent(settings, stop_on_exit=False))
     parts.append(AgentComponent(settings))  # (ovs_mode fake: no switch at all)
-    raise typer.Exit(run_until_signalled(parts))
+    return run_until_signalled(parts)
 
 
 def _client(api_url: str | None, token: str | None) -> tuple[str, dict[str, str], Settings]:
@@ -474,6 +500,54 @@ def trace(
         raise typer.Exit(1) from None
 
 
-def run() -> None:
-    """Entry point for `python -m wyvern.cli`."""
-    app(prog_name="wyvern")
+# `wyvern agent` options: flag -> keyword of _run_agent (all plain strings but run_dir).
+AGENT_FLAGS = {
+    "--run-dir": "run_dir",
+    "--store": "store",
+    "--chassis": "chassis_name",
+    "--tunnel-ip": "tunnel_ip",
+    "--underlay-interface": "underlay_interface",
+    "--ovs-mode": "ovs_mode",
+    "--ovs-run-dir": "ovs_run_dir",
+    "--ovs-netns": "ovs_netns",
+    "--distribution": "distribution",
+}
+
+
+def plain_agent_args(argv: list[str]) -> tuple[Path | None, dict[str, Any]] | None:
+    """([--config FILE] agent [--flag value]...) as (config, overrides); else None.
+
+    typer (0.29) builds a pydantic TypeAdapter for every option when it parses a
+    command line, which puts pydantic (~10 MiB) back into the agent process. A plain
+    agent command line is read here instead; anything else (help, a bad or unknown
+    option, a missing config file) goes to typer, which answers exactly as before."""
+    args = list(argv)
+    config: Path | None = None
+    if args[:1] == ["--config"] or args[:1] == ["-c"]:
+        if len(args) < 2 or not Path(args[1]).is_file():
+            return None
+        config, args = Path(args[1]), args[2:]
+    if args[:1] != ["agent"]:
+        return None
+    overrides: dict[str, Any] = {}
+    rest = args[1:]
+    while rest:
+        flag, _, value = rest[0].partition("=")
+        if flag not in AGENT_FLAGS or flag in overrides:
+            return None
+        if not _:
+            if len(rest) < 2 or rest[1].startswith("-"):
+                return None
+            value, rest = rest[1], rest[2:]
+        else:
+            rest = rest[1:]
+        overrides[flag] = value
+    out: dict[str, Any] = {AGENT_FLAGS[f]: v for f, v in overrides.items()}
+    if "run_dir" in out:
+        out["run_dir"] = Path(out["run_dir"])
+    return config, out
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point for `python -m wyvern.cli` (the console script calls `app`)."""
+    app(args=sys.argv[1:] if argv is None else argv, prog_name="wyvern")

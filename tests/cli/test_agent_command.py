@@ -1,0 +1,105 @@
+"""`wyvern agent` without pydantic: a plain command line skips typer's parsing.
+
+typer 0.29 builds a pydantic TypeAdapter per option when it parses, so the agent reads a
+plain `[--config F] agent [--flag value]...` itself; typer, the oracle here, must hand the
+agent the same options, and everything else (help, bad options) still goes to typer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import wyvern.cli.main as cli
+from tests.harness import process_env, spawn, wyvern_command
+
+runner = CliRunner()
+
+PLAIN = [
+    ["agent"],
+    ["agent", "--store", "etcd", "--chassis", "hv1", "--tunnel-ip", "192.0.2.1"],
+    ["agent", "--run-dir=/tmp/x", "--ovs-mode=fake", "--distribution", "all"],
+    ["agent", "--underlay-interface", "eth1", "--ovs-run-dir", "/run/o", "--ovs-netns", ""],
+    ["--config", "CFG", "agent", "--chassis", "hv2"],
+    ["-c", "CFG", "agent"],
+]
+NOT_PLAIN = [
+    ["agent", "--help"],
+    ["agent", "--bogus", "1"],
+    ["agent", "--store"],
+    ["agent", "--store", "a", "--store", "b"],
+    ["agent", "extra"],
+    ["--config", "/nonexistent.toml", "agent"],
+    ["--config=CFG", "agent"],
+    ["api"],
+    [],
+]
+
+
+@pytest.fixture
+def clean_env() -> Iterator[None]:
+    saved = dict(os.environ)
+    for key in [k for k in os.environ if k.startswith("WYVERN_")]:
+        del os.environ[key]
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _fill(argv: list[str], cfg: Path) -> list[str]:
+    return [str(cfg) if a == "CFG" else a.replace("=CFG", f"={cfg}") for a in argv]
+
+
+@pytest.mark.parametrize("argv", PLAIN, ids=" ".join)
+def test_plain_agent_command_lines_read_as_typer_reads_them(
+    argv: list[str], tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text('store = "memory"\n')
+    argv = _fill(argv, cfg)
+    seen: dict[str, Any] = {}
+
+    def record(**overrides: Any) -> int:
+        seen.update(overrides, config=os.environ.get("WYVERN_CONFIG"))
+        return 0
+
+    monkeypatch.setattr(cli, "_run_agent", record)
+    result = runner.invoke(cli.app, argv)
+    assert result.exit_code == 0, result.output
+    by_typer = {k: v for k, v in seen.items() if v is not None}
+    os.environ.pop("WYVERN_CONFIG", None)
+    seen.clear()
+    with pytest.raises(SystemExit) as exited:
+        cli.run(argv)
+    assert exited.value.code == 0
+    assert {k: v for k, v in seen.items() if v is not None} == by_typer
+
+
+@pytest.mark.parametrize("argv", NOT_PLAIN, ids=" ".join)
+def test_anything_else_goes_to_typer(argv: list[str], tmp_path: Path) -> None:
+    assert cli.plain_agent_args(_fill(argv, tmp_path / "w.toml")) is None
+
+
+def test_a_running_agent_has_no_pydantic(tmp_path: Path) -> None:
+    """The real process, past its first install, never loaded pydantic (~10 MiB RSS)."""
+    run_dir = tmp_path / "run"
+    args = [*wyvern_command(), "agent", "--store", "sqlite", "--ovs-mode", "fake"]
+    args += ["--chassis", f"lean-{os.getpid()}", "--run-dir", str(run_dir)]
+    proc = spawn(args, tmp_path / "agent.out", process_env(), "wyvern agent")
+    try:
+        deadline = time.monotonic() + 60
+        while "flows installed" not in proc.output():
+            assert proc.alive(), proc.output()
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.1)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "pydantic" not in maps
+        assert proc.alive()
+    finally:
+        assert proc.stop() == 0, proc.output()
