@@ -90,3 +90,22 @@ def test_table_ratio_is_wyvern_over_ovn() -> None:
     text = render_table(rows)
     assert "0.25x" in text and "0.80x" in text and "MISSED" in text
     assert text.splitlines()[2] == "scenario 1"
+
+
+def test_port_macs_are_read_from_both_systems_dumps() -> None:
+    """How vs_ovn tells that every port's L2 lookup flow is in (OVS prints dl_dst for
+    OVN's flows and ours; eth_dst in case a newer ovs-ofctl does)."""
+    from benchmarks.vs_ovn import _DST_MAC
+
+    dump = (
+        " cookie=0x9, table=27, priority=50,metadata=0x1,dl_dst=fa:16:3e:00:00:0a "
+        "actions=set_field:0x3->reg15,resubmit(,37)\n"
+        " cookie=0x1, table=8, priority=100,eth_dst=fa:16:3e:00:01:ff actions=drop\n"
+        " cookie=0x2, table=9, priority=100,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 "
+        "actions=drop\n"
+    )
+    assert set(_DST_MAC.findall(dump)) == {
+        "fa:16:3e:00:00:0a",
+        "fa:16:3e:00:01:ff",
+        "01:00:00:00:00:00",
+    }
