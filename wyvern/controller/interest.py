@@ -134,14 +134,6 @@ class Interest:
         self._port_network[port_id] = net
         return net
 
-    @property
-    def networks(self) -> frozenset[str]:
-        return self.following.networks
-
-    @property
-    def groups(self) -> frozenset[str]:
-        return self.following.groups
-
     def wanted(self) -> Wanted:
         """What the local ports need now (from what is followed so far: update() repeats
         until nothing new is found)."""
