@@ -23,7 +23,7 @@ import json
 import logging
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,16 +57,23 @@ def read_bindings(ovs: OvsInstance) -> dict[str, Binding]:
         "--format=json", "--columns=name,ofport,external_ids", "list", "Interface", timeout=10
     )
     data = json.loads(out)
+    return bindings_of(
+        (name, _ovsdb_int(ofport), _ovsdb_map(ext).get("iface-id"))
+        for name, ofport, ext in data.get("data") or []
+    )
+
+
+def bindings_of(rows: Iterable[tuple[str, int, str | None]]) -> dict[str, Binding]:
+    """port id -> Binding from Interface rows (name, ofport, iface-id): those with an
+    iface-id and a valid ofport; of two claiming one port, the first is kept."""
     found: dict[str, Binding] = {}
-    for name, ofport, ext in data.get("data") or []:
-        port_id = _ovsdb_map(ext).get("iface-id")
-        n = _ovsdb_int(ofport)
-        if not port_id or n <= 0:
+    for name, ofport, port_id in rows:
+        if not port_id or ofport <= 0:
             continue
         if port_id in found:
             LOG.warning("port %s: two interfaces claim it (%s); keeping the first", port_id, name)
             continue
-        found[port_id] = Binding(port_id, n)
+        found[port_id] = Binding(port_id, ofport)
     return found
 
 
@@ -174,16 +181,8 @@ class BindingMonitor:
             if proc is not None and proc.poll() is not None and not self._stopped:
                 self._spawn()  # (it died: start again; poll the table meanwhile)
             return None
-        found: dict[str, Binding] = {}
         with self._lock:
-            for name, ofport, port_id in sorted(self._rows.values()):
-                if not port_id or ofport <= 0:
-                    continue
-                if port_id in found:
-                    LOG.warning("port %s: two interfaces claim it (%s); keeping one", port_id, name)
-                    continue
-                found[port_id] = Binding(port_id, ofport)
-        return found
+            return bindings_of(sorted(self._rows.values()))
 
     def poll(self) -> dict[str, Binding | None]:
         now = self._from_monitor()
