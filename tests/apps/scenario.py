@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from wyvern.apps.base import App
+from wyvern.controller.engine import Engine
 from wyvern.controller.view import Binding, Kind, LocalView, record_from_obj
 
 __all__ = ["record_from_obj"]  # re-exported for tests that replace one object
@@ -398,3 +399,12 @@ class Outcome:
 
     def __repr__(self) -> str:
         return f"Outcome(ports={self.ports}, punts={self.punts})"
+
+
+def engine_app_flows(engine: Engine) -> dict[str, dict[tuple[str, str], list[Flow]]]:
+    """The engine's desired table per app (app_flows' shape), global flows left out."""
+    out: dict[str, dict[tuple[str, str], list[Flow]]] = {a.name: {} for a in engine.apps}
+    for (name, owner), flows in engine.desired.items():
+        if owner != ("app", name):
+            out[name][owner] = flows
+    return out

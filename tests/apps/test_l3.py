@@ -29,6 +29,7 @@ from wyvern.apps.base import App, Owner
 from wyvern.apps.l3 import L3App
 from wyvern.apps.nat import NatApp
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
+from wyvern.controller.engine import Engine
 from wyvern.controller.view import Binding, LocalView, record_from_obj
 from wyvern.southbound import packet as pk
 from wyvern.southbound import vif
@@ -507,16 +508,13 @@ def test_incremental_equals_full_recompute(
 ) -> None:
     app = L3App()
     view = LocalView(chassis_name="hv1")
+    engine = Engine([app])
+    engine.full(view)
     state: dict[Owner, frozenset[Flow]] = {}
     for kind, oid, obj in steps:
         rec = None if obj is None else record_from_obj(kind, obj)
-        change = view.apply(kind, oid, rec)  # type: ignore[arg-type]
-        for owner in app.affected(view, change):
-            fl = frozenset(app.flows(view, owner))
-            if fl:
-                state[owner] = fl
-            else:
-                state.pop(owner, None)
+        engine.apply(view, view.apply(kind, oid, rec))  # type: ignore[arg-type]
+        state = {o: frozenset(f) for o, f in sc.engine_app_flows(engine)[app.name].items()}
         assert state == full(view, app)
     # Whatever the state, the flows form a valid table set (no two flows share a key).
     Simulator([f for fs in state.values() for f in fs])

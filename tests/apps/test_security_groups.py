@@ -11,6 +11,7 @@ from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ND_NS
 from wyvern.apps.security_groups import SecurityGroups, group_priority
+from wyvern.controller.engine import Engine
 from wyvern.controller.view import Binding, Kind, LocalView, record_from_obj
 from wyvern.southbound import packet as pk
 from wyvern.southbound.cookies import decode, encode
@@ -494,20 +495,17 @@ def test_incremental_equals_full_recompute(changes: list[tuple[Kind, str, Any]])
         local={"a": 1, "c": 3},
     )
     app = SecurityGroups()
-    desired = _full(app, v)
+    engine = Engine([app])
+    engine.full(v)
     for kind, id_, obj in changes:
         if kind == "binding":
             binding = None if obj is None else Binding(id_, _PORTS.index(id_) + 1)
             change = v.apply("binding", id_, binding)
         else:
             change = v.apply(kind, id_, None if obj is None else record_from_obj(kind, obj))
-        for owner in app.affected(v, change):
-            fl = app.flows(v, owner)
-            if fl:
-                desired[owner] = frozenset(fl)
-            else:
-                desired.pop(owner, None)
-        assert desired == _full(app, v), (kind, id_)
+        engine.apply(v, change)
+        desired = sc.engine_app_flows(engine)[app.name]
+        assert {o: frozenset(f) for o, f in desired.items()} == _full(app, v), (kind, id_)
 
 
 def test_ipv6_rules_and_neighbour_discovery() -> None:

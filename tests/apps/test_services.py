@@ -11,6 +11,7 @@ from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
 from wyvern.apps.services import Services
+from wyvern.controller.engine import Engine
 from wyvern.controller.view import Kind, LocalView, record_from_obj
 from wyvern.southbound import packet as pk
 from wyvern.southbound.ir import ETH_TYPE_ARP, Flow
@@ -298,15 +299,12 @@ def test_incremental_equals_full_recompute(changes: list[tuple[Kind, str, Any]])
         local={"a": 1, "b": 2},
     )
     app = Services()
-    desired = _sv_full(app, v)
+    engine = Engine([app])
+    engine.full(v)
     for kind, id_, obj in changes:
         change = v.apply(kind, id_, None if obj is None else record_from_obj(kind, obj))
-        for owner in app.affected(v, change):
-            fl = app.flows(v, owner)
-            if fl:
-                desired[owner] = frozenset(fl)
-            else:
-                desired.pop(owner, None)
+        engine.apply(v, change)
+        desired = {o: frozenset(f) for o, f in sc.engine_app_flows(engine)[app.name].items()}
         full = _sv_full(app, v)
         assert desired == full, (kind, id_)
         seen: dict[object, Flow] = {}  # no two owners install different flows on one key

@@ -9,7 +9,6 @@ engine's own bookkeeping.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -43,9 +42,7 @@ class FakeL2(App):
     """One output flow per bound port, owned by its network."""
 
     name = "l2"
-
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        return [("network", n) for n in view.networks]
+    owner_tables = {"network": "networks"}
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         net = view.networks.get(owner[1])
@@ -61,16 +58,6 @@ class FakeL2(App):
             for p in view.network_ports(net.id)
             if p.id in view.bindings
         ]
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        if change.kind == "network":
-            return [("network", change.id)]
-        if change.kind == "port":
-            return {("network", r.network_id) for r in (change.old, change.new) if r}
-        if change.kind == "binding":
-            p = view.ports.get(change.id)
-            return [("network", p.network_id)] if p else []
-        return []
 
 
 def real_apps() -> list[App]:

@@ -32,12 +32,10 @@ security-group app uses it to load the destination port's zone in pre_acl_egress
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from wyvern.apps.base import App, Owner
 from wyvern.apps.overlay import FLOOD_OPTION, GENEVE, TUNNEL_OFPORTS, local_encap
 from wyvern.apps.provider import local_patch, vlan_vid
-from wyvern.controller.view import Change, LocalView, Network, Port
+from wyvern.controller.view import LocalView, Network, Port
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import (
     Action,
@@ -83,40 +81,9 @@ def port_is_up(port: Port, net: Network) -> bool:
     return port.admin_state_up and net.admin_state_up
 
 
-def per_port_owners(view: LocalView) -> list[Owner]:
-    return [("port", pid) for pid in sorted(view.bindings)]
-
-
-def per_port_affected(view: LocalView, change: Change) -> list[Owner]:
-    """Owners of per-local-port apps that a change may touch: the port itself (port or
-    binding change) or every port of a network (network change)."""
-    if change.kind in ("port", "binding"):
-        return [("port", change.id)]
-    if change.kind == "network":
-        return [("port", pid) for pid in sorted(view.ports_by_network.get(change.id, ()))]
-    return []
-
-
 class Classifier(App):
     name = "classifier"
-
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        tunnels: list[Owner] = [
-            ("tunnel", n) for n, net in sorted(view.networks.items()) if local_encap(view, net)
-        ]
-        physnets: list[Owner] = [
-            ("physnet", n) for n, net in sorted(view.networks.items()) if local_patch(view, net)
-        ]
-        return per_port_owners(view) + tunnels + physnets
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        owners = per_port_affected(view, change)
-        if change.kind == "network":
-            owners += [("tunnel", change.id), ("physnet", change.id)]
-        elif change.kind == "chassis" and change.id == view.chassis_name:
-            owners += [("tunnel", n) for n in sorted(view.networks)]
-            owners += [("physnet", n) for n in sorted(view.networks)]
-        return owners
+    owner_tables = {"port": "bindings", "tunnel": "networks", "physnet": "networks"}
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, port_id = owner

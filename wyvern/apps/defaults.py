@@ -20,10 +20,8 @@ are the L2 family's; the other owners emit their own:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
+from wyvern.controller.view import LocalView
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import Action, Flow, Goto, table
 from wyvern.southbound.pipeline import StageName
@@ -43,14 +41,8 @@ class PipelineDefaults(App):
 
     name = "pipeline"
 
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        return ()
-
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         return []
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        return ()
 
     def global_flows(self) -> list[Flow]:
         return [

@@ -36,13 +36,11 @@ it) goes to the lower port id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import local_port
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
-from wyvern.controller.view import Change, LocalView, Port
+from wyvern.controller.view import LocalView, Port
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import (
     Action,
@@ -96,56 +94,7 @@ def flood_actions(view: LocalView, network_id: str) -> tuple[Action, ...]:
 class L2(App):
     name = "l2"
 
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        out: list[Owner] = []
-        for nid in sorted(view.networks):
-            out.append(("network", nid))
-            out.extend(("port", pid) for pid in sorted(view.ports_by_network.get(nid, ())))
-        return out
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        out: set[Owner] = set()
-        recs = [r for r in (change.old, change.new) if r is not None]
-        if change.kind == "network":
-            out.add(("network", change.id))
-            out.update(("port", p) for p in view.ports_by_network.get(change.id, ()))
-        elif change.kind == "subnet":
-            out.update(("network", r.network_id) for r in recs)
-        elif change.kind == "port":
-            out.add(("port", change.id))
-            for r in recs:
-                out.add(("network", r.network_id))  # router MACs, flood
-                holders = view.ports_by_mac.get((r.network_id, r.mac.lower()), ())
-                out.update(("port", p) for p in holders)
-        elif change.kind == "binding":
-            out.add(("port", change.id))
-            port = view.ports.get(change.id)
-            if port is not None:
-                out.add(("network", port.network_id))
-        elif change.kind == "port_chassis" and {change.old, change.new} - {
-            None,
-            view.chassis_name,
-        }:  # which chassis the flood reaches
-            port = view.ports.get(change.id)
-            if port is not None:
-                out.add(("network", port.network_id))
-        elif change.kind == "chassis":
-            names = {c.name for c in (change.old, change.new) if c is not None}
-            if view.chassis_name in names:
-                out.update(("network", n) for n in view.networks)
-            for pid, name in view.port_chassis.items():
-                port = view.ports.get(pid)
-                if name in names and port is not None:
-                    out.add(("network", port.network_id))
-        elif change.kind == "router":
-            for r in recs:
-                for i in r.interfaces:
-                    out.update((("network", i.network_id), ("port", i.port_id)))
-                if r.gateway_network_id:
-                    out.add(("network", r.gateway_network_id))
-                if r.gateway_port_id:
-                    out.add(("port", r.gateway_port_id))
-        return sorted(out)
+    owner_tables = {"network": "networks", "port": "ports"}
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, oid = owner

@@ -40,11 +40,10 @@ neighbour solicitations for the router's IPv6 addresses (the services stage's jo
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
-from wyvern.controller.view import Change, LocalView, Network, Port, Router
+from wyvern.controller.view import LocalView, Network, Port, Router
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import (
     ETH_TYPE_IP,
@@ -133,14 +132,8 @@ def _interfaces(view: LocalView, router: Router) -> list[_Itf]:
 class L3App(App):
     name = "l3"
 
-    # ---- owners --------------------------------------------------------------------------
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        for rid in sorted(view.routers):
-            yield ("router", rid)
-        for nid in sorted(view.networks):
-            if self._routed(view, nid):
-                for pid in sorted(view.ports_by_network.get(nid, ())):
-                    yield ("port", pid)
+    # Every router; every port (flows() has none for a port of an unrouted network).
+    owner_tables = {"router": "routers", "port": "ports"}
 
     @staticmethod
     def _routed(view: LocalView, network_id: str) -> bool:
@@ -165,34 +158,6 @@ class L3App(App):
                 return []
             return self._resolve_flows(view, net, port)
         return []
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        out: set[Owner] = set()
-        recs = [r for r in (change.old, change.new) if r is not None]
-
-        def network_ports(network_id: str) -> None:
-            out.update(("port", p) for p in view.ports_by_network.get(network_id, ()))
-
-        if change.kind == "router":
-            out.add(("router", change.id))
-            for r in recs:
-                for itf in r.interfaces:
-                    network_ports(itf.network_id)
-        elif change.kind == "network":
-            network_ports(change.id)
-            out.update(("router", rid) for rid in view.routers_by_network.get(change.id, ()))
-        elif change.kind == "port":
-            out.add(("port", change.id))
-            for p in recs:
-                for ip in p.ips:  # a port sharing an address resolves it when this one goes
-                    out.update(("port", q) for q in view.ports_by_ip.get((p.network_id, ip), ()))
-                for rid in view.routers_by_network.get(p.network_id, ()):
-                    router = view.routers.get(rid)
-                    if router is not None and any(
-                        i.port_id == change.id for i in router.interfaces
-                    ):
-                        out.add(("router", rid))
-        return sorted(out)
 
     def global_flows(self) -> list[Flow]:
         """Stage defaults: whatever no router flow claims is dropped."""

@@ -7,10 +7,8 @@ IPs and the external gateway's SNAT are still to come.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
+from wyvern.controller.view import LocalView
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import Flow, Goto, Resubmit, table
 
@@ -21,14 +19,8 @@ PRIO_PASS = 0
 class NatApp(App):
     name = "nat"
 
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        return ()
-
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         return []
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        return ()
 
     def global_flows(self) -> list[Flow]:
         return [

@@ -31,13 +31,11 @@ networks on a mapped physnet.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners, port_is_up
+from wyvern.apps.classifier import local_port, port_is_up
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis, remote_chassis, tunnel_to
 from wyvern.apps.provider import local_patch, vlan_vid
-from wyvern.controller.view import Change, LocalView, Port
+from wyvern.controller.view import LocalView
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import (
     PORT_IN_PORT,
@@ -59,45 +57,12 @@ P_PHYSNET = 50
 class OutputApp(App):
     name = "output"
 
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        remote: list[Owner] = [
-            ("remote", p) for p in sorted(view.port_chassis) if p not in view.bindings
-        ]
-        floods: list[Owner] = [("flood", n) for n in sorted(view.networks)]
-        physnets: list[Owner] = [
-            ("physnet", n) for n, net in sorted(view.networks.items()) if local_patch(view, net)
-        ]
-        return per_port_owners(view) + remote + floods + physnets
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        owners = per_port_affected(view, change)
-        nets: set[str] = set()
-        if change.kind == "port_chassis" and {change.old, change.new} <= {None, view.chassis_name}:
-            owners.append(("remote", change.id))  # one of ours: no flood target changed
-        elif change.kind in ("port", "binding", "port_chassis"):
-            owners += [("port", change.id), ("remote", change.id)]
-            port = view.ports.get(change.id)
-            nets.update(p.network_id for p in (change.old, change.new, port) if isinstance(p, Port))
-        elif change.kind == "network":
-            nets.add(change.id)
-            owners += [("remote", p) for p in sorted(view.ports_by_network.get(change.id, ()))]
-        elif change.kind == "chassis":
-            names = {c.name for c in (change.old, change.new) if c is not None}
-            for pid, name in view.port_chassis.items():
-                port = view.ports.get(pid)
-                if name in names and port is not None:
-                    owners.append(("remote", pid))
-                    nets.add(port.network_id)
-            if view.chassis_name in names:  # our own encaps: every tunnel may change
-                owners += [("remote", p) for p in view.port_chassis]
-                owners += per_port_owners(view)  # and our bridge mappings
-                nets.update(view.networks)
-        owners += [("flood", n) for n in sorted(nets)]
-        if change.kind == "network" or (
-            change.kind == "chassis" and change.id == view.chassis_name
-        ):
-            owners += [("physnet", n) for n in sorted(nets)]
-        return owners
+    owner_tables = {
+        "port": "bindings",
+        "remote": "port_chassis",
+        "flood": "networks",
+        "physnet": "networks",
+    }
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, port_id = owner

@@ -43,11 +43,10 @@ Per-port flows are built from FlowTemplates (one checked shape each, values fill
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners
-from wyvern.controller.view import Change, LocalView, Port
+from wyvern.apps.classifier import local_port
+from wyvern.controller.view import LocalView, Port
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import (
     ETH_TYPE_ARP,
@@ -317,12 +316,7 @@ def _shared_flows() -> list[Flow]:
 
 class PortSecurity(App):
     name = "port_security"
-
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        return per_port_owners(view)
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        return per_port_affected(view, change)
+    owner_tables = {"port": "bindings"}
 
     def global_flows(self) -> list[Flow]:
         return _shared_flows()

@@ -59,9 +59,9 @@ Flows and owners: conjunctive matches, shared by every local port of a group
     local members' clause-1 flows; unchanged rules keep identical flows, so the installer
     never touches them. ("port", P) also owns
     P's pre_acl / pre_acl_egress dispatch. Nothing of G is installed while G has no local
-    member. The app remembers which groups had one and which clause-3 addresses it
-    returned, because the engine names a burst of changes against the view after all of
-    them (the hypothesis tests check incremental == full recompute, bursts included).
+    member. Values every owner of a group shares (its priority, whether it has a local
+    member, its clause-1 conjunctions) are read through view.derive: the engine
+    recomputes them once per change and their readers only when they differ.
 
     Unsupported: SCTP port ranges (the IR has no sctp_dst): such a rule installs nothing
     (fails closed) rather than allowing every SCTP port.
@@ -78,11 +78,11 @@ import socket
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import port_ct_zone
-from wyvern.controller.view import Change, LocalView, Port, SecurityGroupRule, port_nets
+from wyvern.controller.view import LocalView, Port, SecurityGroupRule
 from wyvern.southbound.cookies import AppName, encode
 from wyvern.southbound.ir import (
     ETH_TYPE_IP,
@@ -109,8 +109,6 @@ from wyvern.southbound.ir import (
 from wyvern.southbound.pipeline import StageName
 
 APP: AppName = "security_groups"
-# (clause-1 template, its flows by (network key, port key), the group's cookie)
-_MemberMemo = tuple["FlowTemplate", dict[tuple[int, int], "Flow"], int]
 REMOTE = "sg_remote"  # owner kind of the per-address clause-3 flows
 RULE = "sg_rule"  # owner kind of one rule's own flows (its conj_id matches)
 
@@ -434,165 +432,121 @@ def remote_owner(sg_id: str, cidr: str) -> Owner:
 # ---------------------------------------------------------------- the app
 
 
+def has_local_member(view: LocalView, sg_id: str) -> bool:
+    """Whether a local protected port is in the group (else its flows match nothing).
+    Read through view.derive: a member coming or going re-checks it, and its readers
+    recompute only when the answer flips."""
+    return any(_local_protected(view, pid) is not None for pid in view.ports_by_sg.get(sg_id, ()))
+
+
+def _priority(view: LocalView, sg_id: str) -> int:
+    return view.derive(group_priority, sg_id)
+
+
+def _live(view: LocalView, sg_id: str) -> bool:
+    return view.derive(has_local_member, sg_id)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _rule_parts(rule: SecurityGroupRule) -> tuple[Match, int, int, tuple[Match, ...] | None]:
+    """(est clause-2 match, est conj id, rule conj id, clause-2 matches or None when the
+    rule cannot be expressed) of a rule, memoised."""
+    what = _what_matches(rule)
+    return (
+        match(ct_state="+trk-new-inv", ct_mark=rule_mark(rule.id)),
+        est_conj_id(rule.id),
+        rule_conj_id(rule.id),
+        None if what is None else tuple(match(**fields) for fields in what),
+    )
+
+
+def port_conj(view: LocalView, sg_id: str, stateful: bool, acl: str) -> tuple[Conjunction, ...]:
+    """The clause-1 conjunctions of a group's rules on one side (sorted, unique); shared
+    by every member port (through view.derive)."""
+    side = FROM_VM if acl == FROM_VM.acl else TO_VM
+    out: list[Conjunction] = []
+    for rule in view.sg_rules(sg_id):
+        _, eid, cid, what = _rule_parts(rule)
+        if stateful:
+            out.append(Conjunction(eid, 1, 2))
+        if rule.direction != side.rule_direction or what is None:
+            continue
+        n = 2 if _remote_is_any(view, rule) else 3
+        out.append(Conjunction(cid, 1, n))
+    return tuple(sorted(set(out), key=_conj_order))
+
+
+def remote_rules(view: LocalView, sg_id: str, version: int) -> list[SecurityGroupRule]:
+    """The group's rules of one family that have a clause 3 (through view.derive)."""
+    return [
+        r
+        for r in view.sg_rules(sg_id)
+        if _version(r) == version and _expressible(r) and not _remote_is_any(view, r)
+    ]
+
+
 class SecurityGroups(App):
+    """Owners beyond owner_tables: the clause-3 owners (REMOTE, "G CIDR") are listed by
+    no view table, so owners_of() finds them from the change (a rule, a remote group's
+    member address, an address group) and owns() checks one. Listing them on every
+    change instead is O(members of a remote group): 10k owners per port add."""
+
     name = APP
+    owner_tables = {"port": "bindings", "security_group": "security_groups", RULE: "rules"}
 
     def __init__(self) -> None:
-        # group -> whether it had a local member when the engine last heard of it (full
-        # recompute or a change naming it): affected() compares to find the flips.
-        self._live: dict[str, bool] = {}
-        # group -> the remote addresses whose clause-3 flows it last returned non-empty:
-        # with a burst of changes named against the view after all of them, the view
-        # alone cannot say which addresses a changed rule or a departed member had.
-        self._emitted: dict[str, set[str]] = {}
+        # Memos of pure values keyed by their inputs (they cannot change a result).
+        self._member_memo: dict[object, tuple[FlowTemplate, dict[tuple[int, int], Flow]]] = {}
+        self._rtmpl: dict[object, tuple[int, FlowTemplate]] = {}
+        self._memo: dict[object, Flow] = {}
 
     # -- owners -----------------------------------------------------------------------
 
-    def _epoch(self, view: LocalView) -> dict[object, object]:
-        """A memo for the current state of the view: cleared whenever the view may have
-        changed (owners(): a full recompute; affected(): the engine names every change
-        there before it asks for any flows), so it only ever holds what the view says."""
-        memo: dict[object, object] | None = self.__dict__.get("_epoch_memo")
-        if memo is None or self.__dict__.get("_epoch_view") is not view:
-            memo = self.__dict__["_epoch_memo"] = {}
-            self.__dict__["_epoch_view"] = view
-        return memo
-
-    def _new_epoch(self, view: LocalView) -> None:
-        self.__dict__["_epoch_memo"] = {}
-        self.__dict__["_epoch_view"] = view
-
-    def _has_local_member(self, view: LocalView, sg_id: str) -> bool:
-        """Whether a local protected port is in the group (else its flows match nothing)."""
-        memo = self._epoch(view)
-        key = ("local", sg_id)
-        got = memo.get(key)
-        if got is None:
-            got = memo[key] = any(
-                _local_protected(view, pid) is not None for pid in view.ports_by_sg.get(sg_id, ())
-            )
-        return bool(got)
-
-    def _remote_owners(self, view: LocalView, sg_id: str) -> set[Owner]:
-        """Every per-address owner the group's rules name now or had flows before."""
-        cidrs = set(self._emitted.get(sg_id, ()))
-        for rule in view.sg_rules(sg_id):
-            cidrs.update(_rule_cidrs(view, rule))
-        return {remote_owner(sg_id, cidr) for cidr in cidrs}
-
-    def _priority(self, view: LocalView, sg_id: str) -> int:
-        memo = self._epoch(view)
-        key = ("priority", sg_id)
-        prio = memo.get(key)
-        if prio is None:
-            prio = memo[key] = group_priority(view, sg_id)
-        return prio  # type: ignore[return-value]
-
     def owners(self, view: LocalView) -> Iterable[Owner]:
-        self._new_epoch(view)
-        out: list[Owner] = [("port", pid) for pid in sorted(view.bindings)]
-        self._live = {}
-        self._emitted = {}  # refilled by the flows() calls of the recompute
-        for g in sorted(view.security_groups):
-            out.append(("security_group", g))
-            self._live[g] = live = self._has_local_member(view, g)
-            if live:
-                out.extend((RULE, r.id) for r in view.sg_rules(g))
-                out.extend(sorted(self._remote_owners(view, g)))
+        yield from super().owners(view)
+        for g in sorted(view.rules_by_sg):
+            cidrs = {c for r in view.sg_rules(g) for c in _rule_cidrs(view, r)}
+            for cidr in sorted(cidrs):
+                yield remote_owner(g, cidr)
+
+    def owner_sources(self) -> Iterable[str]:
+        return {*self.owner_tables.values(), "sg_addresses", "address_groups"}
+
+    def owners_of(self, view: LocalView, table: str, key: Any) -> Iterable[Owner]:
+        out = list(super().owners_of(view, table, key))
+        if table == "rules":
+            rule = view.rules.get(key)
+            if rule is not None:
+                g = rule.security_group_id
+                out += [remote_owner(g, c) for c in _rule_cidrs(view, rule)]
+        elif table == "sg_addresses" and key[1] is not None:  # (remote group, CIDR)
+            info = _network_info(key[1])
+            if info is not None:
+                out += [
+                    remote_owner(r.security_group_id, info[3])
+                    for r in view.rules.values()
+                    if r.remote_group_id == key[0] and _version(r) == info[0]
+                ]
+        elif table == "address_groups":
+            out += [
+                remote_owner(r.security_group_id, c)
+                for r in view.rules.values()
+                if r.remote_address_group_id == key
+                for c in _rule_cidrs(view, r)
+            ]
         return out
 
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        self._new_epoch(view)
-        out: set[Owner] = set()
-        kind = change.kind
-
-        def members(groups: Iterable[str]) -> None:  # a member port's clause-1 flows
-            for g in groups:
-                out.update(("port", p) for p in view.ports_by_sg.get(g, ()) if p in view.bindings)
-
-        def all_remotes(groups: Iterable[str]) -> None:  # every clause-3 and rule owner
-            for g in groups:
-                out.update(self._remote_owners(view, g))
-                out.update((RULE, r.id) for r in view.sg_rules(g))
-                self._live[g] = self._has_local_member(view, g)
-
-        def addresses(groups: Iterable[str], cidrs: Iterable[str]) -> None:
-            cidrs = list(cidrs)
-            out.update(remote_owner(g, c) for g in groups for c in cidrs)
-
-        if kind == "security_group_rule":
-            for r in (change.old, change.new):
-                if r is not None:
-                    out.add(("security_group", r.security_group_id))
-                    out.add((RULE, r.id))
-                    members([r.security_group_id])
-                    addresses([r.security_group_id], _rule_cidrs(view, r))
-                    if r is change.old and (r.remote_group_id or r.remote_address_group_id):
-                        # what the old rule's remote held may have changed meanwhile
-                        addresses([r.security_group_id], self._emitted.get(r.security_group_id, ()))
-        elif kind == "security_group":
-            out.add(("security_group", change.id))
-            slot = _slot(change.id)
-            peers = [g for g in view.security_groups if _slot(g) == slot]
-            out.update(("security_group", g) for g in peers)
-            members([change.id, *peers])
-            all_remotes([change.id, *peers])  # their priority may have moved
-        elif kind == "address_group":
-            referring = {
-                r.security_group_id
-                for r in view.rules.values()
-                if r.remote_address_group_id == change.id
-            }
-            out.update(("security_group", g) for g in referring)
-            members(referring)
-            for ag in (change.old, change.new):
-                if ag is not None:
-                    addresses(referring, (c for c in _canonical_set(ag.addresses)))
-        elif kind in ("port", "binding"):
-            out.add(("port", change.id))
-            groups: set[str] = set()
-            if kind == "port":
-                for p in (change.old, change.new):
-                    if p is not None:
-                        groups.update(p.security_group_ids)
-            else:
-                port = view.ports.get(change.id)
-                if port is not None:
-                    groups.update(port.security_group_ids)
-            out.update(("security_group", g) for g in groups)
-            # The first local member of a group brings its clause-3 flows, the last takes
-            # them away (_remote_flows): only then do all of them change. Whether the
-            # group had one before is what the app last saw (a burst of changes is named
-            # against the view after all of them, so "any other member?" would miss the
-            # flip when two members arrive together).
-            for g in groups:
-                if self._has_local_member(view, g) != self._live.get(g):
-                    all_remotes([g])
-            if kind == "port":  # the port's addresses are remote-group members
-                referring = {
-                    r.security_group_id for r in view.rules.values() if r.remote_group_id in groups
-                }
-                out.update(("security_group", g) for g in referring)
-                for p in (change.old, change.new):
-                    if p is not None:
-                        addresses(referring, port_nets(p))
-                # A member's /0 pair makes such rules two-clause (any remote address):
-                # that changes the clause-1 flow of every member port of the referring groups.
-                if any(
-                    _is_any(pair.ip_address)
-                    for p in (change.old, change.new)
-                    if p is not None
-                    for pair in p.allowed_address_pairs
-                ):
-                    members(referring)
-                    all_remotes(referring)
-        elif kind == "network":
-            for pid in view.ports_by_network.get(change.id, ()):
-                if pid in view.bindings:
-                    out.add(("port", pid))
-                    out.update(("security_group", g) for g in view.ports[pid].security_group_ids)
-                    all_remotes(view.ports[pid].security_group_ids)
-        return sorted(out)
+    def owns(self, view: LocalView, owner: Owner) -> bool:
+        kind, id_ = owner
+        if kind != REMOTE:
+            return super().owns(view, owner)
+        sg_id, _, cidr = id_.partition(" ")
+        info = _network_info(cidr)
+        if info is None or info[3] != cidr:
+            return False
+        return any(
+            _version(r) == info[0] and _remote_contains(view, r, cidr) for r in view.sg_rules(sg_id)
+        )
 
     # -- flows ------------------------------------------------------------------------
 
@@ -626,14 +580,7 @@ class SecurityGroups(App):
             return self._rule_flows(view, id_)
         if kind == REMOTE:
             sg_id, _, cidr = id_.partition(" ")
-            flows = self._remote_flows(view, sg_id, cidr)
-            if flows:
-                self._emitted.setdefault(sg_id, set()).add(cidr)
-            elif cidr in self._emitted.get(sg_id, ()):
-                self._emitted[sg_id].discard(cidr)
-                if not self._emitted[sg_id]:
-                    del self._emitted[sg_id]
-            return flows
+            return self._remote_flows(view, sg_id, cidr)
         return []
 
     def _port_flows(self, view: LocalView, port_id: str) -> list[Flow]:
@@ -658,68 +605,24 @@ class SecurityGroups(App):
                     out.append(flow)
         return out
 
-    def _port_conj(
-        self, view: LocalView, sg_id: str, stateful: bool, side: _Side
-    ) -> tuple[Conjunction, ...]:
-        """The clause-1 conjunctions of a group's rules on one side (sorted, unique)."""
-        memo = self._epoch(view)
-        key = ("port_conj", sg_id, side.acl)
-        known = memo.get(key)
-        if known is not None:
-            return known  # type: ignore[return-value]
-        port_conj: list[Conjunction] = []
-        for rule in view.sg_rules(sg_id):
-            _, eid, cid, what = self._rule_parts(rule)
-            if stateful:
-                port_conj.append(Conjunction(eid, 1, 2))
-            if rule.direction != side.rule_direction or what is None:
-                continue
-            n = 2 if _remote_is_any(view, rule) else 3
-            port_conj.append(Conjunction(cid, 1, n))
-        actions = tuple(sorted(set(port_conj), key=lambda c: (c.conj_id, c.clause)))
-        memo[key] = actions
-        return actions
-
     def _member_flow(
         self, view: LocalView, sg_id: str, stateful: bool, side: _Side, net_key: int, key: int
     ) -> Flow | None:
         """A member port's clause-1 flow of a group on one side ((network_key, port key) →
         the conjunctions of the group's rules), owned by the port: a port joining or
-        leaving a group touches only its own flows here."""
-        epoch = self._epoch(view)
-        found = epoch.get(("member", sg_id, side.acl, stateful))
-        if found is None:
-            found = epoch[("member", sg_id, side.acl, stateful)] = self._member_template(
-                view, sg_id, stateful, side
-            )
-        if not found:
-            return None
-        template, flows, group_cookie = cast(_MemberMemo, found)
-        flow = flows.get((net_key, key))
-        if flow is None:
-            flow = flows[(net_key, key)] = template.flow(group_cookie, net_key, key)
-        return flow
-
-    def _member_template(
-        self, view: LocalView, sg_id: str, stateful: bool, side: _Side
-    ) -> _MemberMemo | tuple[()]:
-        """(template, its flows by (network key, port key), cookie) of a group's clause-1
-        flows on one side, () if it has none; kept while the group's rules and priority
-        stay, so a member's flow is one lookup and the same object as last time."""
-        port_actions = self._port_conj(view, sg_id, stateful, side)
+        leaving a group touches only its own flows here. The flow is memoised by its
+        inputs, so it is the same object as last time."""
+        port_actions = view.derive(port_conj, sg_id, stateful, side.acl)
         if not port_actions:
-            return ()
-        prio = self._priority(view, sg_id)
+            return None
+        prio = _priority(view, sg_id)
         group_cookie = _cookie(sg_id)
-        memo: dict[object, tuple[FlowTemplate, dict[tuple[int, int], Flow]]] = (
-            self.__dict__.setdefault("_member_memo", {})
-        )
-        outer = (side.acl, side.port_key, prio, group_cookie, port_actions)
-        known = memo.get(outer)
+        outer = (side.acl, prio, group_cookie, port_actions)
+        known = self._member_memo.get(outer)
         if known is None or len(known[1]) >= 1 << 16:
-            if len(memo) >= 1 << 10:
-                memo.clear()
-            known = memo[outer] = (
+            if len(self._member_memo) >= 1 << 10:
+                self._member_memo.clear()
+            known = self._member_memo[outer] = (
                 table(side.acl).template(
                     priority=prio,
                     cookie_app=APP,
@@ -728,7 +631,11 @@ class SecurityGroups(App):
                 ),
                 {},
             )
-        return (*known, group_cookie)
+        template, flows = known
+        flow = flows.get((net_key, key))
+        if flow is None:
+            flow = flows[(net_key, key)] = template.flow(group_cookie, net_key, key)
+        return flow
 
     def _group_flows(self, view: LocalView, sg_id: str) -> list[Flow]:
         """Clause 2 of every rule of the group, merged: a match two rules share is one
@@ -738,9 +645,9 @@ class SecurityGroups(App):
         sg = view.security_groups.get(sg_id)
         if sg is None:
             return []
-        if not self._has_local_member(view, sg_id):
+        if not _live(view, sg_id):
             return []  # no local member: nothing would match
-        prio = self._priority(view, sg_id)
+        prio = _priority(view, sg_id)
         group_cookie = _cookie(sg_id)
         rules = view.sg_rules(sg_id)
         out: list[Flow] = []
@@ -751,7 +658,7 @@ class SecurityGroups(App):
             )
             any_clause1 = False
             for rule in rules:
-                est_match, eid, cid, what = self._rule_parts(rule)
+                est_match, eid, cid, what = _rule_parts(rule)
                 if sg.stateful:
                     any_clause1 = True
                     entry = clauses[est_match]
@@ -774,28 +681,6 @@ class SecurityGroups(App):
                 out.append(self._flow(side.acl, prio, cookie, actions, m))
         return out
 
-    def _rule_parts(
-        self, rule: SecurityGroupRule
-    ) -> tuple[Match, int, int, tuple[Match, ...] | None]:
-        """(est clause-2 match, est conj id, rule conj id, clause-2 matches or None when
-        the rule cannot be expressed) of a rule, memoised while the rule object stays."""
-        memo: dict[str, tuple[SecurityGroupRule, tuple[Match, int, int, tuple[Match, ...] | None]]]
-        memo = self.__dict__.setdefault("_parts", {})
-        got = memo.get(rule.id)
-        if got is not None and got[0] is rule:
-            return got[1]
-        what = _what_matches(rule)
-        parts = (
-            match(ct_state="+trk-new-inv", ct_mark=rule_mark(rule.id)),
-            est_conj_id(rule.id),
-            rule_conj_id(rule.id),
-            None if what is None else tuple(match(**fields) for fields in what),
-        )
-        if len(memo) >= 1 << 16:
-            memo.clear()
-        memo[rule.id] = (rule, parts)
-        return parts
-
     def _rule_flows(self, view: LocalView, rule_id: str) -> list[Flow]:
         """A rule's own flows, on each side: its established-traffic and reply passes
         and its allow (stateful: committing with the rule's ct_mark). They depend on the
@@ -804,11 +689,11 @@ class SecurityGroups(App):
         if rule is None:
             return []
         sg = view.security_groups.get(rule.security_group_id)
-        if sg is None or not self._has_local_member(view, sg.id):
+        if sg is None or not _live(view, sg.id):
             return []
-        prio = self._priority(view, sg.id)
+        prio = _priority(view, sg.id)
         cookie = _cookie(rule.id)
-        _, eid, cid, what = self._rule_parts(rule)
+        _, eid, cid, what = _rule_parts(rule)
         out: list[Flow] = []
         for side in SIDES:
             acl = table(side.acl)
@@ -858,15 +743,15 @@ class SecurityGroups(App):
         info = _network_info(cidr)
         if sg is None or info is None or info[3] != cidr or info[2] == 0:
             return []
-        if not self._has_local_member(view, sg_id):
+        if not _live(view, sg_id):
             return []
         version, value, plen, _ = info
         rules = [
-            r for r in self._remote_rules(view, sg_id, version) if _remote_contains(view, r, cidr)
+            r for r in view.derive(remote_rules, sg_id, version) if _remote_contains(view, r, cidr)
         ]
         if not rules:
             return []
-        prio = self._priority(view, sg_id)
+        prio = _priority(view, sg_id)
         bits = 32 if version == 4 else 128
         addr = (value, ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1))
         out: list[Flow] = []
@@ -878,24 +763,11 @@ class SecurityGroups(App):
             out.append(template.flow(cookie, addr))
         return out
 
-    def _remote_rules(self, view: LocalView, sg_id: str, version: int) -> list[SecurityGroupRule]:
-        """The group's rules of one family that have a clause 3 (memoised per epoch)."""
-        memo = self._epoch(view)
-        key = ("remote_rules", sg_id, version)
-        got = memo.get(key)
-        if got is None:
-            got = memo[key] = [
-                r
-                for r in view.sg_rules(sg_id)
-                if _version(r) == version and _expressible(r) and not _remote_is_any(view, r)
-            ]
-        return got  # type: ignore[return-value]
-
     def _remote_template(
         self, sg_id: str, side: _Side, version: int, prio: int, ids: tuple[str, ...]
     ) -> tuple[int, FlowTemplate]:
         """(cookie, template) of a clause-3 flow listing these rules: one per combination."""
-        memo: dict[object, tuple[int, FlowTemplate]] = self.__dict__.setdefault("_rtmpl", {})
+        memo = self._rtmpl
         key = (sg_id, side.acl, version, prio, ids)
         got = memo.get(key)
         if got is None:
@@ -922,7 +794,7 @@ class SecurityGroups(App):
     ) -> Flow:
         """table(stage).flow(...) memoised: a group's flows are rebuilt whenever one
         member comes or goes, and all but a few are the same as last time."""
-        memo: dict[object, Flow] = self.__dict__.setdefault("_memo", {})
+        memo = self._memo
         key = (stage, prio, cookie, actions, m)
         flow = memo.get(key)
         if flow is None:

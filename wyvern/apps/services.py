@@ -38,12 +38,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
-from wyvern.controller.view import Change, LocalView, Port
+from wyvern.controller.view import LocalView
 from wyvern.southbound.cookies import encode
 from wyvern.southbound.ir import (
     ETH_TYPE_ARP,
@@ -121,16 +119,6 @@ ND_PUNT = _st.template(
 )
 
 
-def network_affected(view: LocalView, change: Change) -> list[Owner]:
-    """("network", id) owners a change of a network, subnet or port may touch."""
-    if change.kind == "network":
-        return [("network", change.id)]
-    if change.kind in ("port", "subnet"):
-        nets = {r.network_id for r in (change.old, change.new) if r is not None}
-        return [("network", n) for n in sorted(nets)]
-    return []
-
-
 @functools.lru_cache(maxsize=1 << 16)
 def _pair_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
@@ -144,132 +132,42 @@ def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(ip)
 
 
-@dataclass
-class _NetIndex:
-    """Who in one network holds which fixed address, and who lists address pairs."""
-
-    by_ip: dict[str, set[str]] = field(default_factory=dict)  # fixed ip -> port ids
-    pairs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # port id -> pair cidrs
-
-    held: dict[str, Port] = field(default_factory=dict)  # port id -> record indexed
-
-    def put(self, port_id: str, port: Port | None) -> None:
-        """Index PORT (None: nothing) as PORT_ID's record, replacing what was indexed."""
-        old = self.held.pop(port_id, None)
-        if old is not None:
-            for ip in old.ips:
-                holders = self.by_ip.get(ip)
-                if holders is not None:
-                    holders.discard(port_id)
-                    if not holders:
-                        del self.by_ip[ip]
-            self.pairs.pop(port_id, None)
-        if port is None:
-            return
-        self.held[port_id] = port
-        for ip in port.ips:
-            self.by_ip.setdefault(ip, set()).add(port_id)
-        if port.allowed_address_pairs:
-            self.pairs[port_id] = tuple(p.ip_address for p in port.allowed_address_pairs)
-
-    def virtual(self, ip: str, port_id: str) -> bool:
-        """Whether a port other than PORT_ID may claim `ip` through an allowed address
-        pair (a VRRP/keepalived VIP): then the current holder answers, not the responder."""
-        if not self.pairs:
-            return False
-        addr = _address(ip)
-        for pid, cidrs in self.pairs.items():
-            if pid == port_id:
-                continue
-            for cidr in cidrs:
-                net = _pair_network(cidr)
-                if net is not None and addr in net:
-                    return True
+def _virtual(view: LocalView, network_id: str, ip: str, port_id: str) -> bool:
+    """Whether a port other than PORT_ID may claim `ip` through an allowed address pair
+    (a VRRP/keepalived VIP): then the current holder answers, not the responder."""
+    pair_ports = view.pair_ports_by_network.get(network_id)
+    if not pair_ports:
         return False
+    addr = _address(ip)
+    for pid in pair_ports:
+        port = view.ports.get(pid)
+        if pid == port_id or port is None:
+            continue
+        for pair in port.allowed_address_pairs:
+            net = _pair_network(pair.ip_address)
+            if net is not None and addr in net:
+                return True
+    return False
 
-    def answers(self, ip: str, port_id: str) -> bool:
-        """Whether PORT_ID's responder entry for its fixed address `ip` is installed: not
-        a VIP, and no port before it (by id) holding the same address answers for it."""
-        if self.virtual(ip, port_id):
-            return False
-        holders = self.by_ip.get(ip, ())
-        return not any(p < port_id and not self.virtual(ip, p) for p in holders)
+
+def _answers(view: LocalView, network_id: str, ip: str, port_id: str) -> bool:
+    """Whether PORT_ID's responder entry for its fixed address `ip` is installed: not a
+    VIP, and no port before it (by id) holding the same address answers for it."""
+    if _virtual(view, network_id, ip, port_id):
+        return False
+    holders = view.ports_by_ip.get((network_id, ip), ())
+    return not any(p < port_id and not _virtual(view, network_id, ip, p) for p in holders)
 
 
 class Services(App):
     """Owners: ("port", id) for the responder entries of the port's own addresses (any
     port of a known network: local or remote, router interfaces included) and
-    ("network", id) for the DHCPv4 punt. A port's entries depend on the other ports of
-    its network only through addresses: a change of port X marks X and every port of the
-    network that shares one of X's (old or new) fixed addresses or holds an address
-    inside one of X's (old or new) allowed address pairs."""
+    ("network", id) for the DHCPv4 punt. A port's entries read the other ports of its
+    network only through addresses: the holders of its fixed addresses
+    (view.ports_by_ip) and the ports listing address pairs (view.pair_ports_by_network)."""
 
     name = "services"
-
-    def __init__(self) -> None:
-        # Per network: _NetIndex, for the view last seen. Built lazily from the view,
-        # kept in step by affected() (the engine calls it for every change before any
-        # flows(): it re-reads the changed port from the view), dropped by owners() (a
-        # full recompute) and when another view is seen.
-        self._view: LocalView | None = None
-        self._index: dict[str, _NetIndex] = {}
-
-    def _net_index(self, view: LocalView, net_id: str) -> _NetIndex:
-        if view is not self._view:
-            self._view = view
-            self._index = {}
-        idx = self._index.get(net_id)
-        if idx is None:
-            idx = self._index[net_id] = _NetIndex()
-            for pid in view.ports_by_network.get(net_id, ()):
-                port = view.ports.get(pid)
-                if port is not None:
-                    idx.put(pid, port)
-        return idx
-
-    def owners(self, view: LocalView) -> Iterable[Owner]:
-        self._view = view
-        self._index = {}
-        out: list[Owner] = [("network", nid) for nid in sorted(view.networks)]
-        out.extend(
-            ("port", pid)
-            for pid, port in sorted(view.ports.items())
-            if port.network_id in view.networks
-        )
-        return out
-
-    def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
-        kind = change.kind
-        if kind == "subnet":
-            return network_affected(view, change)
-        if kind == "network":
-            return [("network", change.id)] + [
-                ("port", pid) for pid in view.ports_by_network.get(change.id, ())
-            ]
-        if kind != "port":
-            return []
-        out: set[Owner] = {("port", change.id)}
-        if view is not self._view:
-            self._view = view
-            self._index = {}
-        current = view.ports.get(change.id)
-        records = [r for r in (change.old, change.new, current) if r is not None]
-        for net_id in {r.network_id for r in records}:
-            idx = self._index.get(net_id)
-            if idx is not None:  # keep it in step with the view (a new one is built from it)
-                idx.put(change.id, current if current and current.network_id == net_id else None)
-            idx = self._net_index(view, net_id)
-            mine = [r for r in records if r.network_id == net_id]
-            for ip in {ip for r in mine for ip in r.ips}:
-                out.update(("port", p) for p in idx.by_ip.get(ip, ()))
-            cidrs = {pair.ip_address for r in mine for pair in r.allowed_address_pairs}
-            nets = [n for n in map(_pair_network, sorted(cidrs)) if n is not None]
-            if nets:
-                for ip, holders in idx.by_ip.items():
-                    addr = _address(ip)
-                    if any(addr in n for n in nets):
-                        out.update(("port", p) for p in holders)
-        return sorted(out)
+    owner_tables = {"network": "networks", "port": "ports"}
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, id_ = owner
@@ -284,15 +182,14 @@ class Services(App):
         net = view.networks.get(port.network_id) if port is not None else None
         if port is None or net is None:
             return []
-        idx = self._net_index(view, port.network_id)
         cookie = encode("services", port_id)
         nk, pk = net.key, port.key
         mac: int | None = None
         out: dict[object, Flow] = {}
         for ip in port.ips:
-            if idx.virtual(ip, port_id):
+            if _virtual(view, net.id, ip, port_id):
                 continue
-            answers = idx.answers(ip, port_id)
+            answers = _answers(view, net.id, ip, port_id)
             version, addr = ip_value(ip)
             if version == 6:
                 for f in _nd_flows(nk, pk, addr, cookie, answers=answers):

@@ -1,14 +1,18 @@
 """The incremental engine: the desired flow table, kept per (app, owner).
 
-A change in the view asks every app which owners it affects, then asks for each of those
-owners' complete flow list and replaces just that entry. `full(view)` recomputes the whole
-table from scratch; the hypothesis test in tests/controller/test_engine.py checks that any
-sequence of incremental `apply` calls ends where a full recompute does (OVN's I-P engine
-with its recompute safety net). Rendering to `ovs-ofctl` text is cached per entry (and
-per unchanged Flow object within an entry), so a change re-renders only what it touched;
-`render()` also returns the lines added and removed since the previous render, which
-the FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
-checks them against the set difference).
+Each owner's flows are computed against a ReadingView that notes what they read; the
+reads are filed under the owner (wyvern.controller.deps). A change names the view keys
+it altered (view.touched_keys), and the engine recomputes the owners filed under them,
+the owners whose id is one of them, and the owners a new record brings (App.owners_of),
+then replaces just those entries. Apps write no dependency code. `full(view)`
+recomputes the whole table from scratch and refiles every read; the hypothesis tests in
+tests/controller/test_engine.py check that any sequence of incremental `apply` calls,
+bursts included, ends where a full recompute does (OVN's I-P engine with its recompute
+safety net). Rendering to `ovs-ofctl` text is cached per entry (and per unchanged Flow
+object within an entry), so a change re-renders only what it touched; `render()` also
+returns the lines added and removed since the previous render, which the FlowInstaller
+sends without looking at the rest (tests/controller/test_fastpaths.py checks them
+against the set difference).
 
 Pure and synchronous: no I/O. The agent computes here first, then hands `render()` to the
 FlowInstaller (never with a bundle open: DATAPLANE.md trap 9).
@@ -23,7 +27,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
+from wyvern.controller.deps import Deps, ReadingView
+from wyvern.controller.view import Change, LocalView, touched_keys
 from wyvern.southbound.flowtext import RenderedLines
 from wyvern.southbound.ir import Flow
 from wyvern.southbound.render import render_flow
@@ -63,6 +68,9 @@ class Engine:
         self._generation = 0
         self.recomputes = 0
         self.incremental_updates = 0
+        self.deps = Deps()
+        self._reader: ReadingView | None = None
+        self._kind_apps: dict[str, list[App]] = {}  # owner kind -> the apps that have it
 
     def _set(self, key: EntryKey, flows: list[Flow]) -> bool:
         """Replace one entry; returns True if it changed."""
@@ -78,6 +86,39 @@ class Engine:
         self._dirty.add(key)
         return True
 
+    def _reading(self, view: LocalView) -> ReadingView:
+        """The reading view over `view` (a new one, and no reads kept, for another view)."""
+        rv = self._reader
+        if rv is None or rv.base is not view:
+            self.deps.clear()
+            rv = self._reader = ReadingView(view, self.deps)
+        rv.chassis_name = view.chassis_name
+        return rv
+
+    def _kind(self, kind: str, app: App) -> None:
+        """Note that `app` has owners of this kind (a changed owner asks each such app)."""
+        apps = self._kind_apps.setdefault(kind, [])
+        if app not in apps:
+            apps.append(app)
+            apps.sort(key=self.apps.index)
+
+    def _compute(self, rv: ReadingView, owner: Owner, apps: Sequence[App]) -> int:
+        """One owner's flows in each app that may have it; their reads filed together
+        under the owner (unless it is gone everywhere); returns how many entries changed."""
+        changed = 0
+        owned = False
+        for app in apps:
+            flows = app.flows(rv, owner)
+            if self._set((app.name, owner), flows):
+                changed += 1
+            if not owned and (flows or app.owns(rv.base, owner)):
+                owned = True
+        if owned:
+            rv.file(owner, self.deps.rev, owner[1])
+        else:
+            rv.discard()
+        return changed
+
     def full(self, view: LocalView) -> None:
         """Recompute the whole desired table from the view."""
         # Millions of long-lived objects and no garbage cycles to speak of: the cyclic
@@ -85,7 +126,34 @@ class Engine:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            fresh = compute_full(self.apps, view)
+            self._reader = None
+            rv = self._reading(view)
+            fresh: dict[EntryKey, list[Flow]] = {}
+            by_owner: dict[Owner, list[App]] = {}
+            self._kind_apps = {}
+            for app in self.apps:
+                glob = app.global_flows()
+                if glob:
+                    fresh[(app.name, ("app", app.name))] = list(glob)
+                kinds: set[str] = set()
+                for owner in app.owners(view):
+                    listed = by_owner.get(owner)
+                    if listed is None:
+                        by_owner[owner] = [app]
+                    else:
+                        listed.append(app)
+                    kinds.add(owner[0])
+                for kind in kinds | set(app.owner_tables):
+                    self._kind(kind, app)
+            # An owner's reads are filed once for all the apps that list it ("port", P
+            # in seven of them): a change recomputes it in each, a few us apiece.
+            file, rev = rv.file, self.deps.rev
+            for owner, apps in by_owner.items():
+                for app in apps:
+                    flows = app.flows(rv, owner)
+                    if flows:
+                        fresh[(app.name, owner)] = flows
+                file(owner, rev, owner[1])
             # (still without the GC: storing the new entries allocates again, and a
             # collection now would walk every flow just made, ~0.5 s at 10k ports)
             for key in [k for k in self.desired if k not in fresh]:
@@ -100,33 +168,46 @@ class Engine:
     def apply(self, view: LocalView, change: Change) -> int:
         """Update the entries a change affects (the view already holds it); returns how
         many entries changed."""
-        changed = 0
-        for app in self.apps:
-            for owner in set(app.affected(view, change)):
-                if self._set((app.name, owner), app.flows(view, owner)):
-                    changed += 1
-        self.incremental_updates += 1
-        return changed
+        return self.apply_all(view, [change])
 
     def apply_all(self, view: LocalView, changes: Iterable[Change]) -> int:
         """apply() for a batch the view already holds: each affected owner is computed
         once, however many of the changes name it (a port and its binding, say)."""
         changes = list(changes)
-        changed = 0
         with gc_paused():
             changed = self._apply_all(view, changes)
         self.incremental_updates += len(changes)
         return changed
 
     def _apply_all(self, view: LocalView, changes: list[Change]) -> int:
-        changed = 0
+        rv = self._reading(view)
+        touched: dict[str, set[object]] = {}
+        for change in changes:
+            for name, key in touched_keys(change):
+                keys = touched.get(name)
+                if keys is None:
+                    keys = touched[name] = {None}  # and whoever read the whole table
+                keys.add(key)
+        todo: set[Owner] = self.deps.fire(touched, rv)
+        # An owner's reads of keys equal to its id are not filed (most reads are those:
+        # a port's record, its binding): every owner named by a changed key is redone.
+        kinds = list(self._kind_apps)
+        for keys in touched.values():
+            for key in keys:
+                if key.__class__ is str:
+                    todo.update([(kind, key) for kind in kinds])
+        # Owners a change may bring (a new record): asked of each app by table.
         for app in self.apps:
-            owners: set[Owner] = set()
-            for change in changes:
-                owners.update(app.affected(view, change))
-            for owner in owners:
-                if self._set((app.name, owner), app.flows(view, owner)):
-                    changed += 1
+            for name in app.owner_sources():
+                for key in touched.get(name, ()):
+                    if key is not None:
+                        for owner in app.owners_of(view, name, key):
+                            self._kind(owner[0], app)
+                            todo.add(owner)
+        changed = 0
+        kind_apps = self._kind_apps
+        for owner in todo:
+            changed += self._compute(rv, owner, kind_apps.get(owner[0], ()))
         return changed
 
     def render(self) -> RenderedLines:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 Kind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
@@ -313,6 +316,14 @@ class LocalView:
     ports_by_ip: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     # (network id, lower-case MAC) -> the ports holding it (normally one per network)
     ports_by_mac: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    # network id -> its ports that list allowed address pairs (a VIP may be any of them)
+    pair_ports_by_network: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def derive(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(self, *args)`: a pure function of the view that many flows() calls share.
+        The engine's reading view memoises it and records what it read, so a change
+        recomputes it once and reaches its readers only if its value changed."""
+        return fn(self, *args)
 
     def _table(self, kind: Kind) -> dict[str, Any]:
         tables: dict[str, dict[str, Any]] = {
@@ -343,6 +354,8 @@ class LocalView:
         if kind == "port":
             if old is not None:
                 self.ports_by_network[old.network_id].discard(id_)
+                if old.allowed_address_pairs:
+                    self.pair_ports_by_network[old.network_id].discard(id_)
                 mac_key = (old.network_id, old.mac.lower())
                 self.ports_by_mac[mac_key].discard(id_)
                 if not self.ports_by_mac[mac_key]:
@@ -367,6 +380,8 @@ class LocalView:
                         del self.sg_addresses[sg]
             if new is not None:
                 self.ports_by_network[new.network_id].add(id_)
+                if new.allowed_address_pairs:
+                    self.pair_ports_by_network[new.network_id].add(id_)
                 self.ports_by_mac[(new.network_id, new.mac.lower())].add(id_)
                 for ip in new.ips:
                     self.ports_by_ip[(new.network_id, ip)].add(id_)
@@ -431,6 +446,74 @@ class LocalView:
                 if _net_version(pair.ip_address) == version:
                     out.add(pair.ip_address)
         return sorted(out)
+
+
+DepKey = tuple[str, Any]  # (LocalView attribute, key in it)
+
+
+def touched_keys(change: Change) -> Iterator[DepKey]:
+    """The (table, key) entries of the view a change may have altered: its own record,
+    and each index entry whose content it moved (as LocalView._reindex does). The engine
+    recomputes exactly what read one of them; sg_addresses is keyed (group, CIDR).
+    A superset is safe; missing one is not (test_engine's hypothesis tests check)."""
+    kind, id_, old, new = change.kind, change.id, change.old, change.new
+    yield TABLE_OF_KIND[kind], id_
+    if kind == "port":
+        for index, keys in (
+            ("ports_by_network", lambda p: [p.network_id]),
+            ("pair_ports_by_network", lambda p: [p.network_id] if p.allowed_address_pairs else []),
+            ("ports_by_mac", lambda p: [(p.network_id, p.mac.lower())]),
+            ("ports_by_ip", lambda p: [(p.network_id, ip) for ip in p.ips]),
+            ("ports_by_sg", lambda p: list(p.security_group_ids)),
+            ("sg_addresses", _sg_address_keys),
+        ):
+            moved = _moved(old, new, keys)
+            for key in moved:
+                yield index, key
+            if index == "sg_addresses":  # and each such group's whole address set
+                for sg in {sg for sg, _ in moved}:
+                    yield index, (sg, None)
+    elif kind == "subnet":
+        for key in _moved(old, new, lambda s: [s.network_id]):
+            yield "subnets_by_network", key
+    elif kind == "security_group_rule":
+        for key in _moved(old, new, lambda r: [r.security_group_id]):
+            yield "rules_by_sg", key
+    elif kind == "router":
+        for key in _moved(old, new, _router_networks):
+            yield "routers_by_network", key
+
+
+def _moved(old: Any, new: Any, keys: Callable[[Any], list[Any]]) -> set[Any]:
+    """Index keys whose set gained or lost the record (symmetric difference)."""
+    before = set(keys(old)) if old is not None else set()
+    after = set(keys(new)) if new is not None else set()
+    return before ^ after
+
+
+def _sg_address_keys(port: Port) -> list[tuple[str, str]]:
+    nets = port_nets(port)
+    return [(sg, net) for sg in port.security_group_ids for net in nets]
+
+
+def _router_networks(router: Router) -> list[str]:
+    nets = [i.network_id for i in router.interfaces]
+    return nets + ([router.gateway_network_id] if router.gateway_network_id else [])
+
+
+# Change kind -> the LocalView table holding its records.
+TABLE_OF_KIND: dict[str, str] = {
+    "network": "networks",
+    "subnet": "subnets",
+    "port": "ports",
+    "router": "routers",
+    "security_group": "security_groups",
+    "security_group_rule": "rules",
+    "address_group": "address_groups",
+    "chassis": "chassis",
+    "binding": "bindings",
+    "port_chassis": "port_chassis",
+}
 
 
 def port_nets(port: Port) -> tuple[str, ...]:
