@@ -580,7 +580,7 @@ class SecurityGroups(App):
             return self._rule_flows(view, id_)
         if kind == REMOTE:
             sg_id, _, cidr = id_.partition(" ")
-            return self._remote_flows(view, sg_id, cidr)
+            return self._remote_flows(view, sg_id, cidr) if cidr else []
         return []
 
     def _port_flows(self, view: LocalView, port_id: str) -> list[Flow]:

@@ -161,8 +161,11 @@ class Deps:
         self.rev: Reverse = {}  # reads of engine entries
         self.rev_memo: Reverse = {}  # reads of derived values
         self.memos: dict[Any, Any] = {}
+        # table -> the owner kinds that read, in it, the key of their own id
+        self.own_kinds: dict[str, set[str]] = {}
 
     def clear(self) -> None:
+        self.own_kinds.clear()
         self.rev.clear()
         self.rev_memo.clear()
         self.memos.clear()
@@ -264,7 +267,9 @@ class ReadingView(LocalView):
 
     def file(self, node: Node, rev: Reverse, own: Any = _MISSING) -> None:
         """File the reads since the last file() or discard() under `node`, but those of
-        the key `own` (the engine recomputes an owner whenever a key of its id changes)."""
+        the key `own` (an owner's own id): for those only the (table, owner kind) is kept,
+        in Deps.own_kinds, and a change of that key recomputes the owner of that id."""
+        own_kinds = self.__dict__["_deps"].own_kinds
         for name, r in self.__dict__["_readers"]:
             seen = r.seen
             if seen:
@@ -274,6 +279,11 @@ class ReadingView(LocalView):
                 get = table.get
                 for key in seen:
                     if key == own:
+                        kinds = own_kinds.get(name)
+                        if kinds is None:
+                            own_kinds[name] = {node[0]}
+                        elif node[0] not in kinds:
+                            kinds.add(node[0])
                         continue
                     readers = get(key)
                     if readers is None:

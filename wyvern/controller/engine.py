@@ -189,13 +189,15 @@ class Engine:
                     keys = touched[name] = {None}  # and whoever read the whole table
                 keys.add(key)
         todo: set[Owner] = self.deps.fire(touched, rv)
-        # An owner's reads of keys equal to its id are not filed (most reads are those:
-        # a port's record, its binding): every owner named by a changed key is redone.
-        kinds = list(self._kind_apps)
-        for keys in touched.values():
-            for key in keys:
-                if key.__class__ is str:
-                    todo.update([(kind, key) for kind in kinds])
+        # An owner's reads of keys equal to its id are filed by table and owner kind only
+        # (most reads are those: a port's record, its binding).
+        own_kinds = self.deps.own_kinds
+        for name, keys in touched.items():
+            kinds = own_kinds.get(name)
+            if kinds:
+                for key in keys:
+                    if key is not None:
+                        todo.update([(kind, key) for kind in kinds])  # type: ignore[misc]
         # Owners a change may bring (a new record): asked of each app by table.
         for app in self.apps:
             for name in app.owner_sources():
