@@ -45,42 +45,44 @@ _EMPTY: dict[Any, Any] = {}
 class _Reads:
     """A read-only stand-in for one table that notes the keys read in `seen`."""
 
-    __slots__ = ("_d", "seen")
+    __slots__ = ("_d", "_get", "_note", "seen")
 
     def __init__(self, d: dict[Any, Any]) -> None:
         self._d = d
         self.seen: set[Any] = set()
+        self._get = d.get  # (bound once: these run ~40 times per port in a recompute)
+        self._note = self.seen.add
 
     def get(self, key: Any, default: Any = None) -> Any:
-        self.seen.add(key)
-        return self._d.get(key, default)
+        self._note(key)
+        return self._get(key, default)
 
     def __getitem__(self, key: Any) -> Any:
-        self.seen.add(key)
+        self._note(key)
         return self._d[key]
 
     def __contains__(self, key: Any) -> bool:
-        self.seen.add(key)
+        self._note(key)
         return key in self._d
 
     def __iter__(self) -> Iterator[Any]:
-        self.seen.add(None)
+        self._note(None)
         return iter(self._d)
 
     def __len__(self) -> int:
-        self.seen.add(None)
+        self._note(None)
         return len(self._d)
 
     def keys(self) -> Any:
-        self.seen.add(None)
+        self._note(None)
         return self._d.keys()
 
     def values(self) -> Any:
-        self.seen.add(None)
+        self._note(None)
         return self._d.values()
 
     def items(self) -> Any:
-        self.seen.add(None)
+        self._note(None)
         return self._d.items()
 
 
@@ -276,7 +278,7 @@ class ReadingView(LocalView):
                 table = rev.get(name)
                 if table is None:
                     table = rev[name] = {}
-                get = table.get
+                put = table.setdefault
                 for key in seen:
                     if key == own:
                         kinds = own_kinds.get(name)
@@ -285,10 +287,10 @@ class ReadingView(LocalView):
                         elif node[0] not in kinds:
                             kinds.add(node[0])
                         continue
-                    readers = get(key)
-                    if readers is None:
-                        table[key] = node  # one reader: no list (most keys have one)
-                    elif readers.__class__ is list:
+                    readers = put(key, node)  # one reader: no list (most keys have one)
+                    if readers is node:
+                        continue
+                    if readers.__class__ is list:
                         readers.append(node)
                         n = len(readers)
                         if n >= 8 and not n & (n - 1):  # amortised: drop repeats
