@@ -38,6 +38,7 @@ from wyvern.southbound import pipeline
 from wyvern.southbound.cookies import AppName, CookieIndex, encode
 from wyvern.southbound.ir import Flow, Goto, table
 from wyvern.southbound.packet import Packet
+from wyvern.southbound.render import render_flow
 from wyvern.southbound.simulator import Conntrack, Simulator, Trace
 
 Obj = dict[str, Any]
@@ -401,10 +402,18 @@ class Outcome:
         return f"Outcome(ports={self.ports}, punts={self.punts})"
 
 
-def engine_app_flows(engine: Engine) -> dict[str, dict[tuple[str, str], list[Flow]]]:
-    """The engine's desired table per app (app_flows' shape), global flows left out."""
-    out: dict[str, dict[tuple[str, str], list[Flow]]] = {a.name: {} for a in engine.apps}
-    for (name, owner), flows in engine.desired.items():
+def engine_app_flows(engine: Engine) -> dict[str, dict[tuple[str, str], frozenset[str]]]:
+    """The engine's desired table per app, as lines (it keeps no IR), global flows left
+    out: compare with `as_lines(app_flows(...))`."""
+    out: dict[str, dict[tuple[str, str], frozenset[str]]] = {a.name: {} for a in engine.apps}
+    for (name, owner), lines in engine.desired.items():
         if owner != ("app", name):
-            out[name][owner] = flows
+            out[name][owner] = frozenset(lines)
     return out
+
+
+def as_lines(
+    table: Mapping[tuple[str, str], Iterable[Flow]],
+) -> dict[tuple[str, str], frozenset[str]]:
+    """owner -> flows as owner -> their ovs-ofctl lines (what the engine keeps)."""
+    return {owner: frozenset(render_flow(f) for f in flows) for owner, flows in table.items()}

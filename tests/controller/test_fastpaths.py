@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.apps import scenario as sc
-from wyvern.controller.engine import Engine, compute_full
+from wyvern.controller.engine import Engine, compute_full, rendered_full
 from wyvern.controller.view import Binding, LocalView, record_from_obj
 from wyvern.southbound import ir, render
 from wyvern.southbound.cookies import encode
@@ -258,4 +258,4 @@ def test_apply_all_computes_each_owner_once_and_equals_a_full_recompute() -> Non
     for batch in batches:
         changes = [view.apply(kind, id_, record) for kind, id_, record in batch]
         assert engine.apply_all(view, changes) > 0
-        assert engine.desired == compute_full(apps, view)
+        assert engine.desired == rendered_full(apps, view)

@@ -55,14 +55,14 @@ def gc_paused() -> Iterator[None]:
 class Engine:
     def __init__(self, apps: Sequence[App]) -> None:
         self.apps = list(apps)
-        self.desired: dict[EntryKey, list[Flow]] = {}
         # The text of each entry as of the last render(), how many entries render each
-        # line, and the entries changed since: render() re-renders only those and says
-        # which lines came and went (RenderedLines.added/removed).
+        # line, and the entries changed since (their new flows, or lines when they were
+        # rendered to compare, [] when gone): render() renders only those, says which
+        # lines came and went (RenderedLines.added/removed) and drops the flows. So
+        # no IR flow outlives a render (~770 B each, 250k of them at 10k ports).
         self._rendered: dict[EntryKey, list[str]] = {}
-        self._rendered_from: dict[EntryKey, list[Flow]] = {}  # what _rendered was made of
         self._line_count: dict[str, int] = {}
-        self._dirty: set[EntryKey] = set()
+        self._pending: dict[EntryKey, list[Flow] | list[str]] = {}
         self._token = object()
         self._render_lock = threading.Lock()
         self._generation = 0
@@ -73,18 +73,37 @@ class Engine:
         self._kind_apps: dict[str, list[App]] = {}  # owner kind -> the apps that have it
 
     def _set(self, key: EntryKey, flows: list[Flow]) -> bool:
-        """Replace one entry; returns True if it changed."""
+        """Replace one entry; returns True if it changed. An entry rendered before is
+        compared by its text (its flows are gone), so the new flows are rendered now."""
+        pending = self._pending.get(key)
+        current = self._rendered.get(key) if pending is None else pending
         if not flows:
-            if key in self.desired:
-                del self.desired[key]
-                self._dirty.add(key)
-                return True
+            if not current:
+                return False
+            self._pending[key] = []
+            return True
+        if not current:
+            self._pending[key] = list(flows)  # rendered by render()
+            return True
+        if current[0].__class__ is not str:
+            if current == flows:
+                return False
+            self._pending[key] = list(flows)
+            return True
+        text = [render_flow(f) for f in flows]
+        if text == current:
             return False
-        if self.desired.get(key) == flows:
-            return False
-        self.desired[key] = list(flows)
-        self._dirty.add(key)
+        self._pending[key] = text
         return True
+
+    @property
+    def desired(self) -> dict[EntryKey, list[str]]:
+        """Every entry's lines as they stand (rendering any flows not rendered yet)."""
+        out = {k: v for k, v in self._rendered.items() if k not in self._pending}
+        for key, value in self._pending.items():
+            if value:
+                out[key] = _lines(value)
+        return out
 
     def _reading(self, view: LocalView) -> ReadingView:
         """The reading view over `view` (a new one, and no reads kept, for another view)."""
@@ -156,7 +175,8 @@ class Engine:
                 file(owner, rev, owner[1])
             # (still without the GC: storing the new entries allocates again, and a
             # collection now would walk every flow just made, ~0.5 s at 10k ports)
-            for key in [k for k in self.desired if k not in fresh]:
+            gone = {*self._rendered, *self._pending} - fresh.keys()
+            for key in gone:
                 self._set(key, [])
             for key, flows in fresh.items():
                 self._set(key, flows)
@@ -229,34 +249,8 @@ class Engine:
         added: dict[str, None] = {}
         removed: dict[str, None] = {}
         # Render first, change nothing until every dirty entry rendered (no half state).
-        fresh: list[tuple[EntryKey, list[Flow] | None, list[str]]] = []
-        for key in self._dirty:
-            flows = self.desired.get(key)
-            old_flows = self._rendered_from.get(key)
-            if not flows:
-                text = []
-            elif old_flows:  # most of a big entry is often unchanged: reuse that text
-                # (by object identity: apps that memoise hand back the same Flow objects;
-                # old_flows stays referenced here, so no id is reused meanwhile)
-                old_text = self._rendered[key]
-                known = {id(f): t for f, t in zip(old_flows, old_text, strict=True)}
-                maybe = [known.get(id(f)) for f in flows]
-                missing = [i for i, t in enumerate(maybe) if t is None]
-                # Apps that build fresh objects: equal flows render equally, and hashing
-                # a flow is cheaper than rendering it (not worth it for a few misses).
-                by_value = (
-                    dict(zip(old_flows, old_text, strict=True))
-                    if len(missing) * 4 > len(old_flows)
-                    else {}
-                )
-                for i in missing:
-                    maybe[i] = by_value.get(flows[i]) or render_flow(flows[i])
-                text = [t for t in maybe if t is not None]
-            else:
-                text = [render_flow(f) for f in flows]
-            fresh.append((key, flows, text))
-        for key, flows, text in fresh:
-            self._rendered_from.pop(key, None)
+        fresh = [(key, _lines(value)) for key, value in self._pending.items()]
+        for key, text in fresh:
             for line in self._rendered.pop(key, ()):
                 n = count[line] - 1
                 if n:
@@ -271,10 +265,9 @@ class Engine:
                 count[line] = n + 1
                 if not n and removed.pop(line, 0) is not None:
                     added[line] = None
-            if flows:
+            if text:
                 self._rendered[key] = text
-                self._rendered_from[key] = flows
-        self._dirty.clear()
+        self._pending.clear()
         base = (self._token, self._generation)
         self._generation += 1
         return RenderedLines(
@@ -288,7 +281,10 @@ class Engine:
         )
 
     def flow_count(self) -> int:
-        return sum(len(f) for f in self.desired.values())
+        pending = self._pending
+        return sum(len(v) for k, v in self._rendered.items() if k not in pending) + sum(
+            len(v) for v in pending.values()
+        )
 
 
 class _LiveChunks(Sequence[list[str]]):
@@ -327,6 +323,18 @@ def compute_full(apps: Sequence[App], view: LocalView) -> dict[EntryKey, list[Fl
             if flows:
                 out[(app.name, owner)] = flows
     return out
+
+
+def _lines(value: list[Flow] | list[str]) -> list[str]:
+    """An entry's lines: as they are, or rendered from its flows."""
+    if value and value[0].__class__ is not str:
+        return [render_flow(f) for f in value]  # type: ignore[arg-type]
+    return value  # type: ignore[return-value]
+
+
+def rendered_full(apps: Sequence[App], view: LocalView) -> dict[EntryKey, list[str]]:
+    """compute_full() as lines: what Engine.desired holds after a full recompute."""
+    return {k: [render_flow(f) for f in v] for k, v in compute_full(apps, view).items()}
 
 
 def default_apps() -> list[App]:
