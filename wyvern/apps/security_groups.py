@@ -461,8 +461,7 @@ def _rule_parts(rule: SecurityGroupRule) -> tuple[Match, int, int, tuple[Match, 
 
 
 def port_conj(view: LocalView, sg_id: str, stateful: bool, acl: str) -> tuple[Conjunction, ...]:
-    """The clause-1 conjunctions of a group's rules on one side (sorted, unique); shared
-    by every member port (through view.derive)."""
+    """The clause-1 conjunctions of a group's rules on one side (sorted, unique)."""
     side = FROM_VM if acl == FROM_VM.acl else TO_VM
     out: list[Conjunction] = []
     for rule in view.sg_rules(sg_id):
@@ -476,13 +475,29 @@ def port_conj(view: LocalView, sg_id: str, stateful: bool, acl: str) -> tuple[Co
     return tuple(sorted(set(out), key=_conj_order))
 
 
-def remote_rules(view: LocalView, sg_id: str, version: int) -> list[SecurityGroupRule]:
-    """The group's rules of one family that have a clause 3 (through view.derive)."""
-    return [
+def remote_parts(
+    view: LocalView, sg_id: str, version: int
+) -> tuple[bool, int, list[SecurityGroupRule]]:
+    """(has a local member, priority, its rules of one family that have a clause 3) of a
+    group: what every clause-3 owner of the group reads (through view.derive)."""
+    rules = [
         r
         for r in view.sg_rules(sg_id)
         if _version(r) == version and _expressible(r) and not _remote_is_any(view, r)
     ]
+    return _live(view, sg_id), _priority(view, sg_id), rules
+
+
+def member_parts(
+    view: LocalView, sg_id: str, stateful: bool
+) -> tuple[int, tuple[Conjunction, ...], tuple[Conjunction, ...]]:
+    """(priority, clause-1 conjunctions from the VM, to the VM) of a group: what every
+    member port's clause-1 flows read (through view.derive)."""
+    return (
+        _priority(view, sg_id),
+        port_conj(view, sg_id, stateful, FROM_VM.acl),
+        port_conj(view, sg_id, stateful, TO_VM.acl),
+    )
 
 
 class SecurityGroups(App):
@@ -599,23 +614,28 @@ class SecurityGroups(App):
             sg = view.security_groups.get(sg_id)
             if sg is None:
                 continue
-            for side in SIDES:
-                flow = self._member_flow(view, sg_id, sg.stateful, side, net_key, port.key)
+            prio, *conjs = view.derive(member_parts, sg_id, sg.stateful)
+            for side, port_actions in zip(SIDES, conjs, strict=True):
+                flow = self._member_flow(sg_id, prio, port_actions, side, net_key, port.key)
                 if flow is not None:
                     out.append(flow)
         return out
 
     def _member_flow(
-        self, view: LocalView, sg_id: str, stateful: bool, side: _Side, net_key: int, key: int
+        self,
+        sg_id: str,
+        prio: int,
+        port_actions: tuple[Conjunction, ...],
+        side: _Side,
+        net_key: int,
+        key: int,
     ) -> Flow | None:
         """A member port's clause-1 flow of a group on one side ((network_key, port key) →
         the conjunctions of the group's rules), owned by the port: a port joining or
         leaving a group touches only its own flows here. The flow is memoised by its
         inputs, so it is the same object as last time."""
-        port_actions = view.derive(port_conj, sg_id, stateful, side.acl)
         if not port_actions:
             return None
-        prio = _priority(view, sg_id)
         group_cookie = _cookie(sg_id)
         outer = (side.acl, prio, group_cookie, port_actions)
         known = self._member_memo.get(outer)
@@ -743,15 +763,13 @@ class SecurityGroups(App):
         info = _network_info(cidr)
         if sg is None or info is None or info[3] != cidr or info[2] == 0:
             return []
-        if not _live(view, sg_id):
-            return []
         version, value, plen, _ = info
-        rules = [
-            r for r in view.derive(remote_rules, sg_id, version) if _remote_contains(view, r, cidr)
-        ]
+        live, prio, remote = view.derive(remote_parts, sg_id, version)
+        if not live:
+            return []
+        rules = [r for r in remote if _remote_contains(view, r, cidr)]
         if not rules:
             return []
-        prio = _priority(view, sg_id)
         bits = 32 if version == 4 else 128
         addr = (value, ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1))
         out: list[Flow] = []
