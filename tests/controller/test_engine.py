@@ -31,6 +31,7 @@ from wyvern.controller.view import (
     SecurityGroup,
     SecurityGroupRule,
     Subnet,
+    touched_keys,
 )
 from wyvern.nb.memory import MemoryStore
 from wyvern.southbound import cookies
@@ -361,3 +362,41 @@ def test_a_burst_applied_to_the_view_first_then_to_the_engine_equals_full(
         for change in changes:
             engine.apply(view, change)
         assert engine.desired == rendered_full(apps, view)
+
+
+INDEXES = (
+    "ports_by_network", "subnets_by_network", "ports_by_sg", "rules_by_sg",
+    "routers_by_network", "ports_by_ip", "ports_by_mac", "pair_ports_by_network",
+)  # fmt: skip
+
+
+def index_entries(view: LocalView) -> set[tuple[str, Any, Any]]:
+    """Every (index, key, content) of the view's indexes (empty sets are no entry), and
+    ("sg_addresses", (group, CIDR), None) for each address a group holds."""
+    out: set[tuple[str, Any, Any]] = set()
+    for name in INDEXES:
+        for key, members in getattr(view, name).items():
+            if members:
+                out.add((name, key, frozenset(members)))
+    for sg, counts in view.sg_addresses.items():
+        out.update(("sg_addresses", (sg, cidr), None) for cidr in counts)
+    return out
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_touched_keys_name_every_index_entry_a_change_moves(ops: list[Any]) -> None:
+    """The engine recomputes what read a key touched_keys names: an index entry that
+    changed without being named would leave its readers stale."""
+    view = LocalView(chassis_name="c1")
+    sync = Sync(MemoryStore(), view)
+    moved = 0
+    for kind, id_, record in ops:
+        before = index_entries(view)
+        changes = put(sync, kind, id_, record)
+        after = index_entries(view)
+        named = {key for change in changes for key in touched_keys(change)}
+        for name, key, _ in before ^ after:
+            moved += 1
+            assert (name, key) in named, (kind, id_, name, key)
+    assert moved  # the ops do move index entries (the check above ran)
