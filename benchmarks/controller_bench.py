@@ -58,7 +58,8 @@ try:  # (older trees, for a before/after comparison, have no RenderedLines)
     from wyvern.southbound.flowtext import RenderedLines
 except ImportError:  # pragma: no cover
     RenderedLines = list  # type: ignore[misc,assignment]
-from wyvern.southbound import cookies, ir, render  # noqa: E402
+from wyvern import ir  # noqa: E402
+from wyvern.ir import cookies, render  # noqa: E402
 from wyvern.southbound.installer import FlowInstaller  # noqa: E402
 from wyvern.southbound.ovs import OvsInstance  # noqa: E402
 

@@ -33,11 +33,10 @@ from wyvern.apps.base import App
 from wyvern.controller.view import Binding, Kind, LocalView, record_from_obj
 
 __all__ = ["record_from_obj"]  # re-exported for tests that replace one object
-from wyvern.southbound import pipeline
-from wyvern.southbound.cookies import AppName, CookieIndex, encode
-from wyvern.southbound.ir import Flow, Goto, table
-from wyvern.southbound.packet import Packet
-from wyvern.southbound.simulator import Conntrack, Simulator, Trace
+from wyvern.ir import Flow, Goto, pipeline, table
+from wyvern.ir.cookies import AppName, CookieIndex, encode
+from wyvern.ir.packet import Packet
+from wyvern.ir.simulator import Conntrack, Simulator, Trace
 
 Obj = dict[str, Any]
 

@@ -18,9 +18,9 @@ from tests.southbound.conftest import VM, VmFactory, in_netns, ovs, vms  # noqa:
 from wyvern.apps.base import App
 from wyvern.apps.security_groups import SecurityGroups
 from wyvern.controller.view import LocalView, record_from_obj
+from wyvern.ir.render import render_flow
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.render import render_flow
 
 pytestmark = pytest.mark.ovs
 

@@ -273,7 +273,7 @@ def test_api_on_a_private_etcd(tmp_path: Path) -> None:
 
 
 def test_pipeline_prints_every_stage_with_its_table(clean_env: None) -> None:
-    from wyvern.southbound.pipeline import PIPELINE, table_of
+    from wyvern.ir.pipeline import PIPELINE, table_of
 
     result = runner.invoke(app, ["pipeline"])
     assert result.exit_code == 0, result.output

@@ -33,10 +33,9 @@ from wyvern.controller.view import (
     SecurityGroupRule,
     Subnet,
 )
+from wyvern.ir import Flow, Output, cookies, match, table
+from wyvern.ir.render import render_flow
 from wyvern.nb.memory import MemoryStore
-from wyvern.southbound import cookies
-from wyvern.southbound.ir import Flow, Output, match, table
-from wyvern.southbound.render import render_flow
 
 
 class FakeL2(App):

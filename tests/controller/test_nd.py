@@ -18,12 +18,12 @@ from wyvern.apps.punts import PUNT_ND_NS
 from wyvern.controller import nd
 from wyvern.controller.packetin import PacketInDispatcher, TokenBucket
 from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
+from wyvern.ir import packet as pk
+from wyvern.ir.render import render_flow
+from wyvern.ir.simulator import Punt
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ofchannel import OfChannel, PacketIn
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.render import render_flow
-from wyvern.southbound.simulator import Punt
 
 __all__ = ["ovs", "vms"]  # fixtures, imported for pytest
 

@@ -29,15 +29,15 @@ from tests.southbound.conftest import ovs, unique
 from wyvern.apps.punts import PUNT_DHCP4
 from wyvern.cli.main import app as cli_app
 from wyvern.controller import trace as tr
+from wyvern.ir.pipeline import table_of
+from wyvern.ir.render import render_flow
+from wyvern.ir.simulator import Trace
 from wyvern.nb.memory import MemoryStore
 from wyvern.nb.sqlite import SqliteStore
 from wyvern.nb.store import Store
 from wyvern.southbound import vif
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance, netns_exists, run_cmd
-from wyvern.southbound.pipeline import table_of
-from wyvern.southbound.render import render_flow
-from wyvern.southbound.simulator import Trace
 
 __all__ = ["ovs"]  # the real-OVS fixture, imported for pytest
 
@@ -269,7 +269,7 @@ Resuming from table {acl_egress}
 
 
 def test_ofproto_trace_lines_get_stages_and_objects(world: World) -> None:
-    from wyvern.southbound.cookies import encode
+    from wyvern.ir.cookies import encode
 
     view = tr.build_view(world.store, {world.ids["vm-a"]: 1})
     ex = tr.Explainer(view, world.catalog())

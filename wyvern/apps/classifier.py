@@ -38,8 +38,7 @@ from wyvern.apps.base import App, Owner
 from wyvern.apps.overlay import FLOOD_OPTION, GENEVE, TUNNEL_OFPORTS, local_encap
 from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.controller.view import Change, LocalView, Network, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     Action,
     Bits,
     Flow,
@@ -51,6 +50,7 @@ from wyvern.southbound.ir import (
     table,
     valid_port,
 )
+from wyvern.ir.cookies import encode
 
 PRIORITY_PORT = 100
 PRIORITY_TUNNEL = 100

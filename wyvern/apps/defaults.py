@@ -24,9 +24,9 @@ from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.controller.view import Change, LocalView
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import Action, Flow, Goto, table
-from wyvern.southbound.pipeline import StageName
+from wyvern.ir import Action, Flow, Goto, table
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import StageName
 
 DEFAULTS: tuple[tuple[StageName, tuple[Action, ...]], ...] = (
     ("classification", ()),

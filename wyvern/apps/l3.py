@@ -45,8 +45,7 @@ from collections.abc import Iterable
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
 from wyvern.controller.view import Change, LocalView, Network, Port, Router
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     IPPROTO_ICMP,
@@ -65,6 +64,7 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
+from wyvern.ir.cookies import encode
 
 # router_input priorities
 PRIO_ECHO = 90

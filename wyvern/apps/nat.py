@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.controller.view import Change, LocalView
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import Flow, Goto, Resubmit, table
+from wyvern.ir import Flow, Goto, Resubmit, table
+from wyvern.ir.cookies import encode
 
 # The stage defaults (priority 0): below every NAT rule to come.
 PRIO_PASS = 0

@@ -38,8 +38,7 @@ from wyvern.apps.classifier import local_port, per_port_affected, per_port_owner
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis, remote_chassis, tunnel_to
 from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.controller.view import Change, LocalView, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     PORT_IN_PORT,
     Action,
     Flow,
@@ -50,6 +49,7 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
+from wyvern.ir.cookies import encode
 
 P_LOOPBACK = 110
 P_PORT = 100

@@ -24,7 +24,7 @@ flag_from_tunnel=0), so head-end replication cannot loop.
 from __future__ import annotations
 
 from wyvern.controller.view import Chassis, LocalView, Network
-from wyvern.southbound.ir import Action, Bits, Move, Output, SetField
+from wyvern.ir import Action, Bits, Move, Output, SetField
 
 GENEVE = "geneve"
 VXLAN = "vxlan"

@@ -48,8 +48,7 @@ from collections.abc import Iterable
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners
 from wyvern.controller.view import Change, LocalView, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -62,7 +61,8 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
-from wyvern.southbound.pipeline import StageName
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import StageName
 
 ZERO_MAC = "00:00:00:00:00:00"
 MCAST_MAC = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # group bit: broadcast + multicast

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.controller.view import LocalView, Network
-from wyvern.southbound.ir import VLAN_PRESENT
+from wyvern.ir import VLAN_PRESENT
 
 FLAT = "flat"
 VLAN = "vlan"

@@ -83,8 +83,7 @@ from typing import cast
 from wyvern.apps.base import App, Owner
 from wyvern.apps.classifier import port_ct_zone
 from wyvern.controller.view import Change, LocalView, Port, SecurityGroupRule, port_nets
-from wyvern.southbound.cookies import AppName, encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     IPPROTO_ICMP,
@@ -106,7 +105,8 @@ from wyvern.southbound.ir import (
     port_range,
     table,
 )
-from wyvern.southbound.pipeline import StageName
+from wyvern.ir.cookies import AppName, encode
+from wyvern.ir.pipeline import StageName
 
 APP: AppName = "security_groups"
 # (clause-1 template, its flows by (network key, port key), the group's cookie)

@@ -449,8 +449,8 @@ def config(
 @app.command()
 def pipeline() -> None:
     """Print the OpenFlow pipeline: stage name <-> table number, and the register map."""
-    from wyvern.southbound import pipeline as stages
-    from wyvern.southbound import registers
+    from wyvern.ir import pipeline as stages
+    from wyvern.ir import registers
 
     typer.echo(f"{'table':>5}  {'stage':22} {'direction':9} {'owner':16} next stages")
     for row in stages.describe():

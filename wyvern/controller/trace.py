@@ -46,10 +46,7 @@ from wyvern.controller.view import (
     SecurityGroupRule,
     record_from_obj,
 )
-from wyvern.nb.store import Store
-from wyvern.southbound import pipeline
-from wyvern.southbound.cookies import AppName, CookieIndex
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -61,11 +58,14 @@ from wyvern.southbound.ir import (
     Load,
     format_value,
     match,
+    pipeline,
 )
+from wyvern.ir.cookies import AppName, CookieIndex
+from wyvern.ir.packet import BROADCAST, Packet
+from wyvern.ir.render import render_actions, render_match
+from wyvern.ir.simulator import Conntrack, Simulator, Step, Trace
+from wyvern.nb.store import Store
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.packet import BROADCAST, Packet
-from wyvern.southbound.render import render_actions, render_match
-from wyvern.southbound.simulator import Conntrack, Simulator, Step, Trace
 
 ROOT = "/wyvern/"
 # Key segments under ROOT that hold no API object: claims, indexes, statuses, quotas.
@@ -490,7 +490,7 @@ def build_packet(view: LocalView, spec: PacketSpec, in_port: int = 1) -> Built:
 
 
 def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
-    from wyvern.southbound import packet as pk
+    from wyvern.ir import packet as pk
 
     src = find_port(view, spec.from_port)
     proto = spec.proto.lower()

@@ -14,8 +14,7 @@ import operator
 from collections.abc import Iterable
 from typing import cast
 
-from wyvern.southbound import pipeline, registers
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -45,6 +44,8 @@ from wyvern.southbound.ir import (
     Resubmit,
     SetField,
     format_value,
+    pipeline,
+    registers,
     setfield_value,
 )
 

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -43,8 +42,9 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
-from wyvern.southbound.pipeline import table_of
-from wyvern.southbound.render import (
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import table_of
+from wyvern.ir.render import (
     render_actions,
     render_flow,
     render_group,

@@ -7,8 +7,9 @@ from typing import get_args
 
 import pytest
 
-from wyvern.southbound import cookies, ir, pipeline, registers
-from wyvern.southbound.pipeline import PIPELINE, PipelineError, StageName
+from wyvern import ir
+from wyvern.ir import cookies, pipeline, registers
+from wyvern.ir.pipeline import PIPELINE, PipelineError, StageName
 
 
 def test_table_numbers_are_unique_and_derived_from_order() -> None:

@@ -33,9 +33,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wyvern.southbound import pipeline, registers
-from wyvern.southbound.cookies import CookieIndex, Explanation
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     CT_DNAT,
     CT_EST,
     CT_INV,
@@ -75,11 +73,14 @@ from wyvern.southbound.ir import (
     Resubmit,
     SetField,
     field_bits,
+    pipeline,
+    registers,
     setfield_value,
 )
-from wyvern.southbound.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
-from wyvern.southbound.pipeline import StageName
-from wyvern.southbound.render import render_actions, render_match
+from wyvern.ir.cookies import CookieIndex, Explanation
+from wyvern.ir.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
+from wyvern.ir.pipeline import StageName
+from wyvern.ir.render import render_actions, render_match
 
 MAX_DEPTH = 64
 MAX_RESUBMITS = 4096

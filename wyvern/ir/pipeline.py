@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
-from wyvern.southbound.cookies import AppName
+from wyvern.ir.cookies import AppName
 
 StageName = Literal[
     "classification",
