@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from wyvern.controller.engine import Engine, default_apps, gc_paused  # noqa: E402
 from wyvern.controller.sync import Sync  # noqa: E402
-from wyvern.controller.view import (  # noqa: E402
-    STORE_KINDS,
+from wyvern.model.keys import STORE_KINDS  # noqa: E402
+from wyvern.model.view import (  # noqa: E402
     Binding,
     LocalView,
     record_from_obj,

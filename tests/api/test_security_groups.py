@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import as_project, error_type, make_client
-from wyvern.api.repo import Repo, uniq_prefix
+from wyvern.api.repo import Repo
+from wyvern.model.keys import uniq_prefix
 from wyvern.nb.sqlite import SqliteStore
 
 P1 = as_project("p1")

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from wyvern.apps.base import App
-from wyvern.controller.view import Binding, Kind, LocalView, record_from_obj
+from wyvern.model.view import Binding, Kind, LocalView, record_from_obj
 
 __all__ = ["record_from_obj"]  # re-exported for tests that replace one object
 from wyvern.ir import Flow, Goto, pipeline, table

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tests.apps import scenario as sc
-from wyvern.apps.classifier import Classifier, port_ct_zone
+from wyvern.apps.classifier import Classifier
+from wyvern.apps.common import port_ct_zone
 from wyvern.ir import Load
 from wyvern.ir import packet as pk
 

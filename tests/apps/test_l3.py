@@ -29,13 +29,13 @@ from wyvern.apps.base import App, Owner
 from wyvern.apps.l3 import L3App
 from wyvern.apps.nat import NatApp
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
-from wyvern.controller.view import Binding, LocalView, record_from_obj
 from wyvern.ir import PORT_IN_PORT, Flow, Goto, Load, Output, table
 from wyvern.ir import packet as pk
 from wyvern.ir.cookies import encode
 from wyvern.ir.packet import Packet
 from wyvern.ir.render import render_flow
 from wyvern.ir.simulator import Simulator, Trace
+from wyvern.model.view import Binding, LocalView, record_from_obj
 from wyvern.southbound import vif
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance

@@ -13,9 +13,9 @@ import pytest
 from tests.apps import scenario as sc
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.punts import PUNT_ND_NS
-from wyvern.controller.view import Binding, LocalView
 from wyvern.ir import ETH_TYPE_IPV6, IPPROTO_ICMPV6
 from wyvern.ir import packet as pk
+from wyvern.model.view import Binding, LocalView
 
 MAC_A, MAC_B, MAC_C = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:0c"
 VIP_MAC = "fa:16:3e:00:00:ee"

@@ -17,8 +17,8 @@ from tests.apps import scenario as sc
 from tests.southbound.conftest import VM, VmFactory, in_netns, ovs, vms  # noqa: F401
 from wyvern.apps.base import App
 from wyvern.apps.security_groups import SecurityGroups
-from wyvern.controller.view import LocalView, record_from_obj
 from wyvern.ir.render import render_flow
+from wyvern.model.view import LocalView, record_from_obj
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance
 

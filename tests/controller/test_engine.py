@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from wyvern.apps.base import App, Owner
 from wyvern.controller.engine import Engine, compute_full, default_apps
 from wyvern.controller.sync import Sync
-from wyvern.controller.view import (
+from wyvern.ir import Flow, Output, cookies, match, table
+from wyvern.ir.render import render_flow
+from wyvern.model.view import (
     AddressPair,
     Binding,
     Change,
@@ -33,8 +35,6 @@ from wyvern.controller.view import (
     SecurityGroupRule,
     Subnet,
 )
-from wyvern.ir import Flow, Output, cookies, match, table
-from wyvern.ir.render import render_flow
 from wyvern.nb.memory import MemoryStore
 
 

@@ -16,9 +16,9 @@ import pytest
 from tests.apps import scenario as sc
 from wyvern import ir
 from wyvern.controller.engine import Engine, compute_full
-from wyvern.controller.view import Binding, LocalView, record_from_obj
 from wyvern.ir import Goto, IRError, Output, match, render, table
 from wyvern.ir.cookies import encode
+from wyvern.model.view import Binding, LocalView, record_from_obj
 from wyvern.southbound.flowtext import RenderedLines, parse_rendered
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 
-from wyvern.controller.view import Change, LocalView
 from wyvern.ir import Flow
+from wyvern.model.view import Change, LocalView
 
 Owner = tuple[str, str]
 

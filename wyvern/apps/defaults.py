@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
 from wyvern.ir import Action, Flow, Goto, table
 from wyvern.ir.cookies import encode
 from wyvern.ir.pipeline import StageName
+from wyvern.model.view import Change, LocalView
 
 DEFAULTS: tuple[tuple[StageName, tuple[Action, ...]], ...] = (
     ("classification", ()),

@@ -39,10 +39,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import local_port
+from wyvern.apps.common import local_port
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
-from wyvern.controller.view import Change, LocalView, Port
 from wyvern.ir import (
     Action,
     Flow,
@@ -56,6 +55,7 @@ from wyvern.ir import (
 )
 from wyvern.ir.cookies import encode
 from wyvern.ir.pipeline import StageName
+from wyvern.model.view import Change, LocalView, Port
 
 P_ROUTER = 110
 P_PORT = 100

@@ -44,7 +44,6 @@ from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
-from wyvern.controller.view import Change, LocalView, Network, Port, Router
 from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -65,6 +64,7 @@ from wyvern.ir import (
     table,
 )
 from wyvern.ir.cookies import encode
+from wyvern.model.view import Change, LocalView, Network, Port, Router
 
 # router_input priorities
 PRIO_ECHO = 90

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
 from wyvern.ir import Flow, Goto, Resubmit, table
 from wyvern.ir.cookies import encode
+from wyvern.model.view import Change, LocalView
 
 # The stage defaults (priority 0): below every NAT rule to come.
 PRIO_PASS = 0

@@ -46,8 +46,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners
-from wyvern.controller.view import Change, LocalView, Port
+from wyvern.apps.common import local_port, per_port_affected, per_port_owners
 from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
@@ -63,6 +62,7 @@ from wyvern.ir import (
 )
 from wyvern.ir.cookies import encode
 from wyvern.ir.pipeline import StageName
+from wyvern.model.view import Change, LocalView, Port
 
 ZERO_MAC = "00:00:00:00:00:00"
 MCAST_MAC = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # group bit: broadcast + multicast

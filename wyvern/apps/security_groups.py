@@ -81,8 +81,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import port_ct_zone
-from wyvern.controller.view import Change, LocalView, Port, SecurityGroupRule, port_nets
+from wyvern.apps.common import port_ct_zone
 from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -107,6 +106,7 @@ from wyvern.ir import (
 )
 from wyvern.ir.cookies import AppName, encode
 from wyvern.ir.pipeline import StageName
+from wyvern.model.view import Change, LocalView, Port, SecurityGroupRule, port_nets
 
 APP: AppName = "security_groups"
 # (clause-1 template, its flows by (network key, port key), the group's cookie)

@@ -20,8 +20,8 @@ import typer
 
 import wyvern
 from wyvern.cli.configdoc import markdown_table, to_toml
-from wyvern.cli.logs import setup_logging
 from wyvern.config import ConfigError, Settings, load_settings
+from wyvern.logs import setup_logging
 
 LOG = logging.getLogger("wyvern.cli")
 PID_FILE = "wyvern-up.pid"
@@ -162,8 +162,9 @@ def up(
     A private OVS (userspace datapath, its own netns, under <run_dir>/ovs), the API on the
     embedded store (SQLite under the run dir) and the chassis agent; stopped in reverse.
     """
-    from wyvern.cli.allinone import components, run_until_signalled
+    from wyvern.cli.allinone import components
     from wyvern.cli.pidfile import AlreadyRunning, PidFile
+    from wyvern.supervisor import run_until_signalled
 
     settings = apply_overrides(run_dir=run_dir, api_host=host, api_port=port)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +275,8 @@ def agent(
 
 
 def _run_agent(**overrides: Any) -> int:
-    from wyvern.cli.allinone import AgentComponent, Component, OvsComponent, run_until_signalled
+    from wyvern.cli.allinone import AgentComponent, OvsComponent
+    from wyvern.supervisor import Component, run_until_signalled
 
     settings = apply_overrides(**overrides)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -487,7 +489,7 @@ def trace(
     ovs_netns: OvsNetnsOpt = None,
 ) -> None:
     """Explain what happens to a packet, step by step, in terms of API objects."""
-    from wyvern.controller.trace import PacketSpec, TraceError, run_trace
+    from wyvern.tools.trace import PacketSpec, TraceError, run_trace
 
     settings = apply_overrides(
         run_dir=run_dir, store=store, ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns

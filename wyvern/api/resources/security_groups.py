@@ -38,9 +38,10 @@ from wyvern.api.errors import (
     conflict,
 )
 from wyvern.api.listing import ListQuery, filter_objects
-from wyvern.api.repo import Stored, Txn, uniq_key, with_retries
+from wyvern.api.repo import Stored, Txn, with_retries
 from wyvern.api.resource import Resource, delete_marked
 from wyvern.api.types import Bool, ShortStr
+from wyvern.model.keys import uniq_key
 
 # ---- protocol tables (neutron-lib constants) -----------------------------------------------
 PROTOCOL_NUMBERS = {

@@ -116,21 +116,6 @@ def world() -> Iterator[World]:
 # ------------------------------------------------------------------ the store -> view
 
 
-def test_store_keys_decode_to_objects_and_skip_indexes() -> None:
-    assert tr.decode_key("/wyvern/networks/n1") == ("network", "n1")
-    assert tr.decode_key("/wyvern/ports/n1/p1") == ("port", "p1")
-    assert tr.decode_key("/wyvern/security_group_rules/sg/r1") == ("security_group_rule", "r1")
-    for skipped in (
-        "/wyvern/uniq/ip/s/10.0.0.1",
-        "/wyvern/owner/default/ports/p1",
-        "/wyvern/index/ports/p1",
-        "/wyvern/status/ports/n1/p1",
-        "/wyvern/quotas/default",
-        "/other/networks/n1",
-    ):
-        assert tr.decode_key(skipped) is None
-
-
 def test_view_holds_every_api_object_and_only_the_named_bindings(world: World) -> None:
     view = tr.build_view(world.store, {world.ids["vm-a"]: 7})
     assert set(view.networks) == {world.ids["net1"], world.ids["net2"]}
