@@ -28,7 +28,6 @@ from tests.api.conftest import create, make_client
 from tests.southbound.conftest import ovs, unique
 from wyvern.apps.punts import PUNT_DHCP4
 from wyvern.cli.main import app as cli_app
-from wyvern.controller import trace as tr
 from wyvern.ir.pipeline import table_of
 from wyvern.ir.render import render_flow
 from wyvern.ir.simulator import Trace
@@ -38,6 +37,7 @@ from wyvern.nb.store import Store
 from wyvern.southbound import vif
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance, netns_exists, run_cmd
+from wyvern.tools import trace as tr
 
 __all__ = ["ovs"]  # the real-OVS fixture, imported for pytest
 
@@ -384,7 +384,7 @@ def test_ovs_trace_is_annotated_with_stages_and_api_objects(ovs: OvsInstance, wo
         denied = tr.PacketSpec("vm-a", to_port="vm-b", proto="tcp", dport=23)
         built = tr.build_packet(tracer.view, denied, in_port=bindings[world.ids["vm-a"]])
         out = tr.ovs_trace(ovs, "br-int", tr.flow_spec(built.packet), tracer.explainer)
-        assert "[security_groups: security-group default of stage acl_egress]" in out, out
+        assert "[pipeline: default of stage acl_egress]" in out, out
 
 
 def test_cli_ovs_traces_the_agents_bridge(

@@ -194,13 +194,6 @@ class L3App(App):
                         out.add(("router", rid))
         return sorted(out)
 
-    def global_flows(self) -> list[Flow]:
-        """Stage defaults: whatever no router flow claims is dropped."""
-        return [
-            table(stage).flow(priority=0, cookie=encode("pipeline", f"default:{stage}"))
-            for stage in ("router_input", "routing", "arp_resolve")
-        ]
-
     # ---- router_input + routing ----------------------------------------------------------
     def _router_flows(self, view: LocalView, router: Router) -> list[Flow]:
         cookie = encode("l3", router.id)

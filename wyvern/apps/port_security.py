@@ -303,15 +303,6 @@ def _shared_flows() -> list[Flow]:
             actions=(Goto("port_security_egress_l2"),),
         ),
     ]
-    defaults: tuple[tuple[StageName, tuple[Goto, ...]], ...] = (
-        ("port_security_nd", _PRE_ACL),  # not ND: the IPv6 source was checked
-        ("port_security_l2", ()),
-        ("port_security_egress_l2", ()),
-    )
-    out += [
-        table(stage).flow(priority=0, cookie=_stage_cookie(stage), actions=acts)
-        for stage, acts in defaults
-    ]
     return out
 
 

@@ -117,13 +117,13 @@ RULE = "sg_rule"  # owner kind of one rule's own flows (its conj_id matches)
 # pre_acl / pre_acl_egress
 P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
 P_PORT = 100  # a protected port's IP traffic → conntrack (or straight to acl)
-P_DEFAULT = 0  # everything else passes
+# (everything else passes: the stage's declared miss, wyvern.ir.pipeline)
 # acl / acl_egress
 P_INVALID = 65000  # +trk+inv drops
 P_GROUP_BASE = 1000
 GROUP_SLOTS = 15000
 GROUP_RANKS = 4  # groups whose ids hash to the same slot take ranks 0..3 of it
-# (the drop default of acl / acl_egress is P_DEFAULT)
+# (what no rule allows is dropped: the stage's declared miss)
 
 IPPROTO_SCTP = 132
 PROTOCOLS: dict[str, int] = {
@@ -601,7 +601,6 @@ class SecurityGroups(App):
         for side in SIDES:
             cookie = encode(APP, f"defaults:{side.pre}")
             pre = table(side.pre)
-            out.append(pre.flow(priority=P_DEFAULT, cookie=cookie, actions=(Goto(side.after_pre),)))
             for m in _bypass_matches(side):
                 out.append(
                     pre.flow(
@@ -610,7 +609,6 @@ class SecurityGroups(App):
                 )
             acl = table(side.acl)
             acl_cookie = encode(APP, f"defaults:{side.acl}")
-            out.append(acl.flow(priority=P_DEFAULT, cookie=acl_cookie))  # drop
             out.append(
                 acl.flow(priority=P_INVALID, cookie=acl_cookie, match=match(ct_state="+trk+inv"))
             )

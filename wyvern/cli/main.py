@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 import wyvern
-from wyvern.cli.configdoc import markdown_table, to_toml
+from wyvern.cli.docgen import markdown_table, to_toml
 from wyvern.config import ConfigError, Settings, load_settings
 from wyvern.logs import setup_logging
 
@@ -450,14 +450,16 @@ def config(
 
 @app.command()
 def pipeline() -> None:
-    """Print the OpenFlow pipeline: stage name <-> table number, and the register map."""
+    """Print the OpenFlow pipeline: stage name <-> table number, each stage's owner, miss
+    and next stages, and the register map."""
     from wyvern.ir import pipeline as stages
     from wyvern.ir import registers
 
-    typer.echo(f"{'table':>5}  {'stage':22} {'direction':9} {'owner':16} next stages")
+    typer.echo(f"{'table':>5}  {'stage':24} {'direction':9} {'owner':16} {'miss':28} next stages")
     for row in stages.describe():
         typer.echo(
-            f"{row.table:>5}  {row.stage:22} {row.direction:9} {row.owner:16} {row.next or '-'}"
+            f"{row.table:>5}  {row.stage:24} {row.direction:9} {row.owner:16} {row.miss:28}"
+            f" {row.next or '-'}"
         )
     typer.echo("")
     typer.echo(f"{'register':20} {'field':18} meaning")
