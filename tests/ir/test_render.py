@@ -391,6 +391,23 @@ def every_kind() -> tuple[list[Flow], list[GroupDef]]:
             actions=[PushVlan(), SetField("vlan_vid", 0x1000 | 100), Output(4)],
         ),
     ]
+    flows += [  # security-group clauses: SCTP port ranges (masked), a bare protocol number
+        table("acl").flow(
+            priority=1000,
+            match={**IP, "ip_proto": 132, "sctp_dst": (0x400, 0xFC00)},
+            cookie=sg,
+            actions=[Conjunction(12, 2, 2)],
+        ),
+        table("acl_egress").flow(
+            priority=1000,
+            match={**IP6, "ip_proto": 132, "sctp_dst": 5060, "sctp_src": (0, 0x8000)},
+            cookie=sg,
+            actions=[Conjunction(13, 2, 2)],
+        ),
+        table("acl_egress").flow(
+            priority=1000, match={**IP6, "ip_proto": 33}, cookie=sg, actions=[Conjunction(14, 2, 2)]
+        ),
+    ]
     groups = [
         table("l2_lookup").group(
             1,

@@ -19,6 +19,7 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
+IPPROTO_SCTP = 132
 VLAN_PRESENT = 0x1000  # OFPVID_PRESENT: vlan_vid values of tagged packets carry this bit
 
 # OpenFlow 1.3 reserved ports
@@ -79,6 +80,7 @@ _V46 = ("eth_type", frozenset({ETH_TYPE_IP, ETH_TYPE_IPV6}))
 _ARP = ("eth_type", frozenset({ETH_TYPE_ARP}))
 _TCP = ("ip_proto", frozenset({IPPROTO_TCP}))
 _UDP = ("ip_proto", frozenset({IPPROTO_UDP}))
+_SCTP = ("ip_proto", frozenset({IPPROTO_SCTP}))
 _ICMP = ("ip_proto", frozenset({IPPROTO_ICMP}))
 _ICMP6 = ("ip_proto", frozenset({IPPROTO_ICMPV6}))
 
@@ -99,6 +101,8 @@ _FIELD_LIST: tuple[FieldSpec, ...] = (
     _f("tcp_flags", "tcp_flags", 12, "hex", True, "no", _TCP),
     _f("udp_src", "udp_src", 16, "dec", True, "yes", _UDP),
     _f("udp_dst", "udp_dst", 16, "dec", True, "yes", _UDP),
+    _f("sctp_src", "sctp_src", 16, "dec", True, "yes", _SCTP),
+    _f("sctp_dst", "sctp_dst", 16, "dec", True, "yes", _SCTP),
     _f("icmp_type", "icmp_type", 8, "dec", False, "yes", _V4, _ICMP),
     _f("icmp_code", "icmp_code", 8, "dec", False, "yes", _V4, _ICMP),
     _f("icmpv6_type", "icmpv6_type", 8, "dec", False, "yes", _V6, _ICMP6),

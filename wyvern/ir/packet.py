@@ -20,6 +20,7 @@ from wyvern.ir import (
     FIELDS,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     VLAN_PRESENT,
@@ -182,6 +183,59 @@ def udp(
             "nw_ttl": ttl,
             "udp_src": sport,
             "udp_dst": dport,
+            **_l3(src, dst),
+            **_vlan(vlan),
+        }
+    )
+
+
+def sctp(
+    in_port: int,
+    eth_src: str,
+    eth_dst: str,
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    *,
+    ttl: int = 64,
+    vlan: int | None = None,
+) -> Packet:
+    """An SCTP packet (IPv4 or IPv6 by the address form)."""
+    return _packet(
+        {
+            "in_port": in_port,
+            "eth_src": eth_src,
+            "eth_dst": eth_dst,
+            "ip_proto": IPPROTO_SCTP,
+            "nw_ttl": ttl,
+            "sctp_src": sport,
+            "sctp_dst": dport,
+            **_l3(src, dst),
+            **_vlan(vlan),
+        }
+    )
+
+
+def ip(
+    in_port: int,
+    eth_src: str,
+    eth_dst: str,
+    src: str,
+    dst: str,
+    proto: int,
+    *,
+    ttl: int = 64,
+    vlan: int | None = None,
+) -> Packet:
+    """An IP packet of any protocol number, without L4 fields (GRE, ESP, DCCP...)."""
+    return _packet(
+        {
+            "in_port": in_port,
+            "eth_src": eth_src,
+            "eth_dst": eth_dst,
+            "ip_proto": proto,
+            "nw_ttl": ttl,
             **_l3(src, dst),
             **_vlan(vlan),
         }

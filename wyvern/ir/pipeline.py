@@ -119,6 +119,8 @@ _L4 = (
     "tcp_dst",
     "udp_src",
     "udp_dst",
+    "sctp_src",
+    "sctp_dst",
     "tcp_flags",
     "icmp_type",
     "icmp_code",

@@ -56,9 +56,11 @@ _PROTO_NAMES: dict[tuple[int, int | None], str] = {
     (ETH_TYPE_IP, 1): "icmp",
     (ETH_TYPE_IP, 6): "tcp",
     (ETH_TYPE_IP, 17): "udp",
+    (ETH_TYPE_IP, 132): "sctp",
     (ETH_TYPE_IPV6, 58): "icmp6",
     (ETH_TYPE_IPV6, 6): "tcp6",
     (ETH_TYPE_IPV6, 17): "udp6",
+    (ETH_TYPE_IPV6, 132): "sctp6",
 }
 _FIELD_ORDER = {name: i for i, name in enumerate(FIELDS)}
 
