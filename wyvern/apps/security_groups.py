@@ -111,6 +111,7 @@ from wyvern.ir import (
 )
 from wyvern.ir.cookies import AppName, encode
 from wyvern.ir.pipeline import StageName
+from wyvern.model.protocols import PROTOCOLS
 from wyvern.model.view import Change, LocalView, Port, SecurityGroupRule, port_nets
 
 APP: AppName = "security_groups"
@@ -130,32 +131,6 @@ GROUP_SLOTS = 15000
 GROUP_RANKS = 4  # groups whose ids hash to the same slot take ranks 0..3 of it
 # (what no rule allows is dropped: the stage's declared miss)
 
-PROTOCOLS: dict[str, int] = {  # the API's names (neutron-lib's), plus legacy icmpv6
-    "ah": 51,
-    "dccp": 33,
-    "egp": 8,
-    "esp": 50,
-    "gre": 47,
-    "hopopt": 0,
-    "icmp": IPPROTO_ICMP,
-    "icmpv6": IPPROTO_ICMPV6,
-    "igmp": 2,
-    "ipip": 4,
-    "ipv6-encap": 41,
-    "ipv6-frag": 44,
-    "ipv6-icmp": IPPROTO_ICMPV6,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ipv6-route": 43,
-    "ospf": 89,
-    "pgm": 113,
-    "rsvp": 46,
-    "sctp": IPPROTO_SCTP,
-    "tcp": IPPROTO_TCP,
-    "udp": IPPROTO_UDP,
-    "udplite": 136,
-    "vrrp": 112,
-}
 ETH_TYPES = {"IPv4": ETH_TYPE_IP, "IPv6": ETH_TYPE_IPV6}
 # The destination-port field of each protocol OpenFlow can match ports of.
 PORT_FIELDS = {IPPROTO_TCP: "tcp_dst", IPPROTO_UDP: "udp_dst", IPPROTO_SCTP: "sctp_dst"}

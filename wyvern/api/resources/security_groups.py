@@ -42,34 +42,9 @@ from wyvern.api.repo import Stored, Txn, with_retries
 from wyvern.api.resource import Resource, delete_marked
 from wyvern.api.types import Bool, ShortStr
 from wyvern.model.keys import uniq_key
+from wyvern.model.protocols import LEGACY_NAMES, PROTOCOL_NUMBERS
 
 # ---- protocol tables (neutron-lib constants) -----------------------------------------------
-PROTOCOL_NUMBERS = {
-    "ah": 51,
-    "dccp": 33,
-    "egp": 8,
-    "esp": 50,
-    "gre": 47,
-    "hopopt": 0,
-    "icmp": 1,
-    "igmp": 2,
-    "ipip": 4,
-    "ipv6-encap": 41,
-    "ipv6-frag": 44,
-    "ipv6-icmp": 58,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ipv6-route": 43,
-    "ospf": 89,
-    "pgm": 113,
-    "rsvp": 46,
-    "sctp": 132,
-    "tcp": 6,
-    "udp": 17,
-    "udplite": 136,
-    "vrrp": 112,
-}
-LEGACY_NAMES = {"icmpv6": 58}  # accepted, rewritten to ipv6-icmp on IPv6 rules
 SUPPORTED_PROTOCOLS = [None, "any", *sorted(PROTOCOL_NUMBERS), *LEGACY_NAMES]
 PORT_PROTOCOLS = {6, 17, 136, 132, 33}  # tcp, udp, udplite, sctp, dccp
 PORT_PROTOCOL_NAMES = "TCP, UDP, SCTP"  # (Neutron also lists UDPLITE and DCCP: see below)
