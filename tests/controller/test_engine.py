@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from wyvern.apps.base import App, Owner
 from wyvern.controller.engine import Engine, compute_full, default_apps, rendered_full
 from wyvern.controller.sync import Sync
-from wyvern.controller.view import (
+from wyvern.ir import Flow, Output, cookies, match, table
+from wyvern.ir.render import render_flow
+from wyvern.model.view import (
     AddressPair,
     Binding,
     Change,
@@ -34,9 +36,6 @@ from wyvern.controller.view import (
     touched_keys,
 )
 from wyvern.nb.memory import MemoryStore
-from wyvern.southbound import cookies
-from wyvern.southbound.ir import Flow, Output, match, table
-from wyvern.southbound.render import render_flow
 
 
 class FakeL2(App):

@@ -26,7 +26,7 @@ import requests
 from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import eventually, ip_of, ping, pings, tcp_transfer
 from tests.southbound.conftest import in_netns, missing_prereq, unique
-from wyvern.apps.provider import patch_ofports
+from wyvern.ir.ofports import patch_ofports
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
 PHYSNET = "physnet1"

@@ -3,7 +3,7 @@ OpenFlow number the apps derive from the mappings, and renumbered when they chan
 
 from __future__ import annotations
 
-from wyvern.apps.provider import patch_names, patch_ofports
+from wyvern.ir.ofports import patch_names, patch_ofports
 from wyvern.southbound.ovs import OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 

@@ -20,14 +20,14 @@ import abc
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from wyvern.controller.view import LocalView
-from wyvern.southbound.ir import Flow
+from wyvern.ir import Flow
+from wyvern.model.view import LocalView
 
 Owner = tuple[str, str]
 
 
 class App(abc.ABC):
-    #: The app's name in wyvern.southbound.cookies.APPS (its flows carry that cookie).
+    #: The app's name in wyvern.ir.cookies.APPS (its flows carry that cookie).
     name: str
     #: Owner kind -> the LocalView table whose keys are the ids of that kind's owners.
     owner_tables: ClassVar[Mapping[str, str]] = {}

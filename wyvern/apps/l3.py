@@ -43,9 +43,7 @@ import ipaddress
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
-from wyvern.controller.view import LocalView, Network, Port, Router
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     IPPROTO_ICMP,
@@ -64,6 +62,8 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
+from wyvern.ir.cookies import encode
+from wyvern.model.view import LocalView, Network, Port, Router
 
 # router_input priorities
 PRIO_ECHO = 90
@@ -158,13 +158,6 @@ class L3App(App):
                 return []
             return self._resolve_flows(view, net, port)
         return []
-
-    def global_flows(self) -> list[Flow]:
-        """Stage defaults: whatever no router flow claims is dropped."""
-        return [
-            table(stage).flow(priority=0, cookie=encode("pipeline", f"default:{stage}"))
-            for stage in ("router_input", "routing", "arp_resolve")
-        ]
 
     # ---- router_input + routing ----------------------------------------------------------
     def _router_flows(self, view: LocalView, router: Router) -> list[Flow]:

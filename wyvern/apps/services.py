@@ -41,9 +41,7 @@ import ipaddress
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
-from wyvern.controller.view import LocalView
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -62,6 +60,8 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
+from wyvern.ir.cookies import encode
+from wyvern.model.view import LocalView
 
 P_ARP_OWN = 110  # a port asking about its own address: not answered
 P_ARP_REPLY = 100

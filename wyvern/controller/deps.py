@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from wyvern.controller.view import LocalView, T
+from wyvern.model.view import LocalView, T
 
 # Every LocalView table an app may read (the records, then the indexes).
 TABLES = (

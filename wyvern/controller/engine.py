@@ -28,10 +28,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from wyvern.apps.base import App, Owner
 from wyvern.controller.deps import Deps, ReadingView
-from wyvern.controller.view import Change, LocalView, touched_keys
+from wyvern.ir import Flow
+from wyvern.ir.render import render_flow
+from wyvern.model.view import Change, LocalView, touched_keys
 from wyvern.southbound.flowtext import RenderedLines
-from wyvern.southbound.ir import Flow
-from wyvern.southbound.render import render_flow
 
 LOG = logging.getLogger(__name__)
 
