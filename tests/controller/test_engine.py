@@ -399,3 +399,22 @@ def test_touched_keys_name_every_index_entry_a_change_moves(ops: list[Any]) -> N
             moved += 1
             assert (name, key) in named, (kind, id_, name, key)
     assert moved  # the ops do move index entries (the check above ran)
+
+
+def test_a_change_against_another_view_recomputes_everything_from_it() -> None:
+    """The reads the engine filed are of one view object: handed another, it must not
+    trust them (it recomputes fully)."""
+    first = LocalView()
+    Sync(MemoryStore(), first)
+    engine = Engine([FakeL2()])
+    engine.full(first)
+    second = LocalView()
+    sync = Sync(MemoryStore(), second)
+    net = Network("n", 5, "geneve", None, None, 1500, True, True, False)
+    p = Port("p", "n", 1, "fa:16:3e:00:00:01", (), "", "", "", True, True, (), (), (), "")
+    sync.put_record("network", "n", net)
+    sync.put_record("port", "p", p)
+    changes = sync.put_record("binding", "p", Binding("p", 3))  # type: ignore[arg-type]
+    assert engine.desired == {}  # the probe: nothing yet
+    engine.apply_all(second, changes)  # only the binding is named
+    assert engine.desired == rendered_full([FakeL2()], second) != {}

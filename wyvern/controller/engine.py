@@ -200,6 +200,11 @@ class Engine:
         return changed
 
     def _apply_all(self, view: LocalView, changes: list[Change]) -> int:
+        if self._reader is not None and self._reader.base is not view:
+            # What was read was read of another view: nothing to derive from it.
+            before = self.flow_count()
+            self.full(view)
+            return abs(self.flow_count() - before) or len(changes)
         rv = self._reading(view)
         touched: dict[str, set[object]] = {}
         for change in changes:
