@@ -448,8 +448,6 @@ def test_port_security(client: TestClient) -> None:
 
 
 def test_security_groups(client: TestClient) -> None:
-    if "security_group" not in client.app.state.api.state.resources:  # type: ignore[attr-defined]
-        pytest.skip("security groups are not implemented yet")
     h1, h2 = as_project("p1"), as_project("p2")
     n = net(client, headers=h1)
     mine = create(client, "security-groups", headers=h1, name="web")

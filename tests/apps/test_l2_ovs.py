@@ -24,7 +24,7 @@ def neighbour(vm: VM, ip: str) -> str:
     return in_netns(vm.netns, "ip", "neigh", "show", ip).stdout
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_l2_flows_on_real_ovs(ovs: OvsInstance, vms: VmFactory) -> None:
     a, b, c = vms(1), vms(2), vms(3)
     view = sc.build_view(

@@ -22,7 +22,7 @@ from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance
 from wyvern.southbound.render import render_flow
 
-pytestmark = pytest.mark.ovs
+pytestmark = pytest.mark.system
 
 SERVER = textwrap.dedent(
     """

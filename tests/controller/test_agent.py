@@ -17,8 +17,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from tests import system
 from tests.api.conftest import create, make_client
-from tests.southbound.conftest import in_netns, missing_prereq, unique
+from tests.southbound.conftest import in_netns, unique
 from wyvern.controller.agent import Agent
 from wyvern.controller.chassis import ChassisInfo, chassis_key, registry_key
 from wyvern.controller.sync import status_key
@@ -35,11 +36,9 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, SqliteStore]]:
 
 
 @pytest.fixture
-def ovs() -> Iterator[OvsInstance]:
+def ovs(request: pytest.FixtureRequest) -> Iterator[OvsInstance]:
     """A private OVS with br-int in its own netns (as tests/southbound's fixture)."""
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+    system.require(request)
     instance = OvsInstance.start(netns=unique("wvt-agt-"))
     try:
         instance.ensure_bridge("br-int")
@@ -66,6 +65,7 @@ def status(store: SqliteStore, port: dict[str, Any]) -> dict[str, Any] | None:
     return orjson.loads(kv.value) if kv else None
 
 
+@pytest.mark.system
 def test_agent_binds_plugged_ports_installs_flows_and_reports_active(
     api: tuple[TestClient, SqliteStore], ovs: OvsInstance
 ) -> None:

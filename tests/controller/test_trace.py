@@ -381,6 +381,7 @@ def install(ovs: OvsInstance, world: World, bindings: dict[str, int]) -> tr.Trac
     return tracer
 
 
+@pytest.mark.system
 def test_ovs_trace_is_annotated_with_stages_and_api_objects(ovs: OvsInstance, world: World) -> None:
     with plugged(ovs, world, "vm-a", "vm-b") as bindings:
         tracer = install(ovs, world, bindings)
@@ -402,6 +403,7 @@ def test_ovs_trace_is_annotated_with_stages_and_api_objects(ovs: OvsInstance, wo
         assert "[security_groups: security-group default of stage acl_egress]" in out, out
 
 
+@pytest.mark.system
 def test_cli_ovs_traces_the_agents_bridge(
     ovs: OvsInstance, sqlite_world: World, tmp_path: Path, restore_env: None
 ) -> None:

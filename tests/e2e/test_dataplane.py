@@ -18,9 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.dhcpclients import DHCLIENT_SCRIPT, UDHCPC_SCRIPT
 from tests.e2e.conftest import Chassis, kill_proc
 from tests.southbound.conftest import in_netns
+
+pytestmark = pytest.mark.system
 
 PY = sys.executable
 

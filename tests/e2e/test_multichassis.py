@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests import system
 from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import (
     dhclient,
@@ -31,26 +32,24 @@ from tests.e2e.test_dataplane import (
     read_env,
     rule,
 )
-from tests.southbound.conftest import in_netns, missing_prereq
+from tests.southbound.conftest import in_netns
+
+pytestmark = pytest.mark.system
 
 PY = sys.executable
 
 
 @pytest.fixture
-def three(tmp_path: Path) -> Iterator[Cluster]:
+def three(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """Three chassis on one underlay."""
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+    system.require(request)
     with cluster(tmp_path, 3) as c:
         yield c
 
 
 @pytest.fixture
-def two(tmp_path: Path) -> Iterator[Cluster]:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+def two(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    system.require(request)
     with cluster(tmp_path, 2) as c:
         yield c
 
@@ -213,9 +212,6 @@ def test_security_group_remote_group_members_on_another_chassis(two: Cluster) ->
 
 
 def test_chassis_on_a_three_member_etcd_cluster(tmp_path: Path) -> None:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
     with cluster(tmp_path, 2, etcd_members=3) as c:
         net = network(c, "etcd3", "10.68.0.0/24")
         _, ns1 = c.hv[0].vm(net, "a")

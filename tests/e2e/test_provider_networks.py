@@ -23,11 +23,14 @@ from typing import Any
 import pytest
 import requests
 
+from tests import system
 from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import eventually, ip_of, ping, pings, tcp_transfer
-from tests.southbound.conftest import in_netns, missing_prereq, unique
+from tests.southbound.conftest import in_netns, unique
 from wyvern.apps.provider import patch_ofports
 from wyvern.southbound.ovs import OvsInstance, netns_exists
+
+pytestmark = pytest.mark.system
 
 PHYSNET = "physnet1"
 TOR = "tor"  # the switch's bridge
@@ -70,11 +73,9 @@ class Segment:
 
 
 @pytest.fixture
-def segment(tmp_path: Path) -> Iterator[tuple[Cluster, Segment]]:
+def segment(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Segment]]:
     """Two chassis mapping physnet1 to their br-ex, and a host, all on one switch."""
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+    system.require(request)
     host = unique("wvm-host-")
     tor = OvsInstance.start(netns=unique("wvm-tor-"))
     try:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import logging
 import threading
 import time
@@ -170,7 +169,7 @@ class Agent:
         gc.collect()
         gc.freeze()
         if self.want_packet_in and ovs is not None:
-            self.packet_in = PacketInService.maybe_start(self.sync, ovs, self.bridge)
+            self.packet_in = PacketInService.start(self.sync, ovs, self.bridge)
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{self.chassis.name}", daemon=True
         )
@@ -359,7 +358,7 @@ class Agent:
 
 
 class PacketInService:
-    """The packet-in dispatcher on an asyncio loop of its own (if the modules are there)."""
+    """The packet-in dispatcher on an asyncio loop of its own thread."""
 
     def __init__(self, sync: Sync, ovs: OvsInstance, bridge: str) -> None:
         self.sync = sync
@@ -370,15 +369,7 @@ class PacketInService:
         self._stopping = asyncio.Event()  # bound to self.loop on first use
 
     @classmethod
-    def maybe_start(cls, sync: Sync, ovs: OvsInstance, bridge: str) -> PacketInService | None:
-        try:
-            packetin = importlib.import_module("wyvern.controller.packetin")
-        except ImportError as exc:
-            LOG.info("packet-in services not available: %s", exc)
-            return None
-        if not hasattr(packetin.PacketInDispatcher, "run"):
-            LOG.info("packet-in services: PacketInDispatcher has no run() yet")
-            return None
+    def start(cls, sync: Sync, ovs: OvsInstance, bridge: str) -> PacketInService:
         service = cls(sync, ovs, bridge)
         service._thread.start()
         return service

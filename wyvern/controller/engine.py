@@ -250,5 +250,4 @@ def default_apps() -> list[App]:
     """One instance of every app wyvern.apps lists in ALL_APPS."""
     from wyvern import apps as apps_pkg
 
-    listed: list[type[App]] = list(getattr(apps_pkg, "ALL_APPS", []))
-    return [cls() for cls in listed]
+    return [cls() for cls in apps_pkg.ALL_APPS]
