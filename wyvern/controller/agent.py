@@ -10,7 +10,7 @@ One loop thread owns the view, the engine and the installer:
 1. pump the store's watch (up to 200 ms), poll OVS for bindings (iface-id -> ofport);
 2. apply every change to the view and incrementally to the engine, draining whatever else
    is already waiting first, so a burst becomes one install (compute first, then install:
-   never hold a bundle open while computing, DATAPLANE.md trap 9);
+   never hold a bundle open while computing, docs/dataplane.md: bundle idle timeout);
 3. hand the rendered desired set to the FlowInstaller, which sends only the difference
    in one atomic bundle;
 4. write port status keys (ACTIVE once the flows from a revision >= the port's are in).
@@ -192,7 +192,8 @@ class Agent:
             ensure_tunnel_ports(self.ovs, self.bridge, info.encaps)
 
     def _prime(self, ip: str) -> None:
-        """Make OVS learn a remote underlay neighbour before traffic needs it (trap 5)."""
+        """Make OVS learn a remote underlay neighbour before traffic needs it
+        (docs/dataplane.md: tunnel neighbour)."""
         if self.primer is not None and self.chassis.encaps and ip and not ip.startswith("127."):
             self.primer.prime(ip)
 

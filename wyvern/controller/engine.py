@@ -11,7 +11,7 @@ the FlowInstaller sends without looking at the rest (tests/controller/test_fastp
 checks them against the set difference).
 
 Pure and synchronous: no I/O. The agent computes here first, then hands `render()` to the
-FlowInstaller (never with a bundle open: DATAPLANE.md trap 9).
+FlowInstaller (never with a bundle open: docs/dataplane.md: bundle idle timeout).
 """
 
 from __future__ import annotations
