@@ -7,7 +7,8 @@
 
 One loop thread owns the view, the engine and the installer:
 
-1. pump the store's watch (up to 200 ms), poll OVS for bindings (iface-id -> ofport);
+1. pump the store's watch (up to 200 ms) and take the bindings (iface-id -> ofport) that
+   OVS's Interface monitor streamed meanwhile (bindings.py);
 2. apply every change to the view and incrementally to the engine, draining whatever else
    is already waiting first, so a burst becomes one install (compute first, then install:
    never hold a bundle open while computing, docs/dataplane.md: bundle idle timeout);
