@@ -642,6 +642,7 @@ def test_routing_on_real_ovs(ovs: OvsInstance) -> None:
         assert ping(a, "10.0.2.5")
         assert ping(b, "10.0.1.5")
         assert ping(a, "10.0.2.1")  # answered by router_input
+        assert ping(a, "10.0.2.5", "-t", "2", count=1)  # one hop: TTL 2 is enough
         assert not ping(a, "10.0.2.5", "-t", "1", count=1)  # TTL expires at the router
     finally:
         for v in plugged:

@@ -105,7 +105,9 @@ def test_agent_binds_plugged_ports_installs_flows_and_reports_active(
             ping = in_netns(ns1, "ping", "-c", "3", "-i", "0.2", "-W", "2", ip2)
             assert ping.returncode == 0, ping.stdout + ping.stderr
 
-            # A restarted agent (same OVS) reads the switch and sends nothing.
+            # A restarted agent (same OVS) reads the switch and sends nothing (this one sent
+            # the flows and the statuses).
+            assert agent.stats.flows_sent > 0 and agent.stats.status_writes > 0
             agent.stop()
             again = Agent(store, ovs, info, lease_ttl=3, poll_interval=0.05, packet_in=False)
             again.start()

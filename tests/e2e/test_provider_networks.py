@@ -187,8 +187,8 @@ def test_vms_reach_a_host_on_the_physical_segment_and_each_other_through_it(
 def test_a_vlan_network_hears_nothing_from_another_vlan(
     segment: tuple[Cluster, Segment],
 ) -> None:
-    """The host has the VM's subnet, but on VLAN 172 while the network is VLAN 173: its
-    broadcasts reach the chassis tagged 172 and no VM; on VLAN 173 it is heard."""
+    """The host has the VM's subnet: on VLAN 173, the network's, it is heard; moved to
+    VLAN 172, its broadcasts reach the chassis tagged 172 and no VM."""
     c, seg = segment
     cidr = "10.73.0.0/24"
     net = provider_network(
@@ -202,13 +202,18 @@ def test_a_vlan_network_hears_nothing_from_another_vlan(
         },
     )
     p1, ns1 = c.hv[0].vm(net, "vm1", security_groups=open_to(c, cidr))
-    seg.access(172)
+    seg.access(173)
     host_ip = seg.address(cidr)
+    eventually(lambda: pings(seg.host, ip_of(p1)), "the host pings vm1 on VLAN 173", timeout=15)
+    # A VM that hears an ARP request for itself learns the sender: vm1 learnt the host.
+    assert host_ip in in_netns(ns1, "ip", "neigh", "show").stdout
+
+    seg.access(172)
+    for ns in (ns1, seg.host):
+        assert in_netns(ns, "ip", "neigh", "flush", "all").returncode == 0
     assert not pings(seg.host, ip_of(p1))
-    # A VM that hears an ARP request for itself learns the sender: vm1 learnt nothing.
+    # vm1 heard no ARP request this time: it learnt nothing.
     assert host_ip not in in_netns(ns1, "ip", "neigh", "show").stdout
     # The chassis did receive them (tagged 172), and dropped them at classification.
     dump = c.hv[0].ovs.appctl("dpctl/dump-flows")
     assert "vlan(vid=172" in dump, dump
-    seg.access(173)
-    eventually(lambda: pings(seg.host, ip_of(p1)), "the host pings vm1 on VLAN 173", timeout=15)

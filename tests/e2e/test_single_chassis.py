@@ -131,7 +131,11 @@ def test_agent_sigkill_and_restart_loses_no_packet(chassis: Chassis) -> None:
     assert chassis.agent is not None and chassis.agent.alive(), chassis.agent_log()
     assert "initial view" in restarted_log(), restarted_log()
     assert chassis.flows() == before
+    # The first agent's install was logged ("+N ~0 -0 flows (=0)"); the restarted one
+    # logged none, and says it sent nothing.
+    assert "flows (=" in log_path.read_bytes()[:offset].decode(errors="replace")
     assert "flows (=" not in restarted_log(), restarted_log()
+    assert "first install done: 0 flow changes sent" in restarted_log(), restarted_log()
 
 
 def test_a_vm_gets_its_port_address_by_dhcp(chassis: Chassis) -> None:
