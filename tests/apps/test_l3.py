@@ -250,6 +250,8 @@ def test_ping_router_interface_is_answered() -> None:
 
 def test_other_traffic_to_the_router_is_dropped() -> None:
     sim = simulate(two_subnets())
+    echo = sim.run(pk.icmp_echo(OF_A, MAC_A, MAC_R1, "10.0.1.5", "10.0.2.1"))
+    assert delivered(echo, OF_A)["icmp_type"] == 0  # the router answers pings
     t = sim.run(pk.tcp(OF_A, MAC_A, MAC_R1, "10.0.1.5", "10.0.2.1", 1, 22))
     assert t.dropped, t.format()
 
