@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import as_project, create, error_type
 from wyvern.api.context import admin_context
-from wyvern.api.repo import ROOT
+from wyvern.model.keys import ROOT
 
 NET_KEYS = ("ip", "mac", "portkey")
 

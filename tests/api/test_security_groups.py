@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import as_project, error_type, make_client
-from wyvern.api.repo import Repo, uniq_prefix
+from wyvern.api.repo import Repo
+from wyvern.model.keys import uniq_prefix
 from wyvern.nb.sqlite import SqliteStore
 
 P1 = as_project("p1")
@@ -257,6 +258,21 @@ BAD_RULES: list[tuple[dict[str, Any], int, str]] = [
         400,
         "SecurityGroupInvalidProtocolForPort",
     ),
+    # OpenFlow cannot match DCCP or UDP-Lite ports: a range could not be enforced
+    (
+        {"protocol": "dccp", "port_range_min": 1, "port_range_max": 2},
+        400,
+        "SecurityGroupInvalidProtocolForPort",
+    ),
+    (
+        {"protocol": "136", "port_range_min": 53, "port_range_max": 53},
+        400,
+        "SecurityGroupInvalidProtocolForPort",
+    ),
+    # IPv6 extension headers OVS skips to find the upper-layer protocol
+    ({"protocol": "ipv6-route", "ethertype": "IPv6"}, 400, "SecurityGroupRuleInvalidProtocol"),
+    ({"protocol": "hopopt", "ethertype": "IPv6"}, 400, "SecurityGroupRuleInvalidProtocol"),
+    ({"protocol": "51", "ethertype": "IPv6"}, 400, "SecurityGroupRuleInvalidProtocol"),
     ({"remote_ip_prefix": "::/0"}, 400, "SecurityGroupRuleParameterConflict"),
     (
         {"ethertype": "IPv6", "remote_ip_prefix": "10.0.0.0/8"},

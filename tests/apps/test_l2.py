@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tests.apps import scenario as sc
 from wyvern.apps.l2 import L2
-from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import Load
+from wyvern.ir import Load
+from wyvern.ir import packet as pk
+from wyvern.model.view import LocalView
 
 MAC_A, MAC_B, MAC_C = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:0c"
 MAC_R = "fa:16:3e:00:00:f1"

@@ -8,9 +8,9 @@ import pytest
 
 from tests.apps import scenario as sc
 from tests.southbound.conftest import VM, VmFactory, in_netns, ovs, vms
+from wyvern.ir.render import render_flow
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.render import render_flow
 
 __all__ = ["ovs", "vms"]  # fixtures, imported for pytest
 

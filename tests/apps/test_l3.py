@@ -28,16 +28,17 @@ from wyvern.apps.base import App, Owner
 from wyvern.apps.l3 import L3App
 from wyvern.apps.nat import NatApp
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
-from wyvern.controller.view import Binding, LocalView, record_from_obj
-from wyvern.southbound import packet as pk
+from wyvern.ir import PORT_IN_PORT, Flow, Goto, Load, Output, pipeline, table
+from wyvern.ir import packet as pk
+from wyvern.ir.cookies import encode
+from wyvern.ir.misses import miss_flows
+from wyvern.ir.packet import Packet
+from wyvern.ir.render import render_flow
+from wyvern.ir.simulator import Simulator, Trace
+from wyvern.model.view import Binding, LocalView, record_from_obj
 from wyvern.southbound import vif
-from wyvern.southbound.cookies import encode
 from wyvern.southbound.installer import FlowInstaller
-from wyvern.southbound.ir import PORT_IN_PORT, Flow, Goto, Load, Output, table
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.packet import Packet
-from wyvern.southbound.render import render_flow
-from wyvern.southbound.simulator import Simulator, Trace
 
 __all__ = ["ovs"]  # the real-OVS fixture, imported for pytest
 
@@ -167,7 +168,8 @@ def all_flows(view: LocalView, apps: Iterable[App]) -> list[Flow]:
 
 
 def simulate(view: LocalView) -> Simulator:
-    return Simulator([*stub_flows(view), *all_flows(view, [L3App(), NatApp()])])
+    misses = [f for f in miss_flows() if pipeline.stage(f.stage).owner in ("l3", "nat")]
+    return Simulator([*stub_flows(view), *all_flows(view, [L3App(), NatApp()]), *misses])
 
 
 # ------------------------------------------------------------------ the topology

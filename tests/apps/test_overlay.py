@@ -6,10 +6,11 @@ from __future__ import annotations
 import ipaddress
 
 from tests.apps import scenario as sc
-from wyvern.apps.overlay import FLOOD_OPTION, TUNNEL_OFPORTS
-from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
-from wyvern.southbound.packet import Packet
+from wyvern.apps.overlay import FLOOD_OPTION
+from wyvern.ir import packet as pk
+from wyvern.ir.ofports import TUNNEL_OFPORTS
+from wyvern.ir.packet import Packet
+from wyvern.model.view import LocalView
 
 MAC_A, MAC_B, MAC_C, MAC_D = (f"fa:16:3e:00:00:0{c}" for c in "abcd")
 MAC_R1, MAC_R2 = "fa:16:3e:00:00:f1", "fa:16:3e:00:00:f2"

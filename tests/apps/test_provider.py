@@ -5,12 +5,11 @@ tunnel; frames from the physical network reach the right network's ports only.""
 from __future__ import annotations
 
 from tests.apps import scenario as sc
-from wyvern.apps.overlay import TUNNEL_OFPORTS
-from wyvern.apps.provider import PATCH_OFPORT_BASE, patch_ofports
-from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import VLAN_PRESENT
-from wyvern.southbound.packet import Packet
+from wyvern.ir import VLAN_PRESENT
+from wyvern.ir import packet as pk
+from wyvern.ir.ofports import PATCH_OFPORT_BASE, TUNNEL_OFPORTS, patch_ofports
+from wyvern.ir.packet import Packet
+from wyvern.model.view import LocalView
 
 MAC_A, MAC_B, MAC_C, MAC_D, MAC_H = (f"fa:16:3e:00:00:0{c}" for c in "abcdf")
 MAPPINGS = {"physnet1": "br-ex", "physnet2": "br-ex2"}

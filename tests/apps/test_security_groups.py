@@ -11,10 +11,10 @@ from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ND_NS
 from wyvern.apps.security_groups import SecurityGroups, group_priority
-from wyvern.controller.view import Binding, Kind, LocalView, record_from_obj
-from wyvern.southbound import packet as pk
-from wyvern.southbound.cookies import decode, encode
-from wyvern.southbound.ir import Conjunction, Flow
+from wyvern.ir import Conjunction, Flow
+from wyvern.ir import packet as pk
+from wyvern.ir.cookies import decode, encode
+from wyvern.model.view import Binding, Kind, LocalView, record_from_obj
 
 MAC_A, MAC_B, MAC_C = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:0c"
 IP_A, IP_B, IP_C = "10.0.0.5", "10.0.0.6", "10.0.0.7"

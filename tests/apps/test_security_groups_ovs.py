@@ -17,10 +17,10 @@ from tests.apps import scenario as sc
 from tests.southbound.conftest import VM, VmFactory, in_netns, ovs, vms  # noqa: F401
 from wyvern.apps.base import App
 from wyvern.apps.security_groups import SecurityGroups
-from wyvern.controller.view import LocalView, record_from_obj
+from wyvern.ir.render import render_flow
+from wyvern.model.view import LocalView, record_from_obj
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.render import render_flow
 
 pytestmark = pytest.mark.system
 
@@ -152,3 +152,44 @@ def test_conntrack_admits_refuses_and_tracks(
     stats = installer.sync([render_flow(f) for f in sc.all_flows(view, apps())])
     assert 0 < stats.changed < 10, stats
     assert connect(client, server.ip, 23) == "hello 23"
+
+
+def test_sctp_port_ranges_are_enforced_by_ovs(
+    ovs: OvsInstance,  # noqa: F811
+    vms: VmFactory,  # noqa: F811
+) -> None:
+    """OVS classifies SCTP by the masked sctp_dst matches of a port range (stateless
+    groups, so ofproto/trace shows the whole path without conntrack)."""
+    client, server = vms(1), vms(2)
+    view = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s1", "n1", "10.0.0.0/24")],
+        ports=[
+            sc.port(client.vif.port_id, "n1", 1, client.mac, [client.ip], security_groups=["c"]),
+            sc.port(server.vif.port_id, "n1", 2, server.mac, [server.ip], security_groups=["s"]),
+        ],
+        security_groups=[
+            sc.security_group("c", stateful=False),
+            sc.security_group("s", stateful=False),
+        ],
+        rules=[
+            sc.rule("out", "c", "egress"),
+            sc.rule(
+                "sctp", "s", "ingress", protocol="sctp", port_range_min=1000, port_range_max=1999
+            ),
+        ],
+        local={client.vif.port_id: client.ofport, server.vif.port_id: server.ofport},
+    )
+    FlowInstaller(ovs).sync([render_flow(f) for f in sc.all_flows(view, apps())])
+
+    def admitted(proto: str, dport: int) -> bool:
+        packet = (
+            f"in_port={client.ofport},{proto},dl_src={client.mac},dl_dst={server.mac},"
+            f"nw_src={client.ip},nw_dst={server.ip},nw_ttl=64,{proto}_src=40000,{proto}_dst={dport}"
+        )
+        trace = ovs.appctl("ofproto/trace", "br-int", packet)
+        return f"output:{server.ofport}" in trace
+
+    assert admitted("sctp", 1000) and admitted("sctp", 1500) and admitted("sctp", 1999)
+    assert not admitted("sctp", 999) and not admitted("sctp", 2000)
+    assert not admitted("tcp", 1500)  # the range is SCTP's only

@@ -11,9 +11,9 @@ from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
 from wyvern.apps.services import Services
-from wyvern.controller.view import Kind, LocalView, record_from_obj
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import ETH_TYPE_ARP, Flow
+from wyvern.ir import ETH_TYPE_ARP, Flow
+from wyvern.ir import packet as pk
+from wyvern.model.view import Kind, LocalView, record_from_obj
 
 MAC_A, MAC_B, MAC_R = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:f1"
 MAC_REMOTE = "fa:16:3e:00:00:99"

@@ -21,8 +21,8 @@ from tests import system
 from tests.api.conftest import create, make_client
 from tests.southbound.conftest import in_netns, unique
 from wyvern.controller.agent import Agent
-from wyvern.controller.chassis import ChassisInfo, chassis_key, registry_key
-from wyvern.controller.sync import status_key
+from wyvern.controller.chassis import ChassisInfo
+from wyvern.model.keys import chassis_key, registry_key, status_key
 from wyvern.nb.sqlite import SqliteStore
 from wyvern.southbound import vif
 from wyvern.southbound.ovs import OvsInstance, netns_exists

@@ -23,7 +23,7 @@ from tests.dhcpclients import DHCLIENT_SCRIPT, UDHCPC_SCRIPT
 from tests.southbound.conftest import in_netns, ovs, unique  # noqa: F401
 from wyvern.apps import punts
 from wyvern.controller.packetin import PacketInDispatcher
-from wyvern.controller.view import Binding, LocalView, Network, Port, Subnet
+from wyvern.model.view import Binding, LocalView, Network, Port, Subnet
 from wyvern.southbound import vif
 from wyvern.southbound.ofchannel import OfChannel
 from wyvern.southbound.ovs import OvsInstance

@@ -19,7 +19,9 @@ from wyvern import apps as apps_pkg
 from wyvern.apps.base import App, Owner
 from wyvern.controller.engine import Engine, compute_full, default_apps
 from wyvern.controller.sync import Sync
-from wyvern.controller.view import (
+from wyvern.ir import Flow, Output, cookies, match, table
+from wyvern.ir.render import render_flow
+from wyvern.model.view import (
     AddressPair,
     Binding,
     Change,
@@ -35,9 +37,6 @@ from wyvern.controller.view import (
     Subnet,
 )
 from wyvern.nb.memory import MemoryStore
-from wyvern.southbound import cookies
-from wyvern.southbound.ir import Flow, Output, match, table
-from wyvern.southbound.render import render_flow
 
 
 class FakeL2(App):

@@ -27,7 +27,7 @@ from tests import system
 from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import eventually, ip_of, ping, pings, tcp_transfer
 from tests.southbound.conftest import in_netns, unique
-from wyvern.apps.provider import patch_ofports
+from wyvern.ir.ofports import patch_ofports
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
 pytestmark = pytest.mark.system

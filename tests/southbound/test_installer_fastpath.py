@@ -12,7 +12,7 @@ import pytest
 from tests.apps import scenario as sc
 from tests.controller.test_fastpaths import busy_view
 from wyvern.controller.engine import Engine
-from wyvern.controller.view import Binding, record_from_obj
+from wyvern.model.view import Binding, record_from_obj
 from wyvern.southbound.flowtext import RenderedLines, canonicalize, parse_dump
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
 from wyvern.southbound.ovs import OvsInstance

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wyvern.apps.provider import patch_names, patch_ofports
+from wyvern.ir.ofports import patch_names, patch_ofports
 from wyvern.southbound.ovs import OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.southbound.conftest import in_netns, unique
-from wyvern.apps.overlay import TUNNEL_OFPORTS
+from wyvern.ir.ofports import TUNNEL_OFPORTS
 from wyvern.southbound.ovs import OvsInstance
 from wyvern.southbound.tunnels import ensure_tunnel_ports, ensure_underlay, underlay_mac
 

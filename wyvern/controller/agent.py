@@ -43,14 +43,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wyvern.api.repo import ROOT
 from wyvern.apps.base import App
 from wyvern.controller.bindings import BindingMonitor, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps, gc_paused
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.sync import Sync
-from wyvern.controller.view import Change, LocalView
+from wyvern.model.keys import ROOT
+from wyvern.model.view import Change, LocalView
 from wyvern.nb.store import Store, StoreError
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
 from wyvern.southbound.ovs import OvsError, OvsInstance

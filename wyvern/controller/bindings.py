@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from wyvern.controller.sync import STATUS_PORTS, status_key
-from wyvern.controller.view import Binding
+from wyvern.model.keys import STATUS_PORTS, status_key
+from wyvern.model.view import Binding
 from wyvern.nb.etcd_server import kill_with_parent
 from wyvern.nb.store import Delete, Put, Store
 from wyvern.southbound.ovs import OvsError, OvsInstance

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from os_ken.lib.packet import dhcp, ethernet, ipv4, packet, udp
 
-from wyvern.controller.view import DhcpOpt, Network, Port, Subnet
+from wyvern.model.view import DhcpOpt, Network, Port, Subnet
 
 LOG = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
+from wyvern.ir import Flow
+from wyvern.ir.render import render_flow
+from wyvern.model.view import Change, LocalView
 from wyvern.southbound.flowtext import RenderedLines
-from wyvern.southbound.ir import Flow
-from wyvern.southbound.render import render_flow
 
 LOG = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import ipaddress
 
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet
 
-from wyvern.controller.view import LocalView, Network, Router
+from wyvern.model.view import LocalView, Network, Router
 
 ICMP_TIME_EXCEEDED = 11
 ICMP_DEST_UNREACH = 3

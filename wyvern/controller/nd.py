@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
 
-from wyvern.controller.view import LocalView, Network, Port
+from wyvern.model.view import LocalView, Network, Port
 
 ETH_TYPE_IPV6 = 0x86DD
 IPPROTO_ICMPV6 = 58

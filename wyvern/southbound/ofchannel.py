@@ -46,7 +46,7 @@ from os_ken.ofproto import (
 from os_ken.ofproto import ofproto_v1_4 as ofp
 from os_ken.ofproto import ofproto_v1_4_parser as parser
 
-from wyvern.southbound.registers import RegisterName, register
+from wyvern.ir.registers import RegisterName, register
 
 LOG = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from wyvern.api.errors import (
     conflict,
     not_found,
 )
-from wyvern.api.repo import Repo, Stored, Txn, host_port_key, uniq_key, uniq_prefix
+from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources.networks import network_or_404
 from wyvern.api.resources.subnets import (
@@ -56,6 +56,14 @@ from wyvern.api.resources.subnets import (
     txn_cache,
 )
 from wyvern.api.types import Bool, DeviceOwner, IpAddress, MacAddress, ShortStr, Uuid
+from wyvern.model.keys import (
+    STATUS_PORTS,
+    host_port_key,
+    status_key,
+    status_port,
+    uniq_key,
+    uniq_prefix,
+)
 
 if TYPE_CHECKING:
     from wyvern.api.resources import security_groups
@@ -344,10 +352,9 @@ def _bind(obj: dict[str, Any]) -> None:
         obj["binding:vif_details"] = {}
 
 
-# Written by the agent that binds the port, never by the API (the only writer of the port
-# object itself), under <network id>/<port id>: {"chassis", "host", "status",
-# "installed_revision", "ofport"}. (wyvern/controller/bindings.py)
-PORT_STATUS_PREFIX = "/wyvern/status/ports/"
+# Port statuses (wyvern.model.keys.status_key) are written by the agent that binds the
+# port, never by the API (the only writer of the port object itself): {"chassis", "host",
+# "status", "installed_revision", "ofport"}. (wyvern/controller/bindings.py)
 
 
 def merge_binding_status(objs: list[dict[str, Any]], statuses: dict[str, dict[str, Any]]) -> None:
@@ -445,12 +452,13 @@ class Ports(Resource):
             return {}
         if len(objs) == 1:
             port_id = str(objs[0]["id"])
-            kv = self.repo.store.get(f"{PORT_STATUS_PREFIX}{objs[0]['network_id']}/{port_id}")
+            kv = self.repo.store.get(status_key(str(objs[0]["network_id"]), port_id))
             return {port_id: orjson.loads(kv.value)} if kv else {}
         out: dict[str, dict[str, Any]] = {}
-        for kv in self.repo.store.list(PORT_STATUS_PREFIX).items:
-            if kv.key.count("/") == PORT_STATUS_PREFIX.count("/") + 1:  # (<net>/<port>)
-                out[kv.key.rsplit("/", 1)[1]] = orjson.loads(kv.value)
+        for kv in self.repo.store.list(STATUS_PORTS).items:
+            listed_port = status_port(kv.key)
+            if listed_port is not None:
+                out[listed_port] = orjson.loads(kv.value)
         return out
 
     def load_for_write(self, ctx: RequestContext, id_: str, action: str) -> Stored:

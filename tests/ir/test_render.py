@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -42,8 +41,9 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
-from wyvern.southbound.pipeline import table_of
-from wyvern.southbound.render import (
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import table_of
+from wyvern.ir.render import (
     render_actions,
     render_flow,
     render_group,
@@ -385,6 +385,23 @@ def every_kind() -> tuple[list[Flow], list[GroupDef]]:
             cookie=out,
             match=match(dst_port_key=8),
             actions=[PushVlan(), SetField("vlan_vid", 0x1000 | 100), Output(4)],
+        ),
+    ]
+    flows += [  # security-group clauses: SCTP port ranges (masked), a bare protocol number
+        table("acl").flow(
+            priority=1000,
+            match={**IP, "ip_proto": 132, "sctp_dst": (0x400, 0xFC00)},
+            cookie=sg,
+            actions=[Conjunction(12, 2, 2)],
+        ),
+        table("acl_egress").flow(
+            priority=1000,
+            match={**IP6, "ip_proto": 132, "sctp_dst": 5060, "sctp_src": (0, 0x8000)},
+            cookie=sg,
+            actions=[Conjunction(13, 2, 2)],
+        ),
+        table("acl_egress").flow(
+            priority=1000, match={**IP6, "ip_proto": 33}, cookie=sg, actions=[Conjunction(14, 2, 2)]
         ),
     ]
     groups = [
