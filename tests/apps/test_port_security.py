@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -315,7 +314,7 @@ def test_a_port_costs_few_flows() -> None:
     assert len(PortSecurity().flows(v, ("port", "a"))) == 11
 
 
-@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl is not installed")
+@pytest.mark.system
 def test_ovs_ofctl_accepts_every_port_security_flow(tmp_path: Path) -> None:
     from wyvern.apps.port_security import PortSecurity
     from wyvern.ir.render import render_flow

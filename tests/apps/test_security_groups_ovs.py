@@ -22,7 +22,7 @@ from wyvern.model.view import LocalView, record_from_obj
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance
 
-pytestmark = pytest.mark.ovs
+pytestmark = pytest.mark.system
 
 SERVER = textwrap.dedent(
     """
@@ -85,20 +85,27 @@ def scenario_view(client: VM, server: VM) -> LocalView:
 
 @pytest.fixture
 def tcp_server(vms: VmFactory) -> Iterator[tuple[VM, VM]]:  # noqa: F811
+    """Both VMs listen (the server on 22 and 23, the client on 22): a refused connection
+    is then the flows' doing, never a missing listener's."""
     client, server = vms(1), vms(2)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", server.netns, sys.executable, "-c", SERVER, "22", "23"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    procs = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", vm.netns, sys.executable, "-c", SERVER, *ports],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for vm, ports in ((server, ("22", "23")), (client, ("22",)))
+    ]
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready", proc.stderr
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr
         yield client, server
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def connect(vm: VM, ip: str, port: int) -> str:
@@ -117,9 +124,15 @@ def test_conntrack_admits_refuses_and_tracks(
 ) -> None:
     client, server = tcp_server
     view = scenario_view(client, server)
-    flows = sc.all_flows(view, apps())
     installer = FlowInstaller(ovs)
-    installer.sync([render_flow(f) for f in flows])
+    # Without the security-group app every probe below succeeds: each refusal after it
+    # is the groups' doing.
+    installer.sync([render_flow(f) for f in sc.all_flows(view, sc.l2_apps())])
+    assert connect(client, server.ip, 23) == "hello 23"
+    assert ping(server, client.ip)
+    assert connect(server, client.ip, 22) == "hello 22"
+
+    installer.sync([render_flow(f) for f in sc.all_flows(view, apps())])
 
     # TCP 22: admitted; the SYN-ACK and the data come back through conntrack only
     assert connect(client, server.ip, 22) == "hello 22"

@@ -101,6 +101,8 @@ def test_dhcp_is_not_punted_when_dhcp_is_disabled() -> None:
 
 def test_spoofed_dhcp_is_dropped_before_the_punt() -> None:
     s = sc.Scenario(view(dhcp=True), apps=sc.l2_apps())
+    own = s.run(pk.udp(2, MAC_B, BCAST, "0.0.0.0", "255.255.255.255", 68, 67))
+    assert [p.userdata for p in own.punts] == [bytes([PUNT_DHCP4])]  # b's own MAC: punted
     trace = s.run(pk.udp(1, MAC_B, BCAST, "0.0.0.0", "255.255.255.255", 68, 67))
     assert trace.dropped and not trace.punts
 

@@ -265,12 +265,8 @@ def test_module_entry_point_matches_the_console_script() -> None:
         assert command in result.stdout
 
 
-@pytest.mark.etcd
+@pytest.mark.system
 def test_api_on_a_private_etcd(tmp_path: Path) -> None:
-    import shutil
-
-    if shutil.which("etcd") is None:
-        pytest.skip("the etcd binary is not on PATH (install etcd-server)")
     from tests.harness import etcd_server
 
     with (

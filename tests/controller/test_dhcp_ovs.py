@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.dhcpclients import DHCLIENT_SCRIPT, UDHCPC_SCRIPT
-from tests.southbound.conftest import in_netns, missing_prereq, ovs, unique  # noqa: F401
+from tests.southbound.conftest import in_netns, ovs, unique  # noqa: F401
 from wyvern.apps import punts
 from wyvern.controller.packetin import PacketInDispatcher
 from wyvern.model.view import Binding, LocalView, Network, Port, Subnet
@@ -33,12 +33,7 @@ MTU = 1400
 NET_ID, SUBNET_ID = "net-dhcp", "subnet-dhcp"
 
 
-@pytest.fixture(autouse=True)
-def _prereq() -> Iterator[None]:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
-    yield
+pytestmark = pytest.mark.system
 
 
 def make_view() -> LocalView:

@@ -262,7 +262,7 @@ def neighbour(vm: VM, ip: str) -> str:
     return in_netns(vm.netns, "ip", "-6", "neigh", "show", ip, "dev", "eth0").stdout
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_vm_resolves_ipv6_neighbours_through_our_advertisements(
     ovs: OvsInstance,
     vms: VmFactory,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -51,9 +50,6 @@ from wyvern.ir.render import (
     render_match,
     render_strict,
 )
-
-OVS_OFCTL = shutil.which("ovs-ofctl")
-needs_ofctl = pytest.mark.skipif(OVS_OFCTL is None, reason="ovs-ofctl is not installed")
 
 IP: dict[str, MatchValue] = {"eth_type": ETH_TYPE_IP}
 IP6: dict[str, MatchValue] = {"eth_type": ETH_TYPE_IPV6}
@@ -431,11 +427,10 @@ def every_kind() -> tuple[list[Flow], list[GroupDef]]:
 
 def _parse(lines: list[str], tmp_path: Path, protocol: str) -> list[str]:
     """Run ovs-ofctl parse-flows; return the printed flow_mods (fail on any complaint)."""
-    assert OVS_OFCTL is not None
     path = tmp_path / f"flows-{protocol}.txt"
     path.write_text("\n".join(lines) + "\n")
     proc = subprocess.run(
-        [OVS_OFCTL, "-O", protocol, "parse-flows", str(path)],
+        ["ovs-ofctl", "-O", protocol, "parse-flows", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -456,7 +451,7 @@ def _bucket_lines(groups: list[GroupDef]) -> list[str]:
     return [f"table=0,ip actions={render_actions(b.actions)}" for g in groups for b in g.buckets]
 
 
-@needs_ofctl
+@pytest.mark.system
 @pytest.mark.parametrize("protocol", ["OpenFlow15", "OpenFlow14"])
 def test_ovs_ofctl_accepts_every_kind(tmp_path: Path, protocol: str) -> None:
     flows, groups = every_kind()
@@ -464,7 +459,7 @@ def test_ovs_ofctl_accepts_every_kind(tmp_path: Path, protocol: str) -> None:
     _parse(lines, tmp_path, protocol)
 
 
-@needs_ofctl
+@pytest.mark.system
 def test_strict_form_has_the_same_match(tmp_path: Path) -> None:
     flows, _ = every_kind()
     full = _parse([render_flow(f) for f in flows], tmp_path, "OpenFlow15")
@@ -524,7 +519,7 @@ _FIELD_VALUES: dict[str, st.SearchStrategy[MatchValue]] = {
 }
 
 
-@needs_ofctl
+@pytest.mark.system
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

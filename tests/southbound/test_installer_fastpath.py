@@ -27,7 +27,7 @@ def specs(lines: list[str]) -> set[str]:
     return {f.spec() for f in canonicalize(sorted(set(lines)))}
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_rendered_lines_install_and_update_exactly(ovs: OvsInstance) -> None:
     view = busy_view(12)
     engine = Engine(sc.default_apps())
@@ -86,7 +86,7 @@ def test_rendered_lines_install_and_update_exactly(ovs: OvsInstance) -> None:
     assert dump(ovs) == specs(list(lines4)) == specs(list(lines2))
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_rendered_conflicts_are_refused_and_plain_text_is_canonical(ovs: OvsInstance) -> None:
     installer = FlowInstaller(ovs)
     a = "table=0,priority=5,cookie=0x1,ip actions=drop"

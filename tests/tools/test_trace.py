@@ -154,7 +154,8 @@ def test_same_network_icmp_is_delivered_and_named(world: World) -> None:
         assert words in text, text
     for stage in ("classification", "port_security", "acl", "l2_lookup", "acl_egress", "output"):
         assert f"({stage}) priority" in text
-    assert "table 0 (classification) priority 100 — classifier: port vm-a" in text
+    classification = table_of("classification")
+    assert f"table {classification} (classification) priority 100 — classifier: port vm-a" in text
 
 
 def test_tcp_not_allowed_is_dropped_at_the_acl_naming_the_group(world: World) -> None:
@@ -187,10 +188,13 @@ def test_routed_packet_names_the_router(world: World) -> None:
 
 
 def test_spoofed_source_is_dropped_at_port_security_naming_the_port(world: World) -> None:
+    _, _, own, _ = world.run(from_port="vm-a", to_port="vm-b")
+    assert own.output_ports == [2]  # from the port's own addresses: delivered
     for spoof in ({"src_ip": "10.0.0.99"}, {"src_mac": "fa:16:3e:00:00:99"}):
         _, _, trace, text = world.run(from_port="vm-a", to_port="vm-b", **spoof)
         assert tr.dropped_stage(trace) == "port_security"
-        assert "dropped at stage port_security (table 1): the source MAC/IP" in text
+        stage = f"port_security (table {table_of('port_security')})"
+        assert f"dropped at stage {stage}: the source MAC/IP" in text
         assert f"is not port vm-a ({world.ids['vm-a']})'s" in text, text
         assert "10.0.0.5" in text  # what the port does own
 
@@ -366,6 +370,7 @@ def install(ovs: OvsInstance, world: World, bindings: dict[str, int]) -> tr.Trac
     return tracer
 
 
+@pytest.mark.system
 def test_ovs_trace_is_annotated_with_stages_and_api_objects(ovs: OvsInstance, world: World) -> None:
     with plugged(ovs, world, "vm-a", "vm-b") as bindings:
         tracer = install(ovs, world, bindings)
@@ -387,6 +392,7 @@ def test_ovs_trace_is_annotated_with_stages_and_api_objects(ovs: OvsInstance, wo
         assert "[pipeline: default of stage acl_egress]" in out, out
 
 
+@pytest.mark.system
 def test_cli_ovs_traces_the_agents_bridge(
     ovs: OvsInstance, sqlite_world: World, tmp_path: Path, restore_env: None
 ) -> None:

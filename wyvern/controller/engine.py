@@ -15,7 +15,7 @@ sends without looking at the rest (tests/controller/test_fastpaths.py checks the
 against the set difference).
 
 Pure and synchronous: no I/O. The agent computes here first, then hands `render()` to the
-FlowInstaller (never with a bundle open: DATAPLANE.md trap 9).
+FlowInstaller (never with a bundle open: docs/dataplane.md: bundle idle timeout).
 """
 
 from __future__ import annotations
@@ -346,5 +346,4 @@ def default_apps() -> list[App]:
     """One instance of every app wyvern.apps lists in ALL_APPS."""
     from wyvern import apps as apps_pkg
 
-    listed: list[type[App]] = list(getattr(apps_pkg, "ALL_APPS", []))
-    return [cls() for cls in listed]
+    return [cls() for cls in apps_pkg.ALL_APPS]

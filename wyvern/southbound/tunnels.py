@@ -1,6 +1,6 @@
 """Userspace tunnelling on a chassis: the underlay bridge, the tunnel ports, the TLV map.
 
-The recipe (DATAPLANE.md, "Geneve and VXLAN tunnels"), for ovs-vswitchd's userspace
+The recipe (docs/dataplane.md: tunnels), for ovs-vswitchd's userspace
 datapath, with one OVS per chassis network namespace:
 
 - The tunnel IP lives on an OVS bridge (`br-phy`, NORMAL forwarding) that holds the
@@ -13,9 +13,9 @@ datapath, with one OVS per chassis network namespace:
   OpenFlow number (wyvern.ir.ofports.TUNNEL_OFPORTS), so apps can name it purely.
 - Geneve's 8-byte option is mapped to tun_metadata0 on br-int before any flow uses it.
 - Userspace tunnels need the remote underlay address in OVS's tunnel neighbour table
-  (trap 5): `prime()` pings a new remote once from OVS's namespace; OVS snoops the ARP
-  exchange on br-phy. Without it, the first packets to a chassis would be lost while
-  OVS resolves the neighbour itself.
+  (docs/dataplane.md: tunnel neighbour): `prime()` pings a new remote once from OVS's
+  namespace; OVS snoops the ARP exchange on br-phy. Without it, the first packets to a
+  chassis would be lost while OVS resolves the neighbour itself.
 
 Everything is idempotent: an agent restarting under traffic changes nothing that exists.
 """

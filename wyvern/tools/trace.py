@@ -11,10 +11,11 @@ Two tracers share one vocabulary:
 Either way each table step is printed with its stage name (`pipeline.stage_of`) and the
 API object behind its flow: a cookie encodes (app, object id) and the `Explainer` knows
 every object of the store, so it names ports, networks, routers, security groups and
-security-group rules the way an operator knows them::
+security-group rules the way an operator knows them (table numbers follow from the
+pipeline's order, so they are whatever `wyvern pipeline` prints)::
 
-    table 12 (acl_egress) priority 21337 — security_groups: security group web (…) rule
-        ingress tcp 22 from 0.0.0.0/0 (rule …) — reg15=0x2,… → ct(commit,…),goto_table:13
+    table <n> (acl_egress) priority <p> — security_groups: security group web (…) rule
+        ingress tcp 22 from 0.0.0.0/0 (rule …) — reg15=0x2,… → ct(commit,…),goto_table:<m>
 
 Nothing here depends on a running agent: the store is listed once, and the agent's own
 sync code applies that listing to a fresh `LocalView` (wyvern.nb.snapshot).

@@ -21,7 +21,7 @@ import ipaddress
 import random
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, Literal, NotRequired, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, cast
 
 import orjson
 from pydantic import ConfigDict, Field, StringConstraints
@@ -32,7 +32,6 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
     InvalidInput,
     NeutronError,
-    NotFound,
     PolicyNotAuthorized,
     bad_request,
     conflict,
@@ -65,6 +64,11 @@ from wyvern.model.keys import (
     uniq_key,
     uniq_prefix,
 )
+
+if TYPE_CHECKING:
+    from wyvern.api.resources import security_groups
+    from wyvern.api.resources.floatingips import FloatingIps
+    from wyvern.api.resources.routers import Routers
 
 MAX_PORT_KEY = 32767
 MAX_PROFILE_BYTES = 4095  # Neutron's binding profile column
@@ -769,32 +773,21 @@ class Ports(Resource):
         return out
 
     # ---- security groups ------------------------------------------------------------------
+    @property
+    def _groups(self) -> security_groups.SecurityGroups:
+        return cast("security_groups.SecurityGroups", self.state.resources["security_group"])
+
     def _default_group(self, obj: dict[str, Any]) -> list[str]:
-        groups = self.state.resources.get("security_group")
-        ensure = getattr(groups, "ensure_default", None)
-        if ensure is None or not obj.get("project_id"):
+        if not obj.get("project_id"):
             return []
-        return [str(ensure(obj["project_id"]))]
+        return [self._groups.ensure_default(obj["project_id"])]
 
     def _check_groups(self, txn: Txn, project_id: str, groups: list[str]) -> list[str]:
         """Each group must exist and be the port's project's; the port guards its revision
         (a group delete marks it first, so a racing port create retries and sees it gone)."""
         unique = list(dict.fromkeys(groups))
-        res = self.state.resources.get("security_group")
-        if res is None:
-            return unique
         for gid in unique:
-            getter = getattr(res, "group_for_port", None)
-            if getter is not None:
-                stored = cast(Stored, getter(gid, project_id))
-            else:
-                found = self.repo.get(res.defn.kind, gid)
-                if found is None or found.obj.get("project_id") != project_id:
-                    raise NotFound(
-                        f"Security group {gid} does not exist", type="SecurityGroupNotFound"
-                    )
-                stored = found
-            require_once(txn, stored)
+            require_once(txn, self._groups.group_for_port(gid, project_id))
         return unique
 
     # ---- update ---------------------------------------------------------------------------
@@ -955,11 +948,10 @@ class Ports(Resource):
         txn.delete("ports", stored, owned=True)
         if port.get("binding:host_id"):
             txn.release(host_port_key(port["binding:host_id"], port["id"]))
-        for name in ("router", "floatingip"):
-            res = self.state.resources.get(name)
-            hook = getattr(res, "port_deleted_ops", None)
-            if hook is not None:
-                hook(ctx, txn, port)
+        routers = cast("Routers", self.state.resources["router"])
+        floatingips = cast("FloatingIps", self.state.resources["floatingip"])
+        routers.port_deleted_ops(ctx, txn, port)
+        floatingips.port_deleted_ops(ctx, txn, port)
 
     def _l3_port_live(self, port: dict[str, Any]) -> bool:
         """Neutron lets stale L3 ports go: no address, or their router/floating IP is gone."""
