@@ -121,9 +121,10 @@ def _imported(log: str) -> set[str]:
 
 @pytest.mark.ovs
 @pytest.mark.etcd
-def test_a_running_agent_on_etcd_loads_no_eventlet(etcd_endpoint: str) -> None:
+def test_a_running_agent_on_etcd_loads_no_eventlet_nor_os_ken(etcd_endpoint: str) -> None:
     """The real process on etcd and a private OVS, its packet-in channel up, never loaded
-    eventlet (futurist, which etcd3gw imports, would: ~19 MiB RSS with greenlet, dnspython)."""
+    eventlet (futurist, which etcd3gw imports, would: ~19 MiB RSS with greenlet, dnspython)
+    nor os-ken (~14 MiB: our own codecs speak OpenFlow and parse the punted packets)."""
     run_dir = Path(f"/tmp/{unique('wlean-')}")  # short: unix socket paths
     args = [*wyvern_command(), "agent", "--store", "etcd", "--ovs-mode", "private"]
     args += ["--chassis", run_dir.name, "--run-dir", str(run_dir), "--ovs-netns", run_dir.name]
@@ -145,7 +146,7 @@ def test_a_running_agent_on_etcd_loads_no_eventlet(etcd_endpoint: str) -> None:
         assert {"etcd3gw", "futurist", "wyvern.controller.dhcp"} <= modules, sorted(modules)
         assert "wyvern.southbound.ofchannel" in modules
         # eventlet's first import is greenlet; a blocked `import eventlet` imports nothing.
-        assert not {m for m in modules if m.split(".")[0] in ("greenlet", "dns")}
+        assert not {m for m in modules if m.split(".")[0] in ("greenlet", "dns", "os_ken")}
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "/orjson/" in maps and "greenlet" not in maps
         assert proc.alive()
