@@ -96,7 +96,8 @@ def test_a_running_agent_has_no_pydantic(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*wyvern_command(), "agent", "--store", "sqlite", "--ovs-mode", "fake"]
     args += ["--chassis", f"lean-{os.getpid()}", "--run-dir", str(run_dir)]
-    proc = spawn(args, tmp_path / "agent.out", process_env(), "wyvern agent")
+    env = process_env({"PYTHONPROFILEIMPORTTIME": "1"})
+    proc = spawn(args, tmp_path / "agent.out", env, "wyvern agent")
     try:
         deadline = time.monotonic() + 60
         while "flows installed" not in proc.output():
@@ -105,6 +106,10 @@ def test_a_running_agent_has_no_pydantic(tmp_path: Path) -> None:
             time.sleep(0.1)
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "pydantic" not in maps
+        # Nor urllib.request (http.client, email: ~3 MiB) on SQLite, where nothing needs it.
+        modules = _imported(proc.log_path.read_text(errors="replace"))
+        assert {"wyvern.nb.sqlite", "wyvern.nb.etcd_server"} <= modules
+        assert "urllib.request" not in modules
         assert proc.alive()
     finally:
         assert proc.stop() == 0, proc.output()
