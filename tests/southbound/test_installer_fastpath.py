@@ -26,7 +26,7 @@ from wyvern.southbound.flowtext import (
     parse_rendered,
     rendered_identity,
 )
-from wyvern.southbound.installer import FlowConflictError, FlowInstaller, LineIndex
+from wyvern.southbound.installer import FlowConflictError, FlowInstaller, LineIndex, _Plan
 from wyvern.southbound.ovs import OvsInstance
 
 
@@ -199,3 +199,29 @@ def test_installed_rendered_lines_cost_no_parsed_copy(ovs: OvsInstance) -> None:
     assert installer.installed[some.key] == some
     print(f"\ninstaller: {kept / n:.0f} B per installed flow beyond its line")
     assert kept / n < 120  # a parsed Flow per line cost ~440 B
+
+
+@given(
+    st.lists(st.text("ab", max_size=3), max_size=5),
+    st.lists(st.text("cd", max_size=3), max_size=5),
+    st.lists(st.text("ef", max_size=3), max_size=5),
+    st.integers(-12, 12),
+    st.integers(-12, 12),
+    st.sampled_from([1, 2, -1]),
+)
+def test_bundle_lines_are_made_as_a_list_would_be(
+    deletes: list[str], modifies: list[str], adds: list[str], start: int, stop: int, step: int
+) -> None:
+    plan = _Plan(add=adds, modify=modifies, delete=[(d, f"line {d}") for d in deletes])
+    want = [
+        *(f"delete_strict {d}" for d in deletes),
+        *(f"add {m}" for m in modifies),
+        *(f"add {a}" for a in adds),
+    ]
+    lines = plan.bundle_lines()
+    assert len(lines) == len(want) and list(lines) == want
+    assert lines[start:stop:step] == want[start:stop:step]
+    for i in range(-len(want), len(want)):
+        assert lines[i] == want[i]
+    with pytest.raises(IndexError):
+        lines[len(want)]
