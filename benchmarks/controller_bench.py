@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from wyvern.controller.engine import Engine, default_apps, gc_paused  # noqa: E402
 from wyvern.controller.sync import Sync  # noqa: E402
-from wyvern.controller.view import (  # noqa: E402
-    STORE_KINDS,
+from wyvern.model.keys import STORE_KINDS  # noqa: E402
+from wyvern.model.view import (  # noqa: E402
     Binding,
     LocalView,
     record_from_obj,
@@ -58,7 +58,8 @@ try:  # (older trees, for a before/after comparison, have no RenderedLines)
     from wyvern.southbound.flowtext import RenderedLines
 except ImportError:  # pragma: no cover
     RenderedLines = list  # type: ignore[misc,assignment]
-from wyvern.southbound import cookies, ir, render  # noqa: E402
+from wyvern import ir  # noqa: E402
+from wyvern.ir import cookies, render  # noqa: E402
 from wyvern.southbound.installer import FlowInstaller  # noqa: E402
 from wyvern.southbound.ovs import OvsInstance  # noqa: E402
 

@@ -57,8 +57,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from controller_bench import git_revision, pct  # noqa: E402
 
 from tests.harness import start_api  # noqa: E402
+from wyvern.ir.cookies import encode  # noqa: E402
 from wyvern.nb.etcd_server import EtcdServer  # noqa: E402
-from wyvern.southbound.cookies import encode  # noqa: E402
 
 _COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
 API_MS: dict[str, list[float]] = {}  # how long the API call itself took, per kind

@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from hypothesis import settings
 
+from wyvern.nb.etcd import EtcdStore
+from wyvern.nb.etcd_server import EtcdServer
+from wyvern.nb.memory import MemoryStore
+from wyvern.nb.sqlite import SqliteStore
 from wyvern.nb.store import Store
 
-# CI runs the same examples every time (a red CI must be reproducible, and a green local
-# run must mean a green CI); developers' runs keep exploring new examples.
-settings.register_profile("ci", derandomize=True, deadline=None)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+# The system marker, and CI's rules (nothing skips, hypothesis derandomized).
+pytest_plugins = ["tests.system"]
 
-BACKENDS = ["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.etcd)]
+BACKENDS = ["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.system)]
 
 
 @pytest.fixture(scope="session")
 def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One private single-member etcd on loopback (per xdist worker: ports are free ones)."""
-    if shutil.which("etcd") is None:
-        pytest.skip("the etcd binary is not on PATH (install etcd-server to run etcd tests)")
-    from wyvern.nb.etcd_server import EtcdServer
-
     server = EtcdServer(tmp_path_factory.mktemp("etcd"), members=1, die_with_parent=True)
     server.start()
     try:
@@ -46,27 +39,15 @@ def _wipe_etcd(endpoint: str) -> None:
     resp.raise_for_status()
 
 
-def _import(module: str, name: str) -> type[Store]:
-    """The backend class, imported lazily: a backend still being written skips, not errors."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        pytest.skip(f"{module} is not available yet")
-    cls: type[Store] = getattr(mod, name)
-    return cls
-
-
 def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if kind == "memory":
-        return _import("wyvern.nb.memory", "MemoryStore")()
+        return MemoryStore()
     if kind == "sqlite":
-        sqlite_store = _import("wyvern.nb.sqlite", "SqliteStore")
-        return sqlite_store(str(tmp_path / "store.db"))  # type: ignore[call-arg]
-    endpoint: str = request.getfixturevalue("etcd_endpoint")
-    from wyvern.nb.etcd import EtcdStore
+        return SqliteStore(str(tmp_path / "store.db"))
+    from tests import system  # (a plugin: imported by pytest first, so it is rewritten)
 
+    system.require(request)
+    endpoint: str = request.getfixturevalue("etcd_endpoint")
     _wipe_etcd(endpoint)
     return EtcdStore([endpoint])
 

@@ -13,9 +13,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from wyvern.api.app import create_app
-from wyvern.cli.allinone import ComponentError
-from wyvern.cli.logs import setup_logging
 from wyvern.config import Settings, load_settings
+from wyvern.logs import setup_logging
+from wyvern.supervisor import ComponentError
 
 LOG = logging.getLogger(__name__)
 APP_FACTORY = "wyvern.server:app_from_env"
@@ -67,7 +67,7 @@ def serve_foreground(settings: Settings, *, access_log: bool, workers: int) -> i
         return 0
     # One process: the API as the only component under our supervisor, which exits 0 after
     # a clean stop (uvicorn's own handlers re-raise the signal once shut down).
-    from wyvern.cli.allinone import run_until_signalled
+    from wyvern.supervisor import run_until_signalled
 
     return run_until_signalled([ApiComponent(settings, access_log=access_log)])
 

@@ -235,3 +235,27 @@ def test_projects_and_roles(client: TestClient) -> None:
     assert r.status_code == 200
     r = client.post(AG, json={"address_group": {"project_id": "p2"}}, headers=P1)
     assert r.status_code == 403
+    # The owner's same requests succeed.
+    mine = create_sg(client, P1, name="mine")
+    r = post_rule(
+        client,
+        {
+            "security_group_id": mine["id"],
+            "direction": "ingress",
+            "remote_address_group_id": ag["id"],
+        },
+        P1,
+    )
+    assert r.status_code == 201, r.text
+    rule_url = f"/v2.0/security-group-rules/{r.json()['security_group_rule']['id']}"
+    assert client.delete(rule_url, headers=P1).status_code == 204
+    for method, url, body, status in (
+        ("GET", f"{AG}/{ag['id']}", None, 200),
+        ("POST", AG, {"address_group": {"name": "r"}}, 201),
+        ("PUT", f"{AG}/{ag['id']}", {"address_group": {"name": "x"}}, 200),
+        ("PUT", f"{AG}/{ag['id']}/add_addresses", {"addresses": ["2.2.2.2"]}, 200),
+        ("PUT", f"{AG}/{ag['id']}/remove_addresses", {"addresses": ["10.0.0.0/8"]}, 200),
+        ("DELETE", f"{AG}/{ag['id']}", None, 204),
+    ):
+        r = client.request(method, url, json=body, headers=P1)
+        assert r.status_code == status, (method, url, r.text)

@@ -66,6 +66,10 @@ def test_isolation_and_roles_by_token(api: TestClient) -> None:
     assert api.get(url, headers=tok("bob-token")).status_code == 404
     assert api.get(url, headers=tok("audit-token")).status_code == 200
     assert api.delete(url, headers=tok("audit-token")).status_code == 403
+    assert api.delete(url, headers=tok("bob-token")).status_code == 404
+    assert (
+        api.put(url, json={"network": {"name": "b"}}, headers=tok("alice-token")).status_code == 200
+    )
     assert api.get(url, headers=tok("adm-token")).status_code == 200
     bob_list = api.get("/v2.0/networks", headers=tok("bob-token")).json()["networks"]
     assert bob_list == []
@@ -77,6 +81,7 @@ def test_isolation_and_roles_by_token(api: TestClient) -> None:
         headers=tok("alice-token"),
     )
     assert r.status_code == 403
+    assert api.delete(url, headers=tok("alice-token")).status_code == 204
     r = api.post(
         "/v2.0/networks", json={"network": {"project_id": "p-bob"}}, headers=tok("adm-token")
     )

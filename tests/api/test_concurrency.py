@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from wyvern.api.app import Api, create_app
 from wyvern.api.context import admin_context
 from wyvern.api.errors import NeutronError
-from wyvern.api.repo import ROOT
 from wyvern.config import Settings
+from wyvern.model.keys import ROOT
 from wyvern.nb.sqlite import SqliteStore
 
 THREADS = 16

@@ -8,7 +8,6 @@ must answer 409 IpAddressGenerationFailure, never 500.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ import requests
 
 from tests.harness import etcd_server, start_api
 
-pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
+pytestmark = pytest.mark.system
 
 PORTS = 1000
 CLIENTS = 16

@@ -377,6 +377,12 @@ def test_isolation(client: TestClient) -> None:
         r = client.request(method, f"/v2.0/floatingips/{f['id']}", json=body, headers=P2)
         assert r.status_code == 404 and error_type(r) == "FloatingIPNotFound", r.text
     assert client.get("/v2.0/floatingips", headers=P2).json()["floatingips"] == []
+    # ... while its own project reads and changes it.
+    assert client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).status_code == 200
+    assert [x["id"] for x in client.get("/v2.0/floatingips", headers=P1).json()["floatingips"]] == [
+        f["id"]
+    ]
+    assert put_fip(client, f["id"], {"description": "x"}).status_code == 200
     # Another project cannot point its floating IP at p1's port.
     f2 = fip(client, t["ext_net"], headers=P2)
     r = put_fip(client, f2["id"], {"port_id": t["port"]}, headers=P2)
@@ -396,6 +402,14 @@ def test_isolation(client: TestClient) -> None:
         client.delete(f"/v2.0/floatingips/{f['id']}", headers=READER),
     ]:
         assert r.status_code == 403 and error_type(r) == "PolicyNotAuthorized", r.text
+    # The same writes by a member of the project succeed (once f2 lets the port go).
+    assert put_fip(client, f2["id"], {"port_id": None}, headers=None).status_code == 200
+    r = client.post(
+        "/v2.0/floatingips", json={"floatingip": {"floating_network_id": t["ext_net"]}}, headers=P1
+    )
+    assert r.status_code == 201, r.text
+    assert put_fip(client, f["id"], {"port_id": t["port"]}).status_code == 200
+    assert client.delete(f"/v2.0/floatingips/{f['id']}", headers=P1).status_code == 204
 
 
 def test_floatingip_quota(client: TestClient) -> None:

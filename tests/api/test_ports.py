@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import as_project, create, error_type
 from wyvern.api.context import admin_context
-from wyvern.api.repo import ROOT
+from wyvern.model.keys import ROOT
 
 NET_KEYS = ("ip", "mac", "portkey")
 
@@ -448,8 +448,6 @@ def test_port_security(client: TestClient) -> None:
 
 
 def test_security_groups(client: TestClient) -> None:
-    if "security_group" not in client.app.state.api.state.resources:  # type: ignore[attr-defined]
-        pytest.skip("security groups are not implemented yet")
     h1, h2 = as_project("p1"), as_project("p2")
     n = net(client, headers=h1)
     mine = create(client, "security-groups", headers=h1, name="web")
@@ -551,6 +549,12 @@ def test_project_isolation(client: TestClient) -> None:
     failure(
         post_port(client, headers=h1, network_id=n, project_id="p2"), 403, "PolicyNotAuthorized"
     )
+    # The same requests succeed for the port's own project.
+    assert client.get(f"/v2.0/ports/{p['id']}", headers=h1).status_code == 200
+    assert [x["id"] for x in client.get("/v2.0/ports", headers=h1).json()["ports"]] == [p["id"]]
+    assert put_port(client, p["id"], headers=h1, name="x").status_code == 200
+    assert client.delete(f"/v2.0/ports/{p['id']}", headers=h1).status_code == 204
+    assert post_port(client, headers=h1, network_id=n).status_code == 201
 
 
 def test_shared_and_external_networks(client: TestClient) -> None:

@@ -163,6 +163,16 @@ def test_project_isolation_and_reader(client: TestClient) -> None:
         assert resp.status_code == 403, resp.text
         assert error_type(resp) == "PolicyNotAuthorized"
     assert get_router(client, rid)["name"] == "mine"
+    # The owner's same calls find the router (the interface's subnet is what is missing).
+    resp = act(client, rid, "add_router_interface", {"subnet_id": rid}, P1)
+    assert resp.status_code == 404 and error_type(resp) == "SubnetNotFound", resp.text
+    assert act(client, rid, "add_extraroutes", {"router": {"routes": []}}, P1).status_code == 200
+    assert act(client, rid, "remove_extraroutes", {"router": {"routes": []}}, P1).status_code == 200
+    assert [x["id"] for x in client.get("/v2.0/routers", headers=P1).json()["routers"]] == [rid]
+    resp = client.put(f"/v2.0/routers/{rid}", json={"router": {"name": "x"}}, headers=P1)
+    assert resp.status_code == 200
+    assert client.post("/v2.0/routers", json={"router": {}}, headers=P1).status_code == 201
+    assert client.delete(f"/v2.0/routers/{rid}", headers=P1).status_code == 204
 
 
 def test_router_quota(client: TestClient) -> None:

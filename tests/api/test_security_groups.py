@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import as_project, error_type, make_client
-from wyvern.api.repo import Repo, uniq_prefix
+from wyvern.api.repo import Repo
+from wyvern.model.keys import uniq_prefix
 from wyvern.nb.sqlite import SqliteStore
 
 P1 = as_project("p1")
@@ -257,6 +258,21 @@ BAD_RULES: list[tuple[dict[str, Any], int, str]] = [
         400,
         "SecurityGroupInvalidProtocolForPort",
     ),
+    # OpenFlow cannot match DCCP or UDP-Lite ports: a range could not be enforced
+    (
+        {"protocol": "dccp", "port_range_min": 1, "port_range_max": 2},
+        400,
+        "SecurityGroupInvalidProtocolForPort",
+    ),
+    (
+        {"protocol": "136", "port_range_min": 53, "port_range_max": 53},
+        400,
+        "SecurityGroupInvalidProtocolForPort",
+    ),
+    # IPv6 extension headers OVS skips to find the upper-layer protocol
+    ({"protocol": "ipv6-route", "ethertype": "IPv6"}, 400, "SecurityGroupRuleInvalidProtocol"),
+    ({"protocol": "hopopt", "ethertype": "IPv6"}, 400, "SecurityGroupRuleInvalidProtocol"),
+    ({"protocol": "51", "ethertype": "IPv6"}, 400, "SecurityGroupRuleInvalidProtocol"),
     ({"remote_ip_prefix": "::/0"}, 400, "SecurityGroupRuleParameterConflict"),
     (
         {"ethertype": "IPv6", "remote_ip_prefix": "10.0.0.0/8"},
@@ -698,6 +714,25 @@ def test_projects_are_isolated(client: TestClient) -> None:
     )
     assert admin_rule["project_id"] == "p1"
     assert client.get(f"{RULES}/{admin_rule['id']}", headers=P1).status_code == 200
+    r = client.post(SG, json={"security_group": {"name": "n", "project_id": "p2"}})
+    assert r.status_code == 201  # an admin may create it for p2
+    # The requests p2 saw refused succeed for p1, the owner.
+    assert client.get(f"{SG}/{sg['id']}", headers=P1).status_code == 200
+    assert client.get(f"{RULES}/{rule['id']}", headers=P1).status_code == 200
+    r = post_rule(client, {"security_group_id": sg["id"], "direction": "ingress"}, P1)
+    assert r.status_code == 201, r.text
+    mine = create_sg(client, P1, name="mine too")
+    r = post_rule(
+        client,
+        {"security_group_id": mine["id"], "direction": "ingress", "remote_group_id": sg["id"]},
+        P1,
+    )
+    assert r.status_code == 201, r.text
+    r = client.put(f"{SG}/{sg['id']}", json={"security_group": {"name": "z"}}, headers=P1)
+    assert r.status_code == 200
+    assert client.delete(f"{RULES}/{rule['id']}", headers=P1).status_code == 204
+    assert client.delete(f"{SG}/{mine['id']}", headers=P1).status_code == 204
+    assert client.delete(f"{SG}/{sg['id']}", headers=P1).status_code == 204
 
 
 def test_reader_cannot_write(client: TestClient) -> None:
@@ -717,6 +752,21 @@ def test_reader_cannot_write(client: TestClient) -> None:
     ):
         r = client.request(method, url, json=body, headers=READER)
         assert r.status_code == 403 and error_type(r) == "PolicyNotAuthorized", (method, url)
+    # A member of the same project makes each of these writes.
+    for method, url, body, status in (
+        ("POST", SG, {"security_group": {"name": "r"}}, 201),
+        ("PUT", f"{SG}/{sg['id']}", {"security_group": {"name": "r"}}, 200),
+        (
+            "POST",
+            RULES,
+            {"security_group_rule": {"security_group_id": sg["id"], "direction": "ingress"}},
+            201,
+        ),
+        ("DELETE", f"{RULES}/{sg['security_group_rules'][0]['id']}", None, 204),
+        ("DELETE", f"{SG}/{sg['id']}", None, 204),
+    ):
+        r = client.request(method, url, json=body, headers=P1)
+        assert r.status_code == status, (method, url, r.text)
 
 
 # ---- quotas -------------------------------------------------------------------------------

@@ -349,6 +349,14 @@ def test_project_isolation(client: TestClient) -> None:
     failure(r, 403, "PolicyNotAuthorized")
     # An admin sees everything.
     assert len(client.get("/v2.0/subnets").json()["subnets"]) == 1
+    # The owner's same requests succeed.
+    assert client.get(f"/v2.0/subnets/{s['id']}", headers=p1).status_code == 200
+    assert [x["id"] for x in client.get("/v2.0/subnets", headers=p1).json()["subnets"]] == [s["id"]]
+    r = client.put(f"/v2.0/subnets/{s['id']}", json={"subnet": {"name": "x"}}, headers=p1)
+    assert r.status_code == 200
+    r = post_subnet(client, headers=p1, network_id=n, cidr="10.9.0.0/24", ip_version=4)
+    assert r.status_code == 201, r.text
+    assert client.delete(f"/v2.0/subnets/{s['id']}", headers=p1).status_code == 204
 
 
 def subnet_as(client: TestClient, headers: dict[str, str], network_id: str) -> dict[str, Any]:

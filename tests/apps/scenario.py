@@ -30,14 +30,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from wyvern.apps.base import App
-from wyvern.controller.view import Binding, Kind, LocalView, record_from_obj
+from wyvern.model.view import Binding, Kind, LocalView, record_from_obj
 
 __all__ = ["record_from_obj"]  # re-exported for tests that replace one object
-from wyvern.southbound import pipeline
-from wyvern.southbound.cookies import AppName, CookieIndex, encode
-from wyvern.southbound.ir import Flow, Goto, table
-from wyvern.southbound.packet import Packet
-from wyvern.southbound.simulator import Conntrack, Simulator, Trace
+from wyvern.ir import Flow, Goto, pipeline, table
+from wyvern.ir.cookies import AppName, CookieIndex, encode
+from wyvern.ir.misses import miss_flows
+from wyvern.ir.packet import Packet
+from wyvern.ir.simulator import Conntrack, Simulator, Trace
 
 Obj = dict[str, Any]
 
@@ -285,22 +285,19 @@ def l2_apps() -> list[App]:
     return [cls() for cls in L2_APPS]
 
 
-def _covered_stages(apps: Sequence[App]) -> set[str]:
-    names = {a.name for a in apps}
-    covered: set[str] = {s.name for s in pipeline.PIPELINE if s.owner in names}
-    for a in apps:
-        covered.update(f.stage for f in a.global_flows())
-    return covered
-
-
 def passthrough_for_missing_apps(apps: Sequence[App]) -> list[Flow]:
-    """Priority-0 "go to the next stage" flows for stages no app in `apps` owns (so, for
-    example, L2 tests run without the security-group app). Router stages (direction "l3")
-    get nothing: without the L3 app a packet for a router MAC is dropped at router_input."""
-    out: list[Flow] = []
-    covered = _covered_stages(apps)
+    """The stage defaults a run with only some apps needs. With the pipeline's own app
+    ("pipeline") present, none: it emits every stage's declared miss. Without it, the
+    declared miss of each stage whose owner runs, and a priority-0 "go to the next stage"
+    for the other stages (so, for example, L2 tests run without the security-group app).
+    Router stages (direction "l3") of absent owners get nothing: without the L3 app a
+    packet for a router MAC is dropped at router_input."""
+    names = {a.name for a in apps}
+    if "pipeline" in names:
+        return []
+    out: list[Flow] = [f for f in miss_flows() if pipeline.stage(f.stage).owner in names]
     for st in pipeline.PIPELINE:
-        if st.name in covered or st.direction == "l3":
+        if st.owner in names or st.direction == "l3":
             continue  # a router stage without its app: a table miss drops
         forward = [n for n in st.next if pipeline.is_forward(st.name, n)]
         if not forward:

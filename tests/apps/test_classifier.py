@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from tests.apps import scenario as sc
-from wyvern.apps.classifier import Classifier, port_ct_zone
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import Load
+from wyvern.apps.classifier import Classifier
+from wyvern.apps.common import port_ct_zone
+from wyvern.ir import Load
+from wyvern.ir import packet as pk
 
 MAC_A, MAC_B = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b"
 

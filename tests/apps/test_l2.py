@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tests.apps import scenario as sc
 from wyvern.apps.l2 import L2
-from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import Load
+from wyvern.ir import Load
+from wyvern.ir import packet as pk
+from wyvern.model.view import LocalView
 
 MAC_A, MAC_B, MAC_C = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:0c"
 MAC_R = "fa:16:3e:00:00:f1"
@@ -77,15 +77,17 @@ def test_overlapping_networks_are_isolated() -> None:
     assert all(p in (11, 12) for p in out.ports)
 
 
-def test_remote_port_is_not_output_locally_yet() -> None:
+def test_a_remote_port_on_no_known_chassis_is_not_output_locally() -> None:
     s = sc.Scenario(two_networks(), apps=sc.l2_apps())
+    assert s.outcome(pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")).ports == [2]
     out = s.outcome(pk.icmp_echo(1, MAC_A, "fa:16:3e:00:00:99", "10.0.0.5", "10.0.0.8"))
-    assert out.dropped, out.trace.format()  # TODO(tunnels)
+    assert out.dropped, out.trace.format()
 
 
 def test_unknown_in_port_and_unbound_port_are_dropped() -> None:
     view = two_networks()
     s = sc.Scenario(view, apps=sc.l2_apps())
+    assert s.outcome(pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")).ports == [2]
     assert s.outcome(pk.icmp_echo(42, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")).dropped
     sc.unbind(view, "b")
     s.refresh()
@@ -96,6 +98,9 @@ def test_unknown_in_port_and_unbound_port_are_dropped() -> None:
 
 
 def test_admin_down_port_neither_sends_nor_receives() -> None:
+    up = sc.Scenario(two_networks(), apps=sc.l2_apps())
+    assert up.outcome(pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")).ports == [2]
+    assert up.outcome(pk.icmp_echo(2, MAC_B, MAC_A, "10.0.0.6", "10.0.0.5")).ports == [1]
     view = two_networks()
     b = sc.port("b", "n1", key=2, mac=MAC_B, ips=["10.0.0.6"], admin_state_up=False)
     b["fixed_ips"][0]["subnet_id"] = "s1"

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Binding, Change, Kind, LocalView, record_from_obj
-from wyvern.southbound.ir import Flow
+from wyvern.ir import Flow
+from wyvern.model.view import Binding, Change, Kind, LocalView, record_from_obj
 
 NETS = ["n0", "n1", "n2"]
 SUBNETS = ["s0", "s1", "s2", "s3"]

@@ -12,7 +12,6 @@ same scenarios through every app run where tests/apps/scenario.py exists.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterable
@@ -29,16 +28,17 @@ from wyvern.apps.base import App, Owner
 from wyvern.apps.l3 import L3App
 from wyvern.apps.nat import NatApp
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
-from wyvern.controller.view import Binding, LocalView, record_from_obj
-from wyvern.southbound import packet as pk
+from wyvern.ir import PORT_IN_PORT, Flow, Goto, Load, Output, pipeline, table
+from wyvern.ir import packet as pk
+from wyvern.ir.cookies import encode
+from wyvern.ir.misses import miss_flows
+from wyvern.ir.packet import Packet
+from wyvern.ir.render import render_flow
+from wyvern.ir.simulator import Simulator, Trace
+from wyvern.model.view import Binding, LocalView, record_from_obj
 from wyvern.southbound import vif
-from wyvern.southbound.cookies import encode
 from wyvern.southbound.installer import FlowInstaller
-from wyvern.southbound.ir import PORT_IN_PORT, Flow, Goto, Load, Output, table
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.packet import Packet
-from wyvern.southbound.render import render_flow
-from wyvern.southbound.simulator import Simulator, Trace
 
 __all__ = ["ovs"]  # the real-OVS fixture, imported for pytest
 
@@ -168,7 +168,8 @@ def all_flows(view: LocalView, apps: Iterable[App]) -> list[Flow]:
 
 
 def simulate(view: LocalView) -> Simulator:
-    return Simulator([*stub_flows(view), *all_flows(view, [L3App(), NatApp()])])
+    misses = [f for f in miss_flows() if pipeline.stage(f.stage).owner in ("l3", "nat")]
+    return Simulator([*stub_flows(view), *all_flows(view, [L3App(), NatApp()]), *misses])
 
 
 # ------------------------------------------------------------------ the topology
@@ -251,6 +252,8 @@ def test_ping_router_interface_is_answered() -> None:
 
 def test_other_traffic_to_the_router_is_dropped() -> None:
     sim = simulate(two_subnets())
+    echo = sim.run(pk.icmp_echo(OF_A, MAC_A, MAC_R1, "10.0.1.5", "10.0.2.1"))
+    assert delivered(echo, OF_A)["icmp_type"] == 0  # the router answers pings
     t = sim.run(pk.tcp(OF_A, MAC_A, MAC_R1, "10.0.1.5", "10.0.2.1", 1, 22))
     assert t.dropped, t.format()
 
@@ -410,7 +413,7 @@ def test_ipv6_routed_and_ping() -> None:
     assert hop1.dropped
 
 
-@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl is not installed")
+@pytest.mark.system
 def test_ovs_ofctl_accepts_the_flows(tmp_path: Path) -> None:
     view = two_subnets(routes=[("0.0.0.0/0", "10.0.2.6"), ("192.168.50.0/24", "10.0.2.5")])
     v6 = {"network": net("n6", 106), "subnet": subnet("s6", "n6", "2001:db8:6::/64")}
@@ -526,23 +529,8 @@ def test_incremental_equals_full_recompute(
 
 
 def _e2e_apps() -> list[App]:
-    """Every app (wyvern.apps.ALL_APPS once it exists), with ours included."""
-    import wyvern.apps as apps_pkg
-
-    if hasattr(apps_pkg, "ALL_APPS"):
-        apps = sc.default_apps()
-    else:
-        from wyvern.apps.classifier import Classifier
-        from wyvern.apps.defaults import PipelineDefaults
-        from wyvern.apps.l2 import L2
-        from wyvern.apps.output import OutputApp
-        from wyvern.apps.port_security import PortSecurity
-        from wyvern.apps.services import Services
-
-        apps = [PipelineDefaults(), Classifier(), PortSecurity(), Services(), L2(), OutputApp()]
-    names = {a.name for a in apps}
-    apps += [a for a in (L3App(), NatApp()) if a.name not in names]
-    return apps
+    """Every app the agent runs (wyvern.apps.ALL_APPS, L3 and NAT included)."""
+    return sc.default_apps()
 
 
 E2E_MAC = {"a": MAC_A, "b": MAC_B, "c": MAC_C, "r1": MAC_R1, "r2": MAC_R2}
@@ -615,7 +603,7 @@ def test_e2e_extra_route_and_interface_removal() -> None:
 # ------------------------------------------------------------------ on a real Open vSwitch
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_routing_on_real_ovs(ovs: OvsInstance) -> None:
     """Two VMs in two subnets joined by the router: ping across it, ping the router's far
     interface, and a TTL-1 packet goes nowhere (punted; no controller here)."""
@@ -658,6 +646,7 @@ def test_routing_on_real_ovs(ovs: OvsInstance) -> None:
         assert ping(a, "10.0.2.5")
         assert ping(b, "10.0.1.5")
         assert ping(a, "10.0.2.1")  # answered by router_input
+        assert ping(a, "10.0.2.5", "-t", "2", count=1)  # one hop: TTL 2 is enough
         assert not ping(a, "10.0.2.5", "-t", "1", count=1)  # TTL expires at the router
     finally:
         for v in plugged:

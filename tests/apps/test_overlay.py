@@ -6,10 +6,11 @@ from __future__ import annotations
 import ipaddress
 
 from tests.apps import scenario as sc
-from wyvern.apps.overlay import FLOOD_OPTION, TUNNEL_OFPORTS
-from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
-from wyvern.southbound.packet import Packet
+from wyvern.apps.overlay import FLOOD_OPTION
+from wyvern.ir import packet as pk
+from wyvern.ir.ofports import TUNNEL_OFPORTS
+from wyvern.ir.packet import Packet
+from wyvern.model.view import LocalView
 
 MAC_A, MAC_B, MAC_C, MAC_D = (f"fa:16:3e:00:00:0{c}" for c in "abcd")
 MAC_R1, MAC_R2 = "fa:16:3e:00:00:f1", "fa:16:3e:00:00:f2"
@@ -98,6 +99,9 @@ def test_a_flood_from_a_tunnel_reaches_local_ports_and_is_not_sent_on() -> None:
 
 
 def test_ports_on_an_unknown_chassis_get_no_tunnel_and_no_flood_copy() -> None:
+    known = sc.Scenario(two_chassis_view(), apps=sc.default_apps())
+    ping = pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")
+    assert known.outcome(ping).ports == [GENEVE]  # on a known chassis: tunnelled
     view = two_chassis_view()
     place(view, {"b": "hv9", "d": "hv9"})  # a chassis the view does not know
     s = sc.Scenario(view, apps=sc.default_apps())
@@ -123,9 +127,11 @@ def test_vxlan_carries_the_network_key_and_the_receiver_looks_up_the_mac() -> No
 
 def test_a_chassis_without_the_encap_gets_no_tunnel() -> None:
     view = two_chassis_view("vxlan")
+    ping = pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")
+    assert sc.Scenario(view, apps=sc.default_apps()).outcome(ping).ports == [VXLAN]
     view.apply("chassis", "hv2", sc.record_from_obj("chassis", chassis("hv2", IP_HV2, ("geneve",))))
     s = sc.Scenario(view, apps=sc.default_apps())
-    assert s.outcome(pk.icmp_echo(1, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")).dropped
+    assert s.outcome(ping).dropped
 
 
 def test_routed_to_a_remote_port_is_routed_here_and_tunnelled_to_its_chassis() -> None:

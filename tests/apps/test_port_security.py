@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,9 @@ import pytest
 from tests.apps import scenario as sc
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.punts import PUNT_ND_NS
-from wyvern.controller.view import Binding, LocalView
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import ETH_TYPE_IPV6, IPPROTO_ICMPV6
+from wyvern.ir import ETH_TYPE_IPV6, IPPROTO_ICMPV6
+from wyvern.ir import packet as pk
+from wyvern.model.view import Binding, LocalView
 
 MAC_A, MAC_B, MAC_C = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:0c"
 VIP_MAC = "fa:16:3e:00:00:ee"
@@ -315,10 +314,10 @@ def test_a_port_costs_few_flows() -> None:
     assert len(PortSecurity().flows(v, ("port", "a"))) == 11
 
 
-@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl is not installed")
+@pytest.mark.system
 def test_ovs_ofctl_accepts_every_port_security_flow(tmp_path: Path) -> None:
     from wyvern.apps.port_security import PortSecurity
-    from wyvern.southbound.render import render_flow
+    from wyvern.ir.render import render_flow
 
     v = view(
         allowed_address_pairs=[

@@ -5,12 +5,11 @@ tunnel; frames from the physical network reach the right network's ports only.""
 from __future__ import annotations
 
 from tests.apps import scenario as sc
-from wyvern.apps.overlay import TUNNEL_OFPORTS
-from wyvern.apps.provider import PATCH_OFPORT_BASE, patch_ofports
-from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import VLAN_PRESENT
-from wyvern.southbound.packet import Packet
+from wyvern.ir import VLAN_PRESENT
+from wyvern.ir import packet as pk
+from wyvern.ir.ofports import PATCH_OFPORT_BASE, TUNNEL_OFPORTS, patch_ofports
+from wyvern.ir.packet import Packet
+from wyvern.model.view import LocalView
 
 MAC_A, MAC_B, MAC_C, MAC_D, MAC_H = (f"fa:16:3e:00:00:0{c}" for c in "abcdf")
 MAPPINGS = {"physnet1": "br-ex", "physnet2": "br-ex2"}
@@ -105,6 +104,7 @@ def test_a_tagged_frame_from_the_patch_reaches_the_vm_untagged() -> None:
 def test_frames_with_another_vlan_or_untagged_are_dropped() -> None:
     s = sc.Scenario(view_of(provider("n1", 100, "vlan", "physnet1", 101)))
     echo = pk.icmp_echo(0, MAC_H, MAC_A, "10.0.0.9", "10.0.0.5")
+    assert s.outcome(from_patch(echo, vlan=101)).ports == [1]  # the network's own VLAN
     assert s.outcome(from_patch(echo, vlan=102)).dropped
     assert s.outcome(from_patch(echo)).dropped  # untagged
     assert s.outcome(from_patch(echo, PATCH2, vlan=101)).dropped  # another physnet
@@ -158,6 +158,8 @@ def test_without_a_bridge_mapping_for_the_physnet_nothing_leaves() -> None:
 
 
 def test_a_local_port_that_is_down_gets_nothing_not_even_by_the_physical_network() -> None:
+    up = sc.Scenario(view_of(provider("n1", 100, "vlan", "physnet1", 101)))
+    assert up.outcome(pk.icmp_echo(1, MAC_A, MAC_C, "10.0.0.5", "10.0.0.7")).ports == [3]
     view = view_of(provider("n1", 100, "vlan", "physnet1", 101))
     down = sc.port("c", "n1", key=3, mac=MAC_C, ips=[("s1", "10.0.0.7")], admin_state_up=False)
     view.apply("port", "c", sc.record_from_obj("port", down))

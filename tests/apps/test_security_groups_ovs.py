@@ -17,12 +17,12 @@ from tests.apps import scenario as sc
 from tests.southbound.conftest import VM, VmFactory, in_netns, ovs, vms  # noqa: F401
 from wyvern.apps.base import App
 from wyvern.apps.security_groups import SecurityGroups
-from wyvern.controller.view import LocalView, record_from_obj
+from wyvern.ir.render import render_flow
+from wyvern.model.view import LocalView, record_from_obj
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.render import render_flow
 
-pytestmark = pytest.mark.ovs
+pytestmark = pytest.mark.system
 
 SERVER = textwrap.dedent(
     """
@@ -85,20 +85,27 @@ def scenario_view(client: VM, server: VM) -> LocalView:
 
 @pytest.fixture
 def tcp_server(vms: VmFactory) -> Iterator[tuple[VM, VM]]:  # noqa: F811
+    """Both VMs listen (the server on 22 and 23, the client on 22): a refused connection
+    is then the flows' doing, never a missing listener's."""
     client, server = vms(1), vms(2)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", server.netns, sys.executable, "-c", SERVER, "22", "23"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    procs = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", vm.netns, sys.executable, "-c", SERVER, *ports],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for vm, ports in ((server, ("22", "23")), (client, ("22",)))
+    ]
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready", proc.stderr
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr
         yield client, server
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def connect(vm: VM, ip: str, port: int) -> str:
@@ -117,9 +124,15 @@ def test_conntrack_admits_refuses_and_tracks(
 ) -> None:
     client, server = tcp_server
     view = scenario_view(client, server)
-    flows = sc.all_flows(view, apps())
     installer = FlowInstaller(ovs)
-    installer.sync([render_flow(f) for f in flows])
+    # Without the security-group app every probe below succeeds: each refusal after it
+    # is the groups' doing.
+    installer.sync([render_flow(f) for f in sc.all_flows(view, sc.l2_apps())])
+    assert connect(client, server.ip, 23) == "hello 23"
+    assert ping(server, client.ip)
+    assert connect(server, client.ip, 22) == "hello 22"
+
+    installer.sync([render_flow(f) for f in sc.all_flows(view, apps())])
 
     # TCP 22: admitted; the SYN-ACK and the data come back through conntrack only
     assert connect(client, server.ip, 22) == "hello 22"
@@ -139,3 +152,44 @@ def test_conntrack_admits_refuses_and_tracks(
     stats = installer.sync([render_flow(f) for f in sc.all_flows(view, apps())])
     assert 0 < stats.changed < 10, stats
     assert connect(client, server.ip, 23) == "hello 23"
+
+
+def test_sctp_port_ranges_are_enforced_by_ovs(
+    ovs: OvsInstance,  # noqa: F811
+    vms: VmFactory,  # noqa: F811
+) -> None:
+    """OVS classifies SCTP by the masked sctp_dst matches of a port range (stateless
+    groups, so ofproto/trace shows the whole path without conntrack)."""
+    client, server = vms(1), vms(2)
+    view = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s1", "n1", "10.0.0.0/24")],
+        ports=[
+            sc.port(client.vif.port_id, "n1", 1, client.mac, [client.ip], security_groups=["c"]),
+            sc.port(server.vif.port_id, "n1", 2, server.mac, [server.ip], security_groups=["s"]),
+        ],
+        security_groups=[
+            sc.security_group("c", stateful=False),
+            sc.security_group("s", stateful=False),
+        ],
+        rules=[
+            sc.rule("out", "c", "egress"),
+            sc.rule(
+                "sctp", "s", "ingress", protocol="sctp", port_range_min=1000, port_range_max=1999
+            ),
+        ],
+        local={client.vif.port_id: client.ofport, server.vif.port_id: server.ofport},
+    )
+    FlowInstaller(ovs).sync([render_flow(f) for f in sc.all_flows(view, apps())])
+
+    def admitted(proto: str, dport: int) -> bool:
+        packet = (
+            f"in_port={client.ofport},{proto},dl_src={client.mac},dl_dst={server.mac},"
+            f"nw_src={client.ip},nw_dst={server.ip},nw_ttl=64,{proto}_src=40000,{proto}_dst={dport}"
+        )
+        trace = ovs.appctl("ofproto/trace", "br-int", packet)
+        return f"output:{server.ofport}" in trace
+
+    assert admitted("sctp", 1000) and admitted("sctp", 1500) and admitted("sctp", 1999)
+    assert not admitted("sctp", 999) and not admitted("sctp", 2000)
+    assert not admitted("tcp", 1500)  # the range is SCTP's only

@@ -11,9 +11,9 @@ from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
 from wyvern.apps.services import Services
-from wyvern.controller.view import Kind, LocalView, record_from_obj
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import ETH_TYPE_ARP, Flow
+from wyvern.ir import ETH_TYPE_ARP, Flow
+from wyvern.ir import packet as pk
+from wyvern.model.view import Kind, LocalView, record_from_obj
 
 MAC_A, MAC_B, MAC_R = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b", "fa:16:3e:00:00:f1"
 MAC_REMOTE = "fa:16:3e:00:00:99"
@@ -100,6 +100,8 @@ def test_dhcp_is_not_punted_when_dhcp_is_disabled() -> None:
 
 def test_spoofed_dhcp_is_dropped_before_the_punt() -> None:
     s = sc.Scenario(view(dhcp=True), apps=sc.l2_apps())
+    own = s.run(pk.udp(2, MAC_B, BCAST, "0.0.0.0", "255.255.255.255", 68, 67))
+    assert [p.userdata for p in own.punts] == [bytes([PUNT_DHCP4])]  # b's own MAC: punted
     trace = s.run(pk.udp(1, MAC_B, BCAST, "0.0.0.0", "255.255.255.255", 68, 67))
     assert trace.dropped and not trace.punts
 

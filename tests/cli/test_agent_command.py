@@ -124,8 +124,7 @@ def _imported(log: str) -> set[str]:
     }
 
 
-@pytest.mark.ovs
-@pytest.mark.etcd
+@pytest.mark.system
 def test_a_running_agent_on_etcd_loads_no_eventlet_nor_os_ken(etcd_endpoint: str) -> None:
     """The real process on etcd and a private OVS, its packet-in channel up, never loaded
     eventlet (futurist, which etcd3gw imports, would: ~19 MiB RSS with greenlet, dnspython)

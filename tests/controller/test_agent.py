@@ -17,11 +17,12 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from tests import system
 from tests.api.conftest import create, make_client
-from tests.southbound.conftest import in_netns, missing_prereq, unique
+from tests.southbound.conftest import in_netns, unique
 from wyvern.controller.agent import Agent
-from wyvern.controller.chassis import ChassisInfo, chassis_key, registry_key
-from wyvern.controller.sync import status_key
+from wyvern.controller.chassis import ChassisInfo
+from wyvern.model.keys import chassis_key, registry_key, status_key
 from wyvern.nb.sqlite import SqliteStore
 from wyvern.southbound import vif
 from wyvern.southbound.ovs import OvsInstance, netns_exists
@@ -35,11 +36,9 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, SqliteStore]]:
 
 
 @pytest.fixture
-def ovs() -> Iterator[OvsInstance]:
+def ovs(request: pytest.FixtureRequest) -> Iterator[OvsInstance]:
     """A private OVS with br-int in its own netns (as tests/southbound's fixture)."""
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+    system.require(request)
     instance = OvsInstance.start(netns=unique("wvt-agt-"))
     try:
         instance.ensure_bridge("br-int")
@@ -66,6 +65,7 @@ def status(store: SqliteStore, port: dict[str, Any]) -> dict[str, Any] | None:
     return orjson.loads(kv.value) if kv else None
 
 
+@pytest.mark.system
 def test_agent_binds_plugged_ports_installs_flows_and_reports_active(
     api: tuple[TestClient, SqliteStore], ovs: OvsInstance
 ) -> None:
@@ -105,7 +105,9 @@ def test_agent_binds_plugged_ports_installs_flows_and_reports_active(
             ping = in_netns(ns1, "ping", "-c", "3", "-i", "0.2", "-W", "2", ip2)
             assert ping.returncode == 0, ping.stdout + ping.stderr
 
-            # A restarted agent (same OVS) reads the switch and sends nothing.
+            # A restarted agent (same OVS) reads the switch and sends nothing (this one sent
+            # the flows and the statuses).
+            assert agent.stats.flows_sent > 0 and agent.stats.status_writes > 0
             agent.stop()
             again = Agent(store, ovs, info, lease_ttl=3, poll_interval=0.05, packet_in=False)
             again.start()

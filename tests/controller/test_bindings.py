@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from wyvern.controller.bindings import StatusWriter
-from wyvern.controller.sync import STATUS_PORTS, status_key
+from wyvern.model.keys import STATUS_PORTS, status_key
 from wyvern.nb.memory import MemoryStore
 from wyvern.nb.store import Put, Store
 

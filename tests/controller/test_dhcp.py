@@ -16,7 +16,7 @@ from os_ken.lib.packet import ethernet, ipv4, packet, udp
 from wyvern.apps import punts
 from wyvern.controller import dhcp
 from wyvern.controller.packetin import PacketInDispatcher, TokenBucket
-from wyvern.controller.view import Binding, LocalView, Network, Port, Subnet
+from wyvern.model.view import Binding, LocalView, Network, Port, Subnet
 from wyvern.southbound.ofchannel import PacketIn
 
 CLIENT_MAC = "fa:16:3e:00:00:05"

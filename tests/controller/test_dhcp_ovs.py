@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests.dhcpclients import DHCLIENT_SCRIPT, UDHCPC_SCRIPT
-from tests.southbound.conftest import in_netns, missing_prereq, ovs, unique  # noqa: F401
+from tests.southbound.conftest import in_netns, ovs, unique  # noqa: F401
 from wyvern.apps import punts
 from wyvern.controller.packetin import PacketInDispatcher
-from wyvern.controller.view import Binding, LocalView, Network, Port, Subnet
+from wyvern.model.view import Binding, LocalView, Network, Port, Subnet
 from wyvern.southbound import vif
 from wyvern.southbound.ofchannel import OfChannel
 from wyvern.southbound.ovs import OvsInstance
@@ -33,12 +33,7 @@ MTU = 1400
 NET_ID, SUBNET_ID = "net-dhcp", "subnet-dhcp"
 
 
-@pytest.fixture(autouse=True)
-def _prereq() -> Iterator[None]:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
-    yield
+pytestmark = pytest.mark.system
 
 
 def make_view() -> LocalView:

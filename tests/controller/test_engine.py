@@ -1,24 +1,27 @@
 """The incremental engine equals a full recompute, after any sequence of changes.
 
 Changes go through the sync layer's reference rules (as in the agent), so apps only ever
-see views the agent can produce. The real apps are whatever wyvern.apps.ALL_APPS lists
-(plus the security-group and L3 apps when they exist); a small fake app checks the
-engine's own bookkeeping.
+see views the agent can produce. The real apps are the ones the agent runs
+(wyvern.apps.ALL_APPS); a small fake app checks the engine's own bookkeeping.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wyvern import apps as apps_pkg
 from wyvern.apps.base import App, Owner
 from wyvern.controller.engine import Engine, compute_full, default_apps
 from wyvern.controller.sync import Sync
-from wyvern.controller.view import (
+from wyvern.ir import Flow, Output, cookies, match, table
+from wyvern.ir.render import render_flow
+from wyvern.model.view import (
     AddressPair,
     Binding,
     Change,
@@ -34,9 +37,6 @@ from wyvern.controller.view import (
     Subnet,
 )
 from wyvern.nb.memory import MemoryStore
-from wyvern.southbound import cookies
-from wyvern.southbound.ir import Flow, Output, match, table
-from wyvern.southbound.render import render_flow
 
 
 class FakeL2(App):
@@ -71,26 +71,6 @@ class FakeL2(App):
             p = view.ports.get(change.id)
             return [("network", p.network_id)] if p else []
         return []
-
-
-def real_apps() -> list[App]:
-    apps = default_apps()
-    names = {a.name for a in apps}
-    # Apps being written in parallel: include them when they exist and ALL_APPS lacks them.
-    for module, attr in (
-        ("wyvern.apps.security_groups", "SecurityGroups"),
-        ("wyvern.apps.l3", "L3"),
-        ("wyvern.apps.nat", "Nat"),
-    ):
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        app = cls()
-        if app.name not in names:
-            apps.append(app)
-            names.add(app.name)
-    return apps
 
 
 # ---- a small universe of ids, so random operations collide and reference each other ----
@@ -323,13 +303,28 @@ def run_sequence(apps: list[App], ops: list[tuple[str, str, Any]]) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OPS)
 def test_incremental_equals_full_recompute_with_the_real_apps(ops: list[Any]) -> None:
-    run_sequence(real_apps(), ops)
+    run_sequence(default_apps(), ops)
 
 
 @settings(max_examples=40, deadline=None)
 @given(OPS)
 def test_incremental_equals_full_recompute_with_a_fake_app(ops: list[Any]) -> None:
     run_sequence([FakeL2()], ops)
+
+
+def test_the_agent_runs_every_app_defined_in_wyvern_apps() -> None:
+    """An app left out of ALL_APPS would compute nothing in the agent, and these
+    incremental == full tests would never see it."""
+    defined = set()
+    for info in pkgutil.iter_modules(apps_pkg.__path__, "wyvern.apps."):
+        module = importlib.import_module(info.name)
+        defined |= {
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, App) and obj is not App
+        }
+    assert len(defined) >= 9
+    assert {type(app) for app in default_apps()} == defined
 
 
 def test_engine_keeps_only_owners_with_flows_and_renders_them() -> None:
@@ -362,7 +357,7 @@ def test_a_burst_applied_to_the_view_first_then_to_the_engine_equals_full(
 ) -> None:
     """The agent applies a whole burst of store batches to the view, then computes: each
     change is then seen against the view after the burst, not after itself."""
-    apps = real_apps()
+    apps = default_apps()
     view = LocalView(chassis_name="c1")
     sync = Sync(MemoryStore(), view)
     engine = Engine(apps)

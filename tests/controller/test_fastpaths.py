@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from tests.apps import scenario as sc
+from wyvern import ir
 from wyvern.controller.engine import Engine, compute_full
-from wyvern.controller.view import Binding, LocalView, record_from_obj
-from wyvern.southbound import ir, render
-from wyvern.southbound.cookies import encode
+from wyvern.ir import Goto, IRError, Output, match, render, table
+from wyvern.ir.cookies import encode
+from wyvern.model.view import Binding, LocalView, record_from_obj
 from wyvern.southbound.flowtext import RenderedLines, parse_rendered
-from wyvern.southbound.ir import Goto, IRError, Output, match, table
 
 
 def _mac(i: int) -> str:
@@ -129,13 +129,16 @@ def test_warm_render_is_byte_for_byte_the_cold_render() -> None:
     ],
 )
 def test_memoised_values_equal_the_uncached_parser(name: str, raw: Any) -> None:
-    ir._PARSED.clear()
-    ir._ITEMS.clear()
+    ir.fields._PARSED.clear()
+    ir.matches._ITEMS.clear()
     want = ir.parse_value_uncached(name, raw)
     for _ in range(2):
         assert ir.parse_value(name, raw) == want
         m = match(**{name: raw})
-        assert m.get(name) == (want[0], None if want[1] == (1 << ir._BITS[name]) - 1 else want[1])
+        assert m.get(name) == (
+            want[0],
+            None if want[1] == (1 << ir.fields._BITS[name]) - 1 else want[1],
+        )
 
 
 def test_memos_never_swallow_an_error() -> None:

@@ -12,9 +12,9 @@ from tests.apps import scenario as sc
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ICMP4_ERROR
 from wyvern.controller import icmp_errors
 from wyvern.controller.packetin import PacketInDispatcher, TokenBucket
-from wyvern.controller.view import LocalView
+from wyvern.ir.registers import register
+from wyvern.model.view import LocalView
 from wyvern.southbound.ofchannel import PacketIn
-from wyvern.southbound.registers import register
 
 MAC_A, MAC_R1, MAC_R2 = "fa:16:3e:00:00:0a", "fa:16:3e:00:01:01", "fa:16:3e:00:01:02"
 OF_A = 5

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import create, make_client
 from wyvern.controller.agent import Agent
 from wyvern.controller.chassis import ChassisInfo
-from wyvern.controller.interest import Interest, network_prefixes
-from wyvern.controller.sync import status_key
+from wyvern.controller.interest import Interest
+from wyvern.model.keys import network_prefixes, status_key
 from wyvern.nb.store import Store
 from wyvern.southbound.recorder import RecordingInstaller
 

@@ -19,7 +19,7 @@ from wyvern.controller.agent import Agent
 from wyvern.controller.chassis import ChassisInfo
 from wyvern.controller.engine import Engine, default_apps
 from wyvern.controller.sync import Sync
-from wyvern.controller.view import LocalView
+from wyvern.model.view import LocalView
 from wyvern.nb.store import Store
 
 TTL = 1.5

@@ -19,13 +19,13 @@ from tests.southbound.conftest import VM, VmFactory, in_netns, ovs, vms
 from wyvern.apps.punts import PUNT_ND_NS
 from wyvern.controller import nd
 from wyvern.controller.packetin import PacketInDispatcher, TokenBucket
-from wyvern.controller.view import LocalView
-from wyvern.southbound import packet as pk
+from wyvern.ir import packet as pk
+from wyvern.ir.render import render_flow
+from wyvern.ir.simulator import Punt
+from wyvern.model.view import LocalView
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ofchannel import OfChannel, PacketIn
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.render import render_flow
-from wyvern.southbound.simulator import Punt
 
 __all__ = ["ovs", "vms"]  # fixtures, imported for pytest
 
@@ -264,7 +264,7 @@ def neighbour(vm: VM, ip: str) -> str:
     return in_netns(vm.netns, "ip", "-6", "neigh", "show", ip, "dev", "eth0").stdout
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_vm_resolves_ipv6_neighbours_through_our_advertisements(
     ovs: OvsInstance,
     vms: VmFactory,

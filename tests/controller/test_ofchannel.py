@@ -13,11 +13,10 @@ import os
 import struct
 import sys
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from tests.southbound.conftest import VM, VmFactory, missing_prereq, ovs, vms  # noqa: F401
+from tests.southbound.conftest import VM, VmFactory, ovs, vms  # noqa: F401
 from wyvern.southbound.ofchannel import ChannelError, OfChannel, PacketIn, decode_oxm_fields
 from wyvern.southbound.ovs import OvsInstance
 
@@ -44,14 +43,6 @@ s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
 s.send(bytes.fromhex(sys.argv[1]))
 """
-
-
-@pytest.fixture(autouse=True)
-def _prereq() -> Iterator[None]:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
-    yield
 
 
 def punt_flow(ovs_: OvsInstance, vm: VM, *, port_key: int, net_key: int, userdata: str) -> None:
@@ -87,6 +78,7 @@ async def next_packet_in(channel: OfChannel, timeout: float = 10.0) -> PacketIn:
     return await asyncio.wait_for(first(), timeout)
 
 
+@pytest.mark.system
 def test_packet_in_with_userdata_and_registers_then_packet_out(
     ovs: OvsInstance,  # noqa: F811
     vms: VmFactory,  # noqa: F811
@@ -135,6 +127,7 @@ def test_packet_in_with_userdata_and_registers_then_packet_out(
     asyncio.run(scenario())
 
 
+@pytest.mark.system
 def test_echo_probes_keep_the_connection(ovs: OvsInstance) -> None:  # noqa: F811
     async def scenario() -> None:
         async with OfChannel(ovs.mgmt_path("br-int"), probe_interval=0.1) as channel:
@@ -147,6 +140,7 @@ def test_echo_probes_keep_the_connection(ovs: OvsInstance) -> None:  # noqa: F81
     asyncio.run(scenario())
 
 
+@pytest.mark.system
 def test_reconnects_after_vswitchd_restart(ovs: OvsInstance, vms: VmFactory) -> None:  # noqa: F811
     vm1 = vms(1)
 

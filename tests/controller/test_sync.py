@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 
 from tests.api.conftest import create, make_client
-from wyvern.controller.sync import Sync, decode_key, kinds_of, status_key, wait_caught_up
-from wyvern.controller.view import Binding, LocalView
+from wyvern.controller.sync import Sync, kinds_of, wait_caught_up
+from wyvern.model.keys import status_key
+from wyvern.model.view import Binding, LocalView
 from wyvern.nb.memory import MemoryStore
 from wyvern.nb.store import Delete, Put, Store
 
@@ -42,25 +43,6 @@ def port(id_: str, net_id: str, key: int = 1, fixed: list[tuple[str, str]] = ())
         "mac_address": f"fa:16:3e:00:00:{key:02x}",
         "fixed_ips": [{"subnet_id": s, "ip_address": ip} for s, ip in fixed],
     }
-
-
-def test_keys_decode_by_the_api_layout() -> None:
-    assert decode_key("/wyvern/networks/n1") is not None
-    d = decode_key("/wyvern/ports/n1/p1")
-    assert d is not None and (d.kind, d.id) == ("port", "p1")
-    d = decode_key("/wyvern/security_group_rules/sg/r1")
-    assert d is not None and (d.kind, d.id) == ("security_group_rule", "r1")
-    d = decode_key(status_key("n1", "p1"))
-    assert d is not None and (d.kind, d.id) == ("status", "p1")
-    assert decode_key("/wyvern/status/ports/p1") is None  # (an older layout)
-    for ignored in (
-        "/wyvern/uniq/mac/n1/fa:16:3e:00:00:01",
-        "/wyvern/index/ports/p1",
-        "/wyvern/owner/proj/ports/p1",
-        "/wyvern/quotas/proj",
-        "/other/networks/n1",
-    ):
-        assert decode_key(ignored) is None, ignored
 
 
 def test_follows_what_the_api_writes(store: Store) -> None:

@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 import requests
 
+from tests import system
 from tests.harness import ApiServer, Proc, process_env, spawn, start_api, wyvern_command
-from tests.southbound.conftest import in_netns, keep, missing_prereq, unique
+from tests.southbound.conftest import in_netns, keep, unique
 from wyvern.southbound import vif
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
@@ -215,10 +216,8 @@ def _remove_dir(path: Path) -> None:
 
 
 @pytest.fixture
-def chassis(tmp_path: Path) -> Iterator[Chassis]:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+def chassis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Chassis]:
+    system.require(request)
     run_dir = tmp_path / "run"
     ovs = OvsInstance.start(netns=unique("wve-ovs-"))
     api: ApiServer | None = None

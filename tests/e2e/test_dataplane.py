@@ -18,9 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.dhcpclients import DHCLIENT_SCRIPT, UDHCPC_SCRIPT
 from tests.e2e.conftest import Chassis, kill_proc
 from tests.southbound.conftest import in_netns
+
+pytestmark = pytest.mark.system
 
 PY = sys.executable
 
@@ -205,14 +209,21 @@ def test_dhclient_and_udhcpc_get_address_router_and_mtu(chassis: Chassis) -> Non
 def test_a_subnet_without_dhcp_gives_no_lease(chassis: Chassis) -> None:
     c = chassis
     net = c.post("networks", name="nodhcp")
-    c.post("subnets", network_id=net["id"], cidr="10.52.0.0/24", ip_version=4, enable_dhcp=False)
+    sub = c.post("subnets", network_id=net["id"], cidr="10.52.0.0/24", ip_version=4)
     p1 = c.post("ports", network_id=net["id"], name="isc")
     p2 = c.post("ports", network_id=net["id"], name="busybox")
     ns1, ns2 = c.plug(p1, static_ip=False), c.plug(p2, static_ip=False)
     c.wait_active(p1)
     c.wait_active(p2)
     work = dhcp_dir(c, timeout=3)
+    # The probe works: with DHCP on, udhcpc gets its lease.
+    out = udhcpc(ns2, work, tries=3)
+    assert out.returncode == 0, out.stdout + out.stderr + c.agent_log()
+    assert read_env(work / "udhcpc.bound")["ip"] == ip_of(p2)
+    (work / "udhcpc.bound").unlink()
 
+    c.put("subnets", sub["id"], enable_dhcp=False)
+    eventually(lambda: udhcpc(ns2, work, tries=2).returncode != 0, "no lease once DHCP is off")
     out = udhcpc(ns2, work, tries=3)
     assert out.returncode != 0, out.stdout + out.stderr
     assert not (work / "udhcpc.bound").exists()
@@ -233,7 +244,6 @@ def test_routed_ping_tcp_and_ttl_exceeded(chassis: Chassis) -> None:
     sub_b = c.post("subnets", network_id=net_b["id"], cidr="10.62.0.0/24", ip_version=4)
     pa, ns_a = c.vm(net_a, "a")
     pb, ns_b = c.vm(net_b, "b")
-    assert not pings(ns_a, ip_of(pb))  # no router yet
 
     # The router comes after the VMs: the running agent routes from then on.
     router = c.post("routers", name="r")
@@ -272,14 +282,21 @@ def test_changes_made_while_the_agent_is_down_apply_when_it_returns(chassis: Cha
     sub_a = c.post("subnets", network_id=net_a["id"], cidr="10.63.0.0/24", ip_version=4)
     sub_b = c.post("subnets", network_id=net_b["id"], cidr="10.64.0.0/24", ip_version=4)
     _, ns_a = c.vm(net_a, "a")
-    pb, _ = c.vm(net_b, "b")
+    pb, ns_b = c.vm(net_b, "b")
+    router = c.post("routers", name="r")
+    for sub in (sub_a, sub_b):
+        c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    eventually(lambda: pings(ns_a, ip_of(pb)), "a ping across the router")
+    c.action("routers", router["id"], "remove_router_interface", subnet_id=sub_b["id"])
+    eventually(lambda: not pings(ns_a, ip_of(pb)), "no route once the interface is gone")
     assert c.agent is not None
     c.agent.signal(signal.SIGKILL)
     c.agent.process.wait(timeout=10)
 
-    router = c.post("routers", name="r")
-    for sub in (sub_a, sub_b):
-        c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub_b["id"])
+    # (the new interface has a new MAC: the VMs forget the old one, as after a reboot)
+    for ns in (ns_a, ns_b):
+        assert in_netns(ns, "ip", "neigh", "flush", "all").returncode == 0
     assert not pings(ns_a, ip_of(pb))  # nobody programs the switch meanwhile
 
     c.start_agent()
@@ -388,6 +405,7 @@ def test_port_security_drops_spoofed_ip_and_mac_and_allows_address_pairs(
     send("spoofed-ip", vip)
     eventually(lambda: delivered("legit-2", ip1), "the marker after the spoofed IP")
     assert "spoofed-ip" not in arrived()
+    assert pings(ns1, ip2, "-I", ip1)  # the same ping from the port's own address
     assert not pings(ns1, ip2, "-I", vip)
 
     # Another MAC: dropped; the original MAC back: delivered again.
@@ -438,6 +456,7 @@ def test_security_group_allows_icmp_and_ssh_only_and_revokes_ping(chassis: Chass
     rule(c, sg, "ingress", protocol="tcp", port_range_min=22, port_range_max=22)
     net = net_with_subnet(c, "sg", "10.81.0.0/24")
     client, ns1 = c.vm(net, "client")  # the default group: all egress
+    _, ns3 = c.vm(net, "peer")  # the default group too
     p2, ns2 = c.vm(net, "server", security_groups=[sg["id"]])
     ip2 = ip_of(p2)
     ident_server(c, ns2, "server", 22, 23)
@@ -445,7 +464,9 @@ def test_security_group_allows_icmp_and_ssh_only_and_revokes_ping(chassis: Chass
     assert pings(ns1, ip2), ping(ns1, ip2).stdout + c.agent_log()
     assert probe(ns1, ip2, 22) == "server"
     assert probe(ns1, ip2, 23) == "timeout"
-    # The client's default group admits only its own members: the server may not ping it.
+    # The client's default group admits only its own members: a member may ping it, the
+    # server may not.
+    assert pings(ns3, ip_of(client)), ping(ns3, ip_of(client)).stdout
     assert not pings(ns2, ip_of(client))
 
     # An ongoing ping is answered, then stops being answered once its rule is deleted.
@@ -480,6 +501,8 @@ def test_stateless_group_needs_rules_both_ways(chassis: Chassis) -> None:
         c.delete("security-group-rules", r["id"])
     rule(c, sg, "ingress", protocol="tcp", port_range_min=5000, port_range_max=5000)
     reverse = rule(c, sg, "egress", protocol="tcp")
+    icmp_in = rule(c, sg, "ingress", protocol="icmp")
+    rule(c, sg, "egress", protocol="icmp")
     net = net_with_subnet(c, "sl", "10.82.0.0/24")
     _, ns1 = c.vm(net, "client")
     p2, ns2 = c.vm(net, "server", security_groups=[sg["id"]])
@@ -488,7 +511,9 @@ def test_stateless_group_needs_rules_both_ways(chassis: Chassis) -> None:
 
     eventually(lambda: probe(ns1, ip2, 5000) == "stateless", "TCP 5000 through the group")
     assert probe(ns1, ip2, 5001) == "timeout"
-    assert not pings(ns1, ip2)  # no ICMP rule
+    assert pings(ns1, ip2), ping(ns1, ip2).stdout  # ICMP in, and its reply out, by rule
+    c.delete("security-group-rules", icmp_in["id"])
+    eventually(lambda: not pings(ns1, ip2), "no ping without the ICMP ingress rule")
 
     c.delete("security-group-rules", reverse["id"])  # the replies have no rule now
     eventually(lambda: probe(ns1, ip2, 5000) == "timeout", "TCP 5000 fails without egress")
@@ -502,10 +527,12 @@ def test_remote_group_admits_members_after_a_port_update(chassis: Chassis) -> No
          remote_group_id=group_g["id"])  # fmt: skip
     net = net_with_subnet(c, "rg", "10.83.0.0/24")
     p1, ns1 = c.vm(net, "client")  # the default group only
+    _, ns3 = c.vm(net, "member", security_groups=[*p1["security_groups"], group_g["id"]])
     p2, ns2 = c.vm(net, "server", security_groups=[server_sg["id"]])
     ip2 = ip_of(p2)
     ident_server(c, ns2, "server", 5000)
 
+    eventually(lambda: probe(ns3, ip2, 5000) == "server", "a member of G connects")
     assert probe(ns1, ip2, 5000) == "timeout"
     groups = [*p1["security_groups"], group_g["id"]]
     c.put("ports", p1["id"], security_groups=groups)

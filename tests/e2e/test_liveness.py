@@ -21,15 +21,9 @@ import requests
 from tests.e2e.multichassis import Hv, cluster
 from tests.e2e.test_dataplane import eventually, ip_of, ping, pings
 from tests.e2e.test_multichassis import network
-from tests.southbound.conftest import missing_prereq
 from wyvern.nb.etcd import EtcdStore
 
-
-@pytest.fixture(autouse=True)
-def _prereq() -> None:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+pytestmark = pytest.mark.system
 
 
 def names(hv: Hv, ip: str) -> list[str]:

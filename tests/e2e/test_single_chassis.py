@@ -20,6 +20,8 @@ import requests
 from tests.e2e.conftest import Chassis
 from tests.southbound.conftest import in_netns, unique
 
+pytestmark = pytest.mark.system
+
 
 def two_vms(c: Chassis) -> tuple[str, str, str]:
     """A network with a subnet and two plugged, ACTIVE ports: (netns 1, netns 2, ip 2)."""
@@ -129,14 +131,14 @@ def test_agent_sigkill_and_restart_loses_no_packet(chassis: Chassis) -> None:
     assert chassis.agent is not None and chassis.agent.alive(), chassis.agent_log()
     assert "initial view" in restarted_log(), restarted_log()
     assert chassis.flows() == before
+    # The first agent's install was logged ("+N ~0 -0 flows (=0)"); the restarted one
+    # logged none, and says it sent nothing.
+    assert "flows (=" in log_path.read_bytes()[:offset].decode(errors="replace")
     assert "flows (=" not in restarted_log(), restarted_log()
+    assert "first install done: 0 flow changes sent" in restarted_log(), restarted_log()
 
 
 def test_a_vm_gets_its_port_address_by_dhcp(chassis: Chassis) -> None:
-    from wyvern.controller import packetin
-
-    if not hasattr(packetin.PacketInDispatcher, "run"):
-        pytest.skip("the packet-in service (PacketInDispatcher.run) has not landed yet")
     net = chassis.post("networks", name="dhcp")
     chassis.post("subnets", network_id=net["id"], cidr="10.43.0.0/24", ip_version=4)
     port = chassis.post("ports", network_id=net["id"], name="vm")

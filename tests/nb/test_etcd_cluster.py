@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from wyvern.nb.etcd import EtcdStore
 from wyvern.nb.etcd_server import EtcdServer
 from wyvern.nb.store import Batch, Put, StoreError, absent
 
-pytestmark = pytest.mark.etcd
+pytestmark = pytest.mark.system
 
 WRITES = 300
 KILL_AFTER = 100  # acknowledged writes before the member in use is killed
@@ -24,8 +23,6 @@ STALL_LIMIT = 15.0  # longest any single write may take to get through, kill inc
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[EtcdServer]:
-    if shutil.which("etcd") is None:
-        pytest.skip("the etcd binary is not on PATH (install etcd-server to run etcd tests)")
     server = EtcdServer(tmp_path / "cluster", members=3, die_with_parent=True)
     server.start()
     try:
@@ -144,8 +141,6 @@ def test_requests_skip_a_dead_endpoint(cluster: EtcdServer) -> None:
 
 
 def test_single_member_restart_keeps_watch_and_store_working(tmp_path: Path) -> None:
-    if shutil.which("etcd") is None:
-        pytest.skip("the etcd binary is not on PATH (install etcd-server to run etcd tests)")
     with EtcdServer(tmp_path / "single", members=1, die_with_parent=True) as server:
         store = EtcdStore(server.endpoints, timeout=2.0)
         watch = store.watch("/r/", 0)
@@ -175,8 +170,6 @@ def test_single_member_restart_keeps_watch_and_store_working(tmp_path: Path) -> 
 
 def test_idle_watch_survives_restart_after_compaction(tmp_path: Path) -> None:
     """Progress notifications carry an idle watch past compacted history: no spurious Gap."""
-    if shutil.which("etcd") is None:
-        pytest.skip("the etcd binary is not on PATH (install etcd-server to run etcd tests)")
     progress = ("--experimental-watch-progress-notify-interval=200ms",)
     with EtcdServer(tmp_path / "idle", extra_args=progress, die_with_parent=True) as server:
         store = EtcdStore(server.endpoints, timeout=2.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from wyvern.nb.sqlite import SqliteStore
 from wyvern.nb.store import (
     Batch,
     Compare,
@@ -486,9 +487,8 @@ store.close()
 
 
 def test_sqlite_watch_sees_another_process(tmp_path: Path) -> None:
-    sqlite = pytest.importorskip("wyvern.nb.sqlite")
     path = str(tmp_path / "shared.db")
-    store: Store = sqlite.SqliteStore(path)
+    store: Store = SqliteStore(path)
     count = 30
     try:
         put(store, "/xp/before")

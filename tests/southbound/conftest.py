@@ -9,7 +9,6 @@ then the run dir, namespaces and the commands to poke at them are printed instea
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -18,38 +17,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests import system
 from wyvern.southbound import vif
 from wyvern.southbound.ovs import OvsInstance, netns_exists
-
-TOOLS = (
-    "ovsdb-tool",
-    "ovsdb-server",
-    "ovs-vswitchd",
-    "ovs-vsctl",
-    "ovs-ofctl",
-    "ovs-appctl",
-    "ip",
-    "ethtool",
-    "ping",
-)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "ovs: needs root and a real userspace Open vSwitch")
 
 
 def keep() -> bool:
     return os.environ.get("WYVERN_KEEP", "") not in ("", "0", "false")
-
-
-def missing_prereq() -> str | None:
-    """Why real-OVS tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, veth, OVS)"
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            return f"{tool} is not on PATH (apt install openvswitch-switch iproute2 ethtool)"
-    return None
 
 
 def unique(prefix: str) -> str:
@@ -68,11 +42,9 @@ def in_netns(netns: str, *cmd: str, timeout: float = 30.0) -> subprocess.Complet
 
 
 @pytest.fixture
-def ovs() -> Iterator[OvsInstance]:
+def ovs(request: pytest.FixtureRequest) -> Iterator[OvsInstance]:
     """A private OVS with br-int, in a fresh netns; stopped and removed afterwards."""
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
+    system.require(request)
     instance = OvsInstance.start(netns=unique("wvt-ovs-"))
     try:
         instance.ensure_bridge("br-int")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -29,8 +28,6 @@ from wyvern.southbound.installer import (
 )
 from wyvern.southbound.ovs import OvsInstance
 
-needs_ofctl = pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="needs ovs-ofctl")
-
 
 def dump(ovs: OvsInstance) -> set[str]:
     """The bridge's flows as canonical text, without counters."""
@@ -45,7 +42,7 @@ def specs(lines: list[str]) -> set[str]:
 # -- canonical form (needs only the ovs-ofctl binary) ------------------------------------
 
 
-@needs_ofctl
+@pytest.mark.system
 def test_renderer_spelling_and_dump_spelling_compare_equal() -> None:
     rendered = canonicalize(
         [
@@ -68,7 +65,7 @@ def test_renderer_spelling_and_dump_spelling_compare_equal() -> None:
     assert rendered[2].key == FlowKey(5, DEFAULT_PRIORITY, "")
 
 
-@needs_ofctl
+@pytest.mark.system
 def test_timeouts_importance_and_flags_are_part_of_the_value() -> None:
     line = (
         "table=2,priority=10,cookie=0xabc,idle_timeout=30,hard_timeout=60,importance=5,"
@@ -85,7 +82,7 @@ def test_timeouts_importance_and_flags_are_part_of_the_value() -> None:
     assert flow.delete_line() == "delete_strict table=2,priority=10,ip"
 
 
-@needs_ofctl
+@pytest.mark.system
 def test_syntax_errors_name_the_line() -> None:
     with pytest.raises(FlowSyntaxError, match="unknown keyword in_pot") as info:
         canonicalize(["table=0 actions=drop", "table=1,in_pot=4 actions=drop"])
@@ -129,7 +126,7 @@ BASE = [
 ]
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_sync_sends_exactly_the_difference(ovs: OvsInstance) -> None:
     installer = FlowInstaller(ovs)
     first = installer.sync(BASE)
@@ -154,7 +151,7 @@ def test_sync_sends_exactly_the_difference(ovs: OvsInstance) -> None:
     assert again.changed == 0 and again.bundle_seconds == 0.0
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_a_changed_flow_keeps_its_counters(ovs: OvsInstance, vms: VmFactory) -> None:
     a, b = vms(1), vms(2)
     installer = FlowInstaller(ovs)
@@ -172,7 +169,7 @@ def test_a_changed_flow_keeps_its_counters(ovs: OvsInstance, vms: VmFactory) -> 
     assert int(re.search(r"n_packets=(\d+)", out).group(1)) >= 4  # type: ignore[union-attr]
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_a_bad_flow_applies_nothing(ovs: OvsInstance) -> None:
     installer = FlowInstaller(ovs)
     installer.sync(BASE)
@@ -201,7 +198,7 @@ def test_a_bad_flow_applies_nothing(ovs: OvsInstance) -> None:
     assert dump(ovs) == specs(BASE[1:])
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_conflicting_desired_flows_are_refused(ovs: OvsInstance) -> None:
     installer = FlowInstaller(ovs)
     with pytest.raises(FlowConflictError, match="identity"):
@@ -218,7 +215,7 @@ def test_conflicting_desired_flows_are_refused(ovs: OvsInstance) -> None:
     assert stats.added == 1 and len(dump(ovs)) == 1
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_resync_repairs_what_changed_behind_our_back(ovs: OvsInstance) -> None:
     installer = FlowInstaller(ovs)
     installer.sync(BASE)
@@ -234,7 +231,7 @@ def test_resync_repairs_what_changed_behind_our_back(ovs: OvsInstance) -> None:
     assert dump(ovs) == specs(BASE)
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_a_restarted_switch_gets_every_flow_back(ovs: OvsInstance) -> None:
     installer = FlowInstaller(ovs)
     installer.sync(BASE)
@@ -252,7 +249,7 @@ def test_a_restarted_switch_gets_every_flow_back(ovs: OvsInstance) -> None:
     assert dump(ovs) == specs(BASE)
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_owned_cookie_leaves_other_flows_alone(ovs: OvsInstance) -> None:
     ovs.ofctl("-O", "OpenFlow14", "add-flow", "br-int", "table=9,priority=9,actions=drop")
     ours = (0x1000, 0xF000)
@@ -286,7 +283,7 @@ def l2_flows(a: VM, b: VM) -> list[str]:
     return flows
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_agent_restart_changes_nothing_and_loses_no_packet(
     ovs: OvsInstance, vms: VmFactory
 ) -> None:
@@ -317,7 +314,7 @@ def test_agent_restart_changes_nothing_and_loses_no_packet(
     assert re.search(r"300 packets transmitted, 300 received, 0% packet loss", out), out
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_sync_of_10k_flows(ovs: OvsInstance) -> None:
     n = 10_000
     flows = [

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.apps import scenario as sc
 from tests.controller.test_fastpaths import busy_view
 from wyvern.controller.engine import Engine
-from wyvern.controller.view import Binding, record_from_obj
+from wyvern.model.view import Binding, record_from_obj
 from wyvern.southbound.flowtext import (
     FlowKey,
     RenderedLines,
@@ -39,7 +39,7 @@ def specs(lines: list[str]) -> set[str]:
     return {f.spec() for f in canonicalize(sorted(set(lines)))}
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_rendered_lines_install_and_update_exactly(ovs: OvsInstance) -> None:
     view = busy_view(12)
     engine = Engine(sc.default_apps())
@@ -98,7 +98,7 @@ def test_rendered_lines_install_and_update_exactly(ovs: OvsInstance) -> None:
     assert dump(ovs) == specs(list(lines4)) == specs(list(lines2))
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_rendered_conflicts_are_refused_and_plain_text_is_canonical(ovs: OvsInstance) -> None:
     installer = FlowInstaller(ovs)
     a = "table=0,priority=5,cookie=0x1,ip actions=drop"
@@ -169,7 +169,7 @@ def test_a_rendered_identity_is_what_a_strict_delete_names() -> None:
     assert FlowKey(1, 10, "ip") == parse_rendered(_line(1, "ip", 1)).key
 
 
-@pytest.mark.ovs
+@pytest.mark.system
 def test_installed_rendered_lines_cost_no_parsed_copy(ovs: OvsInstance) -> None:
     """The installer keeps a rendered line's text (shared) and a compact key, not a Flow."""
     n = 20_000

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.southbound.conftest import missing_prereq, unique
+from tests.southbound.conftest import unique
 from wyvern.southbound.ovs import DAEMONS, OvsCommandError, OvsError, OvsInstance, netns_exists
 
-pytestmark = pytest.mark.ovs
+pytestmark = pytest.mark.system
 
 
 def flow_count(ovs: OvsInstance, bridge: str = "br-int") -> int:
@@ -34,9 +34,6 @@ def netns_inode(path: str) -> int:
 
 
 def test_start_keeps_everything_private_and_stop_removes_it() -> None:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
     netns = unique("wvt-ovs-")
     ovs = OvsInstance.start(netns=netns)
     try:
@@ -132,9 +129,6 @@ def test_ofctl_reaches_only_its_own_instance(ovs: OvsInstance) -> None:
 
 
 def test_stop_kills_a_stuck_daemon() -> None:
-    reason = missing_prereq()
-    if reason:
-        pytest.skip(reason)
     ovs = OvsInstance.start(netns=unique("wvt-ovs-"))
     try:
         pid = ovs.pid("ovs-vswitchd")

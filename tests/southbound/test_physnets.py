@@ -3,9 +3,13 @@ OpenFlow number the apps derive from the mappings, and renumbered when they chan
 
 from __future__ import annotations
 
-from wyvern.apps.provider import patch_names, patch_ofports
+import pytest
+
+from wyvern.ir.ofports import patch_names, patch_ofports
 from wyvern.southbound.ovs import OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
+
+pytestmark = pytest.mark.system
 
 
 def patch_state(ovs: OvsInstance, physnet: str, bridge: str) -> tuple[str, str, str]:

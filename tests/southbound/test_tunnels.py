@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.southbound.conftest import in_netns, unique
-from wyvern.apps.overlay import TUNNEL_OFPORTS
+from wyvern.ir.ofports import TUNNEL_OFPORTS
 from wyvern.southbound.ovs import OvsInstance
 from wyvern.southbound.tunnels import ensure_tunnel_ports, ensure_underlay, underlay_mac
 
 
+@pytest.mark.system
 def test_tunnel_ports_and_underlay_are_set_up_once(ovs: OvsInstance) -> None:
     assert ovs.netns is not None
     nic = unique("wt")

@@ -16,7 +16,7 @@ from wyvern.southbound import vif
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.ovs import OvsError, OvsInstance, netns_exists, run_cmd
 
-pytestmark = pytest.mark.ovs
+pytestmark = pytest.mark.system
 
 
 def external_ids(ovs: OvsInstance, name: str) -> dict[str, str]:

@@ -1,12 +1,6 @@
 """Logical objects on the store: key layout, reads, and transactions with claims.
 
-Key layout (grouped by what a chassis needs, so an agent can watch one network):
-    /wyvern/<kind>/<id>                      top-level objects (networks, routers, ...)
-    /wyvern/<kind>/<parent-id>/<id>          children (subnets and ports under their network,
-                                             rules under their security group)
-    /wyvern/index/<kind>/<id>                child id -> parent id, to get a child by id
-    /wyvern/owner/<project>/<kind>/<id>      ownership index, for quota counts
-    /wyvern/uniq/<namespace>/.../<value>     create-if-absent claims (IPs, MACs, keys)
+The key layout is wyvern.model.keys (shared with the agents).
 
 Uniqueness is never read-then-write: a claim is an `absent(key)` guard plus a put in the
 same transaction as the object that owns it.
@@ -23,37 +17,10 @@ from typing import Any, TypeVar
 import orjson
 
 from wyvern.api.errors import Conflict, NeutronError, RetryRequest
+from wyvern.model.keys import CHILD_KINDS, index_key, kind_prefix, obj_key, owner_key, owner_prefix
 from wyvern.nb.store import Compare, Delete, Put, Store, absent, unchanged
 
-ROOT = "/wyvern/"
 T = TypeVar("T")
-
-
-def obj_key(kind: str, id_: str, parent: str | None = None) -> str:
-    return f"{ROOT}{kind}/{parent}/{id_}" if parent else f"{ROOT}{kind}/{id_}"
-
-
-def index_key(kind: str, id_: str) -> str:
-    return f"{ROOT}index/{kind}/{id_}"
-
-
-def host_port_key(host: str, port_id: str) -> str:
-    """A port requested on a host (binding:host_id) -> its network id: what a chassis
-    follows to learn which networks its ports will need before they are plugged (OVN's
-    requested-chassis), and how a fake chassis (no OVS) knows what to bind."""
-    return f"{ROOT}index/host_ports/{host.replace('/', '%2F')}/{port_id}"
-
-
-def owner_key(project: str, kind: str, id_: str) -> str:
-    return f"{ROOT}owner/{project}/{kind}/{id_}"
-
-
-def uniq_key(*parts: object) -> str:
-    return ROOT + "uniq/" + "/".join(str(p) for p in parts)
-
-
-def uniq_prefix(*parts: object) -> str:
-    return uniq_key(*parts) + "/"
 
 
 @dataclass(slots=True)
@@ -170,7 +137,7 @@ class Repo:
         return Stored(orjson.loads(kv.value), key, kv.mod_revision)
 
     def scan(self, kind: str, parent: str | None = None) -> list[Stored]:
-        prefix = f"{ROOT}{kind}/{parent}/" if parent else f"{ROOT}{kind}/"
+        prefix = kind_prefix(kind, parent)
         return [
             Stored(orjson.loads(kv.value), kv.key, kv.mod_revision)
             for kv in self.store.list(prefix).items
@@ -180,7 +147,7 @@ class Repo:
         return [s.obj for s in self.scan(kind, parent)]
 
     def count_owned(self, project: str, kind: str) -> int:
-        return len(self.store.list(f"{ROOT}owner/{project}/{kind}/", keys_only=True).items)
+        return len(self.store.list(owner_prefix(project, kind), keys_only=True).items)
 
     def claims(self, prefix: str) -> dict[str, str]:
         """Existing claims under a uniq prefix: claimed value -> owner."""
@@ -198,7 +165,6 @@ class Repo:
 
 
 # Kinds stored under a parent id (need the index to be found by id alone).
-CHILD_KINDS = {"subnets", "ports", "security_group_rules"}
 
 
 def with_retries(fn: Callable[[], T], attempts: int = 60) -> T:

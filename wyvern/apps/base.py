@@ -12,14 +12,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 
-from wyvern.controller.view import Change, LocalView
-from wyvern.southbound.ir import Flow
+from wyvern.ir import Flow
+from wyvern.model.view import Change, LocalView
 
 Owner = tuple[str, str]
 
 
 class App(abc.ABC):
-    #: The app's name in wyvern.southbound.cookies.APPS (its flows carry that cookie).
+    #: The app's name in wyvern.ir.cookies.APPS (its flows carry that cookie).
     name: str
 
     @abc.abstractmethod

@@ -26,8 +26,8 @@ physnet this chassis maps (owner ("physnet", network id)):
 Port keys are unique within a network only, so every flow that matches a port key also
 matches the network key. The conntrack zone must be unique per port on this chassis: it is
 the port's ofport (OpenFlow port numbers are unique per bridge and below 0xff00, which
-fits the 16-bit zone). `port_ct_zone()` is the one function that says so; the
-security-group app uses it to load the destination port's zone in pre_acl_egress.
+fits the 16-bit zone). `wyvern.apps.common.port_ct_zone()` is the one function that says
+so; the security-group app uses it to load the destination port's zone in pre_acl_egress.
 """
 
 from __future__ import annotations
@@ -35,11 +35,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.overlay import FLOOD_OPTION, GENEVE, TUNNEL_OFPORTS, local_encap
+from wyvern.apps.common import (
+    local_port,
+    per_port_affected,
+    per_port_owners,
+    port_ct_zone,
+    port_is_up,
+)
+from wyvern.apps.overlay import FLOOD_OPTION, local_encap
 from wyvern.apps.provider import local_patch, vlan_vid
-from wyvern.controller.view import Change, LocalView, Network, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     Action,
     Bits,
     Flow,
@@ -49,52 +54,15 @@ from wyvern.southbound.ir import (
     PopVlan,
     match,
     table,
-    valid_port,
 )
+from wyvern.ir.cookies import encode
+from wyvern.ir.ofports import GENEVE, TUNNEL_OFPORTS
+from wyvern.model.view import Change, LocalView
 
 PRIORITY_PORT = 100
 PRIORITY_TUNNEL = 100
 PRIORITY_TUNNEL_FLOOD = 110
 PRIORITY_PHYSNET = 100
-
-
-def port_ct_zone(view: LocalView, port_id: str) -> int | None:
-    """The conntrack zone of a local port (None when the port is not bound here)."""
-    binding = view.bindings.get(port_id)
-    if binding is None or not valid_port(binding.ofport) or binding.ofport > 0xFFFF:
-        return None
-    return binding.ofport
-
-
-def local_port(view: LocalView, port_id: str) -> tuple[Port, Network, int] | None:
-    """(port, network, ofport) when the port is bound here, with a usable OpenFlow port
-    number, and both records are known."""
-    binding = view.bindings.get(port_id)
-    port = view.ports.get(port_id)
-    if binding is None or port is None or not valid_port(binding.ofport):
-        return None  # not here, not synced yet, or an interface OVS failed to add (-1)
-    net = view.networks.get(port.network_id)
-    if net is None:
-        return None
-    return port, net, binding.ofport
-
-
-def port_is_up(port: Port, net: Network) -> bool:
-    return port.admin_state_up and net.admin_state_up
-
-
-def per_port_owners(view: LocalView) -> list[Owner]:
-    return [("port", pid) for pid in sorted(view.bindings)]
-
-
-def per_port_affected(view: LocalView, change: Change) -> list[Owner]:
-    """Owners of per-local-port apps that a change may touch: the port itself (port or
-    binding change) or every port of a network (network change)."""
-    if change.kind in ("port", "binding"):
-        return [("port", change.id)]
-    if change.kind == "network":
-        return [("port", pid) for pid in sorted(view.ports_by_network.get(change.id, ()))]
-    return []
 
 
 class Classifier(App):

@@ -1,21 +1,6 @@
-"""Stage defaults (cookie app "pipeline") for the stages the L2 family owns.
-
-Each stage gets its defaults from exactly one place: the app family that owns it. These
-are the L2 family's; the other owners emit their own:
-
-- security_groups: pre_acl, acl, pre_acl_egress, acl_egress (pass-through when a port
-  has no security group is theirs to decide);
-- l3: router_input, routing, arp_resolve;
-- nat: dnat, snat.
-
-| stage                | default (priority 0)                                   |
-|----------------------|--------------------------------------------------------|
-| classification       | drop (unknown in_port)                                 |
-| port_security        | drop (packet from no known port)                       |
-| services             | goto l2_lookup (nothing to answer or punt)             |
-| l2_lookup            | drop (no network flow: the network is not known here)  |
-| port_security_egress | drop (destination port not local)                      |
-| output               | drop (destination not local; TODO(tunnels))            |
+"""The pipeline's own flows (cookie app "pipeline"): every stage's default, made from the
+miss its declaration names (wyvern.ir.pipeline, wyvern.ir.misses). No other app writes a
+stage default; `wyvern pipeline` and docs/architecture.md list them.
 """
 
 from __future__ import annotations
@@ -23,19 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import Action, Flow, Goto, table
-from wyvern.southbound.pipeline import StageName
-
-DEFAULTS: tuple[tuple[StageName, tuple[Action, ...]], ...] = (
-    ("classification", ()),
-    ("port_security", ()),
-    ("services", (Goto("l2_lookup"),)),
-    ("l2_lookup", ()),
-    ("port_security_egress", ()),
-    ("output", ()),
-)
+from wyvern.ir import Flow
+from wyvern.ir.misses import miss_flows
+from wyvern.model.view import Change, LocalView
 
 
 class PipelineDefaults(App):
@@ -53,9 +28,4 @@ class PipelineDefaults(App):
         return ()
 
     def global_flows(self) -> list[Flow]:
-        return [
-            table(stage).flow(
-                priority=0, cookie=encode("pipeline", f"default:{stage}"), actions=acts
-            )
-            for stage, acts in DEFAULTS
-        ]
+        return miss_flows()

@@ -39,12 +39,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import local_port
+from wyvern.apps.common import local_port
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
-from wyvern.controller.view import Change, LocalView, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     Action,
     Flow,
     FlowTemplate,
@@ -55,7 +53,9 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
-from wyvern.southbound.pipeline import StageName
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import StageName
+from wyvern.model.view import Change, LocalView, Port
 
 P_ROUTER = 110
 P_PORT = 100

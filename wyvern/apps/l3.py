@@ -44,9 +44,7 @@ from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
-from wyvern.controller.view import Change, LocalView, Network, Port, Router
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     IPPROTO_ICMP,
@@ -65,6 +63,8 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
+from wyvern.ir.cookies import encode
+from wyvern.model.view import Change, LocalView, Network, Port, Router
 
 # router_input priorities
 PRIO_ECHO = 90
@@ -193,13 +193,6 @@ class L3App(App):
                     ):
                         out.add(("router", rid))
         return sorted(out)
-
-    def global_flows(self) -> list[Flow]:
-        """Stage defaults: whatever no router flow claims is dropped."""
-        return [
-            table(stage).flow(priority=0, cookie=encode("pipeline", f"default:{stage}"))
-            for stage in ("router_input", "routing", "arp_resolve")
-        ]
 
     # ---- router_input + routing ----------------------------------------------------------
     def _router_flows(self, view: LocalView, router: Router) -> list[Flow]:

@@ -1,8 +1,8 @@
 """NAT: floating IPs (DNAT) and SNAT through the router's conntrack zone.
 
-For now only the pass-through: dnat continues to routing and snat returns the packet to
-l2_lookup of the output network (a resubmit: l2_lookup is an earlier table). Floating
-IPs and the external gateway's SNAT are still to come.
+For now the stages hold only their declared misses (wyvern.ir.pipeline): dnat continues
+to routing and snat returns the packet to l2_lookup of the output network. Floating IPs
+and the external gateway's SNAT are still to come.
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import Flow, Goto, Resubmit, table
-
-# The stage defaults (priority 0): below every NAT rule to come.
-PRIO_PASS = 0
+from wyvern.ir import Flow
+from wyvern.model.view import Change, LocalView
 
 
 class NatApp(App):
@@ -29,17 +25,3 @@ class NatApp(App):
 
     def affected(self, view: LocalView, change: Change) -> Iterable[Owner]:
         return ()
-
-    def global_flows(self) -> list[Flow]:
-        return [
-            table("dnat").flow(
-                priority=PRIO_PASS,
-                cookie=encode("pipeline", "default:dnat"),
-                actions=(Goto("routing"),),
-            ),
-            table("snat").flow(
-                priority=PRIO_PASS,
-                cookie=encode("pipeline", "default:snat"),
-                actions=(Resubmit("l2_lookup"),),
-            ),
-        ]

@@ -34,12 +34,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners, port_is_up
+from wyvern.apps.common import local_port, per_port_affected, per_port_owners, port_is_up
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis, remote_chassis, tunnel_to
 from wyvern.apps.provider import local_patch, vlan_vid
-from wyvern.controller.view import Change, LocalView, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     PORT_IN_PORT,
     Action,
     Flow,
@@ -50,6 +48,8 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
+from wyvern.ir.cookies import encode
+from wyvern.model.view import Change, LocalView, Port
 
 P_LOOPBACK = 110
 P_PORT = 100

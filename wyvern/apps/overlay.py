@@ -2,7 +2,8 @@
 
 Shared by the classifier (packets from a tunnel), l2 (head-end replication) and output
 (packets to a remote port). Nothing here does I/O: the agent creates the tunnel ports
-with the OpenFlow numbers below (wyvern.southbound.tunnels), and apps only read the view.
+with the OpenFlow numbers of wyvern.ir.ofports (wyvern.southbound.tunnels), and apps only
+read the view.
 
 Encapsulation per network, from its provider:network_type:
 
@@ -23,16 +24,10 @@ flag_from_tunnel=0), so head-end replication cannot loop.
 
 from __future__ import annotations
 
-from wyvern.controller.view import Chassis, LocalView, Network
-from wyvern.southbound.ir import Action, Bits, Move, Output, SetField
+from wyvern.ir import Action, Bits, Move, Output, SetField
+from wyvern.ir.ofports import ENCAPS, GENEVE, TUNNEL_OFPORTS
+from wyvern.model.view import Chassis, LocalView, Network
 
-GENEVE = "geneve"
-VXLAN = "vxlan"
-ENCAPS = (GENEVE, VXLAN)
-# OpenFlow port numbers the agent requests for the flow-based tunnel ports on br-int
-# (high, so they never collide with VIFs, which OVS numbers from 1 up).
-TUNNEL_OFPORTS: dict[str, int] = {GENEVE: 0xFE00, VXLAN: 0xFE01}
-TUNNEL_PORT_NAMES: dict[str, str] = {GENEVE: "wy-geneve", VXLAN: "wy-vxlan"}
 # dst_port_key of a flood copy for remote chassis (port keys are small integers).
 FLOOD_KEY = 0xFFFFFFFF
 FLOOD_OPTION = 0xFFFFFFFFFFFFFFFF

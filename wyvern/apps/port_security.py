@@ -46,10 +46,8 @@ import ipaddress
 from collections.abc import Iterable
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import local_port, per_port_affected, per_port_owners
-from wyvern.controller.view import Change, LocalView, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.apps.common import local_port, per_port_affected, per_port_owners
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -62,7 +60,9 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
-from wyvern.southbound.pipeline import StageName
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import StageName
+from wyvern.model.view import Change, LocalView, Port
 
 ZERO_MAC = "00:00:00:00:00:00"
 MCAST_MAC = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # group bit: broadcast + multicast
@@ -302,15 +302,6 @@ def _shared_flows() -> list[Flow]:
             cookie=_stage_cookie("port_security_egress"),
             actions=(Goto("port_security_egress_l2"),),
         ),
-    ]
-    defaults: tuple[tuple[StageName, tuple[Goto, ...]], ...] = (
-        ("port_security_nd", _PRE_ACL),  # not ND: the IPv6 source was checked
-        ("port_security_l2", ()),
-        ("port_security_egress_l2", ()),
-    )
-    out += [
-        table(stage).flow(priority=0, cookie=_stage_cookie(stage), actions=acts)
-        for stage, acts in defaults
     ]
     return out
 

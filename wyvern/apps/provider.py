@@ -4,7 +4,7 @@ mapping (physnet → OVS bridge) and a patch port pair to br-int (pure).
 Shared by the classifier (packets from the physical network), l2 (the flood also goes
 out to it) and output (to the physical network). Nothing here does I/O: the agent creates
 the mapped bridges and patch ports (wyvern.southbound.physnets) with the OpenFlow numbers
-below, then advertises its mappings in its chassis record; apps only read the view.
+of wyvern.ir.ofports, then advertises its mappings in its chassis record; apps only read the view.
 
 Like ovn-controller's localnet ports:
 
@@ -21,38 +21,19 @@ Like ovn-controller's localnet ports:
   the sending port, which is not ours; egress security groups of the destination port
   still run. A frame with another VLAN matches nothing and is dropped.
 
-A patch port's OpenFlow number is PATCH_OFPORT_BASE + the physnet's index in the sorted
-list of the chassis's mapped physnets, so both the agent and the apps derive it from the
-chassis record alone.
+A patch port's OpenFlow number comes from the chassis record alone
+(wyvern.ir.ofports.patch_ofports), so the agent and the apps agree on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from wyvern.controller.view import LocalView, Network
-from wyvern.southbound.ir import VLAN_PRESENT
+from wyvern.ir import VLAN_PRESENT
+from wyvern.ir.ofports import patch_ofports
+from wyvern.model.view import LocalView, Network
 
 FLAT = "flat"
 VLAN = "vlan"
 PROVIDER_TYPES = (FLAT, VLAN)
-# br-int's patch ports (below the tunnel ports' 0xFE00, far above VIFs, which OVS numbers
-# from 1 up); at most MAX_PHYSNETS mappings per chassis.
-PATCH_OFPORT_BASE = 0xFD00
-MAX_PHYSNETS = 0x100
-
-
-def patch_ofports(physnets: Iterable[str]) -> dict[str, int]:
-    """physnet → OpenFlow number of its patch port on br-int."""
-    names = sorted(set(physnets))
-    if len(names) > MAX_PHYSNETS:
-        raise ValueError(f"at most {MAX_PHYSNETS} bridge mappings per chassis")
-    return {name: PATCH_OFPORT_BASE + i for i, name in enumerate(names)}
-
-
-def patch_names(physnet: str, bridge: str, integration: str = "br-int") -> tuple[str, str]:
-    """(port on br-int, port on the mapped bridge) of one patch pair."""
-    return f"wy-patch-{physnet}-to-{bridge}", f"wy-patch-{bridge}-to-{integration}"
 
 
 def is_provider(net: Network) -> bool:

@@ -41,7 +41,7 @@ Flows and owners: conjunctive matches, shared by every local port of a group
       conjunction(est(R), 1/2) for every stateful rule of G (both directions: replies);
       owned by the member port ("port", P), so a port joining or leaving G does not
       rebuild every member's flow;
-    - clause 2, what: eth_type, ip_proto, tcp/udp_dst masked ranges (`ir.port_range`),
+    - clause 2, what: eth_type, ip_proto, tcp/udp/sctp_dst masked ranges (`ir.port_range`),
       ICMP type/code;
     - clause 3, remote (only with a remote): the far end's address, one flow per CIDR of
       remote_ip_prefix, remote_group_id (`view.sg_addresses`) or remote_address_group_id,
@@ -63,8 +63,12 @@ Flows and owners: conjunctive matches, shared by every local port of a group
     returned, because the engine names a burst of changes against the view after all of
     them (the hypothesis tests check incremental == full recompute, bursts included).
 
-    Unsupported: SCTP port ranges (the IR has no sctp_dst): such a rule installs nothing
-    (fails closed) rather than allowing every SCTP port.
+    Exactness: clause 2 admits exactly what the rule describes. Port ranges of TCP, UDP
+    and SCTP become masked tcp/udp/sctp_dst matches; ICMP type/code become icmp(v6)_type/
+    code. Whatever OpenFlow cannot match the API refuses (wyvern/api/resources/
+    security_groups.py): port ranges of DCCP and UDP-Lite (no port fields), and IPv6 rules
+    naming an extension header OVS skips to find the upper-layer protocol (hopopt,
+    ipv6-route, ipv6-frag, ipv6-opts, ah). A rule that arrives anyway installs nothing.
 
 Cookies: rule flows carry the rule id, per-port and merged flows the group or port id.
 """
@@ -81,14 +85,13 @@ from dataclasses import dataclass
 from typing import cast
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.classifier import port_ct_zone
-from wyvern.controller.view import Change, LocalView, Port, SecurityGroupRule, port_nets
-from wyvern.southbound.cookies import AppName, encode
-from wyvern.southbound.ir import (
+from wyvern.apps.common import port_ct_zone
+from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     Action,
@@ -106,7 +109,10 @@ from wyvern.southbound.ir import (
     port_range,
     table,
 )
-from wyvern.southbound.pipeline import StageName
+from wyvern.ir.cookies import AppName, encode
+from wyvern.ir.pipeline import StageName
+from wyvern.model.protocols import PROTOCOLS
+from wyvern.model.view import Change, LocalView, Port, SecurityGroupRule, port_nets
 
 APP: AppName = "security_groups"
 # (clause-1 template, its flows by (network key, port key), the group's cookie)
@@ -117,41 +123,24 @@ RULE = "sg_rule"  # owner kind of one rule's own flows (its conj_id matches)
 # pre_acl / pre_acl_egress
 P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
 P_PORT = 100  # a protected port's IP traffic → conntrack (or straight to acl)
-P_DEFAULT = 0  # everything else passes
+# (everything else passes: the stage's declared miss, wyvern.ir.pipeline)
 # acl / acl_egress
 P_INVALID = 65000  # +trk+inv drops
 P_GROUP_BASE = 1000
 GROUP_SLOTS = 15000
 GROUP_RANKS = 4  # groups whose ids hash to the same slot take ranks 0..3 of it
-# (the drop default of acl / acl_egress is P_DEFAULT)
+# (what no rule allows is dropped: the stage's declared miss)
 
-IPPROTO_SCTP = 132
-PROTOCOLS: dict[str, int] = {
-    "ah": 51,
-    "dccp": 33,
-    "egp": 8,
-    "esp": 50,
-    "gre": 47,
-    "icmp": IPPROTO_ICMP,
-    "icmpv6": IPPROTO_ICMPV6,
-    "igmp": 2,
-    "ipip": 4,
-    "ipv6-encap": 41,
-    "ipv6-frag": 44,
-    "ipv6-icmp": IPPROTO_ICMPV6,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ipv6-route": 43,
-    "ospf": 89,
-    "pgm": 113,
-    "rsvp": 46,
-    "sctp": IPPROTO_SCTP,
-    "tcp": IPPROTO_TCP,
-    "udp": IPPROTO_UDP,
-    "udplite": 136,
-    "vrrp": 112,
-}
 ETH_TYPES = {"IPv4": ETH_TYPE_IP, "IPv6": ETH_TYPE_IPV6}
+# The destination-port field of each protocol OpenFlow can match ports of.
+PORT_FIELDS = {IPPROTO_TCP: "tcp_dst", IPPROTO_UDP: "udp_dst", IPPROTO_SCTP: "sctp_dst"}
+ICMP_FIELDS = {
+    (ETH_TYPE_IP, IPPROTO_ICMP): ("icmp_type", "icmp_code"),
+    (ETH_TYPE_IPV6, IPPROTO_ICMPV6): ("icmpv6_type", "icmpv6_code"),
+}
+# IPv6 extension headers OVS skips to classify a packet by its upper-layer protocol (a
+# later fragment aside): ip_proto never names them, so a rule naming one cannot be exact.
+IPV6_SKIPPED = frozenset({0, 43, 44, 51, 60})  # hopopt, route, frag, ah, opts
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +233,7 @@ def group_priority(view: LocalView, sg_id: str) -> int:
 
 
 def protocol_number(rule: SecurityGroupRule) -> int | None:
-    """The IP protocol a rule names (None: any). Unknown names raise ValueError."""
+    """The IP protocol a rule names (None: any). An unknown name raises KeyError."""
     proto = rule.protocol
     if proto is None or proto.lower() in ("", "any", "0"):
         return None
@@ -280,7 +269,9 @@ def port_is_stateful(view: LocalView, port: Port) -> bool:
 
 
 def _what_matches(rule: SecurityGroupRule) -> list[dict[str, MatchValue]] | None:
-    """Clause 2 of a rule: one match per flow (None: the rule cannot be expressed)."""
+    """Clause 2 of a rule: one match per flow, whose union is exactly the traffic the rule
+    describes. None: it cannot be expressed exactly (the API refuses such rules), so it
+    installs nothing rather than something wider."""
     et = ETH_TYPES.get(rule.ethertype)
     if et is None:
         return None
@@ -288,39 +279,36 @@ def _what_matches(rule: SecurityGroupRule) -> list[dict[str, MatchValue]] | None
         proto = protocol_number(rule)
     except (KeyError, ValueError):
         return None
+    lo, hi = rule.port_range_min, rule.port_range_max
+    ranged = lo is not None or hi is not None
     base: dict[str, MatchValue] = {"eth_type": et}
     if proto is None:
-        return [base]
+        return None if ranged else [base]
+    if not 0 <= proto <= 255 or (et == ETH_TYPE_IPV6 and proto in IPV6_SKIPPED):
+        return None
     base["ip_proto"] = proto
-    lo, hi = rule.port_range_min, rule.port_range_max
-    if proto in (IPPROTO_TCP, IPPROTO_UDP):
-        if lo is None and hi is None:
-            return [base]
+    if not ranged:
+        return [base]
+    port_field = PORT_FIELDS.get(proto)
+    if port_field is not None:
         lo = hi if lo is None else lo
         hi = lo if hi is None else hi
         assert lo is not None and hi is not None
-        if lo > hi or not 0 <= lo <= 0xFFFF or hi > 0xFFFF:
+        if not 0 <= lo <= hi <= 0xFFFF:
             return None
         if (lo, hi) == (0, 0xFFFF):
             return [base]
-        field = "tcp_dst" if proto == IPPROTO_TCP else "udp_dst"
-        return [{**base, field: (v, m)} for v, m in port_range(lo, hi)]
-    if proto == IPPROTO_SCTP and (lo is not None or hi is not None):
-        return None  # no sctp_dst in the IR: fail closed
-    icmp = {
-        IPPROTO_ICMP: ("icmp_type", "icmp_code"),
-        IPPROTO_ICMPV6: ("icmpv6_type", "icmpv6_code"),
-    }
-    family_ok = (proto == IPPROTO_ICMP) == (et == ETH_TYPE_IP)
-    if proto in icmp and family_ok and lo is not None:
-        type_field, code_field = icmp[proto]
-        if not 0 <= lo <= 255 or (hi is not None and not 0 <= hi <= 255):
-            return None
-        m: dict[str, MatchValue] = {**base, type_field: lo}
-        if hi is not None:
-            m[code_field] = hi
-        return [m]
-    return [base]
+        return [{**base, port_field: (v, m)} for v, m in port_range(lo, hi)]
+    icmp = ICMP_FIELDS.get((et, proto))
+    if icmp is None or lo is None or not 0 <= lo <= 255:
+        return None  # ports of DCCP/UDP-Lite (no OpenFlow field), of a portless protocol
+    if hi is not None and not 0 <= hi <= 255:
+        return None
+    type_field, code_field = icmp
+    m: dict[str, MatchValue] = {**base, type_field: lo}
+    if hi is not None:
+        m[code_field] = hi
+    return [m]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -601,7 +589,6 @@ class SecurityGroups(App):
         for side in SIDES:
             cookie = encode(APP, f"defaults:{side.pre}")
             pre = table(side.pre)
-            out.append(pre.flow(priority=P_DEFAULT, cookie=cookie, actions=(Goto(side.after_pre),)))
             for m in _bypass_matches(side):
                 out.append(
                     pre.flow(
@@ -610,7 +597,6 @@ class SecurityGroups(App):
                 )
             acl = table(side.acl)
             acl_cookie = encode(APP, f"defaults:{side.acl}")
-            out.append(acl.flow(priority=P_DEFAULT, cookie=acl_cookie))  # drop
             out.append(
                 acl.flow(priority=P_INVALID, cookie=acl_cookie, match=match(ct_state="+trk+inv"))
             )

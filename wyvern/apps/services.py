@@ -43,9 +43,7 @@ from dataclasses import dataclass, field
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
-from wyvern.controller.view import Change, LocalView, Port
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -64,6 +62,8 @@ from wyvern.southbound.ir import (
     parse_value,
     table,
 )
+from wyvern.ir.cookies import encode
+from wyvern.model.view import Change, LocalView, Port
 
 P_ARP_OWN = 110  # a port asking about its own address: not answered
 P_ARP_REPLY = 100

@@ -19,9 +19,9 @@ from typing import Annotated, Any
 import typer
 
 import wyvern
-from wyvern.cli.configdoc import markdown_table, to_toml
-from wyvern.cli.logs import setup_logging
+from wyvern.cli.docgen import markdown_table, to_toml
 from wyvern.config import ConfigError, Settings, load_settings
+from wyvern.logs import setup_logging
 
 LOG = logging.getLogger("wyvern.cli")
 PID_FILE = "wyvern-up.pid"
@@ -162,8 +162,9 @@ def up(
     A private OVS (userspace datapath, its own netns, under <run_dir>/ovs), the API on the
     embedded store (SQLite under the run dir) and the chassis agent; stopped in reverse.
     """
-    from wyvern.cli.allinone import components, run_until_signalled
+    from wyvern.cli.allinone import components
     from wyvern.cli.pidfile import AlreadyRunning, PidFile
+    from wyvern.supervisor import run_until_signalled
 
     settings = apply_overrides(run_dir=run_dir, api_host=host, api_port=port)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +275,8 @@ def agent(
 
 
 def _run_agent(**overrides: Any) -> int:
-    from wyvern.cli.allinone import AgentComponent, Component, OvsComponent, run_until_signalled
+    from wyvern.cli.allinone import AgentComponent, OvsComponent
+    from wyvern.supervisor import Component, run_until_signalled
 
     settings = apply_overrides(**overrides)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -448,14 +450,16 @@ def config(
 
 @app.command()
 def pipeline() -> None:
-    """Print the OpenFlow pipeline: stage name <-> table number, and the register map."""
-    from wyvern.southbound import pipeline as stages
-    from wyvern.southbound import registers
+    """Print the OpenFlow pipeline: stage name <-> table number, each stage's owner, miss
+    and next stages, and the register map."""
+    from wyvern.ir import pipeline as stages
+    from wyvern.ir import registers
 
-    typer.echo(f"{'table':>5}  {'stage':22} {'direction':9} {'owner':16} next stages")
+    typer.echo(f"{'table':>5}  {'stage':24} {'direction':9} {'owner':16} {'miss':28} next stages")
     for row in stages.describe():
         typer.echo(
-            f"{row.table:>5}  {row.stage:22} {row.direction:9} {row.owner:16} {row.next or '-'}"
+            f"{row.table:>5}  {row.stage:24} {row.direction:9} {row.owner:16} {row.miss:28}"
+            f" {row.next or '-'}"
         )
     typer.echo("")
     typer.echo(f"{'register':20} {'field':18} meaning")
@@ -487,7 +491,7 @@ def trace(
     ovs_netns: OvsNetnsOpt = None,
 ) -> None:
     """Explain what happens to a packet, step by step, in terms of API objects."""
-    from wyvern.controller.trace import PacketSpec, TraceError, run_trace
+    from wyvern.tools.trace import PacketSpec, TraceError, run_trace
 
     settings = apply_overrides(
         run_dir=run_dir, store=store, ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns

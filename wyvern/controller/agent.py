@@ -7,10 +7,11 @@
 
 One loop thread owns the view, the engine and the installer:
 
-1. pump the store's watch (up to 200 ms), poll OVS for bindings (iface-id -> ofport);
+1. pump the store's watch (up to 200 ms) and take the bindings (iface-id -> ofport) that
+   OVS's Interface monitor streamed meanwhile (bindings.py);
 2. apply every change to the view and incrementally to the engine, draining whatever else
    is already waiting first, so a burst becomes one install (compute first, then install:
-   never hold a bundle open while computing, DATAPLANE.md trap 9);
+   never hold a bundle open while computing, docs/dataplane.md: bundle idle timeout);
 3. hand the rendered desired set to the FlowInstaller, which sends only the difference
    in one atomic bundle;
 4. write port status keys (ACTIVE once the flows from a revision >= the port's are in).
@@ -35,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import logging
 import threading
 import time
@@ -43,14 +43,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wyvern.api.repo import ROOT
 from wyvern.apps.base import App
 from wyvern.controller.bindings import BindingMonitor, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps, gc_paused
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.sync import Sync
-from wyvern.controller.view import Change, LocalView
+from wyvern.model.keys import ROOT
+from wyvern.model.view import Change, LocalView
 from wyvern.nb.store import Store, StoreError
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
 from wyvern.southbound.ovs import OvsError, OvsInstance
@@ -170,7 +170,7 @@ class Agent:
         gc.collect()
         gc.freeze()
         if self.want_packet_in and ovs is not None:
-            self.packet_in = PacketInService.maybe_start(self.sync, ovs, self.bridge)
+            self.packet_in = PacketInService.start(self.sync, ovs, self.bridge)
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{self.chassis.name}", daemon=True
         )
@@ -193,7 +193,8 @@ class Agent:
             ensure_tunnel_ports(self.ovs, self.bridge, info.encaps)
 
     def _prime(self, ip: str) -> None:
-        """Make OVS learn a remote underlay neighbour before traffic needs it (trap 5)."""
+        """Make OVS learn a remote underlay neighbour before traffic needs it
+        (docs/dataplane.md: tunnel neighbour)."""
         if self.primer is not None and self.chassis.encaps and ip and not ip.startswith("127."):
             self.primer.prime(ip)
 
@@ -359,7 +360,7 @@ class Agent:
 
 
 class PacketInService:
-    """The packet-in dispatcher on an asyncio loop of its own (if the modules are there)."""
+    """The packet-in dispatcher on an asyncio loop of its own thread."""
 
     def __init__(self, sync: Sync, ovs: OvsInstance, bridge: str) -> None:
         self.sync = sync
@@ -370,15 +371,7 @@ class PacketInService:
         self._stopping = asyncio.Event()  # bound to self.loop on first use
 
     @classmethod
-    def maybe_start(cls, sync: Sync, ovs: OvsInstance, bridge: str) -> PacketInService | None:
-        try:
-            packetin = importlib.import_module("wyvern.controller.packetin")
-        except ImportError as exc:
-            LOG.info("packet-in services not available: %s", exc)
-            return None
-        if not hasattr(packetin.PacketInDispatcher, "run"):
-            LOG.info("packet-in services: PacketInDispatcher has no run() yet")
-            return None
+    def start(cls, sync: Sync, ovs: OvsInstance, bridge: str) -> PacketInService:
         service = cls(sync, ovs, bridge)
         service._thread.start()
         return service

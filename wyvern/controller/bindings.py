@@ -1,9 +1,11 @@
 """Local port bindings from OVS, and the status the agent writes back for them.
 
 A port is bound here when an Interface on our OVS carries `external_ids:iface-id=<port
-id>` (the os-vif/libvirt convention) and has a valid ofport. The agent polls the
-Interface table (about every 200 ms; an `ovsdb-client monitor` stream can replace it
-without changing the interface) and turns differences into `Binding` records.
+id>` (the os-vif/libvirt convention) and has a valid ofport. The agent follows the
+Interface table through an `ovsdb-client monitor` stream (BindingMonitor), which sees a
+plug as soon as OVS commits it and wakes the agent's loop; only while that stream is down
+(starting, or restarting after it died) does it read the table with ovs-vsctl every poll
+interval. Either way, differences become `Binding` records.
 
 Binding facts go to /wyvern/status/ports/<network id>/<port id>, never into the API's
 port object (the API is the only writer of logical objects):
@@ -29,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from wyvern.controller.sync import STATUS_PORTS, status_key
-from wyvern.controller.view import Binding
+from wyvern.model.keys import STATUS_PORTS, status_key
+from wyvern.model.view import Binding
 from wyvern.nb.etcd_server import kill_with_parent
 from wyvern.nb.store import Delete, Put, Store
 from wyvern.southbound.ovs import OvsError, OvsInstance

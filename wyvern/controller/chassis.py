@@ -27,20 +27,10 @@ from typing import Any
 
 import orjson
 
-from wyvern.api.repo import ROOT
+from wyvern.model.keys import chassis_key, registry_key
 from wyvern.nb.store import Put, Store, StoreError
 
 LOG = logging.getLogger(__name__)
-CHASSIS_PREFIX = f"{ROOT}chassis/"
-AGENTS_PREFIX = f"{ROOT}agents/"  # the registry (see the module docstring)
-
-
-def chassis_key(name: str) -> str:
-    return f"{CHASSIS_PREFIX}{name}"
-
-
-def registry_key(name: str) -> str:
-    return f"{AGENTS_PREFIX}{name}"
 
 
 def iso(ts: float) -> str:

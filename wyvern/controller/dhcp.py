@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wyvern.controller import frames
-from wyvern.controller.view import DhcpOpt, Network, Port, Subnet
+from wyvern.model.view import DhcpOpt, Network, Port, Subnet
 
 LOG = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ the FlowInstaller sends without looking at the rest (tests/controller/test_fastp
 checks them against the set difference).
 
 Pure and synchronous: no I/O. The agent computes here first, then hands `render()` to the
-FlowInstaller (never with a bundle open: DATAPLANE.md trap 9).
+FlowInstaller (never with a bundle open: docs/dataplane.md: bundle idle timeout).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from wyvern.apps.base import App, Owner
-from wyvern.controller.view import Change, LocalView
+from wyvern.ir import Flow
+from wyvern.ir.render import render_flow
+from wyvern.model.view import Change, LocalView
 from wyvern.southbound.flowtext import RenderedLines
-from wyvern.southbound.ir import Flow
-from wyvern.southbound.render import render_flow
 
 LOG = logging.getLogger(__name__)
 
@@ -250,5 +250,4 @@ def default_apps() -> list[App]:
     """One instance of every app wyvern.apps lists in ALL_APPS."""
     from wyvern import apps as apps_pkg
 
-    listed: list[type[App]] = list(getattr(apps_pkg, "ALL_APPS", []))
-    return [cls() for cls in listed]
+    return [cls() for cls in apps_pkg.ALL_APPS]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 
 from wyvern.controller import frames
-from wyvern.controller.view import LocalView, Network, Router
+from wyvern.model.view import LocalView, Network, Router
 
 ICMP_TIME_EXCEEDED = 11
 ICMP_DEST_UNREACH = 3

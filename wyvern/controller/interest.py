@@ -30,14 +30,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from wyvern.api.repo import ROOT, host_port_key, index_key
-from wyvern.controller.sync import Sync, status_prefix
-from wyvern.controller.view import Binding, Change
+from wyvern.controller.sync import Sync
+from wyvern.model.keys import (
+    CHASSIS_PREFIX,
+    address_group_prefixes,
+    group_prefixes,
+    host_ports_prefix,
+    index_key,
+    network_prefixes,
+    router_prefixes,
+)
+from wyvern.model.view import Binding, Change
 from wyvern.nb.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
 
-GLOBAL_PREFIXES = (f"{ROOT}chassis/",)
+GLOBAL_PREFIXES = (CHASSIS_PREFIX,)
 # Ports that attach a router to a network (their device_id is the router's id).
 ROUTER_PORT_OWNERS = frozenset(
     {
@@ -47,32 +55,6 @@ ROUTER_PORT_OWNERS = frozenset(
         "network:ha_router_replicated_interface",
     }
 )
-
-
-def network_prefixes(network_id: str) -> tuple[str, ...]:
-    return (
-        f"{ROOT}networks/{network_id}",  # an id is a fixed-length UUID: prefix == key
-        f"{ROOT}subnets/{network_id}/",
-        f"{ROOT}ports/{network_id}/",
-        status_prefix(network_id),
-    )
-
-
-def rules_prefix(sg_id: str) -> str:
-    return f"{ROOT}security_group_rules/{sg_id}/"
-
-
-# Ids are fixed-length UUIDs, so a record's key is also a prefix of only itself.
-def router_prefixes(router_id: str) -> tuple[str, ...]:
-    return (f"{ROOT}routers/{router_id}",)
-
-
-def group_prefixes(sg_id: str) -> tuple[str, ...]:
-    return (f"{ROOT}security_groups/{sg_id}", rules_prefix(sg_id))
-
-
-def address_group_prefixes(ag_id: str) -> tuple[str, ...]:
-    return (f"{ROOT}address_groups/{ag_id}",)
 
 
 @dataclass(frozen=True)
@@ -94,7 +76,7 @@ PREFIXES: dict[str, Callable[[str], tuple[str, ...]]] = {
 
 
 def host_prefix(host: str) -> str:
-    return host_port_key(host, "")
+    return host_ports_prefix(host)
 
 
 class Interest:

@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 
 from wyvern.controller import frames
-from wyvern.controller.view import LocalView, Network, Port
+from wyvern.model.view import LocalView, Network, Port
 
 ETH_TYPE_IPV6 = frames.ETH_TYPE_IPV6
 IPPROTO_ICMPV6 = frames.IPPROTO_ICMPV6

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from wyvern.apps import punts
 from wyvern.controller import dhcp, icmp_errors, nd
-from wyvern.controller.view import LocalView, Network, Port
+from wyvern.model.view import LocalView, Network, Port
 from wyvern.southbound.ofchannel import ChannelError, PacketIn
 
 LOG = logging.getLogger(__name__)

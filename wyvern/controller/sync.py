@@ -31,66 +31,20 @@ from typing import Any
 
 import orjson
 
-from wyvern.api.repo import ROOT
-from wyvern.controller.view import STORE_KINDS, Binding, Change, Kind, LocalView, record_from_obj
+from wyvern.model.keys import (
+    HOST_PORTS,
+    ROOT,
+    decode_key,
+    requested_port,
+)
+from wyvern.model.view import Binding, Change, Kind, LocalView, record_from_obj
 from wyvern.nb.store import Batch, Event, Gap, KeyValue, Store, Watch
 
 LOG = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (view kind, id)
-STATUS_PORTS = f"{ROOT}status/ports/"
-HOST_PORTS = f"{ROOT}index/host_ports/"  # <host>/<port id> -> network id (repo.host_port_key)
-# Keys under ROOT the agent never follows: claims, ownership and child->parent indexes.
-IGNORED_SEGMENTS = frozenset({"uniq", "owner", "index"})
 IDLE_PROOF = 0.25  # seconds (see Sync.pump)
 HEAD_EVERY = 5.0  # seconds between reads of the store's revision for idle proofs
-
-
-def status_prefix(network_id: str) -> str:
-    """A network's port statuses: followed with the network, so a port's status wakes only
-    the chassis that follow its network."""
-    return f"{STATUS_PORTS}{network_id}/"
-
-
-def status_key(network_id: str, port_id: str) -> str:
-    return f"{STATUS_PORTS}{network_id}/{port_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """What a store key means for the view: an object (kind, id) or a port's binding status."""
-
-    kind: str  # a view Kind, or "status"
-    id: str
-
-
-def requested_port(key: str) -> str | None:
-    """The port id of a host_ports index key (a port requested on a host), else None."""
-    if not key.startswith(HOST_PORTS):
-        return None
-    port_id = key[len(HOST_PORTS) :].partition("/")[2]
-    return port_id if port_id and "/" not in port_id else None
-
-
-def decode_key(key: str) -> Decoded | None:
-    """Map a store key (wyvern/api/repo.py layout) to what it holds; None = not followed.
-
-    /wyvern/<kind>/<id>, /wyvern/<kind>/<parent>/<id> (children),
-    /wyvern/status/ports/<network id>/<port id>.
-    """
-    if not key.startswith(ROOT):
-        return None
-    parts = key[len(ROOT) :].split("/")
-    if not parts or parts[0] in IGNORED_SEGMENTS:
-        return None
-    if parts[0] == "status":
-        if len(parts) == 4 and parts[1] == "ports" and parts[2] and parts[3]:
-            return Decoded("status", parts[3])
-        return None
-    kind = STORE_KINDS.get(parts[0])
-    if kind is None or len(parts) not in (2, 3) or not parts[-1]:
-        return None
-    return Decoded(kind, parts[-1])
 
 
 def references(kind: str, record: Any) -> list[Key]:

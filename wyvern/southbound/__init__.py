@@ -1,7 +1,7 @@
-"""Southbound: the pipeline IR and its backends.
+"""The OVS driver: everything that talks to Open vSwitch.
 
-Pure, no I/O: `pipeline` (every stage by name; table numbers derived), `registers` (the
-register map), `cookies` (app + object in every cookie), `ir` (matches, actions, flows,
-checked per stage), `render` (ovs-ofctl text), `simulator` and `packet` (the reference
-simulator). The OVS-facing modules of this package do the I/O.
+`ovs` (private ovsdb-server/ovs-vswitchd pairs, commands), `installer` and `flowtext`
+(desired vs installed flows, bundles), `ofchannel` (the OpenFlow packet-in channel),
+`vif` (plugging VMs), `tunnels` and `physnets` (chassis setup), `recorder` (a switch
+that only records, for fake chassis). The pure vocabulary it drives is `wyvern.ir`.
 """

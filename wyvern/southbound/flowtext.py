@@ -185,7 +185,7 @@ def parse_fields(head: str, actions: str, text: str | None = None) -> Flow:
 
 
 class RenderedLines(Sequence[str]):
-    """Flow lines that wyvern.southbound.render.render_flow wrote from checked IR flows.
+    """Flow lines that wyvern.ir.render.render_flow wrote from checked IR flows.
 
     Such text is deterministic (one IR flow, one line: `table=T,priority=P,cookie=C[,match]
     actions=A`), so the installer may use the text itself as identity instead of asking

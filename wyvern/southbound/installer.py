@@ -22,7 +22,7 @@ bundle (so the 10 s bundle idle timeout can't bite), sends OPEN, the flow_mods, 
 barrier to collect per-message errors, then COMMIT, and exits 0 only on COMMIT_REPLY,
 which OVS sends after the bundle is applied to the flow tables: that reply is our
 barrier. An OpenFlow connection of our own through os-ken managed ~7k flows/s
-(DATAPLANE.md), so streamed text is the fast path for now.
+(docs/dataplane.md: install throughput), so streamed text is the fast path for now.
 
 Figures (exact-match flows; "raw" is `ovs-ofctl --bundle add-flows FILE` alone;
 ranges are an idle vs a busy shared box; tests/southbound/test_installer.py prints them):
@@ -31,10 +31,11 @@ ranges are an idle vs a busy shared box; tests/southbound/test_installer.py prin
     10k     0.09-0.16 s  0.19-0.36 s (0.08-0.21 + 0.09-0.12)   0.07-0.18 s  0.02 s
     100k    0.72-0.88 s  1.7-2.5 s   (0.85-1.5  + 0.76-0.91)   0.8-1.1 s    0.25 s
 
-The bundle itself runs at 85-130k flows/s, matching DATAPLANE.md's 94k. The rest of a
-first sync is canonicalising the desired text through `ovs-ofctl parse-flows` (cached
-per line, so later syncs only pay for new lines). A sync after an agent restart (read
-the switch, canonicalise, diff, send nothing) takes 0.1-0.25 s for 10k flows.
+The bundle itself runs at 85-130k flows/s, matching the 94k ceiling measured in
+docs/dataplane.md: install throughput. The rest of a first sync is canonicalising the
+desired text through `ovs-ofctl parse-flows` (cached per line, so later syncs only pay
+for new lines). A sync after an agent restart (read the switch, canonicalise, diff, send
+nothing) takes 0.1-0.25 s for 10k flows.
 
 Rendered lines (flowtext.RenderedLines, what Engine.render() returns) take two faster
 paths. Their text is deterministic per IR flow, so when the installed view came from an

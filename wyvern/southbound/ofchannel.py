@@ -2,10 +2,10 @@
 
 Like ovn-controller's pinctrl, the channel opens the bridge's management socket
 (`unix:<ovs run dir>/br-int.mgmt`) instead of configuring a controller target: adding or
-removing a controller flushes every flow (DATAPLANE trap 2), a management connection
-changes nothing on the switch. The price is that OVS treats it as a *service*
-connection, which gets no asynchronous messages until it asks for them; the handshake
-therefore sends:
+removing a controller flushes every flow (docs/dataplane.md: controller flush), a
+management connection changes nothing on the switch. The price is that OVS treats it as
+a *service* connection, which gets no asynchronous messages until it asks for them; the
+handshake therefore sends:
 
 - OFPT_SET_CONFIG with miss_send_len=0xffff (a service connection with miss_send_len 0
   never receives packet-ins; 0xffff = whole packet, no buffering),
@@ -15,8 +15,9 @@ therefore sends:
 
 The messages are plain struct codecs (openflow.py, with os-ken as the test oracle); the
 socket, the handshake, echo, barriers and reconnects are plain asyncio, so neither os-ken
-nor eventlet is imported (DATAPLANE trap 7) and the loop stays responsive (trap 10: OVS
-drops a management connection that does not answer its echo probes).
+nor eventlet is imported (docs/dataplane.md: os-ken and eventlet) and the loop stays
+responsive (docs/dataplane.md: inactivity probe: OVS drops a management connection that
+does not answer its echo probes).
 
     async with OfChannel(ovs.mgmt_path("br-int")) as channel:
         await channel.wait_connected()
@@ -37,9 +38,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from wyvern.ir.registers import RegisterName, register
 from wyvern.southbound import openflow as ofp
 from wyvern.southbound.openflow import OFP_VERSION
-from wyvern.southbound.registers import RegisterName, register
 
 LOG = logging.getLogger(__name__)
 

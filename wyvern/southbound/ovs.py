@@ -14,7 +14,7 @@ sharing a namespace.
     ovs.ofctl("dump-flows", "br-int")
     ovs.stop()
 
-Rules this module keeps (each cost hours, see DATAPLANE.md):
+Rules this module keeps (each cost hours; docs/dataplane.md: private OVS):
 - Processes are found and stopped by the PIDs in *our* pidfiles (checked against
   /proc/PID/cmdline, so a reused PID is never signalled), never by process name.
 - A bridge is created once; an existing bridge is left exactly as it is.

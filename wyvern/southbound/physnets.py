@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from wyvern.apps.provider import patch_names, patch_ofports
+from wyvern.ir.ofports import patch_names, patch_ofports
 from wyvern.southbound.ovs import OvsError, OvsInstance
 
 LOG = logging.getLogger(__name__)

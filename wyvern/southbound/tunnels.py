@@ -1,6 +1,6 @@
 """Userspace tunnelling on a chassis: the underlay bridge, the tunnel ports, the TLV map.
 
-The recipe (DATAPLANE.md, "Geneve and VXLAN tunnels"), for ovs-vswitchd's userspace
+The recipe (docs/dataplane.md: tunnels), for ovs-vswitchd's userspace
 datapath, with one OVS per chassis network namespace:
 
 - The tunnel IP lives on an OVS bridge (`br-phy`, NORMAL forwarding) that holds the
@@ -10,12 +10,12 @@ datapath, with one OVS per chassis network namespace:
   (tap) port in OVS's namespace; its MAC is fixed (from the IP) so neighbours never see
   it change.
 - br-int gets one flow-based port per encap (remote_ip=flow, key=flow) at a fixed
-  OpenFlow number (wyvern.apps.overlay.TUNNEL_OFPORTS), so apps can name it purely.
+  OpenFlow number (wyvern.ir.ofports.TUNNEL_OFPORTS), so apps can name it purely.
 - Geneve's 8-byte option is mapped to tun_metadata0 on br-int before any flow uses it.
 - Userspace tunnels need the remote underlay address in OVS's tunnel neighbour table
-  (trap 5): `prime()` pings a new remote once from OVS's namespace; OVS snoops the ARP
-  exchange on br-phy. Without it, the first packets to a chassis would be lost while
-  OVS resolves the neighbour itself.
+  (docs/dataplane.md: tunnel neighbour): `prime()` pings a new remote once from OVS's
+  namespace; OVS snoops the ARP exchange on br-phy. Without it, the first packets to a
+  chassis would be lost while OVS resolves the neighbour itself.
 
 Everything is idempotent: an agent restarting under traffic changes nothing that exists.
 """
@@ -28,7 +28,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 
-from wyvern.apps.overlay import TUNNEL_OFPORTS, TUNNEL_PORT_NAMES
+from wyvern.ir.ofports import TUNNEL_OFPORTS, TUNNEL_PORT_NAMES
 from wyvern.southbound.ovs import OvsError, OvsInstance, run_cmd
 
 LOG = logging.getLogger(__name__)

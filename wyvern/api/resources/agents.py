@@ -18,11 +18,9 @@ import orjson
 from wyvern.api.attributes import Attr, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import PolicyNotAuthorized, not_found
-from wyvern.api.repo import ROOT
 from wyvern.api.resource import Resource
+from wyvern.model.keys import AGENTS_PREFIX, CHASSIS_PREFIX
 
-CHASSIS_PREFIX = f"{ROOT}chassis/"
-AGENTS_PREFIX = f"{ROOT}agents/"
 AGENT_TYPE = "Wyvern agent"
 BINARY = "wyvern-agent"
 # Stable agent ids: derived from the chassis name (a re-registered chassis keeps its id).

@@ -23,11 +23,12 @@ from wyvern.api.errors import (
     conflict,
     not_found,
 )
-from wyvern.api.repo import Stored, Txn, uniq_key, uniq_prefix
+from wyvern.api.repo import Stored, Txn
 from wyvern.api.resource import Resource, touch
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS
 from wyvern.api.resources.routers import FLOATINGIP_OWNER, ROUTER_GW, ports_of, read_through
 from wyvern.api.types import IpAddress, Uuid
+from wyvern.model.keys import uniq_key, uniq_prefix
 
 DEFN = ResourceDef(
     name="floatingip",

@@ -8,9 +8,10 @@ from typing import Any, Literal
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput, conflict, not_found
-from wyvern.api.repo import Stored, Txn, uniq_key, uniq_prefix
+from wyvern.api.repo import Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, touch
 from wyvern.api.types import Bool, ShortStr
+from wyvern.model.keys import uniq_key, uniq_prefix
 
 NetworkType = Literal["flat", "vlan", "vxlan", "geneve"]
 OVERLAYS = ("geneve", "vxlan")

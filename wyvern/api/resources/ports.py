@@ -21,7 +21,7 @@ import ipaddress
 import random
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, Literal, NotRequired, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, cast
 
 import orjson
 from pydantic import ConfigDict, Field, StringConstraints
@@ -32,13 +32,12 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
     InvalidInput,
     NeutronError,
-    NotFound,
     PolicyNotAuthorized,
     bad_request,
     conflict,
     not_found,
 )
-from wyvern.api.repo import Repo, Stored, Txn, host_port_key, uniq_key, uniq_prefix
+from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources.networks import network_or_404
 from wyvern.api.resources.subnets import (
@@ -57,6 +56,19 @@ from wyvern.api.resources.subnets import (
     txn_cache,
 )
 from wyvern.api.types import Bool, DeviceOwner, IpAddress, MacAddress, ShortStr, Uuid
+from wyvern.model.keys import (
+    STATUS_PORTS,
+    host_port_key,
+    status_key,
+    status_port,
+    uniq_key,
+    uniq_prefix,
+)
+
+if TYPE_CHECKING:
+    from wyvern.api.resources import security_groups
+    from wyvern.api.resources.floatingips import FloatingIps
+    from wyvern.api.resources.routers import Routers
 
 MAX_PORT_KEY = 32767
 MAX_PROFILE_BYTES = 4095  # Neutron's binding profile column
@@ -340,10 +352,9 @@ def _bind(obj: dict[str, Any]) -> None:
         obj["binding:vif_details"] = {}
 
 
-# Written by the agent that binds the port, never by the API (the only writer of the port
-# object itself), under <network id>/<port id>: {"chassis", "host", "status",
-# "installed_revision", "ofport"}. (wyvern/controller/bindings.py)
-PORT_STATUS_PREFIX = "/wyvern/status/ports/"
+# Port statuses (wyvern.model.keys.status_key) are written by the agent that binds the
+# port, never by the API (the only writer of the port object itself): {"chassis", "host",
+# "status", "installed_revision", "ofport"}. (wyvern/controller/bindings.py)
 
 
 def merge_binding_status(objs: list[dict[str, Any]], statuses: dict[str, dict[str, Any]]) -> None:
@@ -441,12 +452,13 @@ class Ports(Resource):
             return {}
         if len(objs) == 1:
             port_id = str(objs[0]["id"])
-            kv = self.repo.store.get(f"{PORT_STATUS_PREFIX}{objs[0]['network_id']}/{port_id}")
+            kv = self.repo.store.get(status_key(str(objs[0]["network_id"]), port_id))
             return {port_id: orjson.loads(kv.value)} if kv else {}
         out: dict[str, dict[str, Any]] = {}
-        for kv in self.repo.store.list(PORT_STATUS_PREFIX).items:
-            if kv.key.count("/") == PORT_STATUS_PREFIX.count("/") + 1:  # (<net>/<port>)
-                out[kv.key.rsplit("/", 1)[1]] = orjson.loads(kv.value)
+        for kv in self.repo.store.list(STATUS_PORTS).items:
+            listed_port = status_port(kv.key)
+            if listed_port is not None:
+                out[listed_port] = orjson.loads(kv.value)
         return out
 
     def load_for_write(self, ctx: RequestContext, id_: str, action: str) -> Stored:
@@ -761,32 +773,21 @@ class Ports(Resource):
         return out
 
     # ---- security groups ------------------------------------------------------------------
+    @property
+    def _groups(self) -> security_groups.SecurityGroups:
+        return cast("security_groups.SecurityGroups", self.state.resources["security_group"])
+
     def _default_group(self, obj: dict[str, Any]) -> list[str]:
-        groups = self.state.resources.get("security_group")
-        ensure = getattr(groups, "ensure_default", None)
-        if ensure is None or not obj.get("project_id"):
+        if not obj.get("project_id"):
             return []
-        return [str(ensure(obj["project_id"]))]
+        return [self._groups.ensure_default(obj["project_id"])]
 
     def _check_groups(self, txn: Txn, project_id: str, groups: list[str]) -> list[str]:
         """Each group must exist and be the port's project's; the port guards its revision
         (a group delete marks it first, so a racing port create retries and sees it gone)."""
         unique = list(dict.fromkeys(groups))
-        res = self.state.resources.get("security_group")
-        if res is None:
-            return unique
         for gid in unique:
-            getter = getattr(res, "group_for_port", None)
-            if getter is not None:
-                stored = cast(Stored, getter(gid, project_id))
-            else:
-                found = self.repo.get(res.defn.kind, gid)
-                if found is None or found.obj.get("project_id") != project_id:
-                    raise NotFound(
-                        f"Security group {gid} does not exist", type="SecurityGroupNotFound"
-                    )
-                stored = found
-            require_once(txn, stored)
+            require_once(txn, self._groups.group_for_port(gid, project_id))
         return unique
 
     # ---- update ---------------------------------------------------------------------------
@@ -947,11 +948,10 @@ class Ports(Resource):
         txn.delete("ports", stored, owned=True)
         if port.get("binding:host_id"):
             txn.release(host_port_key(port["binding:host_id"], port["id"]))
-        for name in ("router", "floatingip"):
-            res = self.state.resources.get(name)
-            hook = getattr(res, "port_deleted_ops", None)
-            if hook is not None:
-                hook(ctx, txn, port)
+        routers = cast("Routers", self.state.resources["router"])
+        floatingips = cast("FloatingIps", self.state.resources["floatingip"])
+        routers.port_deleted_ops(ctx, txn, port)
+        floatingips.port_deleted_ops(ctx, txn, port)
 
     def _l3_port_live(self, port: dict[str, Any]) -> bool:
         """Neutron lets stale L3 ports go: no address, or their router/floating IP is gone."""

@@ -9,8 +9,9 @@ import orjson
 from wyvern.api.attributes import Attr, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput, PolicyNotAuthorized, not_found
-from wyvern.api.repo import ROOT, with_retries
+from wyvern.api.repo import with_retries
 from wyvern.api.resource import QuotaReader
+from wyvern.model.keys import QUOTAS_PREFIX, quota_key
 from wyvern.nb.store import Delete, Put
 
 # quota name -> store kind counted for usage
@@ -35,7 +36,7 @@ DEFN = ResourceDef(
 
 
 def _key(project: str) -> str:
-    return f"{ROOT}quotas/{project}"
+    return quota_key(project)
 
 
 class Quotas(QuotaReader):
@@ -77,7 +78,7 @@ class Quotas(QuotaReader):
         if not ctx.is_admin:
             raise PolicyNotAuthorized("get_quota")
         out = []
-        for kv in self.repo.store.list(f"{ROOT}quotas/").items:
+        for kv in self.repo.store.list(QUOTAS_PREFIX).items:
             project = kv.key.rsplit("/", 1)[1]
             q = self.effective(project)
             q["project_id"] = q["tenant_id"] = project  # type: ignore[assignment]

@@ -37,10 +37,11 @@ from wyvern.api.errors import (
     conflict,
     not_found,
 )
-from wyvern.api.repo import Repo, Stored, Txn, obj_key, uniq_key, uniq_prefix, with_retries
+from wyvern.api.repo import Repo, Stored, Txn, with_retries
 from wyvern.api.resource import Resource, touch
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS, network_or_404
 from wyvern.api.types import Bool, Cidr, IpAddress, ShortStr, Uuid
+from wyvern.model.keys import obj_key, uniq_key, uniq_prefix
 
 ROUTER_GW = "network:router_gateway"
 ROUTER_INTF = "network:router_interface"

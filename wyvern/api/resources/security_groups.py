@@ -38,42 +38,24 @@ from wyvern.api.errors import (
     conflict,
 )
 from wyvern.api.listing import ListQuery, filter_objects
-from wyvern.api.repo import Stored, Txn, uniq_key, with_retries
+from wyvern.api.repo import Stored, Txn, with_retries
 from wyvern.api.resource import Resource, delete_marked
 from wyvern.api.types import Bool, ShortStr
+from wyvern.model.keys import uniq_key
+from wyvern.model.protocols import LEGACY_NAMES, PROTOCOL_NUMBERS
 
 # ---- protocol tables (neutron-lib constants) -----------------------------------------------
-PROTOCOL_NUMBERS = {
-    "ah": 51,
-    "dccp": 33,
-    "egp": 8,
-    "esp": 50,
-    "gre": 47,
-    "hopopt": 0,
-    "icmp": 1,
-    "igmp": 2,
-    "ipip": 4,
-    "ipv6-encap": 41,
-    "ipv6-frag": 44,
-    "ipv6-icmp": 58,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ipv6-route": 43,
-    "ospf": 89,
-    "pgm": 113,
-    "rsvp": 46,
-    "sctp": 132,
-    "tcp": 6,
-    "udp": 17,
-    "udplite": 136,
-    "vrrp": 112,
-}
-LEGACY_NAMES = {"icmpv6": 58}  # accepted, rewritten to ipv6-icmp on IPv6 rules
 SUPPORTED_PROTOCOLS = [None, "any", *sorted(PROTOCOL_NUMBERS), *LEGACY_NAMES]
 PORT_PROTOCOLS = {6, 17, 136, 132, 33}  # tcp, udp, udplite, sctp, dccp
-PORT_PROTOCOL_NAMES = "TCP, UDP, UDPLITE, SCTP, DCCP"
+PORT_PROTOCOL_NAMES = "TCP, UDP, SCTP"  # (Neutron also lists UDPLITE and DCCP: see below)
+# Neutron takes port ranges for these, but OpenFlow has no field for their ports: a
+# range could not be enforced, so it is refused (the protocol alone is fine).
+UNMATCHABLE_PORT_PROTOCOLS = {33: "DCCP", 136: "UDP-Lite"}
 ICMP_PROTOCOLS = {1, 58}
 IPV6_ONLY_PROTOCOLS = {41, 44, 58, 59, 60, 43}
+# IPv6 extension headers Open vSwitch skips to classify a packet by its upper-layer
+# protocol: an IPv6 rule naming one could never match, so it is refused.
+IPV6_SKIPPED_HEADERS = {0, 43, 44, 51, 60}  # hopopt, ipv6-route, ipv6-frag, ah, ipv6-opts
 ETHERTYPES = ("IPv4", "IPv6")
 DEFAULT_SG_DESCRIPTION = "Default security group"
 
@@ -284,6 +266,13 @@ def _check_ports(protocol: str | None, pmin: int | None, pmax: int | None) -> No
             "Must also specify protocol if port range is given.",
         )
     number = protocol_number(protocol)
+    if number in UNMATCHABLE_PORT_PROTOCOLS:
+        raise bad_request(
+            "SecurityGroupInvalidProtocolForPort",
+            f"Invalid protocol {protocol} for port range: the dataplane cannot match "
+            f"{UNMATCHABLE_PORT_PROTOCOLS[number]} ports, so the range could not be enforced. "
+            "Omit port_range_min and port_range_max to allow the protocol on every port.",
+        )
     if number in PORT_PROTOCOLS:
         if pmin == 0 or pmax == 0:
             raise bad_request("SecurityGroupInvalidPortValue", "Invalid value for port 0")
@@ -341,6 +330,13 @@ def normalise_rule(attrs: dict[str, Any]) -> None:
         raise bad_request(
             "SecurityGroupEthertypeConflictWithProtocol",
             f"Invalid ethertype {ethertype} for protocol {protocol}.",
+        )
+    if ethertype == "IPv6" and protocol_number(protocol) in IPV6_SKIPPED_HEADERS:
+        raise bad_request(
+            "SecurityGroupRuleInvalidProtocol",
+            f"Security group rule protocol {protocol} not supported in IPv6 rules: it is an "
+            "IPv6 extension header, which the dataplane skips to classify a packet by its "
+            "upper-layer protocol, so the rule could never match.",
         )
     remotes = [
         k

@@ -31,10 +31,11 @@ from wyvern.api.errors import (
     bad_request,
     conflict,
 )
-from wyvern.api.repo import Repo, Stored, Txn, uniq_key, uniq_prefix
+from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, touch
 from wyvern.api.resources.networks import AUTO_DELETE_OWNERS, Networks, network_or_404
 from wyvern.api.types import Bool, IpAddress, Uuid
+from wyvern.model.keys import uniq_key, uniq_prefix
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from wyvern.southbound import registers
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     FIELDS,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     VLAN_PRESENT,
     MatchValue,
     format_value,
     parse_value,
+    registers,
 )
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -182,6 +183,59 @@ def udp(
             "nw_ttl": ttl,
             "udp_src": sport,
             "udp_dst": dport,
+            **_l3(src, dst),
+            **_vlan(vlan),
+        }
+    )
+
+
+def sctp(
+    in_port: int,
+    eth_src: str,
+    eth_dst: str,
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    *,
+    ttl: int = 64,
+    vlan: int | None = None,
+) -> Packet:
+    """An SCTP packet (IPv4 or IPv6 by the address form)."""
+    return _packet(
+        {
+            "in_port": in_port,
+            "eth_src": eth_src,
+            "eth_dst": eth_dst,
+            "ip_proto": IPPROTO_SCTP,
+            "nw_ttl": ttl,
+            "sctp_src": sport,
+            "sctp_dst": dport,
+            **_l3(src, dst),
+            **_vlan(vlan),
+        }
+    )
+
+
+def ip(
+    in_port: int,
+    eth_src: str,
+    eth_dst: str,
+    src: str,
+    dst: str,
+    proto: int,
+    *,
+    ttl: int = 64,
+    vlan: int | None = None,
+) -> Packet:
+    """An IP packet of any protocol number, without L4 fields (GRE, ESP, DCCP...)."""
+    return _packet(
+        {
+            "in_port": in_port,
+            "eth_src": eth_src,
+            "eth_dst": eth_dst,
+            "ip_proto": proto,
+            "nw_ttl": ttl,
             **_l3(src, dst),
             **_vlan(vlan),
         }

@@ -6,9 +6,9 @@ from typing import get_args
 
 import pytest
 
-from wyvern.southbound import registers
-from wyvern.southbound.packet import Packet
-from wyvern.southbound.registers import REGISTERS, Register, RegisterName, Segment
+from wyvern.ir import registers
+from wyvern.ir.packet import Packet
+from wyvern.ir.registers import REGISTERS, Register, RegisterName, Segment
 
 
 def test_the_map_has_no_overlaps() -> None:

@@ -11,7 +11,10 @@ Each stage declares (as faucet's valve_table does):
 - the fields and registers its actions may write (set_field, load, move, push/pop_vlan,
   dec_ttl, ct exec);
 - the stages it may continue to: `goto_table` (forward only), `resubmit` (any direction,
-  returns) and `ct(table=…)` (recirculation after conntrack).
+  returns) and `ct(table=…)` (recirculation after conntrack);
+- its miss: what a packet that no flow of the owner matched does (faucet's `miss_goto`):
+  drop, or go on to a declared next stage. Every stage's priority-0 flow is made from
+  this declaration in one place (`wyvern.ir.misses`); no app writes a default.
 
 Walk of a packet (OVN style):
 - From a local VIF: classification → port_security (→ port_security_nd or
@@ -31,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
-from wyvern.southbound.cookies import AppName
+from wyvern.ir.cookies import AppName
 
 StageName = Literal[
     "classification",
@@ -59,6 +62,28 @@ TABLE_BASE = 0
 
 
 @dataclass(frozen=True, slots=True)
+class Miss:
+    """What a stage does with a packet none of its owner's flows matched."""
+
+    action: Literal["drop", "goto", "resubmit"]
+    target: StageName | None = None
+
+    def __str__(self) -> str:
+        return self.action if self.target is None else f"{self.action} {self.target}"
+
+
+DROP = Miss("drop")
+
+
+def goto(target: StageName) -> Miss:
+    return Miss("goto", target)
+
+
+def resubmit(target: StageName) -> Miss:
+    return Miss("resubmit", target)
+
+
+@dataclass(frozen=True, slots=True)
 class Stage:
     name: StageName
     direction: Direction
@@ -67,6 +92,7 @@ class Stage:
     match: frozenset[str]
     writes: frozenset[str]
     next: tuple[StageName, ...]
+    miss: Miss
 
 
 def _stage(
@@ -78,9 +104,10 @@ def _stage(
     match: Iterable[str],
     writes: Iterable[str] = (),
     next: Sequence[StageName] = (),
+    miss: Miss,
 ) -> Stage:
     return Stage(
-        name, direction, owner, description, frozenset(match), frozenset(writes), tuple(next)
+        name, direction, owner, description, frozenset(match), frozenset(writes), tuple(next), miss
     )
 
 
@@ -92,6 +119,8 @@ _L4 = (
     "tcp_dst",
     "udp_src",
     "udp_dst",
+    "sctp_src",
+    "sctp_dst",
     "tcp_flags",
     "icmp_type",
     "icmp_code",
@@ -137,6 +166,7 @@ PIPELINE: tuple[Stage, ...] = (
             "vlan_vid",
         ),
         next=("port_security", "l2_lookup", "pre_acl_egress"),
+        miss=DROP,  # an unknown in_port
     ),
     _stage(
         "port_security",
@@ -156,6 +186,7 @@ PIPELINE: tuple[Stage, ...] = (
             *_ND,
         ),
         next=("pre_acl", "port_security_nd", "port_security_l2"),
+        miss=DROP,  # from no known port, or spoofed
     ),
     _stage(
         "port_security_nd",
@@ -164,6 +195,7 @@ PIPELINE: tuple[Stage, ...] = (
         "ND from a checked IPv6 source: nd_sll/nd_tll the port's MAC or none, targets its own",
         match=("src_port_key", "network_key", "eth_src", *_IP, *_ND),
         next=("pre_acl",),
+        miss=goto("pre_acl"),  # (its owner drops what fails)
     ),
     _stage(
         "port_security_l2",
@@ -172,6 +204,7 @@ PIPELINE: tuple[Stage, ...] = (
         "Source MAC check for what port_security passes on shape alone (DHCP, DAD, MLD)",
         match=("src_port_key", "network_key", "eth_src", "eth_type"),
         next=("pre_acl",),
+        miss=DROP,  # a source MAC that is not the port's
     ),
     _stage(
         "pre_acl",
@@ -181,6 +214,7 @@ PIPELINE: tuple[Stage, ...] = (
         match=("src_port_key", "network_key", *_L3, "udp_src", "udp_dst", "icmpv6_type"),
         writes=("port_ct_zone",),
         next=("acl", "services"),
+        miss=goto("services"),  # not IP, or a port without groups: no ACL
     ),
     _stage(
         "acl",
@@ -190,6 +224,7 @@ PIPELINE: tuple[Stage, ...] = (
         match=("src_port_key", "network_key", "eth_src", *_ACL, "flag_acl_allowed"),
         writes=("ct_mark", "ct_label", "flag_acl_allowed"),
         next=("services",),
+        miss=DROP,  # no rule allowed it
     ),
     _stage(
         "services",
@@ -210,6 +245,7 @@ PIPELINE: tuple[Stage, ...] = (
         ),
         writes=_ANSWER,
         next=("l2_lookup", "output"),
+        miss=goto("l2_lookup"),  # nothing to answer or punt
     ),
     _stage(
         "l2_lookup",
@@ -219,6 +255,7 @@ PIPELINE: tuple[Stage, ...] = (
         match=("network_key", "eth_dst", "eth_type", "flag_from_tunnel"),
         writes=("dst_port_key", "router_key"),
         next=("router_input", "pre_acl_egress", "output"),
+        miss=DROP,  # the network is not known here
     ),
     # ---- l3: logical routers ---------------------------------------------------------
     _stage(
@@ -240,6 +277,7 @@ PIPELINE: tuple[Stage, ...] = (
         ),
         writes=(*_ANSWER, "router_ct_zone"),
         next=("dnat", "output"),
+        miss=DROP,  # no router here
     ),
     _stage(
         "dnat",
@@ -248,6 +286,7 @@ PIPELINE: tuple[Stage, ...] = (
         "Floating IP / DNAT and un-SNAT of replies through the router's conntrack zone",
         match=("router_key", "network_key", *_L3, *_L4, "ct_state"),
         next=("routing",),
+        miss=goto("routing"),  # no DNAT applies
     ),
     _stage(
         "routing",
@@ -257,6 +296,7 @@ PIPELINE: tuple[Stage, ...] = (
         match=("router_key", "network_key", *_L3, "nw_ttl"),
         writes=("next_hop_ipv4", "network_key", "src_port_key", "eth_src", "nw_ttl", "scratch"),
         next=("arp_resolve",),
+        miss=DROP,  # no route
     ),
     _stage(
         "arp_resolve",
@@ -266,6 +306,7 @@ PIPELINE: tuple[Stage, ...] = (
         match=("router_key", "network_key", "next_hop_ipv4", *_IP, "ipv6_dst"),
         writes=("eth_dst",),
         next=("snat",),
+        miss=DROP,  # next hop not known
     ),
     _stage(
         "snat",
@@ -274,6 +315,7 @@ PIPELINE: tuple[Stage, ...] = (
         "SNAT / floating IP source translation, then back to L2 in the output network",
         match=("router_key", "network_key", *_L3, *_L4, "ct_state"),
         next=("l2_lookup",),
+        miss=resubmit("l2_lookup"),  # no SNAT applies: on to L2 in the output network
     ),
     # ---- egress: from the logical switch towards a port ------------------------------
     _stage(
@@ -292,6 +334,7 @@ PIPELINE: tuple[Stage, ...] = (
         ),
         writes=("port_ct_zone",),
         next=("acl_egress", "port_security_egress"),
+        miss=goto("port_security_egress"),  # no ACL (as pre_acl)
     ),
     _stage(
         "acl_egress",
@@ -301,6 +344,7 @@ PIPELINE: tuple[Stage, ...] = (
         match=("dst_port_key", "network_key", "eth_dst", *_ACL, "flag_acl_allowed"),
         writes=("ct_mark", "ct_label", "flag_acl_allowed"),
         next=("port_security_egress",),
+        miss=DROP,  # no rule allowed it
     ),
     _stage(
         "port_security_egress",
@@ -309,6 +353,7 @@ PIPELINE: tuple[Stage, ...] = (
         "Destination MAC/IP must belong to the destination port",
         match=("dst_port_key", "network_key", "eth_dst", *_L3),
         next=("output", "port_security_egress_l2"),
+        miss=DROP,  # destination port not local
     ),
     _stage(
         "port_security_egress_l2",
@@ -317,6 +362,7 @@ PIPELINE: tuple[Stage, ...] = (
         "Destination MAC check for broadcast/multicast IP and non-IP to a secured port",
         match=("dst_port_key", "network_key", "eth_dst"),
         next=("output",),
+        miss=DROP,  # destination MAC is not the port's
     ),
     _stage(
         "output",
@@ -333,6 +379,7 @@ PIPELINE: tuple[Stage, ...] = (
             "eth_dst",
         ),
         writes=("tun_id", "tun_dst", "tun_metadata0", "vlan_vid"),
+        miss=DROP,  # destination not reachable from here
     ),
 )
 
@@ -342,7 +389,7 @@ class PipelineError(ValueError):
 
 
 def validate(stages: Sequence[Stage]) -> None:
-    """Names unique, tables unique, every continuation target declared."""
+    """Names unique, tables unique, every continuation and miss target declared."""
     names = [s.name for s in stages]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -356,6 +403,17 @@ def validate(stages: Sequence[Stage]) -> None:
             raise PipelineError(f"stage {s.name}: undeclared next stage(s) {missing}")
         if s.name in s.next:
             raise PipelineError(f"stage {s.name}: may not continue into itself")
+        if (s.miss.action == "drop") != (s.miss.target is None):
+            raise PipelineError(f"stage {s.name}: a drop miss has no target, others one")
+        target = s.miss.target
+        if target is not None and target not in s.next:
+            raise PipelineError(f"stage {s.name}: miss target {target} not in next")
+        if (
+            s.miss.action == "goto"
+            and target is not None
+            and names.index(target) < names.index(s.name)
+        ):
+            raise PipelineError(f"stage {s.name}: a miss goto must go forward")
 
 
 validate(PIPELINE)
@@ -399,12 +457,21 @@ class StageRow(NamedTuple):
     direction: str
     owner: str
     next: str
+    miss: str
     description: str
 
 
 def describe() -> list[StageRow]:
     """The name ↔ number map as rows (for `wyvern pipeline` and docs/architecture.md)."""
     return [
-        StageRow(_TABLE[s.name], s.name, s.direction, s.owner, ",".join(s.next), s.description)
+        StageRow(
+            _TABLE[s.name],
+            s.name,
+            s.direction,
+            s.owner,
+            ",".join(s.next),
+            str(s.miss),
+            s.description,
+        )
         for s in PIPELINE
     ]

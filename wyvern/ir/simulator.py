@@ -23,7 +23,9 @@ Conntrack model: connections exist once committed, per zone. A packet is +trk pl
 (no committed connection, or no reply seen yet), +est (reply seen; +rpl in the reply
 direction), +rel (an ICMP error about a connection), or +inv (TCP without a clean SYN
 and no connection, an unrelated ICMP error, non-IP). NAT given at commit is recorded and
-applied by later `ct(nat)` to the connection's packets in both directions.
+applied by later `ct(nat)` to the connection's packets in both directions. TCP, UDP and
+SCTP connections are told apart by their ports, as the kernel's conntrack does; other
+protocols by their addresses alone.
 """
 
 from __future__ import annotations
@@ -33,9 +35,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wyvern.southbound import pipeline, registers
-from wyvern.southbound.cookies import CookieIndex, Explanation
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     CT_DNAT,
     CT_EST,
     CT_INV,
@@ -49,6 +49,7 @@ from wyvern.southbound.ir import (
     FIELDS,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     PORT_IN_PORT,
@@ -75,11 +76,14 @@ from wyvern.southbound.ir import (
     Resubmit,
     SetField,
     field_bits,
+    pipeline,
+    registers,
     setfield_value,
 )
-from wyvern.southbound.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
-from wyvern.southbound.pipeline import StageName
-from wyvern.southbound.render import render_actions, render_match
+from wyvern.ir.cookies import CookieIndex, Explanation
+from wyvern.ir.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
+from wyvern.ir.pipeline import StageName
+from wyvern.ir.render import render_actions, render_match
 
 MAX_DEPTH = 64
 MAX_RESUBMITS = 4096
@@ -106,6 +110,8 @@ def _five_tuple(p: Packet) -> FiveTuple | None:
         return et, src, dst, proto, p["tcp_src"], p["tcp_dst"]
     if proto == IPPROTO_UDP:
         return et, src, dst, proto, p["udp_src"], p["udp_dst"]
+    if proto == IPPROTO_SCTP:
+        return et, src, dst, proto, p["sctp_src"], p["sctp_dst"]
     return et, src, dst, proto, 0, 0
 
 
@@ -122,7 +128,7 @@ def _icmp_error(p: Packet) -> bool:
 def _set_address(p: Packet, side: str, addr: int, port: int | None) -> None:
     ip = "ipv4" if p["eth_type"] == ETH_TYPE_IP else "ipv6"
     p[f"{ip}_{side}"] = addr
-    l4 = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}.get(p["ip_proto"])
+    l4 = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}.get(p["ip_proto"])
     if port is not None and l4 is not None:
         p[f"{l4}_{side}"] = port
 

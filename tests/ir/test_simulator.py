@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wyvern.southbound import packet as pk
-from wyvern.southbound.cookies import AppName, CookieIndex, encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     CT_EST,
     CT_INV,
     CT_NEW,
@@ -41,9 +39,11 @@ from wyvern.southbound.ir import (
     port_range,
     table,
 )
-from wyvern.southbound.packet import Packet
-from wyvern.southbound.pipeline import StageName, stage, table_of
-from wyvern.southbound.simulator import Conntrack, Simulator, Trace
+from wyvern.ir import packet as pk
+from wyvern.ir.cookies import AppName, CookieIndex, encode
+from wyvern.ir.packet import Packet
+from wyvern.ir.pipeline import StageName, stage, table_of
+from wyvern.ir.simulator import Conntrack, Simulator, Trace
 
 MAC_A, MAC_B, MAC_R = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:ff:01"
 IP: dict[str, MatchValue] = {"eth_type": ETH_TYPE_IP}

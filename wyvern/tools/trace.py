@@ -11,13 +11,14 @@ Two tracers share one vocabulary:
 Either way each table step is printed with its stage name (`pipeline.stage_of`) and the
 API object behind its flow: a cookie encodes (app, object id) and the `Explainer` knows
 every object of the store, so it names ports, networks, routers, security groups and
-security-group rules the way an operator knows them::
+security-group rules the way an operator knows them (table numbers follow from the
+pipeline's order, so they are whatever `wyvern pipeline` prints)::
 
-    table 12 (acl_egress) priority 21337 — security_groups: security group web (…) rule
-        ingress tcp 22 from 0.0.0.0/0 (rule …) — reg15=0x2,… → ct(commit,…),goto_table:13
+    table <n> (acl_egress) priority <p> — security_groups: security group web (…) rule
+        ingress tcp 22 from 0.0.0.0/0 (rule …) — reg15=0x2,… → ct(commit,…),goto_table:<m>
 
-Nothing here depends on the agent: the store is listed once, keys decoded by the layout of
-wyvern/api/repo.py, objects applied to a fresh `LocalView` in dependency order.
+Nothing here depends on a running agent: the store is listed once, and the agent's own
+sync code applies that listing to a fresh `LocalView` (wyvern.nb.snapshot).
 """
 
 from __future__ import annotations
@@ -36,20 +37,8 @@ from wyvern.apps import ALL_APPS
 from wyvern.apps.base import App
 from wyvern.apps.punts import NAMES as PUNT_NAMES
 from wyvern.config import Settings
-from wyvern.controller.sync import STATUS_PORTS
-from wyvern.controller.view import (
-    STORE_KINDS,
-    Binding,
-    Kind,
-    LocalView,
-    Port,
-    SecurityGroupRule,
-    record_from_obj,
-)
-from wyvern.nb.store import Store
-from wyvern.southbound import pipeline
-from wyvern.southbound.cookies import AppName, CookieIndex
-from wyvern.southbound.ir import (
+from wyvern.controller.sync import Sync
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -61,26 +50,23 @@ from wyvern.southbound.ir import (
     Load,
     format_value,
     match,
+    pipeline,
 )
+from wyvern.ir.cookies import AppName, CookieIndex
+from wyvern.ir.packet import BROADCAST, Packet
+from wyvern.ir.render import render_actions, render_match
+from wyvern.ir.simulator import Conntrack, Simulator, Step, Trace
+from wyvern.model.keys import ROOT, decode_key
+from wyvern.model.view import (
+    Binding,
+    LocalView,
+    Port,
+    SecurityGroupRule,
+)
+from wyvern.nb.snapshot import SnapshotStore
+from wyvern.nb.store import ListResult, Store
 from wyvern.southbound.ovs import OvsInstance
-from wyvern.southbound.packet import BROADCAST, Packet
-from wyvern.southbound.render import render_actions, render_match
-from wyvern.southbound.simulator import Conntrack, Simulator, Step, Trace
 
-ROOT = "/wyvern/"
-# Key segments under ROOT that hold no API object: claims, indexes, statuses, quotas.
-SKIPPED_SEGMENTS = frozenset({"uniq", "owner", "index", "status", "quotas"})
-# Apply order: what an object references is applied before it.
-APPLY_ORDER: tuple[Kind, ...] = (
-    "chassis",
-    "network",
-    "subnet",
-    "address_group",
-    "security_group",
-    "security_group_rule",
-    "port",
-    "router",
-)
 STAGE_OBJECT = re.compile(r"^(default|defaults|passthrough):(\w+)$")
 
 
@@ -91,48 +77,37 @@ class TraceError(ValueError):
 # ----------------------------------------------------------------------------- the store
 
 
-def decode_key(key: str) -> tuple[Kind, str] | None:
-    """(view kind, id) of a store key; None for keys that hold no followed API object."""
-    if not key.startswith(ROOT):
-        return None
-    parts = key[len(ROOT) :].split("/")
-    if not parts or parts[0] in SKIPPED_SEGMENTS:
-        return None
-    kind = STORE_KINDS.get(parts[0])
-    if kind is None or len(parts) not in (2, 3) or not parts[-1]:
-        return None
-    return kind, parts[-1]
-
-
 @dataclass
 class Catalog:
     """Every API object of the store as stored (JSON dicts, names included), by kind."""
 
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     revision: int = 0
+    # the one listing everything here was read from (build_view syncs a view from it)
+    listed: ListResult = field(default_factory=lambda: ListResult(0))
     # port id -> chassis it is ACTIVE on (binding statuses; remote ports for --ovs traces)
     port_chassis: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_store(cls, store: Store) -> Catalog:
         listed = store.list(ROOT)
-        cat = cls(revision=listed.revision)
+        cat = cls(revision=listed.revision, listed=listed)
         for kv in listed.items:
-            if kv.key.startswith(STATUS_PORTS):
+            decoded = decode_key(kv.key)
+            if decoded is None:
+                continue
+            if decoded.kind == "status":
                 with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
                     status = orjson.loads(kv.value)
                     if status.get("status") == "ACTIVE" and status.get("chassis"):
-                        cat.port_chassis[kv.key.rsplit("/", 1)[1]] = str(status["chassis"])
-                continue
-            decoded = decode_key(kv.key)
-            if decoded is None:
+                        cat.port_chassis[decoded.id] = str(status["chassis"])
                 continue
             try:
                 obj = orjson.loads(kv.value)
             except orjson.JSONDecodeError:
                 continue
             if isinstance(obj, dict):
-                cat.objects.setdefault(decoded[0], {})[decoded[1]] = obj
+                cat.objects.setdefault(decoded.kind, {})[decoded.id] = obj
         return cat
 
     def get(self, kind: str, id_: str) -> dict[str, Any] | None:
@@ -155,17 +130,12 @@ def build_view(
     """A LocalView of every object in the store, with BINDINGS (port id -> ofport) local."""
     cat = store if isinstance(store, Catalog) else Catalog.from_store(store)
     view = LocalView(chassis_name=chassis_name)
-    for kind in APPLY_ORDER:
-        for id_, obj in sorted(cat.objects.get(kind, {}).items()):
-            try:
-                record = record_from_obj(kind, obj)
-            except (KeyError, TypeError, ValueError):
-                continue  # a malformed object must not stop the trace of the others
-            if record is not None:
-                view.apply(kind, id_, record)
-    if chassis_name != "trace":
-        # A real chassis's view: ports bound elsewhere are reached through tunnels.
-        view.port_chassis.update(cat.port_chassis)
+    # The agent's own sync code builds the view (references first, malformed objects
+    # left out), from the same listing the catalog names objects by.
+    Sync(SnapshotStore(cat.listed), view).start()
+    if chassis_name == "trace":
+        # A synthetic chassis: every port it does not bind is nowhere (no tunnels).
+        view.port_chassis.clear()
     for port_id, ofport in bindings.items():
         if port_id in view.ports:
             bind(view, port_id, ofport)
@@ -490,7 +460,7 @@ def build_packet(view: LocalView, spec: PacketSpec, in_port: int = 1) -> Built:
 
 
 def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
-    from wyvern.southbound import packet as pk
+    from wyvern.ir import packet as pk
 
     src = find_port(view, spec.from_port)
     proto = spec.proto.lower()

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wyvern.southbound import ir
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern import ir
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -34,7 +33,8 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
-from wyvern.southbound.pipeline import table_of
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import table_of
 
 SG = encode("security_groups", "sg-1")
 CL = encode("classifier", 1)

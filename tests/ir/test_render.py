@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wyvern.southbound.cookies import encode
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -43,17 +41,15 @@ from wyvern.southbound.ir import (
     match,
     table,
 )
-from wyvern.southbound.pipeline import table_of
-from wyvern.southbound.render import (
+from wyvern.ir.cookies import encode
+from wyvern.ir.pipeline import table_of
+from wyvern.ir.render import (
     render_actions,
     render_flow,
     render_group,
     render_match,
     render_strict,
 )
-
-OVS_OFCTL = shutil.which("ovs-ofctl")
-needs_ofctl = pytest.mark.skipif(OVS_OFCTL is None, reason="ovs-ofctl is not installed")
 
 IP: dict[str, MatchValue] = {"eth_type": ETH_TYPE_IP}
 IP6: dict[str, MatchValue] = {"eth_type": ETH_TYPE_IPV6}
@@ -391,6 +387,23 @@ def every_kind() -> tuple[list[Flow], list[GroupDef]]:
             actions=[PushVlan(), SetField("vlan_vid", 0x1000 | 100), Output(4)],
         ),
     ]
+    flows += [  # security-group clauses: SCTP port ranges (masked), a bare protocol number
+        table("acl").flow(
+            priority=1000,
+            match={**IP, "ip_proto": 132, "sctp_dst": (0x400, 0xFC00)},
+            cookie=sg,
+            actions=[Conjunction(12, 2, 2)],
+        ),
+        table("acl_egress").flow(
+            priority=1000,
+            match={**IP6, "ip_proto": 132, "sctp_dst": 5060, "sctp_src": (0, 0x8000)},
+            cookie=sg,
+            actions=[Conjunction(13, 2, 2)],
+        ),
+        table("acl_egress").flow(
+            priority=1000, match={**IP6, "ip_proto": 33}, cookie=sg, actions=[Conjunction(14, 2, 2)]
+        ),
+    ]
     groups = [
         table("l2_lookup").group(
             1,
@@ -414,11 +427,10 @@ def every_kind() -> tuple[list[Flow], list[GroupDef]]:
 
 def _parse(lines: list[str], tmp_path: Path, protocol: str) -> list[str]:
     """Run ovs-ofctl parse-flows; return the printed flow_mods (fail on any complaint)."""
-    assert OVS_OFCTL is not None
     path = tmp_path / f"flows-{protocol}.txt"
     path.write_text("\n".join(lines) + "\n")
     proc = subprocess.run(
-        [OVS_OFCTL, "-O", protocol, "parse-flows", str(path)],
+        ["ovs-ofctl", "-O", protocol, "parse-flows", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -439,7 +451,7 @@ def _bucket_lines(groups: list[GroupDef]) -> list[str]:
     return [f"table=0,ip actions={render_actions(b.actions)}" for g in groups for b in g.buckets]
 
 
-@needs_ofctl
+@pytest.mark.system
 @pytest.mark.parametrize("protocol", ["OpenFlow15", "OpenFlow14"])
 def test_ovs_ofctl_accepts_every_kind(tmp_path: Path, protocol: str) -> None:
     flows, groups = every_kind()
@@ -447,7 +459,7 @@ def test_ovs_ofctl_accepts_every_kind(tmp_path: Path, protocol: str) -> None:
     _parse(lines, tmp_path, protocol)
 
 
-@needs_ofctl
+@pytest.mark.system
 def test_strict_form_has_the_same_match(tmp_path: Path) -> None:
     flows, _ = every_kind()
     full = _parse([render_flow(f) for f in flows], tmp_path, "OpenFlow15")
@@ -507,7 +519,7 @@ _FIELD_VALUES: dict[str, st.SearchStrategy[MatchValue]] = {
 }
 
 
-@needs_ofctl
+@pytest.mark.system
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -470,18 +470,6 @@ RECORD_TYPES: dict[str, Any] = {
     "chassis": Chassis,
 }
 
-# Store key segment (wyvern/api/repo.py layout) -> view kind.
-STORE_KINDS: dict[str, Kind] = {
-    "networks": "network",
-    "subnets": "subnet",
-    "ports": "port",
-    "routers": "router",
-    "security_groups": "security_group",
-    "security_group_rules": "security_group_rule",
-    "address_groups": "address_group",
-    "chassis": "chassis",
-}
-
 
 def record_from_obj(kind: str, obj: dict[str, Any]) -> Any:
     """Stored JSON -> typed record (objects being deleted by the API are treated as gone)."""

@@ -14,8 +14,7 @@ import operator
 from collections.abc import Iterable
 from typing import cast
 
-from wyvern.southbound import pipeline, registers
-from wyvern.southbound.ir import (
+from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
@@ -45,6 +44,8 @@ from wyvern.southbound.ir import (
     Resubmit,
     SetField,
     format_value,
+    pipeline,
+    registers,
     setfield_value,
 )
 
@@ -55,9 +56,11 @@ _PROTO_NAMES: dict[tuple[int, int | None], str] = {
     (ETH_TYPE_IP, 1): "icmp",
     (ETH_TYPE_IP, 6): "tcp",
     (ETH_TYPE_IP, 17): "udp",
+    (ETH_TYPE_IP, 132): "sctp",
     (ETH_TYPE_IPV6, 58): "icmp6",
     (ETH_TYPE_IPV6, 6): "tcp6",
     (ETH_TYPE_IPV6, 17): "udp6",
+    (ETH_TYPE_IPV6, 132): "sctp6",
 }
 _FIELD_ORDER = {name: i for i, name in enumerate(FIELDS)}
 

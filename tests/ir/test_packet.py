@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from wyvern.southbound import packet as pk
-from wyvern.southbound.ir import ETH_TYPE_ARP, ETH_TYPE_IPV6, VLAN_PRESENT, IRError
-from wyvern.southbound.packet import Packet
+from wyvern.ir import ETH_TYPE_ARP, ETH_TYPE_IPV6, VLAN_PRESENT, IRError
+from wyvern.ir import packet as pk
+from wyvern.ir.packet import Packet
 
 
 def test_absent_fields_read_zero_and_zero_is_absent() -> None:

@@ -7,8 +7,9 @@ from typing import get_args
 
 import pytest
 
-from wyvern.southbound import cookies, ir, pipeline, registers
-from wyvern.southbound.pipeline import PIPELINE, PipelineError, StageName
+from wyvern import ir
+from wyvern.ir import cookies, pipeline, registers
+from wyvern.ir.pipeline import PIPELINE, PipelineError, StageName
 
 
 def test_table_numbers_are_unique_and_derived_from_order() -> None:
@@ -75,3 +76,39 @@ def test_describe_rows() -> None:
     ]
     acl = next(r for r in rows if r.stage == "acl")
     assert acl.owner == "security_groups" and acl.direction == "ingress" and acl.description
+
+
+def test_every_stage_declares_its_miss_and_its_only_default_comes_from_it() -> None:
+    from wyvern.controller.engine import compute_full, default_apps
+    from wyvern.ir import cookies
+    from wyvern.ir.misses import miss_actions
+    from wyvern.model.view import LocalView
+
+    defaults: dict[str, list[tuple[str, object]]] = {}
+    for (_, _), flows in compute_full(default_apps(), LocalView()).items():
+        for f in flows:
+            if f.priority == 0:
+                defaults.setdefault(f.stage, []).append((cookies.decode(f.cookie)[0], f.actions))
+    assert defaults == {st.name: [("pipeline", miss_actions(st.miss))] for st in PIPELINE}, (
+        "one default per stage, the pipeline's, made from the declared miss"
+    )
+    # (the check sees a wrong default: the ingress ACL's miss is a drop, pre_acl's a goto)
+    assert miss_actions(pipeline.stage("acl").miss) == ()
+    assert miss_actions(pipeline.stage("pre_acl").miss) != ()
+
+
+def test_a_miss_must_name_a_declared_next_stage_forward() -> None:
+    import dataclasses
+
+    import pytest
+
+    acl = pipeline.stage("acl")
+    bad = [
+        dataclasses.replace(acl, miss=pipeline.goto("output")),  # not in next
+        dataclasses.replace(acl, miss=pipeline.Miss("drop", "services")),
+    ]
+    for stage in bad:
+        stages = [stage if s.name == "acl" else s for s in PIPELINE]
+        with pytest.raises(pipeline.PipelineError):
+            pipeline.validate(stages)
+    pipeline.validate(PIPELINE)  # (and the real declaration passes the same check)

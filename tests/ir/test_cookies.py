@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wyvern.southbound import cookies
-from wyvern.southbound.cookies import APPS, CookieIndex
+from wyvern.ir import cookies
+from wyvern.ir.cookies import APPS, CookieIndex
 
 
 def test_layout() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from wyvern.cli.allinone import Component, Supervisor
+from wyvern.supervisor import Component, Supervisor
 
 
 class Part:

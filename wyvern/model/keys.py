@@ -1,0 +1,194 @@
+"""The store's key layout: the one contract between the API (the only writer of API
+objects) and the agents (who follow them and write port statuses and chassis records).
+
+    /wyvern/<kind>/<id>                      top-level objects (networks, routers, ...)
+    /wyvern/<kind>/<parent-id>/<id>          children (subnets and ports under their network,
+                                             rules under their security group)
+    /wyvern/index/<kind>/<id>                child id -> parent id, to get a child by id
+    /wyvern/index/host_ports/<host>/<port>   a port requested on a host -> its network id
+    /wyvern/owner/<project>/<kind>/<id>      ownership index, for quota counts
+    /wyvern/uniq/<namespace>/.../<value>     create-if-absent claims (IPs, MACs, keys)
+    /wyvern/quotas/<project>                 a project's quota overrides
+    /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
+    /wyvern/chassis/<name>                   a live chassis (on a store lease)
+    /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
+
+Children sit under their parent so that an agent can follow one network (or one group)
+by prefix. Ids are fixed-length UUIDs, so an object's key is also a prefix of only itself.
+No other module spells a key prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ROOT = "/wyvern/"
+
+ViewKind = Literal[
+    "network", "subnet", "port", "router", "security_group", "security_group_rule",
+    "address_group", "chassis",
+]  # fmt: skip
+
+# Store kind segment -> view kind, for every object kind an agent follows.
+STORE_KINDS: dict[str, ViewKind] = {
+    "networks": "network",
+    "subnets": "subnet",
+    "ports": "port",
+    "routers": "router",
+    "security_groups": "security_group",
+    "security_group_rules": "security_group_rule",
+    "address_groups": "address_group",
+    "chassis": "chassis",
+}
+# Kinds stored under a parent: /wyvern/<kind>/<parent id>/<id>.
+CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules"})
+# Segments under ROOT that hold no API object an agent follows: claims, ownership and
+# child -> parent indexes, quotas, the agent registry.
+UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents"})
+
+CHASSIS_PREFIX = f"{ROOT}chassis/"
+AGENTS_PREFIX = f"{ROOT}agents/"
+STATUS_PORTS = f"{ROOT}status/ports/"
+HOST_PORTS = f"{ROOT}index/host_ports/"
+QUOTAS_PREFIX = f"{ROOT}quotas/"
+
+
+# ----------------------------------------------------------------------------- API objects
+
+
+def obj_key(kind: str, id_: str, parent: str | None = None) -> str:
+    return f"{ROOT}{kind}/{parent}/{id_}" if parent else f"{ROOT}{kind}/{id_}"
+
+
+def kind_prefix(kind: str, parent: str | None = None) -> str:
+    """Every object of a kind (under one parent, for children)."""
+    return f"{ROOT}{kind}/{parent}/" if parent else f"{ROOT}{kind}/"
+
+
+def index_key(kind: str, id_: str) -> str:
+    return f"{ROOT}index/{kind}/{id_}"
+
+
+def host_port_key(host: str, port_id: str) -> str:
+    """A port requested on a host (binding:host_id) -> its network id: what a chassis
+    follows to learn which networks its ports will need before they are plugged (OVN's
+    requested-chassis), and how a fake chassis (no OVS) knows what to bind."""
+    return f"{host_ports_prefix(host)}{port_id}"
+
+
+def host_ports_prefix(host: str) -> str:
+    return f"{HOST_PORTS}{host.replace('/', '%2F')}/"
+
+
+def owner_key(project: str, kind: str, id_: str) -> str:
+    return f"{owner_prefix(project, kind)}{id_}"
+
+
+def owner_prefix(project: str, kind: str) -> str:
+    return f"{ROOT}owner/{project}/{kind}/"
+
+
+def uniq_key(*parts: object) -> str:
+    return ROOT + "uniq/" + "/".join(str(p) for p in parts)
+
+
+def uniq_prefix(*parts: object) -> str:
+    return uniq_key(*parts) + "/"
+
+
+def quota_key(project: str) -> str:
+    return f"{QUOTAS_PREFIX}{project}"
+
+
+# ----------------------------------------------------------------------------- agent records
+
+
+def status_prefix(network_id: str) -> str:
+    """A network's port statuses: followed with the network, so a port's status wakes only
+    the chassis that follow its network."""
+    return f"{STATUS_PORTS}{network_id}/"
+
+
+def status_key(network_id: str, port_id: str) -> str:
+    return f"{STATUS_PORTS}{network_id}/{port_id}"
+
+
+def chassis_key(name: str) -> str:
+    return f"{CHASSIS_PREFIX}{name}"
+
+
+def registry_key(name: str) -> str:
+    return f"{AGENTS_PREFIX}{name}"
+
+
+# -------------------------------------------------------------------- what an agent follows
+
+
+def network_prefixes(network_id: str) -> tuple[str, ...]:
+    """Everything of one network: its record, subnets, ports and port statuses."""
+    return (
+        obj_key("networks", network_id),
+        kind_prefix("subnets", network_id),
+        kind_prefix("ports", network_id),
+        status_prefix(network_id),
+    )
+
+
+def rules_prefix(sg_id: str) -> str:
+    return kind_prefix("security_group_rules", sg_id)
+
+
+def router_prefixes(router_id: str) -> tuple[str, ...]:
+    return (obj_key("routers", router_id),)
+
+
+def group_prefixes(sg_id: str) -> tuple[str, ...]:
+    return (obj_key("security_groups", sg_id), rules_prefix(sg_id))
+
+
+def address_group_prefixes(ag_id: str) -> tuple[str, ...]:
+    return (obj_key("address_groups", ag_id),)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a store key holds for an agent: an object (view kind, id) or, with kind
+    "status", a port's binding status (id = the port id)."""
+
+    kind: ViewKind | Literal["status"]
+    id: str
+
+
+def decode_key(key: str) -> Decoded | None:
+    """Map a store key to what it holds; None for keys no agent follows."""
+    if not key.startswith(ROOT):
+        return None
+    parts = key[len(ROOT) :].split("/")
+    if not parts or parts[0] in UNFOLLOWED_SEGMENTS:
+        return None
+    if parts[0] == "status":
+        if len(parts) == 4 and parts[1] == "ports" and parts[2] and parts[3]:
+            return Decoded("status", parts[3])
+        return None
+    kind = STORE_KINDS.get(parts[0])
+    if kind is None or len(parts) not in (2, 3) or not parts[-1]:
+        return None
+    return Decoded(kind, parts[-1])
+
+
+def requested_port(key: str) -> str | None:
+    """The port id of a host_ports index key (a port requested on a host), else None."""
+    if not key.startswith(HOST_PORTS):
+        return None
+    port_id = key[len(HOST_PORTS) :].partition("/")[2]
+    return port_id if port_id and "/" not in port_id else None
+
+
+def status_port(key: str) -> str | None:
+    """The port id of a port status key, else None."""
+    decoded = decode_key(key)
+    return decoded.id if decoded is not None and decoded.kind == "status" else None
