@@ -8,6 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from os_ken.lib.packet import dhcp as oskdhcp
 from os_ken.lib.packet import ethernet, ipv4, packet, udp
 
@@ -90,6 +92,18 @@ def client_frame(
     return bytes(pkt.data)
 
 
+def options_of(msg: oskdhcp.dhcp) -> dict[int, bytes]:
+    """The options of a parsed os-ken dhcp message as {code: value}."""
+    out: dict[int, bytes] = {}
+    if msg.options is None:
+        return out
+    for opt in msg.options.option_list:
+        if isinstance(opt, oskdhcp.option):
+            # RFC 3396: a repeated option is concatenated.
+            out[opt.tag] = out.get(opt.tag, b"") + bytes(opt.value)
+    return out
+
+
 class Decoded:
     """A reply frame as the client sees it."""
 
@@ -100,7 +114,7 @@ class Decoded:
         self.udp = pkt.get_protocol(udp.udp)
         self.msg = pkt.get_protocol(oskdhcp.dhcp)
         assert self.eth and self.ip and self.udp and self.msg, "reply must parse as DHCP"
-        self.opts = dhcp.options_of(self.msg)
+        self.opts = options_of(self.msg)
         self.frame = frame
 
     @property
@@ -526,3 +540,128 @@ def test_packet_in_register_decoding() -> None:
     assert p.network_key == 1001  # only metadata[0..23]
     assert p.register("dst_port_key") == 0
     assert replace(p, userdata=b"\x01").punt == 1
+
+
+# -- the byte codec against os-ken, the packet library it replaced ---------------------------
+def osken_reply(req: dhcp.DhcpRequest, reply_type: int, opts: dict[int, bytes], **kw: str) -> bytes:
+    """build_reply as it was written with os-ken (the oracle)."""
+    if reply_type != dhcp.NAK and kw["ciaddr"] != "0.0.0.0":
+        eth_dst, ip_dst = req.chaddr, kw["ciaddr"]
+    elif reply_type == dhcp.NAK or req.flags & dhcp.BROADCAST_FLAG:
+        eth_dst, ip_dst = dhcp.BROADCAST_MAC, "255.255.255.255"
+    else:
+        eth_dst, ip_dst = req.chaddr, kw["yiaddr"]
+    option_list: list[oskdhcp.option | bytes] = [oskdhcp.option(tag=53, value=opts[53])]
+    option_list += [
+        oskdhcp.option(tag=code, value=value)
+        for code, value in sorted(opts.items())
+        if code != 53 and len(value) <= 255
+    ]
+    option_list.append(b"\xff")
+    msg = oskdhcp.dhcp(
+        op=oskdhcp.DHCP_BOOT_REPLY,
+        chaddr=req.chaddr,
+        xid=req.xid,
+        flags=req.flags,
+        ciaddr=kw["ciaddr"],
+        yiaddr=kw["yiaddr"],
+        siaddr=kw["siaddr"],
+        giaddr=req.giaddr,
+        options=oskdhcp.options(option_list=option_list),
+    )
+    body = bytes(msg.serialize())
+    if len(body) < dhcp.MIN_BOOTP_LEN:
+        msg.options.option_list.append(b"\0" * (dhcp.MIN_BOOTP_LEN - len(body)))
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=eth_dst, src=kw["server_mac"], ethertype=0x0800))
+    pkt.add_protocol(ipv4.ipv4(src=kw["server_ip"], dst=ip_dst, proto=17, ttl=64))
+    pkt.add_protocol(udp.udp(src_port=67, dst_port=68))
+    pkt.add_protocol(msg)
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+ipv4s = st.ip_addresses(v=4).map(str)
+macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
+
+
+@given(
+    st.sampled_from([dhcp.DISCOVER, dhcp.REQUEST, dhcp.INFORM, dhcp.RELEASE]),
+    macs,
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([0, dhcp.BROADCAST_FLAG]),
+    ipv4s,
+    st.one_of(st.none(), ipv4s),
+    st.one_of(st.none(), ipv4s),
+    ipv4s,
+)
+def test_requests_parse_as_os_ken_parses_them(
+    mtype: int,
+    mac: str,
+    xid: int,
+    flags: int,
+    ciaddr: str,
+    requested: str | None,
+    server_id: str | None,
+    src_ip: str,
+) -> None:
+    frame = client_frame(
+        mtype,
+        mac=mac,
+        xid=xid,
+        flags=flags,
+        ciaddr=ciaddr,
+        requested=requested,
+        server_id=server_id,
+        src_ip=src_ip,
+    )
+    theirs = packet.Packet(frame)
+    msg = theirs.get_protocol(oskdhcp.dhcp)
+    req = dhcp.parse_request(frame)
+    assert (req.message_type, req.xid, req.flags) == (options_of(msg)[53][0], msg.xid, msg.flags)
+    assert (req.chaddr, req.ciaddr, req.giaddr) == (msg.chaddr, msg.ciaddr, msg.giaddr)
+    assert req.eth_src == theirs.get_protocol(ethernet.ethernet).src == mac
+    assert (req.requested_ip, req.server_id) == (requested, server_id)
+
+
+@given(
+    st.sampled_from([dhcp.OFFER, dhcp.ACK, dhcp.NAK]),
+    macs,
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([0, dhcp.BROADCAST_FLAG]),
+    st.tuples(ipv4s, ipv4s, ipv4s, ipv4s, ipv4s),
+    st.dictionaries(
+        st.integers(1, 254).filter(lambda c: c != 53), st.binary(max_size=300), max_size=12
+    ),
+    macs,
+)
+def test_replies_encode_as_os_ken_encodes_them(
+    reply_type: int,
+    mac: str,
+    xid: int,
+    flags: int,
+    addrs: tuple[str, str, str, str, str],
+    opts: dict[int, bytes],
+    server_mac: str,
+) -> None:
+    giaddr, ciaddr, yiaddr, siaddr, server_ip = addrs
+    req = dhcp.DhcpRequest(dhcp.REQUEST, xid, flags, mac, ciaddr, giaddr, None, None, mac)
+    opts = {53: bytes([reply_type]), **opts}
+    kw = dict(server_mac=server_mac, server_ip=server_ip, yiaddr=yiaddr, ciaddr=ciaddr)
+    kw["siaddr"] = siaddr
+    assert dhcp.build_reply(req, reply_type, opts, **kw) == osken_reply(req, reply_type, opts, **kw)
+
+
+def test_frames_that_are_not_dhcp_requests_are_refused() -> None:
+    good = client_frame(dhcp.DISCOVER)
+    assert dhcp.parse_request(good).message_type == dhcp.DISCOVER
+    for bad, why in [
+        (good[:12] + b"\x86\xdd" + good[14:], "not a DHCPv4"),  # IPv6 ethertype
+        (good[:23] + b"\x06" + good[24:], "not a DHCPv4"),  # TCP
+        (good[:34] + struct.pack("!HH", 1000, 2000) + good[38:], "not a DHCPv4"),  # ports
+        (good[:42] + b"\x02" + good[43:], "BOOTREQUEST"),  # op
+        (good[:60], "too short"),
+        (good[:44] + b"\x10" + good[45:], "hardware address length"),
+    ]:
+        with pytest.raises(dhcp.DhcpError, match=why):
+            dhcp.parse_request(bad)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, udp
 
 from tests.apps import scenario as sc
 from wyvern.apps.punts import PUNT_DHCP4, PUNT_ICMP4_ERROR
+from wyvern.controller import icmp_errors
 from wyvern.controller.packetin import PacketInDispatcher, TokenBucket
 from wyvern.ir.registers import register
 from wyvern.model.view import LocalView
@@ -102,3 +107,80 @@ def test_errors_are_rate_limited_per_port() -> None:
     assert d.stats["rate_limited"] == 7
     assert len(d.handle(punt(frame()), now=2.0)) == 1  # refilled
     assert PUNT_DHCP4 in d.handlers and PUNT_ICMP4_ERROR in d.handlers
+
+
+# -- the byte codec against os-ken, the packet library it replaced ---------------------------
+def osken_error(
+    frame: bytes, icmp_type: int, icmp_code: int, router_ip: str, router_mac: str
+) -> bytes | None:
+    """build_error as it was written with os-ken (the oracle)."""
+    pkt = packet.Packet(frame)
+    eth = pkt.get_protocol(ethernet.ethernet)
+    ip = pkt.get_protocol(ipv4.ipv4)
+    if eth is None or ip is None:
+        return None
+    if ip.proto == 1:
+        inner = pkt.get_protocol(icmp.icmp)
+        if inner is not None and inner.type in (3, 4, 5, 11, 12):
+            return None
+    if ip.offset & 0x1FFF:
+        return None
+    src = ipaddress.ip_address(ip.src)
+    if src.is_multicast or src.is_unspecified or ip.src == "255.255.255.255":
+        return None
+    quoted = frame[14 : 14 + ip.header_length * 4 + 8]
+    body = (
+        icmp.TimeExceeded(data=quoted)
+        if icmp_type == icmp_errors.ICMP_TIME_EXCEEDED
+        else icmp.dest_unreach(data=quoted)
+    )
+    reply = packet.Packet()
+    reply.add_protocol(ethernet.ethernet(dst=eth.src, src=router_mac, ethertype=0x0800))
+    reply.add_protocol(ipv4.ipv4(src=router_ip, dst=ip.src, proto=1, ttl=64))
+    reply.add_protocol(icmp.icmp(type_=icmp_type, code=icmp_code, csum=0, data=body))
+    reply.serialize()
+    return bytes(reply.data)
+
+
+@given(
+    st.ip_addresses(v=4).map(str),
+    st.sampled_from([1, 6, 17]),
+    st.integers(0, 255),
+    st.sampled_from([0, 0x4000, 0x2000, 0x2001, 0x0005]),  # DF, MF, offsets
+    st.binary(max_size=64),
+    st.sampled_from([(11, 0), (3, 0), (3, 1), (3, 4)]),
+)
+def test_errors_are_the_bytes_os_ken_built(
+    src: str,
+    proto: int,
+    inner_type: int,
+    flags_offset: int,
+    payload: bytes,
+    type_code: tuple[int, int],
+) -> None:
+    p = packet.Packet()
+    p.add_protocol(ethernet.ethernet(dst=MAC_R1, src=MAC_A, ethertype=0x0800))
+    p.add_protocol(
+        ipv4.ipv4(
+            src=src,
+            dst="10.0.2.9",
+            proto=proto,
+            ttl=1,
+            flags=flags_offset >> 13,
+            offset=flags_offset & 0x1FFF,
+        )
+    )
+    p.add_protocol(bytes([inner_type]) + payload if proto == 1 else payload)
+    p.serialize()
+    frame = bytes(p.data)
+    ours = icmp_errors.build_error(frame, *type_code, "10.0.1.1", MAC_R1)
+    assert ours == osken_error(frame, *type_code, "10.0.1.1", MAC_R1)
+    addr = ipaddress.ip_address(src)
+    answered = not (
+        flags_offset & 0x1FFF
+        or addr.is_multicast
+        or addr.is_unspecified
+        or src == "255.255.255.255"
+        or (proto == 1 and inner_type in (3, 4, 5, 11, 12))
+    )
+    assert (ours is not None) == answered

@@ -10,6 +10,8 @@ import ipaddress
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
 
 from tests.apps import scenario as sc
@@ -319,3 +321,78 @@ def test_vm_resolves_ipv6_neighbours_through_our_advertisements(
     router = neighbour(a, ROUTER6)
     assert f"lladdr {ROUTER_MAC} router" in router, (router, pings)
     assert dispatcher.stats["nd_na"] >= 2
+
+
+# -- the byte codec against os-ken, the packet library it replaced ---------------------------
+def osken_advertisement(sol: nd.Solicitation, owner_mac: str, router: bool) -> bytes:
+    """build_advertisement as it was written with os-ken (the oracle)."""
+    unspecified = ipaddress.IPv6Address(sol.ipv6_src).is_unspecified
+    flags = nd.NA_OVERRIDE | (nd.NA_ROUTER if router else 0) | (0 if unspecified else 0b010)
+    reply = packet.Packet()
+    reply.add_protocol(ethernet.ethernet(dst=sol.eth_src, src=owner_mac, ethertype=0x86DD))
+    reply.add_protocol(
+        ipv6.ipv6(
+            src=sol.target, dst="ff02::1" if unspecified else sol.ipv6_src, nxt=58, hop_limit=255
+        )
+    )
+    reply.add_protocol(
+        icmpv6.icmpv6(
+            type_=icmpv6.ND_NEIGHBOR_ADVERT,
+            code=0,
+            data=icmpv6.nd_neighbor(
+                res=flags, dst=sol.target, option=icmpv6.nd_option_tla(hw_src=owner_mac)
+            ),
+        )
+    )
+    reply.serialize()
+    return bytes(reply.data)
+
+
+def osken_solicitation(frame: bytes) -> nd.Solicitation | None:
+    """parse_solicitation as it was written with os-ken (the oracle)."""
+    pkt = packet.Packet(frame)
+    eth, ip6 = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv6.ipv6)
+    icmp6 = pkt.get_protocol(icmpv6.icmpv6)
+    if eth is None or ip6 is None or icmp6 is None:
+        return None
+    if icmp6.type_ != icmpv6.ND_NEIGHBOR_SOLICIT or icmp6.code != 0:
+        return None
+    if ip6.hop_limit != 255 or not isinstance(icmp6.data, icmpv6.nd_neighbor):
+        return None
+    target = ipaddress.IPv6Address(icmp6.data.dst)
+    if target.is_multicast or target.is_unspecified:
+        return None
+    return nd.Solicitation(str(eth.src), str(ip6.src), str(target))
+
+
+ipv6s = st.ip_addresses(v=6).map(str)
+macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
+
+
+@given(ipv6s, ipv6s, macs, st.sampled_from([255, 64, 1]), st.booleans(), macs, st.booleans())
+def test_solicitations_and_advertisements_match_os_ken(
+    target: str, src: str, eth_src: str, hop_limit: int, sll: bool, owner: str, router: bool
+) -> None:
+    frame = solicitation(target, src=src, eth_src=eth_src, hop_limit=hop_limit, sll=sll)
+
+    def same(s: nd.Solicitation | None) -> tuple[str, object, object] | None:
+        # (os-ken spells an IPv4-mapped address ::ffff:0.0.0.0, ipaddress ::ffff:0:0)
+        if s is None:
+            return None
+        return s.eth_src, ipaddress.ip_address(s.ipv6_src), ipaddress.ip_address(s.target)
+
+    ours = nd.parse_solicitation(frame)
+    assert same(ours) == same(osken_solicitation(frame))
+    bad_target = ipaddress.ip_address(target).is_multicast or target == "::"
+    assert (ours is None) == (hop_limit != 255 or bad_target)
+    sol = nd.Solicitation(eth_src, src, target)
+    assert nd.build_advertisement(sol, owner, router) == osken_advertisement(sol, owner, router)
+
+
+def test_only_neighbour_solicitations_parse() -> None:
+    good = solicitation(B6)
+    assert nd.parse_solicitation(good) == nd.Solicitation(MAC_A, A6, B6)
+    assert nd.parse_solicitation(good[:12] + b"\x08\x00" + good[14:]) is None  # IPv4 type
+    assert nd.parse_solicitation(good[:20] + b"\x11" + good[21:]) is None  # next header UDP
+    assert nd.parse_solicitation(good[:54] + b"\x88" + good[55:]) is None  # NA, not NS
+    assert nd.parse_solicitation(good[:70]) is None  # cut inside the target

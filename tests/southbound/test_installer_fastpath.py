@@ -7,14 +7,26 @@ must leave the switch exactly as the canonical path would, and refuse the same c
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.apps import scenario as sc
 from tests.controller.test_fastpaths import busy_view
 from wyvern.controller.engine import Engine
 from wyvern.model.view import Binding, record_from_obj
-from wyvern.southbound.flowtext import RenderedLines, canonicalize, parse_dump
-from wyvern.southbound.installer import FlowConflictError, FlowInstaller
+from wyvern.southbound.flowtext import (
+    FlowKey,
+    RenderedLines,
+    canonicalize,
+    parse_dump,
+    parse_rendered,
+    rendered_identity,
+)
+from wyvern.southbound.installer import FlowConflictError, FlowInstaller, LineIndex, _Plan
 from wyvern.southbound.ovs import OvsInstance
 
 
@@ -104,3 +116,112 @@ def test_rendered_conflicts_are_refused_and_plain_text_is_canonical(ovs: OvsInst
     assert stats.changed == 0 and dump(ovs) == specs([a])
     installer.sync(RenderedLines([b], generation=3))
     assert dump(ovs) == specs([b])
+
+
+def _line(table: int, match: str, cookie: int, actions: str = "drop") -> str:
+    sep = "," if match else ""
+    return f"table={table},priority=10,cookie={cookie:#x}{sep}{match} actions={actions}"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "pop"]),
+            st.integers(0, 3),
+            st.sampled_from(["", "ip", "reg0=1", "ip,nw_dst=10.0.0.1", "arp,reg14=0x7"]),
+            st.integers(1, 3),
+        ),
+        max_size=60,
+    )
+)
+def test_line_index_equals_a_dict_even_when_hashes_collide(
+    ops: list[tuple[str, int, str, int]],
+) -> None:
+    """Keyed by hash(identity), with colliding hashes forced: same answers as a dict."""
+    index = LineIndex(hash_of=lambda ident: len(ident) % 3)  # collides all the time
+    oracle: dict[str, str] = {}
+    for op, table, match, cookie in ops:
+        line = _line(table, match, cookie)
+        ident = rendered_identity(line)[0]
+        if op == "put":
+            assert index.put(ident, line) == oracle.get(ident)
+            oracle[ident] = line
+        else:
+            index.pop(ident)
+            oracle.pop(ident, None)
+        assert len(index) == len(oracle)
+        assert sorted(index.lines()) == sorted(oracle.values())
+        for t in range(4):
+            for m in ("", "ip", "reg0=1", "ip,nw_dst=10.0.0.1", "arp,reg14=0x7"):
+                probe = rendered_identity(_line(t, m, 1))[0]
+                assert index.get(probe) == oracle.get(probe)
+
+
+def test_a_rendered_identity_is_what_a_strict_delete_names() -> None:
+    for line in (
+        "table=3,priority=5,cookie=0x2,ip,nw_dst=10.0.0.0/24 actions=drop",
+        "table=5,priority=0,cookie=0x1 actions=NORMAL",
+    ):
+        flow = parse_rendered(line)
+        ident, cookie = rendered_identity(line)
+        assert f"delete_strict {ident}" == flow.delete_line() and cookie == flow.cookie
+    assert rendered_identity(_line(1, "ip", 1))[0] == "table=1,priority=10,ip"
+    assert FlowKey(1, 10, "ip") == parse_rendered(_line(1, "ip", 1)).key
+
+
+@pytest.mark.system
+def test_installed_rendered_lines_cost_no_parsed_copy(ovs: OvsInstance) -> None:
+    """The installer keeps a rendered line's text (shared) and a compact key, not a Flow."""
+    n = 20_000
+    lines = RenderedLines(
+        [
+            f"table=10,priority=100,cookie={i + 1:#x},reg0={i},ip,"
+            f"nw_dst=10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} "
+            f"actions=load:{i}->NXM_NX_REG1[],resubmit(,11)"
+            for i in range(n)
+        ],
+        generation=1,
+    )
+    installer = FlowInstaller(ovs)
+    installer.resync_from_switch()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stats = installer.sync(lines)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert stats.added == n and len(installer.installed) == n
+    assert f"flow_count={n}" in ovs.ofctl("-O", "OpenFlow14", "dump-aggregate", "br-int")
+    some = parse_rendered(lines[123])
+    assert installer.installed[some.key] == some
+    print(f"\ninstaller: {kept / n:.0f} B per installed flow beyond its line")
+    assert kept / n < 120  # a parsed Flow per line cost ~440 B
+
+
+@given(
+    st.lists(st.text("ab", max_size=3), max_size=5),
+    st.lists(st.text("cd", max_size=3), max_size=5),
+    st.lists(st.text("ef", max_size=3), max_size=5),
+    st.integers(-12, 12),
+    st.integers(-12, 12),
+    st.sampled_from([1, 2, -1]),
+)
+def test_bundle_lines_are_made_as_a_list_would_be(
+    deletes: list[str], modifies: list[str], adds: list[str], start: int, stop: int, step: int
+) -> None:
+    plan = _Plan(add=adds, modify=modifies, delete=[(d, f"line {d}") for d in deletes])
+    want = [
+        *(f"delete_strict {d}" for d in deletes),
+        *(f"add {m}" for m in modifies),
+        *(f"add {a}" for a in adds),
+    ]
+    lines = plan.bundle_lines()
+    assert len(lines) == len(want) and list(lines) == want
+    assert lines[start:stop:step] == want[start:stop:step]
+    for i in range(-len(want), len(want)):
+        assert lines[i] == want[i]
+    with pytest.raises(IndexError):
+        lines[len(want)]

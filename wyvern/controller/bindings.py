@@ -150,32 +150,43 @@ class BindingMonitor:
         with self._lock:
             self._rows = {}
         for line in proc.stdout:
-            try:
-                update = json.loads(line)
-                rows = update["data"]
-                cols = update["headings"]
-            except (ValueError, KeyError, TypeError):
+            if not self._apply(line):
                 continue
-            with self._lock:
-                last = ""
-                for row in rows:
-                    values = dict(zip(cols, row, strict=False))
-                    uuid, action = values.get("row") or last, values.get("action")
-                    last = uuid
-                    if action in ("initial", "insert", "new"):
-                        self._rows[uuid] = (
-                            str(values.get("name")),
-                            _ovsdb_int(values.get("ofport")),
-                            _ovsdb_map(values.get("external_ids")).get("iface-id", ""),
-                        )
-                    elif action == "delete":
-                        self._rows.pop(uuid, None)
             self._synced.set()
             if self.on_change is not None:
                 self.on_change()
         self._synced.clear()  # the monitor ended: poll() reads the table again
         if not self._stopped:
             LOG.warning("ovs %s: the Interface monitor stopped; restarting", self.ovs.run_dir)
+
+    def _apply(self, line: str) -> bool:
+        """One monitor update into _rows; False if it was not one.
+
+        A function of its own so that the parsed update (the whole table, at first) is
+        not kept alive by the reading loop's locals while it waits for the next line:
+        ~1.4 MiB at 1,000 interfaces.
+        """
+        try:
+            update = json.loads(line)
+            rows = update["data"]
+            cols = update["headings"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        with self._lock:
+            last = ""
+            for row in rows:
+                values = dict(zip(cols, row, strict=False))
+                uuid, action = values.get("row") or last, values.get("action")
+                last = uuid
+                if action in ("initial", "insert", "new"):
+                    self._rows[uuid] = (
+                        str(values.get("name")),
+                        _ovsdb_int(values.get("ofport")),
+                        _ovsdb_map(values.get("external_ids")).get("iface-id", ""),
+                    )
+                elif action == "delete":
+                    self._rows.pop(uuid, None)
+        return True
 
     def _from_monitor(self) -> dict[str, Binding] | None:
         proc = self._proc

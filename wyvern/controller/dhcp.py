@@ -29,8 +29,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from os_ken.lib.packet import dhcp, ethernet, ipv4, packet, udp
-
+from wyvern.controller import frames
 from wyvern.model.view import DhcpOpt, Network, Port, Subnet
 
 LOG = logging.getLogger(__name__)
@@ -187,34 +186,41 @@ class DhcpError(ValueError):
 
 
 # -- parsing ------------------------------------------------------------------------------
+BOOTREQUEST, BOOTREPLY = 1, 2
+_BOOTP = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")  # the fixed part, FIXED_LEN bytes
+
+
 def parse_request(frame: bytes) -> DhcpRequest:
     """An Ethernet frame from a client -> DhcpRequest, or DhcpError."""
-    try:
-        pkt = packet.Packet(frame)
-    except Exception as exc:  # os-ken raises whatever struct/its parsers raise
-        raise DhcpError(f"unparsable frame: {exc}") from exc
-    eth = pkt.get_protocol(ethernet.ethernet)
-    msg = pkt.get_protocol(dhcp.dhcp)
-    if eth is None or msg is None or pkt.get_protocol(udp.udp) is None or eth.ethertype != 0x0800:
+    eth = frames.parse_ethernet(frame)
+    if eth is None or eth.ethertype != frames.ETH_TYPE_IP:
         raise DhcpError("not a DHCPv4 packet")
-    if msg.op != dhcp.DHCP_BOOT_REQUEST:
+    ip = frames.parse_ipv4(eth.payload)
+    transport = frames.parse_udp(ip.payload) if ip and ip.proto == frames.IPPROTO_UDP else None
+    if transport is None or not {transport.src_port, transport.dst_port} & {67, 68}:
+        raise DhcpError("not a DHCPv4 packet")
+    bootp = transport.payload
+    if len(bootp) < _BOOTP.size:
+        raise DhcpError("unparsable frame: BOOTP message too short")
+    op, _, hlen, _, xid, _, flags, ciaddr, _, _, giaddr, chaddr, _, _ = _BOOTP.unpack_from(bootp)
+    if op != BOOTREQUEST:
         raise DhcpError("not a BOOTREQUEST")
-    ip, transport = pkt.get_protocol(ipv4.ipv4), pkt.get_protocol(udp.udp)
-    start = 14 + ip.header_length * 4 + 8  # the BOOTP message (eth type is IPv4 here)
-    opts = parse_options(frame[start : start + transport.total_length - 8])
+    if hlen != 6:
+        raise DhcpError(f"hardware address length {hlen}: not an Ethernet client")
+    opts = parse_options(bootp)
     mtype = opts.get(OPT_MESSAGE_TYPE, b"")
     if len(mtype) != 1:
         raise DhcpError("no DHCP message type (plain BOOTP is not served)")
     return DhcpRequest(
         message_type=mtype[0],
-        xid=msg.xid,
-        flags=msg.flags,
-        chaddr=str(msg.chaddr).lower(),
-        ciaddr=msg.ciaddr,
-        giaddr=msg.giaddr,
+        xid=xid,
+        flags=flags,
+        chaddr=frames.mac_text(chaddr[:6]),
+        ciaddr=str(ipaddress.IPv4Address(ciaddr)),
+        giaddr=str(ipaddress.IPv4Address(giaddr)),
         requested_ip=_ip_option(opts.get(OPT_REQUESTED_IP)),
         server_id=_ip_option(opts.get(OPT_SERVER_ID)),
-        eth_src=str(eth.src).lower(),
+        eth_src=eth.src,
     )
 
 
@@ -241,18 +247,6 @@ def parse_options(bootp: bytes) -> dict[int, bytes]:
             raise DhcpError(f"option {code} is truncated")
         out[code] = out.get(code, b"") + value
         i += 2 + length
-    return out
-
-
-def options_of(msg: dhcp.dhcp) -> dict[int, bytes]:
-    """The options of a parsed os-ken dhcp message as {code: value}."""
-    out: dict[int, bytes] = {}
-    if msg.options is None:
-        return out
-    for opt in msg.options.option_list:
-        if isinstance(opt, dhcp.option):
-            # RFC 3396: a repeated option is concatenated.
-            out[opt.tag] = out.get(opt.tag, b"") + bytes(opt.value)
     return out
 
 
@@ -560,33 +554,32 @@ def build_reply(
         eth_dst, ip_dst = BROADCAST_MAC, "255.255.255.255"
     else:
         eth_dst, ip_dst = req.chaddr, yiaddr
-    option_list: list[dhcp.option | bytes] = [
-        dhcp.option(tag=OPT_MESSAGE_TYPE, value=opts[OPT_MESSAGE_TYPE])
-    ]
-    option_list += [
-        dhcp.option(tag=code, value=value)
-        for code, value in sorted(opts.items())
-        if code != OPT_MESSAGE_TYPE and len(value) <= 255
-    ]
-    option_list.append(b"\xff")
-    msg = dhcp.dhcp(
-        op=dhcp.DHCP_BOOT_REPLY,
-        chaddr=req.chaddr,
-        xid=req.xid,
-        flags=req.flags,
-        ciaddr=ciaddr,
-        yiaddr=yiaddr,
-        siaddr=siaddr,
-        giaddr=req.giaddr,
-        options=dhcp.options(option_list=option_list),
+    # Option 53 first, the rest by code, then END, padded to a BOOTP packet's length.
+    options = bytearray(MAGIC_COOKIE)
+    rest = sorted((c, v) for c, v in opts.items() if c != OPT_MESSAGE_TYPE and len(v) <= 255)
+    for code, value in [(OPT_MESSAGE_TYPE, opts[OPT_MESSAGE_TYPE]), *rest]:
+        options += bytes([code, len(value)]) + value
+    options.append(255)
+    bootp = (
+        _BOOTP.pack(
+            BOOTREPLY,
+            1,  # Ethernet
+            6,
+            0,
+            req.xid,
+            0,
+            req.flags,
+            ipaddress.IPv4Address(ciaddr).packed,
+            ipaddress.IPv4Address(yiaddr).packed,
+            ipaddress.IPv4Address(siaddr).packed,
+            ipaddress.IPv4Address(req.giaddr).packed,
+            frames.mac_bytes(req.chaddr),
+            b"",
+            b"",
+        )
+        + options
     )
-    body = bytes(msg.serialize())
-    if len(body) < MIN_BOOTP_LEN:
-        msg.options.option_list.append(b"\0" * (MIN_BOOTP_LEN - len(body)))
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst=eth_dst, src=server_mac, ethertype=0x0800))
-    pkt.add_protocol(ipv4.ipv4(src=server_ip, dst=ip_dst, proto=17, ttl=64))
-    pkt.add_protocol(udp.udp(src_port=SERVER_PORT, dst_port=CLIENT_PORT))
-    pkt.add_protocol(msg)
-    pkt.serialize()
-    return bytes(pkt.data)
+    bootp = bootp.ljust(MIN_BOOTP_LEN, b"\0")
+    udp = frames.udp4(server_ip, ip_dst, SERVER_PORT, CLIENT_PORT, bootp)
+    ip = frames.ipv4(server_ip, ip_dst, frames.IPPROTO_UDP, udp, ttl=64)
+    return frames.ethernet(eth_dst, server_mac, frames.ETH_TYPE_IP, ip)

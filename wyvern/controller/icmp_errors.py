@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from os_ken.lib.packet import ethernet, icmp, ipv4, packet
-
+from wyvern.controller import frames
 from wyvern.model.view import LocalView, Network, Router
 
 ICMP_TIME_EXCEEDED = 11
 ICMP_DEST_UNREACH = 3
+_ERROR_TYPES = {bytes([t]) for t in (3, 4, 5, 11, 12)}  # unreachable ... parameter problem
 
 
 def router_address(view: LocalView, router: Router, network: Network) -> tuple[str, str] | None:
@@ -37,28 +37,19 @@ def build_error(
     frame: bytes, icmp_type: int, icmp_code: int, router_ip: str, router_mac: str
 ) -> bytes | None:
     """The ICMP error for `frame`, or None when RFC 1812 says not to send one."""
-    pkt = packet.Packet(frame)
-    eth = pkt.get_protocol(ethernet.ethernet)
-    ip = pkt.get_protocol(ipv4.ipv4)
+    eth = frames.parse_ethernet(frame)
+    ip = frames.parse_ipv4(eth.payload) if eth and eth.ethertype == frames.ETH_TYPE_IP else None
     if eth is None or ip is None:
         return None
-    if ip.proto == 1:  # never answer an ICMP error with an error
-        inner = pkt.get_protocol(icmp.icmp)
-        if inner is not None and inner.type in (3, 4, 5, 11, 12):
-            return None
-    if ip.offset & 0x1FFF:  # only about the first fragment
+    if ip.proto == frames.IPPROTO_ICMP and ip.payload[:1] in _ERROR_TYPES:
+        return None  # never answer an ICMP error with an error
+    if ip.offset:  # only about the first fragment
         return None
     src = ipaddress.ip_address(ip.src)
     if src.is_multicast or src.is_unspecified or ip.src == "255.255.255.255":
         return None
-    quoted = frame[14 : 14 + ip.header_length * 4 + 8]  # the pipeline punts untagged frames
-    if icmp_type == ICMP_TIME_EXCEEDED:
-        body = icmp.TimeExceeded(data=quoted)
-    else:
-        body = icmp.dest_unreach(data=quoted)
-    reply = packet.Packet()
-    reply.add_protocol(ethernet.ethernet(dst=eth.src, src=router_mac, ethertype=0x0800))
-    reply.add_protocol(ipv4.ipv4(src=router_ip, dst=ip.src, proto=1, ttl=64))
-    reply.add_protocol(icmp.icmp(type_=icmp_type, code=icmp_code, csum=0, data=body))
-    reply.serialize()
-    return bytes(reply.data)
+    quoted = frame[14 : 14 + ip.header_length + 8]  # the pipeline punts untagged frames
+    # Time exceeded: 4 unused bytes; unreachable: unused, length (0: RFC 792), next-hop MTU.
+    message = frames.icmp4(icmp_type, icmp_code, b"\0\0\0\0" + quoted)
+    reply = frames.ipv4(router_ip, ip.src, frames.IPPROTO_ICMP, message, ttl=64)
+    return frames.ethernet(eth.src, router_mac, frames.ETH_TYPE_IP, reply)

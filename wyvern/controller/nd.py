@@ -19,14 +19,16 @@ rate-limits it like every punt.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass
 
-from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
-
+from wyvern.controller import frames
 from wyvern.model.view import LocalView, Network, Port
 
-ETH_TYPE_IPV6 = 0x86DD
-IPPROTO_ICMPV6 = 58
+ETH_TYPE_IPV6 = frames.ETH_TYPE_IPV6
+IPPROTO_ICMPV6 = frames.IPPROTO_ICMPV6
+ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT = 135, 136
+ND_OPTION_TLA = 2  # target link-layer address
 ALL_NODES = "ff02::1"
 ND_HOP_LIMIT = 255
 NA_ROUTER, NA_SOLICITED, NA_OVERRIDE = 0b100, 0b010, 0b001  # nd_neighbor.res bits
@@ -41,23 +43,19 @@ class Solicitation:
 
 def parse_solicitation(frame: bytes) -> Solicitation | None:
     """The fields of a valid NS (RFC 4861 §7.1.1: hop limit 255, code 0), else None."""
-    try:
-        pkt = packet.Packet(frame)
-    except Exception:  # os-ken raises whatever struct/its parsers raise
+    eth = frames.parse_ethernet(frame)
+    ip6 = frames.parse_ipv6(eth.payload) if eth and eth.ethertype == ETH_TYPE_IPV6 else None
+    if eth is None or ip6 is None or ip6.next_header != IPPROTO_ICMPV6:
         return None
-    eth = pkt.get_protocol(ethernet.ethernet)
-    ip6 = pkt.get_protocol(ipv6.ipv6)
-    icmp6 = pkt.get_protocol(icmpv6.icmpv6)
-    if eth is None or ip6 is None or icmp6 is None:
+    icmp6 = ip6.payload
+    if len(icmp6) < 24 or icmp6[0] != ND_NEIGHBOR_SOLICIT or icmp6[1] != 0:
+        return None  # (24: type, code, checksum, reserved, target)
+    if ip6.hop_limit != ND_HOP_LIMIT:
         return None
-    if icmp6.type_ != icmpv6.ND_NEIGHBOR_SOLICIT or icmp6.code != 0:
-        return None
-    if ip6.hop_limit != ND_HOP_LIMIT or not isinstance(icmp6.data, icmpv6.nd_neighbor):
-        return None
-    target = ipaddress.IPv6Address(icmp6.data.dst)
+    target = ipaddress.IPv6Address(icmp6[8:24])
     if target.is_multicast or target.is_unspecified:
         return None
-    return Solicitation(str(eth.src), str(ip6.src), str(target))
+    return Solicitation(eth.src, ip6.src, str(target))
 
 
 def _claims(port: Port, addr: ipaddress.IPv6Address) -> bool:
@@ -92,27 +90,12 @@ def build_advertisement(sol: Solicitation, owner_mac: str, router: bool) -> byte
     """The NA answering SOL for its target, owned by OWNER_MAC (a router port if ROUTER)."""
     unspecified = ipaddress.IPv6Address(sol.ipv6_src).is_unspecified
     flags = NA_OVERRIDE | (NA_ROUTER if router else 0) | (0 if unspecified else NA_SOLICITED)
-    reply = packet.Packet()
-    reply.add_protocol(ethernet.ethernet(dst=sol.eth_src, src=owner_mac, ethertype=ETH_TYPE_IPV6))
-    reply.add_protocol(
-        ipv6.ipv6(
-            src=sol.target,
-            dst=ALL_NODES if unspecified else sol.ipv6_src,
-            nxt=IPPROTO_ICMPV6,
-            hop_limit=ND_HOP_LIMIT,
-        )
-    )
-    reply.add_protocol(
-        icmpv6.icmpv6(
-            type_=icmpv6.ND_NEIGHBOR_ADVERT,
-            code=0,
-            data=icmpv6.nd_neighbor(
-                res=flags, dst=sol.target, option=icmpv6.nd_option_tla(hw_src=owner_mac)
-            ),
-        )
-    )
-    reply.serialize()
-    return bytes(reply.data)
+    dst = ALL_NODES if unspecified else sol.ipv6_src
+    body = struct.pack("!I16s", flags << 29, ipaddress.IPv6Address(sol.target).packed)
+    body += struct.pack("!BB6s", ND_OPTION_TLA, 1, frames.mac_bytes(owner_mac))
+    icmp6 = frames.icmp6(sol.target, dst, ND_NEIGHBOR_ADVERT, 0, body)
+    ip6 = frames.ipv6(sol.target, dst, IPPROTO_ICMPV6, icmp6, hop_limit=ND_HOP_LIMIT)
+    return frames.ethernet(sol.eth_src, owner_mac, ETH_TYPE_IPV6, ip6)
 
 
 def answer(view: LocalView, network: Network, solicitor: Port, frame: bytes) -> bytes | None:

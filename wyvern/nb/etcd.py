@@ -29,6 +29,7 @@ import json
 import math
 import queue
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -36,12 +37,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
-import etcd3gw
 import requests
 import requests.adapters
 import urllib3.exceptions
-from etcd3gw import Etcd3Client
-from etcd3gw import exceptions as etcd_exc
 
 from wyvern.nb.store import (
     Batch,
@@ -58,6 +56,21 @@ from wyvern.nb.store import (
     Watch,
     net_effect,
 )
+
+# etcd3gw imports futurist (for a watch thread pool this store does not use), and futurist
+# imports eventlet whenever it is installed: eventlet, dnspython, greenlet, cryptography,
+# ~19 MiB of an agent's RSS. A None in sys.modules makes just that import fail (futurist
+# goes on without eventlet); the entry goes again right after.
+_HIDE_EVENTLET = "eventlet" not in sys.modules
+if _HIDE_EVENTLET:
+    sys.modules["eventlet"] = None  # type: ignore[assignment]
+try:
+    import etcd3gw
+    from etcd3gw import Etcd3Client
+    from etcd3gw import exceptions as etcd_exc
+finally:
+    if _HIDE_EVENTLET and sys.modules.get("eventlet", False) is None:
+        del sys.modules["eventlet"]
 
 # Without it a member cut off from its cluster keeps serving a watch that never sees another
 # event, and a write to a leaderless member waits for a timeout instead of failing at once.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import os
 import shutil
@@ -18,14 +19,28 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import urllib.request
 
 HOST = "127.0.0.1"
-# Loopback only: never route health checks through an HTTP proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """Loopback only: never route health checks through an HTTP proxy from the environment.
+
+    Imported on first use: the agent imports this module for kill_with_parent, and
+    urllib.request (http.client, email...) would cost it ~3 MiB of RSS for nothing.
+    """
+    import urllib.request
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 # Fast but sane timing for loopback: a leader is elected in well under a second and a
 # killed leader is replaced within ~1 s, without spurious elections on a busy CI box.
@@ -96,7 +111,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _get_json(url: str, timeout: float) -> dict[str, object]:
-    with _OPENER.open(url, timeout=timeout) as resp:
+    with _opener().open(url, timeout=timeout) as resp:
         data = json.loads(resp.read())
     return data if isinstance(data, dict) else {}
 
@@ -240,10 +255,12 @@ class EtcdServer:
 
     def status(self, member: int, timeout: float = 1.0) -> dict[str, object]:
         """The member's /v3/maintenance/status answer (raises OSError if unreachable)."""
+        import urllib.request
+
         req = urllib.request.Request(
             self.members[member].client_url + "/v3/maintenance/status", data=b"{}", method="POST"
         )
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with _opener().open(req, timeout=timeout) as resp:
             data = json.loads(resp.read())
         return data if isinstance(data, dict) else {}
 

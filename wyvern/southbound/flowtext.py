@@ -279,6 +279,40 @@ def parse_rendered(line: str) -> Flow:
     )
 
 
+def rendered_identity(line: str) -> tuple[str, int]:
+    """A rendered line's identity as text, `table=T,priority=P[,MATCH]` (also what a strict
+    delete of it names), and its cookie: no Flow object, for the installer's compact view.
+
+    Raises FlowSyntaxError for text of any other shape (as parse_rendered does).
+    """
+    head, sep, _ = line.partition(" actions=")
+    parts = head.split(",", 3)
+    if (
+        not sep
+        or len(parts) < 3
+        or not parts[0].startswith("table=")
+        or not parts[1].startswith("priority=")
+        or not parts[2].startswith("cookie=")
+        or not parts[0][6:].isdigit()
+        or not parts[1][9:].isdigit()
+        or " " in head
+    ):
+        raise FlowSyntaxError("not a rendered flow line", line)
+    try:
+        cookie = int(parts[2][7:], 0)
+    except ValueError:
+        raise FlowSyntaxError("not a rendered flow line", line) from None
+    if len(parts) == 4:
+        return f"{parts[0]},{parts[1]},{parts[3]}", cookie
+    return f"{parts[0]},{parts[1]}", cookie
+
+
+def key_identity(key: FlowKey) -> str:
+    """The text rendered_identity gives a rendered line with this key."""
+    match = f",{key.match}" if key.match else ""
+    return f"table={key.table},priority={key.priority}{match}"
+
+
 def _split_actions(line: str) -> tuple[str, str]:
     line = line.strip()
     if line.startswith("actions="):

@@ -41,10 +41,12 @@ Rendered lines (flowtext.RenderedLines, what Engine.render() returns) take two f
 paths. Their text is deterministic per IR flow, so when the installed view came from an
 empty switch (or a canonical sync of the same lines proved both spellings agree) the
 installer keys flows by that text and skips `parse-flows`: a first install of 100k
-flows costs the bundle plus ~0.3 s of Python. And a render that names the previous
-render as its base carries the lines added and removed since, so a sync after a port
-add touches only those instead of the whole set. Plain text lines always go through
-OVS's canonical form (after re-reading the switch if the view was keyed by text).
+flows costs the bundle plus ~0.3 s of Python. That view (LineIndex) keeps each line
+itself under the hash of its identity text, no parsed copy: ~65 B a flow beside the
+line, which the engine holds anyway. And a render that names the previous render as its
+base carries the lines added and removed since, so a sync after a port add touches only
+those instead of the whole set. Plain text lines always go through OVS's canonical form
+(after re-reading the switch if the view was keyed by text).
 
 Not thread-safe, and blocking: one owner (the agent's southbound worker) calls it, off
 the event loop.
@@ -56,9 +58,10 @@ import gc
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import overload
 
 from wyvern.southbound.flowtext import (
     DEFAULT_PROTOCOL,
@@ -68,14 +71,20 @@ from wyvern.southbound.flowtext import (
     RenderedLines,
     canonicalize,
     clean_lines,
+    key_identity,
     parse_dump_line,
     parse_rendered,
+    rendered_identity,
 )
 from wyvern.southbound.ovs import OvsCommandError, OvsError, OvsInstance
 
 LOG = logging.getLogger(__name__)
 
 _OF_ERROR_RE = re.compile(r"^Error (\S+) for: .*?: (?:ADD|DEL_STRICT|DEL)\b ?(.*)$", re.MULTILINE)
+
+
+def _ignore(line: str) -> None:
+    """ovs-ofctl --bundle prints nothing on success; errors come on stderr."""
 
 
 class FlowInstallError(OvsError):
@@ -144,6 +153,139 @@ def diff_flows(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow
     return FlowDiff(tuple(add), tuple(modify), tuple(delete))
 
 
+@dataclass
+class _Plan:
+    """A trusted sync's changes: lines to add or rewrite, (identity, line) to delete."""
+
+    add: list[str] = field(default_factory=list)
+    modify: list[str] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.modify or self.delete)
+
+    def bundle_lines(self) -> Sequence[str]:
+        """As FlowDiff.bundle_lines: deletions (by identity), then rewrites, then adds.
+
+        Made a chunk at a time as the bundle is fed to ovs-ofctl: at 250k flows a list of
+        every "add LINE" and their joined text would take ~120 MiB at the peak.
+        """
+        return _BundleLines(
+            [
+                ("delete_strict ", [ident for ident, _ in self.delete]),
+                ("add ", self.modify),
+                ("add ", self.add),
+            ]
+        )
+
+
+class _BundleLines(Sequence[str]):
+    """PREFIX + item for each item of each part, in order, built only when sliced."""
+
+    def __init__(self, parts: list[tuple[str, Sequence[str]]]) -> None:
+        self._parts = [(prefix, items) for prefix, items in parts if items]
+        self._len = sum(len(items) for _, items in self._parts)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, int):
+            got = self[index : index + 1] if index >= 0 else self[self._len + index :][:1]
+            if not got:
+                raise IndexError(index)
+            return got[0]
+        start, stop, step = index.indices(self._len)
+        if step != 1:
+            return [self[i] for i in range(start, stop, step)]
+        out: list[str] = []
+        base = 0
+        for prefix, items in self._parts:
+            lo, hi = max(start - base, 0), min(stop - base, len(items))
+            if lo < hi:
+                out.extend(prefix + item for item in items[lo:hi])
+            base += len(items)
+        return out
+
+
+class LineIndex:
+    """Rendered lines by identity, kept as the text alone: hash(identity) -> line.
+
+    A parsed Flow per installed line cost ~440 B (the object, its key, and copies of the
+    match and actions text); this costs a dict slot and an int, ~70 B, and shares the line
+    with whoever rendered it. Two identities whose hashes collide (never seen, but
+    possible) keep the second one by its full identity in a small side table.
+    """
+
+    __slots__ = ("_by_hash", "_hash", "_spill")
+
+    def __init__(self, hash_of: Callable[[str], int] = hash) -> None:
+        self._hash = hash_of  # (a test gives a weak one, to make collisions happen)
+        self._by_hash: dict[int, str] = {}
+        self._spill: dict[str, str] = {}
+
+    def get(self, ident: str, hint: str | None = None) -> str | None:
+        """The line of identity IDENT; HINT, a line of that identity, saves re-deriving
+        the identity of a stored line equal to it (the usual case: unchanged)."""
+        line = self._by_hash.get(self._hash(ident))
+        if line is not None and (line == hint or rendered_identity(line)[0] == ident):
+            return line
+        return self._spill.get(ident) if self._spill else None
+
+    def put(self, ident: str, line: str) -> str | None:
+        """Store LINE under IDENT; returns the line it replaced, if any."""
+        h = self._hash(ident)
+        have = self._by_hash.get(h)
+        if have is not None and have != line and rendered_identity(have)[0] != ident:
+            old = self._spill.get(ident)  # another identity holds the slot
+            self._spill[ident] = line
+            return old
+        if self._spill and have is None:
+            have = self._spill.pop(ident, None)  # its slot was taken when it came
+        self._by_hash[h] = line
+        return have
+
+    def pop(self, ident: str) -> None:
+        h = self._hash(ident)
+        have = self._by_hash.get(h)
+        if have is not None and rendered_identity(have)[0] == ident:
+            del self._by_hash[h]
+        else:
+            self._spill.pop(ident, None)
+
+    def __len__(self) -> int:
+        return len(self._by_hash) + len(self._spill)
+
+    def lines(self) -> Iterator[str]:
+        yield from self._by_hash.values()
+        yield from self._spill.values()
+
+
+class _IndexView(Mapping[FlowKey, Flow]):
+    """The installed view over a LineIndex: Flow objects made on demand, for inspection."""
+
+    def __init__(self, index: LineIndex) -> None:
+        self._index = index
+
+    def __getitem__(self, key: FlowKey) -> Flow:
+        line = self._index.get(key_identity(key))
+        if line is None:
+            raise KeyError(key)
+        return parse_rendered(line)
+
+    def __iter__(self) -> Iterator[FlowKey]:
+        return (parse_rendered(line).key for line in self._index.lines())
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 class FlowInstaller:
     """Keeps one bridge's flows equal to the desired set, touching only what differs.
 
@@ -166,20 +308,25 @@ class FlowInstaller:
         self.protocol = protocol
         self.owned_cookie = owned_cookie
         self.timeout = timeout
+        # Two views of what the switch holds, one in use at a time. _trusted: _index, the
+        # rendered lines by their own text (from an empty switch on, or once a canonical
+        # sync of rendered lines proved that both spellings agree; only RenderedLines are
+        # trusted this way). Otherwise _installed, parsed Flows keyed by OVS's canonical
+        # form (after reading a non-empty switch, or for plain text lines).
         self._installed: dict[FlowKey, Flow] = {}
+        self._index = LineIndex()
+        self._trusted = False
         self._known = False  # False until read from the switch, and after a failure
         # Canonical form per line text: a renderer re-sends mostly the same lines.
         self._cache: dict[str, Flow] = {}
-        # True when _installed is keyed by rendered text (parse_rendered), not by OVS's
-        # canonical form: from an empty switch on, or once a canonical sync of rendered
-        # lines proved that both spaces agree. Only RenderedLines are trusted this way.
-        self._trusted = False
         self._synced: object = None  # RenderedLines.generation of the last good sync
 
     # -- views ---------------------------------------------------------------------------
     @property
     def installed(self) -> Mapping[FlowKey, Flow]:
         """What we believe the switch has: a live, read-only view keyed by identity."""
+        if self._trusted:
+            return _IndexView(self._index)
         return MappingProxyType(self._installed)
 
     @property
@@ -236,6 +383,7 @@ class FlowInstaller:
                 )
             installed[flow.key] = flow
         self._installed = installed
+        self._index = LineIndex()
         self._known = True
         self._trusted = not installed  # nothing to compare with OVS's spelling
         self._synced = None
@@ -273,60 +421,72 @@ class FlowInstaller:
                 raise FlowConflictError(
                     f"two desired flows with identity {flow.key}: {other.text!r} and {line!r}"
                 )
-            if not self.owns(flow.cookie):
-                value, mask = self.owned_cookie or (0, 0)
-                raise FlowSyntaxError(
-                    f"cookie {flow.cookie:#x} is outside the owned space {value:#x}/{mask:#x}",
-                    line,
-                )
+            self._check_owned(flow.cookie, line)
             flows[flow.key] = flow
         self._cache = new_cache  # bounded by the desired set
         return flows
 
-    def trusted(self, lines: RenderedLines) -> dict[FlowKey, Flow]:
-        """Rendered lines keyed by their own text; raises on conflicting or foreign flows."""
-        flows: dict[FlowKey, Flow] = {}
-        # Lines already installed need no parsing (the trusted view keeps their text).
-        known = {f.text: f for f in self._installed.values()} if self._trusted else {}
-        for line in lines:
-            flow = known.get(line) or parse_rendered(line)
-            other = flows.get(flow.key)
-            if other is not None and other.value != flow.value:
-                raise FlowConflictError(
-                    f"two desired flows with identity {flow.key}: {other.text!r} and {line!r}"
-                )
-            self._check_owned(flow, line)
-            flows[flow.key] = flow
-        return flows
-
-    def _check_owned(self, flow: Flow, line: str) -> None:
-        if not self.owns(flow.cookie):
+    def _check_owned(self, cookie: int, line: str) -> None:
+        if not self.owns(cookie):
             value, mask = self.owned_cookie or (0, 0)
             raise FlowSyntaxError(
-                f"cookie {flow.cookie:#x} is outside the owned space {value:#x}/{mask:#x}",
-                line,
+                f"cookie {cookie:#x} is outside the owned space {value:#x}/{mask:#x}", line
             )
 
-    def _desired(self, desired_lines: Iterable[str]) -> dict[FlowKey, Flow]:
-        """The desired set keyed in the installed view's key space (reads the switch
-        first if needed)."""
-        if isinstance(desired_lines, str):
-            raise TypeError("desired_lines is an iterable of flow lines, not one string")
-        rendered = desired_lines if isinstance(desired_lines, RenderedLines) else None
-        if not self._known:
-            self.resync_from_switch()
-        if self._trusted and rendered is not None:
-            return self.trusted(rendered)
-        if self._trusted and self._installed:
+    def _canonical_desired(self, desired_lines: Iterable[str]) -> dict[FlowKey, Flow]:
+        """The desired set in OVS's canonical form, with the installed view in it too."""
+        if self._trusted and self._index:
             # Plain text while the view is keyed by rendered text: read the switch, so
             # both sides are in OVS's canonical form again.
             self.resync_from_switch()
         self._trusted = False
+        self._index = LineIndex()
         return self.canonical(desired_lines)
+
+    def _plan(self, rendered: RenderedLines) -> tuple[LineIndex, _Plan]:
+        """The desired set as a LineIndex and what turns the trusted view into it; raises
+        on conflicting or foreign lines (before anything is sent)."""
+        want = LineIndex()
+        have = self._index
+        owned = self.owned_cookie is not None
+        plan = _Plan()
+        for line in rendered:
+            ident, cookie = rendered_identity(line)
+            if owned:
+                self._check_owned(cookie, line)
+            other = want.put(ident, line)
+            if other is not None:
+                if other != line:
+                    raise FlowConflictError(
+                        f"two desired flows with identity {ident}: {other!r} and {line!r}"
+                    )
+                continue  # the same line twice
+            old = have.get(ident, line)
+            if old is None:
+                plan.add.append(line)
+            elif old != line:
+                plan.modify.append(line)
+        if len(want) - len(plan.add) != len(have):  # some installed identity is not wanted
+            for line in have.lines():
+                ident = rendered_identity(line)[0]
+                if want.get(ident) is None:
+                    plan.delete.append((ident, line))
+        return want, plan
 
     def diff(self, desired_lines: Iterable[str]) -> FlowDiff:
         """What sync() would send now (reads the switch first if needed)."""
-        return diff_flows(self._installed, self._desired(desired_lines))
+        if isinstance(desired_lines, str):
+            raise TypeError("desired_lines is an iterable of flow lines, not one string")
+        if not self._known:
+            self.resync_from_switch()
+        if self._trusted and isinstance(desired_lines, RenderedLines):
+            _, plan = self._plan(desired_lines)
+            return FlowDiff(
+                add=tuple(map(parse_rendered, plan.add)),
+                modify=tuple(map(parse_rendered, plan.modify)),
+                delete=tuple(parse_rendered(line) for _, line in plan.delete),
+            )
+        return diff_flows(self._installed, self._canonical_desired(desired_lines))
 
     # -- writing -------------------------------------------------------------------------
     def sync(self, desired_lines: Iterable[str]) -> SyncStats:
@@ -337,8 +497,8 @@ class FlowInstaller:
         FlowSyntaxError (bad line, caught before anything is sent) is raised, and the
         next sync re-reads the switch before diffing.
         """
-        # Up to millions of long-lived Flow objects, and no garbage cycles: keep the cyclic
-        # GC from walking the whole heap again and again meanwhile.
+        # Up to millions of long-lived objects, and no garbage cycles: keep the cyclic GC
+        # from walking the whole heap again and again meanwhile.
         enabled = gc.isenabled()
         gc.disable()
         try:
@@ -349,6 +509,8 @@ class FlowInstaller:
 
     def _sync(self, desired_lines: Iterable[str]) -> SyncStats:
         start = time.monotonic()
+        if isinstance(desired_lines, str):
+            raise TypeError("desired_lines is an iterable of flow lines, not one string")
         resynced = not self._known
         rendered = desired_lines if isinstance(desired_lines, RenderedLines) else None
         if (
@@ -359,78 +521,121 @@ class FlowInstaller:
             and rendered.base == self._synced
         ):
             return self._sync_delta(rendered, start)
-        desired = self._desired(desired_lines)
+        if not self._known:
+            self.resync_from_switch()
+        if self._trusted and rendered is not None:
+            return self._sync_trusted(rendered, start, resynced)
+        desired = self._canonical_desired(desired_lines)
         parsed = time.monotonic()
         diff = diff_flows(self._installed, desired)
         bundle_seconds = 0.0
         if diff:
-            t0 = time.monotonic()
-            self._send_bundle(diff)
-            bundle_seconds = time.monotonic() - t0
+            bundle_seconds = self._send_bundle(
+                diff.bundle_lines(), len(diff.add), len(diff.modify), len(diff.delete)
+            )
             for flow in diff.delete:
                 del self._installed[flow.key]
             for flow in (*diff.modify, *diff.add):
                 self._installed[flow.key] = flow
-        if rendered is not None and not self._trusted:
+        if rendered is not None:
             # The switch now holds exactly these lines: key them by their text from here
             # on, unless two of them are one flow for OVS (then stay canonical).
+            index = LineIndex()
             try:
-                by_text = {f.key: f for f in map(parse_rendered, rendered)}
+                for line in rendered:
+                    index.put(rendered_identity(line)[0], line)
             except FlowSyntaxError:
-                by_text = {}
-            if by_text and len(by_text) == len(self._installed):
-                self._installed = by_text
+                index = LineIndex()
+            if index and len(index) == len(self._installed):
+                self._index = index
+                self._installed = {}
                 self._trusted = True
                 self._cache = {}
         self._synced = rendered.generation if rendered is not None else None
         return self._stats(
-            diff, len(desired), parsed - start, bundle_seconds, start, resynced=resynced
+            len(diff.add),
+            len(diff.modify),
+            len(diff.delete),
+            len(desired),
+            parsed - start,
+            bundle_seconds,
+            start,
+            resynced=resynced,
+        )
+
+    def _sync_trusted(self, rendered: RenderedLines, start: float, resynced: bool) -> SyncStats:
+        """A whole rendered set against the trusted view: no OVS parsing, no Flow objects."""
+        want, plan = self._plan(rendered)
+        parsed = time.monotonic()
+        bundle_seconds = 0.0
+        if plan:
+            bundle_seconds = self._send_bundle(
+                plan.bundle_lines(), len(plan.add), len(plan.modify), len(plan.delete)
+            )
+        self._index = want  # what the switch holds now
+        self._synced = rendered.generation
+        return self._stats(
+            len(plan.add),
+            len(plan.modify),
+            len(plan.delete),
+            len(want),
+            parsed - start,
+            bundle_seconds,
+            start,
+            resynced=resynced,
         )
 
     def _sync_delta(self, rendered: RenderedLines, start: float) -> SyncStats:
         """Sync from the last synced set, given what was added and removed since."""
-        installed = self._installed
-        gone: dict[FlowKey, Flow] = {}
+        installed = self._index
+        gone: dict[str, str] = {}
         for line in rendered.removed:
-            flow = parse_rendered(line)
-            have = installed.get(flow.key)
-            if have is None or have.value != flow.value:  # not what we hold: start over
+            ident = rendered_identity(line)[0]
+            if installed.get(ident, line) != line:  # not what we hold: start over
                 self._synced = None
                 return self._sync(RenderedLines(rendered, generation=rendered.generation))
-            gone[flow.key] = flow
-        new: dict[FlowKey, Flow] = {}
+            gone[ident] = line
+        new: dict[str, str] = {}
         for line in rendered.added:
-            flow = parse_rendered(line)
-            self._check_owned(flow, line)
-            other = new.get(flow.key)
-            if other is None and flow.key not in gone:
-                other = installed.get(flow.key)
-            if other is not None and other.value != flow.value:
+            ident, cookie = rendered_identity(line)
+            self._check_owned(cookie, line)
+            other = new.get(ident)
+            if other is None and ident not in gone:
+                other = installed.get(ident, line)
+            if other is not None and other != line:
                 raise FlowConflictError(
-                    f"two desired flows with identity {flow.key}: {other.text!r} and {line!r}"
+                    f"two desired flows with identity {ident}: {other!r} and {line!r}"
                 )
-            new[flow.key] = flow
+            new[ident] = line
         parsed = time.monotonic()
-        diff = FlowDiff(
-            add=tuple(f for k, f in new.items() if k not in installed),
-            modify=tuple(f for k, f in new.items() if k in installed),
-            delete=tuple(f for k, f in gone.items() if k not in new),
-        )
+        plan = _Plan(delete=[(i, line) for i, line in gone.items() if i not in new])
+        for ident, line in new.items():
+            (plan.modify if installed.get(ident) is not None else plan.add).append(line)
         bundle_seconds = 0.0
-        if diff:
-            t0 = time.monotonic()
-            self._send_bundle(diff)
-            bundle_seconds = time.monotonic() - t0
-            for flow in diff.delete:
-                del installed[flow.key]
-            for flow in (*diff.modify, *diff.add):
-                installed[flow.key] = flow
+        if plan:
+            bundle_seconds = self._send_bundle(
+                plan.bundle_lines(), len(plan.add), len(plan.modify), len(plan.delete)
+            )
+            for ident, _ in plan.delete:
+                installed.pop(ident)
+            for ident, line in new.items():
+                installed.put(ident, line)
         self._synced = rendered.generation
-        return self._stats(diff, len(installed), parsed - start, bundle_seconds, start)
+        return self._stats(
+            len(plan.add),
+            len(plan.modify),
+            len(plan.delete),
+            len(installed),
+            parsed - start,
+            bundle_seconds,
+            start,
+        )
 
     def _stats(
         self,
-        diff: FlowDiff,
+        added: int,
+        modified: int,
+        deleted: int,
         n_desired: int,
         parse_seconds: float,
         bundle_seconds: float,
@@ -439,10 +644,10 @@ class FlowInstaller:
         resynced: bool = False,
     ) -> SyncStats:
         stats = SyncStats(
-            added=len(diff.add),
-            modified=len(diff.modify),
-            deleted=len(diff.delete),
-            unchanged=n_desired - len(diff.add) - len(diff.modify),
+            added=added,
+            modified=modified,
+            deleted=deleted,
+            unchanged=n_desired - added - modified,
             parse_seconds=parse_seconds,
             bundle_seconds=bundle_seconds,
             seconds=time.monotonic() - start,
@@ -461,10 +666,11 @@ class FlowInstaller:
             )
         return stats
 
-    def _send_bundle(self, diff: FlowDiff) -> None:
-        text = "\n".join(diff.bundle_lines()) + "\n"
+    def _send_bundle(self, lines: Sequence[str], adds: int, changes: int, deletes: int) -> float:
+        """Send LINES (an ovs-ofctl flow file) as one bundle; returns the seconds it took."""
+        t0 = time.monotonic()
         try:
-            self.ovs.ofctl(
+            self.ovs.ofctl_stream(
                 "-O",
                 self.protocol,
                 # Without --no-names, ovs-ofctl first fetches the bridge's port names over
@@ -474,7 +680,8 @@ class FlowInstaller:
                 "add-flows",
                 self.bridge,
                 "-",
-                input=text,
+                on_line=_ignore,
+                input_lines=lines,
                 timeout=self.timeout,
             )
         except OvsCommandError as exc:
@@ -484,10 +691,11 @@ class FlowInstaller:
             errors = [(m.group(1), m.group(2)) for m in _OF_ERROR_RE.finditer(exc.stderr)]
             first = f"{errors[0][0]} for {errors[0][1]!r}" if errors else exc.stderr.strip()
             raise FlowInstallError(
-                f"bridge {self.bridge}: bundle of {len(diff.add)} adds, {len(diff.modify)} "
-                f"changes, {len(diff.delete)} deletes refused, nothing applied: {first}",
+                f"bridge {self.bridge}: bundle of {adds} adds, {changes} changes, "
+                f"{deletes} deletes refused, nothing applied: {first}",
                 errors,
             ) from exc
         except BaseException:
             self._known = False
             raise
+        return time.monotonic() - t0

@@ -13,11 +13,11 @@ handshake therefore sends:
   arrives as NXT_PACKET_IN2 carrying the userdata and the registers/metadata,
 - a barrier, whose reply proves the switch accepted both.
 
-os-ken is used only as the message codec (its message classes, serialised against a
-stub datapath); the socket, the handshake, echo, barriers and reconnects are plain
-asyncio, so eventlet is never imported (docs/dataplane.md: os-ken and eventlet) and the
-loop stays responsive (docs/dataplane.md: inactivity probe: OVS drops a management
-connection that does not answer its echo probes).
+The messages are plain struct codecs (openflow.py, with os-ken as the test oracle); the
+socket, the handshake, echo, barriers and reconnects are plain asyncio, so neither os-ken
+nor eventlet is imported (docs/dataplane.md: os-ken and eventlet) and the loop stays
+responsive (docs/dataplane.md: inactivity probe: OVS drops a management connection that
+does not answer its echo probes).
 
     async with OfChannel(ovs.mgmt_path("br-int")) as channel:
         await channel.wait_connected()
@@ -32,27 +32,19 @@ import contextlib
 import itertools
 import logging
 import struct
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from os_ken.ofproto import (
-    nicira_ext,
-    ofproto_common,
-    ofproto_parser,
-)
-from os_ken.ofproto import ofproto_v1_4 as ofp
-from os_ken.ofproto import ofproto_v1_4_parser as parser
-
 from wyvern.ir.registers import RegisterName, register
+from wyvern.southbound import openflow as ofp
+from wyvern.southbound.openflow import OFP_VERSION
 
 LOG = logging.getLogger(__name__)
 
-OFP_VERSION = ofp.OFP_VERSION  # OpenFlow 1.4 (every br-int speaks 1.3-1.5)
-_HEADER = struct.Struct("!BBHI")
-NXPIF_NXT_PACKET_IN2 = 2
+_HEADER = ofp.HEADER
 NO_BUFFER_MISS_SEND_LEN = 0xFFFF
 
 # OXM classes seen in an NXT_PACKET_IN2 metadata property.
@@ -63,16 +55,6 @@ _OXM_PACKET_REGS = 0x8001  # OXM_OF_PKT_REG(N) = xreg N, 64 bits
 
 class ChannelError(RuntimeError):
     """The switch is not connected, or it rejected a request."""
-
-
-class _Codec:
-    """The one attribute bag os-ken's message classes need from a 'datapath'."""
-
-    ofproto = ofp
-    ofproto_parser = parser
-
-
-_CODEC = _Codec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,20 +120,8 @@ def decode_oxm_fields(buf: bytes) -> dict[str, int]:
     return out
 
 
-def _serialize(msg: Any, xid: int) -> bytes:
-    msg.set_xid(xid)
-    msg.serialize()
-    return bytes(msg.buf)
-
-
-def _hello(xid: int) -> bytes:
-    # Header plus a version-bitmap element announcing exactly OpenFlow 1.4.
-    body = struct.pack("!HHI", 1, 8, 1 << OFP_VERSION)
-    return _HEADER.pack(OFP_VERSION, ofp.OFPT_HELLO, 8 + len(body), xid) + body
-
-
-def _simple(msg_type: int, xid: int, body: bytes = b"") -> bytes:
-    return _HEADER.pack(OFP_VERSION, msg_type, 8 + len(body), xid) + body
+_hello = ofp.hello
+_simple = ofp.message
 
 
 class OfChannel:
@@ -239,14 +209,7 @@ class OfChannel:
 
     async def packet_out(self, ofport: int, data: bytes) -> None:
         """Send DATA out of OpenFlow port OFPORT (as if from the controller)."""
-        msg = parser.OFPPacketOut(
-            _CODEC,
-            buffer_id=ofp.OFP_NO_BUFFER,
-            in_port=ofp.OFPP_CONTROLLER,
-            actions=[parser.OFPActionOutput(ofport, 0)],
-            data=data,
-        )
-        await self._send(_serialize(msg, next(self._xids)))
+        await self._send(ofp.packet_out(next(self._xids), ofport, data))
 
     async def barrier(self, timeout: float = 10.0) -> None:
         """Wait until the switch has processed everything sent before this call."""
@@ -327,7 +290,7 @@ class OfChannel:
         while True:
             _, msg_type, rxid, buf = await asyncio.wait_for(self._read(reader), 10)
             if msg_type == ofp.OFPT_FEATURES_REPLY and rxid == xid:
-                (self.datapath_id,) = struct.unpack_from("!Q", buf, 8)
+                self.datapath_id = ofp.datapath_id(buf)
                 break
             if msg_type == ofp.OFPT_ERROR:
                 raise ChannelError(f"{self.name}: features request failed")
@@ -335,17 +298,17 @@ class OfChannel:
                 writer.write(_simple(ofp.OFPT_ECHO_REPLY, rxid, buf[8:]))
         # Ask for packet-ins (a service connection gets none with miss_send_len 0) in
         # the NXT_PACKET_IN2 format (userdata + registers), then prove it with a barrier.
-        setup = [
-            parser.OFPSetConfig(_CODEC, ofp.OFPC_FRAG_NORMAL, NO_BUFFER_MISS_SEND_LEN),
-            parser.NXTSetPacketInFormatMsg(_CODEC, NXPIF_NXT_PACKET_IN2),
+        setup: list[Callable[[int], bytes]] = [
+            lambda xid: ofp.set_config(xid, NO_BUFFER_MISS_SEND_LEN),
+            lambda xid: ofp.set_packet_in_format(xid, ofp.NXPIF_NXT_PACKET_IN2),
         ]
         # Neither request has a reply: an error for its xid (which the switch sends
         # before the barrier reply) fails its future; success leaves it pending.
         handshake: dict[int, asyncio.Future[Any]] = {}
-        for msg in setup:
+        for encode in setup:
             xid = next(self._xids)
             handshake[xid] = self._expect(xid)
-            writer.write(_serialize(msg, xid))
+            writer.write(encode(xid))
         barrier_xid = next(self._xids)
         barrier = handshake[barrier_xid] = self._expect(barrier_xid)
         writer.write(_simple(ofp.OFPT_BARRIER_REQUEST, barrier_xid))
@@ -407,13 +370,12 @@ class OfChannel:
         if msg_type == ofp.OFPT_ECHO_REQUEST:
             writer.write(_simple(ofp.OFPT_ECHO_REPLY, xid, buf[8:]))
         elif msg_type == ofp.OFPT_EXPERIMENTER:
-            exp, exp_type = struct.unpack_from("!II", buf, 8)
-            if exp == ofproto_common.NX_EXPERIMENTER_ID and exp_type == nicira_ext.NXT_PACKET_IN2:
-                self._packet_in2(xid, buf)
+            if ofp.experimenter(buf) == (ofp.NX_EXPERIMENTER_ID, ofp.NXT_PACKET_IN2):
+                self._packet_in2(buf)
         elif msg_type == ofp.OFPT_BARRIER_REPLY:
             self._resolve(xid, None)
         elif msg_type == ofp.OFPT_ERROR:
-            err_type, code = struct.unpack_from("!HH", buf, 8)
+            err_type, code = ofp.error_type_code(buf)
             exc = ChannelError(f"{self.name}: switch error type={err_type} code={code} xid={xid}")
             fut = self._pending.pop(xid, None)
             if fut is not None and not fut.done():
@@ -428,16 +390,15 @@ class OfChannel:
         if fut is not None and not fut.done():
             fut.set_result(value)
 
-    def _packet_in2(self, xid: int, buf: bytes) -> None:
-        _, msg_type, length, _ = _HEADER.unpack_from(buf)
-        msg = ofproto_parser.msg(_CODEC, OFP_VERSION, msg_type, length, xid, buf)
-        if msg is None or msg.data is None:
+    def _packet_in2(self, buf: bytes) -> None:
+        msg = ofp.parse_packet_in2(buf)
+        if msg.data is None:
             return
-        fields = decode_oxm_fields(bytes(msg.metadata or b""))
+        fields = decode_oxm_fields(msg.metadata or b"")
         pin = PacketIn(
             in_port=fields.get("in_port", 0),
-            data=bytes(msg.data),
-            userdata=bytes(msg.userdata or b""),
+            data=msg.data,
+            userdata=msg.userdata or b"",
             fields=fields,
             table_id=msg.table_id,
             cookie=msg.cookie,
