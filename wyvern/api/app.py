@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import wyvern
 from wyvern.api.attributes import openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
-from wyvern.api.errors import BadRequest, NeutronError, NotFound
+from wyvern.api.errors import BadRequest, NeutronError, NotFound, shorten
 from wyvern.api.extensions import EXTENSIONS
+from wyvern.api.limits import BoundedBody, check_depth
 from wyvern.api.listing import page_links, parse_query, sort_objects
 from wyvern.api.repo import Repo
 from wyvern.api.resource import ApiState, Resource
@@ -28,13 +29,18 @@ from wyvern.nb.factory import open_store
 from wyvern.nb.store import Store
 
 LOG = logging.getLogger(__name__)
-MAX_BODY = 16 * 1024 * 1024
+# Statuses after which the connection is not reused: a server error (the client's next
+# request must not meet a reset), or a body we stopped reading (413, 408).
+CLOSE_AFTER = frozenset({408, 413})
 
 
 def json_response(body: Any, status: int = 200) -> Response:
     if status == 204:
         return Response(status_code=204)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    headers = {"Connection": "close"} if status >= 500 or status in CLOSE_AFTER else None
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 class _StripJsonSuffix:
@@ -68,15 +74,15 @@ def _if_match(request: Request) -> int | None:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest("Request body too large")
+    raw = await request.body()  # bounded in size and time by limits.BoundedBody
     if not raw.strip():
         raise BadRequest("Body is empty or not valid JSON")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("Malformed request body: not valid JSON") from None
+    check_depth(body)
+    return body
 
 
 def _envelope(body: Any, key: str) -> Any:
@@ -363,7 +369,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return json_response(BadRequest(f"Invalid request: {exc.errors()}").body(), 400)
+        return json_response(BadRequest(f"Invalid request: {shorten(exc.errors())}").body(), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -393,6 +399,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     api.discovery_routes(app)
     api.add_routes(app)
     app.add_middleware(_StripJsonSuffix)
+    app.add_middleware(
+        BoundedBody,
+        max_size=settings.api_max_body_size,
+        timeout=settings.api_request_read_timeout,
+    )
     return app
 
 

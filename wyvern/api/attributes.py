@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from wyvern.api.context import RequestContext
-from wyvern.api.errors import BadRequest, InvalidInput, PolicyNotAuthorized
+from wyvern.api.errors import ECHO_CHARS, BadRequest, InvalidInput, PolicyNotAuthorized, shorten
 
 
 class _Missing:
@@ -75,10 +75,10 @@ class Attr:
 
 def _error_text(err: Any) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-"))
-    msg = str(err.get("msg", "invalid value"))
+    msg = shorten(err.get("msg", "invalid value"), 3 * ECHO_CHARS)
     value = err.get("input")
-    text = f"'{value}' is not valid: {msg}" if not isinstance(value, dict | list) else msg
-    return f"{loc}: {text}" if loc else text
+    text = f"'{shorten(value)}' is not valid: {msg}" if not isinstance(value, dict | list) else msg
+    return f"{shorten(loc)}: {text}" if loc else text
 
 
 def standard_attrs(name_post: bool = True) -> list[Attr]:

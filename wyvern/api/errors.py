@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+# Error messages echo client input (names, values, headers): bounded, so a 10 MB field
+# does not come back whole. An echoed value gets ECHO_CHARS, a whole message
+# MESSAGE_CHARS, cut in the middle so the head (what) and the tail (why) both stay.
+ECHO_CHARS = 100
+MESSAGE_CHARS = 1000
+
+
+def shorten(text: object, limit: int = ECHO_CHARS) -> str:
+    """`text` as a string of at most about `limit` characters, marking what was cut."""
+    s = str(text)
+    if len(s) <= limit:
+        return s
+    keep = max(limit - 40, 8)
+    head, tail = keep * 2 // 3, keep - keep * 2 // 3
+    return f"{s[:head]}...({len(s) - head - tail} characters omitted)...{s[-tail:]}"
+
 
 class NeutronError(Exception):
     """An API failure; `type` is the Neutron exception class name clients match on."""
@@ -12,6 +28,7 @@ class NeutronError(Exception):
     type = "NeutronError"
 
     def __init__(self, message: str, *, type: str | None = None, status: int | None = None):
+        message = shorten(message, MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         if type is not None:

@@ -1,0 +1,202 @@
+"""Input bounds that depend on the HTTP server, against a real `wyvern api` process:
+a large body is refused before it is read, slow requests time out, connections are
+capped, and every 5xx closes the connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import HOST, ApiServer, start_api
+
+LIMIT = 114688
+TIMEOUT = 2.0  # api_request_read_timeout for these servers
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    env = {"WYVERN_API_REQUEST_READ_TIMEOUT": str(TIMEOUT), "WYVERN_API_MAX_CONNECTIONS": "40"}
+    with start_api(tmp_path_factory.mktemp("bounds"), env=env) as api:
+        yield api
+
+
+def _connect(server: ApiServer) -> socket.socket:
+    s = socket.create_connection((HOST, server.port), timeout=10)
+    return s
+
+
+def _read_response(s: socket.socket, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one response (Content-Length framed)."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, headers, rest[:length]
+
+
+def _closed_by_peer(s: socket.socket, timeout: float) -> bool:
+    """True when the server closes the connection within `timeout` seconds."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def _post_head(length: int | None, path: str = "/v2.0/networks") -> bytes:
+    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"{framing}\r\n\r\n"
+    ).encode()
+
+
+def test_small_body_is_served_on_a_kept_alive_connection(server: ApiServer) -> None:
+    """The probes below use raw sockets; first show one serving two requests normally."""
+    body = b'{"network": {"name": "ok"}}'
+    with _connect(server) as s:
+        for _ in range(2):
+            s.sendall(_post_head(len(body)) + body)
+            status, headers, _ = _read_response(s)
+            assert status == 201
+            assert headers.get("connection", "") != "close"
+
+
+def test_declared_large_body_is_413_before_it_is_sent(server: ApiServer) -> None:
+    with _connect(server) as s:
+        t0 = time.monotonic()
+        s.sendall(_post_head(64 * 1024 * 1024))  # 64 MB announced, none of it sent
+        status, headers, body = _read_response(s, timeout=5)
+        assert status == 413, body
+        assert time.monotonic() - t0 < TIMEOUT  # not after waiting for the body
+        assert b"HTTPRequestEntityTooLarge" in body
+        assert headers["connection"] == "close"
+        assert _closed_by_peer(s, 5)
+
+
+def test_chunked_body_is_cut_at_the_limit(server: ApiServer) -> None:
+    chunk = b"x" * 16384
+    with _connect(server) as s:
+        s.sendall(_post_head(None))
+        sent = 0
+        while sent <= LIMIT:
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        # No terminating chunk: the server must answer without the rest of the body.
+        status, headers, body = _read_response(s, timeout=5)
+        assert status == 413, body
+        assert headers["connection"] == "close"
+
+
+def test_slow_body_times_out(server: ApiServer) -> None:
+    with _connect(server) as s:
+        t0 = time.monotonic()
+        s.sendall(_post_head(100) + b'{"network": ')  # 12 of 100 bytes, then silence
+        status, headers, body = _read_response(s, timeout=TIMEOUT + 10)
+        elapsed = time.monotonic() - t0
+        assert status == 408, body
+        assert TIMEOUT - 0.5 < elapsed < TIMEOUT + 3, elapsed
+        assert headers["connection"] == "close"
+        assert _closed_by_peer(s, 5)
+
+
+def test_trickled_body_times_out_as_a_whole(server: ApiServer) -> None:
+    """One byte a fraction of a second never resets the clock: the whole body has a budget."""
+    with _connect(server) as s:
+        t0 = time.monotonic()
+        s.sendall(_post_head(1000))
+        status = 0
+        s.settimeout(0.2)
+        buf = b""
+        while time.monotonic() - t0 < TIMEOUT + 5:
+            try:
+                s.sendall(b" ")
+                buf += s.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if b"\r\n" in buf:
+                status = int(buf.split()[1])
+                break
+        assert status == 408, buf
+        assert time.monotonic() - t0 < TIMEOUT + 3
+
+
+def test_half_sent_headers_time_out(server: ApiServer) -> None:
+    with _connect(server) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        assert _closed_by_peer(s, TIMEOUT + 5)
+        assert time.monotonic() - t0 < TIMEOUT + 3
+    # Trickling header bytes does not keep a connection either.
+    with _connect(server) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /v2.0/networks HTTP/1.1\r\n")
+        closed = False
+        while time.monotonic() - t0 < TIMEOUT + 5:
+            try:
+                s.sendall(b"X-A: b\r\n")
+            except OSError:
+                closed = True
+                break
+            if _closed_by_peer(s, 0.3):
+                closed = True
+                break
+        assert closed and time.monotonic() - t0 < TIMEOUT + 3
+
+
+def test_connections_are_capped(server: ApiServer) -> None:
+    """Past api_max_connections idle connections, a request is refused with 503 at once;
+    the held connections are then timed out and the server serves again."""
+    held = [_connect(server) for _ in range(45)]
+    try:
+        for s in held:
+            s.sendall(b"GET / HTTP/1.1\r\n")  # incomplete: each holds a connection
+        time.sleep(0.3)
+        with _connect(server) as s:
+            s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, _ = _read_response(s)
+            assert status == 503
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + TIMEOUT + 5
+    while True:
+        with _connect(server) as s:
+            s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, _ = _read_response(s)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200
+
+
+def test_settings_reach_a_multi_worker_server(tmp_path: Path) -> None:
+    env = {"WYVERN_API_MAX_BODY_SIZE": "2000"}
+    with start_api(tmp_path, workers=2, env=env) as api, _connect(api) as s:
+        s.sendall(_post_head(2001))
+        status, _, body = _read_response(s)
+        assert status == 413, body
