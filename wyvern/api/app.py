@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import wyvern
@@ -34,13 +36,26 @@ LOG = logging.getLogger(__name__)
 CLOSE_AFTER = frozenset({408, 413})
 
 
-def json_response(body: Any, status: int = 200) -> Response:
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     if status == 204:
-        return Response(status_code=204)
-    headers = {"Connection": "close"} if status >= 500 or status in CLOSE_AFTER else None
+        return Response(status_code=204, headers=headers)
+    if status >= 500 or status in CLOSE_AFTER:
+        headers = {**(headers or {}), "Connection": "close"}
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods some route takes at this path: what a 405's Allow header lists."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and isinstance(route, APIRoute):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 class _StripJsonSuffix:
@@ -365,7 +380,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(NeutronError)
     async def neutron_error(request: Request, exc: NeutronError) -> Response:
-        return json_response(exc.body(), exc.status)
+        return json_response(exc.body(), exc.status, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -381,9 +396,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                 type="HTTPMethodNotAllowed",
                 status=405,
             )
+            err.headers = {"Allow": _allowed_methods(request)}
         else:
             err = NeutronError(str(exc.detail), type="HTTPError", status=exc.status_code)
-        return json_response(err.body(), err.status)
+        return json_response(err.body(), err.status, err.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -51,6 +51,9 @@ class Attr:
     visible: bool = True
     admin_set: bool = False
     admin_read: bool = False
+    # Neutron declares this attribute's default, and its policy then ignores the attribute
+    # when a create sends exactly that default: a member may send it (shared=false).
+    default_passes_policy: bool = False
     doc: str = ""
     adapter: TypeAdapter[Any] = field(init=False, repr=False)
 
@@ -137,9 +140,12 @@ def _convert_body(defn: ResourceDef, ctx: RequestContext, body: Any, action: str
             raise BadRequest(f"Attribute '{name}' not allowed in POST")
         if action == "update" and not attr.put:
             raise BadRequest(f"Cannot update read-only attribute {name}")
+        converted = attr.convert(value)
         if attr.admin_set and not ctx.is_admin:
-            raise PolicyNotAuthorized(_policy(action, defn, name))
-        out[name] = attr.convert(value)
+            at_default = attr.default_passes_policy and converted == attr.make_default()
+            if action != "create" or not at_default:
+                raise PolicyNotAuthorized(_policy(action, defn, name))
+        out[name] = converted
     return out
 
 

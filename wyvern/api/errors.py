@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 # Error messages echo client input (names, values, headers): bounded, so a 10 MB field
@@ -26,6 +27,8 @@ class NeutronError(Exception):
 
     status = 500
     type = "NeutronError"
+    # Response headers the error owes the client (WWW-Authenticate, Allow, Retry-After).
+    headers: Mapping[str, str] = {}
 
     def __init__(self, message: str, *, type: str | None = None, status: int | None = None):
         message = shorten(message, MESSAGE_CHARS)
@@ -53,8 +56,12 @@ class InvalidInput(BadRequest):
 
 
 class NotAuthorized(NeutronError):
+    """401: says how to authenticate (RFC 9110), as keystonemiddleware's `Keystone uri=`
+    does; ours is a bearer token (X-Auth-Token or Authorization: Bearer)."""
+
     status = 401
     type = "NotAuthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="wyvern"'}
 
 
 class PolicyNotAuthorized(NeutronError):
