@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.rawhttp import closed_by_peer, read_response
 from tests.harness import HOST, ApiServer, start_api
 
 LIMIT = 114688
@@ -30,41 +31,6 @@ def _connect(server: ApiServer) -> socket.socket:
     return s
 
 
-def _read_response(s: socket.socket, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of one response (Content-Length framed)."""
-    s.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return status, headers, rest[:length]
-
-
-def _closed_by_peer(s: socket.socket, timeout: float) -> bool:
-    """True when the server closes the connection within `timeout` seconds."""
-    s.settimeout(timeout)
-    try:
-        while s.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-    return True
-
-
 def _post_head(length: int | None, path: str = "/v2.0/networks") -> bytes:
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
     return (
@@ -79,7 +45,7 @@ def test_small_body_is_served_on_a_kept_alive_connection(server: ApiServer) -> N
     with _connect(server) as s:
         for _ in range(2):
             s.sendall(_post_head(len(body)) + body)
-            status, headers, _ = _read_response(s)
+            status, headers, _ = read_response(s)
             assert status == 201
             assert headers.get("connection", "") != "close"
 
@@ -88,12 +54,12 @@ def test_declared_large_body_is_413_before_it_is_sent(server: ApiServer) -> None
     with _connect(server) as s:
         t0 = time.monotonic()
         s.sendall(_post_head(64 * 1024 * 1024))  # 64 MB announced, none of it sent
-        status, headers, body = _read_response(s, timeout=5)
+        status, headers, body = read_response(s, timeout=5)
         assert status == 413, body
         assert time.monotonic() - t0 < TIMEOUT  # not after waiting for the body
         assert b"HTTPRequestEntityTooLarge" in body
         assert headers["connection"] == "close"
-        assert _closed_by_peer(s, 5)
+        assert closed_by_peer(s, 5)
 
 
 def test_chunked_body_is_cut_at_the_limit(server: ApiServer) -> None:
@@ -105,7 +71,7 @@ def test_chunked_body_is_cut_at_the_limit(server: ApiServer) -> None:
             s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             sent += len(chunk)
         # No terminating chunk: the server must answer without the rest of the body.
-        status, headers, body = _read_response(s, timeout=5)
+        status, headers, body = read_response(s, timeout=5)
         assert status == 413, body
         assert headers["connection"] == "close"
 
@@ -114,12 +80,12 @@ def test_slow_body_times_out(server: ApiServer) -> None:
     with _connect(server) as s:
         t0 = time.monotonic()
         s.sendall(_post_head(100) + b'{"network": ')  # 12 of 100 bytes, then silence
-        status, headers, body = _read_response(s, timeout=TIMEOUT + 10)
+        status, headers, body = read_response(s, timeout=TIMEOUT + 10)
         elapsed = time.monotonic() - t0
         assert status == 408, body
         assert TIMEOUT - 0.5 < elapsed < TIMEOUT + 3, elapsed
         assert headers["connection"] == "close"
-        assert _closed_by_peer(s, 5)
+        assert closed_by_peer(s, 5)
 
 
 def test_trickled_body_times_out_as_a_whole(server: ApiServer) -> None:
@@ -149,7 +115,7 @@ def test_half_sent_headers_time_out(server: ApiServer) -> None:
     with _connect(server) as s:
         t0 = time.monotonic()
         s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n")  # headers never finished
-        assert _closed_by_peer(s, TIMEOUT + 5)
+        assert closed_by_peer(s, TIMEOUT + 5)
         assert time.monotonic() - t0 < TIMEOUT + 3
     # Trickling header bytes does not keep a connection either.
     with _connect(server) as s:
@@ -162,7 +128,7 @@ def test_half_sent_headers_time_out(server: ApiServer) -> None:
             except OSError:
                 closed = True
                 break
-            if _closed_by_peer(s, 0.3):
+            if closed_by_peer(s, 0.3):
                 closed = True
                 break
         assert closed and time.monotonic() - t0 < TIMEOUT + 3
@@ -178,7 +144,7 @@ def test_connections_are_capped(server: ApiServer) -> None:
         time.sleep(0.3)
         with _connect(server) as s:
             s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
-            status, _, _ = _read_response(s)
+            status, _, _ = read_response(s)
             assert status == 503
     finally:
         for s in held:
@@ -187,7 +153,7 @@ def test_connections_are_capped(server: ApiServer) -> None:
     while True:
         with _connect(server) as s:
             s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
-            status, _, _ = _read_response(s)
+            status, _, _ = read_response(s)
         if status == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -198,5 +164,5 @@ def test_settings_reach_a_multi_worker_server(tmp_path: Path) -> None:
     env = {"WYVERN_API_MAX_BODY_SIZE": "2000"}
     with start_api(tmp_path, workers=2, env=env) as api, _connect(api) as s:
         s.sendall(_post_head(2001))
-        status, _, body = _read_response(s)
+        status, _, body = read_response(s)
         assert status == 413, body

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import wyvern
 from wyvern.api.attributes import openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
-from wyvern.api.errors import BadRequest, NeutronError, NotFound, shorten
+from wyvern.api.errors import BadRequest, NeutronError, NotFound, ServiceUnavailable, shorten
 from wyvern.api.extensions import EXTENSIONS
 from wyvern.api.limits import BoundedBody, check_depth
 from wyvern.api.listing import page_links, parse_query, sort_objects
@@ -28,7 +28,7 @@ from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
 from wyvern.nb.factory import open_store
-from wyvern.nb.store import Store
+from wyvern.nb.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
 # Statuses after which the connection is not reused: a server error (the client's next
@@ -399,6 +399,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             err.headers = {"Allow": _allowed_methods(request)}
         else:
             err = NeutronError(str(exc.detail), type="HTTPError", status=exc.status_code)
+        return json_response(err.body(), err.status, err.headers)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> Response:
+        """Neutron's answer to a lost database: 503, retry later. The store's own timeouts
+        bound the wait (etcd: its request timeout)."""
+        LOG.warning("store error on %s %s: %s", request.method, request.url.path, exc)
+        err = ServiceUnavailable("The store is unavailable; please retry.")
         return json_response(err.body(), err.status, err.headers)
 
     @app.exception_handler(Exception)

@@ -87,6 +87,14 @@ class PreconditionFailed(NeutronError):
     type = "PreconditionFailed"
 
 
+class ServiceUnavailable(NeutronError):
+    """503: the store cannot serve now; the same request may succeed later."""
+
+    status = 503
+    type = "ServiceUnavailable"
+    headers = {"Retry-After": "1"}
+
+
 class NotImplementedOp(NeutronError):
     status = 501
     type = "NotImplemented"
