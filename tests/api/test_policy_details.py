@@ -4,6 +4,7 @@ oracle through fixed_ips, and the headers 401 and 405 owe the client."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -102,3 +103,86 @@ def test_405_carries_allow(client: TestClient) -> None:
     assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
     r = client.post("/v2.0/extensions")
     assert r.status_code == 405 and r.headers["allow"] == "GET"
+
+
+def test_no_reference_in_a_body_tells_another_projects_id_from_an_unknown_one(
+    client: TestClient,
+) -> None:
+    """Every id a body may name answers alike for another project's object and for an id
+    that does not exist (status and error type)."""
+    other = as_project("p2")
+    onet = create(client, "networks", headers=other)
+    theirs = {
+        "net": onet["id"],
+        "sub": create(
+            client,
+            "subnets",
+            headers=other,
+            network_id=onet["id"],
+            cidr="10.2.0.0/24",
+            ip_version=4,
+        )["id"],
+        "sg": create(client, "security-groups", headers=other, name="x")["id"],
+        "port": create(client, "ports", headers=other, network_id=onet["id"])["id"],
+        "ag": create(client, "address-groups", headers=other, addresses=[])["id"],
+    }
+    net = create(client, "networks", headers=MEMBER)
+    sg = create(client, "security-groups", headers=MEMBER, name="y")
+    router = create(client, "routers", headers=MEMBER)
+    unknown = "9d3b4e4c-0a55-4d2c-9ad5-4c0b8b0b0b0b"
+    rule = {"security_group_id": sg["id"], "direction": "ingress"}
+    add_if = f"/v2.0/routers/{router['id']}/add_router_interface"
+    probes: dict[str, tuple[str, str, str, Any]] = {
+        "port network_id": ("post", "/v2.0/ports", "net", lambda i: {"port": {"network_id": i}}),
+        "port security_groups": (
+            "post",
+            "/v2.0/ports",
+            "sg",
+            lambda i: {"port": {"network_id": net["id"], "security_groups": [i]}},
+        ),
+        "port fixed_ips subnet": (
+            "post",
+            "/v2.0/ports",
+            "sub",
+            lambda i: {"port": {"network_id": net["id"], "fixed_ips": [{"subnet_id": i}]}},
+        ),
+        "subnet network_id": (
+            "post",
+            "/v2.0/subnets",
+            "net",
+            lambda i: {"subnet": {"network_id": i, "cidr": "10.5.0.0/24", "ip_version": 4}},
+        ),
+        "rule security_group_id": (
+            "post",
+            "/v2.0/security-group-rules",
+            "sg",
+            lambda i: {"security_group_rule": {**rule, "security_group_id": i}},
+        ),
+        "rule remote_group_id": (
+            "post",
+            "/v2.0/security-group-rules",
+            "sg",
+            lambda i: {"security_group_rule": {**rule, "remote_group_id": i}},
+        ),
+        "rule remote_address_group_id": (
+            "post",
+            "/v2.0/security-group-rules",
+            "ag",
+            lambda i: {"security_group_rule": {**rule, "remote_address_group_id": i}},
+        ),
+        "router interface subnet": ("put", add_if, "sub", lambda i: {"subnet_id": i}),
+        "router interface port": ("put", add_if, "port", lambda i: {"port_id": i}),
+        "router gateway": (
+            "put",
+            f"/v2.0/routers/{router['id']}",
+            "net",
+            lambda i: {"router": {"external_gateway_info": {"network_id": i}}},
+        ),
+    }
+    for name, (method, url, kind, body) in probes.items():
+        answers = []
+        for id_ in (theirs[kind], unknown):
+            r = client.request(method.upper(), url, json=body(id_), headers=MEMBER)
+            answers.append((r.status_code, error_type(r)))
+        assert answers[0] == answers[1], (name, answers)
+        assert answers[0][0] == 404, (name, answers)
