@@ -139,8 +139,8 @@ class OldSettings(BaseSettings):
     api_max_connections: int = Field(
         default=1000,
         ge=1,
-        description="Concurrent connections (or requests in flight) per API process beyond "
-        "which a request is answered 503 at once (uvicorn's limit_concurrency).",
+        description="Open connections per API process; one more is answered 503 and closed "
+        "at once (requests in flight are capped alike: uvicorn's limit_concurrency).",
     )
     auth_strategy: Literal["noauth", "token"] = Field(
         default="noauth",

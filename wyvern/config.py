@@ -125,8 +125,8 @@ class Settings:
     api_max_connections: int = _opt(
         default=1000,
         ge=1,
-        description="Concurrent connections (or requests in flight) per API process beyond "
-        "which a request is answered 503 at once (uvicorn's limit_concurrency).",
+        description="Open connections per API process; one more is answered 503 and closed "
+        "at once (requests in flight are capped alike: uvicorn's limit_concurrency).",
     )
     auth_strategy: Literal["noauth", "token"] = _opt(
         default="noauth",

@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 from wyvern.api.app import create_app
+from wyvern.api.errors import ServiceUnavailable
 from wyvern.config import Settings, load_settings
 from wyvern.logs import setup_logging
 from wyvern.supervisor import ComponentError
@@ -58,6 +60,13 @@ class ServerConfig(uvicorn.Config):
         self.header_timeout = settings.api_request_read_timeout
 
 
+_BUSY = orjson.dumps(ServiceUnavailable("Too many connections; please retry.").body())
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY)
+)
+
+
 class BoundedH11Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not
     complete `header_timeout` seconds after it opened (or after its last response):
@@ -68,6 +77,13 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        cap = self.limit_concurrency
+        if cap is not None and len(self.connections) > cap:
+            # uvicorn would hold it until a whole request arrived: refuse it now, so the
+            # cap bounds open descriptors too.
+            self.transport.write(_TOO_MANY)
+            self.transport.close()
+            return
         self._arm_header_timer()
 
     def on_response_complete(self) -> None:

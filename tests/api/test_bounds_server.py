@@ -135,17 +135,23 @@ def test_half_sent_headers_time_out(server: ApiServer) -> None:
 
 
 def test_connections_are_capped(server: ApiServer) -> None:
-    """Past api_max_connections idle connections, a request is refused with 503 at once;
-    the held connections are then timed out and the server serves again."""
-    held = [_connect(server) for _ in range(45)]
+    """Past api_max_connections (40 here) a connection is refused at once with a 503 and
+    closed, so idle connections cannot pile up descriptors; once the held ones go, the
+    server serves again."""
+    held = [_connect(server) for _ in range(40)]
     try:
         for s in held:
             s.sendall(b"GET / HTTP/1.1\r\n")  # incomplete: each holds a connection
         time.sleep(0.3)
-        with _connect(server) as s:
-            s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
-            status, _, _ = read_response(s)
-            assert status == 503
+        t0 = time.monotonic()
+        with _connect(server) as s:  # sends nothing: refused before any request
+            status, headers, body = read_response(s)
+            assert status == 503 and b'"ServiceUnavailable"' in body
+            assert headers["retry-after"] == "1" and headers["connection"] == "close"
+            assert closed_by_peer(s, 2)
+        assert time.monotonic() - t0 < 2
+        # The held ones are still open (the refusal is the cap's, not a timeout's).
+        assert not closed_by_peer(held[0], 0.1)
     finally:
         for s in held:
             s.close()
