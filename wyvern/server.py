@@ -42,7 +42,7 @@ def app_from_env() -> FastAPI:
 
 
 class ServerConfig(uvicorn.Config):
-    """uvicorn's settings plus a deadline for request headers, which uvicorn lacks."""
+    """uvicorn's settings from ours, with our protocol and its header deadline."""
 
     def __init__(self, app: FastAPI | str, settings: Settings, **kwargs: Any) -> None:
         super().__init__(
@@ -68,10 +68,11 @@ _TOO_MANY = (
 
 
 class BoundedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not
-    complete `header_timeout` seconds after it opened (or after its last response):
-    uvicorn's keep-alive timer restarts on every byte, so a trickle held a connection
-    forever. A slow body is BoundedBody's (408) once the headers are in."""
+    """uvicorn's HTTP/1.1 protocol with two bounds uvicorn lacks: a connection whose
+    request headers are not complete `header_timeout` seconds after it opened (or after
+    its last response) is closed, since uvicorn's keep-alive timer restarts on every byte
+    and a trickle held a connection forever; and a connection past `limit_concurrency`
+    is refused as it opens. A slow body is BoundedBody's (408) once the headers are in."""
 
     _header_timer: asyncio.TimerHandle | None = None
 
