@@ -316,6 +316,9 @@ class WyvernSystem:
                 for q in ("network", "subnet", "port", "router", "security_group")
             }
             quotas["WYVERN_QUOTAS__SECURITY_GROUP_RULE"] = "-1"
+            # Bulk POSTs of 1,000 full port bodies (~350 kB) exceed Neutron's 112 KiB body
+            # limit: raised here so results stay comparable with earlier runs.
+            quotas["WYVERN_API_MAX_BODY_SIZE"] = str(4 * 1024 * 1024)
             self.api = start_api(run_dir, env=quotas)
             env = process_env(
                 {

@@ -124,6 +124,24 @@ class OldSettings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(default=9696, ge=1, le=65535, description="API TCP port.")
     api_workers: int = Field(default=1, ge=1, description="API server processes.")
+    api_max_body_size: int = Field(
+        default=114688,
+        ge=1,
+        description="Largest request body in bytes (Neutron's max_request_body_size); a "
+        "larger one is answered 413 before the rest of it is read.",
+    )
+    api_request_read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers, and again its whole "
+        "body; a slower one is closed (a slow body gets a 408 first).",
+    )
+    api_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections per API process; one more is answered 503 and closed "
+        "at once (requests in flight are capped alike: uvicorn's limit_concurrency).",
+    )
     auth_strategy: Literal["noauth", "token"] = Field(
         default="noauth",
         description="noauth: callers act as admin of default_project_id (loopback only). "

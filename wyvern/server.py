@@ -4,15 +4,22 @@ the all-in-one (`wyvern up`), where it runs on a thread so the supervisor owns s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors import Multiprocess
 
 from wyvern.api.app import create_app
+from wyvern.api.errors import ServiceUnavailable
 from wyvern.config import Settings, load_settings
 from wyvern.logs import setup_logging
 from wyvern.supervisor import ComponentError
@@ -34,36 +41,90 @@ def app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+class ServerConfig(uvicorn.Config):
+    """uvicorn's settings from ours, with our protocol and its header deadline."""
+
+    def __init__(self, app: FastAPI | str, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,  # our root handlers (console + run dir) get uvicorn's records
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            proxy_headers=False,
+            server_header=False,
+            http=BoundedH11Protocol,
+            limit_concurrency=settings.api_max_connections,
+            **kwargs,
+        )
+        self.header_timeout = settings.api_request_read_timeout
+
+
+_BUSY = orjson.dumps(ServiceUnavailable("Too many connections; please retry.").body())
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY)
+)
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with two bounds uvicorn lacks: a connection whose
+    request headers are not complete `header_timeout` seconds after it opened (or after
+    its last response) is closed, since uvicorn's keep-alive timer restarts on every byte
+    and a trickle held a connection forever; and a connection past `limit_concurrency`
+    is refused as it opens. A slow body is BoundedBody's (408) once the headers are in."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        cap = self.limit_concurrency
+        if cap is not None and len(self.connections) > cap:
+            # uvicorn would hold it until a whole request arrived: refuse it now, so the
+            # cap bounds open descriptors too.
+            self.transport.write(_TOO_MANY)
+            self.transport.close()
+            return
+        self._arm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        timeout = getattr(self.config, "header_timeout", None)
+        if timeout is not None and not self.transport.is_closing():
+            self._header_timer = self.loop.call_later(timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+
 def uvicorn_config(app: FastAPI, settings: Settings, *, access_log: bool) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,  # our root handlers (console + run dir) get uvicorn's records
-        access_log=access_log,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        proxy_headers=False,
-        server_header=False,
-    )
+    return ServerConfig(app, settings, access_log=access_log)
 
 
 def serve_foreground(settings: Settings, *, access_log: bool, workers: int) -> int:
     """Run the API until SIGINT/SIGTERM; returns the exit code."""
     if workers > 1:
         # Workers are separate processes: they rebuild the settings from the environment,
-        # which the caller has already made carry every command-line override.
-        uvicorn.run(
-            APP_FACTORY,
-            factory=True,
-            workers=workers,
-            host=settings.api_host,
-            port=settings.api_port,
-            log_config=None,
-            access_log=access_log,
-            timeout_graceful_shutdown=GRACEFUL_SECONDS,
-            proxy_headers=False,
-            server_header=False,
+        # which the caller has already made carry every command-line override. This is
+        # uvicorn.run() with our config class.
+        config = ServerConfig(
+            APP_FACTORY, settings, factory=True, workers=workers, access_log=access_log
         )
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
         return 0
     # One process: the API as the only component under our supervisor, which exits 0 after
     # a clean stop (uvicorn's own handlers re-raise the signal once shut down).

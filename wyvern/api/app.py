@@ -4,37 +4,58 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import wyvern
 from wyvern.api.attributes import openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
-from wyvern.api.errors import BadRequest, NeutronError, NotFound
+from wyvern.api.errors import BadRequest, NeutronError, NotFound, ServiceUnavailable, shorten
 from wyvern.api.extensions import EXTENSIONS
+from wyvern.api.limits import BoundedBody, check_depth
 from wyvern.api.listing import page_links, parse_query, sort_objects
 from wyvern.api.repo import Repo
 from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
 from wyvern.nb.factory import open_store
-from wyvern.nb.store import Store
+from wyvern.nb.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
-MAX_BODY = 16 * 1024 * 1024
+# Statuses after which the connection is not reused: a server error (the client's next
+# request must not meet a reset), or a body we stopped reading (413, 408).
+CLOSE_AFTER = frozenset({408, 413})
 
 
-def json_response(body: Any, status: int = 200) -> Response:
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     if status == 204:
-        return Response(status_code=204)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+        return Response(status_code=204, headers=headers)
+    if status >= 500 or status in CLOSE_AFTER:
+        headers = {**(headers or {}), "Connection": "close"}
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods some route takes at this path: what a 405's Allow header lists."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and isinstance(route, APIRoute):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 class _StripJsonSuffix:
@@ -68,15 +89,15 @@ def _if_match(request: Request) -> int | None:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest("Request body too large")
+    raw = await request.body()  # bounded in size and time by limits.BoundedBody
     if not raw.strip():
         raise BadRequest("Body is empty or not valid JSON")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("Malformed request body: not valid JSON") from None
+    check_depth(body)
+    return body
 
 
 def _envelope(body: Any, key: str) -> Any:
@@ -359,11 +380,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(NeutronError)
     async def neutron_error(request: Request, exc: NeutronError) -> Response:
-        return json_response(exc.body(), exc.status)
+        return json_response(exc.body(), exc.status, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return json_response(BadRequest(f"Invalid request: {exc.errors()}").body(), 400)
+        return json_response(BadRequest(f"Invalid request: {shorten(exc.errors())}").body(), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -375,9 +396,18 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                 type="HTTPMethodNotAllowed",
                 status=405,
             )
+            err.headers = {"Allow": _allowed_methods(request)}
         else:
             err = NeutronError(str(exc.detail), type="HTTPError", status=exc.status_code)
-        return json_response(err.body(), err.status)
+        return json_response(err.body(), err.status, err.headers)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> Response:
+        """Neutron's answer to a lost database: 503, retry later. The store's own timeouts
+        bound the wait (etcd: its request timeout)."""
+        LOG.warning("store error on %s %s: %s", request.method, request.url.path, exc)
+        err = ServiceUnavailable("The store is unavailable; please retry.")
+        return json_response(err.body(), err.status, err.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -393,6 +423,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     api.discovery_routes(app)
     api.add_routes(app)
     app.add_middleware(_StripJsonSuffix)
+    app.add_middleware(
+        BoundedBody,
+        max_size=settings.api_max_body_size,
+        timeout=settings.api_request_read_timeout,
+    )
     return app
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from wyvern.api.context import RequestContext
-from wyvern.api.errors import BadRequest, InvalidInput, PolicyNotAuthorized
+from wyvern.api.errors import ECHO_CHARS, BadRequest, InvalidInput, PolicyNotAuthorized, shorten
 
 
 class _Missing:
@@ -51,6 +51,9 @@ class Attr:
     visible: bool = True
     admin_set: bool = False
     admin_read: bool = False
+    # Neutron declares this attribute's default, and its policy then ignores the attribute
+    # when a create sends exactly that default: a member may send it (shared=false).
+    default_passes_policy: bool = False
     doc: str = ""
     adapter: TypeAdapter[Any] = field(init=False, repr=False)
 
@@ -75,10 +78,10 @@ class Attr:
 
 def _error_text(err: Any) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-"))
-    msg = str(err.get("msg", "invalid value"))
+    msg = shorten(err.get("msg", "invalid value"), 3 * ECHO_CHARS)
     value = err.get("input")
-    text = f"'{value}' is not valid: {msg}" if not isinstance(value, dict | list) else msg
-    return f"{loc}: {text}" if loc else text
+    text = f"'{shorten(value)}' is not valid: {msg}" if not isinstance(value, dict | list) else msg
+    return f"{shorten(loc)}: {text}" if loc else text
 
 
 def standard_attrs(name_post: bool = True) -> list[Attr]:
@@ -137,9 +140,12 @@ def _convert_body(defn: ResourceDef, ctx: RequestContext, body: Any, action: str
             raise BadRequest(f"Attribute '{name}' not allowed in POST")
         if action == "update" and not attr.put:
             raise BadRequest(f"Cannot update read-only attribute {name}")
+        converted = attr.convert(value)
         if attr.admin_set and not ctx.is_admin:
-            raise PolicyNotAuthorized(_policy(action, defn, name))
-        out[name] = attr.convert(value)
+            at_default = attr.default_passes_policy and converted == attr.make_default()
+            if action != "create" or not at_default:
+                raise PolicyNotAuthorized(_policy(action, defn, name))
+        out[name] = converted
     return out
 
 

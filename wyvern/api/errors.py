@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+# Error messages echo client input (names, values, headers): bounded, so a 10 MB field
+# does not come back whole. An echoed value gets ECHO_CHARS, a whole message
+# MESSAGE_CHARS, cut in the middle so the head (what) and the tail (why) both stay.
+ECHO_CHARS = 100
+MESSAGE_CHARS = 1000
+
+
+def shorten(text: object, limit: int = ECHO_CHARS) -> str:
+    """`text` as a string of at most about `limit` characters, marking what was cut."""
+    s = str(text)
+    if len(s) <= limit:
+        return s
+    keep = max(limit - 40, 8)
+    head, tail = keep * 2 // 3, keep - keep * 2 // 3
+    return f"{s[:head]}...({len(s) - head - tail} characters omitted)...{s[-tail:]}"
 
 
 class NeutronError(Exception):
@@ -10,8 +27,11 @@ class NeutronError(Exception):
 
     status = 500
     type = "NeutronError"
+    # Response headers the error owes the client (WWW-Authenticate, Allow, Retry-After).
+    headers: Mapping[str, str] = {}
 
     def __init__(self, message: str, *, type: str | None = None, status: int | None = None):
+        message = shorten(message, MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         if type is not None:
@@ -36,8 +56,12 @@ class InvalidInput(BadRequest):
 
 
 class NotAuthorized(NeutronError):
+    """401: says how to authenticate (RFC 9110), as keystonemiddleware's `Keystone uri=`
+    does; ours is a bearer token (X-Auth-Token or Authorization: Bearer)."""
+
     status = 401
     type = "NotAuthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="wyvern"'}
 
 
 class PolicyNotAuthorized(NeutronError):
@@ -61,6 +85,14 @@ class Conflict(NeutronError):
 class PreconditionFailed(NeutronError):
     status = 412
     type = "PreconditionFailed"
+
+
+class ServiceUnavailable(NeutronError):
+    """503: the store cannot serve now; the same request may succeed later."""
+
+    status = 503
+    type = "ServiceUnavailable"
+    headers = {"Retry-After": "1"}
 
 
 class NotImplementedOp(NeutronError):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from wyvern.api.attributes import Attr, ResourceDef
 from wyvern.api.context import RequestContext
-from wyvern.api.errors import BadRequest, InvalidInput
+from wyvern.api.errors import BadRequest, InvalidInput, shorten
 
 CONTROL = {"fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse"}
 TAG_FILTERS = {"tags", "tags-any", "not-tags", "not-tags-any"}
@@ -48,6 +48,9 @@ def parse_query(
         )
         if not known:
             raise BadRequest(f"[{key}] is invalid attribute for filtering", type="HTTPBadRequest")
+        if attr is not None and key not in defn.extra_filters:
+            for raw in values:
+                _filter_value(attr, key, raw)  # a value of the wrong type is 400 up front
         filters[key] = values
     sort_keys = multi.get("sort_key", [])
     sort_dirs = multi.get("sort_dir", [])
@@ -76,7 +79,7 @@ def parse_query(
     if max_limit > 0 and (limit is None or limit > max_limit):
         limit = max_limit
     fields = [f for f in multi.get("fields", []) if f]
-    page_reverse = multi.get("page_reverse", ["false"])[-1].lower() in ("true", "1", "yes")
+    page_reverse = _boolean("page_reverse", multi.get("page_reverse", ["false"])[-1])
     return ListQuery(
         filters,
         tag_filters,
@@ -86,6 +89,15 @@ def parse_query(
         multi.get("marker", [None])[-1],
         page_reverse,
     )
+
+
+def _boolean(key: str, raw: str) -> bool:
+    """Neutron's convert_to_boolean: true/false/1/0 only, anything else is 400."""
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise InvalidInput(f"'{shorten(raw)}' cannot be converted to boolean for {key}")
 
 
 def _matches_value(value: Any, wanted: list[Any]) -> bool:
@@ -115,7 +127,9 @@ def filter_objects(
 
 
 def _filter_value(attr: Attr, key: str, raw: str) -> Any:
-    """Convert a query-string value to the attribute's type; bad booleans/ints are 400."""
+    """Convert a query-string value to the attribute's type, as Neutron's convert_to does:
+    a value no member of the type can take (`mtu=abc`) is 400. A malformed string (an
+    invalid UUID, say) just matches nothing; an empty value matches unset ones."""
     try:
         return attr.adapter.validate_strings(raw)
     except ValidationError:
@@ -123,9 +137,22 @@ def _filter_value(attr: Attr, key: str, raw: str) -> Any:
     try:
         return attr.adapter.validate_python(raw)
     except ValidationError:
-        if attr.adapter.json_schema().get("type") in ("boolean", "integer"):
-            raise InvalidInput(f"'{raw}' is not a valid value for {key}") from None
+        if raw and not _takes_text(attr.adapter.json_schema()):
+            raise InvalidInput(f"'{shorten(raw)}' is not a valid value for {key}") from None
         return raw
+
+
+def _takes_text(schema: dict[str, Any]) -> bool:
+    """Whether a JSON schema admits some strings (a list filter names one member)."""
+    choices = [*schema.get("enum", ()), *([schema["const"]] if "const" in schema else [])]
+    if choices:
+        return any(isinstance(c, str) for c in choices)
+    kind = schema.get("type")
+    if kind == "array":
+        return _takes_text(schema.get("items", {}))
+    if kind in ("string", "object") or not (kind or "anyOf" in schema or "oneOf" in schema):
+        return True
+    return any(_takes_text(s) for s in (*schema.get("anyOf", ()), *schema.get("oneOf", ())))
 
 
 def _tags_match(tags: set[str], tf: dict[str, set[str]]) -> bool:

@@ -52,9 +52,17 @@ DEFN = ResourceDef(
             filter=True,
             sort=True,
             admin_set=True,
+            default_passes_policy=True,
         ),
         Attr(
-            "router:external", Bool, post=True, put=True, default=False, filter=True, admin_set=True
+            "router:external",
+            Bool,
+            post=True,
+            put=True,
+            default=False,
+            filter=True,
+            admin_set=True,
+            default_passes_policy=True,
         ),
         Attr(
             "provider:network_type",

@@ -558,7 +558,7 @@ class Ports(Resource):
             obj["fixed_ips"] = self._allocate_default(txn, network_id, subnets, obj)
         else:
             obj["fixed_ips"] = self._allocate_requested(
-                txn, network_id, subnets, obj, requested_ips, handled=set()
+                ctx, txn, network_id, subnets, obj, requested_ips, handled=set()
             )
         port_security = obj.get("port_security_enabled")
         if port_security is None:
@@ -696,14 +696,21 @@ class Ports(Resource):
         return out
 
     def _subnet_for(
-        self, network_id: str, subnets: list[_Subnet], entry: dict[str, str], router: bool
+        self,
+        ctx: RequestContext,
+        network_id: str,
+        subnets: list[_Subnet],
+        entry: dict[str, str],
+        router: bool,
     ) -> _Subnet:
-        """Neutron's _get_subnet_for_fixed_ip."""
+        """Neutron's _get_subnet_for_fixed_ip. A subnet of another network is 400 only if
+        the caller may see it: else 404 like an unknown one (no existence oracle)."""
         if "subnet_id" in entry:
             sub = next((s for s in subnets if s.id == entry["subnet_id"]), None)
             if sub is None:
                 other = self.repo.get("subnets", entry["subnet_id"])
-                if other is None or other.obj.get("_deleting"):
+                subnet_res = self.state.resources["subnet"]
+                if other is None or not subnet_res.visible(ctx, other.obj):
                     raise not_found("subnet", entry["subnet_id"])
                 raise InvalidInput(
                     f"Failed to create port on network {network_id}, because fixed_ips "
@@ -731,6 +738,7 @@ class Ports(Resource):
 
     def _allocate_requested(
         self,
+        ctx: RequestContext,
         txn: Txn,
         network_id: str,
         subnets: list[_Subnet],
@@ -746,7 +754,7 @@ class Ports(Resource):
         out: list[dict[str, str]] = []
         pending: list[tuple[_Subnet, dict[str, str]]] = []
         for entry in entries:
-            sub = self._subnet_for(network_id, subnets, entry, router)
+            sub = self._subnet_for(ctx, network_id, subnets, entry, router)
             if "ip_address" in entry:
                 if sub.auto and not router:
                     raise InvalidInput(
@@ -807,7 +815,7 @@ class Ports(Resource):
                 kept = {ip["ip_address"] for ip in obj.get("fixed_ips") or []}
                 if any(e.get("ip_address") not in kept for e in entries if "ip_address" in e):
                     raise PolicyNotAuthorized("update_port:fixed_ips:ip_address")
-            self._update_fixed_ips(txn, stored, entries)
+            self._update_fixed_ips(ctx, txn, stored, entries)
         if "binding:profile" in changes:
             changes["binding:profile"] = _check_profile(changes["binding:profile"])
         port_security = changes.get("port_security_enabled", obj.get("port_security_enabled"))
@@ -865,7 +873,9 @@ class Ports(Resource):
         txn.release(uniq_key("mac", network_id, obj["mac_address"]))
         obj["mac_address"] = mac
 
-    def _update_fixed_ips(self, txn: Txn, stored: Stored, entries: list[dict[str, str]]) -> None:
+    def _update_fixed_ips(
+        self, ctx: RequestContext, txn: Txn, stored: Stored, entries: list[dict[str, str]]
+    ) -> None:
         """Neutron's _get_changed_ips_for_port: keep addresses asked for again (by address,
         or by subnet), release the others (SLAAC ones stay unless their subnet is named),
         claim the new ones; all in `txn`."""
@@ -916,7 +926,7 @@ class Ports(Resource):
             txn.release(uniq_key("ip", ip["subnet_id"], ip["ip_address"]))
             self.hints.forget(uniq_prefix("ip", ip["subnet_id"]), ip["ip_address"])
         handled = {ip["subnet_id"] for ip in kept + removed}
-        added = self._allocate_requested(txn, network_id, subnets, obj, add, handled)
+        added = self._allocate_requested(ctx, txn, network_id, subnets, obj, add, handled)
         order = {id(ip): i for i, ip in enumerate(original)}
         kept.sort(key=lambda ip: order.get(id(ip), len(order)))
         obj["fixed_ips"] = [*kept, *added]
