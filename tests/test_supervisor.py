@@ -11,15 +11,23 @@ class Part:
     """A component that records what happens to it in a shared journal."""
 
     def __init__(
-        self, name: str, journal: list[str], fail_start: bool = False, dies: bool = False
+        self,
+        name: str,
+        journal: list[str],
+        fail_start: bool = False,
+        dies: bool = False,
+        stop_while_starting: threading.Event | None = None,
     ) -> None:
         self.name = name
         self.journal = journal
         self.fail_start = fail_start
         self.dies = dies
+        self.stop_while_starting = stop_while_starting
 
     def start(self) -> None:
         self.journal.append(f"start {self.name}")
+        if self.stop_while_starting is not None:  # (a SIGTERM arriving mid-start)
+            self.stop_while_starting.set()
         if self.fail_start:
             raise RuntimeError(f"{self.name} cannot start")
 
@@ -72,3 +80,15 @@ def test_stop_requested_before_start_starts_nothing() -> None:
     stop.set()
     assert Supervisor([Part("api", journal)], stop).run() == 0
     assert journal == []
+
+
+def test_a_start_that_fails_because_a_stop_was_asked_for_is_a_clean_stop() -> None:
+    """SIGTERM reaches a starting part's children too, so its start fails: exit 0 then."""
+    journal: list[str] = []
+    stop = threading.Event()
+    parts: list[Component] = [
+        Part("ovs", journal),
+        Part("agent", journal, fail_start=True, stop_while_starting=stop),
+    ]
+    assert Supervisor(parts, stop, poll=0.01).run() == 0
+    assert journal == ["start ovs", "start agent", "stop agent", "stop ovs"]

@@ -57,8 +57,13 @@ class Supervisor:
                     code = 1
                     break
         except Exception as exc:
-            LOG.error("start failed: %s", exc, exc_info=not isinstance(exc, RuntimeError))
-            code = 1
+            if self.stop_event.is_set():
+                # Asked to stop while a part was starting (SIGTERM also reaches its
+                # children, which then fail): that is the clean stop asked for.
+                LOG.info("stopped while starting (%s)", exc)
+            else:
+                LOG.error("start failed: %s", exc, exc_info=not isinstance(exc, RuntimeError))
+                code = 1
         finally:
             self.shutdown()
         return code
