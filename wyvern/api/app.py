@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import wyvern
+from wyvern.api import logfilter
 from wyvern.api.attributes import openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
 from wyvern.api.errors import BadRequest, NeutronError, NotFound
@@ -25,7 +26,7 @@ from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
 from wyvern.nb.factory import open_store
-from wyvern.nb.store import Store
+from wyvern.nb.store import Store, StoreUnavailable
 
 LOG = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
@@ -342,6 +343,7 @@ class Api:
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     store = store if store is not None else open_store(settings)
     api = Api(settings, store)
+    logfilter.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -360,6 +362,19 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @app.exception_handler(NeutronError)
     async def neutron_error(request: Request, exc: NeutronError) -> Response:
         return json_response(exc.body(), exc.status)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        """Neutron's answer to a lost database: 503, try again later."""
+        LOG.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        err = NeutronError(
+            "The store is temporarily unavailable; please retry.",
+            type="ServiceUnavailable",
+            status=503,
+        )
+        response = json_response(err.body(), 503)
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -26,6 +26,11 @@ class StoreError(Exception):
     """The store could not be reached or refused the request."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot serve the request now (unreachable, read-only, disk full); the same
+    request may succeed later, so the API answers 503 with Retry-After."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: str

@@ -1,0 +1,77 @@
+"""A real `wyvern api` whose SQLite store cannot be written (issue 11, defects 2 and 4).
+
+Writes answer 503 with a NeutronError and Retry-After while the store cannot write, the
+process survives, writes succeed again within a second of the store becoming writable, and
+the log holds one line per kind of failure, not one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from tests.harness import start_api
+from wyvern.api.logfilter import RepeatFilter
+
+
+def test_unwritable_store_answers_503_then_recovers(tmp_path: Path) -> None:
+    with start_api(tmp_path / "api") as api:
+        files = [str(p) for p in (tmp_path / "api").glob("wyvern.db*")]
+        s = requests.Session()
+        url = f"{api.url}v2.0/networks"
+        first = s.post(url, json={"network": {"name": "before"}})
+        assert first.status_code == 201, first.text
+        subprocess.run(["chattr", "+i", *files], check=True)
+        try:
+            answers = [s.post(url, json={"network": {"name": f"n{i}"}}) for i in range(50)]
+        finally:
+            subprocess.run(["chattr", "-i", *files], check=True)
+        t0 = time.monotonic()
+        after = s.post(url, json={"network": {"name": "after"}})
+        took = time.monotonic() - t0
+        assert api.proc.alive(), api.log
+        assert {r.status_code for r in answers} == {503}, answers[0].text
+        assert answers[0].headers["Retry-After"] == "1"
+        assert answers[0].json()["NeutronError"]["type"] == "ServiceUnavailable"
+        assert after.status_code == 201, after.text
+        assert took < 1.0
+        names = {n["name"] for n in s.get(url).json()["networks"]}
+        assert names == {"before", "after"}
+        # 50 failed requests, one log line (the next would carry the count).
+        assert api.log.count("store unavailable on POST /v2.0/networks") == 1, api.log
+
+
+def test_repeated_errors_are_logged_once_per_window_with_a_count() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test.repeat")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(Keep())
+    logger.addFilter(RepeatFilter(window=0.3))
+    for i in range(1000):
+        try:
+            raise OSError(24, "Too many open files")
+        except OSError:
+            logger.exception("accept failed on %s", f"attempt {i}")
+    logger.error("another failure")
+    assert [r.getMessage() for r in records] == ["accept failed on attempt 0", "another failure"]
+    time.sleep(0.35)
+    try:
+        raise OSError(24, "Too many open files")
+    except OSError:
+        logger.exception("accept failed on %s", "later")
+    assert (
+        records[-1].getMessage() == "accept failed on later (repeated 999 more times before this)"
+    )
+    logger.info("info is never held back")
+    logger.info("info is never held back")
+    assert len(records) == 5
