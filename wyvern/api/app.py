@@ -26,7 +26,7 @@ from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
 from wyvern.nb.factory import open_store
-from wyvern.nb.store import Store, StoreUnavailable
+from wyvern.nb.store import Store, StoreUnavailable, TxnTooLarge
 
 LOG = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
@@ -375,6 +375,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         response = json_response(err.body(), 503)
         response.headers["Retry-After"] = "1"
         return response
+
+    @app.exception_handler(TxnTooLarge)
+    async def txn_too_large(request: Request, exc: TxnTooLarge) -> Response:
+        err = BadRequest(f"Request too large for one store transaction: {exc}")
+        return json_response(err.body(), 400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
