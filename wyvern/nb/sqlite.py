@@ -99,23 +99,44 @@ _FS_IOC_GETFLAGS = 0x80086601
 _FS_IMMUTABLE_FL = 0x10
 
 
-def immutable(path: str) -> bool:
-    """Whether the file has the immutable attribute (chattr +i); False if it is absent or
-    the filesystem has no such flags."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        flags = array.array("l", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        return bool(flags[0] & _FS_IMMUTABLE_FL)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
-            return False
-        raise
-    finally:
-        os.close(fd)
+class _Immutable:
+    """Whether a file has the immutable attribute (chattr +i), cheaply: an open descriptor
+    kept for the ioctl (reopened if the file was deleted), so a check is two syscalls
+    without a path lookup. False while the file is absent or the filesystem has no flags.
+
+    The descriptor must stay open while SQLite uses the file: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, SQLite's included. It is closed
+    only once the file is deleted (nobody uses it) or the store is closed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = -1
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if self._fd >= 0 and os.fstat(self._fd).st_nlink == 0:
+                os.close(self._fd)
+                self._fd = -1
+            if self._fd < 0:
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                except OSError:
+                    return False
+            flags = array.array("l", [0])
+            try:
+                fcntl.ioctl(self._fd, _FS_IOC_GETFLAGS, flags, True)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                    return False
+                raise
+            return bool(flags[0] & _FS_IMMUTABLE_FL)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
@@ -142,7 +163,7 @@ class SqliteStore(Store):
     ) -> None:
         """history: how many revisions of change log to keep (older ones are compacted)."""
         self.path = path
-        self.shm_path = f"{path}-shm"
+        self._shm_immutable = _Immutable(f"{path}-shm")
         self.history = history
         self.poll_interval = poll_interval
         self.doorbell_poll = poll_interval  # (commits of other processes ring no bell)
@@ -221,9 +242,9 @@ class SqliteStore(Store):
 
         SQLite shares the WAL index by writing to a shared mapping of the -shm file; when
         that file is immutable the kernel answers such a write with SIGBUS, which kills the
-        process. So every call first refuses if it is (an open, an ioctl and a close, a few
-        microseconds; only a chattr within that instant remains unguarded)."""
-        if immutable(self.shm_path):
+        process. So every call first refuses if it is (an fstat and an ioctl; only a chattr
+        between the check and SQLite's write remains unguarded)."""
+        if self._shm_immutable():
             raise StoreUnavailable(f"sqlite store {self.path} unavailable: -shm is immutable")
         try:
             yield
@@ -473,6 +494,7 @@ class SqliteStore(Store):
         for conn in conns:
             _close_quietly(conn)
         self._local = threading.local()
+        self._shm_immutable.close()
 
 
 class _SqliteWatch(Watch):
@@ -495,7 +517,7 @@ class _SqliteWatch(Watch):
 
     def _poll(self) -> Gap | None:
         with self._lock:
-            if self._closed or immutable(self._store.shm_path):  # see _unavailable
+            if self._closed or self._store._shm_immutable():  # see _unavailable
                 return None
             return self._poll_locked()
 
