@@ -8,16 +8,23 @@ that names the limit, with nothing applied.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import requests
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import make_client
-from wyvern.model.keys import uniq_prefix
+from tests.harness import start_api
+from wyvern.model.keys import index_key, kind_prefix, obj_key, uniq_key, uniq_prefix
 from wyvern.nb.etcd import EtcdStore
 from wyvern.nb.etcd_server import EtcdServer
 
@@ -125,3 +132,59 @@ def test_cascade_delete_of_70_ports_splits(api: tuple[TestClient, EtcdStore]) ->
     assert client.delete(f"/v2.0/networks/{net_id}?cascade=true").status_code == 204
     assert store.revision() - before > 2  # several transactions
     assert port_count(client, net_id) == 0
+
+
+def test_a_split_cascade_delete_killed_midway_leaves_a_consistent_store(
+    stock_etcd: EtcdServer, tmp_path: Path
+) -> None:
+    """kill -9 of the API while it deletes the ports chunk by chunk: every port is either
+    gone with all its claims or whole with all of them (no orphaned claim, no port without
+    its IP or MAC), and the network is still there."""
+    requests.post(
+        f"{stock_etcd.endpoints[0]}/v3/kv/deleterange",
+        json={"key": "AA==", "range_end": "AA=="},
+        timeout=10,
+    ).raise_for_status()
+    store = EtcdStore(stock_etcd.endpoints)
+    with start_api(tmp_path / "api", etcd_endpoints=stock_etcd.endpoints) as api:
+        s = requests.Session()
+        base = f"{api.url}v2.0"
+        s.put(f"{base}/quotas/default", json={"quota": {"port": -1}}).raise_for_status()
+        net_id = s.post(f"{base}/networks", json={"network": {"name": "n"}}).json()["network"]["id"]
+        body = {"subnet": {"network_id": net_id, "cidr": "10.5.0.0/22", "ip_version": 4}}
+        subnet_id = s.post(f"{base}/subnets", json=body).json()["subnet"]["id"]
+        for _ in range(20):
+            resp = s.post(f"{base}/ports", json={"ports": [{"network_id": net_id}] * 20})
+            assert resp.status_code == 201, resp.text
+        ports_prefix = kind_prefix("ports", net_id)
+        assert len(store.list(ports_prefix, keys_only=True).items) == 400
+
+        def delete() -> None:  # the API dies under it
+            with contextlib.suppress(requests.RequestException):
+                s.delete(f"{base}/networks/{net_id}?cascade=true", timeout=60)
+
+        deleting = threading.Thread(target=delete, daemon=True)
+        deleting.start()
+        deadline = time.monotonic() + 60
+        while len(store.list(ports_prefix, keys_only=True).items) == 400:
+            assert time.monotonic() < deadline, "the delete never started"
+            time.sleep(0.005)
+        api.proc.signal(signal.SIGKILL)
+        api.proc.process.wait(10)
+        deleting.join(10)
+
+    left = {
+        kv.key.rsplit("/", 1)[1]: orjson.loads(kv.value) for kv in store.list(ports_prefix).items
+    }
+    assert 0 < len(left) < 400, len(left)  # killed midway
+    assert store.get(obj_key("networks", net_id)) is not None
+    ip_claims = {kv.key: kv.value.decode() for kv in store.list(uniq_prefix("ip", subnet_id)).items}
+    mac_claims = {kv.key: kv.value.decode() for kv in store.list(uniq_prefix("mac", net_id)).items}
+    # Every claim belongs to a port that is still there...
+    assert set(ip_claims.values()) <= set(left) and set(mac_claims.values()) <= set(left)
+    # ... and every port still there holds all of its claims.
+    for port_id, port in left.items():
+        for ip in port["fixed_ips"]:
+            assert ip_claims[uniq_key("ip", ip["subnet_id"], ip["ip_address"])] == port_id
+        assert mac_claims[uniq_key("mac", net_id, port["mac_address"])] == port_id
+        assert store.get(index_key("ports", port_id)) is not None
