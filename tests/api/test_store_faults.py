@@ -108,14 +108,15 @@ def test_descriptors_do_not_grow_over_idle_burst_cycles(tmp_path: Path) -> None:
 
         burst(0)
         counts = [db_fds(api.proc.pid, db)]
-        for cycle in range(1, 5):
+        for cycle in range(1, 6):
             time.sleep(10.5)  # idle: anyio retires the workers (at the next dispatch)
             burst(cycle)
             counts.append(db_fds(api.proc.pid, db))
         print("descriptors after each burst", counts)
         assert api.proc.alive()
         assert counts[0] >= 3  # the probe sees the server's descriptors
-        # The first idle/burst cycle settles how many SQLite keeps open (it defers closing
-        # a descriptor while another connection holds a lock, and reuses it); after that,
-        # no growth. Before the fix: [29, 57, 77, 91, 117]; after: [19, 35, 32, 29, 30].
-        assert max(counts[2:]) <= counts[1] + 4, counts
+        # The count wobbles with how many workers a burst wakes and how many descriptors
+        # SQLite defers closing (while another connection holds a lock; it reuses them),
+        # but must not climb. Before the fix, over 5 bursts: [29, 57, 77, 91, 117] (about
+        # +20 a cycle); after: [19, 35, 32, 29, 30], [24, 23, 26, 32, 30], [20, 20, 28, 30, 29].
+        assert max(counts[3:]) <= max(counts[:3]) + 12, counts
