@@ -18,8 +18,9 @@ the thread ends (anyio retires idle workers after 10 s; keeping their connection
 two descriptors each), and dropped when SQLite says the file cannot be written or opened
 (read-only, immutable, gone, I/O error, disk full): the call raises `StoreUnavailable` and
 the thread's next call opens a fresh connection, so writes recover as soon as the file is
-writable again. Memory-mapped I/O is off, so a file that cannot be written never turns
-into a SIGBUS.
+writable again. The database file is not memory-mapped, and every call first checks that
+the -shm file (the WAL index, which SQLite writes through a shared mapping) is not
+immutable: a write to it would be a SIGBUS.
 """
 
 from __future__ import annotations
@@ -88,7 +89,6 @@ T = TypeVar("T")
 # SQLITE_PERM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT (a torn read of a file being
 # replaced), SQLITE_FULL, SQLITE_CANTOPEN.
 _UNAVAILABLE = {3, 8, 10, 11, 13, 14}
-_SQLITE_BUSY = 5
 
 
 def _code(exc: sqlite3.Error) -> int:
@@ -261,9 +261,9 @@ class SqliteStore(Store):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if _code(exc) == _SQLITE_BUSY:
-                    raise StoreError(f"sqlite store busy: {exc}") from exc
-                raise
+                if _code(exc) in _UNAVAILABLE:
+                    raise  # StoreUnavailable, below
+                raise StoreError(f"sqlite store busy: {exc}") from exc
             try:
                 result, changed = fn(conn)
                 conn.execute("COMMIT")
