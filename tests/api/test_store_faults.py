@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -120,3 +121,42 @@ def test_descriptors_do_not_grow_over_idle_burst_cycles(tmp_path: Path) -> None:
         # but must not climb. Before the fix, over 5 bursts: [29, 57, 77, 91, 117] (about
         # +20 a cycle); after: [19, 35, 32, 29, 30], [24, 23, 26, 32, 30], [20, 20, 28, 30, 29].
         assert max(counts[3:]) <= max(counts[:3]) + 12, counts
+
+
+def test_out_of_descriptors_answers_503_and_logs_once(tmp_path: Path) -> None:
+    """The server's descriptor limit reached (the issue's RLIMIT_NOFILE=100 run): new
+    worker threads cannot open the database. That was a 500 and a traceback per request;
+    now 503 with Retry-After and one log line, and all is well once descriptors are back."""
+    with start_api(tmp_path / "api") as api:
+        url = f"{api.url}v2.0/networks"
+        quota = {"quota": {"network": -1}}
+        assert requests.put(f"{api.url}v2.0/quotas/default", json=quota).status_code == 200
+        sessions = [requests.Session() for _ in range(16)]
+        for s in sessions:  # open 16 keep-alive connections, one request at a time
+            assert s.get(url).status_code == 200
+
+        def burst(tag: str) -> list[int]:
+            def post(i: int) -> int:
+                body = {"network": {"name": f"{tag}{i}"}}
+                return sessions[i].post(url, json=body, timeout=30).status_code
+
+            with ThreadPoolExecutor(16) as pool:
+                return list(pool.map(post, range(16)))
+
+        pid = api.proc.pid
+        limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+        lowest_free = min(set(range(len(used) + 1)) - used)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+        try:
+            during = burst("d")
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+        t0 = time.monotonic()
+        after = burst("a")
+        took = time.monotonic() - t0
+        assert api.proc.alive(), api.log
+    assert set(during) <= {201, 503} and 503 in during, during
+    assert after == [201] * 16 and took < 1.0, (after, took)
+    assert api.log.count("store unavailable on POST /v2.0/networks") == 1, api.log
+    assert "Traceback" not in api.log, api.log
