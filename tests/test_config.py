@@ -121,6 +121,7 @@ class OldSettings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:2379"],
         description="etcd client URLs (any member of the cluster).",
     )
+    etcd_max_txn_ops: int = Field(default=128, ge=16)
     api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(default=9696, ge=1, le=65535, description="API TCP port.")
     api_workers: int = Field(default=1, ge=1, description="API server processes.")

@@ -107,6 +107,12 @@ class Settings:
         factory=lambda: ["http://127.0.0.1:2379"],
         description="etcd client URLs (any member of the cluster).",
     )
+    etcd_max_txn_ops: int = _opt(
+        default=128,
+        ge=16,
+        description="etcd's --max-txn-ops (128 unless raised): a cascade delete larger than "
+        "this is split into transactions this size; a bulk create is refused with 400.",
+    )
     api_host: str = _opt(default="127.0.0.1", description="Address the API listens on.")
     api_port: int = _opt(default=9696, ge=1, le=65535, description="API TCP port.")
     api_workers: int = _opt(default=1, ge=1, description="API server processes.")

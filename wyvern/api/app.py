@@ -17,6 +17,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import wyvern
+from wyvern.api import logfilter
 from wyvern.api.attributes import openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
 from wyvern.api.errors import BadRequest, NeutronError, NotFound, ServiceUnavailable, shorten
@@ -28,7 +29,7 @@ from wyvern.api.resource import ApiState, Resource
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
 from wyvern.nb.factory import open_store
-from wyvern.nb.store import Store, StoreError
+from wyvern.nb.store import Store, StoreError, TxnTooLarge
 
 LOG = logging.getLogger(__name__)
 # Statuses after which the connection is not reused: a server error (the client's next
@@ -363,6 +364,7 @@ class Api:
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     store = store if store is not None else open_store(settings)
     api = Api(settings, store)
+    logfilter.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -381,6 +383,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @app.exception_handler(NeutronError)
     async def neutron_error(request: Request, exc: NeutronError) -> Response:
         return json_response(exc.body(), exc.status, exc.headers)
+
+    @app.exception_handler(TxnTooLarge)
+    async def txn_too_large(request: Request, exc: TxnTooLarge) -> Response:
+        err = BadRequest(f"Request too large for one store transaction: {exc}")
+        return json_response(err.body(), 400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -403,8 +410,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:
-        """Neutron's answer to a lost database: 503, retry later. The store's own timeouts
-        bound the wait (etcd: its request timeout)."""
+        """Neutron's answer to a lost database: 503, retry later (the store is down, hung,
+        read-only or full: StoreUnavailable, or any other StoreError). The store's own
+        timeouts bound the wait (etcd: its request timeout). Logged through the repeat
+        filter (wyvern.api.logfilter): one line per minute for the same error."""
         LOG.warning("store error on %s %s: %s", request.method, request.url.path, exc)
         err = ServiceUnavailable("The store is unavailable; please retry.")
         return json_response(err.body(), err.status, err.headers)

@@ -102,6 +102,10 @@ class Txn:
         self.deletes[key] = None
         self.puts.pop(key, None)
 
+    def size(self) -> int:
+        """Operations as a store with a txn limit counts them (guards, or writes)."""
+        return max(len(self.guards), len(self.puts) + len(self.deletes))
+
     def commit(self) -> int:
         compares = [g.compare for g in self.guards]
         result = self.repo.store.txn(

@@ -3,7 +3,8 @@
 Resources with their own rules (ports, subnets, routers, ...) subclass `Resource` and
 override the `*_ops` hooks, which add guards and writes to a shared `Txn`. The base class
 runs every operation in a retry loop and commits it as one store transaction, so a bulk
-create or a cascade delete is all or nothing.
+create or a cascade delete is all or nothing (except a cascade too big for one etcd
+transaction, which deletes the ports in chunks first: Networks._drain_ports).
 """
 
 from __future__ import annotations

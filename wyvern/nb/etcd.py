@@ -53,6 +53,7 @@ from wyvern.nb.store import (
     Store,
     StoreError,
     TxnResult,
+    TxnTooLarge,
     Watch,
     net_effect,
 )
@@ -208,8 +209,12 @@ def _compare(c: Compare, absent: set[str]) -> dict[str, Any]:
 class EtcdStore(Store):
     """The Store over an etcd 3.x cluster, given the client URLs of (some of) its members."""
 
-    def __init__(self, endpoints: list[str], timeout: float = 5.0) -> None:
-        """timeout: per request, and the budget for retrying on other members."""
+    max_txn_ops: int
+
+    def __init__(self, endpoints: list[str], timeout: float = 5.0, max_txn_ops: int = 128) -> None:
+        """timeout: per request, and the budget for retrying on other members.
+        max_txn_ops: the cluster's --max-txn-ops (etcd's default is 128)."""
+        self.max_txn_ops = max_txn_ops
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
         self._timeout = timeout
@@ -356,10 +361,14 @@ class EtcdStore(Store):
         the caller's compares actually failed.
         """
         net_puts, deleted = net_effect(puts, deletes)
+        keys = list(dict.fromkeys(c.key for c in compares))
+        # etcd counts the compares and each branch's requests against --max-txn-ops.
+        ops = max(len(compares), len(net_puts) + len(deleted))
+        if ops > self.max_txn_ops:
+            raise TxnTooLarge(ops, self.max_txn_ops)
         success = [{"request_put": _put(p)} for p in net_puts] + [
             {"request_delete_range": {"key": _b64(k.encode())}} for k in deleted
         ]
-        keys = list(dict.fromkeys(c.key for c in compares))
         failure = [{"request_range": {"key": _b64(k.encode())}} for k in keys]
         pinned = [c for c in compares if c.target == "value" and c.holds(None)]
         absent: set[str] = set()
@@ -369,7 +378,12 @@ class EtcdStore(Store):
                 "success": success,
                 "failure": failure,
             }
-            resp = self._call(functools.partial(_send_txn, request=request), write=True)
+            try:
+                resp = self._call(functools.partial(_send_txn, request=request), write=True)
+            except StoreError as exc:  # the cluster's limit is lower than we were told
+                if "too many operations in txn request" in str(exc):
+                    raise TxnTooLarge(ops, self.max_txn_ops) from exc
+                raise
             revision = _revision(resp)
             if resp.get("succeeded"):
                 return TxnResult(True, revision)

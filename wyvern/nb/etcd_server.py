@@ -49,7 +49,6 @@ FAST_FLAGS: tuple[str, ...] = (
     "--election-timeout=500",
     "--snapshot-count=10000",
     "--quota-backend-bytes=2147483648",
-    "--max-txn-ops=4096",
     "--max-request-bytes=10485760",
     "--auto-compaction-retention=0",
     # Lets an idle watch learn the current revision, so a reconnect after a member
@@ -134,8 +133,12 @@ class EtcdServer:
         startup_timeout: float = 30.0,
         log_level: str = "warn",
         die_with_parent: bool = False,
+        max_txn_ops: int | None = 4096,
     ) -> None:
         """base_dir: where data dirs and logs go (a temp dir, removed on stop, if None).
+
+        max_txn_ops: etcd's --max-txn-ops; None leaves etcd's default (128), which is what a
+        stock cluster has and what Wyvern's etcd_max_txn_ops assumes.
 
         die_with_parent: have the kernel SIGKILL the members when the thread that started
         them dies (Linux), so a killed test run leaves no etcd behind.
@@ -153,6 +156,7 @@ class EtcdServer:
         self.startup_timeout = startup_timeout
         self.log_level = log_level
         self.die_with_parent = die_with_parent
+        self.max_txn_ops = max_txn_ops
         self.members: list[EtcdMember] = []
 
     @property
@@ -217,6 +221,7 @@ class EtcdServer:
                 "--log-outputs=stderr",
                 f"--log-level={self.log_level}",
                 *FAST_FLAGS,
+                *([] if self.max_txn_ops is None else [f"--max-txn-ops={self.max_txn_ops}"]),
                 *self.extra_args,
             ]
             self._spawn(m)

@@ -14,7 +14,7 @@ def open_store(settings: Settings) -> Store:
     if settings.store == "etcd":
         from wyvern.nb.etcd import EtcdStore
 
-        return EtcdStore(list(settings.etcd_endpoints))
+        return EtcdStore(list(settings.etcd_endpoints), max_txn_ops=settings.etcd_max_txn_ops)
     from wyvern.nb.sqlite import SqliteStore
 
     settings.run_dir.mkdir(parents=True, exist_ok=True)

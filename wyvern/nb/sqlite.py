@@ -12,17 +12,30 @@ leases table. Whoever uses the store (a watch poll, a read, a write) compares th
 it is due, reaps: a write transaction that deletes the keys of each expired lease in a
 revision of its own. Reapers racing on the same lease are harmless: they are serialized by
 the write lock and the later one finds nothing due.
+
+Each thread has its own connection (SQLite connections are not shared). It is closed when
+the thread ends (anyio retires idle workers after 10 s; keeping their connections leaked
+two descriptors each), and dropped when SQLite says the file cannot be written or opened
+(read-only, immutable, gone, I/O error, disk full): the call raises `StoreUnavailable` and
+the thread's next call opens a fresh connection, so writes recover as soon as the file is
+writable again. The database file is not memory-mapped, and every call first checks that
+the -shm file (the WAL index, which SQLite writes through a shared mapping) is not
+immutable: a write to it would be a SIGBUS.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
+import errno
+import fcntl
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from wyvern.nb.store import (
@@ -36,6 +49,7 @@ from wyvern.nb.store import (
     Put,
     Store,
     StoreError,
+    StoreUnavailable,
     TxnResult,
     Watch,
     net_effect,
@@ -71,6 +85,74 @@ _POLL_META = (
 
 T = TypeVar("T")
 
+# Primary result codes meaning "the file cannot be written (or opened) now", not a bug:
+# SQLITE_PERM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT (a torn read of a file being
+# replaced), SQLITE_FULL, SQLITE_CANTOPEN.
+_UNAVAILABLE = {3, 8, 10, 11, 13, 14}
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IMMUTABLE_FL = 0x10
+
+
+class _Immutable:
+    """Whether a file has the immutable attribute (chattr +i), cheaply: an open descriptor
+    kept for the ioctl (reopened if the file was deleted), so a check is two syscalls
+    without a path lookup. False while the file is absent or the filesystem has no flags.
+
+    The descriptor must stay open while SQLite uses the file: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, SQLite's included. It is closed
+    only once the file is deleted (nobody uses it) or the store is closed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = -1
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if self._fd >= 0 and os.fstat(self._fd).st_nlink == 0:
+                os.close(self._fd)
+                self._fd = -1
+            if self._fd < 0:
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                except OSError:
+                    return False
+            flags = array.array("l", [0])
+            try:
+                fcntl.ioctl(self._fd, _FS_IOC_GETFLAGS, flags, True)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                    return False
+                raise
+            return bool(flags[0] & _FS_IMMUTABLE_FL)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
+
+
+class _Slot:
+    """A thread's connection, held in its threading.local: when the thread ends the slot
+    is dropped and its finalizer closes the connection."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
 
 class SqliteStore(Store):
     def __init__(
@@ -81,11 +163,14 @@ class SqliteStore(Store):
     ) -> None:
         """history: how many revisions of change log to keep (older ones are compacted)."""
         self.path = path
+        self._shm_immutable = _Immutable(f"{path}-shm")
         self.history = history
         self.poll_interval = poll_interval
         self.doorbell_poll = poll_interval  # (commits of other processes ring no bell)
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        # Every open connection with the thread that owns it, for close() and so that
+        # the connections of dead threads are closed even without their finalizer.
+        self._conns: dict[sqlite3.Connection, threading.Thread] = {}
         self._conns_lock = threading.Lock()
         self._cond = threading.Condition()
         # meta's lease_expiry as last read, and when (monotonic): a read of this process
@@ -94,8 +179,8 @@ class SqliteStore(Store):
         self._expiry_read_at = -float("inf")
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        conn = self._conn()
-        conn.executescript(_SCHEMA)
+        with self._unavailable():
+            self._conn().executescript(_SCHEMA)
         self._write(self._migrate)
 
     @staticmethod
@@ -109,31 +194,84 @@ class SqliteStore(Store):
         return None, False
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is not None:
+            return slot.conn
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False
+        # only so that close() and the finalizer may close it; one thread uses it.
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA mmap_size=0")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
+        except BaseException:
+            conn.close()
+            raise
+        slot = _Slot(conn)
+        weakref.finalize(slot, self._forget, weakref.ref(self), conn)
+        with self._conns_lock:
+            for other, thread in list(self._conns.items()):
+                if not thread.is_alive():  # its finalizer has not run (yet)
+                    del self._conns[other]
+                    _close_quietly(other)
+            self._conns[conn] = threading.current_thread()
+        self._local.slot = slot
         return conn
+
+    @staticmethod
+    def _forget(ref: weakref.ref[SqliteStore], conn: sqlite3.Connection) -> None:
+        """Close a connection whose thread has ended (or that was dropped)."""
+        store = ref()
+        if store is not None:
+            with store._conns_lock:
+                store._conns.pop(conn, None)
+        _close_quietly(conn)
+
+    def _drop_conn(self) -> None:
+        """Forget this thread's connection: the next call opens a new one."""
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        self._local.slot = None
+        if slot is not None:
+            self._forget(weakref.ref(self), slot.conn)
+
+    @contextlib.contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """Turn "the file cannot be written or opened now" into StoreUnavailable, dropping
+        this thread's connection (one opened read-only stays read-only forever).
+
+        SQLite shares the WAL index by writing to a shared mapping of the -shm file; when
+        that file is immutable the kernel answers such a write with SIGBUS, which kills the
+        process. So every call first refuses if it is (an fstat and an ioctl; only a chattr
+        between the check and SQLite's write remains unguarded)."""
+        if self._shm_immutable():
+            raise StoreUnavailable(f"sqlite store {self.path} unavailable: -shm is immutable")
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if _code(exc) not in _UNAVAILABLE:
+                raise
+            self._drop_conn()
+            raise StoreUnavailable(f"sqlite store {self.path} unavailable: {exc}") from exc
 
     def _write(self, fn: Callable[[sqlite3.Connection], tuple[T, bool]]) -> T:
         """Run fn in a write transaction; fn says whether it made a new revision."""
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"sqlite store busy: {exc}") from exc
-        try:
-            result, changed = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._unavailable():
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _code(exc) in _UNAVAILABLE:
+                    raise  # StoreUnavailable, below
+                raise StoreError(f"sqlite store busy: {exc}") from exc
+            try:
+                result, changed = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
         if changed:
             with self._cond:
                 self._cond.notify_all()
@@ -243,12 +381,17 @@ class SqliteStore(Store):
         self._write(revoke)
 
     def get(self, key: str) -> KeyValue | None:
-        conn = self._conn()
-        self._reap_if_due(conn)
-        row = conn.execute(f"SELECT {_KV} FROM kv WHERE key = ?", (key,)).fetchone()
+        with self._unavailable():
+            conn = self._conn()
+            self._reap_if_due(conn)
+            row = conn.execute(f"SELECT {_KV} FROM kv WHERE key = ?", (key,)).fetchone()
         return KeyValue(*row) if row else None
 
     def list(self, prefix: str, keys_only: bool = False) -> ListResult:
+        with self._unavailable():
+            return self._list(prefix, keys_only)
+
+    def _list(self, prefix: str, keys_only: bool) -> ListResult:
         conn = self._conn()
         cols = "key, x'', create_rev, mod_rev, version, lease" if keys_only else _KV
         self._reap_if_due(conn)
@@ -324,22 +467,20 @@ class SqliteStore(Store):
         return _SqliteWatch(self, prefix, start)
 
     def revision(self) -> int:
-        conn = self._conn()
-        self._reap_if_due(conn)
-        return self._head(conn)
+        with self._unavailable():
+            conn = self._conn()
+            self._reap_if_due(conn)
+            return self._head(conn)
 
     def compact(self, revision: int) -> None:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        def compact(conn: sqlite3.Connection) -> tuple[None, bool]:
             head = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
             if revision > head:
                 raise StoreError(f"cannot compact to future revision {revision}")
             self._compact(conn, revision)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            return None, False
+
+        self._write(compact)
 
     @staticmethod
     def _compact(conn: sqlite3.Connection, revision: int) -> None:
@@ -348,11 +489,12 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         with self._conns_lock:
-            for conn in self._conns:
-                with contextlib.suppress(sqlite3.ProgrammingError):
-                    conn.close()
+            conns = list(self._conns)
             self._conns.clear()
+        for conn in conns:
+            _close_quietly(conn)
         self._local = threading.local()
+        self._shm_immutable.close()
 
 
 class _SqliteWatch(Watch):
@@ -368,13 +510,14 @@ class _SqliteWatch(Watch):
         self._conn = sqlite3.connect(
             store.path, timeout=60, isolation_level=None, check_same_thread=False
         )
+        self._conn.execute("PRAGMA mmap_size=0")
         self._conn.execute("PRAGMA busy_timeout=60000")
         # Held while the connection is in use, so close() never closes it mid-query.
         self._lock = threading.Lock()
 
     def _poll(self) -> Gap | None:
         with self._lock:
-            if self._closed:
+            if self._closed or self._store._shm_immutable():  # see _unavailable
                 return None
             return self._poll_locked()
 

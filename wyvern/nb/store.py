@@ -26,6 +26,24 @@ class StoreError(Exception):
     """The store could not be reached or refused the request."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot serve the request now (unreachable, read-only, disk full); the same
+    request may succeed later, so the API answers 503 with Retry-After."""
+
+
+class TxnTooLarge(StoreError):
+    """A transaction has more operations than the store accepts in one (etcd's
+    --max-txn-ops): nothing was applied, and retrying the same request cannot help."""
+
+    def __init__(self, ops: int, limit: int) -> None:
+        super().__init__(
+            f"the request needs {ops} operations in one store transaction, more than the"
+            f" store's limit of {limit} (etcd --max-txn-ops; Wyvern's etcd_max_txn_ops)"
+        )
+        self.ops = ops
+        self.limit = limit
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: str
@@ -161,6 +179,11 @@ class Watch(abc.ABC):
 
 
 class Store(abc.ABC):
+    #: The most operations one txn may hold (guards, or puts plus deletes), or None for no
+    #: limit. A bigger txn raises TxnTooLarge and applies nothing; callers that can split
+    #: their work safely (a cascade delete) stay within it.
+    max_txn_ops: int | None = None
+
     #: How often a reader waiting on `doorbell` must look anyway (None: the doorbell is
     #: rung for every change a watch of this store can see; SQLite: not for changes
     #: other processes commit).

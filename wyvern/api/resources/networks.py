@@ -286,6 +286,17 @@ class Networks(Resource):
                 f"Unable to complete operation on network {net['id']}. There are one or more "
                 "ports still in use on the network.",
             )
+        limit = self.repo.store.max_txn_ops
+        if limit is not None and ports and not self._fits(ctx, stored, ports, limit):
+            self._drain_ports(ctx, ports, limit)
+            ports = []
+        self._final_ops(ctx, stored, txn, ports)
+
+    def _final_ops(
+        self, ctx: RequestContext, stored: Stored, txn: Txn, ports: list[Stored]
+    ) -> None:
+        """The network, its subnets, its claims and `ports`, in one transaction."""
+        net = stored.obj
         port_res = self.state.resources["port"]
         for p in ports:
             port_res.delete_ops(ctx, p, txn, {"force": "True"})
@@ -303,6 +314,42 @@ class Networks(Resource):
         elif ntype == "flat":
             txn.release(uniq_key("flat", net["provider:physical_network"]))
         txn.delete("networks", stored)
+
+    def _fits(self, ctx: RequestContext, stored: Stored, ports: list[Stored], limit: int) -> bool:
+        """Whether the whole delete fits in one transaction of at most `limit` operations.
+        Each port deletes at least its object and its id index: past that, no need to
+        build the trial (each port's hooks read the store)."""
+        if 2 * len(ports) > limit:
+            return False
+        trial = self.repo.txn()
+        self._final_ops(ctx, stored, trial, ports)
+        return trial.size() <= limit
+
+    def _drain_ports(self, ctx: RequestContext, ports: list[Stored], limit: int) -> None:
+        """Delete the ports of a network too big for one store transaction (etcd's
+        --max-txn-ops), in transactions that fit, before the network's own.
+
+        Safe to split: the network is marked deleting, so no port can join it; each
+        chunk is all or nothing and guarded by its ports' revisions (a port changed
+        meanwhile fails the chunk with RetryRequest, and the caller re-runs the delete
+        from a fresh scan); and whatever stops it midway (an error, a crash) leaves a
+        consistent store: the ports deleted so far are gone with all they claimed, the
+        rest and the network are whole, and deleting the network again finishes it."""
+        port_res = self.state.resources["port"]
+        probe = self.repo.txn()
+        port_res.delete_ops(ctx, ports[0], probe, {"force": "True"})
+        per_chunk = max(1, limit // max(1, probe.size()))
+        i = 0
+        while i < len(ports):
+            chunk = ports[i : i + per_chunk]
+            txn = self.repo.txn()
+            for p in chunk:
+                port_res.delete_ops(ctx, p, txn, {"force": "True"})
+            if txn.size() > limit and per_chunk > 1:  # bigger ports than the first one
+                per_chunk //= 2
+                continue
+            txn.commit()
+            i += len(chunk)
 
     def add_subnet(self, txn: Txn, network: Stored, subnet_id: str, add: bool) -> None:
         """Subnets are listed on their network; changing the list bumps its revision."""
