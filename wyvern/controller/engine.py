@@ -152,43 +152,50 @@ class Engine:
         try:
             self._reader = None
             rv = self._reading(view)
-            fresh: dict[EntryKey, list[Flow]] = {}
-            by_owner: dict[Owner, list[App]] = {}
+            hold = rv.hold
+            fresh: dict[EntryKey, list[Flow] | list[str]] = {}
             self._kind_apps = {}
+            # App by app (each app's code and memos stay hot: ~15% faster than owner by
+            # owner); each computation's reads are only set aside, and settle() files
+            # them, once per owner for all the apps that list it (("port", P) in seven).
             for app in self.apps:
                 glob = app.global_flows()
                 if glob:
                     fresh[(app.name, ("app", app.name))] = list(glob)
                 kinds: set[str] = set()
+                name = app.name
+                flows_of = app.flows
                 for owner in app.owners(view):
-                    listed = by_owner.get(owner)
-                    if listed is None:
-                        by_owner[owner] = [app]
-                    else:
-                        listed.append(app)
+                    flows = flows_of(rv, owner)
+                    if flows:
+                        fresh[(name, owner)] = flows
+                    hold(owner, owner[1])
                     kinds.add(owner[0])
                 for kind in kinds | set(app.owner_tables):
                     self._kind(kind, app)
-            # An owner's reads are filed once for all the apps that list it ("port", P
-            # in seven of them): a change recomputes it in each, a few us apiece.
-            file, rev = rv.file, self.deps.rev
-            for owner, apps in by_owner.items():
-                for app in apps:
-                    flows = app.flows(rv, owner)
-                    if flows:
-                        fresh[(app.name, owner)] = flows
-                file(owner, rev, owner[1])
             # (still without the GC: storing the new entries allocates again, and a
             # collection now would walk every flow just made, ~0.5 s at 10k ports)
-            gone = {*self._rendered, *self._pending} - fresh.keys()
-            for key in gone:
-                self._set(key, [])
-            for key, flows in fresh.items():
-                self._set(key, flows)
+            if not self._rendered and not self._pending:
+                self._pending = fresh  # a first recompute: nothing to compare with
+            else:
+                gone = {*self._rendered, *self._pending} - fresh.keys()
+                for key in gone:
+                    self._set(key, [])
+                for key, value in fresh.items():
+                    self._set(key, value)  # type: ignore[arg-type]  # (flows, all)
         finally:
             if enabled:
                 gc.enable()
         self.recomputes += 1
+
+    def settle(self) -> int:
+        """File the reads a full recompute set aside (Deps.settle): the agent calls this
+        when it has nothing else to do, else the next change pays for it. Returns how
+        many computations were filed (0 when nothing was pending)."""
+        if not self.deps.held:
+            return 0
+        with gc_paused():
+            return self.deps.settle()
 
     def apply(self, view: LocalView, change: Change) -> int:
         """Update the entries a change affects (the view already holds it); returns how
@@ -211,6 +218,7 @@ class Engine:
             self.full(view)
             return abs(self.flow_count() - before) or len(changes)
         rv = self._reading(view)
+        self.deps.settle()
         touched: dict[str, set[object]] = {}
         for change in changes:
             for name, key in touched_keys(change):
