@@ -276,6 +276,8 @@ class Agent:
                 self._prime(change.new.tunnel_ip)
         if not installing and self._statuses_stale():
             self._write_statuses()
+        if not changes:
+            self.engine.settle()  # idle: file what a full recompute read (else: next change)
         with self.cycle:
             self.cycle.notify_all()
         return len(changes)
