@@ -1,13 +1,15 @@
 """Derived dependencies: what each computation read of the view, inverted.
 
 The engine hands apps a `ReadingView`: the same tables as the LocalView, each wrapped
-in a `_Reads` that notes every key asked for (a lookup, a membership test) or the whole
-table (iteration, len). After a computation the engine files its reads in `Deps.rev`,
-(table, key) -> the computations that read it. A change names the (table, key) entries
-it altered (`view.touched_keys`), and exactly the computations filed under them are
-recomputed (OVN's objdep, recorded rather than declared). A recomputation files its
-reads afresh; entries are popped when they fire, so a computation that stopped reading
-a key leaves it at its next firing.
+in a `_Reads` that logs every key asked for (a lookup, a membership test) or the whole
+table (iteration, len) as (table, key), in one list all the tables share. After a
+computation the engine files its reads in `Deps.rev`, (table, key) -> the computations
+that read it; a full recompute only sets each computation's log aside (`hold`), and
+`Deps.settle()` files them later, once per owner with the union of its apps' reads.
+A change names the (table, key) entries it altered (`view.touched_keys`), and exactly
+the computations filed under them are recomputed (OVN's objdep, recorded rather than
+declared). A recomputation files its reads afresh; entries are popped when they fire,
+so a computation that stopped reading a key leaves it at its next firing.
 
 `LocalView.derive(fn, *args)` values (pure functions several owners share) are
 memoised here with their own reads: when one of those changes the value is recomputed,
@@ -16,7 +18,7 @@ memo lives as long as the reads that made it hold.
 
 Granularity: (table, record id) for records; (index, key) for an index's set;
 (table, None) for iterating a table; sg_addresses is (group, CIDR) for membership and
-(group, None) for iterating a group's addresses. Reads cost one set.add each.
+(group, None) for iterating a group's addresses. A read costs one list.append.
 """
 
 from __future__ import annotations

@@ -1,23 +1,26 @@
 """The incremental engine: the desired flow table, kept per (app, owner).
 
-Each owner's flows are computed against a ReadingView that notes what they read; the
+Each owner's flows are computed against a ReadingView that logs what they read; the
 reads are filed under the owner (wyvern.controller.deps). A change names the view keys
 it altered (view.touched_keys), and the engine recomputes the owners filed under them,
 the owners whose id is one of them, and the owners a new record brings (App.owners_of),
 then replaces just those entries. Apps write no dependency code. `full(view)`
-recomputes the whole table from scratch and refiles every read; the hypothesis tests in
-tests/controller/test_engine.py check that any sequence of incremental `apply` calls,
-bursts included, ends where a full recompute does (OVN's I-P engine with its recompute
-safety net). An entry is kept as its `ovs-ofctl` lines only: flows live from their
-computation to the next render() (a recomputed entry that was rendered is compared by
-its text), so a change renders only what it touched and no IR outlives it; `render()`
-also returns the lines added and removed since the previous render, which the
-FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
+recomputes the whole table from scratch, app by app, and only sets the reads aside:
+`settle()` files them (the agent calls it when idle; the next change does if it comes
+first). The hypothesis tests in tests/controller/test_engine.py check that any sequence
+of incremental `apply` calls, bursts included, settled or not, ends where a full
+recompute does (OVN's I-P engine with its recompute safety net). An entry is kept as
+its `ovs-ofctl` lines only: full() renders each entry as soon as it is computed, and a
+change's flows live until the next render() (a recomputed entry that was rendered is
+compared by its text), so a change renders only what it touched and no IR outlives it;
+`render()` also returns the lines added and removed since the previous render, which
+the FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
 checks them against the set difference).
 
-Costs, measured at 10k local ports (benchmarks/controller_bench.py): filing the reads
-adds ~0.5 s of CPU to a full recompute (~200k (key, owner) links, half of them a port's
-reads of shared keys: its network, group, router); a port add stays ~1.5-2 ms.
+Costs, measured at 10k local ports (benchmarks/controller_bench.py (b)): logging the
+reads adds little to a full recompute; filing them (~150k (key, owner) links) is
+~0.25 s of CPU, moved to settle(); rendering inside full() is reported apart
+(`full_render_seconds`). A port add stays ~1.5-2 ms of compute.
 
 Pure and synchronous: no I/O. The agent computes here first, then hands `render()` to the
 FlowInstaller (never with a bundle open: docs/dataplane.md: bundle idle timeout).
