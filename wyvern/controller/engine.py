@@ -10,8 +10,8 @@ recomputes the whole table from scratch, app by app, and only sets the reads asi
 first). The hypothesis tests in tests/controller/test_engine.py check that any sequence
 of incremental `apply` calls, bursts included, settled or not, ends where a full
 recompute does (OVN's I-P engine with its recompute safety net). An entry is kept as
-its `ovs-ofctl` lines only: full() renders each entry as soon as it is computed, and a
-change's flows live until the next render() (a recomputed entry that was rendered is
+its `ovs-ofctl` lines only: full() renders each app's entries once that app is done, and
+a change's flows live until the next render() (a recomputed entry that was rendered is
 compared by its text), so a change renders only what it touched and no IR outlives it;
 `render()` also returns the lines added and removed since the previous render, which
 the FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
@@ -178,23 +178,27 @@ class Engine:
             # App by app (each app's code and memos stay hot: ~15% faster than owner by
             # owner); each computation's reads are only set aside, and settle() files
             # them, once per owner for all the apps that list it (("port", P) in seven).
-            # Each entry is rendered as soon as computed: its flows die at once, and the
-            # IR of the whole table (~770 B a flow) never exists at the same time.
+            # Each app's entries are rendered once it is done: its flows die then, and
+            # the IR of the whole table (~770 B a flow) never exists at the same time.
             for app in self.apps:
+                computed: dict[EntryKey, list[Flow]] = {}
                 glob = app.global_flows()
                 if glob:
-                    fresh[(app.name, ("app", app.name))] = [render(f) for f in glob]
+                    computed[(app.name, ("app", app.name))] = list(glob)
                 kinds: set[str] = set()
                 name = app.name
                 flows_of = app.flows
                 for owner in app.owners(view):
                     flows = flows_of(rv, owner)
                     if flows:
-                        t = clock()
-                        fresh[(name, owner)] = [render(f) for f in flows]
-                        rendering += clock() - t
+                        computed[(name, owner)] = flows
                     hold(owner, owner[1])
                     kinds.add(owner[0])
+                t = clock()
+                for key, flows in computed.items():
+                    fresh[key] = [render(f) for f in flows]
+                del computed
+                rendering += clock() - t
                 for kind in kinds | set(app.owner_tables):
                     self._kind(kind, app)
             # (still without the GC: storing the new entries allocates again, and a
