@@ -414,3 +414,28 @@ def test_a_change_against_another_view_recomputes_everything_from_it() -> None:
     assert engine.desired == {}  # the probe: nothing yet
     engine.apply_all(second, changes)  # only the binding is named
     assert engine.desired == rendered_full([FakeL2()], second) != {}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS, st.integers(min_value=0, max_value=40), st.booleans())
+def test_changes_after_a_full_recompute_of_a_filled_view_settled_or_not(
+    ops: list[Any], split: int, settle: bool
+) -> None:
+    """full() only sets its reads aside; they are filed by settle() (the agent, when
+    idle) or by the next change: either way the changes after it end where a full
+    recompute does."""
+    apps = default_apps()
+    view = LocalView(chassis_name="c1")
+    sync = Sync(MemoryStore(), view)
+    for kind, id_, record in ops[:split]:
+        put(sync, kind, id_, record)
+    engine = Engine(apps)
+    engine.full(view)
+    assert engine.desired == rendered_full(apps, view)
+    if settle:
+        filed = engine.settle()
+        assert engine.settle() == 0  # nothing left to file
+        assert (filed > 0) == any(True for app in apps for _ in app.owners(view))
+    for kind, id_, record in ops[split:]:
+        engine.apply_all(view, put(sync, kind, id_, record))
+        assert engine.desired == rendered_full(apps, view), (kind, id_, record)

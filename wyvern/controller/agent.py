@@ -15,6 +15,8 @@ One loop thread owns the view, the engine and the installer:
 3. hand the rendered desired set to the FlowInstaller, which sends only the difference
    in one atomic bundle;
 4. write port status keys (ACTIVE once the flows from a revision >= the port's are in).
+5. a step that brought no change files the reads a full recompute set aside
+   (engine.settle()).
 
 Chassis liveness: each chassis record is attached to a store lease its agent keeps alive
 (chassis.py). When a lease runs out the store deletes the record, so the chassis leaves
@@ -276,6 +278,8 @@ class Agent:
                 self._prime(change.new.tunnel_ip)
         if not installing and self._statuses_stale():
             self._write_statuses()
+        if not changes:
+            self.engine.settle()  # idle: file what a full recompute read (else: next change)
         with self.cycle:
             self.cycle.notify_all()
         return len(changes)

@@ -1,13 +1,15 @@
 """Derived dependencies: what each computation read of the view, inverted.
 
 The engine hands apps a `ReadingView`: the same tables as the LocalView, each wrapped
-in a `_Reads` that notes every key asked for (a lookup, a membership test) or the whole
-table (iteration, len). After a computation the engine files its reads in `Deps.rev`,
-(table, key) -> the computations that read it. A change names the (table, key) entries
-it altered (`view.touched_keys`), and exactly the computations filed under them are
-recomputed (OVN's objdep, recorded rather than declared). A recomputation files its
-reads afresh; entries are popped when they fire, so a computation that stopped reading
-a key leaves it at its next firing.
+in a `_Reads` that logs every key asked for (a lookup, a membership test) or the whole
+table (iteration, len) as (table, key), in one list all the tables share. After a
+computation the engine files its reads in `Deps.rev`, (table, key) -> the computations
+that read it; a full recompute only sets each computation's log aside (`hold`), and
+`Deps.settle()` files them later, once per owner with the union of its apps' reads.
+A change names the (table, key) entries it altered (`view.touched_keys`), and exactly
+the computations filed under them are recomputed (OVN's objdep, recorded rather than
+declared). A recomputation files its reads afresh; entries are popped when they fire,
+so a computation that stopped reading a key leaves it at its next firing.
 
 `LocalView.derive(fn, *args)` values (pure functions several owners share) are
 memoised here with their own reads: when one of those changes the value is recomputed,
@@ -16,7 +18,7 @@ memo lives as long as the reads that made it hold.
 
 Granularity: (table, record id) for records; (index, key) for an index's set;
 (table, None) for iterating a table; sg_addresses is (group, CIDR) for membership and
-(group, None) for iterating a group's addresses. Reads cost one set.add each.
+(group, None) for iterating a group's addresses. A read costs one list.append.
 """
 
 from __future__ import annotations
@@ -34,90 +36,92 @@ TABLES = (
     "ports_by_ip", "ports_by_mac", "pair_ports_by_network",
 )  # fmt: skip
 MEMO = "memo"  # the pseudo-table of derived values, keyed (fn, args)
+SG_ADDRESSES = "sg_addresses"
 
 Node = Any  # an engine entry key (app, owner), or a memo key (fn, args)
 # table -> key -> a reader, or a list of them (appended to; repeats dropped as it grows)
 Reverse = dict[str, dict[Any, Any]]
+Read = tuple[str, Any]  # (table, key); key None: the whole table
 _MISSING = object()
 _EMPTY: dict[Any, Any] = {}
 
 
 class _Reads:
-    """A read-only stand-in for one table that notes the keys read in `seen`."""
+    """A read-only stand-in for one table that logs each key read as (table, key)."""
 
-    __slots__ = ("_d", "_get", "_note", "seen")
+    __slots__ = ("_d", "_get", "_name", "_note")
 
-    def __init__(self, d: dict[Any, Any]) -> None:
+    def __init__(self, d: dict[Any, Any], name: str, log: list[Read]) -> None:
         self._d = d
-        self.seen: set[Any] = set()
-        self._get = d.get  # (bound once: these run ~40 times per port in a recompute)
-        self._note = self.seen.add
+        self._name = name
+        self._get = d.get  # (bound once: these run ~30 times per port in a recompute)
+        self._note = log.append
 
     def get(self, key: Any, default: Any = None) -> Any:
-        self._note(key)
+        self._note((self._name, key))
         return self._get(key, default)
 
     def __getitem__(self, key: Any) -> Any:
-        self._note(key)
+        self._note((self._name, key))
         return self._d[key]
 
     def __contains__(self, key: Any) -> bool:
-        self._note(key)
+        self._note((self._name, key))
         return key in self._d
 
     def __iter__(self) -> Iterator[Any]:
-        self._note(None)
+        self._note((self._name, None))
         return iter(self._d)
 
     def __len__(self) -> int:
-        self._note(None)
+        self._note((self._name, None))
         return len(self._d)
 
     def keys(self) -> Any:
-        self._note(None)
+        self._note((self._name, None))
         return self._d.keys()
 
     def values(self) -> Any:
-        self._note(None)
+        self._note((self._name, None))
         return self._d.values()
 
     def items(self) -> Any:
-        self._note(None)
+        self._note((self._name, None))
         return self._d.items()
 
 
 class _GroupAddresses:
     """One group's sg_addresses: its CIDRs, read one by one (group, CIDR) or all."""
 
-    __slots__ = ("_d", "_seen", "_sg")
+    __slots__ = ("_d", "_note", "_sg")
 
-    def __init__(self, d: dict[str, int], sg: str, seen: set[Any]) -> None:
+    def __init__(self, d: dict[str, int], sg: str, note: Callable[[Read], None]) -> None:
         self._d = d
         self._sg = sg
-        self._seen = seen
+        self._note = note
 
     def __contains__(self, cidr: object) -> bool:
-        self._seen.add((self._sg, cidr))
+        self._note((SG_ADDRESSES, (self._sg, cidr)))
         return cidr in self._d
 
     def get(self, cidr: str, default: Any = None) -> Any:
-        self._seen.add((self._sg, cidr))
+        self._note((SG_ADDRESSES, (self._sg, cidr)))
         return self._d.get(cidr, default)
 
     def __iter__(self) -> Iterator[str]:
-        self._seen.add((self._sg, None))
+        self._note((SG_ADDRESSES, (self._sg, None)))
         return iter(self._d)
 
     def __len__(self) -> int:
-        self._seen.add((self._sg, None))
+        self._note((SG_ADDRESSES, (self._sg, None)))
         return len(self._d)
 
     def keys(self) -> Any:
-        self._seen.add((self._sg, None))
+        self._note((SG_ADDRESSES, (self._sg, None)))
         return self._d.keys()
 
     def items(self) -> Any:
-        self._seen.add((self._sg, None))
+        self._note((SG_ADDRESSES, (self._sg, None)))
         return self._d.items()
 
 
@@ -127,13 +131,13 @@ class _SgAddresses(_Reads):
     __slots__ = ()
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return _GroupAddresses(self._d.get(key) or _EMPTY, key, self.seen)
+        return _GroupAddresses(self._d.get(key) or _EMPTY, key, self._note)
 
     def __getitem__(self, key: Any) -> Any:
         return self.get(key)
 
     def __contains__(self, key: Any) -> bool:
-        self.seen.add((key, None))
+        self._note((SG_ADDRESSES, (key, None)))
         return bool(self._d.get(key))
 
 
@@ -165,8 +169,31 @@ class Deps:
         self.memos: dict[Any, Any] = {}
         # table -> the owner kinds that read, in it, the key of their own id
         self.own_kinds: dict[str, set[str]] = {}
+        # reads logged but not filed yet (a full recompute's): (node, own id, reads)
+        self.held: list[tuple[Node, Any, list[Read]]] = []
+
+    def settle(self) -> int:
+        """File the held reads (before the next change, or when the agent is idle);
+        returns how many computations were filed. A node held several times (one owner
+        in several apps) is filed once, with the union of its reads."""
+        held = self.held
+        if not held:
+            return 0
+        self.held = []
+        merged: dict[Node, tuple[Any, set[Read]]] = {}
+        for node, own, reads in held:
+            entry = merged.get(node)
+            if entry is None:
+                merged[node] = (own, set(reads))
+            else:
+                entry[1].update(reads)
+        rev, own_kinds = self.rev, self.own_kinds
+        for node, (own, seen) in merged.items():
+            _file(rev, own_kinds, node, own, seen)
+        return len(merged)
 
     def clear(self) -> None:
+        self.held = []
         self.own_kinds.clear()
         self.rev.clear()
         self.rev_memo.clear()
@@ -174,6 +201,7 @@ class Deps:
 
     def size(self) -> int:
         """How many (table, key) -> reader links are filed (for tests and benchmarks)."""
+        self.settle()
         return sum(
             len(_nodes(s))
             for rev in (self.rev, self.rev_memo)
@@ -219,24 +247,48 @@ class Deps:
         return todo
 
 
+def _file(
+    rev: Reverse, own_kinds: dict[str, set[str]], node: Node, own: Any, reads: set[Read]
+) -> None:
+    """File `reads` under `node`, those of the key `own` by owner kind only."""
+    tables: dict[str, dict[Any, Any]] = {}
+    for name, key in reads:
+        if key == own:
+            kinds = own_kinds.get(name)
+            if kinds is None:
+                own_kinds[name] = {node[0]}
+            elif node[0] not in kinds:
+                kinds.add(node[0])
+            continue
+        table = tables.get(name)
+        if table is None:
+            table = rev.get(name)
+            if table is None:
+                table = rev[name] = {}
+            tables[name] = table
+        readers = table.setdefault(key, node)  # one reader: no list (most keys have one)
+        if readers is node:
+            continue
+        if readers.__class__ is list:
+            readers.append(node)
+            n = len(readers)
+            if n >= 8 and not n & (n - 1):  # amortised: drop repeats
+                readers[:] = dict.fromkeys(readers)
+        else:
+            table[key] = [readers, node]
+
+
 class ReadingView(LocalView):
-    """A LocalView whose tables note what is read (one per engine and view)."""
+    """A LocalView whose tables log what is read (one per engine and view)."""
 
     def __init__(self, view: LocalView, deps: Deps) -> None:  # no dataclass fields set
         self.__dict__["_view"] = view
         self.__dict__["_deps"] = deps
-        readers: list[tuple[str, _Reads]] = []
+        log: list[Read] = []
+        self.__dict__["_log"] = log
         for name in TABLES:
-            r = _Reads(getattr(view, name))
-            self.__dict__[name] = r
-            readers.append((name, r))
-        sga = _SgAddresses(view.sg_addresses)
-        self.__dict__["sg_addresses"] = sga
-        readers.append(("sg_addresses", sga))
-        memo = _Reads(deps.memos)
-        readers.append((MEMO, memo))
-        self.__dict__["_readers"] = readers
-        self.__dict__["_memo_reads"] = memo
+            self.__dict__[name] = _Reads(getattr(view, name), name, log)
+        self.__dict__[SG_ADDRESSES] = _SgAddresses(view.sg_addresses, SG_ADDRESSES, log)
         self.chassis_name = view.chassis_name
 
     @property
@@ -246,60 +298,36 @@ class ReadingView(LocalView):
 
     def derive(self, fn: Callable[..., T], *args: Any) -> T:
         key = (fn, args)
-        memo: _Reads = self.__dict__["_memo_reads"]
-        memo.seen.add(key)  # the reader depends on the value, not on what made it
+        log: list[Read] = self.__dict__["_log"]
         deps: Deps = self.__dict__["_deps"]
         try:
             value: T = deps.memos[key]
-            return value
         except KeyError:
-            pass
-        readers: list[tuple[str, _Reads]] = self.__dict__["_readers"]
-        saved = [(r, set(r.seen)) for _, r in readers if r.seen]
-        for r, _ in saved:
-            r.seen.clear()
-        try:
-            value = fn(self, *args)
-            self.file(key, deps.rev_memo)
-        finally:
-            for r, seen in saved:
-                r.seen |= seen
-        deps.memos[key] = value
+            start = len(log)
+            try:
+                value = fn(self, *args)
+                _file(deps.rev_memo, deps.own_kinds, key, _MISSING, set(log[start:]))
+            finally:
+                del log[start:]  # the reader depends on the value, not on what made it
+            deps.memos[key] = value
+        log.append((MEMO, key))
         return value
 
     def file(self, node: Node, rev: Reverse, own: Any = _MISSING) -> None:
-        """File the reads since the last file() or discard() under `node`, but those of
-        the key `own` (an owner's own id): for those only the (table, owner kind) is kept,
-        in Deps.own_kinds, and a change of that key recomputes the owner of that id."""
-        own_kinds = self.__dict__["_deps"].own_kinds
-        for name, r in self.__dict__["_readers"]:
-            seen = r.seen
-            if seen:
-                table = rev.get(name)
-                if table is None:
-                    table = rev[name] = {}
-                put = table.setdefault
-                for key in seen:
-                    if key == own:
-                        kinds = own_kinds.get(name)
-                        if kinds is None:
-                            own_kinds[name] = {node[0]}
-                        elif node[0] not in kinds:
-                            kinds.add(node[0])
-                        continue
-                    readers = put(key, node)  # one reader: no list (most keys have one)
-                    if readers is node:
-                        continue
-                    if readers.__class__ is list:
-                        readers.append(node)
-                        n = len(readers)
-                        if n >= 8 and not n & (n - 1):  # amortised: drop repeats
-                            readers[:] = dict.fromkeys(readers)
-                    elif readers is not node:
-                        table[key] = [readers, node]
-                seen.clear()
+        """File the reads since the last file(), hold() or discard() under `node`, but
+        those of the key `own` (an owner's own id): for those only the (table, owner
+        kind) is kept, in Deps.own_kinds, and a change of that key recomputes the owner
+        of that id."""
+        log: list[Read] = self.__dict__["_log"]
+        _file(rev, self.__dict__["_deps"].own_kinds, node, own, set(log))
+        log.clear()
+
+    def hold(self, node: Node, own: Any = _MISSING) -> None:
+        """file() later (Deps.settle()): the reads are only set aside, as logged."""
+        log: list[Read] = self.__dict__["_log"]
+        self.__dict__["_deps"].held.append((node, own, log.copy()))
+        log.clear()
 
     def discard(self) -> None:
         """Forget the reads since the last file() (a computation of nothing to follow)."""
-        for _, r in self.__dict__["_readers"]:
-            r.seen.clear()
+        self.__dict__["_log"].clear()

@@ -1,23 +1,26 @@
 """The incremental engine: the desired flow table, kept per (app, owner).
 
-Each owner's flows are computed against a ReadingView that notes what they read; the
+Each owner's flows are computed against a ReadingView that logs what they read; the
 reads are filed under the owner (wyvern.controller.deps). A change names the view keys
 it altered (view.touched_keys), and the engine recomputes the owners filed under them,
 the owners whose id is one of them, and the owners a new record brings (App.owners_of),
 then replaces just those entries. Apps write no dependency code. `full(view)`
-recomputes the whole table from scratch and refiles every read; the hypothesis tests in
-tests/controller/test_engine.py check that any sequence of incremental `apply` calls,
-bursts included, ends where a full recompute does (OVN's I-P engine with its recompute
-safety net). An entry is kept as its `ovs-ofctl` lines only: flows live from their
-computation to the next render() (a recomputed entry that was rendered is compared by
-its text), so a change renders only what it touched and no IR outlives it; `render()`
-also returns the lines added and removed since the previous render, which the
-FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
+recomputes the whole table from scratch, app by app, and only sets the reads aside:
+`settle()` files them (the agent calls it when idle; the next change does if it comes
+first). The hypothesis tests in tests/controller/test_engine.py check that any sequence
+of incremental `apply` calls, bursts included, settled or not, ends where a full
+recompute does (OVN's I-P engine with its recompute safety net). An entry is kept as
+its `ovs-ofctl` lines only: full() renders each app's entries once that app is done, and
+a change's flows live until the next render() (a recomputed entry that was rendered is
+compared by its text), so a change renders only what it touched and no IR outlives it;
+`render()` also returns the lines added and removed since the previous render, which
+the FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
 checks them against the set difference).
 
-Costs, measured at 10k local ports (benchmarks/controller_bench.py): filing the reads
-adds ~0.5 s of CPU to a full recompute (~200k (key, owner) links, half of them a port's
-reads of shared keys: its network, group, router); a port add stays ~1.5-2 ms.
+Costs, measured at 10k local ports (benchmarks/controller_bench.py (b)): logging the
+reads adds little to a full recompute; filing them (~150k (key, owner) links) is
+~0.25 s of CPU, moved to settle(); rendering inside full() is reported apart
+(`full_render_seconds`). A port add stays ~1.5-2 ms of compute.
 
 Pure and synchronous: no I/O. The agent computes here first, then hands `render()` to the
 FlowInstaller (never with a bundle open: docs/dataplane.md: bundle idle timeout).
@@ -29,6 +32,7 @@ import contextlib
 import gc
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from wyvern.apps.base import App, Owner
@@ -72,6 +76,7 @@ class Engine:
         self._render_lock = threading.Lock()
         self._generation = 0
         self.recomputes = 0
+        self.full_render_seconds = 0.0  # of the last full(): the part spent rendering
         self.incremental_updates = 0
         self.deps = Deps()
         self._reader: ReadingView | None = None
@@ -97,6 +102,20 @@ class Engine:
             return True
         text = [render_flow(f) for f in flows]
         if text == current:
+            return False
+        self._pending[key] = text
+        return True
+
+    def _set_lines(self, key: EntryKey, text: list[str]) -> bool:
+        """_set() for an entry already rendered."""
+        pending = self._pending.get(key)
+        current = self._rendered.get(key) if pending is None else pending
+        if not text:
+            if not current:
+                return False
+            self._pending[key] = []
+            return True
+        if current and _lines(current) == text:
             return False
         self._pending[key] = text
         return True
@@ -152,43 +171,60 @@ class Engine:
         try:
             self._reader = None
             rv = self._reading(view)
-            fresh: dict[EntryKey, list[Flow]] = {}
-            by_owner: dict[Owner, list[App]] = {}
+            hold = rv.hold
+            fresh: dict[EntryKey, list[Flow] | list[str]] = {}
             self._kind_apps = {}
+            render, clock, rendering = render_flow, time.perf_counter, 0.0
+            # App by app (each app's code and memos stay hot: ~15% faster than owner by
+            # owner); each computation's reads are only set aside, and settle() files
+            # them, once per owner for all the apps that list it (("port", P) in seven).
+            # Each app's entries are rendered once it is done: its flows die then, and
+            # the IR of the whole table (~770 B a flow) never exists at the same time.
             for app in self.apps:
+                computed: dict[EntryKey, list[Flow]] = {}
                 glob = app.global_flows()
                 if glob:
-                    fresh[(app.name, ("app", app.name))] = list(glob)
+                    computed[(app.name, ("app", app.name))] = list(glob)
                 kinds: set[str] = set()
+                name = app.name
+                flows_of = app.flows
                 for owner in app.owners(view):
-                    listed = by_owner.get(owner)
-                    if listed is None:
-                        by_owner[owner] = [app]
-                    else:
-                        listed.append(app)
+                    flows = flows_of(rv, owner)
+                    if flows:
+                        computed[(name, owner)] = flows
+                    hold(owner, owner[1])
                     kinds.add(owner[0])
+                t = clock()
+                for key, flows in computed.items():
+                    fresh[key] = [render(f) for f in flows]
+                del computed
+                rendering += clock() - t
                 for kind in kinds | set(app.owner_tables):
                     self._kind(kind, app)
-            # An owner's reads are filed once for all the apps that list it ("port", P
-            # in seven of them): a change recomputes it in each, a few us apiece.
-            file, rev = rv.file, self.deps.rev
-            for owner, apps in by_owner.items():
-                for app in apps:
-                    flows = app.flows(rv, owner)
-                    if flows:
-                        fresh[(app.name, owner)] = flows
-                file(owner, rev, owner[1])
             # (still without the GC: storing the new entries allocates again, and a
             # collection now would walk every flow just made, ~0.5 s at 10k ports)
-            gone = {*self._rendered, *self._pending} - fresh.keys()
-            for key in gone:
-                self._set(key, [])
-            for key, flows in fresh.items():
-                self._set(key, flows)
+            if not self._rendered and not self._pending:
+                self._pending = fresh  # a first recompute: nothing to compare with
+            else:
+                gone = {*self._rendered, *self._pending} - fresh.keys()
+                for key in gone:
+                    self._set(key, [])
+                for key, value in fresh.items():
+                    self._set_lines(key, _lines(value))
         finally:
             if enabled:
                 gc.enable()
+        self.full_render_seconds = rendering
         self.recomputes += 1
+
+    def settle(self) -> int:
+        """File the reads a full recompute set aside (Deps.settle): the agent calls this
+        when it has nothing else to do, else the next change pays for it. Returns how
+        many computations were filed (0 when nothing was pending)."""
+        if not self.deps.held:
+            return 0
+        with gc_paused():
+            return self.deps.settle()
 
     def apply(self, view: LocalView, change: Change) -> int:
         """Update the entries a change affects (the view already holds it); returns how
@@ -211,6 +247,7 @@ class Engine:
             self.full(view)
             return abs(self.flow_count() - before) or len(changes)
         rv = self._reading(view)
+        self.deps.settle()
         touched: dict[str, set[object]] = {}
         for change in changes:
             for name, key in touched_keys(change):
