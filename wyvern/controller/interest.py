@@ -13,7 +13,7 @@ ports requested on its own host, and otherwise only what its ports need:
 
 A network is four prefixes: the record, its subnets, its ports and their binding
 statuses (the store keeps subnets, ports and statuses under their network's id;
-wyvern/api/repo.py), so a port's status wakes only the chassis that may send to it.
+wyvern.model.keys), so a port's status wakes only the chassis that may send to it.
 Routers, groups and address groups are followed one record each. Remote-group members
 are seen in the networks followed, which hold every member a local port can exchange
 packets with.
