@@ -119,6 +119,10 @@ class Api:
             self.state.resources[res.defn.name] = res
         tokens = load_tokens(settings.tokens_file) if settings.tokens_file else None
         self.auth = Authenticator(settings.auth_strategy, settings.default_project_id, tokens)
+        try:  # deletes a crashed process left half-done (reads settle them lazily too,
+            self.state.repo.settle_marks()  # so a store that cannot answer now must not
+        except Exception:  # stop the API from starting: it answers 503 meanwhile)
+            LOG.exception("could not settle abandoned delete marks at start")
 
     def ctx(self, request: Request) -> RequestContext:
         return self.auth.context({k.lower(): v for k, v in request.headers.items()})

@@ -17,7 +17,15 @@ from typing import Any, TypeVar
 import orjson
 
 from wyvern.api.errors import Conflict, NeutronError, RetryRequest
-from wyvern.model.keys import CHILD_KINDS, index_key, kind_prefix, obj_key, owner_key, owner_prefix
+from wyvern.model.keys import (
+    CHILD_KINDS,
+    index_key,
+    intent_key,
+    kind_prefix,
+    obj_key,
+    owner_key,
+    owner_prefix,
+)
 from wyvern.nb.store import Compare, Delete, Put, Store, absent, unchanged
 
 T = TypeVar("T")
@@ -47,6 +55,7 @@ class Txn:
     deletes: dict[str, None] = field(default_factory=dict)
     claimed: set[str] = field(default_factory=set)
     created_owned: dict[tuple[str, str], int] = field(default_factory=dict)
+    leases: dict[str, int] = field(default_factory=dict)  # key -> the lease it is put with
 
     def guard(self, compare: Compare, error: NeutronError | None = None) -> None:
         self.guards.append(_Guard(compare, error))
@@ -102,6 +111,12 @@ class Txn:
         self.deletes[key] = None
         self.puts.pop(key, None)
 
+    def put_leased(self, key: str, value: bytes, lease: int) -> None:
+        """A key the store deletes when `lease` ends (its process stopped keeping it)."""
+        self.puts[key] = value
+        self.leases[key] = lease
+        self.deletes.pop(key, None)
+
     def size(self) -> int:
         """Operations as a store with a txn limit counts them (guards, or writes)."""
         return max(len(self.guards), len(self.puts) + len(self.deletes))
@@ -110,7 +125,7 @@ class Txn:
         compares = [g.compare for g in self.guards]
         result = self.repo.store.txn(
             compares,
-            [Put(k, v) for k, v in self.puts.items()],
+            [Put(k, v, self.leases.get(k, 0)) for k, v in self.puts.items()],
             [Delete(k) for k in self.deletes],
         )
         if result.succeeded:
@@ -138,14 +153,41 @@ class Repo:
         kv = self.store.get(key)
         if kv is None:
             return None
-        return Stored(orjson.loads(kv.value), key, kv.mod_revision)
+        stored = Stored(orjson.loads(kv.value), key, kv.mod_revision)
+        return self._settled(kind, stored) if stored.obj.get("_deleting") else stored
 
     def scan(self, kind: str, parent: str | None = None) -> list[Stored]:
         prefix = kind_prefix(kind, parent)
-        return [
-            Stored(orjson.loads(kv.value), kv.key, kv.mod_revision)
-            for kv in self.store.list(prefix).items
-        ]
+        out = []
+        for kv in self.store.list(prefix).items:
+            stored = Stored(orjson.loads(kv.value), kv.key, kv.mod_revision)
+            out.append(self._settled(kind, stored) if stored.obj.get("_deleting") else stored)
+        return out
+
+    def _settled(self, kind: str, stored: Stored) -> Stored:
+        """An object marked `_deleting` whose intent is gone: the process deleting it died
+        (its lease ran out) between the mark and the delete, or older code marked it.
+        Nothing was deleted (the delete is one transaction, or chunks that each leave a
+        consistent store), so the mark is undone here, by whichever process reads it
+        first; a live delete keeps its intent and its mark."""
+        if self.store.get(intent_key(kind, str(stored.obj["id"]))) is not None:
+            return stored
+        stored.obj.pop("_deleting", None)
+        txn = self.txn()
+        txn.update(stored)
+        try:
+            revision = txn.commit()
+        except RetryRequest:  # someone else settled or changed it first: read it again
+            kv = self.store.get(stored.key)
+            if kv is None:
+                return stored
+            return Stored(orjson.loads(kv.value), stored.key, kv.mod_revision)
+        return Stored(stored.obj, stored.key, revision)
+
+    def settle_marks(self) -> None:
+        """Undo every abandoned delete mark (at API start; reads also do it lazily)."""
+        for kind in MARKED_KINDS:
+            self.scan(kind)
 
     def objects(self, kind: str, parent: str | None = None) -> list[dict[str, Any]]:
         return [s.obj for s in self.scan(kind, parent)]
@@ -169,6 +211,13 @@ class Repo:
 
 
 # Kinds stored under a parent id (need the index to be found by id alone).
+
+
+# Kinds deleted in two steps (mark, then delete): see wyvern.api.resource.delete_marked.
+# A deleting process keeps its intent's lease alive every INTENT_TTL/3 seconds; silent for
+# INTENT_TTL (dead, or cut off from the store), its mark is undone by the next reader.
+INTENT_TTL = 10.0
+MARKED_KINDS = ("networks", "subnets", "security_groups", "address_groups")
 
 
 def with_retries(fn: Callable[[], T], attempts: int = 60) -> T:

@@ -9,6 +9,8 @@ transaction, which deletes the ports in chunks first: Networks._drain_ports).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +34,10 @@ from wyvern.api.errors import (
     not_found,
 )
 from wyvern.api.listing import ListQuery, filter_objects
-from wyvern.api.repo import Repo, Stored, Txn, with_retries
+from wyvern.api.repo import INTENT_TTL, Repo, Stored, Txn, with_retries
 from wyvern.config import Settings
+from wyvern.model.keys import intent_key
+from wyvern.nb.store import Store, StoreError
 
 MAX_TAGS = 50
 
@@ -239,6 +243,32 @@ class Resource:
     list = list_visible
 
 
+class _Intent:
+    """A store lease this process keeps alive while it deletes: the intent key behind a
+    `_deleting` mark is put with it, so if the process dies the store drops the intent
+    and the next reader undoes the mark (Repo._settled) instead of leaving a zombie."""
+
+    def __init__(self, store: Store, ttl: float = INTENT_TTL) -> None:
+        self.store = store
+        self.lease = store.grant(ttl)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._keep, args=(ttl / 3,), name="wyvern-delete-intent", daemon=True
+        )
+        self._thread.start()
+
+    def _keep(self, every: float) -> None:
+        while not self._stop.wait(every):
+            with contextlib.suppress(StoreError):
+                self.store.keepalive(self.lease)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(StoreError):
+            self.store.revoke(self.lease)  # (drops the intent if anything left it)
+
+
 def delete_marked(
     res: Resource,
     ctx: RequestContext,
@@ -249,41 +279,58 @@ def delete_marked(
 ) -> None:
     """Mark, then delete: creators that `require` the object (guard its revision) retry and
     then see it gone, so the users found after the mark are all there will ever be.
-    `checks` runs before the mark (cheap refusals need no write); delete_ops checks again."""
+    `checks` runs before the mark (cheap refusals need no write); delete_ops checks again.
 
-    def mark() -> None:
-        stored = res.load_for_write(ctx, id_, "delete")
-        check_revision(stored, if_match)
-        if checks is not None:
-            checks(ctx, stored)
-        stored.obj["_deleting"] = True
-        txn = res.repo.txn()
-        txn.update(stored)
-        txn.commit()
-
-    with_retries(mark)
+    Crash-safe: the mark is written with an intent key on this process's lease, and the
+    delete (or the undoing of the mark) removes both in one transaction. A process that
+    dies between them leaves a mark without an intent once its lease runs out, which any
+    API process undoes on its next read of the object (and at start)."""
+    kind = res.defn.kind
+    intent = _Intent(res.repo.store)
     try:
 
-        def attempt() -> None:
-            stored = res.repo.get(res.defn.kind, id_)
-            if stored is None:
-                return
+        def mark() -> None:
+            stored = res.load_for_write(ctx, id_, "delete")
+            check_revision(stored, if_match)
+            if checks is not None:
+                checks(ctx, stored)
+            stored.obj["_deleting"] = True
             txn = res.repo.txn()
-            res.delete_ops(ctx, stored, txn, params)
+            txn.update(stored)
+            txn.put_leased(intent_key(kind, id_), b"delete", intent.lease)
             txn.commit()
 
-        with_retries(attempt)
-    except BaseException:
+        with_retries(mark)
+        try:
 
-        def unmark() -> None:
-            stored = res.repo.get(res.defn.kind, id_)
-            if stored is not None and stored.obj.pop("_deleting", None):
+            def attempt() -> None:
+                stored = res.repo.get(kind, id_)
+                if stored is None:
+                    return
+                if not stored.obj.get("_deleting"):  # our mark was undone: we were
+                    raise Conflict(  # presumed dead (the lease ran out), so stop here
+                        f"The delete of {res.defn.name} {id_} was interrupted; retry it."
+                    )
                 txn = res.repo.txn()
-                txn.update(stored)
+                res.delete_ops(ctx, stored, txn, params)
+                txn.release(intent_key(kind, id_))
                 txn.commit()
 
-        with_retries(unmark)
-        raise
+            with_retries(attempt)
+        except BaseException:
+
+            def unmark() -> None:
+                stored = res.repo.get(kind, id_)
+                if stored is not None and stored.obj.pop("_deleting", None):
+                    txn = res.repo.txn()
+                    txn.update(stored)
+                    txn.release(intent_key(kind, id_))
+                    txn.commit()
+
+            with_retries(unmark)
+            raise
+    finally:
+        intent.close()
 
 
 class QuotaReader(Resource):

@@ -9,6 +9,7 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/owner/<project>/<kind>/<id>      ownership index, for quota counts
     /wyvern/uniq/<namespace>/.../<value>     create-if-absent claims (IPs, MACs, keys)
     /wyvern/quotas/<project>                 a project's quota overrides
+    /wyvern/intent/<kind>/<id>               a delete in progress, on its process's lease
     /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
@@ -45,13 +46,14 @@ STORE_KINDS: dict[str, ViewKind] = {
 CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules"})
 # Segments under ROOT that hold no API object an agent follows: claims, ownership and
 # child -> parent indexes, quotas, the agent registry.
-UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents"})
+UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents", "intent"})
 
 CHASSIS_PREFIX = f"{ROOT}chassis/"
 AGENTS_PREFIX = f"{ROOT}agents/"
 STATUS_PORTS = f"{ROOT}status/ports/"
 HOST_PORTS = f"{ROOT}index/host_ports/"
 QUOTAS_PREFIX = f"{ROOT}quotas/"
+INTENTS_PREFIX = f"{ROOT}intent/"
 
 
 # ----------------------------------------------------------------------------- API objects
@@ -99,6 +101,11 @@ def uniq_prefix(*parts: object) -> str:
 
 def quota_key(project: str) -> str:
     return f"{QUOTAS_PREFIX}{project}"
+
+
+def intent_key(kind: str, id_: str) -> str:
+    """The live intent behind an object's `_deleting` mark (see wyvern.api.repo)."""
+    return f"{INTENTS_PREFIX}{kind}/{id_}"
 
 
 # ----------------------------------------------------------------------------- agent records
