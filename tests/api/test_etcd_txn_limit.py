@@ -9,7 +9,6 @@ that names the limit, with nothing applied.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import threading
 import time
@@ -28,10 +27,7 @@ from wyvern.model.keys import index_key, kind_prefix, obj_key, uniq_key, uniq_pr
 from wyvern.nb.etcd import EtcdStore
 from wyvern.nb.etcd_server import EtcdServer
 
-pytestmark = [
-    pytest.mark.etcd,
-    pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed"),
-]
+pytestmark = pytest.mark.system  # a real etcd (tests/system.py decides, never CI)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.harness import start_api
 from wyvern.api.logfilter import RepeatFilter
 
 
+@pytest.mark.system  # root: chattr, chmod as nobody, mount
 def test_unwritable_store_answers_503_then_recovers(tmp_path: Path) -> None:
     with start_api(tmp_path / "api") as api:
         files = [str(p) for p in (tmp_path / "api").glob("wyvern.db*")]

@@ -14,6 +14,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
+
 from wyvern.nb.sqlite import SqliteStore
 from wyvern.nb.store import Put
 
@@ -129,6 +131,7 @@ def run_script(
     )
 
 
+@pytest.mark.system  # root: chattr, chmod as nobody, mount
 def test_immutable_files_answer_unavailable_without_crashing(tmp_path: Path) -> None:
     """chattr +i on the database files: the API died of SIGBUS in 11 of 12 runs."""
     path = tmp_path / "wyvern.db"
@@ -165,6 +168,7 @@ print("count", len(store.list("/k/").items))
 NOBODY = 65534
 
 
+@pytest.mark.system  # root: chattr, chmod as nobody, mount
 def test_writes_recover_once_permissions_return(tmp_path: Path) -> None:
     """chmod 0444: worker threads kept their read-only connections, and 43-61% of writes
     still failed 30 s after write access came back. Run as nobody (root ignores modes)."""
@@ -200,6 +204,7 @@ print("after", sorted(set(round_(300, together=True) + round_(400))), time.monot
     assert after == "['ok']" and float(took) < 1.0
 
 
+@pytest.mark.system  # root: chattr, chmod as nobody, mount
 def test_full_disk_answers_unavailable_then_recovers(tmp_path: Path) -> None:
     """A full filesystem (a 2 MiB tmpfs): writes fail as StoreUnavailable, and succeed as
     soon as space is freed."""
