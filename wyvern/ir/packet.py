@@ -146,20 +146,8 @@ def tcp(
     vlan: int | None = None,
 ) -> Packet:
     """A TCP segment (IPv4 or IPv6 by the address form); flags as letters: S, SA, A, F, R."""
-    return _packet(
-        {
-            "in_port": in_port,
-            "eth_src": eth_src,
-            "eth_dst": eth_dst,
-            "ip_proto": IPPROTO_TCP,
-            "nw_ttl": ttl,
-            "tcp_src": sport,
-            "tcp_dst": dport,
-            "tcp_flags": tcp_flags(flags),
-            **_l3(src, dst),
-            **_vlan(vlan),
-        }
-    )
+    l4 = {"tcp_src": sport, "tcp_dst": dport, "tcp_flags": tcp_flags(flags)}
+    return ip(in_port, eth_src, eth_dst, src, dst, IPPROTO_TCP, ttl=ttl, vlan=vlan, l4=l4)
 
 
 def udp(
@@ -174,19 +162,8 @@ def udp(
     ttl: int = 64,
     vlan: int | None = None,
 ) -> Packet:
-    return _packet(
-        {
-            "in_port": in_port,
-            "eth_src": eth_src,
-            "eth_dst": eth_dst,
-            "ip_proto": IPPROTO_UDP,
-            "nw_ttl": ttl,
-            "udp_src": sport,
-            "udp_dst": dport,
-            **_l3(src, dst),
-            **_vlan(vlan),
-        }
-    )
+    l4 = {"udp_src": sport, "udp_dst": dport}
+    return ip(in_port, eth_src, eth_dst, src, dst, IPPROTO_UDP, ttl=ttl, vlan=vlan, l4=l4)
 
 
 def sctp(
@@ -202,19 +179,8 @@ def sctp(
     vlan: int | None = None,
 ) -> Packet:
     """An SCTP packet (IPv4 or IPv6 by the address form)."""
-    return _packet(
-        {
-            "in_port": in_port,
-            "eth_src": eth_src,
-            "eth_dst": eth_dst,
-            "ip_proto": IPPROTO_SCTP,
-            "nw_ttl": ttl,
-            "sctp_src": sport,
-            "sctp_dst": dport,
-            **_l3(src, dst),
-            **_vlan(vlan),
-        }
-    )
+    l4 = {"sctp_src": sport, "sctp_dst": dport}
+    return ip(in_port, eth_src, eth_dst, src, dst, IPPROTO_SCTP, ttl=ttl, vlan=vlan, l4=l4)
 
 
 def ip(
@@ -227,8 +193,10 @@ def ip(
     *,
     ttl: int = 64,
     vlan: int | None = None,
+    l4: Mapping[str, MatchValue] | None = None,
 ) -> Packet:
-    """An IP packet of any protocol number, without L4 fields (GRE, ESP, DCCP...)."""
+    """An IP packet of any protocol number (GRE, ESP, DCCP...), with the L4 fields given
+    (tcp, udp and sctp fill them in)."""
     return _packet(
         {
             "in_port": in_port,
@@ -236,6 +204,7 @@ def ip(
             "eth_dst": eth_dst,
             "ip_proto": proto,
             "nw_ttl": ttl,
+            **(l4 or {}),
             **_l3(src, dst),
             **_vlan(vlan),
         }
