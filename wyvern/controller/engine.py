@@ -10,7 +10,7 @@ recomputes the whole table from scratch, app by app, and only sets the reads asi
 first). The hypothesis tests in tests/controller/test_engine.py check that any sequence
 of incremental `apply` calls, bursts included, settled or not, ends where a full
 recompute does (OVN's I-P engine with its recompute safety net). An entry is kept as
-its `ovs-ofctl` lines only: full() renders each app's entries once that app is done, and
+its `ovs-ofctl` lines only: full() renders each owner's flows as soon as it has them, and
 a change's flows live until the next render() (a recomputed entry that was rendered is
 compared by its text), so a change renders only what it touched and no IR outlives it;
 `render()` also returns the lines added and removed since the previous render, which
@@ -178,27 +178,24 @@ class Engine:
             # App by app (each app's code and memos stay hot: ~15% faster than owner by
             # owner); each computation's reads are only set aside, and settle() files
             # them, once per owner for all the apps that list it (("port", P) in seven).
-            # Each app's entries are rendered once it is done: its flows die then, and
-            # the IR of the whole table (~770 B a flow) never exists at the same time.
+            # Each owner's flows are rendered as soon as they are computed, so they die at
+            # once: kept until the app was done (as before), the IR of the biggest app
+            # left ~12 MiB more RSS at 10k ports in half-empty allocator pools.
             for app in self.apps:
-                computed: dict[EntryKey, list[Flow]] = {}
                 glob = app.global_flows()
                 if glob:
-                    computed[(app.name, ("app", app.name))] = list(glob)
+                    fresh[(app.name, ("app", app.name))] = [render(f) for f in glob]
                 kinds: set[str] = set()
                 name = app.name
                 flows_of = app.flows
                 for owner in app.owners(view):
                     flows = flows_of(rv, owner)
                     if flows:
-                        computed[(name, owner)] = flows
+                        t = clock()
+                        fresh[(name, owner)] = [render(f) for f in flows]
+                        rendering += clock() - t
                     hold(owner, owner[1])
                     kinds.add(owner[0])
-                t = clock()
-                for key, flows in computed.items():
-                    fresh[key] = [render(f) for f in flows]
-                del computed
-                rendering += clock() - t
                 for kind in kinds | set(app.owner_tables):
                     self._kind(kind, app)
             # (still without the GC: storing the new entries allocates again, and a
