@@ -157,7 +157,8 @@ def test_vswitchd_killed_and_restarted_flows_are_back_within_2s(tmp_path: Path) 
                 f"no reply for {gap}, vswitchd down {up - killed:.2f} s, "
                 f"outage after it is up {after_up}"
             )
-        restored = [x for x in hv0.agent_log().splitlines() if "restored after" in x]
+        log = hv0.agent.output(tail=10**8)
+        restored = [x for x in log.splitlines() if "restored after" in x]
         print("\nvswitchd restart: " + "; ".join(figures) + f"; load {os.getloadavg()[0]:.2f}")
         print("agent: " + (restored[-1] if restored else "(no restore logged)"))
         for (what, run), figure in zip(runs.items(), figures, strict=True):
@@ -216,5 +217,7 @@ def test_ovsdb_server_killed_and_restarted_bindings_and_tunnels_hold(tmp_path: P
         assert c.get("ports", p_d["id"])["status"] == "ACTIVE"
         eventually(lambda: pings(ns_d, ip_of(p_a)), "the new port on chassis 0", timeout=10)
         eventually(lambda: pings(ns_c, ip_of(p_d)), "the new port across the tunnel", timeout=10)
+        # The agent streams the Interface table from the new server again (not polling).
+        assert "the Interface monitor is back" in hv0.agent.output(tail=10**8)
         assert hv0.agent.alive() and hv0.agent.pid == agent_pid
         assert first_installs(hv0) == 1
