@@ -28,7 +28,14 @@ import pytest
 
 from tests.e2e.conftest import kill_proc
 from tests.e2e.multichassis import Hv, cluster
-from tests.e2e.test_dataplane import eventually, ip_of, pings
+from tests.e2e.test_dataplane import (
+    PY,
+    STREAM_RECEIVER,
+    STREAM_SENDER,
+    eventually,
+    ip_of,
+    pings,
+)
 from tests.e2e.test_multichassis import network
 from wyvern.southbound.ovs import OvsInstance
 
@@ -119,7 +126,7 @@ def test_vswitchd_killed_and_restarted_flows_are_back_within_2s(tmp_path: Path) 
         hv0, hv1 = c.hv
         net = network(c, "vsd", "10.81.0.0/24")
         _, ns_a = hv0.vm(net, "a")
-        p_b, _ = hv0.vm(net, "b")  # same chassis as a
+        p_b, ns_b = hv0.vm(net, "b")  # same chassis as a
         p_c, _ = hv1.vm(net, "c")  # across the tunnel
         eventually(lambda: pings(ns_a, ip_of(p_b)), "a ping on chassis 0", timeout=15)
         eventually(lambda: pings(ns_a, ip_of(p_c)), "a ping across the tunnel", timeout=15)
@@ -129,6 +136,12 @@ def test_vswitchd_killed_and_restarted_flows_are_back_within_2s(tmp_path: Path) 
         tlv_before = tlv_map(hv0)
         assert before and "tun_metadata0" in tlv_before
 
+        # A TCP stream (about 6 s) runs across the restart too; its conntrack entry goes
+        # with the old vswitchd, the new one picks the connection up mid-stream.
+        receiver = hv0.background(ns_b, PY, "-c", STREAM_RECEIVER)
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+        sender = hv0.background(ns_a, PY, "-c", STREAM_SENDER, ip_of(p_b))
+        assert sender.stdout is not None and sender.stdout.readline().strip() == "connected"
         local = Pinger(hv0, ns_a, ip_of(p_b))
         remote = Pinger(hv0, ns_a, ip_of(p_c))
         time.sleep(0.5)
@@ -165,6 +178,11 @@ def test_vswitchd_killed_and_restarted_flows_are_back_within_2s(tmp_path: Path) 
             first = run.first_reply_after(up)
             assert first is not None, f"{what}: never answered again: {figure}\n{c.logs()}"
             assert first - up <= 2.0, f"{what}: {figure}\n{c.logs()}"
+
+        sent, _ = sender.communicate(timeout=40)
+        received, _ = receiver.communicate(timeout=40)
+        assert sent.startswith("sent ") and received.startswith("received "), (sent, received)
+        assert sent.split()[1:] == received.split()[1:]  # every byte, in order, no reset
 
         # Everything the agent had installed is back, and nothing else.
         eventually(lambda: flow_table(hv0) == before, "the same flow table", timeout=5)
