@@ -6,7 +6,8 @@ one on the same chassis and one across a tunnel:
 - ovs-vswitchd killed with SIGKILL and started again on the same database: it comes
   back with an empty flow table, no Geneve option map and no underlay address. The
   agent (the same process) must notice at once and put everything back: traffic flows
-  again within 2 s of vswitchd being up, and the flow table equals the one before.
+  again within 2 s of vswitchd being up, the flow table equals the one before, a TCP
+  stream across the restart loses no byte and DHCP answers again.
 - ovsdb-server killed with SIGKILL and started again on the same file: the bindings and
   tunnels are intact, and a port plugged afterwards is bound and forwards (the agent
   follows the new database server).
@@ -32,9 +33,12 @@ from tests.e2e.test_dataplane import (
     PY,
     STREAM_RECEIVER,
     STREAM_SENDER,
+    dhcp_dir,
     eventually,
     ip_of,
     pings,
+    read_env,
+    udhcpc,
 )
 from tests.e2e.test_multichassis import network
 from wyvern.southbound.ovs import OvsInstance
@@ -193,6 +197,11 @@ def test_vswitchd_killed_and_restarted_flows_are_back_within_2s(tmp_path: Path) 
         # Everything the agent had installed is back, and nothing else.
         eventually(lambda: flow_table(hv0) == before, "the same flow table", timeout=5)
         assert tlv_map(hv0) == tlv_before
+        # The packet-in services are back too: a VM on the restarted chassis gets a lease.
+        work = dhcp_dir(hv0, timeout=5)
+        out = udhcpc(ns_b, work)
+        assert out.returncode == 0, out.stdout + out.stderr + hv0.agent_log()
+        assert read_env(work / "udhcpc.bound")["ip"] == ip_of(p_b)
         # By the same agent process: it noticed, it did not restart.
         assert hv0.agent.alive() and hv0.agent.pid == agent_pid
         assert first_installs(hv0) == 1
