@@ -29,6 +29,11 @@ never touched. The agent creates br-int once if it is missing, and never sets or
 a controller target (OVS flushes all flows when a controller comes or goes); the packet-in
 channel connects through `<run_dir>/br-int.mgmt` like ovn-controller does.
 
+A restarted ovs-vswitchd loses every flow, the Geneve option map and the underlay
+address, and the database shows nothing of it; an OpenFlow connection of the agent's
+own (SwitchWatch) drops and comes back, and the loop's next step puts all of it back
+(docs/dataplane.md: vswitchd restart).
+
 The packet-in service (DHCP and friends) runs its own asyncio loop on its own thread, so
 neither the store nor flow computation can stall the OpenFlow connection.
 """
@@ -58,6 +63,7 @@ from wyvern.southbound.installer import FlowConflictError, FlowInstaller
 from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 from wyvern.southbound.recorder import RecordingInstaller
+from wyvern.southbound.switchwatch import SwitchWatch
 from wyvern.southbound.tunnels import NeighbourPrimer, ensure_tunnel_ports, ensure_underlay
 
 LOG = logging.getLogger(__name__)
@@ -70,6 +76,7 @@ class AgentStats:
     installs: int = 0
     flows_sent: int = 0  # adds + modifies + deletes over the agent's life
     install_errors: int = 0
+    switch_restores: int = 0  # ovs-vswitchd restarts (or reconnections) put right
     status_writes: int = 0
     installed_revision: int = 0
     last_install_seconds: float = 0.0
@@ -125,6 +132,10 @@ class Agent:
         self._dirty = False  # the switch may differ from the desired set (a failed sync)
         self._retry_at = 0.0
         self._next_binding_poll = 0.0
+        # ovs-vswitchd restarted: set by the watch's thread, acted on by the loop.
+        self.switch_watch: SwitchWatch | None = None
+        self._switch_restarted = threading.Event()
+        self._restore_at = 0.0
         self.error: BaseException | None = None
         self.cycle = threading.Condition()
 
@@ -134,6 +145,12 @@ class Agent:
         ovs = self.ovs
         if ovs is not None and ovs.ensure_bridge(self.bridge):
             LOG.info("chassis %s: created %s", self.chassis.name, self.bridge)
+        if ovs is not None:  # from before the first read: no restart goes unseen
+            self.switch_watch = SwitchWatch(
+                ovs.mgmt_path(self.bridge), self._switch_reconnected, name=self.bridge
+            )
+            if not self.switch_watch.start():
+                LOG.warning("chassis %s: no OpenFlow connection to %s yet", *self._names())
         self._setup_tunnels()  # before our record advertises the encaps (apps need both)
         if ovs is not None and self.chassis.bridge_mappings:  # likewise the mappings
             ensure_bridge_mappings(ovs, self.bridge, self.chassis.bridge_mappings)
@@ -194,6 +211,39 @@ class Agent:
         if info.encaps:
             ensure_tunnel_ports(self.ovs, self.bridge, info.encaps)
 
+    def _names(self) -> tuple[str, str]:
+        return self.chassis.name, self.bridge
+
+    def _switch_reconnected(self) -> None:
+        """(SwitchWatch's thread) vswitchd is back, maybe a new one: wake the loop."""
+        self._switch_restarted.set()
+        self.sync.wake()
+
+    def _prepare_restore(self) -> bool:
+        """ovs-vswitchd restarted: put back what lived only in its memory, before the
+        flows (which the caller reinstalls): the underlay address on br-phy's new tap,
+        Geneve's option map (flows name tun_metadata0), and the tunnel neighbours. The
+        installer forgets what it believed installed and re-reads the switch. False if
+        OVS is not ready yet (tried again shortly)."""
+        self._switch_restarted.clear()
+        try:
+            self._setup_tunnels()
+            if self.ovs is not None and self.chassis.bridge_mappings:
+                ensure_bridge_mappings(self.ovs, self.bridge, self.chassis.bridge_mappings)
+        except OvsError as exc:
+            LOG.error("chassis %s: cannot restore %s yet: %s", *self._names(), exc)
+            self._switch_restarted.set()
+            self._restore_at = time.monotonic() + 0.5
+            return False
+        if isinstance(self.installer, FlowInstaller):
+            self.installer.mark_stale()
+        if self.primer is not None:
+            self.primer.primed.clear()
+            for other in list(self.view.chassis.values()):
+                self._prime(other.tunnel_ip)
+        self.stats.switch_restores += 1
+        return True
+
     def _prime(self, ip: str) -> None:
         """Make OVS learn a remote underlay neighbour before traffic needs it
         (docs/dataplane.md: tunnel neighbour)."""
@@ -206,6 +256,8 @@ class Agent:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+        if self.switch_watch is not None:
+            self.switch_watch.stop()
         if self.primer is not None:
             self.primer.close()
         if self.packet_in is not None:
@@ -270,9 +322,22 @@ class Agent:
             if changes:
                 self.stats.changes += len(changes)
                 self._compute(changes)
-            installing = bool(changes) or (self._dirty and time.monotonic() >= self._retry_at)
+            restoring = self._switch_restarted.is_set() and time.monotonic() >= self._restore_at
+            if restoring:
+                restoring = self._prepare_restore()
+            installing = (
+                bool(changes) or restoring or (self._dirty and time.monotonic() >= self._retry_at)
+            )
             if installing:
                 self._install()
+            if restoring:
+                LOG.warning(
+                    "chassis %s: %s restored after an OVS restart: %d flows in %.3f s%s",
+                    *self._names(),
+                    self.engine.flow_count(),
+                    self.stats.last_install_seconds,
+                    " (install failed: retrying)" if self._dirty else "",
+                )
         for change in changes:
             if change.kind == "chassis" and change.new is not None:
                 self._prime(change.new.tunnel_ip)
@@ -393,7 +458,10 @@ class PacketInService:
         from wyvern.controller import packetin
         from wyvern.southbound.ofchannel import OfChannel
 
-        channel = OfChannel(self.ovs.mgmt_path(self.bridge), name=f"{self.bridge}-packet-in")
+        # Back within a second of a restarted vswitchd (DHCP and friends stop meanwhile).
+        channel = OfChannel(
+            self.ovs.mgmt_path(self.bridge), name=f"{self.bridge}-packet-in", reconnect_max=1.0
+        )
         dispatcher = packetin.PacketInDispatcher(self.sync.view)
         inner = dispatcher.handle
         lock = self.sync.lock

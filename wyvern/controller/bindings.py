@@ -98,6 +98,7 @@ class BindingMonitor:
         self._proc: subprocess.Popen[str] | None = None
         self._synced = threading.Event()  # the monitor's initial dump has been read
         self._stopped = False
+        self.restarts = 0  # monitors that ended under us (ovsdb-server restarted...)
 
     @property
     def streaming(self) -> bool:
@@ -152,12 +153,18 @@ class BindingMonitor:
         for line in proc.stdout:
             if not self._apply(line):
                 continue
+            if not self._synced.is_set() and self.restarts:
+                LOG.info("ovs %s: the Interface monitor is back", self.ovs.run_dir)
             self._synced.set()
             if self.on_change is not None:
                 self.on_change()
+        was_streaming = self._synced.is_set()
         self._synced.clear()  # the monitor ended: poll() reads the table again
         if not self._stopped:
-            LOG.warning("ovs %s: the Interface monitor stopped; restarting", self.ovs.run_dir)
+            self.restarts += 1
+            # (once, not once per failed start while the database server is away)
+            log = LOG.warning if was_streaming else LOG.debug
+            log("ovs %s: the Interface monitor stopped; restarting", self.ovs.run_dir)
 
     def _apply(self, line: str) -> bool:
         """One monitor update into _rows; False if it was not one.
