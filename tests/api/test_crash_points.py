@@ -29,8 +29,8 @@ response". After each kill a fresh API starts on the same store, and then:
 
 The dead process's lease is revoked by the harness instead of left to run out
 (INTENT_TTL): that is what the store does at expiry, and test_crash_safe_deletes waits for
-a real expiry. etcd runs with etcd_max_txn_ops = 20, so the cascade delete of a network
-with four ports drains them in two chunks before its final transaction.
+a real expiry. etcd runs with etcd_max_txn_ops = 32 (the least allowed), so the cascade delete of a
+network with six ports drains them in two chunks (five, one) before its final transaction.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,12 @@ import pytest
 import requests
 
 from tests import system
-from tests.api.conftest import create, make_client
+from tests.api.conftest import as_project, create, make_client
+from tests.conftest import open_store
 from tests.harness import HOST, ApiServer, free_port, process_env, spawn, wait_http
 from wyvern.api.repo import Repo
 from wyvern.api.resources import RESOURCE_CLASSES
+from wyvern.config import Settings
 from wyvern.model.keys import INTENTS_PREFIX, ROOT, index_key, owner_key, uniq_key
 from wyvern.nb.etcd import EtcdStore
 from wyvern.nb.memory import MemoryStore
@@ -76,7 +78,7 @@ OWNED = {cls.defn.kind for cls in RESOURCE_CLASSES if cls.defn.owned}
 # Children and the kind of their parent.
 PARENTS = {"subnets": "networks", "ports": "networks", "security_group_rules": "security_groups"}
 DERIVED = {"uniq", "owner", "index", "quotas", "agents", "intent", "status", "chassis"}
-ETCD_MAX_TXN_OPS = 20
+ETCD_MAX_TXN_OPS = 32  # (the floor of the setting)
 
 
 # ----------------------------------------------------------------------------- the API
@@ -176,7 +178,7 @@ def _network(
 
 
 def _ports(api: Api, project: str, net_id: str, n: int, owner: str = "compute:nova") -> None:
-    """Bulk creates of two (four ports are more than etcd_max_txn_ops allows in one)."""
+    """Bulk creates of two (on etcd, six ports are more than one transaction may hold)."""
     port = {"network_id": net_id, "project_id": project, "device_owner": owner}
     for i in range(0, n, 2):
         api.ok("POST", "ports", {"ports": [port] * min(2, n - i)})
@@ -184,7 +186,7 @@ def _ports(api: Api, project: str, net_id: str, n: int, owner: str = "compute:no
 
 def _setup_cascade(api: Api, project: str) -> dict[str, str]:
     net_id, _ = _network(api, project)
-    _ports(api, project, net_id, 4)
+    _ports(api, project, net_id, 6)
     return {"path": f"networks/{net_id}?cascade=true", "object": f"networks/{net_id}"}
 
 
@@ -554,3 +556,29 @@ def test_the_checks_see_a_zombie_a_leak_and_a_lost_index() -> None:
         assert f"zombie: networks {net['id']}" in problems
         assert "leaked claim: " + uniq_key("mac", net["id"], "fa:16:3e:00:00:01") in problems
         assert f"missing {index_key('ports', port['id'])}" in problems
+
+
+@pytest.mark.system
+def test_a_projects_first_port_and_group_fit_the_smallest_etcd_max_txn_ops_allowed(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Found by the harness: with etcd_max_txn_ops at its floor (16 then), a project's first
+    port or group answered 400 every time: the default group it makes first, with its
+    four rules, is 19 operations in one transaction."""
+    floor = next(f.metadata["ge"] for f in fields(Settings) if f.name == "etcd_max_txn_ops")
+    store = open_store("etcd", request, tmp_path)
+    assert isinstance(store, EtcdStore)
+    store.max_txn_ops = int(floor)
+    with make_client(store) as client:
+        net = create(client, "networks", name="n", project_id="p1")
+        create(client, "subnets", network_id=net["id"], cidr="10.9.0.0/24", ip_version=4)
+        port = client.post(
+            "/v2.0/ports", json={"port": {"network_id": net["id"]}}, headers=as_project("p1")
+        )
+        assert port.status_code == 201, port.text
+        group = client.post(
+            "/v2.0/security-groups",
+            json={"security_group": {"name": "g"}},
+            headers=as_project("p2"),
+        )
+        assert group.status_code == 201, group.text
