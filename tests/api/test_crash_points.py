@@ -31,6 +31,8 @@ The dead process's lease is revoked by the harness instead of left to run out
 (INTENT_TTL): that is what the store does at expiry, and test_crash_safe_deletes waits for
 a real expiry. etcd runs with etcd_max_txn_ops = 32 (the least allowed), so the cascade delete of a
 network with six ports drains them in two chunks (five, one) before its final transaction.
+That network is on VLAN 101 in every round: a leaked segment would also fail the next
+round's create (VlanIdInUse), as the issue saw.
 """
 
 from __future__ import annotations
@@ -166,12 +168,8 @@ class Op:
     kept: str | None = None
 
 
-def _network(
-    api: Api, project: str, cidr: str = "10.7.0.0/24", external: bool = False
-) -> tuple[str, str]:
-    body: dict[str, Any] = {"name": "n", "project_id": project}
-    if external:
-        body["router:external"] = True
+def _network(api: Api, project: str, cidr: str = "10.7.0.0/24", **attrs: Any) -> tuple[str, str]:
+    body: dict[str, Any] = {"name": "n", "project_id": project, **attrs}
     net_id = api.ok("POST", "networks", {"network": body})["network"]["id"]
     sub = {"network_id": net_id, "cidr": cidr, "ip_version": 4, "project_id": project}
     return net_id, api.ok("POST", "subnets", {"subnet": sub})["subnet"]["id"]
@@ -185,7 +183,9 @@ def _ports(api: Api, project: str, net_id: str, n: int, owner: str = "compute:no
 
 
 def _setup_cascade(api: Api, project: str) -> dict[str, str]:
-    net_id, _ = _network(api, project)
+    """A VLAN network (its segment claim must not leak) with six ports."""
+    vlan = {"provider:network_type": "vlan", "provider:physical_network": "physnet1"}
+    net_id, _ = _network(api, project, **vlan, **{"provider:segmentation_id": 101})
     _ports(api, project, net_id, 6)
     return {"path": f"networks/{net_id}?cascade=true", "object": f"networks/{net_id}"}
 
@@ -252,7 +252,7 @@ def _setup_interface(api: Api, project: str) -> dict[str, str]:
 
 
 def _setup_external(api: Api, project: str) -> dict[str, str]:
-    net_id, _ = _network(api, project, cidr="172.24.9.0/24", external=True)
+    net_id, _ = _network(api, project, cidr="172.24.9.0/24", **{"router:external": True})
     return {"network": net_id, "project": project}
 
 
