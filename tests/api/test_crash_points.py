@@ -23,16 +23,18 @@ response". After each kill a fresh API starts on the same store, and then:
   - no leak: every claim (IP, MAC, port and network keys, VLAN ids, default groups, rule
     digests), id index, host index and owner entry (what quotas count) belongs to an
     object that exists, and every object holds the claims and entries it should;
-  - the same request again succeeds (a delete whose work was all done answers 404);
+  - the same request again succeeds (a delete whose work was all done answers 404),
+    sent at once, while the dead process's lease still runs (every other round), or
+    after it ran out and the new API settled the marks at its start (the other rounds);
   - deleting everything the round made through the API returns the store to exactly the
     key set it had before the round.
 
 The dead process's lease is revoked by the harness instead of left to run out
-(INTENT_TTL): that is what the store does at expiry, and test_crash_safe_deletes waits for
-a real expiry. etcd runs with etcd_max_txn_ops = 32 (the least allowed), so the cascade delete of a
-network with six ports drains them in two chunks (five, one) before its final transaction.
-That network is on VLAN 101 in every round: a leaked segment would also fail the next
-round's create (VlanIdInUse), as the issue saw.
+(INTENT_TTL): that is what the store does at expiry, and test_crash_safe_deletes waits
+for a real expiry. etcd runs with etcd_max_txn_ops = 32 (the least allowed), so the
+cascade delete of a network with six ports drains them in two chunks (five, one) before
+its final transaction. That network is on VLAN 101 in every round: a leaked segment
+would also fail the next round's create (VlanIdInUse), as the issue saw.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -53,8 +56,10 @@ import requests
 
 from tests import system
 from tests.api.conftest import as_project, create, make_client
+from tests.api.test_crash_safe_deletes import _marked_by_a_dead_process
 from tests.conftest import open_store
 from tests.harness import HOST, ApiServer, free_port, process_env, spawn, wait_http
+from wyvern.api import resource
 from wyvern.api.repo import Repo
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
@@ -504,21 +509,26 @@ def test_killed_after_every_write_of_every_operation(
                     code = api.server.proc.process.wait(timeout=30)
                     assert code == -signal.SIGKILL, f"{op.name} at write {n}: exit {code}"
                     api.server = None
-                    # A fresh API settles the dead process's marks at its start, or (every
-                    # other round) lazily, as its reads meet them.
-                    at_start = n % 2 == 1
-                    if at_start:
-                        end_dead_leases(store)
-                    api.start()
-                    if not at_start:
-                        end_dead_leases(store)
-                    check_world(api, store, api_first=not at_start)
-                    retry = op.request(api, ctx)
+                    if n % 2:  # the dead process's lease ends, then an API starts (and
+                        end_dead_leases(store)  # settles its marks) and the client retries
+                        api.start()
+                        check_world(api, store)
+                        retry = op.request(api, ctx)
+                    else:  # the client retries at once, while that lease still runs
+                        api.start()
+                        with ThreadPoolExecutor(1) as pool:
+                            pending = pool.submit(op.request, api, ctx)
+                            time.sleep(0.5)
+                            end_dead_leases(store)
+                            retry = pending.result(timeout=60)
+                        check_world(api, store, api_first=True)
                     assert retry.status_code in (op.status, op.done), (
                         f"{op.name}, killed after write {n}: retry {retry.status_code} {retry.text}"
                     )
-                if op.gone:
-                    assert api.call("GET", ctx[op.gone]).status_code == 404, (op.name, n)
+                if op.gone:  # (a retry that answered 404 said so: it must not come back)
+                    assert api.call("GET", ctx[op.gone]).status_code == 404, (
+                        f"{op.name}, killed after write {n}: still there after the retry"
+                    )
                 if op.kept:
                     assert api.call("GET", ctx[op.kept]).status_code == 200, (op.name, n)
                 check_world(api, store)
@@ -582,3 +592,40 @@ def test_a_projects_first_port_and_group_fit_the_smallest_etcd_max_txn_ops_allow
             headers=as_project("p2"),
         )
         assert group.status_code == 201, group.text
+
+
+def test_a_delete_retried_while_the_dead_process_lease_runs_waits_then_deletes() -> None:
+    """Found by the harness: a client retrying a delete cut by a crash got 404 while the
+    dead process's lease still ran, and the network came back once it ran out."""
+    store = MemoryStore()
+    with make_client(store) as client, ThreadPoolExecutor(1) as pool:
+        net = create(client, "networks", name="n")
+        lease = store.grant(30)
+        _marked_by_a_dead_process(store, "networks", net["id"], lease)
+        retry = pool.submit(client.delete, f"/v2.0/networks/{net['id']}")
+        time.sleep(0.3)
+        assert not retry.done()  # (it waits for the other delete's outcome)
+        store.revoke(lease)  # the lease runs out: the mark is undone, the retry deletes
+        assert retry.result(timeout=10).status_code == 204
+        assert client.get(f"/v2.0/networks/{net['id']}").status_code == 404
+        assert store.list(ROOT + "networks/").items == []
+
+
+def test_a_delete_meeting_a_live_delete_for_too_long_answers_409(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wait is bounded: a delete whose process lives on (its lease kept) past
+    INTENT_TTL and a margin is still running, and the other request is told so."""
+    monkeypatch.setattr(resource, "INTENT_TTL", 0.3)
+    monkeypatch.setattr(resource, "OTHER_DELETE_MARGIN", 0.2)
+    store = MemoryStore()
+    with make_client(store) as client:
+        net = create(client, "networks", name="n")
+        lease = store.grant(30)
+        _marked_by_a_dead_process(store, "networks", net["id"], lease)
+        started = time.monotonic()
+        resp = client.delete(f"/v2.0/networks/{net['id']}")
+        assert resp.status_code == 409, resp.text
+        assert 0.5 <= time.monotonic() - started < 5
+        store.revoke(lease)
+        assert client.delete(f"/v2.0/networks/{net['id']}").status_code == 204

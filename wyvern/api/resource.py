@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ from wyvern.model.keys import intent_key
 from wyvern.nb.store import Store, StoreError
 
 MAX_TAGS = 50
+# A delete that meets another request's delete of the same object waits for its outcome:
+# reads every OTHER_DELETE_POLL seconds, for at most INTENT_TTL + OTHER_DELETE_MARGIN.
+OTHER_DELETE_POLL = 0.1
+OTHER_DELETE_MARGIN = 5.0
 
 
 @dataclass
@@ -284,12 +289,15 @@ def delete_marked(
     Crash-safe: the mark is written with an intent key on this process's lease, and the
     delete (or the undoing of the mark) removes both in one transaction. A process that
     dies between them leaves a mark without an intent once its lease runs out, which any
-    API process undoes on its next read of the object (and at start)."""
+    API process undoes on its next read of the object (and at start). A delete that meets
+    another's mark waits for its outcome (`_await_other_delete`)."""
     kind = res.defn.kind
     intent = _Intent(res.repo.store)
     try:
 
         def mark() -> None:
+            ctx.require_write(f"delete_{res.defn.name}")
+            _await_other_delete(res, ctx, id_)
             stored = res.load_for_write(ctx, id_, "delete")
             check_revision(stored, if_match)
             if checks is not None:
@@ -331,6 +339,23 @@ def delete_marked(
             raise
     finally:
         intent.close()
+
+
+def _await_other_delete(res: Resource, ctx: RequestContext, id_: str) -> None:
+    """The object is marked by another request's delete, whose process still holds its
+    intent: wait for that delete's outcome instead of answering 404 at once. The object is
+    then gone (404, truly), or unmarked (the delete was refused, or its process died and
+    its lease ran out: a client retrying a delete cut by a crash lands here) and this
+    delete runs. A delete still marked after a whole INTENT_TTL and more answers 409."""
+    kind = res.defn.kind
+    deadline = time.monotonic() + INTENT_TTL + OTHER_DELETE_MARGIN
+    while True:
+        stored = res.repo.get(kind, id_)  # (settles the mark once the intent is gone)
+        if stored is None or not stored.obj.get("_deleting") or not ctx.owns(stored.obj):
+            return  # (only who may delete it waits; the others are answered at once)
+        if time.monotonic() >= deadline:
+            raise Conflict(f"The {res.defn.name} {id_} is being deleted by another request; retry.")
+        time.sleep(OTHER_DELETE_POLL)
 
 
 class QuotaReader(Resource):
