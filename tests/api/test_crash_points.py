@@ -32,9 +32,10 @@ response". After each kill a fresh API starts on the same store, and then:
 The dead process's lease is revoked by the harness instead of left to run out
 (INTENT_TTL): that is what the store does at expiry, and test_crash_safe_deletes waits
 for a real expiry. etcd runs with etcd_max_txn_ops = 32 (the least allowed), so the
-cascade delete of a network with six ports drains them in two chunks (five, one) before
-its final transaction. That network is on VLAN 101 in every round: a leaked segment
-would also fail the next round's create (VlanIdInUse), as the issue saw.
+cascade delete of a network with seven ports (six, one with a floating IP, and a router
+interface) drains them in three chunks before its final transaction. That network is on
+VLAN 101 in every round: a leaked segment would also fail the next round's create
+(VlanIdInUse), as the issue saw.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ COLLECTIONS = {
 OWNED = {cls.defn.kind for cls in RESOURCE_CLASSES if cls.defn.owned}
 # Children and the kind of their parent.
 PARENTS = {"subnets": "networks", "ports": "networks", "security_group_rules": "security_groups"}
+L3_OWNERS = {"network:router_interface", "network:router_gateway", "network:floatingip"}
 DERIVED = {"uniq", "owner", "index", "quotas", "agents", "intent", "status", "chassis"}
 ETCD_MAX_TXN_OPS = 32  # (the floor of the setting)
 
@@ -188,10 +190,20 @@ def _ports(api: Api, project: str, net_id: str, n: int, owner: str = "compute:no
 
 
 def _setup_cascade(api: Api, project: str) -> dict[str, str]:
-    """A VLAN network (its segment claim must not leak) with six ports."""
+    """A VLAN network (its segment claim must not leak) with six ports, one of them with a
+    floating IP, and an interface of a router with a gateway: the cascade's ports take
+    the router's interface and the floating IP's association with them."""
     vlan = {"provider:network_type": "vlan", "provider:physical_network": "physnet1"}
-    net_id, _ = _network(api, project, **vlan, **{"provider:segmentation_id": 101})
+    net_id, sub_id = _network(api, project, **vlan, **{"provider:segmentation_id": 101})
     _ports(api, project, net_id, 6)
+    ext_id, _ = _network(api, project, "172.24.9.0/24", **{"router:external": True})
+    gateway = {"network_id": ext_id}
+    body = {"router": {"name": "r", "project_id": project, "external_gateway_info": gateway}}
+    router = api.ok("POST", "routers", body)["router"]["id"]
+    api.ok("PUT", f"routers/{router}/add_router_interface", {"subnet_id": sub_id})
+    port = api.ok("GET", f"ports?network_id={net_id}&device_owner=compute:nova")["ports"][0]
+    fip = {"floating_network_id": ext_id, "port_id": port["id"], "project_id": project}
+    api.ok("POST", "floatingips", {"floatingip": fip})
     return {"path": f"networks/{net_id}?cascade=true", "object": f"networks/{net_id}"}
 
 
@@ -291,7 +303,7 @@ def _create_fip(api: Api, ctx: dict[str, str]) -> requests.Response:
 
 OPS = [
     # More than one write: mark (grant, mark + intent), [chunks], delete (+ revoke).
-    Op("network cascade delete", _setup_cascade, _delete, 204, 4, 6, 404, gone="object"),
+    Op("network cascade delete", _setup_cascade, _delete, 204, 4, 7, 404, gone="object"),
     Op("network delete refused after its mark", _setup_in_use, _delete, 409, 4, kept="object"),
     Op("subnet delete", _setup_subnet, _delete, 204, 4, done=404, gone="object"),
     Op("security group delete", _setup_group, _delete, 204, 4, done=404, gone="object"),
@@ -363,6 +375,39 @@ def store_problems(store: Store) -> list[str]:
             if obj.get("provider:network_type") == "vlan":
                 seg = (obj["provider:physical_network"], obj["provider:segmentation_id"])
                 has(uniq_key("vlan", *seg), id_)
+        if kind == "routers":
+            for iface in obj.get("_interfaces") or []:
+                if ("ports", iface["port_id"]) not in objects:
+                    problems.append(f"router {id_} has an interface on missing port")
+            if obj.get("_gw_port_id") and ("ports", obj["_gw_port_id"]) not in objects:
+                problems.append(f"router {id_} has a missing gateway port")
+            for fip in obj.get("_floatingips") or []:
+                if objects.get(("floatingips", fip), {}).get("router_id") != id_:
+                    problems.append(f"router {id_} lists floating IP {fip}, not its router")
+            if obj.get("_key") is not None:
+                has(uniq_key("netkey", obj["_key"]), id_)
+        if kind == "floatingips":
+            if ("ports", obj.get("_port_id")) not in objects:
+                problems.append(f"floating IP {id_} lost its own port")
+            if obj.get("port_id"):
+                if ("ports", obj["port_id"]) not in objects:
+                    problems.append(f"floating IP {id_} associated with a missing port")
+                fixed = (obj["port_id"], obj["fixed_ip_address"], obj["floating_network_id"])
+                has(uniq_key("fip-assoc", *fixed), id_)
+                router = objects.get(("routers", obj.get("router_id")), {})
+                if id_ not in (router.get("_floatingips") or []):
+                    problems.append(f"floating IP {id_} not on its router's list")
+        if kind == "ports" and obj.get("device_owner") in L3_OWNERS:
+            device = obj.get("device_id")
+            if obj["device_owner"] == "network:router_interface":
+                router = objects.get(("routers", device), {})
+                if id_ not in {i["port_id"] for i in router.get("_interfaces") or []}:
+                    problems.append(f"stale router interface port {id_}")
+            elif obj["device_owner"] == "network:router_gateway":
+                if objects.get(("routers", device), {}).get("_gw_port_id") != id_:
+                    problems.append(f"stale router gateway port {id_}")
+            elif objects.get(("floatingips", device), {}).get("_port_id") != id_:
+                problems.append(f"stale floating IP port {id_}")
         if kind == "security_groups" and obj.get("_default"):
             has(uniq_key("default_sg", obj["project_id"]), id_)
         if kind == "security_group_rules" and obj.get("_digest"):
@@ -374,6 +419,10 @@ def store_problems(store: Store) -> list[str]:
             problems.append(f"intent left: {key}")
         elif parts[0] == "uniq" and kv.value.decode() not in ids:
             problems.append(f"leaked claim: {key} -> {kv.value.decode()}")
+        elif parts[:2] == ["uniq", "fip-assoc"]:
+            fip = objects.get(("floatingips", kv.value.decode()), {})
+            if fip.get("port_id") != parts[2] or ("ports", parts[2]) not in objects:
+                problems.append(f"leaked association claim: {key}")
         elif parts[:2] == ["index", "host_ports"]:
             if ("ports", parts[-1]) not in objects:
                 problems.append(f"leaked host index: {key}")
@@ -561,11 +610,14 @@ def test_the_checks_see_a_zombie_a_leak_and_a_lost_index() -> None:
         txn.update(stored)
         txn.puts[uniq_key("mac", net["id"], "fa:16:3e:00:00:01")] = b"gone-port"
         txn.deletes[index_key("ports", port["id"])] = None
+        assoc = uniq_key("fip-assoc", port["id"], "10.9.0.9", net["id"])
+        txn.puts[assoc] = net["id"].encode()  # (an owner that exists, but no floating IP)
         txn.commit()
         problems = "\n".join(store_problems(store))
         assert f"zombie: networks {net['id']}" in problems
         assert "leaked claim: " + uniq_key("mac", net["id"], "fa:16:3e:00:00:01") in problems
         assert f"missing {index_key('ports', port['id'])}" in problems
+        assert f"leaked association claim: {assoc}" in problems
 
 
 @pytest.mark.system
