@@ -681,3 +681,20 @@ def test_a_delete_meeting_a_live_delete_for_too_long_answers_409(
         assert 0.5 <= time.monotonic() - started < 5
         store.revoke(lease)
         assert client.delete(f"/v2.0/networks/{net['id']}").status_code == 204
+
+
+def test_a_delete_with_no_room_to_wait_answers_409_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting holds a worker thread, so only a few requests wait at once: the others
+    are told at once that the delete is in progress."""
+    monkeypatch.setattr(resource, "OTHER_DELETE_WAITERS", 0)
+    store = MemoryStore()
+    with make_client(store) as client:
+        net = create(client, "networks", name="n")
+        lease = store.grant(30)
+        _marked_by_a_dead_process(store, "networks", net["id"], lease)
+        started = time.monotonic()
+        resp = client.delete(f"/v2.0/networks/{net['id']}")
+        assert resp.status_code == 409, resp.text
+        assert time.monotonic() - started < 1

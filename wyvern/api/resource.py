@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wyvern.api.attributes import (
@@ -42,9 +42,11 @@ from wyvern.nb.store import Store, StoreError
 
 MAX_TAGS = 50
 # A delete that meets another request's delete of the same object waits for its outcome:
-# reads every OTHER_DELETE_POLL seconds, for at most INTENT_TTL + OTHER_DELETE_MARGIN.
+# reads every OTHER_DELETE_POLL seconds, for at most INTENT_TTL + OTHER_DELETE_MARGIN, and
+# at most OTHER_DELETE_WAITERS such requests wait at once (each holds a worker thread).
 OTHER_DELETE_POLL = 0.1
 OTHER_DELETE_MARGIN = 5.0
+OTHER_DELETE_WAITERS = 8
 
 
 @dataclass
@@ -54,6 +56,9 @@ class ApiState:
     settings: Settings
     repo: Repo
     resources: dict[str, Resource]
+    delete_waiters: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(OTHER_DELETE_WAITERS)
+    )
 
 
 class Resource:
@@ -346,16 +351,28 @@ def _await_other_delete(res: Resource, ctx: RequestContext, id_: str) -> None:
     intent: wait for that delete's outcome instead of answering 404 at once. The object is
     then gone (404, truly), or unmarked (the delete was refused, or its process died and
     its lease ran out: a client retrying a delete cut by a crash lands here) and this
-    delete runs. A delete still marked after a whole INTENT_TTL and more answers 409."""
-    kind = res.defn.kind
-    deadline = time.monotonic() + INTENT_TTL + OTHER_DELETE_MARGIN
-    while True:
-        stored = res.repo.get(kind, id_)  # (settles the mark once the intent is gone)
-        if stored is None or not stored.obj.get("_deleting") or not ctx.owns(stored.obj):
-            return  # (only who may delete it waits; the others are answered at once)
-        if time.monotonic() >= deadline:
-            raise Conflict(f"The {res.defn.name} {id_} is being deleted by another request; retry.")
-        time.sleep(OTHER_DELETE_POLL)
+    delete runs. Still marked after a whole INTENT_TTL and more, or with too many requests
+    waiting already, the answer is 409: the delete is in progress."""
+
+    def marked() -> bool:
+        stored = res.repo.get(res.defn.kind, id_)  # (settles a mark whose intent is gone)
+        # Only who may delete it waits; the others are answered at once.
+        return stored is not None and bool(stored.obj.get("_deleting")) and ctx.owns(stored.obj)
+
+    if not marked():
+        return
+    busy = Conflict(f"The {res.defn.name} {id_} is being deleted by another request; retry.")
+    waiters = res.state.delete_waiters
+    if not waiters.acquire(blocking=False):
+        raise busy
+    try:
+        deadline = time.monotonic() + INTENT_TTL + OTHER_DELETE_MARGIN
+        while marked():
+            if time.monotonic() >= deadline:
+                raise busy
+            time.sleep(OTHER_DELETE_POLL)
+    finally:
+        waiters.release()
 
 
 class QuotaReader(Resource):
