@@ -117,6 +117,18 @@ class Txn:
         self.leases[key] = lease
         self.deletes.pop(key, None)
 
+    def fork(self) -> Txn:
+        """A copy to try more operations on (to measure them); this one is unchanged."""
+        return Txn(
+            self.repo,
+            list(self.guards),
+            dict(self.puts),
+            dict(self.deletes),
+            set(self.claimed),
+            dict(self.created_owned),
+            dict(self.leases),
+        )
+
     def size(self) -> int:
         """Operations as a store with a txn limit counts them (guards, or writes)."""
         return max(len(self.guards), len(self.puts) + len(self.deletes))

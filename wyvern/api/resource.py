@@ -325,8 +325,8 @@ def delete_marked(
                         f"The delete of {res.defn.name} {id_} was interrupted; retry it."
                     )
                 txn = res.repo.txn()
+                txn.release(intent_key(kind, id_))  # (first: delete_ops may measure txn)
                 res.delete_ops(ctx, stored, txn, params)
-                txn.release(intent_key(kind, id_))
                 txn.commit()
 
             with_retries(attempt)

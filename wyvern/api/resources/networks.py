@@ -287,7 +287,7 @@ class Networks(Resource):
                 "ports still in use on the network.",
             )
         limit = self.repo.store.max_txn_ops
-        if limit is not None and ports and not self._fits(ctx, stored, ports, limit):
+        if limit is not None and ports and not self._fits(ctx, stored, txn, ports, limit):
             self._drain_ports(ctx, ports, limit)
             ports = []
         self._final_ops(ctx, stored, txn, ports)
@@ -315,13 +315,16 @@ class Networks(Resource):
             txn.release(uniq_key("flat", net["provider:physical_network"]))
         txn.delete("networks", stored)
 
-    def _fits(self, ctx: RequestContext, stored: Stored, ports: list[Stored], limit: int) -> bool:
-        """Whether the whole delete fits in one transaction of at most `limit` operations.
-        Each port deletes at least its object and its id index: past that, no need to
-        build the trial (each port's hooks read the store)."""
+    def _fits(
+        self, ctx: RequestContext, stored: Stored, txn: Txn, ports: list[Stored], limit: int
+    ) -> bool:
+        """Whether the whole delete fits in one transaction of at most `limit` operations,
+        with what `txn` already holds (the intent it releases). Each port deletes at least
+        its object and its id index: past that, no need to build the trial (each port's
+        hooks read the store)."""
         if 2 * len(ports) > limit:
             return False
-        trial = self.repo.txn()
+        trial = txn.fork()
         self._final_ops(ctx, stored, trial, ports)
         return trial.size() <= limit
 
