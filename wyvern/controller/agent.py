@@ -138,6 +138,11 @@ class Agent:
         self._restore_at = 0.0
         self.error: BaseException | None = None
         self.cycle = threading.Condition()
+        # Store work that can wait while the store is unreachable (see _store_back).
+        self._statuses_owed = False
+        self._statuses_retry_at = 0.0
+        self._interest_owed = False
+        self._store_lost_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -316,6 +321,7 @@ class Agent:
         if changes:
             with contextlib.suppress(StoreError):
                 changes += self.sync.pump(0)
+        replug = self._store_back() or replug
         changes += self._follow_interest(changes, force=replug)
         self.stats.loops += 1
         with gc_paused():  # (the collector catches up once the flows are in)
@@ -341,7 +347,8 @@ class Agent:
         for change in changes:
             if change.kind == "chassis" and change.new is not None:
                 self._prime(change.new.tunnel_ip)
-        if not installing and self._statuses_stale():
+        owed = self._statuses_owed and time.monotonic() >= self._statuses_retry_at
+        if not installing and (self._statuses_stale() or owed):
             self._write_statuses()
         if not changes:
             self.engine.settle()  # idle: file what a full recompute read (else: next change)
@@ -349,11 +356,39 @@ class Agent:
             self.cycle.notify_all()
         return len(changes)
 
+    def _store_back(self) -> bool:
+        """Note the store going and coming back; True once when it is back (what was put
+        off meanwhile is owed). Without this the loop would wait out a request timeout per
+        attempt, and could still be waiting when the store returns."""
+        if not self.store.reachable:
+            if self._store_lost_at is None:
+                self._store_lost_at = time.monotonic()
+                LOG.warning(
+                    "chassis %s: store unreachable; the flows stay as they are, store work "
+                    "waits until it is back",
+                    self.chassis.name,
+                )
+            return False
+        if self._store_lost_at is None:
+            return False
+        LOG.warning(
+            "chassis %s: store back after %.1f s",
+            self.chassis.name,
+            time.monotonic() - self._store_lost_at,
+        )
+        self._store_lost_at = None
+        owed = self._interest_owed
+        self._interest_owed = False
+        return owed
+
     def _follow_interest(self, changes: list[Change], force: bool = False) -> list[Change]:
         """With selective distribution: follow (or stop following) what the changes made
         (un)necessary; what that lists comes back as more changes."""
         interest = self.interest
         if interest is None:
+            return []
+        if not self.store.reachable:
+            self._interest_owed = self._interest_owed or force or bool(changes)
             return []
         moved = self.sync.interest_version != self._interest_version
         if not (force or moved or Interest.touches(changes)):
@@ -401,6 +436,9 @@ class Agent:
     def _write_statuses(self) -> None:
         if self._dirty:
             return
+        if not self.store.reachable:
+            self._statuses_owed = True
+            return
         # Anything applied since the install changed no flow (else we would have
         # installed): the installed flows are those of the current revision too.
         self.stats.installed_revision = max(self.stats.installed_revision, self.sync.revision)
@@ -412,7 +450,10 @@ class Agent:
         installed = {p: max(floor, self.sync.applied_revision(("port", p))) for p in bound}
         try:
             self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
+            self._statuses_owed = False
         except StoreError as exc:
+            self._statuses_owed = True  # (tried again in a second: nothing else would)
+            self._statuses_retry_at = time.monotonic() + 1.0
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)
 
     # -- for tests and tools ---------------------------------------------------------------
