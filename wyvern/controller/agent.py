@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wyvern.apps import punts
 from wyvern.apps.base import App
 from wyvern.controller.bindings import BindingMonitor, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
@@ -60,6 +61,7 @@ from wyvern.model.keys import ROOT
 from wyvern.model.view import Change, LocalView
 from wyvern.nb.store import Store, StoreError
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
+from wyvern.southbound.meters import Meters
 from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 from wyvern.southbound.recorder import RecordingInstaller
@@ -114,12 +116,14 @@ class Agent:
         self.engine = Engine(default_apps() if apps is None else apps)
         self.installer: FlowInstaller | RecordingInstaller
         self.bindings: BindingMonitor | FakeBindings
+        self.meters: Meters | None = None  # each local port's punt meter (apps/punts.py)
         if ovs is None:
             self.installer = RecordingInstaller()
             self.bindings = FakeBindings(self.sync)
             packet_in = False
         else:
             self.installer = FlowInstaller(ovs, bridge)
+            self.meters = Meters(ovs, bridge, punts.METER_RATE, punts.METER_BURST)
             self.bindings = BindingMonitor(ovs, on_change=self.sync.wake)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
@@ -413,11 +417,19 @@ class Agent:
     def _install(self) -> None:
         revision = self.sync.revision
         start = time.monotonic()
+        meters = self.meters
         try:
             lines = self.engine.render()
+            if meters is not None:  # (before the flows that name them)
+                wanted = self._meter_ids()
+                meters.add(wanted)
             result = self.installer.sync(lines)
+            if meters is not None:
+                meters.remove_others(wanted)
         except (OvsError, ValueError, FlowConflictError) as exc:
             # Nothing was applied (bundles are atomic); try again a little later.
+            if meters is not None:
+                meters.forget()  # (a switch that lost its flows lost its meters too)
             self.stats.install_errors += 1
             self._dirty = True
             self._retry_at = time.monotonic() + 1.0
@@ -429,6 +441,11 @@ class Agent:
         self.stats.installed_revision = revision
         self.stats.last_install_seconds = time.monotonic() - start
         self._write_statuses()
+
+    def _meter_ids(self) -> set[int]:
+        """The punt meters the local ports' flows may name (a superset is harmless)."""
+        ports = self.view.ports
+        return {punts.meter_id(b.ofport) for p, b in self.view.bindings.items() if p in ports}
 
     def _statuses_stale(self) -> bool:
         return not self._dirty and self.stats.installed_revision < self.sync.revision
