@@ -246,6 +246,8 @@ class Agent:
             return False
         if isinstance(self.installer, FlowInstaller):
             self.installer.mark_stale()
+        if self.meters is not None:
+            self.meters.forget()  # (the punt meters went with the flows: read them again)
         if self.primer is not None:
             self.primer.primed.clear()
             for other in list(self.view.chassis.values()):
