@@ -8,9 +8,9 @@ proposing); if a member dies while a write is in flight the outcome is unknown a
 
 Watches run their own stream (etcd3gw's Watcher hides compaction and cancellation, which we
 must turn into `Gap`s) and reconnect from the last delivered revision + 1, so a member
-failure neither loses nor repeats an event. A new stream must be answered (etcd's
-"created") within `_WATCH_HELLO` seconds, so a watch cut off from etcd retries every
-couple of seconds. A stream silent for `_WATCH_IDLE` seconds is
+failure neither loses nor repeats an event. While the store is unreachable (below), a new
+stream must be answered (etcd's "created") within `_WATCH_HELLO` seconds, so a watch cut
+off from etcd retries every couple of seconds. A stream silent for `_WATCH_IDLE` seconds is
 reopened (a hung member sends nothing); to keep such a reopen from reporting a spurious Gap
 after compaction, run etcd with --experimental-watch-progress-notify-interval below that
 (our launcher, wyvern.nb.etcd_server, uses 5s) so idle watches learn the current revision.
@@ -86,7 +86,7 @@ finally:
 _HEADERS = {"Grpc-Metadata-hasleader": "true"}
 _PAGE = 5000  # keys per range request; later pages are read at the first page's revision
 _WATCH_IDLE = 30.0  # a watch stream silent this long is presumed dead and reopened
-_WATCH_HELLO = 1.5  # a new watch stream not answered this fast is given up and retried
+_WATCH_HELLO = 1.5  # unreachable etcd: a new stream not answered this fast is retried
 _PIN_ROUNDS = 32
 
 _TARGETS = {
@@ -608,11 +608,13 @@ class _EtcdWatch(Watch):
             "start_revision": self._resume,
             "progress_notify": True,
         }
+        hello = _WATCH_HELLO if not self._store.reachable else self._store._timeout
         response = client.session.post(
             client.get_url("/watch"),
             json={"create_request": create},
             stream=True,
-            timeout=(self._store._timeout, _WATCH_HELLO),
+            # (patient while etcd answers others: a slow etcd is no reason to give up)
+            timeout=(self._store._timeout, hello),
         )
         with self._lock:
             self._response = response
