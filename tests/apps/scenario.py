@@ -414,3 +414,21 @@ def as_lines(
 ) -> dict[tuple[str, str], frozenset[str]]:
     """owner -> flows as owner -> their ovs-ofctl lines (what the engine keeps)."""
     return {owner: frozenset(render_flow(f) for f in flows) for owner, flows in table.items()}
+
+
+def with_meters(ovs: Any, flows: Iterable[Flow], bridge: str = "br-int") -> list[Flow]:
+    """FLOWS, after adding to the bridge the punt meters they name (as the agent does
+    before an install: OVS refuses a flow naming a missing meter)."""
+    from wyvern.ir import Meter
+
+    out = list(flows)
+    add_meters(ovs, {a.meter_id for f in out for a in f.actions if isinstance(a, Meter)}, bridge)
+    return out
+
+
+def add_meters(ovs: Any, meter_ids: Iterable[int], bridge: str = "br-int") -> None:
+    """Add punt meters (as the agent configures them) to the bridge."""
+    from wyvern.apps.punts import METER_BURST, METER_RATE
+    from wyvern.southbound.meters import Meters
+
+    Meters(ovs, bridge, METER_RATE, METER_BURST).add(meter_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.apps import scenario as sc
 from wyvern.apps.classifier import Classifier
 from wyvern.apps.common import port_ct_zone
-from wyvern.ir import Load
+from wyvern.ir import Load, Meter
 from wyvern.ir import packet as pk
 
 MAC_A, MAC_B = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b"
@@ -26,8 +26,10 @@ def test_local_ports_are_classified_with_unique_zones() -> None:
     assert app.flows(view, ("port", "remote")) == []
     loads = {}
     for pid in ("a", "x"):
-        (flow,) = app.flows(view, ("port", pid))
+        flow, metered = app.flows(view, ("port", pid))
         assert flow.stage == "classification"
+        # Its punts go through a meter of its own (the ofport's).
+        assert metered.stage == "punt_meter" and metered.actions[0] == Meter({"a": 5, "x": 6}[pid])
         loads[pid] = {a.register: a.value for a in flow.actions if isinstance(a, Load)}
     assert loads["a"]["src_port_key"] == loads["x"]["src_port_key"] == 1
     assert (loads["a"]["network_key"], loads["x"]["network_key"]) == (100, 200)

@@ -43,7 +43,7 @@ def test_l2_flows_on_real_ovs(ovs: OvsInstance, vms: VmFactory) -> None:
         ],
         local={v.vif.port_id: v.ofport for v in (a, b, c, d)},
     )
-    flows = sc.all_flows(view, sc.l2_apps())
+    flows = sc.with_meters(ovs, sc.all_flows(view, sc.l2_apps()))
     installer = FlowInstaller(ovs)
     stats = installer.sync(render_flow(f) for f in flows)  # OVS accepts every flow
     assert stats.added == len(flows)

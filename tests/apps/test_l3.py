@@ -28,6 +28,7 @@ from wyvern.apps.base import App, Owner
 from wyvern.apps.l3 import L3App
 from wyvern.apps.nat import NatApp
 from wyvern.apps.punts import PUNT_ICMP4_ERROR
+from wyvern.apps.services import Services
 from wyvern.controller.engine import Engine
 from wyvern.ir import PORT_IN_PORT, Flow, Goto, Load, Output, pipeline, table
 from wyvern.ir import packet as pk
@@ -169,8 +170,13 @@ def all_flows(view: LocalView, apps: Iterable[App]) -> list[Flow]:
 
 
 def simulate(view: LocalView) -> Simulator:
-    misses = [f for f in miss_flows() if pipeline.stage(f.stage).owner in ("l3", "nat")]
-    return Simulator([*stub_flows(view), *all_flows(view, [L3App(), NatApp()]), *misses])
+    misses = [
+        f
+        for f in miss_flows()
+        if pipeline.stage(f.stage).owner in ("l3", "nat") or f.stage in ("punt_meter", "punt")
+    ]
+    punts = Services().global_flows()  # (the punt stage: controller(userdata) per code)
+    return Simulator([*stub_flows(view), *all_flows(view, [L3App(), NatApp()]), *misses, *punts])
 
 
 # ------------------------------------------------------------------ the topology
@@ -632,7 +638,7 @@ def test_routing_on_real_ovs(ovs: OvsInstance) -> None:
             routers=[sc.router("r", 7)],
             local={a.port_id: a.ofport, b.port_id: b.ofport},
         )
-        flows = sc.all_flows(view, _e2e_apps())
+        flows = sc.with_meters(ovs, sc.all_flows(view, _e2e_apps()))
         stats = FlowInstaller(ovs).sync(render_flow(f) for f in flows)
         assert stats.added == len(flows)
 

@@ -127,12 +127,12 @@ def test_conntrack_admits_refuses_and_tracks(
     installer = FlowInstaller(ovs)
     # Without the security-group app every probe below succeeds: each refusal after it
     # is the groups' doing.
-    installer.sync([render_flow(f) for f in sc.all_flows(view, sc.l2_apps())])
+    installer.sync([render_flow(f) for f in sc.with_meters(ovs, sc.all_flows(view, sc.l2_apps()))])
     assert connect(client, server.ip, 23) == "hello 23"
     assert ping(server, client.ip)
     assert connect(server, client.ip, 22) == "hello 22"
 
-    installer.sync([render_flow(f) for f in sc.all_flows(view, apps())])
+    installer.sync([render_flow(f) for f in sc.with_meters(ovs, sc.all_flows(view, apps()))])
 
     # TCP 22: admitted; the SYN-ACK and the data come back through conntrack only
     assert connect(client, server.ip, 22) == "hello 22"
@@ -149,7 +149,8 @@ def test_conntrack_admits_refuses_and_tracks(
     # a rule for TCP 23 arrives: only the server group's flows change, and 23 connects
     rule = sc.rule("telnet", "server", "ingress", protocol="tcp", port_range_min=23)
     view.apply("security_group_rule", "telnet", record_from_obj("security_group_rule", rule))
-    stats = installer.sync([render_flow(f) for f in sc.all_flows(view, apps())])
+    flows = sc.with_meters(ovs, sc.all_flows(view, apps()))
+    stats = installer.sync([render_flow(f) for f in flows])
     assert 0 < stats.changed < 10, stats
     assert connect(client, server.ip, 23) == "hello 23"
 
@@ -180,7 +181,8 @@ def test_sctp_port_ranges_are_enforced_by_ovs(
         ],
         local={client.vif.port_id: client.ofport, server.vif.port_id: server.ofport},
     )
-    FlowInstaller(ovs).sync([render_flow(f) for f in sc.all_flows(view, apps())])
+    flows = sc.with_meters(ovs, sc.all_flows(view, apps()))
+    FlowInstaller(ovs).sync([render_flow(f) for f in flows])
 
     def admitted(proto: str, dport: int) -> bool:
         packet = (

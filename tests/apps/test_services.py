@@ -83,7 +83,7 @@ def test_dhcp_discover_is_punted_when_dhcp_is_enabled() -> None:
     discover = pk.udp(1, MAC_A, BCAST, "0.0.0.0", "255.255.255.255", 68, 67)
     trace = s.run(discover)
     assert [p.userdata for p in trace.punts] == [bytes([PUNT_DHCP4])], trace.format()
-    assert trace.punts[0].stage == "services"
+    assert trace.punts[0].stage == "punt"  # (from services, through punt_meter)
     assert not trace.outputs  # punted, not flooded
     renew = pk.udp(1, MAC_A, MAC_R, "10.0.0.5", "10.0.0.1", 68, 67)
     assert [p.userdata for p in s.run(renew).punts] == [bytes([PUNT_DHCP4])]
@@ -176,7 +176,7 @@ def test_neighbour_solicitation_for_a_known_ipv6_address_is_punted() -> None:
         for src in (A6, "fe80::f816:3eff:fe00:a"):  # global or EUI-64 link-local source
             trace = s.run(pk.nd_solicit(1, MAC_A, src, target))
             assert [p.userdata for p in trace.punts] == [bytes([PUNT_ND_NS])], trace.format()
-            assert trace.punts[0].stage == "services"
+            assert trace.punts[0].stage == "punt"  # (from services, through punt_meter)
             assert not trace.outputs  # answered by the controller, never flooded
             punted = trace.punts[0].packet
             assert punted["network_key"] == 100 and punted["src_port_key"] == 1

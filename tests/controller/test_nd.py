@@ -290,7 +290,8 @@ def test_vm_resolves_ipv6_neighbours_through_our_advertisements(
         routers=[sc.router("r1", key=7)],
         local={a.vif.port_id: a.ofport},
     )
-    FlowInstaller(ovs).sync(render_flow(f) for f in sc.all_flows(v, sc.l2_apps()))
+    flows = sc.with_meters(ovs, sc.all_flows(v, sc.l2_apps()))
+    FlowInstaller(ovs).sync(render_flow(f) for f in flows)
     dispatcher = PacketInDispatcher(v)
 
     async def scenario() -> list[str]:

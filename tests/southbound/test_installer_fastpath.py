@@ -46,6 +46,7 @@ def test_rendered_lines_install_and_update_exactly(ovs: OvsInstance) -> None:
     engine.full(view)
     installer = FlowInstaller(ovs)
     lines = engine.render()
+    sc.add_meters(ovs, {*(b.ofport for b in view.bindings.values()), 99})  # (port "new": 99)
     first = installer.sync(lines)
     assert first.added == len(set(lines))
     assert dump(ovs) == specs(list(lines))

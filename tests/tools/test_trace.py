@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.api.conftest import create, make_client
+from tests.apps.scenario import with_meters
 from tests.southbound.conftest import ovs, unique
 from wyvern.apps.punts import PUNT_DHCP4
 from wyvern.cli.main import app as cli_app
@@ -366,7 +367,8 @@ def plugged(ovs: OvsInstance, world: World, *names: str) -> Iterator[dict[str, i
 def install(ovs: OvsInstance, world: World, bindings: dict[str, int]) -> tr.Tracer:
     """What the agent would install for these bindings, installed on br-int."""
     tracer = tr.Tracer.from_catalog(world.catalog(), bindings)
-    FlowInstaller(ovs, "br-int").sync([render_flow(f) for f in tracer.flows])
+    flows = with_meters(ovs, tracer.flows)
+    FlowInstaller(ovs, "br-int").sync([render_flow(f) for f in flows])
     return tracer
 
 

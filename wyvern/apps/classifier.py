@@ -36,6 +36,7 @@ from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port, port_ct_zone, port_is_up
 from wyvern.apps.overlay import FLOOD_OPTION, local_encap
 from wyvern.apps.provider import local_patch, vlan_vid
+from wyvern.apps.punts import meter_flow
 from wyvern.ir import (
     Action,
     Bits,
@@ -74,7 +75,8 @@ class Classifier(App):
         port, net, ofport = found
         if not port_is_up(port, net):
             return []  # the stage default drops its packets
-        return [PORT_FLOW.flow(encode("classifier", port_id), ofport, port.key, net.key, zone)]
+        cookie = encode("classifier", port_id)
+        return [PORT_FLOW.flow(cookie, ofport, port.key, net.key, zone), meter_flow(cookie, ofport)]
 
 
 # flow(cookie, ofport, port key, network key, zone)

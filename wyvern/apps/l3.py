@@ -42,14 +42,13 @@ from __future__ import annotations
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.punts import PUNT_ICMP4_ERROR
+from wyvern.apps.punts import PUNT_ICMP4_ERROR, punt
 from wyvern.ir import (
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     Action,
-    Controller,
     DecTtl,
     Flow,
     FlowTemplate,
@@ -87,8 +86,8 @@ def _route_priority(prefixlen: int, connected: bool) -> int:
     return PRIO_ROUTE_BASE + prefixlen * 4 + (2 if connected else 1)
 
 
-def _punt(icmp: tuple[int, int]) -> Controller:
-    return Controller(userdata=bytes((PUNT_ICMP4_ERROR, *icmp)))
+def _punt(icmp: tuple[int, int]) -> tuple[Action, ...]:
+    return punt(bytes((PUNT_ICMP4_ERROR, *icmp)))
 
 
 def _dst_match(net: IpNetwork) -> dict[str, MatchValue]:
@@ -217,7 +216,7 @@ class L3App(App):
                         priority=PRIO_TTL,
                         cookie=cookie,
                         match={"router_key": rkey, "eth_type": ETH_TYPE_IP, "nw_ttl": ttl},
-                        actions=(_punt(ICMP4_TIME_EXCEEDED),),
+                        actions=_punt(ICMP4_TIME_EXCEEDED),
                     )
                 )
                 add(
@@ -287,7 +286,7 @@ class L3App(App):
                     priority=PRIO_NO_ROUTE,
                     cookie=cookie,
                     match={"router_key": rkey, "eth_type": ETH_TYPE_IP},
-                    actions=(_punt(ICMP4_NET_UNREACHABLE),),
+                    actions=_punt(ICMP4_NET_UNREACHABLE),
                 )
             )
         return list(flows.values())

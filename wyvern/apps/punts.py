@@ -1,10 +1,14 @@
 """What a packet sent to the controller is for: the first byte of the punt's userdata.
 
-Apps put these in `Controller(userdata=...)` actions; the agent's packet-in dispatcher
-routes on them. One table, so a punt can never be misread by the wrong service.
+Apps punt with `punt(userdata)`: the packet goes through the meter of the local port it
+came from (a flood is dropped in the datapath, per port) and then to the agent with
+`controller(userdata=...)`; the agent's packet-in dispatcher routes on the first byte.
+One table, so a punt can never be misread by the wrong service.
 """
 
 from __future__ import annotations
+
+from wyvern.ir import Action, Controller, Flow, Goto, Load, Meter, table
 
 PUNT_DHCP4 = 0x01  # DHCPv4 client → server packets from a local port
 PUNT_DHCP6 = 0x02  # DHCPv6 client packets
@@ -19,3 +23,59 @@ NAMES = {
     PUNT_ND_RA: "ipv6-ra",
     PUNT_ND_NS: "nd-ns",
 }
+
+# Every punt's userdata: the punt stage has one controller(userdata) flow per entry, so a
+# punt site may use only these (ICMP errors carry their type and code).
+USERDATA = (
+    bytes([PUNT_DHCP4]),
+    bytes([PUNT_ND_NS]),
+    bytes([PUNT_ICMP4_ERROR, 11, 0]),  # time exceeded
+    bytes([PUNT_ICMP4_ERROR, 3, 0]),  # net unreachable
+)
+
+# The per-port meter in the datapath, in front of the agent's own per-port token bucket
+# (wyvern/controller/packetin.py, 20/s, burst 40): what passes it costs the agent a
+# packet-in; what does not never leaves the datapath.
+METER_RATE = 100  # packets per second, per local port
+METER_BURST = 100
+
+
+def code(userdata: bytes) -> int:
+    """The punt_code register value of USERDATA (its bytes, big-endian, padded to 3)."""
+    return int.from_bytes(userdata.ljust(3, b"\0"), "big")
+
+
+def punt(userdata: bytes) -> tuple[Action, ...]:
+    """The actions that send a packet to the agent: through the meter of the port it came
+    from (stage punt_meter), then controller(userdata) (stage punt). Nothing may follow."""
+    if userdata not in USERDATA:
+        raise ValueError(f"punt userdata {userdata.hex()} is not in punts.USERDATA")
+    return (Load("punt_code", code(userdata)), Goto("punt_meter"))
+
+
+def meter_id(ofport: int) -> int:
+    """The meter of a local port: its ofport (unique per bridge, never 0)."""
+    return ofport
+
+
+def meter_flow(cookie: int, ofport: int) -> Flow:
+    """A local port's punts go through its own meter."""
+    return table("punt_meter").flow(
+        priority=100,
+        cookie=cookie,
+        match={"in_port": ofport},
+        actions=(Meter(meter_id(ofport)), Goto("punt")),
+    )
+
+
+def punt_flows(cookie: int) -> list[Flow]:
+    """One controller(userdata) flow per punt code."""
+    return [
+        table("punt").flow(
+            priority=100,
+            cookie=cookie,
+            match={"punt_code": code(u)},
+            actions=(Controller(userdata=u),),
+        )
+        for u in USERDATA
+    ]

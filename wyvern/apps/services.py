@@ -40,7 +40,7 @@ import functools
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
+from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS, punt, punt_flows
 from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
@@ -48,7 +48,6 @@ from wyvern.ir import (
     IPPROTO_ICMPV6,
     IPPROTO_UDP,
     PORT_IN_PORT,
-    Controller,
     Flow,
     Goto,
     MatchValue,
@@ -115,7 +114,7 @@ ND_PUNT = _st.template(
     cookie_app="services",
     varying=("network_key", "nd_target"),
     fixed=_NS,
-    actions=(Controller(userdata=bytes([PUNT_ND_NS])),),
+    actions=punt(bytes([PUNT_ND_NS])),
 )
 
 
@@ -169,6 +168,9 @@ class Services(App):
     name = "services"
     owner_tables = {"network": "networks", "port": "ports"}
 
+    def global_flows(self) -> list[Flow]:
+        return punt_flows(encode("services", "codes:punt"))  # (named like stage defaults)
+
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, id_ = owner
         if kind == "port":
@@ -221,7 +223,7 @@ class Services(App):
                 udp_src=68,
                 udp_dst=67,
             ),
-            actions=(Controller(userdata=bytes([PUNT_DHCP4])),),
+            actions=punt(bytes([PUNT_DHCP4])),
         )
         return [f]
 

@@ -504,6 +504,29 @@ def trace(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def punts(
+    run_dir: RunDirOpt = None,
+    ovs_run_dir: OvsDirOpt = None,
+    ovs_netns: OvsNetnsOpt = None,
+) -> None:
+    """Per local port: the packets it punted to the agent (DHCP, ND, ICMP errors) and
+    how many of them its meter dropped in the datapath (over its rate)."""
+    from wyvern.southbound.meters import port_punts
+    from wyvern.southbound.ovs import OvsError, OvsInstance
+
+    settings = apply_overrides(run_dir=run_dir, ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns)
+    try:
+        ovs = OvsInstance.attach(settings.agent_ovs_dir, settings.agent_netns)
+        rows = port_punts(ovs, settings.bridge)
+    except OvsError as exc:
+        typer.echo(f"wyvern: punts: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{'port':36} {'interface':15} {'ofport':>6} {'punted':>10} {'dropped':>10}")
+    for port_id, name, ofport, st in rows:
+        typer.echo(f"{port_id or '-':36} {name:15} {ofport:>6} {st.punted:>10} {st.dropped:>10}")
+
+
 # `wyvern agent` options: flag -> keyword of _run_agent (all plain strings but run_dir).
 AGENT_FLAGS = {
     "--run-dir": "run_dir",

@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wyvern.apps import punts
 from wyvern.apps.base import App
 from wyvern.controller.bindings import BindingMonitor, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
@@ -60,6 +61,7 @@ from wyvern.model.keys import ROOT
 from wyvern.model.view import Change, LocalView
 from wyvern.nb.store import Store, StoreError
 from wyvern.southbound.installer import FlowConflictError, FlowInstaller
+from wyvern.southbound.meters import Meters
 from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 from wyvern.southbound.recorder import RecordingInstaller
@@ -114,12 +116,14 @@ class Agent:
         self.engine = Engine(default_apps() if apps is None else apps)
         self.installer: FlowInstaller | RecordingInstaller
         self.bindings: BindingMonitor | FakeBindings
+        self.meters: Meters | None = None  # each local port's punt meter (apps/punts.py)
         if ovs is None:
             self.installer = RecordingInstaller()
             self.bindings = FakeBindings(self.sync)
             packet_in = False
         else:
             self.installer = FlowInstaller(ovs, bridge)
+            self.meters = Meters(ovs, bridge, punts.METER_RATE, punts.METER_BURST)
             self.bindings = BindingMonitor(ovs, on_change=self.sync.wake)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
@@ -138,6 +142,11 @@ class Agent:
         self._restore_at = 0.0
         self.error: BaseException | None = None
         self.cycle = threading.Condition()
+        # Store work that can wait while the store is unreachable (see _store_back).
+        self._statuses_owed = False
+        self._statuses_retry_at = 0.0
+        self._interest_owed = False
+        self._store_lost_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -237,6 +246,8 @@ class Agent:
             return False
         if isinstance(self.installer, FlowInstaller):
             self.installer.mark_stale()
+        if self.meters is not None:
+            self.meters.forget()  # (the punt meters went with the flows: read them again)
         if self.primer is not None:
             self.primer.primed.clear()
             for other in list(self.view.chassis.values()):
@@ -316,6 +327,7 @@ class Agent:
         if changes:
             with contextlib.suppress(StoreError):
                 changes += self.sync.pump(0)
+        replug = self._store_back() or replug
         changes += self._follow_interest(changes, force=replug)
         self.stats.loops += 1
         with gc_paused():  # (the collector catches up once the flows are in)
@@ -341,7 +353,8 @@ class Agent:
         for change in changes:
             if change.kind == "chassis" and change.new is not None:
                 self._prime(change.new.tunnel_ip)
-        if not installing and self._statuses_stale():
+        owed = self._statuses_owed and time.monotonic() >= self._statuses_retry_at
+        if not installing and (self._statuses_stale() or owed):
             self._write_statuses()
         if not changes:
             self.engine.settle()  # idle: file what a full recompute read (else: next change)
@@ -349,11 +362,39 @@ class Agent:
             self.cycle.notify_all()
         return len(changes)
 
+    def _store_back(self) -> bool:
+        """Note the store going and coming back; True once when it is back (what was put
+        off meanwhile is owed). Without this the loop would wait out a request timeout per
+        attempt, and could still be waiting when the store returns."""
+        if not self.store.reachable:
+            if self._store_lost_at is None:
+                self._store_lost_at = time.monotonic()
+                LOG.warning(
+                    "chassis %s: store unreachable; the flows stay as they are, store work "
+                    "waits until it is back",
+                    self.chassis.name,
+                )
+            return False
+        if self._store_lost_at is None:
+            return False
+        LOG.warning(
+            "chassis %s: store back after %.1f s",
+            self.chassis.name,
+            time.monotonic() - self._store_lost_at,
+        )
+        self._store_lost_at = None
+        owed = self._interest_owed
+        self._interest_owed = False
+        return owed
+
     def _follow_interest(self, changes: list[Change], force: bool = False) -> list[Change]:
         """With selective distribution: follow (or stop following) what the changes made
         (un)necessary; what that lists comes back as more changes."""
         interest = self.interest
         if interest is None:
+            return []
+        if not self.store.reachable:
+            self._interest_owed = self._interest_owed or force or bool(changes)
             return []
         moved = self.sync.interest_version != self._interest_version
         if not (force or moved or Interest.touches(changes)):
@@ -378,11 +419,19 @@ class Agent:
     def _install(self) -> None:
         revision = self.sync.revision
         start = time.monotonic()
+        meters = self.meters
         try:
             lines = self.engine.render()
+            if meters is not None:  # (before the flows that name them)
+                wanted = self._meter_ids()
+                meters.add(wanted)
             result = self.installer.sync(lines)
+            if meters is not None:
+                meters.remove_others(wanted)
         except (OvsError, ValueError, FlowConflictError) as exc:
             # Nothing was applied (bundles are atomic); try again a little later.
+            if meters is not None:
+                meters.forget()  # (a switch that lost its flows lost its meters too)
             self.stats.install_errors += 1
             self._dirty = True
             self._retry_at = time.monotonic() + 1.0
@@ -395,11 +444,19 @@ class Agent:
         self.stats.last_install_seconds = time.monotonic() - start
         self._write_statuses()
 
+    def _meter_ids(self) -> set[int]:
+        """The punt meters the local ports' flows may name (a superset is harmless)."""
+        ports = self.view.ports
+        return {punts.meter_id(b.ofport) for p, b in self.view.bindings.items() if p in ports}
+
     def _statuses_stale(self) -> bool:
         return not self._dirty and self.stats.installed_revision < self.sync.revision
 
     def _write_statuses(self) -> None:
         if self._dirty:
+            return
+        if not self.store.reachable:
+            self._statuses_owed = True
             return
         # Anything applied since the install changed no flow (else we would have
         # installed): the installed flows are those of the current revision too.
@@ -412,7 +469,10 @@ class Agent:
         installed = {p: max(floor, self.sync.applied_revision(("port", p))) for p in bound}
         try:
             self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
+            self._statuses_owed = False
         except StoreError as exc:
+            self._statuses_owed = True  # (tried again in a second: nothing else would)
+            self._statuses_retry_at = time.monotonic() + 1.0
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)
 
     # -- for tests and tools ---------------------------------------------------------------

@@ -250,7 +250,8 @@ class Sync:
         writes under prefixes nobody here follows). Most proofs need no read: hundreds of
         idle agents would otherwise ask etcd several times a second."""
         now = time.monotonic()
-        if now - self._head_at >= HEAD_EVERY:
+        if now - self._head_at >= HEAD_EVERY and self.store.reachable:
+            # (not while the store is unreachable: the read would only time out)
             self.saw_revision(self.store.revision())
             self._head_at = now
         return self._head_rev

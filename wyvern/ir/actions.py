@@ -142,6 +142,19 @@ class Controller:
 
 
 @dataclass(frozen=True, slots=True)
+class Meter:
+    """Count the packet against an OpenFlow meter, which drops it over its rate. Must be
+    a flow's first action (OVS applies meters before any other action); the meter itself
+    is configured by the southbound (wyvern/southbound/meters.py), not by a flow."""
+
+    meter_id: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.meter_id <= 0xFFFF0000:
+            raise IRError(f"Meter: bad meter id {self.meter_id}")
+
+
+@dataclass(frozen=True, slots=True)
 class Group:
     group_id: int
 
@@ -183,6 +196,7 @@ Action: TypeAlias = (
     | Ct
     | CtClear
     | Controller
+    | Meter
     | Group
     | Conjunction
     | PushVlan

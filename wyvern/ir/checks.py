@@ -16,6 +16,7 @@ from wyvern.ir.actions import (
     Goto,
     Group,
     Load,
+    Meter,
     Move,
     Output,
     OutputReg,
@@ -134,6 +135,9 @@ def check_actions(
             assert isinstance(a, Controller)
             if not 0 <= a.max_len <= 0xFFFF:
                 raise IRError(f"{where}: bad controller max_len {a.max_len}")
+        elif t is Meter:
+            if i != 0 or in_group:
+                raise IRError(f"{where}: Meter must be a flow's first action")
         elif t is Group:
             assert isinstance(a, Group)
             if not 0 <= a.group_id <= 0xFFFFFF00:

@@ -55,6 +55,8 @@ StageName = Literal[
     "port_security_egress",
     "port_security_egress_l2",
     "output",
+    "punt_meter",
+    "punt",
 ]
 Direction = Literal["ingress", "l3", "egress"]
 
@@ -243,8 +245,8 @@ PIPELINE: tuple[Stage, ...] = (
             *_ARP,
             *_ND,
         ),
-        writes=_ANSWER,
-        next=("l2_lookup", "output"),
+        writes=(*_ANSWER, "punt_code"),
+        next=("l2_lookup", "output", "punt_meter"),
         miss=goto("l2_lookup"),  # nothing to answer or punt
     ),
     _stage(
@@ -275,8 +277,8 @@ PIPELINE: tuple[Stage, ...] = (
             "arp_tpa",
             "nd_target",
         ),
-        writes=(*_ANSWER, "router_ct_zone"),
-        next=("dnat", "output"),
+        writes=(*_ANSWER, "router_ct_zone", "punt_code"),
+        next=("dnat", "output", "punt_meter"),
         miss=DROP,  # no router here
     ),
     _stage(
@@ -294,8 +296,16 @@ PIPELINE: tuple[Stage, ...] = (
         "l3",
         "Longest-prefix match on destination: next hop, output network, source MAC, TTL",
         match=("router_key", "network_key", *_L3, "nw_ttl"),
-        writes=("next_hop_ipv4", "network_key", "src_port_key", "eth_src", "nw_ttl", "scratch"),
-        next=("arp_resolve",),
+        writes=(
+            "next_hop_ipv4",
+            "network_key",
+            "src_port_key",
+            "eth_src",
+            "nw_ttl",
+            "scratch",
+            "punt_code",
+        ),
+        next=("arp_resolve", "punt_meter"),
         miss=DROP,  # no route
     ),
     _stage(
@@ -380,6 +390,24 @@ PIPELINE: tuple[Stage, ...] = (
         ),
         writes=("tun_id", "tun_dst", "tun_metadata0", "vlan_vid"),
         miss=DROP,  # destination not reachable from here
+    ),
+    # ---- punts: what goes to the agent, metered per port ------------------------------
+    _stage(
+        "punt_meter",
+        "ingress",
+        "classifier",
+        "Per local port: its punts through its own meter (a flood is dropped in the datapath)",
+        match=("in_port",),
+        next=("punt",),
+        miss=goto("punt"),  # not from a local VIF (a provider network): unmetered
+    ),
+    _stage(
+        "punt",
+        "ingress",
+        "services",
+        "punt_code → controller(userdata): the packet-in, routed by the agent on its userdata",
+        match=("punt_code",),
+        miss=DROP,  # an unknown code
     ),
 )
 

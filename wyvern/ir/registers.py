@@ -33,6 +33,7 @@ RegisterName = Literal[
     "src_port_key",
     "dst_port_key",
     "network_key",
+    "punt_code",
 ]
 
 _FIELD = re.compile(r"^(?:reg(?P<reg>1[0-5]|[0-9])|xreg(?P<xreg>[0-7])|metadata)$")
@@ -113,6 +114,7 @@ REGISTERS: tuple[Register, ...] = (
     Register("src_port_key", "reg14", 0, 32, "Key of the logical input port"),
     Register("dst_port_key", "reg15", 0, 32, "Key of the logical output port"),
     Register("network_key", "metadata", 0, 24, "Key of the logical network (the VNI)"),
+    Register("punt_code", "reg2", 0, 24, "The punt's userdata (up to 3 bytes), for punt"),
 )
 
 BY_NAME: dict[str, Register] = {r.name: r for r in REGISTERS}

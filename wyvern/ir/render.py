@@ -35,6 +35,7 @@ from wyvern.ir import (
     GroupDef,
     Load,
     Match,
+    Meter,
     Move,
     Nat,
     Output,
@@ -294,6 +295,8 @@ def render_action(a: Action) -> str:
         if a.userdata:
             args.append("userdata=" + ".".join(f"{b:02x}" for b in a.userdata))
         return "controller(" + ",".join(args) + ")"
+    if isinstance(a, Meter):
+        return f"meter:{a.meter_id}"
     if isinstance(a, Group):
         return f"group:{a.group_id}"
     if isinstance(a, Conjunction):

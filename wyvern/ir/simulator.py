@@ -67,6 +67,7 @@ from wyvern.ir import (
     GroupDef,
     Load,
     Match,
+    Meter,
     Move,
     Nat,
     Output,
@@ -564,6 +565,8 @@ class Simulator:
                         p.copy(),
                     )
                 )
+            elif isinstance(a, Meter):
+                pass  # (a rate: one packet is always within it)
             elif isinstance(a, Group):
                 self._group(a.group_id, p, depth, ctx, flow)
             elif isinstance(a, PushVlan):

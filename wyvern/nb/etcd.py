@@ -8,10 +8,18 @@ proposing); if a member dies while a write is in flight the outcome is unknown a
 
 Watches run their own stream (etcd3gw's Watcher hides compaction and cancellation, which we
 must turn into `Gap`s) and reconnect from the last delivered revision + 1, so a member
-failure neither loses nor repeats an event. A stream silent for `_WATCH_IDLE` seconds is
+failure neither loses nor repeats an event. While the store is unreachable (below), a new
+stream must be answered (etcd's "created") within `_WATCH_HELLO` seconds, so a watch cut
+off from etcd retries every couple of seconds. A stream silent for `_WATCH_IDLE` seconds is
 reopened (a hung member sends nothing); to keep such a reopen from reporting a spurious Gap
 after compaction, run etcd with --experimental-watch-progress-notify-interval below that
 (our launcher, wyvern.nb.etcd_server, uses 5s) so idle watches learn the current revision.
+
+Reachability: a request or watch that fails for want of an answer marks the store
+unreachable (`reachable` False), and the next one answered marks it reachable again. At
+that moment every watch stream opened before it is reopened: a stream that lived
+through a partition may be dead without knowing it (its packets were dropped, and TCP
+may take minutes to retransmit), and a reopen costs one request, resuming exactly.
 
 Leases are etcd's own. etcd 3.4 grants whole seconds and at least its minimum TTL, which it
 derives from the election timeout (1.5 x, rounded up to seconds: 2 s with the default 1 s,
@@ -78,6 +86,7 @@ finally:
 _HEADERS = {"Grpc-Metadata-hasleader": "true"}
 _PAGE = 5000  # keys per range request; later pages are read at the first page's revision
 _WATCH_IDLE = 30.0  # a watch stream silent this long is presumed dead and reopened
+_WATCH_HELLO = 1.5  # unreachable etcd: a new stream not answered this fast is retried
 _PIN_ROUNDS = 32
 
 _TARGETS = {
@@ -243,6 +252,26 @@ class EtcdStore(Store):
         self._ids: list[str | None] = [None] * len(self._clients)  # etcd member id per endpoint
         self._lost: str | None = None  # member id of the member we last failed away from
         self._watches: weakref.WeakSet[_EtcdWatch] = weakref.WeakSet()
+        self._down_since: float | None = None
+
+    @property
+    def reachable(self) -> bool:  # type: ignore[override]
+        """False from a request that went unanswered until one is answered."""
+        return self._down_since is None
+
+    def _unanswered(self) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+
+    def _answered(self, at: float | None = None) -> None:
+        """etcd answered (at AT): if it had not, reopen the watch streams opened before."""
+        if self._down_since is None:
+            return
+        self._down_since = None
+        at = time.monotonic() if at is None else at
+        for w in list(self._watches):
+            w.revive(at)
+        self.ring()
 
     @property
     def endpoint(self) -> str:
@@ -292,6 +321,7 @@ class EtcdStore(Store):
                 result = op(self._clients[index])
                 self._ids[index] = str(result.get("header", {}).get("member_id"))
                 self._lost = None  # the cluster answers: stop checking for a new leader
+                self._answered()
                 return result
             except etcd_exc.Etcd3Exception as exc:
                 failure = _classify(exc)
@@ -304,10 +334,13 @@ class EtcdStore(Store):
                 attempt += 1
                 if attempt % len(self._clients) == 0:
                     if time.monotonic() + delay > deadline:
+                        self._unanswered()
                         raise StoreError(f"etcd unavailable: {message}") from exc
                     time.sleep(delay)
                     delay = min(delay * 2, 0.5)
             except (requests.RequestException, ValueError) as exc:  # e.g. a non-JSON answer
+                if isinstance(exc, requests.RequestException):
+                    self._unanswered()
                 raise StoreError(f"etcd {self._clients[index].base_url}: {exc}") from exc
 
     def _post(self, path: str, payload: dict[str, Any], write: bool = False) -> dict[str, Any]:
@@ -484,6 +517,8 @@ class _EtcdWatch(Watch):
         self._finished = False
         self._lock = threading.Lock()
         self._response: requests.Response | None = None
+        self._opened = float("-inf")  # time.monotonic() the current stream was answered
+        self._revived = False
         self._thread = threading.Thread(target=self._run, name=f"etcd-watch:{prefix}", daemon=True)
         self._thread.start()
 
@@ -503,6 +538,12 @@ class _EtcdWatch(Watch):
 
     def close(self) -> None:
         self._closed.set()
+        self._shutdown()
+        self._queue.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._store._timeout)
+
+    def _shutdown(self) -> None:
         with self._lock:
             response = self._response
         if response is not None:
@@ -511,9 +552,13 @@ class _EtcdWatch(Watch):
             if isinstance(sock, socket.socket):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-        self._queue.put(None)
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=self._store._timeout)
+
+    def revive(self, at: float) -> None:
+        """Reopen the stream at once if it was opened before AT (the store was
+        unreachable meanwhile: it may be dead without knowing it)."""
+        if self._opened < at:
+            self._revived = True
+            self._shutdown()
 
     def _run(self) -> None:
         delay = 0.05
@@ -521,6 +566,7 @@ class _EtcdWatch(Watch):
             index = self._index
             before = self._next_rev
             member_down = False
+            tried = time.monotonic()
             try:
                 if self._stream(self._store._clients[index]):
                     return
@@ -538,6 +584,12 @@ class _EtcdWatch(Watch):
                 member_down = failure is not None and failure.member_down
             if self._closed.is_set():
                 return
+            if self._revived:  # (reopened on purpose: same member, no wait)
+                self._revived = False
+                delay = 0.05
+                continue
+            if self._opened < tried:  # not even answered (a quiet stream is no sign)
+                self._store._unanswered()
             # Try the next member; tell the store only if this one looks dead, since a quiet
             # or cancelled stream says nothing about the member's requests.
             self._index = (index + 1) % len(self._store._clients)
@@ -546,7 +598,7 @@ class _EtcdWatch(Watch):
             if self._next_rev != before:
                 delay = 0.05
             self._closed.wait(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.5)
 
     def _stream(self, client: Etcd3Client) -> bool:
         """Follow one stream until it breaks; True once the watch is finished (Gap)."""
@@ -556,14 +608,23 @@ class _EtcdWatch(Watch):
             "start_revision": self._resume,
             "progress_notify": True,
         }
+        hello = _WATCH_HELLO if not self._store.reachable else self._store._timeout
         response = client.session.post(
             client.get_url("/watch"),
             json={"create_request": create},
             stream=True,
-            timeout=(self._store._timeout, _WATCH_IDLE),
+            # (patient while etcd answers others: a slow etcd is no reason to give up)
+            timeout=(self._store._timeout, hello),
         )
         with self._lock:
             self._response = response
+        self._revived = False
+        self._opened = time.monotonic()
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        if isinstance(sock, socket.socket):
+            sock.settimeout(_WATCH_IDLE)  # answered: from here on it may be quiet
+        if response.status_code == 200:
+            self._store._answered(self._opened)
         try:
             if self._closed.is_set():
                 return True

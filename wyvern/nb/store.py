@@ -189,6 +189,11 @@ class Store(abc.ABC):
     #: other processes commit).
     doorbell_poll: float | None = None
 
+    #: False while requests are known to go unanswered (etcd: since one failed, until
+    #: one succeeds). Work that can wait (an agent's status writes, its interest lookups)
+    #: is skipped meanwhile instead of blocking a loop for a request timeout each time.
+    reachable: bool = True
+
     def add_doorbell(self, bell: threading.Event) -> None:
         """Set `bell` whenever a watch of this store may have something new, so one reader
         can wait on many watches at once (Sync.pump with dozens of followed prefixes)."""

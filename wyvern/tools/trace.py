@@ -67,7 +67,7 @@ from wyvern.nb.snapshot import SnapshotStore
 from wyvern.nb.store import ListResult, Store
 from wyvern.southbound.ovs import OvsInstance
 
-STAGE_OBJECT = re.compile(r"^(default|defaults|passthrough):(\w+)$")
+STAGE_OBJECT = re.compile(r"^(default|defaults|passthrough|codes):(\w+)$")
 
 
 class TraceError(ValueError):
@@ -194,6 +194,7 @@ def desired_flows(
             ("pipeline", "default"),
             ("pipeline", "passthrough"),
             ("security_groups", "defaults"),
+            ("services", "codes"),
         ):
             with contextlib.suppress(ValueError):
                 index.register(cast(AppName, app_name), f"{what}:{st.name}")
@@ -318,7 +319,11 @@ class Explainer:
             return "security_group_rule", self.rule(object_id)
         m = STAGE_OBJECT.match(object_id)
         if m:
-            what = {"passthrough": "pass-through", "defaults": "security-group default"}
+            what = {
+                "passthrough": "pass-through",
+                "defaults": "security-group default",
+                "codes": "punt codes",
+            }
             return "stage", f"{what.get(m.group(1), 'default')} of stage {m.group(2)}"
         return "unknown", f"object {object_id} (not in the store)"
 
