@@ -784,7 +784,7 @@ def figures(key: str, ovn: dict[str, Any], wyv: dict[str, Any]) -> list[Figure]:
     rows += [
         row("OpenFlow flows on br-int", "count", "flows"),
         row("flows per port", "", "flows_per_port", 0.7),
-        mib("controller", "controller RSS (ovn-controller | agent)", 1.0),
+        mib("controller", "controller RSS (ovn-controller | agent)", 0.8),  # P9
         mib("nbsb", "NB/SB RSS (2 ovsdb + northd | API)"),
         mib("vswitchd", "ovs-vswitchd RSS (same OVS)"),
     ]
