@@ -166,13 +166,32 @@ def test_noauth_declares_no_security_and_token_auth_does(
 
     with make_client(MemoryStore(), auth_strategy="token", tokens_file=tokens) as c:
         secured = c.get("/openapi.json").json()
-        assert secured["security"] == [{"token": []}]
-        scheme = secured["components"]["securitySchemes"]["token"]
-        assert scheme == {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
+        assert secured["security"] == [{"token": []}, {"bearer": []}]
+        schemes = secured["components"]["securitySchemes"]
+        assert schemes["token"] == {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
+        assert schemes["bearer"] == {"type": "http", "scheme": "bearer"}
+        params = secured["paths"]["/v2.0/networks"]["get"]["parameters"]
+        assert "X-Project-Id" not in {p["name"] for p in params}
         assert "401" in secured["paths"]["/v2.0/networks"]["get"]["responses"]
         resp = c.get("/v2.0/networks")
         assert resp.status_code == 401 and error_type(resp) == "NotAuthorized"
         assert c.get("/v2.0/networks", headers={"X-Auth-Token": "t1"}).status_code == 200
+        bearer = {"Authorization": "Bearer t1"}
+        assert c.get("/v2.0/networks", headers=bearer).status_code == 200
+
+
+def test_noauth_declares_its_identity_headers(client: TestClient, doc: dict[str, Any]) -> None:
+    params = {p["name"]: p for p in doc["paths"]["/v2.0/networks"]["post"]["parameters"]}
+    assert params["X-Project-Id"]["in"] == params["X-Roles"]["in"] == "header"
+    as_p1 = {"X-Project-Id": "p1", "X-Roles": "member"}
+    net = create(client, "networks", headers=as_p1)
+    assert net["project_id"] == "p1"
+    assert (
+        client.get(
+            f"/v2.0/networks/{net['id']}", headers={"X-Project-Id": "p2", "X-Roles": "member"}
+        ).status_code
+        == 404
+    )
 
 
 def test_delete_passes_on_only_documented_query_parameters(client: TestClient) -> None:

@@ -8,13 +8,15 @@ response that the document does not describe (status, content type, headers, bod
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from benchmarks.schemathesis_run import run
-from tests.harness import ApiServer, start_api
+from tests.harness import ApiServer, get_json, start_api
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +42,28 @@ def test_bounded_schemathesis_pass(server: ApiServer, tmp_path: Path) -> None:
     # It did reach the server's logic: creates succeeded and their links were followed.
     log = server.log
     assert "Traceback" not in log, log
+
+
+def test_the_pass_fails_on_a_document_that_misdescribes_the_server(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    """The negative control: the same run, from a copy of the document that forgets one
+    attribute a created network shows, fails (so the pass above checks bodies)."""
+    doc = cast(dict[str, Any], get_json(f"{server.url}openapi.json"))
+    created = doc["paths"]["/v2.0/networks"]["post"]["responses"]["201"]
+    single = created["content"]["application/json"]["schema"]["oneOf"][0]
+    del single["properties"]["network"]["properties"]["mtu"]
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(doc))
+    args = {"max_examples": 5, "phases": ("fuzzing",), "seed": 11, "timeout": 300}
+    ok = run(server.url, report_dir=tmp_path, operation_ids=("create_network",), **args)
+    assert ok.failures == 0 and ok.cases > 0, ok.output
+    bad = run(
+        server.url,
+        report_dir=tmp_path,
+        operation_ids=("create_network",),
+        document=wrong,
+        **args,
+    )
+    assert bad.failures > 0, bad.output
+    assert "mtu" in bad.output

@@ -384,33 +384,32 @@ class Api:
         tags = {"type": "object", "required": ["tags"], "properties": {"tags": tag_list}}
         one = f"{item}/tags/{{tag}}"
         name = {"tag": {"type": "string"}}
-        writes = (*ERRORS_WRITE,)
         for path, method, fn, op in (
             (f"{item}/tags", "GET", get_tags, Op(f"get_{n}_tags", tag, response=tags)),
             (
                 f"{item}/tags",
                 "PUT",
                 put_tags,
-                Op(f"replace_{n}_tags", tag, response=tags, body=tags, errors=writes),
+                Op(f"replace_{n}_tags", tag, response=tags, body=tags, errors=ERRORS_WRITE),
             ),
             (
                 f"{item}/tags",
                 "DELETE",
                 delete_tags,
-                Op(f"delete_{n}_tags", tag, 204, errors=writes),
+                Op(f"delete_{n}_tags", tag, 204, errors=ERRORS_WRITE),
             ),
             (one, "GET", check_tag, Op(f"check_{n}_tag", tag, 204, path_params=name)),
             (
                 one,
                 "PUT",
                 add_tag,
-                Op(f"add_{n}_tag", tag, 201, openapi.NULL, path_params=name, errors=writes),
+                Op(f"add_{n}_tag", tag, 201, openapi.NULL, path_params=name, errors=ERRORS_WRITE),
             ),
             (
                 one,
                 "DELETE",
                 remove_tag,
-                Op(f"remove_{n}_tag", tag, 204, path_params=name, errors=writes),
+                Op(f"remove_{n}_tag", tag, 204, path_params=name, errors=ERRORS_WRITE),
             ),
         ):
             self._route(app, path, method, fn, op)

@@ -195,6 +195,25 @@ IF_MATCH = {
 }
 
 
+# auth_strategy=noauth: who the caller is, else admin of the default project.
+NOAUTH_HEADERS = [
+    {
+        "name": "X-Project-Id",
+        "in": "header",
+        "required": False,
+        "schema": STRING,
+        "description": "noauth: act as this project",
+    },
+    {
+        "name": "X-Roles",
+        "in": "header",
+        "required": False,
+        "schema": STRING,
+        "description": "noauth: comma-separated roles (admin, member, reader)",
+    },
+]
+
+
 def document(
     info: dict[str, Any], ops: Iterable[tuple[str, str, Op]], token_auth: bool
 ) -> dict[str, Any]:
@@ -212,11 +231,12 @@ def document(
         "paths": paths,
         "components": components,
     }
-    if token_auth:
+    if token_auth:  # either header carries the token (context.Authenticator)
         components["securitySchemes"] = {
-            "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
+            "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+            "bearer": {"type": "http", "scheme": "bearer"},
         }
-        doc["security"] = [{"token": []}]
+        doc["security"] = [{"token": []}, {"bearer": []}]
     return doc
 
 
@@ -246,6 +266,8 @@ def _operation(path: str, op: Op, token_auth: bool) -> dict[str, Any]:
     codes = set(op.errors) | ({401} if token_auth else set())
     for code in sorted(codes):
         responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
+    if not token_auth and path.startswith("/v2.0/"):
+        params += NOAUTH_HEADERS
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "tags": [op.tag],
