@@ -52,18 +52,16 @@ class Result:
 
     def summary(self) -> str:
         stateful = self.report.get("phases", {}).get("stateful", {}).get("status")
-        links = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in self.output.splitlines()
-                if "API Links:" in line
-            ),
-            "none",
-        )
         return (
             f"{self.cases} cases, {self.failures} with failures, {self.errors} errored, "
-            f"stateful phase: {stateful} (links: {links}), {self.seconds:.1f} s"
+            f"stateful phase: {stateful} (links: {self.links}), {self.seconds:.1f} s"
         )
+
+    @property
+    def links(self) -> str:
+        """The stateful phase's "N covered / M selected / M total" line."""
+        lines = [x for x in self.output.splitlines() if "API Links:" in x]
+        return lines[-1].split(":", 1)[1].strip() if lines else "none"
 
 
 def run(

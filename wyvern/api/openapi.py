@@ -208,8 +208,9 @@ NOAUTH_HEADERS = [
         "name": "X-Roles",
         "in": "header",
         "required": False,
-        "schema": STRING,
-        "description": "noauth: comma-separated roles (admin, member, reader)",
+        # (a comma-separated list; unknown roles are ignored, as these are all there are)
+        "schema": {"enum": ["admin", "member", "reader"]},
+        "description": "noauth: the caller's roles (comma-separated; default admin)",
     },
 ]
 
