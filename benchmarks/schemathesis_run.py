@@ -7,6 +7,7 @@ id, and the actions). Prints the figures and exits non-zero on any failure or er
 
     .venv/bin/python benchmarks/schemathesis_run.py                    # >= 10,000 cases
     .venv/bin/python benchmarks/schemathesis_run.py --max-examples 3 --phases fuzzing,stateful
+    .venv/bin/python benchmarks/schemathesis_run.py --store etcd       # on a private etcd
     .venv/bin/python benchmarks/schemathesis_run.py --url http://127.0.0.1:9696/
 
 tests/api/test_schemathesis.py runs the bounded pass in CI through `run()`.
@@ -15,6 +16,7 @@ tests/api/test_schemathesis.py runs the bounded pass in CI through `run()`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -28,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import process_env, start_api  # noqa: E402
+from tests.harness import etcd_server, process_env, start_api  # noqa: E402
 
 CHECKS = (
     "not_a_server_error",
@@ -139,7 +141,8 @@ def main() -> int:
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--url", help="a running server (default: start one on SQLite)")
+    parser.add_argument("--url", help="a running server (default: start one)")
+    parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite")
     args = parser.parse_args()
     phases = tuple(p for p in args.phases.split(",") if p)
     with tempfile.TemporaryDirectory(prefix="wyvern-schemathesis-") as tmp:
@@ -155,7 +158,11 @@ def main() -> int:
                 report_dir=work,
             )
         else:
-            with start_api(work / "api") as api:
+            with contextlib.ExitStack() as stack:
+                endpoints = None
+                if args.store == "etcd":
+                    endpoints = stack.enter_context(etcd_server(work / "etcd")).endpoints
+                api = stack.enter_context(start_api(work / "api", etcd_endpoints=endpoints))
                 result = run(
                     api.url,
                     max_examples=args.max_examples,

@@ -416,6 +416,8 @@ class Api:
 
     def _extra_route(self, app: FastAPI, res: Resource, route: Route) -> None:
         method, handler = route.method, route.handler
+        if (route.body is not None) != (method in ("PUT", "POST")):  # the document would lie
+            raise ValueError(f"{method} {route.path}: a JSON body iff PUT or POST")
 
         async def endpoint(request: Request) -> Response:
             ctx = self.ctx(request)
