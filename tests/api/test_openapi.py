@@ -218,3 +218,22 @@ def test_delete_passes_on_only_documented_query_parameters(client: TestClient) -
     assert client.delete(f"/v2.0/networks/{other['id']}").status_code == 409
     assert client.delete(f"/v2.0/networks/{other['id']}?cascade=true").status_code == 204
     assert client.get(f"/v2.0/ports/{port['id']}").status_code == 200
+
+
+def test_noauth_project_id_is_bounded_as_documented(
+    client: TestClient, doc: dict[str, Any]
+) -> None:
+    """The document bounds project_id at 255 characters, in bodies and in what is shown;
+    a noauth X-Project-Id longer than that made objects it then showed out of bounds."""
+    params = {p["name"]: p for p in doc["paths"]["/v2.0/networks"]["post"]["parameters"]}
+    assert params["X-Project-Id"]["schema"]["maxLength"] == 255
+    net = create(client, "networks", headers={"X-Project-Id": "p" * 255, "X-Roles": "member"})
+    assert net["project_id"] == "p" * 255
+    long = {"X-Project-Id": "p" * 256, "X-Roles": "member"}
+    resp = client.post("/v2.0/networks", json={"network": {}}, headers=long)
+    assert resp.status_code == 400, resp.text
+    assert error_type(resp) == "HTTPBadRequest"
+    assert client.get("/v2.0/networks", headers=long).status_code == 400
+    assert client.get("/v2.0/networks?fields=project_id").json()["networks"] == [
+        {"project_id": "p" * 255}
+    ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wyvern.api.attributes import Attr, ResourceDef, attr_schema
+from wyvern.api.context import MAX_PROJECT_ID
 from wyvern.api.listing import TAG_FILTERS, takes_text
 
 JSON = "application/json"
@@ -201,7 +202,7 @@ NOAUTH_HEADERS = [
         "name": "X-Project-Id",
         "in": "header",
         "required": False,
-        "schema": STRING,
+        "schema": {"type": "string", "maxLength": MAX_PROJECT_ID},
         "description": "noauth: act as this project",
     },
     {
