@@ -7,6 +7,7 @@ checks the same at random against a live server.
 
 from __future__ import annotations
 
+import copy
 import re
 import uuid
 from pathlib import Path
@@ -237,3 +238,56 @@ def test_noauth_project_id_is_bounded_as_documented(
     assert client.get("/v2.0/networks?fields=project_id").json()["networks"] == [
         {"project_id": "p" * 255}
     ]
+
+
+def test_what_a_real_topology_shows_conforms_to_the_document(
+    client: TestClient, doc: dict[str, Any]
+) -> None:
+    """Random requests rarely get a subnet, a routed port or a floating IP created, so the
+    shapes of those are checked here: every list and show of a full topology (dual-stack
+    subnets, a router with gateway, interface and routes, a floating IP on a port,
+    security groups and rules, an address group), as admin and as the member who owns it,
+    validates against the document's success schema."""
+    import jsonschema_rs  # (schemathesis's validator)
+
+    from tests.api.test_floatingips import fip, topology
+    from tests.api.test_routers import P1, act
+
+    topo = topology(client)
+    fip(client, topo["ext_net"], port_id=topo["port"])
+    v6 = {"network_id": topo["net"], "ip_version": 6, "cidr": "fd00:5::/64"}
+    create(client, "subnets", headers=P1, ipv6_ra_mode="slaac", ipv6_address_mode="slaac", **v6)
+    routes = {"router": {"routes": [{"destination": "10.9.0.0/24", "nexthop": "10.0.0.5"}]}}
+    act(client, topo["router"], "add_extraroutes", routes)
+    sg = create(client, "security-groups", headers=P1, name="web")
+    rule = {"direction": "ingress", "protocol": "tcp", "port_range_min": 80, "port_range_max": 80}
+    create(client, "security-group-rules", headers=P1, security_group_id=sg["id"], **rule)
+    create(client, "address-groups", headers=P1, addresses=["10.1.0.0/24", "fd00::1/128"])
+    create(client, "ports", headers=P1, network_id=topo["net"], security_groups=[sg["id"]])
+
+    def schema(op: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = op["responses"]["200"]["content"]["application/json"]["schema"]
+        return found
+
+    checked = 0
+    resources = client.app.state.api.state.resources.values()  # type: ignore[attr-defined]
+    for path in (f"/v2.0/{r.defn.path}" for r in resources if r.defn.path):
+        listing = schema(doc["paths"][path]["get"])
+        show = schema(doc["paths"][f"{path}/{{id}}"]["get"])
+        for headers in ({}, P1):
+            listed = client.get(path, headers=headers)
+            assert listed.status_code == 200, listed.text
+            jsonschema_rs.validate(listing, listed.json())
+            key = next(iter(listed.json()))
+            for obj in listed.json()[key]:
+                one = client.get(f"{path}/{obj['id']}", headers=headers)
+                assert one.status_code == 200, (path, one.text)
+                jsonschema_rs.validate(show, one.json())
+                checked += 1
+    assert checked > 30
+    # The same check fails on a schema that misses one attribute the server shows.
+    show = copy.deepcopy(schema(doc["paths"]["/v2.0/ports/{id}"]["get"]))
+    del show["properties"]["port"]["properties"]["binding:vif_details"]
+    port = client.get(f"/v2.0/ports/{topo['port']}").json()
+    with pytest.raises(jsonschema_rs.ValidationError, match="binding:vif_details"):
+        jsonschema_rs.validate(show, port)
