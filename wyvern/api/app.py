@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -17,15 +18,16 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import wyvern
-from wyvern.api import logfilter
-from wyvern.api.attributes import openapi_schema, present
+from wyvern.api import logfilter, openapi
+from wyvern.api.attributes import attr_schema, openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
 from wyvern.api.errors import BadRequest, NeutronError, NotFound, ServiceUnavailable, shorten
 from wyvern.api.extensions import EXTENSIONS
 from wyvern.api.limits import BoundedBody, check_depth
 from wyvern.api.listing import page_links, parse_query, sort_objects
+from wyvern.api.openapi import ERRORS_WRITE, IF_MATCH, Op
 from wyvern.api.repo import Repo
-from wyvern.api.resource import ApiState, Resource
+from wyvern.api.resource import ApiState, Resource, Route
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
 from wyvern.nb.factory import open_store
@@ -107,6 +109,12 @@ def _envelope(body: Any, key: str) -> Any:
     return body[key]
 
 
+def _operation_id(method: str, path: str) -> str:
+    """`PUT /v2.0/routers/{id}/add_router_interface` -> `put_routers_id_add_router_interface`."""
+    words = re.sub(r"[{}]", "", path.removeprefix("/v2.0/")).replace("-", "_").split("/")
+    return "_".join([method.lower(), *words])
+
+
 class Api:
     """Builds the routes; holds the store, the resource controllers and the authenticator."""
 
@@ -119,6 +127,7 @@ class Api:
             self.state.resources[res.defn.name] = res
         tokens = load_tokens(settings.tokens_file) if settings.tokens_file else None
         self.auth = Authenticator(settings.auth_strategy, settings.default_project_id, tokens)
+        self.ops: list[tuple[str, str, Op]] = []  # what the OpenAPI document describes
         try:  # deletes a crashed process left half-done (reads settle them lazily too,
             self.state.repo.settle_marks()  # so a store that cannot answer now must not
         except Exception:  # stop the API from starting: it answers 503 meanwhile)
@@ -134,8 +143,35 @@ class Api:
         for res in self.state.resources.values():
             if res.defn.path:
                 self._resource_routes(app, res)
-            for path, method, handler in res.extra_routes():
-                self._extra_route(app, res, path, method, handler)
+            for route in res.extra_routes():
+                self._extra_route(app, res, route)
+        self._link_creates()
+
+    def _link_creates(self) -> None:
+        """OpenAPI links from each create to what the new object's id feeds: every operation
+        on `/{collection}/{id}...`, and the creates whose body names it (a subnet's
+        `network_id`), so a stateful client can walk from one to the other."""
+        by_op = {op.operation_id: (path, op) for path, _, op in self.ops}
+        defs = [r.defn for r in self.state.resources.values() if r.defn.path]
+        for d in defs:
+            if f"create_{d.name}" not in by_op:
+                continue
+            _, create = by_op[f"create_{d.name}"]
+            new_id = f"$response.body#/{d.name}/id"
+            item = f"/v2.0/{d.path}/{{id}}"
+            for path, op in by_op.values():
+                if path == item or path.startswith(f"{item}/"):
+                    create.links[op.operation_id] = {
+                        "operationId": op.operation_id,
+                        "parameters": {"path.id": new_id},
+                    }
+            for other in defs:
+                attr = other.attr(f"{d.name}_id")
+                if attr is not None and attr.post and f"create_{other.name}" in by_op:
+                    create.links[f"create_{other.name}"] = {
+                        "operationId": f"create_{other.name}",
+                        "requestBody": {other.name: {attr.name: new_id}},
+                    }
 
     def _route(
         self,
@@ -143,22 +179,15 @@ class Api:
         path: str,
         method: str,
         fn: Callable[[Request], Awaitable[Response]],
-        name: str,
-        tag: str,
-        body_schema: dict[str, Any] | None = None,
+        op: Op,
     ) -> None:
-        extra: dict[str, Any] | None = None
-        if body_schema is not None:
-            extra = {"requestBody": {"content": {"application/json": {"schema": body_schema}}}}
-        app.add_api_route(
-            path,
-            fn,
-            methods=[method],
-            name=name,
-            tags=[tag],
-            openapi_extra=extra,
-            include_in_schema=True,
-        )
+        """Add a route and its description in the OpenAPI document (wyvern.api.openapi)."""
+        app.add_api_route(path, fn, methods=[method], name=op.operation_id, include_in_schema=False)
+        self.ops.append((path, method, op))
+
+    def openapi(self, app: FastAPI) -> dict[str, Any]:
+        info = {"title": app.title, "version": app.version, "description": app.description}
+        return openapi.document(info, self.ops, self.settings.auth_strategy == "token")
 
     def _resource_routes(self, app: FastAPI, res: Resource) -> None:
         d = res.defn
@@ -219,19 +248,85 @@ class Api:
             return json_response({d.name: res.show(ctx, obj)})
 
         async def delete(request: Request) -> Response:
-            ctx = self.ctx(request)
-            params = dict(request.query_params)
+            ctx = self.ctx(request)  # (only the documented query parameters: the others
+            params = {  # are the resources' own, e.g. a cascade's force=True)
+                k: v for k, v in request.query_params.items() if k in res.delete_query
+            }
             await run_in_threadpool(
                 res.delete, ctx, request.path_params["id"], _if_match(request), params
             )
             return json_response(None, 204)
 
         tag = d.collection
-        self._route(app, coll, "GET", list_, f"list_{d.collection}", tag)
-        self._route(app, coll, "POST", create, f"create_{d.name}", tag, openapi_schema(d, "post"))
-        self._route(app, item, "GET", show, f"show_{d.name}", tag)
-        self._route(app, item, "PUT", update, f"update_{d.name}", tag, openapi_schema(d, "put"))
-        self._route(app, item, "DELETE", delete, f"delete_{d.name}", tag)
+        one = openapi.item_schema(d)
+        update_body = {
+            "type": "object",
+            "required": [d.name],
+            "additionalProperties": False,
+            "properties": {d.name: openapi_schema(d, "put")},
+        }
+        self._route(
+            app,
+            coll,
+            "GET",
+            list_,
+            Op(
+                f"list_{d.collection}",
+                tag,
+                response=openapi.collection_schema(d),
+                query=openapi.list_query(d),
+                errors=(400, 403, 503),
+            ),
+        )
+        self._route(
+            app,
+            coll,
+            "POST",
+            create,
+            Op(
+                f"create_{d.name}",
+                tag,
+                201,
+                openapi.created_schema(d),
+                body=openapi.create_body(d, openapi_schema(d, "post")),
+                errors=ERRORS_WRITE,
+            ),
+        )
+        self._route(
+            app,
+            item,
+            "GET",
+            show,
+            Op(f"show_{d.name}", tag, response=one, query=openapi.fields_query()),
+        )
+        self._route(
+            app,
+            item,
+            "PUT",
+            update,
+            Op(
+                f"update_{d.name}",
+                tag,
+                response=one,
+                body=update_body,
+                headers=[IF_MATCH],
+                errors=(*ERRORS_WRITE, 412),
+            ),
+        )
+        self._route(
+            app,
+            item,
+            "DELETE",
+            delete,
+            Op(
+                f"delete_{d.name}",
+                tag,
+                204,
+                query=res.delete_query_doc(),
+                headers=[IF_MATCH],
+                errors=(*ERRORS_WRITE, 412),
+            ),
+        )
         if "tags" in d.by_name:
             self._tag_routes(app, res, item, tag)
 
@@ -285,21 +380,45 @@ class Api:
             return json_response(None, 204)
 
         n = res.defn.name
-        self._route(app, f"{item}/tags", "GET", get_tags, f"get_{n}_tags", tag)
-        self._route(app, f"{item}/tags", "PUT", put_tags, f"replace_{n}_tags", tag)
-        self._route(app, f"{item}/tags", "DELETE", delete_tags, f"delete_{n}_tags", tag)
-        self._route(app, f"{item}/tags/{{tag}}", "GET", check_tag, f"check_{n}_tag", tag)
-        self._route(app, f"{item}/tags/{{tag}}", "PUT", add_tag, f"add_{n}_tag", tag)
-        self._route(app, f"{item}/tags/{{tag}}", "DELETE", remove_tag, f"remove_{n}_tag", tag)
+        tag_list = attr_schema(res.defn.by_name["tags"])
+        tags = {"type": "object", "required": ["tags"], "properties": {"tags": tag_list}}
+        one = f"{item}/tags/{{tag}}"
+        name = {"tag": {"type": "string"}}
+        for path, method, fn, op in (
+            (f"{item}/tags", "GET", get_tags, Op(f"get_{n}_tags", tag, response=tags)),
+            (
+                f"{item}/tags",
+                "PUT",
+                put_tags,
+                Op(f"replace_{n}_tags", tag, response=tags, body=tags, errors=ERRORS_WRITE),
+            ),
+            (
+                f"{item}/tags",
+                "DELETE",
+                delete_tags,
+                Op(f"delete_{n}_tags", tag, 204, errors=ERRORS_WRITE),
+            ),
+            (one, "GET", check_tag, Op(f"check_{n}_tag", tag, 204, path_params=name)),
+            (
+                one,
+                "PUT",
+                add_tag,
+                Op(f"add_{n}_tag", tag, 201, openapi.NULL, path_params=name, errors=ERRORS_WRITE),
+            ),
+            (
+                one,
+                "DELETE",
+                remove_tag,
+                Op(f"remove_{n}_tag", tag, 204, path_params=name, errors=ERRORS_WRITE),
+            ),
+        ):
+            self._route(app, path, method, fn, op)
 
-    def _extra_route(
-        self,
-        app: FastAPI,
-        res: Resource,
-        path: str,
-        method: str,
-        handler: Callable[[RequestContext, dict[str, str], Any], tuple[Any, int]],
-    ) -> None:
+    def _extra_route(self, app: FastAPI, res: Resource, route: Route) -> None:
+        method, handler = route.method, route.handler
+        if (route.body is not None) != (method in ("PUT", "POST")):  # the document would lie
+            raise ValueError(f"{method} {route.path}: a JSON body iff PUT or POST")
+
         async def endpoint(request: Request) -> Response:
             ctx = self.ctx(request)
             body = await _json_body(request) if method in ("PUT", "POST") else None
@@ -308,14 +427,18 @@ class Api:
             result, status = await run_in_threadpool(handler, ctx, params, body)
             return json_response(result, status)
 
-        self._route(
-            app,
-            path,
-            method,
-            endpoint,
-            f"{method.lower()}_{path.strip('/').replace('/', '_')}",
+        writes = method in ("PUT", "POST", "DELETE")
+        op = Op(
+            _operation_id(method, route.path),
             res.defn.collection,
+            route.status,
+            route.response,
+            body=route.body,
+            query=route.query,
+            path_params=route.path_params,
+            errors=ERRORS_WRITE if writes else openapi.ERRORS_READ,
         )
+        self._route(app, route.path, method, endpoint, op)
 
     def discovery_routes(self, app: FastAPI) -> None:
         async def versions(request: Request) -> Response:
@@ -355,14 +478,96 @@ class Api:
                     return json_response({"extension": e.body()})
             raise NotFound(f"Extension with alias {alias} does not exist", type="NotFound")
 
-        for path, fn in (("/", versions), ("/v2.0", resources), ("/v2.0/", resources)):
-            app.add_api_route(
-                path, fn, methods=["GET"], tags=["discovery"], include_in_schema=path != "/v2.0"
-            )
-        app.add_api_route("/v2.0/extensions", extensions, methods=["GET"], tags=["discovery"])
-        app.add_api_route(
-            "/v2.0/extensions/{alias}", extension, methods=["GET"], tags=["discovery"]
+        link = {
+            "type": "object",
+            "required": ["href", "rel"],
+            "properties": {"href": {"type": "string"}, "rel": {"type": "string"}},
+        }
+        links = {"type": "array", "items": link}
+
+        def listing(key: str, props: dict[str, Any]) -> dict[str, Any]:
+            item = {"type": "object", "required": list(props), "properties": props}
+            return {
+                "type": "object",
+                "required": [key],
+                "properties": {key: {"type": "array", "items": item}},
+            }
+
+        string = {"type": "string"}
+        ext = {
+            "name": string,
+            "alias": string,
+            "description": string,
+            "updated": string,
+            "links": {"type": "array"},
+        }
+        ext_one = {
+            "type": "object",
+            "required": ["extension"],
+            "properties": {
+                "extension": {"type": "object", "required": list(ext), "properties": ext}
+            },
+        }
+        alias = {"alias": string}
+        discovery = (
+            (
+                "/",
+                versions,
+                Op(
+                    "list_versions",
+                    "discovery",
+                    response=listing("versions", {"id": string, "status": string, "links": links}),
+                    errors=(503,),
+                ),
+            ),
+            (
+                "/v2.0/",
+                resources,
+                Op(
+                    "list_resources",
+                    "discovery",
+                    response=listing(
+                        "resources", {"name": string, "collection": string, "links": links}
+                    ),
+                    errors=(503,),
+                ),
+            ),
+            (
+                "/v2.0/extensions",
+                extensions,
+                Op(
+                    "list_extensions",
+                    "discovery",
+                    response=listing("extensions", ext),
+                    errors=(503,),
+                ),
+            ),
+            (
+                "/v2.0/extensions/{alias}",
+                extension,
+                Op(
+                    "show_extension",
+                    "discovery",
+                    response=ext_one,
+                    path_params=alias,
+                    errors=(404, 503),
+                ),
+            ),
         )
+        for path, fn, op in discovery:
+            self._route(app, path, "GET", fn, op)
+        # The same as /v2.0/ (clients ask both); documented once.
+        app.add_api_route("/v2.0", resources, methods=["GET"], include_in_schema=False)
+
+
+class _App(FastAPI):
+    """FastAPI serving our own OpenAPI document (wyvern.api.openapi), not one it derives
+    from the routes' signatures (which say nothing: every route takes a bare Request)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = self.state.api.openapi(self)
+        return self.openapi_schema
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
@@ -375,7 +580,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         yield
         store.close()
 
-    app = FastAPI(
+    app = _App(
         lifespan=lifespan,
         title="Wyvern Networking API",
         version=wyvern.__version__,

@@ -195,30 +195,31 @@ def present(
     return out
 
 
+def attr_schema(attr: Attr, output: bool = False) -> dict[str, Any]:
+    """JSON schema of an attribute's values (as accepted; `output`: as shown)."""
+    schema = inline_refs(attr.adapter.json_schema(mode="serialization" if output else "validation"))
+    if attr.doc:
+        schema["description"] = attr.doc
+    return schema
+
+
 def openapi_schema(defn: ResourceDef, action: str) -> dict[str, Any]:
-    """JSON schema of a POST/PUT body, for the generated API docs."""
+    """JSON schema of one object in a POST/PUT body (inside its envelope), for the docs."""
     props: dict[str, Any] = {}
     required: list[str] = []
     for attr in defn.attrs:
         if (action == "post" and not attr.post) or (action == "put" and not attr.put):
             continue
-        schema = _inline_refs(attr.adapter.json_schema())
-        if attr.doc:
-            schema["description"] = attr.doc
-        props[attr.name] = schema
+        props[attr.name] = attr_schema(attr)
         if action == "post" and attr.required:
             required.append(attr.name)
     inner: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
     if required:
         inner["required"] = required
-    return {
-        "type": "object",
-        "properties": {defn.name: inner},
-        "required": [defn.name],
-    }
+    return inner
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Replace local `$defs` references by their definitions: an attribute's schema is
     embedded deep in the OpenAPI document, where `#/$defs/...` would not resolve."""
     defs: dict[str, Any] = schema.pop("$defs", {})

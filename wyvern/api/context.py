@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wyvern.api.errors import NotAuthorized, PolicyNotAuthorized
+from wyvern.api.errors import BadRequest, NotAuthorized, PolicyNotAuthorized, shorten
 
 ROLES = ("admin", "member", "reader")
 
@@ -70,6 +70,9 @@ def load_tokens(path: Path) -> dict[str, TokenEntry]:
     return out
 
 
+MAX_PROJECT_ID = 255  # attributes.ProjectId: what objects store and show
+
+
 class Authenticator:
     def __init__(
         self, strategy: str, default_project: str, tokens: dict[str, TokenEntry] | None = None
@@ -83,6 +86,10 @@ class Authenticator:
             # Like Neutron's noauth: an optional X-Project-Id / X-Roles, else admin of the
             # default project. Any X-Auth-Token (openstacksdk sends "notused") is ignored.
             project = headers.get("x-project-id") or headers.get("x-tenant-id")
+            if project is not None and len(project) > MAX_PROJECT_ID:  # as a body's is
+                raise BadRequest(
+                    f"X-Project-Id '{shorten(project)}' is longer than {MAX_PROJECT_ID}"
+                )
             roles_hdr = headers.get("x-roles")
             if project is None and roles_hdr is None:
                 return admin_context(self.default_project)

@@ -137,22 +137,22 @@ def _filter_value(attr: Attr, key: str, raw: str) -> Any:
     try:
         return attr.adapter.validate_python(raw)
     except ValidationError:
-        if raw and not _takes_text(attr.adapter.json_schema()):
+        if raw and not takes_text(attr.adapter.json_schema()):
             raise InvalidInput(f"'{shorten(raw)}' is not a valid value for {key}") from None
         return raw
 
 
-def _takes_text(schema: dict[str, Any]) -> bool:
+def takes_text(schema: dict[str, Any]) -> bool:
     """Whether a JSON schema admits some strings (a list filter names one member)."""
     choices = [*schema.get("enum", ()), *([schema["const"]] if "const" in schema else [])]
     if choices:
         return any(isinstance(c, str) for c in choices)
     kind = schema.get("type")
     if kind == "array":
-        return _takes_text(schema.get("items", {}))
+        return takes_text(schema.get("items", {}))
     if kind in ("string", "object") or not (kind or "anyOf" in schema or "oneOf" in schema):
         return True
-    return any(_takes_text(s) for s in (*schema.get("anyOf", ()), *schema.get("oneOf", ())))
+    return any(takes_text(s) for s in (*schema.get("anyOf", ()), *schema.get("oneOf", ())))
 
 
 def _tags_match(tags: set[str], tf: dict[str, set[str]]) -> bool:

@@ -47,6 +47,23 @@ MAX_TAGS = 50
 OTHER_DELETE_POLL = 0.1
 OTHER_DELETE_MARGIN = 5.0
 OTHER_DELETE_WAITERS = 8
+Handler = Callable[[RequestContext, dict[str, str], Any], tuple[Any, int]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """An action or sub-resource beyond CRUD, and what the API document says of it (see
+    wyvern.api.openapi): the JSON body it takes, its success status and body (None: none),
+    path parameters that are not uuids, and its query parameters."""
+
+    path: str
+    method: str
+    handler: Handler
+    body: dict[str, Any] | None = None
+    status: int = 200
+    response: dict[str, Any] | None = None
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    query: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -69,10 +86,16 @@ class Resource:
         self.repo = state.repo
         self.settings = state.settings
 
-    def extra_routes(
-        self,
-    ) -> list[tuple[str, str, Callable[[RequestContext, dict[str, str], Any], tuple[Any, int]]]]:
-        """(path, method, handler) of actions and sub-resources beyond CRUD."""
+    # Query parameters a DELETE passes on to delete() (the others are ignored: delete_ops
+    # takes more, e.g. a cascade's force=True, that no client may set).
+    delete_query: frozenset[str] = frozenset()
+
+    def delete_query_doc(self) -> list[dict[str, Any]]:
+        """The OpenAPI query parameters of DELETE (wyvern.api.openapi)."""
+        return []
+
+    def extra_routes(self) -> list[Route]:
+        """Actions and sub-resources beyond CRUD."""
         return []
 
     # ---- reading -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 
@@ -63,11 +63,45 @@ def _strict_bool(value: Any) -> Any:
     raise ValueError(f"'{value}' cannot be converted to boolean")
 
 
-Uuid = Annotated[str, AfterValidator(_uuid)]
-IpAddress = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip)]
-Cidr = Annotated[str, StringConstraints(max_length=64), AfterValidator(_cidr)]
-IpOrCidr = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip_or_cidr)]
-MacAddress = Annotated[str, StringConstraints(max_length=32), AfterValidator(_mac)]
+# What the API document says of these (pydantic sees only `str`): the syntax the
+# validators require, so generated requests can be valid ones. A CIDR's host bits, a MAC's
+# multicast bit and IPv6's finer syntax are left to the validators.
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4_CIDR = f"^{_OCTET}(\\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])$"
+_V6_CIDR = "^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"
+UUID_SCHEMA: dict[str, Any] = {"type": "string", "format": "uuid"}
+IP_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 64,
+    "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+}
+CIDR_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 64,
+    "anyOf": [{"pattern": _V4_CIDR}, {"pattern": _V6_CIDR}],
+}
+MAC_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 32,
+    "pattern": "^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$",
+}
+
+Uuid = Annotated[str, AfterValidator(_uuid), WithJsonSchema(UUID_SCHEMA)]
+IpAddress = Annotated[
+    str, StringConstraints(max_length=64), AfterValidator(_ip), WithJsonSchema(IP_SCHEMA)
+]
+Cidr = Annotated[
+    str, StringConstraints(max_length=64), AfterValidator(_cidr), WithJsonSchema(CIDR_SCHEMA)
+]
+IpOrCidr = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_ip_or_cidr),
+    WithJsonSchema({"anyOf": [IP_SCHEMA, CIDR_SCHEMA]}),
+]
+MacAddress = Annotated[
+    str, StringConstraints(max_length=32), AfterValidator(_mac), WithJsonSchema(MAC_SCHEMA)
+]
 Bool = Annotated[bool, BeforeValidator(_strict_bool)]
 ShortStr = Annotated[str, StringConstraints(max_length=255)]
 DeviceOwner = Annotated[str, StringConstraints(max_length=255)]

@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, StringConstraints
 
-from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
+from wyvern.api import openapi
+from wyvern.api.attributes import Attr, ResourceDef, attr_schema, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, NotFound, bad_request, conflict, not_found
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, delete_marked, touch
+from wyvern.api.resource import Resource, Route, delete_marked, touch
 
 
 def _network(value: str) -> str:
@@ -63,11 +64,18 @@ class AddressGroups(Resource):
         attrs["addresses"] = _unique(attrs.get("addresses") or [])
 
     # ---- actions --------------------------------------------------------------------------
-    def extra_routes(self) -> list[tuple[str, str, Any]]:
+    def extra_routes(self) -> list[Route]:
         item = f"/v2.0/{self.defn.path}/{{id}}"
+        body = {
+            "type": "object",
+            "required": ["addresses"],
+            "additionalProperties": False,
+            "properties": {"addresses": attr_schema(self.defn.by_name["addresses"])},
+        }
+        out = openapi.item_schema(self.defn)
         return [
-            (f"{item}/add_addresses", "PUT", self.add_addresses),
-            (f"{item}/remove_addresses", "PUT", self.remove_addresses),
+            Route(f"{item}/add_addresses", "PUT", self.add_addresses, body, response=out),
+            Route(f"{item}/remove_addresses", "PUT", self.remove_addresses, body, response=out),
         ]
 
     def add_addresses(

@@ -18,7 +18,7 @@ import orjson
 from wyvern.api.attributes import Attr, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import PolicyNotAuthorized, not_found
-from wyvern.api.resource import Resource
+from wyvern.api.resource import Resource, Route
 from wyvern.model.keys import AGENTS_PREFIX, CHASSIS_PREFIX
 
 AGENT_TYPE = "Wyvern agent"
@@ -79,13 +79,34 @@ def _matches(agent: dict[str, Any], params: dict[str, str]) -> bool:
     return True
 
 
+def _envelope(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [key], "properties": {key: schema}}
+
+
 class Agents(Resource):
     defn = DEFN
 
-    def extra_routes(self) -> list[tuple[str, str, Any]]:
+    def extra_routes(self) -> list[Route]:
+        agent = {"type": "object"}
+        filters = [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in FILTERS
+        ]
         return [
-            ("/v2.0/agents", "GET", self.list_agents),
-            ("/v2.0/agents/{id}", "GET", self.show_agent),
+            Route(
+                "/v2.0/agents",
+                "GET",
+                self.list_agents,
+                response=_envelope("agents", {"type": "array", "items": agent}),
+                query=filters,
+            ),
+            Route(
+                "/v2.0/agents/{id}",
+                "GET",
+                self.show_agent,
+                response=_envelope("agent", agent),
+                path_params={"id": {"type": "string"}},  # an id or a chassis name
+            ),
         ]
 
     def agents(self) -> list[dict[str, Any]]:

@@ -105,6 +105,19 @@ def max_mtu(settings_mtu: int, network_type: str) -> int:
 
 class Networks(Resource):
     defn = DEFN
+    delete_query = frozenset({"cascade"})
+
+    def delete_query_doc(self) -> list[dict[str, Any]]:
+        cascade = "delete the network's ports too (else 409 NetworkInUse while it has any)"
+        return [
+            {
+                "name": "cascade",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "boolean"},
+                "description": cascade,
+            }
+        ]
 
     def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
         return ctx.owns(obj) or bool(obj.get("shared")) or bool(obj.get("router:external"))

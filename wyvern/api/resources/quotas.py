@@ -10,7 +10,7 @@ from wyvern.api.attributes import Attr, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput, PolicyNotAuthorized, not_found
 from wyvern.api.repo import with_retries
-from wyvern.api.resource import QuotaReader
+from wyvern.api.resource import QuotaReader, Route
 from wyvern.model.keys import QUOTAS_PREFIX, quota_key
 from wyvern.nb.store import Delete, Put
 
@@ -33,6 +33,14 @@ DEFN = ResourceDef(
     owned=False,
     attrs=tuple(Attr(q, int, put=True) for q in QUOTA_KINDS),
 )
+
+
+STR: dict[str, Any] = {"type": "string"}
+NONNEG: dict[str, Any] = {"type": "integer", "minimum": 0}
+
+
+def _envelope(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [key], "properties": {key: schema}}
 
 
 def _key(project: str) -> str:
@@ -62,14 +70,39 @@ class Quotas(QuotaReader):
         if not ctx.is_admin and project != ctx.project_id:
             raise not_found("quota", project)
 
-    def extra_routes(self) -> list[tuple[str, str, Any]]:
+    def extra_routes(self) -> list[Route]:
+        limit = {"type": "integer", "minimum": -1}  # -1: unlimited
+        props: dict[str, Any] = dict.fromkeys(QUOTA_KINDS, limit)
+        limits = {"type": "object", "properties": props}
+        quota = _envelope("quota", {**limits, "required": list(QUOTA_KINDS)})
+        listed = {"type": "object", "properties": {**props, "project_id": STR, "tenant_id": STR}}
+        usage = {
+            "type": "object",
+            "required": ["limit", "used", "reserved"],
+            "properties": {"limit": limit, "used": NONNEG, "reserved": NONNEG},
+        }
+        details = {"type": "object", "properties": dict.fromkeys(QUOTA_KINDS, usage)}
+        change = _envelope("quota", {**limits, "additionalProperties": False})
+        project = {"project": STR}
+        item = "/v2.0/quotas/{project}"
         return [
-            ("/v2.0/quotas", "GET", self.list_quotas),
-            ("/v2.0/quotas/{project}", "GET", self.show_quota),
-            ("/v2.0/quotas/{project}", "PUT", self.update_quota),
-            ("/v2.0/quotas/{project}", "DELETE", self.reset_quota),
-            ("/v2.0/quotas/{project}/default", "GET", self.show_default),
-            ("/v2.0/quotas/{project}/details", "GET", self.show_details),
+            Route(
+                "/v2.0/quotas",
+                "GET",
+                self.list_quotas,
+                response=_envelope("quotas", {"type": "array", "items": listed}),
+            ),
+            Route(item, "GET", self.show_quota, response=quota, path_params=project),
+            Route(item, "PUT", self.update_quota, change, response=quota, path_params=project),
+            Route(item, "DELETE", self.reset_quota, status=204, path_params=project),
+            Route(f"{item}/default", "GET", self.show_default, response=quota, path_params=project),
+            Route(
+                f"{item}/details",
+                "GET",
+                self.show_details,
+                response=_envelope("quota", details),
+                path_params=project,
+            ),
         ]
 
     def list_quotas(

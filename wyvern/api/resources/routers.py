@@ -26,7 +26,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
+from wyvern.api import openapi
+from wyvern.api.attributes import Attr, ResourceDef, inline_refs, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
     BadRequest,
@@ -39,6 +40,7 @@ from wyvern.api.errors import (
 )
 from wyvern.api.repo import Repo, Stored, Txn, with_retries
 from wyvern.api.resource import Resource, touch
+from wyvern.api.resource import Route as ApiRoute
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS, network_or_404
 from wyvern.api.types import Bool, Cidr, IpAddress, ShortStr, Uuid
 from wyvern.model.keys import obj_key, uniq_key, uniq_prefix
@@ -243,15 +245,63 @@ def _pick_free_key(used: set[int]) -> int:
 class Routers(Resource):
     defn = DEFN
 
-    def extra_routes(
-        self,
-    ) -> list[tuple[str, str, Callable[[RequestContext, dict[str, str], Any], tuple[Any, int]]]]:
+    def extra_routes(self) -> list[ApiRoute]:
         item = "/v2.0/routers/{id}"
+        uuid = _UUID.json_schema()
+        interface = {  # what _interface_info takes (other keys are ignored)
+            "type": "object",
+            "properties": {"port_id": uuid, "subnet_id": uuid},
+            "anyOf": [{"required": ["port_id"]}, {"required": ["subnet_id"]}],
+        }
+        info = {
+            "type": "object",
+            "required": ["id", "port_id", "subnet_id", "subnet_ids", "network_id"],
+            "properties": {
+                k: {"type": "string"}
+                for k in ("id", "tenant_id", "project_id", "port_id", "network_id", "subnet_id")
+            }
+            | {"subnet_ids": {"type": "array", "items": {"type": "string"}}},
+        }
+        routes_list = _ROUTES_ANY_ORDER.json_schema()
+        routes = {  # what _change_routes takes
+            "type": "object",
+            "required": ["router"],
+            "additionalProperties": False,
+            "properties": {
+                "router": {
+                    "type": "object",
+                    "required": ["routes"],
+                    "additionalProperties": False,
+                    "properties": {"routes": inline_refs(routes_list)},
+                }
+            },
+        }
+        router = openapi.item_schema(self.defn)
         return [
-            (f"{item}/add_router_interface", "PUT", self.add_router_interface),
-            (f"{item}/remove_router_interface", "PUT", self.remove_router_interface),
-            (f"{item}/add_extraroutes", "PUT", self.add_extraroutes),
-            (f"{item}/remove_extraroutes", "PUT", self.remove_extraroutes),
+            ApiRoute(
+                f"{item}/add_router_interface",
+                "PUT",
+                self.add_router_interface,
+                interface,
+                response=info,
+            ),
+            ApiRoute(
+                f"{item}/remove_router_interface",
+                "PUT",
+                self.remove_router_interface,
+                interface,
+                response=info,
+            ),
+            ApiRoute(
+                f"{item}/add_extraroutes", "PUT", self.add_extraroutes, routes, response=router
+            ),
+            ApiRoute(
+                f"{item}/remove_extraroutes",
+                "PUT",
+                self.remove_extraroutes,
+                routes,
+                response=router,
+            ),
         ]
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:

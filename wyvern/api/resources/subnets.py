@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 from typing_extensions import TypedDict
 
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
@@ -34,7 +41,7 @@ from wyvern.api.errors import (
 from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, touch
 from wyvern.api.resources.networks import AUTO_DELETE_OWNERS, Networks, network_or_404
-from wyvern.api.types import Bool, IpAddress, Uuid
+from wyvern.api.types import CIDR_SCHEMA, Bool, IpAddress, Uuid
 from wyvern.model.keys import uniq_key, uniq_prefix
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -76,8 +83,13 @@ def _strict_cidr(value: str) -> str:
     raise ValueError(f"'{value}' isn't a recognized IP subnet cidr, '{net}' is recommended")
 
 
-IpVersion = Annotated[int, AfterValidator(_ip_version)]
-StrictCidr = Annotated[str, StringConstraints(max_length=64), AfterValidator(_strict_cidr)]
+IpVersion = Annotated[int, AfterValidator(_ip_version), WithJsonSchema({"enum": [4, 6]})]
+StrictCidr = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_strict_cidr),
+    WithJsonSchema(CIDR_SCHEMA),
+]
 NameServer = Annotated[str, StringConstraints(max_length=64)]
 
 
