@@ -196,11 +196,14 @@ def start_api(
     access_log: bool = False,
     timeout: float = 30.0,
     attempts: int = 3,
+    command: Sequence[str] | None = None,
 ) -> ApiServer:
     """Start `wyvern api` on a free loopback port with run_dir as its whole state.
 
     `env` adds WYVERN_* settings; `etcd_endpoints` (e.g. from `etcd_server()`) implies
     store="etcd". A port taken between probing and binding is retried on a fresh one.
+    `command` replaces `wyvern` (e.g. tests/api/crashpoint.py's, which takes the same
+    arguments).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(env or {})
@@ -220,7 +223,11 @@ def start_api(
                 **settings,
             }
         )
-        cmd = [*wyvern_command(), "api", "--access-log" if access_log else "--no-access-log"]
+        cmd = [
+            *(command or wyvern_command()),
+            "api",
+            "--access-log" if access_log else "--no-access-log",
+        ]
         proc = spawn([*cmd, *args], run_dir / "api.out", full_env, name="wyvern api")
         try:
             wait_http(f"http://{HOST}:{port}/", proc, timeout)
