@@ -230,7 +230,7 @@ def _parse_ct_state(text: str) -> tuple[int, int]:
 
 
 _PARSED: dict[tuple[str, type, MatchValue], tuple[int, int]] = {}
-_PARSED_MAX = 1 << 14  # entries; the memo starts over when full (small: see render.py)
+_PARSED_MAX = 1 << 17  # entries; the memo starts over when full (Engine.full clears it)
 
 
 def parse_value(name: str, raw: MatchValue) -> tuple[int, int]:

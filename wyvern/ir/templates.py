@@ -281,7 +281,7 @@ class FlowTemplate:
         return f
 
 
-_MADE_MAX = 1 << 12  # actions remembered per varying action of a template
+_MADE_MAX = 1 << 14  # actions remembered per varying action of a template
 
 
 def _slot_action(
