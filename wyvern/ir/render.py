@@ -74,9 +74,9 @@ def _reg_sort(field: str) -> tuple[int, int]:
 
 # Memos of pure functions (one MAC or address shows up in many flows): (name, value,
 # mask) -> "ovs_name=text", and an action tuple -> its text. They start over when full.
-# Bounded at 1 << 14: at 1 << 17 (with the IR's parse memos, wyvern.ir.fields) they
-# held ~43 MiB more RSS at 10k ports, for ~0.1-0.3 s less CPU in a full recompute
-# (controller_bench (b) and (d)).
+# Bounded at 1 << 14 (and cleared after a full recompute, with the IR's parse memos):
+# at 1 << 17 they held ~17 MiB more RSS at 10k ports even once cleared (their entries
+# had spread over the allocator's pools), for no measurable render time.
 _FIELD_TEXT: dict[tuple[str, int, int | None], str] = {}
 _ACTIONS_TEXT: dict[tuple[Action, ...], str] = {}
 _VALUE_TEXT: dict[tuple[str, int, int | None], str] = {}  # (kind, value, mask) -> text
