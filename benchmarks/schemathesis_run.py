@@ -148,29 +148,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wyvern-schemathesis-") as tmp:
         work = Path(tmp)
         load = os.getloadavg()[0]
-        if args.url:
+        with contextlib.ExitStack() as stack:
+            url = args.url
+            if not url:
+                endpoints = None
+                if args.store == "etcd":
+                    endpoints = stack.enter_context(etcd_server(work / "etcd")).endpoints
+                url = stack.enter_context(start_api(work / "api", etcd_endpoints=endpoints)).url
             result = run(
-                args.url,
+                url,
                 max_examples=args.max_examples,
                 phases=phases,
                 seed=args.seed,
                 workers=args.workers,
                 report_dir=work,
             )
-        else:
-            with contextlib.ExitStack() as stack:
-                endpoints = None
-                if args.store == "etcd":
-                    endpoints = stack.enter_context(etcd_server(work / "etcd")).endpoints
-                api = stack.enter_context(start_api(work / "api", etcd_endpoints=endpoints))
-                result = run(
-                    api.url,
-                    max_examples=args.max_examples,
-                    phases=phases,
-                    seed=args.seed,
-                    workers=args.workers,
-                    report_dir=work,
-                )
         if result.failures or result.errors:
             print(result.output)
         print(f"schemathesis: {result.summary()} (load average {load:.2f} at start)")
