@@ -145,6 +145,8 @@ class BfdSessions:
         self.ovs = ovs
         self.peers: dict[str, str] = {}  # tunnel IP -> encap of its session
         self._bridge_ready = False
+        self._states: dict[str, bool] = {}  # port name -> Forwarding (last bfd/show)
+        self._read_at = float("-inf")
 
     def _ensure_bridge(self) -> None:
         if self._bridge_ready:
@@ -195,15 +197,33 @@ class BfdSessions:
             self.ovs.vsctl(*args[1:])
         self.peers = dict(peers)
 
-    def forwarding(self, ip: str) -> bool | None:
-        """Whether BFD to IP says the path forwards; None: no session to it."""
+    def forwarding(self, ip: str, max_age: float = 0.1) -> bool | None:
+        """Whether BFD to IP says the path forwards; None: no session to it. One
+        `bfd/show` answers for every session (read again after MAX_AGE seconds), so a
+        hundred chassis losing their leases at once cost one call, not a hundred."""
         if ip not in self.peers:
             return None
+        now = time.monotonic()
+        if now - self._read_at > max_age:
+            self._states = self._read_all()
+            self._read_at = now
+        return self._states.get(bfd_port_name(ip))
+
+    def _read_all(self) -> dict[str, bool]:
+        """Port name -> Forwarding, from `ovs-appctl bfd/show` (`---- <port> ----` blocks)."""
         try:
-            shown = self.ovs.appctl("bfd/show", bfd_port_name(ip))
+            shown = self.ovs.appctl("bfd/show")
         except OvsError:
-            return None
-        return "Forwarding: true" in shown
+            return {}
+        states: dict[str, bool] = {}
+        name = ""
+        for line in shown.splitlines():
+            line = line.strip()
+            if line.startswith("----") and line.endswith("----"):
+                name = line.strip("- ")
+            elif line.startswith("Forwarding:") and name:
+                states[name] = line.split(":", 1)[1].strip() == "true"
+        return states
 
     def remove_all(self) -> None:
         """A clean stop: the others' sessions to us go down (they drop us)."""
