@@ -245,7 +245,13 @@ class OldSettings(BaseSettings):
         default=30.0,
         gt=0,
         description="Agent: TTL of its chassis record's store lease, kept alive every "
-        "third of it; other chassis drop this one when it runs out.",
+        "third of it; other chassis drop this one when it runs out and BFD to it is down.",
+    )
+    agent_liveness_grace: float = Field(
+        default=0.0,
+        ge=0,
+        description="Agent: seconds a remote chassis with no BFD session to it (no encaps "
+        "in common) stays after its lease ran out.",
     )
 
     @model_validator(mode="after")

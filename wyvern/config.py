@@ -237,7 +237,13 @@ class Settings:
         default=30.0,
         gt=0,
         description="Agent: TTL of its chassis record's store lease, kept alive every "
-        "third of it; other chassis drop this one when it runs out.",
+        "third of it; other chassis drop this one when it runs out and BFD to it is down.",
+    )
+    agent_liveness_grace: float = _opt(
+        default=0.0,
+        ge=0,
+        description="Agent: seconds a remote chassis with no BFD session to it (no encaps "
+        "in common) stays after its lease ran out.",
     )
 
     def __init__(self, **overrides: Any) -> None:

@@ -1,10 +1,11 @@
 """Chassis coming and going, agents restarting, etcd members dying: the others carry on.
 
 Real chassis (tests/e2e/multichassis.py): each a namespace with its own OVS and `wyvern
-agent`, on one underlay. A chassis whose agent dies is down for the others once its lease
-runs out (no flow of theirs names its tunnel IP any more) and back when its agent is;
-an agent killed and restarted under traffic costs the other chassis no packet; a burst of
-port creates survives the etcd leader dying half-way.
+agent`, on one underlay. A chassis whose host dies (agent and OVS) is down for the others
+once its lease runs out and BFD to it is down (no flow of theirs names its tunnel IP any
+more), and back when it is; its agent alone dying leaves it up; an agent killed and
+restarted under traffic costs the other chassis no packet; a burst of port creates
+survives the etcd leader dying half-way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import requests
 from tests.e2e.multichassis import Hv, cluster
 from tests.e2e.test_dataplane import eventually, ip_of, ping, pings
 from tests.e2e.test_multichassis import network
+from tests.e2e.test_ovs_restarts import kill_daemon, restart_missing
 from wyvern.nb.etcd import EtcdStore
 
 pytestmark = pytest.mark.system
@@ -53,14 +56,31 @@ def test_a_chassis_joins_and_leaves(tmp_path: Path) -> None:
         assert pings(ns2, ip_of(p1))
         assert names(c.hv[0], hv2.tunnel_ip) and names(c.hv[1], hv2.tunnel_ip)
 
-        # Its agent dies: once its lease runs out, no flow of the others names it.
+        # Its agent dies, its OVS lives: the lease runs out, but BFD to it is up, so the
+        # others keep it (as OVN keeps a chassis whose ovn-controller died) and its VM
+        # stays reachable (docs/architecture.md: chassis liveness).
         crash_agent(hv2)
+        agent0 = c.hv[0].agent
+        assert agent0 is not None
+        eventually(
+            lambda: "its dataplane answers, kept" in agent0.output(tail=10**8),
+            "chassis 0 seeing the lease gone",
+            timeout=20,
+        )
+        assert names(c.hv[0], hv2.tunnel_ip) and names(c.hv[1], hv2.tunnel_ip)
+        assert pings(ns0, ip_of(p2))
+
+        # Its host goes too (ovs-vswitchd dies): BFD goes down, and no flow of the others
+        # names it any more.
+        kill_daemon(hv2.ovs, "ovs-vswitchd")
+        killed = time.monotonic()
         for hv in c.hv[:2]:
             eventually(
                 lambda hv=hv: not names(hv, hv2.tunnel_ip),
                 f"{hv.name} dropping the flows to the dead chassis",
                 timeout=20,
             )
+        print(f"\nvswitchd killed -> dropped by both: {time.monotonic() - killed:.2f} s")
         out = ping(ns0, ip_of(p1), count=3)
         assert " 0% packet loss" in out.stdout, out.stdout + c.logs()
         assert not pings(ns0, ip_of(p2))  # unreachable: nothing tunnels there any more
@@ -68,10 +88,20 @@ def test_a_chassis_joins_and_leaves(tmp_path: Path) -> None:
         dead = [a for a in agents if a["configurations"]["chassis_name"] == hv2.name]
         assert [a["alive"] for a in dead] == [False], dead
 
-        # Its agent is back: the others tunnel to it again.
+        # Its host and agent are back: the others tunnel to it again.
+        restart_missing(hv2.ovs)
         hv2.start_agent()
         hv2.wait_agent_alive()
         eventually(lambda: pings(ns0, ip_of(p2)), "a ping to the returning chassis", timeout=20)
+
+        # A clean stop deregisters: its sessions go with it, the others drop it.
+        assert hv2.agent is not None and hv2.agent.stop() == 0
+        for hv in c.hv[:2]:
+            eventually(
+                lambda hv=hv: not names(hv, hv2.tunnel_ip),
+                f"{hv.name} dropping the chassis that stopped",
+                timeout=20,
+            )
 
 
 def test_agent_restart_on_one_chassis_loses_nothing_between_the_others(tmp_path: Path) -> None:

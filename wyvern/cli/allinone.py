@@ -123,6 +123,7 @@ class AgentComponent:
             bridge=s.bridge,
             lease_ttl=s.agent_lease_ttl,
             selective=selective,
+            liveness_grace=s.agent_liveness_grace,
         )
         self.agent.start()
         LOG.info(

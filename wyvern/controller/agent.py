@@ -19,9 +19,11 @@ One loop thread owns the view, the engine and the installer:
    (engine.settle()).
 
 Chassis liveness: each chassis record is attached to a store lease its agent keeps alive
-(chassis.py). When a lease runs out the store deletes the record, so the chassis leaves
-every other view and the apps drop the tunnels and remote flows that name it; when the
-agent is back it puts the record again, and it comes back as a new one.
+(chassis.py). When a lease runs out the store deletes the record; the others keep the
+chassis while BFD to its OVS says it forwards (liveness.py: a lease is control plane,
+and a store outage must not take the dataplane down), then it leaves their views and the
+apps drop the tunnels and remote flows that name it; when the agent is back it puts the
+record again.
 
 At start the installer reads the switch's flows first, so an agent restarted under
 traffic (SIGKILL, then start again) sends nothing when nothing changed: the datapath is
@@ -56,6 +58,7 @@ from wyvern.controller.bindings import BindingMonitor, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps, gc_paused
 from wyvern.controller.interest import FakeBindings, Interest
+from wyvern.controller.liveness import ChassisLiveness
 from wyvern.controller.sync import Sync
 from wyvern.model.keys import ROOT
 from wyvern.model.view import Change, LocalView
@@ -66,7 +69,12 @@ from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 from wyvern.southbound.recorder import RecordingInstaller
 from wyvern.southbound.switchwatch import SwitchWatch
-from wyvern.southbound.tunnels import NeighbourPrimer, ensure_tunnel_ports, ensure_underlay
+from wyvern.southbound.tunnels import (
+    BfdSessions,
+    NeighbourPrimer,
+    ensure_tunnel_ports,
+    ensure_underlay,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -98,10 +106,12 @@ class Agent:
         prefixes: Sequence[str] | None = None,
         packet_in: bool = True,
         selective: bool = False,
+        liveness_grace: float = 0.0,
     ) -> None:
         """ovs None: a fake chassis (no switch; flows recorded, ports bound by
         binding:host_id; see wyvern/controller/interest.py). selective: follow only what
-        the local ports need (interest.py) instead of every prefix."""
+        the local ports need (interest.py) instead of every prefix. liveness_grace: how
+        long a remote chassis with no BFD session outlives its lease (liveness.py)."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
@@ -128,6 +138,9 @@ class Agent:
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
         self.primer = NeighbourPrimer(ovs, chassis.tunnel_ip) if ovs is not None else None
+        bfd = BfdSessions(ovs) if ovs is not None and chassis.encaps else None
+        self.liveness = ChassisLiveness(self.view, chassis.encaps, bfd, liveness_grace)
+        self.sync.keep_chassis = self.liveness.keep
         self.stats = AgentStats()
         self.want_packet_in = packet_in
         self.packet_in: PacketInService | None = None
@@ -170,6 +183,7 @@ class Agent:
         self.sync.start()
         for other in list(self.view.chassis.values()):
             self._prime(other.tunnel_ip)
+        self._update_bfd()
         for port_id, binding in self.bindings.poll().items():
             self.sync.set_binding(port_id, binding)
         self._follow_interest([], force=True)
@@ -261,6 +275,12 @@ class Agent:
         if self.primer is not None and self.chassis.encaps and ip and not ip.startswith("127."):
             self.primer.prime(ip)
 
+    def _update_bfd(self) -> None:
+        try:
+            self.liveness.update_sessions()
+        except OvsError as exc:
+            LOG.error("chassis %s: cannot set up BFD sessions: %s", self.chassis.name, exc)
+
     def stop(self, *, expire: bool = True) -> None:
         """expire False: leave the chassis record as a crash would (its lease runs out)."""
         self._stop.set()
@@ -271,6 +291,8 @@ class Agent:
             self.switch_watch.stop()
         if self.primer is not None:
             self.primer.close()
+        if expire and self.liveness.bfd is not None:
+            self.liveness.bfd.remove_all()  # (the others' sessions to us go down)
         if self.packet_in is not None:
             self.packet_in.stop()
             self.packet_in = None
@@ -328,6 +350,9 @@ class Agent:
             with contextlib.suppress(StoreError):
                 changes += self.sync.pump(0)
         replug = self._store_back() or replug
+        if self.sync.lease_gone:  # (a chassis kept past its lease: is it still there?)
+            for name in self.liveness.dead(list(self.sync.lease_gone)):
+                changes += self.sync.drop_chassis(name)
         changes += self._follow_interest(changes, force=replug)
         self.stats.loops += 1
         with gc_paused():  # (the collector catches up once the flows are in)
@@ -353,6 +378,8 @@ class Agent:
         for change in changes:
             if change.kind == "chassis" and change.new is not None:
                 self._prime(change.new.tunnel_ip)
+        if any(change.kind == "chassis" for change in changes):
+            self._update_bfd()
         owed = self._statuses_owed and time.monotonic() >= self._statuses_retry_at
         if not installing and (self._statuses_stale() or owed):
             self._write_statuses()

@@ -5,7 +5,8 @@ mappings). It is put with a store lease that the agent keeps alive every TTL/3; 
 keepalive is no write and no event, so a hundred idle chassis wake nobody. When the
 lease runs out (the agent died, or was cut off from the store for a whole TTL) the store
 deletes the record, an ordinary delete every other agent sees in revision order: they
-drop its tunnels and remote flows. A clean stop revokes the lease (the same, at once).
+drop its tunnels and remote flows once BFD to its OVS is down too (liveness.py). A clean
+stop removes its BFD sessions and revokes the lease (the same, within BFD's detection).
 An agent whose keepalive finds its lease gone grants a new one and puts the record
 again, and the others take it back as a new chassis.
 

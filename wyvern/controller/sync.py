@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,11 @@ class Sync:
         self._prefix_index: dict[str, _Follower] | None = None
         self._head_rev = 0  # the highest store revision known to exist (see _head)
         self._head_at = -HEAD_EVERY
+        # Chassis liveness (the agent's): asked when another chassis's record is deleted
+        # (its lease ran out); True keeps it in the view, held in lease_gone (name ->
+        # store key, revision) until drop_chassis.
+        self.keep_chassis: Callable[[str], bool] | None = None
+        self.lease_gone: dict[str, tuple[str, int]] = {}
         self._woken = False
         store.add_doorbell(self._bell)
         # Held while the view changes: readers on other threads (packet-in handlers) take
@@ -345,12 +350,33 @@ class Sync:
                 # for a whole TTL): the registration puts it back; our flows must not
                 # depend on it meanwhile.
                 return []
+            keep = self.keep_chassis
+            if decoded.kind == "chassis" and event.key in self._by_store_key and keep:
+                if decoded.id in self.lease_gone:
+                    return []  # (held already: a resync listing it gone again)
+                if keep(decoded.id):
+                    # Its lease is gone but its dataplane answers: kept until it does
+                    # not (the agent asks again, then drop_chassis).
+                    self.lease_gone[decoded.id] = (event.key, event.revision)
+                    return []
             key = self._by_store_key.pop(event.key, None)
             if key is None:
                 return []
             self._store_key.pop(key, None)
             return self._set_latest(key, None, event.revision)
         return self._apply_kv(event.key, event.value, event.revision)
+
+    def drop_chassis(self, name: str) -> list[Change]:
+        """Apply the held delete of a chassis whose lease ran out (see keep_chassis)."""
+        held = self.lease_gone.pop(name, None)
+        if held is None:
+            return []
+        store_key, revision = held
+        key = self._by_store_key.pop(store_key, None)
+        if key is None:
+            return []
+        self._store_key.pop(key, None)
+        return self._set_latest(key, None, revision)
 
     def _apply_kv(self, store_key: str, value: bytes, mod_revision: int) -> list[Change]:
         requested = requested_port(store_key)
@@ -360,6 +386,8 @@ class Sync:
         decoded = decode_key(store_key)
         if decoded is None:
             return []
+        if decoded.kind == "chassis":
+            self.lease_gone.pop(decoded.id, None)  # (its agent put it back)
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError:

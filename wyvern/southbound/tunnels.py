@@ -22,6 +22,7 @@ Everything is idempotent: an agent restarting under traffic changes nothing that
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import subprocess
@@ -121,3 +122,113 @@ class NeighbourPrimer:
                 p.kill()
             p.wait()
         self._running.clear()
+
+
+# Dataplane liveness (docs/dataplane.md: BFD): one BFD-only tunnel port per remote chassis
+# on a bridge of its own, on a UDP port of its own, so it never takes a data packet.
+BFD_BRIDGE = "br-bfd"
+BFD_DST_PORTS = {"geneve": 6082, "vxlan": 4799}
+BFD_INTERVAL_MS = 500  # detection time: 3 of these without a packet
+
+
+def bfd_port_name(ip: str) -> str:
+    """`wyb-` and the remote IPv4 in hex (a name under 16 bytes, stable per peer)."""
+    return "wyb-" + ipaddress.IPv4Address(ip).packed.hex()
+
+
+class BfdSessions:
+    """BFD to each remote chassis's tunnel IP: whether its OVS answers over the underlay,
+    whatever the store says. Sessions live in OVSDB, so they outlive the agent (and an
+    ovs-vswitchd restart); `ensure` makes them exactly the given peers."""
+
+    def __init__(self, ovs: OvsInstance) -> None:
+        self.ovs = ovs
+        self.peers: dict[str, str] = {}  # tunnel IP -> encap of its session
+        self._bridge_ready = False
+        self._states: dict[str, bool] = {}  # port name -> Forwarding (last bfd/show)
+        self._read_at = float("-inf")
+
+    def _ensure_bridge(self) -> None:
+        if self._bridge_ready:
+            return
+        self.ovs.vsctl(
+            "--may-exist", "add-br", BFD_BRIDGE,
+            "--", "set", "Bridge", BFD_BRIDGE, "datapath_type=netdev", "fail_mode=secure",
+        )  # fmt: skip
+        self._bridge_ready = True
+
+    def existing(self) -> dict[str, str]:
+        """The sessions OVSDB holds: port name -> remote IP."""
+        if not self.ovs.bridge_exists(BFD_BRIDGE):
+            return {}
+        names = self.ovs.vsctl("list-ports", BFD_BRIDGE).split()
+        out: dict[str, str] = {}
+        for name in names:
+            if name.startswith("wyb-"):
+                with contextlib.suppress(ValueError):
+                    out[name] = str(ipaddress.IPv4Address(bytes.fromhex(name[4:])))
+        return out
+
+    def ensure(self, peers: dict[str, str]) -> None:
+        """PEERS: remote tunnel IP -> encap (geneve or vxlan). Adds and removes sessions."""
+        if peers == self.peers:
+            return
+        have = self.existing()
+        if not peers and not have:
+            self.peers = {}
+            return  # (no bridge for a chassis alone)
+        self._ensure_bridge()
+        args: list[str] = []
+        for name, ip in have.items():
+            if ip not in peers:
+                args += ["--", "--if-exists", "del-port", BFD_BRIDGE, name]
+        for ip, encap in peers.items():
+            name = bfd_port_name(ip)
+            if name in have and self.peers.get(ip, encap) == encap:
+                continue
+            args += [
+                "--", "--may-exist", "add-port", BFD_BRIDGE, name,
+                "--", "set", "Interface", name, f"type={encap}",
+                f"options:remote_ip={ip}", f"options:dst_port={BFD_DST_PORTS[encap]}",
+                "bfd:enable=true", f"bfd:min_rx={BFD_INTERVAL_MS}",
+                f"bfd:min_tx={BFD_INTERVAL_MS}",
+            ]  # fmt: skip
+        if args:
+            self.ovs.vsctl(*args[1:])
+        self.peers = dict(peers)
+
+    def forwarding(self, ip: str, max_age: float = 0.1) -> bool | None:
+        """Whether BFD to IP says the path forwards; None: no session to it. One
+        `bfd/show` answers for every session (read again after MAX_AGE seconds), so a
+        hundred chassis losing their leases at once cost one call, not a hundred."""
+        if ip not in self.peers:
+            return None
+        now = time.monotonic()
+        if now - self._read_at > max_age:
+            self._states = self._read_all()
+            self._read_at = now
+        return self._states.get(bfd_port_name(ip))
+
+    def _read_all(self) -> dict[str, bool]:
+        """Port name -> Forwarding, from `ovs-appctl bfd/show` (`---- <port> ----` blocks)."""
+        try:
+            shown = self.ovs.appctl("bfd/show")
+        except OvsError:
+            return {}
+        states: dict[str, bool] = {}
+        name = ""
+        for line in shown.splitlines():
+            line = line.strip()
+            if line.startswith("----") and line.endswith("----"):
+                name = line.strip("- ")
+            elif line.startswith("Forwarding:") and name:
+                states[name] = line.split(":", 1)[1].strip() == "true"
+        return states
+
+    def remove_all(self) -> None:
+        """A clean stop: the others' sessions to us go down (they drop us)."""
+        with contextlib.suppress(OvsError):
+            if self.ovs.bridge_exists(BFD_BRIDGE):
+                self.ovs.vsctl("--if-exists", "del-br", BFD_BRIDGE)
+        self.peers = {}
+        self._bridge_ready = False
