@@ -63,10 +63,10 @@ from wyvern.nb.memory import MemoryStore  # noqa: E402
 from wyvern.nb.sqlite import SqliteStore  # noqa: E402
 from wyvern.nb.store import Put, Store  # noqa: E402
 
-try:  # (older trees, for a before/after comparison, have no RenderedLines)
-    from wyvern.southbound.flowtext import RenderedLines
+try:  # (trees before entry cookies installed RenderedLines with sync(), for a before/after)
+    from wyvern.southbound.flowtext import FlowChanges
 except ImportError:  # pragma: no cover
-    RenderedLines = list  # type: ignore[misc,assignment]
+    FlowChanges = None  # type: ignore[assignment,misc]
 from wyvern import ir  # noqa: E402
 from wyvern.ir import cookies, render  # noqa: E402
 from wyvern.southbound.installer import FlowInstaller  # noqa: E402
@@ -311,6 +311,28 @@ class Ovs:
         self.inst.stop()
 
 
+def render_lines(engine: Engine) -> list[str]:
+    """Every line a render hands on (a first render's: the whole set)."""
+    out: Any = engine.render()
+    lines = getattr(out, "lines", None)
+    return list(lines()) if callable(lines) else list(out)
+
+
+def install(installer: FlowInstaller, rendered: Any) -> Any:
+    """What the agent does with a render: apply() its changes (sync() in older trees)."""
+    apply = getattr(installer, "apply", None)
+    return apply(rendered) if apply is not None else installer.sync(rendered)
+
+
+def install_all(installer: FlowInstaller, lines: list[str]) -> Any:
+    """A complete set of rendered lines, as an agent's first install."""
+    if FlowChanges is not None:
+        return installer.apply(FlowChanges(text=["\n".join(lines)], complete=True))
+    from wyvern.southbound.flowtext import RenderedLines  # type: ignore[attr-defined]
+
+    return installer.sync(RenderedLines(lines))
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -326,7 +348,7 @@ def bench_install(n_flows: int) -> dict[str, Any]:
     n_ports = max(1, n_flows // 20)  # ~25 flows per port: enough, then cut to n_flows
     engine = Engine(default_apps())
     engine.full(build_view(n_ports))
-    lines = list(engine.render())
+    lines = render_lines(engine)
     # Top up with exact-match flows of the same shapes if the topology has fewer.
     i = n_ports
     while len(lines) < n_flows:
@@ -339,9 +361,9 @@ def bench_install(n_flows: int) -> dict[str, Any]:
         view.port_chassis[pid] = CHASSIS
         extra.full(view)
         have = set(lines)
-        lines += [ln for ln in extra.render() if ln not in have]
+        lines += [ln for ln in render_lines(extra) if ln not in have]
         i += 1
-    lines = RenderedLines(lines[:n_flows])  # still render_flow's text, as the agent's
+    lines = lines[:n_flows]  # still render_flow's text, as the agent's
     text = "\n".join(lines) + "\n"
     out: dict[str, Any] = {"flows": len(lines)}
     with Ovs() as ovs, tempfile.NamedTemporaryFile("w", suffix=".flows") as f:
@@ -364,12 +386,12 @@ def bench_install(n_flows: int) -> dict[str, Any]:
             inst = FlowInstaller(ovs, br)
             inst.resync_from_switch()  # what the agent does at start (an empty bridge)
             t0 = time.perf_counter()
-            stats = inst.sync(lines)
+            stats = install_all(inst, lines)
             ours.append(time.perf_counter() - t0)
             parse.append(stats.parse_seconds)
             assert stats.added == len(lines), stats
             t0 = time.perf_counter()
-            noop = inst.sync(lines)
+            noop = install_all(inst, lines)  # (as after an agent restart)
             out["noop_sync_s"] = time.perf_counter() - t0
             assert noop.changed == 0
             n = len(ovs.ofctl("-O", "OpenFlow14", "dump-flows", br, timeout=300).splitlines())
@@ -476,7 +498,7 @@ def pipeline(
     full_s = time.perf_counter() - t0
     add_meters(ovs, bridge, range(1, n_ports + 1))
     t0 = time.perf_counter()
-    first = installer.sync(engine.render())
+    first = install(installer, engine.render())
     if hasattr(gc, "freeze"):  # as Agent.start() does after its first install
         gc.collect()
         gc.freeze()
@@ -515,7 +537,7 @@ def bench_incremental(n_ports: int, adds: int, settle: bool = True) -> dict[str,
                 lines = engine.render()
                 t2 = time.perf_counter()
                 add_meters(ovs, "br-int", [i + 1])  # (the agent adds the port's meter first)
-                stats = installer.sync(lines)
+                stats = install(installer, lines)
                 t3 = time.perf_counter()
             total.append(t3 - t0)
             compute.append(t2 - t1)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from wyvern.apps.base import App
-from wyvern.controller.engine import Engine
+from wyvern.controller.engine import Engine, entry_lines, fingerprint
 from wyvern.model.view import Binding, Kind, LocalView, record_from_obj
 
 __all__ = ["record_from_obj"]  # re-exported for tests that replace one object
@@ -38,7 +38,6 @@ from wyvern.ir import Flow, Goto, pipeline, table
 from wyvern.ir.cookies import AppName, CookieIndex, encode
 from wyvern.ir.misses import miss_flows
 from wyvern.ir.packet import Packet
-from wyvern.ir.render import render_flow
 from wyvern.ir.simulator import Conntrack, Simulator, Trace
 
 Obj = dict[str, Any]
@@ -399,21 +398,26 @@ class Outcome:
         return f"Outcome(ports={self.ports}, punts={self.punts})"
 
 
-def engine_app_flows(engine: Engine) -> dict[str, dict[tuple[str, str], frozenset[str]]]:
-    """The engine's desired table per app, as lines (it keeps no IR), global flows left
-    out: compare with `as_lines(app_flows(...))`."""
-    out: dict[str, dict[tuple[str, str], frozenset[str]]] = {a.name: {} for a in engine.apps}
-    for (name, owner), lines in engine.desired.items():
+def engine_app_flows(engine: Engine) -> dict[str, dict[tuple[str, str], int]]:
+    """The engine's desired table per app, as entry fingerprints (it keeps no flows nor
+    text), global flows left out: compare with `as_entries(app.name, app_flows(...))`."""
+    out: dict[str, dict[tuple[str, str], int]] = {a.name: {} for a in engine.apps}
+    for (name, owner), fp in engine.fingerprints().items():
         if owner != ("app", name):
-            out[name][owner] = frozenset(lines)
+            out[name][owner] = fp
     return out
 
 
-def as_lines(
-    table: Mapping[tuple[str, str], Iterable[Flow]],
-) -> dict[tuple[str, str], frozenset[str]]:
-    """owner -> flows as owner -> their ovs-ofctl lines (what the engine keeps)."""
-    return {owner: frozenset(render_flow(f) for f in flows) for owner, flows in table.items()}
+def as_entries(
+    app: str, table: Mapping[tuple[str, str], Iterable[Flow]]
+) -> dict[tuple[str, str], int]:
+    """owner -> flows as owner -> the fingerprint of their installed lines (what the
+    engine keeps)."""
+    return {
+        owner: fingerprint(entry_lines((app, owner), list(flows)))
+        for owner, flows in table.items()
+        if flows
+    }
 
 
 def with_meters(ovs: Any, flows: Iterable[Flow], bridge: str = "br-int") -> list[Flow]:

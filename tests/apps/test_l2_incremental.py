@@ -148,7 +148,7 @@ def test_incremental_equals_full_recompute(ops: list[Op]) -> None:
         engine.apply(view, apply(view, op))
         desired = sc.engine_app_flows(engine)
         for app in apps:
-            assert desired[app.name] == sc.as_lines(full(view, app)), (app.name, op)
+            assert desired[app.name] == sc.as_entries(app.name, full(view, app)), (app.name, op)
 
 
 @settings(max_examples=60, deadline=None)

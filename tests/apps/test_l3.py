@@ -523,7 +523,7 @@ def test_incremental_equals_full_recompute(
     for kind, oid, obj in steps:
         rec = None if obj is None else record_from_obj(kind, obj)
         engine.apply(view, view.apply(kind, oid, rec))  # type: ignore[arg-type]
-        assert sc.engine_app_flows(engine)[app.name] == sc.as_lines(full(view, app))
+        assert sc.engine_app_flows(engine)[app.name] == sc.as_entries(app.name, full(view, app))
         state = full(view, app)
     # Whatever the state, the flows form a valid table set (no two flows share a key).
     Simulator([f for fs in state.values() for f in fs])

@@ -505,7 +505,7 @@ def test_incremental_equals_full_recompute(changes: list[tuple[Kind, str, Any]])
             change = v.apply(kind, id_, None if obj is None else record_from_obj(kind, obj))
         engine.apply(v, change)
         desired = sc.engine_app_flows(engine)[app.name]
-        assert desired == sc.as_lines(_full(app, v)), (kind, id_)
+        assert desired == sc.as_entries(app.name, _full(app, v)), (kind, id_)
 
 
 def test_ipv6_rules_and_neighbour_discovery() -> None:

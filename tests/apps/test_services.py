@@ -308,7 +308,7 @@ def test_incremental_equals_full_recompute(changes: list[tuple[Kind, str, Any]])
         engine.apply(v, change)
         desired = sc.engine_app_flows(engine)[app.name]
         full = _sv_full(app, v)
-        assert desired == sc.as_lines(full), (kind, id_)
+        assert desired == sc.as_entries(app.name, full), (kind, id_)
         seen: dict[object, Flow] = {}  # no two owners install different flows on one key
         for fl in full.values():
             for f in fl:

@@ -16,10 +16,15 @@ from hypothesis import strategies as st
 
 from wyvern import apps as apps_pkg
 from wyvern.apps.base import App, Owner
-from wyvern.controller.engine import Engine, compute_full, default_apps, rendered_full
+from wyvern.controller.engine import (
+    Engine,
+    cookie_of,
+    default_apps,
+    fingerprints_full,
+    rendered_full,
+)
 from wyvern.controller.sync import Sync
 from wyvern.ir import Flow, Output, cookies, match, table
-from wyvern.ir.render import render_flow
 from wyvern.model.view import (
     AddressPair,
     Binding,
@@ -37,6 +42,7 @@ from wyvern.model.view import (
     touched_keys,
 )
 from wyvern.nb.memory import MemoryStore
+from wyvern.southbound.recorder import RecordingInstaller
 
 
 class FakeL2(App):
@@ -274,18 +280,35 @@ def put(sync: Sync, kind: str, id_: str, record: Any) -> list[Change]:
     return sync.put_record(kind, id_, record)  # type: ignore[arg-type]
 
 
+def assert_one_entry_per_identity(entries: dict[Any, list[str]]) -> None:
+    """No two entries (nor two flows of one) write one flow identity (table, priority,
+    match): on the switch the later add would replace the other, and deleting its entry
+    by cookie would leave the other without the flow. The installer keeps no index to
+    refuse that, so the apps must never do it."""
+    seen: dict[tuple[str, ...], tuple[Any, str]] = {}
+    for key, lines in entries.items():
+        for line in lines:
+            table, priority, _cookie, *match = line.split(" actions=", 1)[0].split(",", 3)
+            ident = (table, priority, *match)
+            assert seen.setdefault(ident, (key, line)) == (key, line), (ident, seen[ident], key)
+
+
 def run_sequence(apps: list[App], ops: list[tuple[str, str, Any]]) -> None:
     view = LocalView(chassis_name="c1")
     sync = Sync(MemoryStore(), view)
     engine = Engine(apps)
     engine.full(view)
-    for kind, id_, record in ops:
+    switch = RecordingInstaller()  # what a switch holds after each render's changes
+    for i, (kind, id_, record) in enumerate(ops):
         for change in put(sync, kind, id_, record):
             engine.apply(view, change)
-        assert engine.desired == rendered_full(apps, view), (kind, id_, record)
-    # Rendering is cached per entry: it must still equal a fresh render.
-    fresh = sorted(render_flow(f) for fl in compute_full(apps, view).values() for f in fl)
-    assert sorted(engine.render()) == fresh
+        assert engine.fingerprints() == fingerprints_full(apps, view), (kind, id_, record)
+        if i % 3 == 0:  # (bursts too: several ops between two renders)
+            switch.apply(engine.render())
+    switch.apply(engine.render())
+    full = rendered_full(apps, view)
+    assert switch.installed == {line for lines in full.values() for line in lines}
+    assert_one_entry_per_identity(full)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -320,7 +343,7 @@ def test_engine_keeps_only_owners_with_flows_and_renders_them() -> None:
     sync = Sync(MemoryStore(), view)
     engine = Engine([FakeL2()])
     engine.full(view)
-    assert engine.desired == {} and engine.render() == []
+    assert engine.fingerprints() == {} and list(engine.render().lines()) == []
     net = Network("n", 5, "geneve", None, None, 1500, True, True, False)
     p = Port("p", "n", 1, "fa:16:3e:00:00:01", (), "", "", "", True, True, (), (), (), "")
     for kind, id_, rec in (
@@ -330,12 +353,14 @@ def test_engine_keeps_only_owners_with_flows_and_renders_them() -> None:
     ):
         for c in sync.put_record(kind, id_, rec):  # type: ignore[arg-type]
             engine.apply(view, c)
-    assert list(engine.desired) == [("l2", ("network", "n"))]
-    (line,) = engine.render()
+    assert list(engine.fingerprints()) == [("l2", ("network", "n"))]
+    (line,) = engine.render().lines()
     assert "eth_dst=fa:16:3e:00:00:01" in line and "output:3" in line
     for c in sync.put_record("network", "n", None):
         engine.apply(view, c)
-    assert engine.desired == {} and engine.render() == []
+    changes = engine.render()
+    assert engine.fingerprints() == {} and list(changes.lines()) == []
+    assert changes.replaced == [cookie_of(("l2", ("network", "n")))]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -356,7 +381,7 @@ def test_a_burst_applied_to_the_view_first_then_to_the_engine_equals_full(
             changes += put(sync, kind, id_, record)
         for change in changes:
             engine.apply(view, change)
-        assert engine.desired == rendered_full(apps, view)
+        assert engine.fingerprints() == fingerprints_full(apps, view)
 
 
 INDEXES = (
@@ -411,9 +436,9 @@ def test_a_change_against_another_view_recomputes_everything_from_it() -> None:
     sync.put_record("network", "n", net)
     sync.put_record("port", "p", p)
     changes = sync.put_record("binding", "p", Binding("p", 3))  # type: ignore[arg-type]
-    assert engine.desired == {}  # the probe: nothing yet
+    assert engine.fingerprints() == {}  # the probe: nothing yet
     engine.apply_all(second, changes)  # only the binding is named
-    assert engine.desired == rendered_full([FakeL2()], second) != {}
+    assert engine.fingerprints() == fingerprints_full([FakeL2()], second) != {}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -431,11 +456,11 @@ def test_changes_after_a_full_recompute_of_a_filled_view_settled_or_not(
         put(sync, kind, id_, record)
     engine = Engine(apps)
     engine.full(view)
-    assert engine.desired == rendered_full(apps, view)
+    assert engine.fingerprints() == fingerprints_full(apps, view)
     if settle:
         filed = engine.settle()
         assert engine.settle() == 0  # nothing left to file
         assert (filed > 0) == any(True for app in apps for _ in app.owners(view))
     for kind, id_, record in ops[split:]:
         engine.apply_all(view, put(sync, kind, id_, record))
-        assert engine.desired == rendered_full(apps, view), (kind, id_, record)
+        assert engine.fingerprints() == fingerprints_full(apps, view), (kind, id_, record)

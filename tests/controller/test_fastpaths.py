@@ -15,11 +15,12 @@ import pytest
 
 from tests.apps import scenario as sc
 from wyvern import ir
-from wyvern.controller.engine import Engine, compute_full, rendered_full
+from wyvern.controller.engine import Engine, compute_full, fingerprints_full, rendered_full
 from wyvern.ir import Goto, IRError, Output, match, render, table
 from wyvern.ir.cookies import encode
 from wyvern.model.view import Binding, LocalView, record_from_obj
-from wyvern.southbound.flowtext import RenderedLines, parse_rendered
+from wyvern.southbound.flowtext import FlowChanges, rendered_cookie
+from wyvern.southbound.recorder import RecordingInstaller
 
 
 def _mac(i: int) -> str:
@@ -95,16 +96,16 @@ def test_warm_render_is_byte_for_byte_the_cold_render() -> None:
     warm = [render.render_flow(f) for f in flows]
     warm_again = [render.render_flow(f) for f in reversed(flows)][::-1]
     assert warm == cold == warm_again
-    # and the rendered-line reader takes every one of them back apart
+    # the parts are where an installer reads them, and a cookie given replaces the flow's
     for f, line in zip(flows, cold, strict=True):
-        parsed = parse_rendered(line)
-        assert (parsed.key.table, parsed.key.priority, parsed.cookie) == (
-            f.table,
-            f.priority,
-            f.cookie,
+        match = render.render_match(f.match)
+        head = f"table={f.table},priority={f.priority},cookie={f.cookie:#x}"
+        assert line == f"{head}{',' + match if match else ''} actions=" + render.render_actions(
+            f.actions
         )
-        assert parsed.key.match == render.render_match(f.match)
-        assert parsed.actions == render.render_actions(f.actions)
+        assert render.render_flow(f, 0xABC) == line.replace(
+            f"cookie={f.cookie:#x}", "cookie=0xabc", 1
+        )
 
 
 @pytest.mark.parametrize(
@@ -201,25 +202,29 @@ def test_a_validated_shape_still_refuses_invalid_flows() -> None:
         f.validate()
 
 
-def test_render_delta_is_the_set_difference_of_two_renders() -> None:
+def test_each_render_replaces_only_the_entries_that_changed() -> None:
     view = busy_view()
     engine = Engine(sc.default_apps())
     engine.full(view)
-    before = engine.render()
-    assert before.base is not None and set(before.added) == set(before)
-    assert not before.removed
+    first = engine.render()
+    assert first.complete and not first.replaced
+    switch = RecordingInstaller()
+    switch.apply(first)
+    total = len(switch.by_cookie)
 
     def step(kind: str, id_: str, record: Any) -> None:
-        nonlocal before
         engine.apply(view, view.apply(kind, id_, record))  # type: ignore[arg-type]
-        after = engine.render()
-        assert after.base == before.generation
-        assert set(after.added) == set(after) - set(before)
-        assert set(after.removed) == set(before) - set(after)
-        fresh = Engine(sc.default_apps())
-        fresh.full(view)
-        assert sorted(after) == sorted(fresh.render())
-        before = after
+        before = {c: sorted(lines) for c, lines in switch.by_cookie.items()}
+        changes = engine.render()
+        assert not changes.complete
+        switch.apply(changes)
+        full = rendered_full(sc.default_apps(), view)
+        assert switch.installed == {line for lines in full.values() for line in lines}
+        after = {c: sorted(lines) for c, lines in switch.by_cookie.items()}
+        # exactly the entries that differ are replaced, and they are few
+        differ = {c for c in before.keys() | after.keys() if before.get(c) != after.get(c)}
+        sent = {*changes.replaced, *(rendered_cookie(x) for x in changes.lines())}
+        assert sent == differ and 0 < len(sent) < total // 4, (len(sent), total)
 
     new = sc.port(
         "new", "n1", key=99, mac=_mac(99), ips=[("s1", "10.0.1.99")], security_groups=["sg2"]
@@ -231,17 +236,27 @@ def test_render_delta_is_the_set_difference_of_two_renders() -> None:
     step("port", "p3", None)
     step("security_group_rule", "r-self", None)
     step("port", "new", None)
-    # nothing changed: an empty delta
-    again = engine.render()
-    assert again.base == before.generation and not again.added and not again.removed
-    assert again == before and again == list(before)
+    # nothing changed: nothing to send
+    assert not engine.render()
 
 
-def test_rendered_lines_behave_like_a_list() -> None:
-    lines = RenderedLines(chunks=[["a", "b"], [], ["c"]])
-    assert lines == ["a", "b", "c"] and len(lines) == 3 and lines[1] == "b"
-    assert sorted(lines, reverse=True) == ["c", "b", "a"] and lines[1:] == ["b", "c"]
-    assert RenderedLines(["x"]) == RenderedLines(chunks=[["x"]]) and RenderedLines() == []
+def test_no_two_entries_write_one_flow_identity() -> None:
+    from tests.controller.test_engine import assert_one_entry_per_identity
+
+    view = busy_view()
+    full = rendered_full(sc.default_apps(), view)
+    assert sum(map(len, full.values())) > 300  # (the probe: a busy table)
+    assert_one_entry_per_identity(full)
+    twice = {("a", ("x", "1")): ["table=1,priority=5,cookie=0x1,ip actions=drop"]}
+    twice[("b", ("x", "2"))] = ["table=1,priority=5,cookie=0x2,ip actions=drop"]
+    with pytest.raises(AssertionError):  # the check itself catches a conflict
+        assert_one_entry_per_identity(twice)
+
+
+def test_flow_changes_lines_come_from_their_blocks() -> None:
+    changes = FlowChanges(replaced=[1], text=["a\nb", "", "c"])
+    assert list(changes.lines()) == ["a", "b", "c"] and changes.flow_count == 3
+    assert changes and FlowChanges(complete=True) and not FlowChanges()
 
 
 def test_apply_all_computes_each_owner_once_and_equals_a_full_recompute() -> None:
@@ -261,4 +276,4 @@ def test_apply_all_computes_each_owner_once_and_equals_a_full_recompute() -> Non
     for batch in batches:
         changes = [view.apply(kind, id_, record) for kind, id_, record in batch]
         assert engine.apply_all(view, changes) > 0
-        assert engine.desired == rendered_full(apps, view)
+        assert engine.fingerprints() == fingerprints_full(apps, view)

@@ -50,7 +50,7 @@ def fakes(store: Store) -> Iterator[dict[str, Agent]]:
 def _recorded(agent: Agent) -> set[str]:
     installer = agent.installer
     assert isinstance(installer, RecordingInstaller)
-    return installer.lines
+    return installer.installed
 
 
 def _active(store: Store, port: dict[str, Any], chassis: str) -> bool:

@@ -102,7 +102,7 @@ def _desired_from_scratch(store: Store, agent: Agent) -> set[str]:
     engine = Engine(default_apps())
     engine.full(view)
     assert view.chassis == agent.view.chassis and view.ports == agent.view.ports
-    return set(engine.render())
+    return set(engine.render().lines())
 
 
 def test_after_a_watch_gap_the_flows_equal_a_full_recompute(

@@ -63,7 +63,7 @@ from wyvern.controller.sync import Sync
 from wyvern.model.keys import ROOT
 from wyvern.model.view import Change, LocalView
 from wyvern.nb.store import Store, StoreError
-from wyvern.southbound.installer import FlowConflictError, FlowInstaller
+from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.meters import Meters
 from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
@@ -147,6 +147,10 @@ class Agent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._dirty = False  # the switch may differ from the desired set (a failed sync)
+        # The switch's flows are not known (a failed install, an OVS restart): the next
+        # install recomputes everything and compares it with the switch (Engine.full
+        # after forget_installed: a complete FlowChanges).
+        self._switch_unknown = False
         self._retry_at = 0.0
         self._next_binding_poll = 0.0
         # ovs-vswitchd restarted: set by the watch's thread, acted on by the loop.
@@ -176,7 +180,6 @@ class Agent:
         self._setup_tunnels()  # before our record advertises the encaps (apps need both)
         if ovs is not None and self.chassis.bridge_mappings:  # likewise the mappings
             ensure_bridge_mappings(ovs, self.bridge, self.chassis.bridge_mappings)
-        installed = self.installer.resync_from_switch()
         if isinstance(self.bindings, BindingMonitor):
             self.bindings.start()
         self.registration.start()
@@ -190,14 +193,13 @@ class Agent:
         self.engine.full(self.view)
         LOG.info(
             "chassis %s: initial view at revision %d: %d networks, %d ports (%d local); "
-            "%d flows desired, %d on the switch",
+            "%d flows desired",
             self.chassis.name,
             self.sync.revision,
             len(self.view.networks),
             len(self.view.ports),
             len(self.view.bindings),
             self.engine.flow_count(),
-            installed,
         )
         self._install()
         # (after a restart with nothing changed meanwhile: 0, the datapath was not touched)
@@ -258,8 +260,8 @@ class Agent:
             self._switch_restarted.set()
             self._restore_at = time.monotonic() + 0.5
             return False
-        if isinstance(self.installer, FlowInstaller):
-            self.installer.mark_stale()
+        self.installer.mark_stale()
+        self._switch_unknown = True
         if self.meters is not None:
             self.meters.forget()  # (the punt meters went with the flows: read them again)
         if self.primer is not None:
@@ -448,23 +450,26 @@ class Agent:
         start = time.monotonic()
         meters = self.meters
         try:
-            lines = self.engine.render()
+            if self._switch_unknown:
+                self.engine.forget_installed()
+                self.engine.full(self.view)
+            changes = self.engine.render()
             if meters is not None:  # (before the flows that name them)
                 wanted = self._meter_ids()
                 meters.add(wanted)
-            result = self.installer.sync(lines)
+            result = self.installer.apply(changes)
             if meters is not None:
                 meters.remove_others(wanted)
-        except (OvsError, ValueError, FlowConflictError) as exc:
+        except (OvsError, ValueError) as exc:
             # Nothing was applied (bundles are atomic); try again a little later.
             if meters is not None:
                 meters.forget()  # (a switch that lost its flows lost its meters too)
             self.stats.install_errors += 1
-            self._dirty = True
+            self._dirty = self._switch_unknown = True
             self._retry_at = time.monotonic() + 1.0
             LOG.error("chassis %s: flow install failed: %s", self.chassis.name, exc)
             return
-        self._dirty = False
+        self._dirty = self._switch_unknown = False
         self.stats.installs += 1
         self.stats.flows_sent += result.changed
         self.stats.installed_revision = revision

@@ -9,13 +9,16 @@ recomputes the whole table from scratch, app by app, and only sets the reads asi
 `settle()` files them (the agent calls it when idle; the next change does if it comes
 first). The hypothesis tests in tests/controller/test_engine.py check that any sequence
 of incremental `apply` calls, bursts included, settled or not, ends where a full
-recompute does (OVN's I-P engine with its recompute safety net). An entry is kept as
-its `ovs-ofctl` lines only: full() renders each owner's flows as soon as it has them, and
-a change's flows live until the next render() (a recomputed entry that was rendered is
-compared by its text), so a change renders only what it touched and no IR outlives it;
-`render()` also returns the lines added and removed since the previous render, which
-the FlowInstaller sends without looking at the rest (tests/controller/test_fastpaths.py
-checks them against the set difference).
+recompute does (OVN's I-P engine with its recompute safety net).
+
+No flow text outlives a render. Each entry's flows are rendered with a cookie unique to
+the entry (ir/cookies.py: entry_cookie), and the engine keeps only a fingerprint of its
+lines and their count: a recomputed entry whose fingerprint is unchanged is dropped, a
+changed one is handed on by `render()` (FlowChanges: the cookies to replace, the new
+lines), and the switch holds the text. At 10k ports that is ~80k small ints instead of
+~260k lines (~52 MiB) and two indexes over them (~40 MiB). The first full recompute (and
+one after `forget_installed()`) hands on every line in a few large blocks
+(FlowChanges.complete), which the installer compares with the switch.
 
 Costs, measured at 10k local ports (benchmarks/controller_bench.py (b)): logging the
 reads adds little to a full recompute; filing them (~150k (key, owner) links) is
@@ -34,19 +37,49 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import cast
 
 from wyvern import ir
 from wyvern.apps.base import App, Owner
 from wyvern.controller.deps import Deps, ReadingView
 from wyvern.ir import Flow
+from wyvern.ir.cookies import AppName, entry_cookie
 from wyvern.ir.render import clear_caches as clear_render_memos
 from wyvern.ir.render import render_flow
 from wyvern.model.view import Change, LocalView, touched_keys
-from wyvern.southbound.flowtext import RenderedLines
+from wyvern.southbound.flowtext import FlowChanges, rendered_cookie
 
 LOG = logging.getLogger(__name__)
 
 EntryKey = tuple[str, Owner]  # (app name, owner)
+
+_COUNT_BITS = 24  # an entry's flow count, below its fingerprint
+_COUNT_MASK = (1 << _COUNT_BITS) - 1
+_FP_MASK = (1 << 64) - 1
+_BLOCK = 1 << 20  # characters of flow text per block of a complete FlowChanges
+
+
+def cookie_of(key: EntryKey) -> int:
+    """The cookie on every installed flow of entry KEY."""
+    return entry_cookie(cast(AppName, key[0]), key[1])
+
+
+def entry_lines(key: EntryKey, flows: Sequence[Flow]) -> list[str]:
+    """An entry's flows as installed: rendered with the entry's cookie."""
+    if not flows:
+        return []
+    cookie = cookie_of(key)
+    return [render_flow(f, cookie) for f in flows]
+
+
+def fingerprint(lines: Sequence[str]) -> int:
+    """What the engine keeps of an entry: a hash of its set of lines (a switch holds no
+    order nor duplicates), and how many there are (0 for none). Python's string hash:
+    fingerprints never leave the process."""
+    if not lines:
+        return 0
+    unique = frozenset(lines)
+    return ((hash(unique) & _FP_MASK) << _COUNT_BITS) | len(unique)
 
 
 @contextlib.contextmanager
@@ -66,17 +99,14 @@ def gc_paused() -> Iterator[None]:
 class Engine:
     def __init__(self, apps: Sequence[App]) -> None:
         self.apps = list(apps)
-        # The text of each entry as of the last render(), how many entries render each
-        # line, and the entries changed since (their new flows, or lines when they were
-        # rendered to compare, [] when gone): render() renders only those, says which
-        # lines came and went (RenderedLines.added/removed) and drops the flows. So
-        # no IR flow outlives a render (~770 B each, 250k of them at 10k ports).
-        self._rendered: dict[EntryKey, list[str]] = {}
-        self._line_count: dict[str, int] = {}
-        self._pending: dict[EntryKey, list[Flow] | list[str]] = {}
-        self._token = object()
+        # Each entry's fingerprint as of the last render() (what the switch holds, once
+        # that render is installed), the entries changed since (their new lines, [] when
+        # gone), and after a first full(): every entry's lines in large blocks.
+        self._installed: dict[EntryKey, int] = {}
+        self._pending: dict[EntryKey, list[str]] = {}
+        self._bulk: list[str] | None = None
+        self._count = 0  # flows in the desired set as it stands
         self._render_lock = threading.Lock()
-        self._generation = 0
         self.recomputes = 0
         self.full_render_seconds = 0.0  # of the last full(): the part spent rendering
         self.incremental_updates = 0
@@ -84,52 +114,39 @@ class Engine:
         self._reader: ReadingView | None = None
         self._kind_apps: dict[str, list[App]] = {}  # owner kind -> the apps that have it
 
+    def _current(self, key: EntryKey) -> int:
+        pending = self._pending.get(key)
+        return self._installed.get(key, 0) if pending is None else fingerprint(pending)
+
     def _set(self, key: EntryKey, flows: list[Flow]) -> bool:
-        """Replace one entry; returns True if it changed. An entry rendered before is
-        compared by its text (its flows are gone), so the new flows are rendered now."""
-        pending = self._pending.get(key)
-        current = self._rendered.get(key) if pending is None else pending
-        if not flows:
-            if not current:
-                return False
-            self._pending[key] = []
-            return True
-        if not current:
-            self._pending[key] = list(flows)  # rendered by render()
-            return True
-        if current[0].__class__ is not str:
-            if current == flows:
-                return False
-            self._pending[key] = list(flows)
-            return True
-        text = [render_flow(f) for f in flows]
-        if text == current:
-            return False
-        self._pending[key] = text
-        return True
+        """Replace one entry; returns True if it changed."""
+        return self._set_lines(key, entry_lines(key, flows))
 
-    def _set_lines(self, key: EntryKey, text: list[str]) -> bool:
+    def _set_lines(self, key: EntryKey, lines: list[str]) -> bool:
         """_set() for an entry already rendered."""
-        pending = self._pending.get(key)
-        current = self._rendered.get(key) if pending is None else pending
-        if not text:
-            if not current:
-                return False
-            self._pending[key] = []
-            return True
-        if current and _lines(current) == text:
+        fp = fingerprint(lines)
+        current = self._current(key)
+        if fp == current:
             return False
-        self._pending[key] = text
+        self._pending[key] = lines
+        self._count += (fp & _COUNT_MASK) - (current & _COUNT_MASK)
         return True
 
-    @property
-    def desired(self) -> dict[EntryKey, list[str]]:
-        """Every entry's lines as they stand (rendering any flows not rendered yet)."""
-        out = {k: v for k, v in self._rendered.items() if k not in self._pending}
-        for key, value in self._pending.items():
-            if value:
-                out[key] = _lines(value)
+    def fingerprints(self) -> dict[EntryKey, int]:
+        """Every entry's fingerprint as it stands (for tests: fingerprints_full agrees)."""
+        out = {k: v for k, v in self._installed.items() if k not in self._pending}
+        for key, lines in self._pending.items():
+            if lines:
+                out[key] = fingerprint(lines)
         return out
+
+    def forget_installed(self) -> None:
+        """The switch lost what it had, or may differ from it: the next full() hands on
+        every flow again (FlowChanges.complete)."""
+        self._installed.clear()
+        self._pending.clear()
+        self._bulk = None
+        self._count = 0
 
     def _reading(self, view: LocalView) -> ReadingView:
         """The reading view over `view` (a new one, and no reads kept, for another view)."""
@@ -174,42 +191,66 @@ class Engine:
             self._reader = None
             rv = self._reading(view)
             hold = rv.hold
-            fresh: dict[EntryKey, list[Flow] | list[str]] = {}
+            # A first recompute (nothing rendered before) keeps every entry's lines in
+            # a few large blocks for one complete FlowChanges; a later one keeps only
+            # the entries that differ from what was rendered.
+            first = not self._installed and not self._pending
+            fresh: dict[EntryKey, int] = {}
+            blocks: list[str] = []
+            parts: list[str] = []
+            size = 0
             self._kind_apps = {}
-            render, clock, rendering = render_flow, time.perf_counter, 0.0
+            clock, rendering = time.perf_counter, 0.0
+            set_lines = self._set_lines
+
+            def emit(key: EntryKey, flows: Sequence[Flow]) -> None:
+                nonlocal size, rendering
+                t = clock()
+                lines = entry_lines(key, flows)
+                rendering += clock() - t
+                if not first:
+                    fresh[key] = 0
+                    set_lines(key, lines)
+                    return
+                fresh[key] = fingerprint(lines)
+                text = "\n".join(lines)
+                parts.append(text)
+                size += len(text)
+                if size >= _BLOCK:
+                    blocks.append("\n".join(parts))
+                    parts.clear()
+                    size = 0
+
             # App by app (each app's code and memos stay hot: ~15% faster than owner by
             # owner); each computation's reads are only set aside, and settle() files
             # them, once per owner for all the apps that list it (("port", P) in seven).
-            # Each owner's flows are rendered as soon as they are computed, so they die at
-            # once: kept until the app was done (as before), the IR of the biggest app
-            # left ~12 MiB more RSS at 10k ports in half-empty allocator pools.
+            # Each owner's flows are rendered as soon as they are computed, so no IR
+            # outlives its owner.
             for app in self.apps:
-                glob = app.global_flows()
-                if glob:
-                    fresh[(app.name, ("app", app.name))] = [render(f) for f in glob]
-                kinds: set[str] = set()
                 name = app.name
                 flows_of = app.flows
+                kinds: set[str] = set()
+                glob = app.global_flows()
+                if glob:
+                    emit((name, ("app", name)), glob)
                 for owner in app.owners(view):
                     flows = flows_of(rv, owner)
-                    if flows:
-                        t = clock()
-                        fresh[(name, owner)] = [render(f) for f in flows]
-                        rendering += clock() - t
                     hold(owner, owner[1])
                     kinds.add(owner[0])
+                    if flows:
+                        emit((name, owner), flows)
                 for kind in kinds | set(app.owner_tables):
                     self._kind(kind, app)
-            # (still without the GC: storing the new entries allocates again, and a
-            # collection now would walk every flow just made, ~0.5 s at 10k ports)
-            if not self._rendered and not self._pending:
-                self._pending = fresh  # a first recompute: nothing to compare with
+            if first:
+                if parts:
+                    blocks.append("\n".join(parts))
+                self._installed = fresh
+                self._bulk = blocks
+                self._count = sum(fp & _COUNT_MASK for fp in fresh.values())
             else:
-                gone = {*self._rendered, *self._pending} - fresh.keys()
-                for key in gone:
-                    self._set(key, [])
-                for key, value in fresh.items():
-                    self._set_lines(key, _lines(value))
+                for key in [*self._installed, *self._pending]:
+                    if key not in fresh:
+                        set_lines(key, [])
         finally:
             if enabled:
                 gc.enable()
@@ -283,9 +324,9 @@ class Engine:
             changed += self._compute(rv, owner, kind_apps.get(owner[0], ()))
         return changed
 
-    def render(self) -> RenderedLines:
-        """The whole desired set as ovs-ofctl flow lines, for FlowInstaller.sync(); with
-        the lines added and removed since the previous render (for a delta sync)."""
+    def render(self) -> FlowChanges:
+        """What changed since the previous render, for FlowInstaller.apply(): after a first
+        full() (or one after forget_installed()) every flow (FlowChanges.complete)."""
         with self._render_lock:  # a second reader (a test, a tool) must not interleave
             enabled = gc.isenabled()
             gc.disable()  # as in full(): nothing cyclic is made here, only kept
@@ -295,71 +336,36 @@ class Engine:
                 if enabled:
                     gc.enable()
 
-    def _render(self) -> RenderedLines:
-        count = self._line_count
-        added: dict[str, None] = {}
-        removed: dict[str, None] = {}
-        # Render first, change nothing until every dirty entry rendered (no half state).
-        fresh = [(key, _lines(value)) for key, value in self._pending.items()]
-        for key, text in fresh:
-            for line in self._rendered.pop(key, ()):
-                n = count[line] - 1
-                if n:
-                    count[line] = n
-                else:
-                    del count[line]
-                    if added.pop(line, 0) is None:
-                        continue  # came and went since the last render
-                    removed[line] = None
-            for line in text:
-                n = count.get(line, 0)
-                count[line] = n + 1
-                if not n and removed.pop(line, 0) is not None:
-                    added[line] = None
-            if text:
-                self._rendered[key] = text
-        self._pending.clear()
-        base = (self._token, self._generation)
-        self._generation += 1
-        return RenderedLines(
-            # Not copied (80k entries at 10k ports: a copy per port add cost more than the
-            # add): read before the next render() or not at all (the agent syncs at once).
-            chunks=_LiveChunks(self, self._generation),
-            generation=(self._token, self._generation),
-            base=base,
-            added=list(added),
-            removed=list(removed),
-        )
+    def _render(self) -> FlowChanges:
+        installed, pending = self._installed, self._pending
+        bulk, self._bulk = self._bulk, None
+        if bulk is not None and pending:
+            # Changes on top of a first recompute not rendered yet (a test, not the agent):
+            # drop the changed entries' lines from the blocks, add their new ones.
+            stale = {cookie_of(key) for key in pending}
+            keep = [
+                line
+                for line in FlowChanges(text=bulk).lines()
+                if rendered_cookie(line) not in stale
+            ]
+            bulk = ["\n".join(keep), *("\n".join(v) for v in pending.values() if v)]
+        replaced: list[int] = []
+        text: list[str] = []
+        for key, lines in pending.items():
+            if bulk is None and key in installed:
+                replaced.append(cookie_of(key))
+            if lines:
+                installed[key] = fingerprint(lines)
+                text.append("\n".join(lines))
+            else:
+                installed.pop(key, None)
+        pending.clear()
+        if bulk is not None:
+            return FlowChanges(text=[b for b in bulk if b], complete=True)
+        return FlowChanges(replaced=replaced, text=text)
 
     def flow_count(self) -> int:
-        pending = self._pending
-        return sum(len(v) for k, v in self._rendered.items() if k not in pending) + sum(
-            len(v) for v in pending.values()
-        )
-
-
-class _LiveChunks(Sequence[list[str]]):
-    """The engine's rendered entries as of one render(), valid until the next one."""
-
-    __slots__ = ("_engine", "_generation")
-
-    def __init__(self, engine: Engine, generation: int) -> None:
-        self._engine = engine
-        self._generation = generation
-
-    def _chunks(self) -> list[list[str]]:
-        if self._engine._generation != self._generation:
-            raise RuntimeError("these rendered lines were superseded by a later render()")
-        return list(self._engine._rendered.values())
-
-    def __len__(self) -> int:
-        return len(self._chunks())
-
-    def __getitem__(self, index: int) -> list[str]:  # type: ignore[override]
-        return self._chunks()[index]
-
-    def __iter__(self) -> Iterator[list[str]]:
-        return iter(self._chunks())
+        return self._count
 
 
 def compute_full(apps: Sequence[App], view: LocalView) -> dict[EntryKey, list[Flow]]:
@@ -376,16 +382,14 @@ def compute_full(apps: Sequence[App], view: LocalView) -> dict[EntryKey, list[Fl
     return out
 
 
-def _lines(value: list[Flow] | list[str]) -> list[str]:
-    """An entry's lines: as they are, or rendered from its flows."""
-    if value and value[0].__class__ is not str:
-        return [render_flow(f) for f in value]  # type: ignore[arg-type]
-    return value  # type: ignore[return-value]
-
-
 def rendered_full(apps: Sequence[App], view: LocalView) -> dict[EntryKey, list[str]]:
-    """compute_full() as lines: what Engine.desired holds after a full recompute."""
-    return {k: [render_flow(f) for f in v] for k, v in compute_full(apps, view).items()}
+    """compute_full() as installed lines (each entry's with its cookie)."""
+    return {k: entry_lines(k, v) for k, v in compute_full(apps, view).items()}
+
+
+def fingerprints_full(apps: Sequence[App], view: LocalView) -> dict[EntryKey, int]:
+    """What Engine.fingerprints() holds after a full recompute."""
+    return {k: fingerprint(v) for k, v in rendered_full(apps, view).items()}
 
 
 def default_apps() -> list[App]:

@@ -16,6 +16,11 @@ A cookie is 64 bits::
 
 A cookie cannot be turned back into a UUID by itself; `CookieIndex` remembers what was
 encoded so that a trace can name the API object behind each flow.
+
+Those are the IR's cookies (the simulator's, and `wyvern trace`'s). On the switch every
+flow carries its *entry's* cookie instead (`entry_cookie`: the app id, H=1, and a hash
+of the owner the app computed it for), so that the agent can replace an entry's flows
+by `delete cookie=C/-1` and keep no flow text of its own (controller/engine.py).
 """
 
 from __future__ import annotations
@@ -94,6 +99,16 @@ def encode(app: AppName, object_id: str | int) -> int:
     return (APPS[app] << OBJECT_BITS) | (object_field(object_id) if got is None else got)
 
 
+def entry_cookie(app: AppName, owner: tuple[str, str]) -> int:
+    """The cookie every installed flow of `app`'s entry for `owner` carries: unique per
+    entry (a 55-bit hash: among 100k entries, odds of 1 in 7 million that two share one,
+    and so replace each other's flows) and the same after every restart, so the agent
+    can compare its entries with the switch's."""
+    kind, id_ = owner
+    digest = hashlib.blake2b(f"{kind}\0{id_}".encode(), digest_size=7).digest()
+    return (APPS[app] << OBJECT_BITS) | HASHED | (int.from_bytes(digest, "big") & (HASHED - 1))
+
+
 def decode(cookie: int) -> tuple[AppName, int]:
     """(app, object field) of a cookie. Raises ValueError for 0 or an unknown app id."""
     if not 0 <= cookie < (1 << 64):
@@ -127,6 +142,8 @@ class CookieIndex:
 
     def __init__(self) -> None:
         self._by_cookie: dict[int, tuple[AppName, str | int]] = {}
+        # entry cookie -> (table, priority, IR cookie) of each of the entry's flows
+        self._entries: dict[int, list[tuple[int, int, int]]] = {}
 
     def register(self, app: AppName, object_id: str | int) -> int:
         """Encode and remember. Two different objects with one cookie raise ValueError."""
@@ -136,6 +153,24 @@ class CookieIndex:
             raise ValueError(f"cookie {cookie:#x} collides: {known} and {(app, object_id)}")
         self._by_cookie[cookie] = (app, object_id)
         return cookie
+
+    def register_entry(
+        self, app: AppName, owner: tuple[str, str], flows: list[tuple[int, int, int]]
+    ) -> int:
+        """Remember an engine entry: its cookie (what the switch's flows carry) names the
+        owner, and each of its flows (table, priority, IR cookie) the object behind it."""
+        cookie = entry_cookie(app, owner)
+        self._by_cookie.setdefault(cookie, (app, owner[1]))
+        self._entries[cookie] = flows
+        return cookie
+
+    def explain_flow(self, cookie: int, table: int, priority: int) -> Explanation:
+        """explain() for a flow on the switch: an entry's cookie is explained by the IR
+        cookie of the entry's flow at that table and priority, when there is one."""
+        for t, p, ir_cookie in self._entries.get(cookie, ()):
+            if (t, p) == (table, priority):
+                return self.explain(ir_cookie)
+        return self.explain(cookie)
 
     def forget(self, cookie: int) -> None:
         self._by_cookie.pop(cookie, None)

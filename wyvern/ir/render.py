@@ -330,15 +330,16 @@ def render_strict(flow: Flow) -> str:
     return f"table={_TABLES[flow.stage]},priority={flow.priority}" + (f",{m}" if m else "")
 
 
-def render_flow(flow: Flow) -> str:
-    """The full add-flows line."""
+def render_flow(flow: Flow, cookie: int | None = None) -> str:
+    """The full add-flows line; with COOKIE in place of the flow's own (the installed
+    flows carry their entry's cookie: ir/cookies.py)."""
     template = flow.template
     if template is not None:
-        return _render_templated(flow, template)
-    return _render_plain(flow)
+        return _render_templated(flow, template, flow.cookie if cookie is None else cookie)
+    return _render_plain(flow, flow.cookie if cookie is None else cookie)
 
 
-def _render_plain(flow: Flow) -> str:
+def _render_plain(flow: Flow, cookie: int) -> str:
     m = render_match(flow.match)
     actions = flow.actions
     try:
@@ -347,7 +348,7 @@ def _render_plain(flow: Flow) -> str:
         acts = None
     if acts is None:
         acts = render_actions(actions)
-    head = f"table={_TABLES[flow.stage]},priority={flow.priority},cookie={flow.cookie:#x}"
+    head = f"table={_TABLES[flow.stage]},priority={flow.priority},cookie={cookie:#x}"
     return f"{head},{m} actions={acts}" if m else f"{head} actions={acts}"
 
 
@@ -369,12 +370,12 @@ def render_group(g: GroupDef) -> str:
 _TemplatePlan = tuple[_Plan, str, tuple[str | None, ...], str | None]
 
 
-def _render_templated(flow: Flow, template: FlowTemplate) -> str:
+def _render_templated(flow: Flow, template: FlowTemplate, cookie: int) -> str:
     """render_flow of a template's flow: the match plan, head and fixed action texts are
     made once per template (its flows differ only in values)."""
     items = flow.match.items
     if len(items) != template.match_length:  # a masked field left out (any value)
-        return _render_plain(flow)
+        return _render_plain(flow, cookie)
     plan = cast("_TemplatePlan | None", template.render_plan)
     if plan is None:
         varying = template.varying_actions
@@ -390,5 +391,5 @@ def _render_templated(flow: Flow, template: FlowTemplate) -> str:
         pairs = zip(texts, flow.actions, strict=True)
         acts = ",".join([t if t is not None else render_action(a) for t, a in pairs])
     if m:
-        return f"{head}{flow.cookie:#x},{m} actions={acts}"
-    return f"{head}{flow.cookie:#x} actions={acts}"
+        return f"{head}{cookie:#x},{m} actions={acts}"
+    return f"{head}{cookie:#x} actions={acts}"

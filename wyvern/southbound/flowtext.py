@@ -21,9 +21,8 @@ alike); render those masks full-width or exact.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
 
 from wyvern.southbound.ovs import OvsCommandError, stream_cmd
 
@@ -184,133 +183,42 @@ def parse_fields(head: str, actions: str, text: str | None = None) -> Flow:
     )
 
 
-class RenderedLines(Sequence[str]):
-    """Flow lines that wyvern.ir.render.render_flow wrote from checked IR flows.
+@dataclass(frozen=True)
+class FlowChanges:
+    """The desired flows that changed since the last render, entry by entry.
 
-    Such text is deterministic (one IR flow, one line: `table=T,priority=P,cookie=C[,match]
-    actions=A`), so the installer may use the text itself as identity instead of asking
-    OVS for the canonical form (see FlowInstaller). GENERATION names this set; when BASE
-    is the generation of an earlier set, ADDED and REMOVED are exactly the lines that set
-    lacked and had (as sets), so an installer that synced BASE can send just those.
-
-    A read-only sequence; given CHUNKS (lists that are never mutated afterwards) it is
-    flattened only when someone reads it, so a delta sync never pays for the whole set.
+    Every flow of an entry carries that entry's cookie (wyvern.ir.cookies.entry_cookie),
+    so an installer replaces an entry by deleting `cookie=C/-1` and adding its lines, and
+    needs no copy of what it installed: the switch holds the text. REPLACED are the
+    cookies whose flows go first (entries changed or gone); TEXT the flows to add, in
+    blocks of lines joined by newlines (a few large strings rather than one per line).
+    COMPLETE: TEXT holds every desired flow and REPLACED is empty; whatever else the
+    switch holds is not wanted (a first install, or after the switch was lost).
     """
 
-    def __init__(
-        self,
-        lines: Iterable[str] = (),
-        *,
-        chunks: Sequence[Sequence[str]] | None = None,
-        generation: object = None,
-        base: object = None,
-        added: Sequence[str] = (),
-        removed: Sequence[str] = (),
-    ) -> None:
-        self._chunks = chunks
-        self._lines: list[str] | None = None if chunks is not None else list(lines)
-        self.generation = generation
-        self.base = base
-        self.added = added
-        self.removed = removed
+    replaced: Sequence[int] = ()
+    text: Sequence[str] = ()
+    complete: bool = False
 
-    def _flat(self) -> list[str]:
-        if self._lines is None:
-            chunks = self._chunks if self._chunks is not None else ()
-            self._lines = [line for chunk in chunks for line in chunk]
-            self._chunks = None
-        return self._lines
+    def lines(self) -> Iterator[str]:
+        for block in self.text:
+            if block:
+                yield from block.split("\n")
 
-    def __len__(self) -> int:
-        return len(self._flat())
+    @property
+    def flow_count(self) -> int:
+        return sum(block.count("\n") + 1 for block in self.text if block)
 
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        return self._flat()[index]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._flat())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RenderedLines):
-            return self._flat() == other._flat()
-        if isinstance(other, list):
-            return self._flat() == other
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"RenderedLines({self._flat()!r})"
+    def __bool__(self) -> bool:
+        return self.complete or bool(self.replaced or self.text)
 
 
-def parse_rendered(line: str) -> Flow:
-    """A Flow from one line render_flow wrote, keyed by its own text (no OVS involved).
-
-    Raises FlowSyntaxError for text of any other shape.
-    """
-    head, sep, actions = line.partition(" actions=")
-    parts = head.split(",", 3)
-    if (
-        not sep
-        or len(parts) < 3
-        or not parts[0].startswith("table=")
-        or not parts[1].startswith("priority=")
-        or not parts[2].startswith("cookie=")
-        or " " in head
-    ):
+def rendered_cookie(line: str) -> int:
+    """The cookie of a line render_flow wrote: `table=T,priority=P,cookie=C[,MATCH] ...`."""
+    field = line.split(",", 3)[2] if line.count(",") >= 2 else ""
+    if not field.startswith("cookie="):
         raise FlowSyntaxError("not a rendered flow line", line)
-    try:
-        table = int(parts[0][6:])
-        priority = int(parts[1][9:])
-        cookie = int(parts[2][7:], 0)
-    except ValueError:
-        raise FlowSyntaxError("not a rendered flow line", line) from None
-    return Flow(
-        FlowKey(table, priority, parts[3] if len(parts) == 4 else ""),
-        cookie,
-        actions,
-        text=line,
-    )
-
-
-def rendered_identity(line: str) -> tuple[str, int]:
-    """A rendered line's identity as text, `table=T,priority=P[,MATCH]` (also what a strict
-    delete of it names), and its cookie: no Flow object, for the installer's compact view.
-
-    Raises FlowSyntaxError for text of any other shape (as parse_rendered does).
-    """
-    head, sep, _ = line.partition(" actions=")
-    parts = head.split(",", 3)
-    if (
-        not sep
-        or len(parts) < 3
-        or not parts[0].startswith("table=")
-        or not parts[1].startswith("priority=")
-        or not parts[2].startswith("cookie=")
-        or not parts[0][6:].isdigit()
-        or not parts[1][9:].isdigit()
-        or " " in head
-    ):
-        raise FlowSyntaxError("not a rendered flow line", line)
-    try:
-        cookie = int(parts[2][7:], 0)
-    except ValueError:
-        raise FlowSyntaxError("not a rendered flow line", line) from None
-    if len(parts) == 4:
-        return f"{parts[0]},{parts[1]},{parts[3]}", cookie
-    return f"{parts[0]},{parts[1]}", cookie
-
-
-def key_identity(key: FlowKey) -> str:
-    """The text rendered_identity gives a rendered line with this key."""
-    match = f",{key.match}" if key.match else ""
-    return f"table={key.table},priority={key.priority}{match}"
+    return int(field.split(" ", 1)[0][7:], 16)
 
 
 def _split_actions(line: str) -> tuple[str, str]:

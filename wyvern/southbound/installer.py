@@ -37,16 +37,15 @@ desired text through `ovs-ofctl parse-flows` (cached per line, so later syncs on
 for new lines). A sync after an agent restart (read the switch, canonicalise, diff, send
 nothing) takes 0.1-0.25 s for 10k flows.
 
-Rendered lines (flowtext.RenderedLines, what Engine.render() returns) take two faster
-paths. Their text is deterministic per IR flow, so when the installed view came from an
-empty switch (or a canonical sync of the same lines proved both spellings agree) the
-installer keys flows by that text and skips `parse-flows`: a first install of 100k
-flows costs the bundle plus ~0.3 s of Python. That view (LineIndex) keeps each line
-itself under the hash of its identity text, no parsed copy: ~65 B a flow beside the
-line, which the engine holds anyway. And a render that names the previous render as its
-base carries the lines added and removed since, so a sync after a port add touches only
-those instead of the whole set. Plain text lines always go through OVS's canonical form
-(after re-reading the switch if the view was keyed by text).
+The agent's flows take another path, `apply()` (flowtext.FlowChanges, what
+Engine.render() returns). Every flow of an engine entry carries the entry's cookie, so
+a changed entry is replaced whole, `delete cookie=C/-1` then its adds, in the same one
+bundle, and neither the engine nor the installer keeps a copy of the text: the switch
+holds it. A complete set (the agent's first install, or after the switch was lost) is
+compared with the switch entry by entry: the switch's flows and the desired ones, both
+in OVS's canonical form, are folded into a count and a sum of hashes per cookie, and
+only the entries that differ are replaced (an agent restart with nothing changed sends
+nothing). Nothing per flow is kept after either.
 
 Not thread-safe, and blocking: one owner (the agent's southbound worker) calls it, off
 the event loop.
@@ -58,25 +57,22 @@ import gc
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import overload
 
 from wyvern.southbound.flowtext import (
     DEFAULT_PROTOCOL,
     Flow,
+    FlowChanges,
     FlowKey,
     FlowSyntaxError,
-    RenderedLines,
     canonicalize,
     clean_lines,
-    key_identity,
     parse_dump_line,
-    parse_rendered,
-    rendered_identity,
+    rendered_cookie,
 )
-from wyvern.southbound.ovs import OvsCommandError, OvsError, OvsInstance
+from wyvern.southbound.ovs import OvsCommandError, OvsError, OvsInstance, TextChunks
 
 LOG = logging.getLogger(__name__)
 
@@ -97,6 +93,11 @@ class FlowInstallError(OvsError):
 
 class FlowConflictError(ValueError):
     """The desired set holds two different flows with the same identity."""
+
+
+class SwitchUnknownError(OvsError):
+    """Changes cannot be applied to a switch whose flows are not known (before the first
+    complete set, after an OVS restart or a failed bundle): hand apply() a complete set."""
 
 
 @dataclass(frozen=True)
@@ -153,137 +154,15 @@ def diff_flows(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow
     return FlowDiff(tuple(add), tuple(modify), tuple(delete))
 
 
-@dataclass
-class _Plan:
-    """A trusted sync's changes: lines to add or rewrite, (identity, line) to delete."""
-
-    add: list[str] = field(default_factory=list)
-    modify: list[str] = field(default_factory=list)
-    delete: list[tuple[str, str]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.add or self.modify or self.delete)
-
-    def bundle_lines(self) -> Sequence[str]:
-        """As FlowDiff.bundle_lines: deletions (by identity), then rewrites, then adds.
-
-        Made a chunk at a time as the bundle is fed to ovs-ofctl: at 250k flows a list of
-        every "add LINE" and their joined text would take ~120 MiB at the peak.
-        """
-        return _BundleLines(
-            [
-                ("delete_strict ", [ident for ident, _ in self.delete]),
-                ("add ", self.modify),
-                ("add ", self.add),
-            ]
-        )
+_MASK64 = (1 << 64) - 1
+Digests = dict[int, tuple[int, int]]  # cookie -> (flows, sum of their hashes)
 
 
-class _BundleLines(Sequence[str]):
-    """PREFIX + item for each item of each part, in order, built only when sliced."""
-
-    def __init__(self, parts: list[tuple[str, Sequence[str]]]) -> None:
-        self._parts = [(prefix, items) for prefix, items in parts if items]
-        self._len = sum(len(items) for _, items in self._parts)
-
-    def __len__(self) -> int:
-        return self._len
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        if isinstance(index, int):
-            got = self[index : index + 1] if index >= 0 else self[self._len + index :][:1]
-            if not got:
-                raise IndexError(index)
-            return got[0]
-        start, stop, step = index.indices(self._len)
-        if step != 1:
-            return [self[i] for i in range(start, stop, step)]
-        out: list[str] = []
-        base = 0
-        for prefix, items in self._parts:
-            lo, hi = max(start - base, 0), min(stop - base, len(items))
-            if lo < hi:
-                out.extend(prefix + item for item in items[lo:hi])
-            base += len(items)
-        return out
-
-
-class LineIndex:
-    """Rendered lines by identity, kept as the text alone: hash(identity) -> line.
-
-    A parsed Flow per installed line cost ~440 B (the object, its key, and copies of the
-    match and actions text); this costs a dict slot and an int, ~70 B, and shares the line
-    with whoever rendered it. Two identities whose hashes collide (never seen, but
-    possible) keep the second one by its full identity in a small side table.
-    """
-
-    __slots__ = ("_by_hash", "_hash", "_spill")
-
-    def __init__(self, hash_of: Callable[[str], int] = hash) -> None:
-        self._hash = hash_of  # (a test gives a weak one, to make collisions happen)
-        self._by_hash: dict[int, str] = {}
-        self._spill: dict[str, str] = {}
-
-    def get(self, ident: str, hint: str | None = None) -> str | None:
-        """The line of identity IDENT; HINT, a line of that identity, saves re-deriving
-        the identity of a stored line equal to it (the usual case: unchanged)."""
-        line = self._by_hash.get(self._hash(ident))
-        if line is not None and (line == hint or rendered_identity(line)[0] == ident):
-            return line
-        return self._spill.get(ident) if self._spill else None
-
-    def put(self, ident: str, line: str) -> str | None:
-        """Store LINE under IDENT; returns the line it replaced, if any."""
-        h = self._hash(ident)
-        have = self._by_hash.get(h)
-        if have is not None and have != line and rendered_identity(have)[0] != ident:
-            old = self._spill.get(ident)  # another identity holds the slot
-            self._spill[ident] = line
-            return old
-        if self._spill and have is None:
-            have = self._spill.pop(ident, None)  # its slot was taken when it came
-        self._by_hash[h] = line
-        return have
-
-    def pop(self, ident: str) -> None:
-        h = self._hash(ident)
-        have = self._by_hash.get(h)
-        if have is not None and rendered_identity(have)[0] == ident:
-            del self._by_hash[h]
-        else:
-            self._spill.pop(ident, None)
-
-    def __len__(self) -> int:
-        return len(self._by_hash) + len(self._spill)
-
-    def lines(self) -> Iterator[str]:
-        yield from self._by_hash.values()
-        yield from self._spill.values()
-
-
-class _IndexView(Mapping[FlowKey, Flow]):
-    """The installed view over a LineIndex: Flow objects made on demand, for inspection."""
-
-    def __init__(self, index: LineIndex) -> None:
-        self._index = index
-
-    def __getitem__(self, key: FlowKey) -> Flow:
-        line = self._index.get(key_identity(key))
-        if line is None:
-            raise KeyError(key)
-        return parse_rendered(line)
-
-    def __iter__(self) -> Iterator[FlowKey]:
-        return (parse_rendered(line).key for line in self._index.lines())
-
-    def __len__(self) -> int:
-        return len(self._index)
+def _fold(digests: Digests, flow: Flow) -> None:
+    """Add one canonical flow to its cookie's digest (order-free, so the switch's flows
+    and the desired ones compare however each was listed)."""
+    n, total = digests.get(flow.cookie, (0, 0))
+    digests[flow.cookie] = (n + 1, (total + hash((flow.key, flow.value))) & _MASK64)
 
 
 class FlowInstaller:
@@ -308,35 +187,27 @@ class FlowInstaller:
         self.protocol = protocol
         self.owned_cookie = owned_cookie
         self.timeout = timeout
-        # Two views of what the switch holds, one in use at a time. _trusted: _index, the
-        # rendered lines by their own text (from an empty switch on, or once a canonical
-        # sync of rendered lines proved that both spellings agree; only RenderedLines are
-        # trusted this way). Otherwise _installed, parsed Flows keyed by OVS's canonical
-        # form (after reading a non-empty switch, or for plain text lines).
+        # What the switch holds, for sync(): parsed Flows keyed by OVS's canonical form.
+        # apply() keeps nothing per flow (see the module docstring).
         self._installed: dict[FlowKey, Flow] = {}
-        self._index = LineIndex()
-        self._trusted = False
         self._known = False  # False until read from the switch, and after a failure
-        # Canonical form per line text: a renderer re-sends mostly the same lines.
+        # apply(): the switch holds what the changes applied so far say (set by a
+        # complete set, cleared by a failure, an OVS restart, or a sync()).
+        self._applied = False
+        # Canonical form per line text (sync()): a caller re-sends mostly the same lines.
         self._cache: dict[str, Flow] = {}
-        self._synced: object = None  # RenderedLines.generation of the last good sync
 
     # -- views ---------------------------------------------------------------------------
     @property
     def installed(self) -> Mapping[FlowKey, Flow]:
-        """What we believe the switch has: a live, read-only view keyed by identity."""
-        if self._trusted:
-            return _IndexView(self._index)
+        """What sync() believes the switch has: a live, read-only view keyed by identity."""
         return MappingProxyType(self._installed)
 
-    @property
-    def in_sync_with_switch(self) -> bool:
-        """False before the first read and after a failed sync: the next sync re-reads."""
-        return self._known
-
     def mark_stale(self) -> None:
-        """Call when OVS reconnected or restarted: the next sync reads the switch first."""
+        """Call when OVS reconnected or restarted: the next sync reads the switch first,
+        and apply() takes only a complete set."""
         self._known = False
+        self._applied = False
 
     def owns(self, cookie: int) -> bool:
         if self.owned_cookie is None:
@@ -383,10 +254,7 @@ class FlowInstaller:
                 )
             installed[flow.key] = flow
         self._installed = installed
-        self._index = LineIndex()
         self._known = True
-        self._trusted = not installed  # nothing to compare with OVS's spelling
-        self._synced = None
         LOG.info(
             "bridge %s (%s): read %d installed flows in %.3f s",
             self.bridge,
@@ -433,60 +301,13 @@ class FlowInstaller:
                 f"cookie {cookie:#x} is outside the owned space {value:#x}/{mask:#x}", line
             )
 
-    def _canonical_desired(self, desired_lines: Iterable[str]) -> dict[FlowKey, Flow]:
-        """The desired set in OVS's canonical form, with the installed view in it too."""
-        if self._trusted and self._index:
-            # Plain text while the view is keyed by rendered text: read the switch, so
-            # both sides are in OVS's canonical form again.
-            self.resync_from_switch()
-        self._trusted = False
-        self._index = LineIndex()
-        return self.canonical(desired_lines)
-
-    def _plan(self, rendered: RenderedLines) -> tuple[LineIndex, _Plan]:
-        """The desired set as a LineIndex and what turns the trusted view into it; raises
-        on conflicting or foreign lines (before anything is sent)."""
-        want = LineIndex()
-        have = self._index
-        owned = self.owned_cookie is not None
-        plan = _Plan()
-        for line in rendered:
-            ident, cookie = rendered_identity(line)
-            if owned:
-                self._check_owned(cookie, line)
-            other = want.put(ident, line)
-            if other is not None:
-                if other != line:
-                    raise FlowConflictError(
-                        f"two desired flows with identity {ident}: {other!r} and {line!r}"
-                    )
-                continue  # the same line twice
-            old = have.get(ident, line)
-            if old is None:
-                plan.add.append(line)
-            elif old != line:
-                plan.modify.append(line)
-        if len(want) - len(plan.add) != len(have):  # some installed identity is not wanted
-            for line in have.lines():
-                ident = rendered_identity(line)[0]
-                if want.get(ident) is None:
-                    plan.delete.append((ident, line))
-        return want, plan
-
     def diff(self, desired_lines: Iterable[str]) -> FlowDiff:
         """What sync() would send now (reads the switch first if needed)."""
         if isinstance(desired_lines, str):
             raise TypeError("desired_lines is an iterable of flow lines, not one string")
         if not self._known:
             self.resync_from_switch()
-        if self._trusted and isinstance(desired_lines, RenderedLines):
-            _, plan = self._plan(desired_lines)
-            return FlowDiff(
-                add=tuple(map(parse_rendered, plan.add)),
-                modify=tuple(map(parse_rendered, plan.modify)),
-                delete=tuple(parse_rendered(line) for _, line in plan.delete),
-            )
-        return diff_flows(self._installed, self._canonical_desired(desired_lines))
+        return diff_flows(self._installed, self.canonical(desired_lines))
 
     # -- writing -------------------------------------------------------------------------
     def sync(self, desired_lines: Iterable[str]) -> SyncStats:
@@ -512,20 +333,10 @@ class FlowInstaller:
         if isinstance(desired_lines, str):
             raise TypeError("desired_lines is an iterable of flow lines, not one string")
         resynced = not self._known
-        rendered = desired_lines if isinstance(desired_lines, RenderedLines) else None
-        if (
-            rendered is not None
-            and self._known
-            and self._trusted
-            and self._synced is not None
-            and rendered.base == self._synced
-        ):
-            return self._sync_delta(rendered, start)
+        self._applied = False  # (apply() takes a complete set next)
         if not self._known:
             self.resync_from_switch()
-        if self._trusted and rendered is not None:
-            return self._sync_trusted(rendered, start, resynced)
-        desired = self._canonical_desired(desired_lines)
+        desired = self.canonical(desired_lines)
         parsed = time.monotonic()
         diff = diff_flows(self._installed, desired)
         bundle_seconds = 0.0
@@ -537,21 +348,6 @@ class FlowInstaller:
                 del self._installed[flow.key]
             for flow in (*diff.modify, *diff.add):
                 self._installed[flow.key] = flow
-        if rendered is not None:
-            # The switch now holds exactly these lines: key them by their text from here
-            # on, unless two of them are one flow for OVS (then stay canonical).
-            index = LineIndex()
-            try:
-                for line in rendered:
-                    index.put(rendered_identity(line)[0], line)
-            except FlowSyntaxError:
-                index = LineIndex()
-            if index and len(index) == len(self._installed):
-                self._index = index
-                self._installed = {}
-                self._trusted = True
-                self._cache = {}
-        self._synced = rendered.generation if rendered is not None else None
         return self._stats(
             len(diff.add),
             len(diff.modify),
@@ -563,72 +359,103 @@ class FlowInstaller:
             resynced=resynced,
         )
 
-    def _sync_trusted(self, rendered: RenderedLines, start: float, resynced: bool) -> SyncStats:
-        """A whole rendered set against the trusted view: no OVS parsing, no Flow objects."""
-        want, plan = self._plan(rendered)
-        parsed = time.monotonic()
-        bundle_seconds = 0.0
-        if plan:
-            bundle_seconds = self._send_bundle(
-                plan.bundle_lines(), len(plan.add), len(plan.modify), len(plan.delete)
-            )
-        self._index = want  # what the switch holds now
-        self._synced = rendered.generation
-        return self._stats(
-            len(plan.add),
-            len(plan.modify),
-            len(plan.delete),
-            len(want),
-            parsed - start,
-            bundle_seconds,
-            start,
-            resynced=resynced,
-        )
-
-    def _sync_delta(self, rendered: RenderedLines, start: float) -> SyncStats:
-        """Sync from the last synced set, given what was added and removed since."""
-        installed = self._index
-        gone: dict[str, str] = {}
-        for line in rendered.removed:
-            ident = rendered_identity(line)[0]
-            if installed.get(ident, line) != line:  # not what we hold: start over
-                self._synced = None
-                return self._sync(RenderedLines(rendered, generation=rendered.generation))
-            gone[ident] = line
-        new: dict[str, str] = {}
-        for line in rendered.added:
-            ident, cookie = rendered_identity(line)
-            self._check_owned(cookie, line)
-            other = new.get(ident)
-            if other is None and ident not in gone:
-                other = installed.get(ident, line)
-            if other is not None and other != line:
-                raise FlowConflictError(
-                    f"two desired flows with identity {ident}: {other!r} and {line!r}"
+    def apply(self, changes: FlowChanges) -> SyncStats:
+        """Apply an engine's changes (see the module docstring): a changed entry's flows
+        are replaced by cookie, all in one bundle. A complete set is compared with the
+        switch first. Raises SwitchUnknownError for changes that are not complete while
+        the switch's flows are unknown, and as sync() on failure (then the switch is
+        unknown until the next complete set)."""
+        enabled = gc.isenabled()
+        gc.disable()  # (as in sync)
+        try:
+            if changes.complete:
+                return self._reconcile(changes)
+            if not self._applied:
+                raise SwitchUnknownError(
+                    f"bridge {self.bridge}: its flows are not known; a complete set is needed"
                 )
-            new[ident] = line
+            start = time.monotonic()
+            adds = changes.flow_count
+            bundle_seconds = 0.0
+            if changes:
+                bundle_seconds = self._send_changes(changes.replaced, changes.text, adds)
+            return self._stats(adds, 0, len(changes.replaced), adds, 0.0, bundle_seconds, start)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _send_changes(self, replaced: Iterable[int], text: Iterable[str], adds: int) -> float:
+        """One bundle: delete each cookie's flows, then add the lines of TEXT's blocks."""
+        deletes = [f"delete cookie={cookie:#x}/-1\n" for cookie in replaced]
+
+        def chunks() -> Iterator[str]:
+            yield "".join(deletes)
+            for block in text:
+                if block:
+                    yield "add " + block.replace("\n", "\nadd ") + "\n"
+
+        return self._send_bundle(TextChunks(chunks()), adds, 0, len(deletes))
+
+    def switch_digests(self) -> Digests:
+        """Per cookie, the count and hash sum of the switch's flows (ours only, if
+        OWNED_COOKIE), read in canonical form and folded as they arrive."""
+        args = ["-O", self.protocol, "--no-names", "--no-stats", "dump-flows", self.bridge]
+        if self.owned_cookie is not None:
+            value, mask = self.owned_cookie
+            args.append(f"cookie={value:#x}/{mask:#x}")
+        digests: Digests = {}
+
+        def take(line: str) -> None:
+            flow = parse_dump_line(line)
+            if flow is not None:
+                _fold(digests, flow)
+
+        self.ovs.ofctl_stream(*args, on_line=take, timeout=self.timeout)
+        return digests
+
+    def _desired_digests(self, text: Sequence[str]) -> Digests:
+        """The digests of TEXT's lines once OVS has put them in canonical form."""
+        digests: Digests = {}
+        for block in text:
+            lines = block.split("\n") if block else []
+            for flow in canonicalize(lines, self.protocol):
+                self._check_owned(flow.cookie, flow.text or "")
+                _fold(digests, flow)
+        return digests
+
+    def _reconcile(self, changes: FlowChanges) -> SyncStats:
+        """Make the switch hold exactly a complete set, replacing only the entries (by
+        cookie) whose flows differ: nothing is sent when none does."""
+        start = time.monotonic()
+        self._applied = self._known = False  # (sync()'s view goes stale too)
+        self._installed = {}
+        self._cache = {}
+        have = self.switch_digests()
+        text = changes.text
+        if not have:  # an empty switch (a first start): everything is an add
+            parsed = time.monotonic()
+            adds = changes.flow_count
+            bundle_seconds = self._send_changes((), text, adds) if adds else 0.0
+            self._applied = True
+            return self._stats(adds, 0, 0, adds, parsed - start, bundle_seconds, start)
+        want = self._desired_digests(text)
         parsed = time.monotonic()
-        plan = _Plan(delete=[(i, line) for i, line in gone.items() if i not in new])
-        for ident, line in new.items():
-            (plan.modify if installed.get(ident) is not None else plan.add).append(line)
+        differ = {cookie for cookie, digest in want.items() if have.get(cookie) != digest}
+        replaced = [cookie for cookie in have if cookie in differ or cookie not in want]
+        adds = sum(want[cookie][0] for cookie in differ)
         bundle_seconds = 0.0
-        if plan:
-            bundle_seconds = self._send_bundle(
-                plan.bundle_lines(), len(plan.add), len(plan.modify), len(plan.delete)
+        if replaced or differ:
+            wanted = (
+                "\n".join(line for line in block.split("\n") if rendered_cookie(line) in differ)
+                for block in text
+                if block
             )
-            for ident, _ in plan.delete:
-                installed.pop(ident)
-            for ident, line in new.items():
-                installed.put(ident, line)
-        self._synced = rendered.generation
+            bundle_seconds = self._send_changes(replaced, wanted, adds)
+        self._applied = True
+        flows = sum(n for n, _ in want.values())
+        removed = sum(have[cookie][0] for cookie in replaced)
         return self._stats(
-            len(plan.add),
-            len(plan.modify),
-            len(plan.delete),
-            len(installed),
-            parsed - start,
-            bundle_seconds,
-            start,
+            adds, 0, removed, flows, parsed - start, bundle_seconds, start, resynced=True
         )
 
     def _stats(
@@ -666,7 +493,9 @@ class FlowInstaller:
             )
         return stats
 
-    def _send_bundle(self, lines: Sequence[str], adds: int, changes: int, deletes: int) -> float:
+    def _send_bundle(
+        self, lines: Sequence[str] | TextChunks, adds: int, changes: int, deletes: int
+    ) -> float:
         """Send LINES (an ovs-ofctl flow file) as one bundle; returns the seconds it took."""
         t0 = time.monotonic()
         try:
@@ -687,7 +516,7 @@ class FlowInstaller:
         except OvsCommandError as exc:
             # Atomic: nothing applied. Still, re-read before the next diff rather than
             # trust a view that a half-understood failure (a timeout, a crash) left.
-            self._known = False
+            self._known = self._applied = False
             errors = [(m.group(1), m.group(2)) for m in _OF_ERROR_RE.finditer(exc.stderr)]
             first = f"{errors[0][0]} for {errors[0][1]!r}" if errors else exc.stderr.strip()
             raise FlowInstallError(
@@ -696,6 +525,6 @@ class FlowInstaller:
                 errors,
             ) from exc
         except BaseException:
-            self._known = False
+            self._known = self._applied = False
             raise
         return time.monotonic() - t0

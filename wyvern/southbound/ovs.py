@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -112,7 +112,7 @@ def stream_cmd(
     cmd: Sequence[str],
     on_line: Callable[[str], None],
     *,
-    input_lines: Sequence[str] | None = None,
+    input_lines: Sequence[str] | TextChunks | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
@@ -160,12 +160,26 @@ def stream_cmd(
             raise OvsCommandError(cmd, rc, "", stderr)
 
 
-def _feed(stdin: IO[str], lines: Sequence[str]) -> None:
+class TextChunks:
+    """A tool's input as chunks of text, each ending in a newline: a few large strings
+    instead of a string per line (the agent's first install writes ~45 MiB of flows)."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: Iterable[str]) -> None:
+        self.chunks = chunks
+
+
+def _feed(stdin: IO[str], lines: Sequence[str] | TextChunks) -> None:
     """Write LINES to a tool's stdin; the tool may stop reading early (a bad line)."""
     try:
-        for start in range(0, len(lines), 4096):
-            stdin.write("\n".join(lines[start : start + 4096]))
-            stdin.write("\n")
+        if isinstance(lines, TextChunks):
+            for chunk in lines.chunks:
+                stdin.write(chunk)
+        else:
+            for start in range(0, len(lines), 4096):
+                stdin.write("\n".join(lines[start : start + 4096]))
+                stdin.write("\n")
         stdin.close()
     except (BrokenPipeError, ValueError, OSError):
         pass
@@ -406,7 +420,7 @@ class OvsInstance:
         self,
         *args: str,
         on_line: Callable[[str], None],
-        input_lines: Sequence[str] | None = None,
+        input_lines: Sequence[str] | TextChunks | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         """`ovs-ofctl` whose output is handed over line by line (see stream_cmd)."""

@@ -10,49 +10,58 @@ machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from wyvern.southbound.flowtext import RenderedLines
-from wyvern.southbound.installer import SyncStats
+from wyvern.southbound.flowtext import FlowChanges, rendered_cookie
+from wyvern.southbound.installer import SwitchUnknownError, SyncStats
 
 
 class RecordingInstaller:
-    """FlowInstaller's interface (sync, resync_from_switch, installed) over a set of lines."""
+    """FlowInstaller's interface (apply, resync_from_switch, installed) over a set of
+    lines, kept by cookie (a fake chassis is for tests: it keeps what a switch would)."""
 
     def __init__(self) -> None:
-        self.lines: set[str] = set()
+        self.by_cookie: dict[int, list[str]] = {}
         self.syncs = 0
-        self._synced: object = None
+        self._known = False
         # Called with the lines each sync added (a benchmark times installs by it).
         self.on_added: Callable[[list[str]], None] | None = None
 
     @property
     def installed(self) -> set[str]:
-        return self.lines
+        return {line for lines in self.by_cookie.values() for line in lines}
 
     def resync_from_switch(self) -> int:
-        return len(self.lines)
+        return sum(map(len, self.by_cookie.values()))
 
-    def sync(self, desired_lines: Iterable[str]) -> SyncStats:
+    def mark_stale(self) -> None:
+        self._known = False
+
+    def apply(self, changes: FlowChanges) -> SyncStats:
         start = time.monotonic()
+        if not changes.complete and not self._known:
+            raise SwitchUnknownError("a fake switch whose flows are unknown")
         self.syncs += 1
-        rendered = desired_lines if isinstance(desired_lines, RenderedLines) else None
-        if rendered is not None and self._synced is not None and rendered.base == self._synced:
-            added = [line for line in rendered.added if line not in self.lines]
-            removed = [line for line in rendered.removed if line in self.lines]
-            self.lines.difference_update(removed)
-            self.lines.update(added)
-        else:
-            desired = set(desired_lines)
-            added = [line for line in desired if line not in self.lines]
-            removed = [line for line in self.lines if line not in desired]
-            self.lines = desired
-        self._synced = rendered.generation if rendered is not None else None
+        old = self.by_cookie
+        if changes.complete:
+            self.by_cookie = {}
+        removed = 0
+        for cookie in changes.replaced:
+            removed += len(self.by_cookie.pop(cookie, ()))
+        added = list(changes.lines())
+        for line in added:
+            self.by_cookie.setdefault(rendered_cookie(line), []).append(line)
+        if changes.complete:  # what a reconcile would have sent
+            same = {
+                c for c, lines in self.by_cookie.items() if sorted(old.get(c, ())) == sorted(lines)
+            }
+            removed = sum(len(v) for c, v in old.items() if c not in same)
+            added = [line for line in added if rendered_cookie(line) not in same]
+        self._known = True
         if added and self.on_added is not None:
             self.on_added(added)
         return SyncStats(
             added=len(added),
-            deleted=len(removed),
-            unchanged=len(self.lines) - len(added),
+            deleted=removed,
             seconds=time.monotonic() - start,
         )

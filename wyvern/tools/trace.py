@@ -179,11 +179,16 @@ def desired_flows(
     index = CookieIndex()
     flows: list[Flow] = []
     for app in apps:
-        flows.extend(app.global_flows())
+        glob = list(app.global_flows())
+        flows.extend(glob)
+        index.register_entry(cast(AppName, app.name), ("app", app.name), _steps(glob))
     for app in apps:
         name = cast(AppName, app.name)
         for owner in app.owners(view):
-            flows.extend(app.flows(view, owner))
+            owned = app.flows(view, owner)
+            flows.extend(owned)
+            # (the switch's flows carry the entry's cookie: ir/cookies.py entry_cookie)
+            index.register_entry(name, owner, _steps(owned))
             with contextlib.suppress(ValueError):  # a collision only hurts the names
                 index.register(name, owner[1])
     for rule_id in view.rules:  # rule flows carry the rule id (apps/security_groups.py)
@@ -199,6 +204,10 @@ def desired_flows(
             with contextlib.suppress(ValueError):
                 index.register(cast(AppName, app_name), f"{what}:{st.name}")
     return flows, index
+
+
+def _steps(flows: Iterable[Flow]) -> list[tuple[int, int, int]]:
+    return [(f.table, f.priority, f.cookie) for f in flows]
 
 
 def _named(name: str, id_: str) -> str:
@@ -327,8 +336,14 @@ class Explainer:
             return "stage", f"{what.get(m.group(1), 'default')} of stage {m.group(2)}"
         return "unknown", f"object {object_id} (not in the store)"
 
-    def origin(self, cookie: int) -> Origin:
-        exp = self.index.explain(cookie)
+    def origin(self, cookie: int, table: int | None = None, priority: int = 0) -> Origin:
+        """The origin of a flow's cookie; with its table and priority, also of a flow on
+        the switch (which carries its engine entry's cookie)."""
+        exp = (
+            self.index.explain(cookie)
+            if table is None
+            else self.index.explain_flow(cookie, table, priority)
+        )
         if exp.app is None:
             return Origin("?", "unknown", "", f"unknown cookie {cookie:#x}")
         if exp.object_id is None:
@@ -731,6 +746,7 @@ def dropped_stage(trace: Trace) -> str | None:
 
 _TABLE_LINE = re.compile(r"^(?P<ind>\s*)(?P<table>\d+)\. (?P<rest>.*)$")
 _COOKIE = re.compile(r"\bcookie (?P<cookie>0x[0-9a-fA-F]+)")
+_PRIORITY = re.compile(r"\bpriority (?P<priority>\d+)")
 _RESUME = re.compile(r"(?P<pre>Resuming from table )(?P<table>\d+)")
 _OUTPUT = re.compile(r"^\s*output:(?P<port>\d+)\s*$")
 
@@ -757,7 +773,9 @@ def annotate_ofproto_trace(text: str, ex: Explainer) -> str:
             new = f"{m.group('ind')}{table}. ({_stage_name(table)}) {m.group('rest')}"
             c = _COOKIE.search(m.group("rest"))
             if c is not None:
-                new += f"  [{ex.origin(int(c.group('cookie'), 16))}]"
+                p = _PRIORITY.search(m.group("rest"))
+                prio = int(p.group("priority")) if p is not None else 0
+                new += f"  [{ex.origin(int(c.group('cookie'), 16), table, prio)}]"
             out.append(new)
             continue
         r = _RESUME.search(line)
