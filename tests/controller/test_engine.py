@@ -308,7 +308,16 @@ def run_sequence(apps: list[App], ops: list[tuple[str, str, Any]]) -> None:
     switch.apply(engine.render())
     full = rendered_full(apps, view)
     assert switch.installed == {line for lines in full.values() for line in lines}
-    assert_one_entry_per_identity(full)
+    # (unless the random ops made a state that OVS or the API never makes: two interfaces
+    # on one ofport, two networks on one physical network and segment)
+    ofports = [b.ofport for b in view.bindings.values()]
+    segments = [
+        (n.network_type, n.physical_network, n.segmentation_id)
+        for n in view.networks.values()
+        if n.physical_network
+    ]
+    if len(set(ofports)) == len(ofports) and len(set(segments)) == len(segments):
+        assert_one_entry_per_identity(full)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

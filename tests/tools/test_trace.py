@@ -29,8 +29,8 @@ from tests.apps.scenario import with_meters
 from tests.southbound.conftest import ovs, unique
 from wyvern.apps.punts import PUNT_DHCP4
 from wyvern.cli.main import app as cli_app
+from wyvern.controller.engine import Engine, default_apps
 from wyvern.ir.pipeline import table_of
-from wyvern.ir.render import render_flow
 from wyvern.ir.simulator import Trace
 from wyvern.nb.memory import MemoryStore
 from wyvern.nb.sqlite import SqliteStore
@@ -365,10 +365,13 @@ def plugged(ovs: OvsInstance, world: World, *names: str) -> Iterator[dict[str, i
 
 
 def install(ovs: OvsInstance, world: World, bindings: dict[str, int]) -> tr.Tracer:
-    """What the agent would install for these bindings, installed on br-int."""
+    """What the agent would install for these bindings, installed on br-int as the agent
+    does (each flow with its engine entry's cookie)."""
     tracer = tr.Tracer.from_catalog(world.catalog(), bindings)
-    flows = with_meters(ovs, tracer.flows)
-    FlowInstaller(ovs, "br-int").sync([render_flow(f) for f in flows])
+    with_meters(ovs, tracer.flows)  # (the punt meters the flows name)
+    engine = Engine(default_apps())
+    engine.full(tracer.view)
+    FlowInstaller(ovs, "br-int").apply(engine.render())
     return tracer
 
 

@@ -1,9 +1,10 @@
-"""The flow installer: desired vs installed, only the difference, in one atomic bundle.
+"""The flow installer: only what changed, in one atomic bundle.
 
-The agent hands `sync()` the complete set of flows it wants (rendered `ovs-ofctl` text).
-The installer keeps what the switch has, keyed by flow identity (table, priority,
-match; see flowtext.py), and sends only the additions, changes and deletions, all in ONE
-ordered, atomic OpenFlow bundle. Traffic never sees a half-applied state, nor a moment
+Two paths. The agent's, `apply()`, is described at the end. `sync()` takes the complete
+set of flows wanted as plain `ovs-ofctl` text (tests, tools), keeps what the switch
+has keyed by flow identity (table, priority, match; see flowtext.py), and sends only
+the additions, changes and deletions. Either way it all goes in ONE ordered, atomic
+OpenFlow bundle. Traffic never sees a half-applied state, nor a moment
 without flows. On start (agent restart, OVS reconnect) it reads the switch's flows back
 first and again sends only the difference. It never deletes all flows and never
 touches the controller setting: OVS flushes flows when a controller comes or goes.
@@ -37,8 +38,7 @@ desired text through `ovs-ofctl parse-flows` (cached per line, so later syncs on
 for new lines). A sync after an agent restart (read the switch, canonicalise, diff, send
 nothing) takes 0.1-0.25 s for 10k flows.
 
-The agent's flows take another path, `apply()` (flowtext.FlowChanges, what
-Engine.render() returns). Every flow of an engine entry carries the entry's cookie, so
+The agent's path, `apply()`, takes flowtext.FlowChanges (what Engine.render() returns). Every flow of an engine entry carries the entry's cookie, so
 a changed entry is replaced whole, `delete cookie=C/-1` then its adds, in the same one
 bundle, and neither the engine nor the installer keeps a copy of the text: the switch
 holds it. A complete set (the agent's first install, or after the switch was lost) is
