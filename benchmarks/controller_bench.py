@@ -51,6 +51,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from wyvern.controller import engine as engine_module  # noqa: E402
 from wyvern.controller.engine import Engine, default_apps, gc_paused  # noqa: E402
 from wyvern.controller.sync import Sync  # noqa: E402
 from wyvern.model.keys import STORE_KINDS  # noqa: E402
@@ -505,6 +506,7 @@ def pipeline(
     if settle:  # as the agent does once idle (older trees filed the reads in full())
         with gc_paused():
             getattr(engine, "settle", lambda: 0)()
+    getattr(engine_module, "release_free_memory", lambda: None)()  # (newer trees: as the agent)
     yield {"full_s": full_s, "install_s": time.perf_counter() - t0, "flows": first.added}
     yield store, sync, engine, installer
 

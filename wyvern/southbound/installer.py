@@ -38,14 +38,15 @@ desired text through `ovs-ofctl parse-flows` (cached per line, so later syncs on
 for new lines). A sync after an agent restart (read the switch, canonicalise, diff, send
 nothing) takes 0.1-0.25 s for 10k flows.
 
-The agent's path, `apply()`, takes flowtext.FlowChanges (what Engine.render() returns). Every flow of an engine entry carries the entry's cookie, so
-a changed entry is replaced whole, `delete cookie=C/-1` then its adds, in the same one
-bundle, and neither the engine nor the installer keeps a copy of the text: the switch
-holds it. A complete set (the agent's first install, or after the switch was lost) is
-compared with the switch entry by entry: the switch's flows and the desired ones, both
-in OVS's canonical form, are folded into a count and a sum of hashes per cookie, and
-only the entries that differ are replaced (an agent restart with nothing changed sends
-nothing). Nothing per flow is kept after either.
+The agent's path, `apply()`, takes flowtext.FlowChanges (what Engine.render() returns).
+Every flow of an engine entry carries the entry's cookie, so a changed entry is replaced
+whole, `delete cookie=C/-1` then its adds, in the same one bundle, and neither the
+engine nor the installer keeps a copy of the text: the switch holds it. A complete set
+(the agent's first install, or after the switch was lost) is compared with the switch
+entry by entry: the switch's flows and the desired ones, both in OVS's canonical form,
+are folded into a count and a sum of hashes per cookie, and only the entries that
+differ are replaced (an agent restart with nothing changed sends nothing). Nothing per
+flow is kept after either.
 
 Not thread-safe, and blocking: one owner (the agent's southbound worker) calls it, off
 the event loop.
