@@ -365,7 +365,8 @@ class FlowInstaller:
         are replaced by cookie, all in one bundle. A complete set is compared with the
         switch first. Raises SwitchUnknownError for changes that are not complete while
         the switch's flows are unknown, and as sync() on failure (then the switch is
-        unknown until the next complete set)."""
+        unknown until the next complete set). For changes, the stats' `deleted` counts
+        the entries replaced (the switch alone knows how many flows they had)."""
         enabled = gc.isenabled()
         gc.disable()  # (as in sync)
         try:
