@@ -240,6 +240,27 @@ def test_noauth_project_id_is_bounded_as_documented(
     ]
 
 
+def test_a_project_id_with_a_slash_is_refused(client: TestClient) -> None:
+    """A project id is a segment of store keys: "a/networks" would have counted as project
+    a's networks (its quota). Refused in the header and in a body; the same ids without
+    the slash are taken (the probe)."""
+    as_member = {"X-Roles": "member"}
+    ok = create(client, "networks", headers={"X-Project-Id": "a-networks", **as_member})
+    assert ok["project_id"] == "a-networks"
+    bad = {"X-Project-Id": "a/networks", **as_member}
+    resp = client.post("/v2.0/networks", json={"network": {}}, headers=bad)
+    assert resp.status_code == 400 and error_type(resp) == "HTTPBadRequest", resp.text
+    assert "contains '/'" in resp.json()["NeutronError"]["message"]
+    assert client.get("/v2.0/networks", headers=bad).status_code == 400
+    taken = client.post("/v2.0/networks", json={"network": {"tenant_id": "b-x"}})
+    assert taken.status_code == 201, taken.text  # (as admin, for another project)
+    for field in ("tenant_id", "project_id"):
+        resp = client.post("/v2.0/networks", json={"network": {field: "b/networks"}})
+        assert resp.status_code == 400, resp.text
+    names = {n["project_id"] for n in client.get("/v2.0/networks").json()["networks"]}
+    assert names == {"a-networks", "b-x"}
+
+
 def test_what_a_real_topology_shows_conforms_to_the_document(
     client: TestClient, doc: dict[str, Any]
 ) -> None:

@@ -28,7 +28,10 @@ MISSING: Any = _Missing()
 
 Name = Annotated[str, StringConstraints(max_length=255)]
 Description = Annotated[str, StringConstraints(max_length=255)]
-ProjectId = Annotated[str, StringConstraints(max_length=255)]
+# No "/": a project id is a segment of store keys (model/keys.py: owner_prefix), and "a/x"
+# would count as project a's (Keystone's ids are hex; Neutron's noauth takes any string).
+PROJECT_ID_PATTERN = r"^[^/]*$"
+ProjectId = Annotated[str, StringConstraints(max_length=255, pattern=PROJECT_ID_PATTERN)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

@@ -90,6 +90,8 @@ class Authenticator:
                 raise BadRequest(
                     f"X-Project-Id '{shorten(project)}' is longer than {MAX_PROJECT_ID}"
                 )
+            if project is not None and "/" in project:  # (attributes.PROJECT_ID_PATTERN)
+                raise BadRequest(f"X-Project-Id '{shorten(project)}' contains '/'")
             roles_hdr = headers.get("x-roles")
             if project is None and roles_hdr is None:
                 return admin_context(self.default_project)

@@ -202,7 +202,7 @@ NOAUTH_HEADERS = [
         "name": "X-Project-Id",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "maxLength": MAX_PROJECT_ID},
+        "schema": {"type": "string", "maxLength": MAX_PROJECT_ID, "pattern": "^[^/]*$"},
         "description": "noauth: act as this project",
     },
     {
