@@ -113,7 +113,7 @@ class Engine:
         # that render is installed), the entries changed since (their new lines, [] when
         # gone), and after a first full(): every entry's lines in large blocks.
         self._installed: dict[EntryKey, int] = {}
-        self._pending: dict[EntryKey, list[str]] = {}
+        self._pending: dict[EntryKey, tuple[list[str], int]] = {}  # (lines, fingerprint)
         self._bulk: list[str] | None = None
         self._count = 0  # flows in the desired set as it stands
         self._render_lock = threading.Lock()
@@ -126,7 +126,7 @@ class Engine:
 
     def _current(self, key: EntryKey) -> int:
         pending = self._pending.get(key)
-        return self._installed.get(key, 0) if pending is None else fingerprint(pending)
+        return self._installed.get(key, 0) if pending is None else pending[1]
 
     def _set(self, key: EntryKey, flows: list[Flow]) -> bool:
         """Replace one entry; returns True if it changed."""
@@ -141,16 +141,16 @@ class Engine:
         if fp == self._installed.get(key, 0):
             del self._pending[key]  # back to what was rendered: nothing to send
         else:
-            self._pending[key] = lines
+            self._pending[key] = (lines, fp)
         self._count += (fp & _COUNT_MASK) - (current & _COUNT_MASK)
         return True
 
     def fingerprints(self) -> dict[EntryKey, int]:
         """Every entry's fingerprint as it stands (for tests: fingerprints_full agrees)."""
         out = {k: v for k, v in self._installed.items() if k not in self._pending}
-        for key, lines in self._pending.items():
+        for key, (lines, fp) in self._pending.items():
             if lines:
-                out[key] = fingerprint(lines)
+                out[key] = fp
         return out
 
     def forget_installed(self) -> None:
@@ -360,14 +360,14 @@ class Engine:
                 for line in FlowChanges(text=bulk).lines()
                 if rendered_cookie(line) not in stale
             ]
-            bulk = ["\n".join(keep), *("\n".join(v) for v in pending.values() if v)]
+            bulk = ["\n".join(keep), *("\n".join(v) for v, _ in pending.values() if v)]
         replaced: list[int] = []
         text: list[str] = []
-        for key, lines in pending.items():
+        for key, (lines, fp) in pending.items():
             if bulk is None and key in installed:
                 replaced.append(cookie_of(key))
             if lines:
-                installed[key] = fingerprint(lines)
+                installed[key] = fp
                 text.append("\n".join(lines))
             else:
                 installed.pop(key, None)
