@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wyvern.api.attributes import Attr, ResourceDef, attr_schema
+from wyvern.api.attributes import PROJECT_ID_PATTERN, Attr, ResourceDef, attr_schema
 from wyvern.api.context import MAX_PROJECT_ID
 from wyvern.api.listing import TAG_FILTERS, takes_text
 
@@ -202,7 +202,7 @@ NOAUTH_HEADERS = [
         "name": "X-Project-Id",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "maxLength": MAX_PROJECT_ID, "pattern": "^[^/]*$"},
+        "schema": {"type": "string", "maxLength": MAX_PROJECT_ID, "pattern": PROJECT_ID_PATTERN},
         "description": "noauth: act as this project",
     },
     {
