@@ -88,15 +88,17 @@ def test_port_lifecycle_and_ip_conflict(conn: Connection) -> None:
     assert ipaddress.ip_address(fixed["ip_address"]) in ipaddress.ip_network("10.30.0.0/24")
     assert len(port.security_group_ids) == 1  # the project's default group
 
+    # Allocation is random over the pool, as in Neutron: pin an address the first port lacks.
+    want = "10.30.0.51" if fixed["ip_address"] == "10.30.0.50" else "10.30.0.50"
     pinned = conn.network.create_port(
-        network_id=net.id, fixed_ips=[{"subnet_id": subnet.id, "ip_address": "10.30.0.50"}]
+        network_id=net.id, fixed_ips=[{"subnet_id": subnet.id, "ip_address": want}]
     )
-    assert pinned.fixed_ips[0]["ip_address"] == "10.30.0.50"
+    assert pinned.fixed_ips[0]["ip_address"] == want
     with pytest.raises(exceptions.ConflictException) as exc:
         conn.network.create_port(
-            network_id=net.id, fixed_ips=[{"subnet_id": subnet.id, "ip_address": "10.30.0.50"}]
+            network_id=net.id, fixed_ips=[{"subnet_id": subnet.id, "ip_address": want}]
         )
-    assert "10.30.0.50 is in use" in str(exc.value)
+    assert f"{want} is in use" in str(exc.value)
 
     updated = conn.network.update_port(port, name="renamed", device_id="vm-1")
     assert (updated.name, updated.device_id) == ("renamed", "vm-1")
