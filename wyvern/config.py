@@ -198,6 +198,14 @@ class Settings:
         "integration bridge, the operator adds the physical NIC to it. Advertised in the "
         "chassis record.",
     )
+    gateway_priority: int = _opt(
+        default=0,
+        ge=0,
+        le=32767,
+        description="Agent: 0: never a gateway chassis; above 0: this chassis may host "
+        "router gateways on the physnets it maps (bridge_mappings), the highest priority "
+        "alive being active (OVN's gateway_chassis priority). Advertised in the chassis record.",
+    )
     underlay_interface: str = _opt(
         default="",
         description="Agent: the underlay NIC (in OVS's namespace) to put into "

@@ -38,9 +38,11 @@ from __future__ import annotations
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port
+from wyvern.apps.gateway import Gateway, local_gateway
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
 from wyvern.ir import (
+    ETH_TYPE_ARP,
     Action,
     Flow,
     FlowTemplate,
@@ -55,9 +57,11 @@ from wyvern.ir.cookies import encode
 from wyvern.ir.pipeline import StageName
 from wyvern.model.view import LocalView, Port
 
+P_GATEWAY_ARP = 120
 P_ROUTER = 110
 P_PORT = 100
 P_FLOOD = 10
+GATEWAY_OWNER = "network:router_gateway"
 
 
 def router_ports(view: LocalView, network_id: str) -> list[tuple[Port, int]]:
@@ -75,6 +79,23 @@ def router_ports(view: LocalView, network_id: str) -> list[tuple[Port, int]]:
             if p is not None and p.network_id == network_id:
                 out.setdefault(pid, (p, r.key))
     return [out[k] for k in sorted(out)]
+
+
+def _hosted_here(view: LocalView, gateway_port: Port) -> bool:
+    """Whether this chassis hosts the router gateway that GATEWAY_PORT is."""
+    router = view.routers.get(gateway_port.device_id)
+    return router is not None and local_gateway(view, router) is not None
+
+
+def _local_gateways(view: LocalView, network_id: str) -> list[Gateway]:
+    """The gateways on this network that this chassis hosts."""
+    out = []
+    for rid in sorted(view.routers_by_network.get(network_id, ())):
+        router = view.routers.get(rid)
+        gw = local_gateway(view, router) if router is not None else None
+        if gw is not None and gw.network.id == network_id:
+            out.append(gw)
+    return out
 
 
 def flood_actions(view: LocalView, network_id: str) -> tuple[Action, ...]:
@@ -109,6 +130,8 @@ class L2(App):
         out: dict[object, Flow] = {}
         routed = router_ports(view, net_id)
         for rport, router_key in routed:
+            if rport.device_owner == GATEWAY_OWNER and not _hosted_here(view, rport):
+                continue  # it leaves by the physical network, to the gateway chassis
             f = st.flow(
                 priority=P_ROUTER,
                 cookie=cookie,
@@ -120,6 +143,19 @@ class L2(App):
                 ),
             )
             out.setdefault(f.key, f)
+        for gw in _local_gateways(view, net_id):
+            for addr in gw.addrs:  # ARP from the physical network for the gateway
+                f = st.flow(
+                    priority=P_GATEWAY_ARP,
+                    cookie=cookie,
+                    match=match(network_key=net.key, eth_type=ETH_TYPE_ARP, arp_tpa=str(addr.ip)),
+                    actions=(
+                        Load("router_key", gw.router.key),
+                        Load("dst_port_key", gw.port.key),
+                        Goto("router_input"),
+                    ),
+                )
+                out.setdefault(f.key, f)
         f = st.flow(
             priority=P_FLOOD,
             cookie=cookie,

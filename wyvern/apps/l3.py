@@ -42,8 +42,10 @@ from __future__ import annotations
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.punts import PUNT_ICMP4_ERROR, punt
+from wyvern.apps.gateway import Gateway, local_gateway
+from wyvern.apps.punts import PUNT_ARP_LEARN, PUNT_ARP_REQUEST, PUNT_ICMP4_ERROR, code, punt
 from wyvern.ir import (
+    ETH_TYPE_ARP,
     ETH_TYPE_IP,
     ETH_TYPE_IPV6,
     IPPROTO_ICMP,
@@ -56,6 +58,7 @@ from wyvern.ir import (
     Load,
     MatchValue,
     Move,
+    Resubmit,
     SetField,
     ip_value,
     parse_value,
@@ -65,15 +68,20 @@ from wyvern.ir.cookies import encode
 from wyvern.model.view import LocalView, Network, Port, Router
 
 # router_input priorities
+PRIO_GATEWAY_ARP = 100
 PRIO_ECHO = 90
+PRIO_UNSNAT = 85
 PRIO_TO_ROUTER = 80
 PRIO_TTL = 30
 PRIO_FORWARD = 10
 # routing: above this base, 4 per prefix bit
 PRIO_ROUTE_BASE = 100
 PRIO_NO_ROUTE = 1
+PRIO_OWN_ADDRESS = 400  # (above any route: a /32 is 100 + 32 * 4 + 2)
 # arp_resolve
 PRIO_RESOLVE = 100
+PRIO_LEARNED = 90  # a learned MAC binding: below any port's own address
+PRIO_UNRESOLVED = 1
 
 ICMP4_TIME_EXCEEDED = (11, 0)
 ICMP4_NET_UNREACHABLE = (3, 0)
@@ -131,8 +139,9 @@ def _interfaces(view: LocalView, router: Router) -> list[_Itf]:
 class L3App(App):
     name = "l3"
 
-    # Every router; every port (flows() has none for a port of an unrouted network).
-    owner_tables = {"router": "routers", "port": "ports"}
+    # Every router; every port (flows() has none for a port of an unrouted network);
+    # every learned MAC binding (a neighbour outside Neutron).
+    owner_tables = {"router": "routers", "port": "ports", "mac_binding": "mac_bindings"}
 
     @staticmethod
     def _routed(view: LocalView, network_id: str) -> bool:
@@ -156,6 +165,8 @@ class L3App(App):
             if port is None or net is None or not self._routed(view, net.id):
                 return []
             return self._resolve_flows(view, net, port)
+        if kind == "mac_binding":
+            return _learned_flows(view, oid)
         return []
 
     # ---- router_input + routing ----------------------------------------------------------
@@ -163,6 +174,10 @@ class L3App(App):
         cookie = encode("l3", router.id)
         rkey = router.key
         itfs = _interfaces(view, router)
+        gw = local_gateway(view, router)
+        gw_itf = _Itf(gw.network, gw.port, list(gw.addrs)) if gw is not None else None
+        if gw_itf is not None:
+            itfs.append(gw_itf)
         flows: dict[object, Flow] = {}
 
         def add(f: Flow) -> None:
@@ -265,6 +280,11 @@ class L3App(App):
             for a in itf.addrs:
                 connected.append((a.network, itf))
                 add(route(a.network, itf, None, True))
+        if gw is not None and gw_itf is not None:
+            for f in _gateway_flows(gw, cookie):
+                add(f)
+            for upstream in gw.upstream[:1]:  # the default route: the subnet's gateway
+                add(route(ipaddress.IPv4Network("0.0.0.0/0"), gw_itf, upstream, False))
         # Extra routes: the next hop must sit on a connected subnet (longest match wins).
         for dest, nexthop in sorted(router.routes, key=lambda r: (r[0], _ip_sort(r[1]))):
             try:
@@ -314,6 +334,95 @@ class L3App(App):
         return list(flows.values())
 
 
+def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
+    """What a router needs on the chassis hosting its gateway, besides the routes: its
+    gateway addresses answer ARP from the external network (and teach the router the
+    asker's MAC), ARP replies to them are learned, traffic to them from outside goes to
+    dnat (un-SNAT of replies), and an external next hop without a MAC is ARPed for."""
+    rkey, nkey, mac = gw.router.key, gw.network.key, gw.port.mac
+    rin = table("router_input")
+    out: list[Flow] = []
+    for addr in gw.addrs:
+        ip = str(addr.ip)
+        arp: dict[str, MatchValue] = {
+            "router_key": rkey,
+            "network_key": nkey,
+            "eth_type": ETH_TYPE_ARP,
+            "arp_tpa": ip,
+        }
+        out.append(
+            rin.flow(
+                priority=PRIO_GATEWAY_ARP,
+                cookie=cookie,
+                match={**arp, "arp_op": 1},
+                actions=(
+                    # a copy to the agent (it learns the asker), then the answer
+                    Load("punt_code", code(bytes([PUNT_ARP_LEARN]))),
+                    Resubmit("punt_meter"),
+                    Move("eth_src", "eth_dst"),
+                    SetField("eth_src", mac),
+                    SetField("arp_op", 2),
+                    Move("arp_sha", "arp_tha"),
+                    SetField("arp_sha", mac),
+                    Move("arp_spa", "arp_tpa"),
+                    SetField("arp_spa", ip),
+                    Load("flag_allow_loopback", 1),
+                    Goto("output"),
+                ),
+            )
+        )
+        out.append(
+            rin.flow(
+                priority=PRIO_GATEWAY_ARP,
+                cookie=cookie,
+                match={**arp, "arp_op": 2},
+                actions=punt(bytes([PUNT_ARP_LEARN])),
+            )
+        )
+        out.append(
+            rin.flow(
+                priority=PRIO_UNSNAT,
+                cookie=cookie,
+                match={"router_key": rkey, "network_key": nkey, "ipv4_dst": ip},
+                actions=(Goto("dnat"),),
+            )
+        )
+        # what un-SNAT left addressed to the gateway itself: not a reply, nowhere to go
+        out.append(
+            table("routing").flow(
+                priority=PRIO_OWN_ADDRESS,
+                cookie=cookie,
+                match={"router_key": rkey, "ipv4_dst": ip},
+            )
+        )
+    out.append(
+        table("arp_resolve").flow(
+            priority=PRIO_UNRESOLVED,
+            cookie=cookie,
+            match={"router_key": rkey, "network_key": nkey, "eth_type": ETH_TYPE_IP},
+            actions=punt(bytes([PUNT_ARP_REQUEST])),
+        )
+    )
+    return out
+
+
+def _learned_flows(view: LocalView, binding_id: str) -> list[Flow]:
+    """A learned neighbour as a next hop, unless a port holds the address (the port's
+    own entry resolves it then)."""
+    b = view.mac_bindings.get(binding_id)
+    net = view.networks.get(b.network_id) if b is not None else None
+    if b is None or net is None or view.ports_by_ip.get((net.id, b.ip)):
+        return []
+    try:
+        version, ip = ip_value(b.ip)
+        mac = parse_value("eth_src", b.mac)[0]
+    except ValueError:
+        return []
+    if version != 4:
+        return []  # TODO: IPv6 next hops outside Neutron (ND), with IPv6 through gateways
+    return [_LEARNED_V4.flow(encode("l3", binding_id), net.key, ip, mac)]
+
+
 def _ip_sort(text: str) -> tuple[int, int]:
     try:
         ip = ipaddress.ip_address(text)
@@ -322,10 +431,12 @@ def _ip_sort(text: str) -> tuple[int, int]:
     return (ip.version, int(ip))
 
 
-def _resolve_template(family: dict[str, MatchValue], field: str) -> FlowTemplate:
+def _resolve_template(
+    family: dict[str, MatchValue], field: str, priority: int = PRIO_RESOLVE
+) -> FlowTemplate:
     """A port's address as a next hop → its MAC: flow(cookie, net key, address, MAC)."""
     return table("arp_resolve").template(
-        priority=PRIO_RESOLVE,
+        priority=priority,
         cookie_app="l3",
         varying=("network_key", field),
         fixed=family,
@@ -336,3 +447,4 @@ def _resolve_template(family: dict[str, MatchValue], field: str) -> FlowTemplate
 
 _RESOLVE_V4 = _resolve_template({"eth_type": ETH_TYPE_IP}, "next_hop_ipv4")
 _RESOLVE_V6 = _resolve_template({"eth_type": ETH_TYPE_IPV6}, "ipv6_dst")
+_LEARNED_V4 = _resolve_template({"eth_type": ETH_TYPE_IP}, "next_hop_ipv4", PRIO_LEARNED)

@@ -178,14 +178,22 @@ def physnet_flows(view: LocalView, network_id: str) -> list[Flow]:
     if net is None or patch is None or not net.admin_state_up:
         return []
     vid = vlan_vid(net)
-    acts: tuple[Action, ...] = (Output(patch),)
-    if vid is not None:
-        acts = (PushVlan(), SetField("vlan_vid", vid), *acts, PopVlan())
+    tag: tuple[Action, ...] = () if vid is None else (PushVlan(), SetField("vlan_vid", vid))
+    untag: tuple[Action, ...] = () if vid is None else (PopVlan(),)
+    st = table("output")
+    cookie = encode("output", network_id)
     return [
-        table("output").flow(
+        st.flow(
             priority=P_PHYSNET,
-            cookie=encode("output", network_id),
+            cookie=cookie,
             match=match(network_key=net.key),
-            actions=acts,
-        )
+            actions=(*tag, Output(patch), *untag),
+        ),
+        # An answer to the physical network (a router gateway's ARP and echo replies).
+        st.flow(
+            priority=P_LOOPBACK,
+            cookie=cookie,
+            match=match(network_key=net.key, in_port=patch, flag_allow_loopback=1),
+            actions=(*tag, Output(PORT_IN_PORT)),
+        ),
     ]

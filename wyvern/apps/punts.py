@@ -15,6 +15,8 @@ PUNT_DHCP6 = 0x02  # DHCPv6 client packets
 PUNT_ICMP4_ERROR = 0x03  # generate ICMP time-exceeded / unreachable (routing)
 PUNT_ND_RA = 0x04  # router solicitations (IPv6 RA)
 PUNT_ND_NS = 0x05  # neighbour solicitations for a known address: answer with an NA
+PUNT_ARP_LEARN = 0x06  # ARP to a router gateway from outside: learn the sender's MAC
+PUNT_ARP_REQUEST = 0x07  # a next hop on an external network has no MAC yet: ARP for it
 
 NAMES = {
     PUNT_DHCP4: "dhcp4",
@@ -22,6 +24,8 @@ NAMES = {
     PUNT_ICMP4_ERROR: "icmp4-error",
     PUNT_ND_RA: "ipv6-ra",
     PUNT_ND_NS: "nd-ns",
+    PUNT_ARP_LEARN: "arp-learn",
+    PUNT_ARP_REQUEST: "arp-request",
 }
 
 # Every punt's userdata: the punt stage has one controller(userdata) flow per entry, so a
@@ -31,6 +35,8 @@ USERDATA = (
     bytes([PUNT_ND_NS]),
     bytes([PUNT_ICMP4_ERROR, 11, 0]),  # time exceeded
     bytes([PUNT_ICMP4_ERROR, 3, 0]),  # net unreachable
+    bytes([PUNT_ARP_LEARN]),
+    bytes([PUNT_ARP_REQUEST]),
 )
 
 # The per-port meter in the datapath, in front of the agent's own per-port token bucket

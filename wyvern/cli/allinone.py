@@ -109,6 +109,7 @@ class AgentComponent:
             encaps=tuple(s.encaps),
             bridge_mappings=dict(s.bridge_mappings),
             bridge=s.bridge,
+            gateway_priority=s.gateway_priority,
             underlay_interface=s.underlay_interface,
             underlay_bridge=s.underlay_bridge,
             tunnel_prefixlen=s.tunnel_prefixlen,

@@ -52,6 +52,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from wyvern.apps import punts
 from wyvern.apps.base import App
 from wyvern.controller.bindings import BindingMonitor, StatusWriter
@@ -60,9 +62,9 @@ from wyvern.controller.engine import Engine, default_apps, gc_paused, release_fr
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.liveness import ChassisLiveness
 from wyvern.controller.sync import Sync
-from wyvern.model.keys import ROOT
-from wyvern.model.view import Change, LocalView
-from wyvern.nb.store import Store, StoreError
+from wyvern.model.keys import ROOT, mac_binding_key, obj_key
+from wyvern.model.view import Change, LocalView, MacBinding
+from wyvern.nb.store import Compare, Put, Store, StoreError
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.meters import Meters
 from wyvern.southbound.ovs import OvsError, OvsInstance
@@ -566,7 +568,11 @@ class PacketInService:
 
         def handle(pin: Any, now: float) -> Any:
             with lock:  # the agent thread changes the view under the same lock
-                return inner(pin, now)
+                outs = inner(pin, now)
+                learned, dispatcher.learned = dispatcher.learned, []
+            for binding in learned:  # (a store write: never under the view's lock)
+                self._write_binding(binding)
+            return outs
 
         dispatcher.handle = handle  # type: ignore[method-assign]
         run = dispatcher.run  # type: ignore[attr-defined,unused-ignore]
@@ -583,6 +589,20 @@ class PacketInService:
                     pass
                 except Exception:
                     LOG.exception("packet-in service on %s stopped", self.bridge)
+
+    def _write_binding(self, binding: MacBinding) -> None:
+        """Publish a learned neighbour to every agent following its network."""
+        key = mac_binding_key(binding.network_id, binding.ip)
+        value = orjson.dumps(
+            {"id": binding.id, "network_id": binding.network_id, "ip": binding.ip,
+             "mac": binding.mac}
+        )  # fmt: skip
+        # Only while the network exists: its delete removes its bindings (the API's).
+        alive = Compare(obj_key("networks", binding.network_id), "version", ">", 0)
+        try:
+            self.sync.store.txn([alive], [Put(key, value)])
+        except StoreError as exc:  # learned again at the next ARP
+            LOG.warning("mac binding %s %s: not stored: %s", binding.ip, binding.mac, exc)
 
     def stop(self) -> None:
         if not self.loop.is_closed():

@@ -47,6 +47,7 @@ class ChassisInfo:
     encaps: tuple[str, ...] = ("geneve", "vxlan")
     bridge_mappings: dict[str, str] = field(default_factory=dict)
     bridge: str = "br-int"
+    gateway_priority: int = 0  # 0: not a gateway chassis (wyvern.apps.gateway)
     # The underlay (wyvern.southbound.tunnels): the NIC put into `underlay_bridge`, which
     # gets tunnel_ip/tunnel_prefixlen. Empty: the underlay is set up by someone else.
     underlay_interface: str = ""
@@ -86,6 +87,7 @@ class ChassisRegistration:
             "encaps": list(i.encaps),
             "bridge_mappings": dict(i.bridge_mappings),
             "bridge": i.bridge,
+            "gateway_priority": i.gateway_priority,
             "lease_ttl": self.ttl,
         }
 

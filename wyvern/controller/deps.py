@@ -31,7 +31,7 @@ from wyvern.model.view import LocalView, T
 # Every LocalView table an app may read (the records, then the indexes).
 TABLES = (
     "networks", "subnets", "ports", "routers", "security_groups", "rules",
-    "address_groups", "chassis", "bindings", "port_chassis", "ports_by_network",
+    "address_groups", "chassis", "mac_bindings", "bindings", "port_chassis", "ports_by_network",
     "subnets_by_network", "ports_by_sg", "rules_by_sg", "routers_by_network",
     "ports_by_ip", "ports_by_mac", "pair_ports_by_network",
 )  # fmt: skip

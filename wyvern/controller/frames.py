@@ -200,3 +200,55 @@ def icmp6(src: str, dst: str, icmp_type: int, code: int, body: bytes) -> bytes:
         IPPROTO_ICMPV6,
     )
     return raw[:2] + struct.pack("!H", checksum(pseudo + raw)) + raw[4:]
+
+
+# -- ARP ------------------------------------------------------------------------------------
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_VLAN = 0x8100
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+
+
+@dataclass(frozen=True, slots=True)
+class Arp:
+    op: int
+    sha: str
+    spa: str
+    tha: str
+    tpa: str
+
+
+def parse_arp(payload: bytes) -> Arp | None:
+    """An Ethernet/IPv4 ARP packet (the Ethernet payload)."""
+    if len(payload) < _ARP.size:
+        return None
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(payload)
+    if (htype, ptype, hlen, plen) != (1, ETH_TYPE_IP, 6, 4):
+        return None
+    return Arp(
+        op,
+        mac_text(sha),
+        str(ipaddress.IPv4Address(spa)),
+        mac_text(tha),
+        str(ipaddress.IPv4Address(tpa)),
+    )
+
+
+def arp_request(src_mac: str, src_ip: str, target_ip: str, vlan_vid: int | None = None) -> bytes:
+    """A broadcast who-has TARGET_IP from SRC_MAC/SRC_IP; 802.1Q-tagged with VLAN_VID
+    (the 12-bit VLAN id) when given."""
+    body = _ARP.pack(
+        1,
+        ETH_TYPE_IP,
+        6,
+        4,
+        1,
+        mac_bytes(src_mac),
+        ipaddress.IPv4Address(src_ip).packed,
+        bytes(6),
+        ipaddress.IPv4Address(target_ip).packed,
+    )
+    if vlan_vid is None:
+        return ethernet(BROADCAST, src_mac, ETH_TYPE_ARP, body)
+    tci_and_type = struct.pack("!HH", vlan_vid & 0x0FFF, ETH_TYPE_ARP)
+    return ethernet(BROADCAST, src_mac, ETH_TYPE_VLAN, tci_and_type + body)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wyvern.apps import punts
-from wyvern.controller import dhcp, icmp_errors, nd
-from wyvern.model.view import LocalView, Network, Port
+from wyvern.controller import dhcp, icmp_errors, nd, neighbours
+from wyvern.model.view import LocalView, MacBinding, Network, Port
 from wyvern.southbound.ofchannel import ChannelError, PacketIn
 
 LOG = logging.getLogger(__name__)
@@ -126,8 +126,14 @@ class PacketInDispatcher:
             punts.PUNT_DHCP4: self.handle_dhcp4,
             punts.PUNT_ICMP4_ERROR: self.handle_icmp4_error,
             punts.PUNT_ND_NS: self.handle_nd_ns,
+            punts.PUNT_ARP_LEARN: self.handle_arp_learn,
+            punts.PUNT_ARP_REQUEST: self.handle_arp_request,
         }
         self.stats: Counter[str] = Counter()
+        # MAC bindings learned and not yet written to the store (the caller drains it,
+        # outside the view's lock), and a who-has per next hop at most once a second.
+        self.learned: list[MacBinding] = []
+        self.arp_limiter = TokenBucket(rate=1.0, burst=2.0)
 
     def register(self, punt: int, handler: Handler) -> None:
         self.handlers[punt] = handler
@@ -211,6 +217,27 @@ class PacketInDispatcher:
             return []
         self.stats["nd_na"] += 1
         return [PacketOut(binding.ofport, frame)]
+
+    def handle_arp_learn(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """ARP from the physical network to a gateway address: keep the sender's MAC."""
+        network = neighbours.network_by_key(self.view, pin.network_key)
+        binding = neighbours.learned(self.view, network, pin.data) if network else None
+        if binding is not None and binding not in self.learned:
+            self.learned.append(binding)
+            self.stats["mac_learned"] += 1
+        return []
+
+    def handle_arp_request(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """A next hop on an external network without a MAC: ask for it."""
+        network = neighbours.network_by_key(self.view, pin.network_key)
+        next_hop = pin.register("next_hop_ipv4")
+        if network is None or not self.arp_limiter.allow((network.id, next_hop), now):
+            return []
+        found = neighbours.request(self.view, network, pin.register("router_key"), next_hop)
+        if found is None:
+            return []
+        self.stats["arp_who_has"] += 1
+        return [PacketOut(found[0], found[1])]
 
     async def run(self, channel: Channel, clock: Callable[[], float] = time.monotonic) -> None:
         """Serve packet-ins from CHANNEL until cancelled."""

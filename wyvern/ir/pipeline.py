@@ -254,7 +254,7 @@ PIPELINE: tuple[Stage, ...] = (
         "ingress",
         "l2",
         "Destination MAC in the network → destination port, router, or flood",
-        match=("network_key", "eth_dst", "eth_type", "flag_from_tunnel"),
+        match=("network_key", "eth_dst", "eth_type", "flag_from_tunnel", "arp_tpa"),
         writes=("dst_port_key", "router_key"),
         next=("router_input", "pre_acl_egress", "output"),
         miss=DROP,  # the network is not known here
@@ -312,10 +312,10 @@ PIPELINE: tuple[Stage, ...] = (
         "arp_resolve",
         "l3",
         "l3",
-        "Next hop IP → destination MAC in the output network",
+        "Next hop IP → destination MAC in the output network (unknown: ARP for it)",
         match=("router_key", "network_key", "next_hop_ipv4", *_IP, "ipv6_dst"),
-        writes=("eth_dst",),
-        next=("snat",),
+        writes=("eth_dst", "punt_code"),
+        next=("snat", "punt_meter"),
         miss=DROP,  # next hop not known
     ),
     _stage(

@@ -11,6 +11,7 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/quotas/<project>                 a project's quota overrides
     /wyvern/intent/<kind>/<id>               a delete in progress, on its process's lease
     /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
+    /wyvern/mac_bindings/<network>/<id>      a neighbour's MAC learned by an agent (ARP)
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
 
@@ -21,14 +22,17 @@ No other module spells a key prefix.
 
 from __future__ import annotations
 
+import ipaddress
+import uuid
 from dataclasses import dataclass
 from typing import Literal
 
 ROOT = "/wyvern/"
+_MAC_BINDINGS = uuid.UUID("5f0c1d8e-7a43-4e57-9a55-0b8d2f6c4e21")  # uuid5 namespace
 
 ViewKind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
-    "address_group", "chassis",
+    "address_group", "chassis", "mac_binding",
 ]  # fmt: skip
 
 # Store kind segment -> view kind, for every object kind an agent follows.
@@ -41,9 +45,10 @@ STORE_KINDS: dict[str, ViewKind] = {
     "security_group_rules": "security_group_rule",
     "address_groups": "address_group",
     "chassis": "chassis",
+    "mac_bindings": "mac_binding",
 }
 # Kinds stored under a parent: /wyvern/<kind>/<parent id>/<id>.
-CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules"})
+CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules", "mac_bindings"})
 # Segments under ROOT that hold no API object an agent follows: claims, ownership and
 # child -> parent indexes, quotas, the agent registry.
 UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents", "intent"})
@@ -121,6 +126,16 @@ def status_key(network_id: str, port_id: str) -> str:
     return f"{STATUS_PORTS}{network_id}/{port_id}"
 
 
+def mac_binding_id(network_id: str, ip: str) -> str:
+    """The id of the MAC binding of IP in a network: a UUID derived from both, so keys
+    stay fixed-length and a re-learn (or another chassis learning it) replaces it."""
+    return str(uuid.uuid5(_MAC_BINDINGS, f"{network_id}/{ipaddress.ip_address(ip)}"))
+
+
+def mac_binding_key(network_id: str, ip: str) -> str:
+    return obj_key("mac_bindings", mac_binding_id(network_id, ip), network_id)
+
+
 def chassis_key(name: str) -> str:
     return f"{CHASSIS_PREFIX}{name}"
 
@@ -139,6 +154,7 @@ def network_prefixes(network_id: str) -> tuple[str, ...]:
         kind_prefix("subnets", network_id),
         kind_prefix("ports", network_id),
         status_prefix(network_id),
+        kind_prefix("mac_bindings", network_id),
     )
 
 

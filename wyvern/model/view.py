@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 Kind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
-    "address_group", "chassis", "binding", "port_chassis",
+    "address_group", "chassis", "binding", "port_chassis", "mac_binding",
 ]  # fmt: skip
 # "port_chassis" changes carry chassis names (old, new) of a port's binding status, which
 # lives in LocalView.port_chassis rather than in a table.
@@ -255,6 +255,7 @@ class Chassis:
     tunnel_ip: str
     encaps: tuple[str, ...]
     bridge_mappings: tuple[tuple[str, str], ...]  # (physnet, bridge)
+    gateway_priority: int = 0  # 0: never hosts a router gateway
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Chassis:
@@ -265,7 +266,24 @@ class Chassis:
             bridge_mappings=tuple(
                 (k, v) for k, v in sorted((o.get("bridge_mappings") or {}).items())
             ),
+            gateway_priority=int(o.get("gateway_priority") or 0),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class MacBinding:
+    """A neighbour outside Neutron (an upstream router, a host on an external network)
+    whose MAC an agent learned by ARP: OVN's MAC_Binding. The id is derived from
+    (network, IP) (wyvern.model.keys.mac_binding_id), so a re-learn replaces it."""
+
+    id: str
+    network_id: str
+    ip: str
+    mac: str
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> MacBinding:
+        return cls(id=o["id"], network_id=o["network_id"], ip=o["ip"], mac=o["mac"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +317,7 @@ class LocalView:
     rules: dict[str, SecurityGroupRule] = field(default_factory=dict)
     address_groups: dict[str, AddressGroup] = field(default_factory=dict)
     chassis: dict[str, Chassis] = field(default_factory=dict)
+    mac_bindings: dict[str, MacBinding] = field(default_factory=dict)  # by mac_binding_id
     bindings: dict[str, Binding] = field(default_factory=dict)  # local ports only
     # Where every port is bound (port id -> chassis name), from the binding status keys.
     port_chassis: dict[str, str] = field(default_factory=dict)
@@ -335,6 +354,7 @@ class LocalView:
             "security_group_rule": self.rules,
             "address_group": self.address_groups,
             "chassis": self.chassis,
+            "mac_binding": self.mac_bindings,
             "binding": self.bindings,
         }
         return tables[kind]
@@ -511,6 +531,7 @@ TABLE_OF_KIND: dict[str, str] = {
     "security_group_rule": "rules",
     "address_group": "address_groups",
     "chassis": "chassis",
+    "mac_binding": "mac_bindings",
     "binding": "bindings",
     "port_chassis": "port_chassis",
 }
@@ -551,6 +572,7 @@ RECORD_TYPES: dict[str, Any] = {
     "security_group_rule": SecurityGroupRule,
     "address_group": AddressGroup,
     "chassis": Chassis,
+    "mac_binding": MacBinding,
 }
 
 

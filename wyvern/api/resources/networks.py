@@ -316,6 +316,8 @@ class Networks(Resource):
         subnet_res = self.state.resources["subnet"]
         for s in self.repo.scan("subnets", net["id"]):
             subnet_res.delete_ops(ctx, s, txn, {"force": "True", "network_gone": "True"})
+        for binding in self.repo.scan("mac_bindings", net["id"]):  # learned by agents
+            txn.delete("mac_bindings", binding, owned=False)
         key = net.get("_key")
         if key is not None:
             txn.release(uniq_key("netkey", key))

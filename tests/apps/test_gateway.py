@@ -1,0 +1,157 @@
+"""Router gateways through the simulator: SNAT out of the patch port to the physical
+network on the gateway chassis, replies un-SNATed back to the VM, ARP for the gateway
+answered and learned, next hops without a MAC asked for; nothing on other chassis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.apps import scenario as sc
+from wyvern.apps.gateway import gateway_chassis, router_zone
+from wyvern.apps.punts import PUNT_ARP_LEARN, PUNT_ARP_REQUEST
+from wyvern.ir import packet as pk
+from wyvern.ir.fields import FIELDS, format_value
+from wyvern.ir.ofports import patch_ofports
+from wyvern.ir.packet import Packet
+from wyvern.model.keys import mac_binding_id
+from wyvern.model.view import LocalView, MacBinding
+
+MAPPINGS = {"physnet1": "br-ex"}
+PATCH = patch_ofports(MAPPINGS)["physnet1"]
+MAC_VM, MAC_RI, MAC_GW, MAC_UP, MAC_HOST = (f"fa:16:3e:00:00:0{c}" for c in "12345")
+VM, GW, UPSTREAM, HOST, FAR = (
+    "10.0.0.5",
+    "203.0.113.10",
+    "203.0.113.1",
+    "203.0.113.50",
+    ("198.51.100.7"),
+)
+
+
+def view_of(*, snat: bool = True, chassis: dict[str, int] | None = None) -> LocalView:
+    """us (hv1): the VM "a" (ofport 1) behind router r, whose gateway is on "ext" (flat on
+    physnet1); CHASSIS: gateway priority per chassis name (hv1: 1 by default)."""
+    ext = sc.network(
+        "ext",
+        key=200,
+        **{
+            "router:external": True,
+            "provider:network_type": "flat",
+            "provider:physical_network": "physnet1",
+        },
+    )
+    gw_info: dict[str, Any] = {"network_id": "ext", "enable_snat": snat}
+    view = sc.build_view(
+        networks=[sc.network("n1", key=100), ext],
+        subnets=[
+            sc.subnet("s1", "n1", "10.0.0.0/24"),
+            sc.subnet("se", "ext", "203.0.113.0/24", gateway_ip=UPSTREAM),
+        ],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_VM, ips=[VM], port_security_enabled=False),
+            sc.router_port("ri", "n1", 2, MAC_RI, "10.0.0.1", "r"),
+            sc.port(
+                "rg",
+                "ext",
+                key=3,
+                mac=MAC_GW,
+                ips=[GW],
+                device_owner="network:router_gateway",
+                device_id="r",
+                port_security_enabled=False,
+            ),
+        ],
+        routers=[sc.router("r", 7, external_gateway_info=gw_info, _gw_port_id="rg")],
+        local={"a": 1},
+        chassis_name="hv1",
+    )
+    for name, priority in (chassis or {"hv1": 1}).items():
+        rec = {"name": name, "tunnel_ip": "192.0.2.1", "bridge_mappings": MAPPINGS,
+               "gateway_priority": priority}  # fmt: skip
+        view.apply("chassis", name, sc.record_from_obj("chassis", rec))
+    return view
+
+
+def text(p: Packet, *names: str) -> tuple[str, ...]:
+    """Fields of a packet as text (addresses as written here)."""
+    return tuple(format_value(FIELDS[n].kind, FIELDS[n].bits, p[n]) for n in names)
+
+
+def learn(view: LocalView, ip: str, mac: str) -> None:
+    b = MacBinding(mac_binding_id("ext", ip), "ext", ip, mac)
+    view.apply("mac_binding", b.id, b)
+
+
+def test_the_highest_priority_gateway_chassis_mapping_the_physnet_hosts_it() -> None:
+    view = view_of(chassis={"hv1": 1, "hv2": 5, "hv3": 0})
+    assert gateway_chassis(view, view.networks["ext"]) == "hv2"
+    view = view_of(chassis={"hv1": 2, "hv2": 2})
+    assert gateway_chassis(view, view.networks["ext"]) == "hv1"  # ties: the lowest name
+    assert router_zone(view.routers["r"]) >= 0xF000
+
+
+def test_snat_out_and_the_reply_back() -> None:
+    view = view_of()
+    s = sc.Scenario(view)
+    # No MAC for the upstream router yet: the packet asks the agent to ARP for it.
+    out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+    assert out.ports == [] and out.punts == [bytes([PUNT_ARP_REQUEST])], out.trace.format()
+
+    learn(view, UPSTREAM, MAC_UP)
+    s.refresh()
+    out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+    assert out.ports == [PATCH], out.trace.format()
+    sent = out.packets[PATCH]
+    assert text(sent, "ipv4_src", "ipv4_dst") == (GW, FAR), out.trace.format()
+    assert text(sent, "eth_src", "eth_dst") == (MAC_GW, MAC_UP)
+
+    reply = pk.tcp(PATCH, MAC_UP, MAC_GW, FAR, GW, 80, 40000, "SA")
+    out = s.outcome(reply)
+    assert out.ports == [1], out.trace.format()
+    back = out.packets[1]
+    assert text(back, "ipv4_src", "ipv4_dst", "eth_dst") == (FAR, VM, MAC_VM)
+
+    # A host on the external subnet is its own next hop; an unsolicited packet to the
+    # gateway address is no reply of ours and goes nowhere.
+    learn(view, HOST, MAC_HOST)
+    s.refresh()
+    out = s.outcome(pk.udp(1, MAC_VM, MAC_RI, VM, HOST, 5000, 53))
+    assert out.ports == [PATCH], out.trace.format()
+    assert text(out.packets[PATCH], "eth_dst", "ipv4_src") == (MAC_HOST, GW)
+    assert s.outcome(pk.tcp(PATCH, MAC_HOST, MAC_GW, HOST, GW, 999, 22)).ports == []
+
+
+def test_enable_snat_false_routes_the_internal_address() -> None:
+    view = view_of(snat=False)
+    learn(view, UPSTREAM, MAC_UP)
+    out = sc.Scenario(view).outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+    assert out.ports == [PATCH], out.trace.format()
+    assert text(out.packets[PATCH], "ipv4_src") == (VM,)
+
+
+def test_the_gateway_answers_arp_and_ping_from_outside_and_learns_the_asker() -> None:
+    s = sc.Scenario(view_of())
+    out = s.outcome(pk.arp(PATCH, MAC_HOST, HOST, GW))
+    assert out.ports == [PATCH], out.trace.format()
+    answer = out.packets[PATCH]
+    assert answer["arp_op"] == 2
+    assert text(answer, "arp_sha", "arp_spa", "eth_dst") == (MAC_GW, GW, MAC_HOST)
+    assert out.punts == [bytes([PUNT_ARP_LEARN])]
+    # an ARP reply to the gateway is learned, not answered
+    out = s.outcome(pk.arp(PATCH, MAC_UP, UPSTREAM, GW, op=2, eth_dst=MAC_GW))
+    assert out.ports == [] and out.punts == [bytes([PUNT_ARP_LEARN])], out.trace.format()
+    out = s.outcome(pk.icmp_echo(PATCH, MAC_HOST, MAC_GW, HOST, GW))
+    assert out.ports == [PATCH], out.trace.format()
+    assert text(out.packets[PATCH], "ipv4_src", "ipv4_dst") == (GW, HOST)
+
+
+def test_another_chassis_hosting_the_gateway_leaves_nothing_here() -> None:
+    # The same probes as above, on a chassis that is not the gateway: no answer, no way out.
+    view = view_of(chassis={"hv1": 1, "hv2": 2})
+    learn(view, UPSTREAM, MAC_UP)
+    s = sc.Scenario(view)
+    assert s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80)).ports == []
+    out = s.outcome(pk.arp(PATCH, MAC_HOST, HOST, GW))
+    assert out.punts == [] and not [o for o in out.trace.outputs if o.packet["arp_op"] == 2], (
+        out.trace.format()
+    )

@@ -1,0 +1,158 @@
+"""North-south for real: VMs behind a router reach a host on the external network through
+the router's gateway, SNATed to the gateway address; the host reaches the gateway.
+
+The physical network is the provider test's switch (tests/e2e/test_provider_networks.py):
+an OVS of its own with a host on an access port. Two chassis map physnet1; only the first
+is a gateway chassis (WYVERN_GATEWAY_PRIORITY), so it hosts the router's gateway port.
+The host is the external subnet's gateway_ip (the upstream router) and also holds an
+address off the subnet, reached through the default route.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import system
+from tests.e2e.multichassis import Cluster, cluster
+from tests.e2e.test_dataplane import PY, eventually, ip_of, ping, pings
+from tests.e2e.test_provider_networks import PHYSNET, TOR, Segment, attach_nic, sh
+from tests.southbound.conftest import in_netns, unique
+from wyvern.southbound.ovs import OvsInstance, netns_exists
+
+pytestmark = pytest.mark.system
+
+EXT_CIDR = "203.0.113.0/24"
+UPSTREAM = "203.0.113.250"  # the host: the external subnet's gateway
+FAR = "198.51.100.7"  # another address of the host, off the external subnet
+
+# Prints "ready", then the source address of each TCP connection to port 7100.
+PEER_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7100)); s.listen(8); print("ready", flush=True)
+while True:
+    conn, peer = s.accept(); print(peer[0], flush=True); conn.sendall(b"hi"); conn.close()
+"""
+CONNECT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], 7100), timeout=5); print(c.recv(10).decode())
+"""
+
+
+@pytest.fixture
+def outside(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Segment]]:
+    """A gateway chassis and a compute chassis on physnet1, and the host, on one switch."""
+    system.require(request)
+    host = unique("wvm-out-")
+    tor = OvsInstance.start(netns=unique("wvm-tor-"))
+    try:
+        tor.vsctl("add-br", TOR, "--", "set", "Bridge", TOR, "datapath_type=netdev")
+        sh("ip", "netns", "add", host)
+        with cluster(tmp_path, 0) as c:
+            for priority in (1, 0):
+                bridge = unique("br-ex-")
+                env = {
+                    "WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge}),
+                    "WYVERN_GATEWAY_PRIORITY": str(priority),
+                }
+                hv = c.add_chassis(env=env)
+                attach_nic(hv, bridge, Segment(tor, host, ""))
+            nic, host_port = Segment(tor, host, "").veth_to(host)
+            sh("ip", "-n", host, "link", "set", nic, "name", "eth0")
+            for dev in ("eth0", "lo"):
+                sh("ip", "-n", host, "link", "set", dev, "up")
+            assert in_netns(host, "ethtool", "-K", "eth0", "tx", "off").returncode == 0
+            sh("ip", "-n", host, "addr", "add", f"{UPSTREAM}/24", "dev", "eth0")
+            sh("ip", "-n", host, "addr", "add", f"{FAR}/32", "dev", "lo")
+            yield c, Segment(tor, host, host_port)
+    finally:
+        if netns_exists(host):
+            subprocess.run(["ip", "netns", "del", host], check=False)
+        tor.stop()
+
+
+def external_network(c: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
+    net = c.post(
+        "networks",
+        name=unique("public-"),
+        **{
+            "router:external": True,
+            "provider:network_type": "flat",
+            "provider:physical_network": PHYSNET,
+        },
+    )
+    sub = c.post(
+        "subnets",
+        network_id=net["id"],
+        cidr=EXT_CIDR,
+        ip_version=4,
+        gateway_ip=UPSTREAM,
+        enable_dhcp=False,
+        allocation_pools=[{"start": "203.0.113.10", "end": "203.0.113.99"}],
+    )
+    return net, sub
+
+
+def gateway_ip(c: Cluster, router: dict[str, Any]) -> str:
+    info = c.get("routers", router["id"])["external_gateway_info"]
+    return str(info["external_fixed_ips"][0]["ip_address"])
+
+
+def sources(server: subprocess.Popen[str], count: int) -> list[str]:
+    assert server.stdout is not None
+    return [server.stdout.readline().strip() for _ in range(count)]
+
+
+def connect(ns: str, ip: str) -> str:
+    out = in_netns(ns, PY, "-c", CONNECT, ip, timeout=15)
+    return out.stdout.strip() if out.returncode == 0 else f"failed: {out.stderr[-200:]}"
+
+
+def test_snat_out_through_the_gateway_chassis(outside: tuple[Cluster, Segment]) -> None:
+    c, seg = outside
+    gw_hv = c.hv[0]
+    ext, _ = external_network(c)
+    net = c.post("networks", name=unique("int-"))
+    sub = c.post("subnets", network_id=net["id"], cidr="10.90.0.0/24", ip_version=4)
+    router = c.post("routers", name=unique("r-"))
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    port, ns = gw_hv.vm(net, "vm1")
+    vm_ip = ip_of(port)
+
+    # Without a gateway the host is out of reach (the same probe succeeds below).
+    assert not pings(ns, UPSTREAM)
+
+    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    gw_ip = gateway_ip(c, router)
+    eventually(lambda: pings(ns, UPSTREAM), "the VM pings the host through SNAT", timeout=15)
+    eventually(lambda: pings(ns, FAR), "the VM pings past the upstream router", timeout=10)
+    # The host learnt the gateway's MAC from its ARP answer, and pings the gateway.
+    out = ping(seg.host, gw_ip, count=3)
+    assert out.returncode == 0 and " 0% packet loss" in out.stdout, out.stdout + c.logs()
+
+    # TCP out: the host sees the gateway address, never the VM's.
+    server = gw_hv.background(seg.host, PY, "-c", PEER_SERVER)
+    assert sources(server, 1) == ["ready"]
+    assert connect(ns, UPSTREAM) == "hi"
+    assert connect(ns, FAR) == "hi"
+    assert sources(server, 2) == [gw_ip, gw_ip]
+
+    # enable_snat=false: the VM's own address goes out (the host routes it back).
+    sh("ip", "-n", seg.host, "route", "add", "10.90.0.0/24", "via", gw_ip)
+    c.put(
+        "routers",
+        router["id"],
+        external_gateway_info={"network_id": ext["id"], "enable_snat": False},
+    )
+    eventually(lambda: connect(ns, UPSTREAM) == "hi" and sources(server, 1) == [vm_ip],
+               "without SNAT the host sees the VM's address", timeout=15)  # fmt: skip
+
+    # The gateway goes: the host is out of reach again.
+    c.put("routers", router["id"], external_gateway_info={})
+    eventually(lambda: not pings(ns, UPSTREAM), "no gateway, no way out", timeout=15)

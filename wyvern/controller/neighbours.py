@@ -1,0 +1,89 @@
+"""Neighbours outside Neutron on external networks: ARP for them, learn their MACs.
+
+OVN's MAC_Binding, by punts (wyvern.apps.l3): a routed packet whose next hop on an
+external network has no MAC yet is punted with PUNT_ARP_REQUEST (and dropped, as OVN
+drops it); the agent sends a who-has from the router's gateway out of the patch port to
+the physical network. ARP to a gateway address from the physical network (the answer to
+that, or someone asking for the gateway) is punted with PUNT_ARP_LEARN; the agent
+writes the sender's MAC to the store (wyvern.model.keys.mac_binding_key), every agent
+following the network gets it, and l3 resolves the next hop from then on.
+
+Pure functions of the view and the punted frame: the packet-in dispatcher calls them and
+does the I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from wyvern.apps.gateway import Gateway, local_gateway
+from wyvern.apps.provider import vlan_vid
+from wyvern.controller import frames
+from wyvern.model.keys import mac_binding_id
+from wyvern.model.view import LocalView, MacBinding, Network
+
+
+def network_by_key(view: LocalView, key: int) -> Network | None:
+    for net in view.networks.values():
+        if net.key == key:
+            return net
+    return None
+
+
+def _gateway_on(view: LocalView, network: Network, router_key: int | None) -> Gateway | None:
+    """The gateway hosted here on NETWORK (of the router with ROUTER_KEY, if given)."""
+    for rid in sorted(view.routers_by_network.get(network.id, ())):
+        router = view.routers.get(rid)
+        if router is None or (router_key is not None and router.key != router_key):
+            continue
+        gw = local_gateway(view, router)
+        if gw is not None and gw.network.id == network.id:
+            return gw
+    return None
+
+
+def learned(view: LocalView, network: Network, frame: bytes) -> MacBinding | None:
+    """The binding an ARP packet to one of our gateways teaches (None: nothing new, or
+    nothing we may learn: not ARP, a sender outside the gateway's subnets, a port's
+    own address, a multicast or zero MAC)."""
+    eth = frames.parse_ethernet(frame)
+    arp = frames.parse_arp(eth.payload) if eth is not None else None
+    if eth is None or eth.ethertype != frames.ETH_TYPE_ARP or arp is None:
+        return None
+    mac = arp.sha
+    first = int(mac.split(":")[0], 16)
+    if first & 1 or mac == "00:00:00:00:00:00":
+        return None
+    gw = _gateway_on(view, network, None)
+    if gw is None:
+        return None
+    sender = ipaddress.IPv4Address(arp.spa)
+    if not any(sender in a.network and sender != a.ip for a in gw.addrs):
+        return None
+    ip = str(sender)
+    if view.ports_by_ip.get((network.id, ip)):
+        return None  # a port's address: resolved from the port, never learned
+    binding = MacBinding(mac_binding_id(network.id, ip), network.id, ip, mac)
+    if view.mac_bindings.get(binding.id) == binding:
+        return None
+    return binding
+
+
+def request(
+    view: LocalView, network: Network, router_key: int, next_hop: int
+) -> tuple[int, bytes] | None:
+    """(patch ofport, who-has frame) for a next hop on NETWORK that the router with
+    ROUTER_KEY could not resolve; None when the gateway is not here or the next hop is
+    on none of its subnets."""
+    gw = _gateway_on(view, network, router_key)
+    if gw is None:
+        return None
+    target = ipaddress.IPv4Address(next_hop)
+    for addr in gw.addrs:
+        if target in addr.network and target != addr.ip:
+            vid = vlan_vid(network)
+            frame = frames.arp_request(
+                gw.port.mac, str(addr.ip), str(target), None if vid is None else vid & 0xFFF
+            )
+            return gw.patch, frame
+    return None
