@@ -7,6 +7,7 @@ see views the agent can produce. The real apps are the ones the agent runs
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from typing import Any
@@ -25,6 +26,7 @@ from wyvern.controller.engine import (
 )
 from wyvern.controller.sync import Sync
 from wyvern.ir import Flow, Output, cookies, match, table
+from wyvern.model.keys import mac_binding_id
 from wyvern.model.view import (
     AddressPair,
     Binding,
@@ -32,6 +34,7 @@ from wyvern.model.view import (
     Chassis,
     FixedIp,
     LocalView,
+    MacBinding,
     Network,
     Port,
     Router,
@@ -121,13 +124,17 @@ def port(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     net = draw(st.sampled_from(NETS))
     subs = draw(st.lists(st.sampled_from(subnets_of(net)), unique=True, max_size=2))
     router_port = draw(st.booleans()) and bool(subs)
+    gateway = router_port and draw(st.booleans())
     pairs = draw(st.lists(st.sampled_from(["10.9.0.0/24", "10.0.0.200", "10.1.0.77"]),
                           unique=True, max_size=2))  # fmt: skip
     mac = f"fa:16:3e:00:01:{idx:02x}"
     return ("port", id_, Port(
         id=id_, network_id=net, key=idx + 1 + draw(st.sampled_from([0, 20])), mac=mac,
         fixed_ips=tuple(FixedIp(s, ip_in(s, 10 + idx)) for s in subs),
-        device_owner="network:router_interface" if router_port else "compute:nova",
+        device_owner=(
+            "network:router_gateway" if gateway
+            else "network:router_interface" if router_port else "compute:nova"
+        ),
         device_id=draw(st.sampled_from(ROUTERS)) if router_port else f"vm-{idx}",
         name="", admin_state_up=draw(st.booleans()),
         port_security_enabled=draw(st.booleans()),
@@ -152,7 +159,9 @@ def router(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         id=id_, key=ROUTERS.index(id_) + 1, admin_state_up=draw(st.booleans()),
         interfaces=tuple(interfaces),
         routes=tuple(draw(st.lists(st.just(("192.168.0.0/16", "10.0.0.5")), max_size=1))),
-        gateway_network_id=None, gateway_port_id=None, enable_snat=True,
+        gateway_network_id=draw(st.sampled_from([None, *NETS])),
+        gateway_port_id=draw(st.sampled_from([None, *PORTS])),
+        enable_snat=draw(st.booleans()),
     ))  # fmt: skip
 
 
@@ -200,8 +209,19 @@ def chassis(draw: Any, name: str | None = None) -> tuple[str, str, Any]:
         )
     )
     return ("chassis", name, Chassis(
-        name=name, tunnel_ip=ip, encaps=encaps, bridge_mappings=mappings
+        name=name, tunnel_ip=ip, encaps=encaps, bridge_mappings=mappings,
+        gateway_priority=draw(st.sampled_from([0, 0, 1, 2])),
     ))  # fmt: skip
+
+
+@st.composite
+def mac_binding(draw: Any) -> tuple[str, str, Any]:
+    """A neighbour learned on a network (some at a port's address, which a port owns)."""
+    s = draw(st.sampled_from(sorted(SUBNETS)))
+    net, ip = SUBNETS[s][0], ip_in(s, draw(st.sampled_from([1, 10, 11, 99])))
+    id_ = mac_binding_id(net, ip)
+    mac = draw(st.sampled_from(["fa:16:3e:99:00:01", "fa:16:3e:99:00:02"]))
+    return ("mac_binding", id_, MacBinding(id_, net, ip, mac))
 
 
 @st.composite
@@ -225,6 +245,8 @@ def removal(draw: Any) -> tuple[str, str, Any]:
         ("network", NETS), ("subnet", sorted(SUBNETS)), ("port", PORTS), ("router", ROUTERS),
         ("security_group", SGS), ("security_group_rule", RULES), ("binding", PORTS),
         ("chassis", CHASSIS), ("status", PORTS),
+        ("mac_binding", [mac_binding_id(n, ip_in(s, h)) for s, (n, _) in SUBNETS.items()
+                         for h in (1, 99)]),
     ]))  # fmt: skip
     return (kind, draw(st.sampled_from(ids)), None)
 
@@ -239,12 +261,40 @@ RANDOM_OPS = st.lists(
         rule(),
         binding(),
         chassis(),
+        mac_binding(),
         status(),
         lease_expiry(),
         removal(),
     ),
     max_size=40,
 )
+
+
+def gateway_setup(draw: Any) -> list[tuple[str, str, Any]]:
+    """r0's gateway on n2 (flat on physnet1, s2's gateway .1) through p6, hosted by c1:
+    the random changes that follow then move it, break it and take it away."""
+    _, _, net = draw(network("n2"))
+    _, _, sub = draw(subnet("s2"))
+    _, _, gw_port = draw(port("p6"))
+    _, _, r0 = draw(router("r0"))
+    _, _, c1 = draw(chassis("c1"))
+    return [
+        ("network", "n2", dataclasses.replace(
+            net, network_type="flat", physical_network="physnet1", segmentation_id=None,
+            admin_state_up=True,
+        )),
+        ("subnet", "s2", dataclasses.replace(sub, gateway_ip=ip_in("s2", 1))),
+        ("port", "p6", dataclasses.replace(
+            gw_port, network_id="n2", fixed_ips=(FixedIp("s2", ip_in("s2", 16)),),
+            device_owner="network:router_gateway", device_id="r0",
+        )),
+        ("router", "r0", dataclasses.replace(
+            r0, admin_state_up=True, gateway_network_id="n2", gateway_port_id="p6",
+        )),
+        ("chassis", "c1", dataclasses.replace(
+            c1, bridge_mappings=(("physnet1", "br-ex"),), gateway_priority=2,
+        )),
+    ]  # fmt: skip
 
 
 @st.composite
@@ -260,6 +310,9 @@ def scenario(draw: Any) -> list[tuple[str, str, Any]]:
     base += [draw(binding(p)) for p in PORTS if draw(st.booleans())]
     base += [draw(chassis(n)) for n in CHASSIS]
     base += [draw(status(p)) for p in PORTS if draw(st.integers(0, 3))]
+    base += draw(st.lists(mac_binding(), max_size=3))
+    if draw(st.booleans()):
+        base += gateway_setup(draw)
     order = draw(st.permutations(base)) if draw(st.booleans()) else base
     tail: list[tuple[str, str, Any]] = draw(RANDOM_OPS)
     return list(order) + tail
