@@ -28,7 +28,12 @@ VM, GW, UPSTREAM, HOST, FAR = (
 )
 
 
-def view_of(*, snat: bool = True, chassis: dict[str, int] | None = None) -> LocalView:
+FIP, MAC_FIP = "203.0.113.20", "fa:16:3e:00:00:06"
+
+
+def view_of(
+    *, snat: bool = True, chassis: dict[str, int] | None = None, fip: bool = False
+) -> LocalView:
     """us (hv1): the VM "a" (ofport 1) behind router r, whose gateway is on "ext" (flat on
     physnet1); CHASSIS: gateway priority per chassis name (hv1: 1 by default)."""
     ext = sc.network(
@@ -61,7 +66,25 @@ def view_of(*, snat: bool = True, chassis: dict[str, int] | None = None) -> Loca
                 port_security_enabled=False,
             ),
         ],
-        routers=[sc.router("r", 7, external_gateway_info=gw_info, _gw_port_id="rg")],
+        routers=[
+            sc.router(
+                "r",
+                7,
+                external_gateway_info=gw_info,
+                _gw_port_id="rg",
+                _fips={
+                    "f1": {
+                        "floating_ip_address": FIP,
+                        "fixed_ip_address": VM,
+                        "port_id": "a",
+                        "mac": MAC_FIP,
+                        "key": 9,
+                    }
+                }
+                if fip
+                else {},
+            )
+        ],  # fmt: skip
         local={"a": 1},
         chassis_name="hv1",
     )
@@ -155,3 +178,43 @@ def test_another_chassis_hosting_the_gateway_leaves_nothing_here() -> None:
     assert out.punts == [] and not [o for o in out.trace.outputs if o.packet["arp_op"] == 2], (
         out.trace.format()
     )
+
+
+def test_a_floating_ip_is_natted_on_its_ports_chassis_even_when_not_the_gateway() -> None:
+    for chassis in ({"hv1": 1}, {"hv1": 0, "hv2": 1}):
+        view = view_of(fip=True, chassis=chassis)
+        learn(view, UPSTREAM, MAC_UP)
+        s = sc.Scenario(view)
+        # out: the floating address and MAC, not the gateway's
+        out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+        assert out.ports == [PATCH], out.trace.format()
+        assert text(out.packets[PATCH], "ipv4_src", "eth_src", "eth_dst") == (FIP, MAC_FIP, MAC_UP)
+        back = s.outcome(pk.tcp(PATCH, MAC_UP, MAC_FIP, FAR, FIP, 80, 40000, "SA"))
+        assert back.ports == [1], back.trace.format()
+        assert text(back.packets[1], "ipv4_src", "ipv4_dst") == (FAR, VM)
+        # in: a new connection to the floating address reaches the VM, and its answer
+        # leaves from the floating address to the host (a neighbour on the subnet)
+        learn(view, HOST, MAC_HOST)
+        s.refresh()
+        inbound = s.outcome(pk.tcp(PATCH, MAC_HOST, MAC_FIP, HOST, FIP, 50000, 22))
+        assert inbound.ports == [1], inbound.trace.format()
+        assert text(inbound.packets[1], "ipv4_src", "ipv4_dst") == (HOST, VM)
+        answer = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, HOST, 22, 50000, "SA"))
+        assert answer.ports == [PATCH], answer.trace.format()
+        assert text(answer.packets[PATCH], "ipv4_src", "ipv4_dst") == (FIP, HOST)
+        # ARP for the floating address: answered with its own MAC
+        arp = s.outcome(pk.arp(PATCH, MAC_HOST, HOST, FIP))
+        assert arp.ports == [PATCH], arp.trace.format()
+        assert text(arp.packets[PATCH], "arp_sha", "arp_spa") == (MAC_FIP, FIP)
+
+
+def test_a_floating_ip_of_a_port_elsewhere_is_not_natted_here() -> None:
+    # the same probes from the physical network, but the port is bound on another chassis
+    view = view_of(fip=True)
+    sc.unbind(view, "a")
+    view.port_chassis["a"] = "hv2"
+    s = sc.Scenario(view)
+    assert s.outcome(pk.tcp(PATCH, MAC_HOST, MAC_FIP, HOST, FIP, 50000, 22)).ports == []
+    assert s.outcome(pk.arp(PATCH, MAC_HOST, HOST, FIP)).ports == []
+    # while the gateway here still answers for its own address
+    assert s.outcome(pk.arp(PATCH, MAC_HOST, HOST, GW)).ports == [PATCH]

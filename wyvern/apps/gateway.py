@@ -17,8 +17,12 @@ On that chassis only:
 - nat rewrites sources to the gateway address (SNAT, unless enable_snat is false) and
   reverses it for the replies, in the router's conntrack zone.
 
-Not yet (issue 12): VMs on other chassis reaching the gateway over the tunnel
-(chassis-redirect), floating IPs, IPv6 through the gateway.
+Floating IPs are distributed: the chassis of the associated port does their NAT when it
+maps the external network's physnet (local_fip), answering ARP for the floating address
+with the floating IP's own MAC, so the physical network sees each address at one chassis.
+
+Not yet (issue 12): VMs on chassis without the physnet reaching the gateway, or their
+floating IPs, over the tunnel (chassis-redirect); IPv6 through the gateway.
 
 Conntrack zones on a chassis: a port's zone is its ofport (below ROUTER_ZONE_BASE); a
 router's SNAT zone is ROUTER_ZONE_BASE + the low 12 bits of its key. Router keys are
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 
 from wyvern.apps.common import ROUTER_ZONE_BASE
 from wyvern.apps.provider import is_provider, local_patch
-from wyvern.model.view import LocalView, Network, Port, Router
+from wyvern.model.view import FloatingIp, LocalView, Network, Port, Router
 
 
 def router_zone(router: Router) -> int:
@@ -100,3 +104,53 @@ def local_gateway(view: LocalView, router: Router) -> Gateway | None:
         if hop is not None and hop in addr.network and hop != addr.ip:
             upstream.append(hop)
     return Gateway(router, net, port, tuple(addrs), tuple(upstream), patch)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFip:
+    """A floating IP whose NAT this chassis does: its port is bound here and this chassis
+    maps the external network's physnet (DVR-style: no detour through the gateway)."""
+
+    fip: FloatingIp
+    router: Router
+    network: Network  # the external network
+    addr: ipaddress.IPv4Interface  # the floating address, with its subnet's prefix
+    upstream: ipaddress.IPv4Address | None  # that subnet's gateway_ip
+    patch: int
+
+    @property
+    def zone(self) -> int:
+        return router_zone(self.router)
+
+
+def local_fip(view: LocalView, fip_id: str) -> LocalFip | None:
+    """The floating IP FIP_ID when this chassis NATs it, else None. A floating IP whose
+    port is on a chassis without the physnet is NATed nowhere yet (it would need the
+    gateway chassis and a tunnel to it: issue 12), and reports DOWN."""
+    fip = view.floatingips.get(fip_id)
+    if fip is None or fip.port_id not in view.bindings:
+        return None
+    router = view.routers.get(fip.router_id)
+    net = view.networks.get(fip.network_id)
+    if router is None or net is None or router.gateway_network_id != net.id:
+        return None
+    if not router.admin_state_up:
+        return None
+    patch = local_patch(view, net)
+    if patch is None:
+        return None
+    try:
+        ip = ipaddress.IPv4Address(fip.ip)
+        ipaddress.IPv4Address(fip.fixed_ip)
+    except ValueError:
+        return None
+    for sid in sorted(view.subnets_by_network.get(net.id, ())):
+        subnet = view.subnets.get(sid)
+        if subnet is None or subnet.ip_version != 4 or ip not in subnet.network:
+            continue
+        addr = ipaddress.IPv4Interface(f"{ip}/{subnet.network.prefixlen}")
+        hop = ipaddress.IPv4Address(subnet.gateway_ip) if subnet.gateway_ip else None
+        if hop is not None and (hop not in addr.network or hop == ip):
+            hop = None
+        return LocalFip(fip, router, net, addr, hop, patch)
+    return None

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port
-from wyvern.apps.gateway import Gateway, local_gateway
+from wyvern.apps.gateway import Gateway, local_fip, local_gateway
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
 from wyvern.ir import (
@@ -115,12 +115,14 @@ def flood_actions(view: LocalView, network_id: str) -> tuple[Action, ...]:
 class L2(App):
     name = "l2"
 
-    owner_tables = {"network": "networks", "port": "ports"}
+    owner_tables = {"network": "networks", "port": "ports", "floatingip": "floatingips"}
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, oid = owner
         if kind == "port":
             return self._port_flows(view, oid)
+        if kind == "floatingip":
+            return _fip_flows(view, oid)
         net = view.networks.get(oid) if kind == "network" else None
         if net is None:
             return []
@@ -179,6 +181,35 @@ class L2(App):
         template = TO_REMOTE if local_port(view, port_id) is None else TO_LOCAL
         mac = parse_value("eth_src", port.mac)[0]  # (the memo other apps filled)
         return [template.flow(encode("l2", port_id), net.key, mac, port.key)]
+
+
+def _fip_flows(view: LocalView, fip_id: str) -> list[Flow]:
+    """A floating IP NATed here: its MAC, and ARP for its address, enter its router."""
+    lf = local_fip(view, fip_id)
+    if lf is None:
+        return []
+    st = table("l2_lookup")
+    cookie = encode("l2", fip_id)
+    to_router = (
+        Load("router_key", lf.router.key),
+        Load("dst_port_key", lf.fip.key),
+        Goto("router_input"),
+    )
+    nkey = lf.network.key
+    return [
+        st.flow(
+            priority=P_ROUTER,
+            cookie=cookie,
+            match=match(network_key=nkey, eth_dst=lf.fip.mac),
+            actions=to_router,
+        ),
+        st.flow(
+            priority=P_GATEWAY_ARP,
+            cookie=cookie,
+            match=match(network_key=nkey, eth_type=ETH_TYPE_ARP, arp_tpa=str(lf.addr.ip)),
+            actions=to_router,
+        ),
+    ]
 
 
 def _port_template(then: StageName) -> FlowTemplate:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.gateway import Gateway, local_gateway
+from wyvern.apps.gateway import Gateway, LocalFip, local_fip, local_gateway
 from wyvern.apps.punts import PUNT_ARP_LEARN, PUNT_ARP_REQUEST, PUNT_ICMP4_ERROR, code, punt
 from wyvern.ir import (
     ETH_TYPE_ARP,
@@ -141,7 +141,12 @@ class L3App(App):
 
     # Every router; every port (flows() has none for a port of an unrouted network);
     # every learned MAC binding (a neighbour outside Neutron).
-    owner_tables = {"router": "routers", "port": "ports", "mac_binding": "mac_bindings"}
+    owner_tables = {
+        "router": "routers",
+        "port": "ports",
+        "mac_binding": "mac_bindings",
+        "floatingip": "floatingips",
+    }
 
     @staticmethod
     def _routed(view: LocalView, network_id: str) -> bool:
@@ -167,6 +172,9 @@ class L3App(App):
             return self._resolve_flows(view, net, port)
         if kind == "mac_binding":
             return _learned_flows(view, oid)
+        if kind == "floatingip":
+            lf = local_fip(view, oid)
+            return _fip_flows(lf) if lf is not None else []
         return []
 
     # ---- router_input + routing ----------------------------------------------------------
@@ -334,6 +342,93 @@ class L3App(App):
         return list(flows.values())
 
 
+def _arp_answer(mac: str, ip: str) -> tuple[Action, ...]:
+    """An ARP request turned into the reply from MAC/IP, back out of its input port,
+    after a copy to the agent (it learns the asker)."""
+    return (
+        Load("punt_code", code(bytes([PUNT_ARP_LEARN]))),
+        Resubmit("punt_meter"),
+        Move("eth_src", "eth_dst"),
+        SetField("eth_src", mac),
+        SetField("arp_op", 2),
+        Move("arp_sha", "arp_tha"),
+        SetField("arp_sha", mac),
+        Move("arp_spa", "arp_tpa"),
+        SetField("arp_spa", ip),
+        Load("flag_allow_loopback", 1),
+        Goto("output"),
+    )
+
+
+def _fip_flows(lf: LocalFip) -> list[Flow]:
+    """A floating IP NATed on this chassis (wyvern.apps.gateway.local_fip): ARP for it
+    answered with its own MAC, traffic to it to dnat, and its port's traffic routed out
+    of the external network from here (source-specific routes, one priority above the
+    same prefix without a source), with the floating IP's MAC as the source."""
+    fip, rkey, nkey = lf.fip, lf.router.key, lf.network.key
+    cookie = encode("l3", fip.id)
+    ip = str(lf.addr.ip)
+    rin = table("router_input")
+    arp: dict[str, MatchValue] = {
+        "router_key": rkey,
+        "network_key": nkey,
+        "eth_type": ETH_TYPE_ARP,
+        "arp_tpa": ip,
+    }
+    out = [
+        rin.flow(
+            priority=PRIO_GATEWAY_ARP,
+            cookie=cookie,
+            match={**arp, "arp_op": 1},
+            actions=_arp_answer(fip.mac, ip),
+        ),
+        rin.flow(
+            priority=PRIO_GATEWAY_ARP,
+            cookie=cookie,
+            match={**arp, "arp_op": 2},
+            actions=punt(bytes([PUNT_ARP_LEARN])),
+        ),
+        rin.flow(
+            priority=PRIO_UNSNAT,
+            cookie=cookie,
+            match={"router_key": rkey, "network_key": nkey, "ipv4_dst": ip},
+            actions=(Goto("dnat"),),
+        ),
+    ]
+    routes: list[tuple[ipaddress.IPv4Network, list[Action]]] = [
+        (lf.addr.network, [Move("ipv4_dst", "next_hop_ipv4")])
+    ]
+    if lf.upstream is not None:
+        routes.append(
+            (ipaddress.IPv4Network("0.0.0.0/0"), [Load("next_hop_ipv4", int(lf.upstream))])
+        )
+    for dst, hop in routes:
+        out.append(
+            table("routing").flow(
+                priority=_route_priority(dst.prefixlen, True) + 1,
+                cookie=cookie,
+                match={"router_key": rkey, "ipv4_src": fip.fixed_ip, **_dst_match(dst)},
+                actions=(
+                    DecTtl(),
+                    Load("network_key", nkey),
+                    Load("src_port_key", fip.key),
+                    SetField("eth_src", fip.mac),
+                    *hop,
+                    Goto("arp_resolve"),
+                ),
+            )
+        )
+    out.append(  # (what the router's own miss flow does, for this source)
+        table("arp_resolve").flow(
+            priority=PRIO_UNRESOLVED + 1,
+            cookie=cookie,
+            match={"router_key": rkey, "network_key": nkey, "ipv4_src": fip.fixed_ip},
+            actions=punt(bytes([PUNT_ARP_REQUEST])),
+        )
+    )
+    return out
+
+
 def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
     """What a router needs on the chassis hosting its gateway, besides the routes: its
     gateway addresses answer ARP from the external network (and teach the router the
@@ -355,20 +450,7 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
                 priority=PRIO_GATEWAY_ARP,
                 cookie=cookie,
                 match={**arp, "arp_op": 1},
-                actions=(
-                    # a copy to the agent (it learns the asker), then the answer
-                    Load("punt_code", code(bytes([PUNT_ARP_LEARN]))),
-                    Resubmit("punt_meter"),
-                    Move("eth_src", "eth_dst"),
-                    SetField("eth_src", mac),
-                    SetField("arp_op", 2),
-                    Move("arp_sha", "arp_tha"),
-                    SetField("arp_sha", mac),
-                    Move("arp_spa", "arp_tpa"),
-                    SetField("arp_spa", ip),
-                    Load("flag_allow_loopback", 1),
-                    Goto("output"),
-                ),
+                actions=_arp_answer(mac, ip),
             )
         )
         out.append(

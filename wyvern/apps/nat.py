@@ -25,22 +25,55 @@ from __future__ import annotations
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.gateway import local_gateway
+from wyvern.apps.gateway import local_fip, local_gateway
 from wyvern.ir import ETH_TYPE_IP, Ct, CtClear, Flow, Nat, table
 from wyvern.ir.cookies import encode
 from wyvern.model.view import LocalView
 
 P_SNAT = 100
+P_FIP = 110  # a floating IP's port: its own address, not the router's
 P_UNSNAT = 100
+
+
+def _fip_flows(view: LocalView, fip_id: str) -> list[Flow]:
+    """A floating IP NATed here: DNAT of what comes to it, SNAT of what its port sends
+    out of the external network, both in the router's zone (one connection, either way)."""
+    lf = local_fip(view, fip_id)
+    if lf is None:
+        return []
+    cookie = encode("nat", fip_id)
+    rkey, nkey, zone, fip = lf.router.key, lf.network.key, lf.zone, lf.fip
+    return [
+        table("dnat").flow(
+            priority=P_FIP,
+            cookie=cookie,
+            match={"router_key": rkey, "network_key": nkey, "ipv4_dst": str(lf.addr.ip)},
+            actions=(
+                CtClear(),
+                Ct(commit=True, zone=zone, nat=Nat("dst", fip.fixed_ip), table="routing"),
+            ),
+        ),
+        table("snat").flow(
+            priority=P_FIP,
+            cookie=cookie,
+            match={"router_key": rkey, "network_key": nkey, "ipv4_src": fip.fixed_ip},
+            actions=(
+                CtClear(),
+                Ct(commit=True, zone=zone, nat=Nat("src", str(lf.addr.ip)), table="l2_lookup"),
+            ),
+        ),
+    ]
 
 
 class NatApp(App):
     name = "nat"
 
-    owner_tables = {"router": "routers"}
+    owner_tables = {"router": "routers", "floatingip": "floatingips"}
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, rid = owner
+        if kind == "floatingip":
+            return _fip_flows(view, rid)
         router = view.routers.get(rid) if kind == "router" else None
         if router is None or not router.admin_state_up:
             return []

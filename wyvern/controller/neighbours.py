@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from wyvern.apps.gateway import Gateway, local_gateway
+from wyvern.apps.gateway import Gateway, local_fip, local_gateway
 from wyvern.apps.provider import vlan_vid
 from wyvern.controller import frames
 from wyvern.model.keys import mac_binding_id
@@ -54,11 +54,9 @@ def learned(view: LocalView, network: Network, frame: bytes) -> MacBinding | Non
     first = int(mac.split(":")[0], 16)
     if first & 1 or mac == "00:00:00:00:00:00":
         return None
-    gw = _gateway_on(view, network, None)
-    if gw is None:
-        return None
     sender = ipaddress.IPv4Address(arp.spa)
-    if not any(sender in a.network and sender != a.ip for a in gw.addrs):
+    subnets = [s.network for s in view.network_subnets(network.id) if s.ip_version == 4]
+    if not any(sender in n for n in subnets):
         return None
     ip = str(sender)
     if view.ports_by_ip.get((network.id, ip)):
@@ -70,20 +68,30 @@ def learned(view: LocalView, network: Network, frame: bytes) -> MacBinding | Non
 
 
 def request(
-    view: LocalView, network: Network, router_key: int, next_hop: int
+    view: LocalView, network: Network, router_key: int, next_hop: int, frame: bytes
 ) -> tuple[int, bytes] | None:
     """(patch ofport, who-has frame) for a next hop on NETWORK that the router with
-    ROUTER_KEY could not resolve; None when the gateway is not here or the next hop is
-    on none of its subnets."""
+    ROUTER_KEY could not resolve for the punted FRAME: asked from the floating IP of its
+    source when this chassis NATs one (the physical network must see each MAC at one
+    chassis), else from the gateway; None when neither is here or the next hop is on
+    none of their subnets."""
+    target = ipaddress.IPv4Address(next_hop)
+    vid = vlan_vid(network)
+    tag = None if vid is None else vid & 0xFFF
+    eth = frames.parse_ethernet(frame)
+    ip4 = frames.parse_ipv4(eth.payload) if eth is not None else None
+    if ip4 is not None:
+        for fid in sorted(view.floatingips):
+            fip = view.floatingips[fid]
+            if fip.fixed_ip != ip4.src or fip.network_id != network.id:
+                continue
+            lf = local_fip(view, fid)
+            if lf is not None and lf.router.key == router_key and target in lf.addr.network:
+                return lf.patch, frames.arp_request(fip.mac, str(lf.addr.ip), str(target), tag)
     gw = _gateway_on(view, network, router_key)
     if gw is None:
         return None
-    target = ipaddress.IPv4Address(next_hop)
     for addr in gw.addrs:
         if target in addr.network and target != addr.ip:
-            vid = vlan_vid(network)
-            frame = frames.arp_request(
-                gw.port.mac, str(addr.ip), str(target), None if vid is None else vid & 0xFFF
-            )
-            return gw.patch, frame
+            return gw.patch, frames.arp_request(gw.port.mac, str(addr.ip), str(target), tag)
     return None

@@ -233,7 +233,8 @@ class PacketInDispatcher:
         next_hop = pin.register("next_hop_ipv4")
         if network is None or not self.arp_limiter.allow((network.id, next_hop), now):
             return []
-        found = neighbours.request(self.view, network, pin.register("router_key"), next_hop)
+        router_key = pin.register("router_key")
+        found = neighbours.request(self.view, network, router_key, next_hop, pin.data)
         if found is None:
             return []
         self.stats["arp_who_has"] += 1

@@ -313,7 +313,7 @@ PIPELINE: tuple[Stage, ...] = (
         "l3",
         "l3",
         "Next hop IP → destination MAC in the output network (unknown: ARP for it)",
-        match=("router_key", "network_key", "next_hop_ipv4", *_IP, "ipv6_dst"),
+        match=("router_key", "network_key", "next_hop_ipv4", *_IP, "ipv4_src", "ipv6_dst"),
         writes=("eth_dst", "punt_code"),
         next=("snat", "punt_meter"),
         miss=DROP,  # next hop not known

@@ -166,6 +166,34 @@ class RouterInterface:
 
 
 @dataclass(frozen=True, slots=True)
+class FloatingIp:
+    """An associated floating IP, as its router carries it (`_fips`, written by the API
+    with the association): the router is what the agent follows."""
+
+    id: str
+    router_id: str
+    network_id: str  # the external network
+    ip: str  # the floating address
+    fixed_ip: str  # the port's address it maps to
+    port_id: str  # the associated port
+    mac: str  # the floating IP's own port on the external network
+    key: int  # that port's key
+
+    @classmethod
+    def from_obj(cls, router_id: str, network_id: str, fid: str, o: dict[str, Any]) -> FloatingIp:
+        return cls(
+            id=fid,
+            router_id=router_id,
+            network_id=network_id,
+            ip=o["floating_ip_address"],
+            fixed_ip=o["fixed_ip_address"],
+            port_id=o["port_id"],
+            mac=o["mac"],
+            key=int(o["key"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Router:
     id: str
     key: int
@@ -175,6 +203,7 @@ class Router:
     gateway_network_id: str | None
     gateway_port_id: str | None
     enable_snat: bool
+    floating_ips: tuple[FloatingIp, ...] = ()
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Router:
@@ -196,6 +225,12 @@ class Router:
             gateway_network_id=gw.get("network_id"),
             gateway_port_id=o.get("_gw_port_id"),
             enable_snat=bool(gw.get("enable_snat", True)),
+            floating_ips=tuple(
+                FloatingIp.from_obj(o["id"], gw["network_id"], fid, f)
+                for fid, f in sorted((o.get("_fips") or {}).items())
+            )
+            if gw.get("network_id")
+            else (),
         )
 
 
@@ -318,6 +353,8 @@ class LocalView:
     address_groups: dict[str, AddressGroup] = field(default_factory=dict)
     chassis: dict[str, Chassis] = field(default_factory=dict)
     mac_bindings: dict[str, MacBinding] = field(default_factory=dict)  # by mac_binding_id
+    # every associated floating IP of the routers followed (from their records), by id
+    floatingips: dict[str, FloatingIp] = field(default_factory=dict)
     bindings: dict[str, Binding] = field(default_factory=dict)  # local ports only
     # Where every port is bound (port id -> chassis name), from the binding status keys.
     port_chassis: dict[str, str] = field(default_factory=dict)
@@ -434,6 +471,11 @@ class LocalView:
                     self.routers_by_network[itf.network_id].add(id_)
                 if new.gateway_network_id:
                     self.routers_by_network[new.gateway_network_id].add(id_)
+            for fip in old.floating_ips if old is not None else ():
+                if self.floatingips.get(fip.id) == fip:
+                    del self.floatingips[fip.id]
+            for fip in new.floating_ips if new is not None else ():
+                self.floatingips[fip.id] = fip
 
     # ---- convenience queries for apps -------------------------------------------------------
     def network_ports(self, network_id: str) -> list[Port]:
@@ -502,6 +544,8 @@ def touched_keys(change: Change) -> Iterator[DepKey]:
     elif kind == "router":
         for key in _moved(old, new, _router_networks):
             yield "routers_by_network", key
+        for fip in _moved(old, new, lambda r: list(r.floating_ips)):
+            yield "floatingips", fip.id
 
 
 def _moved(old: Any, new: Any, keys: Callable[[Any], list[Any]]) -> set[Any]:
