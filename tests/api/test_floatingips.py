@@ -172,7 +172,8 @@ def test_associate_disassociate(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     a = r.json()["floatingip"]
     assert a["port_id"] == t["port"] and a["fixed_ip_address"] == t["ip"]
-    assert a["router_id"] == t["router"] and a["status"] == "ACTIVE"
+    # Associated, but DOWN: no dataplane flow implements floating IPs yet.
+    assert a["router_id"] == t["router"] and a["status"] == "DOWN"
     assert a["floating_ip_address"] == f["floating_ip_address"]
     details = a["port_details"]
     assert details["network_id"] == t["net"] and details["device_id"] == "vm-1"
@@ -192,11 +193,13 @@ def test_associate_disassociate(client: TestClient) -> None:
         ("fixed_ip_address", t["ip"]),
         ("floating_ip_address", f["floating_ip_address"]),
         ("floating_network_id", t["ext_net"]),
-        ("status", "ACTIVE"),
+        ("status", "DOWN"),
     ]:
         got = client.get("/v2.0/floatingips", params={key: value}, headers=P1).json()
         assert [x["id"] for x in got["floatingips"]] == [f["id"]], key
-    assert client.get("/v2.0/floatingips?status=DOWN", headers=P1).json()["floatingips"] == []
+    assert client.get("/v2.0/floatingips?status=ACTIVE", headers=P1).json()["floatingips"] == []
+    got = client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"]
+    assert got["port_id"] == t["port"] and got["status"] == "DOWN"
 
     # The router's gateway and interface are now needed by the floating IP.
     rm = act(client, t["router"], "remove_router_interface", {"subnet_id": t["sub"]})
@@ -223,7 +226,7 @@ def test_associate_disassociate(client: TestClient) -> None:
 def test_associate_at_create_and_already_associated(client: TestClient) -> None:
     t = topology(client)
     f1 = fip(client, t["ext_net"], port_id=t["port"])
-    assert f1["status"] == "ACTIVE" and f1["router_id"] == t["router"]
+    assert f1["status"] == "DOWN" and f1["router_id"] == t["router"]
     assert f1["fixed_ip_address"] == t["ip"]
     f2 = fip(client, t["ext_net"])
     r = put_fip(client, f2["id"], {"port_id": t["port"]})
@@ -246,7 +249,9 @@ def test_associate_at_create_and_already_associated(client: TestClient) -> None:
     # Moving: once f1 lets go, f2 can take the fixed IP.
     assert put_fip(client, f1["id"], {"port_id": None}).status_code == 200
     r = put_fip(client, f2["id"], {"port_id": t["port"]})
-    assert r.status_code == 200 and r.json()["floatingip"]["status"] == "ACTIVE"
+    assert r.status_code == 200, r.text
+    moved = r.json()["floatingip"]
+    assert moved["port_id"] == t["port"] and moved["status"] == "DOWN"
 
 
 def test_reachability_required(client: TestClient) -> None:
@@ -286,10 +291,8 @@ def test_reachability_required(client: TestClient) -> None:
     assert u.status_code == 200, u.text
     r = put_fip(client, f["id"], {"port_id": vm["id"]})
     assert r.status_code == 200 and r.json()["floatingip"]["router_id"] == rt["id"]
-    assert (
-        client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"]["status"]
-        == "ACTIVE"
-    )
+    got = client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"]
+    assert got["port_id"] == vm["id"] and got["status"] == "DOWN"
 
 
 def test_fixed_ip_choice(client: TestClient) -> None:
@@ -322,7 +325,7 @@ def test_fixed_ip_choice(client: TestClient) -> None:
     assert r.json()["floatingip"]["fixed_ip_address"] == "10.0.0.50"
     # A second FIP can now take the other address of the same port.
     f2 = fip(client, t["ext_net"], port_id=multi["id"], fixed_ip_address="10.0.0.51")
-    assert f2["status"] == "ACTIVE"
+    assert f2["port_id"] == multi["id"] and f2["status"] == "DOWN"
     # fixed_ip_address without a port.
     r = put_fip(client, f2["id"], {"port_id": None, "fixed_ip_address": "10.0.0.51"})
     assert r.status_code == 400 and error_type(r) == "BadRequest"
@@ -443,8 +446,8 @@ def test_concurrent_associations_pick_one(sqlite_client: TestClient) -> None:
         th.join()
     lost = (409, "FloatingIPPortAlreadyAssociated")
     assert sorted(results) == [(200, ""), lost, lost, lost], results
-    active = client.get("/v2.0/floatingips?status=ACTIVE", headers=P1).json()["floatingips"]
-    assert len(active) == 1 and active[0]["port_id"] == t["port"]
+    mapped = client.get(f"/v2.0/floatingips?port_id={t['port']}", headers=P1).json()
+    assert [f["status"] for f in mapped["floatingips"]] == ["DOWN"]
 
 
 def test_association_racing_port_delete_never_dangles(sqlite_client: TestClient) -> None:
