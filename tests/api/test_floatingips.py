@@ -138,20 +138,53 @@ def test_network_id_required(client: TestClient) -> None:
 
 
 def test_network_must_be_external_with_ipv4(client: TestClient) -> None:
+    def create(network_id: str) -> Any:
+        body = {"floatingip": {"floating_network_id": network_id}}
+        return client.post("/v2.0/floatingips", json=body, headers=P1)
+
+    def nothing_made() -> None:
+        assert client.get("/v2.0/floatingips").json()["floatingips"] == []
+        assert ports_of(client, device_owner="network:floatingip") == []
+
     net, _ = private_net(client)
-    r = client.post(
-        "/v2.0/floatingips", json={"floatingip": {"floating_network_id": net}}, headers=P1
-    )
+    r = create(net)
     assert r.status_code == 400 and error_type(r) == "BadRequest"
     assert r.json()["NeutronError"]["message"] == (
         f"Bad floatingip request: Network {net} is not a valid external network."
     )
+    nothing_made()
     bare = post(client, "networks", "network", {"router:external": True})
-    r = client.post(
-        "/v2.0/floatingips", json={"floatingip": {"floating_network_id": bare["id"]}}, headers=P1
-    )
+    r = create(bare["id"])
     assert r.status_code == 400 and error_type(r) == "BadRequest"
-    assert "does not contain any IPv4 subnet" in r.json()["NeutronError"]["message"]
+    assert r.json()["NeutronError"]["message"] == (
+        f"Bad floatingip request: Network {bare['id']} does not contain any IPv4 subnet."
+    )
+    nothing_made()
+    # An IPv6 subnet is not enough: floating IPs are IPv4.
+    post(
+        client,
+        "subnets",
+        "subnet",
+        {"network_id": bare["id"], "cidr": "2001:db8::/64", "ip_version": 6},
+    )
+    r = create(bare["id"])
+    assert r.status_code == 400 and "does not contain any IPv4 subnet" in r.text
+    nothing_made()
+
+    # The same request succeeds once each network is what it was missing.
+    u = client.put(f"/v2.0/networks/{net}", json={"network": {"router:external": True}})
+    assert u.status_code == 200, u.text
+    post(
+        client,
+        "subnets",
+        "subnet",
+        {"network_id": bare["id"], "cidr": "172.24.9.0/24", "ip_version": 4},
+    )
+    for network_id in (net, bare["id"]):
+        r = create(network_id)
+        assert r.status_code == 201, r.text
+        assert r.json()["floatingip"]["floating_network_id"] == network_id
+    assert len(ports_of(client, device_owner="network:floatingip")) == 2
 
 
 def test_exhausted_external_network(client: TestClient) -> None:
@@ -263,15 +296,28 @@ def test_reachability_required(client: TestClient) -> None:
         f"External network {ext_net} is not reachable from subnet {sub}.  Therefore, cannot "
         f"associate Port {vm['id']} with a Floating IP."
     )
+
+    def refused() -> None:
+        """Associating on update and on create is refused, and changes nothing."""
+        r = put_fip(client, f["id"], {"port_id": vm["id"]})
+        assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
+        assert r.json()["NeutronError"]["message"] == expected
+        assert client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"] == f
+        r = client.post(
+            "/v2.0/floatingips",
+            json={"floatingip": {"floating_network_id": ext_net, "port_id": vm["id"]}},
+            headers=P1,
+        )
+        assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
+        assert [x["id"] for x in client.get("/v2.0/floatingips").json()["floatingips"]] == [f["id"]]
+        assert len(ports_of(client, device_owner="network:floatingip")) == 1
+
     # No router at all.
-    r = put_fip(client, f["id"], {"port_id": vm["id"]})
-    assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
-    assert r.json()["NeutronError"]["message"] == expected
+    refused()
     # A router on the subnet but without a gateway.
     rt = router(client)
     assert act(client, rt["id"], "add_router_interface", {"subnet_id": sub}).status_code == 200
-    r = put_fip(client, f["id"], {"port_id": vm["id"]})
-    assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
+    refused()
     # A gateway on another external network does not help either.
     other_ext, _ = external_net(client, "172.25.0.0/24")
     u = client.put(
@@ -280,9 +326,9 @@ def test_reachability_required(client: TestClient) -> None:
         headers=P1,
     )
     assert u.status_code == 200, u.text
-    r = put_fip(client, f["id"], {"port_id": vm["id"]})
-    assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
-    # The right gateway makes it reachable.
+    refused()
+    # The right gateway makes it reachable (and the router's gateway could move: the
+    # refusals left no floating IP holding it).
     u = client.put(
         f"/v2.0/routers/{rt['id']}",
         json={"router": {"external_gateway_info": {"network_id": ext_net}}},
@@ -293,6 +339,10 @@ def test_reachability_required(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["floatingip"]["router_id"] == rt["id"]
     got = client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"]
     assert got["port_id"] == vm["id"] and got["status"] == "DOWN"
+    # The create with a port succeeds too, once f lets the port go.
+    assert put_fip(client, f["id"], {"port_id": None}).status_code == 200
+    made = fip(client, ext_net, port_id=vm["id"])
+    assert made["port_id"] == vm["id"] and made["router_id"] == rt["id"]
 
 
 def test_fixed_ip_choice(client: TestClient) -> None:
