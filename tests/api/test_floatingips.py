@@ -138,20 +138,53 @@ def test_network_id_required(client: TestClient) -> None:
 
 
 def test_network_must_be_external_with_ipv4(client: TestClient) -> None:
+    def create(network_id: str) -> Any:
+        body = {"floatingip": {"floating_network_id": network_id}}
+        return client.post("/v2.0/floatingips", json=body, headers=P1)
+
+    def nothing_made() -> None:
+        assert client.get("/v2.0/floatingips").json()["floatingips"] == []
+        assert ports_of(client, device_owner="network:floatingip") == []
+
     net, _ = private_net(client)
-    r = client.post(
-        "/v2.0/floatingips", json={"floatingip": {"floating_network_id": net}}, headers=P1
-    )
+    r = create(net)
     assert r.status_code == 400 and error_type(r) == "BadRequest"
     assert r.json()["NeutronError"]["message"] == (
         f"Bad floatingip request: Network {net} is not a valid external network."
     )
+    nothing_made()
     bare = post(client, "networks", "network", {"router:external": True})
-    r = client.post(
-        "/v2.0/floatingips", json={"floatingip": {"floating_network_id": bare["id"]}}, headers=P1
-    )
+    r = create(bare["id"])
     assert r.status_code == 400 and error_type(r) == "BadRequest"
-    assert "does not contain any IPv4 subnet" in r.json()["NeutronError"]["message"]
+    assert r.json()["NeutronError"]["message"] == (
+        f"Bad floatingip request: Network {bare['id']} does not contain any IPv4 subnet."
+    )
+    nothing_made()
+    # An IPv6 subnet is not enough: floating IPs are IPv4.
+    post(
+        client,
+        "subnets",
+        "subnet",
+        {"network_id": bare["id"], "cidr": "2001:db8::/64", "ip_version": 6},
+    )
+    r = create(bare["id"])
+    assert r.status_code == 400 and "does not contain any IPv4 subnet" in r.text
+    nothing_made()
+
+    # The same request succeeds once each network is what it was missing.
+    u = client.put(f"/v2.0/networks/{net}", json={"network": {"router:external": True}})
+    assert u.status_code == 200, u.text
+    post(
+        client,
+        "subnets",
+        "subnet",
+        {"network_id": bare["id"], "cidr": "172.24.9.0/24", "ip_version": 4},
+    )
+    for network_id in (net, bare["id"]):
+        r = create(network_id)
+        assert r.status_code == 201, r.text
+        assert r.json()["floatingip"]["floating_network_id"] == network_id
+    assert len(ports_of(client, device_owner="network:floatingip")) == 2
 
 
 def test_exhausted_external_network(client: TestClient) -> None:
@@ -172,7 +205,8 @@ def test_associate_disassociate(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     a = r.json()["floatingip"]
     assert a["port_id"] == t["port"] and a["fixed_ip_address"] == t["ip"]
-    assert a["router_id"] == t["router"] and a["status"] == "ACTIVE"
+    # Associated, but DOWN: no dataplane flow implements floating IPs yet.
+    assert a["router_id"] == t["router"] and a["status"] == "DOWN"
     assert a["floating_ip_address"] == f["floating_ip_address"]
     details = a["port_details"]
     assert details["network_id"] == t["net"] and details["device_id"] == "vm-1"
@@ -192,11 +226,13 @@ def test_associate_disassociate(client: TestClient) -> None:
         ("fixed_ip_address", t["ip"]),
         ("floating_ip_address", f["floating_ip_address"]),
         ("floating_network_id", t["ext_net"]),
-        ("status", "ACTIVE"),
+        ("status", "DOWN"),
     ]:
         got = client.get("/v2.0/floatingips", params={key: value}, headers=P1).json()
         assert [x["id"] for x in got["floatingips"]] == [f["id"]], key
-    assert client.get("/v2.0/floatingips?status=DOWN", headers=P1).json()["floatingips"] == []
+    assert client.get("/v2.0/floatingips?status=ACTIVE", headers=P1).json()["floatingips"] == []
+    got = client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"]
+    assert got["port_id"] == t["port"] and got["status"] == "DOWN"
 
     # The router's gateway and interface are now needed by the floating IP.
     rm = act(client, t["router"], "remove_router_interface", {"subnet_id": t["sub"]})
@@ -223,7 +259,7 @@ def test_associate_disassociate(client: TestClient) -> None:
 def test_associate_at_create_and_already_associated(client: TestClient) -> None:
     t = topology(client)
     f1 = fip(client, t["ext_net"], port_id=t["port"])
-    assert f1["status"] == "ACTIVE" and f1["router_id"] == t["router"]
+    assert f1["status"] == "DOWN" and f1["router_id"] == t["router"]
     assert f1["fixed_ip_address"] == t["ip"]
     f2 = fip(client, t["ext_net"])
     r = put_fip(client, f2["id"], {"port_id": t["port"]})
@@ -246,7 +282,9 @@ def test_associate_at_create_and_already_associated(client: TestClient) -> None:
     # Moving: once f1 lets go, f2 can take the fixed IP.
     assert put_fip(client, f1["id"], {"port_id": None}).status_code == 200
     r = put_fip(client, f2["id"], {"port_id": t["port"]})
-    assert r.status_code == 200 and r.json()["floatingip"]["status"] == "ACTIVE"
+    assert r.status_code == 200, r.text
+    moved = r.json()["floatingip"]
+    assert moved["port_id"] == t["port"] and moved["status"] == "DOWN"
 
 
 def test_reachability_required(client: TestClient) -> None:
@@ -258,15 +296,28 @@ def test_reachability_required(client: TestClient) -> None:
         f"External network {ext_net} is not reachable from subnet {sub}.  Therefore, cannot "
         f"associate Port {vm['id']} with a Floating IP."
     )
+
+    def refused() -> None:
+        """Associating on update and on create is refused, and changes nothing."""
+        r = put_fip(client, f["id"], {"port_id": vm["id"]})
+        assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
+        assert r.json()["NeutronError"]["message"] == expected
+        assert client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"] == f
+        r = client.post(
+            "/v2.0/floatingips",
+            json={"floatingip": {"floating_network_id": ext_net, "port_id": vm["id"]}},
+            headers=P1,
+        )
+        assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
+        assert [x["id"] for x in client.get("/v2.0/floatingips").json()["floatingips"]] == [f["id"]]
+        assert len(ports_of(client, device_owner="network:floatingip")) == 1
+
     # No router at all.
-    r = put_fip(client, f["id"], {"port_id": vm["id"]})
-    assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
-    assert r.json()["NeutronError"]["message"] == expected
+    refused()
     # A router on the subnet but without a gateway.
     rt = router(client)
     assert act(client, rt["id"], "add_router_interface", {"subnet_id": sub}).status_code == 200
-    r = put_fip(client, f["id"], {"port_id": vm["id"]})
-    assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
+    refused()
     # A gateway on another external network does not help either.
     other_ext, _ = external_net(client, "172.25.0.0/24")
     u = client.put(
@@ -275,9 +326,9 @@ def test_reachability_required(client: TestClient) -> None:
         headers=P1,
     )
     assert u.status_code == 200, u.text
-    r = put_fip(client, f["id"], {"port_id": vm["id"]})
-    assert r.status_code == 404 and error_type(r) == "ExternalGatewayForFloatingIPNotFound"
-    # The right gateway makes it reachable.
+    refused()
+    # The right gateway makes it reachable (and the router's gateway could move: the
+    # refusals left no floating IP holding it).
     u = client.put(
         f"/v2.0/routers/{rt['id']}",
         json={"router": {"external_gateway_info": {"network_id": ext_net}}},
@@ -286,10 +337,12 @@ def test_reachability_required(client: TestClient) -> None:
     assert u.status_code == 200, u.text
     r = put_fip(client, f["id"], {"port_id": vm["id"]})
     assert r.status_code == 200 and r.json()["floatingip"]["router_id"] == rt["id"]
-    assert (
-        client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"]["status"]
-        == "ACTIVE"
-    )
+    got = client.get(f"/v2.0/floatingips/{f['id']}", headers=P1).json()["floatingip"]
+    assert got["port_id"] == vm["id"] and got["status"] == "DOWN"
+    # The create with a port succeeds too, once f lets the port go.
+    assert put_fip(client, f["id"], {"port_id": None}).status_code == 200
+    made = fip(client, ext_net, port_id=vm["id"])
+    assert made["port_id"] == vm["id"] and made["router_id"] == rt["id"]
 
 
 def test_fixed_ip_choice(client: TestClient) -> None:
@@ -322,7 +375,7 @@ def test_fixed_ip_choice(client: TestClient) -> None:
     assert r.json()["floatingip"]["fixed_ip_address"] == "10.0.0.50"
     # A second FIP can now take the other address of the same port.
     f2 = fip(client, t["ext_net"], port_id=multi["id"], fixed_ip_address="10.0.0.51")
-    assert f2["status"] == "ACTIVE"
+    assert f2["port_id"] == multi["id"] and f2["status"] == "DOWN"
     # fixed_ip_address without a port.
     r = put_fip(client, f2["id"], {"port_id": None, "fixed_ip_address": "10.0.0.51"})
     assert r.status_code == 400 and error_type(r) == "BadRequest"
@@ -443,8 +496,8 @@ def test_concurrent_associations_pick_one(sqlite_client: TestClient) -> None:
         th.join()
     lost = (409, "FloatingIPPortAlreadyAssociated")
     assert sorted(results) == [(200, ""), lost, lost, lost], results
-    active = client.get("/v2.0/floatingips?status=ACTIVE", headers=P1).json()["floatingips"]
-    assert len(active) == 1 and active[0]["port_id"] == t["port"]
+    mapped = client.get(f"/v2.0/floatingips?port_id={t['port']}", headers=P1).json()
+    assert [f["status"] for f in mapped["floatingips"]] == ["DOWN"]
 
 
 def test_association_racing_port_delete_never_dangles(sqlite_client: TestClient) -> None:

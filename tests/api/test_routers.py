@@ -311,6 +311,46 @@ def test_gateway_must_be_an_external_network(client: TestClient) -> None:
     assert client.get("/v2.0/routers", headers=P1).json()["routers"] == []
 
 
+def test_gateway_needs_an_address_on_the_external_network(client: TestClient) -> None:
+    """An external network with no subnet has no address for the gateway: refused, on
+    create and on update, and nothing is left behind; a subnet (v6 will do) fixes it."""
+    bare = post(client, "networks", "network", {"name": "bare", "router:external": True})["id"]
+    expected = f"Bad router request: No IPs available for external network {bare}."
+    gw = {"router": {"external_gateway_info": {"network_id": bare}}}
+    r = client.post("/v2.0/routers", json=gw, headers=P1)
+    assert r.status_code == 400 and error_type(r) == "BadRequest", r.text
+    assert r.json()["NeutronError"]["message"] == expected
+    assert client.get("/v2.0/routers", headers=P1).json()["routers"] == []
+    # An update too: the router keeps no gateway, or the one it had.
+    ext_net, _ = external_net(client)
+    plain = router(client)
+    held = router(client, external_gateway_info={"network_id": ext_net})
+    held_port = ports_of(client, device_owner="network:router_gateway")
+    for rt in (plain, held):
+        u = client.put(f"/v2.0/routers/{rt['id']}", json=gw, headers=P1)
+        assert u.status_code == 400 and error_type(u) == "BadRequest", u.text
+        assert u.json()["NeutronError"]["message"] == expected
+        assert get_router(client, rt["id"]) == rt
+    assert ports_of(client, device_owner="network:router_gateway") == held_port
+    assert ports_of(client, network_id=bare) == []
+
+    # With a subnet, the same requests succeed (an IPv6 one is enough).
+    sub = post(
+        client,
+        "subnets",
+        "subnet",
+        {"network_id": bare, "cidr": "2001:db8:5::/64", "ip_version": 6},
+    )
+    u = client.put(f"/v2.0/routers/{plain['id']}", json=gw, headers=P1)
+    assert u.status_code == 200, u.text
+    fixed = u.json()["router"]["external_gateway_info"]["external_fixed_ips"]
+    assert [f["subnet_id"] for f in fixed] == [sub["id"]]
+    r = client.post("/v2.0/routers", json=gw, headers=P1)
+    assert r.status_code == 201, r.text
+    assert r.json()["router"]["external_gateway_info"]["network_id"] == bare
+    assert len(ports_of(client, network_id=bare, device_owner="network:router_gateway")) == 2
+
+
 # ---- interfaces --------------------------------------------------------------------------
 def test_interface_by_subnet(client: TestClient) -> None:
     net, sub = private_net(client)

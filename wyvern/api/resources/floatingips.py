@@ -268,7 +268,10 @@ class FloatingIps(Resource):
         txn.update(router)
         # Rewrite the port unchanged: a concurrent delete of it must retry and see us.
         txn.update(port_st)
-        obj.update(port_id=port_id, fixed_ip_address=ip, router_id=router_id, status="ACTIVE")
+        # DOWN, not ACTIVE: no dataplane flow implements floating IPs yet, and a status says
+        # ACTIVE only once flows are installed; the agent will report ACTIVE when it has
+        # installed the floating IP's flows.
+        obj.update(port_id=port_id, fixed_ip_address=ip, router_id=router_id, status="DOWN")
 
     def _disassociate(self, txn: Txn, obj: dict[str, Any]) -> None:
         if not obj.get("port_id"):

@@ -376,6 +376,11 @@ class Routers(Resource):
         if ext_ips:
             attrs["fixed_ips"] = [dict(ip) for ip in ext_ips]
         port = ports_of(self).create_internal(ctx, txn, attrs)
+        if not port.get("fixed_ips"):
+            # No subnet to take an address from: a gateway without one could carry nothing.
+            # Older Neutron refused it with this message; today's accepts it and shows empty
+            # external_fixed_ips. Raising aborts `txn`, so the port is never written.
+            raise bad_router(f"No IPs available for external network {net_id}")
         fixed = self._with_cidrs(port.get("fixed_ips") or [], subnets)
         self._check_overlap(obj, fixed)
         obj["_gw_port_id"] = port["id"]
