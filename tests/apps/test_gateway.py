@@ -84,7 +84,7 @@ def view_of(
                 if fip
                 else {},
             )
-        ],  # fmt: skip
+        ],
         local={"a": 1},
         chassis_name="hv1",
     )

@@ -33,6 +33,7 @@ from wyvern.model.view import (
     Change,
     Chassis,
     FixedIp,
+    FloatingIp,
     LocalView,
     MacBinding,
     Network,
@@ -159,10 +160,26 @@ def router(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         id=id_, key=ROUTERS.index(id_) + 1, admin_state_up=draw(st.booleans()),
         interfaces=tuple(interfaces),
         routes=tuple(draw(st.lists(st.just(("192.168.0.0/16", "10.0.0.5")), max_size=1))),
-        gateway_network_id=draw(st.sampled_from([None, *NETS])),
+        gateway_network_id=(gw_net := draw(st.sampled_from([None, *NETS]))),
         gateway_port_id=draw(st.sampled_from([None, *PORTS])),
         enable_snat=draw(st.booleans()),
+        floating_ips=tuple(draw(st.lists(floating_ip(id_, gw_net or "n2"), max_size=2,
+                                         unique_by=lambda f: f.id))),
     ))  # fmt: skip
+
+
+@st.composite
+def floating_ip(draw: Any, router_id: str, network_id: str) -> FloatingIp:
+    """An association (ids shared by the routers: a floating IP moves between them)."""
+    fid = draw(st.sampled_from(["f0", "f1", "f2"]))
+    pid = draw(st.sampled_from(PORTS))
+    idx = PORTS.index(pid)
+    return FloatingIp(
+        id=fid, router_id=router_id, network_id=network_id,
+        ip=ip_in(draw(st.sampled_from(subnets_of(network_id))), 50 + int(fid[1])),
+        fixed_ip=ip_in(draw(st.sampled_from(sorted(SUBNETS))), 10 + idx), port_id=pid,
+        mac=f"fa:16:3e:00:02:0{fid[1]}", key=30 + int(fid[1]),
+    )  # fmt: skip
 
 
 @st.composite

@@ -167,6 +167,8 @@ class FloatingIps(Resource):
             qos_policy_id=None,
             port_details=None,
             _port_id=port["id"],
+            _port_mac=port["mac_address"],
+            _port_key=port["_key"],
         )
         if attrs.get("port_id"):
             self._associate(ctx, txn, obj, attrs["port_id"], attrs.get("fixed_ip_address"))
@@ -265,6 +267,17 @@ class FloatingIps(Resource):
             raise not_found("router", router_id)
         fips = [f for f in router.obj.get("_floatingips", []) if f != obj["id"]]
         router.obj["_floatingips"] = [*fips, obj["id"]]
+        mac, key = self._own_port(txn, obj)
+        router.obj["_fips"] = {
+            **(router.obj.get("_fips") or {}),
+            obj["id"]: {
+                "floating_ip_address": obj["floating_ip_address"],
+                "fixed_ip_address": ip,
+                "port_id": port_id,
+                "mac": mac,
+                "key": key,
+            },
+        }
         txn.update(router)
         # Rewrite the port unchanged: a concurrent delete of it must retry and see us.
         txn.update(port_st)
@@ -272,6 +285,17 @@ class FloatingIps(Resource):
         # ACTIVE only once flows are installed; the agent will report ACTIVE when it has
         # installed the floating IP's flows.
         obj.update(port_id=port_id, fixed_ip_address=ip, router_id=router_id, status="DOWN")
+
+    def _own_port(self, txn: Txn, obj: dict[str, Any]) -> tuple[str, int]:
+        """(MAC, key) of the floating IP's own port on the external network: what the
+        agent that NATs it answers ARP with (the router carries them, in `_fips`)."""
+        if obj.get("_port_mac") and obj.get("_port_key") is not None:
+            return str(obj["_port_mac"]), int(obj["_port_key"])
+        port = self.repo.get("ports", obj.get("_port_id") or "")
+        if port is None:
+            raise not_found("port", obj.get("_port_id") or "")
+        obj.update(_port_mac=port.obj["mac_address"], _port_key=port.obj["_key"])
+        return str(port.obj["mac_address"]), int(port.obj["_key"])
 
     def _disassociate(self, txn: Txn, obj: dict[str, Any]) -> None:
         if not obj.get("port_id"):
@@ -282,6 +306,9 @@ class FloatingIps(Resource):
             if router is not None:
                 fips = router.obj.get("_floatingips", [])
                 router.obj["_floatingips"] = [f for f in fips if f != obj["id"]]
+                details = dict(router.obj.get("_fips") or {})
+                details.pop(obj["id"], None)
+                router.obj["_fips"] = details
                 txn.update(router)
         obj.update(port_id=None, fixed_ip_address=None, router_id=None, status="DOWN")
 
