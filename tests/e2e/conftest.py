@@ -42,6 +42,7 @@ BODY_KEYS = {
     "security-groups": "security_group",
     "security-group-rules": "security_group_rule",
     "address-groups": "address_group",
+    "floatingips": "floatingip",
 }
 
 

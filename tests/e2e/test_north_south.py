@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests import system
 from tests.e2e.multichassis import Cluster, cluster
@@ -156,3 +157,61 @@ def test_snat_out_through_the_gateway_chassis(outside: tuple[Cluster, Segment]) 
     # The gateway goes: the host is out of reach again.
     c.put("routers", router["id"], external_gateway_info={})
     eventually(lambda: not pings(ns, UPSTREAM), "no gateway, no way out", timeout=15)
+
+
+def fip_status(c: Cluster, fip: dict[str, Any]) -> str:
+    return str(c.get("floatingips", fip["id"])["status"])
+
+
+def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, Segment]) -> None:
+    """A floating IP is NATed on its port's chassis (both map the physnet): hv1 is no
+    gateway, and its VM's floating IP works with no detour through hv0."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    net = c.post("networks", name=unique("int-"))
+    sub = c.post("subnets", network_id=net["id"], cidr="10.91.0.0/24", ip_version=4)
+    router = c.post("routers", name=unique("r-"))
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    sg = c.post("security-groups", name=unique("ssh-"))
+    c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
+           ethertype="IPv4", protocol="tcp", port_range_min=7100, port_range_max=7100)  # fmt: skip
+    groups = [sg["id"]]
+    p1, ns1 = c.hv[1].vm(net, "vm1", security_groups=groups)
+    p2, ns2 = c.hv[0].vm(net, "vm2", security_groups=groups)
+    for ns in (ns1, ns2):
+        c.hv[0].background(ns, PY, "-c", PEER_SERVER)
+
+    fip = c.post("floatingips", floating_network_id=ext["id"])
+    address = fip["floating_ip_address"]
+    assert fip["status"] == "DOWN"
+    # Not associated: nothing answers at the address (the same probe succeeds below).
+    assert connect(seg.host, address).startswith("failed")
+
+    c.put("floatingips", fip["id"], port_id=p1["id"])
+    eventually(lambda: fip_status(c, fip) == "ACTIVE", "the floating IP reports ACTIVE")
+    eventually(lambda: connect(seg.host, address) == "hi", "TCP in through the floating IP")
+    # Out: the host sees the floating address, not the gateway's nor the VM's.
+    server = c.hv[0].background(seg.host, PY, "-c", PEER_SERVER)
+    assert sources(server, 1) == ["ready"]
+    assert connect(ns1, UPSTREAM) == "hi"
+    assert sources(server, 1) == [address]
+    # vm2 (no floating IP, on the gateway chassis) is SNATed to the gateway address.
+    assert connect(ns2, UPSTREAM) == "hi"
+    assert sources(server, 1) == [gateway_ip(c, router)]
+    # Distributed: hv1 answered ARP for the address itself, with the floating IP's MAC.
+    own = requests.get(f"{c.base}/ports?device_id={fip['id']}", timeout=5).json()["ports"]
+    neigh = in_netns(seg.host, "ip", "neigh", "show", address).stdout
+    assert [p["mac_address"] for p in own] == [neigh.split("lladdr ")[1].split()[0]], neigh
+
+    # Moved to vm2 on hv0: takes effect at once (gratuitous ARP from hv0).
+    c.put("floatingips", fip["id"], port_id=p2["id"])
+    eventually(lambda: connect(seg.host, address) == "hi", "TCP in after the move")
+    assert connect(ns2, UPSTREAM) == "hi"
+    assert sources(server, 1) == [address]
+    assert fip_status(c, fip) == "ACTIVE"
+
+    # Disassociated: nothing answers any more, and the status says so.
+    c.put("floatingips", fip["id"], port_id=None)
+    eventually(lambda: connect(seg.host, address).startswith("failed"), "no way in")
+    assert fip_status(c, fip) == "DOWN"

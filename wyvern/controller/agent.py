@@ -56,7 +56,9 @@ import orjson
 
 from wyvern.apps import punts
 from wyvern.apps.base import App
-from wyvern.controller.bindings import BindingMonitor, StatusWriter
+from wyvern.apps.gateway import local_fip
+from wyvern.controller import neighbours
+from wyvern.controller.bindings import BindingMonitor, FipStatusWriter, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps, gc_paused, release_free_memory
 from wyvern.controller.interest import FakeBindings, Interest
@@ -138,6 +140,8 @@ class Agent:
             self.meters = Meters(ovs, bridge, punts.METER_RATE, punts.METER_BURST)
             self.bindings = BindingMonitor(ovs, on_change=self.sync.wake)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
+        self.fip_status = FipStatusWriter(store, chassis.name)
+        self._announced: set[str] = set()  # floating IPs NATed here, announced by GARP
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
         self.primer = NeighbourPrimer(ovs, chassis.tunnel_ip) if ovs is not None else None
         bfd = BfdSessions(ovs) if ovs is not None and chassis.encaps else None
@@ -507,13 +511,32 @@ class Agent:
         revisions = {p: self.sync.mod_revision.get(("port", p), 0) for p in bound}
         floor = self.stats.installed_revision
         installed = {p: max(floor, self.sync.applied_revision(("port", p))) for p in bound}
+        natted = {f for f in self.view.floatingips if local_fip(self.view, f) is not None}
+        for fid in sorted(natted - self._announced):
+            self._announce(fid)
+        self._announced = natted
         try:
             self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
+            self.stats.status_writes += self.fip_status.update(natted)
             self._statuses_owed = False
         except StoreError as exc:
             self._statuses_owed = True  # (tried again in a second: nothing else would)
             self._statuses_retry_at = time.monotonic() + 1.0
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)
+
+    def _announce(self, fip_id: str) -> None:
+        """A floating IP NATed here from now on: a gratuitous ARP for it."""
+        found = neighbours.announcement(self.view, fip_id)
+        if found is None or self.ovs is None:
+            return
+        patch, frame = found
+        try:
+            self.ovs.ofctl(
+                "-O", "OpenFlow15", "packet-out", self.bridge,
+                f"in_port=controller packet={frame.hex()} actions=output:{patch}",
+            )  # fmt: skip
+        except OvsError as exc:
+            LOG.warning("floating IP %s: no gratuitous ARP: %s", fip_id, exc)
 
     # -- for tests and tools ---------------------------------------------------------------
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:

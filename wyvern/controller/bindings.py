@@ -31,10 +31,10 @@ from typing import Any
 
 import orjson
 
-from wyvern.model.keys import STATUS_PORTS, status_key
+from wyvern.model.keys import STATUS_FIPS, STATUS_PORTS, fip_status_key, status_key
 from wyvern.model.view import Binding
 from wyvern.nb.etcd_server import kill_with_parent
-from wyvern.nb.store import Delete, Put, Store
+from wyvern.nb.store import Compare, Delete, Put, Store
 from wyvern.southbound.ovs import OvsError, OvsInstance
 
 LOG = logging.getLogger(__name__)
@@ -322,3 +322,33 @@ class StatusWriter:
                 installed_revision if isinstance(installed_revision, int) else "per port",
             )
         return len(puts) + len(deletes)
+
+
+class FipStatusWriter:
+    """Writes /wyvern/status/floatingips/<id> for the floating IPs this chassis NATs with
+    their flows installed, and removes ours that it no longer does: the API shows a
+    floating IP ACTIVE only while such a key says so."""
+
+    def __init__(self, store: Store, chassis: str) -> None:
+        self.store = store
+        self.chassis = chassis
+        self._mine: set[str] | None = None  # seeded from the store on first use
+
+    def update(self, active: set[str]) -> int:
+        if self._mine is None:
+            self._mine = set()
+            for kv in self.store.list(STATUS_FIPS).items:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    obj = orjson.loads(kv.value)
+                    if isinstance(obj, dict) and obj.get("chassis") == self.chassis:
+                        self._mine.add(kv.key[len(STATUS_FIPS) :])
+        value = orjson.dumps({"chassis": self.chassis, "status": "ACTIVE"})
+        puts = [Put(fip_status_key(f), value) for f in sorted(active - self._mine)]
+        if puts:
+            self.store.txn([], puts)
+        gone = sorted(self._mine - active)
+        for f in gone:  # only if still ours: the floating IP may have moved to another chassis
+            key = fip_status_key(f)
+            self.store.txn([Compare(key, "value", "==", value)], [], [Delete(key)])
+        self._mine = set(active)
+        return len(puts) + len(gone)

@@ -95,3 +95,16 @@ def request(
         if target in addr.network and target != addr.ip:
             return gw.patch, frames.arp_request(gw.port.mac, str(addr.ip), str(target), tag)
     return None
+
+
+def announcement(view: LocalView, fip_id: str) -> tuple[int, bytes] | None:
+    """(patch ofport, gratuitous ARP) announcing floating IP FIP_ID from this chassis,
+    which NATs it now: the physical network's switches move its MAC here at once, and
+    hosts refresh their caches, instead of waiting for either to expire."""
+    lf = local_fip(view, fip_id)
+    if lf is None:
+        return None
+    vid = vlan_vid(lf.network)
+    ip = str(lf.addr.ip)
+    frame = frames.arp_request(lf.fip.mac, ip, ip, None if vid is None else vid & 0xFFF)
+    return lf.patch, frame

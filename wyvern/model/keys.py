@@ -11,6 +11,7 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/quotas/<project>                 a project's quota overrides
     /wyvern/intent/<kind>/<id>               a delete in progress, on its process's lease
     /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
+    /wyvern/status/floatingips/<id>          a floating IP NATed by a chassis (its agent)
     /wyvern/mac_bindings/<network>/<id>      a neighbour's MAC learned by an agent (ARP)
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
@@ -56,6 +57,7 @@ UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents", "
 CHASSIS_PREFIX = f"{ROOT}chassis/"
 AGENTS_PREFIX = f"{ROOT}agents/"
 STATUS_PORTS = f"{ROOT}status/ports/"
+STATUS_FIPS = f"{ROOT}status/floatingips/"
 HOST_PORTS = f"{ROOT}index/host_ports/"
 QUOTAS_PREFIX = f"{ROOT}quotas/"
 INTENTS_PREFIX = f"{ROOT}intent/"
@@ -134,6 +136,11 @@ def mac_binding_id(network_id: str, ip: str) -> str:
 
 def mac_binding_key(network_id: str, ip: str) -> str:
     return obj_key("mac_bindings", mac_binding_id(network_id, ip), network_id)
+
+
+def fip_status_key(fip_id: str) -> str:
+    """ACTIVE while the chassis that NATs the floating IP has its flows installed."""
+    return f"{STATUS_FIPS}{fip_id}"
 
 
 def chassis_key(name: str) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import orjson
+
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
@@ -28,7 +30,7 @@ from wyvern.api.resource import Resource, touch
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS
 from wyvern.api.resources.routers import FLOATINGIP_OWNER, ROUTER_GW, ports_of, read_through
 from wyvern.api.types import IpAddress, Uuid
-from wyvern.model.keys import uniq_key, uniq_prefix
+from wyvern.model.keys import STATUS_FIPS, fip_status_key, uniq_key, uniq_prefix
 
 DEFN = ResourceDef(
     name="floatingip",
@@ -106,6 +108,8 @@ class FloatingIps(Resource):
                 if port is not None:
                     details = {k: port.obj.get(k) for k in PORT_DETAILS}
             obj["port_details"] = details
+        if len(objs) == 1:  # show, create, update (lists were merged by all_objects)
+            merge_status(objs, self._statuses(objs))
 
     # ---- create ---------------------------------------------------------------------------
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
@@ -174,6 +178,23 @@ class FloatingIps(Resource):
             self._associate(ctx, txn, obj, attrs["port_id"], attrs.get("fixed_ip_address"))
         txn.create("floatingips", obj)
         return obj
+
+    def all_objects(self) -> list[dict[str, Any]]:
+        # Status merged before filtering, so `?status=ACTIVE` sees what the agents wrote.
+        objs = super().all_objects()
+        merge_status(objs, self._statuses(objs))
+        return objs
+
+    def _statuses(self, objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not objs:
+            return {}
+        if len(objs) == 1:
+            kv = self.repo.store.get(fip_status_key(str(objs[0]["id"])))
+            return {str(objs[0]["id"]): orjson.loads(kv.value)} if kv else {}
+        return {
+            kv.key[len(STATUS_FIPS) :]: orjson.loads(kv.value)
+            for kv in self.repo.store.list(STATUS_FIPS).items
+        }
 
     # ---- association ----------------------------------------------------------------------
     def _target(
@@ -355,6 +376,15 @@ class FloatingIps(Resource):
             self._disassociate(txn, fip.obj)
             touch(fip.obj)
             txn.update(fip)
+
+
+def merge_status(objs: list[dict[str, Any]], statuses: dict[str, dict[str, Any]]) -> None:
+    """ACTIVE only while the agent that NATs an associated floating IP says its flows are
+    installed (wyvern.controller.bindings.FipStatusWriter); DOWN otherwise."""
+    for obj in objs:
+        st = statuses.get(str(obj.get("id"))) or {}
+        active = st.get("status") == "ACTIVE" and obj.get("port_id")
+        obj["status"] = "ACTIVE" if active else "DOWN"
 
 
 def _exhausted(net_id: str) -> BadRequest:
