@@ -11,7 +11,9 @@ address off the subnet, reached through the default route.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,15 @@ import requests
 
 from tests import system
 from tests.e2e.multichassis import Cluster, cluster
-from tests.e2e.test_dataplane import PY, eventually, ip_of, ping, pings
+from tests.e2e.test_dataplane import (
+    PY,
+    STREAM_RECEIVER,
+    STREAM_SENDER,
+    eventually,
+    ip_of,
+    ping,
+    pings,
+)
 from tests.e2e.test_provider_networks import PHYSNET, TOR, Segment, attach_nic, sh
 from tests.southbound.conftest import in_netns, unique
 from wyvern.southbound.ovs import OvsInstance, netns_exists
@@ -215,3 +225,57 @@ def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, S
     c.put("floatingips", fip["id"], port_id=None)
     eventually(lambda: connect(seg.host, address).startswith("failed"), "no way in")
     assert fip_status(c, fip) == "DOWN"
+
+
+def test_streams_through_snat_and_a_floating_ip_survive_agent_restarts(
+    outside: tuple[Cluster, Segment],
+) -> None:
+    """Both agents SIGKILLed mid-stream and started again: a TCP stream from a VM out
+    through SNAT (on the gateway chassis) and one from the host in through a floating
+    IP (on the other chassis) lose no byte and are not reset."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    net = c.post("networks", name=unique("int-"))
+    sub = c.post("subnets", network_id=net["id"], cidr="10.92.0.0/24", ip_version=4)
+    router = c.post("routers", name=unique("r-"))
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    sg = c.post("security-groups", name=unique("stream-"))
+    c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
+           ethertype="IPv4", protocol="tcp", port_range_min=6000, port_range_max=6000)  # fmt: skip
+    _, ns_out = c.hv[0].vm(net, "out", security_groups=[sg["id"]])
+    p_in, ns_in = c.hv[1].vm(net, "in", security_groups=[sg["id"]])
+    fip = c.post("floatingips", floating_network_id=ext["id"], port_id=p_in["id"])
+    eventually(lambda: fip_status(c, fip) == "ACTIVE", "the floating IP reports ACTIVE")
+    eventually(lambda: pings(ns_out, UPSTREAM), "SNAT works before the restart", timeout=15)
+
+    streams = []
+    for receiver_ns, sender_ns, target in (
+        (seg.host, ns_out, UPSTREAM),  # out through SNAT
+        (ns_in, seg.host, fip["floating_ip_address"]),  # in through the floating IP
+    ):
+        receiver = c.hv[0].background(receiver_ns, PY, "-c", STREAM_RECEIVER)
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+        sender = c.hv[0].background(sender_ns, PY, "-c", STREAM_SENDER, target)
+        assert sender.stdout is not None and sender.stdout.readline().strip() == "connected"
+        streams.append((sender, receiver))
+        if receiver_ns == seg.host:  # (both listen on port 6000: one at a time)
+            time.sleep(0.2)
+
+    time.sleep(1.0)  # streaming; then both agents die mid-stream and come back
+    for hv in c.hv:
+        assert hv.agent is not None
+        hv.agent.signal(signal.SIGKILL)
+        hv.agent.process.wait(timeout=10)
+    time.sleep(0.5)
+    for hv in c.hv:
+        hv.start_agent()
+
+    for sender, receiver in streams:
+        sent, _ = sender.communicate(timeout=40)
+        received, _ = receiver.communicate(timeout=40)
+        assert sent.startswith("sent "), sent + c.logs()
+        assert received.startswith("received "), received + c.logs()
+        assert sent.split()[1:] == received.split()[1:]  # every byte, in order, no reset
+    for hv in c.hv:
+        hv.wait_agent_alive()
