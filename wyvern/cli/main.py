@@ -150,6 +150,28 @@ def api(
     raise typer.Exit(code)
 
 
+# The all-in-one's physical network for external networks, unless configured otherwise:
+# `wyvern outside` attaches an "outside world" namespace to it.
+ALL_IN_ONE_MAPPINGS = {"public": "br-public"}
+
+
+def _all_in_one_defaults(settings: Settings) -> Settings:
+    """The all-in-one maps the `public` physnet and is its own gateway chassis, unless
+    the configuration maps physnets or sets a gateway priority itself."""
+    env: dict[str, str] = {}
+    if not settings.bridge_mappings:
+        env["WYVERN_BRIDGE_MAPPINGS"] = json.dumps(ALL_IN_ONE_MAPPINGS)
+    if settings.gateway_priority == 0:
+        env["WYVERN_GATEWAY_PRIORITY"] = "1"
+    missing = [p for p in ALL_IN_ONE_MAPPINGS if p not in settings.physical_networks]
+    if missing and not settings.bridge_mappings:
+        env["WYVERN_PHYSICAL_NETWORKS"] = json.dumps([*settings.physical_networks, *missing])
+    if not env:
+        return settings
+    os.environ.update(env)
+    return apply_overrides()
+
+
 @app.command()
 def up(
     host: HostOpt = None,
@@ -167,6 +189,7 @@ def up(
     from wyvern.supervisor import run_until_signalled
 
     settings = apply_overrides(run_dir=run_dir, api_host=host, api_port=port)
+    settings = _all_in_one_defaults(settings)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(settings.log_level)  # the console only, until we own the run dir
     pid_file = PidFile(settings.run_dir / PID_FILE)
@@ -372,6 +395,41 @@ def plug(
         f"plugged {port_id} as {plugged.devname} (ofport {plugged.ofport}) into netns "
         f"{netns}: {port['mac_address']} {ip_cidr or '(no address: use DHCP)'}"
     )
+
+
+@app.command()
+def outside(
+    netns: Annotated[str, typer.Argument(metavar="NETNS", help="The host's network namespace.")],
+    address: Annotated[
+        str, typer.Option("--address", help="Its address on the segment, e.g. 203.0.113.1/24.")
+    ],
+    physnet: Annotated[
+        str, typer.Option("--physnet", help="The physical network to attach it to.")
+    ] = "public",
+    route: Annotated[
+        list[str] | None,
+        typer.Option("--route", help='A route in the host, e.g. "10.0.0.0/24 via 203.0.113.10".'),
+    ] = None,
+    ovs_run_dir: OvsDirOpt = None,
+    ovs_netns: OvsNetnsOpt = None,
+) -> None:
+    """Attach a host (NETNS, created if missing) to a physical network of this chassis:
+    the "outside world" for external networks, as a NIC cabled to the physnet's bridge."""
+    from wyvern.cli.allinone import open_ovs
+    from wyvern.southbound import vif
+    from wyvern.southbound.ovs import OvsError
+
+    settings = apply_overrides(ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns)
+    bridge = settings.bridge_mappings.get(physnet) or ALL_IN_ONE_MAPPINGS.get(physnet)
+    if bridge is None:
+        typer.echo(f"wyvern: physical network {physnet} has no bridge mapping here", err=True)
+        raise typer.Exit(1)
+    try:
+        port = vif.attach_host(open_ovs(settings), bridge, netns, address, routes=route or ())
+    except (OvsError, vif.VifError) as exc:
+        typer.echo(f"wyvern: outside failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"attached netns {netns} ({address}) to {physnet} ({bridge} port {port})")
 
 
 @app.command()

@@ -23,8 +23,10 @@ from another process, e.g. `wyvern plug` then `wyvern unplug`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wyvern.southbound.ovs import OvsError, OvsInstance, netns_exists, run_cmd
@@ -222,3 +224,29 @@ def _netns_is_empty(netns: str) -> bool:
     out = _ip(netns, "-o", "link", "show", check=False)
     names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
     return all(name == "lo" for name in names)
+
+
+def attach_host(
+    ovs: OvsInstance, bridge: str, netns: str, ip_cidr: str, *, routes: Sequence[str] = ()
+) -> str:
+    """A host on a physical network: NETNS (created if absent) gets eth0 with IP_CIDR on
+    a veth whose other end is a port of BRIDGE (a physnet's mapped bridge), as an
+    operator cables a NIC to it; ROUTES ("CIDR via IP") are added in NETNS. Idempotent.
+    Returns the bridge port's name."""
+    port = "wo-" + hashlib.sha256(netns.encode()).hexdigest()[:10]
+    if not netns_exists(netns):
+        run_cmd(["ip", "netns", "add", netns])
+    _ip(netns, "link", "set", "lo", "up")
+    if not _link_exists(ovs.netns, port):
+        if _link_exists(netns, VM_IFNAME):
+            raise VifError(f"{netns} already has an {VM_IFNAME}")
+        _ip(ovs.netns, "link", "add", port, "type", "veth",
+            "peer", "name", VM_IFNAME, "netns", netns)  # fmt: skip
+    run_cmd(["ip", "netns", "exec", netns, "ethtool", "-K", VM_IFNAME, "tx", "off"])
+    _ip(netns, "link", "set", VM_IFNAME, "up")
+    _ip(netns, "addr", "replace", ip_cidr, "dev", VM_IFNAME)
+    for route in routes:
+        _ip(netns, "route", "replace", *route.split())
+    _ip(ovs.netns, "link", "set", port, "up")
+    ovs.vsctl("--may-exist", "add-port", bridge, port)
+    return port
