@@ -204,7 +204,8 @@ class Settings:
         le=32767,
         description="Agent: 0: never a gateway chassis; above 0: this chassis may host "
         "router gateways on the physnets it maps (bridge_mappings), the highest priority "
-        "alive being active (OVN's gateway_chassis priority). Advertised in the chassis record.",
+        "alive being active (OVN's gateway_chassis priority); a gateway chassis follows the "
+        "whole store (distribution). Advertised in the chassis record.",
     )
     underlay_interface: str = _opt(
         default="",

@@ -7,17 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 from tests.apps import scenario as sc
-from wyvern.apps.gateway import gateway_chassis, router_zone
+from wyvern.apps.gateway import REDIRECT_KEY, gateway_chassis, router_zone
 from wyvern.apps.punts import PUNT_ARP_LEARN, PUNT_ARP_REQUEST
 from wyvern.ir import packet as pk
 from wyvern.ir.fields import FIELDS, format_value
-from wyvern.ir.ofports import patch_ofports
+from wyvern.ir.ofports import GENEVE, TUNNEL_OFPORTS, patch_ofports
 from wyvern.ir.packet import Packet
 from wyvern.model.keys import mac_binding_id
 from wyvern.model.view import LocalView, MacBinding
 
 MAPPINGS = {"physnet1": "br-ex"}
 PATCH = patch_ofports(MAPPINGS)["physnet1"]
+GENEVE_PORT = TUNNEL_OFPORTS[GENEVE]
 MAC_VM, MAC_RI, MAC_GW, MAC_UP, MAC_HOST = (f"fa:16:3e:00:00:0{c}" for c in "12345")
 VM, GW, UPSTREAM, HOST, FAR = (
     "10.0.0.5",
@@ -168,12 +169,18 @@ def test_the_gateway_answers_arp_and_ping_from_outside_and_learns_the_asker() ->
     assert text(out.packets[PATCH], "ipv4_src", "ipv4_dst") == (GW, HOST)
 
 
-def test_another_chassis_hosting_the_gateway_leaves_nothing_here() -> None:
-    # The same probes as above, on a chassis that is not the gateway: no answer, no way out.
+def test_another_chassis_hosting_the_gateway_gets_what_leaves_by_it() -> None:
+    # The same probes as above, on a chassis that is not the gateway: the VM's packet goes
+    # to the gateway chassis by Geneve, unrouted (VNI: the router's key); nothing from the
+    # physical network is answered here.
     view = view_of(chassis={"hv1": 1, "hv2": 2})
     learn(view, UPSTREAM, MAC_UP)
     s = sc.Scenario(view)
-    assert s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80)).ports == []
+    out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+    assert out.ports == [GENEVE_PORT], out.trace.format()
+    sent = out.packets[GENEVE_PORT]
+    assert (sent["tun_id"], sent["tun_metadata0"]) == (7, (1 << 32) | REDIRECT_KEY)
+    assert (text(sent, "ipv4_src"), sent["nw_ttl"]) == ((VM,), 64)
     out = s.outcome(pk.arp(PATCH, MAC_HOST, HOST, GW))
     assert out.punts == [] and not [o for o in out.trace.outputs if o.packet["arp_op"] == 2], (
         out.trace.format()
@@ -218,3 +225,54 @@ def test_a_floating_ip_of_a_port_elsewhere_is_not_natted_here() -> None:
     assert s.outcome(pk.arp(PATCH, MAC_HOST, HOST, FIP)).ports == []
     # while the gateway here still answers for its own address
     assert s.outcome(pk.arp(PATCH, MAC_HOST, HOST, GW)).ports == [PATCH]
+
+
+def redirected(p: Packet) -> Packet:
+    """P as the gateway chassis receives it from the VM's chassis (see above)."""
+    p = p.copy()
+    p["in_port"] = GENEVE_PORT
+    p["tun_id"] = 7
+    p["tun_metadata0"] = (1 << 32) | REDIRECT_KEY
+    return p
+
+
+def elsewhere(view: LocalView, mappings: dict[str, str] | None = None) -> None:
+    """Port "a" bound on hv2 instead (mapping MAPPINGS, by default none), by Geneve."""
+    sc.unbind(view, "a")
+    view.port_chassis["a"] = "hv2"
+    rec = {"name": "hv2", "tunnel_ip": "192.0.2.2", "bridge_mappings": mappings or {}}
+    view.apply("chassis", "hv2", sc.record_from_obj("chassis", rec))
+
+
+def test_the_gateway_chassis_routes_and_snats_what_other_chassis_send_it() -> None:
+    view = view_of()
+    elsewhere(view)
+    learn(view, UPSTREAM, MAC_UP)
+    s = sc.Scenario(view)
+    out = s.outcome(redirected(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80)))
+    assert out.ports == [PATCH], out.trace.format()
+    assert text(out.packets[PATCH], "ipv4_src", "eth_src") == (GW, MAC_GW)
+    # the reply goes back to the VM's chassis through the internal network's tunnel
+    back = s.outcome(pk.tcp(PATCH, MAC_UP, MAC_GW, FAR, GW, 80, 40000, "SA"))
+    assert back.ports == [GENEVE_PORT], back.trace.format()
+    assert (back.packets[GENEVE_PORT]["tun_id"], text(back.packets[GENEVE_PORT], "ipv4_dst")) == (
+        100,
+        (VM,),
+    )
+
+
+def test_a_floating_ip_of_a_port_on_a_chassis_without_the_physnet_is_centralized() -> None:
+    view = view_of(fip=True)
+    elsewhere(view)
+    learn(view, UPSTREAM, MAC_UP)
+    s = sc.Scenario(view)
+    inbound = s.outcome(pk.tcp(PATCH, MAC_UP, MAC_FIP, FAR, FIP, 50000, 22))
+    assert inbound.ports == [GENEVE_PORT], inbound.trace.format()
+    assert text(inbound.packets[GENEVE_PORT], "ipv4_dst") == (VM,)
+    out = s.outcome(redirected(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 22, 50000, "SA")))
+    assert out.ports == [PATCH], out.trace.format()
+    assert text(out.packets[PATCH], "ipv4_src", "eth_src") == (FIP, MAC_FIP)
+    # the port's chassis maps the physnet after all: it NATs the floating IP, not us
+    elsewhere(view, MAPPINGS)
+    s = sc.Scenario(view)
+    assert s.outcome(pk.tcp(PATCH, MAC_UP, MAC_FIP, FAR, FIP, 50001, 22)).ports == []

@@ -58,7 +58,8 @@ c = socket.create_connection((sys.argv[1], 7100), timeout=5); print(c.recv(10).d
 
 @pytest.fixture
 def outside(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Segment]]:
-    """A gateway chassis and a compute chassis on physnet1, and the host, on one switch."""
+    """A gateway chassis (hv0) and a compute chassis (hv1) on physnet1, the host on one
+    switch with them, and a compute chassis without the physnet (hv2)."""
     system.require(request)
     host = unique("wvm-out-")
     tor = OvsInstance.start(netns=unique("wvm-tor-"))
@@ -74,6 +75,8 @@ def outside(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cl
                 }
                 hv = c.add_chassis(env=env)
                 attach_nic(hv, bridge, Segment(tor, host, ""))
+            c.add_chassis()  # hv2: no bridge mapping, reaches the gateway by Geneve
+            c.wait_tunnels()
             nic, host_port = Segment(tor, host, "").veth_to(host)
             sh("ip", "-n", host, "link", "set", nic, "name", "eth0")
             for dev in ("eth0", "lo"):
@@ -153,6 +156,12 @@ def test_snat_out_through_the_gateway_chassis(outside: tuple[Cluster, Segment]) 
     assert connect(ns, UPSTREAM) == "hi"
     assert connect(ns, FAR) == "hi"
     assert sources(server, 2) == [gw_ip, gw_ip]
+    # A VM on hv2, which does not map the physnet: the gateway chassis routes and SNATs
+    # its packets (Geneve to hv0, VNI = the router's key), and the replies come back.
+    _, ns3 = c.hv[2].vm(net, "vm3")
+    eventually(lambda: pings(ns3, FAR), "a VM on hv2 pings out through hv0", timeout=15)
+    assert connect(ns3, UPSTREAM) == "hi"
+    assert sources(server, 1) == [gw_ip]
 
     # enable_snat=false: the VM's own address goes out (the host routes it back).
     sh("ip", "-n", seg.host, "route", "add", "10.90.0.0/24", "via", gw_ip)
@@ -189,7 +198,8 @@ def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, S
     groups = [sg["id"]]
     p1, ns1 = c.hv[1].vm(net, "vm1", security_groups=groups)
     p2, ns2 = c.hv[0].vm(net, "vm2", security_groups=groups)
-    for ns in (ns1, ns2):
+    p3, ns3 = c.hv[2].vm(net, "vm3", security_groups=groups)
+    for ns in (ns1, ns2, ns3):
         c.hv[0].background(ns, PY, "-c", PEER_SERVER)
 
     fip = c.post("floatingips", floating_network_id=ext["id"])
@@ -220,6 +230,13 @@ def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, S
     assert connect(ns2, UPSTREAM) == "hi"
     assert sources(server, 1) == [address]
     assert fip_status(c, fip) == "ACTIVE"
+
+    # Moved to vm3 on hv2, which does not map the physnet: NATed on the gateway chassis.
+    c.put("floatingips", fip["id"], port_id=p3["id"])
+    eventually(lambda: connect(seg.host, address) == "hi", "TCP in, centralized on hv0")
+    assert connect(ns3, UPSTREAM) == "hi"
+    assert sources(server, 1) == [address]
+    eventually(lambda: fip_status(c, fip) == "ACTIVE", "ACTIVE, centralized")
 
     # Disassociated: nothing answers any more, and the status says so.
     c.put("floatingips", fip["id"], port_id=None)

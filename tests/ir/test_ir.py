@@ -457,7 +457,7 @@ def test_template_action_values_are_range_checked() -> None:
             priority=1,
             cookie_app="classifier",
             varying=(),
-            actions=(Load("router_key", 1),),  # not written by classification
+            actions=(Load("next_hop_ipv4", 1),),  # not written by classification
             action_values=(0,),
         )
 

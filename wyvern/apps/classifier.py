@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port, port_ct_zone, port_is_up
+from wyvern.apps.gateway import REDIRECT_KEY, local_gateway
 from wyvern.apps.overlay import FLOOD_OPTION, local_encap
 from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.apps.punts import meter_flow
@@ -60,7 +61,12 @@ PRIORITY_PHYSNET = 100
 
 class Classifier(App):
     name = "classifier"
-    owner_tables = {"port": "bindings", "tunnel": "networks", "physnet": "networks"}
+    owner_tables = {
+        "port": "bindings",
+        "tunnel": "networks",
+        "physnet": "networks",
+        "router": "routers",
+    }
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, port_id = owner
@@ -68,6 +74,8 @@ class Classifier(App):
             return tunnel_flows(view, port_id)
         if kind == "physnet":
             return physnet_flows(view, port_id)
+        if kind == "router":
+            return redirected_flows(view, port_id)
         found = local_port(view, port_id) if kind == "port" else None
         zone = port_ct_zone(view, port_id)
         if found is None or zone is None:
@@ -132,6 +140,34 @@ def tunnel_flows(view: LocalView, network_id: str) -> list[Flow]:
                 Goto("pre_acl_egress"),
             ),
         ),
+    ]
+
+
+def redirected_flows(view: LocalView, router_id: str) -> list[Flow]:
+    """On the chassis hosting a router's gateway: what other chassis sent to be routed
+    through it (wyvern.apps.gateway.Redirect) enters the router's routing stage."""
+    router = view.routers.get(router_id)
+    me = view.chassis.get(view.chassis_name)
+    if router is None or me is None or GENEVE not in me.encaps or not me.tunnel_ip:
+        return []
+    if local_gateway(view, router) is None:
+        return []
+    return [
+        table("classification").flow(
+            priority=PRIORITY_TUNNEL,
+            cookie=encode("classifier", router_id),
+            match=match(
+                in_port=TUNNEL_OFPORTS[GENEVE],
+                tun_id=router.key,
+                tun_metadata0=(REDIRECT_KEY, 0xFFFFFFFF),
+            ),
+            actions=(
+                Load("router_key", router.key),
+                Move(Bits("tun_metadata0", 32, 32), "src_port_key"),
+                Load("flag_from_tunnel", 1),
+                Goto("routing"),
+            ),
+        )
     ]
 
 

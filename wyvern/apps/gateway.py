@@ -36,8 +36,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from wyvern.apps.common import ROUTER_ZONE_BASE
+from wyvern.apps.overlay import remote_chassis
 from wyvern.apps.provider import is_provider, local_patch
-from wyvern.model.view import FloatingIp, LocalView, Network, Port, Router
+from wyvern.ir.ofports import GENEVE
+from wyvern.model.view import Chassis, FloatingIp, LocalView, Network, Port, Router
 
 
 def router_zone(router: Router) -> int:
@@ -80,15 +82,27 @@ class Gateway:
 
 def local_gateway(view: LocalView, router: Router) -> Gateway | None:
     """ROUTER's gateway when this chassis hosts it, else None."""
+    found = _gateway_parts(view, router)
+    if found is None:
+        return None
+    net, port = found
+    patch = local_patch(view, net)
+    if patch is None or view.derive(gateway_chassis, net) != view.chassis_name:
+        return None
+    return _resolve(view, router, net, port, patch)
+
+
+def _gateway_parts(view: LocalView, router: Router) -> tuple[Network, Port] | None:
     if not router.gateway_network_id or not router.gateway_port_id:
         return None
     net = view.networks.get(router.gateway_network_id)
     port = view.ports.get(router.gateway_port_id)
     if net is None or port is None or port.network_id != net.id:
         return None
-    patch = local_patch(view, net)
-    if patch is None or view.derive(gateway_chassis, net) != view.chassis_name:
-        return None
+    return net, port
+
+
+def _resolve(view: LocalView, router: Router, net: Network, port: Port, patch: int) -> Gateway:
     addrs: list[ipaddress.IPv4Interface] = []
     upstream: list[ipaddress.IPv4Address] = []
     for fixed in port.fixed_ips:
@@ -104,6 +118,55 @@ def local_gateway(view: LocalView, router: Router) -> Gateway | None:
         if hop is not None and hop in addr.network and hop != addr.ip:
             upstream.append(hop)
     return Gateway(router, net, port, tuple(addrs), tuple(upstream), patch)
+
+
+# dst_port_key of a packet a chassis sends to the gateway chassis to be routed there
+# (port keys are small integers; FLOOD_KEY is all ones).
+REDIRECT_KEY = 0xFFFFFFFE
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A router whose gateway another chassis hosts, reachable by Geneve from here: what
+    would leave by the gateway is sent there to be routed (OVN's chassis-redirect port).
+    The tunnel carries the router's key as the VNI and REDIRECT_KEY as the destination."""
+
+    gateway: Gateway  # as hosted there (patch: 0, not ours)
+    chassis: Chassis
+
+
+def remote_gateway(view: LocalView, router: Router) -> Redirect | None:
+    """ROUTER's gateway when another chassis hosts it and Geneve reaches it, else None."""
+    found = _gateway_parts(view, router)
+    if found is None:
+        return None
+    net, port = found
+    name = view.derive(gateway_chassis, net)
+    if name is None or name == view.chassis_name:
+        return None
+    there, me = view.chassis.get(name), view.chassis.get(view.chassis_name)
+    for ch in (there, me):
+        if ch is None or not ch.tunnel_ip or GENEVE not in ch.encaps:
+            return None
+    assert there is not None
+    return Redirect(_resolve(view, router, net, port, 0), there)
+
+
+def _centralized_here(view: LocalView, net: Network, port_id: str) -> bool:
+    """Whether this chassis NATs floating IPs of PORT_ID: the gateway chassis, for a port
+    bound on a chassis that does not map NET's physnet and that Geneve reaches."""
+    if view.derive(gateway_chassis, net) != view.chassis_name:
+        return False
+    name = view.port_chassis.get(port_id)
+    there = view.chassis.get(name) if name else None
+    me = view.chassis.get(view.chassis_name)
+    if there is None or me is None or name == view.chassis_name:
+        return False
+    if net.physical_network in dict(there.bridge_mappings):
+        return False  # distributed: that chassis NATs it
+    if not all(c.tunnel_ip and GENEVE in c.encaps for c in (there, me)):
+        return False
+    return remote_chassis(view, port_id) is not None  # (its replies go back by tunnel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +187,12 @@ class LocalFip:
 
 
 def local_fip(view: LocalView, fip_id: str) -> LocalFip | None:
-    """The floating IP FIP_ID when this chassis NATs it, else None. A floating IP whose
-    port is on a chassis without the physnet is NATed nowhere yet (it would need the
-    gateway chassis and a tunnel to it: issue 12), and reports DOWN."""
+    """The floating IP FIP_ID when this chassis NATs it, else None: its port's chassis
+    when that maps the external physnet (distributed), else the gateway chassis when
+    Geneve reaches the port's chassis (centralized: that chassis sends the port's
+    external traffic here, remote_gateway)."""
     fip = view.floatingips.get(fip_id)
-    if fip is None or fip.port_id not in view.bindings:
+    if fip is None:
         return None
     router = view.routers.get(fip.router_id)
     net = view.networks.get(fip.network_id)
@@ -138,6 +202,8 @@ def local_fip(view: LocalView, fip_id: str) -> LocalFip | None:
         return None
     patch = local_patch(view, net)
     if patch is None:
+        return None
+    if fip.port_id not in view.bindings and not _centralized_here(view, net, fip.port_id):
         return None
     try:
         ip = ipaddress.IPv4Address(fip.ip)

@@ -42,7 +42,14 @@ from __future__ import annotations
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.gateway import Gateway, LocalFip, local_fip, local_gateway
+from wyvern.apps.gateway import (
+    REDIRECT_KEY,
+    Gateway,
+    LocalFip,
+    local_fip,
+    local_gateway,
+    remote_gateway,
+)
 from wyvern.apps.punts import PUNT_ARP_LEARN, PUNT_ARP_REQUEST, PUNT_ICMP4_ERROR, code, punt
 from wyvern.ir import (
     ETH_TYPE_ARP,
@@ -288,6 +295,26 @@ class L3App(App):
             for a in itf.addrs:
                 connected.append((a.network, itf))
                 add(route(a.network, itf, None, True))
+        rd = remote_gateway(view, router) if gw is None else None
+        if rd is not None:  # what leaves by the gateway goes to its chassis, unrouted
+            redirect = (
+                Load("network_key", rkey),
+                Load("dst_port_key", REDIRECT_KEY),
+                Goto("output"),
+            )
+            dests: list[tuple[ipaddress.IPv4Network, bool]] = [
+                (a.network, True) for a in rd.gateway.addrs
+            ]
+            dests += [(ipaddress.IPv4Network("0.0.0.0/0"), False)][: len(rd.gateway.upstream)]
+            for prefix, is_connected in dests:
+                add(
+                    rt.flow(
+                        priority=_route_priority(prefix.prefixlen, is_connected),
+                        cookie=cookie,
+                        match={"router_key": rkey, **_dst_match(prefix)},
+                        actions=redirect,
+                    )
+                )
         if gw is not None and gw_itf is not None:
             for f in _gateway_flows(gw, cookie):
                 add(f)

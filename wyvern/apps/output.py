@@ -36,12 +36,15 @@ from typing import Any
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port, port_is_up
+from wyvern.apps.gateway import REDIRECT_KEY, remote_gateway
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis, remote_chassis, tunnel_to
 from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.ir import (
     PORT_IN_PORT,
     Action,
+    Bits,
     Flow,
+    Move,
     Output,
     PopVlan,
     PushVlan,
@@ -50,6 +53,7 @@ from wyvern.ir import (
     table,
 )
 from wyvern.ir.cookies import encode
+from wyvern.ir.ofports import GENEVE, TUNNEL_OFPORTS
 from wyvern.model.view import LocalView
 
 P_LOOPBACK = 110
@@ -65,6 +69,7 @@ class OutputApp(App):
         "remote": "port_chassis",
         "flood": "networks",
         "physnet": "networks",
+        "router": "routers",
     }
 
     # ("remote", P) only for a port bound elsewhere, not every port_chassis key: at 10k
@@ -90,6 +95,8 @@ class OutputApp(App):
             return flood_flows(view, port_id)
         if kind == "physnet":
             return physnet_flows(view, port_id)
+        if kind == "router":
+            return redirect_flows(view, port_id)
         found = local_port(view, port_id) if kind == "port" else None
         if found is None:
             return []
@@ -165,6 +172,29 @@ def flood_flows(view: LocalView, network_id: str) -> list[Flow]:
             cookie=encode("output", network_id),
             match=match(network_key=net.key, dst_port_key=FLOOD_KEY, flag_from_tunnel=0),
             actions=tuple(acts),
+        )
+    ]
+
+
+def redirect_flows(view: LocalView, router_id: str) -> list[Flow]:
+    """A router whose gateway another chassis hosts: what routing sent there (network key
+    = the router's key, REDIRECT_KEY) goes by Geneve, VNI = the router's key."""
+    router = view.routers.get(router_id)
+    rd = remote_gateway(view, router) if router is not None else None
+    if router is None or rd is None:
+        return []
+    return [
+        table("output").flow(
+            priority=P_PORT,
+            cookie=encode("output", router_id),
+            match=match(network_key=router.key, dst_port_key=REDIRECT_KEY, flag_from_tunnel=0),
+            actions=(
+                SetField("tun_id", router.key),
+                SetField("tun_dst", rd.chassis.tunnel_ip),
+                Move("src_port_key", Bits("tun_metadata0", 32, 32)),
+                Move("dst_port_key", Bits("tun_metadata0", 0, 32)),
+                Output(TUNNEL_OFPORTS[GENEVE]),
+            ),
         )
     ]
 

@@ -114,8 +114,10 @@ class AgentComponent:
             underlay_bridge=s.underlay_bridge,
             tunnel_prefixlen=s.tunnel_prefixlen,
         )
-        selective = s.distribution == "selective" or (
-            s.distribution == "auto" and s.store == "etcd"
+        # A gateway chassis may host the gateway of any router on the physnets it maps
+        # and routes what other chassis send through it: it follows everything.
+        selective = s.gateway_priority == 0 and (
+            s.distribution == "selective" or (s.distribution == "auto" and s.store == "etcd")
         )
         self.agent = Agent(
             store,

@@ -166,8 +166,9 @@ PIPELINE: tuple[Stage, ...] = (
             "port_ct_zone",
             "flag_from_tunnel",
             "vlan_vid",
+            "router_key",
         ),
-        next=("port_security", "l2_lookup", "pre_acl_egress"),
+        next=("port_security", "l2_lookup", "pre_acl_egress", "routing"),
         miss=DROP,  # an unknown in_port
     ),
     _stage(
@@ -300,12 +301,13 @@ PIPELINE: tuple[Stage, ...] = (
             "next_hop_ipv4",
             "network_key",
             "src_port_key",
+            "dst_port_key",
             "eth_src",
             "nw_ttl",
             "scratch",
             "punt_code",
         ),
-        next=("arp_resolve", "punt_meter"),
+        next=("arp_resolve", "punt_meter", "output"),
         miss=DROP,  # no route
     ),
     _stage(
