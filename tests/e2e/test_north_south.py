@@ -3,14 +3,18 @@ the router's gateway, SNATed to the gateway address; the host reaches the gatewa
 
 The physical network is the provider test's switch (tests/e2e/test_provider_networks.py):
 an OVS of its own with a host on an access port. Two chassis map physnet1; only the first
-is a gateway chassis (WYVERN_GATEWAY_PRIORITY), so it hosts the router's gateway port.
+and hv1 are gateway chassis (WYVERN_GATEWAY_PRIORITY 2 and 1), so hv0 hosts the router's
+gateway port while it lives; hv2 does not map the physnet.
 The host is the external subnet's gateway_ip (the upstream router) and also holds an
 address off the subnet, reached through the default route.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 import signal
 import subprocess
 import time
@@ -22,7 +26,7 @@ import pytest
 import requests
 
 from tests import system
-from tests.e2e.multichassis import Cluster, cluster
+from tests.e2e.multichassis import Cluster, Hv, cluster
 from tests.e2e.test_dataplane import (
     PY,
     STREAM_RECEIVER,
@@ -58,16 +62,22 @@ c = socket.create_connection((sys.argv[1], 7100), timeout=5); print(c.recv(10).d
 
 @pytest.fixture
 def outside(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Segment]]:
-    """A gateway chassis (hv0) and a compute chassis (hv1) on physnet1, the host on one
-    switch with them, and a compute chassis without the physnet (hv2)."""
     system.require(request)
+    with outside_world(tmp_path) as world:
+        yield world
+
+
+@contextlib.contextmanager
+def outside_world(tmp_path: Path) -> Iterator[tuple[Cluster, Segment]]:
+    """Two gateway chassis on physnet1 (hv0 active, hv1 standby, both hosting VMs too),
+    the host on one switch with them, and a compute chassis without the physnet (hv2)."""
     host = unique("wvm-out-")
     tor = OvsInstance.start(netns=unique("wvm-tor-"))
     try:
         tor.vsctl("add-br", TOR, "--", "set", "Bridge", TOR, "datapath_type=netdev")
         sh("ip", "netns", "add", host)
         with cluster(tmp_path, 0) as c:
-            for priority in (1, 0):
+            for priority in (2, 1):  # hv0 hosts gateways, hv1 takes over if hv0 dies
                 bridge = unique("br-ex-")
                 env = {
                     "WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge}),
@@ -296,3 +306,69 @@ def test_streams_through_snat_and_a_floating_ip_survive_agent_restarts(
         assert sent.split()[1:] == received.split()[1:]  # every byte, in order, no reset
     for hv in c.hv:
         hv.wait_agent_alive()
+
+
+def kill_chassis(hv: Hv) -> None:
+    """The chassis dies: its agent and its ovs-vswitchd, SIGKILLed (no clean stop)."""
+    assert hv.agent is not None
+    hv.agent.signal(signal.SIGKILL)
+    pid = hv.ovs.pid("ovs-vswitchd")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_gateway_failover_when_the_active_gateway_chassis_dies(
+    outside: tuple[Cluster, Segment],
+) -> None:
+    """A VM on hv2 pings the host every 10 ms through the gateway on hv0; hv0 dies; hv1
+    takes the gateway over (BFD, not the store lease) and announces it, hv2 redirects
+    there, and the pings come back, never twice. The window is measured by
+    benchmarks/gateway_failover.py, not asserted here."""
+    c, _ = outside
+    failover = run_failover(c)
+    assert failover.duplicates == 0, failover.summary
+    # replies again after the failover, to the last few sent
+    assert failover.seqs and max(failover.seqs) >= failover.sent - 10, failover.summary + c.logs()
+    assert pings(failover.ns, FAR), c.logs()  # through hv1 from now on
+
+
+@dataclasses.dataclass
+class Failover:
+    ns: str  # the VM's namespace
+    sent: int
+    seqs: list[int]  # the icmp_seq of each reply
+    duplicates: int
+    summary: str
+
+    @property
+    def lost(self) -> int:
+        return self.sent - len(set(self.seqs))
+
+
+def run_failover(c: Cluster, interval: float = 0.01) -> Failover:
+    """A VM on hv2 behind a router with its gateway on hv0 pings the host every INTERVAL
+    seconds; 1 s in, hv0 dies; 4 s later the pinger stops."""
+    ext, _ = external_network(c)
+    net = c.post("networks", name=unique("int-"))
+    sub = c.post("subnets", network_id=net["id"], cidr="10.93.0.0/24", ip_version=4)
+    router = c.post("routers", name=unique("r-"))
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    _, ns = c.hv[2].vm(net, "vm")
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0", timeout=15)
+
+    pinger = c.hv[2].background(ns, "ping", "-n", "-i", str(interval), UPSTREAM)
+    time.sleep(1.0)
+    kill_chassis(c.hv[0])
+    time.sleep(4.0)
+    os.killpg(pinger.pid, signal.SIGINT)
+    out, _ = pinger.communicate(timeout=10)
+    replies = [line for line in out.splitlines() if "bytes from" in line]
+    summary = next(line for line in out.splitlines() if "packets transmitted" in line)
+    return Failover(
+        ns=ns,
+        sent=int(summary.split()[0]),
+        seqs=[int(line.split("icmp_seq=")[1].split()[0]) for line in replies],
+        duplicates=len([line for line in replies if "DUP!" in line]),
+        summary=summary,
+    )

@@ -5,7 +5,9 @@ A router's gateway port sits on an external network, which must be a provider ne
 the chassis whose record has a gateway priority above 0 and maps that physnet, the
 highest priority (then the lowest name) whose record is alive. Every agent computes the
 same answer from the chassis records, so no election is stored; a chassis whose record
-goes (lease lost) hands the gateway to the next.
+goes (lease lost), or whose dataplane BFD says is down (view.chassis_down, within ~0.3 s),
+hands the gateway to the next. A gateway chassis that (re)starts holds back until its
+BFD sessions to the other gateway chassis are up, so two never host one gateway at once.
 
 On that chassis only:
 - l2 sends frames for the gateway port's MAC, and ARP for its addresses, from the
@@ -53,8 +55,9 @@ def gateway_chassis(view: LocalView, network: Network) -> str | None:
     if not is_provider(network) or not network.physical_network:
         return None
     best: tuple[int, str] | None = None
+    down = view.chassis_down
     for name, ch in view.chassis.items():
-        if ch.gateway_priority <= 0:
+        if ch.gateway_priority <= 0 or down.get(name):
             continue
         if network.physical_network not in dict(ch.bridge_mappings):
             continue

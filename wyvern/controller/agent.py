@@ -56,7 +56,7 @@ import orjson
 
 from wyvern.apps import punts
 from wyvern.apps.base import App
-from wyvern.apps.gateway import local_fip
+from wyvern.apps.gateway import local_fip, local_gateway
 from wyvern.controller import neighbours
 from wyvern.controller.bindings import BindingMonitor, FipStatusWriter, StatusWriter
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
@@ -81,6 +81,13 @@ from wyvern.southbound.tunnels import (
 )
 
 LOG = logging.getLogger(__name__)
+# Gateway failover (_gateway_liveness): a gateway chassis that starts hosts gateways once
+# its BFD to every other gateway chassis is up plus GATEWAY_HOLD, or after GATEWAY_HOLD_MAX
+# (a BFD session to a live peer is up well within that; a silent peer is down).
+GATEWAY_HOLD = 0.5
+GATEWAY_HOLD_MAX = 3.0
+# How often the loop wakes to read BFD while other gateway chassis exist.
+GATEWAY_POLL = 0.1
 
 
 @dataclass
@@ -142,6 +149,11 @@ class Agent:
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.fip_status = FipStatusWriter(store, chassis.name)
         self._announced: set[str] = set()  # floating IPs NATed here, announced by GARP
+        self._hosted: set[str] = set()  # routers whose gateway is here, announced by GARP
+        self._gateway_watch = False  # other gateway chassis exist (BFD read every step)
+        self._gateway_ready_at = time.monotonic() + GATEWAY_HOLD_MAX
+        if chassis.gateway_priority > 0:  # held back until the others see us
+            self.sync.set_chassis_down(chassis.name, True)
         self.registration = ChassisRegistration(store, chassis, lease_ttl)
         self.primer = NeighbourPrimer(ovs, chassis.tunnel_ip) if ovs is not None else None
         bfd = BfdSessions(ovs) if ovs is not None and chassis.encaps else None
@@ -196,6 +208,7 @@ class Agent:
         for port_id, binding in self.bindings.poll().items():
             self.sync.set_binding(port_id, binding)
         self._follow_interest([], force=True)
+        self._gateway_liveness(time.monotonic(), starting=True)
         self.engine.full(self.view)
         LOG.info(
             "chassis %s: initial view at revision %d: %d networks, %d ports (%d local); "
@@ -336,6 +349,8 @@ class Agent:
     def step(self, timeout: float) -> int:
         """One iteration: gather changes, compute, install, write statuses."""
         changes: list[Change] = []
+        if self._gateway_watch:  # other gateway chassis: read their BFD often
+            timeout = min(timeout, GATEWAY_POLL)
         try:
             changes += self.sync.pump(timeout)
         except StoreError as exc:
@@ -359,6 +374,7 @@ class Agent:
             with contextlib.suppress(StoreError):
                 changes += self.sync.pump(0)
         replug = self._store_back() or replug
+        changes += self._gateway_liveness(now)
         if self.sync.lease_gone:  # (a chassis kept past its lease: is it still there?)
             for name in self.liveness.dead(list(self.sync.lease_gone)):
                 changes += self.sync.drop_chassis(name)
@@ -513,8 +529,13 @@ class Agent:
         installed = {p: max(floor, self.sync.applied_revision(("port", p))) for p in bound}
         natted = {f for f in self.view.floatingips if local_fip(self.view, f) is not None}
         for fid in sorted(natted - self._announced):
-            self._announce(fid)
+            found = neighbours.announcement(self.view, fid)
+            self._send_out(fid, [found] if found else [])
         self._announced = natted
+        hosted = {r for r, rec in self.view.routers.items() if local_gateway(self.view, rec)}
+        for rid in sorted(hosted - self._hosted):
+            self._send_out(rid, neighbours.gateway_announcements(self.view, rid))
+        self._hosted = hosted
         try:
             self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
             self.stats.status_writes += self.fip_status.update(natted)
@@ -524,19 +545,47 @@ class Agent:
             self._statuses_retry_at = time.monotonic() + 1.0
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)
 
-    def _announce(self, fip_id: str) -> None:
-        """A floating IP NATed here from now on: a gratuitous ARP for it."""
-        found = neighbours.announcement(self.view, fip_id)
-        if found is None or self.ovs is None:
+    def _send_out(self, what: str, frames: list[tuple[int, bytes]]) -> None:
+        """Gratuitous ARPs for a floating IP or gateway NATed here from now on."""
+        if self.ovs is None:
             return
-        patch, frame = found
-        try:
-            self.ovs.ofctl(
-                "-O", "OpenFlow15", "packet-out", self.bridge,
-                f"in_port=controller packet={frame.hex()} actions=output:{patch}",
-            )  # fmt: skip
-        except OvsError as exc:
-            LOG.warning("floating IP %s: no gratuitous ARP: %s", fip_id, exc)
+        for patch, frame in frames:
+            try:
+                self.ovs.ofctl(
+                    "-O", "OpenFlow15", "packet-out", self.bridge,
+                    f"in_port=controller packet={frame.hex()} actions=output:{patch}",
+                )  # fmt: skip
+            except OvsError as exc:
+                LOG.warning("%s: no gratuitous ARP: %s", what, exc)
+
+    def _gateway_liveness(self, now: float, starting: bool = False) -> list[Change]:
+        """Gateway failover: another gateway chassis whose BFD says its dataplane is down
+        hosts no gateway here (within BFD's ~0.3 s, not the store lease's TTL); this one,
+        after a (re)start, holds back until the others' BFD is up (they see it too, and
+        release what it takes) or GATEWAY_HOLD_MAX has passed (they are down). An agent
+        that restarts finds the others' BFD up (sessions live in OVSDB) and holds nothing
+        back: the gateways it hosted stay installed."""
+        peers = self.liveness.gateway_peers()
+        self._gateway_watch = bool(peers)
+        out: list[Change] = []
+        for name, forwarding in peers.items():
+            down = forwarding is False
+            if bool(self.view.chassis_down.get(name)) != down:
+                LOG.warning("chassis %s: gateway chassis %s %s", self.chassis.name, name,
+                            "is down (BFD)" if down else "is back (BFD)")  # fmt: skip
+                out += self.sync.set_chassis_down(name, down)
+        for name in [n for n in self.view.chassis_down if n not in peers]:
+            if name != self.chassis.name:
+                out += self.sync.set_chassis_down(name, False)  # (its record went)
+        me = self.chassis.name
+        if self.view.chassis_down.get(me):
+            if all(peers.values()):
+                hold = 0.0 if starting else GATEWAY_HOLD
+                self._gateway_ready_at = min(self._gateway_ready_at, now + hold)
+            if now >= self._gateway_ready_at:
+                LOG.info("chassis %s: hosting gateways from now on", me)
+                out += self.sync.set_chassis_down(me, False)
+        return out
 
     # -- for tests and tools ---------------------------------------------------------------
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:

@@ -52,9 +52,29 @@ class ChassisLiveness:
         return out
 
     def update_sessions(self) -> None:
-        """One BFD session per chassis in the view (held ones included)."""
+        """One BFD session per chassis in the view (held ones included); fast ones where
+        either end is a gateway chassis (its failover waits for BFD)."""
         if self.bfd is not None:
-            self.bfd.ensure(self.peers())
+            self.bfd.ensure(self.peers(), self.fast_peers())
+
+    def fast_peers(self) -> frozenset[str]:
+        me = self.view.chassis.get(self.view.chassis_name)
+        mine = me is not None and me.gateway_priority > 0
+        return frozenset(
+            c.tunnel_ip
+            for c in self.view.chassis.values()
+            if c.name != self.view.chassis_name and (mine or c.gateway_priority > 0)
+        )
+
+    def gateway_peers(self) -> dict[str, bool | None]:
+        """Other gateway chassis -> whether BFD says their dataplane forwards (None: no
+        session to say)."""
+        out: dict[str, bool | None] = {}
+        for c in self.view.chassis.values():
+            if c.name == self.view.chassis_name or c.gateway_priority <= 0:
+                continue
+            out[c.name] = self.bfd.forwarding(c.tunnel_ip, 0.05) if self.bfd else None
+        return out
 
     def keep(self, name: str) -> bool:
         """The store deleted NAME's record: keep it in the view?"""

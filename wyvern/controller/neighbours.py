@@ -108,3 +108,17 @@ def announcement(view: LocalView, fip_id: str) -> tuple[int, bytes] | None:
     ip = str(lf.addr.ip)
     frame = frames.arp_request(lf.fip.mac, ip, ip, None if vid is None else vid & 0xFFF)
     return lf.patch, frame
+
+
+def gateway_announcements(view: LocalView, router_id: str) -> list[tuple[int, bytes]]:
+    """Gratuitous ARPs for a router gateway this chassis hosts now (after a failover:
+    the physical network moves the gateway's MAC here at once)."""
+    router = view.routers.get(router_id)
+    gw = local_gateway(view, router) if router is not None else None
+    if gw is None:
+        return []
+    vid = vlan_vid(gw.network)
+    tag = None if vid is None else vid & 0xFFF
+    return [
+        (gw.patch, frames.arp_request(gw.port.mac, str(a.ip), str(a.ip), tag)) for a in gw.addrs
+    ]

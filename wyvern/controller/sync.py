@@ -459,6 +459,11 @@ class Sync:
         with self.lock:
             return self._set_latest(("binding", port_id), binding, 0)
 
+    def set_chassis_down(self, name: str, down: bool) -> list[Change]:
+        """A local fact from BFD: chassis NAME must not host gateways now (or again may)."""
+        with self.lock:
+            return self._set_latest(("chassis_down", name), True if down else None, 0)
+
     def put_record(self, kind: Kind, id_: str, record: Any) -> list[Change]:
         """Apply one record (None: gone) with the same reference rules as store events."""
         with self.lock:

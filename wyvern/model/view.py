@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 Kind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
-    "address_group", "chassis", "binding", "port_chassis", "mac_binding",
+    "address_group", "chassis", "binding", "port_chassis", "mac_binding", "chassis_down",
 ]  # fmt: skip
 # "port_chassis" changes carry chassis names (old, new) of a port's binding status, which
 # lives in LocalView.port_chassis rather than in a table.
@@ -355,6 +355,10 @@ class LocalView:
     mac_bindings: dict[str, MacBinding] = field(default_factory=dict)  # by mac_binding_id
     # every associated floating IP of the routers followed (from their records), by id
     floatingips: dict[str, FloatingIp] = field(default_factory=dict)
+    # Gateway chassis that must not host gateways now (from the agent, not the store):
+    # another one whose BFD says its dataplane is down, or this one while it holds back
+    # after a (re)start until the others see it (wyvern.apps.gateway).
+    chassis_down: dict[str, bool] = field(default_factory=dict)
     bindings: dict[str, Binding] = field(default_factory=dict)  # local ports only
     # Where every port is bound (port id -> chassis name), from the binding status keys.
     port_chassis: dict[str, str] = field(default_factory=dict)
@@ -392,6 +396,7 @@ class LocalView:
             "address_group": self.address_groups,
             "chassis": self.chassis,
             "mac_binding": self.mac_bindings,
+            "chassis_down": self.chassis_down,
             "binding": self.bindings,
         }
         return tables[kind]
@@ -576,6 +581,7 @@ TABLE_OF_KIND: dict[str, str] = {
     "address_group": "address_groups",
     "chassis": "chassis",
     "mac_binding": "mac_bindings",
+    "chassis_down": "chassis_down",
     "binding": "bindings",
     "port_chassis": "port_chassis",
 }
