@@ -42,7 +42,7 @@ def main() -> int:
     for i in range(args.runs):
         with (
             tempfile.TemporaryDirectory(prefix="wv-failover-") as tmp,
-            outside_world(Path(tmp)) as (cluster, _),
+            outside_world(Path(tmp), standby=True) as (cluster, _),
         ):
             result = run_failover(cluster, INTERVAL)
         window = result.lost * INTERVAL

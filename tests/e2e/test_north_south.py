@@ -3,8 +3,8 @@ the router's gateway, SNATed to the gateway address; the host reaches the gatewa
 
 The physical network is the provider test's switch (tests/e2e/test_provider_networks.py):
 an OVS of its own with a host on an access port. Two chassis map physnet1; only the first
-and hv1 are gateway chassis (WYVERN_GATEWAY_PRIORITY 2 and 1), so hv0 hosts the router's
-gateway port while it lives; hv2 does not map the physnet.
+is a gateway chassis (WYVERN_GATEWAY_PRIORITY), so it hosts the router's gateway port;
+for the failover test hv1 is one too, at a lower priority; hv2 does not map the physnet.
 The host is the external subnet's gateway_ip (the upstream router) and also holds an
 address off the subnet, reached through the default route.
 """
@@ -67,17 +67,25 @@ def outside(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cl
         yield world
 
 
+@pytest.fixture
+def outside_ha(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Segment]]:
+    system.require(request)
+    with outside_world(tmp_path, standby=True) as world:
+        yield world
+
+
 @contextlib.contextmanager
-def outside_world(tmp_path: Path) -> Iterator[tuple[Cluster, Segment]]:
-    """Two gateway chassis on physnet1 (hv0 active, hv1 standby, both hosting VMs too),
-    the host on one switch with them, and a compute chassis without the physnet (hv2)."""
+def outside_world(tmp_path: Path, standby: bool = False) -> Iterator[tuple[Cluster, Segment]]:
+    """A gateway chassis (hv0) and a compute chassis (hv1, a standby gateway chassis with
+    STANDBY) on physnet1, both hosting VMs, the host on one switch with them, and a
+    compute chassis without the physnet (hv2)."""
     host = unique("wvm-out-")
     tor = OvsInstance.start(netns=unique("wvm-tor-"))
     try:
         tor.vsctl("add-br", TOR, "--", "set", "Bridge", TOR, "datapath_type=netdev")
         sh("ip", "netns", "add", host)
         with cluster(tmp_path, 0) as c:
-            for priority in (2, 1):  # hv0 hosts gateways, hv1 takes over if hv0 dies
+            for priority in (2, 1 if standby else 0):  # hv1 takes over from hv0 if standby
                 bridge = unique("br-ex-")
                 env = {
                     "WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge}),
@@ -318,13 +326,13 @@ def kill_chassis(hv: Hv) -> None:
 
 
 def test_gateway_failover_when_the_active_gateway_chassis_dies(
-    outside: tuple[Cluster, Segment],
+    outside_ha: tuple[Cluster, Segment],
 ) -> None:
     """A VM on hv2 pings the host every 10 ms through the gateway on hv0; hv0 dies; hv1
     takes the gateway over (BFD, not the store lease) and announces it, hv2 redirects
     there, and the pings come back, never twice. The window is measured by
     benchmarks/gateway_failover.py, not asserted here."""
-    c, _ = outside
+    c, _ = outside_ha
     failover = run_failover(c)
     assert failover.duplicates == 0, failover.summary
     # replies again after the failover, to the last few sent
