@@ -80,7 +80,7 @@ def test_router_interface_gateway_and_floating_ip(osc: Osc) -> None:
     shown = osc.json("floating", "ip", "show", fip["id"])
     assert shown["port_id"] == port["id"] and shown["router_id"] == r["id"]
     assert shown["fixed_ip_address"] == port["fixed_ips"][0]["ip_address"]
-    assert shown["status"] == "DOWN"  # no dataplane flow implements floating IPs yet
+    assert shown["status"] == "DOWN"  # no agent here installs its flows
     osc.ok("floating", "ip", "unset", "--port", fip["id"])
     osc.ok("floating", "ip", "delete", fip["id"])
 

@@ -139,7 +139,7 @@ def test_router_interface_gateway_and_floating_ip(conn: Connection) -> None:
     fip = conn.network.update_ip(fip, port_id=vm.id)
     assert fip.port_id == vm.id and fip.router_id == router.id
     assert fip.fixed_ip_address == vm.fixed_ips[0]["ip_address"]
-    assert fip.status == "DOWN"  # no dataplane flow implements floating IPs yet
+    assert fip.status == "DOWN"  # no agent here installs its flows
     assert [f.id for f in conn.network.ips(port_id=vm.id)] == [fip.id]
 
     fip = conn.network.update_ip(fip, port_id=None)

@@ -302,9 +302,8 @@ class FloatingIps(Resource):
         txn.update(router)
         # Rewrite the port unchanged: a concurrent delete of it must retry and see us.
         txn.update(port_st)
-        # DOWN, not ACTIVE: no dataplane flow implements floating IPs yet, and a status says
-        # ACTIVE only once flows are installed; the agent will report ACTIVE when it has
-        # installed the floating IP's flows.
+        # Stored DOWN: what the API shows is ACTIVE only while the agent that NATs it
+        # says its flows are installed (merge_status).
         obj.update(port_id=port_id, fixed_ip_address=ip, router_id=router_id, status="DOWN")
 
     def _own_port(self, txn: Txn, obj: dict[str, Any]) -> tuple[str, int]:
