@@ -206,6 +206,7 @@ class OldSettings(BaseSettings):
         "integration bridge, the operator adds the physical NIC to it. Advertised in the "
         "chassis record.",
     )
+    gateway_priority: int = Field(default=0, ge=0, le=32767, description="Agent: gateway.")
     underlay_interface: str = Field(
         default="",
         description="Agent: the underlay NIC (in OVS's namespace) to put into "
