@@ -390,7 +390,11 @@ def run_sequence(apps: list[App], ops: list[tuple[str, str, Any]]) -> None:
         assert_one_entry_per_identity(full)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(__import__("os").environ.get("HYP_N", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(OPS)
 def test_incremental_equals_full_recompute_with_the_real_apps(ops: list[Any]) -> None:
     run_sequence(default_apps(), ops)
@@ -465,7 +469,7 @@ def test_a_burst_applied_to_the_view_first_then_to_the_engine_equals_full(
 
 INDEXES = (
     "ports_by_network", "subnets_by_network", "ports_by_sg", "rules_by_sg",
-    "routers_by_network", "ports_by_ip", "ports_by_mac", "pair_ports_by_network",
+    "routers_by_network", "ports_by_ip", "ports_by_mac", "pair_ports_by_network", "fips_by_fixed",
 )  # fmt: skip
 
 

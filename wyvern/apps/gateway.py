@@ -197,6 +197,8 @@ def local_fip(view: LocalView, fip_id: str) -> LocalFip | None:
     fip = view.floatingips.get(fip_id)
     if fip is None:
         return None
+    if min(view.fips_by_fixed.get((fip.router_id, fip.fixed_ip), (fip_id,))) != fip_id:
+        return None  # two on one fixed IP (the API refuses it): the first by id wins
     router = view.routers.get(fip.router_id)
     net = view.networks.get(fip.network_id)
     if router is None or net is None or router.gateway_network_id != net.id:

@@ -34,7 +34,7 @@ TABLES = (
     "address_groups", "chassis", "mac_bindings", "floatingips", "chassis_down", "bindings",
     "port_chassis",
     "ports_by_network", "subnets_by_network", "ports_by_sg", "rules_by_sg", "routers_by_network",
-    "ports_by_ip", "ports_by_mac", "pair_ports_by_network",
+    "ports_by_ip", "ports_by_mac", "pair_ports_by_network", "fips_by_fixed",
 )  # fmt: skip
 MEMO = "memo"  # the pseudo-table of derived values, keyed (fn, args)
 SG_ADDRESSES = "sg_addresses"

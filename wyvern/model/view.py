@@ -355,6 +355,12 @@ class LocalView:
     mac_bindings: dict[str, MacBinding] = field(default_factory=dict)  # by mac_binding_id
     # every associated floating IP of the routers followed (from their records), by id
     floatingips: dict[str, FloatingIp] = field(default_factory=dict)
+    # (router id, fixed IP) -> the floating IPs mapping it (one: the API claims it)
+    fips_by_fixed: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    # floating IP id -> router id -> its record there: while a floating IP moves between
+    # routers both may list it for a moment; `floatingips` shows the lowest router's, so
+    # the index only changes where a router's own list did (touched_keys)
+    fip_holders: dict[str, dict[str, FloatingIp]] = field(default_factory=dict)
     # Gateway chassis that must not host gateways now (from the agent, not the store):
     # another one whose BFD says its dataplane is down, or this one while it holds back
     # after a (re)start until the others see it (wyvern.apps.gateway).
@@ -477,10 +483,25 @@ class LocalView:
                 if new.gateway_network_id:
                     self.routers_by_network[new.gateway_network_id].add(id_)
             for fip in old.floating_ips if old is not None else ():
-                if self.floatingips.get(fip.id) == fip:
-                    del self.floatingips[fip.id]
+                by_router = self.fip_holders.get(fip.id, {})
+                by_router.pop(id_, None)
+                self._show_fip(fip.id, by_router)
+                holders = self.fips_by_fixed[(id_, fip.fixed_ip)]
+                holders.discard(fip.id)
+                if not holders:
+                    del self.fips_by_fixed[(id_, fip.fixed_ip)]
             for fip in new.floating_ips if new is not None else ():
-                self.floatingips[fip.id] = fip
+                by_router = self.fip_holders.setdefault(fip.id, {})
+                by_router[id_] = fip
+                self._show_fip(fip.id, by_router)
+                self.fips_by_fixed[(id_, fip.fixed_ip)].add(fip.id)
+
+    def _show_fip(self, fip_id: str, by_router: dict[str, FloatingIp]) -> None:
+        if by_router:
+            self.floatingips[fip_id] = by_router[min(by_router)]
+        else:
+            self.floatingips.pop(fip_id, None)
+            self.fip_holders.pop(fip_id, None)
 
     # ---- convenience queries for apps -------------------------------------------------------
     def network_ports(self, network_id: str) -> list[Port]:
@@ -551,6 +572,7 @@ def touched_keys(change: Change) -> Iterator[DepKey]:
             yield "routers_by_network", key
         for fip in _moved(old, new, lambda r: list(r.floating_ips)):
             yield "floatingips", fip.id
+            yield "fips_by_fixed", (fip.router_id, fip.fixed_ip)
 
 
 def _moved(old: Any, new: Any, keys: Callable[[Any], list[Any]]) -> set[Any]:
