@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import pkgutil
 from typing import Any
 
@@ -336,6 +337,8 @@ def scenario(draw: Any) -> list[tuple[str, str, Any]]:
 
 
 OPS = scenario()
+# More examples for a hunt: WYVERN_TEST_EXAMPLES=1000 (CI runs the default).
+EXAMPLES = int(os.environ.get("WYVERN_TEST_EXAMPLES", "60"))
 
 
 def put(sync: Sync, kind: str, id_: str, record: Any) -> list[Change]:
@@ -391,7 +394,7 @@ def run_sequence(apps: list[App], ops: list[tuple[str, str, Any]]) -> None:
 
 
 @settings(
-    max_examples=int(__import__("os").environ.get("HYP_N", "60")),
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
