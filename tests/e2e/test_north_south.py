@@ -131,6 +131,28 @@ def external_network(c: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
     return net, sub
 
 
+def behind_router(
+    c: Cluster, cidr: str, ext: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A network with an IPv4 subnet of CIDR behind a new router (its gateway on EXT, if
+    given): (network, router)."""
+    net = c.post("networks", name=unique("int-"))
+    sub = c.post("subnets", network_id=net["id"], cidr=cidr, ip_version=4)
+    router = c.post("routers", name=unique("r-"))
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    if ext is not None:
+        c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    return net, router
+
+
+def tcp_open(c: Cluster, port: int) -> list[str]:
+    """A security group admitting TCP to PORT from anywhere."""
+    sg = c.post("security-groups", name=unique("tcp-"))
+    c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
+           ethertype="IPv4", protocol="tcp", port_range_min=port, port_range_max=port)  # fmt: skip
+    return [sg["id"]]
+
+
 def gateway_ip(c: Cluster, router: dict[str, Any]) -> str:
     info = c.get("routers", router["id"])["external_gateway_info"]
     return str(info["external_fixed_ips"][0]["ip_address"])
@@ -150,10 +172,7 @@ def test_snat_out_through_the_gateway_chassis(outside: tuple[Cluster, Segment]) 
     c, seg = outside
     gw_hv = c.hv[0]
     ext, _ = external_network(c)
-    net = c.post("networks", name=unique("int-"))
-    sub = c.post("subnets", network_id=net["id"], cidr="10.90.0.0/24", ip_version=4)
-    router = c.post("routers", name=unique("r-"))
-    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    net, router = behind_router(c, "10.90.0.0/24", None)
     port, ns = gw_hv.vm(net, "vm1")
     vm_ip = ip_of(port)
 
@@ -205,15 +224,8 @@ def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, S
     gateway, and its VM's floating IP works with no detour through hv0."""
     c, seg = outside
     ext, _ = external_network(c)
-    net = c.post("networks", name=unique("int-"))
-    sub = c.post("subnets", network_id=net["id"], cidr="10.91.0.0/24", ip_version=4)
-    router = c.post("routers", name=unique("r-"))
-    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
-    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
-    sg = c.post("security-groups", name=unique("ssh-"))
-    c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
-           ethertype="IPv4", protocol="tcp", port_range_min=7100, port_range_max=7100)  # fmt: skip
-    groups = [sg["id"]]
+    net, router = behind_router(c, "10.91.0.0/24", ext)
+    groups = tcp_open(c, 7100)
     p1, ns1 = c.hv[1].vm(net, "vm1", security_groups=groups)
     p2, ns2 = c.hv[0].vm(net, "vm2", security_groups=groups)
     p3, ns3 = c.hv[2].vm(net, "vm3", security_groups=groups)
@@ -270,16 +282,10 @@ def test_streams_through_snat_and_a_floating_ip_survive_agent_restarts(
     IP (on the other chassis) lose no byte and are not reset."""
     c, seg = outside
     ext, _ = external_network(c)
-    net = c.post("networks", name=unique("int-"))
-    sub = c.post("subnets", network_id=net["id"], cidr="10.92.0.0/24", ip_version=4)
-    router = c.post("routers", name=unique("r-"))
-    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
-    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
-    sg = c.post("security-groups", name=unique("stream-"))
-    c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
-           ethertype="IPv4", protocol="tcp", port_range_min=6000, port_range_max=6000)  # fmt: skip
-    _, ns_out = c.hv[0].vm(net, "out", security_groups=[sg["id"]])
-    p_in, ns_in = c.hv[1].vm(net, "in", security_groups=[sg["id"]])
+    net, _ = behind_router(c, "10.92.0.0/24", ext)
+    groups = tcp_open(c, 6000)
+    _, ns_out = c.hv[0].vm(net, "out", security_groups=groups)
+    p_in, ns_in = c.hv[1].vm(net, "in", security_groups=groups)
     fip = c.post("floatingips", floating_network_id=ext["id"], port_id=p_in["id"])
     eventually(lambda: fip_status(c, fip) == "ACTIVE", "the floating IP reports ACTIVE")
     eventually(lambda: pings(ns_out, UPSTREAM), "SNAT works before the restart", timeout=15)
@@ -357,11 +363,7 @@ def run_failover(c: Cluster, interval: float = 0.01) -> Failover:
     """A VM on hv2 behind a router with its gateway on hv0 pings the host every INTERVAL
     seconds; 1 s in, hv0 dies; 4 s later the pinger stops."""
     ext, _ = external_network(c)
-    net = c.post("networks", name=unique("int-"))
-    sub = c.post("subnets", network_id=net["id"], cidr="10.93.0.0/24", ip_version=4)
-    router = c.post("routers", name=unique("r-"))
-    c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
-    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    net, _ = behind_router(c, "10.93.0.0/24", ext)
     _, ns = c.hv[2].vm(net, "vm")
     eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0", timeout=15)
 

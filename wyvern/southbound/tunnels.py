@@ -130,7 +130,7 @@ BFD_BRIDGE = "br-bfd"
 BFD_DST_PORTS = {"geneve": 6082, "vxlan": 4799}
 BFD_INTERVAL_MS = 500  # detection time: 3 of these without a packet
 # Sessions with a gateway chassis at either end: a gateway's failover waits for its BFD
-# (docs/dataplane.md: BFD measured 0.32 s at 100 ms); both ends must ask for it.
+# (docs/dataplane.md: BFD); both ends must ask for it.
 BFD_FAST_MS = 100
 
 
