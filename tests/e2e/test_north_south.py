@@ -256,7 +256,7 @@ def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, S
 
     # Moved to vm2 on hv0: takes effect at once (gratuitous ARP from hv0).
     c.put("floatingips", fip["id"], port_id=p2["id"])
-    eventually(lambda: connect(seg.host, address) == "hi", "TCP in after the move")
+    eventually(lambda: connect(seg.host, address) == "hi", "TCP in after the move", timeout=20)
     assert connect(ns2, UPSTREAM) == "hi"
     assert sources(server, 1) == [address]
     assert fip_status(c, fip) == "ACTIVE"

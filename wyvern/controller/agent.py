@@ -86,6 +86,10 @@ LOG = logging.getLogger(__name__)
 # (a BFD session to a live peer is up well within that; a silent peer is down).
 GATEWAY_HOLD = 0.5
 GATEWAY_HOLD_MAX = 3.0
+# Gratuitous ARPs for an address this chassis takes (a floating IP, a gateway): at once
+# and again with backoff, as OVN does, so a switch that still saw the old chassis answer
+# last (it lost the address a moment later) moves the MAC here all the same.
+GARP_SCHEDULE = (0.0, 1.0, 3.0, 7.0)
 # How often the loop wakes to read BFD while other gateway chassis exist.
 GATEWAY_POLL = 0.1
 
@@ -150,6 +154,7 @@ class Agent:
         self.fip_status = FipStatusWriter(store, chassis.name)
         self._announced: set[str] = set()  # floating IPs NATed here, announced by GARP
         self._hosted: set[str] = set()  # routers whose gateway is here, announced by GARP
+        self._garps: dict[tuple[str, str], list[float]] = {}  # what -> when to announce it
         self._gateway_watch = False  # other gateway chassis exist (BFD read every step)
         self._gateway_ready_at = time.monotonic() + GATEWAY_HOLD_MAX
         if chassis.gateway_priority > 0:  # held back until the others see us
@@ -375,6 +380,8 @@ class Agent:
                 changes += self.sync.pump(0)
         replug = self._store_back() or replug
         changes += self._gateway_liveness(now)
+        if self._garps:
+            self._send_garps(now)
         if self.sync.lease_gone:  # (a chassis kept past its lease: is it still there?)
             for name in self.liveness.dead(list(self.sync.lease_gone)):
                 changes += self.sync.drop_chassis(name)
@@ -528,14 +535,15 @@ class Agent:
         floor = self.stats.installed_revision
         installed = {p: max(floor, self.sync.applied_revision(("port", p))) for p in bound}
         natted = {f for f in self.view.floatingips if local_fip(self.view, f) is not None}
+        now = time.monotonic()
         for fid in sorted(natted - self._announced):
-            found = neighbours.announcement(self.view, fid)
-            self._send_out(fid, [found] if found else [])
+            self._garps[("fip", fid)] = [now + d for d in GARP_SCHEDULE]
         self._announced = natted
         hosted = {r for r, rec in self.view.routers.items() if local_gateway(self.view, rec)}
         for rid in sorted(hosted - self._hosted):
-            self._send_out(rid, neighbours.gateway_announcements(self.view, rid))
+            self._garps[("gateway", rid)] = [now + d for d in GARP_SCHEDULE]
         self._hosted = hosted
+        self._send_garps(now)
         try:
             self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
             self.stats.status_writes += self.fip_status.update(natted)
@@ -544,6 +552,23 @@ class Agent:
             self._statuses_owed = True  # (tried again in a second: nothing else would)
             self._statuses_retry_at = time.monotonic() + 1.0
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)
+
+    def _send_garps(self, now: float) -> None:
+        """The gratuitous ARPs due (GARP_SCHEDULE), for what is still ours."""
+        for key, times in list(self._garps.items()):
+            if times[0] > now:
+                continue
+            kind, id_ = key
+            if kind == "fip":
+                found = neighbours.announcement(self.view, id_)
+                frames = [found] if found else []
+            else:
+                frames = neighbours.gateway_announcements(self.view, id_)
+            self._send_out(id_, frames)
+            while times and times[0] <= now:
+                times.pop(0)
+            if not times or not frames:
+                del self._garps[key]
 
     def _send_out(self, what: str, frames: list[tuple[int, bytes]]) -> None:
         """Gratuitous ARPs for a floating IP or gateway NATed here from now on."""
