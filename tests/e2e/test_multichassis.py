@@ -193,13 +193,14 @@ def test_routed_across_chassis_without_a_detour(three: Cluster) -> None:
 def test_dhcp_lease_on_each_chassis_from_its_own_agent(two: Cluster) -> None:
     c = two
     net = network(c, "dhcp", "10.66.0.0/24")
-    work = dhcp_dir(c.hv[0], timeout=15)
     ports = [c.post("ports", network_id=net["id"], name=f"vm{i}") for i in range(2)]
     vms = [hv.plug(port, static_ip=False) for hv, port in zip(c.hv, ports, strict=True)]
     for hv, port in zip(c.hv, ports, strict=True):
         hv.wait_active(port)
     for i, (port, ns) in enumerate(zip(ports, vms, strict=True)):
         peer, peer_ip = c.hv[1 - i], ip_of(ports[1 - i])
+        # A dir per dhclient: each daemon's own pidfile, so the teardown kills both.
+        work = dhcp_dir(c.hv[i], timeout=15)
         assert in_netns(ns, "ip", "link", "set", "eth0", "mtu", "1500").returncode == 0
         with peer.capture(geneve_to(peer)) as crossed:
             out = dhclient(ns, work)
