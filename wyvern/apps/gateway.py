@@ -41,7 +41,7 @@ from wyvern.apps.common import ROUTER_ZONE_BASE
 from wyvern.apps.overlay import remote_chassis
 from wyvern.apps.provider import is_provider, local_patch
 from wyvern.ir.ofports import GENEVE
-from wyvern.model.view import Chassis, FloatingIp, LocalView, Network, Port, Router
+from wyvern.model.view import Chassis, FloatingIp, LocalView, Network, Port, Router, Subnet
 
 
 def router_zone(router: Router) -> int:
@@ -95,6 +95,17 @@ def local_gateway(view: LocalView, router: Router) -> Gateway | None:
     return _resolve(view, router, net, port, patch)
 
 
+def local_gateways(view: LocalView, network_id: str) -> list[Gateway]:
+    """The router gateways on this network that this chassis hosts, by router id."""
+    out = []
+    for rid in sorted(view.routers_by_network.get(network_id, ())):
+        router = view.routers.get(rid)
+        gw = local_gateway(view, router) if router is not None else None
+        if gw is not None and gw.network.id == network_id:
+            out.append(gw)
+    return out
+
+
 def _gateway_parts(view: LocalView, router: Router) -> tuple[Network, Port] | None:
     if not router.gateway_network_id or not router.gateway_port_id:
         return None
@@ -105,21 +116,35 @@ def _gateway_parts(view: LocalView, router: Router) -> tuple[Network, Port] | No
     return net, port
 
 
+def _on_subnet(
+    subnet: Subnet | None, ip: str
+) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address | None] | None:
+    """IP with SUBNET's prefix, and the subnet's gateway_ip as its next hop out (None when
+    there is none, or it is IP itself); None when SUBNET is no IPv4 subnet holding IP."""
+    if subnet is None or subnet.ip_version != 4:
+        return None
+    try:
+        addr = ipaddress.IPv4Interface(f"{ip}/{subnet.network.prefixlen}")
+        hop = ipaddress.IPv4Address(subnet.gateway_ip) if subnet.gateway_ip else None
+    except ValueError:
+        return None
+    if addr.ip not in subnet.network:
+        return None
+    if hop is not None and (hop not in addr.network or hop == addr.ip):
+        hop = None
+    return addr, hop
+
+
 def _resolve(view: LocalView, router: Router, net: Network, port: Port, patch: int) -> Gateway:
     addrs: list[ipaddress.IPv4Interface] = []
     upstream: list[ipaddress.IPv4Address] = []
     for fixed in port.fixed_ips:
-        subnet = view.subnets.get(fixed.subnet_id)
-        if subnet is None or subnet.ip_version != 4:
+        found = _on_subnet(view.subnets.get(fixed.subnet_id), fixed.ip_address)
+        if found is None:
             continue
-        try:
-            addr = ipaddress.IPv4Interface(f"{fixed.ip_address}/{subnet.network.prefixlen}")
-            hop = ipaddress.IPv4Address(subnet.gateway_ip) if subnet.gateway_ip else None
-        except ValueError:
-            continue
-        addrs.append(addr)
-        if hop is not None and hop in addr.network and hop != addr.ip:
-            upstream.append(hop)
+        addrs.append(found[0])
+        if found[1] is not None:
+            upstream.append(found[1])
     return Gateway(router, net, port, tuple(addrs), tuple(upstream), patch)
 
 
@@ -211,17 +236,11 @@ def local_fip(view: LocalView, fip_id: str) -> LocalFip | None:
     if fip.port_id not in view.bindings and not _centralized_here(view, net, fip.port_id):
         return None
     try:
-        ip = ipaddress.IPv4Address(fip.ip)
-        ipaddress.IPv4Address(fip.fixed_ip)
+        ipaddress.IPv4Address(fip.fixed_ip)  # (the floating address: _on_subnet checks it)
     except ValueError:
         return None
     for sid in sorted(view.subnets_by_network.get(net.id, ())):
-        subnet = view.subnets.get(sid)
-        if subnet is None or subnet.ip_version != 4 or ip not in subnet.network:
-            continue
-        addr = ipaddress.IPv4Interface(f"{ip}/{subnet.network.prefixlen}")
-        hop = ipaddress.IPv4Address(subnet.gateway_ip) if subnet.gateway_ip else None
-        if hop is not None and (hop not in addr.network or hop == ip):
-            hop = None
-        return LocalFip(fip, router, net, addr, hop, patch)
+        found = _on_subnet(view.subnets.get(sid), fip.ip)
+        if found is not None:
+            return LocalFip(fip, router, net, found[0], found[1], patch)
     return None

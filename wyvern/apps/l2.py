@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port
-from wyvern.apps.gateway import Gateway, local_fip, local_gateway
+from wyvern.apps.gateway import local_fip, local_gateway, local_gateways
 from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
 from wyvern.ir import (
@@ -85,17 +85,6 @@ def _hosted_here(view: LocalView, gateway_port: Port) -> bool:
     """Whether this chassis hosts the router gateway that GATEWAY_PORT is."""
     router = view.routers.get(gateway_port.device_id)
     return router is not None and local_gateway(view, router) is not None
-
-
-def _local_gateways(view: LocalView, network_id: str) -> list[Gateway]:
-    """The gateways on this network that this chassis hosts."""
-    out = []
-    for rid in sorted(view.routers_by_network.get(network_id, ())):
-        router = view.routers.get(rid)
-        gw = local_gateway(view, router) if router is not None else None
-        if gw is not None and gw.network.id == network_id:
-            out.append(gw)
-    return out
 
 
 def flood_actions(view: LocalView, network_id: str) -> tuple[Action, ...]:
@@ -145,7 +134,7 @@ class L2(App):
                 ),
             )
             out.setdefault(f.key, f)
-        for gw in _local_gateways(view, net_id):
+        for gw in local_gateways(view, net_id):
             for addr in gw.addrs:  # ARP from the physical network for the gateway
                 f = st.flow(
                     priority=P_GATEWAY_ARP,

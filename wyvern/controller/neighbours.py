@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from wyvern.apps.gateway import Gateway, local_fip, local_gateway
+from wyvern.apps.gateway import local_fip, local_gateway, local_gateways
 from wyvern.apps.provider import vlan_vid
 from wyvern.controller import frames
 from wyvern.model.keys import mac_binding_id
@@ -27,18 +27,6 @@ def network_by_key(view: LocalView, key: int) -> Network | None:
     for net in view.networks.values():
         if net.key == key:
             return net
-    return None
-
-
-def _gateway_on(view: LocalView, network: Network, router_key: int | None) -> Gateway | None:
-    """The gateway hosted here on NETWORK (of the router with ROUTER_KEY, if given)."""
-    for rid in sorted(view.routers_by_network.get(network.id, ())):
-        router = view.routers.get(rid)
-        if router is None or (router_key is not None and router.key != router_key):
-            continue
-        gw = local_gateway(view, router)
-        if gw is not None and gw.network.id == network.id:
-            return gw
     return None
 
 
@@ -88,7 +76,7 @@ def request(
             lf = local_fip(view, fid)
             if lf is not None and lf.router.key == router_key and target in lf.addr.network:
                 return lf.patch, frames.arp_request(fip.mac, str(lf.addr.ip), str(target), tag)
-    gw = _gateway_on(view, network, router_key)
+    gw = next((g for g in local_gateways(view, network.id) if g.router.key == router_key), None)
     if gw is None:
         return None
     for addr in gw.addrs:

@@ -89,14 +89,13 @@ class TokenBucket:
 
 def find_port(view: LocalView, network_key: int, port_key: int) -> tuple[Network, Port] | None:
     """The logical network and port a punt came from, by their dataplane keys."""
-    for network in view.networks.values():
-        if network.key != network_key:
-            continue
-        for pid in view.ports_by_network.get(network.id, ()):
-            port = view.ports.get(pid)
-            if port is not None and port.key == port_key:
-                return network, port
+    network = neighbours.network_by_key(view, network_key)
+    if network is None:
         return None
+    for pid in view.ports_by_network.get(network.id, ()):
+        port = view.ports.get(pid)
+        if port is not None and port.key == port_key:
+            return network, port
     return None
 
 
