@@ -276,6 +276,16 @@ def test_what_a_real_topology_shows_conforms_to_the_document(
 
     topo = topology(client)
     fip(client, topo["ext_net"], port_id=topo["port"])
+    forwarded = fip(client, topo["ext_net"])["id"]  # (and a port forwarding on another)
+    pf_vm = create(client, "ports", headers=P1, network_id=topo["net"])
+    pf_body = {"protocol": "udp", "internal_port_id": pf_vm["id"], "internal_port": 53}
+    pf_body["external_port_range"] = "5300:5309"
+    resp = client.post(
+        f"/v2.0/floatingips/{forwarded}/port_forwardings",
+        json={"port_forwarding": pf_body},
+        headers=P1,
+    )
+    assert resp.status_code == 201, resp.text
     v6 = {"network_id": topo["net"], "ip_version": 6, "cidr": "fd00:5::/64"}
     create(client, "subnets", headers=P1, ipv6_ra_mode="slaac", ipv6_address_mode="slaac", **v6)
     routes = {"router": {"routes": [{"destination": "10.9.0.0/24", "nexthop": "10.0.0.5"}]}}
@@ -295,13 +305,14 @@ def test_what_a_real_topology_shows_conforms_to_the_document(
     for path in (f"/v2.0/{r.defn.path}" for r in resources if r.defn.path):
         listing = schema(doc["paths"][path]["get"])
         show = schema(doc["paths"][f"{path}/{{id}}"]["get"])
+        url = path.format(floatingip_id=forwarded)  # (a sub-resource's parent)
         for headers in ({}, P1):
-            listed = client.get(path, headers=headers)
+            listed = client.get(url, headers=headers)
             assert listed.status_code == 200, listed.text
             jsonschema_rs.validate(listing, listed.json())
             key = next(iter(listed.json()))
             for obj in listed.json()[key]:
-                one = client.get(f"{path}/{obj['id']}", headers=headers)
+                one = client.get(f"{url}/{obj['id']}", headers=headers)
                 assert one.status_code == 200, (path, one.text)
                 jsonschema_rs.validate(show, one.json())
                 checked += 1

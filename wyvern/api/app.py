@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -133,8 +134,11 @@ class Api:
         except Exception:  # stop the API from starting: it answers 503 meanwhile)
             LOG.exception("could not settle abandoned delete marks at start")
 
-    def ctx(self, request: Request) -> RequestContext:
-        return self.auth.context({k.lower(): v for k, v in request.headers.items()})
+    def ctx(self, request: Request, res: Resource | None = None) -> RequestContext:
+        ctx = self.auth.context({k.lower(): v for k, v in request.headers.items()})
+        if res is not None and res.defn.parent_param:  # a sub-resource: name its parent
+            ctx = dataclasses.replace(ctx, parent=request.path_params[res.defn.parent_param])
+        return ctx
 
     def base_url(self, request: Request) -> str:
         return str(request.base_url).rstrip("/") + "/v2.0"
@@ -195,7 +199,7 @@ class Api:
         item = f"{coll}/{{id}}"
 
         async def list_(request: Request) -> Response:
-            ctx = self.ctx(request)
+            ctx = self.ctx(request, res)
             items = list(request.query_params.multi_items())
             query = parse_query(d, ctx, items, self.settings.pagination_max_limit)
             objs = await run_in_threadpool(res.list_visible, ctx, query)
@@ -205,14 +209,20 @@ class Api:
             page, has_next, has_prev = sort_objects(query, objs, all_objs)
             body: dict[str, Any] = {d.collection: [res.show(ctx, o, query.fields) for o in page]}
             links = page_links(
-                self.base_url(request), d.path, items, page, has_next, has_prev, query.limit
+                self.base_url(request),
+                d.path.format(**request.path_params),
+                items,
+                page,
+                has_next,
+                has_prev,
+                query.limit,
             )
             if links:
                 body[f"{d.collection}_links"] = links
             return json_response(body)
 
         async def create(request: Request) -> Response:
-            ctx = self.ctx(request)
+            ctx = self.ctx(request, res)
             body = await _json_body(request)
             if isinstance(body, dict) and d.collection in body and d.name not in body:
                 many = body[d.collection]
@@ -227,7 +237,7 @@ class Api:
             return json_response({d.name: res.show(ctx, objs[0])}, 201)
 
         async def show(request: Request) -> Response:
-            ctx = self.ctx(request)
+            ctx = self.ctx(request, res)
             id_ = request.path_params["id"]
             fields = [f for f in request.query_params.getlist("fields") if f]
 
@@ -240,7 +250,7 @@ class Api:
             return json_response({d.name: res.show(ctx, obj, fields)})
 
         async def update(request: Request) -> Response:
-            ctx = self.ctx(request)
+            ctx = self.ctx(request, res)
             body = _envelope(await _json_body(request), d.name)
             obj = await run_in_threadpool(
                 res.update, ctx, request.path_params["id"], body, _if_match(request)
@@ -248,7 +258,7 @@ class Api:
             return json_response({d.name: res.show(ctx, obj)})
 
         async def delete(request: Request) -> Response:
-            ctx = self.ctx(request)  # (only the documented query parameters: the others
+            ctx = self.ctx(request, res)  # (only the documented query parameters: the others
             params = {  # are the resources' own, e.g. a cascade's force=True)
                 k: v for k, v in request.query_params.items() if k in res.delete_query
             }
@@ -464,7 +474,7 @@ class Api:
                     "links": [{"href": f"{base}/{r.defn.path}", "rel": "self"}],
                 }
                 for r in self.state.resources.values()
-                if r.defn.path
+                if r.defn.path and not r.defn.parent_param  # (Neutron lists no sub-resource)
             ]
             return json_response({"resources": out})
 

@@ -112,6 +112,9 @@ class ResourceDef:
     parent_attr: str | None = None  # objects are keyed under this attribute's value
     quota: str | None = None
     owned: bool = True  # has project_id
+    # A sub-resource (path /<parent collection>/{<parent_param>}/<collection>): the
+    # routes pass the parent's id in RequestContext.parent.
+    parent_param: str | None = None
     # Extra list filters beyond attributes: name -> (object, values) -> match.
     extra_filters: dict[str, Callable[[dict[str, Any], list[str]], bool]] = field(
         default_factory=dict

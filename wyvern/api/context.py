@@ -17,6 +17,9 @@ class RequestContext:
     project_id: str
     roles: frozenset[str]
     user_id: str = ""
+    # A sub-resource request's parent id (/floatingips/{floatingip_id}/port_forwardings):
+    # the routes put it here so the resource's hooks keep their signatures.
+    parent: str = ""
 
     @property
     def is_admin(self) -> bool:

@@ -8,6 +8,7 @@ from wyvern.api.resources import (
     agents,
     floatingips,
     networks,
+    port_forwardings,
     ports,
     quotas,
     routers,
@@ -23,6 +24,7 @@ RESOURCE_CLASSES: list[type[Resource]] = [
     *address_groups.RESOURCES,
     *routers.RESOURCES,
     *floatingips.RESOURCES,
+    *port_forwardings.RESOURCES,
     *quotas.RESOURCES,
     *agents.RESOURCES,
 ]

@@ -11,7 +11,7 @@ interface removal, gateway change or port delete retries and sees the associatio
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -31,6 +31,9 @@ from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS
 from wyvern.api.resources.routers import FLOATINGIP_OWNER, ROUTER_GW, ports_of, read_through
 from wyvern.api.types import IpAddress, Uuid
 from wyvern.model.keys import STATUS_FIPS, fip_status_key, uniq_key, uniq_prefix
+
+if TYPE_CHECKING:
+    from wyvern.api.resources.port_forwardings import PortForwardings
 
 DEFN = ResourceDef(
     name="floatingip",
@@ -267,6 +270,17 @@ class FloatingIps(Resource):
         port_id: str,
         fixed_ip: str | None,
     ) -> None:
+        if obj.get("_pfs"):  # (Neutron's order: the floating IP's own use first)
+            raise conflict(
+                "FipInUseByPortForwarding",
+                f"Floating IP {obj['id']} in use by Port Forwarding resources.",
+            )
+        if self.repo.claims(uniq_prefix("pf-port", port_id)):
+            raise bad_request(
+                "PortHasPortForwarding",
+                f"Cannot associate floating IP to port {port_id} because it already has a "
+                "Port Forwarding binding.",
+            )
         port_st, ip, subnet_id = self._target(ctx, obj, port_id, fixed_ip)
         net_id = obj["floating_network_id"]
         if obj.get("port_id") == port_id and obj.get("fixed_ip_address") == ip:
@@ -354,6 +368,7 @@ class FloatingIps(Resource):
         self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]
     ) -> None:
         self._disassociate(txn, stored.obj)
+        _forwardings(self).fip_deleted_ops(txn, stored)
         txn.delete("floatingips", stored)
         port = self.repo.get("ports", stored.obj.get("_port_id") or "")
         if port is not None and port.key not in txn.deletes:
@@ -366,6 +381,7 @@ class FloatingIps(Resource):
             own = read_through(self.repo, txn, "floatingips", port_obj["device_id"])
             if own is not None and own.obj.get("_port_id") == port_obj["id"]:
                 self._disassociate(txn, own.obj)
+                _forwardings(self).fip_deleted_ops(txn, own)
                 txn.delete("floatingips", own)
             return
         for fip_id in set(self.repo.claims(uniq_prefix("fip-assoc", port_obj["id"])).values()):
@@ -378,12 +394,17 @@ class FloatingIps(Resource):
 
 
 def merge_status(objs: list[dict[str, Any]], statuses: dict[str, dict[str, Any]]) -> None:
-    """ACTIVE only while the agent that NATs an associated floating IP says its flows are
-    installed (wyvern.controller.bindings.FipStatusWriter); DOWN otherwise."""
+    """ACTIVE only while the agent that NATs an associated floating IP (or one with port
+    forwardings) says its flows are installed (wyvern.controller.bindings.FipStatusWriter);
+    DOWN otherwise."""
     for obj in objs:
         st = statuses.get(str(obj.get("id"))) or {}
-        active = st.get("status") == "ACTIVE" and obj.get("port_id")
+        active = st.get("status") == "ACTIVE" and (obj.get("port_id") or obj.get("_pfs"))
         obj["status"] = "ACTIVE" if active else "DOWN"
+
+
+def _forwardings(res: Resource) -> PortForwardings:
+    return cast("PortForwardings", res.state.resources["port_forwarding"])
 
 
 def _exhausted(net_id: str) -> BadRequest:

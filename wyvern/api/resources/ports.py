@@ -68,6 +68,7 @@ from wyvern.model.keys import (
 if TYPE_CHECKING:
     from wyvern.api.resources import security_groups
     from wyvern.api.resources.floatingips import FloatingIps
+    from wyvern.api.resources.port_forwardings import PortForwardings
     from wyvern.api.resources.routers import Routers
 
 MAX_PORT_KEY = 32767
@@ -962,6 +963,8 @@ class Ports(Resource):
         floatingips = cast("FloatingIps", self.state.resources["floatingip"])
         routers.port_deleted_ops(ctx, txn, port)
         floatingips.port_deleted_ops(ctx, txn, port)
+        forwardings = cast("PortForwardings", self.state.resources["port_forwarding"])
+        forwardings.port_deleted_ops(txn, port)
 
     def _l3_port_live(self, port: dict[str, Any]) -> bool:
         """Neutron lets stale L3 ports go: no address, or their router/floating IP is gone."""

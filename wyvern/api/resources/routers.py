@@ -773,8 +773,14 @@ class Routers(Resource):
                 )
         for fip_id in router.get("_floatingips", []):
             fip = self.repo.get("floatingips", fip_id)
-            fixed = fip.obj.get("fixed_ip_address") if fip else None
-            if fixed and ip_in(fixed, leg["cidr"]):
+            fixed = [fip.obj.get("fixed_ip_address")] if fip else []
+            # (and the internal addresses of its port forwardings)
+            fixed += (
+                [p["internal_ip_address"] for p in (fip.obj.get("_pfs") or {}).values()]
+                if fip
+                else []
+            )
+            if any(ip and ip_in(ip, leg["cidr"]) for ip in fixed):
                 raise conflict(
                     "RouterInterfaceInUseByFloatingIP",
                     f"Router interface for subnet {leg['subnet_id']} on router {router['id']} "
