@@ -33,10 +33,15 @@ FIP, MAC_FIP = "203.0.113.20", "fa:16:3e:00:00:06"
 
 
 def view_of(
-    *, snat: bool = True, chassis: dict[str, int] | None = None, fip: bool = False
+    *,
+    snat: bool = True,
+    chassis: dict[str, int] | None = None,
+    fip: bool = False,
+    pfs: dict[str, Any] | None = None,
 ) -> LocalView:
     """us (hv1): the VM "a" (ofport 1) behind router r, whose gateway is on "ext" (flat on
-    physnet1); CHASSIS: gateway priority per chassis name (hv1: 1 by default)."""
+    physnet1); CHASSIS: gateway priority per chassis name (hv1: 1 by default); PFS: the
+    router's port forwardings (`_pfs`, as the API writes them)."""
     ext = sc.network(
         "ext",
         key=200,
@@ -84,6 +89,7 @@ def view_of(
                 }
                 if fip
                 else {},
+                _pfs=pfs or {},
             )
         ],
         local={"a": 1},

@@ -39,6 +39,7 @@ from wyvern.model.view import (
     MacBinding,
     Network,
     Port,
+    PortForwarding,
     Router,
     RouterInterface,
     SecurityGroup,
@@ -166,7 +167,28 @@ def router(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         enable_snat=draw(st.booleans()),
         floating_ips=tuple(draw(st.lists(floating_ip(id_, gw_net or "n2"), max_size=2,
                                          unique_by=lambda f: f.id))),
+        port_forwardings=tuple(draw(st.lists(port_forwarding(id_, gw_net or "n2"), max_size=2,
+                                             unique_by=lambda f: f.id))),
     ))  # fmt: skip
+
+
+@st.composite
+def port_forwarding(draw: Any, router_id: str, network_id: str) -> PortForwarding:
+    """A forwarding (ids shared by the routers, as floating IPs): single, kept, N-1 and
+    shifted ranges, on floating addresses the associations may use too."""
+    pid = draw(st.sampled_from(["pf0", "pf1", "pf2"]))
+    port = draw(st.sampled_from(PORTS))
+    lo = draw(st.sampled_from([80, 5000]))
+    ext = draw(st.sampled_from([(lo, lo), (lo, lo + 9)]))
+    int_ = draw(st.sampled_from([(22, 22), ext, (ext[0] + 100, ext[1] + 100)]))
+    return PortForwarding(
+        id=pid, fip_id=draw(st.sampled_from(["f1", "f3"])), router_id=router_id,
+        network_id=network_id,
+        ip=ip_in(draw(st.sampled_from(subnets_of(network_id))), 51),
+        protocol=draw(st.sampled_from(["tcp", "udp"])),
+        internal_ip=ip_in(draw(st.sampled_from(sorted(SUBNETS))), 10 + PORTS.index(port)),
+        internal_port_id=port, ext=ext, int_=int_,
+    )  # fmt: skip
 
 
 @st.composite

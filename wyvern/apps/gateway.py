@@ -19,6 +19,10 @@ On that chassis only:
 - nat rewrites sources to the gateway address (SNAT, unless enable_snat is false) and
   reverses it for the replies, in the router's conntrack zone.
 
+Port forwardings are centralized here, as in OVN: the gateway chassis answers ARP for
+their floating addresses with the gateway port's MAC (Gateway.forwarded) and DNATs them
+(wyvern.apps.nat); replies reach it like SNAT traffic, over the redirect from other chassis.
+
 Floating IPs are distributed: the chassis of the associated port does their NAT when it
 maps the external network's physnet (local_fip), answering ARP for the floating address
 with the floating IP's own MAC, so the physical network sees each address at one chassis.
@@ -41,7 +45,16 @@ from wyvern.apps.common import ROUTER_ZONE_BASE
 from wyvern.apps.overlay import remote_chassis
 from wyvern.apps.provider import is_provider, local_patch
 from wyvern.ir.ofports import GENEVE
-from wyvern.model.view import Chassis, FloatingIp, LocalView, Network, Port, Router, Subnet
+from wyvern.model.view import (
+    Chassis,
+    FloatingIp,
+    LocalView,
+    Network,
+    Port,
+    PortForwarding,
+    Router,
+    Subnet,
+)
 
 
 def router_zone(router: Router) -> int:
@@ -77,6 +90,9 @@ class Gateway:
     addrs: tuple[ipaddress.IPv4Interface, ...]  # its IPv4 addresses, with their prefix
     upstream: tuple[ipaddress.IPv4Address, ...]  # each such subnet's gateway_ip
     patch: int  # the patch port to the physical network
+    # The floating addresses the router's port forwardings use (not a gateway address):
+    # centralized here, answered to ARP with the gateway port's MAC (as OVN does).
+    forwarded: tuple[ipaddress.IPv4Address, ...] = ()
 
     @property
     def zone(self) -> int:
@@ -145,7 +161,27 @@ def _resolve(view: LocalView, router: Router, net: Network, port: Port, patch: i
         addrs.append(found[0])
         if found[1] is not None:
             upstream.append(found[1])
-    return Gateway(router, net, port, tuple(addrs), tuple(upstream), patch)
+    own = {a.ip for a in addrs}
+    forwarded: set[ipaddress.IPv4Address] = set()
+    for pf in router.port_forwardings:
+        ip = forwarded_address(view, net, pf)
+        if ip is not None and ip not in own:
+            forwarded.add(ip)
+    return Gateway(
+        router, net, port, tuple(addrs), tuple(upstream), patch, tuple(sorted(forwarded))
+    )
+
+
+def forwarded_address(
+    view: LocalView, net: Network, pf: PortForwarding
+) -> ipaddress.IPv4Address | None:
+    """PF's floating address when it is an IPv4 address on one of NET's subnets (what the
+    API guarantees; anything else is not forwarded), else None."""
+    for sid in sorted(view.subnets_by_network.get(net.id, ())):
+        found = _on_subnet(view.subnets.get(sid), pf.ip)
+        if found is not None:
+            return found[0].ip
+    return None
 
 
 # dst_port_key of a packet a chassis sends to the gateway chassis to be routed there

@@ -135,11 +135,12 @@ class L2(App):
             )
             out.setdefault(f.key, f)
         for gw in local_gateways(view, net_id):
-            for addr in gw.addrs:  # ARP from the physical network for the gateway
+            # ARP from the physical network for the gateway (and its forwarded addresses)
+            for ip in (*(a.ip for a in gw.addrs), *gw.forwarded):
                 f = st.flow(
                     priority=P_GATEWAY_ARP,
                     cookie=cookie,
-                    match=match(network_key=net.key, eth_type=ETH_TYPE_ARP, arp_tpa=str(addr.ip)),
+                    match=match(network_key=net.key, eth_type=ETH_TYPE_ARP, arp_tpa=str(ip)),
                     actions=(
                         Load("router_key", gw.router.key),
                         Load("dst_port_key", gw.port.key),

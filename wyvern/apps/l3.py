@@ -460,12 +460,14 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
     """What a router needs on the chassis hosting its gateway, besides the routes: its
     gateway addresses answer ARP from the external network (and teach the router the
     asker's MAC), ARP replies to them are learned, traffic to them from outside goes to
-    dnat (un-SNAT of replies), and an external next hop without a MAC is ARPed for."""
+    dnat (un-SNAT of replies), and an external next hop without a MAC is ARPed for.
+    The floating addresses of its port forwardings (gw.forwarded) are treated alike:
+    answered with the gateway's MAC, and what dnat does not forward goes nowhere."""
     rkey, nkey, mac = gw.router.key, gw.network.key, gw.port.mac
     rin = table("router_input")
     out: list[Flow] = []
-    for addr in gw.addrs:
-        ip = str(addr.ip)
+    for ip_addr in (*(a.ip for a in gw.addrs), *gw.forwarded):
+        ip = str(ip_addr)
         arp: dict[str, MatchValue] = {
             "router_key": rkey,
             "network_key": nkey,

@@ -15,9 +15,19 @@ On the chassis hosting a router's gateway (wyvern.apps.gateway), owner ("router"
 Each starts with ct_clear: the packet was tracked in its port's zone before (security
 groups), and the router's zone must look it up afresh.
 
+Port forwardings (centralized, on the chassis hosting the router's gateway, as in OVN):
+- dnat: TCP/UDP to the floating address on an external port is
+  `ct(commit, zone=<router zone>, nat(dst=<internal IP>[:<port>]))`, then routing. An
+  external range is matched as the fewest value/mask pairs (`ir.port_range`); the
+  internal side keeps the port (same range), is one port (N-1), or, shifted, is one
+  flow per port (the API bounds those: MAX_SHIFTED_PORTS);
+- snat: the replies (from the internal IP and port, leaving by the external network) go
+  through the same zone with a bare `ct(nat)`, which undoes the DNAT: the outside sees
+  the floating address and external port, with or without enable_snat.
+What dnat forwards nowhere is dropped in routing (wyvern.apps.l3: an own address).
+
 Both stages hold only their declared misses otherwise (wyvern.ir.pipeline): dnat
 continues to routing, snat returns the packet to l2_lookup of the output network.
-Floating IPs are still to come.
 """
 
 from __future__ import annotations
@@ -25,14 +35,26 @@ from __future__ import annotations
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.gateway import local_fip, local_gateway
-from wyvern.ir import ETH_TYPE_IP, Ct, CtClear, Flow, Nat, table
+from wyvern.apps.gateway import Gateway, forwarded_address, local_fip, local_gateway
+from wyvern.ir import (
+    ETH_TYPE_IP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    Ct,
+    CtClear,
+    Flow,
+    MatchValue,
+    Nat,
+    port_range,
+    table,
+)
 from wyvern.ir.cookies import encode
-from wyvern.model.view import LocalView
+from wyvern.model.view import LocalView, PortForwarding
 
 P_SNAT = 100
 P_FIP = 110  # a floating IP's port: its own address, not the router's
 P_UNSNAT = 100
+P_FORWARD = 120  # a port forwarding: above a floating IP or SNAT of the same address
 
 
 def _fip_flows(view: LocalView, fip_id: str) -> list[Flow]:
@@ -65,6 +87,56 @@ def _fip_flows(view: LocalView, fip_id: str) -> list[Flow]:
     ]
 
 
+def _forwarding_flows(view: LocalView, gw: Gateway, pf: PortForwarding) -> list[Flow]:
+    """One port forwarding on the chassis hosting its router's gateway (module doc)."""
+    fip = forwarded_address(view, gw.network, pf)
+    if fip is None or fip not in gw.forwarded:
+        return []
+    proto, dst, src = {
+        "tcp": (IPPROTO_TCP, "tcp_dst", "tcp_src"),
+        "udp": (IPPROTO_UDP, "udp_dst", "udp_src"),
+    }[pf.protocol]
+    cookie = encode("nat", pf.id)
+    rkey, nkey, zone = gw.router.key, gw.network.key, gw.zone
+    (elo, ehi), (ilo, ihi) = pf.ext, pf.int_
+    base: dict[str, MatchValue] = {
+        "router_key": rkey,
+        "network_key": nkey,
+        "eth_type": ETH_TYPE_IP,
+        "ip_proto": proto,
+    }
+    # (external match, NAT target) pairs
+    targets: list[tuple[MatchValue, Nat]] = []
+    if ilo == ihi:
+        nat = Nat("dst", pf.internal_ip, port=ilo)
+        targets = [(vm, nat) for vm in port_range(elo, ehi)]
+    elif (ilo, ihi) == (elo, ehi):
+        nat = Nat("dst", pf.internal_ip)
+        targets = [(vm, nat) for vm in port_range(elo, ehi)]
+    elif ihi - ilo == ehi - elo:
+        targets = [(p, Nat("dst", pf.internal_ip, port=ilo + p - elo)) for p in range(elo, ehi + 1)]
+    out = [
+        table("dnat").flow(
+            priority=P_FORWARD,
+            cookie=cookie,
+            match={**base, "ipv4_dst": str(fip), dst: value},
+            actions=(CtClear(), Ct(commit=True, zone=zone, nat=nat, table="routing")),
+        )
+        for value, nat in targets
+    ]
+    if targets:
+        out += [
+            table("snat").flow(
+                priority=P_FORWARD,
+                cookie=cookie,
+                match={**base, "ipv4_src": pf.internal_ip, src: value},
+                actions=(CtClear(), Ct(zone=zone, nat=Nat(), table="l2_lookup")),
+            )
+            for value in port_range(ilo, ihi)
+        ]
+    return out
+
+
 class NatApp(App):
     name = "nat"
 
@@ -83,6 +155,8 @@ class NatApp(App):
         cookie = encode("nat", rid)
         rkey, nkey, zone = router.key, gw.network.key, gw.zone
         out: list[Flow] = []
+        for pf in router.port_forwardings:
+            out += _forwarding_flows(view, gw, pf)
         for addr in gw.addrs:
             out.append(
                 table("dnat").flow(

@@ -546,7 +546,11 @@ class Agent:
         self._send_garps(now)
         try:
             self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
-            self.stats.status_writes += self.fip_status.update(natted)
+            # (and the floating IPs whose port forwardings this gateway chassis DNATs)
+            forwarded = {
+                pf.fip_id for r in sorted(hosted) for pf in self.view.routers[r].port_forwardings
+            }
+            self.stats.status_writes += self.fip_status.update(natted | forwarded)
             self._statuses_owed = False
         except StoreError as exc:
             self._statuses_owed = True  # (tried again in a second: nothing else would)

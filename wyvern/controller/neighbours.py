@@ -99,14 +99,14 @@ def announcement(view: LocalView, fip_id: str) -> tuple[int, bytes] | None:
 
 
 def gateway_announcements(view: LocalView, router_id: str) -> list[tuple[int, bytes]]:
-    """Gratuitous ARPs for a router gateway this chassis hosts now (after a failover:
-    the physical network moves the gateway's MAC here at once)."""
+    """Gratuitous ARPs for a router gateway this chassis hosts now, and the floating
+    addresses of its port forwardings (after a failover: the physical network moves the
+    gateway's MAC here at once)."""
     router = view.routers.get(router_id)
     gw = local_gateway(view, router) if router is not None else None
     if gw is None:
         return []
     vid = vlan_vid(gw.network)
     tag = None if vid is None else vid & 0xFFF
-    return [
-        (gw.patch, frames.arp_request(gw.port.mac, str(a.ip), str(a.ip), tag)) for a in gw.addrs
-    ]
+    ips = [str(a.ip) for a in gw.addrs] + [str(ip) for ip in gw.forwarded]
+    return [(gw.patch, frames.arp_request(gw.port.mac, ip, ip, tag)) for ip in ips]

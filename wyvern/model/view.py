@@ -194,6 +194,42 @@ class FloatingIp:
 
 
 @dataclass(frozen=True, slots=True)
+class PortForwarding:
+    """A floating IP port forwarding, as its router carries it (`_pfs`, written by the
+    API): TCP or UDP to the floating address on external ports ext[0]..ext[1] goes to
+    internal_ip on int_[0]..int_[1] (the same offset), or on int_[0] alone."""
+
+    id: str
+    fip_id: str
+    router_id: str
+    network_id: str  # the external network
+    ip: str  # the floating address
+    protocol: str  # tcp | udp
+    internal_ip: str
+    internal_port_id: str
+    ext: tuple[int, int]
+    int_: tuple[int, int]
+
+    @classmethod
+    def from_obj(
+        cls, router_id: str, network_id: str, pid: str, o: dict[str, Any]
+    ) -> PortForwarding:
+        ext, int_ = o["ext"], o["int"]
+        return cls(
+            id=pid,
+            fip_id=o["fip_id"],
+            router_id=router_id,
+            network_id=network_id,
+            ip=o["floating_ip_address"],
+            protocol=o["protocol"],
+            internal_ip=o["internal_ip_address"],
+            internal_port_id=o["internal_port_id"],
+            ext=(int(ext[0]), int(ext[1])),
+            int_=(int(int_[0]), int(int_[1])),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Router:
     id: str
     key: int
@@ -204,6 +240,7 @@ class Router:
     gateway_port_id: str | None
     enable_snat: bool
     floating_ips: tuple[FloatingIp, ...] = ()
+    port_forwardings: tuple[PortForwarding, ...] = ()
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Router:
@@ -228,6 +265,12 @@ class Router:
             floating_ips=tuple(
                 FloatingIp.from_obj(o["id"], gw["network_id"], fid, f)
                 for fid, f in sorted((o.get("_fips") or {}).items())
+            )
+            if gw.get("network_id")
+            else (),
+            port_forwardings=tuple(
+                PortForwarding.from_obj(o["id"], gw["network_id"], pid, p)
+                for pid, p in sorted((o.get("_pfs") or {}).items())
             )
             if gw.get("network_id")
             else (),
