@@ -382,3 +382,145 @@ def run_failover(c: Cluster, interval: float = 0.01) -> Failover:
         duplicates=len([line for line in replies if "DUP!" in line]),
         summary=summary,
     )
+
+
+# ---- port forwarding ------------------------------------------------------------------
+# Listens on each "tcp/<port>" and "udp/<port>" given; logs "<proto> <port> <peer>" to the
+# file argv[1]; answers TCP with "hi <port>" and echoes UDP as "echo <data>".
+FORWARDED_SERVER = """
+import selectors, socket, sys
+log = open(sys.argv[1], "a", buffering=1)
+sel = selectors.DefaultSelector()
+for spec in sys.argv[2:]:
+    proto, port = spec.split("/")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(port)))
+    if proto == "tcp":
+        s.listen(8)
+    sel.register(s, selectors.EVENT_READ, (proto, port))
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        proto, port = key.data
+        if proto == "tcp":
+            conn, peer = key.fileobj.accept()
+            log.write(f"tcp {port} {peer[0]}\\n"); conn.sendall(f"hi {port}".encode()); conn.close()
+        else:
+            data, peer = key.fileobj.recvfrom(2048)
+            log.write(f"udp {port} {peer[0]}\\n"); key.fileobj.sendto(b"echo " + data, peer)
+"""
+# argv: ip proto port. TCP prints what the server sent; UDP prints the echo and where it
+# came from (the floating address and external port, if un-DNATed).
+FORWARDED_CLIENT = """
+import socket, sys
+ip, proto, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if proto == "tcp":
+    c = socket.create_connection((ip, port), timeout=3); print(c.recv(20).decode())
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(b"x", (ip, port)); data, peer = s.recvfrom(100)
+    print(data.decode(), f"{peer[0]}:{peer[1]}")
+"""
+
+
+def probe(ns: str, ip: str, proto: str, port: int) -> str:
+    out = in_netns(ns, PY, "-c", FORWARDED_CLIENT, ip, proto, str(port), timeout=15)
+    return out.stdout.strip() if out.returncode == 0 else "failed"
+
+
+def forward(c: Cluster, fip: dict[str, Any], **attrs: Any) -> dict[str, Any]:
+    resp = requests.post(
+        f"{c.base}/floatingips/{fip['id']}/port_forwardings",
+        json={"port_forwarding": attrs},
+        timeout=10,
+    )
+    assert resp.status_code == 201, resp.text
+    body: dict[str, Any] = resp.json()["port_forwarding"]
+    return body
+
+
+def open_ports(c: Cluster) -> list[str]:
+    """A security group admitting TCP 7100..7400 and UDP 7200 from anywhere."""
+    sg = c.post("security-groups", name=unique("pf-"))
+    for proto, lo, hi in (("tcp", 7100, 7400), ("udp", 7200, 7200)):
+        c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
+               ethertype="IPv4", protocol=proto, port_range_min=lo, port_range_max=hi)  # fmt: skip
+    return [sg["id"]]
+
+
+def test_port_forwarding_tcp_udp_ranges_and_a_vm_on_another_chassis(
+    outside: tuple[Cluster, Segment],
+) -> None:
+    """From the host, the floating address's forwarded ports reach servers in VMs: TCP and
+    UDP (the servers see the host's address; the UDP echo comes back from the floating
+    address and external port), a range, and a VM on hv2 (no physnet: its traffic goes
+    through the gateway chassis hv0). Ports not forwarded go nowhere; deleting a
+    forwarding stops it."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    net, _ = behind_router(c, "10.93.0.0/24", ext)
+    groups = open_ports(c)
+    p0, ns0 = c.hv[0].vm(net, "pf0", security_groups=groups)
+    p2, ns2 = c.hv[2].vm(net, "pf2", security_groups=groups)
+    logs = {}
+    for ns in (ns0, ns2):
+        logs[ns] = c.hv[0].scratch_dir() / "log"
+        server = c.hv[0].background(
+            ns, PY, "-c", FORWARDED_SERVER, str(logs[ns]),
+            "tcp/7100", "udp/7200", "tcp/7300", "tcp/7301", "tcp/7302",
+        )  # fmt: skip
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+
+    fip = c.post("floatingips", floating_network_id=ext["id"])
+    addr = fip["floating_ip_address"]
+    # Nothing answers at the address before it forwards (the same probe succeeds below).
+    assert probe(seg.host, addr, "tcp", 8022) == "failed"
+
+    web = forward(c, fip, protocol="tcp", internal_port_id=p0["id"], internal_port=7100,
+                  external_port=8022)  # fmt: skip
+    eventually(lambda: probe(seg.host, addr, "tcp", 8022) == "hi 7100", "TCP in", timeout=20)
+    eventually(lambda: fip_status(c, fip) == "ACTIVE", "the floating IP reports ACTIVE")
+    # A port with no forwarding, right after the forwarded one worked: nothing.
+    assert probe(seg.host, addr, "tcp", 8023) == "failed"
+    assert probe(seg.host, addr, "tcp", 7100) == "failed"
+    # The gateway chassis answered ARP for the address, with the gateway port's MAC.
+    gw_port = requests.get(
+        f"{c.base}/ports?device_owner=network:router_gateway&network_id={ext['id']}", timeout=5
+    ).json()["ports"]
+    neigh = in_netns(seg.host, "ip", "neigh", "show", addr).stdout
+    assert [p["mac_address"] for p in gw_port] == [neigh.split("lladdr ")[1].split()[0]], neigh
+
+    # UDP: the echo comes back from the floating address and the external port.
+    forward(c, fip, protocol="udp", internal_port_id=p0["id"], internal_port=7200,
+            external_port=8053)  # fmt: skip
+    eventually(lambda: probe(seg.host, addr, "udp", 8053) == f"echo x {addr}:8053", "UDP in")
+    assert probe(seg.host, addr, "udp", 8054) == "failed"
+
+    # A range, kept as it is (7300..7302 on both sides).
+    forward(c, fip, protocol="tcp", internal_port_id=p0["id"],
+            internal_port_range="7300:7302", external_port_range="7300:7302")  # fmt: skip
+    for port in (7300, 7301, 7302):
+        eventually(lambda port=port: probe(seg.host, addr, "tcp", port) == f"hi {port}",
+                   f"TCP in on {port} of the range")  # fmt: skip
+    assert probe(seg.host, addr, "tcp", 7303) == "failed"
+
+    # The VM on hv2: the gateway chassis DNATs, sends it by tunnel, gets the answer back.
+    forward(c, fip, protocol="tcp", internal_port_id=p2["id"], internal_port=7100,
+            external_port=9022)  # fmt: skip
+    eventually(lambda: probe(seg.host, addr, "tcp", 9022) == "hi 7100", "TCP in to hv2")
+    eventually(lambda: probe(seg.host, addr, "udp", 8053) == f"echo x {addr}:8053", "UDP still")
+
+    # Every server saw the host's own address, never a translated one.
+    for ns in (ns0, ns2):
+        seen = logs[ns].read_text().split("\n")
+        assert {line.split()[2] for line in seen if line} == {UPSTREAM}, seen
+    assert "tcp 7100" in logs[ns2].read_text()
+
+    # Deleting the forwarding stops it; the others still work.
+    resp = requests.delete(
+        f"{c.base}/floatingips/{fip['id']}/port_forwardings/{web['id']}", timeout=10
+    )
+    assert resp.status_code == 204, resp.text
+    eventually(lambda: probe(seg.host, addr, "tcp", 8022) == "failed", "forwarding gone")
+    assert probe(seg.host, addr, "tcp", 9022) == "hi 7100"
