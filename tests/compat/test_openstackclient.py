@@ -90,6 +90,52 @@ def test_router_interface_gateway_and_floating_ip(osc: Osc) -> None:
     assert osc.json("router", "list", "--name", router) == []
 
 
+def test_floating_ip_port_forwarding(osc: Osc) -> None:
+    """`openstack floating ip port forwarding create|list|show|set|delete`, unchanged,
+    with a single port and a range; a clash is refused and stores nothing."""
+    ext, net, router = unique("ext"), unique("net"), unique("router")
+    osc.ok("network", "create", "--external", ext)
+    osc.ok("subnet", "create", "--network", ext, "--subnet-range", "203.0.114.0/24",
+           "--no-dhcp", ext + "-sub")  # fmt: skip
+    osc.ok("network", "create", net)
+    subnet = osc.json(
+        "subnet", "create", "--network", net, "--subnet-range", "10.51.0.0/24", net + "-sub"
+    )
+    osc.ok("router", "create", router)
+    osc.ok("router", "add", "subnet", router, subnet["id"])
+    osc.ok("router", "set", "--external-gateway", ext, router)
+    port = osc.json("port", "create", "--network", net, unique("vm"))
+    ip = port["fixed_ips"][0]["ip_address"]
+    fip = osc.json("floating", "ip", "create", ext)
+
+    pf = ["floating", "ip", "port", "forwarding"]
+    web = osc.json(*pf, "create", "--internal-ip-address", ip, "--port", port["id"],
+                   "--internal-protocol-port", "80", "--external-protocol-port", "8080",
+                   "--protocol", "tcp", "--description", "web", fip["id"])  # fmt: skip
+    assert (web["internal_port"], web["external_port"], web["protocol"]) == (80, 8080, "tcp")
+    assert web["internal_ip_address"] == ip and web["description"] == "web"
+    rng = osc.json(*pf, "create", "--internal-ip-address", ip, "--port", port["id"],
+                   "--internal-protocol-port", "5000:5009", "--external-protocol-port",
+                   "5000:5009", "--protocol", "udp", fip["id"])  # fmt: skip
+    assert rng["external_port_range"] == "5000:5009" and rng["internal_port"] is None
+    clash = osc.run(*pf, "create", "--internal-ip-address", ip, "--port", port["id"],
+                    "--internal-protocol-port", "81", "--external-protocol-port", "8080",
+                    "--protocol", "tcp", fip["id"])  # fmt: skip
+    assert clash.returncode != 0 and "collision" in clash.stderr, clash.stderr
+
+    listed = osc.json(*pf, "list", fip["id"])
+    assert sorted(x["ID"] for x in listed) == sorted([web["id"], rng["id"]])
+    only = osc.json(*pf, "list", "--protocol", "udp", fip["id"])
+    assert [x["ID"] for x in only] == [rng["id"]]
+    osc.ok(*pf, "set", "--external-protocol-port", "9090", fip["id"], web["id"])
+    shown = osc.json(*pf, "show", fip["id"], web["id"])
+    assert shown["external_port"] == 9090 and shown["internal_port"] == 80
+
+    osc.ok(*pf, "delete", fip["id"], web["id"], rng["id"])
+    assert osc.json(*pf, "list", fip["id"]) == []
+    osc.ok("floating", "ip", "delete", fip["id"])
+
+
 def test_security_group_and_rule(osc: Osc) -> None:
     sg = unique("sg")
     group = osc.json("security", "group", "create", "--description", "web", sg)

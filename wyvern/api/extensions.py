@@ -65,4 +65,19 @@ EXTENSIONS: list[Extension] = [
     _ext("extraroute-atomic", "Atomically add/remove extra routes", "add/remove_extraroutes."),
     _ext("fip-port-details", "Floating IP Port Details Extension", "port_details on FIPs."),
     _ext("dvr", "Distributed Virtual Router", "Routers are distributed."),
+    _ext(
+        "floating-ip-port-forwarding",
+        "Floating IP Port Forwarding",
+        "TCP/UDP ports of a floating IP forwarded to an internal port (gateway chassis).",
+    ),
+    _ext(
+        "floating-ip-port-forwarding-port-ranges",
+        "Floating IP Port Forwarding support port ranges",
+        "internal_port_range and external_port_range.",
+    ),
+    _ext(
+        "floating-ip-port-forwarding-description",
+        "Floating IP Port Forwarding new attribute description",
+        "A description on port forwardings.",
+    ),
 ]
