@@ -461,3 +461,30 @@ def test_deleting_the_fip_removes_its_forwardings(client: TestClient, topo: dict
     # The forwarded port is free again.
     other = fip(client, t["ext_net"])
     pf(client, other["id"], **tcp(t))
+
+
+def test_a_port_losing_the_address_loses_its_forwardings(
+    client: TestClient, topo: dict[str, str]
+) -> None:
+    t = topo
+    p = pf(client, t["fip"], **tcp(t))
+    # The port keeps the address (another one added): the forwarding stays.
+    resp = client.put(
+        f"/v2.0/ports/{t['port']}",
+        json={"port": {"fixed_ips": [{"ip_address": t["ip"]}, {"subnet_id": t["sub"]}]}},
+        headers=P1,
+    )
+    assert resp.status_code == 200, resp.text
+    listed = client.get(pfs_url(t["fip"]), headers=P1).json()["port_forwardings"]
+    assert [x["id"] for x in listed] == [p["id"]]
+    # It drops the address: the forwarding goes, with its router entry and claim.
+    resp = client.put(
+        f"/v2.0/ports/{t['port']}",
+        json={"port": {"fixed_ips": [{"subnet_id": t["sub"], "ip_address": "10.0.0.99"}]}},
+        headers=P1,
+    )
+    assert resp.status_code == 200, resp.text
+    assert client.get(pfs_url(t["fip"]), headers=P1).json()["port_forwardings"] == []
+    stored = client.app.state.api.state.repo.get("routers", t["router"]).obj  # type: ignore[attr-defined]
+    assert stored["_pfs"] == {}
+    assert not any(p["id"] in k for k in store_dump(client))

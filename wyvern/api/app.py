@@ -285,7 +285,8 @@ class Api:
                 tag,
                 response=openapi.collection_schema(d),
                 query=openapi.list_query(d),
-                errors=(400, 403, 503),
+                # (a sub-resource's list: its parent may be missing)
+                errors=(400, 403, 404, 503) if d.parent_param else (400, 403, 503),
             ),
         )
         self._route(

@@ -462,7 +462,16 @@ class PortForwardings(Resource):
 
     def port_deleted_ops(self, txn: Txn, port_obj: dict[str, Any]) -> None:
         """A port goes in `txn`: the forwardings to it go too (Neutron does)."""
-        claims = self.repo.claims(uniq_prefix("pf-port", port_obj["id"]))
+        self._drop_for_port(txn, port_obj["id"], set())
+
+    def port_ips_changed(self, txn: Txn, port_obj: dict[str, Any]) -> None:
+        """A port's fixed IPs change in `txn` (PORT_OBJ as it will be): the forwardings
+        to an address it no longer has go (Neutron does)."""
+        kept = {ip["ip_address"] for ip in port_obj.get("fixed_ips") or []}
+        self._drop_for_port(txn, port_obj["id"], kept)
+
+    def _drop_for_port(self, txn: Txn, port_id: str, kept: set[str]) -> None:
+        claims = self.repo.claims(uniq_prefix("pf-port", port_id))
         for fid in sorted(set(claims.values())):
             fip = read_through(self.repo, txn, "floatingips", fid)
             if fip is None:
@@ -470,7 +479,7 @@ class PortForwardings(Resource):
             mine = [
                 p
                 for p in (fip.obj.get("_pfs") or {}).values()
-                if p["internal_port_id"] == port_obj["id"]
+                if p["internal_port_id"] == port_id and p["internal_ip_address"] not in kept
             ]
             for pf in mine:
                 self._unplace(txn, fip, pf)

@@ -817,6 +817,8 @@ class Ports(Resource):
                 if any(e.get("ip_address") not in kept for e in entries if "ip_address" in e):
                     raise PolicyNotAuthorized("update_port:fixed_ips:ip_address")
             self._update_fixed_ips(ctx, txn, stored, entries)
+            forwardings = cast("PortForwardings", self.state.resources["port_forwarding"])
+            forwardings.port_ips_changed(txn, obj)
         if "binding:profile" in changes:
             changes["binding:profile"] = _check_profile(changes["binding:profile"])
         port_security = changes.get("port_security_enabled", obj.get("port_security_enabled"))
