@@ -20,7 +20,7 @@ Port forwardings (centralized, on the chassis hosting the router's gateway, as i
   `ct(commit, zone=<router zone>, nat(dst=<internal IP>[:<port>]))`, then routing. An
   external range is matched as the fewest value/mask pairs (`ir.port_range`); the
   internal side keeps the port (same range), is one port (N-1), or, shifted, is one
-  flow per port (the API bounds those: MAX_SHIFTED_PORTS);
+  flow per port (docs/dataplane.md: port forwarding NAT; the API bounds those);
 - snat: the replies (from the internal IP and port, leaving by the external network) go
   through the same zone with a bare `ct(nat)`, which undoes the DNAT: the outside sees
   the floating address and external port, with or without enable_snat.
