@@ -3,6 +3,7 @@ isolation, cascades, and that a refused request leaves the store exactly as it w
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -488,3 +489,41 @@ def test_a_port_losing_the_address_loses_its_forwardings(
     stored = client.app.state.api.state.repo.get("routers", t["router"]).obj  # type: ignore[attr-defined]
     assert stored["_pfs"] == {}
     assert not any(p["id"] in k for k in store_dump(client))
+
+
+# ---- races, on a real store -----------------------------------------------------------------
+def test_concurrent_clashing_creates_pick_one(sqlite_client: TestClient) -> None:
+    """The same internal port raced from four floating IPs, and the same external port
+    raced on one: exactly one of each wins, and only the winners are stored."""
+    client = sqlite_client
+    t = topology(client)
+    fips = [fip(client, t["ext_net"])["id"] for _ in range(4)]
+    vms = [port(client, t["net"], device_owner="compute:nova")["id"] for _ in range(4)]
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def go(fip_id: str, body: dict[str, Any]) -> None:
+        r = create_pf(client, fip_id, **body)
+        with lock:
+            results.append(r.status_code)
+
+    for jobs in (
+        [(f, tcp(t)) for f in fips],  # one internal socket, four floating IPs
+        [  # one floating IP's external port 9000, four internal ports
+            (fips[0], {**tcp(t, ext=9000), "internal_port_id": v, "internal_ip_address": None})
+            for v in vms
+        ],
+    ):
+        results.clear()
+        threads = [threading.Thread(target=go, args=job) for job in jobs]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sorted(results) == [201, 400, 400, 400], results
+    stored = [
+        p for f in fips for p in client.get(pfs_url(f), headers=P1).json()["port_forwardings"]
+    ]
+    assert len(stored) == 2
+    r = client.app.state.api.state.repo.get("routers", t["router"]).obj  # type: ignore[attr-defined]
+    assert sorted(r["_pfs"]) == sorted(p["id"] for p in stored)
