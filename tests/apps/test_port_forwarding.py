@@ -82,6 +82,21 @@ def test_tcp_to_the_external_port_reaches_the_internal_port_and_back() -> None:
     assert answer.packets[PATCH]["tcp_src"] == 8080
 
 
+def test_a_connection_the_vm_opens_from_a_forwarded_port_is_snated() -> None:
+    """Not a reply: it leaves SNATed to the gateway address like the VM's others (never
+    with its internal address), and its reply comes back; without SNAT it leaves as is."""
+    view = pf_view()
+    s = sc.Scenario(view)
+    out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, HOST, 80, 443))
+    assert out.ports == [PATCH], out.trace.format()
+    assert text(out.packets[PATCH], "ipv4_src") == (GW,)
+    sport = out.packets[PATCH]["tcp_src"]
+    back = s.outcome(pk.tcp(PATCH, MAC_HOST, MAC_GW, HOST, GW, 443, sport, "SA"))
+    assert back.ports == [1] and text(back.packets[1], "ipv4_dst") == (VM,), back.trace.format()
+    out = sc.Scenario(pf_view(snat=False)).outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, HOST, 80, 443))
+    assert text(out.packets[PATCH], "ipv4_src") == (VM,), out.trace.format()
+
+
 def test_other_ports_and_protocols_go_nowhere() -> None:
     s = sc.Scenario(pf_view())
     assert s.outcome(tcp_in(8080)).ports == [1]  # (the same probe that works)

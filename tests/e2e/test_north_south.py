@@ -459,7 +459,7 @@ def test_port_forwarding_tcp_udp_ranges_and_a_vm_on_another_chassis(
     forwarding stops it."""
     c, seg = outside
     ext, _ = external_network(c)
-    net, _ = behind_router(c, "10.93.0.0/24", ext)
+    net, router = behind_router(c, "10.93.0.0/24", ext)
     groups = open_ports(c)
     p0, ns0 = c.hv[0].vm(net, "pf0", security_groups=groups)
     p2, ns2 = c.hv[2].vm(net, "pf2", security_groups=groups)
@@ -524,3 +524,10 @@ def test_port_forwarding_tcp_udp_ranges_and_a_vm_on_another_chassis(
     assert resp.status_code == 204, resp.text
     eventually(lambda: probe(seg.host, addr, "tcp", 8022) == "failed", "forwarding gone")
     assert probe(seg.host, addr, "tcp", 9022) == "hi 7100"
+    # Without SNAT on the router, the replies are un-DNATed all the same.
+    c.put("routers", router["id"],
+          external_gateway_info={"network_id": ext["id"], "enable_snat": False})  # fmt: skip
+    gw = f"nat(src={gateway_ip(c, router)}"
+    eventually(lambda: not any(gw in f for f in c.hv[0].flows()), "SNAT gone from hv0")
+    eventually(lambda: probe(seg.host, addr, "udp", 8053) == f"echo x {addr}:8053", "no SNAT")
+    assert probe(seg.host, addr, "tcp", 7301) == "hi 7301"

@@ -22,8 +22,9 @@ Port forwardings (centralized, on the chassis hosting the router's gateway, as i
   internal side keeps the port (same range), is one port (N-1), or, shifted, is one
   flow per port (docs/dataplane.md: port forwarding NAT; the API bounds those);
 - snat: the replies (from the internal IP and port, leaving by the external network) go
-  through the same zone with a bare `ct(nat)`, which undoes the DNAT: the outside sees
-  the floating address and external port, with or without enable_snat.
+  through the same zone, which undoes the DNAT: the outside sees the floating address and
+  external port, with or without enable_snat (with it, the commit that SNATs the VM's
+  other connections, whose arguments a reply ignores; without, a bare `ct(nat)`).
 What dnat forwards nowhere is dropped in routing (wyvern.apps.l3: an own address).
 
 Both stages hold only their declared misses otherwise (wyvern.ir.pipeline): dnat
@@ -124,13 +125,21 @@ def _forwarding_flows(view: LocalView, gw: Gateway, pf: PortForwarding) -> list[
         )
         for value, nat in targets
     ]
+    # Replies: the connection's own translation, reversed. With SNAT on, committed with
+    # the gateway address as for any internal source: a reply keeps its connection's
+    # translation (the arguments only apply to a new one), and a connection the VM opens
+    # from a forwarded port is SNATed like its others instead of leaking its address.
+    if gw.router.enable_snat:
+        back = Ct(commit=True, zone=zone, nat=Nat("src", str(gw.addrs[0].ip)), table="l2_lookup")
+    else:
+        back = Ct(zone=zone, nat=Nat(), table="l2_lookup")
     if targets:
         out += [
             table("snat").flow(
                 priority=P_FORWARD,
                 cookie=cookie,
                 match={**base, "ipv4_src": pf.internal_ip, src: value},
-                actions=(CtClear(), Ct(zone=zone, nat=Nat(), table="l2_lookup")),
+                actions=(CtClear(), back),
             )
             for value in port_range(ilo, ihi)
         ]
