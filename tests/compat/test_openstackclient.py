@@ -72,6 +72,8 @@ def test_router_interface_gateway_and_floating_ip(osc: Osc) -> None:
     r = osc.json("router", "create", router)
     osc.ok("router", "add", "subnet", router, subnet["id"])
     osc.ok("router", "set", "--external-gateway", ext, router)
+    # no chassis is registered with this API: no agent may host the gateway
+    assert osc.json("network", "agent", "list", "--router", router, "--long") == []
 
     port = osc.json("port", "create", "--network", net, unique("vm"))
     fip = osc.json("floating", "ip", "create", ext)

@@ -340,15 +340,42 @@ def test_gateway_failover_when_the_active_gateway_chassis_dies(
     benchmarks/gateway_failover.py, not asserted here."""
     c, _ = outside_ha
     failover = run_failover(c)
+    assert failover.before == {c.hv[0].name: "active", c.hv[1].name: "standby"}
     assert failover.duplicates == 0, failover.summary
     # replies again after the failover, to the last few sent
     assert failover.seqs and max(failover.seqs) >= failover.sent - 10, failover.summary + c.logs()
     assert pings(failover.ns, FAR), c.logs()  # through hv1 from now on
+    # what `openstack network agent list --router R --long` shows: hv1 is active now
+    eventually(
+        lambda: ha_states(c, failover.router) == {c.hv[0].name: "standby", c.hv[1].name: "active"},
+        "hv1 reported active",
+    )
+
+    def alive() -> dict[str, bool]:
+        return {
+            a["configurations"]["chassis_name"]: a["alive"] for a in l3_agents(c, failover.router)
+        }
+
+    eventually(lambda: not alive()[c.hv[0].name], "hv0 shown dead once its lease ran out", 30)
+    assert alive()[c.hv[1].name]
+
+
+def l3_agents(c: Cluster, router: dict[str, Any]) -> list[dict[str, Any]]:
+    r = requests.get(f"{c.base}/routers/{router['id']}/l3-agents", timeout=10)
+    assert r.status_code == 200, r.text
+    return list(r.json()["agents"])
+
+
+def ha_states(c: Cluster, router: dict[str, Any]) -> dict[str, str]:
+    """Chassis name -> ha_state, as the l3-agents list of the router shows them."""
+    return {a["configurations"]["chassis_name"]: a["ha_state"] for a in l3_agents(c, router)}
 
 
 @dataclasses.dataclass
 class Failover:
     ns: str  # the VM's namespace
+    router: dict[str, Any]
+    before: dict[str, str]  # the router's l3-agents' ha_state before the failover
     sent: int
     seqs: list[int]  # the icmp_seq of each reply
     duplicates: int
@@ -363,9 +390,11 @@ def run_failover(c: Cluster, interval: float = 0.01) -> Failover:
     """A VM on hv2 behind a router with its gateway on hv0 pings the host every INTERVAL
     seconds; 1 s in, hv0 dies; 4 s later the pinger stops."""
     ext, _ = external_network(c)
-    net, _ = behind_router(c, "10.93.0.0/24", ext)
+    net, router = behind_router(c, "10.93.0.0/24", ext)
     _, ns = c.hv[2].vm(net, "vm")
     eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0", timeout=15)
+    eventually(lambda: "active" in ha_states(c, router).values(), "a gateway reported active")
+    before = ha_states(c, router)
 
     pinger = c.hv[2].background(ns, "ping", "-n", "-i", str(interval), UPSTREAM)
     time.sleep(1.0)
@@ -377,6 +406,8 @@ def run_failover(c: Cluster, interval: float = 0.01) -> Failover:
     summary = next(line for line in out.splitlines() if "packets transmitted" in line)
     return Failover(
         ns=ns,
+        router=router,
+        before=before,
         sent=int(summary.split()[0]),
         seqs=[int(line.split("icmp_seq=")[1].split()[0]) for line in replies],
         duplicates=len([line for line in replies if "DUP!" in line]),

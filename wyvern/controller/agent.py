@@ -58,7 +58,12 @@ from wyvern.apps import punts
 from wyvern.apps.base import App
 from wyvern.apps.gateway import local_fip, local_gateway
 from wyvern.controller import neighbours
-from wyvern.controller.bindings import BindingMonitor, FipStatusWriter, StatusWriter
+from wyvern.controller.bindings import (
+    BindingMonitor,
+    FipStatusWriter,
+    GatewayStatusWriter,
+    StatusWriter,
+)
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps, gc_paused, release_free_memory
 from wyvern.controller.interest import FakeBindings, Interest
@@ -152,6 +157,7 @@ class Agent:
             self.bindings = BindingMonitor(ovs, on_change=self.sync.wake)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.fip_status = FipStatusWriter(store, chassis.name)
+        self.gateway_status = GatewayStatusWriter(store, chassis.name)
         self._announced: set[str] = set()  # floating IPs NATed here, announced by GARP
         self._hosted: set[str] = set()  # routers whose gateway is here, announced by GARP
         self._garps: dict[tuple[str, str], list[float]] = {}  # what -> when to announce it
@@ -547,6 +553,7 @@ class Agent:
         try:
             self.stats.status_writes += self.status.update(bound, networks, revisions, installed)
             self.stats.status_writes += self.fip_status.update(natted)
+            self.stats.status_writes += self.gateway_status.update(hosted)
             self._statuses_owed = False
         except StoreError as exc:
             self._statuses_owed = True  # (tried again in a second: nothing else would)
