@@ -53,6 +53,7 @@ from wyvern.ir import (
     pipeline,
 )
 from wyvern.ir.cookies import AppName, CookieIndex
+from wyvern.ir.ofports import TUNNEL_OFPORTS, patch_ofports
 from wyvern.ir.packet import BROADCAST, Packet
 from wyvern.ir.render import render_actions, render_match
 from wyvern.ir.simulator import Conntrack, Simulator, Step, Trace
@@ -274,6 +275,27 @@ class Explainer:
     def security_group(self, sg_id: str) -> str:
         return f"security group {_named(self.catalog.name('security_group', sg_id), sg_id)}"
 
+    def floatingip(self, fip_id: str) -> str:
+        fip = self.view.floatingips[fip_id]
+        return f"floating IP {fip.ip} ({fip_id}) for {fip.fixed_ip} of {self.port(fip.port_id)}"
+
+    def router_gateway(self, router_id: str) -> str:
+        """The router and its gateway: "router r1 (…) gateway 203.0.113.12 on network
+        public (…)"."""
+        text = self.router(router_id)
+        r = self.view.routers.get(router_id)
+        if r is None or not r.gateway_network_id:
+            return text
+        gw = self.view.ports.get(r.gateway_port_id or "")
+        addrs = ", ".join(gw.ips) if gw is not None else "?"
+        return f"{text} gateway {addrs} on {self.network(r.gateway_network_id)}"
+
+    def chassis(self, tunnel_ip: str) -> str:
+        for name, ch in self.view.chassis.items():
+            if ch.tunnel_ip == tunnel_ip:
+                return f"chassis {name} ({tunnel_ip})"
+        return f"an unknown chassis ({tunnel_ip})"
+
     def rule_summary(self, rule: SecurityGroupRule) -> str:
         """e.g. "ingress tcp 22 from 0.0.0.0/0", "egress any to any"."""
         parts = [rule.direction]
@@ -326,6 +348,12 @@ class Explainer:
             return "security_group", self.security_group(object_id)
         if object_id in v.rules:
             return "security_group_rule", self.rule(object_id)
+        if object_id in v.floatingips:
+            return "floatingip", self.floatingip(object_id)
+        if object_id in v.mac_bindings:
+            mb = v.mac_bindings[object_id]
+            where = self.network(mb.network_id)
+            return "mac_binding", f"MAC binding {mb.ip} is {mb.mac} on {where} (learned by ARP)"
         m = STAGE_OBJECT.match(object_id)
         if m:
             what = {
@@ -349,6 +377,8 @@ class Explainer:
         if exp.object_id is None:
             return Origin(exp.app, "unknown", "", f"cookie {cookie:#x} (object not in the store)")
         kind, text = self.object(str(exp.object_id))
+        if exp.app == "nat" and kind == "router":  # SNAT and un-SNAT: the gateway's
+            text = self.router_gateway(str(exp.object_id))
         return Origin(exp.app, kind, str(exp.object_id), text)
 
     # -- keys -----------------------------------------------------------------------------
@@ -704,7 +734,21 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
         if not s.flow.actions:
             stops.append((s, dict(regs)))
     lines.append("outcome:")
+    tunnels = {n: encap for encap, n in TUNNEL_OFPORTS.items()}
+    me = ex.view.chassis.get(ex.view.chassis_name)
+    mapped = dict(me.bridge_mappings) if me is not None else {}
+    patches = {n: physnet for physnet, n in patch_ofports(mapped).items()}
     for o in trace.outputs:
+        if o.port in tunnels:
+            dst = str(ipaddress.IPv4Address(o.packet.get("tun_dst", 0)))
+            lines.append(
+                f"  sent by {tunnels[o.port]} to {ex.chassis(dst)},"
+                f" key {o.packet.get('tun_id', 0):#x} (ofport {o.port})"
+            )
+            continue
+        if o.port in patches:
+            lines.append(f"  sent out to physical network {patches[o.port]} (ofport {o.port})")
+            continue
         pid = ex.port_by_ofport(o.port)
         where = ex.port(pid) if pid else "an unknown port"
         how = "sent back to" if o.port == p["in_port"] else "delivered to"
@@ -836,6 +880,10 @@ class Tracer:
         port of the source's network bound (2, 3, ...), so the flood has somewhere to go."""
         probe = build_view(catalog, {})
         src = find_port(probe, spec.from_port)
+        # As on the chassis the port is bound to (if known): which chassis hosts a router
+        # gateway or NATs a floating IP follows from where the packet starts.
+        here = catalog.port_chassis.get(src.id)
+        chassis_name = here if here is not None and here in probe.chassis else "trace"
         built = build_packet(probe, spec)
         bindings = {src.id: 1}
         if built.dst is None:
@@ -844,7 +892,7 @@ class Tracer:
             bindings.update({pid: n for n, pid in enumerate(peers, start=2)})
         elif built.dst.id != src.id and not built.dst.is_router_port:
             bindings[built.dst.id] = 2
-        tracer = cls.from_catalog(catalog, bindings)
+        tracer = cls.from_catalog(catalog, bindings, chassis_name)
         return tracer, build_packet(tracer.view, spec, in_port=1)
 
     def simulate(self, built: Built) -> Trace:
