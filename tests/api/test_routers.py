@@ -30,7 +30,17 @@ def post(client: TestClient, path: str, key: str, body: dict[str, Any], headers:
 
 def external_net(client: TestClient, cidr: str = "172.24.4.0/24") -> tuple[str, str]:
     """An admin-made external network with one IPv4 subnet: (network id, subnet id)."""
-    net = post(client, "networks", "network", {"name": "public", "router:external": True})
+    net = post(
+        client,
+        "networks",
+        "network",
+        {
+            "name": "public",
+            "router:external": True,
+            "provider:network_type": "vlan",
+            "provider:physical_network": "physnet1",
+        },
+    )
     sub = post(
         client,
         "subnets",
@@ -314,7 +324,17 @@ def test_gateway_must_be_an_external_network(client: TestClient) -> None:
 def test_gateway_needs_an_address_on_the_external_network(client: TestClient) -> None:
     """An external network with no subnet has no address for the gateway: refused, on
     create and on update, and nothing is left behind; a subnet (v6 will do) fixes it."""
-    bare = post(client, "networks", "network", {"name": "bare", "router:external": True})["id"]
+    bare = post(
+        client,
+        "networks",
+        "network",
+        {
+            "name": "bare",
+            "router:external": True,
+            "provider:network_type": "vlan",
+            "provider:physical_network": "physnet1",
+        },
+    )["id"]
     expected = f"Bad router request: No IPs available for external network {bare}."
     gw = {"router": {"external_gateway_info": {"network_id": bare}}}
     r = client.post("/v2.0/routers", json=gw, headers=P1)

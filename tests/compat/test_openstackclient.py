@@ -54,7 +54,16 @@ def test_network_subnet_port_tags_and_ip_conflict(osc: Osc) -> None:
 
 def test_router_interface_gateway_and_floating_ip(osc: Osc) -> None:
     ext, net, router = unique("ext"), unique("net"), unique("router")
-    osc.ok("network", "create", "--external", ext)
+    osc.ok(
+        "network",
+        "create",
+        "--external",
+        "--provider-network-type",
+        "vlan",
+        "--provider-physical-network",
+        "physnet1",
+        ext,
+    )
     osc.ok(
         "subnet",
         "create",
