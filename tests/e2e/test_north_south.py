@@ -312,6 +312,41 @@ def test_two_routers_with_overlapping_internal_cidrs(outside: tuple[Cluster, Seg
         eventually(lambda a=address, i=i: connect(seg.host, a) == f"vm{i}", f"in to vm{i}")
 
 
+def test_extra_route_through_an_outside_router(outside: tuple[Cluster, Segment]) -> None:
+    """An extra route whose next hop is a second router on the external segment (not the
+    subnet's gateway): VMs on the gateway chassis and on a chassis that redirects to it
+    reach the network behind it, SNATed (the far router saw the gateway address)."""
+    c, seg = outside
+    far = unique("wvm-r2-")
+    sh("ip", "netns", "add", far)
+    try:
+        nic, _ = seg.veth_to(far)
+        sh("ip", "-n", far, "link", "set", nic, "name", "eth0")
+        for dev in ("eth0", "lo"):
+            sh("ip", "-n", far, "link", "set", dev, "up")
+        assert in_netns(far, "ethtool", "-K", "eth0", "tx", "off").returncode == 0
+        sh("ip", "-n", far, "addr", "add", "203.0.113.251/24", "dev", "eth0")
+        sh("ip", "-n", far, "addr", "add", "100.64.7.7/32", "dev", "lo")
+        ext, _ = external_network(c)
+        net, router = behind_router(c, "10.95.0.0/24", ext)
+        vms = [hv.vm(net, f"vm-{i}")[1] for i, hv in ((0, c.hv[0]), (2, c.hv[2]))]
+        for ns in vms:
+            eventually(lambda ns=ns: pings(ns, UPSTREAM), "SNAT out", timeout=15)
+            # the upstream host has no route to 100.64.7.0/24: not without the extra route
+            assert not pings(ns, "100.64.7.7")
+        c.put(
+            "routers",
+            router["id"],
+            routes=[{"destination": "100.64.7.0/24", "nexthop": "203.0.113.251"}],
+        )
+        for ns in vms:
+            eventually(lambda ns=ns: pings(ns, "100.64.7.7"), "through the extra route", timeout=15)
+        neigh = in_netns(far, "ip", "neigh", "show", gateway_ip(c, router)).stdout
+        assert "lladdr" in neigh, neigh  # the far router answered the gateway address itself
+    finally:
+        subprocess.run(["ip", "netns", "del", far], check=False)
+
+
 def test_streams_through_snat_and_a_floating_ip_survive_agent_restarts(
     outside: tuple[Cluster, Segment],
 ) -> None:
