@@ -39,6 +39,8 @@ from tests.e2e.test_dataplane import (
 from tests.e2e.test_ovs_restarts import restart_missing
 from tests.e2e.test_provider_networks import PHYSNET, TOR, Segment, attach_nic, sh
 from tests.southbound.conftest import in_netns, unique
+from wyvern.model.keys import mac_binding_key
+from wyvern.nb.etcd import EtcdStore
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
 pytestmark = pytest.mark.system
@@ -46,6 +48,7 @@ pytestmark = pytest.mark.system
 EXT_CIDR = "203.0.113.0/24"
 UPSTREAM = "203.0.113.250"  # the host: the external subnet's gateway
 FAR = "198.51.100.7"  # another address of the host, off the external subnet
+MAC_BINDING_REFRESH = 1.0  # s between the gateway chassis's probes of learned neighbours
 
 # Prints "ready", then the source address of each TCP connection to port 7100.
 PEER_SERVER = """
@@ -91,6 +94,7 @@ def outside_world(tmp_path: Path, standby: bool = False) -> Iterator[tuple[Clust
                 env = {
                     "WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge}),
                     "WYVERN_GATEWAY_PRIORITY": str(priority),
+                    "WYVERN_AGENT_MAC_BINDING_REFRESH": str(MAC_BINDING_REFRESH),
                 }
                 hv = c.add_chassis(env=env)
                 attach_nic(hv, bridge, Segment(tor, host, ""))
@@ -345,6 +349,33 @@ def test_extra_route_through_an_outside_router(outside: tuple[Cluster, Segment])
         assert "lladdr" in neigh, neigh  # the far router answered the gateway address itself
     finally:
         subprocess.run(["ip", "netns", "del", far], check=False)
+
+
+def test_a_replaced_upstream_router_is_followed(outside: tuple[Cluster, Segment]) -> None:
+    """The upstream router changes its MAC (a replaced box): the gateway chassis's
+    periodic probe learns the new one, the MAC binding in the store follows, and SNAT
+    traffic flows again (the host's kernel drops frames to its old MAC)."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    net, _ = behind_router(c, "10.96.0.0/24", ext)
+    _, ns = c.hv[0].vm(net, "vm")
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT out", timeout=15)
+    store = EtcdStore(c.etcd_endpoints)
+    try:
+        key = mac_binding_key(ext["id"], UPSTREAM)
+
+        def bound() -> str:
+            kv = store.get(key)
+            return str(json.loads(kv.value)["mac"]) if kv is not None else ""
+
+        old = bound()
+        assert old  # learned by ARP when the first packet went out
+        new = "02:00:5e:00:77:01"
+        sh("ip", "-n", seg.host, "link", "set", "eth0", "address", new)
+        eventually(lambda: bound() == new, "the binding follows the new MAC", timeout=15)
+        eventually(lambda: pings(ns, UPSTREAM), "SNAT out to the new MAC")
+    finally:
+        store.close()
 
 
 def test_streams_through_snat_and_a_floating_ip_survive_agent_restarts(
