@@ -323,6 +323,48 @@ def test_north_south_names_the_gateway_and_the_floating_ip() -> None:
     ) in text
 
 
+def test_from_outside_to_a_floating_ip_and_the_gateway() -> None:
+    """A packet from a host on the external network: DNAT of the floating IP named, on
+    the gateway chassis that NATs it (vm-b's chassis has no physnet), then to vm-b's
+    chassis by Geneve; a ping to the gateway address answered back out."""
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        world = World(store, ids, ports)
+        fip = north_south(world, c)
+        info = c.get(f"/v2.0/routers/{ids['r1']}").json()["router"]["external_gateway_info"]
+        gw_ip = info["external_fixed_ips"][0]["ip_address"]
+    cat = tr.Catalog.from_store(store)
+    spec = tr.PacketSpec("", dst_ip=fip["floating_ip_address"], proto="tcp", dport=22,
+                         src_ip="198.51.100.7", from_network="public")  # fmt: skip
+    tracer, built = tr.Tracer.for_spec(cat, spec)
+    out = tracer.simulate(built)
+    text = tracer.explain(out)
+    assert "from: physical network physnet1 on chassis gw" in text, text
+    assert f"(dnat) priority 110 — nat: floating IP {fip['floating_ip_address']}" in text, text
+    assert "sent by geneve to chassis compute (192.0.2.2)" in text, text
+    assert out.outputs[0].packet["ipv4_dst"] == int(ipaddress.IPv4Address("10.0.0.6"))
+    # the gateway address answers ping, back out to the physical network
+    spec = tr.PacketSpec("", dst_ip=gw_ip, src_ip="198.51.100.7", from_network="public")
+    tracer, built = tr.Tracer.for_spec(cat, spec)
+    out = tracer.simulate(built)
+    text = tracer.explain(out)
+    assert "sent out to physical network physnet1" in text, text
+    assert out.outputs[0].packet["ipv4_src"] == int(ipaddress.IPv4Address(gw_ip))
+    # and what cannot be traced says why
+    for bad, words in (
+        (tr.PacketSpec("", dst_ip=gw_ip, src_ip="198.51.100.7", from_network="net1"),
+         "not a flat or vlan provider network"),
+        (tr.PacketSpec("", dst_ip=gw_ip, from_network="public"), "give --src-ip"),
+        (tr.PacketSpec("", dst_ip="203.0.113.99", src_ip="198.51.100.7", from_network="public"),
+         "no floating IP or gateway address"),
+        (tr.PacketSpec("", dst_ip=gw_ip, src_ip="198.51.100.7", from_network="nope"),
+         "no network 'nope'"),
+    ):  # fmt: skip
+        with pytest.raises(tr.TraceError, match=words):
+            tr.Tracer.for_spec(cat, bad)
+
+
 # ------------------------------------------------------------------ ofproto/trace text
 
 SAMPLE = """\
