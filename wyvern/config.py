@@ -254,6 +254,13 @@ class Settings:
         description="Agent: seconds a remote chassis with no BFD session to it (no encaps "
         "in common) stays after its lease ran out.",
     )
+    agent_mac_binding_refresh: float = _opt(
+        default=60.0,
+        gt=0,
+        description="Agent: seconds between ARP probes a gateway chassis sends for each "
+        "learned MAC binding on the external networks it hosts gateways on; an answer "
+        "with a new MAC replaces the binding (a replaced upstream router).",
+    )
 
     def __init__(self, **overrides: Any) -> None:
         for name, value in _load(overrides).items():

@@ -196,7 +196,16 @@ def _setup_cascade(api: Api, project: str) -> dict[str, str]:
     vlan = {"provider:network_type": "vlan", "provider:physical_network": "physnet1"}
     net_id, sub_id = _network(api, project, **vlan, **{"provider:segmentation_id": 101})
     _ports(api, project, net_id, 6)
-    ext_id, _ = _network(api, project, "172.24.9.0/24", **{"router:external": True})
+    ext_id, _ = _network(
+        api,
+        project,
+        "172.24.9.0/24",
+        **{
+            "router:external": True,
+            "provider:network_type": "vlan",
+            "provider:physical_network": "physnet1",
+        },
+    )
     gateway = {"network_id": ext_id}
     body = {"router": {"name": "r", "project_id": project, "external_gateway_info": gateway}}
     router = api.ok("POST", "routers", body)["router"]["id"]
@@ -273,7 +282,16 @@ def _setup_interface(api: Api, project: str) -> dict[str, str]:
 
 
 def _setup_external(api: Api, project: str) -> dict[str, str]:
-    net_id, _ = _network(api, project, cidr="172.24.9.0/24", **{"router:external": True})
+    net_id, _ = _network(
+        api,
+        project,
+        cidr="172.24.9.0/24",
+        **{
+            "router:external": True,
+            "provider:network_type": "vlan",
+            "provider:physical_network": "physnet1",
+        },
+    )
     return {"network": net_id, "project": project}
 
 

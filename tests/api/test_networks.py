@@ -112,6 +112,17 @@ def test_segmentation_ids_are_unique(api: TestClient) -> None:
             400,
             "InvalidInput",
         ),
+        (  # an external network on a physnet no chassis may map (not in physical_networks)
+            {
+                "network": {
+                    "router:external": True,
+                    "provider:network_type": "flat",
+                    "provider:physical_network": "nope",
+                }
+            },
+            400,
+            "InvalidInput",
+        ),
         ({"network": {"project_id": "a", "tenant_id": "b"}}, 400, "HTTPBadRequest"),
         ({"network": []}, 400, "HTTPBadRequest"),
         ({"networks": {}}, 400, "HTTPBadRequest"),

@@ -30,7 +30,17 @@ def post(client: TestClient, path: str, key: str, body: dict[str, Any], headers:
 
 def external_net(client: TestClient, cidr: str = "172.24.4.0/24") -> tuple[str, str]:
     """An admin-made external network with one IPv4 subnet: (network id, subnet id)."""
-    net = post(client, "networks", "network", {"name": "public", "router:external": True})
+    net = post(
+        client,
+        "networks",
+        "network",
+        {
+            "name": "public",
+            "router:external": True,
+            "provider:network_type": "vlan",
+            "provider:physical_network": "physnet1",
+        },
+    )
     sub = post(
         client,
         "subnets",
@@ -314,7 +324,17 @@ def test_gateway_must_be_an_external_network(client: TestClient) -> None:
 def test_gateway_needs_an_address_on_the_external_network(client: TestClient) -> None:
     """An external network with no subnet has no address for the gateway: refused, on
     create and on update, and nothing is left behind; a subnet (v6 will do) fixes it."""
-    bare = post(client, "networks", "network", {"name": "bare", "router:external": True})["id"]
+    bare = post(
+        client,
+        "networks",
+        "network",
+        {
+            "name": "bare",
+            "router:external": True,
+            "provider:network_type": "vlan",
+            "provider:physical_network": "physnet1",
+        },
+    )["id"]
     expected = f"Bad router request: No IPs available for external network {bare}."
     gw = {"router": {"external_gateway_info": {"network_id": bare}}}
     r = client.post("/v2.0/routers", json=gw, headers=P1)
@@ -731,3 +751,75 @@ def test_random_action_bodies_never_500(client: TestClient, action: str, body: A
     assert r.status_code in (200, 400, 404, 409), r.text
     if r.status_code != 200:
         assert set(r.json()) == {"NeutronError"}
+
+
+def test_l3_agents_show_the_gateway_chassis_and_which_is_active() -> None:
+    """`openstack network agent list --router R --long`: the gateway chassis that map the
+    external network's physnet, the one whose agent reports the gateway installed first
+    and "active"; manual scheduling is refused."""
+    import orjson
+
+    from tests.api.conftest import make_client
+    from wyvern.model.keys import chassis_key, gateway_status_key, registry_key
+    from wyvern.nb.memory import MemoryStore
+    from wyvern.nb.store import Put
+
+    store = MemoryStore()
+    chassis = {
+        "gw-a": {"physnet1": "br-ex"},  # priority 2
+        "gw-b": {"physnet1": "br-ex"},  # priority 1
+        "gw-c": {"physnet2": "br-ex"},  # another physnet
+        "compute": {"physnet1": "br-ex"},  # priority 0: never a gateway
+    }
+    prio = {"gw-a": 2, "gw-b": 1, "gw-c": 5, "compute": 0}
+    puts = []
+    for name, mappings in chassis.items():
+        rec = orjson.dumps(
+            {"name": name, "bridge_mappings": mappings, "gateway_priority": prio[name]}
+        )
+        puts += [Put(registry_key(name), rec), Put(chassis_key(name), rec)]
+    store.txn([], puts)
+    with make_client(store) as client:
+        net = post(
+            client,
+            "networks",
+            "network",
+            {
+                "name": "public",
+                "router:external": True,
+                "provider:network_type": "flat",
+                "provider:physical_network": "physnet1",
+            },
+        )
+        post(
+            client,
+            "subnets",
+            "subnet",
+            {"network_id": net["id"], "cidr": "203.0.113.0/24", "ip_version": 4},
+        )
+        r = router(client, headers=None, external_gateway_info={"network_id": net["id"]})
+        other = router(client, headers=None)
+
+        def listed(router_id: str, headers: Any = None) -> Any:
+            return client.get(f"/v2.0/routers/{router_id}/l3-agents", headers=headers)
+
+        def states(router_id: str) -> list[tuple[str, str]]:
+            resp = listed(router_id)
+            assert resp.status_code == 200, resp.text
+            return [(a["host"], a["ha_state"]) for a in resp.json()["agents"]]
+
+        assert states(r["id"]) == [("gw-a", "standby"), ("gw-b", "standby")]  # none reported
+        store.txn([], [Put(gateway_status_key(r["id"]), orjson.dumps({"chassis": "gw-b"}))])
+        assert states(r["id"]) == [("gw-b", "active"), ("gw-a", "standby")]
+        assert states(other["id"]) == []  # no gateway, no agent hosts it
+        # admin only, as in Neutron; an unknown router is a 404
+        resp = listed(r["id"], P1)
+        assert resp.status_code == 403 and error_type(resp) == "PolicyNotAuthorized"
+        resp = listed("00000000-0000-0000-0000-000000000000")
+        assert resp.status_code == 404 and error_type(resp) == "RouterNotFound"
+        agent_id = client.get("/v2.0/agents").json()["agents"][0]["id"]
+        resp = client.post(f"/v2.0/agents/{agent_id}/l3-routers", json={"router_id": r["id"]})
+        assert resp.status_code == 400 and error_type(resp) == "RouterSchedulingNotSupported"
+        resp = client.delete(f"/v2.0/agents/{agent_id}/l3-routers/{r['id']}")
+        assert resp.status_code == 400 and error_type(resp) == "RouterSchedulingNotSupported"
+        assert states(r["id"]) == [("gw-b", "active"), ("gw-a", "standby")]  # unchanged

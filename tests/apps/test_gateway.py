@@ -37,11 +37,14 @@ def view_of(
     snat: bool = True,
     chassis: dict[str, int] | None = None,
     fip: bool = False,
+    upstream: str | None = UPSTREAM,
+    routes: tuple[tuple[str, str], ...] = (),
     pfs: dict[str, Any] | None = None,
 ) -> LocalView:
     """us (hv1): the VM "a" (ofport 1) behind router r, whose gateway is on "ext" (flat on
-    physnet1); CHASSIS: gateway priority per chassis name (hv1: 1 by default); PFS: the
-    router's port forwardings (`_pfs`, as the API writes them)."""
+    physnet1, its subnet's gateway UPSTREAM); CHASSIS: gateway priority per chassis name
+    (hv1: 1 by default); ROUTES: the router's extra routes; PFS: its port forwardings
+    (`_pfs`, as the API writes them)."""
     ext = sc.network(
         "ext",
         key=200,
@@ -56,7 +59,7 @@ def view_of(
         networks=[sc.network("n1", key=100), ext],
         subnets=[
             sc.subnet("s1", "n1", "10.0.0.0/24"),
-            sc.subnet("se", "ext", "203.0.113.0/24", gateway_ip=UPSTREAM),
+            sc.subnet("se", "ext", "203.0.113.0/24", gateway_ip=upstream),
         ],
         ports=[
             sc.port("a", "n1", key=1, mac=MAC_VM, ips=[VM], port_security_enabled=False),
@@ -77,6 +80,7 @@ def view_of(
                 "r",
                 7,
                 external_gateway_info=gw_info,
+                routes=[{"destination": d, "nexthop": h} for d, h in routes],
                 _gw_port_id="rg",
                 _fips={
                     "f1": {
@@ -191,6 +195,18 @@ def test_another_chassis_hosting_the_gateway_gets_what_leaves_by_it() -> None:
     assert out.punts == [] and not [o for o in out.trace.outputs if o.packet["arp_op"] == 2], (
         out.trace.format()
     )
+
+
+def test_extra_routes_through_an_outside_next_hop_are_redirected_too() -> None:
+    # No default route (the external subnet has no gateway): only the extra route's
+    # destination leaves, by the gateway chassis; elsewhere is unreachable.
+    view = view_of(chassis={"hv1": 1, "hv2": 2}, upstream=None,
+                   routes=(("100.64.7.0/24", "203.0.113.251"),))  # fmt: skip
+    s = sc.Scenario(view)
+    out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, "100.64.7.7", 40000, 80))
+    assert out.ports == [GENEVE_PORT], out.trace.format()
+    out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+    assert out.ports == [], out.trace.format()
 
 
 def test_a_floating_ip_is_natted_on_its_ports_chassis_even_when_not_the_gateway() -> None:

@@ -54,7 +54,16 @@ def test_network_subnet_port_tags_and_ip_conflict(osc: Osc) -> None:
 
 def test_router_interface_gateway_and_floating_ip(osc: Osc) -> None:
     ext, net, router = unique("ext"), unique("net"), unique("router")
-    osc.ok("network", "create", "--external", ext)
+    osc.ok(
+        "network",
+        "create",
+        "--external",
+        "--provider-network-type",
+        "vlan",
+        "--provider-physical-network",
+        "physnet1",
+        ext,
+    )
     osc.ok(
         "subnet",
         "create",
@@ -72,6 +81,8 @@ def test_router_interface_gateway_and_floating_ip(osc: Osc) -> None:
     r = osc.json("router", "create", router)
     osc.ok("router", "add", "subnet", router, subnet["id"])
     osc.ok("router", "set", "--external-gateway", ext, router)
+    # no chassis is registered with this API: no agent may host the gateway
+    assert osc.json("network", "agent", "list", "--router", router, "--long") == []
 
     port = osc.json("port", "create", "--network", net, unique("vm"))
     fip = osc.json("floating", "ip", "create", ext)
@@ -94,7 +105,8 @@ def test_floating_ip_port_forwarding(osc: Osc) -> None:
     """`openstack floating ip port forwarding create|list|show|set|delete`, unchanged,
     with a single port and a range; a clash is refused and stores nothing."""
     ext, net, router = unique("ext"), unique("net"), unique("router")
-    osc.ok("network", "create", "--external", ext)
+    osc.ok("network", "create", "--external", "--provider-network-type", "vlan",
+           "--provider-physical-network", "physnet1", ext)  # fmt: skip
     osc.ok("subnet", "create", "--network", ext, "--subnet-range", "203.0.114.0/24",
            "--no-dhcp", ext + "-sub")  # fmt: skip
     osc.ok("network", "create", net)

@@ -114,7 +114,12 @@ def test_port_lifecycle_and_ip_conflict(conn: Connection) -> None:
 
 
 def test_router_interface_gateway_and_floating_ip(conn: Connection) -> None:
-    ext = conn.network.create_network(name=unique("ext"), is_router_external=True)
+    ext = conn.network.create_network(
+        name=unique("ext"),
+        is_router_external=True,
+        provider_network_type="vlan",
+        provider_physical_network="physnet1",
+    )
     ext_sub = conn.network.create_subnet(
         network_id=ext.id, ip_version=4, cidr="198.51.100.0/24", is_dhcp_enabled=False
     )

@@ -36,8 +36,11 @@ from tests.e2e.test_dataplane import (
     ping,
     pings,
 )
+from tests.e2e.test_ovs_restarts import restart_missing
 from tests.e2e.test_provider_networks import PHYSNET, TOR, Segment, attach_nic, sh
 from tests.southbound.conftest import in_netns, unique
+from wyvern.model.keys import mac_binding_key
+from wyvern.nb.etcd import EtcdStore
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
 pytestmark = pytest.mark.system
@@ -45,6 +48,7 @@ pytestmark = pytest.mark.system
 EXT_CIDR = "203.0.113.0/24"
 UPSTREAM = "203.0.113.250"  # the host: the external subnet's gateway
 FAR = "198.51.100.7"  # another address of the host, off the external subnet
+MAC_BINDING_REFRESH = 1.0  # s between the gateway chassis's probes of learned neighbours
 
 # Prints "ready", then the source address of each TCP connection to port 7100.
 PEER_SERVER = """
@@ -90,6 +94,7 @@ def outside_world(tmp_path: Path, standby: bool = False) -> Iterator[tuple[Clust
                 env = {
                     "WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge}),
                     "WYVERN_GATEWAY_PRIORITY": str(priority),
+                    "WYVERN_AGENT_MAC_BINDING_REFRESH": str(MAC_BINDING_REFRESH),
                 }
                 hv = c.add_chassis(env=env)
                 attach_nic(hv, bridge, Segment(tor, host, ""))
@@ -244,8 +249,12 @@ def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, S
     # Out: the host sees the floating address, not the gateway's nor the VM's.
     server = c.hv[0].background(seg.host, PY, "-c", PEER_SERVER)
     assert sources(server, 1) == ["ready"]
-    assert connect(ns1, UPSTREAM) == "hi"
+    tunnelled = "geneve and tcp port 7100"
+    with c.hv[1].capture(tunnelled) as hv1_tunnel:
+        assert connect(ns1, UPSTREAM) == "hi"
+        assert connect(seg.host, address) == "hi"
     assert sources(server, 1) == [address]
+    assert not hv1_tunnel, hv1_tunnel  # no detour: hv1 NATs both ways itself
     # vm2 (no floating IP, on the gateway chassis) is SNATed to the gateway address.
     assert connect(ns2, UPSTREAM) == "hi"
     assert sources(server, 1) == [gateway_ip(c, router)]
@@ -264,14 +273,109 @@ def test_floating_ips_in_and_out_distributed_and_moved(outside: tuple[Cluster, S
     # Moved to vm3 on hv2, which does not map the physnet: NATed on the gateway chassis.
     c.put("floatingips", fip["id"], port_id=p3["id"])
     eventually(lambda: connect(seg.host, address) == "hi", "TCP in, centralized on hv0")
-    assert connect(ns3, UPSTREAM) == "hi"
+    with c.hv[2].capture(tunnelled) as hv2_tunnel:  # the same count, where it must be > 0
+        assert connect(ns3, UPSTREAM) == "hi"
     assert sources(server, 1) == [address]
+    assert hv2_tunnel, "hv2 reaches its floating IP's NAT on hv0 through the tunnel"
     eventually(lambda: fip_status(c, fip) == "ACTIVE", "ACTIVE, centralized")
 
     # Disassociated: nothing answers any more, and the status says so.
     c.put("floatingips", fip["id"], port_id=None)
     eventually(lambda: connect(seg.host, address).startswith("failed"), "no way in")
     assert fip_status(c, fip) == "DOWN"
+
+
+def test_two_routers_with_overlapping_internal_cidrs(outside: tuple[Cluster, Segment]) -> None:
+    """Two routers on one external network, each with 10.94.0.0/24 behind it and a VM at
+    10.94.0.10 on the gateway chassis: each goes out as its own router's gateway address
+    (each router NATs in its own conntrack zone), and each floating IP reaches its own
+    VM."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    server = c.hv[0].background(seg.host, PY, "-c", PEER_SERVER)
+    assert sources(server, 1) == ["ready"]
+    groups = tcp_open(c, 7100)
+    vms = []
+    for i in range(2):
+        net, router = behind_router(c, "10.94.0.0/24", ext)
+        port, ns = c.hv[0].vm(
+            net, f"vm{i}", fixed_ips=[{"ip_address": "10.94.0.10"}], security_groups=groups
+        )
+        # the VM's server names itself, so that the way in shows which VM answered
+        c.hv[0].background(ns, PY, "-c", PEER_SERVER.replace('b"hi"', f'b"vm{i}"'))
+        vms.append((router, port, ns))
+    gateways = [gateway_ip(c, router) for router, _, _ in vms]
+    assert len(set(gateways)) == 2
+    for (_, _, ns), gw in zip(vms, gateways, strict=True):
+        eventually(lambda ns=ns: pings(ns, UPSTREAM), "SNAT out", timeout=15)
+        assert connect(ns, UPSTREAM) == "hi"
+        assert sources(server, 1) == [gw]
+    for i, (_, port, _) in enumerate(vms):
+        fip = c.post("floatingips", floating_network_id=ext["id"], port_id=port["id"])
+        address = fip["floating_ip_address"]
+        eventually(lambda a=address, i=i: connect(seg.host, a) == f"vm{i}", f"in to vm{i}")
+
+
+def test_extra_route_through_an_outside_router(outside: tuple[Cluster, Segment]) -> None:
+    """An extra route whose next hop is a second router on the external segment (not the
+    subnet's gateway): VMs on the gateway chassis and on a chassis that redirects to it
+    reach the network behind it, SNATed (the far router saw the gateway address)."""
+    c, seg = outside
+    far = unique("wvm-r2-")
+    sh("ip", "netns", "add", far)
+    try:
+        nic, _ = seg.veth_to(far)
+        sh("ip", "-n", far, "link", "set", nic, "name", "eth0")
+        for dev in ("eth0", "lo"):
+            sh("ip", "-n", far, "link", "set", dev, "up")
+        assert in_netns(far, "ethtool", "-K", "eth0", "tx", "off").returncode == 0
+        sh("ip", "-n", far, "addr", "add", "203.0.113.251/24", "dev", "eth0")
+        sh("ip", "-n", far, "addr", "add", "100.64.7.7/32", "dev", "lo")
+        ext, _ = external_network(c)
+        net, router = behind_router(c, "10.95.0.0/24", ext)
+        vms = [hv.vm(net, f"vm-{i}")[1] for i, hv in ((0, c.hv[0]), (2, c.hv[2]))]
+        for ns in vms:
+            eventually(lambda ns=ns: pings(ns, UPSTREAM), "SNAT out", timeout=15)
+            # the upstream host has no route to 100.64.7.0/24: not without the extra route
+            assert not pings(ns, "100.64.7.7")
+        c.put(
+            "routers",
+            router["id"],
+            routes=[{"destination": "100.64.7.0/24", "nexthop": "203.0.113.251"}],
+        )
+        for ns in vms:
+            eventually(lambda ns=ns: pings(ns, "100.64.7.7"), "through the extra route", timeout=15)
+        neigh = in_netns(far, "ip", "neigh", "show", gateway_ip(c, router)).stdout
+        assert "lladdr" in neigh, neigh  # the far router answered the gateway address itself
+    finally:
+        subprocess.run(["ip", "netns", "del", far], check=False)
+
+
+def test_a_replaced_upstream_router_is_followed(outside: tuple[Cluster, Segment]) -> None:
+    """The upstream router changes its MAC (a replaced box): the gateway chassis's
+    periodic probe learns the new one, the MAC binding in the store follows, and SNAT
+    traffic flows again (the host's kernel drops frames to its old MAC)."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    net, _ = behind_router(c, "10.96.0.0/24", ext)
+    _, ns = c.hv[0].vm(net, "vm")
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT out", timeout=15)
+    store = EtcdStore(c.etcd_endpoints)
+    try:
+        key = mac_binding_key(ext["id"], UPSTREAM)
+
+        def bound() -> str:
+            kv = store.get(key)
+            return str(json.loads(kv.value)["mac"]) if kv is not None else ""
+
+        old = bound()
+        assert old  # learned by ARP when the first packet went out
+        new = "02:00:5e:00:77:01"
+        sh("ip", "-n", seg.host, "link", "set", "eth0", "address", new)
+        eventually(lambda: bound() == new, "the binding follows the new MAC", timeout=15)
+        eventually(lambda: pings(ns, UPSTREAM), "SNAT out to the new MAC")
+    finally:
+        store.close()
 
 
 def test_streams_through_snat_and_a_floating_ip_survive_agent_restarts(
@@ -331,57 +435,118 @@ def kill_chassis(hv: Hv) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def test_gateway_failover_when_the_active_gateway_chassis_dies(
+def test_gateway_failover_when_the_active_gateway_chassis_dies_and_returns(
     outside_ha: tuple[Cluster, Segment],
 ) -> None:
     """A VM on hv2 pings the host every 10 ms through the gateway on hv0; hv0 dies; hv1
     takes the gateway over (BFD, not the store lease) and announces it, hv2 redirects
-    there, and the pings come back, never twice. The window is measured by
-    benchmarks/gateway_failover.py, not asserted here."""
+    there, and the pings come back, never twice. Then hv0 comes back: its priority (2 over
+    hv1's 1) says it takes the gateway back, and it does so without a moment where both
+    answer. The window is measured by benchmarks/gateway_failover.py, not asserted here."""
     c, _ = outside_ha
     failover = run_failover(c)
+    assert failover.before == {c.hv[0].name: "active", c.hv[1].name: "standby"}
     assert failover.duplicates == 0, failover.summary
     # replies again after the failover, to the last few sent
     assert failover.seqs and max(failover.seqs) >= failover.sent - 10, failover.summary + c.logs()
     assert pings(failover.ns, FAR), c.logs()  # through hv1 from now on
+    # what `openstack network agent list --router R --long` shows: hv1 is active now
+    eventually(
+        lambda: ha_states(c, failover.router) == {c.hv[0].name: "standby", c.hv[1].name: "active"},
+        "hv1 reported active",
+    )
+
+    def alive() -> dict[str, bool]:
+        return {
+            a["configurations"]["chassis_name"]: a["alive"] for a in l3_agents(c, failover.router)
+        }
+
+    eventually(lambda: not alive()[c.hv[0].name], "hv0 shown dead once its lease ran out", 30)
+    assert alive()[c.hv[1].name]
+
+    # hv0 returns (its OVS on the same database, then its agent) under the same pings
+    with pinging(c.hv[2], failover.ns, UPSTREAM) as back:
+        time.sleep(0.5)
+        restart_missing(c.hv[0].ovs)
+        c.hv[0].start_agent()
+        eventually(
+            lambda: (
+                ha_states(c, failover.router) == {c.hv[0].name: "active", c.hv[1].name: "standby"}
+            ),
+            "hv0 active again",
+            timeout=30,
+        )
+        time.sleep(1.0)  # pings through hv0 from here on
+    assert back.duplicates == 0, back.summary
+    assert back.seqs and max(back.seqs) >= back.sent - 10, back.summary + c.logs()
+    redirected = f"geneve and icmp and host {UPSTREAM}"  # hv2's pings, tunnelled
+    with c.hv[0].capture(redirected) as to_hv0, c.hv[1].capture(redirected) as to_hv1:
+        assert pings(failover.ns, UPSTREAM), c.logs()
+    assert to_hv0, "hv2 redirects to hv0"
+    assert not to_hv1, to_hv1  # and no longer to the standby
 
 
 @dataclasses.dataclass
-class Failover:
-    ns: str  # the VM's namespace
-    sent: int
-    seqs: list[int]  # the icmp_seq of each reply
-    duplicates: int
-    summary: str
+class PingRun:
+    sent: int = 0
+    seqs: list[int] = dataclasses.field(default_factory=list)  # the icmp_seq of each reply
+    duplicates: int = 0
+    summary: str = ""
 
     @property
     def lost(self) -> int:
         return self.sent - len(set(self.seqs))
 
 
+@contextlib.contextmanager
+def pinging(hv: Hv, ns: str, ip: str, interval: float = 0.01) -> Iterator[PingRun]:
+    """`ping -i INTERVAL IP` from NS while the block runs; the run is filled in after."""
+    run = PingRun()
+    pinger = hv.background(ns, "ping", "-n", "-i", str(interval), ip)
+    try:
+        yield run
+    finally:
+        os.killpg(pinger.pid, signal.SIGINT)
+        out, _ = pinger.communicate(timeout=10)
+    replies = [line for line in out.splitlines() if "bytes from" in line]
+    run.summary = next(line for line in out.splitlines() if "packets transmitted" in line)
+    run.sent = int(run.summary.split()[0])
+    run.seqs = [int(line.split("icmp_seq=")[1].split()[0]) for line in replies]
+    run.duplicates = len([line for line in replies if "DUP!" in line])
+
+
+def l3_agents(c: Cluster, router: dict[str, Any]) -> list[dict[str, Any]]:
+    r = requests.get(f"{c.base}/routers/{router['id']}/l3-agents", timeout=10)
+    assert r.status_code == 200, r.text
+    return list(r.json()["agents"])
+
+
+def ha_states(c: Cluster, router: dict[str, Any]) -> dict[str, str]:
+    """Chassis name -> ha_state, as the l3-agents list of the router shows them."""
+    return {a["configurations"]["chassis_name"]: a["ha_state"] for a in l3_agents(c, router)}
+
+
+@dataclasses.dataclass
+class Failover(PingRun):
+    ns: str = ""  # the VM's namespace
+    router: dict[str, Any] = dataclasses.field(default_factory=dict)
+    before: dict[str, str] = dataclasses.field(default_factory=dict)  # ha_state before
+
+
 def run_failover(c: Cluster, interval: float = 0.01) -> Failover:
     """A VM on hv2 behind a router with its gateway on hv0 pings the host every INTERVAL
     seconds; 1 s in, hv0 dies; 4 s later the pinger stops."""
     ext, _ = external_network(c)
-    net, _ = behind_router(c, "10.93.0.0/24", ext)
+    net, router = behind_router(c, "10.93.0.0/24", ext)
     _, ns = c.hv[2].vm(net, "vm")
     eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0", timeout=15)
-
-    pinger = c.hv[2].background(ns, "ping", "-n", "-i", str(interval), UPSTREAM)
-    time.sleep(1.0)
-    kill_chassis(c.hv[0])
-    time.sleep(4.0)
-    os.killpg(pinger.pid, signal.SIGINT)
-    out, _ = pinger.communicate(timeout=10)
-    replies = [line for line in out.splitlines() if "bytes from" in line]
-    summary = next(line for line in out.splitlines() if "packets transmitted" in line)
-    return Failover(
-        ns=ns,
-        sent=int(summary.split()[0]),
-        seqs=[int(line.split("icmp_seq=")[1].split()[0]) for line in replies],
-        duplicates=len([line for line in replies if "DUP!" in line]),
-        summary=summary,
-    )
+    eventually(lambda: "active" in ha_states(c, router).values(), "a gateway reported active")
+    before = ha_states(c, router)
+    with pinging(c.hv[2], ns, UPSTREAM, interval) as run:
+        time.sleep(1.0)
+        kill_chassis(c.hv[0])
+        time.sleep(4.0)
+    return Failover(**dataclasses.asdict(run), ns=ns, router=router, before=before)
 
 
 # ---- port forwarding ------------------------------------------------------------------
@@ -459,7 +624,7 @@ def test_port_forwarding_tcp_udp_ranges_and_a_vm_on_another_chassis(
     forwarding stops it."""
     c, seg = outside
     ext, _ = external_network(c)
-    net, router = behind_router(c, "10.93.0.0/24", ext)
+    net, router = behind_router(c, "10.97.0.0/24", ext)
     groups = open_ports(c)
     p0, ns0 = c.hv[0].vm(net, "pf0", security_groups=groups)
     p2, ns2 = c.hv[2].vm(net, "pf2", security_groups=groups)

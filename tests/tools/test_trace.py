@@ -14,6 +14,7 @@ the CLI), so the trace reads exactly what the API stores:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -235,6 +236,133 @@ def test_bad_descriptions_are_refused(world: World) -> None:
     ):
         with pytest.raises(tr.TraceError, match=words):
             tr.Tracer.for_spec(cat, spec)
+
+
+def north_south(world: World, c: TestClient) -> dict[str, Any]:
+    """Gives r1 a gateway on an external flat network (physnet1) hosted by chassis "gw",
+    whose upstream router's MAC an agent learned; vm-a is bound on "gw", vm-b on
+    "compute" (no physnet: its traffic out is redirected to "gw"), and a floating IP is
+    associated to vm-b."""
+    import orjson
+
+    from wyvern.model.keys import chassis_key, mac_binding_id, mac_binding_key, status_key
+    from wyvern.nb.store import Put
+
+    ext = create(
+        c,
+        "networks",
+        name="public",
+        **{
+            "router:external": True,
+            "provider:network_type": "flat",
+            "provider:physical_network": "physnet1",
+        },
+    )
+    create(c, "subnets", network_id=ext["id"], cidr="203.0.113.0/24", ip_version=4,
+           gateway_ip="203.0.113.1")  # fmt: skip
+    r = c.put(
+        f"/v2.0/routers/{world.ids['r1']}",
+        json={"router": {"external_gateway_info": {"network_id": ext["id"]}}},
+    )
+    assert r.status_code == 200, r.text
+    fip = create(c, "floatingips", floating_network_id=ext["id"], port_id=world.ids["vm-b"])
+    puts = []
+    for name, ip, mappings, prio in (
+        ("gw", "192.0.2.1", {"physnet1": "br-ex"}, 1),
+        ("compute", "192.0.2.2", {}, 0),
+    ):
+        rec = {"name": name, "tunnel_ip": ip, "encaps": ["geneve"], "bridge_mappings": mappings,
+               "gateway_priority": prio}  # fmt: skip
+        puts.append(Put(chassis_key(name), orjson.dumps(rec)))
+    for vm, where in (("vm-a", "gw"), ("vm-b", "compute")):
+        status = {"chassis": where, "status": "ACTIVE"}
+        puts.append(Put(status_key(world.ids["net1"], world.ids[vm]), orjson.dumps(status)))
+    upstream = {"id": mac_binding_id(ext["id"], "203.0.113.1"), "network_id": ext["id"],
+                "ip": "203.0.113.1", "mac": "02:00:00:00:00:01"}  # fmt: skip
+    puts.append(Put(mac_binding_key(ext["id"], "203.0.113.1"), orjson.dumps(upstream)))
+    world.store.txn([], puts)
+    return fip
+
+
+def test_north_south_names_the_gateway_and_the_floating_ip() -> None:
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        world = World(store, ids, ports)
+        fip = north_south(world, c)
+        gw_ip = c.get(f"/v2.0/routers/{ids['r1']}").json()["router"]["external_gateway_info"][
+            "external_fixed_ips"
+        ][0]["ip_address"]
+    # vm-a, on the gateway chassis: SNAT to the gateway address, out to the physnet
+    _, _, trace, text = world.run(from_port="vm-a", dst_ip="198.51.100.7")
+    assert trace.outputs and trace.outputs[0].packet["ipv4_src"] == int(
+        ipaddress.IPv4Address(gw_ip)
+    ), text
+    assert (
+        f"(snat) priority 100 — nat: router r1 ({ids['r1']}) gateway {gw_ip} on network public"
+        in text
+    )
+    assert "sent out to physical network physnet1" in text
+    assert "l3: MAC binding 203.0.113.1 is 02:00:00:00:00:01 on network public" in text
+    # vm-b, on a chassis without the physnet: redirected to the gateway chassis by Geneve
+    _, _, trace, text = world.run(from_port="vm-b", dst_ip="198.51.100.7")
+    assert "sent by geneve to chassis gw (192.0.2.1)" in text, text
+    assert "(snat)" not in text  # the NAT happens on gw, not here
+    # the floating IP's own NAT, named, where it happens (centralized on gw: traced from
+    # gw's point of view by binding vm-b there)
+    status = tr.Catalog.from_store(store)
+    status.port_chassis[ids["vm-b"]] = "gw"
+    tracer, built = tr.Tracer.for_spec(status, tr.PacketSpec("vm-b", dst_ip="198.51.100.7"))
+    out = tracer.simulate(built)
+    text = tracer.explain(out)
+    assert out.outputs[0].packet["ipv4_src"] == int(
+        ipaddress.IPv4Address(fip["floating_ip_address"])
+    ), text
+    assert (
+        f"nat: floating IP {fip['floating_ip_address']} ({fip['id']}) for 10.0.0.6 of port vm-b"
+    ) in text
+
+
+def test_from_outside_to_a_floating_ip_and_the_gateway() -> None:
+    """A packet from a host on the external network: DNAT of the floating IP named, on
+    the gateway chassis that NATs it (vm-b's chassis has no physnet), then to vm-b's
+    chassis by Geneve; a ping to the gateway address answered back out."""
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        world = World(store, ids, ports)
+        fip = north_south(world, c)
+        info = c.get(f"/v2.0/routers/{ids['r1']}").json()["router"]["external_gateway_info"]
+        gw_ip = info["external_fixed_ips"][0]["ip_address"]
+    cat = tr.Catalog.from_store(store)
+    spec = tr.PacketSpec("", dst_ip=fip["floating_ip_address"], proto="tcp", dport=22,
+                         src_ip="198.51.100.7", from_network="public")  # fmt: skip
+    tracer, built = tr.Tracer.for_spec(cat, spec)
+    out = tracer.simulate(built)
+    text = tracer.explain(out)
+    assert "from: physical network physnet1 on chassis gw" in text, text
+    assert f"(dnat) priority 110 — nat: floating IP {fip['floating_ip_address']}" in text, text
+    assert "sent by geneve to chassis compute (192.0.2.2)" in text, text
+    assert out.outputs[0].packet["ipv4_dst"] == int(ipaddress.IPv4Address("10.0.0.6"))
+    # the gateway address answers ping, back out to the physical network
+    spec = tr.PacketSpec("", dst_ip=gw_ip, src_ip="198.51.100.7", from_network="public")
+    tracer, built = tr.Tracer.for_spec(cat, spec)
+    out = tracer.simulate(built)
+    text = tracer.explain(out)
+    assert "sent out to physical network physnet1" in text, text
+    assert out.outputs[0].packet["ipv4_src"] == int(ipaddress.IPv4Address(gw_ip))
+    # and what cannot be traced says why
+    for bad, words in (
+        (tr.PacketSpec("", dst_ip=gw_ip, src_ip="198.51.100.7", from_network="net1"),
+         "not a flat or vlan provider network"),
+        (tr.PacketSpec("", dst_ip=gw_ip, from_network="public"), "give --src-ip"),
+        (tr.PacketSpec("", dst_ip="203.0.113.99", src_ip="198.51.100.7", from_network="public"),
+         "no floating IP or gateway address"),
+        (tr.PacketSpec("", dst_ip=gw_ip, src_ip="198.51.100.7", from_network="nope"),
+         "no network 'nope'"),
+    ):  # fmt: skip
+        with pytest.raises(tr.TraceError, match=words):
+            tr.Tracer.for_spec(cat, bad)
 
 
 # ------------------------------------------------------------------ ofproto/trace text

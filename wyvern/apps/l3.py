@@ -30,10 +30,15 @@ destination's egress security groups and port security still apply).
 Stage defaults (priority 0, from `global_flows`): router_input, routing and arp_resolve
 drop; the nat app's pass-throughs continue dnat → routing and snat → l2_lookup.
 
-Not yet: ARP/ND resolution of next hops that are no port's fixed IP (an appliance answering
-for an allowed-address-pair address, a host outside Neutron), IPv6 extra routes (they need
-a 128-bit next-hop register), ECMP (of several extra routes to one destination the
-lowest next hop wins), the external gateway (SNAT, floating IPs: the nat app), answering
+Next hops that are no port's address (the external network's upstream router, a host
+an extra route names) are resolved from learned MAC bindings (priority PRIO_LEARNED), and
+an unknown one is punted for the agent to ARP for (PUNT_ARP_REQUEST). On a chassis that
+does not host the router's gateway, what leaves by the gateway (its subnets, the default
+route, extra routes through an outside next hop) is redirected to the gateway chassis
+(wyvern.apps.gateway).
+
+Not yet: IPv6 extra routes (they need a 128-bit next-hop register) and ND for IPv6 next
+hops, ECMP (of several extra routes to one destination the lowest next hop wins),
 neighbour solicitations for the router's IPv6 addresses (the services stage's job).
 """
 
@@ -306,6 +311,10 @@ class L3App(App):
                 (a.network, True) for a in rd.gateway.addrs
             ]
             dests += [(ipaddress.IPv4Network("0.0.0.0/0"), False)][: len(rd.gateway.upstream)]
+            # extra routes whose next hop is outside, on the gateway's subnets
+            dests += [
+                (d, False) for d in _routes_via(router, [a.network for a in rd.gateway.addrs])
+            ]
             for prefix, is_connected in dests:
                 add(
                     rt.flow(
@@ -367,6 +376,22 @@ class L3App(App):
             f = template.flow(cookie, net.key, ip, mac)
             flows.setdefault(f.key, f)
         return list(flows.values())
+
+
+def _routes_via(
+    router: Router, subnets: list[ipaddress.IPv4Network]
+) -> list[ipaddress.IPv4Network]:
+    """The destinations of the router's IPv4 extra routes whose next hop is on SUBNETS."""
+    out = []
+    for dest, nexthop in router.routes:
+        try:
+            dnet = ipaddress.ip_network(dest, strict=False)
+            hop = ipaddress.ip_address(nexthop)
+        except ValueError:
+            continue
+        if isinstance(dnet, ipaddress.IPv4Network) and any(hop in n for n in subnets):
+            out.append(dnet)
+    return sorted(set(out))
 
 
 def _arp_answer(mac: str, ip: str) -> tuple[Action, ...]:

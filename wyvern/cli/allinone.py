@@ -127,6 +127,7 @@ class AgentComponent:
             lease_ttl=s.agent_lease_ttl,
             selective=selective,
             liveness_grace=s.agent_liveness_grace,
+            mac_binding_refresh=s.agent_mac_binding_refresh,
         )
         self.agent.start()
         LOG.info(

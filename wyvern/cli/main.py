@@ -527,7 +527,17 @@ def pipeline() -> None:
 
 @app.command()
 def trace(
-    from_port: Annotated[str, typer.Option("--from", help="Source port (name or id).")],
+    from_port: Annotated[
+        str | None, typer.Option("--from", help="Source port (name or id).")
+    ] = None,
+    from_network: Annotated[
+        str | None,
+        typer.Option(
+            "--from-network",
+            help="Instead of --from: a packet from a host on this external network's "
+            "physnet (give --src-ip and --dst-ip, e.g. a floating IP).",
+        ),
+    ] = None,
     to_port: Annotated[
         str | None, typer.Option("--to", help="Destination port (name or id).")
     ] = None,
@@ -554,7 +564,12 @@ def trace(
     settings = apply_overrides(
         run_dir=run_dir, store=store, ovs_run_dir=ovs_run_dir, ovs_netns=ovs_netns
     )
-    spec = PacketSpec(from_port, to_port, dst_ip, proto, dport, None, src_ip, src_mac)
+    if (from_port is None) == (from_network is None):
+        typer.echo("wyvern: trace: give --from PORT or --from-network NETWORK", err=True)
+        raise typer.Exit(2)
+    spec = PacketSpec(
+        from_port or "", to_port, dst_ip, proto, dport, None, src_ip, src_mac, from_network
+    )
     try:
         typer.echo(run_trace(settings, spec, use_ovs=on_ovs))
     except TraceError as exc:

@@ -58,7 +58,12 @@ from wyvern.apps import punts
 from wyvern.apps.base import App
 from wyvern.apps.gateway import local_fip, local_gateway
 from wyvern.controller import neighbours
-from wyvern.controller.bindings import BindingMonitor, FipStatusWriter, StatusWriter
+from wyvern.controller.bindings import (
+    BindingMonitor,
+    FipStatusWriter,
+    GatewayStatusWriter,
+    StatusWriter,
+)
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps, gc_paused, release_free_memory
 from wyvern.controller.interest import FakeBindings, Interest
@@ -122,16 +127,20 @@ class Agent:
         packet_in: bool = True,
         selective: bool = False,
         liveness_grace: float = 0.0,
+        mac_binding_refresh: float = 60.0,
     ) -> None:
         """ovs None: a fake chassis (no switch; flows recorded, ports bound by
         binding:host_id; see wyvern/controller/interest.py). selective: follow only what
         the local ports need (interest.py) instead of every prefix. liveness_grace: how
-        long a remote chassis with no BFD session outlives its lease (liveness.py)."""
+        long a remote chassis with no BFD session outlives its lease (liveness.py).
+        mac_binding_refresh: seconds between the ARP probes for learned MAC bindings."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
         self.chassis = chassis
         self.poll_interval = poll_interval
+        self.mac_binding_refresh = mac_binding_refresh
+        self._next_refresh = time.monotonic() + mac_binding_refresh
         self.view = LocalView(chassis_name=chassis.name)
         if prefixes is None:
             prefixes = Interest.base_prefixes(chassis.hostname) if selective else (ROOT,)
@@ -152,6 +161,7 @@ class Agent:
             self.bindings = BindingMonitor(ovs, on_change=self.sync.wake)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.fip_status = FipStatusWriter(store, chassis.name)
+        self.gateway_status = GatewayStatusWriter(store, chassis.name)
         self._announced: set[str] = set()  # floating IPs NATed here, announced by GARP
         self._hosted: set[str] = set()  # routers whose gateway is here, announced by GARP
         self._garps: dict[tuple[str, str], list[float]] = {}  # what -> when to announce it
@@ -382,6 +392,9 @@ class Agent:
         changes += self._gateway_liveness(now)
         if self._garps:
             self._send_garps(now)
+        if now >= self._next_refresh:
+            self._next_refresh = now + self.mac_binding_refresh
+            self._send_out("MAC bindings", neighbours.refreshes(self.view))
         if self.sync.lease_gone:  # (a chassis kept past its lease: is it still there?)
             for name in self.liveness.dead(list(self.sync.lease_gone)):
                 changes += self.sync.drop_chassis(name)
@@ -551,6 +564,7 @@ class Agent:
                 pf.fip_id for r in sorted(hosted) for pf in self.view.routers[r].port_forwardings
             }
             self.stats.status_writes += self.fip_status.update(natted | forwarded)
+            self.stats.status_writes += self.gateway_status.update(hosted)
             self._statuses_owed = False
         except StoreError as exc:
             self._statuses_owed = True  # (tried again in a second: nothing else would)
@@ -575,7 +589,8 @@ class Agent:
                 del self._garps[key]
 
     def _send_out(self, what: str, frames: list[tuple[int, bytes]]) -> None:
-        """Gratuitous ARPs for a floating IP or gateway NATed here from now on."""
+        """ARP frames out of the patch ports: gratuitous ARPs for a floating IP or gateway
+        NATed here from now on, probes for learned neighbours."""
         if self.ovs is None:
             return
         for patch, frame in frames:
@@ -585,7 +600,7 @@ class Agent:
                     f"in_port=controller packet={frame.hex()} actions=output:{patch}",
                 )  # fmt: skip
             except OvsError as exc:
-                LOG.warning("%s: no gratuitous ARP: %s", what, exc)
+                LOG.warning("%s: ARP not sent: %s", what, exc)
 
     def _gateway_liveness(self, now: float, starting: bool = False) -> list[Change]:
         """Gateway failover: another gateway chassis whose BFD says its dataplane is down

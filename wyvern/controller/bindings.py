@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from wyvern.model.keys import STATUS_FIPS, STATUS_PORTS, fip_status_key, status_key
+from wyvern.model.keys import STATUS_FIPS, STATUS_GATEWAYS, STATUS_PORTS, status_key
 from wyvern.model.view import Binding
 from wyvern.nb.etcd_server import kill_with_parent
 from wyvern.nb.store import Compare, Delete, Put, Store
@@ -324,10 +324,14 @@ class StatusWriter:
         return len(puts) + len(deletes)
 
 
-class FipStatusWriter:
-    """Writes /wyvern/status/floatingips/<id> for the floating IPs this chassis NATs with
-    their flows installed, and removes ours that it no longer does: the API shows a
-    floating IP ACTIVE only while such a key says so."""
+class HostedStatusWriter:
+    """Writes <prefix><id> = {"chassis": us, "status": "ACTIVE"} for the objects this
+    chassis hosts with their flows installed, and removes ours that it no longer does,
+    only if still ours: the object may have moved to another chassis, whose key then
+    names it. The API reads these keys (a floating IP's status, a router's gateway
+    chassis)."""
+
+    PREFIX = ""
 
     def __init__(self, store: Store, chassis: str) -> None:
         self.store = store
@@ -335,20 +339,35 @@ class FipStatusWriter:
         self._mine: set[str] | None = None  # seeded from the store on first use
 
     def update(self, active: set[str]) -> int:
+        prefix = self.PREFIX
         if self._mine is None:
             self._mine = set()
-            for kv in self.store.list(STATUS_FIPS).items:
+            for kv in self.store.list(prefix).items:
                 with contextlib.suppress(orjson.JSONDecodeError):
                     obj = orjson.loads(kv.value)
                     if isinstance(obj, dict) and obj.get("chassis") == self.chassis:
-                        self._mine.add(kv.key[len(STATUS_FIPS) :])
+                        self._mine.add(kv.key[len(prefix) :])
         value = orjson.dumps({"chassis": self.chassis, "status": "ACTIVE"})
-        puts = [Put(fip_status_key(f), value) for f in sorted(active - self._mine)]
+        puts = [Put(prefix + f, value) for f in sorted(active - self._mine)]
         if puts:
             self.store.txn([], puts)
         gone = sorted(self._mine - active)
-        for f in gone:  # only if still ours: the floating IP may have moved to another chassis
-            key = fip_status_key(f)
+        for f in gone:
+            key = prefix + f
             self.store.txn([Compare(key, "value", "==", value)], [], [Delete(key)])
         self._mine = set(active)
         return len(puts) + len(gone)
+
+
+class FipStatusWriter(HostedStatusWriter):
+    """The floating IPs this chassis NATs: the API shows one ACTIVE only while its key
+    says so."""
+
+    PREFIX = STATUS_FIPS
+
+
+class GatewayStatusWriter(HostedStatusWriter):
+    """The routers whose gateway this chassis hosts: the API's l3-agents list marks that
+    chassis active (Neutron's ha_state)."""
+
+    PREFIX = STATUS_GATEWAYS

@@ -8,8 +8,15 @@ that, or someone asking for the gateway) is punted with PUNT_ARP_LEARN; the agen
 writes the sender's MAC to the store (wyvern.model.keys.mac_binding_key), every agent
 following the network gets it, and l3 resolves the next hop from then on.
 
-Pure functions of the view and the punted frame: the packet-in dispatcher calls them and
-does the I/O.
+Bindings are refreshed (OVN re-resolves too): every `agent_mac_binding_refresh` seconds a
+chassis hosting a gateway on the binding's network probes it with a broadcast who-has from
+the gateway (`refreshes`); the answer is learned like any other, so a neighbour that
+changed its MAC (a replaced upstream router) is followed within one period. Bindings are
+not aged out (OVN's default, mac_binding_age_threshold=0): one whose neighbour stopped
+answering stays until its network goes.
+
+Pure functions of the view and the punted frame: the packet-in dispatcher and the agent
+call them and do the I/O.
 """
 
 from __future__ import annotations
@@ -110,3 +117,23 @@ def gateway_announcements(view: LocalView, router_id: str) -> list[tuple[int, by
     tag = None if vid is None else vid & 0xFFF
     ips = [str(a.ip) for a in gw.addrs] + [str(ip) for ip in gw.forwarded]
     return [(gw.patch, frames.arp_request(gw.port.mac, ip, ip, tag)) for ip in ips]
+
+
+def refreshes(view: LocalView) -> list[tuple[int, bytes]]:
+    """(patch ofport, who-has) probing each learned binding on a network where this
+    chassis hosts a gateway, from the first of them with an address on its subnet."""
+    out: list[tuple[int, bytes]] = []
+    for binding in sorted(view.mac_bindings.values(), key=lambda b: (b.network_id, b.ip)):
+        try:
+            target = ipaddress.IPv4Address(binding.ip)
+        except ValueError:
+            continue
+        for gw in local_gateways(view, binding.network_id):
+            addr = next((a for a in gw.addrs if target in a.network and target != a.ip), None)
+            if addr is None:
+                continue
+            vid = vlan_vid(gw.network)
+            tag = None if vid is None else vid & 0xFFF
+            out.append((gw.patch, frames.arp_request(gw.port.mac, str(addr.ip), str(target), tag)))
+            break
+    return out

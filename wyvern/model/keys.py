@@ -58,6 +58,7 @@ CHASSIS_PREFIX = f"{ROOT}chassis/"
 AGENTS_PREFIX = f"{ROOT}agents/"
 STATUS_PORTS = f"{ROOT}status/ports/"
 STATUS_FIPS = f"{ROOT}status/floatingips/"
+STATUS_GATEWAYS = f"{ROOT}status/gateways/"
 HOST_PORTS = f"{ROOT}index/host_ports/"
 QUOTAS_PREFIX = f"{ROOT}quotas/"
 INTENTS_PREFIX = f"{ROOT}intent/"
@@ -141,6 +142,11 @@ def mac_binding_key(network_id: str, ip: str) -> str:
 def fip_status_key(fip_id: str) -> str:
     """ACTIVE while the chassis that NATs the floating IP has its flows installed."""
     return f"{STATUS_FIPS}{fip_id}"
+
+
+def gateway_status_key(router_id: str) -> str:
+    """Names the chassis that hosts the router's gateway, with its flows installed."""
+    return f"{STATUS_GATEWAYS}{router_id}"
 
 
 def chassis_key(name: str) -> str:

@@ -35,6 +35,8 @@ import orjson
 
 from wyvern.apps import ALL_APPS
 from wyvern.apps.base import App
+from wyvern.apps.gateway import gateway_chassis, local_fip
+from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
 from wyvern.config import Settings
 from wyvern.controller.sync import Sync
@@ -53,6 +55,7 @@ from wyvern.ir import (
     pipeline,
 )
 from wyvern.ir.cookies import AppName, CookieIndex
+from wyvern.ir.ofports import TUNNEL_OFPORTS, patch_ofports
 from wyvern.ir.packet import BROADCAST, Packet
 from wyvern.ir.render import render_actions, render_match
 from wyvern.ir.simulator import Conntrack, Simulator, Step, Trace
@@ -60,6 +63,7 @@ from wyvern.model.keys import ROOT, decode_key
 from wyvern.model.view import (
     Binding,
     LocalView,
+    Network,
     Port,
     SecurityGroupRule,
 )
@@ -67,6 +71,7 @@ from wyvern.nb.snapshot import SnapshotStore
 from wyvern.nb.store import ListResult, Store
 from wyvern.southbound.ovs import OvsInstance
 
+OUTSIDE_MAC = "02:00:00:00:00:fe"  # a host on the physical network, unless --src-mac
 STAGE_OBJECT = re.compile(r"^(default|defaults|passthrough|codes):(\w+)$")
 
 
@@ -274,6 +279,27 @@ class Explainer:
     def security_group(self, sg_id: str) -> str:
         return f"security group {_named(self.catalog.name('security_group', sg_id), sg_id)}"
 
+    def floatingip(self, fip_id: str) -> str:
+        fip = self.view.floatingips[fip_id]
+        return f"floating IP {fip.ip} ({fip_id}) for {fip.fixed_ip} of {self.port(fip.port_id)}"
+
+    def router_gateway(self, router_id: str) -> str:
+        """The router and its gateway: "router r1 (…) gateway 203.0.113.12 on network
+        public (…)"."""
+        text = self.router(router_id)
+        r = self.view.routers.get(router_id)
+        if r is None or not r.gateway_network_id:
+            return text
+        gw = self.view.ports.get(r.gateway_port_id or "")
+        addrs = ", ".join(gw.ips) if gw is not None else "?"
+        return f"{text} gateway {addrs} on {self.network(r.gateway_network_id)}"
+
+    def chassis(self, tunnel_ip: str) -> str:
+        for name, ch in self.view.chassis.items():
+            if ch.tunnel_ip == tunnel_ip:
+                return f"chassis {name} ({tunnel_ip})"
+        return f"an unknown chassis ({tunnel_ip})"
+
     def rule_summary(self, rule: SecurityGroupRule) -> str:
         """e.g. "ingress tcp 22 from 0.0.0.0/0", "egress any to any"."""
         parts = [rule.direction]
@@ -326,6 +352,12 @@ class Explainer:
             return "security_group", self.security_group(object_id)
         if object_id in v.rules:
             return "security_group_rule", self.rule(object_id)
+        if object_id in v.floatingips:
+            return "floatingip", self.floatingip(object_id)
+        if object_id in v.mac_bindings:
+            mb = v.mac_bindings[object_id]
+            where = self.network(mb.network_id)
+            return "mac_binding", f"MAC binding {mb.ip} is {mb.mac} on {where} (learned by ARP)"
         m = STAGE_OBJECT.match(object_id)
         if m:
             what = {
@@ -349,6 +381,8 @@ class Explainer:
         if exp.object_id is None:
             return Origin(exp.app, "unknown", "", f"cookie {cookie:#x} (object not in the store)")
         kind, text = self.object(str(exp.object_id))
+        if exp.app == "nat" and kind == "router":  # SNAT and un-SNAT: the gateway's
+            text = self.router_gateway(str(exp.object_id))
         return Origin(exp.app, kind, str(exp.object_id), text)
 
     # -- keys -----------------------------------------------------------------------------
@@ -379,7 +413,7 @@ EPHEMERAL_PORT = 40000
 class PacketSpec:
     """A packet as the CLI describes it (ports by name or id)."""
 
-    from_port: str
+    from_port: str  # "" with FROM_NETWORK: a packet from outside
     to_port: str | None = None
     dst_ip: str | None = None
     proto: str = "icmp"
@@ -387,6 +421,7 @@ class PacketSpec:
     sport: int | None = None
     src_ip: str | None = None
     src_mac: str | None = None
+    from_network: str | None = None  # an external provider network: from its physnet
 
 
 def find_port(view: LocalView, ref: str) -> Port:
@@ -462,7 +497,7 @@ class Built:
     """A packet ready to trace, and the ports it involves."""
 
     packet: Packet
-    src: Port
+    src: Port | None  # None: from the physical network (the packet's in_port)
     dst: Port | None  # the port the packet is meant for (None: broadcast, unknown)
 
 
@@ -525,17 +560,53 @@ def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
         dst_mac = BROADCAST  # nobody holds that address: an unknown destination floods
     else:
         dst_mac = gateway_mac(view, src, version)
+    return Built(_l4_packet(spec, in_port, src_mac, dst_mac, src_ip, dst_ip), src, dst)
+
+
+def _l4_packet(
+    spec: PacketSpec,
+    in_port: int,
+    src_mac: str,
+    dst_mac: str,
+    src_ip: str,
+    dst_ip: str,
+    vlan: int | None = None,
+) -> Packet:
+    """The ICMP echo, TCP or UDP packet SPEC asks for, with these addresses."""
+    from wyvern.ir import packet as pk
+
+    proto = spec.proto.lower()
     if proto == "icmp":
-        p = pk.icmp_echo(in_port, src_mac, dst_mac, src_ip, dst_ip)
-    elif proto == "tcp":
-        p = pk.tcp(in_port, src_mac, dst_mac, src_ip, dst_ip, spec.sport or EPHEMERAL_PORT,
-                   22 if spec.dport is None else spec.dport)  # fmt: skip
-    else:
-        dport = 67 if proto == "dhcp" and spec.dport is None else spec.dport
-        dport = 53 if dport is None else dport
-        sport = spec.sport or (68 if dport == 67 else EPHEMERAL_PORT)
-        p = pk.udp(in_port, src_mac, dst_mac, src_ip, dst_ip, sport, dport)
-    return Built(p, src, dst)
+        return pk.icmp_echo(in_port, src_mac, dst_mac, src_ip, dst_ip, vlan=vlan)
+    if proto == "tcp":
+        return pk.tcp(in_port, src_mac, dst_mac, src_ip, dst_ip, spec.sport or EPHEMERAL_PORT,
+                      22 if spec.dport is None else spec.dport, vlan=vlan)  # fmt: skip
+    if proto not in ("udp", "dhcp"):
+        raise ValueError(f"protocol {spec.proto!r}: one of icmp, tcp, udp from outside")
+    dport = 67 if proto == "dhcp" and spec.dport is None else spec.dport
+    dport = 53 if dport is None else dport
+    sport = spec.sport or (68 if dport == 67 else EPHEMERAL_PORT)
+    return pk.udp(in_port, src_mac, dst_mac, src_ip, dst_ip, sport, dport, vlan=vlan)
+
+
+def find_network(view: LocalView, catalog: Catalog, ref: str) -> Network:
+    """A network by id, by unique name, or by unique id prefix."""
+    if ref in view.networks:
+        return view.networks[ref]
+    hits = [n for n in view.networks.values() if ref and catalog.name("network", n.id) == ref]
+    if not hits:
+        hits = [n for n in view.networks.values() if ref and n.id.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    raise TraceError(f"no network {ref!r} (by id, name or unique id prefix)")
+
+
+def _gateway_mac_of(view: LocalView, network_id: str, ip: str) -> str:
+    """The MAC of the router gateway port on NETWORK_ID holding IP."""
+    for p in view.network_ports(network_id):
+        if ip in p.ips:
+            return p.mac
+    raise TraceError(f"{ip} is no floating IP or gateway address on network {network_id}")
 
 
 def describe_packet(p: Packet) -> str:
@@ -680,10 +751,15 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
     """The trace, each step with its stage and API object, then the outcome and why."""
     p = trace.packet
     src = ex.port_by_ofport(p["in_port"])
-    lines = [
-        f"packet: {describe_packet(p)}",
-        f"from: {ex.port(src) if src else 'ofport ' + str(p['in_port'])} (ofport {p['in_port']})",
-    ]
+    me = ex.view.chassis.get(ex.view.chassis_name)
+    patches = {n: pn for pn, n in patch_ofports(dict(me.bridge_mappings) if me else {}).items()}
+    if src:
+        where = ex.port(src)
+    elif p["in_port"] in patches:
+        where = f"physical network {patches[p['in_port']]} on chassis {ex.view.chassis_name}"
+    else:
+        where = f"ofport {p['in_port']}"
+    lines = [f"packet: {describe_packet(p)}", f"from: {where} (ofport {p['in_port']})"]
     regs: dict[str, int] = {}
     stops: list[tuple[Step, dict[str, int]]] = []
     for s in trace.steps:
@@ -704,7 +780,21 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
         if not s.flow.actions:
             stops.append((s, dict(regs)))
     lines.append("outcome:")
+    tunnels = {n: encap for encap, n in TUNNEL_OFPORTS.items()}
+    me = ex.view.chassis.get(ex.view.chassis_name)
+    mapped = dict(me.bridge_mappings) if me is not None else {}
+    patches = {n: physnet for physnet, n in patch_ofports(mapped).items()}
     for o in trace.outputs:
+        if o.port in tunnels:
+            dst = str(ipaddress.IPv4Address(o.packet.get("tun_dst", 0)))
+            lines.append(
+                f"  sent by {tunnels[o.port]} to {ex.chassis(dst)},"
+                f" key {o.packet.get('tun_id', 0):#x} (ofport {o.port})"
+            )
+            continue
+        if o.port in patches:
+            lines.append(f"  sent out to physical network {patches[o.port]} (ofport {o.port})")
+            continue
         pid = ex.port_by_ofport(o.port)
         where = ex.port(pid) if pid else "an unknown port"
         how = "sent back to" if o.port == p["in_port"] else "delivered to"
@@ -834,8 +924,14 @@ class Tracer:
         """Bind the ports SPEC names to synthetic ofports (1: source, 2: destination); a
         packet for no port in particular (broadcast, unknown address) gets every other
         port of the source's network bound (2, 3, ...), so the flood has somewhere to go."""
+        if spec.from_network is not None:
+            return cls._from_outside(catalog, spec)
         probe = build_view(catalog, {})
         src = find_port(probe, spec.from_port)
+        # As on the chassis the port is bound to (if known): which chassis hosts a router
+        # gateway or NATs a floating IP follows from where the packet starts.
+        here = catalog.port_chassis.get(src.id)
+        chassis_name = here if here is not None and here in probe.chassis else "trace"
         built = build_packet(probe, spec)
         bindings = {src.id: 1}
         if built.dst is None:
@@ -844,10 +940,61 @@ class Tracer:
             bindings.update({pid: n for n, pid in enumerate(peers, start=2)})
         elif built.dst.id != src.id and not built.dst.is_router_port:
             bindings[built.dst.id] = 2
-        tracer = cls.from_catalog(catalog, bindings)
+        tracer = cls.from_catalog(catalog, bindings, chassis_name)
         return tracer, build_packet(tracer.view, spec, in_port=1)
 
+    @classmethod
+    def _from_outside(cls, catalog: Catalog, spec: PacketSpec) -> tuple[Tracer, Built]:
+        """A packet from a host on an external network's physnet to DST_IP (a floating
+        IP, a gateway address), traced as the chassis that answers for that address
+        (the floating IP's port's chassis when it NATs it there, else the gateway
+        chassis), entering on its patch port; the port it is meant for is bound (2)
+        when it is on that chassis."""
+        probe = build_view(catalog, {})
+        net = find_network(probe, catalog, spec.from_network or "")
+        if not is_provider(net) or not net.physical_network:
+            raise TraceError(f"network {net.id} is not a flat or vlan provider network")
+        if spec.dst_ip is None or spec.src_ip is None:
+            raise TraceError("from a network, give --src-ip (the outside host) and --dst-ip")
+        fip = next(
+            (
+                f
+                for f in probe.floatingips.values()
+                if f.ip == spec.dst_ip and f.network_id == net.id
+            ),
+            None,
+        )
+        target = probe.ports.get(fip.port_id) if fip is not None else None
+        chassis = None
+        if fip is not None and target is not None:
+            here = catalog.port_chassis.get(target.id)
+            if here is not None and here in probe.chassis:
+                view = build_view(catalog, {target.id: 2}, here)
+                chassis = here if local_fip(view, fip.id) is not None else None
+        chassis = chassis or gateway_chassis(probe, net)
+        if chassis is None:
+            raise TraceError(
+                f"no gateway chassis maps physnet {net.physical_network}: nothing answers there"
+            )
+        bound = {target.id: 2} if target and catalog.port_chassis.get(target.id) == chassis else {}
+        tracer = cls.from_catalog(catalog, bound, chassis)
+        mapped = dict(tracer.view.chassis[chassis].bridge_mappings)
+        in_port = patch_ofports(mapped)[net.physical_network]
+        dst_mac = fip.mac if fip is not None else _gateway_mac_of(tracer.view, net.id, spec.dst_ip)
+        src_mac = (spec.src_mac or OUTSIDE_MAC).lower()
+        vid = vlan_vid(net)
+        vlan = None if vid is None else vid & 0xFFF
+        try:
+            packet = _l4_packet(spec, in_port, src_mac, dst_mac, spec.src_ip, spec.dst_ip, vlan)
+        except ValueError as exc:
+            raise TraceError(f"cannot build that packet: {exc}") from None
+        return tracer, Built(packet, None, target)
+
     def simulate(self, built: Built) -> Trace:
+        if built.src is None:  # from the physical network: its in_port is the patch port
+            return Simulator(self.flows, conntrack=Conntrack(), cookies=self.explainer.index).run(
+                built.packet.copy()
+            )
         return simulate(
             self.view, built.src.id, built.packet, flows=self.flows, index=self.explainer.index
         )

@@ -360,6 +360,15 @@ class Routers(Resource):
         net = network_or_404(self, ctx, net_id)
         if not net.obj.get("router:external"):
             raise bad_router(f"Network {net_id} is not an external network")
+        ntype = net.obj.get("provider:network_type")
+        if ntype not in ("flat", "vlan"):
+            # No chassis could host it: a gateway reaches the outside through a gateway
+            # chassis's bridge mapping of the network's physnet (wyvern.apps.gateway).
+            raise bad_router(
+                f"External network {net_id} is a {ntype} network; router gateways need a "
+                "flat or vlan provider network, which gateway chassis reach through their "
+                "bridge mappings"
+            )
         txn.require(net)
         subnets = {s["id"]: s for s in self.repo.objects("subnets", net_id)}
         ext_ips = gw.get("external_fixed_ips")
