@@ -365,6 +365,44 @@ def test_from_outside_to_a_floating_ip_and_the_gateway() -> None:
             tr.Tracer.for_spec(cat, bad)
 
 
+def test_from_outside_to_a_port_forwarding() -> None:
+    """A port forwarding is traced on the gateway chassis, its DNAT named: the forwarded
+    port reaches vm-a (bound there) on its internal port; another port does not."""
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        world = World(store, ids, ports)
+        north_south(world, c)
+        ext = c.get("/v2.0/networks?name=public").json()["networks"][0]["id"]
+        fip = create(c, "floatingips", floating_network_id=ext)
+        vm_a = c.get(f"/v2.0/ports/{ids['vm-a']}").json()["port"]
+        body = {"protocol": "tcp", "internal_port_id": vm_a["id"], "internal_port": 22,
+                "external_port_range": "8022:8023"}  # fmt: skip
+        r = c.post(
+            f"/v2.0/floatingips/{fip['id']}/port_forwardings", json={"port_forwarding": body}
+        )
+        assert r.status_code == 201, r.text
+        pf = r.json()["port_forwarding"]
+    addr, vm_ip = fip["floating_ip_address"], vm_a["fixed_ips"][0]["ip_address"]
+    cat = tr.Catalog.from_store(store)
+    spec = tr.PacketSpec("", dst_ip=addr, proto="tcp", dport=8023, src_ip="198.51.100.7",
+                         from_network="public")  # fmt: skip
+    tracer, built = tr.Tracer.for_spec(cat, spec)
+    out = tracer.simulate(built)
+    text = tracer.explain(out)
+    assert "from: physical network physnet1 on chassis gw" in text, text
+    assert (
+        f"(dnat) priority 120 — nat: port forwarding {pf['id']}: tcp {addr}:8022-8023 → "
+        f"{vm_ip}:22 of port vm-a ({vm_a['id']})"
+    ) in text, text
+    assert out.outputs and out.outputs[0].packet["ipv4_dst"] == int(ipaddress.IPv4Address(vm_ip))
+    assert out.outputs[0].packet["tcp_dst"] == 22
+    spec = tr.PacketSpec("", dst_ip=addr, proto="tcp", dport=8024, src_ip="198.51.100.7",
+                         from_network="public")  # fmt: skip
+    tracer, built = tr.Tracer.for_spec(cat, spec)
+    assert tracer.simulate(built).outputs == []
+
+
 # ------------------------------------------------------------------ ofproto/trace text
 
 SAMPLE = """\

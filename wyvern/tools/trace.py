@@ -65,6 +65,7 @@ from wyvern.model.view import (
     LocalView,
     Network,
     Port,
+    PortForwarding,
     SecurityGroupRule,
 )
 from wyvern.nb.snapshot import SnapshotStore
@@ -199,6 +200,9 @@ def desired_flows(
     for rule_id in view.rules:  # rule flows carry the rule id (apps/security_groups.py)
         with contextlib.suppress(ValueError):
             index.register("security_groups", rule_id)
+    for pf in forwardings(view):  # (and a port forwarding's, its id: apps/nat.py)
+        with contextlib.suppress(ValueError):
+            index.register("nat", pf.id)
     for st in pipeline.PIPELINE:  # stage defaults ("pipeline" / the stage's owner)
         for app_name, what in (
             ("pipeline", "default"),
@@ -283,6 +287,17 @@ class Explainer:
         fip = self.view.floatingips[fip_id]
         return f"floating IP {fip.ip} ({fip_id}) for {fip.fixed_ip} of {self.port(fip.port_id)}"
 
+    def port_forwarding(self, pf: PortForwarding) -> str:
+        """ "port forwarding tcp 203.0.113.30:8022 → 10.0.0.5:22 of port vm-a (<id>)"."""
+
+        def ports(r: tuple[int, int]) -> str:
+            return str(r[0]) if r[0] == r[1] else f"{r[0]}-{r[1]}"
+
+        return (
+            f"port forwarding {pf.id}: {pf.protocol} {pf.ip}:{ports(pf.ext)} → "
+            f"{pf.internal_ip}:{ports(pf.int_)} of {self.port(pf.internal_port_id)}"
+        )
+
     def router_gateway(self, router_id: str) -> str:
         """The router and its gateway: "router r1 (…) gateway 203.0.113.12 on network
         public (…)"."""
@@ -354,6 +369,9 @@ class Explainer:
             return "security_group_rule", self.rule(object_id)
         if object_id in v.floatingips:
             return "floatingip", self.floatingip(object_id)
+        pf = next((f for f in forwardings(v) if f.id == object_id), None)
+        if pf is not None:
+            return "port_forwarding", self.port_forwarding(pf)
         if object_id in v.mac_bindings:
             mb = v.mac_bindings[object_id]
             where = self.network(mb.network_id)
@@ -601,12 +619,34 @@ def find_network(view: LocalView, catalog: Catalog, ref: str) -> Network:
     raise TraceError(f"no network {ref!r} (by id, name or unique id prefix)")
 
 
-def _gateway_mac_of(view: LocalView, network_id: str, ip: str) -> str:
-    """The MAC of the router gateway port on NETWORK_ID holding IP."""
+def _gateway_mac_of(
+    view: LocalView, network_id: str, ip: str | None, router_id: str | None = None
+) -> str:
+    """The MAC of the router gateway port on NETWORK_ID holding IP (or of ROUTER_ID)."""
+    router = view.routers.get(router_id or "")
     for p in view.network_ports(network_id):
-        if ip in p.ips:
+        if (ip is not None and ip in p.ips) or (router and p.id == router.gateway_port_id):
             return p.mac
     raise TraceError(f"{ip} is no floating IP or gateway address on network {network_id}")
+
+
+def forwardings(view: LocalView) -> list[PortForwarding]:
+    """Every port forwarding of the routers in VIEW."""
+    return [pf for r in view.routers.values() for pf in r.port_forwardings]
+
+
+def _forwarding_to(view: LocalView, network_id: str, spec: PacketSpec) -> PortForwarding | None:
+    """The port forwarding of SPEC's destination on NETWORK_ID: the one its protocol and
+    destination port hit, else the first on that address."""
+    on_ip = [pf for pf in forwardings(view) if pf.ip == spec.dst_ip and pf.network_id == network_id]
+    hit = [
+        pf
+        for pf in on_ip
+        if pf.protocol == spec.proto and spec.dport is not None
+        and pf.ext[0] <= spec.dport <= pf.ext[1]
+    ]  # fmt: skip
+    found = hit or sorted(on_ip, key=lambda pf: pf.id)
+    return found[0] if found else None
 
 
 def describe_packet(p: Packet) -> str:
@@ -965,6 +1005,9 @@ class Tracer:
             None,
         )
         target = probe.ports.get(fip.port_id) if fip is not None else None
+        pf = None if fip is not None else _forwarding_to(probe, net.id, spec)
+        if pf is not None:  # (centralized on the gateway chassis: no own MAC)
+            target = probe.ports.get(pf.internal_port_id)
         chassis = None
         if fip is not None and target is not None:
             here = catalog.port_chassis.get(target.id)
@@ -980,7 +1023,12 @@ class Tracer:
         tracer = cls.from_catalog(catalog, bound, chassis)
         mapped = dict(tracer.view.chassis[chassis].bridge_mappings)
         in_port = patch_ofports(mapped)[net.physical_network]
-        dst_mac = fip.mac if fip is not None else _gateway_mac_of(tracer.view, net.id, spec.dst_ip)
+        if fip is not None:
+            dst_mac = fip.mac
+        elif pf is not None:
+            dst_mac = _gateway_mac_of(tracer.view, net.id, None, pf.router_id)
+        else:
+            dst_mac = _gateway_mac_of(tracer.view, net.id, spec.dst_ip)
         src_mac = (spec.src_mac or OUTSIDE_MAC).lower()
         vid = vlan_vid(net)
         vlan = None if vid is None else vid & 0xFFF
