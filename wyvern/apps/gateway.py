@@ -27,8 +27,12 @@ Floating IPs are distributed: the chassis of the associated port does their NAT 
 maps the external network's physnet (local_fip), answering ARP for the floating address
 with the floating IP's own MAC, so the physical network sees each address at one chassis.
 
-Not yet (issue 12): VMs on chassis without the physnet reaching the gateway, or their
-floating IPs, over the tunnel (chassis-redirect); IPv6 through the gateway.
+IPv6 goes through the gateway routed, never NATed (as in Neutron and OVN): the gateway
+port's IPv6 addresses (Gateway.addrs6) make their subnets connected, their gateway_ip
+(Gateway.upstream6) is the default route ::/0, neighbour solicitations for them from the
+physical network are answered on this chassis only, and IPv6 next hops are learned by ND
+like the IPv4 MAC bindings (wyvern.apps.l3, wyvern.controller.neighbours). The outside
+reaches a tenant prefix through a route via the gateway's IPv6 address.
 
 Conntrack zones on a chassis: a port's zone is its ofport (below ROUTER_ZONE_BASE); a
 router's SNAT zone is ROUTER_ZONE_BASE + the low 12 bits of its key. Router keys are
@@ -93,6 +97,9 @@ class Gateway:
     # The floating addresses the router's port forwardings use (not a gateway address):
     # centralized here, answered to ARP with the gateway port's MAC (as OVN does).
     forwarded: tuple[ipaddress.IPv4Address, ...] = ()
+    # Its IPv6 addresses and their subnets' gateway_ip: routed, never NATed.
+    addrs6: tuple[ipaddress.IPv6Interface, ...] = ()
+    upstream6: tuple[ipaddress.IPv6Address, ...] = ()
 
     @property
     def zone(self) -> int:
@@ -151,11 +158,38 @@ def _on_subnet(
     return addr, hop
 
 
+def _on_subnet6(
+    subnet: Subnet | None, ip: str
+) -> tuple[ipaddress.IPv6Interface, ipaddress.IPv6Address | None] | None:
+    """_on_subnet for an IPv6 subnet."""
+    if subnet is None or subnet.ip_version != 6:
+        return None
+    try:
+        addr = ipaddress.IPv6Interface(f"{ip}/{subnet.network.prefixlen}")
+        hop = ipaddress.IPv6Address(subnet.gateway_ip) if subnet.gateway_ip else None
+    except ValueError:
+        return None
+    if addr.ip not in subnet.network:
+        return None
+    if hop is not None and (hop not in addr.network or hop == addr.ip):
+        hop = None
+    return addr, hop
+
+
 def _resolve(view: LocalView, router: Router, net: Network, port: Port, patch: int) -> Gateway:
     addrs: list[ipaddress.IPv4Interface] = []
     upstream: list[ipaddress.IPv4Address] = []
+    addrs6: list[ipaddress.IPv6Interface] = []
+    upstream6: list[ipaddress.IPv6Address] = []
     for fixed in port.fixed_ips:
-        found = _on_subnet(view.subnets.get(fixed.subnet_id), fixed.ip_address)
+        subnet = view.subnets.get(fixed.subnet_id)
+        found6 = _on_subnet6(subnet, fixed.ip_address)
+        if found6 is not None:
+            addrs6.append(found6[0])
+            if found6[1] is not None:
+                upstream6.append(found6[1])
+            continue
+        found = _on_subnet(subnet, fixed.ip_address)
         if found is None:
             continue
         addrs.append(found[0])
@@ -168,7 +202,15 @@ def _resolve(view: LocalView, router: Router, net: Network, port: Port, patch: i
         if ip is not None and ip not in own:
             forwarded.add(ip)
     return Gateway(
-        router, net, port, tuple(addrs), tuple(upstream), patch, tuple(sorted(forwarded))
+        router,
+        net,
+        port,
+        tuple(addrs),
+        tuple(upstream),
+        patch,
+        tuple(sorted(forwarded)),
+        tuple(addrs6),
+        tuple(upstream6),
     )
 
 

@@ -9,6 +9,8 @@ CIDRs never leak into each other):
 - eth_dst = a port's MAC → dst_port_key = port.key, then
   local port: goto pre_acl_egress (egress ACL, egress port security, output);
   remote port: goto output, which tunnels it to the port's chassis (wyvern.apps.overlay).
+- on the chassis hosting a router gateway: ARP for its IPv4 addresses and neighbour
+  solicitations for its IPv6 ones → router_input (answered there, on this chassis only).
 - anything else (broadcast, multicast, unknown unicast) → flood: when other chassis host
   ports of the network, first `dst_port_key = FLOOD; resubmit(output)` (output sends one
   copy per such chassis, and only for packets not from a tunnel); then for each local
@@ -43,6 +45,8 @@ from wyvern.apps.overlay import FLOOD_KEY, network_chassis
 from wyvern.apps.provider import local_patch
 from wyvern.ir import (
     ETH_TYPE_ARP,
+    ETH_TYPE_IPV6,
+    IPPROTO_ICMPV6,
     Action,
     Flow,
     FlowTemplate,
@@ -61,6 +65,7 @@ P_GATEWAY_ARP = 120
 P_ROUTER = 110
 P_PORT = 100
 P_FLOOD = 10
+ND_NEIGHBOR_SOLICIT = 135
 GATEWAY_OWNER = "network:router_gateway"
 
 
@@ -141,6 +146,26 @@ class L2(App):
                     priority=P_GATEWAY_ARP,
                     cookie=cookie,
                     match=match(network_key=net.key, eth_type=ETH_TYPE_ARP, arp_tpa=str(ip)),
+                    actions=(
+                        Load("router_key", gw.router.key),
+                        Load("dst_port_key", gw.port.key),
+                        Goto("router_input"),
+                    ),
+                )
+                out.setdefault(f.key, f)
+            # Neighbour solicitations for its IPv6 addresses (to their solicited-node
+            # multicast group): to the router here, never flooded to other chassis.
+            for ip6 in (a.ip for a in gw.addrs6):
+                f = st.flow(
+                    priority=P_GATEWAY_ARP,
+                    cookie=cookie,
+                    match=match(
+                        network_key=net.key,
+                        eth_type=ETH_TYPE_IPV6,
+                        ip_proto=IPPROTO_ICMPV6,
+                        icmpv6_type=ND_NEIGHBOR_SOLICIT,
+                        nd_target=str(ip6),
+                    ),
                     actions=(
                         Load("router_key", gw.router.key),
                         Load("dst_port_key", gw.port.key),

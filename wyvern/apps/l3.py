@@ -55,7 +55,15 @@ from wyvern.apps.gateway import (
     local_gateway,
     remote_gateway,
 )
-from wyvern.apps.punts import PUNT_ARP_LEARN, PUNT_ARP_REQUEST, PUNT_ICMP4_ERROR, code, punt
+from wyvern.apps.punts import (
+    PUNT_ARP_LEARN,
+    PUNT_ARP_REQUEST,
+    PUNT_ICMP4_ERROR,
+    PUNT_ND_LEARN,
+    PUNT_ND_REQUEST,
+    code,
+    punt,
+)
 from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
@@ -100,6 +108,9 @@ ICMP4_NET_UNREACHABLE = (3, 0)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_V6_HOP = ("ipv6_dst", "next_hop_ipv6")
+ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT = 135, 136
 
 
 def _route_priority(prefixlen: int, connected: bool) -> int:
@@ -195,7 +206,7 @@ class L3App(App):
         rkey = router.key
         itfs = _interfaces(view, router)
         gw = local_gateway(view, router)
-        gw_itf = _Itf(gw.network, gw.port, list(gw.addrs)) if gw is not None else None
+        gw_itf = _Itf(gw.network, gw.port, [*gw.addrs, *gw.addrs6]) if gw is not None else None
         if gw_itf is not None:
             itfs.append(gw_itf)
         flows: dict[object, Flow] = {}
@@ -273,20 +284,18 @@ class L3App(App):
 
         rt = table("routing")
 
-        def route(
-            net: IpNetwork, itf: _Itf, next_hop: ipaddress.IPv4Address | None, connected: bool
-        ) -> Flow:
+        def route(net: IpNetwork, itf: _Itf, next_hop: IpAddress | None, connected: bool) -> Flow:
             actions: list[Action] = [
                 DecTtl(),
                 Load("network_key", itf.network.key),
                 Load("src_port_key", itf.port.key),
                 SetField("eth_src", itf.port.mac),
             ]
-            if net.version == 4:
-                if next_hop is None:
-                    actions.append(Move("ipv4_dst", "next_hop_ipv4"))
-                else:
-                    actions.append(Load("next_hop_ipv4", int(next_hop)))
+            v4 = net.version == 4
+            if next_hop is None:
+                actions.append(Move(*(("ipv4_dst", "next_hop_ipv4") if v4 else _V6_HOP)))
+            else:
+                actions.append(Load("next_hop_ipv4" if v4 else "next_hop_ipv6", int(next_hop)))
             actions.append(Goto("arp_resolve"))
             return rt.flow(
                 priority=_route_priority(net.prefixlen, connected),
@@ -307,14 +316,13 @@ class L3App(App):
                 Load("dst_port_key", REDIRECT_KEY),
                 Goto("output"),
             )
-            dests: list[tuple[ipaddress.IPv4Network, bool]] = [
-                (a.network, True) for a in rd.gateway.addrs
-            ]
+            gw_nets: list[IpNetwork] = [a.network for a in rd.gateway.addrs]
+            gw_nets += [a.network for a in rd.gateway.addrs6]
+            dests: list[tuple[IpNetwork, bool]] = [(n, True) for n in gw_nets]
             dests += [(ipaddress.IPv4Network("0.0.0.0/0"), False)][: len(rd.gateway.upstream)]
+            dests += [(ipaddress.IPv6Network("::/0"), False)][: len(rd.gateway.upstream6)]
             # extra routes whose next hop is outside, on the gateway's subnets
-            dests += [
-                (d, False) for d in _routes_via(router, [a.network for a in rd.gateway.addrs])
-            ]
+            dests += [(d, False) for d in _routes_via(router, gw_nets)]
             for prefix, is_connected in dests:
                 add(
                     rt.flow(
@@ -327,8 +335,12 @@ class L3App(App):
         if gw is not None and gw_itf is not None:
             for f in _gateway_flows(gw, cookie):
                 add(f)
+            for f in _gateway_flows6(gw, cookie):
+                add(f)
             for upstream in gw.upstream[:1]:  # the default route: the subnet's gateway
                 add(route(ipaddress.IPv4Network("0.0.0.0/0"), gw_itf, upstream, False))
+            for upstream6 in gw.upstream6[:1]:
+                add(route(ipaddress.IPv6Network("::/0"), gw_itf, upstream6, False))
         # Extra routes: the next hop must sit on a connected subnet (longest match wins).
         for dest, nexthop in sorted(router.routes, key=lambda r: (r[0], _ip_sort(r[1]))):
             try:
@@ -336,10 +348,9 @@ class L3App(App):
                 hop = ipaddress.ip_address(nexthop)
             except ValueError:
                 continue
-            if dnet.version != 4 or hop.version != 4:
-                continue  # TODO: IPv6 extra routes need a 128-bit next-hop register
-            assert isinstance(hop, ipaddress.IPv4Address)
-            via = [(n, i) for n, i in connected if n.version == 4 and hop in n]
+            if dnet.version != hop.version:
+                continue
+            via = [(n, i) for n, i in connected if n.version == hop.version and hop in n]
             if not via:
                 continue
             _, itf = max(via, key=lambda c: c[0].prefixlen)
@@ -378,20 +389,20 @@ class L3App(App):
         return list(flows.values())
 
 
-def _routes_via(
-    router: Router, subnets: list[ipaddress.IPv4Network]
-) -> list[ipaddress.IPv4Network]:
-    """The destinations of the router's IPv4 extra routes whose next hop is on SUBNETS."""
-    out = []
+def _routes_via(router: Router, subnets: list[IpNetwork]) -> list[IpNetwork]:
+    """The destinations of the router's extra routes whose next hop is on SUBNETS."""
+    out: set[IpNetwork] = set()
     for dest, nexthop in router.routes:
         try:
             dnet = ipaddress.ip_network(dest, strict=False)
             hop = ipaddress.ip_address(nexthop)
         except ValueError:
             continue
-        if isinstance(dnet, ipaddress.IPv4Network) and any(hop in n for n in subnets):
-            out.append(dnet)
-    return sorted(set(out))
+        if dnet.version == hop.version and any(
+            n.version == hop.version and hop in n for n in subnets
+        ):
+            out.add(dnet)
+    return sorted(out, key=lambda n: (n.version, n))
 
 
 def _arp_answer(mac: str, ip: str) -> tuple[Action, ...]:
@@ -542,6 +553,52 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
     return out
 
 
+def _gateway_flows6(gw: Gateway, cookie: int) -> list[Flow]:
+    """The IPv6 half of _gateway_flows (routed: no NAT). OpenFlow cannot write ND
+    options, so the agent answers: a neighbour solicitation for a gateway address, and
+    an advertisement to the gateway, are punted with PUNT_ND_LEARN (the agent answers the
+    solicitation with an NA and learns the sender's or the target's MAC); an IPv6 next
+    hop on the external network without a MAC is punted with PUNT_ND_REQUEST (the agent
+    solicits it from the gateway's address, next_hop_ipv6 says which)."""
+    if not gw.addrs6:
+        return []
+    rkey, nkey = gw.router.key, gw.network.key
+    rin = table("router_input")
+    icmp6: dict[str, MatchValue] = {
+        "router_key": rkey,
+        "network_key": nkey,
+        "eth_type": ETH_TYPE_IPV6,
+        "ip_proto": IPPROTO_ICMPV6,
+    }
+    learn = punt(bytes([PUNT_ND_LEARN]))
+    out = [
+        rin.flow(
+            priority=PRIO_GATEWAY_ARP,
+            cookie=cookie,
+            match={**icmp6, "icmpv6_type": ND_NEIGHBOR_SOLICIT, "nd_target": str(a.ip)},
+            actions=learn,
+        )
+        for a in gw.addrs6
+    ]
+    out.append(
+        rin.flow(
+            priority=PRIO_GATEWAY_ARP,
+            cookie=cookie,
+            match={**icmp6, "icmpv6_type": ND_NEIGHBOR_ADVERT},
+            actions=learn,
+        )
+    )
+    out.append(
+        table("arp_resolve").flow(
+            priority=PRIO_UNRESOLVED,
+            cookie=cookie,
+            match={"router_key": rkey, "network_key": nkey, "eth_type": ETH_TYPE_IPV6},
+            actions=punt(bytes([PUNT_ND_REQUEST])),
+        )
+    )
+    return out
+
+
 def _learned_flows(view: LocalView, binding_id: str) -> list[Flow]:
     """A learned neighbour as a next hop, unless a port holds the address (the port's
     own entry resolves it then)."""
@@ -554,9 +611,8 @@ def _learned_flows(view: LocalView, binding_id: str) -> list[Flow]:
         mac = parse_value("eth_src", b.mac)[0]
     except ValueError:
         return []
-    if version != 4:
-        return []  # TODO: IPv6 next hops outside Neutron (ND), with IPv6 through gateways
-    return [_LEARNED_V4.flow(encode("l3", binding_id), net.key, ip, mac)]
+    template = _LEARNED_V4 if version == 4 else _LEARNED_V6
+    return [template.flow(encode("l3", binding_id), net.key, ip, mac)]
 
 
 def _ip_sort(text: str) -> tuple[int, int]:
@@ -582,5 +638,6 @@ def _resolve_template(
 
 
 _RESOLVE_V4 = _resolve_template({"eth_type": ETH_TYPE_IP}, "next_hop_ipv4")
-_RESOLVE_V6 = _resolve_template({"eth_type": ETH_TYPE_IPV6}, "ipv6_dst")
+_RESOLVE_V6 = _resolve_template({"eth_type": ETH_TYPE_IPV6}, "next_hop_ipv6")
 _LEARNED_V4 = _resolve_template({"eth_type": ETH_TYPE_IP}, "next_hop_ipv4", PRIO_LEARNED)
+_LEARNED_V6 = _resolve_template({"eth_type": ETH_TYPE_IPV6}, "next_hop_ipv6", PRIO_LEARNED)

@@ -17,6 +17,8 @@ PUNT_ND_RA = 0x04  # router solicitations (IPv6 RA)
 PUNT_ND_NS = 0x05  # neighbour solicitations for a known address: answer with an NA
 PUNT_ARP_LEARN = 0x06  # ARP to a router gateway from outside: learn the sender's MAC
 PUNT_ARP_REQUEST = 0x07  # a next hop on an external network has no MAC yet: ARP for it
+PUNT_ND_LEARN = 0x08  # NS/NA to a router gateway from outside: answer an NS, learn the MAC
+PUNT_ND_REQUEST = 0x09  # an IPv6 next hop on an external network has no MAC yet: NS for it
 
 NAMES = {
     PUNT_DHCP4: "dhcp4",
@@ -26,6 +28,8 @@ NAMES = {
     PUNT_ND_NS: "nd-ns",
     PUNT_ARP_LEARN: "arp-learn",
     PUNT_ARP_REQUEST: "arp-request",
+    PUNT_ND_LEARN: "nd-learn",
+    PUNT_ND_REQUEST: "nd-request",
 }
 
 # Every punt's userdata: the punt stage has one controller(userdata) flow per entry, so a
@@ -37,6 +41,8 @@ USERDATA = (
     bytes([PUNT_ICMP4_ERROR, 3, 0]),  # net unreachable
     bytes([PUNT_ARP_LEARN]),
     bytes([PUNT_ARP_REQUEST]),
+    bytes([PUNT_ND_LEARN]),
+    bytes([PUNT_ND_REQUEST]),
 )
 
 # The per-port meter in the datapath, in front of the agent's own per-port token bucket

@@ -252,3 +252,11 @@ def arp_request(src_mac: str, src_ip: str, target_ip: str, vlan_vid: int | None 
         return ethernet(BROADCAST, src_mac, ETH_TYPE_ARP, body)
     tci_and_type = struct.pack("!HH", vlan_vid & 0x0FFF, ETH_TYPE_ARP)
     return ethernet(BROADCAST, src_mac, ETH_TYPE_VLAN, tci_and_type + body)
+
+
+def tagged(frame: bytes, vlan_vid: int | None) -> bytes:
+    """FRAME with an 802.1Q tag of VLAN_VID (the 12-bit VLAN id) after its MACs; FRAME
+    itself when VLAN_VID is None."""
+    if vlan_vid is None:
+        return frame
+    return frame[:12] + struct.pack("!HH", ETH_TYPE_VLAN, vlan_vid & 0x0FFF) + frame[12:]

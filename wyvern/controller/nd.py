@@ -12,6 +12,13 @@ it would send:
 - ICMPv6 136: flags Router (the owner is a router interface), Solicited (unless sent to
   all-nodes) and Override; target link-layer address option = the owner's MAC.
 
+It also speaks ND for router gateways (wyvern.controller.neighbours): the neighbour
+solicitation a gateway sends for a next hop without a MAC (`build_solicitation`: from the
+gateway's address to the target's solicited-node group, RFC 4861 §7.2.2, with the source
+link-layer address option), and what a neighbour tells a gateway (`parse_neighbour`: the
+sender of an NS with its source link-layer option, the target of an NA with its target
+link-layer option), which the agent learns like an ARP sender.
+
 Pure: records and bytes in, a frame out. The dispatcher's per-port token bucket
 rate-limits it like every punt.
 """
@@ -28,6 +35,7 @@ from wyvern.model.view import LocalView, Network, Port
 ETH_TYPE_IPV6 = frames.ETH_TYPE_IPV6
 IPPROTO_ICMPV6 = frames.IPPROTO_ICMPV6
 ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT = 135, 136
+ND_OPTION_SLA = 1  # source link-layer address
 ND_OPTION_TLA = 2  # target link-layer address
 ALL_NODES = "ff02::1"
 ND_HOP_LIMIT = 255
@@ -107,3 +115,70 @@ def answer(view: LocalView, network: Network, solicitor: Port, frame: bytes) -> 
     if owner is None:
         return None
     return build_advertisement(sol, owner.mac, owner.is_router_port)
+
+
+def solicited_node(target: str) -> tuple[str, str]:
+    """(IPv6 address, MAC) of TARGET's solicited-node multicast group (RFC 4291 §2.7.1,
+    RFC 2464 §7): ff02::1:ffXX:XXXX from its low 24 bits, 33:33 + the group's low 32."""
+    low = ipaddress.IPv6Address(target).packed[13:]
+    group = ipaddress.IPv6Address(b"\xff\x02" + bytes(9) + b"\x01\xff" + low)
+    mac = frames.mac_text(b"\x33\x33" + group.packed[12:])
+    return str(group), mac
+
+
+def build_solicitation(src_mac: str, src_ip: str, target: str) -> bytes:
+    """A multicast NS for TARGET from SRC_IP/SRC_MAC (with the source link-layer option,
+    so the answer comes straight back), hop limit 255."""
+    group, mac = solicited_node(target)
+    body = bytes(4) + ipaddress.IPv6Address(target).packed
+    body += struct.pack("!BB6s", ND_OPTION_SLA, 1, frames.mac_bytes(src_mac))
+    icmp6 = frames.icmp6(src_ip, group, ND_NEIGHBOR_SOLICIT, 0, body)
+    ip6 = frames.ipv6(src_ip, group, IPPROTO_ICMPV6, icmp6, hop_limit=ND_HOP_LIMIT)
+    return frames.ethernet(mac, src_mac, ETH_TYPE_IPV6, ip6)
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """What an NS or NA says about its sender: IP is at MAC."""
+
+    kind: int  # ND_NEIGHBOR_SOLICIT or ND_NEIGHBOR_ADVERT
+    ip: str
+    mac: str | None  # None: an NS without a source link-layer option (nothing to learn)
+    target: str  # the NS's or NA's target
+
+
+def _link_option(options: bytes, kind: int) -> str | None:
+    """The link-layer address of the first option of KIND (RFC 4861 §4.6.1), if any."""
+    while len(options) >= 8:
+        otype, olen = options[0], options[1]
+        if olen == 0 or len(options) < olen * 8:
+            return None  # malformed: RFC 4861 §7.1 drops the packet
+        if otype == kind and olen == 1:
+            return frames.mac_text(options[2:8])
+        options = options[olen * 8 :]
+    return None
+
+
+def parse_neighbour(frame: bytes) -> Neighbour | None:
+    """A valid NS or NA (hop limit 255, code 0; RFC 4861 §7.1) and what it teaches: an
+    NS's sender (its source, unless unspecified: DAD) at its source link-layer address;
+    an NA's target at its target link-layer address, else the frame's source MAC."""
+    eth = frames.parse_ethernet(frame)
+    ip6 = frames.parse_ipv6(eth.payload) if eth and eth.ethertype == ETH_TYPE_IPV6 else None
+    if eth is None or ip6 is None or ip6.next_header != IPPROTO_ICMPV6:
+        return None
+    icmp6 = ip6.payload
+    if len(icmp6) < 24 or icmp6[1] != 0 or ip6.hop_limit != ND_HOP_LIMIT:
+        return None
+    target = ipaddress.IPv6Address(icmp6[8:24])
+    if target.is_multicast or target.is_unspecified:
+        return None
+    if icmp6[0] == ND_NEIGHBOR_SOLICIT:
+        if ipaddress.IPv6Address(ip6.src).is_unspecified:
+            return Neighbour(ND_NEIGHBOR_SOLICIT, ip6.src, None, str(target))
+        mac = _link_option(icmp6[24:], ND_OPTION_SLA)
+        return Neighbour(ND_NEIGHBOR_SOLICIT, ip6.src, mac, str(target))
+    if icmp6[0] == ND_NEIGHBOR_ADVERT:
+        mac = _link_option(icmp6[24:], ND_OPTION_TLA) or eth.src
+        return Neighbour(ND_NEIGHBOR_ADVERT, str(target), mac, str(target))
+    return None

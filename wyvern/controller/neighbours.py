@@ -15,6 +15,13 @@ changed its MAC (a replaced upstream router) is followed within one period. Bind
 not aged out (OVN's default, mac_binding_age_threshold=0): one whose neighbour stopped
 answering stays until its network goes.
 
+IPv6 next hops the same way by ND (wyvern.controller.nd): an IPv6 next hop without a MAC
+is punted with PUNT_ND_REQUEST and solicited from the gateway's IPv6 address (to the
+target's solicited-node group, out of the patch port); an NS for a gateway address from
+the physical network (answered here with an NA, from the gateway chassis only) and an NA
+to the gateway are punted with PUNT_ND_LEARN and teach the sender's (the target's) MAC.
+Refreshes probe IPv6 bindings with such an NS. The bindings are the same records.
+
 Pure functions of the view and the punted frame: the packet-in dispatcher and the agent
 call them and do the I/O.
 """
@@ -25,7 +32,7 @@ import ipaddress
 
 from wyvern.apps.gateway import local_fip, local_gateway, local_gateways
 from wyvern.apps.provider import vlan_vid
-from wyvern.controller import frames
+from wyvern.controller import frames, nd
 from wyvern.model.keys import mac_binding_id
 from wyvern.model.view import LocalView, MacBinding, Network
 
@@ -45,12 +52,19 @@ def learned(view: LocalView, network: Network, frame: bytes) -> MacBinding | Non
     arp = frames.parse_arp(eth.payload) if eth is not None else None
     if eth is None or eth.ethertype != frames.ETH_TYPE_ARP or arp is None:
         return None
-    mac = arp.sha
+    return _binding(view, network, arp.spa, arp.sha)
+
+
+def _binding(view: LocalView, network: Network, ip: str, mac: str) -> MacBinding | None:
+    """The binding IP → MAC on NETWORK if it may be learned and is new: a unicast MAC, an
+    address on one of the network's subnets of its family that no port holds."""
     first = int(mac.split(":")[0], 16)
     if first & 1 or mac == "00:00:00:00:00:00":
         return None
-    sender = ipaddress.IPv4Address(arp.spa)
-    subnets = [s.network for s in view.network_subnets(network.id) if s.ip_version == 4]
+    sender = ipaddress.ip_address(ip)
+    subnets = [
+        s.network for s in view.network_subnets(network.id) if s.ip_version == sender.version
+    ]
     if not any(sender in n for n in subnets):
         return None
     ip = str(sender)
@@ -60,6 +74,51 @@ def learned(view: LocalView, network: Network, frame: bytes) -> MacBinding | Non
     if view.mac_bindings.get(binding.id) == binding:
         return None
     return binding
+
+
+def learned_nd(view: LocalView, network: Network, frame: bytes) -> MacBinding | None:
+    """The binding an NS or NA to one of our gateways teaches (as `learned`)."""
+    found = nd.parse_neighbour(frame)
+    if found is None or found.mac is None:
+        return None
+    return _binding(view, network, found.ip, found.mac)
+
+
+def nd_answer(
+    view: LocalView, network: Network, router_key: int, frame: bytes
+) -> tuple[int, bytes] | None:
+    """(patch ofport, NA) answering an NS from the physical network for an IPv6 address
+    of the gateway of the router with ROUTER_KEY, hosted here; None otherwise."""
+    sol = nd.parse_solicitation(frame)
+    if sol is None:
+        return None
+    gw = next((g for g in local_gateways(view, network.id) if g.router.key == router_key), None)
+    if gw is None or not any(str(a.ip) == sol.target for a in gw.addrs6):
+        return None
+    na = nd.build_advertisement(sol, gw.port.mac, router=True)
+    return gw.patch, frames.tagged(na, _tag(network))
+
+
+def _tag(network: Network) -> int | None:
+    vid = vlan_vid(network)
+    return None if vid is None else vid & 0xFFF
+
+
+def solicit(
+    view: LocalView, network: Network, router_key: int, next_hop: int
+) -> tuple[int, bytes] | None:
+    """(patch ofport, NS) for an IPv6 next hop on NETWORK that the router with ROUTER_KEY
+    could not resolve, from its gateway's address on the next hop's subnet; None when
+    the gateway is not here or the next hop is on none of its subnets."""
+    target = ipaddress.IPv6Address(next_hop)
+    gw = next((g for g in local_gateways(view, network.id) if g.router.key == router_key), None)
+    if gw is None:
+        return None
+    for addr in gw.addrs6:
+        if target in addr.network and target != addr.ip:
+            ns = nd.build_solicitation(gw.port.mac, str(addr.ip), str(target))
+            return gw.patch, frames.tagged(ns, _tag(network))
+    return None
 
 
 def request(
@@ -116,18 +175,31 @@ def gateway_announcements(view: LocalView, router_id: str) -> list[tuple[int, by
     vid = vlan_vid(gw.network)
     tag = None if vid is None else vid & 0xFFF
     ips = [str(a.ip) for a in gw.addrs] + [str(ip) for ip in gw.forwarded]
-    return [(gw.patch, frames.arp_request(gw.port.mac, ip, ip, tag)) for ip in ips]
+    out = [(gw.patch, frames.arp_request(gw.port.mac, ip, ip, tag)) for ip in ips]
+    for a in gw.addrs6:  # an unsolicited NA to all-nodes, Override set (RFC 4861 §7.2.6)
+        sol = nd.Solicitation("33:33:00:00:00:01", "::", str(a.ip))
+        out.append((gw.patch, frames.tagged(nd.build_advertisement(sol, gw.port.mac, True), tag)))
+    return out
 
 
 def refreshes(view: LocalView) -> list[tuple[int, bytes]]:
-    """(patch ofport, who-has) probing each learned binding on a network where this
+    """(patch ofport, who-has or NS) probing each learned binding on a network where this
     chassis hosts a gateway, from the first of them with an address on its subnet."""
     out: list[tuple[int, bytes]] = []
     for binding in sorted(view.mac_bindings.values(), key=lambda b: (b.network_id, b.ip)):
         try:
-            target = ipaddress.IPv4Address(binding.ip)
+            found = ipaddress.ip_address(binding.ip)
         except ValueError:
             continue
+        if isinstance(found, ipaddress.IPv6Address):
+            for gw in local_gateways(view, binding.network_id):
+                addr6 = next((a for a in gw.addrs6 if found in a.network and found != a.ip), None)
+                if addr6 is not None:
+                    ns = nd.build_solicitation(gw.port.mac, str(addr6.ip), str(found))
+                    out.append((gw.patch, frames.tagged(ns, _tag(gw.network))))
+                    break
+            continue
+        target = found
         for gw in local_gateways(view, binding.network_id):
             addr = next((a for a in gw.addrs if target in a.network and target != a.ip), None)
             if addr is None:

@@ -127,6 +127,8 @@ class PacketInDispatcher:
             punts.PUNT_ND_NS: self.handle_nd_ns,
             punts.PUNT_ARP_LEARN: self.handle_arp_learn,
             punts.PUNT_ARP_REQUEST: self.handle_arp_request,
+            punts.PUNT_ND_LEARN: self.handle_nd_learn,
+            punts.PUNT_ND_REQUEST: self.handle_nd_request,
         }
         self.stats: Counter[str] = Counter()
         # MAC bindings learned and not yet written to the store (the caller drains it,
@@ -237,6 +239,34 @@ class PacketInDispatcher:
         if found is None:
             return []
         self.stats["arp_who_has"] += 1
+        return [PacketOut(found[0], found[1])]
+
+    def handle_nd_learn(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """NS or NA from the physical network to a gateway: keep what it says about its
+        sender; an NS for the gateway's address is answered (wyvern.controller.nd)."""
+        network = neighbours.network_by_key(self.view, pin.network_key)
+        if network is None:
+            return []
+        binding = neighbours.learned_nd(self.view, network, pin.data)
+        if binding is not None and binding not in self.learned:
+            self.learned.append(binding)
+            self.stats["mac_learned"] += 1
+        found = neighbours.nd_answer(self.view, network, pin.register("router_key"), pin.data)
+        if found is None:
+            return []
+        self.stats["nd_na"] += 1
+        return [PacketOut(found[0], found[1])]
+
+    def handle_nd_request(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """An IPv6 next hop on an external network without a MAC: solicit it."""
+        network = neighbours.network_by_key(self.view, pin.network_key)
+        next_hop = pin.register("next_hop_ipv6")
+        if network is None or not self.arp_limiter.allow((network.id, next_hop), now):
+            return []
+        found = neighbours.solicit(self.view, network, pin.register("router_key"), next_hop)
+        if found is None:
+            return []
+        self.stats["nd_ns"] += 1
         return [PacketOut(found[0], found[1])]
 
     async def run(self, channel: Channel, clock: Callable[[], float] = time.monotonic) -> None:

@@ -255,7 +255,15 @@ PIPELINE: tuple[Stage, ...] = (
         "ingress",
         "l2",
         "Destination MAC in the network → destination port, router, or flood",
-        match=("network_key", "eth_dst", "eth_type", "flag_from_tunnel", "arp_tpa"),
+        match=(
+            "network_key",
+            "eth_dst",
+            *_IP,
+            "flag_from_tunnel",
+            "arp_tpa",
+            "icmpv6_type",
+            "nd_target",
+        ),
         writes=("dst_port_key", "router_key"),
         next=("router_input", "pre_acl_egress", "output"),
         miss=DROP,  # the network is not known here
@@ -299,6 +307,7 @@ PIPELINE: tuple[Stage, ...] = (
         match=("router_key", "network_key", *_L3, "nw_ttl"),
         writes=(
             "next_hop_ipv4",
+            "next_hop_ipv6",
             "network_key",
             "src_port_key",
             "dst_port_key",
@@ -315,7 +324,15 @@ PIPELINE: tuple[Stage, ...] = (
         "l3",
         "l3",
         "Next hop IP → destination MAC in the output network (unknown: ARP for it)",
-        match=("router_key", "network_key", "next_hop_ipv4", *_IP, "ipv4_src", "ipv6_dst"),
+        match=(
+            "router_key",
+            "network_key",
+            "next_hop_ipv4",
+            "next_hop_ipv6",
+            *_IP,
+            "ipv4_src",
+            "ipv6_src",
+        ),
         writes=("eth_dst", "punt_code"),
         next=("snat", "punt_meter"),
         miss=DROP,  # next hop not known

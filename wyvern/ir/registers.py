@@ -10,7 +10,8 @@ VNI), port keys 32 bits (Geneve carries both in the 8-byte `tun_metadata0` optio
 source in bits 32..63, destination in bits 0..31), conntrack zones 16 bits.
 
 `check_no_overlaps` runs at import: two names sharing a bit cannot ship. The `xreg`
-aliases (xregN = reg(2N) high half : reg(2N+1) low half) are resolved first, so an xreg
+aliases (xregN = reg(2N) high half : reg(2N+1) low half) and `xxreg` aliases (xxregN =
+reg(4N) most significant ... reg(4N+3) least) are resolved first, so an xreg or xxreg
 allocation overlapping a reg allocation is caught too.
 """
 
@@ -24,6 +25,7 @@ from typing import Literal, NamedTuple, get_args
 RegisterName = Literal[
     "scratch",
     "next_hop_ipv4",
+    "next_hop_ipv6",
     "flag_from_tunnel",
     "flag_allow_loopback",
     "flag_acl_allowed",
@@ -36,7 +38,9 @@ RegisterName = Literal[
     "punt_code",
 ]
 
-_FIELD = re.compile(r"^(?:reg(?P<reg>1[0-5]|[0-9])|xreg(?P<xreg>[0-7])|metadata)$")
+_FIELD = re.compile(
+    r"^(?:reg(?P<reg>1[0-5]|[0-9])|xreg(?P<xreg>[0-7])|xxreg(?P<xxreg>[0-3])|metadata)$"
+)
 
 
 class Segment(NamedTuple):
@@ -51,7 +55,7 @@ class Segment(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Register:
     name: str
-    field: str  # OVS field: reg0..reg15, xreg0..xreg7 or metadata
+    field: str  # OVS field: reg0..reg15, xreg0..xreg7, xxreg0..xxreg3 or metadata
     start: int
     width: int
     description: str
@@ -64,6 +68,8 @@ class Register:
 
     @property
     def field_bits(self) -> int:
+        if self.field.startswith("xxreg"):
+            return 128
         return 32 if self.field.startswith("reg") else 64
 
     @property
@@ -85,14 +91,19 @@ class Register:
         return f"{self.field}[{self.start}..{self.end}]"
 
     def segments(self) -> tuple[Segment, ...]:
-        """Where the bits physically live (xreg split into its two 32-bit halves)."""
+        """Where the bits physically live: an xreg in its two 32-bit halves, an xxreg in its
+        four (xregN = reg(2N):reg(2N+1), xxregN = reg(4N):...:reg(4N+3), high to low)."""
         m = _FIELD.match(self.field)
         assert m is not None
-        if m.group("xreg") is None:
+        if m.group("xreg") is not None:
+            n, parts = 2 * int(m.group("xreg")), 2
+        elif m.group("xxreg") is not None:
+            n, parts = 4 * int(m.group("xxreg")), 4
+        else:
             return (Segment(self.field, self.start, self.width, 0),)
-        n = int(m.group("xreg"))
         out: list[Segment] = []
-        for half_start, half in ((0, f"reg{2 * n + 1}"), (32, f"reg{2 * n}")):
+        for i in range(parts):
+            half_start, half = 32 * i, f"reg{n + parts - 1 - i}"
             lo = max(self.start, half_start)
             hi = min(self.end, half_start + 31)
             if lo <= hi:
@@ -103,6 +114,8 @@ class Register:
 REGISTERS: tuple[Register, ...] = (
     Register("scratch", "reg0", 0, 32, "Free for use within one stage; never carried across"),
     Register("next_hop_ipv4", "reg1", 0, 32, "IPv4 next hop chosen by routing, for arp_resolve"),
+    # (OVN keeps its IPv6 next hop in xxreg0; ours overlaps reg0..reg2, so xxreg1)
+    Register("next_hop_ipv6", "xxreg1", 0, 128, "IPv6 next hop chosen by routing, for arp_resolve"),
     Register("flag_from_tunnel", "reg10", 0, 1, "Packet arrived from a tunnel (remote chassis)"),
     Register(
         "flag_allow_loopback", "reg10", 1, 1, "Output may go back out of the input port (replies)"

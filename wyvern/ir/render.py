@@ -69,7 +69,8 @@ _FIELD_ORDER = {name: i for i, name in enumerate(FIELDS)}
 def _reg_sort(field: str) -> tuple[int, int]:
     if field == "metadata":
         return (0, 0)
-    return (1 if field.startswith("reg") else 2, int(field.lstrip("xreg")))
+    kind = 1 if field.startswith("reg") else 3 if field.startswith("xx") else 2
+    return (kind, int(field.lstrip("xreg")))
 
 
 # Memos of pure functions (one MAC or address shows up in many flows): (name, value,
@@ -206,7 +207,8 @@ def _plan(items: tuple[tuple[str, int, int | None], ...]) -> _Plan:
                 fields.append((_FIELD_ORDER["ip_proto"], f"nw_proto={proto}"))
     reg_plans: list[_RegPlan] = []
     for fld in sorted(regs, key=_reg_sort):
-        width_mask = (1 << (32 if fld.startswith("reg") else 64)) - 1
+        bits = 32 if fld.startswith("reg") else 128 if fld.startswith("xx") else 64
+        width_mask = (1 << bits) - 1
         pieces = tuple(regs[fld])
         exact_fmt = None
         if len(pieces) == 1:
