@@ -76,6 +76,7 @@ class FakeL2(App):
 # ---- a small universe of ids, so random operations collide and reference each other ----
 NETS = ["n0", "n1", "n2"]
 SUBNETS = {f"s{i}": (NETS[i % 3], f"10.{i}.0.0/24") for i in range(5)}
+SUBNETS["s5"] = ("n2", "2001:db8:5::/64")  # (IPv6: ports, routes and learned bindings)
 PORTS = [f"p{i}" for i in range(7)]
 ROUTERS = ["r0", "r1"]
 SGS = ["g0", "g1", "g2"]
@@ -87,7 +88,10 @@ def subnets_of(net: str) -> list[str]:
 
 
 def ip_in(subnet: str, host: int) -> str:
-    base = SUBNETS[subnet][1].split("/")[0].rsplit(".", 1)[0]
+    cidr = SUBNETS[subnet][1]
+    if ":" in cidr:
+        return f"{cidr.split('/')[0]}{host:x}"
+    base = cidr.split("/")[0].rsplit(".", 1)[0]
     return f"{base}.{host}"
 
 
@@ -113,7 +117,7 @@ def subnet(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     id_ = id_ or draw(st.sampled_from(sorted(SUBNETS)))
     net, cidr = SUBNETS[id_]
     return ("subnet", id_, Subnet(
-        id=id_, network_id=net, cidr=cidr, ip_version=4,
+        id=id_, network_id=net, cidr=cidr, ip_version=6 if ":" in cidr else 4,
         gateway_ip=draw(st.sampled_from([ip_in(id_, 1), None])),
         enable_dhcp=draw(st.booleans()), dns_nameservers=(), host_routes=(),
         ipv6_ra_mode=None, ipv6_address_mode=None,

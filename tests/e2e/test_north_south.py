@@ -696,3 +696,97 @@ def test_port_forwarding_tcp_udp_ranges_and_a_vm_on_another_chassis(
     eventually(lambda: not any(gw in f for f in c.hv[0].flows()), "SNAT gone from hv0")
     eventually(lambda: probe(seg.host, addr, "udp", 8053) == f"echo x {addr}:8053", "no SNAT")
     assert probe(seg.host, addr, "tcp", 7301) == "hi 7301"
+
+
+EXT6_CIDR = "2001:db8:ff::/64"
+UPSTREAM6 = "2001:db8:ff::250"  # the host, the external IPv6 subnet's gateway
+FAR6 = "2001:db8:99::7"  # another address of the host, off the subnet (the default route)
+# Prints "ready", then the source address of each TCP connection to [::]:7100.
+PEER_SERVER6 = PEER_SERVER.replace("socket.socket()", "socket.socket(socket.AF_INET6)").replace(
+    '("0.0.0.0", 7100)', '("::", 7100)'
+)
+
+
+def v6_address(port: dict[str, Any]) -> str:
+    return next(str(f["ip_address"]) for f in port["fixed_ips"] if ":" in f["ip_address"])
+
+
+def test_ipv6_routed_through_the_gateway_both_ways(outside: tuple[Cluster, Segment]) -> None:
+    """IPv6 through the router's gateway, routed without NAT, from a VM on the gateway
+    chassis and one on a chassis without the physnet (redirected to the gateway chassis):
+    the VMs reach the host (resolved by ND) and past it (the default route via the v6
+    subnet's gateway), the host sees their own addresses and reaches them back through a
+    route to the tenant prefix via the gateway's v6 address; IPv4 SNAT works alongside."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    c.post("subnets", network_id=ext["id"], cidr=EXT6_CIDR, ip_version=6,
+           gateway_ip=UPSTREAM6, enable_dhcp=False)  # fmt: skip
+    sh("ip", "-n", seg.host, "-6", "addr", "add", f"{UPSTREAM6}/64", "dev", "eth0", "nodad")
+    sh("ip", "-n", seg.host, "-6", "addr", "add", f"{FAR6}/128", "dev", "lo")
+    net, router = behind_router(c, "10.96.0.0/24", None)
+    sub6 = c.post("subnets", network_id=net["id"], cidr="2001:db8:96::/64", ip_version=6)
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub6["id"])
+    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    info = c.get("routers", router["id"])["external_gateway_info"]
+    gw6 = [f["ip_address"] for f in info["external_fixed_ips"] if ":" in f["ip_address"]]
+    assert len(gw6) == 1, info  # the gateway port has an address on the IPv6 subnet too
+    sg = c.post("security-groups", name=unique("v6-"))
+    for proto, ports in (
+        ("ipv6-icmp", {}),
+        ("tcp", {"port_range_min": 7100, "port_range_max": 7100}),
+    ):
+        c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
+               ethertype="IPv6", protocol=proto, **ports)  # fmt: skip
+    vms = []
+    for i in (0, 2):  # the gateway chassis; a chassis without the physnet
+        port, ns = c.hv[i].vm(net, f"vm6-{i}", security_groups=[sg["id"]])
+        vm6 = v6_address(port)
+        sh("ip", "-n", ns, "-6", "addr", "add", f"{vm6}/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", sub6["gateway_ip"])
+        vms.append((ns, vm6))
+    # The host knows no way to the tenant prefix yet: the VMs are out of its reach.
+    assert not pings(seg.host, vms[0][1], "-6")
+    sh("ip", "-n", seg.host, "-6", "route", "add", "2001:db8:96::/64", "via", gw6[0])
+
+    for ns, vm6 in vms:
+        eventually(lambda ns=ns: pings(ns, UPSTREAM6, "-6"), "the VM pings the host", timeout=15)
+        eventually(lambda ns=ns: pings(ns, FAR6, "-6"), "past the upstream", timeout=10)
+        eventually(lambda vm6=vm6: pings(seg.host, vm6, "-6"), "the host pings the VM", timeout=10)
+        eventually(lambda ns=ns: pings(ns, UPSTREAM), "IPv4 SNAT alongside", timeout=15)
+    out = ping(seg.host, gw6[0], "-6", count=3)  # the gateway's own v6 address answers
+    assert out.returncode == 0 and " 0% packet loss" in out.stdout, out.stdout + c.logs()
+    neigh = in_netns(seg.host, "ip", "-6", "neigh", "show", gw6[0]).stdout
+    assert "lladdr" in neigh, neigh  # answered by ND, from the gateway chassis
+
+    # TCP both ways, no NAT: the host sees the VMs' own addresses.
+    server = c.hv[0].background(seg.host, PY, "-c", PEER_SERVER6)
+    assert sources(server, 1) == ["ready"]
+    for ns, _ in vms:
+        assert connect(ns, UPSTREAM6) == "hi"
+        assert connect(ns, FAR6) == "hi"
+    assert sources(server, 4) == [vms[0][1]] * 2 + [vms[1][1]] * 2
+    for i, (ns, vm6) in enumerate(vms):
+        vm_server = c.hv[2 * i].background(ns, PY, "-c", PEER_SERVER6)
+        assert sources(vm_server, 1) == ["ready"]
+        assert connect(seg.host, vm6) == "hi"
+        assert sources(vm_server, 1) == [UPSTREAM6]
+
+    # The host's MAC is learned like an ARP sender's; replaced, the refresh (an NS probe
+    # each MAC_BINDING_REFRESH) follows it and the VMs reach the host again.
+    store = EtcdStore(c.etcd_endpoints)
+    try:
+        key = mac_binding_key(ext["id"], UPSTREAM6)
+
+        def bound() -> str:
+            kv = store.get(key)
+            return str(json.loads(kv.value)["mac"]) if kv is not None else ""
+
+        host_mac = in_netns(seg.host, "cat", "/sys/class/net/eth0/address").stdout.strip()
+        assert bound() == host_mac
+        new = "02:00:5e:00:66:01"
+        sh("ip", "-n", seg.host, "link", "set", "eth0", "address", new)
+        eventually(lambda: bound() == new, "the IPv6 binding follows the new MAC", timeout=15)
+        for ns, _ in vms:
+            eventually(lambda ns=ns: pings(ns, FAR6, "-6"), "out to the new MAC", timeout=10)
+    finally:
+        store.close()

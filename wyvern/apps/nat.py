@@ -91,8 +91,8 @@ def _fip_flows(view: LocalView, fip_id: str) -> list[Flow]:
 def _forwarding_flows(view: LocalView, gw: Gateway, pf: PortForwarding) -> list[Flow]:
     """One port forwarding on the chassis hosting its router's gateway (module doc)."""
     fip = forwarded_address(view, gw.network, pf)
-    if fip is None or fip not in gw.forwarded:
-        return []
+    if fip is None or fip not in gw.forwarded or ":" in pf.internal_ip:
+        return []  # (an IPv6 internal address: the API refuses it, NAT64 is no forwarding)
     proto, dst, src = {
         "tcp": (IPPROTO_TCP, "tcp_dst", "tcp_src"),
         "udp": (IPPROTO_UDP, "udp_dst", "udp_src"),

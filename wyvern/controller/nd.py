@@ -147,16 +147,18 @@ class Neighbour:
     target: str  # the NS's or NA's target
 
 
-def _link_option(options: bytes, kind: int) -> str | None:
-    """The link-layer address of the first option of KIND (RFC 4861 §4.6.1), if any."""
-    while len(options) >= 8:
+def _link_options(options: bytes) -> dict[int, str] | None:
+    """The link-layer address options (RFC 4861 §4.6.1) by type, the first of each; None
+    when an option is malformed (zero length or past the end: §7.1 drops the packet)."""
+    out: dict[int, str] = {}
+    while options:
+        if len(options) < 2 or options[1] == 0 or len(options) < options[1] * 8:
+            return None
         otype, olen = options[0], options[1]
-        if olen == 0 or len(options) < olen * 8:
-            return None  # malformed: RFC 4861 §7.1 drops the packet
-        if otype == kind and olen == 1:
-            return frames.mac_text(options[2:8])
+        if otype in (ND_OPTION_SLA, ND_OPTION_TLA) and olen == 1:
+            out.setdefault(otype, frames.mac_text(options[2:8]))
         options = options[olen * 8 :]
-    return None
+    return out
 
 
 def parse_neighbour(frame: bytes) -> Neighbour | None:
@@ -171,14 +173,14 @@ def parse_neighbour(frame: bytes) -> Neighbour | None:
     if len(icmp6) < 24 or icmp6[1] != 0 or ip6.hop_limit != ND_HOP_LIMIT:
         return None
     target = ipaddress.IPv6Address(icmp6[8:24])
-    if target.is_multicast or target.is_unspecified:
+    options = _link_options(icmp6[24:])
+    if target.is_multicast or target.is_unspecified or options is None:
         return None
     if icmp6[0] == ND_NEIGHBOR_SOLICIT:
         if ipaddress.IPv6Address(ip6.src).is_unspecified:
             return Neighbour(ND_NEIGHBOR_SOLICIT, ip6.src, None, str(target))
-        mac = _link_option(icmp6[24:], ND_OPTION_SLA)
-        return Neighbour(ND_NEIGHBOR_SOLICIT, ip6.src, mac, str(target))
+        return Neighbour(ND_NEIGHBOR_SOLICIT, ip6.src, options.get(ND_OPTION_SLA), str(target))
     if icmp6[0] == ND_NEIGHBOR_ADVERT:
-        mac = _link_option(icmp6[24:], ND_OPTION_TLA) or eth.src
+        mac = options.get(ND_OPTION_TLA) or eth.src
         return Neighbour(ND_NEIGHBOR_ADVERT, str(target), mac, str(target))
     return None
