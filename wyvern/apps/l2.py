@@ -154,7 +154,8 @@ class L2(App):
                 )
                 out.setdefault(f.key, f)
             # Neighbour solicitations for its IPv6 addresses (to their solicited-node
-            # multicast group): to the router here, never flooded to other chassis.
+            # group, which every chassis on the physnet receives): to the router here
+            # only (docs/dataplane.md: neighbour discovery at the gateway).
             for ip6 in (a.ip for a in gw.addrs6):
                 f = st.flow(
                     priority=P_GATEWAY_ARP,

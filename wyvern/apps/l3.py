@@ -18,13 +18,14 @@ destination's egress security groups and port security still apply).
   extra route), so a longer prefix always wins and a connected subnet beats an extra
   route of the same length. A route decrements the TTL, sets the output network key, the
   source port key (the router's port on that network, so the egress half sees the
-  packet come from the router port), the router MAC on that network as source MAC and,
-  for IPv4, `next_hop_ipv4` (the destination itself, or the extra route's next hop).
+  packet come from the router port), the router MAC on that network as source MAC and
+  the next hop (the destination itself, or the extra route's next hop) in
+  `next_hop_ipv4` or, for IPv6, `next_hop_ipv6`.
   IPv4 with no route is punted (`PUNT_ICMP4_ERROR`, type 3 code 0: net unreachable).
 - arp_resolve (owner ("port", id), for every port of a network a router is attached to):
   next hop → MAC of the port that owns that address in the output network (local or
-  remote ports alike; an address on two ports resolves to the lower port id); IPv6
-  resolves the destination address itself. An unknown next hop is dropped. Per port, so
+  remote ports alike; an address on two ports resolves to the lower port id). An unknown
+  next hop is dropped. Per port, so
   a port joining a network of thousands adds its own flows and rebuilds nothing else.
 
 Stage defaults (priority 0, from `global_flows`): router_input, routing and arp_resolve
@@ -32,14 +33,24 @@ drop; the nat app's pass-throughs continue dnat → routing and snat → l2_look
 
 Next hops that are no port's address (the external network's upstream router, a host
 an extra route names) are resolved from learned MAC bindings (priority PRIO_LEARNED), and
-an unknown one is punted for the agent to ARP for (PUNT_ARP_REQUEST). On a chassis that
-does not host the router's gateway, what leaves by the gateway (its subnets, the default
-route, extra routes through an outside next hop) is redirected to the gateway chassis
-(wyvern.apps.gateway).
+an unknown one is punted for the agent to ARP for (PUNT_ARP_REQUEST) or, IPv6, to
+solicit (PUNT_ND_REQUEST). On a chassis that does not host the router's gateway, what
+leaves by the gateway (its subnets, the default routes, extra routes through an outside
+next hop) is redirected to the gateway chassis (wyvern.apps.gateway).
 
-Not yet: IPv6 extra routes (they need a 128-bit next-hop register) and ND for IPv6 next
-hops, ECMP (of several extra routes to one destination the lowest next hop wins),
-neighbour solicitations for the router's IPv6 addresses (the services stage's job).
+Why a 128-bit register for the IPv6 next hop (`next_hop_ipv6`, in xxreg1; OVN keeps its
+own in xxreg0) rather than resolving a route's fixed next hop in the routing flow itself:
+with the register, arp_resolve stays one flow per address whatever the routes (a route
+through a neighbour is not rebuilt when that neighbour's binding is learned, and the
+router's flows do not depend on the bindings), IPv6 extra routes through ports and
+outside hosts cost nothing more than IPv4 ones, and the ND punt tells the agent which
+next hop to solicit (it reads the register from the packet-in) instead of the agent
+redoing the route lookup. The cost was teaching the register map, the renderer and the
+simulator the xxreg layout (docs/dataplane.md: IPv6 next-hop register).
+
+Not yet: ECMP (of several extra routes to one destination the lowest next hop wins).
+Neighbour solicitations for the router's addresses on internal networks are the services
+stage's job (wyvern.controller.nd); those for its gateway's are punted here.
 """
 
 from __future__ import annotations

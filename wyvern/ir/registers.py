@@ -114,7 +114,8 @@ class Register:
 REGISTERS: tuple[Register, ...] = (
     Register("scratch", "reg0", 0, 32, "Free for use within one stage; never carried across"),
     Register("next_hop_ipv4", "reg1", 0, 32, "IPv4 next hop chosen by routing, for arp_resolve"),
-    # (OVN keeps its IPv6 next hop in xxreg0; ours overlaps reg0..reg2, so xxreg1)
+    # (OVN keeps its IPv6 next hop in xxreg0, which overlaps ours of reg0..reg2: xxreg1 =
+    # reg4..reg7; docs/dataplane.md: IPv6 next-hop register)
     Register("next_hop_ipv6", "xxreg1", 0, 128, "IPv6 next hop chosen by routing, for arp_resolve"),
     Register("flag_from_tunnel", "reg10", 0, 1, "Packet arrived from a tunnel (remote chassis)"),
     Register(
