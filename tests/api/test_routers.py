@@ -6,6 +6,7 @@ their networks), not only by the router's own body.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from typing import Any
 
@@ -236,6 +237,24 @@ def test_gateway_set_on_create_and_clear(client: TestClient) -> None:
     # Deleting the router deletes its gateway port and frees the address.
     assert client.delete(f"/v2.0/routers/{r['id']}", headers=P1).status_code == 204
     assert ports_of(client, device_owner="network:router_gateway") == []
+
+
+def test_gateway_gets_an_address_on_the_ipv4_and_the_ipv6_subnet(client: TestClient) -> None:
+    """As any port: one IPv4 and one IPv6 address (Neutron's gateway port is a port),
+    so IPv6 is routed through the gateway beside SNAT (wyvern.apps.gateway)."""
+    ext_net, ext_sub = external_net(client)
+    sub6 = post(client, "subnets", "subnet", {"network_id": ext_net, "ip_version": 6,
+                "cidr": "2001:db8:ff::/64", "gateway_ip": "2001:db8:ff::250"})  # fmt: skip
+    r = router(client, external_gateway_info={"network_id": ext_net})
+    fixed = r["external_gateway_info"]["external_fixed_ips"]
+    assert sorted(f["subnet_id"] for f in fixed) == sorted([ext_sub, sub6["id"]]), fixed
+    v6 = next(f["ip_address"] for f in fixed if f["subnet_id"] == sub6["id"])
+    assert ipaddress.ip_address(v6) in ipaddress.ip_network("2001:db8:ff::/64")
+    assert v6 != "2001:db8:ff::250"
+    (gp,) = ports_of(client, device_owner="network:router_gateway")
+    assert sorted(f["ip_address"] for f in gp["fixed_ips"]) == sorted(
+        f["ip_address"] for f in fixed
+    )
 
 
 def test_gateway_admin_only_parts_and_specific_ip(client: TestClient) -> None:

@@ -375,7 +375,8 @@ class Explainer:
         if object_id in v.mac_bindings:
             mb = v.mac_bindings[object_id]
             where = self.network(mb.network_id)
-            return "mac_binding", f"MAC binding {mb.ip} is {mb.mac} on {where} (learned by ARP)"
+            how = "ND" if ":" in mb.ip else "ARP"
+            return "mac_binding", f"MAC binding {mb.ip} is {mb.mac} on {where} (learned by {how})"
         m = STAGE_OBJECT.match(object_id)
         if m:
             what = {
