@@ -593,3 +593,48 @@ def test_cli_ovs_traces_the_agents_bridge(
         )  # fmt: skip
         assert res.exit_code == 1
         assert "is not plugged into this OVS" in res.output
+
+
+def test_ipv6_out_through_the_gateway_is_routed_and_names_the_nd_binding() -> None:
+    """A VM's IPv6 packet out through the router's gateway (on chassis "gw"): no NAT
+    step, its own source address on the physical network, the next hop's MAC binding
+    learned by ND."""
+    import orjson
+
+    from wyvern.model.keys import chassis_key, mac_binding_id, mac_binding_key, status_key
+    from wyvern.nb.store import Put
+
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, _ = populate(c)
+        world = World(store, ids, {})
+        provider = {"provider:network_type": "flat", "provider:physical_network": "physnet1"}
+        ext = create(c, "networks", name="public", **{"router:external": True, **provider})
+        for cidr, version, upstream in (("203.0.113.0/24", 4, "203.0.113.1"),
+                                        ("2001:db8:ff::/64", 6, "2001:db8:ff::250")):  # fmt: skip
+            create(c, "subnets", network_id=ext["id"], cidr=cidr, ip_version=version,
+                   gateway_ip=upstream)  # fmt: skip
+        gw_info = {"external_gateway_info": {"network_id": ext["id"]}}
+        r = c.put(f"/v2.0/routers/{ids['r1']}", json={"router": gw_info})
+        assert r.status_code == 200, r.text
+        sub6 = create(c, "subnets", network_id=ids["net1"], cidr="2001:db8:1::/64", ip_version=6)
+        r = c.put(f"/v2.0/routers/{ids['r1']}/add_router_interface", json={"subnet_id": sub6["id"]})
+        assert r.status_code == 200, r.text
+        fixed = [{"subnet_id": sub6["id"], "ip_address": "2001:db8:1::d"}]
+        vm = create(c, "ports", network_id=ids["net1"], name="vm-d", fixed_ips=fixed)
+    up = {"id": mac_binding_id(ext["id"], "2001:db8:ff::250"), "network_id": ext["id"],
+          "ip": "2001:db8:ff::250", "mac": "02:00:00:00:00:06"}  # fmt: skip
+    gw = {"name": "gw", "tunnel_ip": "192.0.2.1", "encaps": ["geneve"],
+          "bridge_mappings": {"physnet1": "br-ex"}, "gateway_priority": 1}  # fmt: skip
+    store.txn([], [
+        Put(chassis_key("gw"), orjson.dumps(gw)),
+        Put(mac_binding_key(ext["id"], "2001:db8:ff::250"), orjson.dumps(up)),
+        Put(status_key(ids["net1"], vm["id"]), orjson.dumps({"chassis": "gw", "status": "ACTIVE"})),
+    ])  # fmt: skip
+    _, _, trace, text = world.run(from_port="vm-d", dst_ip="2001:db8:99::7")
+    assert "sent out to physical network physnet1" in text, text
+    sent = trace.outputs[0].packet
+    assert sent["ipv6_src"] == int(ipaddress.IPv6Address("2001:db8:1::d")), text
+    assert "(snat) priority 0 — pipeline: default" in text and "nat: router" not in text, text
+    assert "MAC binding 2001:db8:ff::250 is 02:00:00:00:00:06 on network public" in text, text
+    assert "(learned by ND)" in text, text
