@@ -257,6 +257,28 @@ def test_gateway_gets_an_address_on_the_ipv4_and_the_ipv6_subnet(client: TestCli
     )
 
 
+def test_a_subnet_added_to_the_external_network_gives_the_gateway_an_address(
+    client: TestClient,
+) -> None:
+    """Neutron's _update_router_gw_port: a new subnet of an IP version the gateway has
+    no (stateful) address of gives it one; a second subnet of that version does not."""
+    ext_net, ext_sub = external_net(client)
+    r = router(client, external_gateway_info={"network_id": ext_net})
+    assert len(r["external_gateway_info"]["external_fixed_ips"]) == 1
+    sub6 = post(client, "subnets", "subnet", {"network_id": ext_net, "ip_version": 6,
+                "cidr": "2001:db8:ff::/64"})  # fmt: skip
+    post(client, "subnets", "subnet", {"network_id": ext_net, "ip_version": 6,
+         "cidr": "2001:db8:fe::/64"})  # fmt: skip
+    fixed = get_router(client, r["id"])["external_gateway_info"]["external_fixed_ips"]
+    assert sorted(f["subnet_id"] for f in fixed) == sorted([ext_sub, sub6["id"]]), fixed
+    (gp,) = ports_of(client, device_owner="network:router_gateway")
+    assert sorted(f["ip_address"] for f in gp["fixed_ips"]) == sorted(
+        f["ip_address"] for f in fixed
+    )
+    v6 = next(f["ip_address"] for f in fixed if f["subnet_id"] == sub6["id"])
+    assert ipaddress.ip_address(v6) in ipaddress.ip_network("2001:db8:ff::/64")
+
+
 def test_gateway_admin_only_parts_and_specific_ip(client: TestClient) -> None:
     ext_net, ext_sub = external_net(client)
     for gw in (

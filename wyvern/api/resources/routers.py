@@ -11,6 +11,7 @@ on one router serialize on its revision instead of racing on a read-then-write.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol, Required, cast
@@ -28,7 +29,7 @@ from typing_extensions import TypedDict
 
 from wyvern.api import openapi
 from wyvern.api.attributes import Attr, ResourceDef, inline_refs, standard_attrs
-from wyvern.api.context import RequestContext
+from wyvern.api.context import RequestContext, admin_context
 from wyvern.api.errors import (
     BadRequest,
     NeutronError,
@@ -42,9 +43,11 @@ from wyvern.api.repo import Repo, Stored, Txn, with_retries
 from wyvern.api.resource import Resource, touch
 from wyvern.api.resource import Route as ApiRoute
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS, network_or_404
+from wyvern.api.resources.subnets import is_auto_address
 from wyvern.api.types import Bool, Cidr, IpAddress, ShortStr, Uuid
 from wyvern.model.keys import obj_key, uniq_key, uniq_prefix
 
+LOG = logging.getLogger(__name__)
 ROUTER_GW = "network:router_gateway"
 ROUTER_INTF = "network:router_interface"
 FLOATINGIP_OWNER = "network:floatingip"
@@ -482,6 +485,51 @@ class Routers(Resource):
         obj["external_gateway_info"]["external_fixed_ips"] = [
             {"subnet_id": f["subnet_id"], "ip_address": f["ip_address"]} for f in fixed
         ]
+
+    def add_gateway_subnet(self, subnet: dict[str, Any]) -> None:
+        """A subnet just created on an external network: each router whose gateway is on
+        that network gets an address on it unless its gateway already has a stateful
+        address of that IP version (or two stateful ones), as Neutron's
+        _update_router_gw_port does after a subnet create. A router this fails for (no
+        free address, a clash with its interfaces) keeps its gateway as it was: the
+        subnet exists either way."""
+        net_id = subnet["network_id"]
+        ctx = admin_context()
+        routers = sorted(
+            {p.obj["device_id"] for p in self.repo.scan("ports", net_id)
+             if p.obj.get("device_owner") == ROUTER_GW}
+        )  # fmt: skip
+        for rid in routers:
+
+            def attempt(rid: str = rid) -> None:
+                stored = self.repo.get("routers", rid)
+                gw = stored.obj.get("external_gateway_info") if stored is not None else None
+                if stored is None or not gw or gw.get("network_id") != net_id:
+                    return
+                subnets = {s["id"]: s for s in self.repo.objects("subnets", net_id)}
+                fixed = list(gw.get("external_fixed_ips") or [])
+                stateful = [
+                    f for f in fixed
+                    if f["subnet_id"] in subnets and not is_auto_address(subnets[f["subnet_id"]])
+                ]  # fmt: skip
+                if any(f["subnet_id"] == subnet["id"] for f in fixed) or len(stateful) > 1:
+                    return
+                version = int(subnet["ip_version"])
+                if stateful and ipaddress.ip_address(stateful[0]["ip_address"]).version == version:
+                    return
+                txn = self.repo.txn()
+                self._change_gateway_ips(
+                    ctx, txn, stored.obj, [*fixed, {"subnet_id": subnet["id"]}]
+                )
+                touch(stored.obj)
+                txn.update(stored)
+                txn.commit()
+
+            try:
+                with_retries(attempt)
+            except NeutronError as exc:
+                LOG.warning("router %s: no gateway address on new subnet %s: %s",
+                            rid, subnet["id"], exc)  # fmt: skip
 
     # ---- update ---------------------------------------------------------------------------
     def update_ops(

@@ -577,6 +577,21 @@ class Subnets(Resource):
             self._add_auto_addresses(txn, obj)
         return obj
 
+    def after_create(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        """A stateful subnet on an external network gives the routers' gateways there an
+        address on it (wyvern.api.resources.routers.Routers.add_gateway_subnet), after
+        the subnet is committed, as Neutron does after its subnet create."""
+        routers = self.state.resources.get("router")
+        add = getattr(routers, "add_gateway_subnet", None)
+        if add is None:
+            return
+        for sub in objs:
+            if is_auto_address(sub):
+                continue  # (its address came with the subnet, as for every port)
+            net = self.repo.get("networks", sub["network_id"])
+            if net is not None and net.obj.get("router:external"):
+                add(sub)
+
     def _add_auto_addresses(self, txn: Txn, subnet: dict[str, Any]) -> None:
         """A new SLAAC subnet gives every existing (non-router) port of the network its
         EUI-64 address, as Neutron's add_auto_addrs_on_network_ports does."""
