@@ -257,9 +257,10 @@ class Settings:
     agent_mac_binding_refresh: float = _opt(
         default=60.0,
         gt=0,
-        description="Agent: seconds between ARP probes a gateway chassis sends for each "
-        "learned MAC binding on the external networks it hosts gateways on; an answer "
-        "with a new MAC replaces the binding (a replaced upstream router).",
+        description="Agent: seconds between the probes (ARP, or an ND neighbour "
+        "solicitation for IPv6) a gateway chassis sends for each learned MAC binding on "
+        "the external networks it hosts gateways on; an answer with a new MAC replaces "
+        "the binding (a replaced upstream router).",
     )
 
     def __init__(self, **overrides: Any) -> None:
