@@ -82,6 +82,8 @@ def test_the_readme_walkthrough_works_as_written(
         log = out.stdout + out.stderr
         assert out.returncode == 0, log
         assert "hello from the VM" in out.stdout, log  # TCP in through the floating IP
+        # the metadata service, with no Nova configured: its clear 404
+        assert '"type":"MetadataNotConfigured"' in out.stdout, log
         assert out.stdout.splitlines()[-1] == "ACTIVE", log  # the floating IP's status
     finally:
         for ns in (vm, world):

@@ -18,7 +18,7 @@ Each stage declares (as faucet's valve_table does):
 
 Walk of a packet (OVN style):
 - From a local VIF: classification → port_security (→ port_security_nd or
-  port_security_l2) → pre_acl →ct→ acl → services → l2_lookup → (to a router MAC:
+  port_security_l2) → pre_acl →ct→ acl → services → metadata → l2_lookup → (to a router MAC:
   router_input → dnat →ct→ routing → arp_resolve → snat → resubmit l2_lookup in the next
   network) → pre_acl_egress →ct→ acl_egress → port_security_egress
   (→ port_security_egress_l2) → output.
@@ -26,6 +26,9 @@ Walk of a packet (OVN style):
   (tun_metadata0), sets flag_from_tunnel and goes straight to pre_acl_egress: the ingress
   half already ran on the sending chassis.
 - To a remote port: l2_lookup goes straight to output, which sets the tunnel fields.
+- TCP to the metadata service leaves the metadata stage by the metadata port; its
+  replies come back in by it: classification → metadata_reply →ct→ metadata_out →
+  pre_acl_egress (the VM's egress half).
 """
 
 from __future__ import annotations
