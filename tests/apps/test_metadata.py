@@ -5,6 +5,8 @@ its security groups; ARP and ND for the service addresses are answered."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from tests.apps import scenario as sc
 from wyvern.apps.metadata import MetadataApp
 from wyvern.apps.port_security import eui64_link_local
@@ -59,9 +61,13 @@ def text(p: Packet, *names: str) -> tuple[str, ...]:
 
 
 def test_per_port_addresses_map_back_to_the_port() -> None:
-    for ofport in (1, 255, 256, 0xEFFE):
+    for ofport in (1, 255, 256, 0x1234, 0xEFFE):
         assert ofport_of(port_address_v4(ofport)) == ofport
         assert ofport_of(port_address_v6(ofport)) == ofport
+        # (the fast forms are the canonical text of network + ofport)
+        v4 = ipaddress.IPv4Network("169.254.0.0/16").network_address + ofport
+        v6 = ipaddress.IPv6Network("fdfe:a9fe:a9fe::/64").network_address + ofport
+        assert (port_address_v4(ofport), port_address_v6(ofport)) == (str(v4), str(v6))
     assert port_address_v4(0x0102) == "169.254.1.2"
     assert not has_metadata(0xA9FE)  # 169.254.169.254 itself
     assert not has_metadata(METADATA_ZONE) and not has_metadata(0)

@@ -47,13 +47,12 @@ from wyvern.ir import (
     Ct,
     CtClear,
     Flow,
+    FlowTemplate,
     Goto,
-    MatchValue,
     Move,
     Nat,
     Output,
     SetField,
-    parse_value,
     table,
 )
 from wyvern.ir.cookies import encode
@@ -84,34 +83,43 @@ LABEL_MAC = Bits("ct_label", 56, 48)
 
 def label(network_key: int, port_key: int, mac: str) -> int:
     """The ct_label a port's metadata connections are committed with."""
-    mac_value = parse_value("eth_src", mac)[0]
+    mac_value = int(mac.replace(":", ""), 16)  # (the API's MAC: six hex pairs)
     return network_key | (port_key << 24) | (mac_value << 56)
 
 
-def _request(cookie: int, ofport: int, v6: bool, source: str, ct_label: int) -> Flow:
-    m: dict[str, MatchValue] = {
-        "in_port": ofport,
-        "eth_type": ETH_TYPE_IPV6 if v6 else ETH_TYPE_IP,
-        "ip_proto": IPPROTO_TCP,
-        "ipv6_dst" if v6 else "ipv4_dst": SERVICE_V6 if v6 else SERVICE_V4,
-        "tcp_dst": SERVICE_PORT,
-    }
-    return table("metadata").flow(
+def _request_template(v6: bool) -> FlowTemplate:
+    """A port's request flow: flow(cookie, ofport, its Ct (per-port address and label))."""
+    return table("metadata").template(
         priority=P_REQUEST,
-        cookie=cookie,
-        match=m,
+        cookie_app="metadata",
+        varying=("in_port",),
+        fixed={
+            "eth_type": ETH_TYPE_IPV6 if v6 else ETH_TYPE_IP,
+            "ip_proto": IPPROTO_TCP,
+            "ipv6_dst" if v6 else "ipv4_dst": SERVICE_V6 if v6 else SERVICE_V4,
+            "tcp_dst": SERVICE_PORT,
+        },
         actions=(
             CtClear(),
-            Ct(
-                commit=True,
-                zone=METADATA_ZONE,
-                nat=Nat("src", source),
-                exec=(SetField("ct_label", ct_label),),
-            ),
+            _snat(port_address_v6(1) if v6 else port_address_v4(1), 0),
             SetField("eth_dst", METADATA_MAC),
             Output(METADATA_OFPORT),
         ),
+        action_values=(1,),
     )
+
+
+def _snat(source: str, ct_label: int) -> Ct:
+    return Ct(
+        commit=True,
+        zone=METADATA_ZONE,
+        nat=Nat("src", source),
+        exec=(SetField("ct_label", ct_label),),
+    )
+
+
+REQUEST_V4 = _request_template(False)
+REQUEST_V6 = _request_template(True)
 
 
 def _global_flows() -> list[Flow]:
@@ -202,6 +210,6 @@ class MetadataApp(App):
         cookie = encode("metadata", port_id)
         ct_label = label(net.key, port.key, port.mac)
         return [
-            _request(cookie, ofport, False, port_address_v4(ofport), ct_label),
-            _request(cookie, ofport, True, port_address_v6(ofport), ct_label),
+            REQUEST_V4.flow(cookie, ofport, _snat(port_address_v4(ofport), ct_label)),
+            REQUEST_V6.flow(cookie, ofport, _snat(port_address_v6(ofport), ct_label)),
         ]

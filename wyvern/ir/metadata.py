@@ -53,14 +53,14 @@ def port_address_v4(ofport: int) -> str:
     """The IPv4 address the VM on OFPORT is seen from by the proxy."""
     if not has_metadata(ofport):
         raise ValueError(f"ofport {ofport} has no metadata address")
-    return str(ipaddress.IPv4Address(_v4_int(ofport)))
+    return f"169.254.{ofport >> 8}.{ofport & 0xFF}"  # (PORT_NET_V4 + ofport, made fast)
 
 
 def port_address_v6(ofport: int) -> str:
     """The IPv6 address the VM on OFPORT is seen from by the proxy."""
     if not has_metadata(ofport):
         raise ValueError(f"ofport {ofport} has no metadata address")
-    return str(PORT_PREFIX_V6.network_address + ofport)
+    return f"fdfe:a9fe:a9fe::{ofport:x}"  # (PORT_PREFIX_V6 + ofport, compressed, made fast)
 
 
 def ofport_of(peer: str) -> int | None:
