@@ -220,5 +220,8 @@ def test_without_nova_the_answer_is_a_clear_404(chassis: Chassis) -> None:
     error = json.loads(body)["error"]
     assert error["type"] == "MetadataNotConfigured"
     assert "nova_metadata_host" in error["message"]
-    code, body = get(ns, f"http://[fe80::a9fe:a9fe%eth0]{META_JSON}")
+    # (IPv6 once the VM's link-local address is no longer tentative)
+    url = f"http://[fe80::a9fe:a9fe%eth0]{META_JSON}"
+    eventually(lambda: get(ns, url)[0] == 404, "IPv6 metadata", 15)
+    code, body = get(ns, url)
     assert code == 404 and json.loads(body)["error"]["type"] == "MetadataNotConfigured"
