@@ -225,3 +225,39 @@ def test_without_nova_the_answer_is_a_clear_404(chassis: Chassis) -> None:
     eventually(lambda: get(ns, url)[0] == 404, "IPv6 metadata", 15)
     code, body = get(ns, url)
     assert code == 404 and json.loads(body)["error"]["type"] == "MetadataNotConfigured"
+
+
+def test_each_chassis_serves_its_own_vms(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Two chassis, a VM on each in one network behind a router: each VM's request is
+    served by its own chassis's proxy (per-port addresses come from each br-int's own
+    ofports, so two chassis may well use the same) and gets its own instance."""
+    from tests import system
+    from tests.e2e.multichassis import cluster
+
+    system.require(request)
+    with cluster(tmp_path, 0) as c:
+        first = c.add_chassis()  # (the stand-in's process is this chassis's to clean up)
+        nova = Nova(first)
+        env = {
+            "WYVERN_NOVA_METADATA_HOST": "127.0.0.1",
+            "WYVERN_NOVA_METADATA_PORT": str(nova.port),
+            "WYVERN_METADATA_PROXY_SHARED_SECRET": SECRET,
+        }
+        restart_agent(first, **env)
+        c.add_chassis(env=env)
+        c.wait_tunnels()
+        net = c.post("networks", name=unique("md-"))
+        sub = c.post("subnets", network_id=net["id"], cidr="10.64.0.0/24", ip_version=4)
+        router = c.post("routers", name=unique("md-r-"))
+        c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+        ports = [instance_port(c.hv[0], net, f"vm{i}") for i in range(2)]
+        vms = [hv.plug(port) for hv, port in zip(c.hv, ports, strict=True)]
+        for hv, port in zip(c.hv, ports, strict=True):
+            hv.wait_active(port)
+        for ns, port in zip(vms, ports, strict=True):
+            code, body = get(ns, f"http://169.254.169.254{META_JSON}")
+            assert code == 200, body + c.logs()
+            assert json.loads(body)["uuid"] == port["device_id"]
+            seen = nova.next_request()
+            assert (seen["instance_id"], seen["forwarded_for"]) == (port["device_id"], ip_of(port))
+            assert seen["signature_valid"] is True
