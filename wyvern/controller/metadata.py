@@ -130,7 +130,6 @@ class MetadataProxy:
     ) -> None:
         self.settings = settings
         self.lookup = lookup
-        self.session = requests.Session()
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -156,7 +155,7 @@ class MetadataProxy:
         }
         url = self.settings.url(req.path, req.query)
         try:
-            resp = self.session.request(
+            resp = requests.request(  # (a request of its own: worker threads share nothing)
                 req.method,
                 url,
                 headers=headers,
@@ -239,7 +238,6 @@ class MetadataProxy:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-        self.session.close()
 
 
 async def _send(send: Any, resp: Response) -> None:
