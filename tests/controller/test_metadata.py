@@ -167,3 +167,20 @@ def test_the_handler_takes_only_method_path_query_body_and_peer(nova: NovaStandI
     resp = app.handle(Request("GET", META_JSON, "x=1", b"", port_address_v4(3)))
     assert resp.status == 200
     assert nova.requests[0]["path"] == META_JSON + "?x=1"
+
+
+def test_nova_that_never_answers_is_a_500_after_the_read_timeout(nova: NovaStandIn) -> None:
+    with socket.socket() as silent:  # accepts (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        settings = MetadataSettings(
+            nova_metadata_host="127.0.0.1",
+            nova_metadata_port=silent.getsockname()[1],
+            metadata_proxy_shared_secret=SECRET,
+            read_timeout=0.5,
+        )
+        status, _, body = asgi(MetadataProxy(settings, PORTS.get), port_address_v4(3), META_JSON)
+    assert status == 500
+    assert json.loads(body)["error"]["type"] == "MetadataProxyError"
+    # (the same request to a Nova that answers: 200)
+    assert asgi(proxy(nova.port), port_address_v4(3), META_JSON)[0] == 200
