@@ -38,6 +38,7 @@ from __future__ import annotations
 from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port, port_ct_zone, port_is_up
 from wyvern.apps.gateway import REDIRECT_KEY, local_gateway
+from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.overlay import FLOOD_OPTION, local_encap
 from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.apps.punts import meter_flow
@@ -76,7 +77,7 @@ class Classifier(App):
         return [
             table("classification").flow(
                 priority=PRIORITY_PORT,
-                cookie=encode("classifier", "metadata"),
+                cookie=encode("classifier", SERVICE_OBJECT),
                 match=match(in_port=METADATA_OFPORT),
                 actions=(Goto("metadata_reply"),),
             )

@@ -69,6 +69,8 @@ from wyvern.ir.metadata import (
 from wyvern.ir.ofports import METADATA_OFPORT
 from wyvern.model.view import LocalView
 
+# The object the global flows' cookies name (the metadata app's and the classifier's).
+SERVICE_OBJECT = "metadata-service"
 P_REQUEST = 100
 P_ARP = 100
 P_NS = 100
@@ -123,7 +125,7 @@ REQUEST_V6 = _request_template(True)
 
 
 def _global_flows() -> list[Flow]:
-    cookie = encode("metadata", "service")
+    cookie = encode("metadata", SERVICE_OBJECT)
     out = [
         table("metadata").flow(
             priority=P_ARP,

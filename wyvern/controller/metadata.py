@@ -40,7 +40,6 @@ from typing import Any
 from urllib.parse import urlunsplit
 
 import orjson
-import requests
 
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.ir.metadata import ofport_of
@@ -153,6 +152,8 @@ class MetadataProxy:
                 self.settings.metadata_proxy_shared_secret, inst.device_id
             ),
         }
+        import requests  # (here: an agent whose VMs ask nothing never loads urllib.request)
+
         url = self.settings.url(req.path, req.query)
         try:
             resp = requests.request(  # (a request of its own: worker threads share nothing)
