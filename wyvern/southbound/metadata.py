@@ -69,10 +69,21 @@ def _exists(netns: str | None, ifname: str) -> bool:
     return run_cmd([*prefix, "link", "show", "dev", ifname], check=False).returncode == 0
 
 
+def _usable(ns: str) -> bool:
+    return run_cmd(["ip", "-n", ns, "link", "show", "lo"], check=False).returncode == 0
+
+
 def ensure_port(ovs: OvsInstance, bridge: str, chassis: str) -> str:
     """Create (or keep) the metadata namespace and its veth on BRIDGE; idempotent.
     Returns the namespace name."""
     ns, dev = namespace(chassis), port_name(chassis)
+    if netns_exists(ns) and not _usable(ns):
+        # An `ip netns add` killed half-way (an agent stopped while starting) leaves the
+        # name without a namespace behind it: make it again.
+        LOG.warning("metadata namespace %s: not a namespace; made again", ns)
+        run_cmd(["ip", "netns", "del", ns], check=False)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/run/netns/{ns}")
     if not netns_exists(ns):
         run_cmd(["ip", "netns", "add", ns])
     _ip(ns, "link", "set", "lo", "up")
