@@ -36,6 +36,7 @@ import orjson
 from wyvern.apps import ALL_APPS
 from wyvern.apps.base import App
 from wyvern.apps.gateway import gateway_chassis, local_fip
+from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
 from wyvern.config import Settings
@@ -55,6 +56,7 @@ from wyvern.ir import (
     pipeline,
 )
 from wyvern.ir.cookies import AppName, CookieIndex
+from wyvern.ir.metadata import SERVICE_V4, SERVICE_V6
 from wyvern.ir.ofports import TUNNEL_OFPORTS, patch_ofports
 from wyvern.ir.packet import BROADCAST, Packet
 from wyvern.ir.render import render_actions, render_match
@@ -197,6 +199,10 @@ def desired_flows(
             index.register_entry(name, owner, _steps(owned))
             with contextlib.suppress(ValueError):  # a collision only hurts the names
                 index.register(name, owner[1])
+    service_apps: tuple[AppName, ...] = ("metadata", "classifier")
+    for service_app in service_apps:  # the metadata service's global flows
+        with contextlib.suppress(ValueError):
+            index.register(service_app, SERVICE_OBJECT)
     for rule_id in view.rules:  # rule flows carry the rule id (apps/security_groups.py)
         with contextlib.suppress(ValueError):
             index.register("security_groups", rule_id)
@@ -236,7 +242,7 @@ class Origin:
     """The app and API object behind a flow, in words."""
 
     app: str
-    kind: str  # port, network, router, security_group, security_group_rule, stage, unknown
+    kind: str  # port, network, router, security_group(_rule), stage, service, unknown
     id: str
     text: str
 
@@ -376,6 +382,8 @@ class Explainer:
             mb = v.mac_bindings[object_id]
             where = self.network(mb.network_id)
             return "mac_binding", f"MAC binding {mb.ip} is {mb.mac} on {where} (learned by ARP)"
+        if object_id == SERVICE_OBJECT:
+            return "service", f"the metadata service ({SERVICE_V4}, {SERVICE_V6})"
         m = STAGE_OBJECT.match(object_id)
         if m:
             what = {
