@@ -38,6 +38,7 @@ from benchmarks.topology import (
     EXT_BRIDGE,
     EXT_GATEWAY,
     EXT_UPSTREAM,
+    GUARD_FIP,
     PHYSNET,
     SG_NAME,
     SG_RULES,
@@ -498,15 +499,16 @@ def gateway_ops(plan: Plan, chassis: str) -> tuple[list[dict[str, Any]], dict[st
     return ops, router
 
 
-def fip_ops(plan: Plan, ports: list[int]) -> list[dict[str, Any]]:
+def fip_ops(plan: Plan, ports: list[int], address: str | None = None) -> list[dict[str, Any]]:
     """One dnat_and_snat NAT row per port, distributed (logical_port and external_mac, as
-    Neutron writes them when floating IPs are distributed), added to router r0."""
+    Neutron writes them when floating IPs are distributed), added to router r0. ADDRESS:
+    the floating IP of a single port, instead of its own."""
     ops: list[dict[str, Any]] = []
     refs = []
     for k in ports:
         row = {
             "type": "dnat_and_snat",
-            "external_ip": fip_ip(k),
+            "external_ip": address or fip_ip(k),
             "logical_ip": port_ip(plan, k),
             "logical_port": f"p{k}",
             "external_mac": fip_mac(k),
@@ -741,6 +743,26 @@ class OvnTopology:
 
     def associate_fip(self, k: int) -> None:
         self.create_fips([k])
+
+    def guard_fip(self, k: int) -> None:
+        self.sb.transact(fip_ops(self.plan, [k], GUARD_FIP))
+
+    def drop_guard_fip(self, k: int) -> None:
+        assert self.sb.nb is not None
+        rows = self.sb.nb.select(
+            "OVN_Northbound", "NAT", ["_uuid"], [["external_ip", "==", GUARD_FIP]]
+        )
+        refs = [r["_uuid"] for r in rows]
+        self.sb.transact(
+            [
+                {
+                    "op": "mutate",
+                    "table": "Logical_Router",
+                    "where": [["name", "==", "r0"]],
+                    "mutations": [["nat", "delete", ["set", refs]]],
+                }
+            ]
+        )
 
     def fips_active(self) -> int | None:
         """None: OVN has no up signal for NAT rows."""

@@ -99,6 +99,7 @@ EXT_CIDR = "172.16.0.0/16"
 EXT_UPSTREAM = "172.16.0.1"
 EXT_GATEWAY = "172.16.0.2"
 EXT_FIP_BASE = 256  # host number of port 0's floating IP (172.16.1.0)
+GUARD_FIP = "172.16.255.200"  # the guard VM's floating IP (far above any port's)
 
 
 def cidr(net: int) -> str:

@@ -40,7 +40,9 @@ How both are driven, identically where the systems allow it:
   pinned address (Wyvern: bulk POST /v2.0/floatingips with port_id, 1,000 a request;
   OVN: one transaction of dnat_and_snat NAT rows with logical_port and external_mac,
   distributed as Neutron writes them when the chassis maps the physnet; Neutron makes
-  no switch port for a floating IP's own port, so neither do we).
+  no switch port for a floating IP's own port, so neither do we). Before the timing, on
+  both, a guard: a host on br-ex at the upstream router's address pings a guard VM's
+  floating IP and the VM pings the host through it, or the scenario is void.
 - Installed, north-south: the bulk counts as installed (the rule above) once every port
   and every floating IP is, for both systems; a floating IP is once its DNAT flow is on
   br-int (a flow matching nw_dst=<floating IP> whose actions hold nat(dst=<fixed IP>):
@@ -95,6 +97,7 @@ from benchmarks.topology import (  # noqa: E402
     EXT_CIDR,
     EXT_GATEWAY,
     EXT_UPSTREAM,
+    GUARD_FIP,
     PHYSNET,
     SCENARIOS,
     SG_NAME,
@@ -307,6 +310,8 @@ class System(Protocol):
     def create_fips(self, ports: list[int]) -> None: ...
     def prepare_fips(self, ports: list[int]) -> None: ...
     def associate_fip(self, k: int) -> None: ...
+    def guard_fip(self, k: int) -> None: ...
+    def drop_guard_fip(self, k: int) -> None: ...
     def fips_active(self) -> int | None: ...
     def fip_active(self, k: int) -> bool: ...
     def is_installed(self, iface_id: str) -> bool: ...
@@ -339,6 +344,8 @@ class OvnSystem:
         self.prepare_fips = self.topo.prepare_fips
         self.associate_fip = self.topo.associate_fip
         self.fips_active = self.topo.fips_active
+        self.guard_fip = self.topo.guard_fip
+        self.drop_guard_fip = self.topo.drop_guard_fip
         self.fip_active = self.topo.fip_active
         self.is_installed = self.topo.is_installed
         self.installed_count = self.topo.installed_count
@@ -532,6 +539,15 @@ class WyvernSystem:
         body = {"floatingip": {"port_id": self.port_ids[k]}}
         self.call("PUT", f"floatingips/{self.fip_ids[k]}", body)
 
+    def guard_fip(self, k: int) -> None:
+        body = {"floating_network_id": self.ext_id, "floating_ip_address": GUARD_FIP}
+        body["port_id"] = self.port_ids[k]
+        fip = self.call("POST", "floatingips", {"floatingip": body}, 201)["floatingip"]
+        self.fip_ids[k] = fip["id"]
+
+    def drop_guard_fip(self, k: int) -> None:
+        self.call("DELETE", f"floatingips/{self.fip_ids.pop(k)}", ok=204)
+
     def fips_active(self) -> int | None:
         return len(self.call("GET", "floatingips?status=ACTIVE&fields=id")["floatingips"])
 
@@ -690,11 +706,62 @@ def ping_guard(system: Any, plan: Plan, tag: str) -> None:
         else:
             why = proc.stdout + proc.stderr
             raise GuardFailed(f"{system.name}: routed ping guard FAILED:\n{why}")
+        if plan.floating_ips:
+            north_south_guard(system, plan, tag, a, plugged[0][1])
     finally:
         for iface, _ns in plugged:
             with contextlib.suppress(Exception):
                 vif.unplug(system.ovs, iface, delete_netns=True)
         system.delete_ports([a, b])
+
+
+def north_south_guard(system: Any, plan: Plan, tag: str, k: int, vm_ns: str) -> None:
+    """A host on the external network (the upstream router's address, on br-ex) pings
+    port K's floating IP and the VM pings it back out, or abort: both systems' gateway and
+    floating IP setups must carry packets before any figure counts."""
+    outside, nic = f"wvb-{tag}-o", f"wvbo{tag}"
+    ovs_ns = system.ovs.netns
+    subprocess.run(["ip", "netns", "add", outside], check=True)
+    try:
+        subprocess.run(
+            ["ip", "link", "add", "eth0", "netns", outside, "type", "veth",
+             "peer", "name", nic, "netns", ovs_ns],
+            check=True,
+        )  # fmt: skip
+        for cmd in (
+            ["ip", "-n", ovs_ns, "link", "set", nic, "up"],
+            ["ip", "-n", outside, "link", "set", "lo", "up"],
+            ["ip", "-n", outside, "link", "set", "eth0", "up"],
+            ["ip", "-n", outside, "addr", "add", f"{EXT_UPSTREAM}/16", "dev", "eth0"],
+            # userspace datapath + veth: TX checksum offload leaves checksums unfilled
+            ["ip", "netns", "exec", outside, "ethtool", "-K", "eth0", "tx", "off"],
+        ):
+            subprocess.run(cmd, check=True, capture_output=True)
+        system.ovs.vsctl("add-port", EXT_BRIDGE, nic)
+        system.guard_fip(k)
+        want = {(GUARD_FIP, port_ip(plan, k))}
+        wait_until(lambda: not missing_dnats(system.ovs, want), 60, 0.05, "guard DNAT flow")
+        probes = ((outside, GUARD_FIP, "in"), (vm_ns, EXT_UPSTREAM, "out"))
+        for ns, target, way in probes:
+            for _ in range(5):
+                proc = subprocess.run(
+                    ["ip", "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", target],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if proc.returncode == 0:
+                    print(f"    {system.name}: floating IP ping {way} ({ns} -> {target}) ok")
+                    break
+            else:
+                why = proc.stdout + proc.stderr
+                raise GuardFailed(f"{system.name}: floating IP ping guard FAILED:\n{why}")
+        system.drop_guard_fip(k)
+    finally:
+        with contextlib.suppress(Exception):
+            system.ovs.vsctl("--if-exists", "del-port", EXT_BRIDGE, nic)
+        subprocess.run(["ip", "-n", ovs_ns, "link", "del", nic], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", outside], check=False)
 
 
 @contextlib.contextmanager
