@@ -305,15 +305,18 @@ class Explainer:
         )
 
     def router_gateway(self, router_id: str) -> str:
-        """The router and its gateway: "router r1 (…) gateway 203.0.113.12 on network
-        public (…)"."""
+        """The router and its gateway, and the chassis hosting it: "router r1 (…) gateway
+        203.0.113.12 on network public (…), active on chassis gw"."""
         text = self.router(router_id)
         r = self.view.routers.get(router_id)
         if r is None or not r.gateway_network_id:
             return text
         gw = self.view.ports.get(r.gateway_port_id or "")
         addrs = ", ".join(gw.ips) if gw is not None else "?"
-        return f"{text} gateway {addrs} on {self.network(r.gateway_network_id)}"
+        text = f"{text} gateway {addrs} on {self.network(r.gateway_network_id)}"
+        net = self.view.networks.get(r.gateway_network_id)
+        host = gateway_chassis(self.view, net) if net is not None else None
+        return f"{text}, active on chassis {host}" if host else text
 
     def chassis(self, tunnel_ip: str) -> str:
         for name, ch in self.view.chassis.items():
