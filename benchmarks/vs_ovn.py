@@ -693,19 +693,7 @@ def ping_guard(system: Any, plan: Plan, tag: str) -> None:
             wait_until(lambda i=iface: system.is_installed(i), 60, 0.05, f"{iface} installed")
         ns_a = plugged[0][1]
         target = port_ip(plan, b)
-        for _ in range(5):
-            proc = subprocess.run(
-                ["ip", "netns", "exec", ns_a, "ping", "-c", "2", "-i", "0.2", "-W", "1", target],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode == 0:
-                print(f"    {system.name}: routed ping {port_ip(plan, a)} -> {target} ok")
-                break
-        else:
-            why = proc.stdout + proc.stderr
-            raise GuardFailed(f"{system.name}: routed ping guard FAILED:\n{why}")
+        guard_ping(system, ns_a, target, f"routed ping {port_ip(plan, a)} -> {target}")
         if plan.floating_ips:
             north_south_guard(system, plan, tag, a, plugged[0][1])
     finally:
@@ -713,6 +701,21 @@ def ping_guard(system: Any, plan: Plan, tag: str) -> None:
             with contextlib.suppress(Exception):
                 vif.unplug(system.ovs, iface, delete_netns=True)
         system.delete_ports([a, b])
+
+
+def guard_ping(system: Any, ns: str, target: str, what: str) -> None:
+    """Ping TARGET from NS (five tries of two pings), or abort the run naming WHAT."""
+    for _ in range(5):
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", target],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode == 0:
+            print(f"    {system.name}: {what} ok")
+            return
+    raise GuardFailed(f"{system.name}: {what} guard FAILED:\n{proc.stdout + proc.stderr}")
 
 
 def north_south_guard(system: Any, plan: Plan, tag: str, k: int, vm_ns: str) -> None:
@@ -743,19 +746,7 @@ def north_south_guard(system: Any, plan: Plan, tag: str, k: int, vm_ns: str) -> 
         wait_until(lambda: not missing_dnats(system.ovs, want), 60, 0.05, "guard DNAT flow")
         probes = ((outside, GUARD_FIP, "in"), (vm_ns, EXT_UPSTREAM, "out"))
         for ns, target, way in probes:
-            for _ in range(5):
-                proc = subprocess.run(
-                    ["ip", "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", target],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if proc.returncode == 0:
-                    print(f"    {system.name}: floating IP ping {way} ({ns} -> {target}) ok")
-                    break
-            else:
-                why = proc.stdout + proc.stderr
-                raise GuardFailed(f"{system.name}: floating IP ping guard FAILED:\n{why}")
+            guard_ping(system, ns, target, f"floating IP ping {way} ({ns} -> {target})")
         system.drop_guard_fip(k)
     finally:
         with contextlib.suppress(Exception):

@@ -452,8 +452,8 @@ def test_dispatcher_answers_dhcp_to_the_bound_ofport() -> None:
     assert r.mtype == dhcp.OFFER and r.msg.yiaddr == "10.0.0.5"
 
 
-def test_dispatcher_uses_router_interface_mac() -> None:
-    view = local_view()
+def add_router_interface(view: Any) -> None:
+    """A router interface on the subnet's gateway address 10.0.0.1 (port "rp")."""
     router_port = port(
         id="rp",
         _key=1,
@@ -462,6 +462,11 @@ def test_dispatcher_uses_router_interface_mac() -> None:
         fixed_ips=[{"subnet_id": SUBNET_ID, "ip_address": "10.0.0.1"}],
     )
     view.apply("port", "rp", router_port)
+
+
+def test_dispatcher_uses_router_interface_mac() -> None:
+    view = local_view()
+    add_router_interface(view)
     outs = PacketInDispatcher(view).handle(pin(client_frame(dhcp.DISCOVER)), now=0.0)
     assert Decoded(outs[0].data).eth.src == "fa:16:3e:11:22:33"
 
@@ -701,13 +706,6 @@ def test_the_dispatcher_gives_the_route_only_where_no_router_owns_the_gateway() 
     outs = PacketInDispatcher(view).handle(pin(client_frame(dhcp.DISCOVER)), now=0.0)
     routes = dhcp.decode_classless_routes(Decoded(outs[0].data).opts[121])
     assert routes == [METADATA_ROUTE, ("0.0.0.0/0", "10.0.0.1")]
-    router_port = port(
-        id="rp",
-        _key=1,
-        mac_address="fa:16:3e:11:22:33",
-        device_owner="network:router_interface",
-        fixed_ips=[{"subnet_id": SUBNET_ID, "ip_address": "10.0.0.1"}],
-    )
-    view.apply("port", "rp", router_port)
+    add_router_interface(view)
     outs = PacketInDispatcher(view).handle(pin(client_frame(dhcp.DISCOVER)), now=0.0)
     assert 121 not in Decoded(outs[0].data).opts  # the router takes it: option 3 alone
