@@ -35,12 +35,20 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.topology import (
+    EXT_BRIDGE,
+    EXT_GATEWAY,
+    EXT_UPSTREAM,
+    GUARD_FIP,
+    PHYSNET,
     SG_NAME,
     SG_RULES,
     Plan,
     Rule,
     cidr,
+    fip_ip,
+    fip_mac,
     gateway,
+    gateway_mac,
     port_ip,
     port_mac,
     router_mac,
@@ -289,6 +297,20 @@ class OvnSandbox:
         self.nbctl("--wait=hv", "sync", timeout=60)
         self.nb = OvsdbClient(self.nb_sock)
 
+    def map_physnet(self, physnet: str, bridge: str) -> None:
+        """The chassis maps PHYSNET to BRIDGE (ovn-controller patches it to br-int) and may
+        host gateways (ovn-cms-options, what Neutron's scheduler looks for)."""
+        assert self.ovs is not None
+        self.ovs.vsctl(
+            "--may-exist", "add-br", bridge, "--",
+            "set", "Bridge", bridge, "datapath_type=netdev",
+        )  # fmt: skip
+        self.ovs.vsctl(
+            "set", "Open_vSwitch", ".",
+            f"external_ids:ovn-bridge-mappings={physnet}:{bridge}",
+            "external_ids:ovn-cms-options=enable-chassis-as-gw",
+        )  # fmt: skip
+
     def log_tail(self, daemon: str = "ovn-controller", lines: int = 10) -> str:
         try:
             text = (self.run / f"{daemon}.log").read_text(errors="replace")
@@ -395,10 +417,125 @@ def acl_row(rule: Rule) -> dict[str, Any]:
     }
 
 
-def infra_ops(plan: Plan) -> list[dict[str, Any]]:
-    """Switches (+ DHCP options), routers with their ports, and the security group."""
+def gateway_ops(plan: Plan, chassis: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The external network and router r0's gateway, as Neutron's OVN driver writes them:
+    a switch with a localnet port on PHYSNET and the router's port, a gateway router port
+    with a Gateway_Chassis on CHASSIS (a distributed gateway port, so floating IPs with a
+    logical_port are NATed on their port's chassis), the default route to the upstream
+    router, and one SNAT row per internal subnet. Returns the ops and the columns to add to
+    the router row. (Neutron creates no switch port for a floating IP's own port.)"""
+    if plan.routers != 1:
+        raise ValueError("floating IPs: one router, which has the gateway")
+    ops: list[dict[str, Any]] = [
+        {
+            "op": "insert",
+            "table": "Logical_Switch_Port",
+            "uuid-name": "ext_localnet",
+            "row": {
+                "name": "ext-localnet",
+                "type": "localnet",
+                "addresses": "unknown",
+                "options": ovsdb_map({"network_name": PHYSNET}),
+            },
+        },
+        {
+            "op": "insert",
+            "table": "Logical_Switch_Port",
+            "uuid-name": "ext_rtr",
+            "row": {
+                "name": "ext-rtr",
+                "type": "router",
+                "addresses": "router",
+                "options": ovsdb_map({"router-port": "lrp-gw", "nat-addresses": "router"}),
+            },
+        },
+        {
+            "op": "insert",
+            "table": "Logical_Switch",
+            "row": {
+                "name": "ext",
+                "ports": ["set", [["named-uuid", "ext_localnet"], ["named-uuid", "ext_rtr"]]],
+            },
+        },
+        {
+            "op": "insert",
+            "table": "Gateway_Chassis",
+            "uuid-name": "gwc",
+            "row": {"name": f"lrp-gw_{chassis}", "chassis_name": chassis, "priority": 1},
+        },
+        {
+            "op": "insert",
+            "table": "Logical_Router_Port",
+            "uuid-name": "lrp_gw",
+            "row": {
+                "name": "lrp-gw",
+                "mac": gateway_mac(),
+                "networks": f"{EXT_GATEWAY}/16",
+                "gateway_chassis": ["set", [["named-uuid", "gwc"]]],
+            },
+        },
+        {
+            "op": "insert",
+            "table": "Logical_Router_Static_Route",
+            "uuid-name": "default_route",
+            "row": {"ip_prefix": "0.0.0.0/0", "nexthop": EXT_UPSTREAM},
+        },
+    ]
+    snats = []
+    for s in range(plan.networks):
+        ops.append(
+            {
+                "op": "insert",
+                "table": "NAT",
+                "uuid-name": f"snat{s}",
+                "row": {"type": "snat", "logical_ip": cidr(s), "external_ip": EXT_GATEWAY},
+            }
+        )
+        snats.append(["named-uuid", f"snat{s}"])
+    router = {
+        "static_routes": ["set", [["named-uuid", "default_route"]]],
+        "nat": ["set", snats],
+    }
+    return ops, router
+
+
+def fip_ops(plan: Plan, ports: list[int], address: str | None = None) -> list[dict[str, Any]]:
+    """One dnat_and_snat NAT row per port, distributed (logical_port and external_mac, as
+    Neutron writes them when floating IPs are distributed), added to router r0. ADDRESS:
+    the floating IP of a single port, instead of its own."""
+    ops: list[dict[str, Any]] = []
+    refs = []
+    for k in ports:
+        row = {
+            "type": "dnat_and_snat",
+            "external_ip": address or fip_ip(k),
+            "logical_ip": port_ip(plan, k),
+            "logical_port": f"p{k}",
+            "external_mac": fip_mac(k),
+        }
+        ops.append({"op": "insert", "table": "NAT", "uuid-name": f"fip{k}", "row": row})
+        refs.append(["named-uuid", f"fip{k}"])
+    ops.append(
+        {
+            "op": "mutate",
+            "table": "Logical_Router",
+            "where": [["name", "==", "r0"]],
+            "mutations": [["nat", "insert", ["set", refs]]],
+        }
+    )
+    return ops
+
+
+def infra_ops(plan: Plan, chassis: str = "chassis") -> list[dict[str, Any]]:
+    """Switches (+ DHCP options), routers with their ports (and r0's gateway on CHASSIS when
+    the plan has floating IPs), and the security group."""
     ops: list[dict[str, Any]] = []
     router_ports: dict[int, list[Any]] = {}
+    router_extra: dict[int, dict[str, Any]] = {}
+    if plan.floating_ips:
+        gw_ops, router_extra[0] = gateway_ops(plan, chassis)
+        ops += gw_ops
+        router_ports[0] = [["named-uuid", "lrp_gw"]]
     for s in range(plan.networks):
         ops.append(
             {
@@ -460,7 +597,7 @@ def infra_ops(plan: Plan) -> list[dict[str, Any]]:
             {
                 "op": "insert",
                 "table": "Logical_Router",
-                "row": {"name": f"r{r}", "ports": ["set", lrps]},
+                "row": {"name": f"r{r}", "ports": ["set", lrps], **router_extra.get(r, {})},
             }
         )
     if plan.security_group:
@@ -507,7 +644,9 @@ class OvnTopology:
         self.dhcp: dict[int, str] = {}
 
     def build_infra(self) -> None:
-        self.sb.transact(infra_ops(self.plan))
+        if self.plan.floating_ips:
+            self.sb.map_physnet(PHYSNET, EXT_BRIDGE)
+        self.sb.transact(infra_ops(self.plan, self.sb.chassis))
         assert self.sb.nb is not None
         for row in self.sb.nb.select("OVN_Northbound", "DHCP_Options", ["_uuid", "external_ids"]):
             net = dict(row["external_ids"][1])["net"]
@@ -595,6 +734,43 @@ class OvnTopology:
             ]
         )
 
+    def create_fips(self, ports: list[int]) -> None:
+        self.sb.transact(fip_ops(self.plan, ports))
+
+    def prepare_fips(self, ports: list[int]) -> None:
+        """Nothing: a NAT row is the association (Neutron writes it when a floating IP
+        gets a port)."""
+
+    def associate_fip(self, k: int) -> None:
+        self.create_fips([k])
+
+    def guard_fip(self, k: int) -> None:
+        self.sb.transact(fip_ops(self.plan, [k], GUARD_FIP))
+
+    def drop_guard_fip(self, k: int) -> None:
+        assert self.sb.nb is not None
+        rows = self.sb.nb.select(
+            "OVN_Northbound", "NAT", ["_uuid"], [["external_ip", "==", GUARD_FIP]]
+        )
+        refs = [r["_uuid"] for r in rows]
+        self.sb.transact(
+            [
+                {
+                    "op": "mutate",
+                    "table": "Logical_Router",
+                    "where": [["name", "==", "r0"]],
+                    "mutations": [["nat", "delete", ["set", refs]]],
+                }
+            ]
+        )
+
+    def fips_active(self) -> int | None:
+        """None: OVN has no up signal for NAT rows."""
+        return None
+
+    def fip_active(self, k: int) -> bool:
+        return True
+
     def is_installed(self, iface_id: str) -> bool:
         return self.sb.lsp_up({iface_id}) == 1
 
@@ -610,6 +786,8 @@ class OvnTopology:
             return nb.select("OVN_Northbound", table, ["_uuid", *columns])
 
         lsps = rows("Logical_Switch_Port", ["type"])
+        lrps = rows("Logical_Router_Port", ["gateway_chassis"])
+        nats = rows("NAT", ["type"])
         pgs = {r["name"]: r for r in rows("Port_Group", ["name", "acls", "ports"])}
 
         def size(value: Any) -> int:
@@ -620,7 +798,9 @@ class OvnTopology:
             "networks": len(rows("Logical_Switch", ["name"])),
             "vm_ports": sum(1 for r in lsps if r["type"] == ""),
             "routers": len(rows("Logical_Router", ["name"])),
-            "router_interfaces": len(rows("Logical_Router_Port", ["name"])),
+            "router_interfaces": sum(1 for r in lrps if size(r["gateway_chassis"]) == 0),
             "sg_rules": size(sg["acls"]) if sg else 0,
             "ports_in_sg": size(sg["ports"]) if sg else 0,
+            "router_gateways": sum(1 for r in lrps if size(r["gateway_chassis"]) > 0),
+            "floating_ips": sum(1 for r in nats if r["type"] == "dnat_and_snat"),
         }

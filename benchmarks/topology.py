@@ -57,6 +57,7 @@ class Plan:
     routers: int = 0
     security_group: bool = False
     ping_guard: bool = False  # a routed ping between two namespaces before timing
+    floating_ips: bool = False  # the router has a gateway, every port a floating IP
 
     def scaled(self, scale: float) -> Plan:
         """The same shape with ports scaled (networks and routers kept when possible)."""
@@ -79,7 +80,26 @@ SCENARIOS: dict[str, Plan] = {
     "1": Plan("1: 1,000 ports / 1 network", 1000, 1),
     "2": Plan("2: 1,000 ports / 10 networks + router", 1000, 10, 1, ping_guard=True),
     "3": Plan("3: 5,000 ports / 50 networks / 5 routers / SG 10 rules", 5000, 50, 5, True),
+    "4": Plan(
+        "4: 1,000 ports / 10 networks + router with gateway / a floating IP each",
+        1000,
+        10,
+        1,
+        ping_guard=True,
+        floating_ips=True,
+    ),
 }
+
+# The external network of scenario 4: a flat provider network on PHYSNET (the name
+# Wyvern's API accepts by default, physical_networks), the upstream router at .1, the
+# router's gateway at .2, floating IPs from EXT_FIP_BASE on (one per port number).
+PHYSNET = "physnet1"
+EXT_BRIDGE = "br-ex"
+EXT_CIDR = "172.16.0.0/16"
+EXT_UPSTREAM = "172.16.0.1"
+EXT_GATEWAY = "172.16.0.2"
+EXT_FIP_BASE = 256  # host number of port 0's floating IP (172.16.1.0)
+GUARD_FIP = "172.16.255.200"  # the guard VM's floating IP (far above any port's)
 
 
 def cidr(net: int) -> str:
@@ -103,6 +123,25 @@ def port_ip(plan: Plan, k: int) -> str:
 
 def router_mac(net: int) -> str:
     return f"0a:ff:00:00:{net:02x}:01"
+
+
+def gateway_mac() -> str:
+    """The OVN router's gateway port MAC (Wyvern allocates its own)."""
+    return "0a:fe:ff:00:00:01"
+
+
+def fip_ip(k: int) -> str:
+    """Port k's floating IP on the external network (both systems: the same address)."""
+    host = EXT_FIP_BASE + k
+    if host >= 1 << 16:
+        raise ValueError(f"port {k} has no floating IP in {EXT_CIDR}")
+    return f"172.16.{host >> 8}.{host & 255}"
+
+
+def fip_mac(k: int) -> str:
+    """The MAC of port k's floating IP (OVN's NAT external_mac: Neutron writes the MAC of
+    the floating IP's own port there; Wyvern allocates that port's MAC itself)."""
+    return f"0a:fe:00:{(k >> 16) & 255:02x}:{(k >> 8) & 255:02x}:{k & 255:02x}"
 
 
 # (bulk ports are 0..ports-1, the single adds follow, then the two ping-guard ports)
@@ -129,12 +168,14 @@ def expected(plan: Plan) -> Description:
     """What either system must hold once the bulk ports are created."""
     rules = len(SG_RULES) if plan.security_group else 0
     return {
-        "networks": plan.networks,
+        "networks": plan.networks + (1 if plan.floating_ips else 0),  # + the external one
         "vm_ports": plan.ports,
         "routers": plan.routers,
         "router_interfaces": plan.networks if plan.routers else 0,
         "sg_rules": rules,
         "ports_in_sg": plan.ports if plan.security_group else 0,
+        "router_gateways": plan.routers if plan.floating_ips else 0,
+        "floating_ips": plan.ports if plan.floating_ips else 0,
     }
 
 

@@ -3,14 +3,15 @@
 Not a test: it prints figures for both systems measured in the same run on the same
 machine, and writes them as JSON under benchmarks/results/.
 
-    sudo .venv/bin/python benchmarks/vs_ovn.py [--scenarios 1,2,3] [--scale 1.0]
+    sudo .venv/bin/python benchmarks/vs_ovn.py [--scenarios 1,2,3,4] [--scale 1.0]
 
 Scenarios (issue 5): (1) 1,000 ports in 1 network; (2) 1,000 ports in 10 networks joined
 by a router; (3) 5,000 ports in 50 networks with 5 routers, every port in a security
-group of 10 rules. Each system is started fresh per scenario, privately (its own
-scratch dir, its own userspace OVS in its own network namespace, no system service),
-and only one system runs at a time. Both are torn down afterwards, also on failure and
-Ctrl-C.
+group of 10 rules; (issue 12) (4) scenario 2 with the router's gateway on an external
+network and a floating IP for every port. Each system is started fresh per scenario,
+privately (its own scratch dir, its own userspace OVS in its own network namespace, no
+system service), and only one system runs at a time. Both are torn down afterwards, also
+on failure and Ctrl-C.
 
 How both are driven, identically where the systems allow it:
 - Ports are bound on the chassis by OVS interfaces (type=dummy on the netdev datapath,
@@ -27,13 +28,38 @@ How both are driven, identically where the systems allow it:
   bulk counts as installed at the later of the signal and the last change of br-int's
   flow count. A rule add has no per-rule signal on Wyvern, so for both systems it is
   timed until the rule's flows (tp_dst of a port nothing else uses) appear on br-int.
+- North-south (scenario 4): the chassis maps the external physnet (`physnet1` to br-ex)
+  and is the gateway chassis, on both systems. Wyvern: the agent gets
+  WYVERN_BRIDGE_MAPPINGS and WYVERN_GATEWAY_PRIORITY=1 (it creates br-ex itself); a flat
+  `router:external` network on the physnet, a /16 subnet, the router's gateway at a
+  pinned address (SNAT, the default), all outside the timing. OVN, as Neutron's OVN
+  driver writes the same objects: br-ex and ovn-bridge-mappings/ovn-cms-options on the
+  chassis, a switch with a localnet port and the router's port, a gateway router port
+  with a Gateway_Chassis on the chassis, the default route to the upstream router and a
+  SNAT row per internal subnet. Timed: the ports, then one floating IP per port at a
+  pinned address (Wyvern: bulk POST /v2.0/floatingips with port_id, 1,000 a request;
+  OVN: one transaction of dnat_and_snat NAT rows with logical_port and external_mac,
+  distributed as Neutron writes them when the chassis maps the physnet; Neutron makes
+  no switch port for a floating IP's own port, so neither do we). Before the timing, on
+  both, a guard: a host on br-ex at the upstream router's address pings a guard VM's
+  floating IP and the VM pings the host through it, or the scenario is void.
+- Installed, north-south: the bulk counts as installed (the rule above) once every port
+  and every floating IP is, for both systems; a floating IP is once its DNAT flow is on
+  br-int (a flow matching nw_dst=<floating IP> whose actions hold nat(dst=<fixed IP>):
+  Wyvern's dnat stage, OVN's lr_in_dnat). Wyvern's own signal also waits for every
+  floating IP to be ACTIVE (the agent writes it once the NAT flows are installed); OVN
+  has no signal for NAT rows. One more association: Wyvern PUTs port_id on a floating
+  IP created unassociated before the timing, OVN inserts the NAT row (what Neutron
+  writes on association); installed = its DNAT flow is on br-int, and for Wyvern its
+  status is ACTIVE too (median of FIP_ADDS, on single-added ports that have none).
 - Single adds stop after SAMPLE_BUDGET seconds (OVN needs 20-50 s per port at 5,000
   ports in one security group); the JSON keeps every sample.
 
 Figures per scenario: time from the start of creation until every port is installed;
 one more port create -> installed (median of 20); one security-group rule add ->
-installed (median of 5); OpenFlow flows on br-int and per port; resident memory of the
-controller (ovn-controller vs the wyvern agent) and of the northbound/southbound side
+installed (median of 5); one more floating IP association -> installed (median of 10);
+OpenFlow flows on br-int and per port; resident memory of the controller
+(ovn-controller vs the wyvern agent) and of the northbound/southbound side
 (both ovsdb-servers + ovn-northd vs the wyvern API). Needs root, openvswitch-switch and
 ovn-central/ovn-host (`apt-get install ovn-central ovn-host`; with --apt the benchmark
 installs them itself).
@@ -67,6 +93,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import ovn_peer  # noqa: E402
 from benchmarks.ovn_peer import OvnSandbox, OvnTopology, OvsdbClient, rss_kib  # noqa: E402
 from benchmarks.topology import (  # noqa: E402
+    EXT_BRIDGE,
+    EXT_CIDR,
+    EXT_GATEWAY,
+    EXT_UPSTREAM,
+    GUARD_FIP,
+    PHYSNET,
     SCENARIOS,
     SG_NAME,
     SG_RULES,
@@ -77,6 +109,7 @@ from benchmarks.topology import (  # noqa: E402
     differences,
     expected,
     extra_port,
+    fip_ip,
     gateway,
     guard_ports,
     port_ip,
@@ -90,6 +123,7 @@ from wyvern.southbound.ovs import OvsInstance  # noqa: E402
 
 SINGLE_ADDS = 20
 RULE_ADDS = 5
+FIP_ADDS = 10
 POLL = 0.01  # seconds between "installed yet?" checks of one port or rule
 BULK_POLL = 0.2  # ... of all ports
 TIMEOUT = 1800.0
@@ -197,6 +231,23 @@ def missing_macs(ovs: OvsInstance, macs: set[str]) -> set[str]:
     return macs - set(_DST_MAC.findall(out))
 
 
+_DNAT = re.compile(r"\bnw_dst=([0-9.]+)[, ].*\bnat\(dst=([0-9.]+)[):]")
+
+
+def dnat_targets(dump: str) -> set[tuple[str, str]]:
+    """(floating IP, fixed IP) of every flow in a dump-flows output that matches packets to
+    the floating IP and DNATs them to the fixed IP: the flow both systems need before a
+    floating IP carries anything in (Wyvern's dnat stage, OVN's lr_in_dnat)."""
+    return {(m[1], m[2]) for m in map(_DNAT.search, dump.splitlines()) if m}
+
+
+def missing_dnats(ovs: OvsInstance, want: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (floating IP, fixed IP) pairs of WANT that no br-int flow DNATs yet."""
+    match = f"ip,nw_dst={next(iter(want))[0]}" if len(want) == 1 else "ip"
+    out = ovs.ofctl("-O", "OpenFlow15", "--no-stats", "dump-flows", "br-int", match, timeout=60)
+    return want - dnat_targets(out)
+
+
 def wait_flows_stable(ovs: OvsInstance, quiet: float = 1.0, timeout: float = TIMEOUT) -> int:
     """Until br-int's flow count has not changed for QUIET seconds; returns it."""
     return settle(ovs, quiet, timeout)[0]
@@ -256,6 +307,13 @@ class System(Protocol):
     def create_ports(self, ports: list[int]) -> list[str]: ...
     def delete_ports(self, ports: list[int]) -> None: ...
     def add_rule(self, rule: Rule) -> None: ...
+    def create_fips(self, ports: list[int]) -> None: ...
+    def prepare_fips(self, ports: list[int]) -> None: ...
+    def associate_fip(self, k: int) -> None: ...
+    def guard_fip(self, k: int) -> None: ...
+    def drop_guard_fip(self, k: int) -> None: ...
+    def fips_active(self) -> int | None: ...
+    def fip_active(self, k: int) -> bool: ...
     def is_installed(self, iface_id: str) -> bool: ...
     def installed_count(self) -> int: ...
     def describe(self) -> dict[str, int]: ...
@@ -282,6 +340,13 @@ class OvnSystem:
         self.create_ports = self.topo.create_ports
         self.delete_ports = self.topo.delete_ports
         self.add_rule = self.topo.add_rule
+        self.create_fips = self.topo.create_fips
+        self.prepare_fips = self.topo.prepare_fips
+        self.associate_fip = self.topo.associate_fip
+        self.fips_active = self.topo.fips_active
+        self.guard_fip = self.topo.guard_fip
+        self.drop_guard_fip = self.topo.drop_guard_fip
+        self.fip_active = self.topo.fip_active
         self.is_installed = self.topo.is_installed
         self.installed_count = self.topo.installed_count
         self.describe = self.topo.describe
@@ -313,23 +378,27 @@ class WyvernSystem:
             run_dir = base / "wyvern"
             quotas = {
                 f"WYVERN_QUOTAS__{q.upper()}": "-1"
-                for q in ("network", "subnet", "port", "router", "security_group")
+                for q in ("network", "subnet", "port", "router", "floatingip", "security_group")
             }
             quotas["WYVERN_QUOTAS__SECURITY_GROUP_RULE"] = "-1"
             # Bulk POSTs of 1,000 full port bodies (~350 kB) exceed Neutron's 112 KiB body
             # limit: raised here so results stay comparable with earlier runs.
             quotas["WYVERN_API_MAX_BODY_SIZE"] = str(4 * 1024 * 1024)
             self.api = start_api(run_dir, env=quotas)
-            env = process_env(
-                {
-                    "WYVERN_RUN_DIR": str(run_dir),
-                    "WYVERN_STORE": "sqlite",
-                    "WYVERN_OVS_MODE": "attach",
-                    "WYVERN_OVS_RUN_DIR": str(self.ovs.run_dir),
-                    "WYVERN_OVS_NETNS": self.ovs.netns or "",
-                    "WYVERN_CHASSIS_NAME": self.chassis,
-                }
-            )
+            agent_env = {
+                "WYVERN_RUN_DIR": str(run_dir),
+                "WYVERN_STORE": "sqlite",
+                "WYVERN_OVS_MODE": "attach",
+                "WYVERN_OVS_RUN_DIR": str(self.ovs.run_dir),
+                "WYVERN_OVS_NETNS": self.ovs.netns or "",
+                "WYVERN_CHASSIS_NAME": self.chassis,
+            }
+            if plan.floating_ips:
+                # The chassis maps the external physnet (the agent creates the bridge and
+                # its patch) and is the gateway chassis, as the OVN chassis is.
+                agent_env["WYVERN_BRIDGE_MAPPINGS"] = json.dumps({PHYSNET: EXT_BRIDGE})
+                agent_env["WYVERN_GATEWAY_PRIORITY"] = "1"
+            env = process_env(agent_env)
             self.agent = spawn(
                 [*wyvern_command(), "agent"], run_dir / "agent.out", env, "wyvern agent"
             )
@@ -344,6 +413,9 @@ class WyvernSystem:
         self.subnet_ids: list[str] = []
         self.sg_id: str | None = None
         self.port_ids: dict[int, str] = {}
+        self.ext_id: str | None = None
+        self.ext_subnet_id: str | None = None
+        self.fip_ids: dict[int, str] = {}
 
     # -- HTTP -----------------------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
@@ -399,6 +471,8 @@ class WyvernSystem:
                 f"routers/{routers[r]}/add_router_interface",
                 {"subnet_id": self.subnet_ids[s]},
             )
+        if plan.floating_ips:
+            self.build_gateway(routers[0])
         if plan.security_group:
             sg = self.call("POST", "security-groups", {"security_group": {"name": SG_NAME}}, 201)
             self.sg_id = sg["security_group"]["id"]
@@ -414,6 +488,72 @@ class WyvernSystem:
                 ):
                     continue  # the automatic egress rules of a new group
                 self.add_rule(rule)
+
+    def build_gateway(self, router_id: str) -> None:
+        """The external network (flat on the mapped physnet) and the router's gateway on it,
+        at the address the OVN side gets (SNAT of every internal subnet: the default)."""
+        net = {
+            "name": "ext",
+            "router:external": True,
+            "provider:network_type": "flat",
+            "provider:physical_network": PHYSNET,
+        }
+        self.ext_id = self.call("POST", "networks", {"network": net}, 201)["network"]["id"]
+        sub = {
+            "network_id": self.ext_id,
+            "cidr": EXT_CIDR,
+            "ip_version": 4,
+            "gateway_ip": EXT_UPSTREAM,
+            "enable_dhcp": False,
+        }
+        self.ext_subnet_id = self.call("POST", "subnets", {"subnet": sub}, 201)["subnet"]["id"]
+        info = {
+            "network_id": self.ext_id,
+            "external_fixed_ips": [{"subnet_id": self.ext_subnet_id, "ip_address": EXT_GATEWAY}],
+        }
+        self.call("PUT", f"routers/{router_id}", {"router": {"external_gateway_info": info}})
+
+    def fip_body(self, k: int, associated: bool = True) -> dict[str, Any]:
+        body = {"floating_network_id": self.ext_id, "floating_ip_address": fip_ip(k)}
+        if associated:
+            body["port_id"] = self.port_ids[k]
+        return body
+
+    def _post_fips(self, ports: list[int], associated: bool) -> None:
+        """Bulk POSTs of 1,000 (the API creates a floating IP and its port per body)."""
+        for i in range(0, len(ports), 1000):
+            chunk = ports[i : i + 1000]
+            body = {"floatingips": [self.fip_body(k, associated) for k in chunk]}
+            made = self.call("POST", "floatingips", body, 201)["floatingips"]
+            for k, fip in zip(chunk, made, strict=True):
+                self.fip_ids[k] = fip["id"]
+
+    def create_fips(self, ports: list[int]) -> None:
+        self._post_fips(ports, associated=True)
+
+    def prepare_fips(self, ports: list[int]) -> None:
+        """Unassociated floating IPs for PORTS, so that a sample times the association."""
+        self._post_fips(ports, associated=False)
+
+    def associate_fip(self, k: int) -> None:
+        body = {"floatingip": {"port_id": self.port_ids[k]}}
+        self.call("PUT", f"floatingips/{self.fip_ids[k]}", body)
+
+    def guard_fip(self, k: int) -> None:
+        body = {"floating_network_id": self.ext_id, "floating_ip_address": GUARD_FIP}
+        body["port_id"] = self.port_ids[k]
+        fip = self.call("POST", "floatingips", {"floatingip": body}, 201)["floatingip"]
+        self.fip_ids[k] = fip["id"]
+
+    def drop_guard_fip(self, k: int) -> None:
+        self.call("DELETE", f"floatingips/{self.fip_ids.pop(k)}", ok=204)
+
+    def fips_active(self) -> int | None:
+        return len(self.call("GET", "floatingips?status=ACTIVE&fields=id")["floatingips"])
+
+    def fip_active(self, k: int) -> bool:
+        fip = self.call("GET", f"floatingips/{self.fip_ids[k]}?fields=status")["floatingip"]
+        return bool(fip["status"] == "ACTIVE")
 
     def rule_body(self, rule: Rule) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -485,10 +625,12 @@ class WyvernSystem:
         if self.sg_id:
             sg = self.call("GET", f"security-groups/{self.sg_id}")["security_group"]
             rules = len(sg["security_group_rules"])
+        routers = self.call("GET", "routers?fields=external_gateway_info")["routers"]
+        fips = self.call("GET", "floatingips?fields=port_id")["floatingips"]
         return {
             "networks": len(self.call("GET", "networks?fields=id")["networks"]),
             "vm_ports": owners["compute:nova"],
-            "routers": len(self.call("GET", "routers?fields=id")["routers"]),
+            "routers": len(routers),
             "router_interfaces": owners["network:router_interface"],
             "sg_rules": rules,
             "ports_in_sg": sum(
@@ -496,6 +638,8 @@ class WyvernSystem:
                 for p in ports
                 if p["device_owner"] == "compute:nova" and self.sg_id in p["security_groups"]
             ),
+            "router_gateways": sum(1 for r in routers if r["external_gateway_info"]),
+            "floating_ips": sum(1 for f in fips if f["port_id"]),
         }
 
     def pids(self) -> dict[str, int | None]:
@@ -549,24 +693,66 @@ def ping_guard(system: Any, plan: Plan, tag: str) -> None:
             wait_until(lambda i=iface: system.is_installed(i), 60, 0.05, f"{iface} installed")
         ns_a = plugged[0][1]
         target = port_ip(plan, b)
-        for _ in range(5):
-            proc = subprocess.run(
-                ["ip", "netns", "exec", ns_a, "ping", "-c", "2", "-i", "0.2", "-W", "1", target],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode == 0:
-                print(f"    {system.name}: routed ping {port_ip(plan, a)} -> {target} ok")
-                break
-        else:
-            why = proc.stdout + proc.stderr
-            raise GuardFailed(f"{system.name}: routed ping guard FAILED:\n{why}")
+        guard_ping(system, ns_a, target, f"routed ping {port_ip(plan, a)} -> {target}")
+        if plan.floating_ips:
+            north_south_guard(system, plan, tag, a, plugged[0][1])
     finally:
         for iface, _ns in plugged:
             with contextlib.suppress(Exception):
                 vif.unplug(system.ovs, iface, delete_netns=True)
         system.delete_ports([a, b])
+
+
+def guard_ping(system: Any, ns: str, target: str, what: str) -> None:
+    """Ping TARGET from NS (five tries of two pings), or abort the run naming WHAT."""
+    for _ in range(5):
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", target],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode == 0:
+            print(f"    {system.name}: {what} ok")
+            return
+    raise GuardFailed(f"{system.name}: {what} guard FAILED:\n{proc.stdout + proc.stderr}")
+
+
+def north_south_guard(system: Any, plan: Plan, tag: str, k: int, vm_ns: str) -> None:
+    """A host on the external network (the upstream router's address, on br-ex) pings
+    port K's floating IP and the VM pings it back out, or abort: both systems' gateway and
+    floating IP setups must carry packets before any figure counts."""
+    outside, nic = f"wvb-{tag}-o", f"wvbo{tag}"
+    ovs_ns = system.ovs.netns
+    subprocess.run(["ip", "netns", "add", outside], check=True)
+    try:
+        subprocess.run(
+            ["ip", "link", "add", "eth0", "netns", outside, "type", "veth",
+             "peer", "name", nic, "netns", ovs_ns],
+            check=True,
+        )  # fmt: skip
+        for cmd in (
+            ["ip", "-n", ovs_ns, "link", "set", nic, "up"],
+            ["ip", "-n", outside, "link", "set", "lo", "up"],
+            ["ip", "-n", outside, "link", "set", "eth0", "up"],
+            ["ip", "-n", outside, "addr", "add", f"{EXT_UPSTREAM}/16", "dev", "eth0"],
+            # userspace datapath + veth: TX checksum offload leaves checksums unfilled
+            ["ip", "netns", "exec", outside, "ethtool", "-K", "eth0", "tx", "off"],
+        ):
+            subprocess.run(cmd, check=True, capture_output=True)
+        system.ovs.vsctl("add-port", EXT_BRIDGE, nic)
+        system.guard_fip(k)
+        want = {(GUARD_FIP, port_ip(plan, k))}
+        wait_until(lambda: not missing_dnats(system.ovs, want), 60, 0.05, "guard DNAT flow")
+        probes = ((outside, GUARD_FIP, "in"), (vm_ns, EXT_UPSTREAM, "out"))
+        for ns, target, way in probes:
+            guard_ping(system, ns, target, f"floating IP ping {way} ({ns} -> {target})")
+        system.drop_guard_fip(k)
+    finally:
+        with contextlib.suppress(Exception):
+            system.ovs.vsctl("--if-exists", "del-port", EXT_BRIDGE, nic)
+        subprocess.run(["ip", "-n", ovs_ns, "link", "del", nic], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", outside], check=False)
 
 
 @contextlib.contextmanager
@@ -653,6 +839,8 @@ def measure(system: Any, plan: Plan, tag: str, profile_dir: Path | None) -> dict
     with profiling(pids, profile_dir and profile_dir / "bulk"):
         t0 = time.monotonic()
         ids = system.create_ports(bulk)
+        if plan.floating_ips:
+            system.create_fips(bulk)
         out["nb_create_s"] = time.monotonic() - t0
         bind_vifs(system.ovs, list(zip(bulk, ids, strict=True)))
         wait_until(
@@ -661,6 +849,14 @@ def measure(system: Any, plan: Plan, tag: str, profile_dir: Path | None) -> dict
             BULK_POLL,
             f"{system.name}: all {plan.ports} ports installed",
         )
+        out["ports_signal_s"] = time.monotonic() - t0
+        if plan.floating_ips and system.fips_active() is not None:
+            wait_until(
+                lambda: (system.fips_active() or 0) >= plan.ports,
+                TIMEOUT,
+                BULK_POLL,
+                f"{system.name}: all {plan.ports} floating IPs ACTIVE",
+            )
         signalled = time.monotonic()
         out["signal_s"] = signalled - t0
         # A controller can report ports up before all their flows are in (OVN 23.03 does
@@ -678,6 +874,16 @@ def measure(system: Any, plan: Plan, tag: str, profile_dir: Path | None) -> dict
             f"{system.name}: an L2 flow for every port's MAC",
         )
         every_mac = time.monotonic()
+        if plan.floating_ips:
+            # Every floating IP's DNAT flow (OVN has no signal for NAT rows at all).
+            dnats = {(fip_ip(k), port_ip(plan, k)) for k in bulk}
+            wait_until(
+                lambda: not missing_dnats(system.ovs, dnats),
+                TIMEOUT,
+                BULK_POLL,
+                f"{system.name}: a DNAT flow for every floating IP",
+            )
+            every_mac = time.monotonic()
         flows, changed = settle(system.ovs, max(5.0, 0.25 * (every_mac - t0)))
         out["installed_s"] = max(signalled, every_mac, changed) - t0
         out["flows_at_signal"] = flows_at_signal
@@ -716,6 +922,9 @@ def measure(system: Any, plan: Plan, tag: str, profile_dir: Path | None) -> dict
     out["port_add_median_s"] = statistics.median(lat)
     out["port_add_nb_create_median_s"] = statistics.median(created)
 
+    if plan.floating_ips:
+        out.update(fip_adds(system, plan, extras[: min(FIP_ADDS, len(lat))]))
+
     if plan.security_group:
         wait_flows_stable(system.ovs, quiet=0.5)
         lat = []
@@ -738,6 +947,46 @@ def measure(system: Any, plan: Plan, tag: str, profile_dir: Path | None) -> dict
         out["rule_add_median_s"] = statistics.median(lat)
     out["notes"] = system.notes()
     return out
+
+
+def fip_adds(system: Any, plan: Plan, ports: list[int]) -> dict[str, Any]:
+    """One more floating IP association -> installed, for each of PORTS (single-added
+    ports without one): Wyvern PUTs port_id on a floating IP created unassociated before
+    the timing, OVN inserts the NAT row (Neutron's association); installed = the floating
+    IP's DNAT flow is on br-int, and for Wyvern also its status ACTIVE."""
+    system.prepare_fips(ports)
+    wait_flows_stable(system.ovs, quiet=0.5)
+    lat: list[float] = []
+    created: list[float] = []  # (the northbound call alone)
+    flow_lat: list[float] = []  # (when the DNAT flow was first seen: a diagnostic)
+    budget = time.monotonic() + SAMPLE_BUDGET
+    for k in ports:
+        if lat and time.monotonic() > budget:
+            break
+        want = {(fip_ip(k), port_ip(plan, k))}
+        seen: list[float] = []
+
+        def installed(
+            k: int = k, want: set[tuple[str, str]] = want, seen: list[float] = seen
+        ) -> bool:
+            if not seen and not missing_dnats(system.ovs, want):
+                seen.append(time.monotonic())
+            return bool(seen) and bool(system.fip_active(k))
+
+        t = time.monotonic()
+        system.associate_fip(k)
+        created.append(time.monotonic() - t)
+        wait_until(installed, 900, POLL, f"{system.name}: floating IP {fip_ip(k)} installed")
+        lat.append(time.monotonic() - t)
+        flow_lat.append(seen[0] - t)
+        wait_flows_stable(system.ovs, quiet=0.5)
+    return {
+        "fip_add_s": lat,
+        "fip_add_median_s": statistics.median(lat),
+        "fip_add_nb_median_s": statistics.median(created),
+        "fip_add_flow_s": flow_lat,
+        "fip_add_flow_median_s": statistics.median(flow_lat),
+    }
 
 
 def run_system(cls: Any, plan: Plan, scratch: Path, profile_dir: Path | None) -> dict[str, Any]:
@@ -776,9 +1025,16 @@ def figures(key: str, ovn: dict[str, Any], wyv: dict[str, Any]) -> list[Figure]:
         row("time to installed (create -> all flows)", "s", "installed_s", 0.5),
         row("  of which northbound create", "s", "nb_create_s"),
         row("  own signal: all up / all ACTIVE", "s", "signal_s"),
+        row("  of which all ports up / ACTIVE", "s", "ports_signal_s"),
         row("one more port -> installed (median)", "s", "port_add_median_s", 0.25),
         row("  of which northbound create", "s", "port_add_nb_create_median_s"),
     ]
+    if "fip_add_median_s" in ovn or "fip_add_median_s" in wyv:
+        rows.append(
+            row("one more floating IP -> installed (median)", "s", "fip_add_median_s", 0.25)
+        )
+        rows.append(row("  of which northbound association", "s", "fip_add_nb_median_s"))
+        rows.append(row("  its DNAT flow on br-int (median)", "s", "fip_add_flow_median_s"))
     if "rule_add_median_s" in ovn or "rule_add_median_s" in wyv:
         rows.append(row("one SG rule add -> installed (median)", "s", "rule_add_median_s"))
     rows += [
@@ -807,7 +1063,7 @@ def git_revision() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", default="1,2,3", help="comma-separated: 1,2,3")
+    parser.add_argument("--scenarios", default="1,2,3,4", help="comma-separated: 1,2,3,4")
     parser.add_argument("--scale", type=float, default=1.0, help="port count factor (dev: 0.05)")
     parser.add_argument("--apt", action="store_true", help="apt-get install OVN if missing")
     parser.add_argument("--only", choices=("ovn", "wyvern"), help="run one system (debugging)")

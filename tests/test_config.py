@@ -262,6 +262,23 @@ class OldSettings(BaseSettings):
         "the external networks it hosts gateways on; an answer with a new MAC replaces "
         "the binding (a replaced upstream router).",
     )
+    nova_metadata_host: str = Field(
+        default="",
+        description="Agent: host of Nova's metadata API, where the metadata proxy sends "
+        "what VMs ask 169.254.169.254 and fe80::a9fe:a9fe (Neutron's option); empty: "
+        "every such request gets a 404 JSON saying metadata is not configured.",
+    )
+    nova_metadata_port: int = Field(
+        default=8775, ge=1, le=65535, description="Agent: TCP port of Nova's metadata API."
+    )
+    nova_metadata_protocol: Literal["http", "https"] = Field(
+        default="http", description="Agent: protocol of Nova's metadata API."
+    )
+    metadata_proxy_shared_secret: str = Field(
+        default="",
+        description="Agent: the secret shared with Nova (its "
+        "[neutron]metadata_proxy_shared_secret) that signs X-Instance-ID.",
+    )
 
     @model_validator(mode="after")
     def _refuse_open_noauth(self) -> OldSettings:

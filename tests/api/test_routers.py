@@ -821,24 +821,8 @@ def test_l3_agents_show_the_gateway_chassis_and_which_is_active() -> None:
         puts += [Put(registry_key(name), rec), Put(chassis_key(name), rec)]
     store.txn([], puts)
     with make_client(store) as client:
-        net = post(
-            client,
-            "networks",
-            "network",
-            {
-                "name": "public",
-                "router:external": True,
-                "provider:network_type": "flat",
-                "provider:physical_network": "physnet1",
-            },
-        )
-        post(
-            client,
-            "subnets",
-            "subnet",
-            {"network_id": net["id"], "cidr": "203.0.113.0/24", "ip_version": 4},
-        )
-        r = router(client, headers=None, external_gateway_info={"network_id": net["id"]})
+        net_id, _ = external_net(client)  # (on physnet1)
+        r = router(client, headers=None, external_gateway_info={"network_id": net_id})
         other = router(client, headers=None)
 
         def listed(router_id: str, headers: Any = None) -> Any:

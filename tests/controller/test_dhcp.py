@@ -452,8 +452,8 @@ def test_dispatcher_answers_dhcp_to_the_bound_ofport() -> None:
     assert r.mtype == dhcp.OFFER and r.msg.yiaddr == "10.0.0.5"
 
 
-def test_dispatcher_uses_router_interface_mac() -> None:
-    view = local_view()
+def add_router_interface(view: Any) -> None:
+    """A router interface on the subnet's gateway address 10.0.0.1 (port "rp")."""
     router_port = port(
         id="rp",
         _key=1,
@@ -462,6 +462,11 @@ def test_dispatcher_uses_router_interface_mac() -> None:
         fixed_ips=[{"subnet_id": SUBNET_ID, "ip_address": "10.0.0.1"}],
     )
     view.apply("port", "rp", router_port)
+
+
+def test_dispatcher_uses_router_interface_mac() -> None:
+    view = local_view()
+    add_router_interface(view)
     outs = PacketInDispatcher(view).handle(pin(client_frame(dhcp.DISCOVER)), now=0.0)
     assert Decoded(outs[0].data).eth.src == "fa:16:3e:11:22:33"
 
@@ -665,3 +670,42 @@ def test_frames_that_are_not_dhcp_requests_are_refused() -> None:
     ]:
         with pytest.raises(dhcp.DhcpError, match=why):
             dhcp.parse_request(bad)
+
+
+# --- the route to the metadata service (option 121) ---------------------------------------
+
+METADATA_ROUTE = ("169.254.169.254/32", "0.0.0.0")  # on-link (RFC 3442: router 0.0.0.0)
+
+
+def test_without_a_router_the_metadata_service_is_on_link() -> None:
+    # No gateway at all: the route alone (no default route to add).
+    r = answer(client_frame(dhcp.DISCOVER), subnets=[subnet(gateway_ip=None)], metadata_route=True)
+    assert r is not None and 3 not in r.opts
+    assert dhcp.decode_classless_routes(r.opts[121]) == [METADATA_ROUTE]
+    # A gateway that is no router's: the route, then the default route (clients using
+    # option 121 ignore option 3).
+    r = answer(client_frame(dhcp.DISCOVER), metadata_route=True)
+    assert r is not None and r.ips(3) == ["10.0.0.1"]
+    assert dhcp.decode_classless_routes(r.opts[121]) == [METADATA_ROUTE, ("0.0.0.0/0", "10.0.0.1")]
+
+
+def test_a_host_route_covering_the_service_is_left_as_it_is() -> None:
+    routes = [{"destination": "169.254.0.0/16", "nexthop": "10.0.0.9"}]
+    r = answer(
+        client_frame(dhcp.DISCOVER), subnets=[subnet(host_routes=routes)], metadata_route=True
+    )
+    assert r is not None
+    assert dhcp.decode_classless_routes(r.opts[121]) == [
+        ("169.254.0.0/16", "10.0.0.9"),
+        ("0.0.0.0/0", "10.0.0.1"),
+    ]
+
+
+def test_the_dispatcher_gives_the_route_only_where_no_router_owns_the_gateway() -> None:
+    view = local_view()
+    outs = PacketInDispatcher(view).handle(pin(client_frame(dhcp.DISCOVER)), now=0.0)
+    routes = dhcp.decode_classless_routes(Decoded(outs[0].data).opts[121])
+    assert routes == [METADATA_ROUTE, ("0.0.0.0/0", "10.0.0.1")]
+    add_router_interface(view)
+    outs = PacketInDispatcher(view).handle(pin(client_frame(dhcp.DISCOVER)), now=0.0)
+    assert 121 not in Decoded(outs[0].data).opts  # the router takes it: option 3 alone

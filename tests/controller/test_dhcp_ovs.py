@@ -233,7 +233,10 @@ def test_dhclient_and_udhcpc_get_their_port_address(
     assert env["new_domain_name"] == "openstacklocal"
     assert env["new_dhcp_server_identifier"] == "10.1.0.1"
     assert env["new_dhcp_lease_time"] == "86400"
-    assert env["new_rfc3442_classless_static_routes"] == "24 192 168 77 10 1 0 254 0 10 1 0 1"
+    # (no router owns the gateway here: the metadata service's on-link route comes first)
+    assert env["new_rfc3442_classless_static_routes"] == (
+        "32 169 254 169 254 0 0 0 0 24 192 168 77 10 1 0 254 0 10 1 0 1"
+    )
     assert "inet 10.1.0.11/24" in ipv4_of(vm1.netns)
     assert "10.1.0.11" in (work / "dhclient.leases").read_text()
 
@@ -245,7 +248,10 @@ def test_dhclient_and_udhcpc_get_their_port_address(
     assert env["mtu"] == str(MTU)
     assert env["dns"].split() == ["10.1.0.53"]
     assert env["serverid"] == "10.1.0.1"
-    assert env["staticroutes"] == "192.168.77.0/24 10.1.0.254 0.0.0.0/0 10.1.0.1"
+    assert (
+        env["staticroutes"]
+        == "169.254.169.254/32 0.0.0.0 192.168.77.0/24 10.1.0.254 0.0.0.0/0 10.1.0.1"
+    )
     assert "inet 10.1.0.12/24" in ipv4_of(vm2.netns)
 
     assert dispatcher.stats["dhcp4_offer"] >= 2

@@ -147,9 +147,10 @@ def osken_error(
     st.sampled_from([1, 6, 17]),
     st.integers(0, 255),
     st.sampled_from([0, 0x4000, 0x2000, 0x2001, 0x0005]),  # DF, MF, offsets
-    # at least a whole ICMP header with the type byte: os-ken cannot parse a shorter one,
-    # and then builds an error where we see the type byte of an ICMP error and do not
-    st.binary(min_size=3, max_size=64),
+    # at least the 8 bytes of an ICMP error's header (type, code, checksum, 4 more): os-ken
+    # cannot parse a shorter one, and then builds an error where we see the type byte of
+    # an ICMP error and do not
+    st.binary(min_size=7, max_size=64),
     st.sampled_from([(11, 0), (3, 0), (3, 1), (3, 4)]),
 )
 def test_errors_are_the_bytes_os_ken_built(

@@ -397,3 +397,20 @@ def test_only_neighbour_solicitations_parse() -> None:
     assert nd.parse_solicitation(good[:20] + b"\x11" + good[21:]) is None  # next header UDP
     assert nd.parse_solicitation(good[:54] + b"\x88" + good[55:]) is None  # NA, not NS
     assert nd.parse_solicitation(good[:70]) is None  # cut inside the target
+
+
+def test_the_metadata_service_address_is_answered_with_its_mac() -> None:
+    """fe80::a9fe:a9fe (punted by the metadata app) is the metadata port's, for any local
+    port; a link-local address nobody holds is not answered."""
+    from wyvern.apps.port_security import eui64_link_local
+    from wyvern.ir.metadata import METADATA_MAC, SERVICE_V6
+
+    d = PacketInDispatcher(view())
+    assert d.handle(punt_in(solicitation("fe80::a9fe:a9fd", src=LL_A)), now=0.0) == []
+    for mac, port_key, ofport in ((MAC_A, 1, OF_A), (MAC_B, 2, OF_B)):
+        ll = str(eui64_link_local(mac))
+        frame = solicitation(SERVICE_V6, src=ll, eth_src=mac)
+        (out,) = d.handle(punt_in(frame, in_port=ofport, port_key=port_key), now=0.0)
+        assert out.ofport == ofport
+        check_na(out.data, owner_mac=METADATA_MAC, target=SERVICE_V6, dst=ll, eth_dst=mac,
+                 flags=SOL | OVR)  # fmt: skip

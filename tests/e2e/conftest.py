@@ -30,7 +30,7 @@ import requests
 from tests import system
 from tests.harness import ApiServer, Proc, process_env, spawn, start_api, wyvern_command
 from tests.southbound.conftest import in_netns, keep, unique
-from wyvern.southbound import vif
+from wyvern.southbound import metadata, vif
 from wyvern.southbound.ovs import OvsInstance, netns_exists
 
 # The JSON body key of each collection (Neutron's singular resource names).
@@ -210,6 +210,13 @@ def _remove_vm(ovs: OvsInstance, port_id: str, ns: str) -> None:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
+def remove_metadata_netns(chassis_name: str) -> None:
+    """The chassis's metadata namespace, which an agent that was killed leaves behind."""
+    ns = metadata.namespace(chassis_name)
+    if netns_exists(ns):
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
 def _remove_dir(path: Path) -> None:
     for pidfile in path.glob("*.pid"):  # daemons (dhclient) started there
         kill_from_pidfile(pidfile, str(path))
@@ -256,6 +263,8 @@ def chassis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Chassis]
                 steps += [functools.partial(_remove_vm, ovs, p, ns) for p, ns in c.vms]
                 if c.agent is not None:
                     steps.append(c.agent.stop)
+                name = c.env["WYVERN_CHASSIS_NAME"]
+                steps.append(functools.partial(remove_metadata_netns, name))
                 steps += [functools.partial(_remove_dir, path) for path in c.dirs]
             if api is not None:
                 steps.append(api.stop)

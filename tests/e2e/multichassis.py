@@ -33,7 +33,14 @@ from typing import Any
 
 import requests
 
-from tests.e2e.conftest import Chassis, _remove_dir, _remove_vm, _run_all, kill_proc
+from tests.e2e.conftest import (
+    Chassis,
+    _remove_dir,
+    _remove_vm,
+    _run_all,
+    kill_proc,
+    remove_metadata_netns,
+)
 from tests.harness import ApiServer, etcd_server, process_env, start_api
 from tests.southbound.conftest import in_netns, keep, unique
 from wyvern.nb.etcd_server import EtcdServer
@@ -191,6 +198,7 @@ def _stop_hv(hv: Hv) -> None:
     steps += [functools.partial(_remove_vm, hv.ovs, p, ns) for p, ns in hv.vms]
     if hv.agent is not None:
         steps.append(hv.agent.stop)
+    steps.append(functools.partial(remove_metadata_netns, hv.name))
     steps += [functools.partial(_remove_dir, path) for path in hv.dirs]
     steps.append(hv.ovs.stop)  # removes its namespace, and the underlay veth with it
     _run_all(steps)

@@ -88,6 +88,8 @@ def test_the_readme_walkthrough_works_as_written(
         assert "| active" in out.stdout, log
         assert "(dnat) priority" in out.stdout and "nat: floating IP 203.0.113." in out.stdout
         assert "delivered to port vm1-port" in out.stdout, log
+        # the metadata service, with no Nova configured: its clear 404
+        assert '"type":"MetadataNotConfigured"' in out.stdout, log
     finally:
         for ns in (vm, world):
             if netns_exists(ns):

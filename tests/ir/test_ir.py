@@ -513,3 +513,48 @@ def test_compiled_templates_equal_the_generic_path(data: st.DataObject) -> None:
     assert got == _outcome(template.generic_flow, cookie, *values)
     if isinstance(got, Flow):
         got.validate()
+
+
+def test_template_ct_values_equal_checked_flows_and_keep_their_shape() -> None:
+    """A varying Ct (a per-port NAT address and label, the metadata app's): the flow
+    equals the checked one; a Ct of another shape is refused."""
+    from wyvern.ir import CtClear
+
+    md = encode("metadata", "p1")
+
+    def snat(addr: str, label: int) -> Ct:
+        nat = Nat("src", addr)
+        return Ct(commit=True, zone=0xEFFF, nat=nat, exec=(SetField("ct_label", label),))
+
+    actions = (CtClear(), snat("169.254.0.1", 0), Output(0xFC00))
+    fixed = {"eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "169.254.169.254", "tcp_dst": 80}
+    t = table("metadata").template(
+        priority=100,
+        cookie_app="metadata",
+        varying=("in_port",),
+        fixed=fixed,
+        actions=actions,
+        action_values=(1,),
+    )
+    got = t.flow(md, 3, snat("169.254.0.3", 1 << 100))
+    want = table("metadata").flow(
+        priority=100,
+        cookie=md,
+        match=match(in_port=3, **fixed),
+        actions=(CtClear(), snat("169.254.0.3", 1 << 100), Output(0xFC00)),
+    )
+    assert got == want and got == t.generic_flow(md, 3, snat("169.254.0.3", 1 << 100))
+    got.validate()
+    for other in (
+        snat("fdfe:a9fe:a9fe::3", 1),  # another family: the match is IPv4
+        Ct(commit=True, zone=0xEFFE, nat=Nat("src", "169.254.0.3")),  # no exec, other zone
+        Ct(zone=0xEFFF, nat=Nat(), table="metadata_out"),
+        Output(3),
+        3,
+    ):
+        with pytest.raises(IRError):
+            t.flow(md, 3, other)
+        with pytest.raises(IRError):
+            t.generic_flow(md, 3, other)
+    with pytest.raises(IRError):  # a label wider than ct_label
+        t.flow(md, 3, snat("169.254.0.3", 1 << 128))

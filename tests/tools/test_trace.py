@@ -304,6 +304,7 @@ def test_north_south_names_the_gateway_and_the_floating_ip() -> None:
     )
     assert "sent out to physical network physnet1" in text
     assert "l3: MAC binding 203.0.113.1 is 02:00:00:00:00:01 on network public" in text
+    assert ", active on chassis gw" in text  # which chassis hosts the gateway
     # vm-b, on a chassis without the physnet: redirected to the gateway chassis by Geneve
     _, _, trace, text = world.run(from_port="vm-b", dst_ip="198.51.100.7")
     assert "sent by geneve to chassis gw (192.0.2.1)" in text, text

@@ -11,6 +11,7 @@ from wyvern.apps.classifier import Classifier
 from wyvern.apps.defaults import PipelineDefaults
 from wyvern.apps.l2 import L2
 from wyvern.apps.l3 import L3App
+from wyvern.apps.metadata import MetadataApp
 from wyvern.apps.nat import NatApp
 from wyvern.apps.output import OutputApp
 from wyvern.apps.port_security import PortSecurity
@@ -25,6 +26,7 @@ L2_APPS: list[type[App]] = [
     Services,
     L2,
     OutputApp,
+    MetadataApp,
 ]
 
 ALL_APPS: list[type[App]] = [

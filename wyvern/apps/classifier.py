@@ -8,6 +8,9 @@ For every LOCAL port (bound on this chassis, admin up, in an admin-up network)::
 The pipeline is the same whether or not the port has port security: port_security passes
 such ports through. Unknown in_ports hit the stage default (drop, wyvern.apps.defaults).
 
+Packets from the metadata port (ofports.METADATA_OFPORT) go to metadata_reply
+(wyvern.apps.metadata), a global flow.
+
 Packets from a tunnel port (wyvern.apps.overlay), per overlay network (owner
 ("tunnel", network id)) whose encap this chassis's record lists, all with
 flag_from_tunnel=1 so that they never leave by a tunnel again:
@@ -35,6 +38,7 @@ from __future__ import annotations
 from wyvern.apps.base import App, Owner
 from wyvern.apps.common import local_port, port_ct_zone, port_is_up
 from wyvern.apps.gateway import REDIRECT_KEY, local_gateway
+from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.overlay import FLOOD_OPTION, local_encap
 from wyvern.apps.provider import local_patch, vlan_vid
 from wyvern.apps.punts import meter_flow
@@ -50,7 +54,7 @@ from wyvern.ir import (
     table,
 )
 from wyvern.ir.cookies import encode
-from wyvern.ir.ofports import GENEVE, TUNNEL_OFPORTS
+from wyvern.ir.ofports import GENEVE, METADATA_OFPORT, TUNNEL_OFPORTS
 from wyvern.model.view import LocalView
 
 PRIORITY_PORT = 100
@@ -67,6 +71,17 @@ class Classifier(App):
         "physnet": "networks",
         "router": "routers",
     }
+
+    def global_flows(self) -> list[Flow]:
+        """What comes back from the metadata service (wyvern.apps.metadata)."""
+        return [
+            table("classification").flow(
+                priority=PRIORITY_PORT,
+                cookie=encode("classifier", SERVICE_OBJECT),
+                match=match(in_port=METADATA_OFPORT),
+                actions=(Goto("metadata_reply"),),
+            )
+        ]
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, port_id = owner

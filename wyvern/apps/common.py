@@ -4,17 +4,19 @@ owners of apps that keep flows per local port."""
 from __future__ import annotations
 
 from wyvern.ir import valid_port
+from wyvern.ir.metadata import METADATA_ZONE
 from wyvern.model.view import LocalView, Network, Port
 
-# Conntrack zones on a chassis: a port's is its ofport, below this; routers' SNAT zones
-# are this and above (wyvern.apps.gateway.router_zone).
+# Conntrack zones on a chassis: a port's is its ofport, below METADATA_ZONE (0xEFFF, the
+# metadata service's SNAT); routers' SNAT zones are this and above
+# (wyvern.apps.gateway.router_zone).
 ROUTER_ZONE_BASE = 0xF000
 
 
 def port_ct_zone(view: LocalView, port_id: str) -> int | None:
     """The conntrack zone of a local port (None when the port is not bound here)."""
     binding = view.bindings.get(port_id)
-    if binding is None or not valid_port(binding.ofport) or binding.ofport >= ROUTER_ZONE_BASE:
+    if binding is None or not valid_port(binding.ofport) or binding.ofport >= METADATA_ZONE:
         return None
     return binding.ofport
 

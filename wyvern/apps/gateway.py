@@ -61,7 +61,28 @@ from wyvern.model.view import (
 )
 
 
-def router_zone(router: Router) -> int:
+@dataclass(frozen=True, slots=True)
+class RouterFacts:
+    """What a floating IP's flows need of its router. The router record carries every
+    floating IP (`_fips`), so it changes with each association: read through
+    `view.derive(router_facts, id)`, a floating IP's flows are recomputed only when these
+    facts change, not when another floating IP is associated (at 1,000 floating IPs on
+    a router, one association recomputed all of them: 0.7 s)."""
+
+    id: str
+    key: int
+    admin_state_up: bool
+    gateway_network_id: str | None
+
+
+def router_facts(view: LocalView, router_id: str) -> RouterFacts | None:
+    r = view.routers.get(router_id)
+    if r is None:
+        return None
+    return RouterFacts(r.id, r.key, r.admin_state_up, r.gateway_network_id)
+
+
+def router_zone(router: Router | RouterFacts) -> int:
     """The router's conntrack zone for SNAT (see the module docstring)."""
     return ROUTER_ZONE_BASE | (router.key & 0xFFF)
 
@@ -281,7 +302,7 @@ class LocalFip:
     maps the external network's physnet (DVR-style: no detour through the gateway)."""
 
     fip: FloatingIp
-    router: Router
+    router: RouterFacts
     network: Network  # the external network
     addr: ipaddress.IPv4Interface  # the floating address, with its subnet's prefix
     upstream: ipaddress.IPv4Address | None  # that subnet's gateway_ip
@@ -302,7 +323,7 @@ def local_fip(view: LocalView, fip_id: str) -> LocalFip | None:
         return None
     if min(view.fips_by_fixed.get((fip.router_id, fip.fixed_ip), (fip_id,))) != fip_id:
         return None  # two on one fixed IP (the API refuses it): the first by id wins
-    router = view.routers.get(fip.router_id)
+    router = view.derive(router_facts, fip.router_id)
     net = view.networks.get(fip.network_id)
     if router is None or net is None or router.gateway_network_id != net.id:
         return None

@@ -70,7 +70,13 @@ GATEWAY_OWNER = "network:router_gateway"
 
 
 def router_ports(view: LocalView, network_id: str) -> list[tuple[Port, int]]:
-    """(router port, router key) for each router interface or gateway in a network."""
+    """(router port, router key) for each router interface or gateway in a network.
+    Derived (early cutoff): a router record changes with every floating IP association,
+    and every port of its networks would be recomputed otherwise."""
+    return view.derive(_router_ports, network_id)
+
+
+def _router_ports(view: LocalView, network_id: str) -> list[tuple[Port, int]]:
     out: dict[str, tuple[Port, int]] = {}
     for rid in sorted(view.routers_by_network.get(network_id, ())):
         r = view.routers.get(rid)
@@ -140,10 +146,12 @@ class L2(App):
             )
             out.setdefault(f.key, f)
         for gw in local_gateways(view, net_id):
-            # ARP from the physical network for the gateway (and its forwarded addresses)
-            for ip in (*(a.ip for a in gw.addrs), *gw.forwarded):
+            # ARP from the physical network for the gateway (and its forwarded addresses,
+            # one priority below: an associated floating IP's would win, l3 does the same)
+            mine = [(a.ip, 0) for a in gw.addrs] + [(ip, 1) for ip in gw.forwarded]
+            for ip, below in mine:
                 f = st.flow(
-                    priority=P_GATEWAY_ARP,
+                    priority=P_GATEWAY_ARP - below,
                     cookie=cookie,
                     match=match(network_key=net.key, eth_type=ETH_TYPE_ARP, arp_tpa=str(ip)),
                     actions=(

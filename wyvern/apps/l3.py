@@ -184,12 +184,10 @@ class L3App(App):
 
     @staticmethod
     def _routed(view: LocalView, network_id: str) -> bool:
-        """A router has an interface on this network (so it needs next-hop resolution)."""
-        for rid in view.routers_by_network.get(network_id, ()):
-            router = view.routers.get(rid)
-            if router is not None and any(i.network_id == network_id for i in router.interfaces):
-                return True
-        return False
+        """A router has an interface on this network (so it needs next-hop resolution).
+        Derived (early cutoff): a router record changes with every floating IP
+        association, and every port of its networks would be recomputed otherwise."""
+        return view.derive(_routed, network_id)
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
         kind, oid = owner
@@ -400,6 +398,14 @@ class L3App(App):
         return list(flows.values())
 
 
+def _routed(view: LocalView, network_id: str) -> bool:
+    for rid in view.routers_by_network.get(network_id, ()):
+        router = view.routers.get(rid)
+        if router is not None and any(i.network_id == network_id for i in router.interfaces):
+            return True
+    return False
+
+
 def _routes_via(router: Router, subnets: list[IpNetwork]) -> list[IpNetwork]:
     """The destinations of the router's extra routes whose next hop is on SUBNETS."""
     out: set[IpNetwork] = set()
@@ -513,7 +519,10 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
     rkey, nkey, mac = gw.router.key, gw.network.key, gw.port.mac
     rin = table("router_input")
     out: list[Flow] = []
-    for ip_addr in (*(a.ip for a in gw.addrs), *gw.forwarded):
+    # A forwarded address one priority below: were it also an associated floating IP's
+    # (the API refuses that), the association's flows win and no two owners share a flow.
+    mine = [(a.ip, 0) for a in gw.addrs] + [(ip, 1) for ip in gw.forwarded]
+    for ip_addr, below in mine:
         ip = str(ip_addr)
         arp: dict[str, MatchValue] = {
             "router_key": rkey,
@@ -523,7 +532,7 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
         }
         out.append(
             rin.flow(
-                priority=PRIO_GATEWAY_ARP,
+                priority=PRIO_GATEWAY_ARP - below,
                 cookie=cookie,
                 match={**arp, "arp_op": 1},
                 actions=_arp_answer(mac, ip),
@@ -531,7 +540,7 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
         )
         out.append(
             rin.flow(
-                priority=PRIO_GATEWAY_ARP,
+                priority=PRIO_GATEWAY_ARP - below,
                 cookie=cookie,
                 match={**arp, "arp_op": 2},
                 actions=punt(bytes([PUNT_ARP_LEARN])),
@@ -539,7 +548,7 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
         )
         out.append(
             rin.flow(
-                priority=PRIO_UNSNAT,
+                priority=PRIO_UNSNAT - below,
                 cookie=cookie,
                 match={"router_key": rkey, "network_key": nkey, "ipv4_dst": ip},
                 actions=(Goto("dnat"),),

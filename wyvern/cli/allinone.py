@@ -87,6 +87,7 @@ class AgentComponent:
     def start(self) -> None:
         from wyvern.controller.agent import Agent
         from wyvern.controller.chassis import ChassisInfo
+        from wyvern.controller.metadata import MetadataSettings
         from wyvern.nb.factory import open_store
         from wyvern.southbound.ovs import OvsError
 
@@ -128,6 +129,12 @@ class AgentComponent:
             selective=selective,
             liveness_grace=s.agent_liveness_grace,
             mac_binding_refresh=s.agent_mac_binding_refresh,
+            metadata=MetadataSettings(
+                nova_metadata_host=s.nova_metadata_host,
+                nova_metadata_port=s.nova_metadata_port,
+                nova_metadata_protocol=s.nova_metadata_protocol,
+                metadata_proxy_shared_secret=s.metadata_proxy_shared_secret,
+            ),
         )
         self.agent.start()
         LOG.info(

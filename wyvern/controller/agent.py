@@ -68,10 +68,12 @@ from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
 from wyvern.controller.engine import Engine, default_apps, gc_paused, release_free_memory
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.liveness import ChassisLiveness
+from wyvern.controller.metadata import Instance, MetadataProxy, MetadataSettings
 from wyvern.controller.sync import Sync
 from wyvern.model.keys import ROOT, mac_binding_key, obj_key
 from wyvern.model.view import Change, LocalView, MacBinding
 from wyvern.nb.store import Compare, Put, Store, StoreError
+from wyvern.southbound import metadata as metadata_port
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.meters import Meters
 from wyvern.southbound.ovs import OvsError, OvsInstance
@@ -128,12 +130,15 @@ class Agent:
         selective: bool = False,
         liveness_grace: float = 0.0,
         mac_binding_refresh: float = 60.0,
+        metadata: MetadataSettings | None = None,
     ) -> None:
         """ovs None: a fake chassis (no switch; flows recorded, ports bound by
         binding:host_id; see wyvern/controller/interest.py). selective: follow only what
         the local ports need (interest.py) instead of every prefix. liveness_grace: how
         long a remote chassis with no BFD session outlives its lease (liveness.py).
-        mac_binding_refresh: seconds between the ARP probes for learned MAC bindings."""
+        mac_binding_refresh: seconds between the ARP probes for learned MAC bindings.
+        metadata: the metadata proxy's settings (None: no metadata port nor proxy; the
+        default, MetadataSettings(), answers every VM 404 "not configured")."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
@@ -177,6 +182,8 @@ class Agent:
         self.stats = AgentStats()
         self.want_packet_in = packet_in
         self.packet_in: PacketInService | None = None
+        self.metadata_settings = metadata
+        self.metadata: MetadataProxy | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._dirty = False  # the switch may differ from the desired set (a failed sync)
@@ -250,6 +257,8 @@ class Agent:
         release_free_memory()
         if self.want_packet_in and ovs is not None:
             self.packet_in = PacketInService.start(self.sync, ovs, self.bridge)
+        if ovs is not None and self.metadata_settings is not None:
+            self._start_metadata(ovs, self.metadata_settings)
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{self.chassis.name}", daemon=True
         )
@@ -270,6 +279,34 @@ class Agent:
             )
         if info.encaps:
             ensure_tunnel_ports(self.ovs, self.bridge, info.encaps)
+
+    def _start_metadata(self, ovs: OvsInstance, settings: MetadataSettings) -> None:
+        """The metadata port, its namespace and the proxy serving it (apps/metadata.py).
+        A failure costs the VMs their metadata, not the chassis its agent."""
+        try:
+            ns = metadata_port.ensure_port(ovs, self.bridge, self.chassis.name)
+            sockets = metadata_port.listen(ns)
+        except OvsError as exc:
+            LOG.error("chassis %s: no metadata service: %s", self.chassis.name, exc)
+            return
+        self.metadata = MetadataProxy(settings, self._metadata_instance).start(sockets)
+        LOG.info(
+            "chassis %s: metadata proxy in namespace %s, Nova %s",
+            self.chassis.name,
+            ns,
+            settings.url("/", "") if settings.configured else "not configured",
+        )
+
+    def _metadata_instance(self, ofport: int) -> Instance | None:
+        """(The proxy's worker threads) the port bound here on OFPORT, from the view."""
+        with self.sync.lock:
+            view = self.view
+            port_id = next((p for p, b in view.bindings.items() if b.ofport == ofport), None)
+            port = view.ports.get(port_id) if port_id is not None else None
+            if port is None:
+                return None
+            ipv4 = next((ip for ip in port.ips if "." in ip), None)
+            return Instance(port.id, port.device_id, port.project_id, port.mac, ipv4)
 
     def _names(self) -> tuple[str, str]:
         return self.chassis.name, self.bridge
@@ -333,6 +370,11 @@ class Agent:
         if self.packet_in is not None:
             self.packet_in.stop()
             self.packet_in = None
+        if self.metadata is not None:
+            self.metadata.stop()
+            self.metadata = None
+            if expire and self.ovs is not None:  # (a crash leaves it, as the flows)
+                metadata_port.remove_port(self.ovs, self.bridge, self.chassis.name)
         self.registration.stop(expire=expire)
         if isinstance(self.bindings, BindingMonitor):
             self.bindings.stop()
@@ -591,7 +633,9 @@ class Agent:
     def _send_out(self, what: str, frames: list[tuple[int, bytes]]) -> None:
         """ARP frames out of the patch ports: gratuitous ARPs for a floating IP or gateway
         NATed here from now on, probes for learned neighbours."""
-        if self.ovs is None:
+        if self.ovs is None or not frames:
+            return
+        if self.packet_in is not None and self.packet_in.send(what, frames):
             return
         for patch, frame in frames:
             try:
@@ -653,6 +697,7 @@ class PacketInService:
         self.bridge = bridge
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name="packet-in", daemon=True)
+        self._channel: Any = None  # the OfChannel while serving
         self._stopping = asyncio.Event()  # bound to self.loop on first use
 
     @classmethod
@@ -693,6 +738,7 @@ class PacketInService:
         dispatcher.handle = handle  # type: ignore[method-assign]
         run = dispatcher.run  # type: ignore[attr-defined,unused-ignore]
         async with channel:
+            self._channel = channel
             task = asyncio.create_task(run(channel))
             stop = asyncio.create_task(self._stopping.wait())
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -705,6 +751,32 @@ class PacketInService:
                     pass
                 except Exception:
                     LOG.exception("packet-in service on %s stopped", self.bridge)
+
+    def send(self, what: str, frames: list[tuple[int, bytes]]) -> bool:
+        """Queue FRAMES (ofport, bytes) as packet-outs on this service's OpenFlow
+        connection and return at once (False: not serving). Thousands of gratuitous ARPs
+        at a bulk association cost the agent's loop nothing: one `ovs-ofctl packet-out`
+        process per frame used to take most of it."""
+        channel = self._channel
+        if not frames:
+            return True
+        if channel is None or self.loop.is_closed():
+            return False
+
+        async def out() -> None:
+            from wyvern.southbound.ofchannel import ChannelError
+
+            try:
+                for port, data in frames:
+                    await channel.packet_out(port, data)
+            except ChannelError as exc:
+                LOG.warning("%s: ARP not sent: %s", what, exc)
+
+        try:
+            asyncio.run_coroutine_threadsafe(out(), self.loop)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
 
     def _write_binding(self, binding: MacBinding) -> None:
         """Publish a learned neighbour to every agent following its network."""

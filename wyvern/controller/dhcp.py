@@ -9,7 +9,9 @@ What the reply carries, following Neutron's dnsmasq configuration:
 - 1 subnet mask, 28 broadcast, 3 router (gateway_ip; omitted without a gateway),
   6 DNS servers (dns_nameservers), 26 interface MTU (the network's MTU, which already
   accounts for tunnel overhead), 121 classless static routes (host_routes plus the
-  default route via the gateway, since a client using 121 ignores option 3),
+  default route via the gateway, since a client using 121 ignores option 3; on a
+  network where no router owns the gateway, also 169.254.169.254/32 on-link, so the
+  metadata service is reached without a router: wyvern.apps.metadata),
   51/58/59 lease time and renewal times, 12 hostname, 15 domain name,
   54 server identifier (the gateway, or a derived address when there is none),
 - the port's extra_dhcp_opts (ip_version 4), which override the computed options.
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wyvern.controller import frames
+from wyvern.ir.metadata import SERVICE_V4 as METADATA_SERVICE
 from wyvern.model.view import DhcpOpt, Network, Port, Subnet
 
 LOG = logging.getLogger(__name__)
@@ -416,8 +419,11 @@ def reply_options(
     settings: DhcpSettings,
     *,
     lease: bool = True,
+    metadata_route: bool = False,
 ) -> tuple[dict[int, bytes], str]:
-    """The options of an OFFER/ACK and the siaddr to put in the header (no lease: INFORM)."""
+    """The options of an OFFER/ACK and the siaddr to put in the header (no lease: INFORM).
+    METADATA_ROUTE: no router owns the gateway (or there is none), so the VM gets an
+    on-link route to the metadata service (metadata_routes)."""
     net = ipaddress.IPv4Network(subnet.cidr)
     server_id = server_identifier(subnet, ip)
     opts: dict[int, bytes] = {
@@ -448,6 +454,8 @@ def reply_options(
             for dest, hop in subnet.host_routes
             if ipaddress.ip_network(dest).version == 4
         ]
+        if metadata_route:
+            routes = metadata_routes(routes)
         if routes:
             router = opts.get(OPT_ROUTER, b"")[:4]
             if len(router) == 4 and not any(d.endswith("/0") for d, _ in routes):
@@ -459,6 +467,18 @@ def reply_options(
     return opts, siaddr
 
 
+def metadata_routes(routes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """ROUTES plus 169.254.169.254/32 on-link (next hop 0.0.0.0, RFC 3442; the metadata
+    app answers ARP for it), unless a host route already covers the service address."""
+    service = ipaddress.IPv4Address(METADATA_SERVICE)
+    covered = any(
+        service in ipaddress.ip_network(dest) and not dest.endswith("/0") for dest, _ in routes
+    )
+    if covered:
+        return list(routes)
+    return [(f"{METADATA_SERVICE}/32", "0.0.0.0"), *routes]
+
+
 def handle(
     frame: bytes,
     port: Port,
@@ -466,11 +486,16 @@ def handle(
     subnets: Sequence[Subnet],
     settings: DhcpSettings | None = None,
     server_mac: str | None = None,
+    *,
+    metadata_route: bool = False,
 ) -> DhcpReply | None:
     """Answer one client frame from PORT, or None when no reply is due.
 
     SUBNETS are the network's subnets; SERVER_MAC is the reply's Ethernet source (the
-    router interface MAC when there is one, else service_mac(network)).
+    router interface MAC when there is one, else service_mac(network)). METADATA_ROUTE:
+    no router interface owns the gateway (or there is none), so a VM would send what it
+    sends 169.254.169.254 to a gateway nobody routes for: it gets an on-link route to
+    the metadata service (option 121).
     """
     settings = settings or DhcpSettings()
     try:
@@ -512,7 +537,14 @@ def handle(
         siaddr, yiaddr, ciaddr = "0.0.0.0", "0.0.0.0", "0.0.0.0"
     else:
         opts, siaddr = reply_options(
-            port, network, subnet, ip, reply_type, settings, lease=mtype != INFORM
+            port,
+            network,
+            subnet,
+            ip,
+            reply_type,
+            settings,
+            lease=mtype != INFORM,
+            metadata_route=metadata_route,
         )
         yiaddr = "0.0.0.0" if mtype == INFORM else ip
         ciaddr = req.ciaddr if mtype == INFORM else "0.0.0.0"

@@ -12,6 +12,9 @@ it would send:
 - ICMPv6 136: flags Router (the owner is a router interface), Solicited (unless sent to
   all-nodes) and Override; target link-layer address option = the owner's MAC.
 
+The metadata app punts solicitations for the metadata service's fe80::a9fe:a9fe the
+same way: they are answered with METADATA_MAC (wyvern.apps.metadata).
+
 It also speaks ND for router gateways (wyvern.controller.neighbours): the neighbour
 solicitation a gateway sends for a next hop without a MAC (`build_solicitation`: from the
 gateway's address to the target's solicited-node group, RFC 4861 §7.2.2, with the source
@@ -30,6 +33,7 @@ import struct
 from dataclasses import dataclass
 
 from wyvern.controller import frames
+from wyvern.ir.metadata import METADATA_MAC, SERVICE_V6
 from wyvern.model.view import LocalView, Network, Port
 
 ETH_TYPE_IPV6 = frames.ETH_TYPE_IPV6
@@ -106,11 +110,16 @@ def build_advertisement(sol: Solicitation, owner_mac: str, router: bool) -> byte
     return frames.ethernet(sol.eth_src, owner_mac, ETH_TYPE_IPV6, ip6)
 
 
+METADATA_SERVICE = ipaddress.IPv6Address(SERVICE_V6)
+
+
 def answer(view: LocalView, network: Network, solicitor: Port, frame: bytes) -> bytes | None:
     """The NA for the NS FRAME sent by SOLICITOR on NETWORK, or None (not ours to answer)."""
     sol = parse_solicitation(frame)
     if sol is None:
         return None
+    if ipaddress.IPv6Address(sol.target) == METADATA_SERVICE:  # (apps/metadata.py)
+        return build_advertisement(sol, METADATA_MAC, False)
     owner = target_owner(view, network, sol.target, solicitor)
     if owner is None:
         return None

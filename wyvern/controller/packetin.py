@@ -171,7 +171,10 @@ class PacketInDispatcher:
         subnets = view.network_subnets(network.id)
         served = dhcp.dhcp_subnet(port, subnets)
         mac = dhcp_server_mac(view, network, served[1].gateway_ip if served else None)
-        reply = dhcp.handle(pin.data, port, network, subnets, self.dhcp_settings, mac)
+        no_router = mac == dhcp.service_mac(network)  # (the gateway is no router's, or none)
+        reply = dhcp.handle(
+            pin.data, port, network, subnets, self.dhcp_settings, mac, metadata_route=no_router
+        )
         if reply is None:
             return []
         self.stats[f"dhcp4_{reply.name.lower()}"] += 1

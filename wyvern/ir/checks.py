@@ -189,6 +189,32 @@ _REG_MAX = {r.name: r.max_value for r in registers.REGISTERS}
 _SETFIELD_SHAPED = frozenset(n for n in FIELDS if n != "vlan_vid")
 
 
+def _ct_shape(ct: Ct) -> tuple[object, ...] | None:
+    """A Ct as far as validity depends on it: its NAT address is checked when the Nat is
+    made and its exec values here, so per-port translations and labels (a floating IP's,
+    the metadata service's) share one validated shape. None: check it fully."""
+    try:
+        for sf in ct.exec:
+            setfield_value(sf)
+    except (IRError, TypeError, ValueError):
+        return None
+    nat = ct.nat
+    nat_shape = (
+        None
+        if nat is None
+        else (
+            nat.kind,
+            # (the address was checked when the Nat was made: its form tells the family)
+            None if nat.addr is None else 6 if ":" in nat.addr else 4,
+            nat.addr_max is None,
+            nat.port is None,
+            nat.port_max is None,
+        )
+    )
+    exec_shape = tuple((sf.field, sf.mask) for sf in ct.exec)
+    return (Ct, ct.commit, ct.zone, ct.table, nat_shape, exec_shape)
+
+
 def _actions_shape(actions: tuple[Action, ...]) -> tuple[object, ...] | None:
     """The actions as far as validity depends on them: Load, Output and Conjunction
     values only need a range check (done here; Conjunction checks itself), so flows
@@ -216,6 +242,11 @@ def _actions_shape(actions: tuple[Action, ...]) -> tuple[object, ...] | None:
             except (IRError, TypeError, ValueError):
                 return None
             out.append((SetField, sf.field, sf.mask))
+        elif t is Ct:
+            shape = _ct_shape(cast(Ct, a))
+            if shape is None:
+                return None
+            out.append(shape)
         else:
             out.append(a)
     return tuple(out)

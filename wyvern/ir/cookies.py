@@ -39,6 +39,7 @@ AppName = Literal[
     "l3",
     "nat",
     "output",
+    "metadata",
 ]
 
 # The app table. Ids are part of the installed flows: never renumber or reuse one.
@@ -52,6 +53,7 @@ APPS: dict[AppName, int] = {
     "l3": 0x07,
     "nat": 0x08,
     "output": 0x09,
+    "metadata": 0x0A,
 }
 
 APP_BITS = 8

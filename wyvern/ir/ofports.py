@@ -32,3 +32,7 @@ def patch_ofports(physnets: Iterable[str]) -> dict[str, int]:
 def patch_names(physnet: str, bridge: str, integration: str = "br-int") -> tuple[str, str]:
     """(port on br-int, port on the mapped bridge) of one patch pair."""
     return f"wy-patch-{physnet}-to-{bridge}", f"wy-patch-{bridge}-to-{integration}"
+
+
+# The metadata port (wyvern.ir.metadata): a veth to the chassis's metadata namespace.
+METADATA_OFPORT = 0xFC00

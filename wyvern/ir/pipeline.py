@@ -18,7 +18,7 @@ Each stage declares (as faucet's valve_table does):
 
 Walk of a packet (OVN style):
 - From a local VIF: classification → port_security (→ port_security_nd or
-  port_security_l2) → pre_acl →ct→ acl → services → l2_lookup → (to a router MAC:
+  port_security_l2) → pre_acl →ct→ acl → services → metadata → l2_lookup → (to a router MAC:
   router_input → dnat →ct→ routing → arp_resolve → snat → resubmit l2_lookup in the next
   network) → pre_acl_egress →ct→ acl_egress → port_security_egress
   (→ port_security_egress_l2) → output.
@@ -26,6 +26,9 @@ Walk of a packet (OVN style):
   (tun_metadata0), sets flag_from_tunnel and goes straight to pre_acl_egress: the ingress
   half already ran on the sending chassis.
 - To a remote port: l2_lookup goes straight to output, which sets the tunnel fields.
+- TCP to the metadata service leaves the metadata stage by the metadata port; its
+  replies come back in by it: classification → metadata_reply →ct→ metadata_out →
+  pre_acl_egress (the VM's egress half).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ StageName = Literal[
     "pre_acl",
     "acl",
     "services",
+    "metadata",
+    "metadata_reply",
+    "metadata_out",
     "l2_lookup",
     "router_input",
     "dnat",
@@ -168,7 +174,7 @@ PIPELINE: tuple[Stage, ...] = (
             "vlan_vid",
             "router_key",
         ),
-        next=("port_security", "l2_lookup", "pre_acl_egress", "routing"),
+        next=("port_security", "metadata_reply", "l2_lookup", "pre_acl_egress", "routing"),
         miss=DROP,  # an unknown in_port
     ),
     _stage(
@@ -247,8 +253,48 @@ PIPELINE: tuple[Stage, ...] = (
             *_ND,
         ),
         writes=(*_ANSWER, "punt_code"),
-        next=("l2_lookup", "output", "punt_meter"),
-        miss=goto("l2_lookup"),  # nothing to answer or punt
+        next=("metadata", "l2_lookup", "output", "punt_meter"),
+        miss=goto("metadata"),  # nothing to answer or punt
+    ),
+    _stage(
+        "metadata",
+        "ingress",
+        "metadata",
+        "Metadata service: ARP/ND for it, SNAT each local port's TCP to it, to its port",
+        match=(
+            "in_port",
+            *_IP,
+            "ipv4_dst",
+            "ipv6_dst",
+            "tcp_dst",
+            "arp_op",
+            "arp_tpa",
+            "icmpv6_type",
+            "icmpv6_code",
+            "nd_target",
+        ),
+        writes=(*_ANSWER, "punt_code", "ct_label"),
+        next=("l2_lookup", "punt_meter"),
+        miss=goto("l2_lookup"),  # not for the metadata service
+    ),
+    _stage(
+        "metadata_reply",
+        "ingress",
+        "metadata",
+        "From the metadata port: the service's TCP replies to conntrack (un-SNAT)",
+        match=("in_port", *_IP, "ipv4_src", "ipv6_src", "tcp_src"),
+        next=("metadata_out",),
+        miss=DROP,  # anything else the metadata namespace sends
+    ),
+    _stage(
+        "metadata_out",
+        "ingress",
+        "metadata",
+        "A reply of a metadata connection: its VM's port, network and MAC from ct_label",
+        match=("ct_state", "eth_type"),
+        writes=("network_key", "dst_port_key", "eth_src", "eth_dst"),
+        next=("pre_acl_egress",),
+        miss=DROP,  # not the reply of a connection we committed
     ),
     _stage(
         "l2_lookup",

@@ -6,11 +6,11 @@ import functools
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from wyvern.ir import cookies, pipeline, registers
-from wyvern.ir.actions import Action, Load, Output, SetField
-from wyvern.ir.checks import _SETFIELD_SHAPED, _SHAPE_FIELDS, _VALID_SHAPES
+from wyvern.ir.actions import Action, Ct, Load, Output, SetField
+from wyvern.ir.checks import _SETFIELD_SHAPED, _SHAPE_FIELDS, _VALID_SHAPES, _ct_shape
 from wyvern.ir.fields import (
     _BITS,
     _MASKABLE,
@@ -42,7 +42,9 @@ class FlowTemplate:
     Action values may vary too: `action_values` lists the positions in `actions` of
     Load, SetField (unmasked, not vlan_vid) and Output actions whose value each flow
     gives, as an int after the match values (a register's range, the field's bits, a
-    valid OpenFlow port). The actions given there are samples: the shape is checked with
+    valid OpenFlow port), and of Ct actions, given whole: a Ct of the sample's shape
+    (the same commit, zone, table, NAT kind and family, exec fields), e.g. a per-port
+    NAT address and label. The actions given there are samples: the shape is checked with
     them, and no other value can make it invalid.
     """
 
@@ -255,6 +257,9 @@ class FlowTemplate:
         if self._slots:
             acts = list(actions)
             for (i, make, top, made), v in zip(self._slots, values[self._n :], strict=True):
+                if top < 0:  # a whole action of the sample's shape (a Ct)
+                    acts[i] = make(v)
+                    continue
                 try:  # (keys recur: one action object per value)
                     a = made.get(v)  # type: ignore[arg-type]
                 except TypeError:  # unhashable: not an int
@@ -285,10 +290,12 @@ _MADE_MAX = 1 << 14  # actions remembered per varying action of a template
 
 
 def _slot_action(
-    stage: str, slot: tuple[int, Callable[[int], Action], int, dict[int, Action]], v: object
+    stage: str, slot: tuple[int, Callable[[Any], Action], int, dict[int, Action]], v: object
 ) -> Action:
     """A varying action's action for value v (checked, then remembered)."""
     _, make, top, made = slot
+    if top < 0:  # a whole action of the sample's shape (a Ct): checked, not remembered
+        return make(v)
     if type(v) is not int or not (0 <= v <= top if top else valid_port(v)):
         raise IRError(f"FlowTemplate({stage}): action value {v!r} invalid")
     a = make(v)
@@ -300,7 +307,7 @@ def _slot_action(
 
 def _action_slot(
     actions: tuple[Action, ...], i: int
-) -> tuple[int, Callable[[int], Action], int, dict[int, Action]]:
+) -> tuple[int, Callable[[Any], Action], int, dict[int, Action]]:
     """(position, maker from a value, largest value or 0 for a port, the actions made so
     far by value: shared by every template varying that kind of action) of a varying
     action."""
@@ -320,7 +327,19 @@ def _action_slot(
             return i, functools.partial(SetField, sf.field), _full(spec.bits), made
     if t is Output:
         return i, Output, 0, _MADE.setdefault((Output, ""), {})
+    if t is Ct:
+        shape = _ct_shape(cast(Ct, a))
+        if shape is not None:
+            return i, functools.partial(_same_ct, shape), -1, {}
     raise IRError(f"FlowTemplate: the value of {a!r} cannot vary")
+
+
+def _same_ct(shape: tuple[object, ...], v: object) -> Action:
+    """V, a Ct whose validity is the sample's (other NAT address, other exec values:
+    per-port translations made fast), else IRError."""
+    if type(v) is not Ct or _ct_shape(v) != shape:
+        raise IRError(f"FlowTemplate: {v!r} is not a Ct of the template's shape")
+    return v
 
 
 # (action type, register or field) -> value -> the action: one zone's Load serves the

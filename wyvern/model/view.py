@@ -119,6 +119,7 @@ class Port:
     security_group_ids: tuple[str, ...]
     extra_dhcp_opts: tuple[DhcpOpt, ...]
     binding_host: str
+    project_id: str = ""  # (the metadata proxy's X-Tenant-ID)
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Port:
@@ -146,6 +147,7 @@ class Port:
                 for d in o.get("extra_dhcp_opts") or ()
             ),
             binding_host=o.get("binding:host_id") or "",
+            project_id=o.get("project_id") or o.get("tenant_id") or "",
         )
 
     @property

@@ -36,6 +36,7 @@ import orjson
 from wyvern.apps import ALL_APPS
 from wyvern.apps.base import App
 from wyvern.apps.gateway import gateway_chassis, local_fip
+from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
 from wyvern.config import Settings
@@ -55,6 +56,7 @@ from wyvern.ir import (
     pipeline,
 )
 from wyvern.ir.cookies import AppName, CookieIndex
+from wyvern.ir.metadata import SERVICE_V4, SERVICE_V6
 from wyvern.ir.ofports import TUNNEL_OFPORTS, patch_ofports
 from wyvern.ir.packet import BROADCAST, Packet
 from wyvern.ir.render import render_actions, render_match
@@ -197,6 +199,10 @@ def desired_flows(
             index.register_entry(name, owner, _steps(owned))
             with contextlib.suppress(ValueError):  # a collision only hurts the names
                 index.register(name, owner[1])
+    service_apps: tuple[AppName, ...] = ("metadata", "classifier")
+    for service_app in service_apps:  # the metadata service's global flows
+        with contextlib.suppress(ValueError):
+            index.register(service_app, SERVICE_OBJECT)
     for rule_id in view.rules:  # rule flows carry the rule id (apps/security_groups.py)
         with contextlib.suppress(ValueError):
             index.register("security_groups", rule_id)
@@ -236,7 +242,7 @@ class Origin:
     """The app and API object behind a flow, in words."""
 
     app: str
-    kind: str  # port, network, router, security_group, security_group_rule, stage, unknown
+    kind: str  # port, network, router, security_group(_rule), stage, service, unknown
     id: str
     text: str
 
@@ -299,15 +305,18 @@ class Explainer:
         )
 
     def router_gateway(self, router_id: str) -> str:
-        """The router and its gateway: "router r1 (…) gateway 203.0.113.12 on network
-        public (…)"."""
+        """The router and its gateway, and the chassis hosting it: "router r1 (…) gateway
+        203.0.113.12 on network public (…), active on chassis gw"."""
         text = self.router(router_id)
         r = self.view.routers.get(router_id)
         if r is None or not r.gateway_network_id:
             return text
         gw = self.view.ports.get(r.gateway_port_id or "")
         addrs = ", ".join(gw.ips) if gw is not None else "?"
-        return f"{text} gateway {addrs} on {self.network(r.gateway_network_id)}"
+        text = f"{text} gateway {addrs} on {self.network(r.gateway_network_id)}"
+        net = self.view.networks.get(r.gateway_network_id)
+        host = gateway_chassis(self.view, net) if net is not None else None
+        return f"{text}, active on chassis {host}" if host else text
 
     def chassis(self, tunnel_ip: str) -> str:
         for name, ch in self.view.chassis.items():
@@ -377,6 +386,8 @@ class Explainer:
             where = self.network(mb.network_id)
             how = "ND" if ":" in mb.ip else "ARP"
             return "mac_binding", f"MAC binding {mb.ip} is {mb.mac} on {where} (learned by {how})"
+        if object_id == SERVICE_OBJECT:
+            return "service", f"the metadata service ({SERVICE_V4}, {SERVICE_V6})"
         m = STAGE_OBJECT.match(object_id)
         if m:
             what = {
