@@ -769,7 +769,7 @@ class PacketInService:
             try:
                 for port, data in frames:
                     await channel.packet_out(port, data)
-            except ChannelError as exc:
+            except (ChannelError, OSError) as exc:  # (lost: the schedule sends them again)
                 LOG.warning("%s: ARP not sent: %s", what, exc)
 
         try:
