@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any, cast
 
 from wyvern.apps.common import ROUTER_ZONE_BASE
 from wyvern.apps.overlay import remote_chassis
@@ -165,33 +166,35 @@ def _on_subnet(
 ) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address | None] | None:
     """IP with SUBNET's prefix, and the subnet's gateway_ip as its next hop out (None when
     there is none, or it is IP itself); None when SUBNET is no IPv4 subnet holding IP."""
-    if subnet is None or subnet.ip_version != 4:
-        return None
-    try:
-        addr = ipaddress.IPv4Interface(f"{ip}/{subnet.network.prefixlen}")
-        hop = ipaddress.IPv4Address(subnet.gateway_ip) if subnet.gateway_ip else None
-    except ValueError:
-        return None
-    if addr.ip not in subnet.network:
-        return None
-    if hop is not None and (hop not in addr.network or hop == addr.ip):
-        hop = None
-    return addr, hop
+    return cast(
+        "tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address | None] | None",
+        _placed(subnet, ip, 4),
+    )
 
 
 def _on_subnet6(
     subnet: Subnet | None, ip: str
 ) -> tuple[ipaddress.IPv6Interface, ipaddress.IPv6Address | None] | None:
     """_on_subnet for an IPv6 subnet."""
-    if subnet is None or subnet.ip_version != 6:
+    return cast(
+        "tuple[ipaddress.IPv6Interface, ipaddress.IPv6Address | None] | None",
+        _placed(subnet, ip, 6),
+    )
+
+
+def _placed(subnet: Subnet | None, ip: str, version: int) -> tuple[Any, Any] | None:
+    """_on_subnet and _on_subnet6: SUBNET of IP version VERSION."""
+    if subnet is None or subnet.ip_version != version:
         return None
     try:
-        addr = ipaddress.IPv6Interface(f"{ip}/{subnet.network.prefixlen}")
-        hop = ipaddress.IPv6Address(subnet.gateway_ip) if subnet.gateway_ip else None
+        addr = ipaddress.ip_interface(f"{ip}/{subnet.network.prefixlen}")
+        hop = ipaddress.ip_address(subnet.gateway_ip) if subnet.gateway_ip else None
     except ValueError:
         return None
-    if addr.ip not in subnet.network:
+    if addr.version != version or addr.ip not in subnet.network:
         return None
+    if hop is not None and hop.version != version:
+        return None  # (a malformed gateway_ip: as unparseable)
     if hop is not None and (hop not in addr.network or hop == addr.ip):
         hop = None
     return addr, hop
