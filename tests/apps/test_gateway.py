@@ -99,11 +99,16 @@ def view_of(
         local={"a": 1},
         chassis_name="hv1",
     )
-    for name, priority in (chassis or {"hv1": 1}).items():
+    add_chassis(view, chassis or {"hv1": 1})
+    return view
+
+
+def add_chassis(view: LocalView, priorities: dict[str, int]) -> None:
+    """Chassis records mapping physnet1, with these gateway priorities by name."""
+    for name, priority in priorities.items():
         rec = {"name": name, "tunnel_ip": "192.0.2.1", "bridge_mappings": MAPPINGS,
                "gateway_priority": priority}  # fmt: skip
         view.apply("chassis", name, sc.record_from_obj("chassis", rec))
-    return view
 
 
 def text(p: Packet, *names: str) -> tuple[str, ...]:

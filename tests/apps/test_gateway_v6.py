@@ -13,9 +13,10 @@ from tests.apps.test_gateway import (
     MAC_RI,
     MAC_UP,
     MAC_VM,
-    MAPPINGS,
     PATCH,
+    add_chassis,
     elsewhere,
+    learn,
     redirected,
     text,
 )
@@ -23,8 +24,7 @@ from wyvern.apps.gateway import REDIRECT_KEY, local_gateway
 from wyvern.apps.punts import PUNT_ND_LEARN, PUNT_ND_REQUEST
 from wyvern.ir import packet as pk
 from wyvern.ir.packet import Packet
-from wyvern.model.keys import mac_binding_id
-from wyvern.model.view import LocalView, MacBinding
+from wyvern.model.view import LocalView
 
 VM4, VM6, RI6 = "10.0.0.5", "2001:db8:1::5", "2001:db8:1::1"
 GW4, GW6 = "203.0.113.10", "2001:db8:ff::10"
@@ -92,16 +92,8 @@ def view_of(
         local={"a": 1},
         chassis_name="hv1",
     )
-    for name, priority in (chassis or {"hv1": 1}).items():
-        rec = {"name": name, "tunnel_ip": "192.0.2.1", "bridge_mappings": MAPPINGS,
-               "gateway_priority": priority}  # fmt: skip
-        view.apply("chassis", name, sc.record_from_obj("chassis", rec))
+    add_chassis(view, chassis or {"hv1": 1})
     return view
-
-
-def learn(view: LocalView, ip: str, mac: str) -> None:
-    b = MacBinding(mac_binding_id("ext", ip), "ext", ip, mac)
-    view.apply("mac_binding", b.id, b)
 
 
 def ping6(
