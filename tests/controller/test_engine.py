@@ -35,6 +35,7 @@ from wyvern.model.view import (
     Chassis,
     FixedIp,
     FloatingIp,
+    GatewayHost,
     LocalView,
     MacBinding,
     Network,
@@ -278,6 +279,19 @@ def status(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
 
 
 @st.composite
+def gateway_host(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
+    """A router's gateway status: the chassis that reports hosting it (a tie keeps it)."""
+    id_ = id_ or draw(st.sampled_from(ROUTERS))
+    return ("gateway_host", id_, GatewayHost(draw(st.sampled_from(CHASSIS))))
+
+
+@st.composite
+def chassis_down(draw: Any) -> tuple[str, str, Any]:
+    """BFD says a chassis's dataplane is down (or up again): an agent fact."""
+    return ("chassis_down", draw(st.sampled_from(CHASSIS)), draw(st.sampled_from([True, None])))
+
+
+@st.composite
 def lease_expiry(draw: Any) -> tuple[str, str, Any]:
     """A chassis's lease runs out (its agent died): the store deletes its record."""
     return ("lease_expired", draw(st.sampled_from(CHASSIS)), None)
@@ -288,7 +302,7 @@ def removal(draw: Any) -> tuple[str, str, Any]:
     kind, ids = draw(st.sampled_from([
         ("network", NETS), ("subnet", sorted(SUBNETS)), ("port", PORTS), ("router", ROUTERS),
         ("security_group", SGS), ("security_group_rule", RULES), ("binding", PORTS),
-        ("chassis", CHASSIS), ("status", PORTS),
+        ("chassis", CHASSIS), ("status", PORTS), ("gateway_host", ROUTERS),
         ("mac_binding", [mac_binding_id(n, ip_in(s, h)) for s, (n, _) in SUBNETS.items()
                          for h in (1, 99)]),
     ]))  # fmt: skip
@@ -307,6 +321,8 @@ RANDOM_OPS = st.lists(
         chassis(),
         mac_binding(),
         status(),
+        gateway_host(),
+        chassis_down(),
         lease_expiry(),
         removal(),
     ),
@@ -322,7 +338,14 @@ def gateway_setup(draw: Any) -> list[tuple[str, str, Any]]:
     _, _, gw_port = draw(port("p6"))
     _, _, r0 = draw(router("r0"))
     _, _, c1 = draw(chassis("c1"))
-    return [
+    _, _, c2 = draw(chassis("c2"))
+    tie = [  # (sometimes a second gateway chassis of the same priority: who keeps it?)
+        ("chassis", "c2", dataclasses.replace(
+            c2, bridge_mappings=(("physnet1", "br-ex"),), gateway_priority=2,
+        )),
+        draw(gateway_host("r0")),
+    ] if draw(st.booleans()) else []  # fmt: skip
+    return tie + [
         ("network", "n2", dataclasses.replace(
             net, network_type="flat", physical_network="physnet1", segmentation_id=None,
             admin_state_up=True,
@@ -355,6 +378,7 @@ def scenario(draw: Any) -> list[tuple[str, str, Any]]:
     base += [draw(chassis(n)) for n in CHASSIS]
     base += [draw(status(p)) for p in PORTS if draw(st.integers(0, 3))]
     base += draw(st.lists(mac_binding(), max_size=3))
+    base += [draw(gateway_host(r)) for r in ROUTERS if draw(st.booleans())]
     if draw(st.booleans()):
         base += gateway_setup(draw)
     order = draw(st.permutations(base)) if draw(st.booleans()) else base
