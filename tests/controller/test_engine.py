@@ -172,8 +172,10 @@ def router(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         enable_snat=draw(st.booleans()),
         floating_ips=tuple(draw(st.lists(floating_ip(id_, gw_net or "n2"), max_size=2,
                                          unique_by=lambda f: f.id))),
+        # (no two clashing on one address, protocol and port: the API refuses that)
         port_forwardings=tuple(draw(st.lists(port_forwarding(id_, gw_net or "n2"), max_size=2,
-                                             unique_by=lambda f: f.id))),
+                                             unique_by=(lambda f: f.id,
+                                                        lambda f: (f.ip, f.protocol, f.ext[0]))))),
     ))  # fmt: skip
 
 
@@ -345,7 +347,8 @@ def gateway_setup(draw: Any) -> list[tuple[str, str, Any]]:
         )),
         draw(gateway_host("r0")),
     ] if draw(st.booleans()) else []  # fmt: skip
-    return tie + [
+    return [
+        *tie,
         ("network", "n2", dataclasses.replace(
             net, network_type="flat", physical_network="physnet1", segmentation_id=None,
             admin_state_up=True,
