@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from wyvern import apps as apps_pkg
 from wyvern.apps.base import App, Owner
+from wyvern.apps.gateway import gateway_chassis
 from wyvern.controller.engine import (
     Engine,
     cookie_of,
@@ -603,3 +604,66 @@ def test_changes_after_a_full_recompute_of_a_filled_view_settled_or_not(
     for kind, id_, record in ops[split:]:
         engine.apply_all(view, put(sync, kind, id_, record))
         assert engine.fingerprints() == fingerprints_full(apps, view), (kind, id_, record)
+
+
+class GatewayWhere(App):
+    """One flow per provider network naming its gateway chassis (read as the apps do,
+    through view.derive), counting its computations: the cost of a gateway report."""
+
+    name = "l2"
+    owner_tables = {"network": "networks"}
+
+    def __init__(self) -> None:
+        self.computed = 0
+
+    def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
+        net = view.networks.get(owner[1])
+        where = view.derive(gateway_chassis, net) if net is not None else None
+        if where is None:
+            return []
+        self.computed += 1
+        return [
+            table("l2_lookup").flow(
+                priority=100,
+                cookie=cookies.encode("l2", where),
+                match=match(network_key=net.key) if net is not None else match(),
+                actions=[Output(CHASSIS.index(where) + 1)],
+            )
+        ]
+
+
+def test_a_gateway_report_recomputes_flows_only_when_it_changes_the_answer() -> None:
+    """On a tie of priorities the reports decide; a report that changes no answer (no
+    tie, or the chassis already chosen) reaches no flow (early cutoff), one that does
+    moves the gateway."""
+    app = GatewayWhere()
+    view = LocalView(chassis_name="c1")
+    sync = Sync(MemoryStore(), view)
+    engine = Engine([app])
+    engine.full(view)
+    net = Network("n", 5, "flat", None, "physnet1", 1500, True, True, True)
+    ops: list[tuple[str, str, Any]] = [("network", "n", net)]
+    ops += [("chassis", c, Chassis(c, "", (), (("physnet1", "br-ex"),), 1)) for c in CHASSIS]
+    ops += [("router", r, Router(r, i + 1, True, (), (), "n", None, True)) for i, r in
+            enumerate(ROUTERS)]  # fmt: skip
+
+    def apply(*batch: tuple[str, str, Any]) -> int:
+        before = app.computed
+        for kind, id_, record in batch:
+            for change in put(sync, kind, id_, record):
+                engine.apply(view, change)
+        assert engine.fingerprints() == fingerprints_full([GatewayWhere()], view)
+        return app.computed - before
+
+    assert apply(*ops) >= 1
+    assert "output:1" in "".join(engine.render().lines())  # c1: the lowest name
+    assert apply(("gateway_host", "r0", GatewayHost("c1"))) == 0  # (c1 already)
+    assert apply(("gateway_host", "r1", GatewayHost("c9"))) == 0  # (no such chassis)
+    assert apply(("chassis_down", "c1", True)) == 1  # c2 takes over and reports it
+    assert apply(("gateway_host", "r0", GatewayHost("c2"))) == 0
+    assert apply(("chassis_down", "c1", None)) == 0  # c1 returns: c2 keeps it
+    assert "output:2" in "".join(engine.render().lines())
+    # a strictly higher priority takes it; without a tie the reports are not read at all
+    assert apply(("chassis", "c3", Chassis("c3", "", (), (("physnet1", "br-ex"),), 2))) == 1
+    assert apply(("gateway_host", "r0", GatewayHost("c1"))) == 0
+    assert "output:3" in "".join(engine.render().lines())
