@@ -4,7 +4,8 @@ the router's gateway, SNATed to the gateway address; the host reaches the gatewa
 The physical network is the provider test's switch (tests/e2e/test_provider_networks.py):
 an OVS of its own with a host on an access port. Two chassis map physnet1; only the first
 is a gateway chassis (WYVERN_GATEWAY_PRIORITY), so it hosts the router's gateway port;
-for the failover test hv1 is one too, at a lower priority; hv2 does not map the physnet.
+for the failover tests hv1 is one too, at a lower priority (or the same, for the test
+of ties); hv2 does not map the physnet.
 The host is the external subnet's gateway_ip (the upstream router) and also holds an
 address off the subnet, reached through the default route.
 """
