@@ -14,7 +14,7 @@ from wyvern.ir.fields import FIELDS, format_value
 from wyvern.ir.ofports import GENEVE, TUNNEL_OFPORTS, patch_ofports
 from wyvern.ir.packet import Packet
 from wyvern.model.keys import mac_binding_id
-from wyvern.model.view import LocalView, MacBinding
+from wyvern.model.view import GatewayHost, LocalView, MacBinding
 
 MAPPINGS = {"physnet1": "br-ex"}
 PATCH = patch_ofports(MAPPINGS)["physnet1"]
@@ -127,6 +127,46 @@ def test_the_highest_priority_gateway_chassis_mapping_the_physnet_hosts_it() -> 
     view = view_of(chassis={"hv1": 2, "hv2": 2})
     assert gateway_chassis(view, view.networks["ext"]) == "hv1"  # ties: the lowest name
     assert router_zone(view.routers["r"]) >= 0xF000
+
+
+def report(view: LocalView, router: str, chassis: str | None) -> None:
+    """The gateway status key of ROUTER naming CHASSIS (None: no key), as agents write it."""
+    obj = {"chassis": chassis, "status": "ACTIVE"}
+    view.apply("gateway_host", router, None if chassis is None else GatewayHost.from_obj(obj))
+
+
+def test_equal_priorities_keep_the_gateway_on_the_chassis_that_reports_it() -> None:
+    # No preemption on a tie (OVN's and keepalived's rule): hv2 took the gateway while hv1
+    # was down and keeps it when hv1 is back; only a strictly higher priority takes it.
+    view = view_of(chassis={"hv1": 2, "hv2": 2, "hv0": 1})
+    ext = view.networks["ext"]
+    learn(view, UPSTREAM, MAC_UP)
+    s = sc.Scenario(view)
+    probe = pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80)
+    assert gateway_chassis(view, ext) == "hv1"  # (no report: the lowest name)
+    assert s.outcome(probe).ports == [PATCH]  # (SNATed out here)
+    view.apply("chassis_down", "hv1", True)
+    assert gateway_chassis(view, ext) == "hv2"
+    report(view, "r", "hv2")
+    view.apply("chassis_down", "hv1", None)
+    assert gateway_chassis(view, ext) == "hv2"  # hv1 is back: hv2 keeps it
+    s = sc.Scenario(view)
+    out = s.outcome(probe)
+    assert out.ports == [GENEVE_PORT], out.trace.format()  # (redirected to hv2)
+    # The reported chassis counts only while it is alive and of the top priority.
+    view.apply("chassis_down", "hv2", True)
+    assert gateway_chassis(view, ext) == "hv1"
+    view.apply("chassis_down", "hv2", None)
+    report(view, "r", "hv0")  # (a lower priority: as no report)
+    assert gateway_chassis(view, ext) == "hv1"
+    report(view, "r", "hv2")
+    add_chassis(view, {"hv3": 3})  # a strictly higher priority preempts
+    assert gateway_chassis(view, ext) == "hv3"
+    view.apply("chassis", "hv3", None)
+    view.apply("chassis", "hv2", None)  # its record gone (lease): the report is stale
+    assert gateway_chassis(view, ext) == "hv1"
+    report(view, "r", None)
+    assert gateway_chassis(view, ext) == "hv1"
 
 
 def test_snat_out_and_the_reply_back() -> None:

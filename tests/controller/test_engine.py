@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from wyvern import apps as apps_pkg
 from wyvern.apps.base import App, Owner
+from wyvern.apps.gateway import gateway_chassis
 from wyvern.controller.engine import (
     Engine,
     cookie_of,
@@ -35,6 +36,7 @@ from wyvern.model.view import (
     Chassis,
     FixedIp,
     FloatingIp,
+    GatewayHost,
     LocalView,
     MacBinding,
     Network,
@@ -171,8 +173,10 @@ def router(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         enable_snat=draw(st.booleans()),
         floating_ips=tuple(draw(st.lists(floating_ip(id_, gw_net or "n2"), max_size=2,
                                          unique_by=lambda f: f.id))),
+        # (no two clashing on one address, protocol and port: the API refuses that)
         port_forwardings=tuple(draw(st.lists(port_forwarding(id_, gw_net or "n2"), max_size=2,
-                                             unique_by=lambda f: f.id))),
+                                             unique_by=(lambda f: f.id,
+                                                        lambda f: (f.ip, f.protocol, f.ext[0]))))),
     ))  # fmt: skip
 
 
@@ -278,6 +282,19 @@ def status(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
 
 
 @st.composite
+def gateway_host(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
+    """A router's gateway status: the chassis that reports hosting it (a tie keeps it)."""
+    id_ = id_ or draw(st.sampled_from(ROUTERS))
+    return ("gateway_host", id_, GatewayHost(draw(st.sampled_from(CHASSIS))))
+
+
+@st.composite
+def chassis_down(draw: Any) -> tuple[str, str, Any]:
+    """BFD says a chassis's dataplane is down (or up again): an agent fact."""
+    return ("chassis_down", draw(st.sampled_from(CHASSIS)), draw(st.sampled_from([True, None])))
+
+
+@st.composite
 def lease_expiry(draw: Any) -> tuple[str, str, Any]:
     """A chassis's lease runs out (its agent died): the store deletes its record."""
     return ("lease_expired", draw(st.sampled_from(CHASSIS)), None)
@@ -288,7 +305,7 @@ def removal(draw: Any) -> tuple[str, str, Any]:
     kind, ids = draw(st.sampled_from([
         ("network", NETS), ("subnet", sorted(SUBNETS)), ("port", PORTS), ("router", ROUTERS),
         ("security_group", SGS), ("security_group_rule", RULES), ("binding", PORTS),
-        ("chassis", CHASSIS), ("status", PORTS),
+        ("chassis", CHASSIS), ("status", PORTS), ("gateway_host", ROUTERS),
         ("mac_binding", [mac_binding_id(n, ip_in(s, h)) for s, (n, _) in SUBNETS.items()
                          for h in (1, 99)]),
     ]))  # fmt: skip
@@ -307,6 +324,8 @@ RANDOM_OPS = st.lists(
         chassis(),
         mac_binding(),
         status(),
+        gateway_host(),
+        chassis_down(),
         lease_expiry(),
         removal(),
     ),
@@ -322,7 +341,15 @@ def gateway_setup(draw: Any) -> list[tuple[str, str, Any]]:
     _, _, gw_port = draw(port("p6"))
     _, _, r0 = draw(router("r0"))
     _, _, c1 = draw(chassis("c1"))
+    _, _, c2 = draw(chassis("c2"))
+    tie = [  # (sometimes a second gateway chassis of the same priority: who keeps it?)
+        ("chassis", "c2", dataclasses.replace(
+            c2, bridge_mappings=(("physnet1", "br-ex"),), gateway_priority=2,
+        )),
+        draw(gateway_host("r0")),
+    ] if draw(st.booleans()) else []  # fmt: skip
     return [
+        *tie,
         ("network", "n2", dataclasses.replace(
             net, network_type="flat", physical_network="physnet1", segmentation_id=None,
             admin_state_up=True,
@@ -355,6 +382,7 @@ def scenario(draw: Any) -> list[tuple[str, str, Any]]:
     base += [draw(chassis(n)) for n in CHASSIS]
     base += [draw(status(p)) for p in PORTS if draw(st.integers(0, 3))]
     base += draw(st.lists(mac_binding(), max_size=3))
+    base += [draw(gateway_host(r)) for r in ROUTERS if draw(st.booleans())]
     if draw(st.booleans()):
         base += gateway_setup(draw)
     order = draw(st.permutations(base)) if draw(st.booleans()) else base
@@ -576,3 +604,66 @@ def test_changes_after_a_full_recompute_of_a_filled_view_settled_or_not(
     for kind, id_, record in ops[split:]:
         engine.apply_all(view, put(sync, kind, id_, record))
         assert engine.fingerprints() == fingerprints_full(apps, view), (kind, id_, record)
+
+
+class GatewayWhere(App):
+    """One flow per provider network naming its gateway chassis (read as the apps do,
+    through view.derive), counting its computations: the cost of a gateway report."""
+
+    name = "l2"
+    owner_tables = {"network": "networks"}
+
+    def __init__(self) -> None:
+        self.computed = 0
+
+    def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
+        net = view.networks.get(owner[1])
+        where = view.derive(gateway_chassis, net) if net is not None else None
+        if where is None:
+            return []
+        self.computed += 1
+        return [
+            table("l2_lookup").flow(
+                priority=100,
+                cookie=cookies.encode("l2", where),
+                match=match(network_key=net.key) if net is not None else match(),
+                actions=[Output(CHASSIS.index(where) + 1)],
+            )
+        ]
+
+
+def test_a_gateway_report_recomputes_flows_only_when_it_changes_the_answer() -> None:
+    """On a tie of priorities the reports decide; a report that changes no answer (no
+    tie, or the chassis already chosen) reaches no flow (early cutoff), one that does
+    moves the gateway."""
+    app = GatewayWhere()
+    view = LocalView(chassis_name="c1")
+    sync = Sync(MemoryStore(), view)
+    engine = Engine([app])
+    engine.full(view)
+    net = Network("n", 5, "flat", None, "physnet1", 1500, True, True, True)
+    ops: list[tuple[str, str, Any]] = [("network", "n", net)]
+    ops += [("chassis", c, Chassis(c, "", (), (("physnet1", "br-ex"),), 1)) for c in CHASSIS]
+    ops += [("router", r, Router(r, i + 1, True, (), (), "n", None, True)) for i, r in
+            enumerate(ROUTERS)]  # fmt: skip
+
+    def apply(*batch: tuple[str, str, Any]) -> int:
+        before = app.computed
+        for kind, id_, record in batch:
+            for change in put(sync, kind, id_, record):
+                engine.apply(view, change)
+        assert engine.fingerprints() == fingerprints_full([GatewayWhere()], view)
+        return app.computed - before
+
+    assert apply(*ops) >= 1
+    assert "output:1" in "".join(engine.render().lines())  # c1: the lowest name
+    assert apply(("gateway_host", "r0", GatewayHost("c1"))) == 0  # (c1 already)
+    assert apply(("gateway_host", "r1", GatewayHost("c9"))) == 0  # (no such chassis)
+    assert apply(("chassis_down", "c1", True)) == 1  # c2 takes over and reports it
+    assert apply(("gateway_host", "r0", GatewayHost("c2"))) == 0
+    assert apply(("chassis_down", "c1", None)) == 0  # c1 returns: c2 keeps it
+    assert "output:2" in "".join(engine.render().lines())
+    # a strictly higher priority takes it; without a tie the reports are not read at all
+    assert apply(("chassis", "c3", Chassis("c3", "", (), (("physnet1", "br-ex"),), 2))) == 1
+    assert apply(("gateway_host", "r0", GatewayHost("c1"))) == 0
+    assert "output:3" in "".join(engine.render().lines())

@@ -19,8 +19,9 @@ from tests.api.conftest import create, make_client
 from wyvern.controller.agent import Agent
 from wyvern.controller.chassis import ChassisInfo
 from wyvern.controller.interest import Interest
-from wyvern.model.keys import network_prefixes, status_key
-from wyvern.nb.store import Store
+from wyvern.model.keys import gateway_status_key, network_prefixes, status_key
+from wyvern.model.view import GatewayHost
+from wyvern.nb.store import Put, Store
 from wyvern.southbound.recorder import RecordingInstaller
 
 
@@ -169,3 +170,47 @@ def test_groups_and_address_groups_are_followed_for_the_local_ports_only(
         )
         assert resp.status_code == 200, resp.text
         assert hv1.wait_for(lambda: any("198.51.100.0/24" in line for line in _recorded(hv1)))
+
+
+def test_the_gateway_status_of_a_followed_router_is_followed_with_it(
+    store: Store, fakes: dict[str, Agent]
+) -> None:
+    """Which chassis hosts a router's gateway (its status key) reaches the chassis that
+    follow the router, and only those: it decides ties of gateway priority."""
+    with make_client(store) as client:
+        a, sa = _network(client, "a", "10.1.0.0/24")
+        ext = create(client, "networks", name="public", **{
+            "router:external": True, "provider:network_type": "flat",
+            "provider:physical_network": "physnet1",
+        })  # fmt: skip
+        create(client, "subnets", network_id=ext["id"], cidr="203.0.113.0/24", ip_version=4)
+        router = create(client, "routers", name="r")
+        resp = client.put(
+            f"/v2.0/routers/{router['id']}/add_router_interface", json={"subnet_id": sa}
+        )
+        assert resp.status_code == 200, resp.text
+        pa = create(client, "ports", network_id=a["id"], **{"binding:host_id": "hv1"})
+        hv1, hv3 = fakes["hv1"], fakes["hv3"]
+        assert hv1.wait_for(lambda: _active(store, pa, "hv1"))
+        assert hv1.wait_for(lambda: set(hv1.view.routers) == {router["id"]})
+        report = orjson.dumps({"chassis": "gw9", "status": "ACTIVE"})
+        store.txn([], [Put(gateway_status_key(router["id"]), report)])
+        # No gateway yet: its status is not followed (a stale key stays out of the view).
+        assert hv1.interest is not None and not hv1.interest.following.gateways
+        resp = client.put(
+            f"/v2.0/routers/{router['id']}",
+            json={"router": {"external_gateway_info": {"network_id": ext["id"]}}},
+        )
+        assert resp.status_code == 200, resp.text
+        assert hv1.wait_for(lambda: hv1.view.gateway_hosts.get(router["id"]) == GatewayHost("gw9"))
+        assert hv1.interest.following.gateways == {router["id"]}
+        assert not hv3.view.gateway_hosts  # (it follows no router)
+        store.txn([], [Put(gateway_status_key(router["id"]), report.replace(b"gw9", b"gw8"))])
+        assert hv1.wait_for(lambda: hv1.view.gateway_hosts.get(router["id"]) == GatewayHost("gw8"))
+        # The gateway goes: so does the report, from the view.
+        resp = client.put(
+            f"/v2.0/routers/{router['id']}", json={"router": {"external_gateway_info": {}}}
+        )
+        assert resp.status_code == 200, resp.text
+        assert hv1.wait_for(lambda: not hv1.view.gateway_hosts)
+        assert set(hv1.view.routers) == {router["id"]}

@@ -13,8 +13,8 @@ import orjson
 
 from tests.api.conftest import create, make_client
 from wyvern.controller.sync import Sync, kinds_of, wait_caught_up
-from wyvern.model.keys import status_key
-from wyvern.model.view import Binding, LocalView
+from wyvern.model.keys import gateway_status_key, status_key
+from wyvern.model.view import Binding, GatewayHost, LocalView
 from wyvern.nb.memory import MemoryStore
 from wyvern.nb.store import Delete, Put, Store
 
@@ -227,6 +227,28 @@ def test_statuses_of_other_chassis_say_where_ports_are() -> None:
     delete(store, status_key("n1", "p1"))
     wait_caught_up(sync, store.revision())
     assert view.port_chassis == {}
+
+
+def test_gateway_statuses_say_which_chassis_hosts_each_gateway(store: Store) -> None:
+    view = LocalView()
+    sync = Sync(store, view, prefixes=[gateway_status_key(r) for r in ("r1", "r2", "r4")])
+    sync.start()
+    put(store, gateway_status_key("r1"), {"chassis": "c2", "status": "ACTIVE"})
+    put(store, gateway_status_key("r2"), {"chassis": "c3", "status": "ACTIVE"})
+    put(store, gateway_status_key("r3"), {"chassis": "c3", "status": "ACTIVE"})  # (unfollowed)
+    store.txn([], [Put(gateway_status_key("r4"), b'"c1"')])  # (malformed: ignored)
+    wait_caught_up(sync, store.revision())
+    assert view.gateway_hosts == {"r1": GatewayHost("c2"), "r2": GatewayHost("c3")}
+    put(store, gateway_status_key("r1"), {"chassis": "c3", "status": "ACTIVE"})
+    delete(store, gateway_status_key("r2"))
+    assert sorted(kinds_of(wait_caught_up(sync, store.revision()))) == [
+        ("gateway_host", "r1", True),
+        ("gateway_host", "r2", False),
+    ]
+    assert view.gateway_hosts == {"r1": GatewayHost("c3")}
+    assert kinds_of(sync.unfollow(gateway_status_key("r1"))) == [("gateway_host", "r1", False)]
+    assert view.gateway_hosts == {}
+    sync.close()
 
 
 def test_prefixes_can_be_followed_and_dropped_later(store: Store) -> None:

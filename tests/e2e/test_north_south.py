@@ -4,7 +4,8 @@ the router's gateway, SNATed to the gateway address; the host reaches the gatewa
 The physical network is the provider test's switch (tests/e2e/test_provider_networks.py):
 an OVS of its own with a host on an access port. Two chassis map physnet1; only the first
 is a gateway chassis (WYVERN_GATEWAY_PRIORITY), so it hosts the router's gateway port;
-for the failover test hv1 is one too, at a lower priority; hv2 does not map the physnet.
+for the failover tests hv1 is one too, at a lower priority (or the same, for the test
+of ties); hv2 does not map the physnet.
 The host is the external subnet's gateway_ip (the upstream router) and also holds an
 address off the subnet, reached through the default route.
 """
@@ -78,18 +79,30 @@ def outside_ha(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
         yield world
 
 
+@pytest.fixture
+def outside_tie(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Cluster, Segment]]:
+    system.require(request)
+    with outside_world(tmp_path, standby=True, tie=True) as world:
+        yield world
+
+
 @contextlib.contextmanager
-def outside_world(tmp_path: Path, standby: bool = False) -> Iterator[tuple[Cluster, Segment]]:
+def outside_world(
+    tmp_path: Path, standby: bool = False, tie: bool = False
+) -> Iterator[tuple[Cluster, Segment]]:
     """A gateway chassis (hv0) and a compute chassis (hv1, a standby gateway chassis with
-    STANDBY) on physnet1, both hosting VMs, the host on one switch with them, and a
-    compute chassis without the physnet (hv2)."""
+    STANDBY, of hv0's priority with TIE too) on physnet1, both hosting VMs, the host on
+    one switch with them, and a compute chassis without the physnet (hv2)."""
     host = unique("wvm-out-")
     tor = OvsInstance.start(netns=unique("wvm-tor-"))
     try:
         tor.vsctl("add-br", TOR, "--", "set", "Bridge", TOR, "datapath_type=netdev")
         sh("ip", "netns", "add", host)
         with cluster(tmp_path, 0) as c:
-            for priority in (2, 1 if standby else 0):  # hv1 takes over from hv0 if standby
+            # hv1 takes over from hv0 if standby
+            for priority in (2, (2 if tie else 1) if standby else 0):
                 bridge = unique("br-ex-")
                 env = {
                     "WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge}),
@@ -484,6 +497,76 @@ def test_gateway_failover_when_the_active_gateway_chassis_dies_and_returns(
         assert pings(failover.ns, UPSTREAM), c.logs()
     assert to_hv0, "hv2 redirects to hv0"
     assert not to_hv1, to_hv1  # and no longer to the standby
+
+
+HOSTING = "hosting gateways from now on"  # an agent's log once its hold-back is over
+
+
+def test_a_returning_gateway_chassis_of_equal_priority_does_not_take_the_gateway_back(
+    outside_tie: tuple[Cluster, Segment],
+) -> None:
+    """hv0 and hv1 are gateway chassis of the same priority: hv0 (the lower name) hosts
+    the gateway, dies, and hv1 takes over; when hv0 returns, ready to host gateways, the
+    gateway stays on hv1 (no preemption on a tie, as OVN and keepalived): the VM's SNAT
+    traffic still goes through hv1, never duplicated, and l3-agents still shows hv1."""
+    c, seg = outside_tie
+    hv0, hv1 = c.hv[0].name, c.hv[1].name
+    ext, _ = external_network(c)
+    net, router = behind_router(c, "10.94.0.0/24", ext)
+    gw_ip = gateway_ip(c, router)
+    _, ns = c.hv[2].vm(net, "vm")
+    redirected = f"geneve and icmp and host {UPSTREAM}"  # the VM's pings, tunnelled
+
+    def through() -> tuple[list[str], list[str]]:
+        """The pings that hv2 redirects to hv0 and to hv1 while the VM pings the host."""
+        with c.hv[0].capture(redirected) as to_hv0, c.hv[1].capture(redirected) as to_hv1:
+            assert pings(ns, UPSTREAM), c.logs()
+        return to_hv0, to_hv1
+
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0", timeout=15)
+    eventually(
+        lambda: ha_states(c, router) == {hv0: "active", hv1: "standby"},
+        "hv0 (the lower name, nothing reported yet) active",
+    )
+    to_hv0, to_hv1 = through()
+    assert to_hv0 and not to_hv1, (to_hv0, to_hv1)  # (the capture sees it where it goes)
+
+    # hv0 dies: hv1 takes over (the same probes, the other way round).
+    kill_chassis(c.hv[0])
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv1", timeout=15)
+    eventually(
+        lambda: ha_states(c, router) == {hv0: "standby", hv1: "active"}, "hv1 reported active"
+    )
+    with c.hv[1].capture(redirected) as to_hv1:
+        assert pings(ns, UPSTREAM), c.logs()
+    assert to_hv1, "hv2 redirects to hv1"
+
+    # hv0 returns under pings, and is ready to host gateways (its BFD up, its hold-back
+    # over: where a higher priority takes the gateway back, as in the test above).
+    agent = c.hv[0].agent
+    assert agent is not None
+    hosting = agent.log_path.read_text(errors="replace").count(HOSTING)
+    with pinging(c.hv[2], ns, UPSTREAM) as back:
+        time.sleep(0.5)
+        restart_missing(c.hv[0].ovs)
+        c.hv[0].start_agent()
+        c.hv[0].wait_agent_alive()
+        eventually(
+            lambda: agent.log_path.read_text(errors="replace").count(HOSTING) > hosting,
+            "hv0 ready to host gateways again",
+            timeout=30,
+        )
+        time.sleep(2.0)  # (a preemption would have happened by now)
+    assert back.duplicates == 0, back.summary
+    assert back.seqs and max(back.seqs) >= back.sent - 10, back.summary + c.logs()
+    assert ha_states(c, router) == {hv0: "standby", hv1: "active"}, c.logs()
+    to_hv0, to_hv1 = through()
+    assert to_hv1 and not to_hv0, (to_hv0, to_hv1)
+    # and it is SNAT there: the host sees the gateway address
+    server = c.hv[2].background(seg.host, PY, "-c", PEER_SERVER)
+    assert sources(server, 1) == ["ready"]
+    assert connect(ns, UPSTREAM) == "hi"
+    assert sources(server, 1) == [gw_ip]
 
 
 @dataclasses.dataclass

@@ -324,6 +324,31 @@ def test_north_south_names_the_gateway_and_the_floating_ip() -> None:
     ) in text
 
 
+def test_a_tie_of_gateway_priorities_is_traced_as_the_agents_decide_it() -> None:
+    """Another gateway chassis of gw's priority, with a lower name: it hosts the gateway
+    while nothing is reported; once gw reports hosting it, gw keeps it (no preemption on
+    a tie), and the trace shows the agents' answer."""
+    import orjson
+
+    from wyvern.model.keys import chassis_key, gateway_status_key
+    from wyvern.nb.store import Put
+
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        world = World(store, ids, ports)
+        north_south(world, c)
+    rec = {"name": "a-gw", "tunnel_ip": "192.0.2.3", "encaps": ["geneve"],
+           "bridge_mappings": {"physnet1": "br-ex"}, "gateway_priority": 1}  # fmt: skip
+    store.txn([], [Put(chassis_key("a-gw"), orjson.dumps(rec))])
+    _, _, _, text = world.run(from_port="vm-b", dst_ip="198.51.100.7")
+    assert "sent by geneve to chassis a-gw (192.0.2.3)" in text, text
+    report = {"chassis": "gw", "status": "ACTIVE"}
+    store.txn([], [Put(gateway_status_key(ids["r1"]), orjson.dumps(report))])
+    _, _, _, text = world.run(from_port="vm-b", dst_ip="198.51.100.7")
+    assert "sent by geneve to chassis gw (192.0.2.1)" in text, text
+
+
 def test_from_outside_to_a_floating_ip_and_the_gateway() -> None:
     """A packet from a host on the external network: DNAT of the floating IP named, on
     the gateway chassis that NATs it (vm-b's chassis has no physnet), then to vm-b's

@@ -3,11 +3,14 @@
 A router's gateway port sits on an external network, which must be a provider network
 (flat or VLAN) on a physnet. Like OVN's gateway_chassis, one chassis hosts it: among
 the chassis whose record has a gateway priority above 0 and maps that physnet, the
-highest priority (then the lowest name) whose record is alive. Every agent computes the
-same answer from the chassis records, so no election is stored; a chassis whose record
+highest priority whose record is alive; among several of that priority, the one that
+reports hosting the network's router gateways (view.gateway_hosts, from the agents'
+status keys) keeps them, else the lowest name. Every agent computes the same answer from
+the chassis records and those reports, so no election is stored; a chassis whose record
 goes (lease lost), or whose dataplane BFD says is down (view.chassis_down, within ~0.3 s),
 hands the gateway to the next. A gateway chassis that (re)starts holds back until its
-BFD sessions to the other gateway chassis are up, so two never host one gateway at once.
+BFD sessions to the other gateway chassis are up, so two never host one gateway at once;
+it takes the gateway back only with a strictly higher priority (no preemption on a tie).
 
 On that chassis only:
 - l2 sends frames for the gateway port's MAC, and ARP for its addresses, from the
@@ -90,20 +93,47 @@ def router_zone(router: Router | RouterFacts) -> int:
 
 def gateway_chassis(view: LocalView, network: Network) -> str | None:
     """The chassis that hosts router gateways on NETWORK's physnet (None: no chassis
-    may: not a provider network, or no gateway chassis maps its physnet)."""
+    may: not a provider network, or no gateway chassis maps its physnet). Read it through
+    `view.derive`: a report that changes no answer then recomputes no flow."""
     if not is_provider(network) or not network.physical_network:
         return None
-    best: tuple[int, str] | None = None
+    top = 0
+    tied: list[str] = []  # the live chassis of the highest priority
     down = view.chassis_down
     for name, ch in view.chassis.items():
-        if ch.gateway_priority <= 0 or down.get(name):
+        if ch.gateway_priority <= 0 or ch.gateway_priority < top or down.get(name):
             continue
         if network.physical_network not in dict(ch.bridge_mappings):
             continue
-        rank = (-ch.gateway_priority, name)
-        if best is None or rank < best:
-            best = rank
-    return None if best is None else best[1]
+        if ch.gateway_priority > top:
+            top, tied = ch.gateway_priority, []
+        tied.append(name)
+    if len(tied) <= 1:
+        return tied[0] if tied else None
+    return _incumbent(view, network.id, sorted(tied))
+
+
+def _incumbent(view: LocalView, network_id: str, tied: list[str]) -> str:
+    """Among TIED (sorted names) the one a router gateway on the network is reported
+    hosted by (the lowest, should reports differ for a moment), else the first: no
+    preemption on a tie, as OVN's and keepalived's equal priorities. Every agent reads
+    the same reports, and a chassis writes its report only once it hosts the gateway, so
+    two chassis that both took it (each seeing the other down) agree on the last report;
+    the other one removes its own only if it is still its own (HostedStatusWriter)."""
+    hosts = view.gateway_hosts
+    found: str | None = None
+    for rid in sorted(view.routers_by_network.get(network_id, ())):
+        facts = view.derive(router_facts, rid)
+        if facts is None or facts.gateway_network_id != network_id:
+            continue
+        host = hosts.get(rid)
+        if host is None or host.chassis not in tied:
+            continue
+        if host.chassis == tied[0]:
+            return host.chassis  # (no report can pick a lower one)
+        if found is None or host.chassis < found:
+            found = host.chassis
+    return found if found is not None else tied[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ ports requested on its own host, and otherwise only what its ports need:
 - the routers with a port (interface or gateway) on those networks, and every network
   those routers reach, transitively (as OVN's local datapaths: a distributed router
   routes on the sending chassis, so it needs each network the packet may leave into, and
-  the routers beyond it),
+  the routers beyond it), and for those with a gateway its status key (which chassis
+  hosts it: wyvern.apps.gateway keeps it there on a tie of priorities),
 - the security groups of its local ports and the remote groups their rules name (each
   group's record and rules), and the address groups those rules name.
 
@@ -34,6 +35,7 @@ from wyvern.controller.sync import Sync
 from wyvern.model.keys import (
     CHASSIS_PREFIX,
     address_group_prefixes,
+    gateway_prefixes,
     group_prefixes,
     host_ports_prefix,
     index_key,
@@ -65,11 +67,13 @@ class Wanted:
     routers: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
     address_groups: frozenset[str] = frozenset()
+    gateways: frozenset[str] = frozenset()  # routers with a gateway (their status key)
 
 
 PREFIXES: dict[str, Callable[[str], tuple[str, ...]]] = {
     "networks": network_prefixes,
     "routers": router_prefixes,
+    "gateways": gateway_prefixes,
     "groups": group_prefixes,
     "address_groups": address_group_prefixes,
 }
@@ -136,6 +140,7 @@ class Interest:
         latest = self.sync.latest
         nets = set(roots)
         routers: set[str] = set()
+        gateways: set[str] = set()
         todo = list(roots)
         while todo:  # through routers, transitively
             for pid in view.ports_by_network.get(todo.pop(), ()):
@@ -151,6 +156,7 @@ class Interest:
                 reach = {i.network_id for i in router.interfaces}
                 if router.gateway_network_id:
                     reach.add(router.gateway_network_id)
+                    gateways.add(router.id)
                 for n in reach - nets:
                     nets.add(n)
                     todo.append(n)
@@ -167,7 +173,11 @@ class Interest:
                 if rule.remote_address_group_id:
                     address_groups.add(rule.remote_address_group_id)
         return Wanted(
-            frozenset(nets), frozenset(routers), frozenset(groups), frozenset(address_groups)
+            frozenset(nets),
+            frozenset(routers),
+            frozenset(groups),
+            frozenset(address_groups),
+            frozenset(gateways),
         )
 
     def update(self) -> list[Change]:

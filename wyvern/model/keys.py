@@ -12,6 +12,7 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/intent/<kind>/<id>               a delete in progress, on its process's lease
     /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
     /wyvern/status/floatingips/<id>          a floating IP NATed by a chassis (its agent)
+    /wyvern/status/gateways/<router>         the chassis hosting a router's gateway (its agent)
     /wyvern/mac_bindings/<network>/<id>      a neighbour's MAC learned by an agent (ARP)
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
@@ -179,6 +180,12 @@ def router_prefixes(router_id: str) -> tuple[str, ...]:
     return (obj_key("routers", router_id),)
 
 
+def gateway_prefixes(router_id: str) -> tuple[str, ...]:
+    """A router's gateway status: followed for the routers with a gateway, so that every
+    chassis knows which one hosts it (a tie of priorities keeps it there)."""
+    return (gateway_status_key(router_id),)
+
+
 def group_prefixes(sg_id: str) -> tuple[str, ...]:
     return (obj_key("security_groups", sg_id), rules_prefix(sg_id))
 
@@ -192,10 +199,11 @@ def address_group_prefixes(ag_id: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """What a store key holds for an agent: an object (view kind, id) or, with kind
-    "status", a port's binding status (id = the port id)."""
+    """What a store key holds for an agent: an object (view kind, id); with kind
+    "status", a port's binding status (id = the port id); with kind "gateway_host", the
+    chassis hosting a router's gateway (id = the router id)."""
 
-    kind: ViewKind | Literal["status"]
+    kind: ViewKind | Literal["status", "gateway_host"]
     id: str
 
 
@@ -209,6 +217,8 @@ def decode_key(key: str) -> Decoded | None:
     if parts[0] == "status":
         if len(parts) == 4 and parts[1] == "ports" and parts[2] and parts[3]:
             return Decoded("status", parts[3])
+        if len(parts) == 3 and parts[1] == "gateways" and parts[2]:
+            return Decoded("gateway_host", parts[2])
         return None
     kind = STORE_KINDS.get(parts[0])
     if kind is None or len(parts) not in (2, 3) or not parts[-1]:

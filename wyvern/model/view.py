@@ -19,6 +19,7 @@ T = TypeVar("T")
 Kind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
     "address_group", "chassis", "binding", "port_chassis", "mac_binding", "chassis_down",
+    "gateway_host",
 ]  # fmt: skip
 # "port_chassis" changes carry chassis names (old, new) of a port's binding status, which
 # lives in LocalView.port_chassis rather than in a table.
@@ -367,6 +368,21 @@ class MacBinding:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayHost:
+    """The chassis that reports hosting a router's gateway, with its flows installed
+    (`/wyvern/status/gateways/<router>`, written by that chassis's agent): among gateway
+    chassis of equal priority the one hosting it keeps it (wyvern.apps.gateway)."""
+
+    chassis: str
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> GatewayHost:
+        if o.get("status", "ACTIVE") != "ACTIVE":
+            raise ValueError(f"status {o.get('status')!r}")
+        return cls(chassis=str(o["chassis"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Binding:
     """A port plugged into this chassis's br-int (from OVS, not from the store)."""
 
@@ -410,6 +426,8 @@ class LocalView:
     # another one whose BFD says its dataplane is down, or this one while it holds back
     # after a (re)start until the others see it (wyvern.apps.gateway).
     chassis_down: dict[str, bool] = field(default_factory=dict)
+    # router id -> the chassis that reports hosting its gateway (wyvern.apps.gateway)
+    gateway_hosts: dict[str, GatewayHost] = field(default_factory=dict)
     bindings: dict[str, Binding] = field(default_factory=dict)  # local ports only
     # Where every port is bound (port id -> chassis name), from the binding status keys.
     port_chassis: dict[str, str] = field(default_factory=dict)
@@ -448,6 +466,7 @@ class LocalView:
             "chassis": self.chassis,
             "mac_binding": self.mac_bindings,
             "chassis_down": self.chassis_down,
+            "gateway_host": self.gateway_hosts,
             "binding": self.bindings,
         }
         return tables[kind]
@@ -649,6 +668,7 @@ TABLE_OF_KIND: dict[str, str] = {
     "chassis": "chassis",
     "mac_binding": "mac_bindings",
     "chassis_down": "chassis_down",
+    "gateway_host": "gateway_hosts",
     "binding": "bindings",
     "port_chassis": "port_chassis",
 }
@@ -690,11 +710,14 @@ RECORD_TYPES: dict[str, Any] = {
     "address_group": AddressGroup,
     "chassis": Chassis,
     "mac_binding": MacBinding,
+    "gateway_host": GatewayHost,
 }
 
 
 def record_from_obj(kind: str, obj: dict[str, Any]) -> Any:
     """Stored JSON -> typed record (objects being deleted by the API are treated as gone)."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"not an object: {type(obj).__name__}")
     if obj.get("_deleting"):
         return None
     return RECORD_TYPES[kind].from_obj(obj)
