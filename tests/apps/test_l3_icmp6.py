@@ -7,8 +7,16 @@ and through the gateway both ways, and from a chassis that redirects to the gate
 from __future__ import annotations
 
 from tests.apps import scenario as sc
-from tests.apps.test_gateway import GENEVE_PORT, MAC_GW, MAC_HOST, MAC_RI, MAC_UP, MAC_VM, PATCH
-from tests.apps.test_gateway import learn
+from tests.apps.test_gateway import (
+    GENEVE_PORT,
+    MAC_GW,
+    MAC_HOST,
+    MAC_RI,
+    MAC_UP,
+    MAC_VM,
+    PATCH,
+    learn,
+)
 from tests.apps.test_gateway_v6 import FAR6, HOST6, VM6, view_of
 from wyvern.apps.punts import PUNT_ICMP6_ERROR
 from wyvern.ir import packet as pk
