@@ -36,6 +36,7 @@ _TCP_LETTERS = {"F": TCP_FIN, "S": TCP_SYN, "R": TCP_RST, "P": TCP_PSH, "A": TCP
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MIN_FRAME = 64  # bytes: a packet's length unless a test or trace says otherwise
 ETH_HEADER = 14  # an untagged Ethernet header: a frame is its IP packet + 14 bytes
+VLAN_HEADER = 4  # an 802.1Q tag (push_vlan/pop_vlan change a frame's length by it)
 
 _PHYSICAL = {f"reg{i}": 32 for i in range(16)} | {"metadata": 64}
 
@@ -116,9 +117,10 @@ class Packet:
 
 
 def sized(p: Packet, ip_length: int) -> Packet:
-    """P with an IP packet of IP_LENGTH bytes (header included) inside its frame: what a
-    `ping -s` or a TCP segment of that size is on the wire, for MTU checks."""
-    p.length = ip_length + ETH_HEADER
+    """P with an IP packet of IP_LENGTH bytes (header included) inside its frame (and its
+    802.1Q tag, if it has one): what a `ping -s` or a TCP segment of that size is on the
+    wire, for MTU checks."""
+    p.length = ip_length + ETH_HEADER + (VLAN_HEADER if p["vlan_vid"] else 0)
     return p
 
 

@@ -85,7 +85,7 @@ from wyvern.ir import (
     setfield_value,
 )
 from wyvern.ir.cookies import CookieIndex, Explanation
-from wyvern.ir.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
+from wyvern.ir.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HEADER, Packet
 from wyvern.ir.pipeline import StageName
 from wyvern.ir.render import render_actions, render_match
 
@@ -576,8 +576,10 @@ class Simulator:
                 self._group(a.group_id, p, depth, ctx, flow)
             elif isinstance(a, PushVlan):
                 p["vlan_vid"] = VLAN_PRESENT
+                p.length += VLAN_HEADER
             elif isinstance(a, PopVlan):
                 p["vlan_vid"] = 0
+                p.length -= VLAN_HEADER
             else:  # Conjunction flows are never selected, so never executed
                 raise AssertionError(f"unexpected action {a!r}")
 
