@@ -308,3 +308,26 @@ def test_mutated_frames_are_answered_well_formed_or_dropped(
         assert len(eth.payload) <= 1280
     if not outs:
         assert d.stats["icmp6_error_dropped"] == 1
+
+
+def test_a_router_with_one_port_per_subnet_answers_from_its_ipv6_port() -> None:
+    """(add_router_interface by subnet gives each subnet its own port on the network)"""
+    v = sc.build_view(
+        networks=[sc.network("n1", 101)],
+        subnets=[
+            sc.subnet("s4", "n1", "10.0.1.0/24"),
+            sc.subnet("s1", "n1", "2001:db8:1::/64", ip_version=6),
+        ],
+        ports=[
+            sc.router_port("rp4", "n1", 1, MAC_R2, "10.0.1.1", "r"),
+            sc.router_port("rp6", "n1", 3, MAC_R1, R1, "r"),
+            sc.port("a", "n1", 2, MAC_A, [A6, "10.0.1.5"]),
+        ],
+        routers=[sc.router("r", 7)],
+        local={"a": OF_A},
+    )
+    found = icmp_errors.router_address6(v, v.routers["r"], v.networks["n1"], A6)
+    assert found == (R1, MAC_R1)
+    (out,) = PacketInDispatcher(v).handle(punt(frame()), now=0.0)
+    eth, ip, _ = parsed(out.data)
+    assert (eth.src, ip.src) == (MAC_R1, R1)

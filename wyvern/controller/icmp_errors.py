@@ -78,26 +78,28 @@ def router_address6(
         who = ipaddress.IPv6Address(sender) if sender else None
     except ValueError:
         who = None
+    # (a router may have several ports on one network: one per subnet added by subnet)
+    mine: list[tuple[ipaddress.IPv6Interface, str]] = []
+    first_mac: str | None = None
     for itf in router.interfaces:
         if itf.network_id != network.id:
             continue
         port = view.ports.get(itf.port_id)
         if port is None:
             continue
-        mine: list[ipaddress.IPv6Interface] = []
+        first_mac = first_mac or port.mac
         for ip, cidr in itf.ips:
             try:
                 addr = ipaddress.ip_interface(f"{ip}/{ipaddress.ip_network(cidr).prefixlen}")
             except ValueError:
                 continue
             if isinstance(addr, ipaddress.IPv6Interface):
-                mine.append(addr)
-        on_link = [a for a in mine if who is not None and who in a.network]
-        best = on_link or mine
-        if best:
-            return str(best[0].ip), port.mac
-        return link_local(port.mac), port.mac
-    return None
+                mine.append((addr, port.mac))
+    on_link = [m for m in mine if who is not None and who in m[0].network]
+    best = on_link or mine
+    if best:
+        return str(best[0][0].ip), best[0][1]
+    return (link_local(first_mac), first_mac) if first_mac is not None else None
 
 
 def ipv6_source(frame: bytes) -> str | None:
