@@ -821,17 +821,17 @@ def test_ipv6_packet_too_big_on_the_gateway_leg(outside: tuple[Cluster, Segment]
         sh("ip", "-n", ns, "-6", "addr", "add", f"{vm6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", ns, "-6", "route", "add", "default", "via", sub6["gateway_ip"])
         vms.append((ns, vm6))
-    for ns, vm6 in vms:
+    for ns, _ in vms:
         eventually(lambda ns=ns: pings(ns, UPSTREAM6, "-6"), "the VM pings the host", timeout=15)
 
     c.put("networks", ext["id"], mtu=1300)
-    for ns, vm6 in vms:
+    fits = ("-6", "-s", str(1300 - 48), "-M", "do")
+    big = ("-6", "-s", str(1300 - 48 + 1), "-M", "do")
+    for ns, _ in vms:
         # 1300 bytes of IPv6 fit; the router is told of the new MTU by the API
-        fits = ("-6", "-s", str(1300 - 48), "-M", "do")
         eventually(lambda ns=ns: pings(ns, UPSTREAM6, *fits), "at the MTU", timeout=10)
-        big = ("-6", "-s", str(1300 - 48 + 1), "-M", "do")
 
-        def too_big(ns: str = ns, big: tuple[str, ...] = big) -> bool:
+        def too_big(ns: str = ns) -> bool:
             out = ping(ns, UPSTREAM6, *big, count=1)
             return f"From {sub6['gateway_ip']} icmp_seq=1 Packet too big: mtu=1300" in out.stdout
 
@@ -840,7 +840,7 @@ def test_ipv6_packet_too_big_on_the_gateway_leg(outside: tuple[Cluster, Segment]
         assert "mtu 1300" in route, route + c.logs()
 
     # From outside, over the tenant network's MTU: from the gateway's address.
-    ns0, vm0 = vms[0]
+    vm0 = vms[0][1]
     assert pings(seg.host, vm0, "-6", "-s", str(tenant_mtu - 48), "-M", "do")
     out = ping(seg.host, vm0, "-6", "-s", str(tenant_mtu - 48 + 1), "-M", "do", count=1)
     assert f"From {gw6} icmp_seq=1 Packet too big: mtu={tenant_mtu}" in out.stdout, (
