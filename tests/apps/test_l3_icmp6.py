@@ -146,6 +146,10 @@ def test_the_gateway_leg_checks_the_external_networks_mtu() -> None:
     assert inbound.trace.punts[0].packet["routed_eth_src"] == int(MAC_HOST.replace(":", ""), 16)
     ok = s.outcome(sized(pk.tcp(PATCH, MAC_HOST, MAC_GW, HOST6, VM6, 80, 40000, "S"), 1500))
     assert ok.ports == [1], ok.trace.format()
+    # a default route does not carry link-local or multicast destinations out
+    for dst in ("fe80::99", "ff0e::1"):
+        quiet = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM6, dst, 40000, 80))
+        assert quiet.ports == [] and quiet.punts == [], quiet.trace.format()
 
 
 def test_a_chassis_redirecting_to_the_gateway_checks_before_the_tunnel() -> None:

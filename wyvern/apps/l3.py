@@ -137,8 +137,9 @@ ETH_HEADER = 14  # check_pkt_larger counts the frame: an untagged header + the I
 # mtu_check
 PRIO_TOO_BIG = 100
 PRIO_REDIRECT = 50
-# routing: IPv6 destinations a router never forwards nor answers unreachable for
-PRIO_NOT_ROUTED = 2
+# routing: IPv6 destinations a router never forwards (nor answers unreachable for),
+# whatever the routes (the longest, a /128, is 100 + 128 * 4 + 2, a floating IP's + 1)
+PRIO_NOT_ROUTED = PRIO_ROUTE_BASE + 129 * 4
 _NOT_ROUTED6 = ("fe80::/10", "ff00::/8")
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
