@@ -721,3 +721,5 @@ def test_cli_takes_ttl_and_size(tmp_path: Path, restore_env: None) -> None:
     assert res.exit_code == 0 and "ICMPv6 time exceeded" in res.output, res.output
     res = runner.invoke(cli_app, [*base, "--to", "vm-f", "--size", "30"])
     assert res.exit_code == 1 and "size 30 is not 40..65535" in res.output, res.output
+    res = runner.invoke(cli_app, [*base, "--to", "vm-f", "--size", "1500", "--ovs"])
+    assert res.exit_code == 2 and "--size needs the simulator" in res.output, res.output

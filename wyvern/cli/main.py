@@ -574,6 +574,11 @@ def trace(
     if (from_port is None) == (from_network is None):
         typer.echo("wyvern: trace: give --from PORT or --from-network NETWORK", err=True)
         raise typer.Exit(2)
+    if on_ovs and size is not None:
+        typer.echo(
+            "wyvern: trace: --size needs the simulator (ofproto/trace has no size)", err=True
+        )
+        raise typer.Exit(2)
     spec = PacketSpec(
         from_port or "",
         to_port,
