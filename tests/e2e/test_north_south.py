@@ -873,3 +873,61 @@ def test_ipv6_routed_through_the_gateway_both_ways(outside: tuple[Cluster, Segme
             eventually(lambda ns=ns: pings(ns, FAR6, "-6"), "out to the new MAC", timeout=10)
     finally:
         store.close()
+
+
+def test_ipv6_packet_too_big_on_the_gateway_leg(outside: tuple[Cluster, Segment]) -> None:
+    """Packet too big through the gateway, both ways: a VM sending more than the external
+    network's MTU (1300, set through the API) gets it from its router's address, on the
+    gateway chassis and on a chassis without the physnet (checked there, before the
+    redirect); the host sending more than the tenant network's MTU gets it from the
+    gateway's address on the physical network. Each sender learns the path MTU."""
+    c, seg = outside
+    ext, _ = external_network(c)
+    c.post("subnets", network_id=ext["id"], cidr=EXT6_CIDR, ip_version=6,
+           gateway_ip=UPSTREAM6, enable_dhcp=False)  # fmt: skip
+    sh("ip", "-n", seg.host, "-6", "addr", "add", f"{UPSTREAM6}/64", "dev", "eth0", "nodad")
+    net, router = behind_router(c, "10.97.0.0/24", None)
+    sub6 = c.post("subnets", network_id=net["id"], cidr="2001:db8:97::/64", ip_version=6)
+    c.action("routers", router["id"], "add_router_interface", subnet_id=sub6["id"])
+    c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
+    info = c.get("routers", router["id"])["external_gateway_info"]
+    gw6 = next(f["ip_address"] for f in info["external_fixed_ips"] if ":" in f["ip_address"])
+    sh("ip", "-n", seg.host, "-6", "route", "add", "2001:db8:97::/64", "via", gw6)
+    sg = c.post("security-groups", name=unique("v6-"))
+    c.post("security-group-rules", security_group_id=sg["id"], direction="ingress",
+           ethertype="IPv6", protocol="ipv6-icmp")  # fmt: skip
+    tenant_mtu = int(net["mtu"])
+    vms = []
+    for i in (0, 2):  # the gateway chassis; a chassis without the physnet
+        port, ns = c.hv[i].vm(net, f"vm6-{i}", security_groups=[sg["id"]])
+        vm6 = v6_address(port)
+        sh("ip", "-n", ns, "-6", "addr", "add", f"{vm6}/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", sub6["gateway_ip"])
+        vms.append((ns, vm6))
+    for ns, _ in vms:
+        eventually(lambda ns=ns: pings(ns, UPSTREAM6, "-6"), "the VM pings the host", timeout=15)
+
+    c.put("networks", ext["id"], mtu=1300)
+    fits = ("-6", "-s", str(1300 - 48), "-M", "do")
+    big = ("-6", "-s", str(1300 - 48 + 1), "-M", "do")
+    for ns, _ in vms:
+        # 1300 bytes of IPv6 fit; the router is told of the new MTU by the API
+        eventually(lambda ns=ns: pings(ns, UPSTREAM6, *fits), "at the MTU", timeout=10)
+
+        def too_big(ns: str = ns) -> bool:
+            out = ping(ns, UPSTREAM6, *big, count=1)
+            return f"From {sub6['gateway_ip']} icmp_seq=1 Packet too big: mtu=1300" in out.stdout
+
+        eventually(too_big, "packet too big from the router", timeout=10)
+        route = in_netns(ns, "ip", "-6", "route", "get", UPSTREAM6).stdout
+        assert "mtu 1300" in route, route + c.logs()
+
+    # From outside, over the tenant network's MTU: from the gateway's address.
+    vm0 = vms[0][1]
+    assert pings(seg.host, vm0, "-6", "-s", str(tenant_mtu - 48), "-M", "do")
+    out = ping(seg.host, vm0, "-6", "-s", str(tenant_mtu - 48 + 1), "-M", "do", count=1)
+    assert f"From {gw6} icmp_seq=1 Packet too big: mtu={tenant_mtu}" in out.stdout, (
+        out.stdout + out.stderr + c.logs()
+    )
+    route = in_netns(seg.host, "ip", "-6", "route", "get", vm0).stdout
+    assert f"mtu {tenant_mtu}" in route, route

@@ -19,6 +19,7 @@ from wyvern.ir import (
     PORT_LOCAL,
     Bits,
     Bucket,
+    CheckPktLarger,
     Conjunction,
     Controller,
     Ct,
@@ -313,7 +314,13 @@ def every_kind() -> tuple[list[Flow], list[GroupDef]]:
             priority=64,
             cookie=l3,
             match={**IP6, "router_key": 1, "ipv6_dst": "fd00:1::/64"},
-            actions=[DecTtl(), Load("network_key", 5), Goto("arp_resolve")],
+            actions=[
+                CheckPktLarger(1414, "flag_pkt_larger"),
+                Move("eth_src", "routed_eth_src"),
+                DecTtl(),
+                Load("network_key", 5),
+                Goto("mtu_check"),
+            ],
         ),
         table("arp_resolve").flow(
             priority=100,
@@ -488,6 +495,7 @@ def test_render_examples() -> None:
     assert ",actions=in_port" in text[34].replace(" ", ",")
     assert "nat(src=172.16.0.50-172.16.0.60:1000-2000)" in "".join(text)
     assert "nat(dst=[fd00::5]:8080)" in "".join(text)
+    assert "check_pkt_larger(1414)->reg10[3..3],move:eth_src[]->xreg4[0..47]," in "".join(text)
     assert "move:tun_metadata0[32..63]->reg14[0..31]" in text[1]
     assert render_group(groups[1]) == (
         "group_id=2,type=select,"

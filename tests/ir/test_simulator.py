@@ -16,9 +16,12 @@ from wyvern.ir import (
     CT_TRK,
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
     PORT_IN_PORT,
+    VLAN_PRESENT,
     Action,
     Bucket,
+    CheckPktLarger,
     Conjunction,
     Controller,
     Ct,
@@ -27,12 +30,14 @@ from wyvern.ir import (
     Goto,
     Group,
     GroupDef,
+    IRError,
     Load,
     MatchValue,
     Move,
     Nat,
     Output,
     OutputReg,
+    PopVlan,
     Resubmit,
     SetField,
     match,
@@ -239,6 +244,47 @@ def test_dec_ttl() -> None:
     t = sim.run(pk.icmp_echo(1, MAC_A, MAC_R, "10.0.0.1", "10.0.1.1", ttl=1))
     assert ports(t) == [2]
     assert t.drops == [f"TTL expired (dec_ttl) at table {table_of('routing')} (routing)"]
+
+
+def test_check_pkt_larger_compares_the_frame_length() -> None:
+    """As OVS: the frame, Ethernet header included, over N sets the bit; a VLAN tag
+    pushed or popped counts too."""
+    ip6 = {"eth_type": ETH_TYPE_IPV6}
+    sim = Simulator(
+        [
+            *walk("classification", "l2_lookup", "router_input", "dnat"),
+            flow("dnat", 5, ip6, [Goto("routing")]),
+            flow("routing", 10, ip6, [CheckPktLarger(1414, "flag_pkt_larger"), Goto("mtu_check")]),
+            flow("mtu_check", 100, {**ip6, "flag_pkt_larger": 1}, [Output(9)]),
+            flow("mtu_check", 1, ip6, [Output(2)]),
+        ]
+    )
+    for ip_length, port in ((1400, 2), (1401, 9), (64, 2), (9000, 9)):
+        p = pk.sized(pk.udp(1, MAC_A, MAC_R, "2001:db8::1", "2001:db8::2", 1, 2), ip_length)
+        assert p.length == ip_length + 14
+        assert ports(sim.run(p)) == [port], ip_length
+    tagged = pk.sized(pk.udp(1, MAC_A, MAC_R, "2001:db8::1", "2001:db8::2", 1, 2, vlan=5), 1400)
+    assert tagged.length == 1418  # (not popped here: 4 bytes more than the check allows)
+    assert ports(sim.run(tagged)) == [9]
+    popping = Simulator(
+        [
+            flow(
+                "classification", 5, {"vlan_vid": VLAN_PRESENT | 5}, [PopVlan(), Goto("l2_lookup")]
+            ),
+            *walk("l2_lookup", "router_input", "dnat"),
+            flow("dnat", 5, ip6, [Goto("routing")]),
+            flow("routing", 10, ip6, [CheckPktLarger(1414, "flag_pkt_larger"), Goto("mtu_check")]),
+            flow("mtu_check", 100, {**ip6, "flag_pkt_larger": 1}, [Output(9)]),
+            flow("mtu_check", 1, ip6, [Output(2)]),
+        ]
+    )
+    assert ports(popping.run(tagged)) == [2]
+    with pytest.raises(IRError, match="one bit"):
+        flow("routing", 10, ip6, [CheckPktLarger(1414, "network_key"), Goto("mtu_check")])
+    with pytest.raises(IRError, match="not declared in its writes"):
+        flow("mtu_check", 10, ip6, [CheckPktLarger(1414, "flag_pkt_larger")])
+    with pytest.raises(IRError, match="does not fit"):
+        CheckPktLarger(0x10000, "flag_pkt_larger")
 
 
 def test_controller_punts_are_collected() -> None:

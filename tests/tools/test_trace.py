@@ -664,3 +664,87 @@ def test_ipv6_out_through_the_gateway_is_routed_and_names_the_nd_binding() -> No
     assert "(snat) priority 0 — pipeline: default" in text and "nat: router" not in text, text
     assert "MAC binding 2001:db8:ff::250 is 02:00:00:00:00:06 on network public" in text, text
     assert "(learned by ND)" in text, text
+
+
+# ------------------------------------------------------------------ ICMPv6 errors
+
+
+def v6_world(c: TestClient, store: Store) -> World:
+    """net-big (MTU 1438) with vm-e and net-small (MTU 1400) with vm-f, IPv6 only,
+    behind router r6."""
+    ids: dict[str, str] = {}
+    ports: dict[str, dict[str, Any]] = {}
+    router = create(c, "routers", name="r6")
+    ids["r6"] = router["id"]
+    for name, mtu, cidr, vm, ip in (
+        ("net-big", None, "2001:db8:e::/64", "vm-e", "2001:db8:e::5"),
+        ("net-small", 1400, "2001:db8:f::/64", "vm-f", "2001:db8:f::5"),
+    ):
+        net = create(c, "networks", name=name, **({"mtu": mtu} if mtu else {}))
+        sub = create(c, "subnets", network_id=net["id"], cidr=cidr, ip_version=6)
+        resp = c.put(
+            f"/v2.0/routers/{router['id']}/add_router_interface", json={"subnet_id": sub["id"]}
+        )
+        assert resp.status_code == 200, resp.text
+        ports[vm] = create(
+            c,
+            "ports",
+            network_id=net["id"],
+            name=vm,
+            port_security_enabled=False,
+            security_groups=[],
+            fixed_ips=[{"subnet_id": sub["id"], "ip_address": ip}],
+        )
+        ids.update({name: net["id"], vm: ports[vm]["id"]})
+    return World(store, ids, ports)
+
+
+def test_ipv6_routed_too_big_time_exceeded_and_no_route_are_explained() -> None:
+    store = MemoryStore()
+    with make_client(store) as c:
+        world = v6_world(c, store)
+    ids = world.ids
+    router = f"router r6 ({ids['r6']})"
+    small = f"network net-small ({ids['net-small']})"
+    big = f"network net-big ({ids['net-big']})"
+    # routed, at exactly the egress MTU: delivered, through mtu_check
+    _, _, trace, text = world.run(from_port="vm-e", to_port="vm-f", proto="udp", size=1400)
+    assert trace.output_ports == [2], text
+    assert "(mtu_check)" in text and "check_pkt_larger(1414)" in text, text
+    assert f"delivered to port vm-f ({ids['vm-f']})" in text, text
+    # one byte more: punted for a packet too big from the router on the sender's network
+    _, _, trace, text = world.run(from_port="vm-e", to_port="vm-f", proto="udp", size=1401)
+    assert trace.output_ports == [] and "punted to icmp6-error" in text, text
+    assert (
+        f"{router} sends an ICMPv6 packet too big to the sender, from 2001:db8:e::1 on {big}:"
+        f" the packet (1401 bytes of IPv6) is larger than the MTU of {small}, 1400;"
+        " the error's MTU is 1400"
+    ) in text, text
+    # the other way 1401 fits (1438)
+    _, _, back, text = world.run(from_port="vm-f", to_port="vm-e", proto="udp", size=1401)
+    assert back.output_ports == [2], text
+    # hop limit 1, and no route
+    _, _, trace, text = world.run(from_port="vm-e", to_port="vm-f", ttl=1)
+    assert trace.output_ports == [], text
+    assert (
+        f"{router} sends an ICMPv6 time exceeded (hop limit) to the sender, from"
+        f" 2001:db8:e::1 on {big}"
+    ) in text, text
+    _, _, trace, text = world.run(from_port="vm-e", dst_ip="2001:db8:99::1")
+    assert "an ICMPv6 destination unreachable (no route)" in text, text
+
+
+def test_cli_takes_ttl_and_size(tmp_path: Path, restore_env: None) -> None:
+    with make_client(SqliteStore(str(tmp_path / "wyvern.db"))) as c:
+        v6_world(c, MemoryStore())
+    runner = CliRunner()
+    base = ["trace", "--run-dir", str(tmp_path), "--store", "sqlite", "--from", "vm-e"]
+    res = runner.invoke(cli_app, [*base, "--to", "vm-f", "--proto", "udp", "--size", "1500"])
+    assert res.exit_code == 0, res.output
+    assert "ICMPv6 packet too big" in res.output and "the error's MTU is 1400" in res.output
+    res = runner.invoke(cli_app, [*base, "--to", "vm-f", "--ttl", "1"])
+    assert res.exit_code == 0 and "ICMPv6 time exceeded" in res.output, res.output
+    res = runner.invoke(cli_app, [*base, "--to", "vm-f", "--size", "30"])
+    assert res.exit_code == 1 and "size 30 is not 40..65535" in res.output, res.output
+    res = runner.invoke(cli_app, [*base, "--to", "vm-f", "--size", "1500", "--ovs"])
+    assert res.exit_code == 2 and "--size needs the simulator" in res.output, res.output

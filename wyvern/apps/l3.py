@@ -11,8 +11,8 @@ destination's egress security groups and port security still apply).
   to its sender through the output stage (dst_port_key = src_port_key,
   flag_allow_loopback); other traffic to the router's addresses is dropped; IPv4 with
   TTL <= 1 is punted (`PUNT_ICMP4_ERROR`, then ICMP type 11 and code 0 in the userdata)
-  for the agent to send a time-exceeded; IPv6 with hop limit <= 1 is dropped; the rest
-  goes to dnat.
+  for the agent to send a time-exceeded; IPv6 with hop limit <= 1 likewise
+  (`PUNT_ICMP6_ERROR`, ICMPv6 type 3 code 0); the rest goes to dnat.
 - routing (owner ("router", id)): longest-prefix match on the destination. Priority
   `_route_priority` = base + prefix length * 4 + (2 for a connected subnet, 1 for an
   extra route), so a longer prefix always wins and a connected subnet beats an extra
@@ -21,7 +21,19 @@ destination's egress security groups and port security still apply).
   packet come from the router port), the router MAC on that network as source MAC and
   the next hop (the destination itself, or the extra route's next hop) in
   `next_hop_ipv4` or, for IPv6, `next_hop_ipv6`.
-  IPv4 with no route is punted (`PUNT_ICMP4_ERROR`, type 3 code 0: net unreachable).
+  IPv4 with no route is punted (`PUNT_ICMP4_ERROR`, type 3 code 0: net unreachable),
+  IPv6 with no route too (`PUNT_ICMP6_ERROR`, type 1 code 0), except to link-local and
+  multicast destinations (dropped: a router never forwards them).
+  An IPv6 route first runs `check_pkt_larger(egress MTU + 14)` (the frame, untagged
+  here, is the IP packet + the Ethernet header) into `flag_pkt_larger` and keeps the
+  sender's MAC in `routed_eth_src`, then goes to mtu_check.
+- mtu_check (owner ("router", id)): a flagged IPv6 packet is punted
+  (`PUNT_ICMP6_ERROR`, type 2: packet too big, with the egress network's MTU) instead
+  of forwarded; IPv6 has no fragmentation on the path, so this is what makes path-MTU
+  discovery work across networks of different MTUs. The rest goes on to arp_resolve
+  (the stage's miss), or, redirected to the gateway chassis, to output. IPv4 is not
+  checked: OpenFlow cannot match the DF bit, and a frag-needed for every large IPv4
+  packet would drop what is forwarded today.
 - arp_resolve (owner ("port", id), for every port of a network a router is attached to):
   next hop → MAC of the port that owns that address in the output network (local or
   remote ports alike; an address on two ports resolves to the lower port id). An unknown
@@ -70,6 +82,7 @@ from wyvern.apps.punts import (
     PUNT_ARP_LEARN,
     PUNT_ARP_REQUEST,
     PUNT_ICMP4_ERROR,
+    PUNT_ICMP6_ERROR,
     PUNT_ND_LEARN,
     PUNT_ND_REQUEST,
     code,
@@ -82,6 +95,7 @@ from wyvern.ir import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     Action,
+    CheckPktLarger,
     DecTtl,
     Flow,
     FlowTemplate,
@@ -116,6 +130,17 @@ PRIO_UNRESOLVED = 1
 
 ICMP4_TIME_EXCEEDED = (11, 0)
 ICMP4_NET_UNREACHABLE = (3, 0)
+ICMP6_TIME_EXCEEDED = (3, 0)
+ICMP6_NO_ROUTE = (1, 0)
+ICMP6_TOO_BIG = (2, 0)
+ETH_HEADER = 14  # check_pkt_larger counts the frame: an untagged header + the IP packet
+# mtu_check
+PRIO_TOO_BIG = 100
+PRIO_REDIRECT = 50
+# routing: IPv6 destinations a router never forwards (nor answers unreachable for),
+# whatever the routes (the longest, a /128, is 100 + 128 * 4 + 2, a floating IP's + 1)
+PRIO_NOT_ROUTED = PRIO_ROUTE_BASE + 129 * 4
+_NOT_ROUTED6 = ("fe80::/10", "ff00::/8")
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -130,6 +155,20 @@ def _route_priority(prefixlen: int, connected: bool) -> int:
 
 def _punt(icmp: tuple[int, int]) -> tuple[Action, ...]:
     return punt(bytes((PUNT_ICMP4_ERROR, *icmp)))
+
+
+def _punt6(icmp: tuple[int, int]) -> tuple[Action, ...]:
+    return punt(bytes((PUNT_ICMP6_ERROR, *icmp)))
+
+
+def _mtu_check(network: Network) -> tuple[Action, ...]:
+    """What a route to NETWORK does first for IPv6: flag a frame over its MTU (for
+    mtu_check, which punts it for a packet too big) and keep the sender's MAC, which the
+    route then rewrites (the error goes back to it)."""
+    return (
+        CheckPktLarger(network.mtu + ETH_HEADER, "flag_pkt_larger"),
+        Move("eth_src", "routed_eth_src"),
+    )
 
 
 def _dst_match(net: IpNetwork) -> dict[str, MatchValue]:
@@ -279,6 +318,7 @@ class L3App(App):
                         priority=PRIO_TTL,
                         cookie=cookie,
                         match={"router_key": rkey, "eth_type": ETH_TYPE_IPV6, "nw_ttl": ttl},
+                        actions=_punt6(ICMP6_TIME_EXCEEDED),
                     )
                 )
             for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
@@ -294,18 +334,19 @@ class L3App(App):
         rt = table("routing")
 
         def route(net: IpNetwork, itf: _Itf, next_hop: IpAddress | None, connected: bool) -> Flow:
-            actions: list[Action] = [
+            v4 = net.version == 4
+            actions: list[Action] = [] if v4 else [*_mtu_check(itf.network)]
+            actions += [
                 DecTtl(),
                 Load("network_key", itf.network.key),
                 Load("src_port_key", itf.port.key),
                 SetField("eth_src", itf.port.mac),
             ]
-            v4 = net.version == 4
             if next_hop is None:
                 actions.append(Move(*(("ipv4_dst", "next_hop_ipv4") if v4 else _V6_HOP)))
             else:
                 actions.append(Load("next_hop_ipv4" if v4 else "next_hop_ipv6", int(next_hop)))
-            actions.append(Goto("arp_resolve"))
+            actions.append(Goto("arp_resolve" if v4 else "mtu_check"))
             return rt.flow(
                 priority=_route_priority(net.prefixlen, connected),
                 cookie=cookie,
@@ -325,6 +366,23 @@ class L3App(App):
                 Load("dst_port_key", REDIRECT_KEY),
                 Goto("output"),
             )
+            # IPv6 is checked here against the external network's MTU, where the sender
+            # is local (the gateway chassis could not send it the error), then goes on
+            # from mtu_check.
+            redirect6 = (
+                *_mtu_check(rd.gateway.network),
+                Load("network_key", rkey),
+                Load("dst_port_key", REDIRECT_KEY),
+                Goto("mtu_check"),
+            )
+            add(
+                table("mtu_check").flow(
+                    priority=PRIO_REDIRECT,
+                    cookie=cookie,
+                    match={"router_key": rkey, "dst_port_key": REDIRECT_KEY},
+                    actions=(Goto("output"),),
+                )
+            )
             gw_nets: list[IpNetwork] = [a.network for a in rd.gateway.addrs]
             gw_nets += [a.network for a in rd.gateway.addrs6]
             dests: list[tuple[IpNetwork, bool]] = [(n, True) for n in gw_nets]
@@ -338,7 +396,7 @@ class L3App(App):
                         priority=_route_priority(prefix.prefixlen, is_connected),
                         cookie=cookie,
                         match={"router_key": rkey, **_dst_match(prefix)},
-                        actions=redirect,
+                        actions=redirect if prefix.version == 4 else redirect6,
                     )
                 )
         if gw is not None and gw_itf is not None:
@@ -371,6 +429,30 @@ class L3App(App):
                     cookie=cookie,
                     match={"router_key": rkey, "eth_type": ETH_TYPE_IP},
                     actions=_punt(ICMP4_NET_UNREACHABLE),
+                )
+            )
+            add(
+                rt.flow(
+                    priority=PRIO_NO_ROUTE,
+                    cookie=cookie,
+                    match={"router_key": rkey, "eth_type": ETH_TYPE_IPV6},
+                    actions=_punt6(ICMP6_NO_ROUTE),
+                )
+            )
+            for scope in _NOT_ROUTED6:  # (link-local and multicast: dropped, unanswered)
+                add(
+                    rt.flow(
+                        priority=PRIO_NOT_ROUTED,
+                        cookie=cookie,
+                        match={"router_key": rkey, "ipv6_dst": scope},
+                    )
+                )
+            add(
+                table("mtu_check").flow(
+                    priority=PRIO_TOO_BIG,
+                    cookie=cookie,
+                    match={"router_key": rkey, "eth_type": ETH_TYPE_IPV6, "flag_pkt_larger": 1},
+                    actions=_punt6(ICMP6_TOO_BIG),
                 )
             )
         return list(flows.values())

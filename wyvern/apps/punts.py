@@ -19,6 +19,7 @@ PUNT_ARP_LEARN = 0x06  # ARP to a router gateway from outside: learn the sender'
 PUNT_ARP_REQUEST = 0x07  # a next hop on an external network has no MAC yet: ARP for it
 PUNT_ND_LEARN = 0x08  # NS/NA to a router gateway from outside: answer an NS, learn the MAC
 PUNT_ND_REQUEST = 0x09  # an IPv6 next hop on an external network has no MAC yet: NS for it
+PUNT_ICMP6_ERROR = 0x0A  # generate ICMPv6 time exceeded / unreachable / packet too big
 
 NAMES = {
     PUNT_DHCP4: "dhcp4",
@@ -30,6 +31,7 @@ NAMES = {
     PUNT_ARP_REQUEST: "arp-request",
     PUNT_ND_LEARN: "nd-learn",
     PUNT_ND_REQUEST: "nd-request",
+    PUNT_ICMP6_ERROR: "icmp6-error",
 }
 
 # Every punt's userdata: the punt stage has one controller(userdata) flow per entry, so a
@@ -43,6 +45,9 @@ USERDATA = (
     bytes([PUNT_ARP_REQUEST]),
     bytes([PUNT_ND_LEARN]),
     bytes([PUNT_ND_REQUEST]),
+    bytes([PUNT_ICMP6_ERROR, 3, 0]),  # time exceeded (hop limit)
+    bytes([PUNT_ICMP6_ERROR, 1, 0]),  # destination unreachable: no route
+    bytes([PUNT_ICMP6_ERROR, 2, 0]),  # packet too big (the MTU: the egress network's)
 )
 
 # The per-port meter in the datapath, in front of the agent's own per-port token bucket

@@ -548,6 +548,13 @@ def trace(
     ] = None,
     src_ip: Annotated[str | None, typer.Option("--src-ip", help="Override (spoof).")] = None,
     src_mac: Annotated[str | None, typer.Option("--src-mac", help="Override (spoof).")] = None,
+    ttl: Annotated[
+        int | None, typer.Option("--ttl", min=0, max=255, help="TTL / hop limit (64).")
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option("--size", min=20, max=65535, help="IP packet size in bytes, header included."),
+    ] = None,
     on_ovs: Annotated[
         bool, typer.Option("--ovs", help="ofproto/trace on the agent's bridge, not simulated.")
     ] = False,
@@ -567,8 +574,23 @@ def trace(
     if (from_port is None) == (from_network is None):
         typer.echo("wyvern: trace: give --from PORT or --from-network NETWORK", err=True)
         raise typer.Exit(2)
+    if on_ovs and size is not None:
+        typer.echo(
+            "wyvern: trace: --size needs the simulator (ofproto/trace has no size)", err=True
+        )
+        raise typer.Exit(2)
     spec = PacketSpec(
-        from_port or "", to_port, dst_ip, proto, dport, None, src_ip, src_mac, from_network
+        from_port or "",
+        to_port,
+        dst_ip,
+        proto,
+        dport,
+        None,
+        src_ip,
+        src_mac,
+        from_network,
+        ttl=ttl,
+        size=size,
     )
     try:
         typer.echo(run_trace(settings, spec, use_ovs=on_ovs))

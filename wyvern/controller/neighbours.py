@@ -96,10 +96,10 @@ def nd_answer(
     if gw is None or not any(str(a.ip) == sol.target for a in gw.addrs6):
         return None
     na = nd.build_advertisement(sol, gw.port.mac, router=True)
-    return gw.patch, frames.tagged(na, _tag(network))
+    return gw.patch, frames.tagged(na, vlan_tag(network))
 
 
-def _tag(network: Network) -> int | None:
+def vlan_tag(network: Network) -> int | None:
     vid = vlan_vid(network)
     return None if vid is None else vid & 0xFFF
 
@@ -117,7 +117,7 @@ def solicit(
     for addr in gw.addrs6:
         if target in addr.network and target != addr.ip:
             ns = nd.build_solicitation(gw.port.mac, str(addr.ip), str(target))
-            return gw.patch, frames.tagged(ns, _tag(network))
+            return gw.patch, frames.tagged(ns, vlan_tag(network))
     return None
 
 
@@ -196,7 +196,7 @@ def refreshes(view: LocalView) -> list[tuple[int, bytes]]:
                 addr6 = next((a for a in gw.addrs6 if found in a.network and found != a.ip), None)
                 if addr6 is not None:
                     ns = nd.build_solicitation(gw.port.mac, str(addr6.ip), str(found))
-                    out.append((gw.patch, frames.tagged(ns, _tag(gw.network))))
+                    out.append((gw.patch, frames.tagged(ns, vlan_tag(gw.network))))
                     break
             continue
         target = found

@@ -15,6 +15,7 @@ ports or the OpenFlow connection.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import Counter
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wyvern.apps import punts
-from wyvern.controller import dhcp, icmp_errors, nd, neighbours
-from wyvern.model.view import LocalView, MacBinding, Network, Port
+from wyvern.apps.gateway import local_gateway
+from wyvern.controller import dhcp, frames, icmp_errors, nd, neighbours
+from wyvern.model.view import LocalView, MacBinding, Network, Port, Router
 from wyvern.southbound.ofchannel import ChannelError, PacketIn
 
 LOG = logging.getLogger(__name__)
@@ -99,6 +101,13 @@ def find_port(view: LocalView, network_key: int, port_key: int) -> tuple[Network
     return None
 
 
+def _within(ip: str, iface: ipaddress.IPv6Interface) -> bool:
+    try:
+        return ipaddress.IPv6Address(ip) in iface.network
+    except ValueError:
+        return False
+
+
 def dhcp_server_mac(view: LocalView, network: Network, gateway_ip: str | None) -> str:
     """The router interface MAC that owns the gateway IP, else the network's service MAC."""
     if gateway_ip:
@@ -124,6 +133,7 @@ class PacketInDispatcher:
         self.handlers: dict[int, Handler] = {
             punts.PUNT_DHCP4: self.handle_dhcp4,
             punts.PUNT_ICMP4_ERROR: self.handle_icmp4_error,
+            punts.PUNT_ICMP6_ERROR: self.handle_icmp6_error,
             punts.PUNT_ND_NS: self.handle_nd_ns,
             punts.PUNT_ARP_LEARN: self.handle_arp_learn,
             punts.PUNT_ARP_REQUEST: self.handle_arp_request,
@@ -203,6 +213,78 @@ class PacketInDispatcher:
             return []
         self.stats[f"icmp4_error_{pin.userdata[1]}"] += 1
         return [PacketOut(binding.ofport, frame)]
+
+    def handle_icmp6_error(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """A router could not forward an IPv6 packet: answer its sender with the ICMPv6
+        error the userdata names (time exceeded, no route, packet too big) from the
+        router's address on the network the packet came from. The sender is the port the
+        packet came in on (in_port: after routing, the network and port registers are
+        the egress's), a local VIF or, through the router's gateway, the physical
+        network. Anything malformed or unexplained is dropped and counted."""
+        sent = self._icmp6_error(pin)
+        if sent is None:
+            self.stats["icmp6_error_dropped"] += 1
+            return []
+        self.stats[f"icmp6_error_{pin.userdata[1]}"] += 1
+        return [sent]
+
+    def _icmp6_error(self, pin: PacketIn) -> PacketOut | None:
+        if len(pin.userdata) < 3:
+            return None
+        icmp_type, icmp_code = pin.userdata[1], pin.userdata[2]
+        view = self.view
+        router_key = pin.register("router_key")
+        router = next((r for r in view.routers.values() if r.key == router_key), None)
+        if router is None:
+            return None
+        sender_ip = icmp_errors.ipv6_source(pin.data)
+        tag: int | None = None
+        port_id = next((pid for pid, b in view.bindings.items() if b.ofport == pin.in_port), None)
+        port = view.ports.get(port_id) if port_id is not None else None
+        if port is not None:
+            network = view.networks.get(port.network_id)
+            source = (
+                icmp_errors.router_address6(view, router, network, sender_ip)
+                if network is not None
+                else None
+            )
+        else:  # from the physical network, through the router's gateway here
+            gw = local_gateway(view, router)
+            if gw is None or gw.patch != pin.in_port or not gw.addrs6:
+                return None
+            on_link = [a for a in gw.addrs6 if sender_ip and _within(sender_ip, a)]
+            source = (str((on_link or list(gw.addrs6))[0].ip), gw.port.mac)
+            tag = neighbours.vlan_tag(gw.network)
+        if source is None:
+            return None
+        mtu: int | None = 0
+        if icmp_type == icmp_errors.ICMP6_PACKET_TOO_BIG:
+            mtu = self._egress_mtu(router, pin.network_key)
+        if mtu is None:
+            return None
+        # After routing the frame's source MAC is the router's: routing kept the sender's.
+        sender_mac = pin.register("routed_eth_src")
+        frame = icmp_errors.build_error6(
+            pin.data,
+            icmp_type,
+            icmp_code,
+            source[0],
+            source[1],
+            mtu=mtu,
+            dst_mac=frames.mac_text(sender_mac.to_bytes(6, "big")) if sender_mac else None,
+        )
+        if frame is None:
+            return None
+        return PacketOut(pin.in_port, frames.tagged(frame, tag))
+
+    def _egress_mtu(self, router: Router, network_key: int) -> int | None:
+        """The MTU of the network a too-big packet was routed to: its network_key, or,
+        redirected to the gateway chassis (network_key = the router's), the gateway's."""
+        if network_key == router.key:
+            gateway = self.view.networks.get(router.gateway_network_id or "")
+            return gateway.mtu if gateway is not None else None
+        network = neighbours.network_by_key(self.view, network_key)
+        return network.mtu if network is not None else None
 
     def handle_nd_ns(self, pin: PacketIn, now: float) -> list[PacketOut]:
         """A neighbour solicitation for a known address: the owner's advertisement goes

@@ -79,6 +79,20 @@ class DecTtl:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckPktLarger:
+    """`check_pkt_larger(length)->register`: the 1-bit REGISTER becomes 1 when the frame
+    (Ethernet header included, no VLAN tag at this point of our pipeline) is longer than
+    LENGTH bytes, else 0. So a network MTU m is checked with length m + 14."""
+
+    length: int
+    register: RegisterName
+
+    def __post_init__(self) -> None:
+        if not 0 < self.length <= 0xFFFF:
+            raise IRError(f"CheckPktLarger: length {self.length} does not fit 16 bits")
+
+
+@dataclass(frozen=True, slots=True)
 class Nat:
     """ct NAT. kind None is bare `nat`: apply the connection's existing translation."""
 
@@ -193,6 +207,7 @@ Action: TypeAlias = (
     | Load
     | Move
     | DecTtl
+    | CheckPktLarger
     | Ct
     | CtClear
     | Controller

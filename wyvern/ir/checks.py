@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 from wyvern.ir import pipeline, registers
 from wyvern.ir.actions import (
     Action,
+    CheckPktLarger,
     Conjunction,
     Controller,
     Ct,
@@ -120,6 +121,11 @@ def check_actions(
             _check_write(where, stage, "nw_ttl")
             if not in_group:
                 _need_ip(where, m, "dec_ttl")
+        elif t is CheckPktLarger:
+            assert isinstance(a, CheckPktLarger)
+            _check_write(where, stage, a.register)
+            if registers.register(a.register).width != 1:
+                raise IRError(f"{where}: check_pkt_larger writes one bit, not {a.register}")
         elif t is PushVlan:
             _check_write(where, stage, "vlan_vid")
             vlan_present = True

@@ -6,7 +6,8 @@ registers start zeroed and an untagged packet has vlan_vid 0. Register names fro
 `registers.py` (src_port_key…) read and write their bits of the physical register.
 
 An ICMP error carries the packet it is about in `inner`, which lets the conntrack model
-mark it +rel.
+mark it +rel. `length` is the frame's size in bytes, Ethernet header included (what
+`check_pkt_larger` compares); builders make small frames unless told otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from wyvern.ir import (
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _TCP_LETTERS = {"F": TCP_FIN, "S": TCP_SYN, "R": TCP_RST, "P": TCP_PSH, "A": TCP_ACK}
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+MIN_FRAME = 64  # bytes: a packet's length unless a test or trace says otherwise
+ETH_HEADER = 14  # an untagged Ethernet header: a frame is its IP packet + 14 bytes
+VLAN_HEADER = 4  # an 802.1Q tag (push_vlan/pop_vlan change a frame's length by it)
 
 _PHYSICAL = {f"reg{i}": 32 for i in range(16)} | {"metadata": 64}
 
@@ -40,11 +44,17 @@ _PHYSICAL = {f"reg{i}": 32 for i in range(16)} | {"metadata": 64}
 class Packet:
     """Mutable header fields of one packet (see the module docstring)."""
 
-    __slots__ = ("_f", "inner")
+    __slots__ = ("_f", "inner", "length")
 
-    def __init__(self, fields: Mapping[str, int] | None = None, inner: Packet | None = None):
+    def __init__(
+        self,
+        fields: Mapping[str, int] | None = None,
+        inner: Packet | None = None,
+        length: int = MIN_FRAME,
+    ):
         self._f: dict[str, int] = {}
         self.inner = inner
+        self.length = length
         for name, value in (fields or {}).items():
             self[name] = value
 
@@ -83,12 +93,17 @@ class Packet:
         return iter(sorted(self._f.items()))
 
     def copy(self) -> Packet:
-        p = Packet(inner=self.inner)
+        p = Packet(inner=self.inner, length=self.length)
         p._f = dict(self._f)
         return p
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Packet) and self._f == other._f and self.inner == other.inner
+        return (
+            isinstance(other, Packet)
+            and self._f == other._f
+            and self.inner == other.inner
+            and self.length == other.length
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -99,6 +114,14 @@ class Packet:
             text = format_value(spec.kind, spec.bits, value) if spec else hex(value)
             parts.append(f"{name}={text}")
         return "Packet(" + ",".join(parts) + (",inner=…" if self.inner else "") + ")"
+
+
+def sized(p: Packet, ip_length: int) -> Packet:
+    """P with an IP packet of IP_LENGTH bytes (header included) inside its frame (and its
+    802.1Q tag, if it has one): what a `ping -s` or a TCP segment of that size is on the
+    wire, for MTU checks."""
+    p.length = ip_length + ETH_HEADER + (VLAN_HEADER if p["vlan_vid"] else 0)
+    return p
 
 
 def packet(**fields: MatchValue) -> Packet:

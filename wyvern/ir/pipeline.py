@@ -19,8 +19,8 @@ Each stage declares (as faucet's valve_table does):
 Walk of a packet (OVN style):
 - From a local VIF: classification → port_security (→ port_security_nd or
   port_security_l2) → pre_acl →ct→ acl → services → metadata → l2_lookup → (to a router MAC:
-  router_input → dnat →ct→ routing → arp_resolve → snat → resubmit l2_lookup in the next
-  network) → pre_acl_egress →ct→ acl_egress → port_security_egress
+  router_input → dnat →ct→ routing → mtu_check → arp_resolve → snat → resubmit
+  l2_lookup in the next network) → pre_acl_egress →ct→ acl_egress → port_security_egress
   (→ port_security_egress_l2) → output.
 - From a tunnel: classification reads the network key (VNI) and both port keys
   (tun_metadata0), sets flag_from_tunnel and goes straight to pre_acl_egress: the ingress
@@ -54,6 +54,7 @@ StageName = Literal[
     "router_input",
     "dnat",
     "routing",
+    "mtu_check",
     "arp_resolve",
     "snat",
     "pre_acl_egress",
@@ -361,9 +362,21 @@ PIPELINE: tuple[Stage, ...] = (
             "nw_ttl",
             "scratch",
             "punt_code",
+            "flag_pkt_larger",
+            "routed_eth_src",
         ),
-        next=("arp_resolve", "punt_meter", "output"),
+        next=("mtu_check", "arp_resolve", "punt_meter", "output"),
         miss=DROP,  # no route
+    ),
+    _stage(
+        "mtu_check",
+        "l3",
+        "l3",
+        "Routed IPv6 over the egress network's MTU (check_pkt_larger) → punt, packet too big",
+        match=("router_key", "flag_pkt_larger", "dst_port_key", "eth_type"),
+        writes=("punt_code",),
+        next=("arp_resolve", "output", "punt_meter"),
+        miss=goto("arp_resolve"),  # fits: on to next-hop resolution
     ),
     _stage(
         "arp_resolve",

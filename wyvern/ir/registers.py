@@ -26,9 +26,11 @@ RegisterName = Literal[
     "scratch",
     "next_hop_ipv4",
     "next_hop_ipv6",
+    "routed_eth_src",
     "flag_from_tunnel",
     "flag_allow_loopback",
     "flag_acl_allowed",
+    "flag_pkt_larger",
     "router_ct_zone",
     "router_key",
     "port_ct_zone",
@@ -117,11 +119,21 @@ REGISTERS: tuple[Register, ...] = (
     # (OVN keeps its IPv6 next hop in xxreg0, which overlaps ours of reg0..reg2: xxreg1 =
     # reg4..reg7; docs/dataplane.md: IPv6 next-hop register)
     Register("next_hop_ipv6", "xxreg1", 0, 128, "IPv6 next hop chosen by routing, for arp_resolve"),
+    Register(
+        "routed_eth_src",
+        "xreg4",
+        0,
+        48,
+        "A routed IPv6 packet's source MAC before routing rewrote it (ICMPv6 errors go there)",
+    ),
     Register("flag_from_tunnel", "reg10", 0, 1, "Packet arrived from a tunnel (remote chassis)"),
     Register(
         "flag_allow_loopback", "reg10", 1, 1, "Output may go back out of the input port (replies)"
     ),
     Register("flag_acl_allowed", "reg10", 2, 1, "A security group rule allowed this packet"),
+    Register(
+        "flag_pkt_larger", "reg10", 3, 1, "Routed frame over the egress MTU (check_pkt_larger)"
+    ),
     Register("router_ct_zone", "reg11", 0, 16, "Conntrack zone of the router (SNAT/DNAT)"),
     Register("router_key", "reg12", 0, 24, "Key of the logical router being traversed"),
     Register("port_ct_zone", "reg13", 0, 16, "Conntrack zone of the port (security groups)"),

@@ -23,6 +23,7 @@ from wyvern.ir import (
     PORT_LOCAL,
     Action,
     Bits,
+    CheckPktLarger,
     Conjunction,
     Controller,
     Ct,
@@ -279,6 +280,8 @@ def render_action(a: Action) -> str:
         return f"move:{_subfield(a.src)}->{_subfield(a.dst)}"
     if isinstance(a, DecTtl):
         return "dec_ttl"
+    if isinstance(a, CheckPktLarger):
+        return f"check_pkt_larger({a.length})->{registers.register(a.register).subfield}"
     if isinstance(a, CtClear):
         return "ct_clear"
     if isinstance(a, Ct):

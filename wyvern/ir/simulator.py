@@ -13,6 +13,8 @@ flow text. Semantics follow OVS:
 - Actions run in order. `Goto` continues in a later table (it is always last);
   `Resubmit` runs the other table and comes back. Depth is limited to 64 like OVS.
 - `DecTtl` at TTL ≤ 1 stops the action list and reports the drop.
+- `CheckPktLarger(n)` sets its bit when the packet's `length` (the frame's bytes,
+  Ethernet header included, as OVS counts them) is over n.
 - Output to the input port is ignored unless it is `Output(PORT_IN_PORT)`, as in OVS.
 - Groups: every bucket (all), one bucket by a deterministic 5-tuple hash (select), or the
   single bucket (indirect), each on a copy of the packet.
@@ -56,6 +58,7 @@ from wyvern.ir import (
     VLAN_PRESENT,
     Action,
     Bucket,
+    CheckPktLarger,
     Conjunction,
     Controller,
     Ct,
@@ -82,7 +85,7 @@ from wyvern.ir import (
     setfield_value,
 )
 from wyvern.ir.cookies import CookieIndex, Explanation
-from wyvern.ir.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
+from wyvern.ir.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HEADER, Packet
 from wyvern.ir.pipeline import StageName
 from wyvern.ir.render import render_actions, render_match
 
@@ -548,6 +551,8 @@ class Simulator:
                     ctx.trace.drops.append(f"TTL expired (dec_ttl) at {where}")
                     return
                 p["nw_ttl"] = p["nw_ttl"] - 1
+            elif isinstance(a, CheckPktLarger):
+                p[a.register] = int(p.length > a.length)
             elif isinstance(a, Ct):
                 self._ct(a, p, ctx)
             elif isinstance(a, CtClear):
@@ -571,8 +576,10 @@ class Simulator:
                 self._group(a.group_id, p, depth, ctx, flow)
             elif isinstance(a, PushVlan):
                 p["vlan_vid"] = VLAN_PRESENT
+                p.length += VLAN_HEADER
             elif isinstance(a, PopVlan):
                 p["vlan_vid"] = 0
+                p.length -= VLAN_HEADER
             else:  # Conjunction flows are never selected, so never executed
                 raise AssertionError(f"unexpected action {a!r}")
 

@@ -39,7 +39,9 @@ from wyvern.apps.gateway import gateway_chassis, local_fip
 from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
+from wyvern.apps.punts import PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR
 from wyvern.config import Settings
+from wyvern.controller import icmp_errors
 from wyvern.controller.sync import Sync
 from wyvern.ir import (
     ETH_TYPE_ARP,
@@ -58,9 +60,9 @@ from wyvern.ir import (
 from wyvern.ir.cookies import AppName, CookieIndex
 from wyvern.ir.metadata import SERVICE_V4, SERVICE_V6
 from wyvern.ir.ofports import TUNNEL_OFPORTS, patch_ofports
-from wyvern.ir.packet import BROADCAST, Packet
+from wyvern.ir.packet import BROADCAST, ETH_HEADER, Packet
 from wyvern.ir.render import render_actions, render_match
-from wyvern.ir.simulator import Conntrack, Simulator, Step, Trace
+from wyvern.ir.simulator import Conntrack, Punt, Simulator, Step, Trace
 from wyvern.model.keys import ROOT, decode_key
 from wyvern.model.view import (
     Binding,
@@ -452,6 +454,8 @@ class PacketSpec:
     src_ip: str | None = None
     src_mac: str | None = None
     from_network: str | None = None  # an external provider network: from its physnet
+    ttl: int | None = None  # the IPv4 TTL / IPv6 hop limit (64)
+    size: int | None = None  # the IP packet's bytes, header included (a small packet)
 
 
 def find_port(view: LocalView, ref: str) -> Port:
@@ -606,17 +610,27 @@ def _l4_packet(
     from wyvern.ir import packet as pk
 
     proto = spec.proto.lower()
+    ttl = 64 if spec.ttl is None else spec.ttl
+    if not 0 <= ttl <= 255:
+        raise ValueError(f"TTL {ttl} is not 0..255")
     if proto == "icmp":
-        return pk.icmp_echo(in_port, src_mac, dst_mac, src_ip, dst_ip, vlan=vlan)
-    if proto == "tcp":
-        return pk.tcp(in_port, src_mac, dst_mac, src_ip, dst_ip, spec.sport or EPHEMERAL_PORT,
-                      22 if spec.dport is None else spec.dport, vlan=vlan)  # fmt: skip
-    if proto not in ("udp", "dhcp"):
+        p = pk.icmp_echo(in_port, src_mac, dst_mac, src_ip, dst_ip, vlan=vlan, ttl=ttl)
+    elif proto == "tcp":
+        p = pk.tcp(in_port, src_mac, dst_mac, src_ip, dst_ip, spec.sport or EPHEMERAL_PORT,
+                   22 if spec.dport is None else spec.dport, vlan=vlan, ttl=ttl)  # fmt: skip
+    elif proto not in ("udp", "dhcp"):
         raise ValueError(f"protocol {spec.proto!r}: one of icmp, tcp, udp from outside")
-    dport = 67 if proto == "dhcp" and spec.dport is None else spec.dport
-    dport = 53 if dport is None else dport
-    sport = spec.sport or (68 if dport == 67 else EPHEMERAL_PORT)
-    return pk.udp(in_port, src_mac, dst_mac, src_ip, dst_ip, sport, dport, vlan=vlan)
+    else:
+        dport = 67 if proto == "dhcp" and spec.dport is None else spec.dport
+        dport = 53 if dport is None else dport
+        sport = spec.sport or (68 if dport == 67 else EPHEMERAL_PORT)
+        p = pk.udp(in_port, src_mac, dst_mac, src_ip, dst_ip, sport, dport, vlan=vlan, ttl=ttl)
+    if spec.size is not None:
+        header = 40 if ":" in src_ip else 20
+        if not header <= spec.size <= 65535:
+            raise ValueError(f"size {spec.size} is not {header}..65535 bytes of IP")
+        pk.sized(p, spec.size)
+    return p
 
 
 def find_network(view: LocalView, catalog: Catalog, ref: str) -> Network:
@@ -799,6 +813,60 @@ def _why(ex: Explainer, trace: Trace, step: Step, regs: Mapping[str, int]) -> st
     return "no flow forwards it"
 
 
+_ICMP_ERRORS = {
+    (PUNT_ICMP4_ERROR, 11): "an ICMP time exceeded (TTL)",
+    (PUNT_ICMP4_ERROR, 3): "an ICMP destination unreachable (no route)",
+    (PUNT_ICMP6_ERROR, 3): "an ICMPv6 time exceeded (hop limit)",
+    (PUNT_ICMP6_ERROR, 1): "an ICMPv6 destination unreachable (no route)",
+    (PUNT_ICMP6_ERROR, 2): "an ICMPv6 packet too big",
+}
+
+
+def _icmp_error(ex: Explainer, trace: Trace, pi: Punt) -> str | None:
+    """What the agent sends for an ICMP error punt, and why: the router, the network the
+    packet came from and the address it answers from; for a packet too big, the egress
+    network and its MTU against the packet's size."""
+    what = _ICMP_ERRORS.get((pi.userdata[0], pi.userdata[1])) if len(pi.userdata) > 1 else None
+    rid = ex.router_by_key(pi.packet["router_key"])
+    router = ex.view.routers.get(rid or "")
+    if what is None or router is None:
+        return None
+    src = ex.port_by_ofport(trace.packet["in_port"])
+    port = ex.view.ports.get(src or "")
+    network = ex.view.networks.get(port.network_id) if port is not None else None
+    gateway = ex.view.networks.get(router.gateway_network_id or "")
+    network = network or gateway  # (from the physical network: through the gateway)
+    if network is None:
+        return None
+    address = None
+    if port is not None and pi.userdata[0] == PUNT_ICMP6_ERROR:
+        sender = format_value("ipv6", 128, trace.packet["ipv6_src"])
+        found = icmp_errors.router_address6(ex.view, router, network, sender)
+        address = found[0] if found else None
+    elif port is not None:
+        found4 = icmp_errors.router_address(ex.view, router, network)
+        address = found4[0] if found4 else None
+    else:
+        gw = ex.view.ports.get(router.gateway_port_id or "")
+        version = 6 if pi.userdata[0] == PUNT_ICMP6_ERROR else 4
+        address = _first_ip(gw, version) if gw is not None else None
+    text = (
+        f"{ex.router(router.id)} sends {what} to the sender, from {address or '?'} on"
+        f" {ex.network(network.id)}"
+    )
+    if pi.userdata[:2] == bytes((PUNT_ICMP6_ERROR, 2)):
+        key = pi.packet["network_key"]
+        egress = gateway if key == router.key else None  # (redirected to the gateway)
+        egress = egress or ex.view.networks.get(ex.network_by_key(key) or "")
+        if egress is not None:
+            size = trace.packet.length - ETH_HEADER
+            text += (
+                f": the packet ({size} bytes of IPv6) is larger than the MTU of"
+                f" {ex.network(egress.id)}, {egress.mtu}; the error's MTU is {egress.mtu}"
+            )
+    return text
+
+
 def format_explained(trace: Trace, ex: Explainer) -> str:
     """The trace, each step with its stage and API object, then the outcome and why."""
     p = trace.packet
@@ -857,6 +925,9 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
             f"  punted to {service} (controller, from table {pi.table} ({pi.stage}):"
             f" {ex.origin(pi.cookie)})"
         )
+        error = _icmp_error(ex, trace, pi)
+        if error:
+            lines.append(f"    {error}")
     if trace.dropped:
         if stops:
             s, at = stops[-1]
