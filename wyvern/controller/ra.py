@@ -162,9 +162,8 @@ def _dns_name(domain: str) -> bytes | None:
 
 
 def _options(adv: Advertisement, settings: RaSettings) -> bytes:
-    out = struct.pack("!BB6s", ND_OPT_SLLA, 1, frames.mac_bytes(adv.mac))
-    if adv.mtu is not None:
-        out += struct.pack("!BBHI", ND_OPT_MTU, 1, 0, adv.mtu)
+    """In radvd's order: prefixes, RDNSS, DNSSL, MTU, source link-layer address."""
+    out = b""
     for p in adv.prefixes:
         net = ipaddress.IPv6Network(p.cidr)
         flags = PI_ON_LINK | (PI_AUTONOMOUS if p.autonomous else 0)
@@ -181,7 +180,9 @@ def _options(adv: Advertisement, settings: RaSettings) -> bytes:
         names += bytes(-(8 + len(names)) % 8)  # (padded to the option's 8-byte units)
         out += struct.pack("!BBHI", ND_OPT_DNSSL, (8 + len(names)) // 8, 0, settings.dns_lifetime)
         out += names
-    return out
+    if adv.mtu is not None:
+        out += struct.pack("!BBHI", ND_OPT_MTU, 1, 0, adv.mtu)
+    return out + struct.pack("!BB6s", ND_OPT_SLLA, 1, frames.mac_bytes(adv.mac))
 
 
 def build(adv: Advertisement, eth_dst: str, ip_dst: str, settings: RaSettings) -> bytes:
