@@ -16,7 +16,7 @@ from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
 from tests.apps import scenario as sc
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.punts import PUNT_ND_RA
-from wyvern.controller import nd, ra
+from wyvern.controller import frames, nd, ra
 from wyvern.controller.packetin import PacketInDispatcher
 from wyvern.model.view import LocalView
 from wyvern.southbound.ofchannel import PacketIn
@@ -233,8 +233,8 @@ def rs(src: str = VM_LL, *, hop: int = 255, code: int = 0, options: bytes | None
     frame = bytes(pkt.data)
     if options:
         body = frame[54:58] + bytes(4) + options  # (type, code, checksum, reserved)
-        msg = nd.frames.icmp6(src, "ff02::2", 133, code, body[4:])
-        ip6 = nd.frames.ipv6(src, "ff02::2", 58, msg, hop_limit=hop)
+        msg = frames.icmp6(src, "ff02::2", 133, code, body[4:])
+        ip6 = frames.ipv6(src, "ff02::2", 58, msg, hop_limit=hop)
         frame = frame[:14] + ip6
     return frame
 
