@@ -236,7 +236,8 @@ class Agent:
         self._follow_interest([], force=True)
         self._gateway_liveness(time.monotonic(), starting=True)
         self.engine.full(self.view)
-        self.adverts.update(self.view, time.monotonic())
+        if ovs is not None and self.want_packet_in:
+            self.adverts.update(self.view, time.monotonic())
         LOG.info(
             "chassis %s: initial view at revision %d: %d networks, %d ports (%d local); "
             "%d flows desired",
@@ -640,10 +641,12 @@ class Agent:
         """The unsolicited router advertisements due (wyvern/controller/ra.py): at once
         to a port that appeared or whose network's advertisements changed, then every
         min..max_rtr_adv_interval. Out of each VM's own port only."""
+        if self.ovs is None or not self.want_packet_in:
+            return  # (no switch to send them to)
         if changed:
             self.adverts.update(self.view, now)
-        if self.packet_in is None or self.ovs is None:
-            return
+        if self.packet_in is None or not self.packet_in.ready:
+            return  # (kept due until the packet-in channel is up: one message each then)
         due = self.adverts.next_due()
         if due is None or due > now:
             return
@@ -775,6 +778,11 @@ class PacketInService:
                     pass
                 except Exception:
                     LOG.exception("packet-in service on %s stopped", self.bridge)
+
+    @property
+    def ready(self) -> bool:
+        """Whether `send` would queue packet-outs now (the channel is connected)."""
+        return self._channel is not None and not self.loop.is_closed()
 
     def send(self, what: str, frames: list[tuple[int, bytes]]) -> bool:
         """Queue FRAMES (ofport, bytes) as packet-outs on this service's OpenFlow
