@@ -320,3 +320,18 @@ def test_the_dispatcher_answers_the_port_and_counts_malformed_solicitations() ->
     assert d.handle(pin(b"\x00" * 3), 2.0) == []
     assert d.stats["ra_rs_malformed"] == 2 and d.stats["ra_solicited"] == 1
     assert d.handle(pin(rs(), port_key=99), 3.0) == []  # no such port: nothing
+
+
+def test_an_interface_that_stops_advertising_says_goodbye_once() -> None:
+    """RFC 4861 §6.2.5: a final RA with router lifetime 0, so the VMs drop the default
+    route now rather than when its lifetime runs out; then nothing more."""
+    sched = ra.Schedule(S, lambda lo, hi: lo)
+    v = view_of(sub("s", "2001:db8:1::/64", "slaac"), second_router=True)
+    sched.update(v, 0.0)
+    assert len(sched.due(v, 0.0)) == 2  # one per router
+    v.apply("router", "r2", None)
+    sched.update(v, 1.0)
+    sent = [(port, parse(f)[0].src, parse(f)[2][2].rou_l) for port, f in sched.due(v, 1.0)]
+    assert sent == [(OFPORT, MAC_R2, 0), (OFPORT, MAC_R, 300)]  # (the network changed)
+    assert sched.due(v, 2.0) == [] and sched.next_due() == 17.0  # (16 s after the change)
+    assert [parse(f)[0].src for _, f in sched.due(v, 17.0)] == [MAC_R]

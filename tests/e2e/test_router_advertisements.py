@@ -240,10 +240,12 @@ def test_slaac_gives_exactly_the_allocated_address_a_default_route_and_the_mtu(
     assert router_port(c, r, net_a)["mac_address"] in neigh, neigh
 
 
-def test_dhcpv6_stateful_sets_the_m_flag_and_no_slaac_address(chassis: Chassis) -> None:
+def test_dhcpv6_stateful_sets_the_m_flag_and_no_slaac_address_and_a_removed_router_leaves(
+    chassis: Chassis,
+) -> None:
     c = chassis
     r = c.post("routers", name="r")
-    net, _ = v6_net(c, "stateful", "fd5b:1::/64", "dhcpv6-stateful", r)
+    net, sub = v6_net(c, "stateful", "fd5b:1::/64", "dhcpv6-stateful", r)
     gw = eui64_link_local(router_port(c, r, net)["mac_address"])
     port, ns = vm(c, net, "vm")
     watch = capture(c, ns, 20)
@@ -257,6 +259,9 @@ def test_dhcpv6_stateful_sets_the_m_flag_and_no_slaac_address(chassis: Chassis) 
     assert pi.prefix == "fd5b:1::" and pi.res1 >> 1 == 0b10  # on-link, not autonomous
     assert global_addrs(ns) == set()  # the address comes by DHCPv6, not SLAAC
     assert port["fixed_ips"][0]["ip_address"].startswith("fd5b:1::")
+    # The interface removed: its final RA (router lifetime 0) takes the route away now.
+    c.action("routers", r["id"], "remove_router_interface", subnet_id=sub["id"])
+    eventually(lambda: default_route(ns) == "", "the default route gone with the interface")
 
 
 def test_periodic_advertisements_arrive_without_any_solicitation(chassis: Chassis) -> None:

@@ -13,7 +13,9 @@ routers are distributed, so the agent of the chassis a VM is bound to speaks for
   seconds (`min_rtr_adv_interval` / `max_rtr_adv_interval`, Neutron's l3 agent
   settings), and soon after it appears on the chassis or its network's advertisements
   change, three times (RFC 4861 §6.2.4: MAX_INITIAL_RTR_ADVERTISEMENTS), so a booting
-  VM does not wait for the period.
+  VM does not wait for the period. An interface that stops advertising (removed,
+  administratively down, its last IPv6 subnet gone) sends each port a final RA with
+  router lifetime 0 (RFC 4861 §6.2.5), so the VMs drop that default route at once.
 
 What an RA says (`Advertisement`), as Neutron's radvd configuration does for the
 interface (`wyvern.apps.services.ra_interfaces` lists the interfaces):
@@ -185,10 +187,14 @@ def _options(adv: Advertisement, settings: RaSettings) -> bytes:
     return out + struct.pack("!BB6s", ND_OPT_SLLA, 1, frames.mac_bytes(adv.mac))
 
 
-def build(adv: Advertisement, eth_dst: str, ip_dst: str, settings: RaSettings) -> bytes:
-    """The RA frame ADV describes, from the interface to ETH_DST / IP_DST."""
+def build(
+    adv: Advertisement, eth_dst: str, ip_dst: str, settings: RaSettings, *, final: bool = False
+) -> bytes:
+    """The RA frame ADV describes, from the interface to ETH_DST / IP_DST; FINAL: its
+    router lifetime is 0 (the interface stops advertising, RFC 4861 §6.2.5)."""
     flags = (RA_MANAGED if adv.managed else 0) | (RA_OTHER if adv.other else 0)
-    body = struct.pack("!BBHII", CUR_HOP_LIMIT, flags, settings.router_lifetime, 0, 0)
+    lifetime = 0 if final else settings.router_lifetime
+    body = struct.pack("!BBHII", CUR_HOP_LIMIT, flags, lifetime, 0, 0)
     icmp6 = frames.icmp6(adv.source, ip_dst, ND_ROUTER_ADVERT, 0, body + _options(adv, settings))
     ip6 = frames.ipv6(adv.source, ip_dst, frames.IPPROTO_ICMPV6, icmp6, hop_limit=ND_HOP_LIMIT)
     return frames.ethernet(eth_dst, adv.mac, frames.ETH_TYPE_IPV6, ip6)
@@ -261,6 +267,7 @@ class Schedule:
     # port id -> (network id, when next, initial RAs still to send)
     _next: dict[str, tuple[str, float, int]] = field(default_factory=dict)
     _ads: dict[str, list[Advertisement]] = field(default_factory=dict)  # by network id
+    _final: list[tuple[str, Advertisement]] = field(default_factory=list)  # (port, gone)
 
     def update(self, view: LocalView, now: float) -> None:
         ports = view.ports
@@ -272,6 +279,10 @@ class Schedule:
             if found:
                 ads[net_id] = found
         changed = {n for n in ads if ads[n] != self._ads.get(n)}
+        for port_id, net_id in local.items():  # interfaces that stopped advertising
+            kept = {(a.router_id, a.port_id) for a in ads.get(net_id, ())}
+            gone = [a for a in self._ads.get(net_id, ()) if (a.router_id, a.port_id) not in kept]
+            self._final += [(port_id, a) for a in gone]
         self._ads = ads
         nxt: dict[str, tuple[str, float, int]] = {}
         for port_id, net_id in local.items():
@@ -288,6 +299,11 @@ class Schedule:
         """The RAs due by NOW: (ofport, frame); each port's next one scheduled."""
         out: list[tuple[int, bytes]] = []
         s = self.settings
+        for port_id, gone in self._final:
+            binding = view.bindings.get(port_id)
+            if binding is not None:
+                out.append((binding.ofport, build(gone, ALL_NODES_MAC, ALL_NODES, s, final=True)))
+        self._final = []
         for port_id, (net_id, when, initial) in list(self._next.items()):
             if when > now:
                 continue
@@ -303,4 +319,6 @@ class Schedule:
 
     def next_due(self) -> float | None:
         """When the next RA is due (None: none scheduled)."""
+        if self._final:
+            return float("-inf")
         return min((when for _, when, _ in self._next.values()), default=None)
