@@ -6,11 +6,14 @@ dispatcher's punt."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
 
 from tests.apps import scenario as sc
@@ -18,7 +21,7 @@ from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.punts import PUNT_ND_RA
 from wyvern.controller import frames, nd, ra
 from wyvern.controller.packetin import PacketInDispatcher
-from wyvern.model.view import LocalView
+from wyvern.model.view import Binding, LocalView
 from wyvern.southbound.ofchannel import PacketIn
 
 MAC_VM, MAC_R, MAC_R2 = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:f1", "fa:16:3e:00:00:f2"
@@ -335,3 +338,63 @@ def test_an_interface_that_stops_advertising_says_goodbye_once() -> None:
     assert sent == [(OFPORT, MAC_R2, 0), (OFPORT, MAC_R, 300)]  # (the network changed)
     assert sched.due(v, 2.0) == [] and sched.next_due() == 17.0  # (16 s after the change)
     assert [parse(f)[0].src for _, f in sched.due(v, 17.0)] == [MAC_R]
+
+
+# One network's worth of moving parts: ports bound and unbound or moved between two
+# networks, subnets changing mode or going, the router's interfaces and state changing.
+OPS = st.sampled_from(
+    ["bind", "unbind", "move", "mode", "drop_subnet", "router_down", "router_up",
+     "no_interface", "interface"]
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(OPS, st.sampled_from(["p0", "p1", "p2"]), st.sampled_from(
+    ["slaac", "dhcpv6-stateful", "dhcpv6-stateless", None])), max_size=12))  # fmt: skip
+def test_the_schedule_following_changes_equals_a_fresh_one(ops: list[Any]) -> None:
+    """Following the view's changes network by network ends where a schedule built from
+    the whole view starts: the same ports scheduled, the same advertisements."""
+    rec = sc.record_from_obj
+    v = sc.build_view(
+        networks=[sc.network("n", key=1), sc.network("m", key=2)],
+        subnets=[sub("s", "2001:db8:1::/64", "slaac"),
+                 sc.subnet("t", "m", "2001:db8:2::/64", ipv6_ra_mode="slaac")],
+        ports=[*(sc.port(p, "n", key=i + 1, mac=f"fa:16:3e:00:00:0{i}") for i, p in
+                 enumerate(["p0", "p1", "p2"])),
+               sc.router_port("rp", "n", key=9, mac=MAC_R, ip="2001:db8:1::1", router_id="r"),
+               sc.router_port("rq", "m", key=9, mac=MAC_R2, ip="2001:db8:2::1", router_id="r")],
+        routers=[sc.router("r", key=7)],
+        local={"p0": 1},
+    )  # fmt: skip
+    sched = ra.Schedule(S)
+    sched.update(v, 0.0)
+    router = v.routers["r"]
+    for t, (op, p, mode) in enumerate(ops, start=1):
+        port = v.ports[p]
+        if op == "bind":
+            changes = [v.apply("binding", p, Binding(p, 10 + int(p[1])))]
+        elif op == "unbind":
+            changes = [v.apply("binding", p, None)]
+        elif op == "move":
+            other = "m" if port.network_id == "n" else "n"
+            changes = [v.apply("port", p, dataclasses.replace(port, network_id=other))]
+        elif op == "mode":
+            changes = [v.apply("subnet", "s", rec("subnet", sub("s", "2001:db8:1::/64", mode)))]
+        elif op == "drop_subnet":
+            changes = [v.apply("subnet", "s", None)]
+        elif op in ("router_down", "router_up"):
+            up = op == "router_up"
+            changes = [v.apply("router", "r", dataclasses.replace(router, admin_state_up=up))]
+        elif op == "no_interface":
+            itfs = tuple(i for i in router.interfaces if i.network_id != "n")
+            changes = [v.apply("router", "r", dataclasses.replace(router, interfaces=itfs))]
+        else:
+            changes = [v.apply("router", "r", router)]
+        sched.update(v, float(t), changes)
+        sched.due(v, float(t))
+    fresh = ra.Schedule(S)
+    fresh.update(v, 0.0)
+    assert sched._ads == fresh._ads
+    assert {p: n for p, (n, _, _) in sched._next.items()} == {
+        p: n for p, (n, _, _) in fresh._next.items()
+    }

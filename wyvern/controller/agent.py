@@ -440,7 +440,6 @@ class Agent:
         changes += self._gateway_liveness(now)
         if self._garps:
             self._send_garps(now)
-        self._send_adverts(now, bool(changes))
         if now >= self._next_refresh:
             self._next_refresh = now + self.mac_binding_refresh
             self._send_out("MAC bindings", neighbours.refreshes(self.view))
@@ -448,6 +447,7 @@ class Agent:
             for name in self.liveness.dead(list(self.sync.lease_gone)):
                 changes += self.sync.drop_chassis(name)
         changes += self._follow_interest(changes, force=replug)
+        self._send_adverts(now, changes)
         self.stats.loops += 1
         with gc_paused():  # (the collector catches up once the flows are in)
             if changes:
@@ -637,14 +637,14 @@ class Agent:
             if not times or not frames:
                 del self._garps[key]
 
-    def _send_adverts(self, now: float, changed: bool) -> None:
+    def _send_adverts(self, now: float, changes: list[Change]) -> None:
         """The unsolicited router advertisements due (wyvern/controller/ra.py): at once
         to a port that appeared or whose network's advertisements changed, then every
         min..max_rtr_adv_interval. Out of each VM's own port only."""
         if self.ovs is None or not self.want_packet_in:
             return  # (no switch to send them to)
-        if changed:
-            self.adverts.update(self.view, now)
+        if changes:
+            self.adverts.update(self.view, now, changes)
         if self.packet_in is None or not self.packet_in.ready:
             return  # (kept due until the packet-in channel is up: one message each then)
         due = self.adverts.next_due()

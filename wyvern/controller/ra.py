@@ -46,13 +46,13 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.services import ra_interfaces
 from wyvern.controller import frames
-from wyvern.model.view import LocalView, Network
+from wyvern.model.view import Change, LocalView, Network
 
 ND_ROUTER_SOLICIT, ND_ROUTER_ADVERT = 133, 134
 ND_OPT_SLLA, ND_OPT_PREFIX, ND_OPT_MTU = 1, 3, 5
@@ -258,42 +258,73 @@ def unsolicited(view: LocalView, network: Network, settings: RaSettings) -> list
 
 @dataclass
 class Schedule:
-    """When each local port gets its next unsolicited RA. `update` after every change of
-    the view (new ports and changed advertisements are due at once), `due` every step.
-    Time is passed in; the jitter comes from RNG."""
+    """When each local port gets its next unsolicited RA. `update` with every batch of
+    view changes (new ports and changed advertisements are due at once; only the
+    networks the changes touch are looked at), `due` every step. Time is passed in; the
+    jitter comes from RNG."""
 
     settings: RaSettings = field(default_factory=RaSettings)
     rng: Callable[[float, float], float] = random.uniform
     # port id -> (network id, when next, initial RAs still to send)
     _next: dict[str, tuple[str, float, int]] = field(default_factory=dict)
+    _ports: dict[str, set[str]] = field(default_factory=dict)  # network id -> its ports
     _ads: dict[str, list[Advertisement]] = field(default_factory=dict)  # by network id
     _final: list[tuple[str, Advertisement]] = field(default_factory=list)  # (port, gone)
 
-    def update(self, view: LocalView, now: float) -> None:
-        ports = view.ports
-        local = {p: ports[p].network_id for p in view.bindings if p in ports}
-        ads: dict[str, list[Advertisement]] = {}
-        for net_id in set(local.values()):
-            net = view.networks.get(net_id)
-            found = advertisements(view, net, self.settings) if net is not None else []
-            if found:
-                ads[net_id] = found
-        changed = {n for n in ads if ads[n] != self._ads.get(n)}
-        for port_id, net_id in local.items():  # interfaces that stopped advertising
-            kept = {(a.router_id, a.port_id) for a in ads.get(net_id, ())}
-            gone = [a for a in self._ads.get(net_id, ()) if (a.router_id, a.port_id) not in kept]
-            self._final += [(port_id, a) for a in gone]
-        self._ads = ads
-        nxt: dict[str, tuple[str, float, int]] = {}
-        for port_id, net_id in local.items():
-            if net_id not in ads:
-                continue
-            old = self._next.get(port_id)
-            if old is None or old[0] != net_id or net_id in changed:
-                nxt[port_id] = (net_id, now, INITIAL_ADVERTISEMENTS)
-            else:
-                nxt[port_id] = old
-        self._next = nxt
+    def update(self, view: LocalView, now: float, changes: Iterable[Change] | None = None) -> None:
+        """Follow CHANGES (None: look at every network with local ports)."""
+        if changes is None:
+            ports = view.ports
+            nets = {ports[p].network_id for p in view.bindings if p in ports}
+            nets |= set(self._ports)
+        else:
+            nets = set()
+            for ch in changes:
+                nets |= self._networks(view, ch)
+        for net_id in nets:
+            self._refresh(view, net_id, now)
+
+    def _networks(self, view: LocalView, ch: Change) -> set[str]:
+        """The networks whose advertisements or local ports CH may change."""
+        out: set[str] = set()
+        if ch.kind == "network":
+            out.add(ch.id)
+        elif ch.kind in ("subnet", "port"):
+            out |= {r.network_id for r in (ch.old, ch.new) if r is not None}
+        elif ch.kind == "router":
+            for r in (ch.old, ch.new):
+                out |= {i.network_id for i in r.interfaces} if r is not None else set()
+        elif ch.kind == "binding":
+            port = view.ports.get(ch.id)
+            if port is not None:
+                out.add(port.network_id)
+            if ch.id in self._next:
+                out.add(self._next[ch.id][0])
+        return out
+
+    def _refresh(self, view: LocalView, net_id: str, now: float) -> None:
+        bindings = view.bindings
+        local = {p for p in view.ports_by_network.get(net_id, ()) if p in bindings}
+        net = view.networks.get(net_id)
+        ads = advertisements(view, net, self.settings) if net is not None and local else []
+        old = self._ads.get(net_id, [])
+        changed = ads != old
+        if changed:  # interfaces that stopped advertising say so (to ports still here)
+            kept = {(a.router_id, a.port_id) for a in ads}
+            gone = [a for a in old if (a.router_id, a.port_id) not in kept]
+            self._final += [(p, a) for p in sorted(local) for a in gone]
+        scheduled = self._ports.pop(net_id, set())
+        self._ads.pop(net_id, None)
+        for p in scheduled - (local if ads else set()):
+            if self._next.get(p, ("",))[0] == net_id:
+                del self._next[p]
+        if not ads:
+            return
+        self._ads[net_id] = ads
+        self._ports[net_id] = local
+        for p in local:
+            if changed or p not in scheduled or self._next.get(p, ("",))[0] != net_id:
+                self._next[p] = (net_id, now, INITIAL_ADVERTISEMENTS)
 
     def due(self, view: LocalView, now: float) -> list[tuple[int, bytes]]:
         """The RAs due by NOW: (ofport, frame); each port's next one scheduled."""
@@ -304,13 +335,16 @@ class Schedule:
             if binding is not None:
                 out.append((binding.ofport, build(gone, ALL_NODES_MAC, ALL_NODES, s, final=True)))
         self._final = []
+        built: dict[str, list[bytes]] = {}  # network id -> its RAs (the same for each port)
         for port_id, (net_id, when, initial) in list(self._next.items()):
             if when > now:
                 continue
             binding = view.bindings.get(port_id)
-            ads = self._ads.get(net_id, [])
             if binding is not None:
-                out += [(binding.ofport, build(a, ALL_NODES_MAC, ALL_NODES, s)) for a in ads]
+                if net_id not in built:
+                    ads = self._ads.get(net_id, [])
+                    built[net_id] = [build(a, ALL_NODES_MAC, ALL_NODES, s) for a in ads]
+                out += [(binding.ofport, f) for f in built[net_id]]
             interval = self.rng(s.min_interval, s.max_interval)
             if initial > 1:
                 interval = min(interval, INITIAL_INTERVAL)
