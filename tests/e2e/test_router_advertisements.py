@@ -6,7 +6,8 @@ interface exists; bringing the link up makes the kernel solicit, and the agent a
 What the kernel then configured is compared with what the API says: exactly the port's
 allocated address, a default route via the router interface's link-local address, the
 network's MTU. RAs are also captured whole from the VM's interface (a packet socket) and
-read with the unit tests' os-ken reader, for the flags the kernel keeps to itself.
+read with the unit tests' os-ken reader, for the flags the kernel keeps to itself. On
+two chassis, each VM's advertisements come from its own chassis: none cross the tunnel.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from tests import system
 from tests.controller.test_ra import parse
 from tests.e2e.conftest import Chassis, in_netns, kill_proc, unique
+from tests.e2e.multichassis import Cluster, cluster
 from tests.e2e.test_dataplane import PY, eventually, pings
 from wyvern.apps.port_security import eui64_link_local
 
@@ -313,3 +318,51 @@ def test_an_rs_flood_from_one_vm_leaves_advertisements_to_others(chassis: Chassi
     assert sent > dropped > 0.9 * sent, (out, punted.stdout)  # dropped in the datapath
     sent, dropped = map(int, rows[victim["id"]])
     assert sent >= 1 and dropped == 0, punted.stdout  # its RS, answered
+
+
+@pytest.fixture
+def two(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Two chassis on one underlay (tests/e2e/multichassis.py)."""
+    system.require(request)
+    with cluster(tmp_path, 2) as c:
+        yield c
+
+
+def test_each_vm_gets_its_advertisements_from_its_own_chassis(two: Cluster) -> None:
+    """The RS is answered on the VM's chassis and the unsolicited RAs go out of local
+    ports only: none of it crosses the tunnel to the other chassis, while the VMs'
+    traffic to each other does (the capture works)."""
+    c = two
+    r = c.post("routers", name="r")
+    net = c.post("networks", name="v6")
+    sub = c.post("subnets", network_id=net["id"], cidr="fd5e:1::/64", ip_version=6,
+                 ipv6_ra_mode="slaac", ipv6_address_mode="slaac")  # fmt: skip
+    c.action("routers", r["id"], "add_router_interface", subnet_id=sub["id"])
+    ports = [c.post("ports", network_id=net["id"], name=f"vm{i}") for i in range(2)]
+    vms = [hv.plug(port, static_ip=False) for hv, port in zip(c.hv, ports, strict=True)]
+    for hv, port, ns in zip(c.hv, ports, vms, strict=True):
+        hv.wait_active(port)
+        for key, value in GUEST_SYSCTLS.items():
+            sysctl(ns, f"net.ipv6.conf.eth0.{key}", value)
+        ip(ns, "link", "set", "eth0", "down")
+    for i, (port, ns) in enumerate(zip(ports, vms, strict=True)):
+        peer = c.hv[1 - i]
+        want = {f"{port['fixed_ips'][0]['ip_address']}/64"}
+        with peer.capture(f"udp port 6081 and dst host {peer.tunnel_ip}") as crossed:
+            link_up(ns)
+            eventually(has(ns, want), f"vm{i} configures {want}", timeout=15)
+            assert "proto ra" in default_route(ns)
+            in_netns(
+                ns,
+                "ping",
+                "-6",
+                "-n",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                ports[1 - i]["fixed_ips"][0]["ip_address"],
+            )
+        assert [line for line in crossed if "ICMP6, echo request" in line], crossed
+        assert [line for line in crossed if "router advertisement" in line
+                or "router solicitation" in line] == [], crossed  # fmt: skip
