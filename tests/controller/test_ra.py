@@ -398,3 +398,14 @@ def test_the_schedule_following_changes_equals_a_fresh_one(ops: list[Any]) -> No
     assert {p: n for p, (n, _, _) in sched._next.items()} == {
         p: n for p, (n, _, _) in fresh._next.items()
     }
+
+
+def test_an_administratively_down_port_gets_no_advertisement() -> None:
+    v = view_of(sub("s", "2001:db8:1::/64", "slaac"))
+    sched = ra.Schedule(S)
+    sched.update(v, 0.0)
+    assert sched.due(v, 0.0)  # up: advertised to
+    down = dataclasses.replace(v.ports["vm"], admin_state_up=False)
+    sched.update(v, 1.0, [v.apply("port", "vm", down)])
+    assert sched.next_due() is None and sched.due(v, 1000.0) == []
+    assert PacketInDispatcher(v).handle(pin(rs()), 0.0) == []

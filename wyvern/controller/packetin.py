@@ -232,7 +232,7 @@ class PacketInDispatcher:
         view = self.view
         found = find_port(view, pin.network_key, pin.src_port_key)
         binding = view.bindings.get(found[1].id) if found is not None else None
-        if found is None or binding is None:
+        if found is None or binding is None or not found[1].admin_state_up:
             return []
         frames = ra.answer(view, found[0], pin.data, self.ra_settings)
         if frames is None:

@@ -9,9 +9,9 @@ routers are distributed, so the agent of the chassis a VM is bound to speaks for
   default, AdvRASolicitedUnicast), or to all-nodes out of that port when the RS came
   from the unspecified address (RFC 4861 §6.2.6).
 - Unsolicited (`Schedule`): each local port of a network with advertising interfaces
-  gets an RA to all-nodes (ff02::1, 33:33:00:00:00:01) every uniform(min, max)
-  seconds (`min_rtr_adv_interval` / `max_rtr_adv_interval`, Neutron's l3 agent
-  settings), and soon after it appears on the chassis or its network's advertisements
+  (administratively up) gets an RA to all-nodes (ff02::1, 33:33:00:00:00:01) every
+  uniform(min, max) seconds (`min_rtr_adv_interval` / `max_rtr_adv_interval`, Neutron's
+  l3 agent settings), and soon after it appears on the chassis or its network's advertisements
   change, three times (RFC 4861 §6.2.4: MAX_INITIAL_RTR_ADVERTISEMENTS), so a booting
   VM does not wait for the period. An interface that stops advertising (removed,
   administratively down, its last IPv6 subnet gone) sends each port a final RA with
@@ -303,8 +303,12 @@ class Schedule:
         return out
 
     def _refresh(self, view: LocalView, net_id: str, now: float) -> None:
-        bindings = view.bindings
-        local = {p for p in view.ports_by_network.get(net_id, ()) if p in bindings}
+        bindings, ports = view.bindings, view.ports
+        local = {
+            p
+            for p in view.ports_by_network.get(net_id, ())
+            if p in bindings and p in ports and ports[p].admin_state_up
+        }
         net = view.networks.get(net_id)
         ads = advertisements(view, net, self.settings) if net is not None and local else []
         old = self._ads.get(net_id, [])
