@@ -24,7 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from wyvern.config import DEFAULT_RUN_DIR, ConfigError, Settings, _toml_file
+from wyvern.config import DEFAULT_RUN_DIR, RA_INTERVALS, ConfigError, Settings, _toml_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -262,6 +262,21 @@ class OldSettings(BaseSettings):
         "the external networks it hosts gateways on; an answer with a new MAC replaces "
         "the binding (a replaced upstream router).",
     )
+    min_rtr_adv_interval: float = Field(
+        default=30.0,
+        ge=3,
+        description="Agent: the shortest interval, in seconds, between two unsolicited "
+        "router advertisements to a VM (Neutron's l3 agent option, radvd's "
+        "MinRtrAdvInterval: at least 3, at most 0.75 x max_rtr_adv_interval).",
+    )
+    max_rtr_adv_interval: float = Field(
+        default=100.0,
+        ge=4,
+        le=1800,
+        description="Agent: the longest interval, in seconds, between two unsolicited "
+        "router advertisements to a VM (Neutron's l3 agent option, radvd's "
+        "MaxRtrAdvInterval); the router, RDNSS and DNSSL lifetimes are 3 x this.",
+    )
     nova_metadata_host: str = Field(
         default="",
         description="Agent: host of Nova's metadata API, where the metadata proxy sends "
@@ -292,6 +307,8 @@ class OldSettings(BaseSettings):
             )
         if self.auth_strategy == "token" and self.tokens_file is None:
             raise ValueError("auth_strategy=token needs tokens_file")
+        if self.min_rtr_adv_interval > 0.75 * self.max_rtr_adv_interval:
+            raise ValueError(RA_INTERVALS)
         return self
 
     @classmethod
@@ -530,6 +547,19 @@ CASES: list[tuple[str, E, str | None, dict[str, Any]]] = [
     ),
     ("noauth on 127/8", {"WYVERN_API_HOST": "127.1.2.3"}, None, {}),
     ("token needs tokens_file", {"WYVERN_AUTH_STRATEGY": "token"}, None, {}),
+    (
+        "ra intervals",
+        {"WYVERN_MIN_RTR_ADV_INTERVAL": "3", "WYVERN_MAX_RTR_ADV_INTERVAL": "4"},
+        None,
+        {},
+    ),
+    ("ra min over 0.75 max", {"WYVERN_MIN_RTR_ADV_INTERVAL": "80"}, None, {}),
+    (
+        "ra intervals out of range",
+        {},
+        "min_rtr_adv_interval = 1\nmax_rtr_adv_interval = 2000\n",
+        {},
+    ),
     (
         "token on public",
         {},

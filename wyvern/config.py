@@ -74,6 +74,7 @@ def _opt(
 
 
 Encap = Literal["geneve", "vxlan"]
+RA_INTERVALS = "min_rtr_adv_interval must be at most 0.75 x max_rtr_adv_interval (radvd's rule)"
 
 
 @dataclass
@@ -262,6 +263,21 @@ class Settings:
         "the external networks it hosts gateways on; an answer with a new MAC replaces "
         "the binding (a replaced upstream router).",
     )
+    min_rtr_adv_interval: float = _opt(
+        default=30.0,
+        ge=3,
+        description="Agent: the shortest interval, in seconds, between two unsolicited "
+        "router advertisements to a VM (Neutron's l3 agent option, radvd's "
+        "MinRtrAdvInterval: at least 3, at most 0.75 x max_rtr_adv_interval).",
+    )
+    max_rtr_adv_interval: float = _opt(
+        default=100.0,
+        ge=4,
+        le=1800,
+        description="Agent: the longest interval, in seconds, between two unsolicited "
+        "router advertisements to a VM (Neutron's l3 agent option, radvd's "
+        "MaxRtrAdvInterval); the router, RDNSS and DNSSL lifetimes are 3 x this.",
+    )
     nova_metadata_host: str = _opt(
         default="",
         description="Agent: host of Nova's metadata API, where the metadata proxy sends "
@@ -284,6 +300,8 @@ class Settings:
         for name, value in _load(overrides).items():
             setattr(self, name, value)
         self._refuse_open_noauth()
+        if self.min_rtr_adv_interval > 0.75 * self.max_rtr_adv_interval:
+            raise ConfigError([((), RA_INTERVALS)])
 
     def _refuse_open_noauth(self) -> None:
         loopback = self.api_host in ("127.0.0.1", "localhost", "::1") or self.api_host.startswith(

@@ -848,3 +848,30 @@ def test_l3_agents_show_the_gateway_chassis_and_which_is_active() -> None:
         resp = client.delete(f"/v2.0/agents/{agent_id}/l3-routers/{r['id']}")
         assert resp.status_code == 400 and error_type(resp) == "RouterSchedulingNotSupported"
         assert states(r["id"]) == [("gw-b", "active"), ("gw-a", "standby")]  # unchanged
+
+
+def test_a_subnet_taking_ras_from_an_external_router_is_no_router_interface(
+    client: TestClient,
+) -> None:
+    """Neutron: an IPv6 subnet with ipv6_address_mode but no ipv6_ra_mode expects its RAs
+    from a router outside OpenStack, so it cannot be added to a Neutron router; with
+    both modes (or neither) it can."""
+    net = post(client, "networks", "network", {"name": "v6"}, P1)
+    outside = post(client, "subnets", "subnet", {
+        "network_id": net["id"], "cidr": "2001:db8:1::/64", "ip_version": 6,
+        "ipv6_address_mode": "slaac",
+    }, P1)  # fmt: skip
+    ours = post(client, "subnets", "subnet", {
+        "network_id": net["id"], "cidr": "2001:db8:2::/64", "ip_version": 6,
+        "ipv6_address_mode": "slaac", "ipv6_ra_mode": "slaac",
+    }, P1)  # fmt: skip
+    r = router(client)
+    ok = act(client, r["id"], "add_router_interface", {"subnet_id": ours["id"]})
+    assert ok.status_code == 200, ok.text
+    bad = act(client, r["id"], "add_router_interface", {"subnet_id": outside["id"]})
+    assert bad.status_code == 400 and error_type(bad) == "BadRequest", bad.text
+    assert (
+        f"IPv6 subnet {outside['id']} configured to receive RAs from an external router "
+        "cannot be added to Neutron Router" in bad.json()["NeutronError"]["message"]
+    )
+    assert [x["id"] for x in ports_of(client, device_id=r["id"])] == [ok.json()["port_id"]]

@@ -380,3 +380,41 @@ def test_null_dns_and_routes_mean_empty(client: TestClient) -> None:
     assert s["dns_nameservers"] == [] and s["host_routes"] == []
     r = client.put(f"/v2.0/subnets/{s['id']}", json={"subnet": {"dns_nameservers": None}})
     assert r.status_code == 200 and r.json()["subnet"]["dns_nameservers"] == []
+
+
+MODES = (None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless")
+
+
+def test_every_ipv6_mode_combination_as_neutron(client: TestClient) -> None:
+    """Neutron's table of ipv6_ra_mode x ipv6_address_mode: either alone, or both the
+    same, is accepted; two different modes are refused with its message, and nothing
+    is stored; neither may be changed later (allow_put False in neutron-lib)."""
+    n = net(client)
+    before = client.get("/v2.0/subnets").json()["subnets"]
+    for i, (ra, addr) in enumerate((r, a) for r in MODES for a in MODES):
+        attrs = {"ipv6_ra_mode": ra, "ipv6_address_mode": addr}
+        cidr = f"2001:db8:{i + 1:x}::/64"
+        if ra and addr and ra != addr:
+            msg = failure(post_subnet(client, network_id=n, ip_version=6, cidr=cidr, **attrs),
+                          400, "InvalidInput")  # fmt: skip
+            assert msg == (
+                f"Invalid input for operation: ipv6_ra_mode set to '{ra}' with "
+                f"ipv6_address_mode set to '{addr}' is not valid. If both attributes are "
+                "set, they must be the same value"
+            )
+            continue
+        s = subnet(client, n, cidr, **attrs)
+        assert (s["ipv6_ra_mode"], s["ipv6_address_mode"]) == (ra, addr)
+        before.append(s)
+        for name, value in attrs.items():
+            other = "slaac" if value != "slaac" else "dhcpv6-stateful"
+            r = client.put(f"/v2.0/subnets/{s['id']}", json={"subnet": {name: other}})
+            failure(r, 400, "HTTPBadRequest")
+    after = client.get("/v2.0/subnets").json()["subnets"]
+    assert sorted(x["id"] for x in after) == sorted(x["id"] for x in before)
+    # a subnet with a mode cannot lose DHCP (Neutron's update rule)
+    s = subnet(client, n, "2001:db8:ff::/64", ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
+    r = client.put(f"/v2.0/subnets/{s['id']}", json={"subnet": {"enable_dhcp": False}})
+    assert "Cannot disable enable_dhcp with ipv6 attributes set" in failure(r, 400, "InvalidInput")
+    got = client.get(f"/v2.0/subnets/{s['id']}").json()["subnet"]
+    assert got["enable_dhcp"] is True

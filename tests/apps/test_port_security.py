@@ -372,3 +372,19 @@ def test_address_pairs_for_a_whole_family() -> None:
     assert run(v, pk.icmp_echo(1, MAC_C, MAC_B, "172.16.9.9", "10.0.0.6")).dropped
     # and the port receives any IPv4 destination on its MAC
     assert run(v, pk.icmp_echo(2, MAC_B, MAC_A, "10.0.0.6", "172.16.9.9")).ports == [1]
+
+
+def test_router_advertisements_from_a_vm_are_dropped() -> None:
+    """Only the router interfaces advertise (from the agent): a VM's RA, which would take
+    its neighbours' default route, is dropped at port security, as Neutron drops it;
+    the same VM's other ICMPv6 to all-nodes gets through, and a port without port
+    security (a VM acting as a router) may advertise."""
+    v = view()
+    lla = str(eui64_link_local(MAC_A))
+    echo = pk.icmp_echo(1, MAC_A, "33:33:00:00:00:01", lla, "ff02::1")
+    assert run(v, echo).ports == [2, 3]  # the same source, the same group: delivered
+    ra = pk.router_advert(1, MAC_A, lla)
+    out = run(v, ra)
+    assert out.dropped and out.trace.stages()[-1] == "port_security_nd", out.trace.format()
+    assert run(v, pk.router_advert(1, MAC_A, "2001:db8::5")).dropped  # from its global one
+    assert run(v, pk.router_advert(3, MAC_C, str(eui64_link_local(MAC_C)))).ports == [1, 2]

@@ -313,3 +313,63 @@ def test_incremental_equals_full_recompute(changes: list[tuple[Kind, str, Any]])
         for fl in full.values():
             for f in fl:
                 assert seen.setdefault(f.key, f) == f, f
+
+
+# ---------------------------------------------------------------- router solicitations
+
+
+def view_ra(*, mode: str | None = "slaac", router_up: bool = True) -> LocalView:
+    """n1: an IPv6 subnet behind router r1; n2: the same without a router interface."""
+    return sc.build_view(
+        networks=[sc.network("n1", key=100), sc.network("n2", key=200)],
+        subnets=[
+            sc.subnet("s6", "n1", "2001:db8::/64", ipv6_ra_mode=mode, ipv6_address_mode=mode),
+            sc.subnet("t6", "n2", "2001:db8::/64", ipv6_ra_mode="slaac"),
+        ],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=[A6]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=[B6]),
+            sc.router_port("rp", "n1", key=9, mac=MAC_R, ip=R6, router_id="r1"),
+            sc.port("x", "n2", key=1, mac=MAC_A, ips=[A6]),
+            sc.port("y", "n2", key=2, mac=MAC_B, ips=[B6]),
+        ],
+        routers=[sc.router("r1", key=7, admin_state_up=router_up)],
+        local={"a": 1, "b": 2, "x": 11, "y": 12},
+    )
+
+
+def test_router_solicitation_is_punted_where_a_router_advertises() -> None:
+    from wyvern.apps.port_security import eui64_link_local
+    from wyvern.apps.punts import PUNT_ND_RA
+
+    for mode in ("slaac", "dhcpv6-stateful", "dhcpv6-stateless", None):
+        s = sc.Scenario(view_ra(mode=mode), apps=sc.l2_apps())
+        for src in (str(eui64_link_local(MAC_A)), A6):  # (from ::, port security drops it)
+            trace = s.run(pk.router_solicit(1, MAC_A, src))
+            assert [p.userdata for p in trace.punts] == [bytes([PUNT_ND_RA])], trace.format()
+            assert trace.punts[0].stage == "punt"  # (through the port's punt_meter)
+            assert not trace.outputs  # answered by the agent, never flooded
+            punted = trace.punts[0].packet
+            assert punted["network_key"] == 100 and punted["src_port_key"] == 1
+    # no router interface on n2: nobody answers, the RS goes on like any multicast
+    s = sc.Scenario(view_ra(), apps=sc.l2_apps())
+    trace = s.run(pk.router_solicit(11, MAC_A, str(eui64_link_local(MAC_A))))
+    assert not trace.punts and trace.output_ports == [12], trace.format()
+    # nor behind a router that is administratively down (Neutron's l3 agent drops it)
+    s = sc.Scenario(view_ra(router_up=False), apps=sc.l2_apps())
+    trace = s.run(pk.router_solicit(1, MAC_A, str(eui64_link_local(MAC_A))))
+    assert not trace.punts and trace.output_ports == [2], trace.format()
+
+
+def test_a_router_interface_s_link_local_address_is_answered() -> None:
+    """The RA's default router is the interface's link-local address: a VM's NS for it is
+    punted (and answered, wyvern/controller/nd.py) like its fixed addresses."""
+    from wyvern.apps.port_security import eui64_link_local
+
+    s = sc.Scenario(view_ra(), apps=sc.l2_apps())
+    router_ll = str(eui64_link_local(MAC_R))
+    trace = s.run(pk.nd_solicit(1, MAC_A, str(eui64_link_local(MAC_A)), router_ll))
+    assert [p.userdata for p in trace.punts] == [bytes([PUNT_ND_NS])], trace.format()
+    # another link-local address nobody holds is flooded as before
+    trace = s.run(pk.nd_solicit(1, MAC_A, str(eui64_link_local(MAC_A)), "fe80::77"))
+    assert not trace.punts and trace.output_ports == [2], trace.format()

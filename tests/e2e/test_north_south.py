@@ -825,7 +825,9 @@ def test_ipv6_routed_through_the_gateway_both_ways(outside: tuple[Cluster, Segme
         port, ns = c.hv[i].vm(net, f"vm6-{i}", security_groups=[sg["id"]])
         vm6 = v6_address(port)
         sh("ip", "-n", ns, "-6", "addr", "add", f"{vm6}/64", "dev", "eth0", "nodad")
-        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", sub6["gateway_ip"])
+        # (replace: the router's RA may have given it a default route via its
+        # link-local address already, as Neutron's radvd does for a subnet without modes)
+        sh("ip", "-n", ns, "-6", "route", "replace", "default", "via", sub6["gateway_ip"])
         vms.append((ns, vm6))
     # The host knows no way to the tenant prefix yet: the VMs are out of its reach.
     assert not pings(seg.host, vms[0][1], "-6")

@@ -748,3 +748,39 @@ def test_cli_takes_ttl_and_size(tmp_path: Path, restore_env: None) -> None:
     assert res.exit_code == 1 and "size 30 is not 40..65535" in res.output, res.output
     res = runner.invoke(cli_app, [*base, "--to", "vm-f", "--size", "1500", "--ovs"])
     assert res.exit_code == 2 and "--size needs the simulator" in res.output, res.output
+
+
+def test_a_router_solicitation_is_punted_and_answered_by_the_router_interface() -> None:
+    """`--proto rs`: the VM's RS from its link-local address is punted to the agent,
+    which answers with router r1's advertisement on the subnets of its interface."""
+    from wyvern.apps.port_security import eui64_link_local
+    from wyvern.apps.punts import PUNT_ND_RA
+
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        world = World(store, ids, ports)
+        sub6 = create(c, "subnets", network_id=ids["net1"], cidr="2001:db8:1::/64",
+                      ip_version=6, name="v6", ipv6_ra_mode="slaac", ipv6_address_mode="slaac",
+                      dns_nameservers=["2001:db8::53"])  # fmt: skip
+        r = c.put(f"/v2.0/routers/{ids['r1']}/add_router_interface", json={"subnet_id": sub6["id"]})
+        assert r.status_code == 200, r.text
+        itf = r.json()["port_id"]
+        rp = c.get(f"/v2.0/ports/{itf}").json()["port"]
+        vm = create(c, "ports", network_id=ids["net1"], name="vm-6")
+    _, built, trace, text = world.run(from_port="vm-6", proto="rs")
+    assert built.packet["ipv6_src"] == int(eui64_link_local(vm["mac_address"]))
+    assert built.packet["icmpv6_type"] == 133
+    assert [p.userdata[0] for p in trace.punts] == [PUNT_ND_RA] and not trace.outputs, text
+    assert "punted to ipv6-ra" in text, text
+    assert f"services: network net1 ({ids['net1']})" in text, text
+    assert (
+        f"answered by the agent with a router advertisement to that port only, from router "
+        f"r1 ({ids['r1']})'s interface port {itf} (interface of router r1 ({ids['r1']})) "
+        f"({eui64_link_local(rp['mac_address'])}, {rp['mac_address']}) on subnet v6 "
+        f"({sub6['id']}): flags none, prefixes 2001:db8:1::/64 (autonomous), MTU 1438, DNS "
+        "2001:db8::53 (search openstacklocal)"
+    ) in text, text
+    # on net2 (no IPv6 subnet on the router's interface there) nobody answers: flooded
+    _, _, trace, text = world.run(from_port="vm-c", proto="rs")
+    assert not trace.punts, text

@@ -13,7 +13,9 @@ ls_in_port_sec_* stages): a packet continues to pre_acl only if
 - IPv6: the source is one of its addresses or its EUI-64 link-local address; neighbour
   solicitations carry nd_sll = the MAC or none, advertisements nd_target = one of its
   addresses and nd_tll = the MAC or none; DAD solicitations and MLD reports from :: to
-  ff02::/16 are allowed;
+  ff02::/16 are allowed; router advertisements are dropped (only the router interfaces
+  advertise, from the agent: a VM's RA would hijack its neighbours' default route, and
+  Neutron drops them too);
 - a MAC with no address at all (a port without fixed IPs) is checked at L2 only.
 
 Everything else from the port is dropped. Without port security everything passes.
@@ -24,8 +26,8 @@ How the stages share the work (so a port costs ~11 flows, not ~25):
   allowed by its shape alone (DHCP discover, DAD, MLD from ::) to port_security_l2.
   Everything else drops here, so a spoofed MAC or IP is dropped at port_security.
 - port_security_nd (eth_src and ipv6_src already checked): per MAC nd_sll; per (MAC,
-  target) nd_target with nd_tll; shared: NS without sll passes, other ND drops, non-ND
-  passes.
+  target) nd_target with nd_tll; shared: NS without sll passes, other ND and every RA
+  drops, non-ND passes.
 - port_security_l2: eth_src must be one of the port's MACs (a MAC with IPv6 addresses
   only sends no IPv4 at all, so no DHCP).
 
@@ -85,6 +87,8 @@ P_EG_ALLOW = 90
 P_EG_SHARED = 85
 P_EG_IP_DROP = 80
 P_EG_OTHER = 1
+
+ND_ROUTER_ADVERT = 134
 
 Addr = tuple[int, int | None]  # (value, mask or None): an address or CIDR as a match value
 
@@ -267,7 +271,7 @@ def _shared_flows() -> list[Flow]:
                 cookie=_stage_cookie("port_security_nd"),
                 match=match(**_ICMP6, icmpv6_type=t),
             )
-            for t in (135, 136)
+            for t in (ND_ROUTER_ADVERT, 135, 136)
         ),
         _eg.flow(
             priority=P_EG_MCAST,

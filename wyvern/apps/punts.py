@@ -39,6 +39,7 @@ NAMES = {
 USERDATA = (
     bytes([PUNT_DHCP4]),
     bytes([PUNT_ND_NS]),
+    bytes([PUNT_ND_RA]),
     bytes([PUNT_ICMP4_ERROR, 11, 0]),  # time exceeded
     bytes([PUNT_ICMP4_ERROR, 3, 0]),  # net unreachable
     bytes([PUNT_ARP_LEARN]),

@@ -22,6 +22,13 @@ not the sender's own address — DAD) is punted with PUNT_ND_NS; the agent
 back to the soliciting port. Solicitations for other targets continue to l2_lookup
 (flooded; the target answers itself).
 
+Router solicitations (icmpv6 type 133) on a network where a router interface has an
+IPv6 subnet (`ra_interfaces`: what Neutron's l3 agent configures radvd on) are punted
+with PUNT_ND_RA and go no further; the agent of the soliciting port's chassis answers
+with a unicast router advertisement (wyvern/controller/ra.py), which also sends the
+periodic ones. Solicitations for a router interface's link-local address (the next hop
+those advertisements give) are punted with PUNT_ND_NS like its fixed addresses.
+
 DHCPv4 punt: client packets (udp 68 → 67) in a network with an IPv4 subnet with
 enable_dhcp go to the controller with PUNT_DHCP4 and no further. Without such a subnet
 they continue to L2 like any broadcast (Neutron: nobody answers).
@@ -29,9 +36,9 @@ they continue to L2 like any broadcast (Neutron: nobody answers).
 Everything else goes on to l2_lookup (the stage default in wyvern.apps.defaults).
 Owners: ("port", id) for the responder entries of that port's own addresses (so adding a
 port recomputes that port and the few ports its addresses or address pairs touch, not its
-whole network); ("network", id) for the DHCPv4 punt. Where two ports of a network hold
-the same address, the first by id answers (the others' entries are left out, so no two
-owners ever install the same flow key).
+whole network); ("network", id) for the DHCPv4 and router solicitation punts. Where two
+ports of a network hold the same address, the first by id answers (the others' entries
+are left out, so no two owners ever install the same flow key).
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ import functools
 import ipaddress
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS, punt, punt_flows
+from wyvern.apps.port_security import eui64_link_local
+from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS, PUNT_ND_RA, punt, punt_flows
 from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
@@ -60,13 +68,15 @@ from wyvern.ir import (
     table,
 )
 from wyvern.ir.cookies import encode
-from wyvern.model.view import LocalView
+from wyvern.model.view import LocalView, Port, Router, Subnet
 
 P_ARP_OWN = 110  # a port asking about its own address: not answered
 P_ARP_REPLY = 100
 P_DHCP = 100
 P_ND_OWN = 110  # a port soliciting its own address (DAD): not answered
 P_ND_NS = 100
+P_RS = 100
+ND_ROUTER_SOLICIT = 133
 ND_NEIGHBOR_SOLICIT = 135
 
 _st = table("services")
@@ -149,6 +159,31 @@ def _virtual(view: LocalView, network_id: str, ip: str, port_id: str) -> bool:
     return False
 
 
+RaInterface = tuple[Router, Port, tuple[Subnet, ...]]
+
+
+def ra_interfaces(view: LocalView, network_id: str) -> list[RaInterface]:
+    """The router interfaces on NETWORK_ID that send router advertisements, each with its
+    IPv6 subnets: as Neutron's l3 agent configures radvd, every interface (port and
+    router administratively up) with an IPv6 subnet, whatever its ipv6_ra_mode (a
+    subnet without one is not advertised as a prefix, but the interface still is a
+    default router). A network without a router interface gets none."""
+    out: list[RaInterface] = []
+    for rid in sorted(view.routers_by_network.get(network_id, ())):
+        router = view.routers.get(rid)
+        if router is None or not router.admin_state_up:
+            continue
+        for itf in router.interfaces:
+            port = view.ports.get(itf.port_id) if itf.network_id == network_id else None
+            if port is None or not port.admin_state_up:
+                continue
+            subs = [view.subnets.get(sid) for sid in itf.subnet_ids]
+            v6 = tuple(s for s in subs if s is not None and s.ip_version == 6)
+            if v6:
+                out.append((router, port, v6))
+    return out
+
+
 def _answers(view: LocalView, network_id: str, ip: str, port_id: str) -> bool:
     """Whether PORT_ID's responder entry for its fixed address `ip` is installed: not a
     VIP, and no port before it (by id) holding the same address answers for it."""
@@ -196,6 +231,9 @@ class Services(App):
             if version == 6:
                 for f in _nd_flows(nk, pk, addr, cookie, answers=answers):
                     out.setdefault(f.key, f)
+                if port.is_router_port:  # (its link-local: the advertised next hop)
+                    ll = ND_PUNT.flow(cookie, nk, int(eui64_link_local(port.mac)))
+                    out.setdefault(ll.key, ll)
                 continue
             own = ARP_OWN.flow(cookie, nk, addr, pk)
             out.setdefault(own.key, own)
@@ -211,8 +249,23 @@ class Services(App):
         net = view.networks.get(net_id)
         if net is None:
             return []
+        out: list[Flow] = []
+        if ra_interfaces(view, net_id):
+            out.append(
+                table("services").flow(
+                    priority=P_RS,
+                    cookie=encode("services", net_id),
+                    match=match(
+                        network_key=net.key,
+                        eth_type=ETH_TYPE_IPV6,
+                        ip_proto=IPPROTO_ICMPV6,
+                        icmpv6_type=ND_ROUTER_SOLICIT,
+                    ),
+                    actions=punt(bytes([PUNT_ND_RA])),
+                )
+            )
         if not any(s.ip_version == 4 and s.enable_dhcp for s in view.network_subnets(net_id)):
-            return []
+            return out
         f = table("services").flow(
             priority=P_DHCP,
             cookie=encode("services", net_id),
@@ -225,7 +278,7 @@ class Services(App):
             ),
             actions=punt(bytes([PUNT_DHCP4])),
         )
-        return [f]
+        return [*out, f]
 
 
 def _nd_flows(net_key: int, port_key: int, ip: int, cookie: int, *, answers: bool) -> list[Flow]:

@@ -88,6 +88,7 @@ class AgentComponent:
         from wyvern.controller.agent import Agent
         from wyvern.controller.chassis import ChassisInfo
         from wyvern.controller.metadata import MetadataSettings
+        from wyvern.controller.ra import RaSettings
         from wyvern.nb.factory import open_store
         from wyvern.southbound.ovs import OvsError
 
@@ -129,6 +130,7 @@ class AgentComponent:
             selective=selective,
             liveness_grace=s.agent_liveness_grace,
             mac_binding_refresh=s.agent_mac_binding_refresh,
+            router_adverts=RaSettings(s.min_rtr_adv_interval, s.max_rtr_adv_interval),
             metadata=MetadataSettings(
                 nova_metadata_host=s.nova_metadata_host,
                 nova_metadata_port=s.nova_metadata_port,

@@ -57,7 +57,7 @@ import orjson
 from wyvern.apps import punts
 from wyvern.apps.base import App
 from wyvern.apps.gateway import local_fip, local_gateway
-from wyvern.controller import neighbours
+from wyvern.controller import neighbours, ra
 from wyvern.controller.bindings import (
     BindingMonitor,
     FipStatusWriter,
@@ -131,6 +131,7 @@ class Agent:
         liveness_grace: float = 0.0,
         mac_binding_refresh: float = 60.0,
         metadata: MetadataSettings | None = None,
+        router_adverts: ra.RaSettings | None = None,
     ) -> None:
         """ovs None: a fake chassis (no switch; flows recorded, ports bound by
         binding:host_id; see wyvern/controller/interest.py). selective: follow only what
@@ -138,7 +139,8 @@ class Agent:
         long a remote chassis with no BFD session outlives its lease (liveness.py).
         mac_binding_refresh: seconds between the ARP probes for learned MAC bindings.
         metadata: the metadata proxy's settings (None: no metadata port nor proxy; the
-        default, MetadataSettings(), answers every VM 404 "not configured")."""
+        default, MetadataSettings(), answers every VM 404 "not configured").
+        router_adverts: the intervals and DNS domain of IPv6 router advertisements."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
@@ -170,6 +172,8 @@ class Agent:
         self._announced: set[str] = set()  # floating IPs NATed here, announced by GARP
         self._hosted: set[str] = set()  # routers whose gateway is here, announced by GARP
         self._garps: dict[tuple[str, str], list[float]] = {}  # what -> when to announce it
+        self.ra_settings = router_adverts or ra.RaSettings()
+        self.adverts = ra.Schedule(self.ra_settings)  # unsolicited RAs to local ports
         self._gateway_watch = False  # other gateway chassis exist (BFD read every step)
         self._gateway_ready_at = time.monotonic() + GATEWAY_HOLD_MAX
         if chassis.gateway_priority > 0:  # held back until the others see us
@@ -232,6 +236,8 @@ class Agent:
         self._follow_interest([], force=True)
         self._gateway_liveness(time.monotonic(), starting=True)
         self.engine.full(self.view)
+        if ovs is not None and self.want_packet_in:
+            self.adverts.update(self.view, time.monotonic())
         LOG.info(
             "chassis %s: initial view at revision %d: %d networks, %d ports (%d local); "
             "%d flows desired",
@@ -256,7 +262,7 @@ class Agent:
         gc.freeze()
         release_free_memory()
         if self.want_packet_in and ovs is not None:
-            self.packet_in = PacketInService.start(self.sync, ovs, self.bridge)
+            self.packet_in = PacketInService.start(self.sync, ovs, self.bridge, self.ra_settings)
         if ovs is not None and self.metadata_settings is not None:
             self._start_metadata(ovs, self.metadata_settings)
         self._thread = threading.Thread(
@@ -441,6 +447,7 @@ class Agent:
             for name in self.liveness.dead(list(self.sync.lease_gone)):
                 changes += self.sync.drop_chassis(name)
         changes += self._follow_interest(changes, force=replug)
+        self._send_adverts(now, changes)
         self.stats.loops += 1
         with gc_paused():  # (the collector catches up once the flows are in)
             if changes:
@@ -630,6 +637,21 @@ class Agent:
             if not times or not frames:
                 del self._garps[key]
 
+    def _send_adverts(self, now: float, changes: list[Change]) -> None:
+        """The unsolicited router advertisements due (wyvern/controller/ra.py): at once
+        to a port that appeared or whose network's advertisements changed, then every
+        min..max_rtr_adv_interval. Out of each VM's own port only."""
+        if self.ovs is None or not self.want_packet_in:
+            return  # (no switch to send them to)
+        if changes:
+            self.adverts.update(self.view, now, changes)
+        if self.packet_in is None or not self.packet_in.ready:
+            return  # (kept due until the packet-in channel is up: one message each then)
+        due = self.adverts.next_due()
+        if due is None or due > now:
+            return
+        self._send_out("router advertisements", self.adverts.due(self.view, now))
+
     def _send_out(self, what: str, frames: list[tuple[int, bytes]]) -> None:
         """ARP frames out of the patch ports: gratuitous ARPs for a floating IP or gateway
         NATed here from now on, probes for learned neighbours."""
@@ -691,18 +713,23 @@ class Agent:
 class PacketInService:
     """The packet-in dispatcher on an asyncio loop of its own thread."""
 
-    def __init__(self, sync: Sync, ovs: OvsInstance, bridge: str) -> None:
+    def __init__(
+        self, sync: Sync, ovs: OvsInstance, bridge: str, adverts: ra.RaSettings | None = None
+    ) -> None:
         self.sync = sync
         self.ovs = ovs
         self.bridge = bridge
+        self.adverts = adverts
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name="packet-in", daemon=True)
         self._channel: Any = None  # the OfChannel while serving
         self._stopping = asyncio.Event()  # bound to self.loop on first use
 
     @classmethod
-    def start(cls, sync: Sync, ovs: OvsInstance, bridge: str) -> PacketInService:
-        service = cls(sync, ovs, bridge)
+    def start(
+        cls, sync: Sync, ovs: OvsInstance, bridge: str, adverts: ra.RaSettings | None = None
+    ) -> PacketInService:
+        service = cls(sync, ovs, bridge, adverts)
         service._thread.start()
         return service
 
@@ -723,7 +750,7 @@ class PacketInService:
         channel = OfChannel(
             self.ovs.mgmt_path(self.bridge), name=f"{self.bridge}-packet-in", reconnect_max=1.0
         )
-        dispatcher = packetin.PacketInDispatcher(self.sync.view)
+        dispatcher = packetin.PacketInDispatcher(self.sync.view, ra_settings=self.adverts)
         inner = dispatcher.handle
         lock = self.sync.lock
 
@@ -751,6 +778,11 @@ class PacketInService:
                     pass
                 except Exception:
                     LOG.exception("packet-in service on %s stopped", self.bridge)
+
+    @property
+    def ready(self) -> bool:
+        """Whether `send` would queue packet-outs now (the channel is connected)."""
+        return self._channel is not None and not self.loop.is_closed()
 
     def send(self, what: str, frames: list[tuple[int, bytes]]) -> bool:
         """Queue FRAMES (ofport, bytes) as packet-outs on this service's OpenFlow

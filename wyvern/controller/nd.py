@@ -12,6 +12,9 @@ it would send:
 - ICMPv6 136: flags Router (the owner is a router interface), Solicited (unless sent to
   all-nodes) and Override; target link-layer address option = the owner's MAC.
 
+A router interface's link-local address (EUI-64 of its MAC: the default router its
+advertisements name, wyvern.controller.ra) is answered like its fixed addresses.
+
 The metadata app punts solicitations for the metadata service's fe80::a9fe:a9fe the
 same way: they are answered with METADATA_MAC (wyvern.apps.metadata).
 
@@ -32,6 +35,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from wyvern.apps.port_security import eui64_link_local
 from wyvern.controller import frames
 from wyvern.ir.metadata import METADATA_MAC, SERVICE_V6
 from wyvern.model.view import LocalView, Network, Port
@@ -77,6 +81,14 @@ def _claims(port: Port, addr: ipaddress.IPv6Address) -> bool:
     )
 
 
+def _ll(port: Port) -> ipaddress.IPv6Address | None:
+    """PORT's EUI-64 link-local address if it has an IPv6 address (a router interface
+    advertises it as the default router's)."""
+    if not any(":" in ip for ip in port.ips):
+        return None
+    return eui64_link_local(port.mac)
+
+
 def target_owner(view: LocalView, network: Network, target: str, solicitor: Port) -> Port | None:
     """The port of NETWORK with fixed IPv6 address TARGET, if the responder answers for it:
     not the solicitor itself (DAD) and not an address another port claims as a VIP."""
@@ -91,6 +103,8 @@ def target_owner(view: LocalView, network: Network, target: str, solicitor: Port
         ),
         None,
     )
+    if owner is None and addr.is_link_local:  # a router interface's (wyvern.controller.ra)
+        owner = next((p for p in ports if p.is_router_port and _ll(p) == addr), None)
     if owner is None or owner.id == solicitor.id:
         return None
     if any(_claims(p, addr) for p in ports if p.id != owner.id):

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from wyvern.apps import punts
 from wyvern.apps.gateway import local_gateway
-from wyvern.controller import dhcp, frames, icmp_errors, nd, neighbours
+from wyvern.controller import dhcp, frames, icmp_errors, nd, neighbours, ra
 from wyvern.model.view import LocalView, MacBinding, Network, Port, Router
 from wyvern.southbound.ofchannel import ChannelError, PacketIn
 
@@ -126,9 +126,11 @@ class PacketInDispatcher:
         *,
         dhcp_settings: dhcp.DhcpSettings | None = None,
         limiter: TokenBucket | None = None,
+        ra_settings: ra.RaSettings | None = None,
     ) -> None:
         self.view = view
         self.dhcp_settings = dhcp_settings or dhcp.DhcpSettings()
+        self.ra_settings = ra_settings or ra.RaSettings()
         self.limiter = limiter if limiter is not None else TokenBucket()  # empty is falsy
         self.handlers: dict[int, Handler] = {
             punts.PUNT_DHCP4: self.handle_dhcp4,
@@ -139,6 +141,7 @@ class PacketInDispatcher:
             punts.PUNT_ARP_REQUEST: self.handle_arp_request,
             punts.PUNT_ND_LEARN: self.handle_nd_learn,
             punts.PUNT_ND_REQUEST: self.handle_nd_request,
+            punts.PUNT_ND_RA: self.handle_router_solicitation,
         }
         self.stats: Counter[str] = Counter()
         # MAC bindings learned and not yet written to the store (the caller drains it,
@@ -303,6 +306,22 @@ class PacketInDispatcher:
             return []
         self.stats["nd_na"] += 1
         return [PacketOut(binding.ofport, frame)]
+
+    def handle_router_solicitation(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """A router solicitation: the advertisements of the network's router interfaces
+        go back to the soliciting port alone (wyvern/controller/ra.py). A malformed one
+        is dropped and counted (`ra_rs_malformed`)."""
+        view = self.view
+        found = find_port(view, pin.network_key, pin.src_port_key)
+        binding = view.bindings.get(found[1].id) if found is not None else None
+        if found is None or binding is None or not found[1].admin_state_up:
+            return []
+        frames = ra.answer(view, found[0], pin.data, self.ra_settings)
+        if frames is None:
+            self.stats["ra_rs_malformed"] += 1
+            return []
+        self.stats["ra_solicited"] += len(frames)
+        return [PacketOut(binding.ofport, f) for f in frames]
 
     def handle_arp_learn(self, pin: PacketIn, now: float) -> list[PacketOut]:
         """ARP from the physical network to a gateway address: keep the sender's MAC."""

@@ -346,3 +346,35 @@ def nd_solicit(
         nd_target=target,
         nd_sll=eth_src,
     )
+
+
+def router_solicit(in_port: int, eth_src: str, src: str) -> Packet:
+    """An IPv6 router solicitation from `src` (a link-local address, or ::) to all-routers."""
+    return packet(
+        in_port=in_port,
+        eth_src=eth_src,
+        eth_dst="33:33:00:00:00:02",
+        eth_type=ETH_TYPE_IPV6,
+        ipv6_src=src,
+        ipv6_dst="ff02::2",
+        ip_proto=IPPROTO_ICMPV6,
+        nw_ttl=255,
+        icmpv6_type=133,
+        icmpv6_code=0,
+    )
+
+
+def router_advert(in_port: int, eth_src: str, src: str) -> Packet:
+    """An IPv6 router advertisement from `src` to all-nodes."""
+    return packet(
+        in_port=in_port,
+        eth_src=eth_src,
+        eth_dst="33:33:00:00:00:01",
+        eth_type=ETH_TYPE_IPV6,
+        ipv6_src=src,
+        ipv6_dst="ff02::1",
+        ip_proto=IPPROTO_ICMPV6,
+        nw_ttl=255,
+        icmpv6_type=134,
+        icmpv6_code=0,
+    )

@@ -37,11 +37,12 @@ from wyvern.apps import ALL_APPS
 from wyvern.apps.base import App
 from wyvern.apps.gateway import gateway_chassis, local_fip
 from wyvern.apps.metadata import SERVICE_OBJECT
+from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
-from wyvern.apps.punts import PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR
+from wyvern.apps.punts import PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR, PUNT_ND_RA
 from wyvern.config import Settings
-from wyvern.controller import icmp_errors
+from wyvern.controller import icmp_errors, ra
 from wyvern.controller.sync import Sync
 from wyvern.ir import (
     ETH_TYPE_ARP,
@@ -437,7 +438,7 @@ class Explainer:
 
 # ----------------------------------------------------------------------------- packets
 
-PROTOCOLS: tuple[str, ...] = ("icmp", "tcp", "udp", "arp", "dhcp")
+PROTOCOLS: tuple[str, ...] = ("icmp", "tcp", "udp", "arp", "dhcp", "rs")
 EPHEMERAL_PORT = 40000
 
 
@@ -555,6 +556,12 @@ def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
     proto = spec.proto.lower()
     if proto not in PROTOCOLS:
         raise TraceError(f"protocol {spec.proto!r}: one of {', '.join(PROTOCOLS)}")
+    src_mac = (spec.src_mac or src.mac).lower()
+    if proto == "rs":  # a router solicitation, from the port's link-local address
+        src_ip = spec.src_ip or str(eui64_link_local(src.mac))
+        if _version(src_ip) != 6:
+            raise TraceError("a router solicitation is IPv6: give an IPv6 --src-ip")
+        return Built(pk.router_solicit(in_port, src_mac, src_ip), src, None)
     dst: Port | None = None
     dst_ip = spec.dst_ip
     if proto == "dhcp":
@@ -581,7 +588,6 @@ def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
     broadcast = _is_broadcast(view, src.network_id, dst_ip)
     if dst is None and not broadcast:
         dst = port_with_ip(view, dst_ip, src.network_id)
-    src_mac = (spec.src_mac or src.mac).lower()
     if proto == "arp":
         if version != 4:
             raise TraceError("ARP needs IPv4 addresses (IPv6 uses neighbour discovery)")
@@ -928,6 +934,8 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
         error = _icmp_error(ex, trace, pi)
         if error:
             lines.append(f"    {error}")
+        if pi.userdata[:1] == bytes([PUNT_ND_RA]):
+            lines.extend(_advertised(ex, src))
     if trace.dropped:
         if stops:
             s, at = stops[-1]
@@ -940,6 +948,32 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
     # the input port, resubmit limits) are worth a line.
     lines.extend(f"  note: {d}" for d in trace.drops if not _EXPLAINED_DROP.match(d))
     return "\n".join(lines)
+
+
+def _advertised(ex: Explainer, port_id: str | None) -> list[str]:
+    """What the agent answers a router solicitation from PORT_ID with (controller/ra.py)."""
+    port = ex.view.ports.get(port_id or "")
+    net = ex.view.networks.get(port.network_id) if port is not None else None
+    ads = ra.advertisements(ex.view, net) if net is not None else []
+    if not ads:
+        return ["    no router interface advertises on this network: no answer"]
+    out = []
+    for a in ads:
+        subnets = ", ".join(
+            f"subnet {_named(ex.catalog.name('subnet', s), s)}" for s in a.subnet_ids
+        )
+        flags = "".join(f for f, on in (("M", a.managed), ("O", a.other)) if on) or "none"
+        prefixes = ", ".join(
+            f"{p.cidr} ({'autonomous' if p.autonomous else 'not autonomous'})" for p in a.prefixes
+        )
+        out.append(
+            f"    answered by the agent with a router advertisement to that port only, from"
+            f" {ex.router(a.router_id)}'s interface {ex.port(a.port_id)} ({a.source},"
+            f" {a.mac}) on {subnets}: flags {flags}, prefixes {prefixes or 'none'},"
+            f" MTU {a.mtu if a.mtu is not None else 'not sent'}"
+            + (f", DNS {' '.join(a.dns)} (search {' '.join(a.domains)})" if a.dns else "")
+        )
+    return out
 
 
 _EXPLAINED_DROP = re.compile(r"^(table \d+ \(\w+\) drops: |no flow matched in table )")
