@@ -363,32 +363,25 @@ def test_malformed_messages_raise_dhcp6_error(frame: bytes) -> None:
 # -- through the dispatcher: rate limit, counters, fuzz -------------------------------------
 
 
-def view(p: Port | None = None) -> LocalView:
-    pp = p or port()
-    v = sc.build_view(
+def view() -> LocalView:
+    stateful = sc.subnet(
+        S_FUL, NET_ID, "fd00:1::/64", ipv6_address_mode="dhcpv6-stateful",
+        dns_nameservers=["fd00:53::1"],
+    )  # fmt: skip
+    stateless = sc.subnet(S_LESS, NET_ID, "fd00:2::/64", ipv6_address_mode="dhcpv6-stateless")
+    return sc.build_view(
         networks=[sc.network(NET_ID, key=NET_KEY)],
-        subnets=[
-            sc.subnet(S_FUL, NET_ID, "fd00:1::/64", ipv6_address_mode="dhcpv6-stateful",
-                      dns_nameservers=["fd00:53::1"]),
-            sc.subnet(S_LESS, NET_ID, "fd00:2::/64", ipv6_address_mode="dhcpv6-stateless"),
-        ],  # fmt: skip
-        ports=[
-            sc.port(PORT_ID, NET_ID, key=PORT_KEY, mac=pp.mac, ips=[(S_FUL, ADDR)],
-                    extra_dhcp_opts=[{"opt_name": d.opt_name, "opt_value": d.opt_value,
-                                      "ip_version": d.ip_version} for d in pp.extra_dhcp_opts]),
-        ],  # fmt: skip
+        subnets=[stateful, stateless],
+        ports=[sc.port(PORT_ID, NET_ID, key=PORT_KEY, mac=CLIENT_MAC, ips=[(S_FUL, ADDR)])],
         local={PORT_ID: OFPORT},
     )
-    return v
 
 
 def punt_in(frame: bytes) -> PacketIn:
     regs = pk.packet(network_key=NET_KEY, src_port_key=PORT_KEY)
     fields = {f"reg{i}": regs[f"reg{i}"] for i in range(16)} | {"metadata": regs["metadata"]}
     fields = {k: v for k, v in fields.items() if v}
-    return PacketIn(
-        in_port=OFPORT, data=frame, userdata=bytes([punts.PUNT_DHCP6]), fields=fields
-    )
+    return PacketIn(in_port=OFPORT, data=frame, userdata=bytes([punts.PUNT_DHCP6]), fields=fields)
 
 
 def test_dispatcher_answers_a_punted_solicit_to_the_port() -> None:

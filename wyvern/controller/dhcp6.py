@@ -247,9 +247,7 @@ def ia_na(iaid: int, t1: int, t2: int, inner: bytes) -> bytes:
 
 
 def ia_address(address: str, preferred: int, valid: int) -> bytes:
-    return option(
-        OPT_IAADDR, _IAADDR.pack(ipaddress.IPv6Address(address).packed, preferred, valid)
-    )
+    return option(OPT_IAADDR, _IAADDR.pack(ipaddress.IPv6Address(address).packed, preferred, valid))
 
 
 # -- the server ---------------------------------------------------------------------------
