@@ -7,13 +7,14 @@ address (DAD off, so it is usable at once), and dhclient talks to ff02::1:2 from
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Chassis, in_netns
-from tests.e2e.test_dataplane import read_env
+from tests.e2e.test_dataplane import PY, read_env
 
 pytestmark = pytest.mark.system
 
@@ -187,3 +188,84 @@ def test_extra_dhcp_opt_v6_reaches_the_lease(chassis: Chassis) -> None:
     lease = (work / "dhclient6.leases").read_text()
     assert f'option dhcp6.bootfile-url "{url}";' in lease, lease
     assert 'option dhcp6.domain-search "vms.example.";' in lease, lease
+
+
+# A DHCPv6 Solicit flood from one VM, as fast as one raw socket sends.
+SOLICIT_FLOOD = r"""
+import socket, struct, sys, time
+iface, mac, src, seconds = sys.argv[1:5]
+m = bytes.fromhex(mac.replace(":", ""))
+s6 = socket.inet_pton(socket.AF_INET6, src)
+d6 = socket.inet_pton(socket.AF_INET6, "ff02::1:2")
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+def opt(code, data):
+    return struct.pack("!HH", code, len(data)) + data
+
+frames = []
+for xid in range(64):
+    msg = bytes([1]) + xid.to_bytes(3, "big") + opt(1, b"\0\3\0\1" + m) + opt(8, b"\0\0")
+    msg += opt(3, struct.pack("!III", 1, 0, 0))
+    udp = struct.pack("!HHHH", 546, 547, 8 + len(msg), 0) + msg
+    c = csum(s6 + d6 + struct.pack("!IxxxB", len(udp), 17) + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    ip = struct.pack("!IHBB", 0x60000000, len(udp), 17, 1) + s6 + d6 + udp
+    frames.append(b"\x33\x33\x00\x01\x00\x02" + m + b"\x86\xdd" + ip)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((iface, 0))
+print("flooding", flush=True)
+sent = 0
+end = time.monotonic() + float(seconds)
+while time.monotonic() < end:
+    for f in frames:
+        try:
+            s.send(f)
+            sent += 1
+        except OSError:
+            pass
+print("sent", sent, flush=True)
+"""
+FLOOD_SECONDS = 12.0
+
+
+def test_a_solicit_flood_from_one_vm_leaves_dhcpv6_to_the_others(chassis: Chassis) -> None:
+    """The flood goes through the same per-port meter (datapath) and token bucket (agent)
+    as DHCPv4: the other VMs get their leases during it, and the flooder's punts are
+    mostly dropped in the datapath, where an operator reads them."""
+    c = chassis
+    net, _ = stateful_net(c, "flood6", "fd65::/64")
+    flooder, ns_f = vm6(c, net, "flooder6")
+    victims = [vm6(c, net, name) for name in ("v6a", "v6b")]
+    lladdr = in_netns(ns_f, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link")
+    src = lladdr.stdout.split("inet6 ")[1].split("/")[0]
+
+    flood = c.background(
+        ns_f, PY, "-c", SOLICIT_FLOOD, "eth0", flooder["mac_address"], src, str(FLOOD_SECONDS)
+    )
+    assert flood.stdout is not None and flood.stdout.readline().strip() == "flooding"
+    time.sleep(1)  # the flood is established
+    for port, ns in victims:
+        assert_leased(c, ns, dhcp6_dir(c), port)
+    assert flood.poll() is None, "the flood ended before the leases: it proved nothing"
+    out, _ = flood.communicate(timeout=FLOOD_SECONDS + 10)
+    sent = int(out.split()[-1])
+    assert c.agent is not None and c.agent.alive(), c.agent_log()
+
+    out = c.wyvern("punts")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {line.split()[0]: line.split()[-2:] for line in out.stdout.splitlines()[1:]}
+    punted, dropped = map(int, rows[flooder["id"]])
+    assert punted > dropped > 0.9 * punted, out.stdout  # dropped in the datapath
+    print(f"flood: {sent} solicits sent, {punted} reached the meter, {dropped} dropped there")
+    for port, _ in victims:
+        punted, dropped = map(int, rows[port["id"]])
+        assert punted >= 2 and dropped == 0, out.stdout  # solicit and request, all served
+    # The flooder itself is still served once it stops.
+    assert_leased(c, ns_f, dhcp6_dir(c), flooder)
