@@ -542,7 +542,9 @@ def trace(
         str | None, typer.Option("--to", help="Destination port (name or id).")
     ] = None,
     dst_ip: Annotated[str | None, typer.Option("--dst-ip", help="Destination IP.")] = None,
-    proto: Annotated[str, typer.Option("--proto", help="icmp, tcp, udp, arp or dhcp.")] = "icmp",
+    proto: Annotated[
+        str, typer.Option("--proto", help="icmp, tcp, udp, arp, dhcp or dhcp6 (a Solicit).")
+    ] = "icmp",
     dport: Annotated[
         int | None, typer.Option("--dport", min=0, max=65535, help="TCP/UDP port.")
     ] = None,

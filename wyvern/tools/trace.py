@@ -39,7 +39,9 @@ from wyvern.apps.gateway import gateway_chassis, local_fip
 from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
+from wyvern.apps.punts import PUNT_DHCP6
 from wyvern.config import Settings
+from wyvern.controller import dhcp, dhcp6
 from wyvern.controller.sync import Sync
 from wyvern.ir import (
     ETH_TYPE_ARP,
@@ -69,6 +71,7 @@ from wyvern.model.view import (
     Port,
     PortForwarding,
     SecurityGroupRule,
+    Subnet,
 )
 from wyvern.nb.snapshot import SnapshotStore
 from wyvern.nb.store import ListResult, Store
@@ -435,7 +438,7 @@ class Explainer:
 
 # ----------------------------------------------------------------------------- packets
 
-PROTOCOLS: tuple[str, ...] = ("icmp", "tcp", "udp", "arp", "dhcp")
+PROTOCOLS: tuple[str, ...] = ("icmp", "tcp", "udp", "arp", "dhcp", "dhcp6")
 EPHEMERAL_PORT = 40000
 
 
@@ -551,6 +554,12 @@ def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
     proto = spec.proto.lower()
     if proto not in PROTOCOLS:
         raise TraceError(f"protocol {spec.proto!r}: one of {', '.join(PROTOCOLS)}")
+    if proto == "dhcp6":  # a Solicit: from the port's link-local address to the servers
+        src_mac = (spec.src_mac or src.mac).lower()
+        src_ip = spec.src_ip or dhcp6.link_local(src.mac)
+        packet = pk.udp(in_port, src_mac, dhcp6.ALL_SERVERS_MAC, src_ip, dhcp6.ALL_SERVERS,
+                        dhcp6.CLIENT_PORT, dhcp6.SERVER_PORT, ttl=1)  # fmt: skip
+        return Built(packet, src, None)
     dst: Port | None = None
     dst_ip = spec.dst_ip
     if proto == "dhcp":
@@ -857,6 +866,8 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
             f"  punted to {service} (controller, from table {pi.table} ({pi.stage}):"
             f" {ex.origin(pi.cookie)})"
         )
+        if pi.userdata[:1] == bytes([PUNT_DHCP6]) and src is not None:
+            lines.append(f"  {dhcp6_answer(ex, src)}")
     if trace.dropped:
         if stops:
             s, at = stops[-1]
@@ -869,6 +880,35 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
     # the input port, resubmit limits) are worth a line.
     lines.extend(f"  note: {d}" for d in trace.drops if not _EXPLAINED_DROP.match(d))
     return "\n".join(lines)
+
+
+def dhcp6_answer(ex: Explainer, port_id: str) -> str:
+    """What the agent's DHCPv6 server answers PORT_ID (wyvern/controller/dhcp6.py), with
+    the agent's default settings (lease time, domain)."""
+    port = ex.view.ports[port_id]
+    subnets = ex.view.network_subnets(port.network_id)
+    settings = dhcp.DhcpSettings()
+
+    def subnet(s: Subnet) -> str:
+        return f"subnet {_named(ex.catalog.name('subnet', s.id), s.id)} ({s.ipv6_address_mode})"
+
+    stateful = dhcp6.stateful_addresses(port, subnets)
+    if stateful:
+        leased = ", ".join(f"{ip} on {subnet(s)}" for ip, s in stateful)
+        what = f"a Solicit gets {leased} (IA_NA, lease {settings.lease_time} s)"
+    else:
+        on = ", ".join(subnet(s) for s in dhcp6.port_subnets(port, subnets))
+        what = (
+            f"on {on} it has no stateful address: a Solicit gets NoAddrsAvail, an "
+            "Information-Request the options"
+        )
+    dns = ", ".join(dhcp6.dns_servers(port, subnets)) or "none"
+    extra = sorted(o.opt_name for o in port.extra_dhcp_opts if o.ip_version == 6)
+    more = f"; extra options {', '.join(extra)}" if extra else ""
+    return (
+        f"the agent's DHCPv6 server for {ex.port(port_id)}: {what}; DNS servers {dns}; "
+        f"domain search {settings.domain_name}{more}"
+    )
 
 
 _EXPLAINED_DROP = re.compile(r"^(table \d+ \(\w+\) drops: |no flow matched in table )")
