@@ -262,6 +262,18 @@ class Settings:
         "the external networks it hosts gateways on; an answer with a new MAC replaces "
         "the binding (a replaced upstream router).",
     )
+    dhcp_lease_duration: int = _opt(
+        default=86400,
+        ge=60,
+        description="Agent: DHCP lease time in seconds (Neutron's option), for DHCPv4 "
+        "leases and DHCPv6 address lifetimes; renewal at 1/2, rebinding at 7/8 of it.",
+    )
+    dns_domain: str = _opt(
+        default="openstacklocal",
+        description="Agent: the domain DHCPv4 sends as the domain name (option 15) and "
+        "DHCPv6 as the domain search list (option 24), as Neutron's `dns_domain`; a "
+        "port's extra_dhcp_opts override it.",
+    )
     nova_metadata_host: str = _opt(
         default="",
         description="Agent: host of Nova's metadata API, where the metadata proxy sends "

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Chassis, in_netns
-from tests.e2e.test_dataplane import PY, read_env
+from tests.e2e.test_dataplane import PY, eventually, read_env
 
 pytestmark = pytest.mark.system
 
@@ -269,3 +269,26 @@ def test_a_solicit_flood_from_one_vm_leaves_dhcpv6_to_the_others(chassis: Chassi
         assert punted >= 2 and dropped == 0, out.stdout  # solicit and request, all served
     # The flooder itself is still served once it stops.
     assert_leased(c, ns_f, dhcp6_dir(c), flooder)
+
+
+def test_dhclient6_renews_with_the_configured_lease_time_and_domain(chassis: Chassis) -> None:
+    """The agent's dhcp_lease_duration and dns_domain (Neutron's options) reach the
+    lease, and the client's Renew at T1 is answered with the same address."""
+    c = chassis
+    assert c.agent is not None
+    c.agent.stop()
+    c.env.update(WYVERN_DHCP_LEASE_DURATION="60", WYVERN_DNS_DOMAIN="cloud.example")
+    c.start_agent()
+    c.wait_agent_alive()
+    net, _ = stateful_net(c, "renew", "fd66::/64")
+    port, ns = vm6(c, net, "renew6")
+    work = dhcp6_dir(c)
+    env = assert_leased(c, ns, work, port)
+    assert env["new_dhcp6_domain_search"].split() == ["cloud.example."], env
+    lease = (work / "dhclient6.leases").read_text()
+    for words in ("renew 30;", "rebind 52;", "preferred-life 60;", "max-life 60;"):
+        assert words in lease, lease
+    eventually(lambda: (work / "dhclient6.RENEW6").exists(), "a renewal at T1", timeout=60)
+    renewed = read_env(work / "dhclient6.RENEW6")
+    assert renewed["new_ip6_address"] == v6_of(port), renewed
+    assert renewed["new_max_life"] == "60", renewed

@@ -87,6 +87,7 @@ class AgentComponent:
     def start(self) -> None:
         from wyvern.controller.agent import Agent
         from wyvern.controller.chassis import ChassisInfo
+        from wyvern.controller.dhcp import DhcpSettings
         from wyvern.controller.metadata import MetadataSettings
         from wyvern.nb.factory import open_store
         from wyvern.southbound.ovs import OvsError
@@ -129,6 +130,7 @@ class AgentComponent:
             selective=selective,
             liveness_grace=s.agent_liveness_grace,
             mac_binding_refresh=s.agent_mac_binding_refresh,
+            dhcp=DhcpSettings(lease_time=s.dhcp_lease_duration, domain_name=s.dns_domain),
             metadata=MetadataSettings(
                 nova_metadata_host=s.nova_metadata_host,
                 nova_metadata_port=s.nova_metadata_port,

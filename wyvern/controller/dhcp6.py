@@ -11,7 +11,7 @@ Messages (RFC 8415; malformed ones raise Dhcp6Error and are dropped by the calle
 - Solicit -> Advertise, or Reply when the client asked for Rapid Commit; Request, Renew,
   Rebind -> Reply. The first IA_NA carries exactly the port's fixed addresses on its
   dhcpv6-stateful subnets, preferred and valid for the lease time, T1 1/2 and T2 7/8 of
-  it (dnsmasq's ratios; the lease time is the DHCPv4 one, `DhcpSettings.lease_time`).
+  it (dnsmasq's ratios; the lease time is DHCPv4's, the `dhcp_lease_duration` setting).
   Addresses the client names that are not the port's come back with lifetimes 0, so it
   drops them. A port without such an address gets status NoAddrsAvail in each IA (and,
   in an Advertise, in the message too, as dnsmasq does for RFC 3315 clients); further
@@ -27,8 +27,8 @@ Options in every answer: Server Identifier, a DUID-LL of the network's service M
 for the network's life; a router attached later does not change it), the client's
 Client Identifier echoed; and in Advertise/Reply to Solicit, Request, Renew, Rebind and
 Information-Request: 23 DNS servers (the IPv6 `dns_nameservers` of the port's DHCPv6
-subnets), 24 domain search (`DhcpSettings.domain_name`, what DHCPv4 sends as option 15,
-as Neutron's dnsmasq sends its `dns_domain`), then the port's extra_dhcp_opts with
+subnets), 24 domain search (the `dns_domain` setting, what DHCPv4 sends as option 15, as
+Neutron's dnsmasq sends its `dns_domain`), then the port's extra_dhcp_opts with
 ip_version 6 (wyvern/model/dhcp6_options.py), which override 23 and 24.
 
 The reply goes from the service MAC and its EUI-64 link-local address, UDP 547, to the
