@@ -36,11 +36,11 @@ also request dhcp6.name-servers, dhcp6.domain-search, dhcp6.bootfile-url;
 """
 
 
-def dhcp6_dir(c: Chassis, timeout: int = 15) -> Path:
+def dhcp6_dir(c: Chassis, timeout: int = 15, conf: str = "") -> Path:
     work = c.scratch_dir()
     for name, text in (
         ("dhclient6.sh", DHCLIENT6_SCRIPT.format(dir=work)),
-        ("dhclient6.conf", DHCLIENT6_CONF.format(timeout=timeout)),
+        ("dhclient6.conf", DHCLIENT6_CONF.format(timeout=timeout) + conf),
     ):
         (work / name).write_text(text)
         (work / name).chmod(0o755)
@@ -97,6 +97,7 @@ def assert_leased(c: Chassis, ns: str, work: Path, port: dict[str, Any]) -> dict
     """dhclient -6 got exactly the API's address, and the kernel holds it."""
     out = dhclient6(ns, work)
     assert out.returncode == 0, out.stdout + out.stderr + c.agent_log()
+    (work / "dhclient6.out").write_text(out.stderr)
     env = read_env(work / "dhclient6.BOUND6")
     assert env["new_ip6_address"] == v6_of(port), env
     shown = in_netns(ns, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "global").stdout
@@ -182,8 +183,10 @@ def test_extra_dhcp_opt_v6_reaches_the_lease(chassis: Chassis) -> None:
         {"opt_name": "domain-search", "opt_value": "vms.example", "ip_version": 6},
     ]
     port, ns = vm6(c, net, "extra6", extra_dhcp_opts=extra)
-    work = dhcp6_dir(c)
+    work = dhcp6_dir(c, conf="send dhcp6.rapid-commit;\n")  # (and a two-message exchange)
     env = assert_leased(c, ns, work, port)
+    log = (work / "dhclient6.out").read_text()
+    assert "RCV: Reply message" in log and "Advertise" not in log, log
     assert env["new_dhcp6_domain_search"].split() == ["vms.example."], env
     lease = (work / "dhclient6.leases").read_text()
     assert f'option dhcp6.bootfile-url "{url}";' in lease, lease
