@@ -291,6 +291,15 @@ def test_dhclient6_renews_with_the_configured_lease_time_and_domain(chassis: Cha
     lease = (work / "dhclient6.leases").read_text()
     for words in ("renew 30;", "rebind 52;", "preferred-life 60;", "max-life 60;"):
         assert words in lease, lease
+    # `wyvern trace` explains the Solicit with the agent's settings, simulated and on OVS.
+    for how in ((), ("--ovs",)):
+        out = c.wyvern("trace", *how, "--from", "renew6", "--proto", "dhcp6")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert (
+            f"the agent's DHCPv6 server for port renew6 ({port['id']}): a Solicit gets "
+            f"{v6_of(port)} on subnet"
+        ) in out.stdout, out.stdout
+        assert "(IA_NA, lease 60 s)" in out.stdout and "domain search cloud.example" in out.stdout
     eventually(lambda: (work / "dhclient6.RENEW6").exists(), "a renewal at T1", timeout=60)
     renewed = read_env(work / "dhclient6.RENEW6")
     assert renewed["new_ip6_address"] == v6_of(port), renewed

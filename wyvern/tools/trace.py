@@ -263,6 +263,7 @@ class Explainer:
         self.view = view
         self.catalog = catalog or Catalog()
         self.index = index if index is not None else desired_flows(view)[1]
+        self.dhcp = dhcp.DhcpSettings()  # the agent's lease time and domain (dhcp6_answer)
         self._net_by_key = {n.key: n.id for n in view.networks.values()}
         self._router_by_key = {r.key: r.id for r in view.routers.values()}
         self._port_by_key = {(p.network_id, p.key): p.id for p in view.ports.values()}
@@ -883,11 +884,10 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
 
 
 def dhcp6_answer(ex: Explainer, port_id: str) -> str:
-    """What the agent's DHCPv6 server answers PORT_ID (wyvern/controller/dhcp6.py), with
-    the agent's default settings (lease time, domain)."""
+    """What the agent's DHCPv6 server answers PORT_ID (wyvern/controller/dhcp6.py)."""
     port = ex.view.ports[port_id]
     subnets = ex.view.network_subnets(port.network_id)
-    settings = dhcp.DhcpSettings()
+    settings = ex.dhcp
 
     def subnet(s: Subnet) -> str:
         return f"subnet {_named(ex.catalog.name('subnet', s.id), s.id)} ({s.ipv6_address_mode})"
@@ -1113,8 +1113,10 @@ def run_trace(settings: Settings, spec: PacketSpec, *, use_ovs: bool = False) ->
         catalog = Catalog.from_store(store)
     finally:
         store.close()
+    dhcp_settings = dhcp.DhcpSettings(settings.dhcp_lease_duration, settings.dns_domain)
     if not use_ovs:
         tracer, built = Tracer.for_spec(catalog, spec)
+        tracer.explainer.dhcp = dhcp_settings
         return tracer.explain(tracer.simulate(built))
     from wyvern.southbound.ovs import OvsError
 
@@ -1137,4 +1139,7 @@ def run_trace(settings: Settings, spec: PacketSpec, *, use_ovs: bool = False) ->
         f"ofproto/trace {settings.bridge} {flow}",
         "",
     ]
+    if spec.proto.lower() == "dhcp6":  # (what the punt's controller action leads to)
+        tracer.explainer.dhcp = dhcp_settings
+        text += f"\nif punted: {dhcp6_answer(tracer.explainer, src.id)}"
     return "\n".join(head) + text
