@@ -262,6 +262,15 @@ def test_a_port_without_a_stateful_address_gets_no_addrs_avail() -> None:
     assert [(c, struct.unpack("!H", x[:2])[0]) for c, x in d.ias()[0][3]] == [(13, 2)]
 
 
+def test_temporary_addresses_and_prefix_delegation_are_refused_per_ia() -> None:
+    ta = opt(4, struct.pack("!I", 0x7A))
+    pd = opt(25, struct.pack("!III", 0x9D, 0, 0))
+    d = reply_of(client_frame(dhcp6.SOLICIT, ia_na(1) + ta + pd))
+    assert d.addresses() == [(ADDR, 86400, 86400)]  # the IA_NA is still served
+    assert d.get(4) == struct.pack("!I", 0x7A) + opt(13, b"\0\x02")  # NoAddrsAvail
+    assert d.get(25) == struct.pack("!III", 0x9D, 0, 0) + opt(13, b"\0\x06")  # NoPrefixAvail
+
+
 def test_confirm_release_and_decline() -> None:
     ok = reply_of(client_frame(dhcp6.CONFIRM, ia_na(1, ADDR)))
     assert ok.msg.msg_type == dhcp6.REPLY and ok.status() == 0 and not ok.ias()
@@ -353,6 +362,7 @@ def test_no_reply_on_a_network_without_a_dhcpv6_subnet() -> None:
         client_frame(dhcp6.SOLICIT, client_id=b"x"),  # a one-octet DUID
         client_frame(dhcp6.SOLICIT, opt(3, b"\0" * 11)),  # a short IA_NA
         client_frame(dhcp6.SOLICIT, opt(3, b"\0" * 12 + opt(5, b"\0" * 23))),  # short IA addr
+        client_frame(dhcp6.SOLICIT, opt(25, b"\0" * 11)),  # a short IA_PD
     ],
 )
 def test_malformed_messages_raise_dhcp6_error(frame: bytes) -> None:

@@ -15,7 +15,8 @@ Messages (RFC 8415; malformed ones raise Dhcp6Error and are dropped by the calle
   Addresses the client names that are not the port's come back with lifetimes 0, so it
   drops them. A port without such an address gets status NoAddrsAvail in each IA (and,
   in an Advertise, in the message too, as dnsmasq does for RFC 3315 clients); further
-  IA_NAs likewise (NoBinding for a Renew or Rebind).
+  IA_NAs likewise (NoBinding for a Renew or Rebind). IA_TA gets NoAddrsAvail and IA_PD
+  NoPrefixAvail: no temporary addresses, no prefix delegation.
 - Confirm -> Reply Success when every address it names is the port's, else NotOnLink
   (the client then solicits again and gets the API's address); no addresses, no reply.
 - Release, Decline -> Reply Success (the address stays the port's, as with DHCPv4).
@@ -88,7 +89,8 @@ OPT_DOMAIN_LIST = dhcp6_options.OPT_DOMAIN_LIST
 OPT_IA_PD = 25
 
 # Status codes.
-SUCCESS, UNSPEC_FAIL, NO_ADDRS_AVAIL, NO_BINDING, NOT_ON_LINK, USE_MULTICAST = range(6)
+(SUCCESS, UNSPEC_FAIL, NO_ADDRS_AVAIL, NO_BINDING, NOT_ON_LINK, USE_MULTICAST,
+ NO_PREFIX_AVAIL) = range(7)  # fmt: skip
 
 DUID_LL, HW_ETHERNET = 3, 1
 MAX_DUID = 130  # type (2) + up to 128 octets (RFC 8415 section 11.1)
@@ -117,7 +119,7 @@ class Dhcp6Request:
     client_id: bytes | None
     server_id: bytes | None
     ia_nas: tuple[IaNa, ...]
-    other_ias: bool  # IA_TA or IA_PD present (never served)
+    other_ias: tuple[tuple[int, int], ...]  # (IA_TA or IA_PD, IAID): never served
     rapid_commit: bool
     eth_src: str
     ip_src: str
@@ -174,6 +176,12 @@ def _parse_ia_na(value: bytes) -> IaNa:
     return IaNa(iaid, tuple(addrs))
 
 
+def _other_ia(code: int, value: bytes) -> tuple[int, int]:
+    if len(value) < (4 if code == OPT_IA_TA else _IA.size):
+        raise Dhcp6Error(f"option {code} (an IA) is too short")
+    return code, int.from_bytes(value[:4], "big")
+
+
 def _single(options: list[tuple[int, bytes]], code: int, what: str) -> bytes | None:
     found = [v for c, v in options if c == code]
     if len(found) > 1:
@@ -212,7 +220,7 @@ def parse_request(frame: bytes) -> Dhcp6Request:
         client_id=_single(options, OPT_CLIENTID, "client identifier"),
         server_id=_single(options, OPT_SERVERID, "server identifier"),
         ia_nas=ia_nas,
-        other_ias=any(c in (OPT_IA_TA, OPT_IA_PD) for c, _ in options),
+        other_ias=tuple(_other_ia(c, v) for c, v in options if c in (OPT_IA_TA, OPT_IA_PD)),
         rapid_commit=any(c == OPT_RAPID_COMMIT for c, _ in options),
         eth_src=eth.src,
         ip_src=ip.src,
@@ -372,6 +380,11 @@ def answer(
             else:
                 text = "no address for this port" if not mine else "one IA_NA is served"
                 body += ia_na(ia.iaid, 0, 0, status(missing, text))
+        for code, iaid in req.other_ias:  # temporary addresses, prefix delegation: none
+            if code == OPT_IA_TA:
+                body += option(code, iaid.to_bytes(4, "big") + status(NO_ADDRS_AVAIL, ""))
+            else:
+                body += option(code, _IA.pack(iaid, 0, 0) + status(NO_PREFIX_AVAIL, ""))
         if not mine and reply_type == ADVERTISE:
             top_status = NO_ADDRS_AVAIL
             body += status(NO_ADDRS_AVAIL, "no address for this port")
