@@ -271,7 +271,11 @@ def dhcp6_subnets(subnets: Sequence[Subnet]) -> list[Subnet]:
 def stateful_addresses(port: Port, subnets: Sequence[Subnet]) -> list[tuple[str, Subnet]]:
     """The port's fixed addresses on its dhcpv6-stateful subnets, with those subnets."""
     by_id = {s.id: s for s in dhcp6_subnets(subnets) if s.ipv6_address_mode == STATEFUL}
-    return [(f.ip_address, by_id[f.subnet_id]) for f in port.fixed_ips if f.subnet_id in by_id]
+    return [
+        (str(ipaddress.IPv6Address(f.ip_address)), by_id[f.subnet_id])  # (canonical text)
+        for f in port.fixed_ips
+        if f.subnet_id in by_id
+    ]
 
 
 def port_subnets(port: Port, subnets: Sequence[Subnet]) -> list[Subnet]:
