@@ -278,6 +278,18 @@ class Settings:
         "router advertisements to a VM (Neutron's l3 agent option, radvd's "
         "MaxRtrAdvInterval); the router, RDNSS and DNSSL lifetimes are 3 x this.",
     )
+    dhcp_lease_duration: int = _opt(
+        default=86400,
+        ge=60,
+        description="Agent: DHCP lease time in seconds (Neutron's option), for DHCPv4 "
+        "leases and DHCPv6 address lifetimes; renewal at 1/2, rebinding at 7/8 of it.",
+    )
+    dns_domain: str = _opt(
+        default="openstacklocal",
+        description="Agent: the domain DHCPv4 sends as the domain name (option 15) and "
+        "DHCPv6 as the domain search list (option 24), as Neutron's `dns_domain`; a "
+        "port's extra_dhcp_opts override it.",
+    )
     nova_metadata_host: str = _opt(
         default="",
         description="Agent: host of Nova's metadata API, where the metadata proxy sends "

@@ -388,6 +388,43 @@ def test_extra_dhcp_opts(client: TestClient) -> None:
         failure(post_port(client, network_id=n, extra_dhcp_opts=bad), 400, "InvalidInput")
 
 
+def test_extra_dhcp_opts_v6_are_refused_unless_the_dhcpv6_server_can_send_them(
+    client: TestClient,
+) -> None:
+    """Accepted == served: the API and the agent's DHCPv6 server share one option table."""
+    n = net(client)
+    ok = [
+        {"opt_name": "dns-server", "opt_value": "[fd00::53],fd00::54", "ip_version": 6},
+        {"opt_name": "option6:domain-search", "opt_value": "a.example", "ip_version": 6},
+        {"opt_name": "59", "opt_value": "http://[fd00::1]/boot", "ip_version": 6},
+    ]
+    p = port(client, n, extra_dhcp_opts=ok)
+    assert p["extra_dhcp_opts"] == ok
+    for bad, words in (
+        ({"opt_name": "server-id", "opt_value": "x"}, "'server-id' is not supported"),
+        ({"opt_name": "mtu", "opt_value": "1400"}, "'mtu' is not supported"),
+        ({"opt_name": "4242", "opt_value": "x"}, "'4242' is not supported"),
+        ({"opt_name": "dns-server", "opt_value": "10.0.0.1"}, "is not an IPv6 address"),
+        ({"opt_name": "domain-search", "opt_value": "a..b"}, "is not a domain name"),
+    ):
+        opts = [{**bad, "ip_version": 6}]
+        message = failure(
+            post_port(client, network_id=n, extra_dhcp_opts=opts), 400, "InvalidInput"
+        )
+        assert "extra_dhcp_opts" in message and words in message, message
+        failure(put_port(client, p["id"], extra_dhcp_opts=opts), 400, "InvalidInput")
+    # Nothing changed by the refusals; a v6 option can still be deleted with null.
+    r = client.get(f"/v2.0/ports/{p['id']}")
+    assert r.json()["port"]["extra_dhcp_opts"] == ok
+    r = put_port(
+        client, p["id"], extra_dhcp_opts=[{"opt_name": "59", "opt_value": None, "ip_version": 6}]
+    )
+    assert r.status_code == 200 and r.json()["port"]["extra_dhcp_opts"] == ok[:2]
+    # The same names for IPv4 are DHCPv4's business (unchanged).
+    v4 = [{"opt_name": "server-id", "opt_value": "10.0.0.1", "ip_version": 4}]
+    assert port(client, n, extra_dhcp_opts=v4)["extra_dhcp_opts"] == v4
+
+
 # ---- port security ----------------------------------------------------------------------------
 def test_port_security(client: TestClient) -> None:
     n = net(client)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
-from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS
+from wyvern.apps.punts import PUNT_DHCP4, PUNT_DHCP6, PUNT_ND_NS
 from wyvern.apps.services import Services
 from wyvern.controller.engine import Engine
 from wyvern.ir import ETH_TYPE_ARP, Flow
@@ -373,3 +374,61 @@ def test_a_router_interface_s_link_local_address_is_answered() -> None:
     # another link-local address nobody holds is flooded as before
     trace = s.run(pk.nd_solicit(1, MAC_A, str(eui64_link_local(MAC_A)), "fe80::77"))
     assert not trace.punts and trace.output_ports == [2], trace.format()
+
+
+# --- DHCPv6 -----------------------------------------------------------------------------
+
+LL_A = "fe80::f816:3eff:fe00:a"
+ALL_DHCP6 = "ff02::1:2"
+MC_DHCP6 = "33:33:00:01:00:02"
+
+
+def dhcp6_view(mode: str | None, *, dhcp: bool = True) -> LocalView:
+    return sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[
+            sc.subnet(
+                "s6", "n1", "fd00::/64", enable_dhcp=dhcp, ipv6_address_mode=mode, ipv6_ra_mode=mode
+            ),
+        ],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=["fd00::5"]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=["fd00::6"]),
+        ],
+        local={"a": 1, "b": 2},
+    )
+
+
+def solicit(in_port: int = 1, mac: str = MAC_A, src: str = LL_A) -> pk.Packet:
+    return pk.udp(in_port, mac, MC_DHCP6, src, ALL_DHCP6, 546, 547, ttl=1)
+
+
+@pytest.mark.parametrize("mode", ["dhcpv6-stateful", "dhcpv6-stateless"])
+def test_dhcp6_solicit_is_punted_on_a_dhcpv6_subnet_and_nothing_leaves(mode: str) -> None:
+    s = sc.Scenario(dhcp6_view(mode), apps=sc.default_apps())
+    trace = s.run(solicit())
+    assert [p.userdata for p in trace.punts] == [bytes([PUNT_DHCP6])], trace.format()
+    assert trace.punts[0].stage == "punt"  # (from services, through the port's meter)
+    assert not trace.outputs  # not flooded to the other port
+
+
+@pytest.mark.parametrize(
+    ("mode", "dhcp"), [("slaac", True), (None, True), ("dhcpv6-stateful", False)]
+)
+def test_dhcp6_is_flooded_not_punted_without_a_dhcpv6_subnet(mode: str | None, dhcp: bool) -> None:
+    s = sc.Scenario(dhcp6_view(mode, dhcp=dhcp), apps=sc.default_apps())
+    trace = s.run(solicit())
+    assert not trace.punts
+    assert trace.output_ports == [2], trace.format()  # an ordinary multicast
+
+
+def test_dhcp6_is_only_punted_to_the_servers_group_from_the_client_port() -> None:
+    s = sc.Scenario(dhcp6_view("dhcpv6-stateful"), apps=sc.default_apps())
+    # A server's message (547 → 546) from a VM is not the agent's business: no punt.
+    rogue = pk.udp(1, MAC_A, MC_DHCP6, LL_A, ALL_DHCP6, 547, 546, ttl=1)
+    assert not s.run(rogue).punts
+    # Port security first: a spoofed source never reaches the punt.
+    spoofed = s.run(solicit(mac=MAC_B))
+    assert spoofed.dropped and not spoofed.punts
+    own = s.run(solicit(in_port=2, mac=MAC_B, src="fe80::f816:3eff:fe00:b"))
+    assert [p.userdata for p in own.punts] == [bytes([PUNT_DHCP6])]

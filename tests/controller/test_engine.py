@@ -114,6 +114,9 @@ def network(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     ))  # fmt: skip
 
 
+V6_MODES = [None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless"]  # (the DHCPv6 punt)
+
+
 @st.composite
 def subnet(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     id_ = id_ or draw(st.sampled_from(sorted(SUBNETS)))
@@ -122,7 +125,8 @@ def subnet(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         id=id_, network_id=net, cidr=cidr, ip_version=6 if ":" in cidr else 4,
         gateway_ip=draw(st.sampled_from([ip_in(id_, 1), None])),
         enable_dhcp=draw(st.booleans()), dns_nameservers=(), host_routes=(),
-        ipv6_ra_mode=None, ipv6_address_mode=None,
+        ipv6_ra_mode=None,
+        ipv6_address_mode=draw(st.sampled_from(V6_MODES)) if ":" in cidr else None,
     ))  # fmt: skip
 
 

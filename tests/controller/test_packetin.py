@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.apps import scenario as sc
-from tests.controller import test_ra
+from tests.controller import test_dhcp6, test_ra
 from wyvern.apps import punts
-from wyvern.controller import frames, nd
+from wyvern.controller import dhcp6, frames, nd
 from wyvern.controller.packetin import PacketInDispatcher, TokenBucket
 from wyvern.model.view import LocalView
 from wyvern.southbound.ofchannel import PacketIn
@@ -78,6 +78,9 @@ def _hop_limit1() -> bytes:
 # A frame each punt's parser accepts (mutations start from these).
 VALID: dict[int, bytes] = {
     punts.PUNT_DHCP4: _dhcp_discover(),
+    punts.PUNT_DHCP6: test_dhcp6.client_frame(
+        1, test_dhcp6.ia_na(), mac=MAC_VM, src=dhcp6.link_local(MAC_VM)
+    ),
     punts.PUNT_ICMP4_ERROR: _ttl1(),
     punts.PUNT_ICMP6_ERROR: _hop_limit1(),
     punts.PUNT_ND_NS: nd.build_solicitation(MAC_VM, "2001:db8:1::5", "2001:db8:1::6"),

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from tests.api.conftest import create, make_client
 from tests.apps.scenario import with_meters
 from tests.southbound.conftest import ovs, unique
-from wyvern.apps.punts import PUNT_DHCP4
+from wyvern.apps.punts import PUNT_DHCP4, PUNT_DHCP6
 from wyvern.cli.main import app as cli_app
 from wyvern.controller.engine import Engine, default_apps
 from wyvern.ir.pipeline import table_of
@@ -784,3 +784,26 @@ def test_a_router_solicitation_is_punted_and_answered_by_the_router_interface() 
     # on net2 (no IPv6 subnet on the router's interface there) nobody answers: flooded
     _, _, trace, text = world.run(from_port="vm-c", proto="rs")
     assert not trace.punts, text
+
+
+def test_dhcp6_solicit_is_punted_to_the_dhcpv6_server_naming_port_and_subnet() -> None:
+    store = MemoryStore()
+    with make_client(store) as c:
+        net = create(c, "networks", name="net6")
+        sub = create(
+            c, "subnets", network_id=net["id"], cidr="fd00:6::/64", ip_version=6,
+            name="sub6", ipv6_address_mode="dhcpv6-stateful", dns_nameservers=["fd00:6::53"],
+        )  # fmt: skip
+        vm = create(c, "ports", network_id=net["id"], name="vm6")
+    world = World(store, {}, {})
+    _, built, trace, text = world.run(from_port="vm6", proto="dhcp6")
+    assert built.packet["udp_src"] == 546 and built.packet["udp_dst"] == 547
+    assert [p.userdata[0] for p in trace.punts] == [PUNT_DHCP6], text
+    assert not trace.outputs
+    addr = vm["fixed_ips"][0]["ip_address"]
+    assert "punted to dhcp6" in text, text
+    assert (
+        f"the agent's DHCPv6 server for port vm6 ({vm['id']}): a Solicit gets {addr} on "
+        f"subnet sub6 ({sub['id']}) (dhcpv6-stateful)"
+    ) in text, text
+    assert "DNS servers fd00:6::53; domain search openstacklocal" in text, text

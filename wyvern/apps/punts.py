@@ -11,7 +11,7 @@ from __future__ import annotations
 from wyvern.ir import Action, Controller, Flow, Goto, Load, Meter, table
 
 PUNT_DHCP4 = 0x01  # DHCPv4 client → server packets from a local port
-PUNT_DHCP6 = 0x02  # DHCPv6 client packets
+PUNT_DHCP6 = 0x02  # DHCPv6 client → server packets from a local port
 PUNT_ICMP4_ERROR = 0x03  # generate ICMP time-exceeded / unreachable (routing)
 PUNT_ND_RA = 0x04  # router solicitations (IPv6 RA)
 PUNT_ND_NS = 0x05  # neighbour solicitations for a known address: answer with an NA
@@ -38,6 +38,7 @@ NAMES = {
 # punt site may use only these (ICMP errors carry their type and code).
 USERDATA = (
     bytes([PUNT_DHCP4]),
+    bytes([PUNT_DHCP6]),
     bytes([PUNT_ND_NS]),
     bytes([PUNT_ND_RA]),
     bytes([PUNT_ICMP4_ERROR, 11, 0]),  # time exceeded

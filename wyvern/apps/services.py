@@ -33,12 +33,17 @@ DHCPv4 punt: client packets (udp 68 → 67) in a network with an IPv4 subnet wit
 enable_dhcp go to the controller with PUNT_DHCP4 and no further. Without such a subnet
 they continue to L2 like any broadcast (Neutron: nobody answers).
 
+DHCPv6 punt: client messages (udp 546 → 547 to ff02::1:2, All_DHCP_Relay_Agents_and_
+Servers) in a network with an IPv6 subnet with enable_dhcp and an ipv6_address_mode of
+dhcpv6-stateful or dhcpv6-stateless go to the controller with PUNT_DHCP6 and no further
+(wyvern/controller/dhcp6.py answers them). On slaac-only networks they are flooded.
+
 Everything else goes on to l2_lookup (the stage default in wyvern.apps.defaults).
 Owners: ("port", id) for the responder entries of that port's own addresses (so adding a
 port recomputes that port and the few ports its addresses or address pairs touch, not its
-whole network); ("network", id) for the DHCPv4 and router solicitation punts. Where two
-ports of a network hold the same address, the first by id answers (the others' entries
-are left out, so no two owners ever install the same flow key).
+whole network); ("network", id) for the DHCPv4, DHCPv6 and router solicitation punts.
+Where two ports of a network hold the same address, the first by id answers (the others'
+entries are left out, so no two owners ever install the same flow key).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import ipaddress
 
 from wyvern.apps.base import App, Owner
 from wyvern.apps.port_security import eui64_link_local
-from wyvern.apps.punts import PUNT_DHCP4, PUNT_ND_NS, PUNT_ND_RA, punt, punt_flows
+from wyvern.apps.punts import PUNT_DHCP4, PUNT_DHCP6, PUNT_ND_NS, PUNT_ND_RA, punt, punt_flows
 from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
@@ -78,6 +83,8 @@ P_ND_NS = 100
 P_RS = 100
 ND_ROUTER_SOLICIT = 133
 ND_NEIGHBOR_SOLICIT = 135
+DHCP6_MODES = ("dhcpv6-stateful", "dhcpv6-stateless")
+ALL_DHCP6_SERVERS = ip_value("ff02::1:2")[1]
 
 _st = table("services")
 _ARP_REQUEST: dict[str, MatchValue] = {"eth_type": ETH_TYPE_ARP, "arp_op": 1}
@@ -196,7 +203,7 @@ def _answers(view: LocalView, network_id: str, ip: str, port_id: str) -> bool:
 class Services(App):
     """Owners: ("port", id) for the responder entries of the port's own addresses (any
     port of a known network: local or remote, router interfaces included) and
-    ("network", id) for the DHCPv4 punt. A port's entries read the other ports of its
+    ("network", id) for the DHCPv4 and DHCPv6 punts. A port's entries read the other ports of its
     network only through addresses: the holders of its fixed addresses
     (view.ports_by_ip) and the ports listing address pairs (view.pair_ports_by_network)."""
 
@@ -249,12 +256,14 @@ class Services(App):
         net = view.networks.get(net_id)
         if net is None:
             return []
+        subnets = view.network_subnets(net_id)
+        cookie = encode("services", net_id)
         out: list[Flow] = []
         if ra_interfaces(view, net_id):
             out.append(
                 table("services").flow(
                     priority=P_RS,
-                    cookie=encode("services", net_id),
+                    cookie=cookie,
                     match=match(
                         network_key=net.key,
                         eth_type=ETH_TYPE_IPV6,
@@ -264,21 +273,41 @@ class Services(App):
                     actions=punt(bytes([PUNT_ND_RA])),
                 )
             )
-        if not any(s.ip_version == 4 and s.enable_dhcp for s in view.network_subnets(net_id)):
-            return out
-        f = table("services").flow(
-            priority=P_DHCP,
-            cookie=encode("services", net_id),
-            match=match(
-                network_key=net.key,
-                eth_type=ETH_TYPE_IP,
-                ip_proto=IPPROTO_UDP,
-                udp_src=68,
-                udp_dst=67,
-            ),
-            actions=punt(bytes([PUNT_DHCP4])),
-        )
-        return [*out, f]
+        if any(s.ip_version == 4 and s.enable_dhcp for s in subnets):
+            out.append(
+                table("services").flow(
+                    priority=P_DHCP,
+                    cookie=cookie,
+                    match=match(
+                        network_key=net.key,
+                        eth_type=ETH_TYPE_IP,
+                        ip_proto=IPPROTO_UDP,
+                        udp_src=68,
+                        udp_dst=67,
+                    ),
+                    actions=punt(bytes([PUNT_DHCP4])),
+                )
+            )
+        if any(
+            s.ip_version == 6 and s.enable_dhcp and s.ipv6_address_mode in DHCP6_MODES
+            for s in subnets
+        ):
+            out.append(
+                table("services").flow(
+                    priority=P_DHCP,
+                    cookie=cookie,
+                    match=match(
+                        network_key=net.key,
+                        eth_type=ETH_TYPE_IPV6,
+                        ip_proto=IPPROTO_UDP,
+                        ipv6_dst=ALL_DHCP6_SERVERS,
+                        udp_src=546,
+                        udp_dst=547,
+                    ),
+                    actions=punt(bytes([PUNT_DHCP6])),
+                )
+            )
+        return out
 
 
 def _nd_flows(net_key: int, port_key: int, ip: int, cookie: int, *, answers: bool) -> list[Flow]:

@@ -87,6 +87,7 @@ class AgentComponent:
     def start(self) -> None:
         from wyvern.controller.agent import Agent
         from wyvern.controller.chassis import ChassisInfo
+        from wyvern.controller.dhcp import DhcpSettings
         from wyvern.controller.metadata import MetadataSettings
         from wyvern.controller.ra import RaSettings
         from wyvern.nb.factory import open_store
@@ -130,7 +131,8 @@ class AgentComponent:
             selective=selective,
             liveness_grace=s.agent_liveness_grace,
             mac_binding_refresh=s.agent_mac_binding_refresh,
-            router_adverts=RaSettings(s.min_rtr_adv_interval, s.max_rtr_adv_interval),
+            router_adverts=RaSettings(s.min_rtr_adv_interval, s.max_rtr_adv_interval, s.dns_domain),
+            dhcp=DhcpSettings(lease_time=s.dhcp_lease_duration, domain_name=s.dns_domain),
             metadata=MetadataSettings(
                 nova_metadata_host=s.nova_metadata_host,
                 nova_metadata_port=s.nova_metadata_port,

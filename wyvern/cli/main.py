@@ -543,7 +543,7 @@ def trace(
     ] = None,
     dst_ip: Annotated[str | None, typer.Option("--dst-ip", help="Destination IP.")] = None,
     proto: Annotated[
-        str, typer.Option("--proto", help="icmp, tcp, udp, arp, dhcp or rs.")
+        str, typer.Option("--proto", help="icmp, tcp, udp, arp, dhcp, dhcp6 (a Solicit) or rs.")
     ] = "icmp",
     dport: Annotated[
         int | None, typer.Option("--dport", min=0, max=65535, help="TCP/UDP port.")

@@ -65,6 +65,7 @@ from wyvern.controller.bindings import (
     StatusWriter,
 )
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
+from wyvern.controller.dhcp import DhcpSettings
 from wyvern.controller.engine import Engine, default_apps, gc_paused, release_free_memory
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.liveness import ChassisLiveness
@@ -132,6 +133,7 @@ class Agent:
         mac_binding_refresh: float = 60.0,
         metadata: MetadataSettings | None = None,
         router_adverts: ra.RaSettings | None = None,
+        dhcp: DhcpSettings | None = None,
     ) -> None:
         """ovs None: a fake chassis (no switch; flows recorded, ports bound by
         binding:host_id; see wyvern/controller/interest.py). selective: follow only what
@@ -140,7 +142,8 @@ class Agent:
         mac_binding_refresh: seconds between the ARP probes for learned MAC bindings.
         metadata: the metadata proxy's settings (None: no metadata port nor proxy; the
         default, MetadataSettings(), answers every VM 404 "not configured").
-        router_adverts: the intervals and DNS domain of IPv6 router advertisements."""
+        router_adverts: the intervals and DNS domain of IPv6 router advertisements.
+        dhcp: the DHCPv4 and DHCPv6 servers' lease time and domain."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
@@ -187,6 +190,7 @@ class Agent:
         self.want_packet_in = packet_in
         self.packet_in: PacketInService | None = None
         self.metadata_settings = metadata
+        self.dhcp_settings = dhcp or DhcpSettings()
         self.metadata: MetadataProxy | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -262,7 +266,9 @@ class Agent:
         gc.freeze()
         release_free_memory()
         if self.want_packet_in and ovs is not None:
-            self.packet_in = PacketInService.start(self.sync, ovs, self.bridge, self.ra_settings)
+            self.packet_in = PacketInService.start(
+                self.sync, ovs, self.bridge, self.ra_settings, self.dhcp_settings
+            )
         if ovs is not None and self.metadata_settings is not None:
             self._start_metadata(ovs, self.metadata_settings)
         self._thread = threading.Thread(
@@ -714,12 +720,18 @@ class PacketInService:
     """The packet-in dispatcher on an asyncio loop of its own thread."""
 
     def __init__(
-        self, sync: Sync, ovs: OvsInstance, bridge: str, adverts: ra.RaSettings | None = None
+        self,
+        sync: Sync,
+        ovs: OvsInstance,
+        bridge: str,
+        adverts: ra.RaSettings | None = None,
+        dhcp: DhcpSettings | None = None,
     ) -> None:
         self.sync = sync
         self.ovs = ovs
         self.bridge = bridge
         self.adverts = adverts
+        self.dhcp = dhcp or DhcpSettings()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name="packet-in", daemon=True)
         self._channel: Any = None  # the OfChannel while serving
@@ -727,9 +739,14 @@ class PacketInService:
 
     @classmethod
     def start(
-        cls, sync: Sync, ovs: OvsInstance, bridge: str, adverts: ra.RaSettings | None = None
+        cls,
+        sync: Sync,
+        ovs: OvsInstance,
+        bridge: str,
+        adverts: ra.RaSettings | None = None,
+        dhcp: DhcpSettings | None = None,
     ) -> PacketInService:
-        service = cls(sync, ovs, bridge, adverts)
+        service = cls(sync, ovs, bridge, adverts, dhcp)
         service._thread.start()
         return service
 
@@ -750,7 +767,9 @@ class PacketInService:
         channel = OfChannel(
             self.ovs.mgmt_path(self.bridge), name=f"{self.bridge}-packet-in", reconnect_max=1.0
         )
-        dispatcher = packetin.PacketInDispatcher(self.sync.view, ra_settings=self.adverts)
+        dispatcher = packetin.PacketInDispatcher(
+            self.sync.view, dhcp_settings=self.dhcp, ra_settings=self.adverts
+        )
         inner = dispatcher.handle
         lock = self.sync.lock
 

@@ -189,6 +189,21 @@ def ipv6(src: str, dst: str, next_header: int, payload: bytes, hop_limit: int = 
     )
 
 
+def udp6(src: str, dst: str, src_port: int, dst_port: int, payload: bytes) -> bytes:
+    """A UDP datagram (header and PAYLOAD) inside IPv6 SRC -> DST, checksum filled in (a
+    computed 0 is sent as 0xffff: IPv6 forbids an absent UDP checksum, RFC 8200)."""
+    length = _UDP.size + len(payload)
+    pseudo = struct.pack(
+        "!16s16sI3xB",
+        ipaddress.IPv6Address(src).packed,
+        ipaddress.IPv6Address(dst).packed,
+        length,
+        IPPROTO_UDP,
+    )
+    segment = _UDP.pack(src_port, dst_port, length, 0) + payload
+    return _UDP.pack(src_port, dst_port, length, checksum(pseudo + segment) or 0xFFFF) + payload
+
+
 def icmp6(src: str, dst: str, icmp_type: int, code: int, body: bytes) -> bytes:
     """An ICMPv6 message from SRC to DST, its checksum over the IPv6 pseudo-header."""
     raw = struct.pack("!BBH", icmp_type, code, 0) + body

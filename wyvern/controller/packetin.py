@@ -25,7 +25,7 @@ from typing import Protocol
 
 from wyvern.apps import punts
 from wyvern.apps.gateway import local_gateway
-from wyvern.controller import dhcp, frames, icmp_errors, nd, neighbours, ra
+from wyvern.controller import dhcp, dhcp6, frames, icmp_errors, nd, neighbours, ra
 from wyvern.model.view import LocalView, MacBinding, Network, Port, Router
 from wyvern.southbound.ofchannel import ChannelError, PacketIn
 
@@ -134,6 +134,7 @@ class PacketInDispatcher:
         self.limiter = limiter if limiter is not None else TokenBucket()  # empty is falsy
         self.handlers: dict[int, Handler] = {
             punts.PUNT_DHCP4: self.handle_dhcp4,
+            punts.PUNT_DHCP6: self.handle_dhcp6,
             punts.PUNT_ICMP4_ERROR: self.handle_icmp4_error,
             punts.PUNT_ICMP6_ERROR: self.handle_icmp6_error,
             punts.PUNT_ND_NS: self.handle_nd_ns,
@@ -191,6 +192,32 @@ class PacketInDispatcher:
         if reply is None:
             return []
         self.stats[f"dhcp4_{reply.name.lower()}"] += 1
+        return [PacketOut(binding.ofport, reply.frame)]
+
+    def handle_dhcp6(self, pin: PacketIn, now: float) -> list[PacketOut]:
+        """A DHCPv6 client message from a local port (wyvern/controller/dhcp6.py); a
+        malformed one is dropped and counted (`dhcp6_malformed`)."""
+        view = self.view
+        found = find_port(view, pin.network_key, pin.src_port_key)
+        if found is None:
+            return []
+        network, port = found
+        binding = view.bindings.get(port.id)
+        if binding is None or not port.admin_state_up:
+            return []
+        try:
+            req = dhcp6.parse_request(pin.data)
+        except dhcp6.Dhcp6Error as exc:
+            self.stats["dhcp6_malformed"] += 1
+            LOG.debug("dhcp6 port %s: dropped: %s", port.id, exc)
+            return []
+        reply = dhcp6.answer(
+            req, port, network, view.network_subnets(network.id), self.dhcp_settings
+        )
+        if reply is None:
+            self.stats["dhcp6_unanswered"] += 1
+            return []
+        self.stats[f"dhcp6_{reply.name.lower()}"] += 1
         return [PacketOut(binding.ofport, reply.frame)]
 
     def handle_icmp4_error(self, pin: PacketIn, now: float) -> list[PacketOut]:

@@ -69,7 +69,7 @@ SLAAC, STATEFUL, STATELESS = "slaac", "dhcpv6-stateful", "dhcpv6-stateless"
 DEFAULT_MIN_INTERVAL, DEFAULT_MAX_INTERVAL = 30.0, 100.0  # Neutron's l3 agent defaults
 INITIAL_ADVERTISEMENTS = 3  # RFC 4861 §6.2.4
 INITIAL_INTERVAL = 16.0  # MAX_INITIAL_RTR_ADVERT_INTERVAL: the cap between them
-DEFAULT_DOMAIN = "openstacklocal"  # (wyvern.controller.dhcp's option 15)
+DEFAULT_DOMAIN = "openstacklocal"  # (the `dns_domain` setting's default, as DHCP)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,9 +40,9 @@ from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
-from wyvern.apps.punts import PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR, PUNT_ND_RA
+from wyvern.apps.punts import PUNT_DHCP6, PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR, PUNT_ND_RA
 from wyvern.config import Settings
-from wyvern.controller import icmp_errors, ra
+from wyvern.controller import dhcp, dhcp6, icmp_errors, ra
 from wyvern.controller.sync import Sync
 from wyvern.ir import (
     ETH_TYPE_ARP,
@@ -72,6 +72,7 @@ from wyvern.model.view import (
     Port,
     PortForwarding,
     SecurityGroupRule,
+    Subnet,
 )
 from wyvern.nb.snapshot import SnapshotStore
 from wyvern.nb.store import ListResult, Store
@@ -263,6 +264,7 @@ class Explainer:
         self.view = view
         self.catalog = catalog or Catalog()
         self.index = index if index is not None else desired_flows(view)[1]
+        self.dhcp = dhcp.DhcpSettings()  # the agent's lease time and domain (dhcp6_answer)
         self._net_by_key = {n.key: n.id for n in view.networks.values()}
         self._router_by_key = {r.key: r.id for r in view.routers.values()}
         self._port_by_key = {(p.network_id, p.key): p.id for p in view.ports.values()}
@@ -438,7 +440,7 @@ class Explainer:
 
 # ----------------------------------------------------------------------------- packets
 
-PROTOCOLS: tuple[str, ...] = ("icmp", "tcp", "udp", "arp", "dhcp", "rs")
+PROTOCOLS: tuple[str, ...] = ("icmp", "tcp", "udp", "arp", "dhcp", "dhcp6", "rs")
 EPHEMERAL_PORT = 40000
 
 
@@ -562,6 +564,11 @@ def _build_packet(view: LocalView, spec: PacketSpec, in_port: int) -> Built:
         if _version(src_ip) != 6:
             raise TraceError("a router solicitation is IPv6: give an IPv6 --src-ip")
         return Built(pk.router_solicit(in_port, src_mac, src_ip), src, None)
+    if proto == "dhcp6":  # a Solicit: from the port's link-local address to the servers
+        src_ip = spec.src_ip or dhcp6.link_local(src.mac)
+        packet = pk.udp(in_port, src_mac, dhcp6.ALL_SERVERS_MAC, src_ip, dhcp6.ALL_SERVERS,
+                        dhcp6.CLIENT_PORT, dhcp6.SERVER_PORT, ttl=1)  # fmt: skip
+        return Built(packet, src, None)
     dst: Port | None = None
     dst_ip = spec.dst_ip
     if proto == "dhcp":
@@ -936,6 +943,8 @@ def format_explained(trace: Trace, ex: Explainer) -> str:
             lines.append(f"    {error}")
         if pi.userdata[:1] == bytes([PUNT_ND_RA]):
             lines.extend(_advertised(ex, src))
+        if pi.userdata[:1] == bytes([PUNT_DHCP6]) and src is not None:
+            lines.append(f"  {dhcp6_answer(ex, src)}")
     if trace.dropped:
         if stops:
             s, at = stops[-1]
@@ -974,6 +983,34 @@ def _advertised(ex: Explainer, port_id: str | None) -> list[str]:
             + (f", DNS {' '.join(a.dns)} (search {' '.join(a.domains)})" if a.dns else "")
         )
     return out
+
+
+def dhcp6_answer(ex: Explainer, port_id: str) -> str:
+    """What the agent's DHCPv6 server answers PORT_ID (wyvern/controller/dhcp6.py)."""
+    port = ex.view.ports[port_id]
+    subnets = ex.view.network_subnets(port.network_id)
+    settings = ex.dhcp
+
+    def subnet(s: Subnet) -> str:
+        return f"subnet {_named(ex.catalog.name('subnet', s.id), s.id)} ({s.ipv6_address_mode})"
+
+    stateful = dhcp6.stateful_addresses(port, subnets)
+    if stateful:
+        leased = ", ".join(f"{ip} on {subnet(s)}" for ip, s in stateful)
+        what = f"a Solicit gets {leased} (IA_NA, lease {settings.lease_time} s)"
+    else:
+        on = ", ".join(subnet(s) for s in dhcp6.port_subnets(port, subnets))
+        what = (
+            f"on {on} it has no stateful address: a Solicit gets NoAddrsAvail, an "
+            "Information-Request the options"
+        )
+    dns = ", ".join(dhcp6.dns_servers(port, subnets)) or "none"
+    extra = sorted(o.opt_name for o in port.extra_dhcp_opts if o.ip_version == 6)
+    more = f"; extra options {', '.join(extra)}" if extra else ""
+    return (
+        f"the agent's DHCPv6 server for {ex.port(port_id)}: {what}; DNS servers {dns}; "
+        f"domain search {settings.domain_name}{more}"
+    )
 
 
 _EXPLAINED_DROP = re.compile(r"^(table \d+ \(\w+\) drops: |no flow matched in table )")
@@ -1178,8 +1215,10 @@ def run_trace(settings: Settings, spec: PacketSpec, *, use_ovs: bool = False) ->
         catalog = Catalog.from_store(store)
     finally:
         store.close()
+    dhcp_settings = dhcp.DhcpSettings(settings.dhcp_lease_duration, settings.dns_domain)
     if not use_ovs:
         tracer, built = Tracer.for_spec(catalog, spec)
+        tracer.explainer.dhcp = dhcp_settings
         return tracer.explain(tracer.simulate(built))
     from wyvern.southbound.ovs import OvsError
 
@@ -1202,4 +1241,7 @@ def run_trace(settings: Settings, spec: PacketSpec, *, use_ovs: bool = False) ->
         f"ofproto/trace {settings.bridge} {flow}",
         "",
     ]
+    if spec.proto.lower() == "dhcp6":  # (what the punt's controller action leads to)
+        tracer.explainer.dhcp = dhcp_settings
+        text += f"\nif punted: {dhcp6_answer(tracer.explainer, src.id)}"
     return "\n".join(head) + text

@@ -56,6 +56,7 @@ from wyvern.api.resources.subnets import (
     txn_cache,
 )
 from wyvern.api.types import Bool, DeviceOwner, IpAddress, MacAddress, ShortStr, Uuid
+from wyvern.model import dhcp6_options
 from wyvern.model.keys import (
     STATUS_PORTS,
     host_port_key,
@@ -320,6 +321,18 @@ def _check_profile(profile: dict[str, Any] | None) -> dict[str, Any]:
     return profile
 
 
+def check_dhcp6_opts(opts: list[dict[str, Any]]) -> None:
+    """Refuse an ip_version 6 option the agent's DHCPv6 server could not send exactly
+    (wyvern.model.dhcp6_options: the same table serves them)."""
+    for opt in opts:
+        if opt.get("ip_version") != 6 or opt.get("opt_value") is None:
+            continue
+        try:
+            dhcp6_options.encode(opt["opt_name"], opt["opt_value"])
+        except dhcp6_options.Dhcp6OptionError as exc:
+            raise _invalid("extra_dhcp_opts", str(exc)) from None
+
+
 def _merge_dhcp_opts(
     current: list[dict[str, Any]], updates: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -479,6 +492,7 @@ class Ports(Resource):
             self.settings.max_allowed_address_pair, attrs.get("allowed_address_pairs") or []
         )
         attrs["binding:profile"] = _check_profile(attrs.get("binding:profile"))
+        check_dhcp6_opts(attrs.get("extra_dhcp_opts") or [])
         if attrs.get("port_security_enabled") is False and attrs.get("security_groups"):
             raise SG_NEEDS_PORT_SECURITY
 
@@ -846,6 +860,7 @@ class Ports(Resource):
         if pairs and not port_security:
             raise _pairs_need_port_security()
         if "extra_dhcp_opts" in changes:
+            check_dhcp6_opts(changes["extra_dhcp_opts"])
             changes["extra_dhcp_opts"] = _merge_dhcp_opts(
                 obj.get("extra_dhcp_opts") or [], changes["extra_dhcp_opts"]
             )
