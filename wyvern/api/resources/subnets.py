@@ -504,6 +504,9 @@ def subnet_in_use(subnet_id: str) -> NeutronError:
 
 class Subnets(Resource):
     defn = DEFN
+    # A pool without room: Neutron's SubnetAllocationError is a 500 (wyvern.api.resources.
+    # subnetpools.allocation_error), and clients see the same.
+    create_errors = (500,)
 
     @property
     def networks(self) -> Networks:
@@ -623,7 +626,6 @@ class Subnets(Resource):
             raise PolicyNotAuthorized("create_subnet")
         pooled = "_pool_request" in attrs
         scope = self._from_pool(ctx, attrs, txn) if pooled else None
-        self._check_pool_affinity(network.obj, siblings, attrs, scope)
         net = ipaddress.ip_network(attrs["cidr"])
         for other in siblings:
             other_net = ipaddress.ip_network(other["cidr"])
@@ -632,6 +634,7 @@ class Subnets(Resource):
                     f"Requested subnet with cidr: {attrs['cidr']} for network: {network_id} "
                     "overlaps with another subnet"
                 )
+        self._check_pool_affinity(network.obj, siblings, attrs, scope)
         obj = self.new_object(attrs)
         txn.create("subnets", obj, network_id)
         siblings.append(obj)
