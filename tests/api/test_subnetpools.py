@@ -405,3 +405,32 @@ def test_bulk_allocation_shares_the_pool(client: TestClient) -> None:
 def test_extensions_advertised(client: TestClient) -> None:
     aliases = {e["alias"] for e in client.get("/v2.0/extensions").json()["extensions"]}
     assert {"subnet_allocation", "default-subnetpools", "address-scope"} <= aliases
+
+
+def test_add_and_remove_prefixes(client: TestClient) -> None:
+    p = pool(client, prefixes=["10.110.0.0/24"], default_prefixlen=24)
+    url = f"/v2.0/subnetpools/{p['id']}"
+    resp = client.put(f"{url}/add_prefixes", json={"prefixes": ["10.110.1.0/24", "10.120.0.0/24"]})
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"prefixes": ["10.110.0.0/23", "10.120.0.0/24"]}
+    sub = post_subnet(client, network_id=net(client), subnetpool_id=p["id"]).json()["subnet"]
+    assert sub["cidr"] == "10.120.0.0/24"  # (the smallest free block first)
+    resp = client.put(f"{url}/remove_prefixes", json={"prefixes": ["10.120.0.0/24"]})
+    assert resp.status_code == 400 and error_type(resp) == "IllegalSubnetPoolPrefixUpdate"
+    assert resp.json()["NeutronError"]["message"] == (
+        "Illegal update to prefixes: One or more the prefixes to be removed is in use by a subnet."
+    )
+    resp = client.put(f"{url}/remove_prefixes", json={"prefixes": ["10.110.1.0/24"]})
+    assert resp.json() == {"prefixes": ["10.110.0.0/24", "10.120.0.0/24"]}
+    shown = client.get(url).json()["subnetpool"]
+    assert shown["prefixes"] == ["10.110.0.0/24", "10.120.0.0/24"]
+    # nothing to remove, or nothing given: unchanged
+    for body in ({"prefixes": ["192.168.0.0/24"]}, {"prefixes": []}):
+        resp = client.put(f"{url}/remove_prefixes", json=body)
+        assert resp.json() == {"prefixes": ["10.110.0.0/24", "10.120.0.0/24"]}
+    for body in ({"prefixes": ["bogus"]}, {"other": []}, []):
+        assert client.put(f"{url}/add_prefixes", json=body).status_code == 400
+    resp = client.put(f"{url}/add_prefixes", json={"prefixes": ["10.9.0.0/24"]}, headers=P2)
+    assert resp.status_code == 404
+    aliases = {e["alias"] for e in client.get("/v2.0/extensions").json()["extensions"]}
+    assert "subnetpool-prefix-ops" in aliases

@@ -66,6 +66,11 @@ EXTENSIONS: list[Extension] = [
         "Enables allocation of subnets from a subnet pool.",
     ),
     _ext(
+        "subnetpool-prefix-ops",
+        "Subnet Pool Prefix Operations",
+        "Provides support for adjusting the prefix list of subnet pools.",
+    ),
+    _ext(
         "default-subnetpools",
         "Default Subnetpools",
         "Provides ability to mark and use a subnetpool as the default.",

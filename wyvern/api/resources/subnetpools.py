@@ -33,8 +33,8 @@ from wyvern.api.errors import (
     bad_request,
     conflict,
 )
-from wyvern.api.repo import Stored, Txn
-from wyvern.api.resource import Resource
+from wyvern.api.repo import Stored, Txn, with_retries
+from wyvern.api.resource import Resource, Route, touch
 from wyvern.api.types import Bool, Uuid
 
 if TYPE_CHECKING:
@@ -362,6 +362,74 @@ class SubnetPools(Resource):
         if scope is None:
             return None
         return scope_id, int(scope.obj["_key"])
+
+    # ---- subnetpool-prefix-ops ---------------------------------------------------------------
+    def extra_routes(self) -> list[Route]:
+        item = f"/v2.0/{self.defn.path}/{{id}}"
+        prefixes = {"type": "array", "items": {"type": "string", "maxLength": 64}}
+        body = {
+            "type": "object",
+            "required": ["prefixes"],
+            "additionalProperties": False,
+            "properties": {"prefixes": prefixes},
+        }
+        out = {"type": "object", "required": ["prefixes"], "properties": {"prefixes": prefixes}}
+        return [
+            Route(f"{item}/add_prefixes", "PUT", self.add_prefixes, body, response=out),
+            Route(f"{item}/remove_prefixes", "PUT", self.remove_prefixes, body, response=out),
+        ]
+
+    def add_prefixes(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
+        return self._prefix_op(ctx, params["id"], body, add=True), 200
+
+    def remove_prefixes(
+        self, ctx: RequestContext, params: dict[str, str], body: Any
+    ) -> tuple[Any, int]:
+        return self._prefix_op(ctx, params["id"], body, add=False), 200
+
+    def _prefix_op(self, ctx: RequestContext, id_: str, body: Any, add: bool) -> dict[str, Any]:
+        """Neutron's add_prefixes (an update to the prefixes plus these) and
+        remove_prefixes (refused while a subnet of the pool lies in what goes)."""
+        if not isinstance(body, dict) or set(body) != {"prefixes"}:
+            raise BadRequest('Invalid body: expected {"prefixes": [...]}')
+        raw = self.defn.by_name["prefixes"].convert(body["prefixes"])
+        requested = [_canonical(p) for p in raw]
+        action = "add_prefixes" if add else "remove_prefixes"
+
+        def attempt() -> dict[str, Any]:
+            stored = self.load_for_write(ctx, id_, action)
+            current = list(stored.obj.get("prefixes") or [])
+            if not requested:
+                return {"prefixes": current}
+            txn = self.repo.txn()
+            if add:
+                self.update_ops(
+                    ctx, stored, {"prefixes": current + [str(n) for n in requested]}, txn
+                )
+            else:
+                nets = nets_of(stored.obj)
+                if not overlaps(nets, requested):
+                    return {"prefixes": current}
+                allocated = [
+                    ipaddress.ip_network(s["cidr"])
+                    for s in self.repo.objects("subnets")
+                    if s.get("subnetpool_id") == id_
+                ]
+                if overlaps(allocated, requested):
+                    raise bad_request(
+                        "IllegalSubnetPoolPrefixUpdate",
+                        "Illegal update to prefixes: One or more the prefixes to be removed "
+                        "is in use by a subnet.",
+                    )
+                stored.obj["prefixes"] = [str(n) for n in subtract(nets, requested)]
+            touch(stored.obj)
+            txn.update(stored)
+            txn.commit()
+            return {"prefixes": stored.obj["prefixes"]}
+
+        return with_retries(attempt)
 
     # ---- delete ---------------------------------------------------------------------------
     def delete_ops(
