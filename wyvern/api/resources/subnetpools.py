@@ -351,6 +351,7 @@ class SubnetPools(Resource):
             net = self.repo.get("networks", sub["network_id"])
             if net is not None:
                 networks.set_scope(net, pool["ip_version"], self.scope_of(pool))
+                touch(net.obj)
                 txn.update(net)
 
     def scope_of(self, pool: dict[str, Any]) -> tuple[str, int] | None:
