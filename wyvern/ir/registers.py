@@ -131,7 +131,7 @@ REGISTERS: tuple[Register, ...] = (
     Register("network_key", "metadata", 0, 24, "Key of the logical network (the VNI)"),
     Register("punt_code", "reg2", 0, 24, "The punt's userdata (up to 3 bytes), for punt"),
     Register(
-        "addr_scope", "reg9", 0, 24, "Address scope key of the router port a packet came in by"
+        "addr_scope", "reg3", 0, 24, "Address scope key of the router port a packet came in by"
     ),
 )
 
