@@ -93,6 +93,7 @@ class QuotaDefaults(BaseSettings):
 
     network: int = Field(default=100, ge=-1, description="Networks a project may own.")
     subnet: int = Field(default=100, ge=-1, description="Subnets a project may own.")
+    subnetpool: int = Field(default=-1, ge=-1, description="Subnet pools a project may own.")
     port: int = Field(default=500, ge=-1, description="Ports a project may own.")
     router: int = Field(default=10, ge=-1, description="Routers a project may own.")
     floatingip: int = Field(default=50, ge=-1, description="Floating IPs a project may own.")

@@ -83,6 +83,7 @@ class QuotaDefaults:
 
     network: int = _opt(100, "Networks a project may own.", ge=-1)
     subnet: int = _opt(100, "Subnets a project may own.", ge=-1)
+    subnetpool: int = _opt(-1, "Subnet pools a project may own.", ge=-1)
     port: int = _opt(500, "Ports a project may own.", ge=-1)
     router: int = _opt(10, "Routers a project may own.", ge=-1)
     floatingip: int = _opt(50, "Floating IPs a project may own.", ge=-1)

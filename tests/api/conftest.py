@@ -43,6 +43,8 @@ SINGULAR = {
     "security-groups": "security_group",
     "security-group-rules": "security_group_rule",
     "address-groups": "address_group",
+    "subnetpools": "subnetpool",
+    "address-scopes": "address_scope",
 }
 
 

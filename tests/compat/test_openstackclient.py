@@ -171,3 +171,59 @@ def test_security_group_and_rule(osc: Osc) -> None:
     assert rule["id"] in [x["ID"] for x in rules] and len(rules) == 3
     osc.ok("security", "group", "rule", "delete", rule["id"])
     osc.ok("security", "group", "delete", sg)
+
+
+def test_subnet_pools_address_scopes_and_default_pools(osc: Osc) -> None:
+    scope = unique("scope")
+    s = osc.json("address", "scope", "create", "--ip-version", "4", "--share", scope)
+    assert s["ip_version"] == 4 and s["shared"] is True
+    pool = unique("pool")
+    p = osc.json(
+        "subnet", "pool", "create", "--pool-prefix", "10.200.0.0/16",
+        "--default-prefix-length", "24", "--address-scope", scope, pool,
+    )  # fmt: skip
+    assert p["address_scope_id"] == s["id"] and p["ip_version"] == 4
+    assert "10.200.0.0/16" in str(p["prefixes"])
+    net = unique("net")
+    osc.ok("network", "create", net)
+    sub = osc.json(
+        "subnet", "create", "--network", net, "--subnet-pool", pool, "--prefix-length", "26",
+        net + "-sub",
+    )  # fmt: skip
+    assert sub["cidr"] == "10.200.0.0/26" and sub["subnetpool_id"] == p["id"]
+    assert osc.json("network", "show", net)["ipv4_address_scope"] == s["id"]
+    # In use: neither the pool nor the scope can go (Neutron's errors, shown by the CLI).
+    busy = osc.run("subnet", "pool", "delete", pool)
+    assert busy.returncode != 0 and "Subnet pool has existing allocations" in busy.stderr
+    busy = osc.run("address", "scope", "delete", scope)
+    assert busy.returncode != 0 and "subnet pools in use on the address scope" in busy.stderr
+
+    # Default pools, IPv4 and IPv6: --use-default-subnet-pool.
+    d4, d6 = unique("d4"), unique("d6")
+    osc.ok("subnet", "pool", "create", "--pool-prefix", "10.201.0.0/23",
+           "--default-prefix-length", "24", "--default", "--share", d4)  # fmt: skip
+    osc.ok("subnet", "pool", "create", "--pool-prefix", "2001:db8:77::/48",
+           "--default", "--share", d6)  # fmt: skip
+    net2 = unique("net")
+    osc.ok("network", "create", net2)
+    v4 = osc.json("subnet", "create", "--network", net2, "--use-default-subnet-pool", "v4")
+    assert v4["cidr"] == "10.201.0.0/24"
+    v6 = osc.json(
+        "subnet", "create", "--network", net2, "--ip-version", "6", "--use-default-subnet-pool",
+        "--ipv6-ra-mode", "slaac", "--ipv6-address-mode", "slaac", "v6",
+    )  # fmt: skip
+    assert v6["cidr"] == "2001:db8:77::/64"
+    net3 = unique("net")
+    osc.ok("network", "create", net3)
+    osc.ok("subnet", "create", "--network", net3, "--use-default-subnet-pool", "v4b")
+    full = osc.run("subnet", "create", "--network", net3, "--use-default-subnet-pool", "v4c")
+    assert full.returncode != 0
+    assert "Insufficient prefix space to allocate subnet size /24" in full.stderr
+
+    listed = {row["Name"] for row in osc.json("subnet", "pool", "list")}
+    assert {pool, d4, d6} <= listed
+    for name in (net, net2, net3):
+        osc.ok("network", "delete", name)
+    for name in (pool, d4, d6):
+        osc.ok("subnet", "pool", "delete", name)
+    osc.ok("address", "scope", "delete", scope)

@@ -202,3 +202,25 @@ def test_quotas_and_extensions(conn: Connection) -> None:
     assert quota.networks == 100 and quota.ports == 500
     aliases = {e.alias for e in conn.network.extensions()}
     assert {"router", "security-group", "standard-attr-tag"} <= aliases
+
+
+def test_subnet_pools_and_address_scopes(conn: Connection) -> None:
+    scope = conn.network.create_address_scope(name="as-sdk", ip_version=4)
+    pool = conn.network.create_subnet_pool(
+        name="pool-sdk",
+        prefixes=["10.210.0.0/16"],
+        default_prefix_length=24,
+        address_scope_id=scope.id,
+    )
+    assert pool.address_scope_id == scope.id and pool.minimum_prefix_length == 8
+    net = conn.network.create_network(name="n-sdk")
+    sub = conn.network.create_subnet(
+        network_id=net.id, ip_version=4, subnet_pool_id=pool.id, prefix_length=25
+    )
+    assert sub.cidr == "10.210.0.0/25" and sub.subnet_pool_id == pool.id
+    assert conn.network.get_network(net.id).ipv4_address_scope_id == scope.id
+    assert "subnet_allocation" in {e.alias for e in conn.network.extensions()}
+    conn.network.delete_subnet(sub)
+    conn.network.delete_network(net)
+    conn.network.delete_subnet_pool(pool)
+    conn.network.delete_address_scope(scope)

@@ -111,6 +111,8 @@ def network(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         port_security_enabled=draw(st.booleans()),
         admin_state_up=draw(st.booleans()),
         external=draw(st.booleans()),
+        scope4=draw(st.sampled_from([0, 0, 5, 6])),
+        scope6=draw(st.sampled_from([0, 5])),
     ))  # fmt: skip
 
 

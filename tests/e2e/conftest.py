@@ -43,6 +43,8 @@ BODY_KEYS = {
     "security-group-rules": "security_group_rule",
     "address-groups": "address_group",
     "floatingips": "floatingip",
+    "subnetpools": "subnetpool",
+    "address-scopes": "address_scope",
 }
 
 

@@ -300,7 +300,7 @@ class Api:
                 201,
                 openapi.created_schema(d),
                 body=openapi.create_body(d, openapi_schema(d, "post")),
-                errors=ERRORS_WRITE,
+                errors=(*ERRORS_WRITE, *res.create_errors),
             ),
         )
         self._route(

@@ -60,6 +60,26 @@ EXTENSIONS: list[Extension] = [
     ),
     _ext("security-groups-remote-address-group", "Remote address group", "Rules by group."),
     _ext("router", "Neutron L3 Router", "Routers and floating IPs."),
+    _ext(
+        "subnet_allocation",
+        "Subnet Allocation",
+        "Enables allocation of subnets from a subnet pool.",
+    ),
+    _ext(
+        "subnetpool-prefix-ops",
+        "Subnet Pool Prefix Operations",
+        "Provides support for adjusting the prefix list of subnet pools.",
+    ),
+    _ext(
+        "default-subnetpools",
+        "Default Subnetpools",
+        "Provides ability to mark and use a subnetpool as the default.",
+    ),
+    _ext(
+        "address-scope",
+        "Address scope",
+        "Address scopes: routers route between subnets of one scope only, else by NAT.",
+    ),
     _ext("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "enable_snat."),
     _ext("extraroute", "Neutron Extra Route", "Static routes on routers."),
     _ext("extraroute-atomic", "Atomically add/remove extra routes", "add/remove_extraroutes."),

@@ -34,6 +34,7 @@ ERROR_TEXT = {
     409: "Conflict: in use, already exists, or over quota",
     412: "If-Match revision_number does not match",
     413: "Request body larger than api_max_body_size",
+    500: "SubnetAllocationError: the subnet pool has no room (Neutron answers 500)",
     503: "The store cannot serve now; retry after Retry-After seconds",
 }
 

@@ -86,6 +86,9 @@ class Resource:
         self.repo = state.repo
         self.settings = state.settings
 
+    # Error statuses a create may answer beyond ERRORS_WRITE (the API document's).
+    create_errors: tuple[int, ...] = ()
+
     # Query parameters a DELETE passes on to delete() (the others are ignored: delete_ops
     # takes more, e.g. a cascade's force=True, that no client may set).
     delete_query: frozenset[str] = frozenset()

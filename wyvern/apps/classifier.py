@@ -36,7 +36,7 @@ so; the security-group app uses it to load the destination port's zone in pre_ac
 from __future__ import annotations
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.common import local_port, port_ct_zone, port_is_up
+from wyvern.apps.common import NAT_SCOPE, local_port, port_ct_zone, port_is_up
 from wyvern.apps.gateway import REDIRECT_KEY, local_gateway
 from wyvern.apps.metadata import SERVICE_OBJECT
 from wyvern.apps.overlay import FLOOD_OPTION, local_encap
@@ -180,6 +180,7 @@ def redirected_flows(view: LocalView, router_id: str) -> list[Flow]:
                 Load("router_key", router.key),
                 Move(Bits("tun_metadata0", 32, 32), "src_port_key"),
                 Load("flag_from_tunnel", 1),
+                Load("addr_scope", NAT_SCOPE),  # (its address scope was checked there)
                 Goto("routing"),
             ),
         )

@@ -36,3 +36,10 @@ def local_port(view: LocalView, port_id: str) -> tuple[Port, Network, int] | Non
 
 def port_is_up(port: Port, net: Network) -> bool:
     return port.admin_state_up and net.admin_state_up
+
+
+# addr_scope of a packet a router translated (a floating IP's DNAT, un-SNAT, a port
+# forwarding), or one another chassis routed and checked already (the gateway redirect):
+# any router port may take it, as Neutron's l3 agent gives such packets the scope of their
+# destination. Scope keys are below it (wyvern.api.resources.address_scopes).
+NAT_SCOPE = 0xFFFFFF

@@ -68,8 +68,10 @@ stage's job (wyvern.controller.nd); those for its gateway's are punted here.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 from wyvern.apps.base import App, Owner
+from wyvern.apps.common import NAT_SCOPE
 from wyvern.apps.gateway import (
     REDIRECT_KEY,
     Gateway,
@@ -151,6 +153,15 @@ ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT = 135, 136
 
 def _route_priority(prefixlen: int, connected: bool) -> int:
     return PRIO_ROUTE_BASE + prefixlen * 4 + (2 if connected else 1)
+
+
+def _scope_drop_priority(prefixlen: int) -> int:
+    """Below every route of that prefix: what no route of it admits (another scope)."""
+    return PRIO_ROUTE_BASE + prefixlen * 4
+
+
+def scope_key(net: Network, version: int) -> int:
+    return net.scope4 if version == 4 else net.scope6
 
 
 def _punt(icmp: tuple[int, int]) -> tuple[Action, ...]:
@@ -262,6 +273,25 @@ class L3App(App):
         def add(f: Flow) -> None:
             flows.setdefault(f.key, f)
 
+        rd = remote_gateway(view, router) if gw is None else None
+        ext = gw.network if gw is not None else rd.gateway.network if rd is not None else None
+        # Address scopes (Neutron's l3 agent marks a packet with the scope of the port it
+        # came in by, and drops what would leave by a port of another scope unless NAT
+        # applies): only for an IP version in which some port of the router has a scope.
+        scoped = {
+            v: any(scope_key(i.network, v) for i in itfs)
+            or (ext is not None and bool(scope_key(ext, v)))
+            for v in (4, 6)
+        }
+
+        def admitted(itf: _Itf, version: int) -> tuple[int, ...] | None:
+            """The addr_scope values a route out of ITF takes (None: any)."""
+            if not scoped[version]:
+                return None
+            if itf is gw_itf and version == 4 and router.enable_snat:
+                return None  # (SNATed unless the scopes match: wyvern.apps.nat)
+            return (scope_key(itf.network, version), NAT_SCOPE)
+
         rin = table("router_input")
         own = sorted({a.ip for itf in itfs for a in itf.addrs}, key=lambda a: (a.version, int(a)))
         for itf in itfs:
@@ -330,10 +360,65 @@ class L3App(App):
                         actions=(Goto("dnat"),),
                     )
                 )
+            for itf in itfs:  # the scope of the port a packet comes in by
+                for version, et in ((4, ETH_TYPE_IP), (6, ETH_TYPE_IPV6)):
+                    if not scoped[version]:
+                        continue
+                    add(
+                        rin.flow(
+                            priority=PRIO_FORWARD + 1,
+                            cookie=cookie,
+                            match={
+                                "router_key": rkey,
+                                "network_key": itf.network.key,
+                                "eth_type": et,
+                            },
+                            actions=(
+                                Load("addr_scope", scope_key(itf.network, version)),
+                                Goto("dnat"),
+                            ),
+                        )
+                    )
 
         rt = table("routing")
 
-        def route(net: IpNetwork, itf: _Itf, next_hop: IpAddress | None, connected: bool) -> Flow:
+        def route(
+            net: IpNetwork, itf: _Itf, next_hop: IpAddress | None, connected: bool
+        ) -> list[Flow]:
+            """The route, once per addr_scope it admits, and the drop of the others."""
+            return scoped_flows(
+                net, connected, admitted(itf, net.version), route_actions(itf, net, next_hop)
+            )
+
+        def scoped_flows(
+            net: IpNetwork,
+            connected: bool,
+            scopes: tuple[int, ...] | None,
+            actions: Sequence[Action],
+        ) -> list[Flow]:
+            prio = _route_priority(net.prefixlen, connected)
+            base = {"router_key": rkey, **_dst_match(net)}
+            if scopes is None:
+                return [rt.flow(priority=prio, cookie=cookie, match=base, actions=tuple(actions))]
+            out = [
+                rt.flow(
+                    priority=prio,
+                    cookie=cookie,
+                    match={**base, "addr_scope": value},
+                    actions=tuple(actions),
+                )
+                for value in dict.fromkeys(scopes)
+            ]
+            out.append(
+                rt.flow(
+                    priority=_scope_drop_priority(net.prefixlen),
+                    cookie=cookie,
+                    match=base,
+                )
+            )
+            return out
+
+        def route_actions(itf: _Itf, net: IpNetwork, next_hop: IpAddress | None) -> list[Action]:
             v4 = net.version == 4
             actions: list[Action] = [] if v4 else [*_mtu_check(itf.network)]
             actions += [
@@ -347,19 +432,14 @@ class L3App(App):
             else:
                 actions.append(Load("next_hop_ipv4" if v4 else "next_hop_ipv6", int(next_hop)))
             actions.append(Goto("arp_resolve" if v4 else "mtu_check"))
-            return rt.flow(
-                priority=_route_priority(net.prefixlen, connected),
-                cookie=cookie,
-                match={"router_key": rkey, **_dst_match(net)},
-                actions=actions,
-            )
+            return actions
 
         connected: list[tuple[IpNetwork, _Itf]] = []
         for itf in itfs:
             for a in itf.addrs:
                 connected.append((a.network, itf))
-                add(route(a.network, itf, None, True))
-        rd = remote_gateway(view, router) if gw is None else None
+                for f in route(a.network, itf, None, True):
+                    add(f)
         if rd is not None:  # what leaves by the gateway goes to its chassis, unrouted
             redirect = (
                 Load("network_key", rkey),
@@ -391,23 +471,25 @@ class L3App(App):
             # extra routes whose next hop is outside, on the gateway's subnets
             dests += [(d, False) for d in _routes_via(router, gw_nets)]
             for prefix, is_connected in dests:
-                add(
-                    rt.flow(
-                        priority=_route_priority(prefix.prefixlen, is_connected),
-                        cookie=cookie,
-                        match={"router_key": rkey, **_dst_match(prefix)},
-                        actions=redirect if prefix.version == 4 else redirect6,
-                    )
-                )
+                v = prefix.version
+                scopes: tuple[int, ...] | None = None
+                if scoped[v] and not (v == 4 and router.enable_snat):
+                    scopes = (scope_key(rd.gateway.network, v), NAT_SCOPE)
+                for f in scoped_flows(
+                    prefix, is_connected, scopes, redirect if v == 4 else redirect6
+                ):
+                    add(f)
         if gw is not None and gw_itf is not None:
             for f in _gateway_flows(gw, cookie):
                 add(f)
             for f in _gateway_flows6(gw, cookie):
                 add(f)
             for upstream in gw.upstream[:1]:  # the default route: the subnet's gateway
-                add(route(ipaddress.IPv4Network("0.0.0.0/0"), gw_itf, upstream, False))
+                for f in route(ipaddress.IPv4Network("0.0.0.0/0"), gw_itf, upstream, False):
+                    add(f)
             for upstream6 in gw.upstream6[:1]:
-                add(route(ipaddress.IPv6Network("::/0"), gw_itf, upstream6, False))
+                for f in route(ipaddress.IPv6Network("::/0"), gw_itf, upstream6, False):
+                    add(f)
         # Extra routes: the next hop must sit on a connected subnet (longest match wins).
         for dest, nexthop in sorted(router.routes, key=lambda r: (r[0], _ip_sort(r[1]))):
             try:
@@ -421,7 +503,8 @@ class L3App(App):
             if not via:
                 continue
             _, itf = max(via, key=lambda c: c[0].prefixlen)
-            add(route(dnet, itf, hop, False))
+            for f in route(dnet, itf, hop, False):
+                add(f)
         if itfs:
             add(
                 rt.flow(
@@ -554,7 +637,7 @@ def _fip_flows(lf: LocalFip) -> list[Flow]:
             priority=PRIO_UNSNAT,
             cookie=cookie,
             match={"router_key": rkey, "network_key": nkey, "ipv4_dst": ip},
-            actions=(Goto("dnat"),),
+            actions=(Load("addr_scope", NAT_SCOPE), Goto("dnat")),
         ),
     ]
     routes: list[tuple[ipaddress.IPv4Network, list[Action]]] = [
@@ -633,7 +716,7 @@ def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
                 priority=PRIO_UNSNAT - below,
                 cookie=cookie,
                 match={"router_key": rkey, "network_key": nkey, "ipv4_dst": ip},
-                actions=(Goto("dnat"),),
+                actions=(Load("addr_scope", NAT_SCOPE), Goto("dnat")),
             )
         )
         # what un-SNAT left addressed to the gateway itself: not a reply, nowhere to go

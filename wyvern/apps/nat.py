@@ -6,7 +6,9 @@ On the chassis hosting a router's gateway (wyvern.apps.gateway), owner ("router"
   gets the gateway address as its source, `ct(commit, zone=<router zone>,
   nat(src=<gateway IP>))`, then continues to l2_lookup of the external network (unless
   the router's enable_snat is false: Neutron then routes the internal addresses as they
-  are, and so do we).
+  are, and so do we). Nor is a subnet in the external network's address scope SNATed
+  (Neutron's l3 agent: no SNAT within a scope): the outside sees its own addresses, and
+  reaches them through the router (wyvern.apps.l3 admits that scope in).
 - dnat: IPv4 from the external network to the gateway address goes through the same zone
   with a bare `ct(nat)`: the reply of a connection SNAT committed comes back with its
   internal destination and is routed to it; anything else is still addressed to the
@@ -179,7 +181,11 @@ class NatApp(App):
             return out
         source = str(gw.addrs[0].ip)
         internal: set[ipaddress.IPv4Network] = set()
+        ext_scope = gw.network.scope4
         for itf in router.interfaces:
+            itf_net = view.networks.get(itf.network_id)
+            if ext_scope and itf_net is not None and itf_net.scope4 == ext_scope:
+                continue  # same address scope as the outside: routed as is (no SNAT)
             for _, cidr in itf.ips:
                 try:
                     net = ipaddress.ip_network(cidr, strict=False)

@@ -174,6 +174,7 @@ PIPELINE: tuple[Stage, ...] = (
             "flag_from_tunnel",
             "vlan_vid",
             "router_key",
+            "addr_scope",
         ),
         next=("port_security", "metadata_reply", "l2_lookup", "pre_acl_egress", "routing"),
         miss=DROP,  # an unknown in_port
@@ -333,7 +334,7 @@ PIPELINE: tuple[Stage, ...] = (
             "arp_tpa",
             "nd_target",
         ),
-        writes=(*_ANSWER, "router_ct_zone", "punt_code"),
+        writes=(*_ANSWER, "router_ct_zone", "punt_code", "addr_scope"),
         next=("dnat", "output", "punt_meter"),
         miss=DROP,  # no router here
     ),
@@ -351,7 +352,7 @@ PIPELINE: tuple[Stage, ...] = (
         "l3",
         "l3",
         "Longest-prefix match on destination: next hop, output network, source MAC, TTL",
-        match=("router_key", "network_key", *_L3, "nw_ttl"),
+        match=("router_key", "network_key", *_L3, "nw_ttl", "addr_scope"),
         writes=(
             "next_hop_ipv4",
             "next_hop_ipv6",

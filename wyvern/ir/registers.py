@@ -38,6 +38,7 @@ RegisterName = Literal[
     "dst_port_key",
     "network_key",
     "punt_code",
+    "addr_scope",
 ]
 
 _FIELD = re.compile(
@@ -141,6 +142,9 @@ REGISTERS: tuple[Register, ...] = (
     Register("dst_port_key", "reg15", 0, 32, "Key of the logical output port"),
     Register("network_key", "metadata", 0, 24, "Key of the logical network (the VNI)"),
     Register("punt_code", "reg2", 0, 24, "The punt's userdata (up to 3 bytes), for punt"),
+    Register(
+        "addr_scope", "reg3", 0, 24, "Address scope key of the router port a packet came in by"
+    ),
 )
 
 BY_NAME: dict[str, Register] = {r.name: r for r in REGISTERS}

@@ -36,6 +36,10 @@ class Network:
     port_security_enabled: bool
     admin_state_up: bool
     external: bool
+    # The key of the address scope of its IPv4 / IPv6 subnets (0: none), which the API
+    # derives from their subnet pools: routers route between scopes only by NAT.
+    scope4: int = 0
+    scope6: int = 0
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Network:
@@ -49,6 +53,8 @@ class Network:
             port_security_enabled=bool(o.get("port_security_enabled", True)),
             admin_state_up=bool(o.get("admin_state_up", True)),
             external=bool(o.get("router:external", False)),
+            scope4=int(o.get("_scope_key4") or 0),
+            scope6=int(o.get("_scope_key6") or 0),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from wyvern.api.resource import Resource
 from wyvern.api.resources import (
     address_groups,
+    address_scopes,
     agents,
     floatingips,
     networks,
@@ -13,11 +14,14 @@ from wyvern.api.resources import (
     quotas,
     routers,
     security_groups,
+    subnetpools,
     subnets,
 )
 
 RESOURCE_CLASSES: list[type[Resource]] = [
     *networks.RESOURCES,
+    *address_scopes.RESOURCES,
+    *subnetpools.RESOURCES,
     *subnets.RESOURCES,
     *ports.RESOURCES,
     *security_groups.RESOURCES,

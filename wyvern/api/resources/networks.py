@@ -95,6 +95,8 @@ DEFN = ResourceDef(
         Attr("port_security_enabled", Bool, post=True, put=True, default=True, filter=True),
         Attr("availability_zone_hints", list[ShortStr], post=True, default_factory=list),
         Attr("availability_zones", list[str]),
+        Attr("ipv4_address_scope", str | None, doc="The address scope of its IPv4 subnets."),
+        Attr("ipv6_address_scope", str | None, doc="The address scope of its IPv6 subnets."),
     ),
 )
 
@@ -368,6 +370,19 @@ class Networks(Resource):
                 continue
             txn.commit()
             i += len(chunk)
+
+    @staticmethod
+    def set_scope(network: Stored, version: int, scope: tuple[str, int] | None) -> None:
+        """The address scope of the network's subnets of VERSION (Neutron derives it from
+        their pools; all of them share one): shown as ipv{4,6}_address_scope, and its key
+        (`_scope_key4`/`_scope_key6`) is what the agents route by (wyvern.apps.l3). The
+        caller writes the network (txn.update or add_subnet)."""
+        obj = network.obj
+        obj[f"ipv{version}_address_scope"] = scope[0] if scope else None
+        if scope:
+            obj[f"_scope_key{version}"] = scope[1]
+        else:
+            obj.pop(f"_scope_key{version}", None)
 
     def add_subnet(self, txn: Txn, network: Stored, subnet_id: str, add: bool) -> None:
         """Subnets are listed on their network; changing the list bumps its revision."""

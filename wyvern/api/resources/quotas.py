@@ -18,6 +18,7 @@ from wyvern.nb.store import Delete, Put
 QUOTA_KINDS = {
     "network": "networks",
     "subnet": "subnets",
+    "subnetpool": "subnetpools",
     "port": "ports",
     "router": "routers",
     "floatingip": "floatingips",

@@ -41,6 +41,7 @@ from wyvern.api.errors import (
 from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, touch
 from wyvern.api.resources.networks import AUTO_DELETE_OWNERS, Networks, network_or_404
+from wyvern.api.resources.subnetpools import SubnetPools
 from wyvern.api.types import CIDR_SCHEMA, Bool, IpAddress, Uuid
 from wyvern.model.keys import uniq_key, uniq_prefix
 
@@ -133,7 +134,8 @@ DEFN = ResourceDef(
             post=True,
             filter=True,
             sort=True,
-            doc="Required (no subnet pools). Host bits set are an error.",
+            doc="Required without a subnet pool; with one, it must lie in the pool's free "
+            "space. Host bits set are an error.",
         ),
         Attr(
             "gateway_ip",
@@ -157,6 +159,22 @@ DEFN = ResourceDef(
         Attr("ipv6_ra_mode", Ipv6Mode | None, post=True, default=None, filter=True, sort=True),
         Attr("ipv6_address_mode", Ipv6Mode | None, post=True, default=None, filter=True, sort=True),
         Attr("subnetpool_id", Uuid | None, post=True, default=None, filter=True, sort=True),
+        Attr(
+            "prefixlen",
+            Annotated[int, Field(ge=0, le=128)] | None,
+            post=True,
+            default=None,
+            visible=False,
+            doc="With a subnet pool and no cidr: the size to allocate (default: the pool's).",
+        ),
+        Attr(
+            "use_default_subnetpool",
+            Bool,
+            post=True,
+            default=False,
+            visible=False,
+            doc="Allocate from the default subnet pool of ip_version.",
+        ),
         Attr("segment_id", Uuid | None, post=True, put=True, default=None, filter=True),
     ),
 )
@@ -469,6 +487,13 @@ def _check_ipv6_modes(attrs: dict[str, Any], net: IpNetwork) -> None:
         )
 
 
+def _bad(msg: str) -> NeutronError:
+    """Neutron's BadRequest(resource='subnets', msg=...)."""
+    if not msg.endswith("."):
+        msg += "."
+    return bad_request("BadRequest", f"Bad subnets request: {msg}")
+
+
 def subnet_in_use(subnet_id: str) -> NeutronError:
     return conflict(
         "SubnetInUse",
@@ -479,6 +504,9 @@ def subnet_in_use(subnet_id: str) -> NeutronError:
 
 class Subnets(Resource):
     defn = DEFN
+    # A pool without room: Neutron's SubnetAllocationError is a 500 (wyvern.api.resources.
+    # subnetpools.allocation_error), and clients see the same.
+    create_errors = (500,)
 
     @property
     def networks(self) -> Networks:
@@ -510,21 +538,33 @@ class Subnets(Resource):
 
     # ---- create ---------------------------------------------------------------------------
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
-        if attrs.get("subnetpool_id") is not None:
-            raise NotFound(
-                f"Subnet pool {attrs['subnetpool_id']} could not be found.",
-                type="SubnetPoolNotFound",
-            )
         if attrs.get("segment_id") is not None:
             raise NotFound(
                 f"Segment {attrs['segment_id']} could not be found.", type="SegmentNotFound"
             )
         cidr = attrs.get("cidr")
-        if cidr is None:
-            raise bad_request(
-                "BadRequest",
-                "Bad subnets request: a subnetpool must be specified in the absence of a cidr.",
-            )
+        pool_id = attrs.get("subnetpool_id")
+        use_default = attrs.pop("use_default_subnetpool", False)
+        prefixlen = attrs.pop("prefixlen", None)
+        if cidr is not None and prefixlen is not None:
+            raise _bad("cidr and prefixlen must not be supplied together")
+        if use_default and pool_id is not None:
+            raise _bad("subnetpool_id and use_default_subnetpool cannot both be specified")
+        if pool_id is None and not use_default:
+            if cidr is None:
+                raise _bad("a subnetpool must be specified in the absence of a cidr")
+            self._check_cidr(attrs)
+            return
+        if cidr is None and "allocation_pools" in attrs:
+            raise _bad("allocation_pools allowed only for specific subnet requests.")
+        if cidr is not None:
+            _check_version(attrs["ip_version"], cidr, "cidr")
+        # (the CIDR comes from the pool in create_ops; checked there, as for any subnet)
+        attrs["_pool_request"] = {"default": bool(use_default), "prefixlen": prefixlen}
+
+    def _check_cidr(self, attrs: dict[str, Any]) -> None:
+        """Neutron's _validate_subnet, once the CIDR is known."""
+        cidr = attrs["cidr"]
         version = attrs["ip_version"]
         _check_version(version, cidr, "cidr")
         net = ipaddress.ip_network(cidr)
@@ -550,6 +590,29 @@ class Subnets(Resource):
             s.max_subnet_host_routes, attrs.get("host_routes") or [], version, "new subnet"
         )
 
+    def _from_pool(
+        self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn
+    ) -> tuple[str, int] | None:
+        """Allocate the subnet's CIDR from its pool (Neutron's _create_subnet_from_pool)
+        and check it like any CIDR; returns the pool's address scope (id, key)."""
+        request = attrs.pop("_pool_request")
+        pools = cast(SubnetPools, self.state.resources["subnetpool"])
+        version = int(attrs["ip_version"])
+        if request["default"]:
+            attrs["subnetpool_id"] = pools.default_pool(ctx, version)
+        pool, cidr = pools.allocate_for(
+            ctx,
+            txn,
+            attrs["subnetpool_id"],
+            attrs["project_id"],
+            attrs.get("cidr"),
+            request["prefixlen"],
+            version,
+        )
+        attrs["cidr"] = cidr
+        self._check_cidr(attrs)
+        return pools.scope_of(pool)
+
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         network_id = attrs["network_id"]
         cache = txn_cache(txn)
@@ -561,6 +624,8 @@ class Subnets(Resource):
         network, siblings = entry
         if not ctx.owns(network.obj):
             raise PolicyNotAuthorized("create_subnet")
+        pooled = "_pool_request" in attrs
+        scope = self._from_pool(ctx, attrs, txn) if pooled else None
         net = ipaddress.ip_network(attrs["cidr"])
         for other in siblings:
             other_net = ipaddress.ip_network(other["cidr"])
@@ -569,13 +634,46 @@ class Subnets(Resource):
                     f"Requested subnet with cidr: {attrs['cidr']} for network: {network_id} "
                     "overlaps with another subnet"
                 )
+        self._check_pool_affinity(network.obj, siblings, attrs, scope)
         obj = self.new_object(attrs)
         txn.create("subnets", obj, network_id)
         siblings.append(obj)
+        if scope is not None:
+            self.networks.set_scope(network, int(obj["ip_version"]), scope)
         self.networks.add_subnet(txn, network, obj["id"], add=True)
         if is_auto_address(obj):
             self._add_auto_addresses(txn, obj)
         return obj
+
+    @staticmethod
+    def _check_pool_affinity(
+        network: dict[str, Any],
+        siblings: list[dict[str, Any]],
+        attrs: dict[str, Any],
+        scope: tuple[str, int] | None,
+    ) -> None:
+        """Neutron's _validate_network_subnetpools: the subnets of one IP version on a
+        network come from one pool, or from pools of one address scope."""
+        version = int(attrs["ip_version"])
+        pool_id = attrs.get("subnetpool_id")
+        net_scope = network.get(f"ipv{version}_address_scope")
+        if net_scope and pool_id is not None and (scope is None or scope[0] != net_scope):
+            raise bad_request(
+                "NetworkAddressScopeAffinityError",
+                "Subnets of an IP version on a network must share the same address scope.",
+            )
+        for other in siblings:
+            if other.get("ip_version") != version:
+                continue
+            other_pool = other.get("subnetpool_id")
+            if (pool_id is not None and other_pool != pool_id and not net_scope) or (
+                pool_id is None and other_pool
+            ):
+                raise bad_request(
+                    "NetworkSubnetPoolAffinityError",
+                    "Subnets hosted on the same network must be allocated from the same "
+                    "subnet pool.",
+                )
 
     def after_create(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         """A stateful subnet on an external network gives the routers' gateways there an
@@ -683,6 +781,12 @@ class Subnets(Resource):
             self._detach_ports(txn, subnet, force)
             network = self.repo.get("networks", subnet["network_id"])
             if network is not None:
+                version = int(subnet["ip_version"])
+                if not any(
+                    o["id"] != subnet_id and o.get("ip_version") == version
+                    for o in self.repo.objects("subnets", subnet["network_id"])
+                ):  # (the network's last subnet of this version: no scope left)
+                    self.networks.set_scope(network, version, None)
                 self.networks.add_subnet(txn, network, subnet_id, add=False)
         prefix = uniq_prefix("ip", subnet_id)
         for value in claimed_values(self.repo, prefix):
