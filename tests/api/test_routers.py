@@ -279,6 +279,32 @@ def test_a_subnet_added_to_the_external_network_gives_the_gateway_an_address(
     assert ipaddress.ip_address(v6) in ipaddress.ip_network("2001:db8:ff::/64")
 
 
+def test_a_slaac_subnet_added_to_the_external_network_shows_in_the_gateway(
+    client: TestClient,
+) -> None:
+    """A SLAAC subnet gives every port of the network its EUI-64 address, the gateway
+    port included (Neutron's add_auto_addrs_on_network_ports leaves out only router
+    interfaces); the router's external_gateway_info lists it, as Neutron's does."""
+    ext_net, ext_sub = external_net(client)
+    r = router(client, external_gateway_info={"network_id": ext_net})
+    (gp,) = ports_of(client, device_owner="network:router_gateway")
+    sub6 = post(client, "subnets", "subnet", {"network_id": ext_net, "ip_version": 6,
+                "cidr": "2001:db8:fd::/64", "ipv6_address_mode": "slaac",
+                "ipv6_ra_mode": "slaac"})  # fmt: skip
+    (gp,) = ports_of(client, device_owner="network:router_gateway")
+    v6 = next(f["ip_address"] for f in gp["fixed_ips"] if f["subnet_id"] == sub6["id"])
+    fixed = get_router(client, r["id"])["external_gateway_info"]["external_fixed_ips"]
+    assert sorted((f["subnet_id"], f["ip_address"]) for f in fixed) == sorted(
+        (f["subnet_id"], f["ip_address"]) for f in gp["fixed_ips"]
+    ), fixed
+    assert {f["subnet_id"] for f in fixed} == {ext_sub, sub6["id"]}
+    assert ipaddress.ip_address(v6) in ipaddress.ip_network("2001:db8:fd::/64")
+    # the router knows the subnet as connected: an extra route through a host on it
+    route = {"destination": "2001:db8:aa::/64", "nexthop": "2001:db8:fd::99"}
+    ok = client.put(f"/v2.0/routers/{r['id']}", json={"router": {"routes": [route]}})
+    assert ok.status_code == 200, ok.text
+
+
 def test_gateway_admin_only_parts_and_specific_ip(client: TestClient) -> None:
     ext_net, ext_sub = external_net(client)
     for gw in (

@@ -61,6 +61,7 @@ ROUTER_INTERFACE_OWNERS = (
     "network:ha_router_replicated_interface",
 )
 ROUTER_INTERFACE_OWNERS_SNAT = (*ROUTER_INTERFACE_OWNERS, "network:router_centralized_snat")
+ROUTER_GW = "network:router_gateway"
 
 
 def _ip_version(value: int) -> int:
@@ -707,6 +708,27 @@ class Subnets(Resource):
             ]
             touch(port.obj)
             txn.update(port)
+            if port.obj.get("device_owner") == ROUTER_GW:
+                self._add_gateway_address(txn, port.obj, subnet, ip)
+
+    def _add_gateway_address(
+        self, txn: Txn, port: dict[str, Any], subnet: dict[str, Any], ip: str
+    ) -> None:
+        """A router gateway port's new SLAAC address shows in its router's
+        external_gateway_info too (Neutron lists the gateway port's fixed IPs there), in
+        the same transaction."""
+        router = self.repo.get("routers", port.get("device_id") or "")
+        gw = router.obj.get("external_gateway_info") if router is not None else None
+        if router is None or not gw or gw.get("network_id") != subnet["network_id"]:
+            return
+        entry = {"subnet_id": subnet["id"], "ip_address": ip}
+        gw["external_fixed_ips"] = [*(gw.get("external_fixed_ips") or []), entry]
+        router.obj["_gw_fixed_ips"] = [
+            *(router.obj.get("_gw_fixed_ips") or []),
+            {**entry, "cidr": str(subnet["cidr"])},
+        ]
+        touch(router.obj)
+        txn.update(router)
 
     # ---- update ---------------------------------------------------------------------------
     def update_ops(
