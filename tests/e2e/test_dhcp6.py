@@ -166,7 +166,10 @@ def test_dhclient6_lease_under_a_default_deny_security_group(chassis: Chassis) -
     for p, vns in vms:
         assert_leased(c, vns, dhcp6_dir(c), p)
     for _, vns in [*vms, (port, ns)]:
-        assert in_netns(vns, "ip", "-6", "route", "add", sub["cidr"], "dev", "eth0").returncode == 0
+        assert (
+            in_netns(vns, "ip", "-6", "route", "replace", sub["cidr"], "dev", "eth0").returncode
+            == 0
+        )
     (a, ns_a), (b, _) = vms
     assert ping6(ns_a, v6_of(b)).returncode == 0, ping6(ns_a, v6_of(b)).stdout
     # ...and neither way between the default-deny VM and them.

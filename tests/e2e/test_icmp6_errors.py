@@ -39,7 +39,7 @@ def v6_vm(c: Chassis, net: dict[str, Any], sub: dict[str, Any], name: str) -> tu
     prefix = sub["cidr"].split("/")[1]
     for cmd in (
         ("ip", "-6", "addr", "add", f"{ip}/{prefix}", "dev", "eth0", "nodad"),
-        ("ip", "-6", "route", "add", "default", "via", sub["gateway_ip"]),
+        ("ip", "-6", "route", "replace", "default", "via", sub["gateway_ip"]),
     ):
         out = in_netns(ns, *cmd)
         assert out.returncode == 0, out.stderr

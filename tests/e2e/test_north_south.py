@@ -904,7 +904,7 @@ def test_ipv6_packet_too_big_on_the_gateway_leg(outside: tuple[Cluster, Segment]
         port, ns = c.hv[i].vm(net, f"vm6-{i}", security_groups=[sg["id"]])
         vm6 = v6_address(port)
         sh("ip", "-n", ns, "-6", "addr", "add", f"{vm6}/64", "dev", "eth0", "nodad")
-        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", sub6["gateway_ip"])
+        sh("ip", "-n", ns, "-6", "route", "replace", "default", "via", sub6["gateway_ip"])
         vms.append((ns, vm6))
     for ns, _ in vms:
         eventually(lambda ns=ns: pings(ns, UPSTREAM6, "-6"), "the VM pings the host", timeout=15)
