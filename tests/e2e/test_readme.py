@@ -90,6 +90,12 @@ def test_the_readme_walkthrough_works_as_written(
         assert "delivered to port vm1-port" in out.stdout, log
         # the metadata service, with no Nova configured: its clear 404
         assert '"type":"MetadataNotConfigured"' in out.stdout, log
+        # IPv6 by SLAAC: the kernel configured exactly the address the API allocated
+        # (fixed_ips as printed), with a default route via the router's link-local
+        allocated = re.search(r"'ip_address': '(2001:db8:10:[0-9a-f:]+)'", out.stdout)
+        assert allocated is not None, log
+        assert f"inet6 {allocated.group(1)}/64 scope global" in out.stdout, log
+        assert re.search(r"default via fe80::[0-9a-f:]+ dev eth0", out.stdout), log
     finally:
         for ns in (vm, world):
             if netns_exists(ns):
