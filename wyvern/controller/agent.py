@@ -613,7 +613,7 @@ class Agent:
             store_revision=self.sync.revision,
             last_install_seconds=self.stats.last_install_seconds,
             flows=self.engine.flow_count(),
-            local_ports=len(self.view.bindings),
+            local_ports=sum(1 for p in self.view.bindings if p in self.view.ports),
             packet_in=packet_in,
         )
 
