@@ -243,6 +243,13 @@ class OldSettings(BaseSettings):
         "(wyvern-<hash of its run dir>; a netdev bridge's tap devices would collide with "
         "another OVS), an attached one the host's; empty: the host's; else that name.",
     )
+    agent_metrics_dir: str = Field(
+        default="auto",
+        description="Agent: directory of its Prometheus textfile, wyvern-agent-<chassis>.prom "
+        "(counters of the loop, the flow installs and the packet-in services; point "
+        "node_exporter's --collector.textfile.directory here; `wyvern punts` reads it). "
+        "auto: <run_dir>/metrics; empty: no file. The agent opens no listening socket.",
+    )
     agent_lease_ttl: float = Field(
         default=30.0,
         gt=0,
@@ -372,6 +379,7 @@ ovs_mode = "fake"
 distribution = "selective"
 ovs_run_dir = "/run/ovs"
 ovs_netns = ""
+agent_metrics_dir = "/var/lib/node_exporter"
 agent_lease_ttl = 12.5
 
 [quotas]

@@ -244,6 +244,13 @@ class Settings:
         "(wyvern-<hash of its run dir>; a netdev bridge's tap devices would collide with "
         "another OVS), an attached one the host's; empty: the host's; else that name.",
     )
+    agent_metrics_dir: str = _opt(
+        default="auto",
+        description="Agent: directory of its Prometheus textfile, wyvern-agent-<chassis>.prom "
+        "(counters of the loop, the flow installs and the packet-in services; point "
+        "node_exporter's --collector.textfile.directory here; `wyvern punts` reads it). "
+        "auto: <run_dir>/metrics; empty: no file. The agent opens no listening socket.",
+    )
     agent_lease_ttl: float = _opt(
         default=30.0,
         gt=0,
@@ -355,6 +362,15 @@ class Settings:
             # Unix socket paths (<dir>/ovs-vswitchd.ctl, <dir>/br-int.mgmt) max 107 bytes.
             return Path("/tmp") / f"wyvern-ovs-{_short_hash(str(default))}"
         return default
+
+    @property
+    def agent_metrics_file(self) -> Path | None:
+        if not self.agent_metrics_dir:
+            return None
+        base = self.run_dir / "metrics" if self.agent_metrics_dir == "auto" else None
+        # (the chassis name made safe for a file name)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.agent_chassis)
+        return (base or Path(self.agent_metrics_dir)) / f"wyvern-agent-{name}.prom"
 
     @property
     def agent_netns(self) -> str | None:

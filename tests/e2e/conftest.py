@@ -107,6 +107,23 @@ class Chassis:
             check=False,
         )
 
+    def punts(self) -> tuple[dict[str, tuple[int, int]], dict[str, int], str]:
+        """`wyvern punts` as an operator reads it: per port (punted, dropped by its
+        meter), the agent's packet-in counters (from its metrics file), and the text."""
+        out = self.wyvern("punts")
+        assert out.returncode == 0, out.stdout + out.stderr
+        ports_part, _, agent_part = out.stdout.partition("\n\n")
+        ports = {
+            line.split()[0]: (int(line.split()[-2]), int(line.split()[-1]))
+            for line in ports_part.splitlines()[1:]
+        }
+        counters = {
+            line.split()[0]: int(line.split()[1])
+            for line in agent_part.splitlines()[1:]
+            if len(line.split()) == 2
+        }
+        return ports, counters, out.stdout
+
     def start_agent(self) -> Proc:
         self.agent = spawn(
             [*wyvern_command(), "agent"], self.run_dir / "agent.out", self.env, "wyvern agent"

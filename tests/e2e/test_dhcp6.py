@@ -268,15 +268,24 @@ def test_a_solicit_flood_from_one_vm_leaves_dhcpv6_to_the_others(chassis: Chassi
     assert c.agent is not None and c.agent.alive(), c.agent_log()
     assert "handler failed" not in c.agent_log()  # (no packet-in raised)
 
-    out = c.wyvern("punts")
-    assert out.returncode == 0, out.stdout + out.stderr
-    rows = {line.split()[0]: line.split()[-2:] for line in out.stdout.splitlines()[1:]}
-    punted, dropped = map(int, rows[flooder["id"]])
-    assert punted > dropped > 0.9 * punted, out.stdout  # dropped in the datapath
+    rows, counters, text = c.punts()
+    punted, dropped = rows[flooder["id"]]
+    assert punted > dropped > 0.9 * punted, text  # dropped in the datapath
     print(f"flood: {sent} solicits sent, {punted} reached the meter, {dropped} dropped there")
     for port, _ in victims:
-        punted, dropped = map(int, rows[port["id"]])
-        assert punted >= 2 and dropped == 0, out.stdout  # solicit and request, all served
+        punted, dropped = rows[port["id"]]
+        assert punted >= 2 and dropped == 0, text  # solicit and request, all served
+    # What passed the meter reached the agent, whose malformed ones were dropped and
+    # counted: its metrics file shows them (rewritten every few seconds), as does punts.
+    eventually(lambda: c.punts()[1].get("dhcp6_malformed", 0) > 0, "dhcp6_malformed counted")
+    rows, counters, text = c.punts()
+    assert counters["dhcp6"] >= counters["dhcp6_malformed"] > 0, text
+    assert counters["dhcp6_advertise"] >= len(victims), text
+    prom = (c.run_dir / "metrics" / f"wyvern-agent-{c.env['WYVERN_CHASSIS_NAME']}.prom").read_text()
+    malformed = next(line for line in prom.splitlines() if 'outcome="dhcp6_malformed"' in line)
+    assert malformed.startswith("wyvern_agent_packet_in_outcomes_total{chassis="), prom
+    assert int(malformed.split()[-1]) > 0, prom
+    print(text)
     # The flooder itself is still served once it stops.
     assert_leased(c, ns_f, dhcp6_dir(c), flooder)
 

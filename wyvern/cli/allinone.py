@@ -133,6 +133,7 @@ class AgentComponent:
             mac_binding_refresh=s.agent_mac_binding_refresh,
             router_adverts=RaSettings(s.min_rtr_adv_interval, s.max_rtr_adv_interval, s.dns_domain),
             dhcp=DhcpSettings(lease_time=s.dhcp_lease_duration, domain_name=s.dns_domain),
+            metrics_file=s.agent_metrics_file,
             metadata=MetadataSettings(
                 nova_metadata_host=s.nova_metadata_host,
                 nova_metadata_port=s.nova_metadata_port,

@@ -608,7 +608,10 @@ def punts(
     ovs_netns: OvsNetnsOpt = None,
 ) -> None:
     """Per local port: the packets it punted to the agent (DHCP, ND, ICMP errors) and
-    how many of them its meter dropped in the datapath (over its rate)."""
+    how many of them its meter dropped in the datapath (over its rate); then what the
+    agent's packet-in services counted (its metrics file: handled per punt kind, and
+    outcomes such as rate_limited or dhcp6_malformed)."""
+    from wyvern.controller.metrics import packet_in_counters
     from wyvern.southbound.meters import port_punts
     from wyvern.southbound.ovs import OvsError, OvsInstance
 
@@ -622,6 +625,22 @@ def punts(
     typer.echo(f"{'port':36} {'interface':15} {'ofport':>6} {'punted':>10} {'dropped':>10}")
     for port_id, name, ofport, st in rows:
         typer.echo(f"{port_id or '-':36} {name:15} {ofport:>6} {st.punted:>10} {st.dropped:>10}")
+    typer.echo("")
+    path = settings.agent_metrics_file
+    if path is None:
+        typer.echo("agent packet-in counters: none (agent_metrics_dir is empty)")
+        return
+    try:
+        counters = packet_in_counters(path.read_text(encoding="utf-8"))
+    except OSError:
+        typer.echo(f"agent packet-in counters: none ({path} not found: is the agent running?)")
+        return
+    if not counters:
+        typer.echo(f"agent packet-in counters: none yet ({path})")
+        return
+    typer.echo(f"{'agent packet-in counter':36} {'value':>10}")
+    for key, value in sorted(counters.items()):
+        typer.echo(f"{key:36} {value:>10}")
 
 
 # `wyvern agent` options: flag -> keyword of _run_agent (all plain strings but run_dir).

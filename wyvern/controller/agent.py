@@ -49,7 +49,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -70,6 +71,7 @@ from wyvern.controller.engine import Engine, default_apps, gc_paused, release_fr
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.liveness import ChassisLiveness
 from wyvern.controller.metadata import Instance, MetadataProxy, MetadataSettings
+from wyvern.controller.metrics import AgentFigures, MetricsFile, agent_families, render
 from wyvern.controller.sync import Sync
 from wyvern.model.keys import ROOT, mac_binding_key, obj_key
 from wyvern.model.view import Change, LocalView, MacBinding
@@ -100,6 +102,8 @@ GATEWAY_HOLD_MAX = 3.0
 GARP_SCHEDULE = (0.0, 1.0, 3.0, 7.0)
 # How often the loop wakes to read BFD while other gateway chassis exist.
 GATEWAY_POLL = 0.1
+# Seconds between two renderings of the metrics file (rewritten only if it changed).
+METRICS_INTERVAL = 5.0
 
 
 @dataclass
@@ -134,6 +138,8 @@ class Agent:
         metadata: MetadataSettings | None = None,
         router_adverts: ra.RaSettings | None = None,
         dhcp: DhcpSettings | None = None,
+        metrics_file: Path | None = None,
+        metrics_interval: float = METRICS_INTERVAL,
     ) -> None:
         """ovs None: a fake chassis (no switch; flows recorded, ports bound by
         binding:host_id; see wyvern/controller/interest.py). selective: follow only what
@@ -143,7 +149,9 @@ class Agent:
         metadata: the metadata proxy's settings (None: no metadata port nor proxy; the
         default, MetadataSettings(), answers every VM 404 "not configured").
         router_adverts: the intervals and DNS domain of IPv6 router advertisements.
-        dhcp: the DHCPv4 and DHCPv6 servers' lease time and domain."""
+        dhcp: the DHCPv4 and DHCPv6 servers' lease time and domain.
+        metrics_file: where the counters go in Prometheus's text format (metrics.py),
+        rewritten every metrics_interval seconds if they changed; None: nowhere."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
@@ -187,6 +195,9 @@ class Agent:
         self.liveness = ChassisLiveness(self.view, chassis.encaps, bfd, liveness_grace)
         self.sync.keep_chassis = self.liveness.keep
         self.stats = AgentStats()
+        self.metrics = MetricsFile(metrics_file) if metrics_file is not None else None
+        self.metrics_interval = metrics_interval
+        self._metrics_at = 0.0
         self.want_packet_in = packet_in
         self.packet_in: PacketInService | None = None
         self.metadata_settings = metadata
@@ -271,6 +282,7 @@ class Agent:
             )
         if ovs is not None and self.metadata_settings is not None:
             self._start_metadata(ovs, self.metadata_settings)
+        self._write_metrics(time.monotonic())
         self._thread = threading.Thread(
             target=self._run, name=f"agent-{self.chassis.name}", daemon=True
         )
@@ -388,6 +400,8 @@ class Agent:
             if expire and self.ovs is not None:  # (a crash leaves it, as the flows)
                 metadata_port.remove_port(self.ovs, self.bridge, self.chassis.name)
         self.registration.stop(expire=expire)
+        if self.metrics is not None and expire:  # (a crash leaves it, with its mtime)
+            self.metrics.remove()
         if isinstance(self.bindings, BindingMonitor):
             self.bindings.stop()
         self.sync.close()
@@ -487,6 +501,7 @@ class Agent:
         # back what the filing left free (a few MiB at 10k ports).
         if not changes and self.engine.settle() > 1000:
             release_free_memory()
+        self._write_metrics(time.monotonic())
         with self.cycle:
             self.cycle.notify_all()
         return len(changes)
@@ -578,6 +593,29 @@ class Agent:
         self.stats.installed_revision = revision
         self.stats.last_install_seconds = time.monotonic() - start
         self._write_statuses()
+
+    def _write_metrics(self, now: float) -> None:
+        """The counters to the metrics file, every metrics_interval at most."""
+        if self.metrics is None or now < self._metrics_at:
+            return
+        self._metrics_at = now + self.metrics_interval
+        self.metrics.write(
+            render(agent_families(self.chassis.name, self.figures(), punts.NAMES.values()))
+        )
+
+    def figures(self) -> AgentFigures:
+        """What the metrics file shows, now."""
+        st = asdict(self.stats)
+        packet_in = self.packet_in.counters() if self.packet_in is not None else None
+        return AgentFigures(
+            counters=st,
+            installed_revision=self.stats.installed_revision,
+            store_revision=self.sync.revision,
+            last_install_seconds=self.stats.last_install_seconds,
+            flows=self.engine.flow_count(),
+            local_ports=sum(1 for p in self.view.bindings if p in self.view.ports),
+            packet_in=packet_in,
+        )
 
     def _meter_ids(self) -> set[int]:
         """The punt meters the local ports' flows may name (a superset is harmless)."""
@@ -735,6 +773,7 @@ class PacketInService:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name="packet-in", daemon=True)
         self._channel: Any = None  # the OfChannel while serving
+        self.dispatcher: Any = None  # the PacketInDispatcher, once serving
         self._stopping = asyncio.Event()  # bound to self.loop on first use
 
     @classmethod
@@ -772,6 +811,7 @@ class PacketInService:
         )
         inner = dispatcher.handle
         lock = self.sync.lock
+        self.dispatcher = dispatcher
 
         def handle(pin: Any, now: float) -> Any:
             with lock:  # the agent thread changes the view under the same lock
@@ -828,6 +868,15 @@ class PacketInService:
         except RuntimeError:  # the loop closed meanwhile
             return False
         return True
+
+    def counters(self) -> dict[str, int]:
+        """(Any thread) a copy of the dispatcher's counters. They change only inside its
+        handle(), which runs under the view's lock: a copy under that lock is whole."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return {}
+        with self.sync.lock:
+            return dict(dispatcher.stats)
 
     def _write_binding(self, binding: MacBinding) -> None:
         """Publish a learned neighbour to every agent following its network."""
