@@ -123,7 +123,7 @@ P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
 P_PORT = 100  # a protected port's IP traffic → conntrack (or straight to acl)
 # (everything else passes: the stage's declared miss, wyvern.ir.pipeline)
 # acl / acl_egress
-P_INVALID = 65000  # +trk+inv drops
+P_INVALID = 1  # +trk+inv that no rule passes (untracked ICMP) drops, visibly
 P_GROUP_BASE = 1000
 GROUP_SLOTS = 15000
 GROUP_RANKS = 4  # groups whose ids hash to the same slot take ranks 0..3 of it
@@ -716,6 +716,12 @@ class SecurityGroups(App):
                 continue
             et = ETH_TYPES[rule.ethertype]
             allow: tuple[Action, ...] = (Goto(side.after_acl),)
+            icmp = _icmp_proto(rule)
+            if icmp is not None:
+                # ICMP that conntrack does not track (not echo, nor an error about a
+                # connection) is +inv: judged by the rules alone, never committed.
+                untracked = match(conj_id=cid, eth_type=et, ip_proto=icmp, ct_state="+trk+inv")
+                out.append(acl.flow(priority=prio, cookie=cookie, match=untracked, actions=allow))
             if sg.stateful:
                 commit = Ct(
                     commit=True,
@@ -730,13 +736,13 @@ class SecurityGroups(App):
                     acl.flow(
                         priority=prio,
                         cookie=cookie,
-                        match=match(conj_id=cid, eth_type=et, ct_state="+trk+rpl"),
+                        match=match(conj_id=cid, eth_type=et, ct_state="+trk+rpl-inv"),
                         actions=(Goto(side.after_acl),),
                     )
                 )
-                rule_match = match(conj_id=cid, eth_type=et, ct_state="+trk-rpl")
-            else:
-                rule_match = match(conj_id=cid, eth_type=et)
+                rule_match = match(conj_id=cid, eth_type=et, ct_state="+trk-rpl-inv")
+            else:  # (-inv: a port mixing stateless and stateful groups is tracked)
+                rule_match = match(conj_id=cid, eth_type=et, ct_state="-inv")
             out.append(acl.flow(priority=prio, cookie=cookie, match=rule_match, actions=allow))
         return out
 
@@ -807,6 +813,17 @@ class SecurityGroups(App):
                 memo.clear()
             memo[key] = flow
         return flow
+
+
+def _icmp_proto(rule: SecurityGroupRule) -> int | None:
+    """The ICMP protocol of the rule's family if the rule can match ICMP (it names ICMP,
+    or no protocol), else None."""
+    icmp = IPPROTO_ICMP if rule.ethertype == "IPv4" else IPPROTO_ICMPV6
+    try:
+        proto = protocol_number(rule)
+    except (KeyError, ValueError):
+        return None
+    return icmp if proto is None or proto == icmp else None
 
 
 def _conj_order(c: Conjunction) -> tuple[int, int]:
