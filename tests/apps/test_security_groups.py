@@ -537,3 +537,77 @@ def test_ipv6_rules_and_neighbour_discovery() -> None:
     assert out.punts == [bytes([PUNT_ND_NS])], out.trace.format()  # to the ND responder
     out = s.outcome(pk.nd_solicit(A, MAC_A, "fd00::5", "fd00::77"))
     assert B in out.ports, out.trace.format()
+
+
+def _icmp6(
+    src: tuple[int, str, str], dst: tuple[int, str, str], type_: int, code: int
+) -> pk.Packet:
+    return pk.packet(in_port=src[0], eth_src=src[1], eth_dst=dst[1], eth_type=0x86DD,
+                     ipv6_src=src[2], ipv6_dst=dst[2], ip_proto=58, nw_ttl=64,
+                     icmpv6_type=type_, icmpv6_code=code)  # fmt: skip
+
+
+def test_icmpv6_conntrack_cannot_track_is_judged_by_the_rules() -> None:
+    """ICMPv6 other than echo and errors (MLD, node information, experimental types) is
+    +inv in conntrack: the rules decide it alone, by type and code, never committing it;
+    invalid TCP still passes no rule."""
+    a, b = (A, MAC_A, "fd00::5"), (B, MAC_B, "fd00::6")
+
+    def scenario(stateful: bool, *extra: dict[str, Any]) -> sc.Scenario:
+        v = sc.build_view(
+            networks=[sc.network("n1", key=100)],
+            subnets=[sc.subnet("s6", "n1", "fd00::/64")],
+            ports=[
+                sc.port("a", "n1", key=1, mac=MAC_A, ips=[a[2]], security_groups=["out"]),
+                sc.port("b", "n1", key=2, mac=MAC_B, ips=[b[2]], security_groups=["sg"]),
+            ],
+            security_groups=[sc.security_group("out"), sc.security_group("sg", stateful=stateful)],
+            rules=[
+                sc.rule("eg6", "out", "egress", ethertype="IPv6"),
+                sc.rule(
+                    "t200",
+                    "sg",
+                    "ingress",
+                    ethertype="IPv6",
+                    protocol="ipv6-icmp",
+                    port_range_min=200,
+                    port_range_max=1,
+                ),
+                sc.rule(
+                    "ssh",
+                    "sg",
+                    "ingress",
+                    ethertype="IPv6",
+                    protocol="tcp",
+                    port_range_min=22,
+                    port_range_max=22,
+                ),
+                *extra,
+            ],
+            local={"a": A, "b": B},
+        )
+        return sc.Scenario(v, apps())
+
+    for stateful in (True, False):
+        s = scenario(stateful)
+        assert delivered(s, _icmp6(a, b, 200, 1), B), stateful
+        assert not delivered(s, _icmp6(a, b, 200, 2), B)  # another code
+        assert not delivered(s, _icmp6(a, b, 201, 1), B)  # another type
+        assert not delivered(s, _icmp6(a, b, 143, 0), B)  # an MLD report: no rule for it
+        assert not delivered(s, pk.icmp_echo(A, MAC_A, MAC_B, a[2], b[2]), B)
+        syn = pk.tcp(A, MAC_A, MAC_B, a[2], b[2], 40000, 22, "S")
+        assert delivered(s, syn, B)
+    s = scenario(True)
+    assert len(s.conntrack) == 0 or all(
+        c.original[3] != 58 for c in s.conntrack.connections()
+    )  # no ICMPv6 connection committed
+    ack = pk.tcp(A, MAC_A, MAC_B, a[2], b[2], 40001, 22, "A")
+    assert not delivered(s, ack, B)  # +inv: not a clean SYN, no connection
+    # A rule for all ICMPv6 (or all IPv6) admits every type, tracked or not.
+    s = scenario(True, sc.rule("icmp6", "sg", "ingress", ethertype="IPv6", protocol="icmp"))
+    for type_ in (200, 143, 139, 128):
+        assert delivered(s, _icmp6(a, b, type_, 3), B), type_
+    assert not delivered(s, ack, B)
+    s = scenario(True, sc.rule("all6", "sg", "ingress", ethertype="IPv6"))
+    assert delivered(s, _icmp6(a, b, 200, 9), B)
+    assert not delivered(s, ack, B)

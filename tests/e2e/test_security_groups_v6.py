@@ -307,3 +307,42 @@ def test_ipv6_security_groups_across_chassis(two: Cluster) -> None:
     )
     c.delete("security-group-rules", egress6["id"])
     eventually(lambda: probe(ns_a, l6, 7000) == "timeout", "no reply without an egress rule")
+
+
+def test_ipv6_routed_across_chassis_and_an_extra_route_via_a_vm(two: Cluster) -> None:
+    """A router between two IPv6 networks, its VMs on different chassis: ping and TCP
+    routed (one hop: hop limit 63), and an extra route whose IPv6 next hop is a VM on the
+    other network, which holds the route's prefix (an allowed address pair)."""
+    c = two
+    beyond = "2001:db8:74::1"  # on Y's loopback, behind the extra route
+    nets, subs = [], []
+    for i, cidr in enumerate(("2001:db8:72::/64", "2001:db8:73::/64")):
+        net = c.post("networks", name=f"r6-{i}")
+        subs.append(c.post("subnets", network_id=net["id"], cidr=cidr, ip_version=6,
+                           enable_dhcp=False))  # fmt: skip
+        nets.append(net)
+    router = c.post("routers", name="r6")
+    for sub in subs:
+        c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
+    px, ns_x = c.hv[0].vm(nets[0], "X")
+    py, ns_y = c.hv[1].vm(nets[1], "Y", allowed_address_pairs=[{"ip_address": "2001:db8:74::/64"}])
+    x6, y6 = v6_of(px), v6_of(py)
+    for ns, addr, sub in ((ns_x, x6, subs[0]), (ns_y, y6, subs[1])):
+        sh(ns, "ip", "-6", "addr", "replace", f"{addr}/64", "dev", "eth0", "nodad")
+        sh(ns, "ip", "-6", "route", "replace", "default", "via", sub["gateway_ip"], "dev", "eth0")
+    sh(ns_y, "ip", "-6", "addr", "add", f"{beyond}/128", "dev", "lo")
+    serve(c.hv[1], ns_y, "Y", 7200)
+
+    eventually(lambda: pings(ns_x, y6, "-6"), "a routed ping -6 across chassis", timeout=20)
+    out = ping(ns_x, y6, "-6", count=3)
+    assert " 0% packet loss" in out.stdout and "ttl=63" in out.stdout, out.stdout + c.logs()
+    assert pings(ns_y, x6, "-6")  # and back
+    assert probe(ns_x, y6, 7200) == "Y"
+    # Nothing routes the prefix yet: it is not on any subnet of the router.
+    assert not pings(ns_x, beyond, "-6")
+    c.put("routers", router["id"], routes=[{"destination": "2001:db8:74::/64", "nexthop": y6}])
+    eventually(lambda: pings(ns_x, beyond, "-6"), "through the extra route via Y", timeout=15)
+    assert probe(ns_x, beyond, 7200) == "Y"
+    c.put("routers", router["id"], routes=[])
+    eventually(lambda: not pings(ns_x, beyond, "-6"), "the route removed")
+    assert pings(ns_x, y6, "-6")
