@@ -13,8 +13,13 @@ Conntrack zones
 
 Stateful groups (the default)
     pre_acl / pre_acl_egress send the port's IP traffic through `ct(zone, table=acl…)`.
-    In acl / acl_egress: ``+trk+inv`` drops; a packet matching a rule is committed with
-    ``ct_mark = mark(rule)`` and continues; an established or related packet (either
+    In acl / acl_egress: ``+trk+inv`` drops (no rule flow passes ``+inv``), except ICMP
+    that conntrack cannot track at all: OVS tracks echo (and IPv4's timestamp and
+    information queries) and errors about a connection, and marks every other ICMP
+    message ``+inv`` (MLD, node information, experimental types). Such a message is judged
+    by the rules alone, like in a stateless group, and never committed; a rule naming
+    its type (or all ICMP) is then what admits it. A packet matching a rule is committed
+    with ``ct_mark = mark(rule)`` and continues; an established or related packet (either
     direction) continues if its connection's mark names a rule that still exists in one of
     the port's groups; anything else drops (the table default).
 
