@@ -177,6 +177,7 @@ def test_ipv6_security_groups_across_chassis(two: Cluster) -> None:
         tcp(5001),
         tcp(5002),
         {"direction": "ingress", "protocol": "ipv6-icmp", "port_range_min": 128},  # echo
+        {"direction": "ingress", "protocol": "icmp", "port_range_min": 8, "ethertype": "IPv4"},
     ):
         add_rule(c, server, **r)
     t_server = group(c, "t", tcp(5001))
@@ -251,6 +252,13 @@ def test_ipv6_security_groups_across_chassis(two: Cluster) -> None:
 
     assert pings(ns_a, s6, "-6"), ping(ns_a, s6, "-6").stdout
     assert [heard.next(), heard.next()] == ["128/0", "128/0"]
+    # Fragmented both ways (3000 bytes over a 1438 MTU): the later fragments carry no
+    # ICMPv6 header, yet the request is admitted by its first fragment, and the reply.
+    out = ping(ns_a, s6, "-6", "-s", "3000", count=3)
+    assert " 0% packet loss" in out.stdout, out.stdout + out.stderr
+    assert [heard.next() for _ in range(3)] == ["128/0"] * 3
+    out = in_netns(ns_a, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-s", "3000", v4_of(ps))
+    assert " 0% packet loss" in out.stdout, out.stdout  # IPv4 too (an echo-request rule)
     send(200, 1)  # not admitted...
     add_rule(c, server, direction="ingress", protocol="ipv6-icmp", port_range_min=200,
              port_range_max=1)  # fmt: skip

@@ -129,6 +129,7 @@ P_PORT = 100  # a protected port's IP traffic → conntrack (or straight to acl)
 # (everything else passes: the stage's declared miss, wyvern.ir.pipeline)
 # acl / acl_egress
 P_INVALID = 1  # +trk+inv that no rule passes (untracked ICMP) drops, visibly
+P_FRAGMENT = 62000  # later fragments of the original direction (above every group)
 P_GROUP_BASE = 1000
 GROUP_SLOTS = 15000
 GROUP_RANKS = 4  # groups whose ids hash to the same slot take ranks 0..3 of it
@@ -207,6 +208,10 @@ def _h32(text: str) -> int:
     """A stable non-zero 32-bit value of a string (conjunction ids, ct_mark)."""
     digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") or 1
+
+
+# The ct_mark of a connection whose first packet came in fragments (see _fragment_flows).
+FRAGMENT_MARK = 0xF4A6_0001
 
 
 def rule_mark(rule_id: str) -> int:
@@ -574,6 +579,7 @@ class SecurityGroups(App):
             out.append(
                 acl.flow(priority=P_INVALID, cookie=acl_cookie, match=match(ct_state="+trk+inv"))
             )
+            out += _fragment_flows(side, acl_cookie)
         return out
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
@@ -818,6 +824,45 @@ class SecurityGroups(App):
                 memo.clear()
             memo[key] = flow
         return flow
+
+
+def _fragment_flows(side: _Side, cookie: int) -> list[Flow]:
+    """Later fragments of a stateful port's packets (userspace datapath).
+
+    Conntrack reassembles a fragmented packet to track it, but the pipeline goes on with
+    the fragments, and a later fragment has no L4 header (an IPv6 one not even its
+    protocol: ip_proto is 44), so no rule naming a protocol, port or ICMP type matches
+    it. The first fragment is judged by the rules; a commit holds it until the later
+    fragments reach a commit in the same zone too. So a later fragment of a new
+    connection (or of one such a commit marked) is committed here with FRAGMENT_MARK:
+    the whole packet goes on only if its first fragment was admitted (alone, the later
+    fragments wait in the reassembler until they expire). Replies of a connection with
+    that mark pass like any reply; the connection's next unfragmented packet in the
+    original direction is judged by the rules and re-marked (the revocation path).
+    Established connections' later fragments pass on their rule's mark (est clause)."""
+    acl = table(side.acl)
+    commit = Ct(commit=True, zone="port_ct_zone", exec=(SetField("ct_mark", FRAGMENT_MARK),))
+    out = []
+    for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+        for m in (
+            match(eth_type=et, ip_frag="later", ct_state="+trk+new-rpl-inv"),
+            match(eth_type=et, ip_frag="later", ct_state="+trk+est-rpl-inv", ct_mark=FRAGMENT_MARK),
+        ):
+            out.append(
+                acl.flow(
+                    priority=P_FRAGMENT,
+                    cookie=cookie,
+                    match=m,
+                    actions=(commit, Goto(side.after_acl)),
+                )
+            )
+        reply = match(eth_type=et, ct_state="+trk+est+rpl-inv", ct_mark=FRAGMENT_MARK)
+        out.append(
+            acl.flow(
+                priority=P_FRAGMENT, cookie=cookie, match=reply, actions=(Goto(side.after_acl),)
+            )
+        )
+    return out
 
 
 def _icmp_proto(rule: SecurityGroupRule) -> int | None:
