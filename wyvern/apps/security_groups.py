@@ -18,8 +18,10 @@ Stateful groups (the default)
     information queries) and errors about a connection, and marks every other ICMP
     message ``+inv`` (MLD, node information, experimental types). Such a message is judged
     by the rules alone, like in a stateless group, and never committed; a rule naming
-    its type (or all ICMP) is then what admits it. A packet matching a rule is committed
-    with ``ct_mark = mark(rule)`` and continues; an established or related packet (either
+    its type (or all ICMP) is then what admits it. Fragments: the rules judge the first
+    one, later ones (no L4 header) follow it through conntrack's reassembler
+    (_fragment_flows). A packet matching a rule is committed with
+    ``ct_mark = mark(rule)`` and continues; an established or related packet (either
     direction) continues if its connection's mark names a rule that still exists in one of
     the port's groups; anything else drops (the table default).
 
@@ -33,8 +35,9 @@ Stateful groups (the default)
 
 Stateless groups (stateful=false)
     No conntrack: pre_acl goes straight to acl; a rule match continues, nothing else.
-    Replies need their own rules. (A port mixing stateful and stateless groups, which
-    Neutron refuses, is treated as stateful.)
+    Replies need their own rules, and later fragments a rule without a protocol (they
+    carry no ports, and an IPv6 one no protocol either). (A port mixing stateful and
+    stateless groups, which Neutron refuses, is treated as stateful.)
 
 Flows and owners: conjunctive matches, shared by every local port of a group
     ("security_group", G) owns G's rule flows, at one priority P(G) in acl/acl_egress
