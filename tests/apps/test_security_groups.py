@@ -665,3 +665,28 @@ def test_later_fragments_follow_their_first_fragment() -> None:
         apps(),
     )
     assert delivered(s2, later(a, b), B)  # no groups: nothing filters
+
+
+def test_a_group_without_rules_passes_nd_and_mld_queries_only() -> None:
+    """Neutron's always-allowed ICMPv6: NS and NA both ways, MLD queries both ways; an
+    MLD report or an echo request needs a rule."""
+    a, b = (A, MAC_A, "fd00::5"), (B, MAC_B, "fd00::6")
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s6", "n1", "fd00::/64")],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=[a[2]], security_groups=["deny"]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=[b[2]], security_groups=["deny"]),
+        ],
+        security_groups=[sc.security_group("deny")],
+        local={"a": A, "b": B},
+    )
+    s = sc.Scenario(v, apps())
+    assert delivered(s, _icmp6(a, b, 130, 0), B)  # MLD query: out of a, into b
+    assert delivered(s, _icmp6(b, a, 130, 0), A)
+    na = pk.packet(in_port=A, eth_src=MAC_A, eth_dst=MAC_B, eth_type=0x86DD, ipv6_src=a[2],
+                   ipv6_dst=b[2], ip_proto=58, nw_ttl=255, icmpv6_type=136,
+                   nd_target=a[2])  # fmt: skip
+    assert delivered(s, na, B)  # NA (of a's own address: port security checks that)
+    for type_ in (131, 143, 132, 128):  # MLD reports, done; echo
+        assert not delivered(s, _icmp6(a, b, type_, 0), B), type_

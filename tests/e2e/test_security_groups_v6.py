@@ -300,6 +300,12 @@ def test_ipv6_security_groups_across_chassis(two: Cluster) -> None:
     eventually(lambda: pings(ns_s, vip, "-6"), "S pings D's VIP once D admits echo requests")
     assert pings(ns_s, d6, "-6")
     assert not pings(ns_d, s6, "-6")  # D still sends nothing of its own
+    # MLD queries pass a group without rules too (Neutron lets them), MLD reports do not.
+    at_d = Lines(c.hv[1].background(ns_d, PY, "-u", "-c", ICMP6_LISTENER, s6))
+    assert at_d.next() == "ready"
+    for type_ in (143, 130):  # a report, then a query
+        sh(ns_s, PY, "-c", ICMP6_SEND, d6, str(type_), "0")
+    assert at_d.next() == "130/0"  # (the report, sent first, never came)
 
     # Stateless: the group's rules are all there is, replies included.
     assert probe(ns_a, l6, 7000) == "L"

@@ -3,7 +3,8 @@
 Stages: pre_acl → acl (traffic FROM a local VM: the groups' *egress* rules) and
 pre_acl_egress → acl_egress (traffic TO a local VM: the groups' *ingress* rules). Ports
 without port security or without groups, and non-IP traffic (ARP), pass untouched. DHCP
-client/server and ICMPv6 RS/RA/NS/NA bypass the rules (as Neutron's firewall drivers do).
+client/server, ICMPv6 RS/RA/NS/NA and MLD queries bypass the rules (as Neutron's firewall
+drivers do: MLD queries both ways, RS out, RA in).
 
 Conntrack zones
     One zone per local port: `classifier.port_ct_zone()` (the port's ofport, unique on the
@@ -127,7 +128,7 @@ REMOTE = "sg_remote"  # owner kind of the per-address clause-3 flows
 RULE = "sg_rule"  # owner kind of one rule's own flows (its conj_id matches)
 
 # pre_acl / pre_acl_egress
-P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
+P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA, MLD queries: never filtered
 P_PORT = 100  # a protected port's IP traffic → conntrack (or straight to acl)
 # (everything else passes: the stage's declared miss, wyvern.ir.pipeline)
 # acl / acl_egress
@@ -895,17 +896,19 @@ def _remote_match(field: str, cidr: str) -> Match:
 
 
 def _bypass_matches(side: _Side) -> list[Match]:
-    """Traffic no security group filters: DHCP and the ICMPv6 neighbour/router discovery."""
+    """Traffic no security group filters: DHCP, ICMPv6 neighbour and router discovery,
+    and MLD queries (Neutron's ICMPV6_ALLOWED_INGRESS/EGRESS_TYPES; MLD reports and
+    done messages need a rule)."""
     if side is FROM_VM:
         dhcp = [
             match(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_UDP, udp_src=68, udp_dst=67),
             match(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_UDP, udp_src=546, udp_dst=547),
         ]
-        nd = (133, 135, 136)  # RS, NS, NA
+        nd = (130, 133, 135, 136)  # MLD query, RS, NS, NA
     else:
         dhcp = [
             match(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_UDP, udp_src=67, udp_dst=68),
             match(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_UDP, udp_src=547, udp_dst=546),
         ]
-        nd = (134, 135, 136)  # RA, NS, NA
+        nd = (130, 134, 135, 136)  # MLD query, RA, NS, NA
     return dhcp + [match(icmpv6_type=t) for t in nd]
