@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.apps import scenario as sc
 from wyvern.apps.base import App, Owner
 from wyvern.apps.punts import PUNT_ND_NS
-from wyvern.apps.security_groups import SecurityGroups, group_priority
+from wyvern.apps.security_groups import FRAGMENT_MARK, SecurityGroups, group_priority
 from wyvern.controller.engine import Engine
 from wyvern.ir import Conjunction, Flow
 from wyvern.ir import packet as pk
@@ -537,3 +537,156 @@ def test_ipv6_rules_and_neighbour_discovery() -> None:
     assert out.punts == [bytes([PUNT_ND_NS])], out.trace.format()  # to the ND responder
     out = s.outcome(pk.nd_solicit(A, MAC_A, "fd00::5", "fd00::77"))
     assert B in out.ports, out.trace.format()
+
+
+def _icmp6(
+    src: tuple[int, str, str], dst: tuple[int, str, str], type_: int, code: int
+) -> pk.Packet:
+    return pk.packet(in_port=src[0], eth_src=src[1], eth_dst=dst[1], eth_type=0x86DD,
+                     ipv6_src=src[2], ipv6_dst=dst[2], ip_proto=58, nw_ttl=64,
+                     icmpv6_type=type_, icmpv6_code=code)  # fmt: skip
+
+
+def test_icmpv6_conntrack_cannot_track_is_judged_by_the_rules() -> None:
+    """ICMPv6 other than echo and errors (MLD, node information, experimental types) is
+    +inv in conntrack: the rules decide it alone, by type and code, never committing it;
+    invalid TCP still passes no rule."""
+    a, b = (A, MAC_A, "fd00::5"), (B, MAC_B, "fd00::6")
+
+    def scenario(stateful: bool, *extra: dict[str, Any]) -> sc.Scenario:
+        v = sc.build_view(
+            networks=[sc.network("n1", key=100)],
+            subnets=[sc.subnet("s6", "n1", "fd00::/64")],
+            ports=[
+                sc.port("a", "n1", key=1, mac=MAC_A, ips=[a[2]], security_groups=["out"]),
+                sc.port("b", "n1", key=2, mac=MAC_B, ips=[b[2]], security_groups=["sg"]),
+            ],
+            security_groups=[sc.security_group("out"), sc.security_group("sg", stateful=stateful)],
+            rules=[
+                sc.rule("eg6", "out", "egress", ethertype="IPv6"),
+                sc.rule(
+                    "t200",
+                    "sg",
+                    "ingress",
+                    ethertype="IPv6",
+                    protocol="ipv6-icmp",
+                    port_range_min=200,
+                    port_range_max=1,
+                ),
+                sc.rule(
+                    "ssh",
+                    "sg",
+                    "ingress",
+                    ethertype="IPv6",
+                    protocol="tcp",
+                    port_range_min=22,
+                    port_range_max=22,
+                ),
+                *extra,
+            ],
+            local={"a": A, "b": B},
+        )
+        return sc.Scenario(v, apps())
+
+    for stateful in (True, False):
+        s = scenario(stateful)
+        assert delivered(s, _icmp6(a, b, 200, 1), B), stateful
+        assert not delivered(s, _icmp6(a, b, 200, 2), B)  # another code
+        assert not delivered(s, _icmp6(a, b, 201, 1), B)  # another type
+        assert not delivered(s, _icmp6(a, b, 143, 0), B)  # an MLD report: no rule for it
+        assert not delivered(s, pk.icmp_echo(A, MAC_A, MAC_B, a[2], b[2]), B)
+        syn = pk.tcp(A, MAC_A, MAC_B, a[2], b[2], 40000, 22, "S")
+        assert delivered(s, syn, B)
+    s = scenario(True)
+    assert len(s.conntrack) == 0 or all(
+        c.original[3] != 58 for c in s.conntrack.connections()
+    )  # no ICMPv6 connection committed
+    ack = pk.tcp(A, MAC_A, MAC_B, a[2], b[2], 40001, 22, "A")
+    assert not delivered(s, ack, B)  # +inv: not a clean SYN, no connection
+    # A rule for all ICMPv6 (or all IPv6) admits every type, tracked or not.
+    s = scenario(True, sc.rule("icmp6", "sg", "ingress", ethertype="IPv6", protocol="icmp"))
+    for type_ in (200, 143, 139, 128):
+        assert delivered(s, _icmp6(a, b, type_, 3), B), type_
+    assert not delivered(s, ack, B)
+    s = scenario(True, sc.rule("all6", "sg", "ingress", ethertype="IPv6"))
+    assert delivered(s, _icmp6(a, b, 200, 9), B)
+    assert not delivered(s, ack, B)
+
+
+def test_later_fragments_follow_their_first_fragment() -> None:
+    """A later fragment has no L4 header (an IPv6 one not even its protocol: 44). Of a
+    new connection it is committed with the fragment mark (the reassembler then lets the
+    packet through only with its first fragment, which the rules judged); replies of
+    such a connection pass; an established connection's later fragments pass on their
+    rule's mark. Later fragments of an unprotected port are not filtered at all."""
+    a, b = (A, MAC_A, "fd00::5"), (B, MAC_B, "fd00::6")
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s6", "n1", "fd00::/64")],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=[a[2]], security_groups=["out"]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=[b[2]], security_groups=["sg"]),
+        ],
+        security_groups=[sc.security_group("out"), sc.security_group("sg")],
+        rules=[
+            sc.rule("eg6", "out", "egress", ethertype="IPv6"),
+            sc.rule("echo", "sg", "ingress", ethertype="IPv6", protocol="icmp", port_range_min=128),
+        ],
+        local={"a": A, "b": B},
+    )
+    s = sc.Scenario(v, apps())
+
+    def later(src: tuple[int, str, str], dst: tuple[int, str, str]) -> pk.Packet:
+        return pk.packet(in_port=src[0], eth_src=src[1], eth_dst=dst[1], eth_type=0x86DD,
+                         ipv6_src=src[2], ipv6_dst=dst[2], ip_proto=44, nw_ttl=64,
+                         ip_frag="later")  # fmt: skip
+
+    first = pk.icmp_echo(A, MAC_A, MAC_B, a[2], b[2])
+    first["ip_frag"] = 1  # FRAG_ANY: a first fragment keeps its ICMPv6 header
+    assert delivered(s, first, B)
+    out = s.outcome(later(a, b))
+    assert out.ports == [B], out.trace.format()
+    marks = {c.mark for c in s.conntrack.connections()}
+    assert FRAGMENT_MARK in marks, marks  # committed in b's zone with the fragment mark
+    # b's reply (in fragments too) passes: its connection's mark is the fragment mark.
+    assert delivered(s, later(b, a), A)
+    # Without the first fragment's rule nothing changes for later fragments: the
+    # reassembler holds them (the dataplane proves it, tests/e2e/test_security_groups_v6).
+    s2 = sc.Scenario(
+        sc.build_view(
+            networks=[sc.network("n1", key=100)],
+            subnets=[sc.subnet("s6", "n1", "fd00::/64")],
+            ports=[
+                sc.port("a", "n1", key=1, mac=MAC_A, ips=[a[2]]),
+                sc.port("b", "n1", key=2, mac=MAC_B, ips=[b[2]]),
+            ],
+            local={"a": A, "b": B},
+        ),
+        apps(),
+    )
+    assert delivered(s2, later(a, b), B)  # no groups: nothing filters
+
+
+def test_a_group_without_rules_passes_nd_and_mld_queries_only() -> None:
+    """Neutron's always-allowed ICMPv6: NS and NA both ways, MLD queries both ways; an
+    MLD report or an echo request needs a rule."""
+    a, b = (A, MAC_A, "fd00::5"), (B, MAC_B, "fd00::6")
+    v = sc.build_view(
+        networks=[sc.network("n1", key=100)],
+        subnets=[sc.subnet("s6", "n1", "fd00::/64")],
+        ports=[
+            sc.port("a", "n1", key=1, mac=MAC_A, ips=[a[2]], security_groups=["deny"]),
+            sc.port("b", "n1", key=2, mac=MAC_B, ips=[b[2]], security_groups=["deny"]),
+        ],
+        security_groups=[sc.security_group("deny")],
+        local={"a": A, "b": B},
+    )
+    s = sc.Scenario(v, apps())
+    assert delivered(s, _icmp6(a, b, 130, 0), B)  # MLD query: out of a, into b
+    assert delivered(s, _icmp6(b, a, 130, 0), A)
+    na = pk.packet(in_port=A, eth_src=MAC_A, eth_dst=MAC_B, eth_type=0x86DD, ipv6_src=a[2],
+                   ipv6_dst=b[2], ip_proto=58, nw_ttl=255, icmpv6_type=136,
+                   nd_target=a[2])  # fmt: skip
+    assert delivered(s, na, B)  # NA (of a's own address: port security checks that)
+    for type_ in (131, 143, 132, 128):  # MLD reports, done; echo
+        assert not delivered(s, _icmp6(a, b, type_, 0), B), type_

@@ -136,6 +136,9 @@ def test_echo_probes_keep_the_connection(ovs: OvsInstance) -> None:  # noqa: F81
             assert channel.connected
             assert channel.connections == 1
             await channel.barrier()
+            # Its SET_CONFIG sets the switch's fragment handling to nx-match (never back
+            # to normal, which would hide a first fragment's ports from the ACLs).
+            assert ovs.ofctl("-O", "OpenFlow14", "get-frags", "br-int").strip() == "nx-match"
 
     asyncio.run(scenario())
 
@@ -162,6 +165,8 @@ def test_reconnects_after_vswitchd_restart(ovs: OvsInstance, vms: VmFactory) -> 
                     break
                 await asyncio.sleep(0.05)
             assert channel.connections == 2 and channel.connected
+            await channel.barrier()  # (the handshake's SET_CONFIG is in)
+            assert ovs.ofctl("-O", "OpenFlow14", "get-frags", "br-int").strip() == "nx-match"
             # Packet-ins flow again on the new connection.
             punt_flow(ovs, vm1, port_key=9, net_key=5, userdata="01")
             await send_from(vm1, marked_frame(vm1.mac, "02:00:00:00:00:99", b"again"))

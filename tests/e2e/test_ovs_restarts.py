@@ -197,6 +197,8 @@ def test_vswitchd_killed_and_restarted_flows_are_back_within_2s(tmp_path: Path) 
         # Everything the agent had installed is back, and nothing else.
         eventually(lambda: flow_table(hv0) == before, "the same flow table", timeout=5)
         assert tlv_map(hv0) == tlv_before
+        frags = hv0.ovs.ofctl("-O", "OpenFlow14", "get-frags", "br-int").strip()
+        assert frags == "nx-match"  # (the new vswitchd started with "normal")
         # The packet-in services are back too: a VM on the restarted chassis gets a lease.
         work = dhcp_dir(hv0, timeout=5)
         out = udhcpc(ns_b, work)

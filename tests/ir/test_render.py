@@ -43,6 +43,7 @@ from wyvern.ir import (
     table,
 )
 from wyvern.ir.cookies import encode
+from wyvern.ir.fields import IRError
 from wyvern.ir.pipeline import table_of
 from wyvern.ir.render import (
     render_actions,
@@ -393,6 +394,18 @@ def every_kind() -> tuple[list[Flow], list[GroupDef]]:
             match=match(dst_port_key=8),
             actions=[PushVlan(), SetField("vlan_vid", 0x1000 | 100), Output(4)],
         ),
+        table("acl").flow(  # a later fragment (ip_frag by name, and as value/mask)
+            priority=1001,
+            match={**IP6, "ip_frag": "later", "ct_state": "+trk+new"},
+            cookie=sg,
+            actions=[],
+        ),
+        table("acl").flow(
+            priority=1001,
+            match={**IP, "ip_frag": (1, 3)},
+            cookie=sg,
+            actions=[],
+        ),
     ]
     flows += [  # security-group clauses: SCTP port ranges (masked), a bare protocol number
         table("acl").flow(
@@ -581,3 +594,14 @@ def port_security_flow() -> Flow:
     from wyvern.apps import port_security
 
     return port_security.L2_MAC.flow(encode("port_security", "p1"), 7, 3, 0xFA163E000001)
+
+
+def test_ip_frag_renders_by_ovs_name_and_parses_back() -> None:
+    """ip_frag's values are OVS's names (the canonical text dump-flows prints)."""
+    for name, value, mask in (("later", 3, 3), ("first", 1, 3), ("no", 0, 1), ("yes", 1, 1)):
+        m = match(eth_type=0x86DD, ip_frag=name)
+        assert render_match(m) == f"ipv6,nw_frag={name}"
+        assert m.get("ip_frag") == (value, None if mask == 3 else mask)  # (3: all bits)
+        assert match(eth_type=0x86DD, ip_frag=(value, mask)) == m
+    with pytest.raises(IRError):
+        match(eth_type=0x86DD, ip_frag="sometimes")

@@ -13,6 +13,7 @@ from wyvern.ir import (
     CT_EST,
     CT_INV,
     CT_NEW,
+    CT_RPL,
     CT_TRK,
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
@@ -538,6 +539,33 @@ def test_conntrack_model_directly() -> None:
     assert state & CT_EST
     ct.flush()
     assert len(ct) == 0
+
+
+def icmp6(type_: int, code: int = 0, src: str = "fd00::1", dst: str = "fd00::2") -> Packet:
+    return pk.packet(in_port=1, eth_src=MAC_A, eth_dst=MAC_A, eth_type=0x86DD, ipv6_src=src,
+                     ipv6_dst=dst, ip_proto=58, nw_ttl=64, icmpv6_type=type_,
+                     icmpv6_code=code)  # fmt: skip
+
+
+def test_conntrack_tracks_icmp_queries_and_nothing_else_of_icmp() -> None:
+    """As OVS's userspace conntrack: echo requests open connections, their replies are
+    +est; a reply without its request and any message that is neither a query nor an
+    error (type 200, MLD) is +inv, even between addresses with a connection."""
+    ct = Conntrack()
+    assert ct.execute(Ct(), 0, icmp6(129)) == (CT_TRK | CT_INV, None)  # no request
+    state, conn = ct.execute(Ct(commit=True), 0, icmp6(128))
+    assert state == CT_TRK | CT_NEW and conn is not None
+    state, _ = ct.execute(Ct(), 0, icmp6(129, src="fd00::2", dst="fd00::1"))
+    assert state == CT_TRK | CT_EST | CT_RPL
+    for type_ in (200, 143, 139):
+        assert ct.execute(Ct(commit=True), 0, icmp6(type_, 1)) == (CT_TRK | CT_INV, None)
+    assert len(ct) == 1  # nothing committed of those
+    # ICMPv4 in IPv6 is just another protocol: tracked by its addresses.
+    other = pk.packet(in_port=1, eth_src=MAC_A, eth_dst=MAC_A, eth_type=0x86DD,
+                      ipv6_src="fd00::1", ipv6_dst="fd00::2", ip_proto=1, nw_ttl=64)  # fmt: skip
+    assert ct.execute(Ct(), 0, other)[0] == CT_TRK | CT_NEW
+    ping4 = pk.icmp_echo(1, MAC_A, MAC_A, "10.0.0.1", "10.0.0.2", reply=True)
+    assert ct.execute(Ct(), 0, ping4) == (CT_TRK | CT_INV, None)
 
 
 # ------------------------------------------------------------------------- groups

@@ -86,6 +86,9 @@ def test_requests_encode_as_os_ken_does(xid: int) -> None:
     assert ofp.set_config(xid, 0xFFFF) == oracle(
         oskparser.OFPSetConfig(DP, oskofp.OFPC_FRAG_NORMAL, 0xFFFF), xid
     )
+    assert ofp.set_config(xid, 0xFFFF, ofp.OFPC_FRAG_NX_MATCH) == oracle(
+        oskparser.OFPSetConfig(DP, oskofp.OFPC_FRAG_MASK, 0xFFFF), xid
+    )  # (OVS's nx-match is the value 3, all the bits of the fragment flags)
     assert ofp.set_packet_in_format(xid) == oracle(
         # (os-ken names formats 0 and 1 only; OVS's packet-in2 format is 2)
         oskparser.NXTSetPacketInFormatMsg(DP, ofp.NXPIF_NXT_PACKET_IN2),

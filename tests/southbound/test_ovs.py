@@ -105,6 +105,17 @@ def test_ensure_bridge_creates_once_and_leaves_existing_alone(ovs: OvsInstance) 
     assert get("other_config:mac-aging-time") == '"10"'
 
 
+def test_ensure_frag_mode_sets_nx_match_once(ovs: OvsInstance) -> None:
+    def frags() -> str:
+        return ovs.ofctl("-O", "OpenFlow14", "get-frags", "br-int").strip()
+
+    assert frags() == "normal"  # OVS's default: every fragment's L4 fields read as 0
+    ovs.ensure_frag_mode("br-int")
+    assert frags() == "nx-match"
+    ovs.ensure_frag_mode("br-int")  # idempotent
+    assert frags() == "nx-match"
+
+
 def test_set_controller_once_never_flushes_twice(ovs: OvsInstance) -> None:
     target = "tcp:127.0.0.1:1"  # nothing listens: fail_mode=secure keeps our flows
     assert ovs.set_controller_once("br-int", target) is True

@@ -3,7 +3,8 @@
 Stages: pre_acl → acl (traffic FROM a local VM: the groups' *egress* rules) and
 pre_acl_egress → acl_egress (traffic TO a local VM: the groups' *ingress* rules). Ports
 without port security or without groups, and non-IP traffic (ARP), pass untouched. DHCP
-client/server and ICMPv6 RS/RA/NS/NA bypass the rules (as Neutron's firewall drivers do).
+client/server, ICMPv6 RS/RA/NS/NA and MLD queries bypass the rules (as Neutron's firewall
+drivers do: MLD queries both ways, RS out, RA in).
 
 Conntrack zones
     One zone per local port: `classifier.port_ct_zone()` (the port's ofport, unique on the
@@ -13,7 +14,14 @@ Conntrack zones
 
 Stateful groups (the default)
     pre_acl / pre_acl_egress send the port's IP traffic through `ct(zone, table=acl…)`.
-    In acl / acl_egress: ``+trk+inv`` drops; a packet matching a rule is committed with
+    In acl / acl_egress: ``+trk+inv`` drops (no rule flow passes ``+inv``), except ICMP
+    that conntrack cannot track at all: OVS tracks echo (and IPv4's timestamp and
+    information queries) and errors about a connection, and marks every other ICMP
+    message ``+inv`` (MLD, node information, experimental types). Such a message is judged
+    by the rules alone, like in a stateless group, and never committed; a rule naming
+    its type (or all ICMP) is then what admits it. Fragments: the rules judge the first
+    one, later ones (no L4 header) follow it through conntrack's reassembler
+    (_fragment_flows). A packet matching a rule is committed with
     ``ct_mark = mark(rule)`` and continues; an established or related packet (either
     direction) continues if its connection's mark names a rule that still exists in one of
     the port's groups; anything else drops (the table default).
@@ -28,8 +36,9 @@ Stateful groups (the default)
 
 Stateless groups (stateful=false)
     No conntrack: pre_acl goes straight to acl; a rule match continues, nothing else.
-    Replies need their own rules. (A port mixing stateful and stateless groups, which
-    Neutron refuses, is treated as stateful.)
+    Replies need their own rules, and later fragments a rule without a protocol (they
+    carry no ports, and an IPv6 one no protocol either). (A port mixing stateful and
+    stateless groups, which Neutron refuses, is treated as stateful.)
 
 Flows and owners: conjunctive matches, shared by every local port of a group
     ("security_group", G) owns G's rule flows, at one priority P(G) in acl/acl_egress
@@ -119,11 +128,12 @@ REMOTE = "sg_remote"  # owner kind of the per-address clause-3 flows
 RULE = "sg_rule"  # owner kind of one rule's own flows (its conj_id matches)
 
 # pre_acl / pre_acl_egress
-P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA: never filtered
+P_BYPASS = 65000  # DHCP, ICMPv6 RS/RA/NS/NA, MLD queries: never filtered
 P_PORT = 100  # a protected port's IP traffic → conntrack (or straight to acl)
 # (everything else passes: the stage's declared miss, wyvern.ir.pipeline)
 # acl / acl_egress
-P_INVALID = 65000  # +trk+inv drops
+P_INVALID = 1  # +trk+inv that no rule passes (untracked ICMP) drops, visibly
+P_FRAGMENT = 62000  # later fragments of the original direction (above every group)
 P_GROUP_BASE = 1000
 GROUP_SLOTS = 15000
 GROUP_RANKS = 4  # groups whose ids hash to the same slot take ranks 0..3 of it
@@ -202,6 +212,10 @@ def _h32(text: str) -> int:
     """A stable non-zero 32-bit value of a string (conjunction ids, ct_mark)."""
     digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") or 1
+
+
+# The ct_mark of a connection whose first packet came in fragments (see _fragment_flows).
+FRAGMENT_MARK = 0xF4A6_0001
 
 
 def rule_mark(rule_id: str) -> int:
@@ -569,6 +583,7 @@ class SecurityGroups(App):
             out.append(
                 acl.flow(priority=P_INVALID, cookie=acl_cookie, match=match(ct_state="+trk+inv"))
             )
+            out += _fragment_flows(side, acl_cookie)
         return out
 
     def flows(self, view: LocalView, owner: Owner) -> list[Flow]:
@@ -716,6 +731,12 @@ class SecurityGroups(App):
                 continue
             et = ETH_TYPES[rule.ethertype]
             allow: tuple[Action, ...] = (Goto(side.after_acl),)
+            icmp = _icmp_proto(rule)
+            if icmp is not None:
+                # ICMP that conntrack does not track (not echo, nor an error about a
+                # connection) is +inv: judged by the rules alone, never committed.
+                untracked = match(conj_id=cid, eth_type=et, ip_proto=icmp, ct_state="+trk+inv")
+                out.append(acl.flow(priority=prio, cookie=cookie, match=untracked, actions=allow))
             if sg.stateful:
                 commit = Ct(
                     commit=True,
@@ -730,13 +751,13 @@ class SecurityGroups(App):
                     acl.flow(
                         priority=prio,
                         cookie=cookie,
-                        match=match(conj_id=cid, eth_type=et, ct_state="+trk+rpl"),
+                        match=match(conj_id=cid, eth_type=et, ct_state="+trk+rpl-inv"),
                         actions=(Goto(side.after_acl),),
                     )
                 )
-                rule_match = match(conj_id=cid, eth_type=et, ct_state="+trk-rpl")
-            else:
-                rule_match = match(conj_id=cid, eth_type=et)
+                rule_match = match(conj_id=cid, eth_type=et, ct_state="+trk-rpl-inv")
+            else:  # (-inv: a port mixing stateless and stateful groups is tracked)
+                rule_match = match(conj_id=cid, eth_type=et, ct_state="-inv")
             out.append(acl.flow(priority=prio, cookie=cookie, match=rule_match, actions=allow))
         return out
 
@@ -809,6 +830,56 @@ class SecurityGroups(App):
         return flow
 
 
+def _fragment_flows(side: _Side, cookie: int) -> list[Flow]:
+    """Later fragments of a stateful port's packets (userspace datapath).
+
+    Conntrack reassembles a fragmented packet to track it, but the pipeline goes on with
+    the fragments, and a later fragment has no L4 header (an IPv6 one not even its
+    protocol: ip_proto is 44), so no rule naming a protocol, port or ICMP type matches
+    it. The first fragment is judged by the rules; a commit holds it until the later
+    fragments reach a commit in the same zone too. So a later fragment of a new
+    connection (or of one such a commit marked) is committed here with FRAGMENT_MARK:
+    the whole packet goes on only if its first fragment was admitted (alone, the later
+    fragments wait in the reassembler until they expire). Replies of a connection with
+    that mark pass like any reply; the connection's next unfragmented packet in the
+    original direction is judged by the rules and re-marked (the revocation path).
+    Established connections' later fragments pass on their rule's mark (est clause)."""
+    acl = table(side.acl)
+    commit = Ct(commit=True, zone="port_ct_zone", exec=(SetField("ct_mark", FRAGMENT_MARK),))
+    out = []
+    for et in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+        for m in (
+            match(eth_type=et, ip_frag="later", ct_state="+trk+new-rpl-inv"),
+            match(eth_type=et, ip_frag="later", ct_state="+trk+est-rpl-inv", ct_mark=FRAGMENT_MARK),
+        ):
+            out.append(
+                acl.flow(
+                    priority=P_FRAGMENT,
+                    cookie=cookie,
+                    match=m,
+                    actions=(commit, Goto(side.after_acl)),
+                )
+            )
+        reply = match(eth_type=et, ct_state="+trk+est+rpl-inv", ct_mark=FRAGMENT_MARK)
+        out.append(
+            acl.flow(
+                priority=P_FRAGMENT, cookie=cookie, match=reply, actions=(Goto(side.after_acl),)
+            )
+        )
+    return out
+
+
+def _icmp_proto(rule: SecurityGroupRule) -> int | None:
+    """The ICMP protocol of the rule's family if the rule can match ICMP (it names ICMP,
+    or no protocol), else None."""
+    icmp = IPPROTO_ICMP if rule.ethertype == "IPv4" else IPPROTO_ICMPV6
+    try:
+        proto = protocol_number(rule)
+    except (KeyError, ValueError):
+        return None
+    return icmp if proto is None or proto == icmp else None
+
+
 def _conj_order(c: Conjunction) -> tuple[int, int]:
     return c.conj_id, c.clause
 
@@ -825,17 +896,19 @@ def _remote_match(field: str, cidr: str) -> Match:
 
 
 def _bypass_matches(side: _Side) -> list[Match]:
-    """Traffic no security group filters: DHCP and the ICMPv6 neighbour/router discovery."""
+    """Traffic no security group filters: DHCP, ICMPv6 neighbour and router discovery,
+    and MLD queries (Neutron's ICMPV6_ALLOWED_INGRESS/EGRESS_TYPES; MLD reports and
+    done messages need a rule)."""
     if side is FROM_VM:
         dhcp = [
             match(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_UDP, udp_src=68, udp_dst=67),
             match(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_UDP, udp_src=546, udp_dst=547),
         ]
-        nd = (133, 135, 136)  # RS, NS, NA
+        nd = (130, 133, 135, 136)  # MLD query, RS, NS, NA
     else:
         dhcp = [
             match(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_UDP, udp_src=67, udp_dst=68),
             match(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_UDP, udp_src=547, udp_dst=546),
         ]
-        nd = (134, 135, 136)  # RA, NS, NA
+        nd = (130, 134, 135, 136)  # MLD query, RA, NS, NA
     return dhcp + [match(icmpv6_type=t) for t in nd]

@@ -289,10 +289,12 @@ class Agent:
         self._thread.start()
 
     def _setup_tunnels(self) -> None:
-        """Underlay address, tunnel ports and Geneve's option map (all idempotent)."""
+        """Fragment handling, underlay address, tunnel ports and Geneve's option map (all
+        idempotent, and all lost when vswitchd restarts)."""
         info = self.chassis
         if self.ovs is None:
             return  # a fake chassis has no switch
+        self.ovs.ensure_frag_mode(self.bridge)
         if info.underlay_interface:
             ensure_underlay(
                 self.ovs,
@@ -342,10 +344,10 @@ class Agent:
 
     def _prepare_restore(self) -> bool:
         """ovs-vswitchd restarted: put back what lived only in its memory, before the
-        flows (which the caller reinstalls): the underlay address on br-phy's new tap,
-        Geneve's option map (flows name tun_metadata0), and the tunnel neighbours. The
-        installer forgets what it believed installed and re-reads the switch. False if
-        OVS is not ready yet (tried again shortly)."""
+        flows (which the caller reinstalls): br-int's fragment handling, the underlay
+        address on br-phy's new tap, Geneve's option map (flows name tun_metadata0), and
+        the tunnel neighbours. The installer forgets what it believed installed and
+        re-reads the switch. False if OVS is not ready yet (tried again shortly)."""
         self._switch_restarted.clear()
         try:
             self._setup_tunnels()

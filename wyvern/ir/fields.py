@@ -39,7 +39,17 @@ CT_FLAGS: tuple[tuple[str, int], ...] = (
     ("dnat", CT_DNAT),
 )
 
-FieldKind = Literal["dec", "hex", "mac", "ipv4", "ipv6", "ct_state"]
+# ip_frag (OVS's nw_frag): bit 0 the packet is a fragment, bit 1 a later one (no L4 header).
+FRAG_ANY, FRAG_LATER = 1, 2
+FRAG_NAMES: tuple[tuple[str, int, int], ...] = (  # ovs-ofctl's names: (name, value, mask)
+    ("no", 0, FRAG_ANY),
+    ("yes", FRAG_ANY, FRAG_ANY),
+    ("first", FRAG_ANY, FRAG_ANY | FRAG_LATER),
+    ("later", FRAG_ANY | FRAG_LATER, FRAG_ANY | FRAG_LATER),
+    ("not_later", 0, FRAG_LATER),
+)
+
+FieldKind = Literal["dec", "hex", "mac", "ipv4", "ipv6", "ct_state", "frag"]
 Writable = Literal["no", "yes", "ct"]  # "ct": only inside ct(commit, exec(...))
 
 
@@ -91,6 +101,8 @@ _FIELD_LIST: tuple[FieldSpec, ...] = (
     _f("eth_type", "eth_type", 16, "hex", False, "no"),
     _f("vlan_vid", "vlan_vid", 13, "hex", True, "yes"),
     _f("ip_proto", "nw_proto", 8, "dec", False, "no", _V46),
+    # A later IPv6 fragment's ip_proto is 44 (fragment): OVS stops at the fragment header.
+    _f("ip_frag", "nw_frag", 2, "frag", True, "no", _V46),
     _f("nw_ttl", "nw_ttl", 8, "dec", False, "yes", _V46),
     _f("ipv4_src", "nw_src", 32, "ipv4", True, "yes", _V4),
     _f("ipv4_dst", "nw_dst", 32, "ipv4", True, "yes", _V4),
@@ -169,6 +181,10 @@ def _parse_text(kind: FieldKind, bits: int, text: str) -> tuple[int, int]:
     text = text.strip()
     if kind == "ct_state":
         return _parse_ct_state(text)
+    if kind == "frag":
+        for name, value, mask in FRAG_NAMES:
+            if text == name:
+                return value, mask
     value_text, _, mask_text = text.partition("/")
     if kind == "mac":
         return _parse_mac(value_text), _parse_mac(mask_text) if mask_text else _full(48)
@@ -297,6 +313,12 @@ def format_value(kind: FieldKind, bits: int, value: int, mask: int | None = None
     if kind == "ct_state":
         m = _full(bits) if mask is None else mask
         return "".join(("+" if value & bit else "-") + n for n, bit in CT_FLAGS if m & bit)
+    if kind == "frag":
+        m = _full(bits) if mask is None else mask
+        for name, v, named_mask in FRAG_NAMES:
+            if (v, named_mask) == (value & m, m):
+                return name
+        return f"{value:#x}/{m:#x}"
     if kind == "mac":
         text = value.to_bytes(6, "big").hex(":")
         return text if mask is None else f"{text}/{mask.to_bytes(6, 'big').hex(':')}"

@@ -139,7 +139,7 @@ _L4 = (
 _ARP = ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")
 _ND = ("icmpv6_type", "icmpv6_code", "nd_target", "nd_sll", "nd_tll")
 _CT = ("ct_state", "ct_zone", "ct_mark", "ct_label")
-_ACL = (*_L3, *_L4, *_CT, "conj_id")
+_ACL = (*_L3, *_L4, *_CT, "conj_id", "ip_frag")
 _ANSWER = (
     "eth_src",
     "eth_dst",

@@ -24,8 +24,10 @@ flow text. Semantics follow OVS:
 Conntrack model: connections exist once committed, per zone. A packet is +trk plus +new
 (no committed connection, or no reply seen yet), +est (reply seen; +rpl in the reply
 direction), +rel (an ICMP error about a connection), or +inv (TCP without a clean SYN
-and no connection, an unrelated ICMP error, non-IP). NAT given at commit is recorded and
-applied by later `ct(nat)` to the connection's packets in both directions. TCP, UDP and
+and no connection, an unrelated ICMP error, an ICMP reply without its query, any ICMP
+message that is neither a query conntrack tracks nor an error, non-IP). NAT given at
+commit is recorded and applied by later `ct(nat)` to the connection's packets in both
+directions. TCP, UDP and
 SCTP connections are told apart by their ports, as the kernel's conntrack does; other
 protocols by their addresses alone.
 """
@@ -95,6 +97,10 @@ MAX_RECIRCULATIONS = 32
 
 _TCP_OPENING = TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN
 _ICMP_ERRORS = {IPPROTO_ICMP: (3, 4, 5, 11, 12), IPPROTO_ICMPV6: (1, 2, 3, 4)}
+# The ICMP queries OVS's userspace conntrack tracks, and their replies (echo; IPv4's
+# timestamp and information): every other ICMP message that is not an error is +inv.
+_ICMP_QUERIES = {IPPROTO_ICMP: (8, 0, 13, 14, 15, 16), IPPROTO_ICMPV6: (128, 129)}
+_ICMP_NEW = {IPPROTO_ICMP: (8, 13, 15), IPPROTO_ICMPV6: (128,)}
 
 # ------------------------------------------------------------------------- conntrack
 
@@ -123,10 +129,30 @@ def _reverse(t: FiveTuple) -> FiveTuple:
     return t[0], t[2], t[1], t[3], t[5], t[4]
 
 
+def _icmp_type(p: Packet) -> int:
+    return int(p["icmp_type"] if p["ip_proto"] == IPPROTO_ICMP else p["icmpv6_type"])
+
+
 def _icmp_error(p: Packet) -> bool:
     proto = p["ip_proto"]
-    kind = p["icmp_type"] if proto == IPPROTO_ICMP else p["icmpv6_type"]
-    return proto in _ICMP_ERRORS and kind in _ICMP_ERRORS[proto]
+    return proto in _ICMP_ERRORS and _icmp_type(p) in _ICMP_ERRORS[proto]
+
+
+def _icmp_of_family(p: Packet) -> bool:
+    """ICMP of the packet's IP version (ICMPv4 in IPv6 is just another protocol)."""
+    return (p["eth_type"], p["ip_proto"]) in (
+        (ETH_TYPE_IP, IPPROTO_ICMP),
+        (ETH_TYPE_IPV6, IPPROTO_ICMPV6),
+    )
+
+
+def _icmp_untracked(p: Packet) -> bool:
+    """An ICMP message conntrack cannot track at all (neither a query nor an error)."""
+    if not _icmp_of_family(p):
+        return False
+    proto = p["ip_proto"]
+    kind = _icmp_type(p)
+    return kind not in _ICMP_QUERIES[proto] and kind not in _ICMP_ERRORS[proto]
 
 
 def _set_address(p: Packet, side: str, addr: int, port: int | None) -> None:
@@ -171,7 +197,7 @@ class Conntrack:
     def execute(self, ct: Ct, zone: int, p: Packet) -> tuple[int, Connection | None]:
         """Track `p` in `zone`, NAT it in place if asked; returns (ct_state, connection)."""
         t = _five_tuple(p)
-        if t is None:
+        if t is None or _icmp_untracked(p):
             return CT_TRK | CT_INV, None
         state = CT_TRK
         conn: Connection | None = None
@@ -195,6 +221,8 @@ class Conntrack:
             state |= CT_REL | (CT_RPL if reply_dir else 0)
         elif t[3] == IPPROTO_TCP and p["tcp_flags"] & _TCP_OPENING != TCP_SYN:
             return state | CT_INV, None  # no connection and not a clean SYN
+        elif _icmp_of_family(p) and _icmp_type(p) not in _ICMP_NEW[t[3]]:
+            return state | CT_INV, None  # a reply (echo reply...) with no connection
         else:
             state |= CT_NEW
 

@@ -8,7 +8,10 @@ a *service* connection, which gets no asynchronous messages until it asks for th
 handshake therefore sends:
 
 - OFPT_SET_CONFIG with miss_send_len=0xffff (a service connection with miss_send_len 0
-  never receives packet-ins; 0xffff = whole packet, no buffering),
+  never receives packet-ins; 0xffff = whole packet, no buffering) and the fragment
+  handling `nx-match` (the flags are the switch's, not the connection's: `normal` would
+  undo OvsInstance.ensure_frag_mode, and hide a first fragment's ports and ICMP type
+  from the security groups),
 - NXT_SET_PACKET_IN_FORMAT(NXPIF_NXT_PACKET_IN2), so a `controller(userdata=..)` punt
   arrives as NXT_PACKET_IN2 carrying the userdata and the registers/metadata,
 - a barrier, whose reply proves the switch accepted both.
@@ -299,7 +302,7 @@ class OfChannel:
         # Ask for packet-ins (a service connection gets none with miss_send_len 0) in
         # the NXT_PACKET_IN2 format (userdata + registers), then prove it with a barrier.
         setup: list[Callable[[int], bytes]] = [
-            lambda xid: ofp.set_config(xid, NO_BUFFER_MISS_SEND_LEN),
+            lambda xid: ofp.set_config(xid, NO_BUFFER_MISS_SEND_LEN, ofp.OFPC_FRAG_NX_MATCH),
             lambda xid: ofp.set_packet_in_format(xid, ofp.NXPIF_NXT_PACKET_IN2),
         ]
         # Neither request has a reply: an error for its xid (which the switch sends

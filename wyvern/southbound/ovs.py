@@ -451,6 +451,15 @@ class OvsInstance:
             )
         return proc.returncode == 0
 
+    def ensure_frag_mode(self, bridge: str = "br-int") -> None:
+        """OpenFlow's fragment handling `nx-match` on BRIDGE (idempotent; vswitchd keeps
+        it in memory only, so it is set again after a restart). The default, `normal`,
+        shows every fragment's L4 fields as 0, the first's too: a security group rule
+        naming a port or an ICMP type would never admit a fragmented packet. With
+        nx-match the first fragment keeps them, and `ip_frag` tells later fragments."""
+        if self.ofctl("-O", "OpenFlow14", "get-frags", bridge).strip() != "nx-match":
+            self.ofctl("-O", "OpenFlow14", "set-frags", bridge, "nx-match")
+
     def ensure_bridge(self, bridge: str = "br-int", *, datapath_type: str = "netdev") -> bool:
         """Create BRIDGE once, the way the agent needs it; returns True if it was created.
 
