@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from wyvern.nb.store import Store
 
 # The system marker, and CI's rules (nothing skips, hypothesis derandomized).
 pytest_plugins = ["tests.system"]
+
+# The suite names projects and roles with noauth's X-Project-Id / X-Roles headers, which
+# only this development setting honours (servers the tests start inherit it).
+os.environ.setdefault("WYVERN_NOAUTH_TRUST_HEADERS", "true")
 
 BACKENDS = ["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.system)]
 
