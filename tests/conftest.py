@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from tests.keystone import KeystoneServer
 
 from wyvern.nb.etcd import EtcdStore
 from wyvern.nb.etcd_server import EtcdServer
@@ -55,6 +59,16 @@ def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Sto
     endpoint: str = request.getfixturevalue("etcd_endpoint")
     _wipe_etcd(endpoint)
     return EtcdStore([endpoint])
+
+
+@pytest.fixture(scope="session")
+def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeystoneServer]:
+    """One real, bootstrapped Keystone per xdist worker (tests/keystone.py): SQLite, a free
+    loopback port. Tests add their own projects and users (unique names) to it."""
+    from tests.keystone import KeystoneServer
+
+    with KeystoneServer(tmp_path_factory.mktemp("keystone")).start() as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)
