@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import textwrap
@@ -284,10 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--network-url", default="http://127.0.0.1:9696/")
     parser.add_argument("--password", default="secret", help="of every user it creates")
     args = parser.parse_args(argv)
+    args.dir = args.dir.resolve()
     fresh = not (args.dir / "keystone.conf").exists()
     server = KeystoneServer(args.dir, args.port, admin_password=args.password)
     server.start()
-    ready = args.dir / "wyvern-keystone.toml"
+    ready = args.dir / "wyvern.toml"
     if fresh:
         demo = server.add_project("demo")
         server.add_user("demo", args.password, demo, ["member"])
@@ -304,9 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         )
     print(f"Keystone at {server.url}", flush=True)
-    print(f"Wyvern settings: {ready}", flush=True)
-    print(f"clouds.yaml: {args.dir / 'clouds.yaml'}", flush=True)
+    print(f"Wyvern settings (WYVERN_CONFIG): {ready}", flush=True)
+    print(f"clouds.yaml (OS_CLIENT_CONFIG_FILE): {args.dir / 'clouds.yaml'}", flush=True)
     assert server.proc is not None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop Keystone on the way out
     try:
         while server.proc.alive():
             time.sleep(1)

@@ -399,7 +399,10 @@ class Settings:
             missing = [n for n in ("auth_url", "username", "password") if not getattr(ks, n)]
             if missing:
                 raise ConfigError(
-                    [(("keystone_authtoken", n), "needed by auth_strategy=keystone") for n in missing]
+                    [
+                        (("keystone_authtoken", n), "needed by auth_strategy=keystone")
+                        for n in missing
+                    ]
                 )
 
     def as_json(self) -> dict[str, Any]:
