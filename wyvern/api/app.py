@@ -199,7 +199,12 @@ class Api:
 
     def openapi(self, app: FastAPI) -> dict[str, Any]:
         info = {"title": app.title, "version": app.version, "description": app.description}
-        return openapi.document(info, self.ops, self.settings.auth_strategy == "token")
+        return openapi.document(
+            info,
+            self.ops,
+            token_auth=self.settings.auth_strategy in ("token", "keystone"),
+            noauth_headers=self.settings.noauth_trust_headers,
+        )
 
     def _resource_routes(self, app: FastAPI, res: Resource) -> None:
         d = res.defn
