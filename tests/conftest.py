@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from tests.keystone import KeystoneServer
 
 from wyvern.nb.etcd import EtcdStore
 from wyvern.nb.etcd_server import EtcdServer
@@ -16,6 +21,10 @@ from wyvern.nb.store import Store
 
 # The system marker, and CI's rules (nothing skips, hypothesis derandomized).
 pytest_plugins = ["tests.system"]
+
+# The suite names projects and roles with noauth's X-Project-Id / X-Roles headers, which
+# only this development setting honours (servers the tests start inherit it).
+os.environ.setdefault("WYVERN_NOAUTH_TRUST_HEADERS", "true")
 
 BACKENDS = ["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.system)]
 
@@ -50,6 +59,16 @@ def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Sto
     endpoint: str = request.getfixturevalue("etcd_endpoint")
     _wipe_etcd(endpoint)
     return EtcdStore([endpoint])
+
+
+@pytest.fixture(scope="session")
+def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeystoneServer]:
+    """One real, bootstrapped Keystone per xdist worker (tests/keystone.py): SQLite, a free
+    loopback port. Tests add their own projects and users (unique names) to it."""
+    from tests.keystone import KeystoneServer
+
+    with KeystoneServer(tmp_path_factory.mktemp("keystone")).start() as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)

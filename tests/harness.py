@@ -60,9 +60,13 @@ def free_port() -> int:
 
 
 def process_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test's environment without WYVERN_* settings (a test's own must not leak in),
-    with the repo importable and loopback exempt from proxies."""
+    """The test's environment without WYVERN_* settings (a test's own must not leak in;
+    but noauth_trust_headers, which the suite's X-Project-Id headers need), with the repo
+    importable and loopback exempt from proxies."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WYVERN_")}
+    trust = os.environ.get("WYVERN_NOAUTH_TRUST_HEADERS")  # tests/conftest.py: the suite's
+    if trust is not None:
+        env["WYVERN_NOAUTH_TRUST_HEADERS"] = trust
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
     )

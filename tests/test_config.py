@@ -88,6 +88,31 @@ def test_the_agent_imports_no_pydantic() -> None:
 Encap = Literal["geneve", "vxlan"]
 
 
+class KeystoneAuthtoken(BaseSettings):
+    """keystonemiddleware's options (their defaults; only what the comparison needs)."""
+
+    www_authenticate_uri: str = ""
+    auth_url: str = ""
+    auth_type: Literal["password"] = "password"
+    username: str = ""
+    password: str = ""
+    project_name: str = "service"
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region_name: str = ""
+    interface: str = "internal"
+    http_connect_timeout: int = Field(default=5, ge=1)
+    http_request_max_retries: int = Field(default=3, ge=0)
+    token_cache_time: int = Field(default=300, ge=-1)
+    memcached_servers: list[str] = Field(default_factory=list)
+    memcache_security_strategy: Literal["None", "MAC", "ENCRYPT"] = "None"
+    memcache_secret_key: str = ""
+    cafile: str = ""
+    insecure: bool = False
+    service_token_roles: list[str] = Field(default_factory=lambda: ["service"])
+    service_token_roles_required: bool = True
+
+
 class QuotaDefaults(BaseSettings):
     """Neutron's default quotas; -1 means unlimited."""
 
@@ -144,11 +169,12 @@ class OldSettings(BaseSettings):
         description="Open connections per API process; one more is answered 503 and closed "
         "at once (requests in flight are capped alike: uvicorn's limit_concurrency).",
     )
-    auth_strategy: Literal["noauth", "token"] = Field(
+    auth_strategy: Literal["noauth", "token", "keystone"] = Field(
         default="noauth",
         description="noauth: callers act as admin of default_project_id (loopback only). "
         "token: bearer tokens from tokens_file.",
     )
+    keystone_authtoken: KeystoneAuthtoken = Field(default_factory=KeystoneAuthtoken)
     tokens_file: Path | None = Field(
         default=None,
         description="TOML file mapping tokens to project and roles (auth_strategy=token).",
@@ -160,6 +186,7 @@ class OldSettings(BaseSettings):
         default=False,
         description="Permit auth_strategy=noauth on a non-loopback address (unsafe).",
     )
+    noauth_trust_headers: bool = False
     base_mac: str = Field(default="fa:16:3e:00:00:00", description="MAC prefix for ports.")
     global_physnet_mtu: int = Field(
         default=1500, ge=68, description="MTU of the underlay and physical networks."

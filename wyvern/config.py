@@ -91,6 +91,59 @@ class QuotaDefaults:
     security_group_rule: int = _opt(100, "Security group rules a project may own.", ge=-1)
 
 
+@dataclass
+class KeystoneAuthtoken:
+    """keystonemiddleware's `[keystone_authtoken]` options (auth_strategy=keystone), with
+    their names and meaning; only the password auth plugin is offered."""
+
+    www_authenticate_uri: str = _opt(
+        "", "Keystone's public endpoint, told to unauthenticated clients in WWW-Authenticate."
+    )
+    auth_url: str = _opt("", "Keystone endpoint the service user authenticates against.")
+    auth_type: Literal["password"] = _opt("password", "Auth plugin of the service user.")
+    username: str = _opt("", "Service user that validates tokens (neutron's `neutron`).")
+    password: str = _opt("", "Its password.")
+    project_name: str = _opt("service", "Its project.")
+    user_domain_name: str = _opt("Default", "Its user's domain.")
+    project_domain_name: str = _opt("Default", "Its project's domain.")
+    region_name: str = _opt("", "Region of the identity endpoint in the catalog.")
+    interface: str = _opt("internal", "Catalog interface used to reach Keystone.")
+    http_connect_timeout: int = _opt(
+        5,
+        ge=1,
+        description="Seconds per request to Keystone (auth_token has no default: ours "
+        "bounds the wait for a 503 when Keystone hangs, at about (http_request_max_retries "
+        "+ 1) x this plus 3.5 s of backoff; measured 15.6 s at 3 s and 3 retries).",
+    )
+    http_request_max_retries: int = _opt(
+        3, ge=0, description="Reconnection attempts when Keystone refuses a connection."
+    )
+    token_cache_time: int = _opt(
+        300,
+        ge=-1,
+        description="Seconds a validated token is cached (-1: never cached). Revoking a "
+        "token takes up to this long to be seen.",
+    )
+    memcached_servers: list[str] = _opt(
+        factory=list,
+        description="Cache tokens in these memcached servers (host:port); empty: in "
+        "process memory, per API worker.",
+    )
+    memcache_security_strategy: Literal["None", "MAC", "ENCRYPT"] = _opt(
+        "None", "Protect cached tokens with memcache_secret_key (memcached only)."
+    )
+    memcache_secret_key: str = _opt("", "Secret for memcache_security_strategy.")
+    cafile: str = _opt("", "CA bundle for an HTTPS Keystone.")
+    insecure: bool = _opt(False, "Skip TLS verification of Keystone (unsafe).")
+    service_token_roles: list[str] = _opt(
+        factory=lambda: ["service"],
+        description="A service token (X-Service-Token) must carry one of these roles.",
+    )
+    service_token_roles_required: bool = _opt(
+        True, "Enforce service_token_roles (Keystone's recommended setting)."
+    )
+
+
 @dataclass(init=False)
 class Settings:
     """Every setting; `Settings(**overrides)` reads the TOML file and environment too."""
@@ -137,10 +190,15 @@ class Settings:
         description="Open connections per API process; one more is answered 503 and closed "
         "at once (requests in flight are capped alike: uvicorn's limit_concurrency).",
     )
-    auth_strategy: Literal["noauth", "token"] = _opt(
+    auth_strategy: Literal["noauth", "token", "keystone"] = _opt(
         default="noauth",
         description="noauth: callers act as admin of default_project_id (loopback only). "
-        "token: bearer tokens from tokens_file.",
+        "token: bearer tokens from tokens_file. keystone: tokens validated by Keystone "
+        "(keystonemiddleware's auth_token, configured by [keystone_authtoken]).",
+    )
+    keystone_authtoken: KeystoneAuthtoken = _opt(
+        factory=KeystoneAuthtoken,
+        description="auth_strategy=keystone: keystonemiddleware's auth_token options.",
     )
     tokens_file: Path | None = _opt(
         default=None,
@@ -152,6 +210,11 @@ class Settings:
     allow_noauth_on_public: bool = _opt(
         default=False,
         description="Permit auth_strategy=noauth on a non-loopback address (unsafe).",
+    )
+    noauth_trust_headers: bool = _opt(
+        default=False,
+        description="Development only, unsafe: noauth callers may name any project and "
+        "roles with X-Project-Id / X-Roles (false: such a request is refused with 400).",
     )
     base_mac: str = _opt(default="fa:16:3e:00:00:00", description="MAC prefix for ports.")
     global_physnet_mtu: int = _opt(
@@ -339,6 +402,16 @@ class Settings:
             )
         if self.auth_strategy == "token" and self.tokens_file is None:
             raise ConfigError([((), "auth_strategy=token needs tokens_file")])
+        ks = self.keystone_authtoken
+        if self.auth_strategy == "keystone":
+            missing = [n for n in ("auth_url", "username", "password") if not getattr(ks, n)]
+            if missing:
+                raise ConfigError(
+                    [
+                        (("keystone_authtoken", n), "needed by auth_strategy=keystone")
+                        for n in missing
+                    ]
+                )
 
     def as_json(self) -> dict[str, Any]:
         """The settings as JSON-able data (paths as strings, tuples as lists)."""

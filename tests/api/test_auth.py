@@ -100,3 +100,33 @@ def test_noauth_defaults_to_admin_of_default_project() -> None:
     r = api.post("/v2.0/networks", json={"network": {}}, headers=tok("notused"))
     assert r.status_code == 201
     assert r.json()["network"]["project_id"] == "default"
+
+
+def test_noauth_refuses_identity_headers_without_the_development_flag() -> None:
+    """By default noauth callers are admin of the default project, and a request naming
+    another project or roles is refused (400), changing nothing; only
+    noauth_trust_headers (unsafe, development) honours those headers."""
+    safe = TestClient(
+        create_app(Settings(store="memory", noauth_trust_headers=False), MemoryStore())
+    )
+    for hdrs in ({"X-Project-Id": "p1"}, {"X-Roles": "reader"}, {"X-Tenant-Id": "p1"}):
+        r = safe.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=hdrs)
+        assert r.status_code == 400, r.text
+        assert "noauth_trust_headers" in r.json()["NeutronError"]["message"]
+    assert safe.get("/v2.0/networks").json()["networks"] == []
+    r = safe.post("/v2.0/networks", json={"network": {"name": "n"}})
+    assert r.status_code == 201 and r.json()["network"]["project_id"] == "default"
+
+    dev = TestClient(create_app(Settings(store="memory", noauth_trust_headers=True), MemoryStore()))
+    r = dev.post("/v2.0/networks", json={"network": {}}, headers={"X-Project-Id": "p1"})
+    assert r.status_code == 201 and r.json()["network"]["project_id"] == "p1"
+
+
+def test_keystone_strategy_needs_the_service_user() -> None:
+    with pytest.raises(ValueError, match=r"keystone_authtoken\.auth_url"):
+        Settings(auth_strategy="keystone")
+    s = Settings(
+        auth_strategy="keystone",
+        keystone_authtoken={"auth_url": "http://k/v3", "username": "u", "password": "p"},
+    )
+    assert s.keystone_authtoken.token_cache_time == 300

@@ -24,6 +24,7 @@ from wyvern.api.attributes import attr_schema, openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
 from wyvern.api.errors import BadRequest, NeutronError, NotFound, ServiceUnavailable, shorten
 from wyvern.api.extensions import EXTENSIONS
+from wyvern.api.keystone import SCOPE_KEY, KeystoneAuth
 from wyvern.api.limits import BoundedBody, check_depth
 from wyvern.api.listing import page_links, parse_query, sort_objects
 from wyvern.api.openapi import ERRORS_WRITE, IF_MATCH, Op
@@ -127,7 +128,12 @@ class Api:
             res = cls(self.state)
             self.state.resources[res.defn.name] = res
         tokens = load_tokens(settings.tokens_file) if settings.tokens_file else None
-        self.auth = Authenticator(settings.auth_strategy, settings.default_project_id, tokens)
+        self.auth = Authenticator(
+            settings.auth_strategy,
+            settings.default_project_id,
+            tokens,
+            trust_headers=settings.noauth_trust_headers,
+        )
         self.ops: list[tuple[str, str, Op]] = []  # what the OpenAPI document describes
         try:  # deletes a crashed process left half-done (reads settle them lazily too,
             self.state.repo.settle_marks()  # so a store that cannot answer now must not
@@ -135,7 +141,9 @@ class Api:
             LOG.exception("could not settle abandoned delete marks at start")
 
     def ctx(self, request: Request, res: Resource | None = None) -> RequestContext:
-        ctx = self.auth.context({k.lower(): v for k, v in request.headers.items()})
+        ctx = self.auth.context(
+            {k.lower(): v for k, v in request.headers.items()}, request.scope.get(SCOPE_KEY)
+        )
         if res is not None and res.defn.parent_param:  # a sub-resource: name its parent
             ctx = dataclasses.replace(ctx, parent=request.path_params[res.defn.parent_param])
         return ctx
@@ -191,7 +199,12 @@ class Api:
 
     def openapi(self, app: FastAPI) -> dict[str, Any]:
         info = {"title": app.title, "version": app.version, "description": app.description}
-        return openapi.document(info, self.ops, self.settings.auth_strategy == "token")
+        return openapi.document(
+            info,
+            self.ops,
+            token_auth=self.settings.auth_strategy in ("token", "keystone"),
+            noauth_headers=self.settings.noauth_trust_headers,
+        )
 
     def _resource_routes(self, app: FastAPI, res: Resource) -> None:
         d = res.defn
@@ -657,6 +670,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         max_size=settings.api_max_body_size,
         timeout=settings.api_request_read_timeout,
     )
+    if settings.auth_strategy == "keystone":  # before the body is read: auth comes first
+        app.add_middleware(KeystoneAuth, opts=settings.keystone_authtoken)
     return app
 
 

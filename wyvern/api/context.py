@@ -1,13 +1,16 @@
-"""Who is calling: project and roles, from noauth headers or a bearer token."""
+"""Who is calling: project and roles, from noauth, a bearer token, or Keystone."""
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wyvern.api.errors import BadRequest, NotAuthorized, PolicyNotAuthorized, shorten
+
+if TYPE_CHECKING:
+    from wyvern.api.keystone import Identity
 
 ROLES = ("admin", "member", "reader")
 
@@ -20,6 +23,9 @@ class RequestContext:
     # A sub-resource request's parent id (/floatingips/{floatingip_id}/port_forwardings):
     # the routes put it here so the resource's hooks keep their signatures.
     parent: str = ""
+    # Keystone's X-Service-Roles and X-Is-Admin-Project (what Neutron's policies read).
+    service_roles: frozenset[str] = frozenset()
+    is_admin_project: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -78,17 +84,42 @@ MAX_PROJECT_ID = 255  # attributes.ProjectId: what objects store and show
 
 class Authenticator:
     def __init__(
-        self, strategy: str, default_project: str, tokens: dict[str, TokenEntry] | None = None
+        self,
+        strategy: str,
+        default_project: str,
+        tokens: dict[str, TokenEntry] | None = None,
+        trust_headers: bool = False,
     ) -> None:
         self.strategy = strategy
         self.default_project = default_project
         self.tokens = tokens or {}
+        self.trust_headers = trust_headers
 
-    def context(self, headers: dict[str, str]) -> RequestContext:
+    def context(self, headers: dict[str, str], identity: Identity | None = None) -> RequestContext:
+        if self.strategy == "keystone":
+            # wyvern.api.keystone.KeystoneAuth validated the token before routing; a
+            # request it did not see (none should reach here) is refused.
+            if identity is None:
+                raise NotAuthorized("Authentication required")
+            return RequestContext(
+                identity.project_id,
+                identity.roles,
+                identity.user_id,
+                service_roles=identity.service_roles,
+                is_admin_project=identity.is_admin_project,
+            )
         if self.strategy == "noauth":
-            # Like Neutron's noauth: an optional X-Project-Id / X-Roles, else admin of the
-            # default project. Any X-Auth-Token (openstacksdk sends "notused") is ignored.
+            # Admin of the default project. Any X-Auth-Token (openstacksdk sends "notused")
+            # is ignored. Only with noauth_trust_headers (development, unsafe), as
+            # Neutron's noauth: an X-Project-Id / X-Roles naming who to act as.
             project = headers.get("x-project-id") or headers.get("x-tenant-id")
+            if not self.trust_headers:
+                if project is not None or "x-roles" in headers:
+                    raise BadRequest(
+                        "X-Project-Id / X-Roles are honoured only with "
+                        "noauth_trust_headers = true (development only, unsafe)"
+                    )
+                return admin_context(self.default_project)
             if project is not None and len(project) > MAX_PROJECT_ID:  # as a body's is
                 raise BadRequest(
                     f"X-Project-Id '{shorten(project)}' is longer than {MAX_PROJECT_ID}"

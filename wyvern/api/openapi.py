@@ -197,7 +197,8 @@ IF_MATCH = {
 }
 
 
-# auth_strategy=noauth: who the caller is, else admin of the default project.
+# auth_strategy=noauth with noauth_trust_headers: who the caller is, else admin of the
+# default project.
 NOAUTH_HEADERS = [
     {
         "name": "X-Project-Id",
@@ -218,12 +219,17 @@ NOAUTH_HEADERS = [
 
 
 def document(
-    info: dict[str, Any], ops: Iterable[tuple[str, str, Op]], token_auth: bool
+    info: dict[str, Any],
+    ops: Iterable[tuple[str, str, Op]],
+    token_auth: bool,
+    noauth_headers: bool = True,
 ) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document of the registered operations."""
     paths: dict[str, dict[str, Any]] = {}
     for path, method, op in ops:
-        paths.setdefault(path, {})[method.lower()] = _operation(path, op, token_auth)
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            path, op, token_auth, noauth_headers
+        )
     components: dict[str, Any] = {
         "schemas": {"NeutronError": error_schema()},
         "responses": {str(code): _error_response(code) for code in (*ERROR_TEXT, 401)},
@@ -255,7 +261,7 @@ def _error_response(code: int) -> dict[str, Any]:
     return resp
 
 
-def _operation(path: str, op: Op, token_auth: bool) -> dict[str, Any]:
+def _operation(path: str, op: Op, token_auth: bool, noauth_headers: bool) -> dict[str, Any]:
     params = [
         {"name": name, "in": "path", "required": True, "schema": op.path_params.get(name, UUID)}
         for name in re.findall(r"{(\w+)}", path)
@@ -269,7 +275,7 @@ def _operation(path: str, op: Op, token_auth: bool) -> dict[str, Any]:
     codes = set(op.errors) | ({401} if token_auth else set())
     for code in sorted(codes):
         responses[str(code)] = {"$ref": f"#/components/responses/{code}"}
-    if not token_auth and path.startswith("/v2.0/"):
+    if not token_auth and noauth_headers and path.startswith("/v2.0/"):
         params += NOAUTH_HEADERS
     out: dict[str, Any] = {
         "operationId": op.operation_id,
