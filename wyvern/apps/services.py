@@ -307,8 +307,8 @@ def _learn_and_flood(userdata: int) -> tuple[Load | Resubmit | Goto, ...]:
 
 def _announce_flows(view: LocalView, port: Port, net_key: int, cookie: int) -> list[Flow]:
     """A local port announcing a VIP its address pairs allow, on a routed network: its
-    gratuitous ARP (request or reply, sender = target = the VIP) or its NA for it is
-    copied to the agent, which learns the VIP's MAC binding (wyvern.controller.neighbours),
+    gratuitous ARP (request or reply, sender = target = the VIP) or its unsolicited NA
+    for it (to a multicast group) is copied to the agent, which learns the VIP's MAC binding (wyvern.controller.neighbours),
     so routers follow a VRRP failover at once; the packet is flooded as before. Only the
     holder's chassis sees it here (the ingress half), so one agent writes the binding.
     Pairs naming a prefix rather than one address are not announced this way (OpenFlow
@@ -332,6 +332,9 @@ def _announce_flows(view: LocalView, port: Port, net_key: int, cookie: int) -> l
                 "ip_proto": IPPROTO_ICMPV6,
                 "icmpv6_type": ND_NEIGHBOR_ADVERT,
                 "nd_target": str(addr),
+                # unsolicited (to all-nodes); a solicited one to a router interface is
+                # learned there (wyvern.apps.l3), and one to a VM is none of ours
+                "ipv6_dst": "ff00::/8",
             }
             actions = _learn_and_flood(PUNT_ND_LEARN)
         out.append(
