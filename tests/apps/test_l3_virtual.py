@@ -68,7 +68,7 @@ def view_of(*, with_c_routes: list[dict[str, str]] | None = None) -> LocalView:
                 device_id="r",
                 port_security_enabled=False,
             ),
-        ],  # fmt: skip
+        ],
         routers=[sc.router("r", 7, routes=with_c_routes or [])],
         local={"a": OF_A, "b": OF_B, "d": OF_D, "c": OF_C},
     )
@@ -147,7 +147,7 @@ def test_the_agents_question_floods_the_network_from_the_router_interface() -> N
     s = sc.Scenario(view)
     net = view.networks["n1"]
     for target in (VIP, VIP6):
-        where, frame = neighbours.ask(view, net, view.routers["r"].key, target) or (None, b"")
+        where, _frame = neighbours.ask(view, net, view.routers["r"].key, target) or (None, b"")
         assert where is not None
         if ":" in target:
             p = pk.nd_solicit(CONTROLLER, MAC_R1, "fd00:1::1", target, eth_dst="33:33:ff:00:01:00")

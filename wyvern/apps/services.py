@@ -308,8 +308,9 @@ def _learn_and_flood(userdata: int) -> tuple[Load | Resubmit | Goto, ...]:
 def _announce_flows(view: LocalView, port: Port, net_key: int, cookie: int) -> list[Flow]:
     """A local port announcing a VIP its address pairs allow, on a routed network: its
     gratuitous ARP (request or reply, sender = target = the VIP) or its unsolicited NA
-    for it (to a multicast group) is copied to the agent, which learns the VIP's MAC binding (wyvern.controller.neighbours),
-    so routers follow a VRRP failover at once; the packet is flooded as before. Only the
+    for it (to a multicast group) is copied to the agent, which learns the VIP's MAC
+    binding (wyvern.controller.neighbours), so routers follow a VRRP failover at once;
+    the packet is flooded as before. Only the
     holder's chassis sees it here (the ingress half), so one agent writes the binding.
     Pairs naming a prefix rather than one address are not announced this way (OpenFlow
     cannot match sender = target): they are learned when a router asks."""
