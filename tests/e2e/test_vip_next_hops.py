@@ -104,3 +104,90 @@ def test_a_vip_is_resolved_by_arp_and_follows_its_gratuitous_arp(two: Cluster) -
     drop_vip(ns_b)
     take_vip(ns_a)
     eventually(lambda: probe(ns_c, VIP, PORT) == "a", "C reaches A again", timeout=5)
+
+
+VIP6 = "fd72::100"
+IDENT6 = """
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[2]))); s.listen(16); print("ready", flush=True)
+while True:
+    conn, _ = s.accept()
+    conn.sendall(sys.argv[1].encode()); conn.close()
+"""
+SEND_RAW = """
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+s.send(bytes.fromhex(sys.argv[1]))
+"""
+
+
+def unsolicited_na(mac: str) -> bytes:
+    """What keepalived sends for an IPv6 VIP on becoming master: an NA for it to all-nodes
+    (Override set, the target link-layer option), from the link-local address; built by
+    os-ken (not by the code under test)."""
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
+
+    from wyvern.apps.port_security import eui64_link_local
+
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst="33:33:00:00:00:01", src=mac, ethertype=0x86DD))
+    pkt.add_protocol(
+        ipv6.ipv6(src=str(eui64_link_local(mac)), dst="ff02::1", nxt=58, hop_limit=255)
+    )
+    na = icmpv6.nd_neighbor(res=0b001, dst=VIP6, option=icmpv6.nd_option_tla(hw_src=mac))
+    pkt.add_protocol(icmpv6.icmpv6(type_=icmpv6.ND_NEIGHBOR_ADVERT, code=0, data=na))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def configure6(ns: str, port: dict[str, Any], gateway: str) -> str:
+    """The port's IPv6 address and a default route via the router's, statically."""
+    [ip6] = [f["ip_address"] for f in port["fixed_ips"] if ":" in f["ip_address"]]
+    for cmd in (
+        ["ip", "-6", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"],
+        ["ip", "-6", "route", "replace", "default", "via", gateway, "dev", "eth0"],
+    ):
+        out = in_netns(ns, *cmd)
+        assert out.returncode == 0, out.stderr
+    return str(ip6)
+
+
+def test_an_ipv6_vip_is_solicited_and_follows_its_unsolicited_na(two: Cluster) -> None:
+    c = two
+    nets = []
+    for name, v4, v6 in (
+        ("vrrp", "10.72.0.0/24", "fd72::/64"),
+        ("clients", "10.73.0.0/24", "fd73::/64"),
+    ):
+        net = c.post("networks", name=name)
+        c.post("subnets", network_id=net["id"], cidr=v4, ip_version=4)
+        c.post("subnets", network_id=net["id"], cidr=v6, ip_version=6)
+        nets.append(c.get("networks", net["id"]))
+    vrrp, clients = nets
+    router = c.post("routers", name="r")
+    for net in nets:
+        for sid in net["subnets"]:
+            c.action("routers", router["id"], "add_router_interface", subnet_id=sid)
+    c.post("ports", network_id=vrrp["id"], name="vip", fixed_ips=[{"ip_address": VIP6}])
+    pairs = [{"ip_address": VIP6}]
+    pa, ns_a = c.hv[0].vm(vrrp, "a", allowed_address_pairs=pairs)
+    pb, ns_b = c.hv[1].vm(vrrp, "b", allowed_address_pairs=pairs)
+    pc, ns_c = c.hv[0].vm(clients, "c")
+    for ns, port, gw in ((ns_a, pa, "fd72::1"), (ns_b, pb, "fd72::1"), (ns_c, pc, "fd73::1")):
+        configure6(ns, port, gw)
+    for hv, ns, name in ((c.hv[0], ns_a, "a"), (c.hv[1], ns_b, "b")):
+        server = hv.background(ns, PY, "-c", IDENT6, name, str(PORT))
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    assert probe(ns_c, VIP6, PORT) == "timeout"
+    # A holds it: the router solicits it into the network, A's NA is learned.
+    out = in_netns(ns_a, "ip", "-6", "addr", "add", f"{VIP6}/128", "dev", "eth0", "nodad")
+    assert out.returncode == 0, out.stderr
+    eventually(lambda: probe(ns_c, VIP6, PORT) == "a", "C reaches A at the VIP", timeout=20)
+    # B takes over and announces it with an unsolicited NA: C follows within seconds.
+    in_netns(ns_a, "ip", "-6", "addr", "del", f"{VIP6}/128", "dev", "eth0")
+    out = in_netns(ns_b, "ip", "-6", "addr", "add", f"{VIP6}/128", "dev", "eth0", "nodad")
+    assert out.returncode == 0, out.stderr
+    out = in_netns(ns_b, PY, "-c", SEND_RAW, unsolicited_na(pb["mac_address"]).hex())
+    assert out.returncode == 0, out.stderr
+    eventually(lambda: probe(ns_c, VIP6, PORT) == "b", "C reaches B after the NA", timeout=5)
