@@ -1,4 +1,4 @@
-"""Neighbours outside Neutron on external networks: ARP for them, learn their MACs.
+"""Neighbours outside Neutron (and VIPs): ARP for them, learn their MACs.
 
 OVN's MAC_Binding, by punts (wyvern.apps.l3): a routed packet whose next hop on an
 external network has no MAC yet is punted with PUNT_ARP_REQUEST (and dropped, as OVN
@@ -21,6 +21,16 @@ target's solicited-node group, out of the patch port); an NS for a gateway addre
 the physical network (answered here with an NA, from the gateway chassis only) and an NA
 to the gateway are punted with PUNT_ND_LEARN and teach the sender's (the target's) MAC.
 Refreshes probe IPv6 bindings with such an NS. The bindings are the same records.
+
+Next hops on internal (tenant) networks that are no port's own address, such as a
+VRRP/keepalived VIP that ports may claim by an allowed address pair, take the same path
+(wyvern.apps.l3): punted without a binding, asked for from the router interface's
+address and MAC into the network (`ask`: an `Inject` packet-out resubmitted to
+l2_lookup, which floods it like a VM's broadcast to every chassis of the network), the
+answer to the interface punted on the holder's chassis and learned, and the holder's
+gratuitous ARP / unsolicited NA learned as it is flooded (wyvern.apps.services). A
+virtual address is learned only from a port whose pairs allow it. Their refresh goes
+into the network too, from the first chassis by name with a port there (`_prober`).
 
 Pure functions of the view and the punted frame: the packet-in dispatcher and the agent
 call them and do the I/O.
