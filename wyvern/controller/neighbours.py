@@ -119,7 +119,10 @@ def learned_nd(
 
 
 def _interface(
-    view: LocalView, network: Network, router_key: int, target: ipaddress._BaseAddress
+    view: LocalView,
+    network: Network,
+    router_key: int,
+    target: ipaddress.IPv4Address | ipaddress.IPv6Address,
 ) -> tuple[Port, str] | None:
     """(router port, its address) of the router with ROUTER_KEY on the internal NETWORK,
     on the subnet of TARGET (another address); None if it has none."""
