@@ -331,8 +331,9 @@ class Settings:
         gt=0,
         description="Agent: seconds between the probes (ARP, or an ND neighbour "
         "solicitation for IPv6) a gateway chassis sends for each learned MAC binding on "
-        "the external networks it hosts gateways on; an answer with a new MAC replaces "
-        "the binding (a replaced upstream router).",
+        "the external networks it hosts gateways on (and, on a tenant network, the first "
+        "chassis by name with a port there, from a router interface); an answer with a "
+        "new MAC replaces the binding (a replaced upstream router, a moved VIP).",
     )
     min_rtr_adv_interval: float = _opt(
         default=30.0,

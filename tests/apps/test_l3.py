@@ -27,7 +27,7 @@ from tests.southbound.conftest import in_netns, ovs, unique
 from wyvern.apps.base import App, Owner
 from wyvern.apps.l3 import L3App
 from wyvern.apps.nat import NatApp
-from wyvern.apps.punts import PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR
+from wyvern.apps.punts import PUNT_ARP_REQUEST, PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR
 from wyvern.apps.services import Services
 from wyvern.controller.engine import Engine
 from wyvern.ir import PORT_IN_PORT, Flow, Goto, Load, Output, pipeline, table
@@ -281,10 +281,13 @@ def test_no_route_is_punted_as_unreachable() -> None:
     assert [p.userdata for p in t.punts] == [bytes((PUNT_ICMP4_ERROR, 3, 0))]
 
 
-def test_unknown_next_hop_is_dropped() -> None:
+def test_unknown_next_hop_is_punted_for_arp_not_forwarded() -> None:
+    """A next hop on an internal network that no port holds: punted for the agent to ARP
+    for (PUNT_ARP_REQUEST), the packet itself not forwarded (as OVN drops it)."""
     sim = simulate(two_subnets())
     t = sim.run(pk.udp(OF_A, MAC_A, MAC_R1, "10.0.1.5", "10.0.2.99", 1, 53))
-    assert t.dropped and "arp_resolve" in t.stages(), t.format()
+    assert t.outputs == [] and "arp_resolve" in t.stages(), t.format()
+    assert [p.userdata for p in t.punts] == [bytes([PUNT_ARP_REQUEST])]
 
 
 def test_extra_route_goes_to_the_next_hop_mac() -> None:

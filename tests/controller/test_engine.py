@@ -140,7 +140,9 @@ def port(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     subs = draw(st.lists(st.sampled_from(subnets_of(net)), unique=True, max_size=2))
     router_port = draw(st.booleans()) and bool(subs)
     gateway = router_port and draw(st.booleans())
-    pairs = draw(st.lists(st.sampled_from(["10.9.0.0/24", "10.0.0.200", "10.1.0.77"]),
+    # (some pairs name other ports' fixed addresses, learned bindings' too: VIPs)
+    pairs = draw(st.lists(st.sampled_from(["10.9.0.0/24", "10.0.0.200", "10.1.0.77",
+                                           "10.0.0.10", "10.1.0.11", "2001:db8:5::b"]),
                           unique=True, max_size=2))  # fmt: skip
     mac = f"fa:16:3e:00:01:{idx:02x}"
     return ("port", id_, Port(

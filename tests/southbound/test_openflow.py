@@ -189,3 +189,34 @@ def test_replies_decode() -> None:
         ofp.parse_packet_in2(good[:16] + struct.pack("!HH", 0, 200) + good[20:])
     with pytest.raises(ofp.OpenFlowError):  # cut inside a property header
         ofp.parse_packet_in2(struct.pack("!BBHI", 5, 4, 18, 1) + good[8:18])
+
+
+@given(
+    xids,
+    st.integers(0, 0xFFFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 254),
+    st.binary(max_size=1600),
+)
+def test_a_packet_out_into_the_pipeline_encodes_as_os_ken_does(
+    xid: int, network: int, port: int, table: int, data: bytes
+) -> None:
+    """set_field on metadata and a register, then resubmit(,table): the agent's frames
+    from a router interface into its network (wyvern.southbound.ofchannel.Inject)."""
+    actions = (
+        ofp.set_pipeline_field("metadata", network)
+        + ofp.set_pipeline_field("reg14", port)
+        + ofp.resubmit_table(table)
+    )
+    msg = oskparser.OFPPacketOut(
+        DP,
+        buffer_id=oskofp.OFP_NO_BUFFER,
+        in_port=oskofp.OFPP_CONTROLLER,
+        actions=[
+            oskparser.OFPActionSetField(metadata=network),
+            oskparser.OFPActionSetField(reg14=port),
+            oskparser.NXActionResubmitTable(in_port=0xFFF8, table_id=table),
+        ],
+        data=data,
+    )
+    assert ofp.packet_out_actions(xid, actions, data) == oracle(msg, xid)

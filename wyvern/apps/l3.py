@@ -36,17 +36,25 @@ destination's egress security groups and port security still apply).
   packet would drop what is forwarded today.
 - arp_resolve (owner ("port", id), for every port of a network a router is attached to):
   next hop → MAC of the port that owns that address in the output network (local or
-  remote ports alike; an address on two ports resolves to the lower port id). An unknown
-  next hop is dropped. Per port, so
+  remote ports alike; an address on two ports resolves to the lower port id). Per port, so
   a port joining a network of thousands adds its own flows and rebuilds nothing else.
+  A virtual address (one another port of the network may claim by an allowed address
+  pair: a VRRP/keepalived or Octavia VIP, usually reserved by an unbound port's fixed IP)
+  is never resolved to the port that reserves it: the holder answers with its own MAC.
 
 Stage defaults (priority 0, from `global_flows`): router_input, routing and arp_resolve
 drop; the nat app's pass-throughs continue dnat → routing and snat → l2_lookup.
 
 Next hops that are no port's address (the external network's upstream router, a host
-an extra route names) are resolved from learned MAC bindings (priority PRIO_LEARNED), and
-an unknown one is punted for the agent to ARP for (PUNT_ARP_REQUEST) or, IPv6, to
-solicit (PUNT_ND_REQUEST). On a chassis that does not host the router's gateway, what
+an extra route names) or are virtual are resolved from learned MAC bindings (priority
+PRIO_LEARNED), on external and internal networks alike, and an unknown one is punted for
+the agent to ARP for (PUNT_ARP_REQUEST) or, IPv6, to solicit (PUNT_ND_REQUEST): out of
+the patch port from the gateway on an external network, into the internal network from
+the router interface otherwise (wyvern.controller.neighbours). On an internal network the
+answer to the interface's MAC is punted in router_input and learned (PUNT_ARP_LEARN,
+PUNT_ND_LEARN), and the holder's gratuitous ARPs and NAs for a VIP are learned as they
+are flooded (wyvern.apps.services), so routed traffic follows a failover at once.
+On a chassis that does not host the router's gateway, what
 leaves by the gateway (its subnets, the default routes, extra routes through an outside
 next hop) is redirected to the gateway chassis (wyvern.apps.gateway).
 
@@ -71,7 +79,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from wyvern.apps.base import App, Owner
-from wyvern.apps.common import NAT_SCOPE
+from wyvern.apps.common import NAT_SCOPE, virtual
 from wyvern.apps.gateway import (
     REDIRECT_KEY,
     Gateway,
@@ -380,6 +388,11 @@ class L3App(App):
                         )
                     )
 
+        for itf in itfs:
+            if itf is not gw_itf:
+                for f in _internal_neighbour_flows(rkey, itf.network.key, cookie):
+                    add(f)
+
         rt = table("routing")
 
         def route(
@@ -548,6 +561,8 @@ class L3App(App):
         mac: int | None = None
         flows: dict[object, Flow] = {}
         for ip_text in port.ips:
+            if virtual(view, net.id, ip_text, port.id):
+                continue  # a VIP: whoever holds it now answers (learned, or asked for)
             holders = view.ports_by_ip.get((net.id, ip_text), ())
             if len(holders) > 1 and min(holders) != port.id:
                 continue  # one IP on two ports: the first (by id) wins
@@ -674,6 +689,49 @@ def _fip_flows(lf: LocalFip) -> list[Flow]:
     return out
 
 
+def _internal_neighbour_flows(rkey: int, nkey: int, cookie: int) -> list[Flow]:
+    """Next hops on an internal network that no port resolves (a VIP some port may claim
+    by an address pair, an address no port holds): without a learned binding they are
+    punted (PUNT_ARP_REQUEST / PUNT_ND_REQUEST, the packet dropped, as OVN does) and the
+    agent asks for them from the router interface into the network; the answer (an ARP
+    reply or an NA to the interface's MAC) is punted to be learned (PUNT_ARP_LEARN /
+    PUNT_ND_LEARN). A holder's gratuitous announcements are learned in services."""
+    rin = table("router_input")
+    ar = table("arp_resolve")
+    here: dict[str, MatchValue] = {"router_key": rkey, "network_key": nkey}
+    return [
+        rin.flow(
+            priority=PRIO_GATEWAY_ARP,
+            cookie=cookie,
+            match={**here, "eth_type": ETH_TYPE_ARP, "arp_op": 2},
+            actions=punt(bytes([PUNT_ARP_LEARN])),
+        ),
+        rin.flow(
+            priority=PRIO_GATEWAY_ARP,
+            cookie=cookie,
+            match={
+                **here,
+                "eth_type": ETH_TYPE_IPV6,
+                "ip_proto": IPPROTO_ICMPV6,
+                "icmpv6_type": ND_NEIGHBOR_ADVERT,
+            },
+            actions=punt(bytes([PUNT_ND_LEARN])),
+        ),
+        ar.flow(
+            priority=PRIO_UNRESOLVED,
+            cookie=cookie,
+            match={**here, "eth_type": ETH_TYPE_IP},
+            actions=punt(bytes([PUNT_ARP_REQUEST])),
+        ),
+        ar.flow(
+            priority=PRIO_UNRESOLVED,
+            cookie=cookie,
+            match={**here, "eth_type": ETH_TYPE_IPV6},
+            actions=punt(bytes([PUNT_ND_REQUEST])),
+        ),
+    ]
+
+
 def _gateway_flows(gw: Gateway, cookie: int) -> list[Flow]:
     """What a router needs on the chassis hosting its gateway, besides the routes: its
     gateway addresses answer ARP from the external network (and teach the router the
@@ -789,7 +847,7 @@ def _learned_flows(view: LocalView, binding_id: str) -> list[Flow]:
     own entry resolves it then)."""
     b = view.mac_bindings.get(binding_id)
     net = view.networks.get(b.network_id) if b is not None else None
-    if b is None or net is None or view.ports_by_ip.get((net.id, b.ip)):
+    if b is None or net is None or resolved_by_port(view, net.id, b.ip):
         return []
     try:
         version, ip = ip_value(b.ip)
@@ -798,6 +856,14 @@ def _learned_flows(view: LocalView, binding_id: str) -> list[Flow]:
         return []
     template = _LEARNED_V4 if version == 4 else _LEARNED_V6
     return [template.flow(encode("l3", binding_id), net.key, ip, mac)]
+
+
+def resolved_by_port(view: LocalView, network_id: str, ip: str) -> bool:
+    """Whether some port's own arp_resolve entry answers for IP (a fixed address that is
+    not virtual: no other port may claim it by an address pair)."""
+    return any(
+        not virtual(view, network_id, ip, pid) for pid in view.ports_by_ip.get((network_id, ip), ())
+    )
 
 
 def _ip_sort(text: str) -> tuple[int, int]:

@@ -48,12 +48,20 @@ entries are left out, so no two owners ever install the same flow key).
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-
 from wyvern.apps.base import App, Owner
+from wyvern.apps.common import local_port, single_address, virtual
 from wyvern.apps.port_security import eui64_link_local
-from wyvern.apps.punts import PUNT_DHCP4, PUNT_DHCP6, PUNT_ND_NS, PUNT_ND_RA, punt, punt_flows
+from wyvern.apps.punts import (
+    PUNT_ARP_LEARN,
+    PUNT_DHCP4,
+    PUNT_DHCP6,
+    PUNT_ND_LEARN,
+    PUNT_ND_NS,
+    PUNT_ND_RA,
+    code,
+    punt,
+    punt_flows,
+)
 from wyvern.ir import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
@@ -63,9 +71,11 @@ from wyvern.ir import (
     PORT_IN_PORT,
     Flow,
     Goto,
+    Load,
     MatchValue,
     Move,
     Output,
+    Resubmit,
     SetField,
     ip_value,
     match,
@@ -75,6 +85,7 @@ from wyvern.ir import (
 from wyvern.ir.cookies import encode
 from wyvern.model.view import LocalView, Port, Router, Subnet
 
+P_ANNOUNCE = 120  # a VIP's gratuitous ARP / unsolicited NA from a port the pair allows
 P_ARP_OWN = 110  # a port asking about its own address: not answered
 P_ARP_REPLY = 100
 P_DHCP = 100
@@ -83,6 +94,7 @@ P_ND_NS = 100
 P_RS = 100
 ND_ROUTER_SOLICIT = 133
 ND_NEIGHBOR_SOLICIT = 135
+ND_NEIGHBOR_ADVERT = 136
 DHCP6_MODES = ("dhcpv6-stateful", "dhcpv6-stateless")
 ALL_DHCP6_SERVERS = ip_value("ff02::1:2")[1]
 
@@ -135,35 +147,10 @@ ND_PUNT = _st.template(
 )
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _pair_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        return ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        return None
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return ipaddress.ip_address(ip)
-
-
 def _virtual(view: LocalView, network_id: str, ip: str, port_id: str) -> bool:
     """Whether a port other than PORT_ID may claim `ip` through an allowed address pair
     (a VRRP/keepalived VIP): then the current holder answers, not the responder."""
-    pair_ports = view.pair_ports_by_network.get(network_id)
-    if not pair_ports:
-        return False
-    addr = _address(ip)
-    for pid in pair_ports:
-        port = view.ports.get(pid)
-        if pid == port_id or port is None:
-            continue
-        for pair in port.allowed_address_pairs:
-            net = _pair_network(pair.ip_address)
-            if net is not None and addr in net:
-                return True
-    return False
+    return virtual(view, network_id, ip, port_id)
 
 
 RaInterface = tuple[Router, Port, tuple[Subnet, ...]]
@@ -250,6 +237,8 @@ class Services(App):
                 mac = parse_value("eth_src", port.mac)[0]
             reply = ARP_REPLY.flow(cookie, nk, addr, mac, mac, addr)
             out.setdefault(reply.key, reply)
+        for f in _announce_flows(view, port, nk, cookie):
+            out.setdefault(f.key, f)
         return list(out.values())
 
     def _network_flows(self, view: LocalView, net_id: str) -> list[Flow]:
@@ -308,6 +297,69 @@ class Services(App):
                 )
             )
         return out
+
+
+def _learn_and_flood(userdata: int) -> tuple[Load | Resubmit | Goto, ...]:
+    """A copy to the agent (through the port's meter), and the packet goes on to
+    l2_lookup as before: resubmit returns, so punting does not stop the flood."""
+    return (Load("punt_code", code(bytes([userdata]))), Resubmit("punt_meter"), Goto("l2_lookup"))
+
+
+def _announce_flows(view: LocalView, port: Port, net_key: int, cookie: int) -> list[Flow]:
+    """A local port announcing a VIP its address pairs allow, on a routed network: its
+    gratuitous ARP (request or reply, sender = target = the VIP) or its unsolicited NA
+    for it (to a multicast group) is copied to the agent, which learns the VIP's MAC
+    binding (wyvern.controller.neighbours), so routers follow a VRRP failover at once;
+    the packet is flooded as before. Only the
+    holder's chassis sees it here (the ingress half), so one agent writes the binding.
+    Pairs naming a prefix rather than one address are not announced this way (OpenFlow
+    cannot match sender = target): they are learned when a router asks."""
+    if not port.allowed_address_pairs or not _routed(view, port.network_id):
+        return []
+    if local_port(view, port.id) is None:
+        return []
+    out: list[Flow] = []
+    for pair in port.allowed_address_pairs:
+        addr = single_address(pair.ip_address)
+        if addr is None:
+            continue
+        m: dict[str, MatchValue]
+        if addr.version == 4:
+            m = {"eth_type": ETH_TYPE_ARP, "arp_spa": str(addr), "arp_tpa": str(addr)}
+            actions = _learn_and_flood(PUNT_ARP_LEARN)
+        else:
+            m = {
+                "eth_type": ETH_TYPE_IPV6,
+                "ip_proto": IPPROTO_ICMPV6,
+                "icmpv6_type": ND_NEIGHBOR_ADVERT,
+                "nd_target": str(addr),
+                # unsolicited (to all-nodes); a solicited one to a router interface is
+                # learned there (wyvern.apps.l3), and one to a VM is none of ours
+                "ipv6_dst": "ff00::/8",
+            }
+            actions = _learn_and_flood(PUNT_ND_LEARN)
+        out.append(
+            _st.flow(
+                priority=P_ANNOUNCE,
+                cookie=cookie,
+                match={"network_key": net_key, "src_port_key": port.key, **m},
+                actions=actions,
+            )
+        )
+    return out
+
+
+def _routed(view: LocalView, network_id: str) -> bool:
+    """A router has an interface on the network (derived: early cutoff)."""
+    return view.derive(_has_interface, network_id)
+
+
+def _has_interface(view: LocalView, network_id: str) -> bool:
+    for rid in view.routers_by_network.get(network_id, ()):
+        router = view.routers.get(rid)
+        if router is not None and any(i.network_id == network_id for i in router.interfaces):
+            return True
+    return False
 
 
 def _nd_flows(net_key: int, port_key: int, ip: int, cookie: int, *, answers: bool) -> list[Flow]:

@@ -79,6 +79,7 @@ from wyvern.nb.store import Compare, Put, Store, StoreError
 from wyvern.southbound import metadata as metadata_port
 from wyvern.southbound.installer import FlowInstaller
 from wyvern.southbound.meters import Meters
+from wyvern.southbound.ofchannel import Inject
 from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 from wyvern.southbound.recorder import RecordingInstaller
@@ -698,7 +699,7 @@ class Agent:
             return
         self._send_out("router advertisements", self.adverts.due(self.view, now))
 
-    def _send_out(self, what: str, frames: list[tuple[int, bytes]]) -> None:
+    def _send_out(self, what: str, frames: Sequence[tuple[int | Inject, bytes]]) -> None:
         """ARP frames out of the patch ports: gratuitous ARPs for a floating IP or gateway
         NATed here from now on, probes for learned neighbours."""
         if self.ovs is None or not frames:
@@ -706,10 +707,11 @@ class Agent:
         if self.packet_in is not None and self.packet_in.send(what, frames):
             return
         for patch, frame in frames:
+            actions = patch.ofctl_actions() if isinstance(patch, Inject) else f"output:{patch}"
             try:
                 self.ovs.ofctl(
                     "-O", "OpenFlow15", "packet-out", self.bridge,
-                    f"in_port=controller packet={frame.hex()} actions=output:{patch}",
+                    f"in_port=controller packet={frame.hex()} actions={actions}",
                 )  # fmt: skip
             except OvsError as exc:
                 LOG.warning("%s: ARP not sent: %s", what, exc)
@@ -845,7 +847,7 @@ class PacketInService:
         """Whether `send` would queue packet-outs now (the channel is connected)."""
         return self._channel is not None and not self.loop.is_closed()
 
-    def send(self, what: str, frames: list[tuple[int, bytes]]) -> bool:
+    def send(self, what: str, frames: Sequence[tuple[int | Inject, bytes]]) -> bool:
         """Queue FRAMES (ofport, bytes) as packet-outs on this service's OpenFlow
         connection and return at once (False: not serving). Thousands of gratuitous ARPs
         at a bulk association cost the agent's loop nothing: one `ovs-ofctl packet-out`

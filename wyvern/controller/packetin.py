@@ -27,7 +27,7 @@ from wyvern.apps import punts
 from wyvern.apps.gateway import local_gateway
 from wyvern.controller import dhcp, dhcp6, frames, icmp_errors, nd, neighbours, ra
 from wyvern.model.view import LocalView, MacBinding, Network, Port, Router
-from wyvern.southbound.ofchannel import ChannelError, PacketIn
+from wyvern.southbound.ofchannel import ChannelError, Inject, PacketIn
 
 LOG = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ DEFAULT_BURST = 40.0
 
 @dataclass(frozen=True, slots=True)
 class PacketOut:
-    ofport: int
+    ofport: int | Inject  # (Inject: into the pipeline, e.g. flooded into a network)
     data: bytes
 
 
@@ -49,7 +49,7 @@ class Channel(Protocol):
 
     def packet_ins(self) -> AsyncIterator[PacketIn]: ...
 
-    async def packet_out(self, ofport: int, data: bytes) -> None: ...
+    async def packet_out(self, ofport: int | Inject, data: bytes) -> None: ...
 
 
 @dataclass
@@ -350,17 +350,26 @@ class PacketInDispatcher:
         self.stats["ra_solicited"] += len(frames)
         return [PacketOut(binding.ofport, f) for f in frames]
 
+    def _sender(self, pin: PacketIn) -> Port | None:
+        """The local port a punt came in by (None: the physical network, a tunnel)."""
+        port_id = next((p for p, b in self.view.bindings.items() if b.ofport == pin.in_port), None)
+        port = self.view.ports.get(port_id) if port_id is not None else None
+        return port if port is not None and port.key == pin.src_port_key else None
+
     def handle_arp_learn(self, pin: PacketIn, now: float) -> list[PacketOut]:
-        """ARP from the physical network to a gateway address: keep the sender's MAC."""
+        """ARP from the physical network to a gateway address, an ARP reply to a router
+        interface, or a VIP's gratuitous ARP from its holder: keep the sender's MAC."""
         network = neighbours.network_by_key(self.view, pin.network_key)
-        binding = neighbours.learned(self.view, network, pin.data) if network else None
+        sender = self._sender(pin)
+        binding = neighbours.learned(self.view, network, pin.data, sender) if network else None
         if binding is not None and binding not in self.learned:
             self.learned.append(binding)
             self.stats["mac_learned"] += 1
         return []
 
     def handle_arp_request(self, pin: PacketIn, now: float) -> list[PacketOut]:
-        """A next hop on an external network without a MAC: ask for it."""
+        """A next hop without a MAC: ask for it (out of the patch port from the gateway on
+        an external network; into an internal network from the router interface)."""
         network = neighbours.network_by_key(self.view, pin.network_key)
         next_hop = pin.register("next_hop_ipv4")
         if network is None or not self.arp_limiter.allow((network.id, next_hop), now):
@@ -378,7 +387,7 @@ class PacketInDispatcher:
         network = neighbours.network_by_key(self.view, pin.network_key)
         if network is None:
             return []
-        binding = neighbours.learned_nd(self.view, network, pin.data)
+        binding = neighbours.learned_nd(self.view, network, pin.data, self._sender(pin))
         if binding is not None and binding not in self.learned:
             self.learned.append(binding)
             self.stats["mac_learned"] += 1
@@ -389,7 +398,7 @@ class PacketInDispatcher:
         return [PacketOut(found[0], found[1])]
 
     def handle_nd_request(self, pin: PacketIn, now: float) -> list[PacketOut]:
-        """An IPv6 next hop on an external network without a MAC: solicit it."""
+        """An IPv6 next hop without a MAC: solicit it (as handle_arp_request)."""
         network = neighbours.network_by_key(self.view, pin.network_key)
         next_hop = pin.register("next_hop_ipv6")
         if network is None or not self.arp_limiter.allow((network.id, next_hop), now):

@@ -502,11 +502,13 @@ class Simulator:
 
     # -- running ---------------------------------------------------------------------
 
-    def run(self, packet: Packet) -> Trace:
-        """Send one packet into table 0. The input packet is not modified."""
+    def run(self, packet: Packet, table: int = pipeline.TABLE_BASE) -> Trace:
+        """Send one packet into table 0, or into TABLE (a packet-out that resubmits into
+        the pipeline with its registers set: the agent's injected frames). The input
+        packet is not modified."""
         pkt = packet.copy()
         ctx = _Pass(Trace(packet.copy()))
-        self._table(pipeline.TABLE_BASE, pkt, 0, ctx, "")
+        self._table(table, pkt, 0, ctx, "")
         rounds = 0
         while ctx.recirculate:
             rounds += 1

@@ -96,6 +96,35 @@ class PacketIn:
         return self.userdata[0] if self.userdata else None
 
 
+@dataclass(frozen=True, slots=True)
+class Inject:
+    """Where a packet-out enters the pipeline instead of leaving by a port: REGISTERS
+    (named, wyvern.ir.registers) set, then resubmit to TABLE. A frame a logical port
+    sends without a VIF (a router interface asking for a neighbour) takes the path a VM's
+    would: l2_lookup floods it to the network's ports here and on every other chassis."""
+
+    table: int
+    registers: tuple[tuple[str, int], ...]
+
+    def fields(self) -> dict[str, int]:
+        """The physical fields (metadata, regN) the registers live in, and their values."""
+        out: dict[str, int] = {}
+        for name, value in self.registers:
+            for seg in register(name).segments():
+                part = (value >> seg.offset) & ((1 << seg.width) - 1)
+                out[seg.field] = out.get(seg.field, 0) | (part << seg.start)
+        return dict(sorted(out.items()))
+
+    def actions(self) -> bytes:
+        out = b"".join(ofp.set_pipeline_field(f, v) for f, v in self.fields().items())
+        return out + ofp.resubmit_table(self.table)
+
+    def ofctl_actions(self) -> str:
+        """The same actions in ovs-ofctl's syntax."""
+        sets = [f"set_field:{v:#x}->{f}" for f, v in self.fields().items()]
+        return ",".join([*sets, f"resubmit(,{self.table})"])
+
+
 def decode_oxm_fields(buf: bytes) -> dict[str, int]:
     """The OXM/NXM TLVs of a packet-in2 metadata property -> {"reg14": 7, ...}."""
     out: dict[str, int] = {}
@@ -210,8 +239,12 @@ class OfChannel:
         while True:
             yield await self._queue.get()
 
-    async def packet_out(self, ofport: int, data: bytes) -> None:
-        """Send DATA out of OpenFlow port OFPORT (as if from the controller)."""
+    async def packet_out(self, ofport: int | Inject, data: bytes) -> None:
+        """Send DATA out of OpenFlow port OFPORT (as if from the controller), or into the
+        pipeline (an Inject)."""
+        if isinstance(ofport, Inject):
+            await self._send(ofp.packet_out_actions(next(self._xids), ofport.actions(), data))
+            return
         await self._send(ofp.packet_out(next(self._xids), ofport, data))
 
     async def barrier(self, timeout: float = 10.0) -> None:

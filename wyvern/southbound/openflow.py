@@ -6,7 +6,9 @@ handful of fixed layouts. tests/southbound/test_openflow.py keeps os-ken as the 
 each message here encodes to the same bytes as os-ken's, and packet-ins decode alike.
 
 Sent: HELLO (with a version bitmap), FEATURES_REQUEST, ECHO_REQUEST/REPLY, BARRIER_REQUEST,
-SET_CONFIG, Nicira SET_PACKET_IN_FORMAT and PACKET_OUT with one output action. Read: the
+SET_CONFIG, Nicira SET_PACKET_IN_FORMAT, PACKET_OUT with one output action, and
+PACKET_OUT with set_field actions on registers and a Nicira resubmit(,table): a frame
+injected into the pipeline as if a logical port had sent it. Read: the
 header of anything, FEATURES_REPLY's datapath id, ERROR's type and code, and Nicira
 PACKET_IN2 (a list of 8-byte aligned properties).
 """
@@ -91,6 +93,54 @@ def packet_out(xid: int, ofport: int, data: bytes) -> bytes:
         OFPT_PACKET_OUT,
         xid,
         _PACKET_OUT.pack(OFP_NO_BUFFER, OFPP_CONTROLLER, len(action)) + action + data,
+    )
+
+
+OFPAT_SET_FIELD = 25
+OFPAT_EXPERIMENTER = 0xFFFF
+NXAST_RESUBMIT_TABLE = 14
+OFPP_IN_PORT_16 = 0xFFF8  # (Nicira actions take OpenFlow 1.0's 16-bit port numbers)
+OXM_NXM_1 = 0x0001  # NXM_NX_REG0..15: field number = register number, 4 bytes
+OXM_OPENFLOW_BASIC = 0x8000
+OXM_OF_METADATA = 2  # 8 bytes
+_RESUBMIT_TABLE = struct.Struct("!HHIHHB3x")  # type, len, vendor, subtype, in_port, table
+
+
+def set_field(oxm_class: int, oxm_field: int, value: int, size: int) -> bytes:
+    """OFPAT_SET_FIELD of one OXM field (no mask) to VALUE, padded to 8 bytes."""
+    oxm = struct.pack("!I", (oxm_class << 16) | (oxm_field << 9) | size)
+    oxm += value.to_bytes(size, "big")
+    length = (4 + len(oxm) + 7) // 8 * 8
+    return struct.pack("!HH", OFPAT_SET_FIELD, length) + oxm.ljust(length - 4, b"\0")
+
+
+def set_pipeline_field(name: str, value: int) -> bytes:
+    """set_field of a pipeline field: "metadata" or "reg0".."reg15"."""
+    if name == "metadata":
+        return set_field(OXM_OPENFLOW_BASIC, OXM_OF_METADATA, value, 8)
+    if name.startswith("reg") and name[3:].isdigit() and int(name[3:]) < 16:
+        return set_field(OXM_NXM_1, int(name[3:]), value, 4)
+    raise ValueError(f"cannot set {name!r} in a packet-out")
+
+
+def resubmit_table(table: int) -> bytes:
+    """Nicira resubmit(,TABLE): run the packet through the pipeline from TABLE."""
+    return _RESUBMIT_TABLE.pack(
+        OFPAT_EXPERIMENTER,
+        _RESUBMIT_TABLE.size,
+        NX_EXPERIMENTER_ID,
+        NXAST_RESUBMIT_TABLE,
+        OFPP_IN_PORT_16,
+        table,
+    )
+
+
+def packet_out_actions(xid: int, actions: bytes, data: bytes) -> bytes:
+    """PACKET_OUT of DATA (unbuffered, from the controller) with ACTIONS (encoded)."""
+    return message(
+        OFPT_PACKET_OUT,
+        xid,
+        _PACKET_OUT.pack(OFP_NO_BUFFER, OFPP_CONTROLLER, len(actions)) + actions + data,
     )
 
 
