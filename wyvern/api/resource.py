@@ -10,6 +10,7 @@ transaction, which deletes the ports in chunks first: Networks._drain_ports).
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
     BadRequest,
     Conflict,
+    NeutronError,
     NotFound,
     PolicyNotAuthorized,
     PreconditionFailed,
@@ -37,7 +39,7 @@ from wyvern.api.errors import (
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import INTENT_TTL, Repo, Stored, Txn, with_retries
 from wyvern.config import Settings
-from wyvern.model.keys import intent_key
+from wyvern.model.keys import intent_key, uniq_prefix
 from wyvern.nb.store import Store, StoreError
 
 MAX_TAGS = 50
@@ -433,3 +435,20 @@ def check_revision(stored: Stored, if_match: int | None) -> None:
             f"current revision_number {stored.obj.get('revision_number')}.",
             type="RevisionNumberConstraintFailed",
         )
+
+
+def free_key(repo: Repo, txn: Txn, kind: str, limit: int, exhausted: NeutronError) -> int:
+    """A free integer key among those claimed under uniq/KIND/ (network and router
+    datapath keys, address scope keys): the lowest few free, one picked at random, so
+    concurrent creators rarely collide (the claim decides); EXHAUSTED when none is."""
+    used = {int(k) for k in repo.claims(uniq_prefix(kind))}
+    used |= {int(k.rsplit("/", 1)[1]) for k in txn.claimed if f"/uniq/{kind}/" in k}
+    free: list[int] = []
+    n = 1
+    while len(free) < 8 and n <= limit:
+        if n not in used:
+            free.append(n)
+        n += 1
+    if not free:
+        raise exhausted
+    return random.choice(free)

@@ -14,17 +14,16 @@ prefixes checked against each other, and a delete racing an association fails it
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from wyvern.api.attributes import Attr, Name, ProjectId, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import bad_request, conflict, not_found
 from wyvern.api.repo import Stored, Txn
-from wyvern.api.resource import Resource
+from wyvern.api.resource import Resource, free_key
 from wyvern.api.resources.subnets import IpVersion
 from wyvern.api.types import Bool
-from wyvern.model.keys import uniq_key, uniq_prefix
+from wyvern.model.keys import uniq_key
 
 MAX_SCOPE_KEY = 2**24 - 2  # (the register's all-ones value means "NATed": wyvern.apps.l3)
 
@@ -77,17 +76,13 @@ class AddressScopes(Resource):
         return obj
 
     def _free_key(self, txn: Txn) -> int:
-        used = {int(k) for k in self.repo.claims(uniq_prefix("scopekey"))}
-        used |= {int(k.rsplit("/", 1)[1]) for k in txn.claimed if "/uniq/scopekey/" in k}
-        free: list[int] = []
-        n = 1
-        while len(free) < 8 and n <= MAX_SCOPE_KEY:
-            if n not in used:
-                free.append(n)
-            n += 1
-        if not free:
-            raise conflict("AddressScopeKeysExhausted", "No address scope key is available.")
-        return random.choice(free)
+        return free_key(
+            self.repo,
+            txn,
+            "scopekey",
+            MAX_SCOPE_KEY,
+            conflict("AddressScopeKeysExhausted", "No address scope key is available."),
+        )
 
     def update_ops(
         self, ctx: RequestContext, stored: Stored, changes: dict[str, Any], txn: Txn

@@ -9,7 +9,7 @@ from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput, conflict, not_found
 from wyvern.api.repo import Stored, Txn
-from wyvern.api.resource import Resource, delete_marked, touch
+from wyvern.api.resource import Resource, delete_marked, free_key, touch
 from wyvern.api.types import Bool, ShortStr
 from wyvern.model.keys import uniq_key, uniq_prefix
 
@@ -219,21 +219,16 @@ class Networks(Resource):
         return obj
 
     def _free_key(self, txn: Txn) -> int:
-        used = {int(k) for k in self.repo.claims(uniq_prefix("netkey"))}
-        used |= {int(k.rsplit("/", 1)[1]) for k in txn.claimed if "/uniq/netkey/" in k}
-        # Lowest free keys, picked at random among a few so concurrent creators rarely collide.
-        free: list[int] = []
-        n = 1
-        while len(free) < 8 and n <= MAX_VNI:
-            if n not in used:
-                free.append(n)
-            n += 1
-        if not free:
-            raise conflict(
+        return free_key(
+            self.repo,
+            txn,
+            "netkey",
+            MAX_VNI,
+            conflict(
                 "NoNetworkAvailable",
                 "Unable to create the network. No tenant network is available for allocation.",
-            )
-        return random.choice(free)
+            ),
+        )
 
     def _free_vlan(self, physnet: str, txn: Txn) -> int:
         lo, hi = self.settings.vlan_ranges.get(physnet, (1, 4094))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol, Required, cast
 
@@ -40,12 +39,12 @@ from wyvern.api.errors import (
     not_found,
 )
 from wyvern.api.repo import Repo, Stored, Txn, with_retries
-from wyvern.api.resource import Resource, touch
+from wyvern.api.resource import Resource, free_key, touch
 from wyvern.api.resource import Route as ApiRoute
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS, network_or_404
 from wyvern.api.resources.subnets import is_auto_address
 from wyvern.api.types import Bool, Cidr, IpAddress, ShortStr, Uuid
-from wyvern.model.keys import obj_key, uniq_key, uniq_prefix
+from wyvern.model.keys import obj_key, uniq_key
 
 LOG = logging.getLogger(__name__)
 ROUTER_GW = "network:router_gateway"
@@ -233,18 +232,6 @@ def router_cidrs(obj: dict[str, Any], gateway: bool = True) -> list[dict[str, st
     return out
 
 
-def _pick_free_key(used: set[int]) -> int:
-    free: list[int] = []
-    n = 1
-    while len(free) < 8 and n <= MAX_KEY:
-        if n not in used:
-            free.append(n)
-        n += 1
-    if not free:
-        raise conflict("NoRouterKeyAvailable", "Unable to create the router: no key is free.")
-    return random.choice(free)
-
-
 class Routers(Resource):
     defn = DEFN
 
@@ -350,9 +337,13 @@ class Routers(Resource):
 
     def _free_key(self, txn: Txn) -> int:
         """A datapath key shared with networks' keys: a router is a datapath too."""
-        used = {int(k) for k in self.repo.claims(uniq_prefix("netkey"))}
-        used |= {int(k.rsplit("/", 1)[1]) for k in txn.claimed if "/uniq/netkey/" in k}
-        return _pick_free_key(used)
+        return free_key(
+            self.repo,
+            txn,
+            "netkey",
+            MAX_KEY,
+            conflict("NoRouterKeyAvailable", "Unable to create the router: no key is free."),
+        )
 
     # ---- gateway --------------------------------------------------------------------------
     def _attach_gateway(
