@@ -31,8 +31,8 @@ CLIENT_DUID = struct.pack("!HH", 3, 1) + bytes.fromhex("fa163e000005")
 NET_KEY, PORT_KEY, OFPORT = 1001, 7, 3
 
 
-def network() -> Network:
-    return Network.from_obj({"id": NET_ID, "_key": NET_KEY, "mtu": 1442})
+def network(**kw: Any) -> Network:
+    return Network.from_obj({"id": NET_ID, "_key": NET_KEY, "mtu": 1442, **kw})
 
 
 def subnet(id: str, cidr: str, mode: str | None, **kw: Any) -> Subnet:
@@ -163,7 +163,7 @@ class Decoded:
 
 
 def ask(frame: bytes, p: Port | None = None, **kw: Any) -> dhcp6.Dhcp6Reply | None:
-    return dhcp6.handle(frame, p or port(), network(), SUBNETS, **kw)
+    return dhcp6.handle(frame, p or port(), kw.pop("net", network()), SUBNETS, **kw)
 
 
 def reply_of(frame: bytes, p: Port | None = None, **kw: Any) -> Decoded:
@@ -205,6 +205,14 @@ def test_lease_time_is_the_dhcpv4_setting() -> None:
     d = reply_of(frame, settings=DhcpSettings(lease_time=600, domain_name="example.org"))
     ((_, t1, t2, _),) = d.ias()
     assert (t1, t2) == (300, 525) and d.addresses() == [(ADDR, 600, 600)]
+    assert dhcp6_options.decode_names(d.get(24) or b"") == ["example.org"]
+
+
+def test_domain_search_is_the_networks_dns_domain_else_the_setting() -> None:
+    frame = client_frame(dhcp6.SOLICIT, ia_na())
+    d = reply_of(frame, net=network(dns_domain="lab.example.net."))
+    assert dhcp6_options.decode_names(d.get(24) or b"") == ["lab.example.net"]
+    d = reply_of(frame, settings=DhcpSettings(domain_name="example.org"))
     assert dhcp6_options.decode_names(d.get(24) or b"") == ["example.org"]
 
 

@@ -28,9 +28,9 @@ Options in every answer: Server Identifier, a DUID-LL of the network's service M
 for the network's life; a router attached later does not change it), the client's
 Client Identifier echoed; and in Advertise/Reply to Solicit, Request, Renew, Rebind and
 Information-Request: 23 DNS servers (the IPv6 `dns_nameservers` of the port's DHCPv6
-subnets), 24 domain search (the `dns_domain` setting, what DHCPv4 sends as option 15, as
-Neutron's dnsmasq sends its `dns_domain`), then the port's extra_dhcp_opts with
-ip_version 6 (wyvern/model/dhcp6_options.py), which override 23 and 24.
+subnets), 24 domain search (the network's `dns_domain`, else the `dns_domain` setting:
+what DHCPv4 sends as option 15, as Neutron's dnsmasq sends its `dns_domain`), then the
+port's extra_dhcp_opts with ip_version 6 (wyvern/model/dhcp6_options.py), which override 23 and 24.
 
 The reply goes from the service MAC and its EUI-64 link-local address, UDP 547, to the
 client's MAC, address and port.
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from wyvern.controller import frames
 from wyvern.controller.dhcp import DhcpSettings, service_mac
-from wyvern.model import dhcp6_options
+from wyvern.model import dhcp6_options, dns
 from wyvern.model.view import DhcpOpt, Network, Port, Subnet
 
 LOG = logging.getLogger(__name__)
@@ -311,17 +311,21 @@ def extra_options(opts: Sequence[DhcpOpt], port_id: str = "") -> dict[int, bytes
     return out
 
 
-def config_options(port: Port, subnets: Sequence[Subnet], settings: DhcpSettings) -> bytes:
-    """DNS servers, domain search and the port's extra options, by code."""
+def config_options(
+    port: Port, network: Network, subnets: Sequence[Subnet], settings: DhcpSettings
+) -> bytes:
+    """DNS servers, domain search (the network's dns_domain, else the setting) and the
+    port's extra options, by code."""
     opts: dict[int, bytes] = {}
-    dns = dns_servers(port, subnets)
-    if dns:
-        opts[OPT_DNS_SERVERS] = b"".join(ipaddress.IPv6Address(d).packed for d in dns)
-    if settings.domain_name:
+    servers = dns_servers(port, subnets)
+    if servers:
+        opts[OPT_DNS_SERVERS] = b"".join(ipaddress.IPv6Address(d).packed for d in servers)
+    domain = dns.dhcp_domain(network.dns_domain, settings.domain_name)
+    if domain:
         try:
-            opts[OPT_DOMAIN_LIST] = dhcp6_options.encode_names([settings.domain_name])
+            opts[OPT_DOMAIN_LIST] = dhcp6_options.encode_names([domain])
         except dhcp6_options.Dhcp6OptionError:
-            LOG.warning("dhcp6: the domain name %r cannot be sent", settings.domain_name)
+            LOG.warning("dhcp6: the domain name %r cannot be sent", domain)
     opts.update(extra_options(port.extra_dhcp_opts, port.id))
     return b"".join(option(code, value) for code, value in sorted(opts.items()))
 
@@ -392,7 +396,7 @@ def answer(
         if not mine and reply_type == ADVERTISE:
             top_status = NO_ADDRS_AVAIL
             body += status(NO_ADDRS_AVAIL, "no address for this port")
-        body += config_options(port, subnets, settings)
+        body += config_options(port, network, subnets, settings)
     elif mtype == CONFIRM:
         named = [a for ia in req.ia_nas for a in ia.addresses]
         if not named:
@@ -406,7 +410,7 @@ def answer(
         body += status(SUCCESS, "")
     else:  # INFORMATION_REQUEST
         reply_type = REPLY
-        body += config_options(port, subnets, settings)
+        body += config_options(port, network, subnets, settings)
     message = bytes([reply_type]) + req.xid + bytes(body)
     src = link_local(mac)
     udp = frames.udp6(src, req.ip_src, SERVER_PORT, req.udp_src, message)

@@ -40,6 +40,7 @@ class Network:
     # derives from their subnet pools: routers route between scopes only by NAT.
     scope4: int = 0
     scope6: int = 0
+    dns_domain: str = ""  # the domain DHCP gives its ports ('': the dns_domain setting)
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Network:
@@ -55,6 +56,7 @@ class Network:
             external=bool(o.get("router:external", False)),
             scope4=int(o.get("_scope_key4") or 0),
             scope6=int(o.get("_scope_key6") or 0),
+            dns_domain=o.get("dns_domain") or "",
         )
 
 
@@ -127,6 +129,7 @@ class Port:
     extra_dhcp_opts: tuple[DhcpOpt, ...]
     binding_host: str
     project_id: str = ""  # (the metadata proxy's X-Tenant-ID)
+    dns_name: str = ""  # (DHCP's hostname: wyvern.model.dns)
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Port:
@@ -155,6 +158,7 @@ class Port:
             ),
             binding_host=o.get("binding:host_id") or "",
             project_id=o.get("project_id") or o.get("tenant_id") or "",
+            dns_name=o.get("dns_name") or "",
         )
 
     @property
