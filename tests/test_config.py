@@ -208,6 +208,7 @@ class OldSettings(BaseSettings):
         "chassis record.",
     )
     gateway_priority: int = Field(default=0, ge=0, le=32767, description="Agent: gateway.")
+    availability_zone: str = Field(default="nova", description="Agent: its zone.")
     underlay_interface: str = Field(
         default="",
         description="Agent: the underlay NIC (in OVS's namespace) to put into "

@@ -209,6 +209,13 @@ class Settings:
         "alive being active (OVN's gateway_chassis priority); a gateway chassis follows the "
         "whole store (distribution). Advertised in the chassis record.",
     )
+    availability_zone: str = _opt(
+        default="nova",
+        description="Agent: this chassis's availability zone (Neutron's agent option; "
+        "`nova` is Neutron's default zone): networks and routers name zones in "
+        "availability_zone_hints, and a router's gateway goes only to gateway chassis of "
+        "its hinted zones. Advertised in the chassis record.",
+    )
     underlay_interface: str = _opt(
         default="",
         description="Agent: the underlay NIC (in OVS's namespace) to put into "

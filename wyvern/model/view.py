@@ -254,6 +254,8 @@ class Router:
     enable_snat: bool
     floating_ips: tuple[FloatingIp, ...] = ()
     port_forwardings: tuple[PortForwarding, ...] = ()
+    # The zones its gateway may go to (availability_zone_hints; (): any), sorted.
+    az_hints: tuple[str, ...] = ()
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Router:
@@ -287,6 +289,7 @@ class Router:
             )
             if gw.get("network_id")
             else (),
+            az_hints=tuple(sorted(set(o.get("availability_zone_hints") or ()))),
         )
 
 
@@ -347,6 +350,9 @@ class Chassis:
     encaps: tuple[str, ...]
     bridge_mappings: tuple[tuple[str, str], ...]  # (physnet, bridge)
     gateway_priority: int = 0  # 0: never hosts a router gateway
+    availability_zone: str = "nova"
+    # False: disabled through the API (agent admin_state_up): no router gateway goes there.
+    enabled: bool = True
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Chassis:
@@ -358,6 +364,8 @@ class Chassis:
                 (k, v) for k, v in sorted((o.get("bridge_mappings") or {}).items())
             ),
             gateway_priority=int(o.get("gateway_priority") or 0),
+            availability_zone=str(o.get("availability_zone") or "nova"),
+            enabled=o.get("admin_state_up") is not False,
         )
 
 
