@@ -10,6 +10,7 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput, conflict, not_found
 from wyvern.api.repo import Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, touch
+from wyvern.api.resources import agents
 from wyvern.api.types import Bool, ShortStr
 from wyvern.model import dns
 from wyvern.model.keys import uniq_key, uniq_prefix
@@ -159,8 +160,15 @@ class Networks(Resource):
     ) -> dict[str, Any]:
         return super().show(ctx, {"dns_domain": "", **obj}, fields)
 
+    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        """availability_zones: where the network's ports are bound (agents.network_zones)."""
+        found = agents.network_zones(self.repo.store, [str(o["id"]) for o in objs])
+        for obj in objs:
+            obj["availability_zones"] = found.get(str(obj["id"]), [])
+
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
         check_dns_domain(attrs)
+        agents.check_hints(self.repo.store, "network", attrs.get("availability_zone_hints") or [])
         s = self.settings
         ntype = attrs.get("provider:network_type") or s.default_network_type
         physnet = attrs.get("provider:physical_network")
