@@ -294,9 +294,11 @@ class Settings:
     )
     dns_domain: str = _opt(
         default="openstacklocal",
-        description="Agent: the domain DHCPv4 sends as the domain name (option 15) and "
-        "DHCPv6 as the domain search list (option 24), as Neutron's `dns_domain`; a "
-        "port's extra_dhcp_opts override it.",
+        description="API and agent: Neutron's `dns_domain`: the domain of ports' "
+        "dns_assignment (while it is `openstacklocal`, Neutron's default, a port's dns_name "
+        "is not used and every hostname is host-<ip>), and the domain DHCPv4 (option 15), "
+        "DHCPv6 (domain search) and RAs give on networks without a dns_domain; a port's "
+        "extra_dhcp_opts override it.",
     )
     nova_metadata_host: str = _opt(
         default="",

@@ -502,6 +502,51 @@ def test_gateway_failover_when_the_active_gateway_chassis_dies_and_returns(
 HOSTING = "hosting gateways from now on"  # an agent's log once its hold-back is over
 
 
+def test_a_disabled_gateway_chassis_hands_its_gateways_over(
+    outside_ha: tuple[Cluster, Segment],
+) -> None:
+    """hv0 (priority 2) hosts the gateway, hv1 (priority 1) stands by. `openstack network
+    agent set --disable hv0` (admin_state_up false): hv0 is no candidate any more, hv1
+    hosts the gateway and the VM's SNAT traffic goes through it; enabled again, hv0 (the
+    higher priority) takes it back."""
+    c, _ = outside_ha
+    hv0, hv1 = c.hv[0].name, c.hv[1].name
+    ext, _ = external_network(c)
+    net, router = behind_router(c, "10.95.0.0/24", ext)
+    _, ns = c.hv[2].vm(net, "vm")
+    redirected = f"geneve and icmp and host {UPSTREAM}"  # the VM's pings, tunnelled
+
+    def through() -> tuple[list[str], list[str]]:
+        with c.hv[0].capture(redirected) as to_hv0, c.hv[1].capture(redirected) as to_hv1:
+            assert pings(ns, UPSTREAM), c.logs()
+        return to_hv0, to_hv1
+
+    def set_agent(name: str, up: bool) -> None:
+        body = {"agent": {"admin_state_up": up}}
+        r = requests.put(f"{c.base}/agents/{name}", json=body, timeout=10)
+        assert r.status_code == 200 and r.json()["agent"]["admin_state_up"] is up, r.text
+
+    # The probe first: through hv0.
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0", timeout=15)
+    eventually(lambda: ha_states(c, router).get(hv0) == "active", "hv0 active")
+    to_hv0, to_hv1 = through()
+    assert to_hv0 and not to_hv1, (to_hv0, to_hv1)
+
+    set_agent(hv0, False)
+    eventually(lambda: ha_states(c, router) == {hv1: "active"}, "hv1 active, hv0 no candidate")
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv1", timeout=15)
+    to_hv0, to_hv1 = through()
+    assert to_hv1 and not to_hv0, (to_hv0, to_hv1)
+    shown = requests.get(f"{c.base}/routers/{router['id']}", timeout=10).json()["router"]
+    assert shown["availability_zones"] == ["nova"]  # (hv1's zone: the default)
+
+    set_agent(hv0, True)
+    eventually(lambda: ha_states(c, router).get(hv0) == "active", "hv0 active again", 30)
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0 again", timeout=15)
+    to_hv0, to_hv1 = through()
+    assert to_hv0 and not to_hv1, (to_hv0, to_hv1)
+
+
 def test_a_returning_gateway_chassis_of_equal_priority_does_not_take_the_gateway_back(
     outside_tie: tuple[Cluster, Segment],
 ) -> None:

@@ -13,7 +13,9 @@ again, and the others take it back as a new chassis.
 Neutron keeps dead agents listed (alive: false), so the agent also keeps a registry
 record, /wyvern/agents/<name>, with no lease (created_at, started_at, and a
 heartbeat_timestamp refreshed every TTL). Agents never follow it; the API's agents
-resource lists it, alive while the chassis record exists.
+resource lists it, alive while the chassis record exists. The API writes an agent's
+admin_state_up and description there (and admin_state_up into the live chassis record,
+which other agents follow); the agent adopts them whenever it writes its records.
 """
 
 from __future__ import annotations

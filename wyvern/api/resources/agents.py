@@ -1,4 +1,5 @@
-"""Agents: the chassis registered in the store, shown in Neutron's agent shape (read-only).
+"""Agents: the chassis registered in the store, shown in Neutron's agent shape; and the
+availability zones of the chassis.
 
 Each wyvern agent puts /wyvern/chassis/<name> with a store lease it keeps alive, and a
 registry record /wyvern/agents/<name> without one (wyvern/controller/chassis.py). An
@@ -7,9 +8,13 @@ while its chassis record does: the store deletes that when the lease runs out. N
 policy makes agents admin-only (`get_agent`): other callers get an empty list, and 403
 for one.
 
+Admins may disable an agent (admin_state_up: its chassis then hosts no router gateway)
+and delete one (update_agent, delete_agent).
+
 `GET /v2.0/routers/<id>/l3-agents` (what `openstack network agent list --router R
-[--long]` asks) lists the chassis that may host the router's gateway: gateway chassis
-(gateway_priority > 0) mapping its external network's physnet, best first. The one whose
+[--long]` asks) lists the chassis that may host the router's gateway: enabled gateway
+chassis (gateway_priority > 0) of the router's hinted zones mapping its external
+network's physnet, best first. The one whose
 agent reports the gateway's flows installed (/wyvern/status/gateways/<router>, written by
 wyvern.controller.bindings.GatewayStatusWriter) has `ha_state` "active", the others
 "standby", as Neutron shows an HA router. Neutron's extension (`l3_agent_scheduler`) is
