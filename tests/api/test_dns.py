@@ -130,3 +130,27 @@ def test_other_projects_dns_names_are_not_seen(org: TestClient) -> None:
     r = org.put(f"/v2.0/ports/{p['id']}", json={"port": {"dns_name": "mine"}}, headers=P2)
     assert r.status_code == 404
     assert org.get(f"/v2.0/ports/{p['id']}", headers=P1).json()["port"]["dns_name"] == "secret"
+
+
+def test_floating_ip_dns_name_and_domain(client: TestClient) -> None:
+    """Kept (for an external DNS service: Wyvern publishes to none), validated as
+    Neutron's fip_dns_name and dns_domain, set at creation only."""
+    ext = {"router:external": True, "provider:network_type": "flat"}
+    n = create(client, "networks", **ext)["id"]
+    create(client, "subnets", network_id=n, cidr="203.0.113.0/24", ip_version=4)
+    fip = create(client, "floatingips", floating_network_id=n, dns_name="Web", dns_domain="ex.org.")
+    assert (fip["dns_name"], fip["dns_domain"]) == ("web", "ex.org.")
+    plain = create(client, "floatingips", floating_network_id=n)
+    assert (plain["dns_name"], plain["dns_domain"]) == ("", "")
+    for attrs, reason in (
+        ({"dns_name": "web.ex.org."}, "should be a relative domain name"),
+        ({"dns_domain": "ex.org"}, "is not a FQDN"),
+    ):
+        r = client.post(
+            "/v2.0/floatingips", json={"floatingip": {"floating_network_id": n, **attrs}}
+        )
+        assert r.status_code == 400 and error_type(r) == "InvalidInput"
+        assert reason in r.json()["NeutronError"]["message"]
+    assert len(client.get("/v2.0/floatingips").json()["floatingips"]) == 2
+    r = client.put(f"/v2.0/floatingips/{fip['id']}", json={"floatingip": {"dns_name": "x"}})
+    assert r.status_code == 400

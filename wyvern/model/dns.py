@@ -104,6 +104,23 @@ def dns_domain_error(data: str) -> str | None:
     return None
 
 
+def fip_dns_name_error(data: str) -> str | None:
+    """Neutron's validate_fip_dns_name: a relative name that an FQDN can be made of."""
+    if not data:
+        return None
+    if data.endswith("."):
+        return f"'{data}' is a FQDN. It should be a relative domain name"
+    error = format_error(data)
+    if error:
+        return error
+    if len(data) > FQDN_MAX_LEN - 3:
+        return (
+            f"'{data}' contains {len(data)} characters. Adding a domain name will cause it "
+            f"to exceed the maximum length of a FQDN of '{FQDN_MAX_LEN}'"
+        )
+    return None
+
+
 def request_dns_name(dns_name: str, config_domain: str) -> str:
     """The dns_name Neutron uses: none while the setting is empty or the default."""
     domain = dotted(config_domain)
