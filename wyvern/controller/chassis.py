@@ -172,14 +172,23 @@ class ChassisRegistration:
         if now - self._last_registry >= self.ttl:
             key = registry_key(self.info.name)
             kv = self.store.get(key)
-            before = (self.admin_state_up, self.description)
             self._adopt(kv)
             guard = Compare(key, "mod", "==", kv.mod_revision if kv is not None else 0)
             puts = [Put(key, orjson.dumps(self.registry_record(time.time())))]
-            if (self.admin_state_up, self.description) != before or kv is None:
+            if self._followed_state() != self.admin_state_up:
                 puts.append(Put(self.key, orjson.dumps(self.record()), lease=self.lease))
             if self.store.txn([guard], puts).succeeded:
                 self._last_registry = now
+
+    def _followed_state(self) -> bool | None:
+        """admin_state_up as our chassis record (what other agents follow) holds it."""
+        kv = self.store.get(self.key)
+        if kv is None:
+            return None
+        try:
+            return orjson.loads(kv.value).get("admin_state_up") is not False
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
 
     def start(self) -> None:
         self.register()
