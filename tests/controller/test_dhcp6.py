@@ -216,6 +216,25 @@ def test_domain_search_is_the_networks_dns_domain_else_the_setting() -> None:
     assert dhcp6_options.decode_names(d.get(24) or b"") == ["example.org"]
 
 
+def test_client_fqdn_only_when_asked_with_the_dns_assignment_fqdn() -> None:
+    """RFC 4704: the fqdn of the address's dns_assignment, N set (no DNS update), O set
+    when the client asked the server to update (S)."""
+    org = DhcpSettings(domain_name="example.org")
+    d = reply_of(client_frame(dhcp6.SOLICIT, ia_na()), port(dns_name="web-1"), settings=org)
+    assert d.get(39) is None
+    asks = opt(6, struct.pack("!HH", 23, 39))
+    d = reply_of(client_frame(dhcp6.SOLICIT, ia_na() + asks), port(dns_name="web-1"), settings=org)
+    value = d.get(39) or b""
+    assert value[0] == dhcp6.FQDN_N
+    assert dhcp6_options.decode_names(value[1:]) == ["web-1.example.org"]
+    sent = opt(39, bytes([dhcp6.FQDN_S]) + dhcp6_options.encode_names(["vm"]))
+    d = reply_of(client_frame(dhcp6.SOLICIT, ia_na() + sent), settings=org)
+    value = d.get(39) or b""
+    assert value[0] == dhcp6.FQDN_N | dhcp6.FQDN_O
+    host = "host-" + ADDR.replace(":", "-")
+    assert dhcp6_options.decode_names(value[1:]) == [f"{host}.example.org"]
+
+
 def test_rapid_commit_solicit_gets_a_reply_with_rapid_commit() -> None:
     d = reply_of(client_frame(dhcp6.SOLICIT, ia_na() + opt(14, b"")))
     assert d.msg.msg_type == dhcp6.REPLY

@@ -74,13 +74,15 @@ def test_dhclient_gets_the_dns_name_and_the_networks_domain(chassis: Chassis) ->
 
 
 @pytest.mark.parametrize("chassis", [SETTING], indirect=True)
-def test_dhclient6_gets_the_networks_domain_as_search_list(chassis: Chassis) -> None:
+def test_dhclient6_gets_the_networks_domain_and_its_fqdn(chassis: Chassis) -> None:
     c = chassis
     net, _ = stateful_net(c, "dns6", "fd57::/64")
     c.put("networks", net["id"], dns_domain="lab6.example.org.")
-    _, ns = vm6(c, net, "isc6")
-    work = dhcp6_dir(c)
+    _, ns = vm6(c, net, "isc6", dns_name="web-6")
+    work = dhcp6_dir(c, conf="also request dhcp6.fqdn;\n")
     out = dhclient6(ns, work)
     assert out.returncode == 0, out.stdout + out.stderr + c.agent_log()
     env = read_env(work / "dhclient6.BOUND6")
     assert env["new_dhcp6_domain_search"].split() == ["lab6.example.org."], env
+    lease = (work / "dhclient6.leases").read_text()
+    assert 'option fqdn.fqdn "web-6.example.org";' in lease, lease  # (RFC 4704, from the API)
