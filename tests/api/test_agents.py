@@ -80,6 +80,8 @@ def test_agents_show_their_zone(cloud: Any) -> None:
         "dead": "az4",
     }
     assert all(a["admin_state_up"] is True for a in shown.values())
+    listed = client.get("/v2.0/agents", params={"availability_zone": "az2"}).json()["agents"]
+    assert [a["host"] for a in listed] == ["gw-b"]
 
 
 def test_disable_an_agent_and_it_stays_disabled(cloud: Any) -> None:

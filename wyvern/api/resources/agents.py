@@ -64,7 +64,9 @@ DEFAULT_ZONE = "nova"  # (Neutron's default availability zone)
 BINARY = "wyvern-agent"
 # Stable agent ids: derived from the chassis name (a re-registered chassis keeps its id).
 _NAMESPACE = uuid.UUID("6f2b9c1e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
-FILTERS = ("id", "agent_type", "binary", "host", "topic", "alive", "admin_state_up")
+FILTERS = (
+    "id", "agent_type", "binary", "host", "topic", "alive", "admin_state_up", "availability_zone",
+)  # fmt: skip
 
 DEFN = ResourceDef(
     name="agent",
