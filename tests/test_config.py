@@ -235,6 +235,7 @@ class OldSettings(BaseSettings):
         "chassis record.",
     )
     gateway_priority: int = Field(default=0, ge=0, le=32767, description="Agent: gateway.")
+    availability_zone: str = Field(default="nova", description="Agent: its zone.")
     underlay_interface: str = Field(
         default="",
         description="Agent: the underlay NIC (in OVS's namespace) to put into "
@@ -320,9 +321,11 @@ class OldSettings(BaseSettings):
     )
     dns_domain: str = Field(
         default="openstacklocal",
-        description="Agent: the domain DHCPv4 sends as the domain name (option 15) and "
-        "DHCPv6 as the domain search list (option 24), as Neutron's `dns_domain`; a "
-        "port's extra_dhcp_opts override it.",
+        description="API and agent: Neutron's `dns_domain`: the domain of ports' "
+        "dns_assignment (while it is `openstacklocal`, Neutron's default, a port's dns_name "
+        "is not used and every hostname is host-<ip>), and the domain DHCPv4 (option 15), "
+        "DHCPv6 (domain search) and RAs give on networks without a dns_domain; a port's "
+        "extra_dhcp_opts override it.",
     )
     nova_metadata_host: str = Field(
         default="",

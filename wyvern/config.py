@@ -272,6 +272,13 @@ class Settings:
         "alive being active (OVN's gateway_chassis priority); a gateway chassis follows the "
         "whole store (distribution). Advertised in the chassis record.",
     )
+    availability_zone: str = _opt(
+        default="nova",
+        description="Agent: this chassis's availability zone (Neutron's agent option; "
+        "`nova` is Neutron's default zone): networks and routers name zones in "
+        "availability_zone_hints, and a router's gateway goes only to gateway chassis of "
+        "its hinted zones. Advertised in the chassis record.",
+    )
     underlay_interface: str = _opt(
         default="",
         description="Agent: the underlay NIC (in OVS's namespace) to put into "
@@ -358,9 +365,11 @@ class Settings:
     )
     dns_domain: str = _opt(
         default="openstacklocal",
-        description="Agent: the domain DHCPv4 sends as the domain name (option 15) and "
-        "DHCPv6 as the domain search list (option 24), as Neutron's `dns_domain`; a "
-        "port's extra_dhcp_opts override it.",
+        description="API and agent: Neutron's `dns_domain`: the domain of ports' "
+        "dns_assignment (while it is `openstacklocal`, Neutron's default, a port's dns_name "
+        "is not used and every hostname is host-<ip>), and the domain DHCPv4 (option 15), "
+        "DHCPv6 (domain search) and RAs give on networks without a dns_domain; a port's "
+        "extra_dhcp_opts override it.",
     )
     nova_metadata_host: str = _opt(
         default="",

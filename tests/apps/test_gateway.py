@@ -40,6 +40,7 @@ def view_of(
     upstream: str | None = UPSTREAM,
     routes: tuple[tuple[str, str], ...] = (),
     pfs: dict[str, Any] | None = None,
+    hints: list[str] | None = None,
 ) -> LocalView:
     """us (hv1): the VM "a" (ofport 1) behind router r, whose gateway is on "ext" (flat on
     physnet1, its subnet's gateway UPSTREAM); CHASSIS: gateway priority per chassis name
@@ -94,6 +95,7 @@ def view_of(
                 if fip
                 else {},
                 _pfs=pfs or {},
+                availability_zone_hints=hints or [],
             )
         ],
         local={"a": 1},
@@ -103,11 +105,18 @@ def view_of(
     return view
 
 
-def add_chassis(view: LocalView, priorities: dict[str, int]) -> None:
-    """Chassis records mapping physnet1, with these gateway priorities by name."""
+def add_chassis(
+    view: LocalView,
+    priorities: dict[str, int],
+    zones: dict[str, str] | None = None,
+    disabled: tuple[str, ...] = (),
+) -> None:
+    """Chassis records mapping physnet1, with these gateway priorities by name (ZONES:
+    availability zones by name, else nova; DISABLED: agent admin_state_up false)."""
     for name, priority in priorities.items():
         rec = {"name": name, "tunnel_ip": "192.0.2.1", "bridge_mappings": MAPPINGS,
-               "gateway_priority": priority}  # fmt: skip
+               "gateway_priority": priority, "availability_zone": (zones or {}).get(name),
+               "admin_state_up": name not in disabled}  # fmt: skip
         view.apply("chassis", name, sc.record_from_obj("chassis", rec))
 
 
@@ -167,6 +176,52 @@ def test_equal_priorities_keep_the_gateway_on_the_chassis_that_reports_it() -> N
     assert gateway_chassis(view, ext) == "hv1"
     report(view, "r", None)
     assert gateway_chassis(view, ext) == "hv1"
+
+
+def test_az_hints_keep_the_gateway_on_gateway_chassis_of_those_zones() -> None:
+    """hv2 (az2) has the higher priority; a router hinted to nova gets hv1 (us): its SNAT
+    leaves by our patch port. Without hints (any zone) hv2 hosts it: sent there by
+    Geneve. Hinted to a zone no gateway chassis is in: no chassis hosts it."""
+    zones = {"hv1": "nova", "hv2": "az2"}
+    for hints, host in ((["nova"], "hv1"), (["az2"], "hv2"), ([], "hv2"), (["az3"], None)):
+        view = view_of(chassis={"hv1": 1, "hv2": 2}, hints=hints)
+        add_chassis(view, {"hv1": 1, "hv2": 2}, zones)
+        ext = view.networks["ext"]
+        assert gateway_chassis(view, ext, view.routers["r"].az_hints) == host
+        learn(view, UPSTREAM, MAC_UP)
+        out = sc.Scenario(view).outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+        expected = {"hv1": [PATCH], "hv2": [GENEVE_PORT], None: []}[host]
+        assert out.ports == expected, (hints, out.trace.format())
+        if host == "hv1":
+            assert text(out.packets[PATCH], "ipv4_src") == (GW,)
+
+
+def test_routers_on_one_network_with_different_hints_get_different_chassis() -> None:
+    view = view_of(chassis={"hv1": 1, "hv2": 2})
+    add_chassis(view, {"hv1": 1, "hv2": 2, "hv3": 3}, {"hv1": "nova", "hv2": "az2", "hv3": "az2"})
+    ext = view.networks["ext"]
+    assert gateway_chassis(view, ext, ("nova",)) == "hv1"
+    assert gateway_chassis(view, ext, ("az2",)) == "hv3"
+    assert gateway_chassis(view, ext, ("az2", "nova")) == "hv3"
+    assert gateway_chassis(view, ext) == "hv3"
+
+
+def test_a_disabled_gateway_chassis_hosts_no_gateway() -> None:
+    """The probe first: hv2 (priority 2) hosts the gateway, so our VM's packet goes there;
+    hv2 disabled (agent admin_state_up false): we (hv1) host it and SNAT it here."""
+    view = view_of(chassis={"hv1": 1, "hv2": 2})
+    learn(view, UPSTREAM, MAC_UP)
+    s = sc.Scenario(view)
+    assert s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80)).ports == [GENEVE_PORT]
+    add_chassis(view, {"hv1": 1, "hv2": 2}, disabled=("hv2",))
+    assert gateway_chassis(view, view.networks["ext"]) == "hv1"
+    s.refresh()
+    out = s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80))
+    assert out.ports == [PATCH], out.trace.format()
+    add_chassis(view, {"hv1": 1, "hv2": 2}, disabled=("hv1", "hv2"))
+    assert gateway_chassis(view, view.networks["ext"]) is None
+    s.refresh()
+    assert s.outcome(pk.tcp(1, MAC_VM, MAC_RI, VM, FAR, 40000, 80)).ports == []
 
 
 def test_snat_out_and_the_reply_back() -> None:

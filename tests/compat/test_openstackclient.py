@@ -11,6 +11,9 @@ import uuid
 import pytest
 
 from tests.compat.conftest import Osc
+from tests.harness import ApiServer
+from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
+from wyvern.nb.sqlite import SqliteStore
 
 pytestmark = [
     pytest.mark.compat,
@@ -227,3 +230,68 @@ def test_subnet_pools_address_scopes_and_default_pools(osc: Osc) -> None:
     for name in (pool, d4, d6):
         osc.ok("subnet", "pool", "delete", name)
     osc.ok("address", "scope", "delete", scope)
+
+
+def test_agents_availability_zones_and_dns(osc: Osc, api: ApiServer) -> None:
+    """`openstack network agent set --disable / delete`, `availability zone list
+    --network`, zone hints, and dns_name / dns_domain, with the stock CLI."""
+    store = SqliteStore(str(api.run_dir / "wyvern.db"))
+    gw, compute, dead = unique("gw"), unique("compute"), unique("dead")
+    regs = []
+    for name, zone, priority in ((gw, "az-gw", 1), (compute, "az-compute", 0), (dead, "az-x", 0)):
+        info = ChassisInfo(
+            name, "192.0.2.9", hostname=name, gateway_priority=priority,
+            bridge_mappings={"physnet1": "br-ex"}, availability_zone=zone,
+        )  # fmt: skip
+        reg = ChassisRegistration(store, info, ttl=60)
+        reg.register()
+        regs.append(reg)
+    regs[2].stop()  # dead
+    try:
+        listed = {a["Host"]: a for a in osc.json("network", "agent", "list")}
+        assert listed[gw]["Availability Zone"] == "az-gw" and listed[gw]["State"] is True
+        osc.ok("network", "agent", "set", "--disable", listed[gw]["ID"])
+        shown = osc.json("network", "agent", "show", listed[gw]["ID"])
+        assert shown["admin_state_up"] is False
+        zones = osc.json("availability", "zone", "list", "--network", "--long")
+        rows = {(z["Zone Name"], z["Zone Resource"]): z["Zone Status"] for z in zones}
+        assert rows[("az-compute", "network")] == "available"
+        assert rows[("az-gw", "network")] == "not available"
+        # (--network lists router zones too: those of the gateway chassis)
+        assert rows[("az-gw", "router")] == "not available"
+        assert ("az-compute", "router") not in rows
+        osc.ok("network", "agent", "set", "--enable", listed[gw]["ID"])
+
+        osc.ok("network", "agent", "delete", listed[dead]["ID"])
+        assert dead not in {a["Host"] for a in osc.json("network", "agent", "list")}
+
+        router = osc.json("router", "create", "--availability-zone-hint", "az-gw", unique("r"))
+        assert router["availability_zone_hints"] == ["az-gw"]
+        bad = osc.run("router", "create", "--availability-zone-hint", "az-compute", unique("r"))
+        assert bad.returncode != 0 and "AvailabilityZone az-compute could not be found" in (
+            bad.stderr
+        )
+        net_name = unique("net")
+        net = osc.json(
+            "network", "create", "--availability-zone-hint", "az-compute",
+            "--dns-domain", "lab.example.org.", net_name,
+        )  # fmt: skip
+        assert net["dns_domain"] == "lab.example.org."
+        assert net["availability_zone_hints"] == ["az-compute"]
+        osc.ok("subnet", "create", "--network", net_name, "--subnet-range", "10.77.0.0/24", "s")
+        port = osc.json("port", "create", "--network", net_name, "--dns-name", "web-1", "p")
+        assert port["dns_name"] == "web-1"
+        ip = port["fixed_ips"][0]["ip_address"]
+        host = "host-" + ip.replace(".", "-")  # (the default dns_domain: no name used)
+        assert port["dns_assignment"] == [
+            {"ip_address": ip, "hostname": host, "fqdn": f"{host}.openstacklocal."}
+        ]
+        bad = osc.run("port", "set", "--dns-name=web_1", port["id"])
+        assert bad.returncode != 0 and "not a valid PQDN or FQDN" in bad.stderr
+        osc.ok("port", "delete", port["id"])
+        osc.ok("router", "delete", router["id"])
+        osc.ok("network", "delete", net_name)
+    finally:
+        for reg in regs:
+            reg.stop()
+        store.close()

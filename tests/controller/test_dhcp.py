@@ -321,11 +321,27 @@ def test_host_routes_become_option_121_with_default_route() -> None:
     ]
 
 
-def test_hostname_from_port_name_when_valid() -> None:
-    r = answer(client_frame(dhcp.DISCOVER), p=port(name="web-1"))
+def test_hostname_is_the_dns_assignment_hostname() -> None:
+    """Option 12 is the port's dns_name (its first label for an FQDN) once the dns_domain
+    setting is not Neutron's default; else, or without a dns_name, host-<ip> (as
+    Neutron's dns_assignment: the port name plays no part)."""
+    org = dhcp.DhcpSettings(domain_name="example.org.")
+    r = answer(client_frame(dhcp.DISCOVER), p=port(dns_name="web-1"), settings=org)
     assert r is not None and r.opts[12] == b"web-1"
-    r = answer(client_frame(dhcp.DISCOVER), p=port(name="not a hostname!"))
+    r = answer(client_frame(dhcp.DISCOVER), p=port(dns_name="db.example.org."), settings=org)
+    assert r is not None and r.opts[12] == b"db"
+    r = answer(client_frame(dhcp.DISCOVER), p=port(name="web-1"), settings=org)
     assert r is not None and r.opts[12] == b"host-10-0-0-5"
+    r = answer(client_frame(dhcp.DISCOVER), p=port(dns_name="web-1"))  # default domain
+    assert r is not None and r.opts[12] == b"host-10-0-0-5"
+
+
+def test_domain_is_the_networks_dns_domain_else_the_setting() -> None:
+    org = dhcp.DhcpSettings(domain_name="example.org")
+    r = answer(client_frame(dhcp.DISCOVER), net=network(dns_domain="lab.example.net."))
+    assert r is not None and r.opts[15] == b"lab.example.net"
+    r = answer(client_frame(dhcp.DISCOVER), net=network(dns_domain=""), settings=org)
+    assert r is not None and r.opts[15] == b"example.org"
 
 
 def test_settings_lease_time_and_domain() -> None:

@@ -31,8 +31,8 @@ CLIENT_DUID = struct.pack("!HH", 3, 1) + bytes.fromhex("fa163e000005")
 NET_KEY, PORT_KEY, OFPORT = 1001, 7, 3
 
 
-def network() -> Network:
-    return Network.from_obj({"id": NET_ID, "_key": NET_KEY, "mtu": 1442})
+def network(**kw: Any) -> Network:
+    return Network.from_obj({"id": NET_ID, "_key": NET_KEY, "mtu": 1442, **kw})
 
 
 def subnet(id: str, cidr: str, mode: str | None, **kw: Any) -> Subnet:
@@ -163,7 +163,7 @@ class Decoded:
 
 
 def ask(frame: bytes, p: Port | None = None, **kw: Any) -> dhcp6.Dhcp6Reply | None:
-    return dhcp6.handle(frame, p or port(), network(), SUBNETS, **kw)
+    return dhcp6.handle(frame, p or port(), kw.pop("net", network()), SUBNETS, **kw)
 
 
 def reply_of(frame: bytes, p: Port | None = None, **kw: Any) -> Decoded:
@@ -206,6 +206,33 @@ def test_lease_time_is_the_dhcpv4_setting() -> None:
     ((_, t1, t2, _),) = d.ias()
     assert (t1, t2) == (300, 525) and d.addresses() == [(ADDR, 600, 600)]
     assert dhcp6_options.decode_names(d.get(24) or b"") == ["example.org"]
+
+
+def test_domain_search_is_the_networks_dns_domain_else_the_setting() -> None:
+    frame = client_frame(dhcp6.SOLICIT, ia_na())
+    d = reply_of(frame, net=network(dns_domain="lab.example.net."))
+    assert dhcp6_options.decode_names(d.get(24) or b"") == ["lab.example.net"]
+    d = reply_of(frame, settings=DhcpSettings(domain_name="example.org"))
+    assert dhcp6_options.decode_names(d.get(24) or b"") == ["example.org"]
+
+
+def test_client_fqdn_only_when_asked_with_the_dns_assignment_fqdn() -> None:
+    """RFC 4704: the fqdn of the address's dns_assignment, N set (no DNS update), O set
+    when the client asked the server to update (S)."""
+    org = DhcpSettings(domain_name="example.org")
+    d = reply_of(client_frame(dhcp6.SOLICIT, ia_na()), port(dns_name="web-1"), settings=org)
+    assert d.get(39) is None
+    asks = opt(6, struct.pack("!HH", 23, 39))
+    d = reply_of(client_frame(dhcp6.SOLICIT, ia_na() + asks), port(dns_name="web-1"), settings=org)
+    value = d.get(39) or b""
+    assert value[0] == dhcp6.FQDN_N
+    assert dhcp6_options.decode_names(value[1:]) == ["web-1.example.org"]
+    sent = opt(39, bytes([dhcp6.FQDN_S]) + dhcp6_options.encode_names(["vm"]))
+    d = reply_of(client_frame(dhcp6.SOLICIT, ia_na() + sent), settings=org)
+    value = d.get(39) or b""
+    assert value[0] == dhcp6.FQDN_N | dhcp6.FQDN_O
+    host = "host-" + ADDR.replace(":", "-")
+    assert dhcp6_options.decode_names(value[1:]) == [f"{host}.example.org"]
 
 
 def test_rapid_commit_solicit_gets_a_reply_with_rapid_commit() -> None:

@@ -229,7 +229,7 @@ def test_dhclient_and_udhcpc_get_their_port_address(
     assert env["new_routers"] == "10.1.0.1"
     assert env["new_interface_mtu"] == str(MTU)
     assert env["new_domain_name_servers"] == "10.1.0.53"
-    assert env["new_host_name"] == "vm-11"
+    assert env["new_host_name"] == "host-10-1-0-11"  # (no dns_name: Neutron's host-<ip>)
     assert env["new_domain_name"] == "openstacklocal"
     assert env["new_dhcp_server_identifier"] == "10.1.0.1"
     assert env["new_dhcp_lease_time"] == "86400"

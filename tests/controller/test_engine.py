@@ -185,6 +185,7 @@ def router(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         port_forwardings=tuple(draw(st.lists(port_forwarding(id_, gw_net or "n2"), max_size=2,
                                              unique_by=(lambda f: f.id,
                                                         lambda f: (f.ip, f.protocol, f.ext[0]))))),
+        az_hints=draw(st.sampled_from([(), (), ("nova",), ("az2",), ("az2", "nova")])),
     ))  # fmt: skip
 
 
@@ -267,6 +268,8 @@ def chassis(draw: Any, name: str | None = None) -> tuple[str, str, Any]:
     return ("chassis", name, Chassis(
         name=name, tunnel_ip=ip, encaps=encaps, bridge_mappings=mappings,
         gateway_priority=draw(st.sampled_from([0, 0, 1, 2])),
+        availability_zone=draw(st.sampled_from(["nova", "az2"])),
+        enabled=draw(st.sampled_from([True, True, False])),
     ))  # fmt: skip
 
 

@@ -214,6 +214,14 @@ def test_rdnss_and_dnssl_carry_the_slaac_subnets_dns() -> None:
     assert ra.ND_OPT_RDNSS not in opts and ra.ND_OPT_DNSSL not in opts
 
 
+def test_dnssl_is_the_networks_dns_domain_when_set() -> None:
+    v = view_of(sub("a", "2001:db8:1::/64", "slaac", ("2001:db8::53",)))
+    net = sc.record_from_obj("network", sc.network("n", key=NET_KEY, dns_domain="lab.example."))
+    v.apply("network", "n", net)
+    _, _, _, opts = parse(one(v))
+    assert rdnss_dnssl(opts)[1][1] == ["lab.example"]
+
+
 def test_settings_set_the_lifetimes_and_a_small_mtu_is_left_out() -> None:
     s = ra.RaSettings(min_interval=3, max_interval=4, dns_domain="example.org")
     v = view_of(sub("a", "2001:db8:1::/64", "slaac", ("2001:db8::53",)), mtu=1200)

@@ -251,7 +251,10 @@ def chassis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Chassis]
     c: Chassis | None = None
     try:
         ovs.ensure_bridge("br-int")
-        api = start_api(run_dir)
+        # Extra WYVERN_* settings for both processes: indirect parametrization, e.g.
+        # @pytest.mark.parametrize("chassis", [{"WYVERN_DNS_DOMAIN": "example.org"}], ...)
+        extra: dict[str, str] = dict(getattr(request, "param", None) or {})
+        api = start_api(run_dir, env=extra)
         env = process_env(
             {
                 "WYVERN_RUN_DIR": str(run_dir),
@@ -261,6 +264,7 @@ def chassis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Chassis]
                 "WYVERN_OVS_NETNS": ovs.netns or "",
                 "WYVERN_CHASSIS_NAME": unique("chassis-"),
                 "WYVERN_AGENT_LEASE_TTL": "3",
+                **extra,
             }
         )
         c = Chassis(api, ovs, run_dir, env)

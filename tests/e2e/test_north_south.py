@@ -88,13 +88,23 @@ def outside_tie(
         yield world
 
 
+@pytest.fixture
+def outside_zones(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Cluster, Segment]]:
+    system.require(request)
+    with outside_world(tmp_path, standby=True, zones=("az-a", "az-b")) as world:
+        yield world
+
+
 @contextlib.contextmanager
 def outside_world(
-    tmp_path: Path, standby: bool = False, tie: bool = False
+    tmp_path: Path, standby: bool = False, tie: bool = False, zones: tuple[str, str] | None = None
 ) -> Iterator[tuple[Cluster, Segment]]:
     """A gateway chassis (hv0) and a compute chassis (hv1, a standby gateway chassis with
     STANDBY, of hv0's priority with TIE too) on physnet1, both hosting VMs, the host on
-    one switch with them, and a compute chassis without the physnet (hv2)."""
+    one switch with them, and a compute chassis without the physnet (hv2). ZONES: the
+    availability zones of hv0 and hv1 (else the default)."""
     host = unique("wvm-out-")
     tor = OvsInstance.start(netns=unique("wvm-tor-"))
     try:
@@ -102,13 +112,15 @@ def outside_world(
         sh("ip", "netns", "add", host)
         with cluster(tmp_path, 0) as c:
             # hv1 takes over from hv0 if standby
-            for priority in (2, (2 if tie else 1) if standby else 0):
+            for i, priority in enumerate((2, (2 if tie else 1) if standby else 0)):
                 bridge = unique("br-ex-")
                 env = {
                     "WYVERN_BRIDGE_MAPPINGS": json.dumps({PHYSNET: bridge}),
                     "WYVERN_GATEWAY_PRIORITY": str(priority),
                     "WYVERN_AGENT_MAC_BINDING_REFRESH": str(MAC_BINDING_REFRESH),
                 }
+                if zones is not None:
+                    env["WYVERN_AVAILABILITY_ZONE"] = zones[i]
                 hv = c.add_chassis(env=env)
                 attach_nic(hv, bridge, Segment(tor, host, ""))
             c.add_chassis()  # hv2: no bridge mapping, reaches the gateway by Geneve
@@ -150,13 +162,13 @@ def external_network(c: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def behind_router(
-    c: Cluster, cidr: str, ext: dict[str, Any] | None
+    c: Cluster, cidr: str, ext: dict[str, Any] | None, **attrs: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A network with an IPv4 subnet of CIDR behind a new router (its gateway on EXT, if
-    given): (network, router)."""
+    """A network with an IPv4 subnet of CIDR behind a new router (ATTRS; its gateway on
+    EXT, if given): (network, router)."""
     net = c.post("networks", name=unique("int-"))
     sub = c.post("subnets", network_id=net["id"], cidr=cidr, ip_version=4)
-    router = c.post("routers", name=unique("r-"))
+    router = c.post("routers", name=unique("r-"), **attrs)
     c.action("routers", router["id"], "add_router_interface", subnet_id=sub["id"])
     if ext is not None:
         c.put("routers", router["id"], external_gateway_info={"network_id": ext["id"]})
@@ -500,6 +512,82 @@ def test_gateway_failover_when_the_active_gateway_chassis_dies_and_returns(
 
 
 HOSTING = "hosting gateways from now on"  # an agent's log once its hold-back is over
+
+
+def test_a_disabled_gateway_chassis_hands_its_gateways_over(
+    outside_ha: tuple[Cluster, Segment],
+) -> None:
+    """hv0 (priority 2) hosts the gateway, hv1 (priority 1) stands by. `openstack network
+    agent set --disable hv0` (admin_state_up false): hv0 is no candidate any more, hv1
+    hosts the gateway and the VM's SNAT traffic goes through it; enabled again, hv0 (the
+    higher priority) takes it back."""
+    c, _ = outside_ha
+    hv0, hv1 = c.hv[0].name, c.hv[1].name
+    ext, _ = external_network(c)
+    net, router = behind_router(c, "10.95.0.0/24", ext)
+    _, ns = c.hv[2].vm(net, "vm")
+    redirected = f"geneve and icmp and host {UPSTREAM}"  # the VM's pings, tunnelled
+
+    def through() -> tuple[list[str], list[str]]:
+        with c.hv[0].capture(redirected) as to_hv0, c.hv[1].capture(redirected) as to_hv1:
+            assert pings(ns, UPSTREAM), c.logs()
+        return to_hv0, to_hv1
+
+    def set_agent(name: str, up: bool) -> None:
+        body = {"agent": {"admin_state_up": up}}
+        r = requests.put(f"{c.base}/agents/{name}", json=body, timeout=10)
+        assert r.status_code == 200 and r.json()["agent"]["admin_state_up"] is up, r.text
+
+    # The probe first: through hv0.
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0", timeout=15)
+    eventually(lambda: ha_states(c, router).get(hv0) == "active", "hv0 active")
+    to_hv0, to_hv1 = through()
+    assert to_hv0 and not to_hv1, (to_hv0, to_hv1)
+
+    set_agent(hv0, False)
+    eventually(lambda: ha_states(c, router) == {hv1: "active"}, "hv1 active, hv0 no candidate")
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv1", timeout=15)
+    to_hv0, to_hv1 = through()
+    assert to_hv1 and not to_hv0, (to_hv0, to_hv1)
+    shown = requests.get(f"{c.base}/routers/{router['id']}", timeout=10).json()["router"]
+    assert shown["availability_zones"] == ["nova"]  # (hv1's zone: the default)
+
+    set_agent(hv0, True)
+    eventually(lambda: ha_states(c, router).get(hv0) == "active", "hv0 active again", 30)
+    eventually(lambda: pings(ns, UPSTREAM), "SNAT through hv0 again", timeout=15)
+    to_hv0, to_hv1 = through()
+    assert to_hv0 and not to_hv1, (to_hv0, to_hv1)
+
+
+def test_availability_zone_hints_choose_the_gateway_chassis_per_router(
+    outside_zones: tuple[Cluster, Segment],
+) -> None:
+    """hv0 (az-a, priority 2) and hv1 (az-b, priority 1) are gateway chassis. A router
+    hinted to az-b has its gateway on hv1, while one without hints, on the same external
+    network, has it on hv0: the VMs' SNAT traffic goes through each router's own chassis,
+    and each router's availability_zones and l3-agents say so."""
+    c, _ = outside_zones
+    hv0, hv1 = c.hv[0].name, c.hv[1].name
+    ext, _ = external_network(c)
+    net_b, router_b = behind_router(c, "10.96.0.0/24", ext, availability_zone_hints=["az-b"])
+    net_any, router_any = behind_router(c, "10.97.0.0/24", ext)
+    _, ns_b = c.hv[2].vm(net_b, "vm-b")
+    _, ns_any = c.hv[2].vm(net_any, "vm-any")
+    redirected = f"geneve and icmp and host {UPSTREAM}"  # the VMs' pings, tunnelled
+
+    eventually(lambda: ha_states(c, router_b) == {hv1: "active"}, "router_b on hv1")
+    eventually(lambda: ha_states(c, router_any).get(hv0) == "active", "router_any on hv0")
+    for ns, there, elsewhere in ((ns_b, 1, 0), (ns_any, 0, 1)):
+        eventually(lambda ns=ns: pings(ns, UPSTREAM), "SNAT through its gateway", timeout=15)
+        with (
+            c.hv[there].capture(redirected) as to_it,
+            c.hv[elsewhere].capture(redirected) as to_other,
+        ):
+            assert pings(ns, UPSTREAM), c.logs()
+        assert to_it and not to_other, (ns, to_it, to_other)
+    for router, zone in ((router_b, "az-b"), (router_any, "az-a")):
+        shown = requests.get(f"{c.base}/routers/{router['id']}", timeout=10).json()["router"]
+        assert shown["availability_zones"] == [zone], shown
 
 
 def test_a_returning_gateway_chassis_of_equal_priority_does_not_take_the_gateway_back(

@@ -100,4 +100,26 @@ EXTENSIONS: list[Extension] = [
         "Floating IP Port Forwarding new attribute description",
         "A description on port forwardings.",
     ),
+    _ext(
+        "dns-integration",
+        "DNS Integration",
+        "dns_name and dns_assignment on ports, dns_domain on networks: DHCP gives them.",
+    ),
+    _ext("dns-domain-ports", "dns_domain for ports", "dns_domain on ports."),
+    _ext("agent", "agent", "The chassis as agents: list, show, enable/disable, delete."),
+    _ext(
+        "availability_zone",
+        "Availability Zone",
+        "Availability zones of the chassis (their availability_zone setting).",
+    ),
+    _ext(
+        "network_availability_zone",
+        "Network Availability Zone",
+        "availability_zone_hints and availability_zones on networks.",
+    ),
+    _ext(
+        "router_availability_zone",
+        "Router Availability Zone",
+        "availability_zone_hints place a router's gateway; availability_zones on routers.",
+    ),
 ]

@@ -77,13 +77,14 @@ class RouterFacts:
     key: int
     admin_state_up: bool
     gateway_network_id: str | None
+    az_hints: tuple[str, ...] = ()
 
 
 def router_facts(view: LocalView, router_id: str) -> RouterFacts | None:
     r = view.routers.get(router_id)
     if r is None:
         return None
-    return RouterFacts(r.id, r.key, r.admin_state_up, r.gateway_network_id)
+    return RouterFacts(r.id, r.key, r.admin_state_up, r.gateway_network_id, r.az_hints)
 
 
 def router_zone(router: Router | RouterFacts) -> int:
@@ -91,9 +92,11 @@ def router_zone(router: Router | RouterFacts) -> int:
     return ROUTER_ZONE_BASE | (router.key & 0xFFF)
 
 
-def gateway_chassis(view: LocalView, network: Network) -> str | None:
-    """The chassis that hosts router gateways on NETWORK's physnet (None: no chassis
-    may: not a provider network, or no gateway chassis maps its physnet). Read it through
+def gateway_chassis(view: LocalView, network: Network, zones: tuple[str, ...] = ()) -> str | None:
+    """The chassis that hosts the gateways on NETWORK's physnet of routers hinted to
+    ZONES (their availability_zone_hints; (): any zone). None: no chassis may: not a
+    provider network, or no enabled gateway chassis of those zones maps its physnet (the
+    router then has no gateway, as Neutron leaves it unscheduled). Read it through
     `view.derive`: a report that changes no answer then recomputes no flow."""
     if not is_provider(network) or not network.physical_network:
         return None
@@ -102,6 +105,8 @@ def gateway_chassis(view: LocalView, network: Network) -> str | None:
     down = view.chassis_down
     for name, ch in view.chassis.items():
         if ch.gateway_priority <= 0 or ch.gateway_priority < top or down.get(name):
+            continue
+        if not ch.enabled or (zones and ch.availability_zone not in zones):
             continue
         if network.physical_network not in dict(ch.bridge_mappings):
             continue
@@ -165,7 +170,7 @@ def local_gateway(view: LocalView, router: Router) -> Gateway | None:
         return None
     net, port = found
     patch = local_patch(view, net)
-    if patch is None or view.derive(gateway_chassis, net) != view.chassis_name:
+    if patch is None or view.derive(gateway_chassis, net, router.az_hints) != view.chassis_name:
         return None
     return _resolve(view, router, net, port, patch)
 
@@ -301,7 +306,7 @@ def remote_gateway(view: LocalView, router: Router) -> Redirect | None:
     if found is None:
         return None
     net, port = found
-    name = view.derive(gateway_chassis, net)
+    name = view.derive(gateway_chassis, net, router.az_hints)
     if name is None or name == view.chassis_name:
         return None
     there, me = view.chassis.get(name), view.chassis.get(view.chassis_name)
@@ -312,10 +317,11 @@ def remote_gateway(view: LocalView, router: Router) -> Redirect | None:
     return Redirect(_resolve(view, router, net, port, 0), there)
 
 
-def _centralized_here(view: LocalView, net: Network, port_id: str) -> bool:
-    """Whether this chassis NATs floating IPs of PORT_ID: the gateway chassis, for a port
-    bound on a chassis that does not map NET's physnet and that Geneve reaches."""
-    if view.derive(gateway_chassis, net) != view.chassis_name:
+def _centralized_here(view: LocalView, net: Network, port_id: str, zones: tuple[str, ...]) -> bool:
+    """Whether this chassis NATs floating IPs of PORT_ID: the gateway chassis (of a
+    router hinted to ZONES), for a port bound on a chassis that does not map NET's physnet
+    and that Geneve reaches."""
+    if view.derive(gateway_chassis, net, zones) != view.chassis_name:
         return False
     name = view.port_chassis.get(port_id)
     there = view.chassis.get(name) if name else None
@@ -365,7 +371,9 @@ def local_fip(view: LocalView, fip_id: str) -> LocalFip | None:
     patch = local_patch(view, net)
     if patch is None:
         return None
-    if fip.port_id not in view.bindings and not _centralized_here(view, net, fip.port_id):
+    if fip.port_id not in view.bindings and not _centralized_here(
+        view, net, fip.port_id, router.az_hints
+    ):
         return None
     try:
         ipaddress.IPv4Address(fip.fixed_ip)  # (the floating address: _on_subnet checks it)

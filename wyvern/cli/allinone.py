@@ -113,6 +113,7 @@ class AgentComponent:
             bridge_mappings=dict(s.bridge_mappings),
             bridge=s.bridge,
             gateway_priority=s.gateway_priority,
+            availability_zone=s.availability_zone,
             underlay_interface=s.underlay_interface,
             underlay_bridge=s.underlay_bridge,
             tunnel_prefixlen=s.tunnel_prefixlen,

@@ -13,11 +13,14 @@ again, and the others take it back as a new chassis.
 Neutron keeps dead agents listed (alive: false), so the agent also keeps a registry
 record, /wyvern/agents/<name>, with no lease (created_at, started_at, and a
 heartbeat_timestamp refreshed every TTL). Agents never follow it; the API's agents
-resource lists it, alive while the chassis record exists.
+resource lists it, alive while the chassis record exists. The API writes an agent's
+admin_state_up and description there (and admin_state_up into the live chassis record,
+which other agents follow); the agent adopts them whenever it writes its records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -29,7 +32,7 @@ from typing import Any
 import orjson
 
 from wyvern.model.keys import chassis_key, registry_key
-from wyvern.nb.store import Put, Store, StoreError
+from wyvern.nb.store import Compare, KeyValue, Put, Store, StoreError
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class ChassisInfo:
     bridge_mappings: dict[str, str] = field(default_factory=dict)
     bridge: str = "br-int"
     gateway_priority: int = 0  # 0: not a gateway chassis (wyvern.apps.gateway)
+    availability_zone: str = "nova"  # (Neutron's default zone)
     # The underlay (wyvern.southbound.tunnels): the NIC put into `underlay_bridge`, which
     # gets tunnel_ip/tunnel_prefixlen. Empty: the underlay is set up by someone else.
     underlay_interface: str = ""
@@ -72,6 +76,10 @@ class ChassisRegistration:
         self.registrations = 0  # leases granted (1 unless the store let one expire)
         self.last_beat = float("-inf")  # time.monotonic() of the last keepalive
         self._last_registry = float("-inf")
+        # Set through the API (`openstack network agent set --disable`), kept in the
+        # registry record: a disabled gateway chassis takes no router gateway.
+        self.admin_state_up = True
+        self.description: str | None = None
 
     @property
     def key(self) -> str:
@@ -88,6 +96,8 @@ class ChassisRegistration:
             "bridge_mappings": dict(i.bridge_mappings),
             "bridge": i.bridge,
             "gateway_priority": i.gateway_priority,
+            "availability_zone": i.availability_zone,
+            "admin_state_up": self.admin_state_up,
             "lease_ttl": self.ttl,
         }
 
@@ -97,26 +107,40 @@ class ChassisRegistration:
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "heartbeat_timestamp": iso(now),
+            "description": self.description,
         }
 
     def register(self) -> None:
         """Grant a lease and put the record with it (keeping the registry's first
-        created_at)."""
-        kv = self.store.get(registry_key(self.info.name))
+        created_at, and what the API set: admin_state_up, description)."""
+        self._adopt(self.store.get(registry_key(self.info.name)))
+        self._put_with_new_lease()
+        LOG.info("chassis %s: registered (tunnel %s)", self.info.name, self.info.tunnel_ip)
+
+    def _adopt(self, kv: KeyValue | None) -> None:
+        """Take the API's fields from the registry record KV; none (never registered, or
+        deleted through the API): a new agent, enabled, created now (as Neutron's agent
+        that reports after `openstack network agent delete`)."""
+        old: Any = None
         if kv is not None:
             try:
                 old = orjson.loads(kv.value)
-                created = old.get("created_at")
-                if isinstance(created, str):
-                    self.created_at = (
-                        datetime.strptime(created, "%Y-%m-%d %H:%M:%S")
-                        .replace(tzinfo=UTC)
-                        .timestamp()
-                    )
-            except (orjson.JSONDecodeError, ValueError):
-                pass
-        self._put_with_new_lease()
-        LOG.info("chassis %s: registered (tunnel %s)", self.info.name, self.info.tunnel_ip)
+            except orjson.JSONDecodeError:
+                old = None
+        if not isinstance(old, dict):
+            if kv is None and self.registrations:
+                self.created_at = time.time()
+            self.admin_state_up, self.description = True, None
+            return
+        created = old.get("created_at")
+        if isinstance(created, str):
+            with contextlib.suppress(ValueError):
+                self.created_at = (
+                    datetime.strptime(created, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+                )
+        self.admin_state_up = old.get("admin_state_up") is not False
+        description = old.get("description")
+        self.description = description if isinstance(description, str) else None
 
     def _put_with_new_lease(self) -> None:
         lease = self.store.grant(self.ttl)
@@ -135,17 +159,36 @@ class ChassisRegistration:
 
     def heartbeat(self) -> None:
         """Keep the lease alive; if the store let it expire, register again. The registry's
-        heartbeat_timestamp is rewritten once per TTL (nobody follows it)."""
+        heartbeat_timestamp is rewritten once per TTL (nobody follows it), guarded by its
+        revision so an API change made meanwhile is not overwritten (it is adopted, and
+        put into the chassis record too)."""
         if not self.store.keepalive(self.lease):
             LOG.warning("chassis %s: lease expired in the store; registering again", self.info.name)
+            self._adopt(self.store.get(registry_key(self.info.name)))
             self._put_with_new_lease()
             return
         self.beats += 1
         self.last_beat = now = time.monotonic()
         if now - self._last_registry >= self.ttl:
-            record = self.registry_record(time.time())
-            self.store.txn([], [Put(registry_key(self.info.name), orjson.dumps(record))])
-            self._last_registry = now
+            key = registry_key(self.info.name)
+            kv = self.store.get(key)
+            self._adopt(kv)
+            guard = Compare(key, "mod", "==", kv.mod_revision if kv is not None else 0)
+            puts = [Put(key, orjson.dumps(self.registry_record(time.time())))]
+            if self._followed_state() != self.admin_state_up:
+                puts.append(Put(self.key, orjson.dumps(self.record()), lease=self.lease))
+            if self.store.txn([guard], puts).succeeded:
+                self._last_registry = now
+
+    def _followed_state(self) -> bool | None:
+        """admin_state_up as our chassis record (what other agents follow) holds it."""
+        kv = self.store.get(self.key)
+        if kv is None:
+            return None
+        try:
+            return orjson.loads(kv.value).get("admin_state_up") is not False
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
 
     def start(self) -> None:
         self.register()

@@ -12,7 +12,9 @@ What the reply carries, following Neutron's dnsmasq configuration:
   default route via the gateway, since a client using 121 ignores option 3; on a
   network where no router owns the gateway, also 169.254.169.254/32 on-link, so the
   metadata service is reached without a router: wyvern.apps.metadata),
-  51/58/59 lease time and renewal times, 12 hostname, 15 domain name,
+  51/58/59 lease time and renewal times, 12 hostname (the port's dns_assignment:
+  its dns_name, else host-10-0-0-5), 15 domain name (the network's dns_domain, else the
+  dns_domain setting),
   54 server identifier (the gateway, or a derived address when there is none),
 - the port's extra_dhcp_opts (ip_version 4), which override the computed options.
 
@@ -26,13 +28,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wyvern.controller import frames
 from wyvern.ir.metadata import SERVICE_V4 as METADATA_SERVICE
+from wyvern.model import dns
 from wyvern.model.view import DhcpOpt, Network, Port, Subnet
 
 LOG = logging.getLogger(__name__)
@@ -146,8 +148,6 @@ OPTION_NAMES: dict[str, tuple[int, str]] = {
 CODE_ENCODINGS: dict[int, str] = {}
 for _code, _enc in OPTION_NAMES.values():
     CODE_ENCODINGS.setdefault(_code, _enc)
-
-_HOSTNAME_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,11 +386,11 @@ def dhcp_subnet(port: Port, subnets: Sequence[Subnet]) -> tuple[str, Subnet] | N
     return None
 
 
-def hostname(port: Port, ip: str) -> str:
-    """The port name when it is a valid host name, else Neutron's `host-10-0-0-5`."""
-    if _HOSTNAME_LABEL.match(port.name):
-        return port.name
-    return "host-" + ip.replace(".", "-")
+def hostname(port: Port, ip: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """The first label of the address's dns_assignment hostname (wyvern.model.dns): the
+    port's dns_name, or Neutron's `host-10-0-0-5` (also while DOMAIN, the dns_domain
+    setting, is Neutron's default, as Neutron)."""
+    return dns.dhcp_hostname(port.dns_name, ip, domain)
 
 
 def server_identifier(subnet: Subnet, client_ip: str) -> str:
@@ -430,14 +430,14 @@ def reply_options(
         OPT_SUBNET_MASK: net.netmask.packed,
         OPT_BROADCAST: net.broadcast_address.packed,
         OPT_MTU: struct.pack("!H", network.mtu),
-        OPT_HOSTNAME: hostname(port, ip).encode(),
-        OPT_DOMAIN_NAME: settings.domain_name.encode(),
+        OPT_HOSTNAME: hostname(port, ip, settings.domain_name).encode(),
+        OPT_DOMAIN_NAME: dns.dhcp_domain(network.dns_domain, settings.domain_name).encode(),
     }
     if subnet.gateway_ip:
         opts[OPT_ROUTER] = encode_ips([subnet.gateway_ip])
-    dns = [d for d in subnet.dns_nameservers if ipaddress.ip_address(d).version == 4]
-    if dns:
-        opts[OPT_DNS] = encode_ips(dns)
+    servers = [d for d in subnet.dns_nameservers if ipaddress.ip_address(d).version == 4]
+    if servers:
+        opts[OPT_DNS] = encode_ips(servers)
     if lease:
         seconds = settings.lease_time
         opts[OPT_LEASE_TIME] = struct.pack("!I", seconds)

@@ -27,10 +27,12 @@ naming another server, an Information-Request with an IA...) get no reply.
 Options in every answer: Server Identifier, a DUID-LL of the network's service MAC (stable
 for the network's life; a router attached later does not change it), the client's
 Client Identifier echoed; and in Advertise/Reply to Solicit, Request, Renew, Rebind and
-Information-Request: 23 DNS servers (the IPv6 `dns_nameservers` of the port's DHCPv6
-subnets), 24 domain search (the `dns_domain` setting, what DHCPv4 sends as option 15, as
-Neutron's dnsmasq sends its `dns_domain`), then the port's extra_dhcp_opts with
-ip_version 6 (wyvern/model/dhcp6_options.py), which override 23 and 24.
+Information-Request: 39 Client FQDN when the client sent or asked for it (the fqdn of
+its address's dns_assignment; N set: no DNS update is done), 23 DNS servers (the IPv6
+`dns_nameservers` of the port's DHCPv6 subnets), 24 domain search (the network's
+`dns_domain`, else the `dns_domain` setting: what DHCPv4 sends as option 15, as Neutron's
+dnsmasq sends its `dns_domain`), then the port's extra_dhcp_opts with ip_version 6
+(wyvern/model/dhcp6_options.py), which override 23 and 24.
 
 The reply goes from the service MAC and its EUI-64 link-local address, UDP 547, to the
 client's MAC, address and port.
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 
 from wyvern.controller import frames
 from wyvern.controller.dhcp import DhcpSettings, service_mac
-from wyvern.model import dhcp6_options
+from wyvern.model import dhcp6_options, dns
 from wyvern.model.view import DhcpOpt, Network, Port, Subnet
 
 LOG = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ OPT_RAPID_COMMIT = 14
 OPT_DNS_SERVERS = dhcp6_options.OPT_DNS_SERVERS
 OPT_DOMAIN_LIST = dhcp6_options.OPT_DOMAIN_LIST
 OPT_IA_PD = 25
+OPT_CLIENT_FQDN = 39  # RFC 4704
+FQDN_S, FQDN_O, FQDN_N = 0x01, 0x02, 0x04
 
 # Status codes.
 (SUCCESS, UNSPEC_FAIL, NO_ADDRS_AVAIL, NO_BINDING, NOT_ON_LINK, USE_MULTICAST,
@@ -124,6 +128,8 @@ class Dhcp6Request:
     eth_src: str
     ip_src: str
     udp_src: int
+    oro: tuple[int, ...] = ()  # the option codes the client asks for (Option Request)
+    fqdn_flags: int | None = None  # the flags of the client's Client FQDN option (39)
 
     @property
     def name(self) -> str:
@@ -225,6 +231,13 @@ def parse_request(frame: bytes) -> Dhcp6Request:
         eth_src=eth.src,
         ip_src=ip.src,
         udp_src=udp.src_port,
+        oro=tuple(
+            code
+            for c, v in options
+            if c == OPT_ORO
+            for (code,) in struct.iter_unpack("!H", v[: len(v) // 2 * 2])
+        ),
+        fqdn_flags=next((v[0] for c, v in options if c == OPT_CLIENT_FQDN and v), None),
     )
 
 
@@ -311,17 +324,49 @@ def extra_options(opts: Sequence[DhcpOpt], port_id: str = "") -> dict[int, bytes
     return out
 
 
-def config_options(port: Port, subnets: Sequence[Subnet], settings: DhcpSettings) -> bytes:
-    """DNS servers, domain search and the port's extra options, by code."""
+def client_fqdn(
+    req: Dhcp6Request, port: Port, subnets: Sequence[Subnet], settings: DhcpSettings
+) -> bytes | None:
+    """The Client FQDN option (RFC 4704) when the client sent one or asked for it: the
+    fqdn of the port's first DHCPv6 address in its dns_assignment (wyvern.model.dns), N
+    set (we update no DNS), O set when that overrides the client's S."""
+    if req.fqdn_flags is None and OPT_CLIENT_FQDN not in req.oro:
+        return None
+    ips = [ip for ip, _ in stateful_addresses(port, subnets)] or [
+        f.ip_address for f in port.fixed_ips if ":" in f.ip_address
+    ]
+    if not ips:
+        return None
+    _, fqdn = dns.assignment(port.dns_name, ips[0], settings.domain_name)
+    flags = FQDN_N | (FQDN_O if (req.fqdn_flags or 0) & FQDN_S else 0)
+    try:
+        return bytes([flags]) + dhcp6_options.encode_names([fqdn])
+    except dhcp6_options.Dhcp6OptionError:
+        return None
+
+
+def config_options(
+    port: Port,
+    network: Network,
+    subnets: Sequence[Subnet],
+    settings: DhcpSettings,
+    req: Dhcp6Request | None = None,
+) -> bytes:
+    """DNS servers, domain search (the network's dns_domain, else the setting), the
+    client's FQDN when it asks, and the port's extra options, by code."""
     opts: dict[int, bytes] = {}
-    dns = dns_servers(port, subnets)
-    if dns:
-        opts[OPT_DNS_SERVERS] = b"".join(ipaddress.IPv6Address(d).packed for d in dns)
-    if settings.domain_name:
+    fqdn = client_fqdn(req, port, subnets, settings) if req is not None else None
+    if fqdn is not None:
+        opts[OPT_CLIENT_FQDN] = fqdn
+    servers = dns_servers(port, subnets)
+    if servers:
+        opts[OPT_DNS_SERVERS] = b"".join(ipaddress.IPv6Address(d).packed for d in servers)
+    domain = dns.dhcp_domain(network.dns_domain, settings.domain_name)
+    if domain:
         try:
-            opts[OPT_DOMAIN_LIST] = dhcp6_options.encode_names([settings.domain_name])
+            opts[OPT_DOMAIN_LIST] = dhcp6_options.encode_names([domain])
         except dhcp6_options.Dhcp6OptionError:
-            LOG.warning("dhcp6: the domain name %r cannot be sent", settings.domain_name)
+            LOG.warning("dhcp6: the domain name %r cannot be sent", domain)
     opts.update(extra_options(port.extra_dhcp_opts, port.id))
     return b"".join(option(code, value) for code, value in sorted(opts.items()))
 
@@ -392,7 +437,7 @@ def answer(
         if not mine and reply_type == ADVERTISE:
             top_status = NO_ADDRS_AVAIL
             body += status(NO_ADDRS_AVAIL, "no address for this port")
-        body += config_options(port, subnets, settings)
+        body += config_options(port, network, subnets, settings, req)
     elif mtype == CONFIRM:
         named = [a for ia in req.ia_nas for a in ia.addresses]
         if not named:
@@ -406,7 +451,7 @@ def answer(
         body += status(SUCCESS, "")
     else:  # INFORMATION_REQUEST
         reply_type = REPLY
-        body += config_options(port, subnets, settings)
+        body += config_options(port, network, subnets, settings, req)
     message = bytes([reply_type]) + req.xid + bytes(body)
     src = link_local(mac)
     udp = frames.udp6(src, req.ip_src, SERVER_PORT, req.udp_src, message)

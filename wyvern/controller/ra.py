@@ -31,8 +31,8 @@ interface (`wyvern.apps.services.ra_interfaces` lists the interfaces):
 - the MTU option: the network's MTU (when at least IPv6's minimum, 1280);
 - RDNSS (RFC 8106): the IPv6 dns_nameservers of its slaac subnets, at most three (as
   Neutron: stateless and stateful subnets give DNS by DHCPv6); with them a DNSSL of the
-  DNS domain DHCP gives (`dns_domain`, Neutron's default `openstacklocal`; networks
-  have no dns_domain attribute here). Neutron's radvd sends no DNSSL: a VM on a slaac
+  DNS domain DHCP gives (the network's `dns_domain`, else the `dns_domain` setting,
+  Neutron's default `openstacklocal`). Neutron's radvd sends no DNSSL: a VM on a slaac
   subnet has no other way to learn its search domain. Both live 3 x max_rtr_adv_interval
   (radvd's default, RFC 8106 §5.1);
 - source: the interface's link-local address (fe80::/64 + EUI-64 of its MAC), from its
@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.services import ra_interfaces
 from wyvern.controller import frames
+from wyvern.model.dns import dhcp_domain
 from wyvern.model.view import Change, LocalView, Network
 
 ND_ROUTER_SOLICIT, ND_ROUTER_ADVERT = 133, 134
@@ -118,7 +119,7 @@ def advertisements(
     view: LocalView, network: Network, settings: RaSettings | None = None
 ) -> list[Advertisement]:
     """Every router interface's advertisement on NETWORK (none: no RA, no RS answered)."""
-    domain = (settings or RaSettings()).dns_domain
+    domain = dhcp_domain(network.dns_domain, (settings or RaSettings()).dns_domain)
     out = []
     for router, port, subnets in ra_interfaces(view, network.id):
         modes = {s.ipv6_ra_mode for s in subnets}

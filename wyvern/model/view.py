@@ -40,6 +40,7 @@ class Network:
     # derives from their subnet pools: routers route between scopes only by NAT.
     scope4: int = 0
     scope6: int = 0
+    dns_domain: str = ""  # the domain DHCP gives its ports ('': the dns_domain setting)
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Network:
@@ -55,6 +56,7 @@ class Network:
             external=bool(o.get("router:external", False)),
             scope4=int(o.get("_scope_key4") or 0),
             scope6=int(o.get("_scope_key6") or 0),
+            dns_domain=o.get("dns_domain") or "",
         )
 
 
@@ -127,6 +129,7 @@ class Port:
     extra_dhcp_opts: tuple[DhcpOpt, ...]
     binding_host: str
     project_id: str = ""  # (the metadata proxy's X-Tenant-ID)
+    dns_name: str = ""  # (DHCP's hostname: wyvern.model.dns)
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Port:
@@ -155,6 +158,7 @@ class Port:
             ),
             binding_host=o.get("binding:host_id") or "",
             project_id=o.get("project_id") or o.get("tenant_id") or "",
+            dns_name=o.get("dns_name") or "",
         )
 
     @property
@@ -250,6 +254,8 @@ class Router:
     enable_snat: bool
     floating_ips: tuple[FloatingIp, ...] = ()
     port_forwardings: tuple[PortForwarding, ...] = ()
+    # The zones its gateway may go to (availability_zone_hints; (): any), sorted.
+    az_hints: tuple[str, ...] = ()
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Router:
@@ -283,6 +289,7 @@ class Router:
             )
             if gw.get("network_id")
             else (),
+            az_hints=tuple(sorted(set(o.get("availability_zone_hints") or ()))),
         )
 
 
@@ -343,6 +350,9 @@ class Chassis:
     encaps: tuple[str, ...]
     bridge_mappings: tuple[tuple[str, str], ...]  # (physnet, bridge)
     gateway_priority: int = 0  # 0: never hosts a router gateway
+    availability_zone: str = "nova"
+    # False: disabled through the API (agent admin_state_up): no router gateway goes there.
+    enabled: bool = True
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Chassis:
@@ -354,6 +364,8 @@ class Chassis:
                 (k, v) for k, v in sorted((o.get("bridge_mappings") or {}).items())
             ),
             gateway_priority=int(o.get("gateway_priority") or 0),
+            availability_zone=str(o.get("availability_zone") or "nova"),
+            enabled=o.get("admin_state_up") is not False,
         )
 
 

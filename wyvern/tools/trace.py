@@ -67,6 +67,7 @@ from wyvern.ir.simulator import Conntrack, Punt, Simulator, Step, Trace
 from wyvern.model.keys import ROOT, decode_key
 from wyvern.model.view import (
     Binding,
+    FloatingIp,
     LocalView,
     Network,
     Port,
@@ -320,7 +321,7 @@ class Explainer:
         addrs = ", ".join(gw.ips) if gw is not None else "?"
         text = f"{text} gateway {addrs} on {self.network(r.gateway_network_id)}"
         net = self.view.networks.get(r.gateway_network_id)
-        host = gateway_chassis(self.view, net) if net is not None else None
+        host = gateway_chassis(self.view, net, r.az_hints) if net is not None else None
         return f"{text}, active on chassis {host}" if host else text
 
     def chassis(self, tunnel_ip: str) -> str:
@@ -686,6 +687,22 @@ def _forwarding_to(view: LocalView, network_id: str, spec: PacketSpec) -> PortFo
     ]  # fmt: skip
     found = hit or sorted(on_ip, key=lambda pf: pf.id)
     return found[0] if found else None
+
+
+def _router_zones(
+    view: LocalView, fip: FloatingIp | None, pf: PortForwarding | None, dst_ip: str | None
+) -> tuple[str, ...]:
+    """The availability_zone_hints of the router that answers DST_IP from outside (its
+    floating IP's, port forwarding's, or gateway address's): its gateway chassis's zones."""
+    rid = fip.router_id if fip is not None else pf.router_id if pf is not None else None
+    if rid is None:
+        for r in view.routers.values():
+            gw = view.ports.get(r.gateway_port_id or "")
+            if gw is not None and dst_ip in gw.ips:
+                rid = r.id
+                break
+    router = view.routers.get(rid or "")
+    return router.az_hints if router is not None else ()
 
 
 def describe_packet(p: Packet) -> str:
@@ -1168,7 +1185,7 @@ class Tracer:
             if here is not None and here in probe.chassis:
                 view = build_view(catalog, {target.id: 2}, here)
                 chassis = here if local_fip(view, fip.id) is not None else None
-        chassis = chassis or gateway_chassis(probe, net)
+        chassis = chassis or gateway_chassis(probe, net, _router_zones(probe, fip, pf, spec.dst_ip))
         if chassis is None:
             raise TraceError(
                 f"no gateway chassis maps physnet {net.physical_network}: nothing answers there"

@@ -19,6 +19,7 @@ from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
     BadRequest,
+    InvalidInput,
     NeutronError,
     NotFound,
     bad_request,
@@ -30,6 +31,7 @@ from wyvern.api.resource import Resource, touch
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS
 from wyvern.api.resources.routers import FLOATINGIP_OWNER, ROUTER_GW, ports_of, read_through
 from wyvern.api.types import IpAddress, Uuid
+from wyvern.model import dns
 from wyvern.model.keys import STATUS_FIPS, fip_status_key, uniq_key, uniq_prefix
 
 if TYPE_CHECKING:
@@ -68,6 +70,15 @@ DEFN = ResourceDef(
         Attr("status", str, filter=True, sort=True),
         Attr("qos_policy_id", str | None),
         Attr("port_details", dict[str, Any] | None),
+        Attr(
+            "dns_name",
+            str,
+            post=True,
+            default="",
+            filter=True,
+            doc="A relative name, kept for an external DNS service (none is published to).",
+        ),
+        Attr("dns_domain", str, post=True, default="", filter=True, doc="An FQDN, likewise."),
     ),
 )
 PORT_DETAILS = (
@@ -115,7 +126,21 @@ class FloatingIps(Resource):
             merge_status(objs, self._statuses(objs))
 
     # ---- create ---------------------------------------------------------------------------
+    def show(
+        self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
+    ) -> dict[str, Any]:
+        return super().show(ctx, {"dns_name": "", "dns_domain": "", **obj}, fields)
+
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
+        for attr, check in (
+            ("dns_name", dns.fip_dns_name_error),
+            ("dns_domain", dns.dns_domain_error),
+        ):
+            if attr in attrs:
+                attrs[attr] = value = str(attrs[attr]).lower()
+                error = check(value)
+                if error:
+                    raise InvalidInput(f"Invalid input for {attr}. Reason: {error}.")
         if attrs.get("fixed_ip_address") and not attrs.get("port_id"):
             raise bad_fip("fixed_ip_address cannot be specified without a port_id")
         fip = attrs.get("floating_ip_address")

@@ -10,7 +10,9 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, InvalidInput, conflict, not_found
 from wyvern.api.repo import Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, free_key, touch
+from wyvern.api.resources import agents
 from wyvern.api.types import Bool, ShortStr
+from wyvern.model import dns
 from wyvern.model.keys import uniq_key, uniq_prefix
 
 NetworkType = Literal["flat", "vlan", "vxlan", "geneve"]
@@ -95,10 +97,29 @@ DEFN = ResourceDef(
         Attr("port_security_enabled", Bool, post=True, put=True, default=True, filter=True),
         Attr("availability_zone_hints", list[ShortStr], post=True, default_factory=list),
         Attr("availability_zones", list[str]),
+        Attr(
+            "dns_domain",
+            str,
+            post=True,
+            put=True,
+            default="",
+            filter=True,
+            doc="An FQDN (lower-cased): the domain DHCP gives the network's ports (else the "
+            "dns_domain setting).",
+        ),
         Attr("ipv4_address_scope", str | None, doc="The address scope of its IPv4 subnets."),
         Attr("ipv6_address_scope", str | None, doc="The address scope of its IPv6 subnets."),
     ),
 )
+
+
+def check_dns_domain(attrs: dict[str, Any]) -> None:
+    """A network's dns_domain: lower-cased, an FQDN (Neutron's validate_dns_domain)."""
+    if "dns_domain" in attrs:
+        attrs["dns_domain"] = domain = str(attrs["dns_domain"]).lower()
+        error = dns.dns_domain_error(domain)
+        if error:
+            raise InvalidInput(f"Invalid input for dns_domain. Reason: {error}.")
 
 
 def max_mtu(settings_mtu: int, network_type: str) -> int:
@@ -134,7 +155,20 @@ class Networks(Resource):
         return stored
 
     # ---- create ---------------------------------------------------------------------------
+    def show(
+        self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
+    ) -> dict[str, Any]:
+        return super().show(ctx, {"dns_domain": "", **obj}, fields)
+
+    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        """availability_zones: where the network's ports are bound (agents.network_zones)."""
+        found = agents.network_zones(self.repo.store, [str(o["id"]) for o in objs])
+        for obj in objs:
+            obj["availability_zones"] = found.get(str(obj["id"]), [])
+
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
+        check_dns_domain(attrs)
+        agents.check_hints(self.repo.store, "network", attrs.get("availability_zone_hints") or [])
         s = self.settings
         ntype = attrs.get("provider:network_type") or s.default_network_type
         physnet = attrs.get("provider:physical_network")
@@ -249,6 +283,7 @@ class Networks(Resource):
     def update_ops(
         self, ctx: RequestContext, stored: Stored, changes: dict[str, Any], txn: Txn
     ) -> None:
+        check_dns_domain(changes)
         if "mtu" in changes:
             ntype = stored.obj["provider:network_type"]
             limit = max_mtu(self.settings.global_physnet_mtu, ntype)

@@ -56,7 +56,7 @@ from wyvern.api.resources.subnets import (
     txn_cache,
 )
 from wyvern.api.types import Bool, DeviceOwner, IpAddress, MacAddress, ShortStr, Uuid
-from wyvern.model import dhcp6_options
+from wyvern.model import dhcp6_options, dns
 from wyvern.model.keys import (
     STATUS_PORTS,
     host_port_key,
@@ -227,6 +227,26 @@ DEFN = ResourceDef(
         Attr("port_security_enabled", Bool, post=True, put=True, filter=True),
         Attr("allowed_address_pairs", AddressPairs, post=True, put=True, default_factory=list),
         Attr("extra_dhcp_opts", DhcpOpts, post=True, put=True, default_factory=list),
+        Attr(
+            "dns_name",
+            str,
+            post=True,
+            put=True,
+            default="",
+            filter=True,
+            doc="A host label or FQDN (lower-cased): the port's hostname in dns_assignment "
+            "and DHCP, unless the dns_domain setting is Neutron's default.",
+        ),
+        Attr("dns_assignment", list[dict[str, str]], doc="{ip_address, hostname, fqdn}"),
+        Attr(
+            "dns_domain",
+            str,
+            post=True,
+            put=True,
+            default="",
+            doc="An FQDN (dns-domain-ports), kept for an external DNS service: Wyvern "
+            "publishes to none, as Neutron without an external_dns_driver.",
+        ),
     ),
 )
 
@@ -319,6 +339,21 @@ def _check_profile(profile: dict[str, Any] | None) -> dict[str, Any]:
     if len(orjson.dumps(profile)) > MAX_PROFILE_BYTES:
         raise _invalid("binding:profile", f"the profile exceeds {MAX_PROFILE_BYTES} bytes")
     return profile
+
+
+def check_dns(attrs: dict[str, Any], config_domain: str) -> None:
+    """dns_name and dns_domain, lower-cased (Neutron's convert_string_to_case_insensitive)
+    and validated as Neutron does (wyvern.model.dns)."""
+    if "dns_name" in attrs:
+        attrs["dns_name"] = name = str(attrs["dns_name"]).lower()
+        error = dns.dns_name_error(name, config_domain)
+        if error:
+            raise _invalid("dns_name", error)
+    if "dns_domain" in attrs:
+        attrs["dns_domain"] = domain = str(attrs["dns_domain"]).lower()
+        error = dns.dns_domain_error(domain)
+        if error:
+            raise _invalid("dns_domain", error)
 
 
 def check_dhcp6_opts(opts: list[dict[str, Any]]) -> None:
@@ -460,6 +495,16 @@ class Ports(Resource):
         if len(objs) == 1:  # show, create, update (lists were merged by all_objects)
             merge_binding_status(objs, self._statuses(objs))
 
+    def show(
+        self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
+    ) -> dict[str, Any]:
+        ips = [str(f["ip_address"]) for f in obj.get("fixed_ips") or []]
+        assignment = dns.dns_assignment(
+            str(obj.get("dns_name") or ""), ips, self.settings.dns_domain
+        )
+        shown = {"dns_name": "", "dns_domain": "", **obj, "dns_assignment": assignment}
+        return super().show(ctx, shown, fields)
+
     def _statuses(self, objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Agents' binding facts per port id: one key read for one port, one list for more."""
         if not objs:
@@ -493,6 +538,7 @@ class Ports(Resource):
         )
         attrs["binding:profile"] = _check_profile(attrs.get("binding:profile"))
         check_dhcp6_opts(attrs.get("extra_dhcp_opts") or [])
+        check_dns(attrs, self.settings.dns_domain)
         if attrs.get("port_security_enabled") is False and attrs.get("security_groups"):
             raise SG_NEEDS_PORT_SECURITY
 
@@ -819,6 +865,7 @@ class Ports(Resource):
     ) -> None:
         obj = stored.obj
         changes = dict(changes)
+        check_dns(changes, self.settings.dns_domain)
         net_owner = ctx.is_admin or obj.get("_net_project") == ctx.project_id
         if "mac_address" in changes:
             new_mac = changes.pop("mac_address")

@@ -41,6 +41,7 @@ from wyvern.api.errors import (
 from wyvern.api.repo import Repo, Stored, Txn, with_retries
 from wyvern.api.resource import Resource, free_key, touch
 from wyvern.api.resource import Route as ApiRoute
+from wyvern.api.resources import agents
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS, network_or_404
 from wyvern.api.resources.subnets import is_auto_address
 from wyvern.api.types import Bool, Cidr, IpAddress, ShortStr, Uuid
@@ -296,7 +297,11 @@ class Routers(Resource):
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         """Show the gateway port's addresses as they are now (a SLAAC subnet added to the
-        external network later gives the port an address the router did not record)."""
+        external network later gives the port an address the router did not record), and
+        availability_zones: the zone of the chassis hosting its gateway (agents.router_zones)."""
+        found = agents.router_zones(self.repo.store, [str(o["id"]) for o in objs])
+        for obj in objs:
+            obj["availability_zones"] = found.get(str(obj["id"]), [])
         for obj in objs:
             gw = obj.get("external_gateway_info")
             if not gw or not obj.get("_gw_port_id"):
@@ -312,6 +317,7 @@ class Routers(Resource):
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
         _check_gateway_policy(ctx, attrs.get("external_gateway_info"), "create")
         _check_flags(attrs)
+        agents.check_hints(self.repo.store, "router", attrs.get("availability_zone_hints") or [])
 
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         gw = attrs.pop("external_gateway_info", None)
