@@ -246,13 +246,13 @@ class Tracker:
                 if port_id not in touched:
                     touched[port_id] = self.state(port_id)
             self._put(ev.key, value)
+        changes = [(old, self.state(port_id)) for port_id, old in touched.items()]
+        # As Neutron: a floating IP moved between ports is told to the port it left first.
+        changes.sort(key=lambda c: not (c[0] and c[1] and c[0].floating_ips - c[1].floating_ips))
         events: list[Event] = []
-        for port_id, old in touched.items():
+        for old, new in changes:
             events += port_events(
-                old,
-                self.state(port_id),
-                status_changes=self.status_changes,
-                data_changes=self.data_changes,
+                old, new, status_changes=self.status_changes, data_changes=self.data_changes
             )
         return events
 
