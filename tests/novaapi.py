@@ -44,6 +44,7 @@ class Received:
     roles: frozenset[str]
     microversion: str | None
     openstack_api_version: str | None
+    token: str
 
 
 @dataclass
@@ -124,6 +125,7 @@ def _handler(state: NovaState) -> type[BaseHTTPRequestHandler]:
                         roles,
                         self.headers.get("X-OpenStack-Nova-API-Version"),
                         self.headers.get("OpenStack-API-Version"),
+                        self.headers.get("X-Auth-Token") or "",
                     )
                 )
             if not known:

@@ -475,6 +475,15 @@ def test_events_reach_nova_through_keystone_and_the_catalog(
             assert received.roles >= {"service"}
             assert received.microversion == "2.1"
             assert received.openstack_api_version == "compute 2.1"
+            # Its token revoked in Keystone: Nova answers 401, the notifier gets a new
+            # token and the next event is delivered.
+            keystone.admin.tokens.revoke_token(received.token)
+            refused = len(api.state.refused)
+            agent_reports(store, port, "DOWN", "h1")
+            wait_for(lambda: len(api.state.events()) >= 2, "the second event in Nova")
+            assert api.state.events()[1]["name"] == VIF_UNPLUGGED
+            assert [s for s, _ in api.state.refused[refused:]] == [401]
+            assert api.state.requests[1].token != received.token
     finally:
         notifier.stop()
 

@@ -177,6 +177,9 @@ def port_events(
 # ---------------------------------------------------------------------------- store follower
 
 _PORTS = kind_prefix("ports")
+# What port_state reads of a port: all the tracker keeps of each.
+_PORT_FIELDS = ("id", "device_id", "device_owner", "binding:host_id", "mac_address", "status",
+                "fixed_ips")  # fmt: skip
 _FIPS = kind_prefix("floatingips")
 
 
@@ -232,7 +235,7 @@ class Tracker:
             if value is None:
                 self.ports.pop(decoded.id, None)
             elif (obj := _loads(value)) is not None:
-                self.ports[decoded.id] = obj
+                self.ports[decoded.id] = {k: obj[k] for k in _PORT_FIELDS if k in obj}
 
     def load(self, key: str, value: bytes) -> None:
         self._put(key, value)
@@ -335,6 +338,8 @@ class KeystoneNovaSender:
         if resp.status_code == 404:
             LOG.debug("Nova returned NotFound for events: %s", events)
             return "final"
+        if resp.status_code == 401:  # our token revoked or expired early: a new one next
+            self.session.invalidate()
         if resp.status_code >= 500 or resp.status_code in (401, 408, 429):
             LOG.warning("Nova answered %d; will retry %d event(s)", resp.status_code, len(events))
             return "retry"
