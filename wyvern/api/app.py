@@ -607,7 +607,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         app.state.nova_notifier = notifier
         yield
         if notifier is not None:
-            notifier.stop()
+            await run_in_threadpool(notifier.stop)  # (its joins must not block the loop)
         store.close()
 
     app = _App(

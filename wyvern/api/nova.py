@@ -443,13 +443,17 @@ class NovaNotifier:
         return self
 
     def stop(self) -> None:
+        """Stop following, make one last send of what is queued (the next holder does not
+        know it) unless a send is still under way, and hand the key over at once."""
         self._stop.set()
         self.queue.wake.set()
+        busy = False
         for thread in self._threads:
-            thread.join(10)
+            thread.join(2.0)
+            busy = busy or thread.is_alive()
         self._threads.clear()
-        if self.queue:
-            self.queue.flush()  # a last try: the next holder does not know these
+        if self.queue and not busy:
+            self.queue.flush()
         self._resign()
 
     # ---- sending ---------------------------------------------------------------------------
