@@ -88,6 +88,23 @@ def test_the_agent_imports_no_pydantic() -> None:
 Encap = Literal["geneve", "vxlan"]
 
 
+class NovaNotifier(BaseSettings):
+    """neutron-server's [nova] options."""
+
+    auth_url: str = ""
+    auth_type: Literal["password"] = "password"
+    username: str = ""
+    password: str = ""
+    project_name: str = "service"
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region_name: str = ""
+    endpoint_type: Literal["public", "internal", "admin"] = "public"
+    timeout: float = Field(default=10.0, gt=0)
+    cafile: str = ""
+    insecure: bool = False
+
+
 class KeystoneAuthtoken(BaseSettings):
     """keystonemiddleware's options (their defaults; only what the comparison needs)."""
 
@@ -175,6 +192,10 @@ class OldSettings(BaseSettings):
         "token: bearer tokens from tokens_file.",
     )
     keystone_authtoken: KeystoneAuthtoken = Field(default_factory=KeystoneAuthtoken)
+    nova: NovaNotifier = Field(default_factory=NovaNotifier)
+    notify_nova_on_port_status_changes: bool = True
+    notify_nova_on_port_data_changes: bool = True
+    send_events_interval: float = Field(default=2.0, gt=0)
     tokens_file: Path | None = Field(
         default=None,
         description="TOML file mapping tokens to project and roles (auth_strategy=token).",

@@ -144,6 +144,28 @@ class KeystoneAuthtoken:
     )
 
 
+@dataclass
+class NovaNotifier:
+    """neutron-server's `[nova]` options: the service user that sends Nova its external
+    events (network-vif-plugged ...), found in the catalog as service type `compute`.
+    Notifications are off while `auth_url` is empty."""
+
+    auth_url: str = _opt("", "Keystone endpoint the service user authenticates against.")
+    auth_type: Literal["password"] = _opt("password", "Auth plugin of the service user.")
+    username: str = _opt("", "Service user that notifies Nova (neutron's `nova` user).")
+    password: str = _opt("", "Its password.")
+    project_name: str = _opt("service", "Its project.")
+    user_domain_name: str = _opt("Default", "Its user's domain.")
+    project_domain_name: str = _opt("Default", "Its project's domain.")
+    region_name: str = _opt("", "Region of Nova's endpoint in the catalog.")
+    endpoint_type: Literal["public", "internal", "admin"] = _opt(
+        "public", "Catalog interface of Nova's endpoint (Neutron's endpoint_type)."
+    )
+    timeout: float = _opt(10.0, gt=0, description="Seconds per request to Keystone or Nova.")
+    cafile: str = _opt("", "CA bundle for an HTTPS Keystone or Nova.")
+    insecure: bool = _opt(False, "Skip TLS verification (unsafe).")
+
+
 @dataclass(init=False)
 class Settings:
     """Every setting; `Settings(**overrides)` reads the TOML file and environment too."""
@@ -199,6 +221,27 @@ class Settings:
     keystone_authtoken: KeystoneAuthtoken = _opt(
         factory=KeystoneAuthtoken,
         description="auth_strategy=keystone: keystonemiddleware's auth_token options.",
+    )
+    nova: NovaNotifier = _opt(
+        factory=NovaNotifier,
+        description="Nova notifications (network-vif-plugged, -unplugged, -deleted, "
+        "network-changed): neutron-server's [nova] options; off while auth_url is empty.",
+    )
+    notify_nova_on_port_status_changes: bool = _opt(
+        default=True,
+        description="Tell Nova when a compute port goes ACTIVE (network-vif-plugged) or from "
+        "ACTIVE to DOWN (network-vif-unplugged); needs [nova].",
+    )
+    notify_nova_on_port_data_changes: bool = _opt(
+        default=True,
+        description="Tell Nova when a compute port's fixed IPs, host or floating IPs change "
+        "(network-changed) or it is deleted (network-vif-deleted); needs [nova].",
+    )
+    send_events_interval: float = _opt(
+        default=2.0,
+        gt=0,
+        description="Seconds between two batches of events to Nova (Neutron's option); a "
+        "batch Nova did not take is sent again after it, with what came meanwhile.",
     )
     tokens_file: Path | None = _opt(
         default=None,

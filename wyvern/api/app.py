@@ -27,6 +27,7 @@ from wyvern.api.extensions import EXTENSIONS
 from wyvern.api.keystone import SCOPE_KEY, KeystoneAuth
 from wyvern.api.limits import BoundedBody, check_depth
 from wyvern.api.listing import page_links, parse_query, sort_objects
+from wyvern.api.nova import NovaNotifier
 from wyvern.api.openapi import ERRORS_WRITE, IF_MATCH, Op
 from wyvern.api.repo import Repo
 from wyvern.api.resource import ApiState, Resource, Route
@@ -601,7 +602,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Nova notifications (wyvern.api.nova): their own threads, never a request's.
+        notifier = NovaNotifier(settings, store).start() if NovaNotifier.enabled(settings) else None
+        app.state.nova_notifier = notifier
         yield
+        if notifier is not None:
+            await run_in_threadpool(notifier.stop)  # (its joins must not block the loop)
         store.close()
 
     app = _App(

@@ -16,6 +16,7 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/mac_bindings/<network>/<id>      a neighbour's MAC learned by an agent (ARP)
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
+    /wyvern/nova/notifier                    the API process that notifies Nova (on its lease)
 
 Children sit under their parent so that an agent can follow one network (or one group)
 by prefix. Ids are fixed-length UUIDs, so an object's key is also a prefix of only itself.
@@ -53,7 +54,7 @@ STORE_KINDS: dict[str, ViewKind] = {
 CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules", "mac_bindings"})
 # Segments under ROOT that hold no API object an agent follows: claims, ownership and
 # child -> parent indexes, quotas, the agent registry.
-UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents", "intent"})
+UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents", "intent", "nova"})
 
 CHASSIS_PREFIX = f"{ROOT}chassis/"
 AGENTS_PREFIX = f"{ROOT}agents/"
@@ -63,6 +64,9 @@ STATUS_GATEWAYS = f"{ROOT}status/gateways/"
 HOST_PORTS = f"{ROOT}index/host_ports/"
 QUOTAS_PREFIX = f"{ROOT}quotas/"
 INTENTS_PREFIX = f"{ROOT}intent/"
+# The one API process (of all on the store) that sends Nova its events holds this key on
+# its lease (wyvern.api.nova).
+NOVA_NOTIFIER_KEY = f"{ROOT}nova/notifier"
 
 
 # ----------------------------------------------------------------------------- API objects
