@@ -53,6 +53,7 @@ from wyvern.model.keys import (
     decode_key,
     kind_prefix,
 )
+from wyvern.model.port_status import reported_status
 from wyvern.nb.store import Batch, Gap, Put, Store, StoreError, absent
 
 LOG = logging.getLogger(__name__)
@@ -105,13 +106,8 @@ def port_state(
 ) -> PortState:
     """A stored port with its agent's status record (as the API merges them) and the ids of
     the floating IPs associated with it."""
-    st = port.get("status") or "DOWN"
+    st = reported_status(port, status) or port.get("status") or "DOWN"
     host = str(port.get("binding:host_id") or "")
-    if status is not None and status.get("status"):
-        st = str(status["status"])
-        reported = {str(status.get("host") or ""), str(status.get("chassis") or "")}
-        if st == "ACTIVE" and host and host not in reported:
-            st = "DOWN"  # bound elsewhere now: DOWN until that host's agent says otherwise
     ips = frozenset(
         (str(ip.get("subnet_id", "")), str(ip.get("ip_address", "")))
         for ip in port.get("fixed_ips") or ()

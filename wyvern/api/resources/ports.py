@@ -65,6 +65,7 @@ from wyvern.model.keys import (
     uniq_key,
     uniq_prefix,
 )
+from wyvern.model.port_status import reported_status
 
 if TYPE_CHECKING:
     from wyvern.api.resources import security_groups
@@ -412,10 +413,10 @@ def merge_binding_status(objs: list[dict[str, Any]], statuses: dict[str, dict[st
         st = statuses.get(str(obj.get("id")))
         if not st or obj.get("_deleting"):
             continue
-        obj["status"] = st.get("status") or obj.get("status", "DOWN")
+        obj["status"] = reported_status(obj, st) or obj.get("status", "DOWN")
         if not obj.get("binding:host_id") and st.get("host"):
             obj["binding:host_id"] = st["host"]
-        if obj.get("binding:host_id") and st.get("status") == "ACTIVE":
+        if obj.get("binding:host_id") and obj["status"] == "ACTIVE":
             obj["binding:vif_type"] = "ovs"
             obj["binding:vif_details"] = dict(VIF_DETAILS_OVS)
 
