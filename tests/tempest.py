@@ -188,6 +188,24 @@ def _public_network(c: Cloud) -> str:
     return str(net["id"])
 
 
+def functional_clouds(c: Cloud, path: Path) -> Path:
+    """The clouds.yaml openstacksdk's and python-openstackclient's functional tests read
+    (devstack's cloud names): demo and alt_demo are members, admin is admin."""
+    ks = c.keystone
+    for user in ("demo", "alt_demo"):
+        ks.add_user(user, PASSWORD, ks.add_project(user), ["member", "reader"])
+    admin = ("admin", PASSWORD, "admin")
+    return ks.clouds_yaml(
+        path,
+        {
+            "devstack": ("demo", PASSWORD, "demo"),
+            "devstack-alt": ("alt_demo", PASSWORD, "alt_demo"),
+            "devstack-admin": admin,
+            "devstack-system-admin": admin,
+        },
+    )
+
+
 # ---- tempest.conf -----------------------------------------------------------------------
 def tempest_conf(c: Cloud, workspace: Path, extra: Mapping[str, Mapping[str, str]] = {}) -> str:
     """What tempest needs to know about this cloud; only the network service exists."""
