@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import (
-    HOST,
     REPO,
     ApiServer,
     Proc,
@@ -71,19 +70,22 @@ def install(venv: Path = VENV, packages: Sequence[str] = PACKAGES) -> Path:
     """`tempest` and the plugin in their own venv; nothing to do when already there."""
     stamp = venv / ".wyvern-tempest-stamp"
     want = hashlib.sha256(" ".join(packages).encode()).hexdigest()
-    if (
-        stamp.exists()
-        and stamp.read_text() == want
-        and (venv / "bin" / "tempest").exists()
-    ):
+    if stamp.exists() and stamp.read_text() == want and (venv / "bin" / "tempest").exists():
         return venv
     if not (venv / "bin" / "python").exists():
         log(f"creating {venv}")
         subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
     log(f"installing {' '.join(packages)} into {venv} (from PyPI)")
     subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", *packages],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *packages,
+        ],
         check=True,
         stdin=subprocess.DEVNULL,
     )
@@ -150,7 +152,9 @@ def cloud(base: Path) -> Iterator[Cloud]:
         agent = spawn(args, run_dir / "agent.out", agent_env, "wyvern agent")
         procs.append(agent)
         c = Cloud(base, ks, api, agent)
-        c.extensions = sorted(e["alias"] for e in c.request("GET", "/v2.0/extensions")["extensions"])
+        c.extensions = sorted(
+            e["alias"] for e in c.request("GET", "/v2.0/extensions")["extensions"]
+        )
         c.public_network_id = _public_network(c)
         yield c
     finally:
@@ -299,17 +303,32 @@ def run_tempest(
     tempest = str(venv / "bin" / "tempest")
     subprocess.run(
         # A private workspace registry: never the user's ~/.tempest/workspace.yaml.
-        [tempest, "init", "--workspace-path", str(workspace.parent / "workspaces.yaml"),
-         "--name", f"wyvern-{os.getpid()}", str(workspace)],
-        check=True, env=env, cwd=workspace.parent, stdout=subprocess.DEVNULL,
+        [
+            tempest,
+            "init",
+            "--workspace-path",
+            str(workspace.parent / "workspaces.yaml"),
+            "--name",
+            f"wyvern-{os.getpid()}",
+            str(workspace),
+        ],
+        check=True,
+        env=env,
+        cwd=workspace.parent,
+        stdout=subprocess.DEVNULL,
     )
     (workspace / "etc" / "tempest.conf").write_text(conf)
     (workspace / "logs").mkdir(exist_ok=True)
     args = [tempest, "run", "--regex", regex, "--concurrency", str(concurrency)]
     with open(workspace / "tempest-run.out", "wb") as out:
         proc = subprocess.Popen(
-            args, cwd=workspace, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            args,
+            cwd=workspace,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             return proc.wait(timeout=timeout)
@@ -352,12 +371,16 @@ def collect(venv: Path, workspace: Path, results: Path) -> list[dict[str, str]]:
     results.mkdir(parents=True, exist_ok=True)
     stream = subprocess.run(
         [str(venv / "bin" / "stestr"), "last", "--subunit"],
-        cwd=workspace, capture_output=True, check=False,
+        cwd=workspace,
+        capture_output=True,
+        check=False,
     ).stdout
     (results / "tempest.subunit").write_bytes(stream)
     out = subprocess.run(
         [str(venv / "bin" / "python"), "-c", _SUBUNIT_TO_JSON],
-        input=stream, capture_output=True, check=True,
+        input=stream,
+        capture_output=True,
+        check=True,
     ).stdout
     tests: list[dict[str, str]] = json.loads(out)
     (results / "tempest.json").write_text(json.dumps(tests, indent=1))
