@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -52,6 +51,12 @@ VENV = REPO / ".tempest-venv"
 # What the run installs: the newest releases on PyPI (their requirements pin the rest).
 PACKAGES = ("tempest", "neutron-tempest-plugin")
 SUITES = ("tempest.api.network", "neutron_tempest_plugin.api")
+# The clients' own functional tests for the network service (--functional).
+FUNCTIONAL = {
+    "openstack.tests.functional.network": "openstacksdk",
+    "openstackclient.tests.functional.network": "python-openstackclient",
+}
+FUNCTIONAL_PACKAGES = ("openstacksdk", "python-openstackclient", "oslotest", "stestr")
 PASSWORD = "tempest-secret"
 CHASSIS = "tempest-chassis"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,29 +72,19 @@ def base_python() -> str:
 
 
 def install(venv: Path = VENV, packages: Sequence[str] = PACKAGES) -> Path:
-    """`tempest` and the plugin in their own venv; nothing to do when already there."""
+    """`packages` in their own venv; nothing to do when a run installed them already."""
     stamp = venv / ".wyvern-tempest-stamp"
-    want = hashlib.sha256(" ".join(packages).encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == want and (venv / "bin" / "tempest").exists():
+    have = set(stamp.read_text().split()) if stamp.exists() else set()
+    if set(packages) <= have and (venv / "bin" / "stestr").exists():
         return venv
     if not (venv / "bin" / "python").exists():
         log(f"creating {venv}")
         subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
     log(f"installing {' '.join(packages)} into {venv} (from PyPI)")
-    subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *packages,
-        ],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    stamp.write_text(want)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    pip += ["--disable-pip-version-check", *packages]
+    subprocess.run(pip, check=True, stdin=subprocess.DEVNULL)
+    stamp.write_text(" ".join(sorted(have | set(packages))))
     return venv
 
 
@@ -339,6 +334,57 @@ def run_tempest(
             Proc(proc, workspace / "tempest-run.out", "tempest").stop()
 
 
+def run_functional(
+    venv: Path, base: Path, clouds: Path, concurrency: int, timeout: float, results: Path
+) -> tuple[int, list[dict[str, str]]]:
+    """openstacksdk's and python-openstackclient's functional network tests, each with
+    stestr in a directory holding the clouds.yaml they read (devstack's cloud names)."""
+    site = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    env = {k: v for k, v in process_env().items() if not k.startswith("OS_")}
+    env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
+    env["OS_CLIENT_CONFIG_FILE"] = str(clouds)  # (the CLI's tests drop OS_*: see cwd)
+    rc, tests = 0, []
+    deadline = time.monotonic() + timeout
+    for package, dist in FUNCTIONAL.items():
+        work = base / dist
+        work.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clouds, work / "clouds.yaml")
+        path = Path(site, *package.split("."))
+        (work / ".stestr.conf").write_text(f"[DEFAULT]\ntest_path={path}\ntop_dir={site}\n")
+        log(f"running {dist}'s functional network tests")
+        cmd = [str(venv / "bin" / "stestr"), "run", "--concurrency", str(concurrency)]
+        with open(work / "stestr.out", "wb") as out:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=work,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                rc |= proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"{dist} timed out")
+                rc = 124
+            finally:
+                Proc(proc, work / "stestr.out", dist).stop()
+        tests += collect(venv, work, results, dist)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copy(work / "stestr.out", results / f"{dist}.out")
+    return rc, tests
+
+
 # Runs in the tempest venv (python-subunit and testtools are there, not in ours).
 _SUBUNIT_TO_JSON = textwrap.dedent(
     """\
@@ -366,7 +412,9 @@ _SUBUNIT_TO_JSON = textwrap.dedent(
 )
 
 
-def collect(venv: Path, workspace: Path, results: Path) -> list[dict[str, str]]:
+def collect(
+    venv: Path, workspace: Path, results: Path, name: str = "tempest"
+) -> list[dict[str, str]]:
     """The run's subunit stream and a JSON list of its tests, saved under `results`."""
     results.mkdir(parents=True, exist_ok=True)
     stream = subprocess.run(
@@ -375,7 +423,7 @@ def collect(venv: Path, workspace: Path, results: Path) -> list[dict[str, str]]:
         capture_output=True,
         check=False,
     ).stdout
-    (results / "tempest.subunit").write_bytes(stream)
+    (results / f"{name}.subunit").write_bytes(stream)
     out = subprocess.run(
         [str(venv / "bin" / "python"), "-c", _SUBUNIT_TO_JSON],
         input=stream,
@@ -383,7 +431,7 @@ def collect(venv: Path, workspace: Path, results: Path) -> list[dict[str, str]]:
         check=True,
     ).stdout
     tests: list[dict[str, str]] = json.loads(out)
-    (results / "tempest.json").write_text(json.dumps(tests, indent=1))
+    (results / f"{name}.json").write_text(json.dumps(tests, indent=1))
     return tests
 
 
@@ -396,7 +444,7 @@ def module_of(test_id: str) -> str:
     return ".".join(parts[:-1])
 
 
-def summary(tests: Sequence[Mapping[str, str]]) -> str:
+def summary(tests: Sequence[Mapping[str, str]], suites: Sequence[str] = SUITES) -> str:
     """passed / failed / skipped per module, each suite's totals and pass rate."""
     per: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for t in tests:
@@ -410,7 +458,7 @@ def summary(tests: Sequence[Mapping[str, str]]) -> str:
         c = per[mod]
         lines.append(f"{mod:<{width}} {c['passed']:>6} {c['failed']:>6} {c['skipped']:>7}")
     lines.append("")
-    for suite in (*SUITES, ""):
+    for suite in (*suites, ""):
         total: collections.Counter[str] = collections.Counter()
         for mod, c in per.items():
             if mod.startswith(suite):
@@ -435,30 +483,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds for the run")
     parser.add_argument("--results", type=Path, default=REPO / "tempest-results")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, DBs)")
+    parser.add_argument(
+        "--functional",
+        action="store_true",
+        help="instead: openstacksdk's and python-openstackclient's functional network tests",
+    )
     args = parser.parse_args(argv)
-    venv = install()
+    venv = install(packages=(*PACKAGES, *FUNCTIONAL_PACKAGES) if args.functional else PACKAGES)
+    suites: Sequence[str] = tuple(FUNCTIONAL) if args.functional else SUITES
     base = Path(tempfile.mkdtemp(prefix="wyvern-tempest-"))
     results: Path = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
         with cloud(base) as c:
             log(f"Keystone {c.keystone.url}, Wyvern {c.api.url}, {len(c.extensions)} extensions")
-            workspace = base / "workspace"
-            conf = tempest_conf(c, workspace)
-            log(f"running {args.filter} (concurrency {args.concurrency})")
-            rc = run_tempest(venv, workspace, conf, args.filter, args.concurrency, args.timeout)
-            tests = collect(venv, workspace, results)
-            (results / "tempest.conf").write_text(conf)
-            for name in ("tempest-run.out", "logs/tempest.log"):
-                with contextlib.suppress(FileNotFoundError):
-                    shutil.copy(workspace / name, results / Path(name).name)
+            if args.functional:
+                clouds = functional_clouds(c, base / "clouds.yaml")
+                rc, tests = run_functional(
+                    venv, base, clouds, args.concurrency, args.timeout, results
+                )
+            else:
+                workspace = base / "workspace"
+                conf = tempest_conf(c, workspace)
+                (results / "tempest.conf").write_text(conf)
+                log(f"running {args.filter} (concurrency {args.concurrency})")
+                rc = run_tempest(venv, workspace, conf, args.filter, args.concurrency, args.timeout)
+                tests = collect(venv, workspace, results)
+                for name in ("tempest-run.out", "logs/tempest.log"):
+                    with contextlib.suppress(FileNotFoundError):
+                        shutil.copy(workspace / name, results / Path(name).name)
         for name in ("wyvern/api.out", "wyvern/agent.out", "keystone/keystone.log"):
             with contextlib.suppress(FileNotFoundError):
                 shutil.copy(base / name, results / Path(name).name.replace(".out", ".log"))
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    print(summary(tests))
+    print(summary(tests, suites))
     print(f"\n{len(tests)} tests in {time.monotonic() - started:.0f}s; results in {results}")
     if rc == 124:
         print("the run timed out: the figures above are partial")
