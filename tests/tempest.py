@@ -121,7 +121,9 @@ class Cloud:
 def cloud(base: Path) -> Iterator[Cloud]:
     """Keystone, `wyvern api` (keystone auth, SQLite) and a fake-chassis agent in `base`."""
     base.mkdir(parents=True, exist_ok=True)
-    ks = KeystoneServer(base / "keystone", admin_password=PASSWORD).start()
+    ks = KeystoneServer(base / "keystone", admin_password=PASSWORD)
+    ks.threads = 1  # Tempest's workers create credentials in parallel: SQLite locks
+    ks.start()
     procs: list[Any] = [ks]
     try:
         opts = ks.service_user("wyvern", PASSWORD)
