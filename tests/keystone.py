@@ -52,6 +52,10 @@ application = initialize_public_application()
 class KeystoneServer:
     """One Keystone: SQLite database, fernet keys and logs in `base`."""
 
+    # gunicorn threads. Concurrent writers on SQLite fail with "database is locked"
+    # (a 500): a client that creates projects and users in parallel (Tempest) wants 1.
+    threads = 8
+
     def __init__(
         self, base: Path, port: int | None = None, admin_password: str | None = None
     ) -> None:
@@ -140,7 +144,7 @@ class KeystoneServer:
             "--worker-class",
             "gthread",
             "--threads",
-            "8",
+            str(self.threads),
             "--timeout",
             "120",
             "keystone_wsgi:application",

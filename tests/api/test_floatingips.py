@@ -419,6 +419,31 @@ def test_cascade_delete_of_networks(any_client: TestClient) -> None:
     assert client.delete(f"/v2.0/routers/{t['router']}", headers=P1).status_code == 204
 
 
+def test_external_network_delete_takes_unassociated_floating_ips(any_client: TestClient) -> None:
+    """Neutron's rule (tempest's test_delete_external_networks_with_floating_ip): an
+    external network holding only unassociated floating IPs can be deleted without
+    cascade, and they go with it; a router's gateway there still blocks it (409), and
+    then nothing changes."""
+    client = any_client
+    t = topology(client)
+    used = fip(client, t["ext_net"], port_id=t["port"])
+    idle = fip(client, t["ext_net"])
+    d = client.delete(f"/v2.0/networks/{t['ext_net']}")
+    assert d.status_code == 409 and error_type(d) == "NetworkInUse", d.text
+    for x in (used, idle):
+        assert client.get(f"/v2.0/floatingips/{x['id']}", headers=P1).status_code == 200
+    # Only idle floating IPs on a network without a router gateway: the delete goes through.
+    bare, _ = external_net(client, "10.77.0.0/24")
+    left = fip(client, bare)
+    ids = [x["id"] for x in client.get("/v2.0/floatingips").json()["floatingips"]]
+    assert left["id"] in ids
+    d = client.delete(f"/v2.0/networks/{bare}")
+    assert d.status_code == 204, d.text
+    assert client.get(f"/v2.0/floatingips/{left['id']}", headers=P1).status_code == 404
+    assert client.get(f"/v2.0/networks/{bare}").status_code == 404
+    assert [p for p in client.get("/v2.0/ports").json()["ports"] if p["network_id"] == bare] == []
+
+
 def test_isolation(client: TestClient) -> None:
     t = topology(client)
     f = fip(client, t["ext_net"])

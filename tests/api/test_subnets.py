@@ -375,6 +375,27 @@ def test_shared_network_subnets(client: TestClient) -> None:
     failure(r, 403, "PolicyNotAuthorized")
 
 
+def test_external_network_subnets_are_not_shown_to_other_projects(client: TestClient) -> None:
+    """Neutron's rule (tempest's test_external_network_visibility): another project sees
+    an external network, to put a gateway or floating IP there, but not its subnets,
+    unless the network is also shared."""
+    ext = net(client, **{"router:external": True})
+    s = subnet(client, ext)
+    p2 = as_project("p2")
+    nets = client.get("/v2.0/networks", headers=p2).json()["networks"]
+    assert [n["id"] for n in nets] == [ext]  # the network itself is visible
+    assert client.get("/v2.0/subnets", headers=p2).json()["subnets"] == []
+    r = client.get(f"/v2.0/subnets/{s['id']}", headers=p2)
+    failure(r, 404, "SubnetNotFound")
+    shown = client.get(f"/v2.0/networks/{ext}", headers=p2).json()["network"]
+    assert shown["subnets"] == [s["id"]]  # Neutron lists the ids on the network
+    assert client.get("/v2.0/subnets").json()["subnets"][0]["id"] == s["id"]  # admin
+    both = net(client, shared=True, **{"router:external": True})
+    shared_sub = subnet(client, both, "10.8.0.0/24")
+    listed = client.get("/v2.0/subnets", headers=p2).json()["subnets"]
+    assert [x["id"] for x in listed] == [shared_sub["id"]]
+
+
 def test_null_dns_and_routes_mean_empty(client: TestClient) -> None:
     s = subnet(client, net(client), dns_nameservers=None, host_routes=None)
     assert s["dns_nameservers"] == [] and s["host_routes"] == []

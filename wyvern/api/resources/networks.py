@@ -28,6 +28,7 @@ NO_NETWORK = conflict(
     "Unable to create the network. No tenant network is available for allocation.",
 )
 AUTO_DELETE_OWNERS = {"network:dhcp"}
+FLOATINGIP_OWNER = "network:floatingip"
 ROUTER_INTERFACE_OWNERS = {
     "network:router_interface",
     "network:router_interface_distributed",
@@ -324,7 +325,12 @@ class Networks(Resource):
         net = stored.obj
         cascade = params.get("cascade", "False") == "True"
         ports = self.repo.scan("ports", net["id"])
-        blocking = [p for p in ports if p.obj.get("device_owner") not in AUTO_DELETE_OWNERS]
+        blocking = [
+            p
+            for p in ports
+            if p.obj.get("device_owner") not in AUTO_DELETE_OWNERS
+            and not self._unassociated_fip_port(p.obj)
+        ]
         if blocking and not cascade:
             raise conflict(
                 "NetworkInUse",
@@ -336,6 +342,15 @@ class Networks(Resource):
             self._drain_ports(ctx, ports, limit)
             ports = []
         self._final_ops(ctx, stored, txn, ports)
+
+    def _unassociated_fip_port(self, port: dict[str, Any]) -> bool:
+        """A floating IP's own address port whose floating IP is not associated: Neutron
+        deletes such floating IPs with their external network (an associated one blocks);
+        deleting the port takes its floating IP along (FloatingIps.port_deleted_ops)."""
+        if port.get("device_owner") != FLOATINGIP_OWNER:
+            return False
+        fip = self.repo.get("floatingips", str(port.get("device_id") or ""))
+        return fip is not None and not fip.obj.get("port_id")
 
     def _final_ops(
         self, ctx: RequestContext, stored: Stored, txn: Txn, ports: list[Stored]

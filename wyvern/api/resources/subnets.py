@@ -181,6 +181,10 @@ DEFN = ResourceDef(
 )
 
 
+def _shares_subnets(ctx: RequestContext, net: dict[str, Any]) -> bool:
+    return ctx.owns(net) or bool(net.get("shared"))
+
+
 # ---- pure IP arithmetic (shared with ports) ------------------------------------------------
 def is_auto_address(subnet: dict[str, Any]) -> bool:
     """SLAAC or DHCPv6-stateless: hosts build their own address (EUI-64 from the MAC)."""
@@ -515,13 +519,15 @@ class Subnets(Resource):
 
     # ---- reading ---------------------------------------------------------------------------
     def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        """Owners see their subnets; everyone sees the subnets of networks they can see."""
+        """Owners see their subnets, and everyone those of networks they own or that are
+        shared with them; not those of an external network (Neutron's rule: others may
+        attach a gateway or a floating IP there, not see its addressing)."""
         if obj.get("_deleting"):
             return False
         if ctx.owns(obj):
             return True
         net = self.repo.get("networks", obj["network_id"])
-        return net is not None and self.networks.visible(ctx, net.obj)
+        return net is not None and _shares_subnets(ctx, net.obj)
 
     def all_objects(self) -> list[dict[str, Any]]:
         return [o for o in self.repo.objects("subnets") if not o.get("_deleting")]
@@ -533,8 +539,7 @@ class Subnets(Resource):
         foreign = [o for o in objs if not ctx.owns(o)]
         if not foreign:
             return objs
-        nets = self.networks
-        seen = {n["id"] for n in self.repo.objects("networks") if nets.visible(ctx, n)}
+        seen = {n["id"] for n in self.repo.objects("networks") if _shares_subnets(ctx, n)}
         return [o for o in objs if ctx.owns(o) or o["network_id"] in seen]
 
     # ---- create ---------------------------------------------------------------------------
