@@ -48,6 +48,7 @@ EXTENSIONS: list[Extension] = [
     _ext("net-mtu-writable", "Network MTU (writable)", "mtu can be set."),
     _ext("provider", "Provider Network", "provider:* attributes."),
     _ext("external-net", "Neutron external network", "router:external networks."),
+    _ext("rbac-policies", "RBAC Policies", "Networks shared with projects (rbac-policies)."),
     _ext("port-security", "Port Security", "port_security_enabled on networks and ports."),
     _ext("binding", "Port Binding", "binding:* attributes."),
     _ext("allowed-address-pairs", "Allowed Address Pairs", "allowed_address_pairs on ports."),
