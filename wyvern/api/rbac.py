@@ -48,6 +48,10 @@ class ObjectType:
 # so they are refused as unknown types, as Neutron refuses a type no plugin registered).
 TYPES: dict[str, ObjectType] = {
     "network": ObjectType("network", "networks", "network", (SHARED, EXTERNAL)),
+    "security_group": ObjectType("security_group", "security_groups", "security_group", (SHARED,)),
+    "address_group": ObjectType("address_group", "address_groups", "address_group", (SHARED,)),
+    "address_scope": ObjectType("address_scope", "address_scopes", "address_scope", (SHARED,)),
+    "subnetpool": ObjectType("subnetpool", "subnetpools", "subnetpool", (SHARED,)),
 }
 
 
@@ -82,13 +86,35 @@ def shared_with(ctx: RequestContext, obj: dict[str, Any]) -> bool:
 def may_use(repo: Repo, ctx: RequestContext, obj: dict[str, Any], action: str) -> bool:
     """The caller may build on the object (the caller's writes `require` its record). A
     grant being revoked does not count, unless the revoking process is gone."""
-    if ctx.owns(obj):
+    return ctx.owns(obj) or project_may_use(repo, ctx.project_id, obj, action)
+
+
+def project_may_use(repo: Repo, project: str, obj: dict[str, Any], action: str) -> bool:
+    """`may_use` for what a project's object builds on (a port's security groups)."""
+    if obj.get("project_id") == project:
         return True
     revoking: dict[str, bool] = obj.get("_rbac_revoking") or {}
-    for pid in granted_to(obj, ctx.project_id, action):
+    for pid in granted_to(obj, project, action):
         if pid not in revoking or repo.store.get(intent_key(KIND, pid)) is None:
             return True
     return False
+
+
+def show_shared(ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+    """Set each object's `shared` as the caller sees it (`shared_with`), before filters
+    (`?shared=true` means shared with me) and presentation."""
+    for o in objs:
+        o["shared"] = shared_with(ctx, o)
+
+
+def wildcard(txn: Txn, obj: dict[str, Any], object_type: str, action: str = SHARED) -> None:
+    """A policy giving every project `action` on the object, owned by its project: what
+    Neutron writes when `shared` (or a network's `router:external`) is set."""
+    policy = new_policy(object_type, obj["id"], action, WILDCARD, obj["project_id"])
+    policy["created_at"] = policy["updated_at"] = obj.get("updated_at") or ""
+    policy["revision_number"] = 0
+    txn.create(KIND, policy)
+    add_entry(txn, obj, policy)
 
 
 def covered(obj: dict[str, Any], action: str, skip: str | None = None) -> set[str]:

@@ -143,8 +143,7 @@ class Networks(Resource):
         """Neutron's `shared`: true when a policy shares the network with the caller's
         project or with everyone (so it differs per caller; the stored flag is the
         wildcard's)."""
-        for o in objs:
-            o["shared"] = rbac.shared_with(ctx, o)
+        rbac.show_shared(ctx, objs)
 
     def load(self, ctx: RequestContext, id_: str) -> Stored:
         stored = super().load(ctx, id_)
@@ -245,13 +244,7 @@ class Networks(Resource):
 
     @staticmethod
     def _wildcard(txn: Txn, obj: dict[str, Any], action: str) -> None:
-        """A policy giving every project `action` on the network, owned by its project (as
-        Neutron writes one when `shared` or `router:external` is set)."""
-        policy = rbac.new_policy("network", obj["id"], action, rbac.WILDCARD, obj["project_id"])
-        policy["created_at"] = policy["updated_at"] = obj["updated_at"]
-        policy["revision_number"] = 0
-        txn.create(rbac.KIND, policy)
-        rbac.add_entry(txn, obj, policy)
+        rbac.wildcard(txn, obj, "network", action)
 
     def _free_key(self, txn: Txn) -> int:
         used = {int(k) for k in self.repo.claims(uniq_prefix("netkey"))}

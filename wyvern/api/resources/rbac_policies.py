@@ -319,6 +319,30 @@ def bound_projects(
             for r in repo.objects("routers")
             if (r.get("external_gateway_info") or {}).get("network_id") == obj["id"]
         }
+    if spec.name == "security_group":
+        return {
+            str(p.get("project_id"))
+            for p in repo.objects("ports")
+            if obj["id"] in (p.get("security_groups") or [])
+        }
+    if spec.name == "address_group":
+        return {
+            str(r.get("project_id"))
+            for r in repo.objects("security_group_rules")
+            if r.get("remote_address_group_id") == obj["id"]
+        }
+    if spec.name == "address_scope":
+        return {
+            str(p.get("project_id"))
+            for p in repo.objects("subnetpools")
+            if p.get("address_scope_id") == obj["id"]
+        }
+    if spec.name == "subnetpool":
+        return {
+            str(s.get("project_id"))
+            for s in repo.objects("subnets")
+            if s.get("subnetpool_id") == obj["id"]
+        }
     return set()
 
 
