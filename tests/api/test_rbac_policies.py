@@ -350,3 +350,152 @@ def test_revocation_races_port_creates(sqlite_client: TestClient) -> None:
             assert client.delete(f"/v2.0/ports/{p['id']}").status_code == 204
         if shared:
             assert client.delete(f"/v2.0/rbac-policies/{pol['id']}").status_code == 204
+
+
+def share_obj(
+    client: TestClient, otype: str, oid: str, target: str, headers: dict[str, str] | None = A
+) -> dict[str, Any]:
+    r = policy(
+        client, headers, object_type=otype, object_id=oid, action="access_as_shared",
+        target_tenant=target,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()["rbac_policy"]
+    return out
+
+
+def test_security_group_shared_with_a_project(client: TestClient) -> None:
+    sg = create(client, "security-groups", A, name="web")
+    net = create(client, "networks", B, name="b-net")
+    create(client, "subnets", B, network_id=net["id"], cidr="10.2.0.0/24", ip_version=4)
+    body = {"port": {"network_id": net["id"], "security_groups": [sg["id"]]}}
+    # Before: B can neither see nor use A's group.
+    assert client.get(f"/v2.0/security-groups/{sg['id']}", headers=B).status_code == 404
+    assert client.post("/v2.0/ports", json=body, headers=B).status_code == 404
+    r = policy(
+        client,
+        A,
+        object_type="security_group",
+        object_id=sg["id"],
+        action="access_as_external",
+        target_tenant="proj-b",
+    )
+    assert r.status_code == 400 and error_type(r) == "InvalidActionForType"
+    pol = share_obj(client, "security_group", sg["id"], "proj-b")
+    seen = client.get(f"/v2.0/security-groups/{sg['id']}", headers=B).json()["security_group"]
+    assert seen["shared"] is True
+    assert (
+        client.get(f"/v2.0/security-groups/{sg['id']}", headers=A).json()["security_group"][
+            "shared"
+        ]
+        is False
+    )
+    assert client.get(f"/v2.0/security-groups/{sg['id']}", headers=C).status_code == 404
+    r = client.post("/v2.0/ports", json=body, headers=B)
+    assert r.status_code == 201, r.text
+    assert r.json()["port"]["security_groups"] == [sg["id"]]
+    # B may not change A's group.
+    r = client.put(
+        f"/v2.0/security-groups/{sg['id']}", json={"security_group": {"name": "x"}}, headers=B
+    )
+    assert r.status_code == 403
+    r = client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A)
+    assert r.status_code == 409 and error_type(r) == "RbacPolicyInUse"
+    assert client.delete(f"/v2.0/ports/{r_id(client, B)}", headers=B).status_code == 204
+    assert client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A).status_code == 204
+    assert client.get(f"/v2.0/security-groups/{sg['id']}", headers=B).status_code == 404
+    # The group's delete takes its policies with it.
+    share_obj(client, "security_group", sg["id"], "proj-c")
+    assert client.delete(f"/v2.0/security-groups/{sg['id']}", headers=A).status_code == 204
+    assert client.get("/v2.0/rbac-policies").json()["rbac_policies"] == []
+
+
+def r_id(client: TestClient, headers: dict[str, str]) -> str:
+    ports = client.get("/v2.0/ports", headers=headers).json()["ports"]
+    assert len(ports) == 1
+    return str(ports[0]["id"])
+
+
+def test_address_group_shared_with_a_project(client: TestClient) -> None:
+    ag = create(client, "address-groups", A, name="ag", addresses=["10.5.0.0/24"])
+    sg = create(client, "security-groups", B, name="b-sg")
+    rule = {
+        "security_group_rule": {
+            "security_group_id": sg["id"], "direction": "ingress", "ethertype": "IPv4",
+            "remote_address_group_id": ag["id"],
+        }
+    }  # fmt: skip
+    assert client.post("/v2.0/security-group-rules", json=rule, headers=B).status_code == 404
+    pol = share_obj(client, "address_group", ag["id"], "proj-b")
+    assert client.get(f"/v2.0/address-groups/{ag['id']}", headers=B).status_code == 200
+    assert client.get(f"/v2.0/address-groups/{ag['id']}", headers=C).status_code == 404
+    r = client.post("/v2.0/security-group-rules", json=rule, headers=B)
+    assert r.status_code == 201, r.text
+    r2 = client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A)
+    assert r2.status_code == 409 and error_type(r2) == "RbacPolicyInUse"
+    rid = r.json()["security_group_rule"]["id"]
+    assert client.delete(f"/v2.0/security-group-rules/{rid}", headers=B).status_code == 204
+    assert client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A).status_code == 204
+    assert client.get(f"/v2.0/address-groups/{ag['id']}", headers=B).status_code == 404
+
+
+def test_subnetpool_shared_with_a_project(client: TestClient) -> None:
+    pool = create(
+        client, "subnetpools", A, name="pool", prefixes=["10.80.0.0/16"], default_prefixlen=24
+    )
+    net = create(client, "networks", B, name="b-net")
+    body = {"subnet": {"network_id": net["id"], "subnetpool_id": pool["id"], "ip_version": 4}}
+    r = client.post("/v2.0/subnets", json=body, headers=B)
+    assert r.status_code == 404, r.text
+    pol = share_obj(client, "subnetpool", pool["id"], "proj-b")
+    seen = client.get(f"/v2.0/subnetpools/{pool['id']}", headers=B).json()["subnetpool"]
+    assert seen["shared"] is True
+    r = client.post("/v2.0/subnets", json=body, headers=B)
+    assert r.status_code == 201, r.text
+    assert r.json()["subnet"]["cidr"] == "10.80.0.0/24"
+    r2 = client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A)
+    assert r2.status_code == 409 and error_type(r2) == "RbacPolicyInUse"
+    sid = r.json()["subnet"]["id"]
+    assert client.delete(f"/v2.0/subnets/{sid}", headers=B).status_code == 204
+    assert client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A).status_code == 204
+    assert client.get(f"/v2.0/subnetpools/{pool['id']}", headers=B).status_code == 404
+    # `shared: true` at create (admin) is the wildcard policy.
+    shared = create(client, "subnetpools", None, name="pub", prefixes=["10.90.0.0/16"], shared=True)
+    pols = client.get(f"/v2.0/rbac-policies?object_id={shared['id']}").json()["rbac_policies"]
+    assert [(p["object_type"], p["target_tenant"]) for p in pols] == [("subnetpool", "*")]
+    assert (
+        client.get(f"/v2.0/subnetpools/{shared['id']}", headers=C).json()["subnetpool"]["shared"]
+        is True
+    )
+
+
+def test_address_scope_shared_with_a_project(client: TestClient) -> None:
+    scope = create(client, "address-scopes", A, name="scope", ip_version=4)
+    assert client.get(f"/v2.0/address-scopes/{scope['id']}", headers=B).status_code == 404
+    pol = share_obj(client, "address_scope", scope["id"], "proj-b")
+    seen = client.get(f"/v2.0/address-scopes/{scope['id']}", headers=B).json()["address_scope"]
+    assert seen["shared"] is True
+    # A's pool in the scope; B joining it stays the owner's right (Neutron).
+    create(
+        client, "subnetpools", A, name="p", prefixes=["10.70.0.0/16"], address_scope_id=scope["id"]
+    )
+    r = client.post(
+        "/v2.0/subnetpools",
+        json={
+            "subnetpool": {
+                "name": "bp",
+                "prefixes": ["10.71.0.0/16"],
+                "address_scope_id": scope["id"],
+            }
+        },
+        headers=B,
+    )
+    assert r.status_code == 400 and error_type(r) == "IllegalSubnetPoolAssociationToAddressScope"
+    assert client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A).status_code == 204
+    assert client.get(f"/v2.0/address-scopes/{scope['id']}", headers=B).status_code == 404
+    # `shared: true` (admin) is the wildcard policy; it cannot be unshared by update.
+    r = client.put(f"/v2.0/address-scopes/{scope['id']}", json={"address_scope": {"shared": True}})
+    assert r.status_code == 200, r.text
+    pols = client.get(f"/v2.0/rbac-policies?object_id={scope['id']}").json()["rbac_policies"]
+    assert [p["target_tenant"] for p in pols] == ["*"]
+    assert client.get(f"/v2.0/address-scopes/{scope['id']}", headers=C).status_code == 200
