@@ -325,14 +325,13 @@ def test_revocation_races_port_creates(sqlite_client: TestClient) -> None:
         pol = share(client, net["id"], "proj-b")
         results: dict[str, int] = {}
 
-        def make_ports() -> None:
+        def make_ports(results: dict[str, int] = results) -> None:
             for i in range(6):
                 results[f"port{i}"] = port(client, net["id"], B).status_code
 
-        def revoke() -> None:
-            results["delete"] = client.delete(
-                f"/v2.0/rbac-policies/{pol['id']}", headers=A
-            ).status_code
+        def revoke(results: dict[str, int] = results, pol: dict[str, Any] = pol) -> None:
+            url = f"/v2.0/rbac-policies/{pol['id']}"
+            results["delete"] = client.delete(url, headers=A).status_code
 
         threads = [threading.Thread(target=make_ports), threading.Thread(target=revoke)]
         for t in threads:
