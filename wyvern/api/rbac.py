@@ -196,4 +196,3 @@ def drop_all(repo: Repo, txn: Txn, obj: dict[str, Any], object_type: str) -> Non
         if stored is not None:
             txn.delete(KIND, stored)
         txn.release(claim_key(object_type, obj["id"], action, target))
-        txn.release(intent_key(KIND, pid))
