@@ -43,7 +43,7 @@ DEFN = ResourceDef(
             required=True,
             filter=True,
             sort=True,
-            doc="network",
+            doc="network, security_group, address_group, address_scope or subnetpool",
         ),
         Attr("object_id", ShortStr, post=True, required=True, filter=True, sort=True),
         Attr(
