@@ -241,7 +241,11 @@ def revoke(
 
         def mark() -> None:
             policy, obj, _ = read()
-            revoking = dict(obj.obj.get("_rbac_revoking") or {})
+            revoking = {  # (marks left by dead processes go: their intents are gone)
+                pid: True
+                for pid in obj.obj.get("_rbac_revoking") or {}
+                if repo.store.get(intent_key(rbac.KIND, pid)) is not None
+            }
             revoking[policy_id] = True
             obj.obj["_rbac_revoking"] = revoking
             txn = repo.txn()
