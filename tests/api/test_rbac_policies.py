@@ -101,6 +101,9 @@ def test_in_use_refusals_then_delete(client: TestClient) -> None:
         "target_tenant"
     ] == ("proj-b")
     assert port(client, net["id"], B).status_code == 201  # the failed revocation left no mark
+    # Even widening to "*" is checked as the old target's delete, as Neutron does.
+    r = client.put(f"/v2.0/rbac-policies/{pol['id']}", json={"rbac_policy": {"target_tenant": "*"}})
+    assert r.status_code == 409 and error_type(r) == "RbacPolicyInUse"
     # Another policy covering B (the wildcard) makes the first removable.
     wild = share(client, net["id"], "*", headers=None)
     assert client.get(f"/v2.0/networks/{net['id']}", headers=C).json()["network"]["shared"] is True

@@ -192,7 +192,9 @@ class RbacPolicies(Resource):
             touch(policy.obj)
             txn.update(policy)
 
-        return revoke(self, ctx, id_, final, keep=new)
+        # Checked as the old target's delete, as Neutron does (even towards "*": the new
+        # target is not counted before it exists).
+        return revoke(self, ctx, id_, final)
 
     # ---- delete ---------------------------------------------------------------------------
     def delete(
@@ -215,12 +217,11 @@ def revoke(
     ctx: RequestContext,
     policy_id: str,
     final: Final,
-    keep: str | None = None,
     in_use: Callable[[str, str], NeutronError] = policy_in_use,
 ) -> dict[str, Any]:
     """Take a policy's grant away (delete it, or change its target): mark it on the
     object's record (creators that read the record before retry, and then find no grant),
-    refuse if a project would lose access it builds on (`keep`: a target that stays), then
+    refuse if a project would lose access it builds on, then
     apply `final` to the object and policy and drop the mark, in one transaction. The mark
     rides on an intent key of this process's lease; see wyvern.api.rbac."""
     repo = res.repo
@@ -259,7 +260,7 @@ def revoke(
 
             def attempt() -> dict[str, Any]:
                 policy, obj, spec = read()
-                check_in_use(res, spec, obj.obj, policy.obj, keep, in_use)
+                check_in_use(res, spec, obj.obj, policy.obj, in_use)
                 txn = repo.txn()
                 txn.release(key)
                 final(txn, obj, policy)
@@ -294,7 +295,6 @@ def check_in_use(
     spec: rbac.ObjectType,
     obj: dict[str, Any],
     policy: dict[str, Any],
-    keep: str | None,
     in_use: Callable[[str, str], NeutronError],
 ) -> None:
     """Neutron's BEFORE_DELETE / BEFORE_UPDATE checks: no project may lose access to the
@@ -303,8 +303,6 @@ def check_in_use(
     action = policy["action"]
     users = bound_projects(res, spec, obj, action)
     remaining = rbac.covered(obj, action, skip=policy["id"])
-    if keep is not None:
-        remaining.add(keep)
     lost = rbac.stranded(users, remaining)
     if lost:
         raise in_use(obj["id"], f"project_id={','.join(sorted(lost))}")
