@@ -145,9 +145,7 @@ class RbacPolicies(Resource):
     def _object(self, ctx: RequestContext, txn: Txn, spec: rbac.ObjectType, id_: str) -> Stored:
         """The object a new policy names: the caller must own it (or be admin). One read per
         transaction, so a bulk create of many policies on one object writes it once."""
-        from wyvern.api.resources.subnets import txn_cache
-
-        cache: dict[str, Stored] = txn_cache(txn).setdefault("rbac-objects", {})
+        cache: dict[str, Stored] = txn.__dict__.setdefault("_wyvern_rbac_objects", {})
         stored = cache.get(id_)
         if stored is not None:
             return stored
