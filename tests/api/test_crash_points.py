@@ -10,6 +10,9 @@ them) are listed in docs/architecture.md ("Operations of more than one transacti
     after the mark) undoes its mark instead.
   - POST of a port (bulk or not) or a security group, the first of its project: the
     project's default group (with its rules), then the object itself.
+  - DELETE of an RBAC policy (rbac_policies.revoke): lease grant, mark on the object +
+    intent, delete + unmark + intent release, lease revoke. A refused one (a port of
+    the target found after the mark) unmarks instead.
 Every other write (network, subnet, router, floating IP, rule and address group creates
 and updates, router interfaces, port, router and floating IP deletes, quotas, tags) is
 one transaction.
@@ -60,7 +63,7 @@ from tests.api.conftest import as_project, create, make_client
 from tests.api.test_crash_safe_deletes import _marked_by_a_dead_process
 from tests.conftest import open_store
 from tests.harness import HOST, ApiServer, free_port, process_env, spawn, wait_http
-from wyvern.api import resource
+from wyvern.api import rbac, resource
 from wyvern.api.repo import Repo
 from wyvern.api.resources import RESOURCE_CLASSES
 from wyvern.config import Settings
@@ -295,6 +298,26 @@ def _setup_external(api: Api, project: str) -> dict[str, str]:
     return {"network": net_id, "project": project}
 
 
+def _setup_share(api: Api, project: str, in_use: bool = False) -> dict[str, str]:
+    """Project's network shared with another project by an RBAC policy (and, `in_use`,
+    a port of that project on it: the delete is refused after its mark)."""
+    net_id, _ = _network(api, project)
+    target = f"t{project[:16]}"
+    body = {
+        "rbac_policy": {
+            "object_type": "network",
+            "object_id": net_id,
+            "action": "access_as_shared",
+            "target_tenant": target,
+            "project_id": project,
+        }
+    }
+    policy = api.ok("POST", "rbac-policies", body)["rbac_policy"]["id"]
+    if in_use:
+        api.ok("POST", "ports", {"port": {"network_id": net_id}}, project=target)
+    return {"path": f"rbac-policies/{policy}", "object": f"rbac-policies/{policy}"}
+
+
 def _delete(api: Api, ctx: dict[str, str]) -> requests.Response:
     return api.call("DELETE", ctx["path"])
 
@@ -330,6 +353,16 @@ OPS = [
     Op("subnet delete", _setup_subnet, _delete, 204, 4, done=404, gone="object"),
     Op("security group delete", _setup_group, _delete, 204, 4, done=404, gone="object"),
     Op("address group delete", _setup_address_group, _delete, 204, 4, done=404, gone="object"),
+    # Revocations (wyvern.api.resources.rbac_policies.revoke): grant, mark, change, revoke.
+    Op("rbac policy delete", _setup_share, _delete, 204, 4, done=404, gone="object"),
+    Op(
+        "rbac policy delete refused after its mark",
+        lambda api, p: _setup_share(api, p, in_use=True),
+        _delete,
+        409,
+        4,
+        kept="object",
+    ),
     # The project's default group, then the objects.
     Op("first bulk port create", _setup_port_create, _create_ports, 201, 2),
     Op("first security group create", lambda api, p: {"project": p}, _create_group, 201, 2),
@@ -432,6 +465,16 @@ def store_problems(store: Store) -> list[str]:
                 problems.append(f"stale floating IP port {id_}")
         if kind == "security_groups" and obj.get("_default"):
             has(uniq_key("default_sg", obj["project_id"]), id_)
+        if kind == "rbac_policies":  # on its object's record, with its claim
+            otype = obj["object_type"]
+            target = objects.get((rbac.TYPES[otype].kind, obj["object_id"]), {})
+            entry = [obj["action"], obj["target_tenant"]]
+            if (target.get("_rbac") or {}).get(id_) != entry:
+                problems.append(f"rbac policy {id_} not on its {otype}'s record")
+            has(uniq_key("rbac", otype, obj["object_id"], *entry), id_)
+        for pid in obj.get("_rbac") or {}:
+            if ("rbac_policies", pid) not in objects:
+                problems.append(f"{kind} {id_} lists a missing rbac policy {pid}")
         if kind == "security_group_rules" and obj.get("_digest"):
             has(uniq_key("sgrule", obj["security_group_id"], obj["_digest"]), id_)
 

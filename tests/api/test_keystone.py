@@ -226,3 +226,32 @@ def _no_proxy_for_sdk() -> Iterator[None]:
             os.environ.pop("NO_PROXY", None)
         else:
             os.environ["NO_PROXY"] = saved
+
+
+def test_cli_network_rbac_shares_a_network_with_another_project(cloud: Cloud) -> None:
+    """`openstack network rbac create --target-project B` as alice (member of A) does it:
+    bob (member of B) then sees and uses the network, and alice cannot take the share away
+    while bob's port is there."""
+    net = cloud.osc_json("alice", "network", "create", "rbac-net")
+    cloud.osc_json(
+        "alice", "subnet", "create", "--network", net["id"], "--subnet-range", "10.77.0.0/24",
+        "rbac-sub",
+    )  # fmt: skip
+    hidden = cloud.osc("bob", "network", "show", net["id"])
+    assert hidden.returncode != 0 and "No Network found" in hidden.stderr
+    pol = cloud.osc_json(
+        "alice", "network", "rbac", "create", "--target-project", cloud.project_b,
+        "--action", "access_as_shared", "--type", "network", net["id"],
+    )  # fmt: skip
+    assert pol["target_project_id"] == cloud.project_b and pol["project_id"] == cloud.project_a
+    assert [p["ID"] for p in cloud.osc_json("alice", "network", "rbac", "list")] == [pol["id"]]
+    assert cloud.osc_json("alice", "network", "rbac", "show", pol["id"])["object_id"] == net["id"]
+    assert cloud.osc_json("bob", "network", "show", net["id"])["shared"] is True
+    port = cloud.osc_json("bob", "port", "create", "--network", net["id"], "bob-port")
+    assert port["project_id"] == cloud.project_b
+    refused = cloud.osc("alice", "network", "rbac", "delete", pol["id"])
+    assert refused.returncode != 0 and "cannot be removed" in refused.stderr
+    assert cloud.osc("bob", "port", "delete", port["id"]).returncode == 0
+    assert cloud.osc("alice", "network", "rbac", "delete", pol["id"]).returncode == 0
+    assert cloud.osc("bob", "network", "show", net["id"]).returncode != 0
+    assert cloud.osc("alice", "network", "delete", net["id"]).returncode == 0

@@ -9,6 +9,7 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/owner/<project>/<kind>/<id>      ownership index, for quota counts
     /wyvern/uniq/<namespace>/.../<value>     create-if-absent claims (IPs, MACs, keys)
     /wyvern/quotas/<project>                 a project's quota overrides
+    /wyvern/rbac_policies/<id>               RBAC policies (API only; agents never read them)
     /wyvern/intent/<kind>/<id>               a delete in progress, on its process's lease
     /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
     /wyvern/status/floatingips/<id>          a floating IP NATed by a chassis (its agent)
@@ -54,7 +55,9 @@ STORE_KINDS: dict[str, ViewKind] = {
 CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules", "mac_bindings"})
 # Segments under ROOT that hold no API object an agent follows: claims, ownership and
 # child -> parent indexes, quotas, the agent registry.
-UNFOLLOWED_SEGMENTS = frozenset({"uniq", "owner", "index", "quotas", "agents", "intent", "nova"})
+UNFOLLOWED_SEGMENTS = frozenset(
+    {"uniq", "owner", "index", "quotas", "agents", "intent", "nova", "rbac_policies"}
+)
 
 CHASSIS_PREFIX = f"{ROOT}chassis/"
 AGENTS_PREFIX = f"{ROOT}agents/"

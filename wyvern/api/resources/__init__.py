@@ -12,6 +12,7 @@ from wyvern.api.resources import (
     port_forwardings,
     ports,
     quotas,
+    rbac_policies,
     routers,
     security_groups,
     subnetpools,
@@ -29,6 +30,7 @@ RESOURCE_CLASSES: list[type[Resource]] = [
     *routers.RESOURCES,
     *floatingips.RESOURCES,
     *port_forwardings.RESOURCES,
+    *rbac_policies.RESOURCES,
     *quotas.RESOURCES,
     *agents.RESOURCES,
 ]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, StringConstraints
 
-from wyvern.api import openapi
+from wyvern.api import openapi, rbac
 from wyvern.api.attributes import Attr, ResourceDef, attr_schema, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, NotFound, bad_request, conflict, not_found
@@ -53,6 +53,10 @@ class AddressGroups(Resource):
 
     def all_objects(self) -> list[dict[str, Any]]:
         return [o for o in self.repo.objects(self.defn.kind) if not o.get("_deleting")]
+
+    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
+        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
+        return rbac.visible(ctx, obj, (rbac.SHARED,))
 
     def load(self, ctx: RequestContext, id_: str) -> Stored:
         stored = self.repo.get(self.defn.kind, id_)
@@ -145,6 +149,7 @@ class AddressGroups(Resource):
         self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]
     ) -> None:
         self.delete_checks(ctx, stored)
+        rbac.drop_all(self.repo, txn, stored.obj, "address_group")
         txn.delete(self.defn.kind, stored)
 
 

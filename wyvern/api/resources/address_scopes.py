@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from wyvern.api import rbac
 from wyvern.api.attributes import Attr, Name, ProjectId, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import bad_request, conflict, not_found
@@ -65,13 +66,25 @@ class AddressScopes(Resource):
     defn = DEFN
 
     def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        return ctx.owns(obj) or bool(obj.get("shared"))
+        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
+        return rbac.visible(ctx, obj, (rbac.SHARED,))
+
+    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        objs = super().visible_objects(ctx)
+        rbac.show_shared(ctx, objs)
+        return objs
+
+    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        rbac.show_shared(ctx, objs)
 
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         obj = self.new_object(attrs)
         key = self._free_key(txn)
         txn.claim(uniq_key("scopekey", key), obj["id"], None)
         obj["_key"] = key
+        if obj.pop("shared", False):  # shared: the wildcard policy, as Neutron
+            rbac.wildcard(txn, obj, "address_scope")
+        rbac.sync_flags(obj)
         txn.create(self.defn.kind, obj)
         return obj
 
@@ -93,6 +106,11 @@ class AddressScopes(Resource):
                 f"Unable to update address scope {stored.obj['id']} : Shared address scope "
                 "can't be unshared.",
             )
+        changes = dict(changes)
+        if changes.pop("shared", None) and rbac.WILDCARD not in rbac.targets(
+            stored.obj, rbac.SHARED
+        ):
+            rbac.wildcard(txn, stored.obj, "address_scope")
         stored.obj.update(changes)
 
     def delete_ops(
@@ -104,6 +122,7 @@ class AddressScopes(Resource):
         key = stored.obj.get("_key")
         if key is not None:
             txn.release(uniq_key("scopekey", key))
+        rbac.drop_all(self.repo, txn, stored.obj, "address_scope")
         txn.delete(self.defn.kind, stored)
 
     # ---- for subnet pools -------------------------------------------------------------------

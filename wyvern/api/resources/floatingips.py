@@ -150,6 +150,8 @@ class FloatingIps(Resource):
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         net_id = attrs["floating_network_id"]
         net = self.repo.get("networks", net_id)
+        if net is not None and not self.state.resources["network"].visible(ctx, net.obj):
+            raise not_found("network", net_id)  # (an RBAC policy makes it visible)
         if net is None or net.obj.get("_deleting") or not net.obj.get("router:external"):
             raise bad_fip(f"Network {net_id} is not a valid external network")
         txn.require(net)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
+from wyvern.api import rbac
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
-from wyvern.api.errors import BadRequest, InvalidInput, conflict, not_found
-from wyvern.api.repo import Stored, Txn
-from wyvern.api.resource import Resource, delete_marked, free_key, touch
+from wyvern.api.errors import InvalidInput, NeutronError, conflict, not_found
+from wyvern.api.repo import Stored, Txn, with_retries
+from wyvern.api.resource import Resource, check_revision, delete_marked, free_key, touch
 from wyvern.api.resources import agents
 from wyvern.api.types import Bool, ShortStr
 from wyvern.model import dns
@@ -144,10 +145,24 @@ class Networks(Resource):
         ]
 
     def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        return ctx.owns(obj) or bool(obj.get("shared")) or bool(obj.get("router:external"))
+        """Its owner, and the projects an RBAC policy shares it with (or makes it external
+        to): wyvern.api.rbac."""
+        return rbac.visible(ctx, obj, (rbac.SHARED, rbac.EXTERNAL))
 
     def all_objects(self) -> list[dict[str, Any]]:
         return [o for o in self.repo.objects("networks") if not o.get("_deleting")]
+
+    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        objs = super().visible_objects(ctx)
+        self._shared_as_seen(ctx, objs)  # before filters: ?shared=true means "to me"
+        return objs
+
+    @staticmethod
+    def _shared_as_seen(ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        """Neutron's `shared`: true when a policy shares the network with the caller's
+        project or with everyone (so it differs per caller; the stored flag is the
+        wildcard's)."""
+        rbac.show_shared(ctx, objs)
 
     def load(self, ctx: RequestContext, id_: str) -> Stored:
         stored = super().load(ctx, id_)
@@ -162,7 +177,9 @@ class Networks(Resource):
         return super().show(ctx, {"dns_domain": "", **obj}, fields)
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
-        """availability_zones: where the network's ports are bound (agents.network_zones)."""
+        """`shared` as the caller sees it; availability_zones: where the network's ports
+        are bound (agents.network_zones)."""
+        self._shared_as_seen(ctx, objs)
         found = agents.network_zones(self.repo.store, [str(o["id"]) for o in objs])
         for obj in objs:
             obj["availability_zones"] = found.get(str(obj["id"]), [])
@@ -250,8 +267,18 @@ class Networks(Resource):
                 ),
             )
         obj["_key"] = key
+        # shared / router:external are wildcard policies, as Neutron creates them.
+        if obj.pop("shared", False):
+            self._wildcard(txn, obj, rbac.SHARED)
+        if obj.get("router:external"):
+            self._wildcard(txn, obj, rbac.EXTERNAL)
+        rbac.sync_flags(obj)
         txn.create("networks", obj)
         return obj
+
+    @staticmethod
+    def _wildcard(txn: Txn, obj: dict[str, Any], action: str) -> None:
+        rbac.wildcard(txn, obj, "network", action)
 
     def _free_key(self, txn: Txn) -> int:
         return free_key(
@@ -296,20 +323,74 @@ class Networks(Resource):
                     f"Requested MTU {mtu} is invalid for a {ntype} network: it must be "
                     f"between 68 and {limit}"
                 )
-        if changes.get("shared") is False and stored.obj.get("shared"):
-            others = [
-                p
-                for p in self.repo.objects("ports", stored.obj["id"])
-                if p.get("project_id") != stored.obj.get("project_id")
-                and p.get("device_owner") not in AUTO_DELETE_OWNERS
-            ]
-            if others:
+        obj = stored.obj
+        changes = dict(changes)
+        shared = changes.pop("shared", None)
+        if shared and rbac.WILDCARD not in rbac.targets(obj, rbac.SHARED):
+            self._wildcard(txn, obj, rbac.SHARED)
+        # (unsharing is Networks.update's: a revocation, in two steps)
+        external = changes.pop("router:external", None)
+        if external and not obj.get("router:external"):
+            obj["router:external"] = True
+            if rbac.WILDCARD not in rbac.targets(obj, rbac.EXTERNAL):
+                self._wildcard(txn, obj, rbac.EXTERNAL)
+        elif external is False and obj.get("router:external"):
+            # Neutron: no gateway may be left on it; its access_as_external policies go.
+            if any(
+                p.get("device_owner") == "network:router_gateway"
+                for p in self.repo.objects("ports", obj["id"])
+            ):
                 raise conflict(
-                    "InvalidSharedSetting",
-                    f"Unable to reconfigure sharing settings for network {stored.obj['id']}. "
-                    "Multiple tenants are using it.",
+                    "ExternalNetworkInUse",
+                    f"External network {obj['id']} cannot be updated to be non-external, "
+                    "since it has existing gateway ports.",
                 )
-        stored.obj.update(changes)
+            for pid, (action, _) in rbac.entries(obj).items():
+                policy = self.repo.get(rbac.KIND, pid)
+                if action == rbac.EXTERNAL and policy is not None:
+                    rbac.drop_entry(txn, obj, policy.obj)
+                    txn.delete(rbac.KIND, policy)
+            obj["router:external"] = False
+        obj.update(changes)
+
+    def update(
+        self, ctx: RequestContext, id_: str, body: Any, if_match: int | None
+    ) -> dict[str, Any]:
+        """`shared: false` deletes the wildcard access_as_shared policy, which may strand
+        other projects' ports: a revocation (wyvern.api.resources.rbac_policies.revoke)
+        whose last transaction also writes the other changes."""
+        from wyvern.api.attributes import validate_update
+        from wyvern.api.resources.rbac_policies import revoke
+
+        changes = validate_update(self.defn, ctx, body)
+        if changes.get("shared") is not False:
+            return super().update(ctx, id_, body, if_match)
+        stored = self.load_for_write(ctx, id_, "update")
+        check_revision(stored, if_match)
+        wildcard = [
+            pid
+            for pid, (a, t) in rbac.entries(stored.obj).items()
+            if a == rbac.SHARED and t == rbac.WILDCARD
+        ]
+        if not wildcard:
+            return super().update(ctx, id_, body, if_match)
+
+        def final(txn: Txn, net: Stored, policy: Stored) -> None:
+            rbac.drop_entry(txn, net.obj, policy.obj)
+            txn.delete(rbac.KIND, policy)
+            self.update_ops(ctx, net, changes, txn)
+
+        def unshared(object_id: str, details: str) -> NeutronError:
+            return conflict(
+                "InvalidSharedSetting",
+                f"Unable to reconfigure sharing settings for network {object_id}. Multiple "
+                "tenants are using it.",
+            )
+
+        revoke(self, ctx, wildcard[0], final, in_use=unshared)
+        obj = with_retries(lambda: self.load(ctx, id_).obj)
+        self.extend(ctx, [obj])
+        return obj
 
     # ---- delete ---------------------------------------------------------------------------
     def delete(
@@ -375,6 +456,7 @@ class Networks(Resource):
             )
         elif ntype == "flat":
             txn.release(uniq_key("flat", net["provider:physical_network"]))
+        rbac.drop_all(self.repo, txn, net, "network")
         txn.delete("networks", stored)
 
     def _fits(
@@ -448,11 +530,6 @@ def network_or_404(res: Resource, ctx: RequestContext, network_id: str) -> Store
     if not net_res.visible(ctx, stored.obj):
         raise not_found("network", network_id)
     return stored
-
-
-def require_owner_or_shared(ctx: RequestContext, network: dict[str, Any], what: str) -> None:
-    if not (ctx.owns(network) or network.get("shared")):
-        raise BadRequest(f"Tenant {ctx.project_id} not allowed to create {what} on this network")
 
 
 RESOURCES = [Networks]

@@ -27,6 +27,7 @@ import orjson
 from pydantic import ConfigDict, Field, StringConstraints
 from typing_extensions import TypedDict
 
+from wyvern.api import rbac
 from wyvern.api.attributes import MISSING, Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
@@ -549,7 +550,10 @@ class Ports(Resource):
         network = self._network(ctx, txn, attrs["network_id"])
         net = network.obj
         if not ctx.owns(net):
-            if not net.get("shared"):
+            # Shared with the caller by an RBAC policy; seeing it as external is not enough
+            # (Neutron: 403). The port `require`s the network, whose record a revocation
+            # marks first (wyvern.api.rbac).
+            if not rbac.may_use(self.repo, ctx, net, rbac.SHARED):
                 raise PolicyNotAuthorized("create_port")
             # On a network shared with them, others may not pick addresses or MACs.
             if "mac_address" in attrs:

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from wyvern.api import openapi
+from wyvern.api import openapi, rbac
 from wyvern.api.attributes import Attr, ResourceDef, inline_refs, standard_attrs
 from wyvern.api.context import RequestContext, admin_context
 from wyvern.api.errors import (
@@ -358,6 +358,11 @@ class Routers(Resource):
         """Create the gateway port on the external network and record it on the router."""
         net_id = gw["network_id"]
         net = network_or_404(self, ctx, net_id)
+        if not (
+            rbac.may_use(self.repo, ctx, net.obj, rbac.EXTERNAL)
+            or rbac.may_use(self.repo, ctx, net.obj, rbac.SHARED)
+        ):  # (its access being revoked: wyvern.api.rbac)
+            raise not_found("network", net_id)
         if not net.obj.get("router:external"):
             raise bad_router(f"Network {net_id} is not an external network")
         ntype = net.obj.get("provider:network_type")

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BeforeValidator
 
+from wyvern.api import rbac
 from wyvern.api.attributes import (
     Attr,
     Description,
@@ -36,6 +37,7 @@ from wyvern.api.errors import (
     NotFound,
     bad_request,
     conflict,
+    not_found,
 )
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import Stored, Txn, with_retries
@@ -406,6 +408,15 @@ class SecurityGroups(Resource):
     def all_objects(self) -> list[dict[str, Any]]:
         return [o for o in self.repo.objects(self.defn.kind) if not o.get("_deleting")]
 
+    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
+        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
+        return rbac.visible(ctx, obj, (rbac.SHARED,))
+
+    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        objs = super().visible_objects(ctx)
+        rbac.show_shared(ctx, objs)
+        return objs
+
     def load(self, ctx: RequestContext, id_: str) -> Stored:
         stored = self.repo.get(self.defn.kind, id_)
         if stored is None or stored.obj.get("_deleting") or not self.visible(ctx, stored.obj):
@@ -424,6 +435,7 @@ class SecurityGroups(Resource):
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         """security_group_rules, from one store list whatever the number of groups."""
+        rbac.show_shared(ctx, objs)
         if not objs:
             return
         if len(objs) == 1:
@@ -488,8 +500,8 @@ class SecurityGroups(Resource):
         if (
             stored is None
             or stored.obj.get("_deleting")
-            or stored.obj.get("project_id") != project_id
-        ):
+            or not rbac.project_may_use(self.repo, project_id, stored.obj, rbac.SHARED)
+        ):  # (its own, or shared with the port's project: wyvern.api.rbac)
             raise sg_not_found(group_id)
         return stored
 
@@ -574,6 +586,7 @@ class SecurityGroups(Resource):
                 self.rules.delete_ops(ctx, rule, txn, params)
         if group.get("_default"):
             txn.release(uniq_key("default_sg", group["project_id"]))
+        rbac.drop_all(self.repo, txn, group, "security_group")
         txn.delete(self.defn.kind, stored)
 
 
@@ -655,7 +668,10 @@ class SecurityGroupRules(Resource):
             txn.require(groups.load(ctx, remote))
         address_group = attrs.get("remote_address_group_id")
         if address_group:
-            txn.require(self.state.resources["address_group"].load(ctx, address_group))
+            used = self.state.resources["address_group"].load(ctx, address_group)
+            if not rbac.may_use(self.repo, ctx, used.obj, rbac.SHARED):  # being revoked
+                raise not_found("address_group", address_group)
+            txn.require(used)
 
     def update(
         self, ctx: RequestContext, id_: str, body: Any, if_match: int | None

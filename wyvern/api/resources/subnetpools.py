@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from pydantic import Field, StringConstraints
 
+from wyvern.api import rbac
 from wyvern.api.attributes import Attr, Name, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
@@ -217,7 +218,16 @@ class SubnetPools(Resource):
     defn = DEFN
 
     def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        return ctx.owns(obj) or bool(obj.get("shared"))
+        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
+        return rbac.visible(ctx, obj, (rbac.SHARED,))
+
+    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        objs = super().visible_objects(ctx)
+        rbac.show_shared(ctx, objs)
+        return objs
+
+    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        rbac.show_shared(ctx, objs)
 
     @property
     def scopes(self) -> Any:
@@ -234,6 +244,9 @@ class SubnetPools(Resource):
         if obj.get("address_scope_id"):
             self._join_scope(ctx, txn, obj)
         obj["_serial"] = 0
+        if obj.pop("shared", False):  # shared: the wildcard policy, as Neutron
+            rbac.wildcard(txn, obj, "subnetpool")
+        rbac.sync_flags(obj)
         txn.create(self.defn.kind, obj)
         return obj
 
@@ -444,6 +457,7 @@ class SubnetPools(Resource):
             )
         if stored.obj.get("is_default"):
             txn.release(uniq_key("default_subnetpool", stored.obj["ip_version"]))
+        rbac.drop_all(self.repo, txn, stored.obj, "subnetpool")
         txn.delete(self.defn.kind, stored)
 
     # ---- allocation (for subnets) -----------------------------------------------------------
