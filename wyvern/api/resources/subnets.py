@@ -28,6 +28,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from wyvern.api import rbac
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
@@ -182,7 +183,10 @@ DEFN = ResourceDef(
 
 
 def _shares_subnets(ctx: RequestContext, net: dict[str, Any]) -> bool:
-    return ctx.owns(net) or bool(net.get("shared"))
+    """Whether the caller sees the network's subnets: it owns the network or the network
+    is shared with it (an RBAC access_as_shared policy for it or for everyone); an
+    external network alone does not show its subnets (access_as_external)."""
+    return rbac.visible(ctx, net, (rbac.SHARED,))
 
 
 # ---- pure IP arithmetic (shared with ports) ------------------------------------------------
