@@ -169,6 +169,11 @@ def _resolve_project(defn: ResourceDef, ctx: RequestContext, out: dict[str, Any]
     if project is not None and tenant is not None and project != tenant:
         raise BadRequest("'project_id' and 'tenant_id' do not match")
     owner = project or tenant or ctx.project_id
+    if owner != ctx.project_id and not ctx.is_admin:  # (neutron-lib's populate_project_id)
+        raise BadRequest(
+            "Specifying 'project_id' or 'tenant_id' other than the authenticated project in "
+            "request requires admin privileges"
+        )
     out["project_id"] = out["tenant_id"] = owner
 
 

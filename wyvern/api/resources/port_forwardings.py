@@ -222,7 +222,9 @@ class PortForwardings(Resource):
     # ---- writing --------------------------------------------------------------------------
     def _writable_fip(self, ctx: RequestContext, txn: Txn, action: str) -> Stored:
         parent = self._fip(ctx)  # (404 unless visible)
-        self.authorize(ctx, action, {"ext_parent:project_id": parent.obj.get("project_id")})
+        # (Neutron's rules name it floatingip_port_forwarding)
+        rule = f"{action}_floatingip_port_forwarding"
+        self.authorize(ctx, rule, {"ext_parent:project_id": parent.obj.get("project_id")})
         fip = read_through(self.repo, txn, "floatingips", ctx.parent)
         if fip is None or fip.obj.get("_deleting"):
             raise NotFound(
