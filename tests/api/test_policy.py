@@ -275,6 +275,32 @@ def test_add_router_interface(client: TestClient, persona: str, status: int) -> 
     assert r.status_code == status, r.text
 
 
+NAMED_ACTIONS = [
+    # (collection, action, body): Neutron's add_addresses, add_prefixes, add_extraroutes
+    ("address-groups", "add_addresses", {"addresses": ["10.1.1.1/32"]}),
+    ("subnetpools", "add_prefixes", {"prefixes": ["10.30.0.0/16"]}),
+    ("routers", "add_extraroutes", {"router": {"routes": []}}),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "action", "body", "persona", "status"),
+    [
+        pytest.param(p, a, b, who, s, id=f"{a}-{who}")
+        for p, a, b in NAMED_ACTIONS
+        for who, s in (("admin", 200), ("member", 200), ("reader", 403), ("other", 404))
+    ],
+)
+def test_named_actions(
+    client: TestClient, path: str, action: str, body: Any, persona: str, status: int
+) -> None:
+    fix = owned(client, path)
+    r = client.put(f"/v2.0/{path}/{fix['id']}/{action}", json=body, headers=PERSONAS[persona])
+    assert r.status_code == status, r.text
+    if status == 403:
+        assert r.json()["NeutronError"]["message"] == f"rule:{action} is disallowed by policy"
+
+
 def test_admin_only_attributes_are_stripped_from_shows(client: TestClient) -> None:
     """get_network:provider:* and get_port:binding:host_id: others get the object without
     them (Neutron's _exclude_attributes_by_policy), in shows and lists alike."""
