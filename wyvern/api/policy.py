@@ -96,6 +96,7 @@ class Policy:
         # creds, and the target keys its checks name), until the rules change.
         self._memo: dict[tuple[Any, ...], bool] = {}
         self._reads: dict[str, tuple[str, ...] | None] = {}
+        self._attr_rules: dict[str, list[tuple[str, str]]] = {}
 
     def _fresh(self) -> None:
         now = time.monotonic()
@@ -107,6 +108,7 @@ class Policy:
             self._rules = self.enforcer.rules
             self._memo.clear()
             self._reads.clear()
+            self._attr_rules.clear()
 
     def has_rule(self, name: str) -> bool:
         self._fresh()
@@ -156,9 +158,14 @@ class Policy:
     ) -> dict[str, Any]:
         """Drop from a response the attributes whose `get_<resource>:<attr>` rule refuses
         the caller (Neutron's _exclude_attributes_by_policy)."""
-        for name in list(out):
-            rule = f"get_{resource}:{name}"
-            if self.has_rule(rule) and not self.check(ctx, rule, target):
+        self._fresh()
+        rules = self._attr_rules.get(resource)
+        if rules is None:
+            prefix = f"get_{resource}:"
+            rules = [(r[len(prefix) :], r) for r in self._rules if r.startswith(prefix)]
+            self._attr_rules[resource] = rules
+        for name, rule in rules:
+            if name in out and not self.check(ctx, rule, target):
                 del out[name]
         return out
 
