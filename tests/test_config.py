@@ -208,6 +208,7 @@ class OldSettings(BaseSettings):
         description="Permit auth_strategy=noauth on a non-loopback address (unsafe).",
     )
     noauth_trust_headers: bool = False
+    policy_file: Path | None = None
     base_mac: str = Field(default="fa:16:3e:00:00:00", description="MAC prefix for ports.")
     global_physnet_mtu: int = Field(
         default=1500, ge=68, description="MTU of the underlay and physical networks."

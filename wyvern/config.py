@@ -259,6 +259,11 @@ class Settings:
         description="Development only, unsafe: noauth callers may name any project and "
         "roles with X-Project-Id / X-Roles (false: such a request is refused with 400).",
     )
+    policy_file: Path | None = _opt(
+        default=None,
+        description="YAML (or JSON) file of policy rules overriding Neutron's defaults, as "
+        "Neutron's [oslo_policy] policy_file; reread when it changes. None: the defaults.",
+    )
     base_mac: str = _opt(default="fa:16:3e:00:00:00", description="MAC prefix for ports.")
     global_physnet_mtu: int = _opt(
         default=1500, ge=68, description="MTU of the underlay and physical networks."

@@ -12,6 +12,9 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import create, error_type
 
+# Nova's identity: Neutron's policy lets only the service role set binding:profile.
+SERVICE = {"X-Roles": "admin,service"}
+
 NEUTRON_MAX_BODY = 114688  # Neutron's max_request_body_size (oslo.middleware sizelimit)
 
 
@@ -78,18 +81,27 @@ def _nested(depth: int) -> dict[str, Any]:
 def test_deeply_nested_json_is_400(client: TestClient) -> None:
     net = create(client, "networks")
     # A modest nesting is fine (the probe first shows the same request succeeding).
+    # (binding:profile is Nova's to set: Neutron's policy wants the service role)
     ok = client.post(
-        "/v2.0/ports", json={"port": {"network_id": net["id"], "binding:profile": _nested(8)}}
+        "/v2.0/ports",
+        json={"port": {"network_id": net["id"], "binding:profile": _nested(8)}},
+        headers=SERVICE,
     )
     assert ok.status_code == 201, ok.text
     for depth in (254, 300, 5000):
         body = b'{"port": {"network_id": "%s", "binding:profile": ' % net["id"].encode()
         body += b'{"a": ' * depth + b"{}" + b"}" * depth + b"}}"
-        r = client.post("/v2.0/ports", content=body, headers={"Content-Type": "application/json"})
+        r = client.post(
+            "/v2.0/ports", content=body, headers={"Content-Type": "application/json", **SERVICE}
+        )
         assert r.status_code == 400, (depth, r.status_code, r.text[:300])
         assert error_type(r) == "HTTPBadRequest"
     port = ok.json()["port"]
-    r = client.put(f"/v2.0/ports/{port['id']}", json={"port": {"binding:profile": _nested(254)}})
+    r = client.put(
+        f"/v2.0/ports/{port['id']}",
+        json={"port": {"binding:profile": _nested(254)}},
+        headers=SERVICE,
+    )
     assert r.status_code == 400, r.text[:300]
 
 

@@ -129,8 +129,16 @@ def test_reader_lists_but_cannot_create(cloud: Cloud) -> None:
     seen = cloud.osc_json("alice", "network", "create", "for-reader")
     rita = cloud.conn("rita")
     assert seen["id"] in [n.id for n in rita.network.networks()]
-    with pytest.raises(openstack.exceptions.ForbiddenException):
+    with pytest.raises(openstack.exceptions.ForbiddenException) as refused:
         rita.network.create_network(name="nope")
+    # Neutron's policy refused it, by name; nothing was made.
+    assert "rule:create_network is disallowed by policy" in str(refused.value)
+    assert "nope" not in [n.name for n in rita.network.networks()]
+    # The reader sees alice's network, without the admin-only attributes an admin sees.
+    path = f"/v2.0/networks/{seen['id']}"
+    as_reader = cloud.get(path, cloud.token("rita")).json()["network"]
+    as_admin = cloud.get(path, cloud.token("root")).json()["network"]
+    assert "provider:network_type" in as_admin and "provider:network_type" not in as_reader
 
 
 def test_admin_only_attribute_is_admins(cloud: Cloud) -> None:

@@ -29,6 +29,7 @@ from wyvern.api.limits import BoundedBody, check_depth
 from wyvern.api.listing import page_links, parse_query, sort_objects
 from wyvern.api.nova import NovaNotifier
 from wyvern.api.openapi import ERRORS_WRITE, IF_MATCH, Op
+from wyvern.api.policy import Policy
 from wyvern.api.repo import Repo
 from wyvern.api.resource import ApiState, Resource, Route
 from wyvern.api.resources import RESOURCE_CLASSES
@@ -124,7 +125,7 @@ class Api:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.state = ApiState(settings, Repo(store), {})
+        self.state = ApiState(settings, Repo(store), {}, Policy(settings.policy_file))
         for cls in RESOURCE_CLASSES:
             res = cls(self.state)
             self.state.resources[res.defn.name] = res

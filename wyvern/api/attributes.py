@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from wyvern.api.context import RequestContext
-from wyvern.api.errors import ECHO_CHARS, BadRequest, InvalidInput, PolicyNotAuthorized, shorten
+from wyvern.api.errors import ECHO_CHARS, BadRequest, InvalidInput, shorten
 
 
 class _Missing:
@@ -52,7 +52,7 @@ class Attr:
     filter: bool = False
     sort: bool = False
     visible: bool = True
-    admin_set: bool = False
+    # Only an admin may filter a list on it (who may set or read it: wyvern.api.policy).
     admin_read: bool = False
     # Neutron declares this attribute's default, and its policy then ignores the attribute
     # when a create sends exactly that default: a member may send it (shared=false).
@@ -128,10 +128,6 @@ class ResourceDef:
         return self.by_name.get(name)
 
 
-def _policy(action: str, defn: ResourceDef, attr: str) -> str:
-    return f"{action}_{defn.name}:{attr}"
-
-
 def _convert_body(defn: ResourceDef, ctx: RequestContext, body: Any, action: str) -> dict[str, Any]:
     """Check and convert the attributes a POST or PUT body names (no defaults)."""
     if not isinstance(body, dict):
@@ -146,12 +142,7 @@ def _convert_body(defn: ResourceDef, ctx: RequestContext, body: Any, action: str
             raise BadRequest(f"Attribute '{name}' not allowed in POST")
         if action == "update" and not attr.put:
             raise BadRequest(f"Cannot update read-only attribute {name}")
-        converted = attr.convert(value)
-        if attr.admin_set and not ctx.is_admin:
-            at_default = attr.default_passes_policy and converted == attr.make_default()
-            if action != "create" or not at_default:
-                raise PolicyNotAuthorized(_policy(action, defn, name))
-        out[name] = converted
+        out[name] = attr.convert(value)
     return out
 
 
@@ -178,8 +169,11 @@ def _resolve_project(defn: ResourceDef, ctx: RequestContext, out: dict[str, Any]
     if project is not None and tenant is not None and project != tenant:
         raise BadRequest("'project_id' and 'tenant_id' do not match")
     owner = project or tenant or ctx.project_id
-    if owner != ctx.project_id and not ctx.is_admin:
-        raise PolicyNotAuthorized(_policy("create", defn, "project_id"))
+    if owner != ctx.project_id and not ctx.is_admin:  # (neutron-lib's populate_project_id)
+        raise BadRequest(
+            "Specifying 'project_id' or 'tenant_id' other than the authenticated project in "
+            "request requires admin privileges"
+        )
     out["project_id"] = out["tenant_id"] = owner
 
 
@@ -193,7 +187,7 @@ def present(
     """Stored object → what this caller may see (optionally only `fields`)."""
     out: dict[str, Any] = {}
     for attr in defn.attrs:
-        if not attr.visible or (attr.admin_read and not ctx.is_admin):
+        if not attr.visible:  # (attributes the caller may not read: Policy.strip)
             continue
         if fields and attr.name not in fields:
             continue

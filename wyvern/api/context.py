@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wyvern.api.errors import BadRequest, NotAuthorized, PolicyNotAuthorized, shorten
+from wyvern.api.errors import BadRequest, NotAuthorized, shorten
 
 if TYPE_CHECKING:
     from wyvern.api.keystone import Identity
@@ -30,14 +30,6 @@ class RequestContext:
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
-
-    @property
-    def can_write(self) -> bool:
-        return self.is_admin or "member" in self.roles
-
-    def require_write(self, action: str) -> None:
-        if not self.can_write:
-            raise PolicyNotAuthorized(action)
 
     def owns(self, obj: dict[str, Any]) -> bool:
         return self.is_admin or obj.get("project_id") == self.project_id

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +32,11 @@ from wyvern.api.errors import (
     Conflict,
     NeutronError,
     NotFound,
-    PolicyNotAuthorized,
     PreconditionFailed,
     not_found,
 )
 from wyvern.api.listing import ListQuery, filter_objects
+from wyvern.api.policy import Policy
 from wyvern.api.repo import INTENT_TTL, Repo, Stored, Txn, with_retries
 from wyvern.config import Settings
 from wyvern.model.keys import intent_key, uniq_prefix
@@ -75,6 +75,7 @@ class ApiState:
     settings: Settings
     repo: Repo
     resources: dict[str, Resource]
+    policy: Policy = field(default_factory=Policy)
     delete_waiters: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(OTHER_DELETE_WAITERS)
     )
@@ -103,28 +104,57 @@ class Resource:
         """Actions and sub-resources beyond CRUD."""
         return []
 
+    # ---- policy --------------------------------------------------------------------------
+    def policy_target(self, ctx: RequestContext, obj: dict[str, Any]) -> dict[str, Any]:
+        """What Neutron's rules read of an object: the object, plus what a resource adds
+        of its parents (`network:project_id`, ...)."""
+        return obj
+
+    def authorize(
+        self,
+        ctx: RequestContext,
+        action: str,
+        obj: dict[str, Any],
+        attrs: Iterable[tuple[str, Any]] = (),
+    ) -> None:
+        """`<action>_<resource>` (or a named action, e.g. add_router_interface) and the
+        attributes set, on this object: 403 PolicyNotAuthorized if refused."""
+        rule = action if action not in CRUD else f"{action}_{self.defn.name}"
+        self.state.policy.enforce(ctx, rule, self.policy_target(ctx, obj), attrs)
+
+    def allowed(self, ctx: RequestContext, rule: str, target: dict[str, Any]) -> bool:
+        """A named rule (get_agent, get_quota, ...) on a target: the policy's yes or no."""
+        return self.state.policy.check(ctx, rule, target)
+
+    def readable(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
+        """Within the caller's reach (`visible`: their project's, shared, ...) and allowed
+        by `get_<resource>`."""
+        return self.visible(ctx, obj) and self.state.policy.check(
+            ctx, f"get_{self.defn.name}", self.policy_target(ctx, obj)
+        )
+
     # ---- reading -------------------------------------------------------------------------
     def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
         return not self.defn.owned or ctx.owns(obj)
 
     def load(self, ctx: RequestContext, id_: str) -> Stored:
         stored = self.repo.get(self.defn.kind, id_)
-        if stored is None or not self.visible(ctx, stored.obj):
+        if stored is None or not self.readable(ctx, stored.obj):
             raise not_found(self.defn.name, id_)
         return stored
 
     def load_for_write(self, ctx: RequestContext, id_: str, action: str) -> Stored:
-        ctx.require_write(f"{action}_{self.defn.name}")
+        """404 if the caller may not see it (Neutron hides existence), else 403 if the
+        policy refuses the action."""
         stored = self.load(ctx, id_)
-        if self.defn.owned and not ctx.owns(stored.obj):
-            raise PolicyNotAuthorized(f"{action}_{self.defn.name}")
+        self.authorize(ctx, action, stored.obj)
         return stored
 
     def all_objects(self) -> list[dict[str, Any]]:
         return self.repo.objects(self.defn.kind)
 
     def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        return [o for o in self.all_objects() if self.visible(ctx, o)]
+        return [o for o in self.all_objects() if self.readable(ctx, o)]
 
     def list_visible(self, ctx: RequestContext, query: ListQuery) -> list[dict[str, Any]]:
         objs = filter_objects(self.defn, query, self.visible_objects(ctx))
@@ -137,12 +167,14 @@ class Resource:
     def show(
         self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
     ) -> dict[str, Any]:
-        return present(self.defn, ctx, obj, fields)
+        out = present(self.defn, ctx, obj, fields)
+        return self.state.policy.strip(ctx, self.defn.name, self.policy_target(ctx, obj), out)
 
     # ---- creating ------------------------------------------------------------------------
     def create_many(self, ctx: RequestContext, bodies: list[Any]) -> list[dict[str, Any]]:
-        ctx.require_write(f"create_{self.defn.name}")
         prepared = [validate_create(self.defn, ctx, b) for b in bodies]
+        for body, attrs in zip(bodies, prepared, strict=True):
+            self.authorize(ctx, "create", attrs, explicit_attrs(self.defn, body, attrs))
         for attrs in prepared:
             self.check_create(ctx, attrs)
 
@@ -205,6 +237,9 @@ class Resource:
 
         def attempt() -> dict[str, Any]:
             stored = self.load_for_write(ctx, id_, "update")
+            self.authorize(
+                ctx, "update", {**stored.obj, **changes}, [(k, body[k]) for k in changes]
+            )
             check_revision(stored, if_match)
             txn = self.repo.txn()
             self.update_ops(ctx, stored, changes, txn)
@@ -329,7 +364,6 @@ def delete_marked(
     try:
 
         def mark() -> None:
-            ctx.require_write(f"delete_{res.defn.name}")
             _await_other_delete(res, ctx, id_)
             stored = res.load_for_write(ctx, id_, "delete")
             check_revision(stored, if_match)
@@ -401,6 +435,21 @@ def _await_other_delete(res: Resource, ctx: RequestContext, id_: str) -> None:
             time.sleep(OTHER_DELETE_POLL)
     finally:
         waiters.release()
+
+
+CRUD = frozenset({"create", "get", "update", "delete"})
+
+
+def explicit_attrs(defn: ResourceDef, body: Any, attrs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The attributes a create sets explicitly, which attribute rules then check: those the
+    body names, but not one at the default Neutron declares for it (`shared=false`)."""
+    out = []
+    for name in body:
+        attr = defn.by_name[name]
+        if attr.default_passes_policy and attrs[name] == attr.make_default():
+            continue
+        out.append((name, body[name]))  # (as sent: sub-attribute rules see the keys named)
+    return out
 
 
 class QuotaReader(Resource):

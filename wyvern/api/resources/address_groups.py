@@ -99,7 +99,7 @@ class AddressGroups(Resource):
         requested = _unique(self.defn.by_name["addresses"].convert(body["addresses"]))
 
         def attempt() -> dict[str, Any]:
-            stored = self.load_for_write(ctx, id_, "update")
+            stored = self.load_for_write(ctx, id_, "add_addresses" if add else "remove_addresses")
             current: list[str] = stored.obj.get("addresses") or []
             if add:
                 present = [a for a in requested if a in current]

@@ -46,7 +46,6 @@ DEFN = ResourceDef(
             default=False,
             filter=True,
             sort=True,
-            admin_set=True,
             default_passes_policy=True,
         ),
         Attr("ip_version", IpVersion, post=True, required=True, filter=True, sort=True),

@@ -231,7 +231,7 @@ class Agents(Resource):
     def router_l3_agents(
         self, ctx: RequestContext, params: dict[str, str], body: Any
     ) -> tuple[Any, int]:
-        if not ctx.is_admin:
+        if not self.allowed(ctx, "get_l3-agents", {}):
             raise PolicyNotAuthorized("get_l3-agents")
         router = self.repo.get("routers", params["id"])
         if router is None:
@@ -270,7 +270,7 @@ class Agents(Resource):
     def schedule_router(
         self, ctx: RequestContext, params: dict[str, str], body: Any
     ) -> tuple[Any, int]:
-        if not ctx.is_admin:
+        if not self.allowed(ctx, "create_l3-router", {}):
             raise PolicyNotAuthorized("create_l3-router")
         raise bad_request(
             "RouterSchedulingNotSupported",
@@ -282,12 +282,12 @@ class Agents(Resource):
     def list_agents(
         self, ctx: RequestContext, params: dict[str, str], body: Any
     ) -> tuple[Any, int]:
-        if not ctx.is_admin:
+        if not self.allowed(ctx, "get_agent", {}):
             return {"agents": []}, 200
         return {"agents": [a for a in self.agents() if _matches(a, params)]}, 200
 
     def show_agent(self, ctx: RequestContext, params: dict[str, str], body: Any) -> tuple[Any, int]:
-        if not ctx.is_admin:
+        if not self.allowed(ctx, "get_agent", {}):
             raise PolicyNotAuthorized("get_agent")
         id_ = params["id"]
         for agent in self.agents():

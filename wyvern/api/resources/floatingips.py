@@ -53,7 +53,6 @@ DEFN = ResourceDef(
             default=None,
             filter=True,
             sort=True,
-            admin_set=True,
         ),
         Attr("subnet_id", Uuid | None, post=True, default=None, visible=False),
         Attr("port_id", Uuid | None, post=True, put=True, default=None, filter=True, sort=True),

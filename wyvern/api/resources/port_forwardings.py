@@ -221,8 +221,10 @@ class PortForwardings(Resource):
 
     # ---- writing --------------------------------------------------------------------------
     def _writable_fip(self, ctx: RequestContext, txn: Txn, action: str) -> Stored:
-        ctx.require_write(f"{action}_{self.defn.name}")
-        self._fip(ctx)  # (404 unless visible)
+        parent = self._fip(ctx)  # (404 unless visible)
+        # (Neutron's rules name it floatingip_port_forwarding)
+        rule = f"{action}_floatingip_port_forwarding"
+        self.authorize(ctx, rule, {"ext_parent:project_id": parent.obj.get("project_id")})
         fip = read_through(self.repo, txn, "floatingips", ctx.parent)
         if fip is None or fip.obj.get("_deleting"):
             raise NotFound(

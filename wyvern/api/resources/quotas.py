@@ -68,7 +68,11 @@ class Quotas(QuotaReader):
         return self.effective(project).get(resource, -1)
 
     def _check_read(self, ctx: RequestContext, project: str) -> None:
-        if not ctx.is_admin and project != ctx.project_id:
+        # One's own quotas are always readable (as Neutron: get_quota is checked only
+        # for another project's); others' without get_quota look absent.
+        if project != ctx.project_id and not self.allowed(
+            ctx, "get_quota", {"project_id": project}
+        ):
             raise not_found("quota", project)
 
     def extra_routes(self) -> list[Route]:
@@ -109,7 +113,7 @@ class Quotas(QuotaReader):
     def list_quotas(
         self, ctx: RequestContext, params: dict[str, str], body: Any
     ) -> tuple[Any, int]:
-        if not ctx.is_admin:
+        if not self.allowed(ctx, "get_quota", {"project_id": params.get("project", "")}):
             raise PolicyNotAuthorized("get_quota")
         out = []
         for kv in self.repo.store.list(QUOTAS_PREFIX).items:
@@ -149,7 +153,7 @@ class Quotas(QuotaReader):
     def update_quota(
         self, ctx: RequestContext, params: dict[str, str], body: Any
     ) -> tuple[Any, int]:
-        if not ctx.is_admin:
+        if not self.allowed(ctx, "update_quota", {"project_id": params.get("project", "")}):
             raise PolicyNotAuthorized("update_quota")
         project = params["project"]
         if not isinstance(body, dict) or not isinstance(body.get("quota"), dict) or len(body) != 1:
@@ -188,7 +192,7 @@ class Quotas(QuotaReader):
     def reset_quota(
         self, ctx: RequestContext, params: dict[str, str], body: Any
     ) -> tuple[Any, int]:
-        if not ctx.is_admin:
+        if not self.allowed(ctx, "delete_quota", {"project_id": params.get("project", "")}):
             raise PolicyNotAuthorized("delete_quota")
         self.repo.store.txn([], [], [Delete(_key(params["project"]))])
         return None, 204

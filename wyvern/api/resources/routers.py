@@ -33,7 +33,6 @@ from wyvern.api.errors import (
     BadRequest,
     NeutronError,
     NotFound,
-    PolicyNotAuthorized,
     bad_request,
     conflict,
     not_found,
@@ -130,7 +129,6 @@ DEFN = ResourceDef(
             put=True,
             default=True,
             filter=True,
-            admin_set=True,
             admin_read=True,
             doc="Always true: every Wyvern router is distributed.",
         ),
@@ -141,7 +139,6 @@ DEFN = ResourceDef(
             put=True,
             default=False,
             filter=True,
-            admin_set=True,
             admin_read=True,
             doc="Always false: distributed routers need no HA pair.",
         ),
@@ -315,7 +312,6 @@ class Routers(Resource):
 
     # ---- create ---------------------------------------------------------------------------
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
-        _check_gateway_policy(ctx, attrs.get("external_gateway_info"), "create")
         _check_flags(attrs)
         agents.check_hints(self.repo.store, "router", attrs.get("availability_zone_hints") or [])
 
@@ -542,7 +538,6 @@ class Routers(Resource):
         doomed: list[str | None] = []
         if "external_gateway_info" in changes:
             new = changes.pop("external_gateway_info")
-            _check_gateway_policy(ctx, new, "update")
             self._update_gateway(ctx, txn, stored, new, doomed)
         if "routes" in changes:
             self._check_routes(stored.obj, changes["routes"])
@@ -618,10 +613,8 @@ class Routers(Resource):
 
     # ---- interfaces -----------------------------------------------------------------------
     def _load_for_action(self, ctx: RequestContext, id_: str, action: str) -> Stored:
-        ctx.require_write(action)
         stored = self.load(ctx, id_)
-        if not ctx.owns(stored.obj):
-            raise PolicyNotAuthorized(action)
+        self.authorize(ctx, action, stored.obj)
         return stored
 
     def add_router_interface(
@@ -944,15 +937,6 @@ def _check_flags(attrs: dict[str, Any]) -> None:
         raise bad_router("centralized routers are not supported: every router is distributed")
     if attrs.get("ha") is True:
         raise bad_router("HA routers are not supported: every router is distributed")
-
-
-def _check_gateway_policy(ctx: RequestContext, gw: dict[str, Any] | None, action: str) -> None:
-    """Neutron policy: enable_snat and external_fixed_ips are admin-only to set."""
-    if not gw or ctx.is_admin:
-        return
-    for key in ("enable_snat", "external_fixed_ips"):
-        if key in gw:
-            raise PolicyNotAuthorized(f"{action}_router:external_gateway_info:{key}")
 
 
 def _interface_info(body: Any, removal: bool) -> tuple[str | None, str | None]:

@@ -41,7 +41,7 @@ from wyvern.api.errors import (
 )
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, delete_marked
+from wyvern.api.resource import Resource, delete_marked, explicit_attrs
 from wyvern.api.types import Bool, ShortStr
 from wyvern.model.keys import uniq_key
 from wyvern.model.protocols import LEGACY_NAMES, PROTOCOL_NUMBERS
@@ -509,10 +509,10 @@ class SecurityGroups(Resource):
     def create_many(self, ctx: RequestContext, bodies: list[Any]) -> list[dict[str, Any]]:
         """Validate everything first, then make sure each owner has its default group (as
         Neutron does before creating any other group), then create."""
-        ctx.require_write(f"create_{self.defn.name}")
         projects: list[str] = []
         for body in bodies:
             attrs = validate_create(self.defn, ctx, body)
+            self.authorize(ctx, "create", attrs, explicit_attrs(self.defn, body, attrs))
             self.check_create(ctx, attrs)
             if attrs["project_id"] not in projects:
                 projects.append(attrs["project_id"])
@@ -593,6 +593,15 @@ class SecurityGroups(Resource):
 # ---- security group rules --------------------------------------------------------------------
 class SecurityGroupRules(Resource):
     defn = RULE_DEFN
+
+    def policy_target(self, ctx: RequestContext, obj: dict[str, Any]) -> dict[str, Any]:
+        """Neutron's rule policies read the group's owner (a rule has its group's project;
+        a new rule's group the caller cannot see is its 404)."""
+        if "id" in obj:
+            return {**obj, "security_group:project_id": obj.get("project_id")}
+        groups: SecurityGroups = self.state.resources["security_group"]  # type: ignore[assignment]
+        group = groups.load(ctx, str(obj.get("security_group_id")))
+        return {**obj, "security_group:project_id": group.obj.get("project_id")}
 
     def load(self, ctx: RequestContext, id_: str) -> Stored:
         stored = self.repo.get(self.defn.kind, id_)

@@ -93,7 +93,6 @@ DEFN = ResourceDef(
             default=False,
             filter=True,
             sort=True,
-            admin_set=True,
             default_passes_policy=True,
         ),
         Attr(
@@ -104,7 +103,6 @@ DEFN = ResourceDef(
             default=False,
             filter=True,
             sort=True,
-            admin_set=True,
             default_passes_policy=True,
         ),
         Attr("address_scope_id", Uuid | None, post=True, put=True, default=None, filter=True),

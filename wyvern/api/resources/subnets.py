@@ -35,9 +35,9 @@ from wyvern.api.errors import (
     InvalidInput,
     NeutronError,
     NotFound,
-    PolicyNotAuthorized,
     bad_request,
     conflict,
+    not_found,
 )
 from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, touch
@@ -533,18 +533,44 @@ class Subnets(Resource):
         net = self.repo.get("networks", obj["network_id"])
         return net is not None and _shares_subnets(ctx, net.obj)
 
+    def policy_target(
+        self,
+        ctx: RequestContext,
+        obj: dict[str, Any],
+        nets: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Neutron's subnet rules read the network's owner, `shared` and `router:external`
+        (a create on a network the caller cannot see is its 404)."""
+        net_id = str(obj.get("network_id"))
+        if nets is not None:
+            net = nets.get(net_id)
+        else:
+            stored = self.repo.get("networks", net_id)
+            net = stored.obj if stored is not None else None
+        if "id" not in obj and (net is None or not self.networks.visible(ctx, net)):
+            raise not_found("network", net_id)
+        net = net or {}
+        return {
+            **obj,
+            "network:project_id": net.get("project_id"),
+            "network:tenant_id": net.get("project_id"),
+            "shared": rbac.shared_with(ctx, net),  # (as the caller sees it)
+            "router:external": bool(net.get("router:external")),
+        }
+
     def all_objects(self) -> list[dict[str, Any]]:
         return [o for o in self.repo.objects("subnets") if not o.get("_deleting")]
 
     def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
         objs = self.all_objects()
-        if ctx.is_admin:
-            return objs
-        foreign = [o for o in objs if not ctx.owns(o)]
-        if not foreign:
-            return objs
-        seen = {n["id"] for n in self.repo.objects("networks") if _shares_subnets(ctx, n)}
-        return [o for o in objs if ctx.owns(o) or o["network_id"] in seen]
+        nets = {n["id"]: n for n in self.repo.objects("networks")}
+        if not ctx.is_admin and any(not ctx.owns(o) for o in objs):
+            seen = {i for i, n in nets.items() if _shares_subnets(ctx, n)}
+            objs = [o for o in objs if ctx.owns(o) or o["network_id"] in seen]
+        policy = self.state.policy
+        return [
+            o for o in objs if policy.check(ctx, "get_subnet", self.policy_target(ctx, o, nets))
+        ]
 
     # ---- create ---------------------------------------------------------------------------
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
@@ -632,8 +658,6 @@ class Subnets(Resource):
             entry = (network, self.repo.objects("subnets", network_id))
             cache[("subnet-net", network_id)] = entry
         network, siblings = entry
-        if not ctx.owns(network.obj):
-            raise PolicyNotAuthorized("create_subnet")
         pooled = "_pool_request" in attrs
         scope = self._from_pool(ctx, attrs, txn) if pooled else None
         net = ipaddress.ip_network(attrs["cidr"])
