@@ -457,6 +457,32 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
         ("add_prefixes", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
         ("remove_prefixes", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
     ),
+    "rbac_policy": (
+        (
+            "restrict_wildcard",
+            "(not field:rbac_policy:target_tenant=* and not field:rbac_policy:target_project=*) or rule:admin_only",
+        ),
+        ("create_rbac_policy", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+        (
+            "create_rbac_policy:target_tenant",
+            "(rule:admin_only) or (not field:rbac_policy:target_tenant=* and not field:rbac_policy:target_project=*)",
+        ),
+        (
+            "create_rbac_policy:target_project",
+            "(rule:admin_only) or (not field:rbac_policy:target_tenant=* and not field:rbac_policy:target_project=*)",
+        ),
+        ("update_rbac_policy", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+        (
+            "update_rbac_policy:target_tenant",
+            "(rule:restrict_wildcard) and ((rule:admin_only) or (role:member and project_id:%(project_id)s))",
+        ),
+        (
+            "update_rbac_policy:target_project",
+            "(rule:restrict_wildcard) and ((rule:admin_only) or (role:member and project_id:%(project_id)s))",
+        ),
+        ("get_rbac_policy", "(rule:admin_only) or (role:reader and project_id:%(project_id)s)"),
+        ("delete_rbac_policy", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+    ),
     "address_group": (
         ("shared_address_groups", "field:address_groups:shared=True"),
         (

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wyvern.api import rbac
 from wyvern.api.attributes import (
     ResourceDef,
     Tag,
@@ -107,7 +108,11 @@ class Resource:
     # ---- policy --------------------------------------------------------------------------
     def policy_target(self, ctx: RequestContext, obj: dict[str, Any]) -> dict[str, Any]:
         """What Neutron's rules read of an object: the object, plus what a resource adds
-        of its parents (`network:project_id`, ...)."""
+        of its parents (`network:project_id`, ...). An object shared by RBAC policies is
+        `shared` (Neutron's `field:<resource>:shared=True` rules) as the caller sees it:
+        shared with its project or with everyone (the stored flag is the wildcard's)."""
+        if obj.get("_rbac"):
+            return {**obj, "shared": rbac.shared_with(ctx, obj)}
         return obj
 
     def authorize(
