@@ -338,6 +338,27 @@ def test_quota_enforced(api: TestClient) -> None:
     assert api.get("/v2.0/quotas/p1").json()["quota"]["network"] == 100
 
 
+def test_quota_below_usage_needs_force(api: TestClient) -> None:
+    """quota-check-limit-default: a limit under the usage is a 400 unless forced."""
+    create_net(api, headers=member("p1"))
+    create_net(api, headers=member("p1"))
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 1}})
+    assert r.status_code == 400 and "already used 2" in r.json()["NeutronError"]["message"]
+    assert api.get("/v2.0/quotas/p1").json()["quota"]["network"] == 100
+    for ok in ({"network": 2}, {"network": -1}, {"network": 1, "force": True}):
+        r = api.put("/v2.0/quotas/p1", json={"quota": ok})
+        assert r.status_code == 200, r.text
+        assert r.json()["quota"]["network"] == ok["network"]
+        assert "force" not in r.json()["quota"]
+    # `force` must be exactly true; `check_limit` is accepted and changes nothing.
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 0, "force": "yes"}})
+    assert r.status_code == 400
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 0, "check_limit": True}})
+    assert r.status_code == 400
+    aliases = {e["alias"] for e in api.get("/v2.0/extensions").json()["extensions"]}
+    assert {"quota-check-limit", "quota-check-limit-default"} <= aliases
+
+
 def test_discovery(api: TestClient) -> None:
     versions = api.get("/").json()["versions"]
     assert versions[0]["id"] == "v2.0" and versions[0]["status"] == "CURRENT"
