@@ -190,8 +190,8 @@ def test_bulk_create_is_atomic(api: TestClient) -> None:
     r = api.post("/v2.0/networks", json={"networks": [vx, vx]})
     assert r.status_code == 409
     assert api.get("/v2.0/networks").json()["networks"] == []
-    r = api.post("/v2.0/networks", json={"networks": [{"name": "a"}, {"name": "b"}]})
-    assert r.status_code == 201
+    r = api.post("/v2.0/networks", json={"networks": [{"name": "a"}, {"network": {"name": "b"}}]})
+    assert r.status_code == 201  # Neutron takes items bare or wrapped in the singular key
     assert sorted(n["name"] for n in r.json()["networks"]) == ["a", "b"]
 
 

@@ -245,6 +245,8 @@ class Api:
                     raise BadRequest(f"Bulk create expects a list under '{d.collection}'")
                 if not many:
                     raise BadRequest("Bulk create needs at least one resource")
+                # Neutron takes each item bare or wrapped in the singular key.
+                many = [i[d.name] if isinstance(i, dict) and d.name in i else i for i in many]
                 objs = await run_in_threadpool(res.create_many, ctx, many)
                 return json_response({d.collection: [res.show(ctx, o) for o in objs]}, 201)
             one = _envelope(body, d.name)
