@@ -228,6 +228,17 @@ def test_filters_fields_sorting_pagination(api: TestClient) -> None:
     back = api.get(prev[0]["href"].replace("http://testserver", "")).json()
     assert [n["name"] for n in back["networks"]] == ["charlie", "delta"]
     assert api.get("/v2.0/networks?limit=2&marker=nope").status_code == 400
+    # As Neutron: a full page links onwards even when it is the last; the empty page
+    # after it has no next link, and its previous link leads back to the end.
+    full = api.get("/v2.0/networks?sort_key=name&limit=5").json()
+    assert [n["name"] for n in full["networks"]] == sorted(names)
+    rels = {link["rel"]: link["href"] for link in full["networks_links"]}
+    empty = api.get(rels["next"].replace("http://testserver", "")).json()
+    assert empty["networks"] == []
+    rels = {link["rel"]: link["href"] for link in empty["networks_links"]}
+    assert "next" not in rels
+    back = api.get(rels["previous"].replace("http://testserver", "")).json()
+    assert [n["name"] for n in back["networks"]] == sorted(names)
 
 
 def test_tags(api: TestClient) -> None:
