@@ -190,8 +190,8 @@ def test_bulk_create_is_atomic(api: TestClient) -> None:
     r = api.post("/v2.0/networks", json={"networks": [vx, vx]})
     assert r.status_code == 409
     assert api.get("/v2.0/networks").json()["networks"] == []
-    r = api.post("/v2.0/networks", json={"networks": [{"name": "a"}, {"name": "b"}]})
-    assert r.status_code == 201
+    r = api.post("/v2.0/networks", json={"networks": [{"name": "a"}, {"network": {"name": "b"}}]})
+    assert r.status_code == 201  # Neutron takes items bare or wrapped in the singular key
     assert sorted(n["name"] for n in r.json()["networks"]) == ["a", "b"]
 
 
@@ -228,6 +228,17 @@ def test_filters_fields_sorting_pagination(api: TestClient) -> None:
     back = api.get(prev[0]["href"].replace("http://testserver", "")).json()
     assert [n["name"] for n in back["networks"]] == ["charlie", "delta"]
     assert api.get("/v2.0/networks?limit=2&marker=nope").status_code == 400
+    # As Neutron: a full page links onwards even when it is the last; the empty page
+    # after it has no next link, and its previous link leads back to the end.
+    full = api.get("/v2.0/networks?sort_key=name&limit=5").json()
+    assert [n["name"] for n in full["networks"]] == sorted(names)
+    rels = {link["rel"]: link["href"] for link in full["networks_links"]}
+    empty = api.get(rels["next"].replace("http://testserver", "")).json()
+    assert empty["networks"] == []
+    rels = {link["rel"]: link["href"] for link in empty["networks_links"]}
+    assert "next" not in rels
+    back = api.get(rels["previous"].replace("http://testserver", "")).json()
+    assert [n["name"] for n in back["networks"]] == sorted(names)
 
 
 def test_tags(api: TestClient) -> None:
@@ -336,6 +347,27 @@ def test_quota_enforced(api: TestClient) -> None:
     assert api.get("/v2.0/quotas/p1/default").json()["quota"]["network"] == 100
     assert api.delete("/v2.0/quotas/p1").status_code == 204
     assert api.get("/v2.0/quotas/p1").json()["quota"]["network"] == 100
+
+
+def test_quota_below_usage_needs_force(api: TestClient) -> None:
+    """quota-check-limit-default: a limit under the usage is a 400 unless forced."""
+    create_net(api, headers=member("p1"))
+    create_net(api, headers=member("p1"))
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 1}})
+    assert r.status_code == 400 and "already used 2" in r.json()["NeutronError"]["message"]
+    assert api.get("/v2.0/quotas/p1").json()["quota"]["network"] == 100
+    for ok in ({"network": 2}, {"network": -1}, {"network": 1, "force": True}):
+        r = api.put("/v2.0/quotas/p1", json={"quota": ok})
+        assert r.status_code == 200, r.text
+        assert r.json()["quota"]["network"] == ok["network"]
+        assert "force" not in r.json()["quota"]
+    # `force` must be exactly true; `check_limit` is accepted and changes nothing.
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 0, "force": "yes"}})
+    assert r.status_code == 400
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 0, "check_limit": True}})
+    assert r.status_code == 400
+    aliases = {e["alias"] for e in api.get("/v2.0/extensions").json()["extensions"]}
+    assert {"quota-check-limit", "quota-check-limit-default"} <= aliases
 
 
 def test_discovery(api: TestClient) -> None:

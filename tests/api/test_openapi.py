@@ -111,6 +111,7 @@ def test_bodies_are_neutron_envelopes_with_bulk(doc: dict[str, Any]) -> None:
     assert "name" in single["properties"]["network"]["properties"]
     assert single["properties"]["network"]["additionalProperties"] is False
     assert bulk["properties"]["networks"]["type"] == "array"
+    assert single in bulk["properties"]["networks"]["items"]["anyOf"]  # wrapped items
     assert "201" in post["responses"] and "200" not in post["responses"]
     put = doc["paths"]["/v2.0/networks/{id}"]["put"]
     body = put["requestBody"]["content"]["application/json"]["schema"]

@@ -34,13 +34,14 @@ def test_create_defaults_and_show(client: TestClient) -> None:
     p = pool(client, prefixes=["10.0.0.0/16", "10.1.0.0/16", "10.0.5.0/24"])
     assert p["prefixes"] == ["10.0.0.0/15"]  # merged, as Neutron's IPSet compaction
     assert p["ip_version"] == 4
-    assert (p["min_prefixlen"], p["max_prefixlen"], p["default_prefixlen"]) == (8, 32, 8)
+    # Shown as strings, as Neutron shows them (integers in).
+    assert (p["min_prefixlen"], p["max_prefixlen"], p["default_prefixlen"]) == ("8", "32", "8")
     assert p["default_quota"] is None and p["address_scope_id"] is None
     assert p["shared"] is False and p["is_default"] is False
     assert {"description", "tags", "revision_number", "created_at"} <= set(p)
     assert not any(k.startswith("_") for k in p)
     six = pool(client, name="six", prefixes=["2001:db8::/32"])
-    assert six["ip_version"] == 6 and (six["min_prefixlen"], six["max_prefixlen"]) == (64, 128)
+    assert six["ip_version"] == 6 and (six["min_prefixlen"], six["max_prefixlen"]) == ("64", "128")
     got = client.get(f"/v2.0/subnetpools/{p['id']}").json()["subnetpool"]
     assert got == p
 

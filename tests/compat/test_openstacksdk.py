@@ -49,10 +49,10 @@ def test_paginated_list_follows_next_links(conn: Connection) -> None:
     tag = unique("page")
     made = [conn.network.create_network(name=f"{tag}-{i}", tags=[tag]).id for i in range(5)]
     try:
-        # One raw page: two items and a `next` link.
+        # One raw page: two items and Neutron's links (`previous` too, even on the first).
         page = conn.network.get("/networks", params={"limit": 2, "tags": tag}).json()
         assert len(page["networks"]) == 2
-        assert [link["rel"] for link in page["networks_links"]] == ["next"]
+        assert [link["rel"] for link in page["networks_links"]] == ["next", "previous"]
         # The SDK's generator walks every page, without repeats.
         listed = [n.id for n in conn.network.networks(limit=2, tags=tag, sort_key="name")]
         assert listed == made

@@ -221,16 +221,15 @@ class Api:
             all_objs = objs
             if query.marker is not None:
                 all_objs = await run_in_threadpool(res.visible_objects, ctx)
-            page, has_next, has_prev = sort_objects(query, objs, all_objs)
+            page = sort_objects(query, objs, all_objs)
             body: dict[str, Any] = {d.collection: [res.show(ctx, o, query.fields) for o in page]}
             links = page_links(
                 self.base_url(request),
                 d.path.format(**request.path_params),
                 items,
                 page,
-                has_next,
-                has_prev,
                 query.limit,
+                query.page_reverse,
             )
             if links:
                 body[f"{d.collection}_links"] = links
@@ -245,6 +244,8 @@ class Api:
                     raise BadRequest(f"Bulk create expects a list under '{d.collection}'")
                 if not many:
                     raise BadRequest("Bulk create needs at least one resource")
+                # Neutron takes each item bare or wrapped in the singular key.
+                many = [i[d.name] if isinstance(i, dict) and d.name in i else i for i in many]
                 objs = await run_in_threadpool(res.create_many, ctx, many)
                 return json_response({d.collection: [res.show(ctx, o) for o in objs]}, 201)
             one = _envelope(body, d.name)

@@ -43,6 +43,16 @@ EXTENSIONS: list[Extension] = [
     _ext("fields", "Fields", "The fields query parameter."),
     _ext("quotas", "Quota management support", "Per-project quotas."),
     _ext("quota_details", "Quota details management support", "Quota usage details."),
+    _ext(
+        "quota-check-limit",
+        "Quota engine limit check",
+        "A limit below the usage is refused unless forced.",
+    ),
+    _ext(
+        "quota-check-limit-default",
+        "Quota engine limit check by default",
+        "The usage is checked unless force is true.",
+    ),
     _ext("network-mtu", "Network MTU", "The mtu attribute of networks."),
     _ext("net-mtu", "Network MTU", "The mtu attribute of networks."),
     _ext("net-mtu-writable", "Network MTU (writable)", "mtu can be set."),

@@ -191,8 +191,8 @@ class _Key:
 
 def sort_objects(
     query: ListQuery, objs: list[dict[str, Any]], all_objs: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], bool, bool]:
-    """Sort and paginate. Returns (page, has_next, has_previous)."""
+) -> list[dict[str, Any]]:
+    """Sort, then take the page after the marker (before it with page_reverse)."""
     sort = list(query.sort)
     if not any(k == "id" for k, _ in sort):
         sort.append(("id", True))
@@ -200,22 +200,17 @@ def sort_objects(
     out = list(objs)
     for key, asc in reversed(sort):
         out.sort(key=_sorter(key), reverse=(not asc) ^ reverse)
-    has_prev = False
     if query.marker is not None:
         marker = next((o for o in all_objs if o.get("id") == query.marker), None)
         if marker is None:
             raise BadRequest(f"Marker {query.marker} could not be found")
         mark = _sort_tuple(sort, marker, reverse)
         out = [o for o in out if _sort_tuple(sort, o, reverse) > mark]
-        has_prev = True
-    has_next = False
-    if query.limit is not None and len(out) > query.limit:
+    if query.limit is not None:
         out = out[: query.limit]
-        has_next = True
     if reverse:
         out.reverse()
-        has_next, has_prev = has_prev, has_next
-    return out, has_next, has_prev
+    return out
 
 
 def _sort_tuple(
@@ -252,18 +247,22 @@ def page_links(
     collection: str,
     items: list[tuple[str, str]],
     page: list[dict[str, Any]],
-    has_next: bool,
-    has_prev: bool,
     limit: int | None,
+    reverse: bool,
 ) -> list[dict[str, str]]:
-    if limit is None or not page:
+    """Neutron's links: `next` unless a forward page came back short, `previous` unless a
+    reversed one did; so a full last page still links to an empty one, as clients that
+    walk Neutron's links (Tempest) expect."""
+    if limit is None:
         return []
     kept = [(k, v) for k, v in items if k not in ("marker", "page_reverse", "limit")]
+    kept.append(("limit", str(limit)))
+    short = len(page) < limit
     links: list[dict[str, str]] = []
-    if has_next:
-        q = [*kept, ("limit", str(limit)), ("marker", page[-1]["id"])]
+    if not (short and not reverse):
+        q = [*kept, *([("marker", page[-1]["id"])] if page else [])]
         links.append({"rel": "next", "href": f"{base}/{collection}?{urlencode(q)}"})
-    if has_prev:
-        q = [*kept, ("limit", str(limit)), ("marker", page[0]["id"]), ("page_reverse", "True")]
+    if not (short and reverse):
+        q = [*kept, *([("marker", page[0]["id"])] if page else []), ("page_reverse", "True")]
         links.append({"rel": "previous", "href": f"{base}/{collection}?{urlencode(q)}"})
     return links

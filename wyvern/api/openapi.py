@@ -124,7 +124,10 @@ def create_body(defn: ResourceDef, body: dict[str, Any]) -> dict[str, Any]:
         "type": "object",
         "required": [defn.collection],
         "additionalProperties": False,
-        "properties": {defn.collection: {"type": "array", "items": body, "minItems": 1}},
+        # Each item bare, or wrapped in the singular key as Neutron also takes it.
+        "properties": {
+            defn.collection: {"type": "array", "items": {"anyOf": [body, single]}, "minItems": 1}
+        },
     }
     return {"oneOf": [single, bulk]}
 

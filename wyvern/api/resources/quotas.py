@@ -87,7 +87,10 @@ class Quotas(QuotaReader):
             "properties": {"limit": limit, "used": NONNEG, "reserved": NONNEG},
         }
         details = {"type": "object", "properties": dict.fromkeys(QUOTA_KINDS, usage)}
-        change = _envelope("quota", {**limits, "additionalProperties": False})
+        change_props: dict[str, Any] = {**props, "force": {}, "check_limit": {}}
+        change = _envelope(
+            "quota", {"type": "object", "properties": change_props, "additionalProperties": False}
+        )
         project = {"project": STR}
         item = "/v2.0/quotas/{project}"
         return [
@@ -158,8 +161,13 @@ class Quotas(QuotaReader):
         project = params["project"]
         if not isinstance(body, dict) or not isinstance(body.get("quota"), dict) or len(body) != 1:
             raise BadRequest("Resource body required: expected a single 'quota' object")
+        requested = dict(body["quota"])
+        # quota-check-limit(-default): a limit below what is used is refused unless
+        # `force` is exactly true; `check_limit` is Neutron's older spelling of the default.
+        force = requested.pop("force", None)
+        requested.pop("check_limit", None)
         changes: dict[str, int] = {}
-        for name, value in body["quota"].items():
+        for name, value in requested.items():
             if name not in QUOTA_KINDS:
                 raise BadRequest(f"Unrecognized attribute(s) '{name}'")
             if isinstance(value, bool) or not isinstance(value, int | str):
@@ -171,6 +179,14 @@ class Quotas(QuotaReader):
             if n < -1:
                 raise InvalidInput(f"'{n}' should be greater than or equal to -1")
             changes[name] = n
+        if force is not True:
+            for name, n in changes.items():
+                used = self.repo.count_owned(project, QUOTA_KINDS[name])
+                if n != -1 and used > n:
+                    raise BadRequest(
+                        f"Quota limit {n} for {name} must be greater than or equal to "
+                        f"already used {used}"
+                    )
 
         def attempt() -> dict[str, int]:
             from wyvern.nb.store import unchanged

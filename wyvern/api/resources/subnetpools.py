@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, PlainSerializer, StringConstraints
 
 from wyvern.api import rbac
 from wyvern.api.attributes import Attr, Name, ResourceDef, standard_attrs
@@ -51,6 +51,10 @@ MAX_BITS = {4: 32, 6: 128}
 QUOTA_UNIT = {4: 32, 6: 64}
 
 NonNegative = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# Neutron shows a pool's prefix lengths as strings (its _make_subnetpool_dict), and clients
+# (Tempest) compare them so; they are integers in, and stored as integers.
+PrefixLen = Annotated[NonNegative, PlainSerializer(str, return_type=str)]
+PREFIXLENS = ("default_prefixlen", "min_prefixlen", "max_prefixlen")
 Prefix = Annotated[str, StringConstraints(max_length=64)]
 Prefixes = Annotated[list[Prefix], Field(max_length=1024)]
 
@@ -73,9 +77,9 @@ DEFN = ResourceDef(
             doc="CIDRs of one IP version; merged. An update may only add to them.",
         ),
         Attr("ip_version", int, filter=True, sort=True, doc="Derived from the prefixes."),
-        Attr("default_prefixlen", NonNegative, post=True, put=True, filter=True, sort=True),
-        Attr("min_prefixlen", NonNegative, post=True, put=True, filter=True, sort=True),
-        Attr("max_prefixlen", NonNegative, post=True, put=True, filter=True, sort=True),
+        Attr("default_prefixlen", PrefixLen, post=True, put=True, filter=True, sort=True),
+        Attr("min_prefixlen", PrefixLen, post=True, put=True, filter=True, sort=True),
+        Attr("max_prefixlen", PrefixLen, post=True, put=True, filter=True, sort=True),
         Attr(
             "default_quota",
             NonNegative | None,
@@ -226,6 +230,15 @@ class SubnetPools(Resource):
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         rbac.show_shared(ctx, objs)
+
+    def show(
+        self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
+    ) -> dict[str, Any]:
+        out = super().show(ctx, obj, fields)
+        for name in PREFIXLENS:
+            if out.get(name) is not None:
+                out[name] = str(out[name])
+        return out
 
     @property
     def scopes(self) -> Any:
