@@ -191,6 +191,24 @@ def test_missing_or_bad_token_is_401_with_www_authenticate(cloud: Cloud) -> None
     assert cloud.get("", None).status_code == 200
 
 
+def test_revoked_token_is_401(cloud: Cloud) -> None:
+    """A token Keystone no longer honours (revoked, as an expired one) is refused once
+    auth_token asks Keystone about it; another token of the same user still works."""
+    token, other = cloud.token("alice"), cloud.token("alice")
+    assert cloud.get("v2.0/networks", other).status_code == 200
+    resp = requests.delete(
+        f"{cloud.keystone.url}/auth/tokens",
+        headers={"X-Auth-Token": token, "X-Subject-Token": token},
+        timeout=30,
+        proxies=NO_PROXY,
+    )
+    assert resp.status_code == 204, resp.text
+    resp = cloud.get("v2.0/networks", token)
+    assert resp.status_code == 401, resp.text
+    assert resp.json()["NeutronError"]["type"] == "NotAuthorized"
+    assert cloud.get("v2.0/networks", other).status_code == 200
+
+
 def test_keystone_down_is_503_and_back_is_200(cloud: Cloud) -> None:
     """A token Wyvern never saw cannot be validated while Keystone is away: 503 (the
     client's timeout is the hang check), then it works once Keystone is back."""

@@ -41,6 +41,7 @@ EXTENSIONS: list[Extension] = [
     _ext("filter-validation", "Filter parameters validation", "Unknown filters are rejected."),
     _ext("empty-string-filtering", "Empty string filtering", "Filtering on empty values."),
     _ext("fields", "Fields", "The fields query parameter."),
+    _ext("service-type", "Service Type Management", "The service providers (read-only)."),
     _ext("quotas", "Quota management support", "Per-project quotas."),
     _ext("quota_details", "Quota details management support", "Quota usage details."),
     _ext(

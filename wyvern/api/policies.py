@@ -527,6 +527,7 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
         ("update_quota", "rule:admin_only"),
         ("delete_quota", "rule:admin_only"),
     ),
+    "service_type": (("get_service_provider", "role:reader"),),
     "agent": (
         ("create_agent", "rule:admin_only"),
         ("get_agent", "rule:admin_only"),

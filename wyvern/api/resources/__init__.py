@@ -15,6 +15,7 @@ from wyvern.api.resources import (
     rbac_policies,
     routers,
     security_groups,
+    service_providers,
     subnetpools,
     subnets,
 )
@@ -33,4 +34,5 @@ RESOURCE_CLASSES: list[type[Resource]] = [
     *rbac_policies.RESOURCES,
     *quotas.RESOURCES,
     *agents.RESOURCES,
+    *service_providers.RESOURCES,
 ]
