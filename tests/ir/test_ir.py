@@ -23,6 +23,7 @@ from wyvern.ir import (
     IRError,
     Load,
     Match,
+    Meter,
     Move,
     Nat,
     Output,
@@ -462,6 +463,24 @@ def test_template_action_values_are_range_checked() -> None:
         )
 
 
+def test_template_meter_values_equal_checked_flows() -> None:
+    from wyvern.apps.punts import METER_FLOW, meter_flow
+
+    cl = encode("classifier", "p1")
+    want = table("punt_meter").flow(
+        priority=100, cookie=cl, match={"in_port": 7}, actions=(Meter(7), Goto("punt"))
+    )
+    got = meter_flow(cl, 7)
+    assert got == want and hash(got) == hash(want)
+    got.validate()
+    assert METER_FLOW.flow(cl, 7, 0xFFFF0000).actions[0] == Meter(0xFFFF0000)
+    for bad in (0, -1, 0xFFFF0001, "7"):  # Meter's own range, and ints only
+        with pytest.raises(IRError):
+            METER_FLOW.flow(cl, 7, bad)
+        with pytest.raises(IRError):
+            METER_FLOW.generic_flow(cl, 7, bad)
+
+
 def _outcome(fn: object, *args: object) -> object:
     try:
         return fn(*args)  # type: ignore[operator]
@@ -480,7 +499,7 @@ _PAIRS = st.tuples(
 
 @given(st.data())
 def test_compiled_templates_equal_the_generic_path(data: st.DataObject) -> None:
-    from wyvern.apps import classifier, port_security, services
+    from wyvern.apps import classifier, port_security, punts, services
 
     template = data.draw(
         st.sampled_from(
@@ -492,6 +511,7 @@ def test_compiled_templates_equal_the_generic_path(data: st.DataObject) -> None:
                 services.ARP_REPLY,
                 services.ND_PUNT,
                 classifier.PORT_FLOW,
+                punts.METER_FLOW,
             ]
         )
     )

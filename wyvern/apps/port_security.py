@@ -118,8 +118,8 @@ def _mac(text: str) -> int:
 
 def _addresses(port: Port) -> dict[int, tuple[list[Addr], list[Addr]]]:
     """allowed_addresses as match values: MAC -> (IPv4 addresses, IPv6 addresses)."""
-    out: dict[int, tuple[list[Addr], list[Addr]]] = {_mac(port.mac): ([], [])}
-    mine = out[_mac(port.mac)]
+    mine: tuple[list[Addr], list[Addr]] = ([], [])
+    out: dict[int, tuple[list[Addr], list[Addr]]] = {_mac(port.mac): mine}
     for ip in port.ips:
         version, a = _addr(ip)
         if a not in mine[version == 6]:

@@ -77,14 +77,19 @@ def meter_id(ofport: int) -> int:
     return ofport
 
 
+# flow(classifier cookie, ofport, meter id): a flow per local port, made by template
+METER_FLOW = table("punt_meter").template(
+    priority=100,
+    cookie_app="classifier",
+    varying=("in_port",),
+    actions=(Meter(1), Goto("punt")),
+    action_values=(0,),
+)
+
+
 def meter_flow(cookie: int, ofport: int) -> Flow:
-    """A local port's punts go through its own meter."""
-    return table("punt_meter").flow(
-        priority=100,
-        cookie=cookie,
-        match={"in_port": ofport},
-        actions=(Meter(meter_id(ofport)), Goto("punt")),
-    )
+    """A local port's punts go through its own meter (COOKIE: the classifier's)."""
+    return METER_FLOW.flow(cookie, ofport, meter_id(ofport))
 
 
 def punt_flows(cookie: int) -> list[Flow]:

@@ -44,7 +44,7 @@ from wyvern import ir
 from wyvern.apps.base import App, Owner
 from wyvern.controller.deps import Deps, ReadingView
 from wyvern.ir import Flow
-from wyvern.ir.cookies import AppName, entry_cookie
+from wyvern.ir.cookies import APPS, OBJECT_BITS, AppName, entry_cookie, entry_object
 from wyvern.ir.render import clear_caches as clear_render_memos
 from wyvern.ir.render import render_flow
 from wyvern.model.view import Change, LocalView, touched_keys
@@ -65,11 +65,13 @@ def cookie_of(key: EntryKey) -> int:
     return entry_cookie(cast(AppName, key[0]), key[1])
 
 
-def entry_lines(key: EntryKey, flows: Sequence[Flow]) -> list[str]:
-    """An entry's flows as installed: rendered with the entry's cookie."""
+def entry_lines(key: EntryKey, flows: Sequence[Flow], cookie: int | None = None) -> list[str]:
+    """An entry's flows as installed: rendered with the entry's cookie (COOKIE, if the
+    caller knows it: cookie_of(key))."""
     if not flows:
         return []
-    cookie = cookie_of(key)
+    if cookie is None:
+        cookie = cookie_of(key)
     return [render_flow(f, cookie) for f in flows]
 
 
@@ -215,11 +217,18 @@ class Engine:
             self._kind_apps = {}
             clock, rendering = time.perf_counter, 0.0
             set_lines = self._set_lines
+            # Each owner's entry-cookie hash, made once for the apps that list it (a port
+            # is in eight): cookie_of(key) is the app's id above it.
+            objects: dict[Owner, int] = {}
+            app_bits = 0
 
             def emit(key: EntryKey, flows: Sequence[Flow]) -> None:
                 nonlocal size, rendering
                 t = clock()
-                lines = entry_lines(key, flows)
+                obj = objects.get(key[1])
+                if obj is None:
+                    obj = objects[key[1]] = entry_object(key[1])
+                lines = entry_lines(key, flows, app_bits | obj)
                 rendering += clock() - t
                 if not first:
                     fresh[key] = 0
@@ -240,6 +249,7 @@ class Engine:
             # outlives its owner.
             for app in self.apps:
                 name = app.name
+                app_bits = APPS[cast(AppName, name)] << OBJECT_BITS
                 flows_of = app.flows
                 kinds: set[str] = set()
                 glob = app.global_flows()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from wyvern.ir import registers
-from wyvern.ir.fields import FIELDS, IRError, _full, parse_value
+from wyvern.ir.fields import FIELDS, IRError, _full, ip_version, parse_value
 from wyvern.ir.pipeline import StageName
 from wyvern.ir.registers import RegisterName
 
@@ -106,8 +105,8 @@ class Nat:
         if (self.kind is None) != (self.addr is None):
             raise IRError("Nat: give both kind and addr, or neither (bare nat)")
         if self.addr is not None:
-            family = ipaddress.ip_address(self.addr).version
-            if self.addr_max is not None and ipaddress.ip_address(self.addr_max).version != family:
+            family = ip_version(self.addr)
+            if self.addr_max is not None and ip_version(self.addr_max) != family:
                 raise IRError("Nat: address range mixes IPv4 and IPv6")
         elif self.addr_max is not None or self.port is not None:
             raise IRError("Nat: a range or port needs an address")
@@ -116,7 +115,7 @@ class Nat:
 
     @property
     def family(self) -> int | None:
-        return ipaddress.ip_address(self.addr).version if self.addr else None
+        return ip_version(self.addr) if self.addr else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,9 +106,15 @@ def entry_cookie(app: AppName, owner: tuple[str, str]) -> int:
     entry (a 55-bit hash: among 100k entries, odds of 1 in 7 million that two share one,
     and so replace each other's flows) and the same after every restart, so the agent
     can compare its entries with the switch's."""
+    return (APPS[app] << OBJECT_BITS) | entry_object(owner)
+
+
+def entry_object(owner: tuple[str, str]) -> int:
+    """The object part of every entry cookie of `owner` (H=1 and the owner's hash): the
+    same in every app, so a full recompute hashes an owner once for all its apps."""
     kind, id_ = owner
     digest = hashlib.blake2b(f"{kind}\0{id_}".encode(), digest_size=7).digest()
-    return (APPS[app] << OBJECT_BITS) | HASHED | (int.from_bytes(digest, "big") & (HASHED - 1))
+    return HASHED | (int.from_bytes(digest, "big") & (HASHED - 1))
 
 
 def decode(cookie: int) -> tuple[AppName, int]:

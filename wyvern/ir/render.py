@@ -9,7 +9,6 @@ reg10 become one `reg10=0x5/0x5`). `render_strict` gives the identity part
 
 from __future__ import annotations
 
-import ipaddress
 import operator
 from collections.abc import Iterable
 from typing import cast
@@ -46,6 +45,7 @@ from wyvern.ir import (
     Resubmit,
     SetField,
     format_value,
+    ip_version,
     pipeline,
     registers,
     setfield_value,
@@ -238,7 +238,7 @@ def _set_field(sf: SetField) -> str:
 def _nat(nat: Nat) -> str:
     if nat.kind is None or nat.addr is None:
         return "nat"
-    v6 = ipaddress.ip_address(nat.addr).version == 6
+    v6 = ip_version(nat.addr) == 6
     addr = nat.addr + (f"-{nat.addr_max}" if nat.addr_max else "")
     if nat.port is not None:
         if v6:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 from wyvern.ir import cookies, pipeline, registers
-from wyvern.ir.actions import Action, Ct, Load, Output, SetField
+from wyvern.ir.actions import Action, Ct, Load, Meter, Output, SetField
 from wyvern.ir.checks import _SETFIELD_SHAPED, _SHAPE_FIELDS, _VALID_SHAPES, _ct_shape
 from wyvern.ir.fields import (
     _BITS,
@@ -40,9 +40,9 @@ class FlowTemplate:
     value; its prerequisites stay, and a field left out cannot make a valid flow invalid).
 
     Action values may vary too: `action_values` lists the positions in `actions` of
-    Load, SetField (unmasked, not vlan_vid) and Output actions whose value each flow
-    gives, as an int after the match values (a register's range, the field's bits, a
-    valid OpenFlow port), and of Ct actions, given whole: a Ct of the sample's shape
+    Load, SetField (unmasked, not vlan_vid), Output and Meter actions whose value each
+    flow gives, as an int after the match values (a register's range, the field's bits, a
+    valid OpenFlow port, a meter id), and of Ct actions, given whole: a Ct of the sample's shape
     (the same commit, zone, table, NAT kind and family, exec fields), e.g. a per-port
     NAT address and label. The actions given there are samples: the shape is checked with
     them, and no other value can make it invalid.
@@ -196,11 +196,14 @@ class FlowTemplate:
         acts = [f"_actions[{i}]" for i in range(len(self.actions))]
         for n_slot, slot in enumerate(self._slots):
             b = f"b{n_slot}"
-            body += [
-                f"    {b} = _slots[{n_slot}][3].get(a{n_slot})",
-                f"    if {b} is None:",
-                f"        {b} = _slot_action(_stage, _slots[{n_slot}], a{n_slot})",
-            ]
+            if slot[2] < 0:  # a whole action (a Ct): checked each time, never remembered
+                body.append(f"    {b} = _slots[{n_slot}][1](a{n_slot})")
+            else:
+                body += [
+                    f"    {b} = _slots[{n_slot}][3].get(a{n_slot})",
+                    f"    if {b} is None:",
+                    f"        {b} = _slot_action(_stage, _slots[{n_slot}], a{n_slot})",
+                ]
             acts[slot[0]] = b
         actions = "_actions" if not self._slots else "(" + "".join(f"{a}, " for a in acts) + ")"
         body += [
@@ -327,6 +330,8 @@ def _action_slot(
             return i, functools.partial(SetField, sf.field), _full(spec.bits), made
     if t is Output:
         return i, Output, 0, _MADE.setdefault((Output, ""), {})
+    if t is Meter:  # (Meter itself refuses 0)
+        return i, Meter, 0xFFFF0000, _MADE.setdefault((Meter, ""), {})
     if t is Ct:
         shape = _ct_shape(cast(Ct, a))
         if shape is not None:
