@@ -93,26 +93,42 @@ def test_policy_and_isolation(client: TestClient) -> None:
         assert client.delete(url, headers=OTHER).status_code == 404
     assert client.get(LABELS, headers=OTHER).json()["metering_labels"] == []
     assert client.get(RULES, headers=OTHER).json()["metering_label_rules"] == []
-    r = post_rule(client, OTHER, metering_label_id=lb["id"], direction="egress",
-                  remote_ip_prefix="10.1.0.0/16")  # fmt: skip
+    r = post_rule(
+        client,
+        OTHER,
+        metering_label_id=lb["id"],
+        direction="egress",
+        remote_ip_prefix="10.1.0.0/16",
+    )
     assert r.status_code == 404 and error_type(r) == "MeteringLabelNotFound"
     # a reader reads, a member does not write
     assert client.get(f"{RULES}/{ru['id']}", headers=READER).status_code == 200
     assert client.delete(f"{RULES}/{ru['id']}", headers=MEMBER).status_code == 403
-    r = post_rule(client, MEMBER, metering_label_id=lb["id"], direction="ingress",
-                  remote_ip_prefix="10.1.0.0/16")  # fmt: skip
+    r = post_rule(
+        client,
+        MEMBER,
+        metering_label_id=lb["id"],
+        direction="ingress",
+        remote_ip_prefix="10.1.0.0/16",
+    )
     assert r.status_code == 403
     # the admin's rule on p1's label is p1's
-    by_admin = rule(client, ADMIN, metering_label_id=lb["id"], direction="ingress",
-                    source_ip_prefix="192.0.2.0/24")  # fmt: skip
+    by_admin = rule(
+        client,
+        ADMIN,
+        metering_label_id=lb["id"],
+        direction="ingress",
+        source_ip_prefix="192.0.2.0/24",
+    )
     assert by_admin["project_id"] == "p1"
     assert client.get(f"{RULES}/{by_admin['id']}", headers=READER).status_code == 200
 
 
 def test_rule_attributes_and_agent_record(client: TestClient) -> None:
     lb = label(client)
-    legacy = rule(client, metering_label_id=lb["id"], direction="ingress",
-                  remote_ip_prefix="10.0.0.0/24")  # fmt: skip
+    legacy = rule(
+        client, metering_label_id=lb["id"], direction="ingress", remote_ip_prefix="10.0.0.0/24"
+    )
     assert legacy == {
         "id": legacy["id"],
         "metering_label_id": lb["id"],
@@ -124,11 +140,21 @@ def test_rule_attributes_and_agent_record(client: TestClient) -> None:
         "project_id": "p1",
         "tenant_id": "p1",
     }
-    both = rule(client, metering_label_id=lb["id"], direction="egress", excluded=True,
-                source_ip_prefix="10.0.0.5", destination_ip_prefix="198.51.100.0/24")  # fmt: skip
+    both = rule(
+        client,
+        metering_label_id=lb["id"],
+        direction="egress",
+        excluded=True,
+        source_ip_prefix="10.0.0.5",
+        destination_ip_prefix="198.51.100.0/24",
+    )
     assert both["source_ip_prefix"] == "10.0.0.5/32" and both["excluded"] is True
-    v6 = rule(client, metering_label_id=lb["id"], direction="egress",
-              destination_ip_prefix="2001:db8::/64")  # fmt: skip
+    v6 = rule(
+        client,
+        metering_label_id=lb["id"],
+        direction="egress",
+        destination_ip_prefix="2001:db8::/64",
+    )
     listed = client.get(f"{RULES}?metering_label_id={lb['id']}&direction=egress", headers=READER)
     assert {x["id"] for x in listed.json()["metering_label_rules"]} == {both["id"], v6["id"]}
     excluded = client.get(f"{RULES}?excluded=true", headers=READER).json()["metering_label_rules"]
@@ -155,7 +181,11 @@ def test_rule_attributes_and_agent_record(client: TestClient) -> None:
     [
         ({"direction": "egress"}, 400, "Invalid"),  # no prefix at all
         (
-            {"direction": "egress", "remote_ip_prefix": "10.0.0.0/8", "source_ip_prefix": "1.2.3.4"},
+            {
+                "direction": "egress",
+                "remote_ip_prefix": "10.0.0.0/8",
+                "source_ip_prefix": "1.2.3.4",
+            },
             400,
             "Invalid",
         ),
@@ -165,11 +195,14 @@ def test_rule_attributes_and_agent_record(client: TestClient) -> None:
         ({"direction": "egress", "remote_ip_prefix": "bogus"}, 400, "InvalidInput"),
         ({"direction": "egress", "source_ip_prefix": "10.0.0.0/33"}, 400, "InvalidInput"),
         (
-            {"direction": "egress", "source_ip_prefix": "10.0.0.0/8",
-             "destination_ip_prefix": "2001:db8::/32"},
+            {
+                "direction": "egress",
+                "source_ip_prefix": "10.0.0.0/8",
+                "destination_ip_prefix": "2001:db8::/32",
+            },
             400,
             "InvalidInput",
-        ),  # fmt: skip
+        ),
         ({"direction": "egress", "remote_ip_prefix": "10.0.0.0/8", "excluded": "x"}, 400, None),
         ({"direction": "egress", "remote_ip_prefix": "10.0.0.0/8", "id": "x"}, 400, None),
     ],
@@ -187,23 +220,35 @@ def test_rule_validation(
 
 
 def test_unknown_label(client: TestClient) -> None:
-    r = post_rule(client, metering_label_id="8c1f5f6a-0d0b-4a3e-9a54-3c1d7a1e2f10",
-                  direction="egress", remote_ip_prefix="10.0.0.0/8")  # fmt: skip
+    r = post_rule(
+        client,
+        metering_label_id="8c1f5f6a-0d0b-4a3e-9a54-3c1d7a1e2f10",
+        direction="egress",
+        remote_ip_prefix="10.0.0.0/8",
+    )
     assert r.status_code == 404 and error_type(r) == "MeteringLabelNotFound"
-    r = post_rule(client, metering_label_id="nope", direction="egress", remote_ip_prefix="1.0.0.0/8")
+    r = post_rule(
+        client, metering_label_id="nope", direction="egress", remote_ip_prefix="1.0.0.0/8"
+    )
     assert r.status_code == 400
 
 
 def test_overlapping_remote_prefixes(client: TestClient) -> None:
     lb = label(client)
     rule(client, metering_label_id=lb["id"], direction="egress", remote_ip_prefix="10.0.0.0/16")
-    r = post_rule(client, metering_label_id=lb["id"], direction="egress",
-                  remote_ip_prefix="10.0.5.0/24")  # fmt: skip
+    r = post_rule(
+        client, metering_label_id=lb["id"], direction="egress", remote_ip_prefix="10.0.5.0/24"
+    )
     assert r.status_code == 409 and error_type(r) == "MeteringLabelRuleOverlaps"
     # Another direction, the excluded kind, or another label: no overlap (Neutron's rule)
     rule(client, metering_label_id=lb["id"], direction="ingress", remote_ip_prefix="10.0.5.0/24")
-    rule(client, metering_label_id=lb["id"], direction="egress", remote_ip_prefix="10.0.5.0/24",
-         excluded=True)  # fmt: skip
+    rule(
+        client,
+        metering_label_id=lb["id"],
+        direction="egress",
+        remote_ip_prefix="10.0.5.0/24",
+        excluded=True,
+    )
     other = label(client)
     rule(client, metering_label_id=other["id"], direction="egress", remote_ip_prefix="10.0.0.0/8")
     # source/destination prefixes are not checked for overlaps (nor in Neutron)
