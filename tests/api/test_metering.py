@@ -9,9 +9,15 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import as_project, error_type
-from wyvern.model.keys import obj_key, uniq_prefix
+from tests.api.test_routers import external_net
+from wyvern.api.app import create_app
+from wyvern.config import Settings
+from wyvern.model.keys import metering_status_key, obj_key, uniq_prefix
+from wyvern.nb.memory import MemoryStore
+from wyvern.nb.store import Put
 
 LABELS = "/v2.0/metering/metering-labels"
 RULES = "/v2.0/metering/metering-label-rules"
@@ -280,3 +286,72 @@ def test_label_delete_cascades_rules_and_key(client: TestClient) -> None:
     assert client.get(f"{RULES}/{ru['id']}", headers=READER).status_code == 404
     left = [kv.key for kv in store.list("/wyvern/").items if "meter" in kv.key]
     assert left == []
+
+
+def report(api: TestClient, chassis: str, labels: dict[str, Any]) -> None:
+    """A chassis's counters, as its agent writes them (wyvern.controller.metering)."""
+    store = api.app.state.api.state.repo.store  # type: ignore[attr-defined]
+    value = {"chassis": chassis, "labels": labels, "flows": {}}
+    store.txn([], [Put(metering_status_key(chassis), orjson.dumps(value))])
+
+
+def metrics(api: TestClient, headers: dict[str, str]) -> dict[tuple[str, ...], float]:
+    r = api.get("/metrics", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            if s.name.endswith("_total"):
+                lab = s.labels
+                key = (
+                    s.name,
+                    lab["label_id"],
+                    lab["router_id"],
+                    lab["project_id"],
+                    lab["direction"],
+                )
+                out[key] = s.value
+    return out
+
+
+def test_metrics_sum_the_chassis_for_who_may_read_the_label(client: TestClient) -> None:
+    lb = label(client, name="web")
+    rule(client, metering_label_id=lb["id"], direction="egress", remote_ip_prefix="10.0.0.0/8")
+    net_id, _ = external_net(client)
+    router = client.post(
+        "/v2.0/routers",
+        json={"router": {"name": "r", "project_id": "p1",
+                         "external_gateway_info": {"network_id": net_id}}},
+    ).json()["router"]  # fmt: skip
+    rid = router["id"]
+    # Before any traffic: a zero for each router and direction the label meters
+    pk, by = "wyvern_metering_label_packets_total", "wyvern_metering_label_bytes_total"
+    assert metrics(client, READER) == {
+        (pk, lb["id"], rid, "p1", "egress"): 0.0,
+        (by, lb["id"], rid, "p1", "egress"): 0.0,
+    }
+    report(client, "hv1", {lb["id"]: {rid: {"egress": [3, 300]}}})
+    report(client, "hv2", {lb["id"]: {rid: {"egress": [2, 250], "ingress": [1, 84]}}})
+    got = metrics(client, READER)
+    assert got[(pk, lb["id"], rid, "p1", "egress")] == 5
+    assert got[(by, lb["id"], rid, "p1", "egress")] == 550
+    assert got[(pk, lb["id"], rid, "p1", "ingress")] == 1
+    assert metrics(client, ADMIN) == got
+    assert metrics(client, OTHER) == {}  # another project's label is not shown
+
+
+def test_metrics_need_authentication_with_tokens(tmp_path: Any) -> None:
+    """Beyond loopback the API needs a token (noauth is refused there), and so do the
+    counters: none, or a wrong one, is a 401."""
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text('[tokens.s3cret]\nproject_id = "admin"\nroles = ["admin"]\n')
+    settings = Settings(
+        store="memory", auth_strategy="token", tokens_file=tokens, api_host="0.0.0.0"
+    )
+    with TestClient(create_app(settings, MemoryStore())) as api:
+        r = api.get("/metrics")
+        assert r.status_code == 401 and error_type(r) == "NotAuthorized"
+        assert api.get("/metrics", headers={"X-Auth-Token": "wrong"}).status_code == 401
+        r = api.get("/metrics", headers={"X-Auth-Token": "s3cret"})
+        assert r.status_code == 200 and "wyvern_metering_label_packets" in r.text
