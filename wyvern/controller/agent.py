@@ -529,6 +529,8 @@ class Agent:
         self._metering_at = now + self.metering_interval
         try:
             text = self.ovs.ofctl(
+                "-O",
+                "OpenFlow15",
                 "--no-names",
                 "dump-flows",
                 self.bridge,
