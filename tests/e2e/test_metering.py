@@ -37,6 +37,7 @@ from tests.e2e.test_north_south import (
 from tests.e2e.test_provider_networks import PHYSNET, TOR, Segment, attach_nic, sh
 from tests.harness import process_env, wyvern_command
 from tests.southbound.conftest import in_netns, unique
+from wyvern.ir import pipeline
 from wyvern.model.keys import STATUS_METERING
 from wyvern.nb.etcd import EtcdStore
 from wyvern.southbound.ovs import OvsInstance, netns_exists
@@ -120,9 +121,9 @@ def settle(c: Cluster, want: dict[tuple[str, str], tuple[int, int]], what: str) 
     deadline = time.monotonic() + 15
     while not all(counters(c).get(k) == v for k, v in want.items()):
         if time.monotonic() > deadline:
+            table = f"table={pipeline.table_of('meter_count')}"
             dumps = "\n".join(
-                hv.ovs.ofctl("-O", "OpenFlow15", "dump-flows", "br-int", "table=26")
-                for hv in c.hv
+                hv.ovs.ofctl("-O", "OpenFlow15", "dump-flows", "br-int", table) for hv in c.hv
             )
             raise AssertionError(f"{what}: want {want}, got {counters(c)}\n{dumps}\n{c.logs()}")
         time.sleep(INTERVAL)
