@@ -348,7 +348,7 @@ PIPELINE: tuple[Stage, ...] = (
         "nat",
         "Floating IP / DNAT and un-SNAT of replies through the router's conntrack zone",
         match=("router_key", "network_key", *_L3, *_L4, "ct_state"),
-        next=("meter_ingress",),
+        next=("meter_ingress", "routing"),  # (routing: past the counters, as tests do)
         miss=goto("meter_ingress"),  # no DNAT applies
     ),
     _stage(
@@ -408,7 +408,7 @@ PIPELINE: tuple[Stage, ...] = (
             "ipv6_src",
         ),
         writes=("eth_dst", "punt_code"),
-        next=("meter_egress", "punt_meter"),
+        next=("meter_egress", "snat", "punt_meter"),  # (snat: past the counters)
         miss=DROP,  # next hop not known
     ),
     _stage(
