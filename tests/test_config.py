@@ -320,6 +320,11 @@ class OldSettings(BaseSettings):
         "the external networks it hosts gateways on; an answer with a new MAC replaces "
         "the binding (a replaced upstream router).",
     )
+    agent_metering_interval: float = Field(
+        default=10.0,
+        gt=0,
+        description="Agent: seconds between two readings of the metering counters.",
+    )
     min_rtr_adv_interval: float = Field(
         default=30.0,
         ge=3,

@@ -390,6 +390,13 @@ class Settings:
         "chassis by name with a port there, from a router interface); an answer with a "
         "new MAC replaces the binding (a replaced upstream router, a moved VIP).",
     )
+    agent_metering_interval: float = _opt(
+        default=10.0,
+        gt=0,
+        description="Agent: seconds between two readings of the metering labels' flow "
+        "statistics, whose sums per label, router and direction it reports to the store "
+        "(the API's /metrics, `wyvern meters`) when they moved.",
+    )
     min_rtr_adv_interval: float = _opt(
         default=30.0,
         ge=3,

@@ -292,13 +292,14 @@ def passthrough_for_missing_apps(apps: Sequence[App]) -> list[Flow]:
     declared miss of each stage whose owner runs, and a priority-0 "go to the next stage"
     for the other stages (so, for example, L2 tests run without the security-group app).
     Router stages (direction "l3") of absent owners get nothing: without the L3 app a
-    packet for a router MAC is dropped at router_input."""
+    packet for a router MAC is dropped at router_input; but the metering stages, which
+    only count, pass packets on without the metering app."""
     names = {a.name for a in apps}
     if "pipeline" in names:
         return []
     out: list[Flow] = [f for f in miss_flows() if pipeline.stage(f.stage).owner in names]
     for st in pipeline.PIPELINE:
-        if st.owner in names or st.direction == "l3":
+        if st.owner in names or (st.direction == "l3" and st.owner != "metering"):
             continue  # a router stage without its app: a table miss drops
         forward = [n for n in st.next if pipeline.is_forward(st.name, n)]
         if not forward:

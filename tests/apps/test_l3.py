@@ -173,7 +173,8 @@ def simulate(view: LocalView) -> Simulator:
     misses = [
         f
         for f in miss_flows()
-        if pipeline.stage(f.stage).owner in ("l3", "nat") or f.stage in ("punt_meter", "punt")
+        if pipeline.stage(f.stage).owner in ("l3", "nat", "metering")
+        or f.stage in ("punt_meter", "punt")
     ]
     punts = Services().global_flows()  # (the punt stage: controller(userdata) per code)
     return Simulator([*stub_flows(view), *all_flows(view, [L3App(), NatApp()]), *misses, *punts])

@@ -330,3 +330,35 @@ def test_network_rbac(osc: Osc) -> None:
     assert pol["id"] not in left and ext["id"] not in left
     assert osc.json("network", "show", net["id"])["shared"] is False
     osc.ok("network", "delete", net["id"])
+
+
+def test_network_meter_and_rules(osc: Osc) -> None:
+    name = unique("meter")
+    meter = osc.json("network", "meter", "create", "--description", "web", "--share", name)
+    assert meter["name"] == name and meter["shared"] is True
+    assert [m["ID"] for m in osc.json("network", "meter", "list")] == [meter["id"]]
+    out = osc.json("network", "meter", "rule", "create", "--egress", "--remote-ip-prefix",
+                   "10.0.0.0/24", meter["id"])  # fmt: skip
+    assert out["direction"] == "egress" and out["remote_ip_prefix"] == "10.0.0.0/24"
+    excluded = osc.json(
+        "network", "meter", "rule", "create", "--ingress", "--exclude",
+        "--source-ip-prefix", "192.0.2.0/24", "--destination-ip-prefix", "10.0.0.5",
+        meter["id"],
+    )  # fmt: skip
+    assert excluded["is_excluded"] is True, excluded
+    assert excluded["destination_ip_prefix"] == "10.0.0.5/32"
+    # Neutron's errors through the CLI: remote with source/destination, an overlap
+    bad = osc.run("network", "meter", "rule", "create", "--remote-ip-prefix", "10.1.0.0/16",
+                  "--source-ip-prefix", "10.2.0.0/16", meter["id"])  # fmt: skip
+    assert bad.returncode != 0 and "remote-ip-prefix" in bad.stderr
+    clash = osc.run("network", "meter", "rule", "create", "--egress", "--remote-ip-prefix",
+                    "10.0.0.128/25", meter["id"])  # fmt: skip
+    assert clash.returncode != 0 and "overlaps another" in clash.stderr
+    rules = osc.json("network", "meter", "rule", "list")
+    assert {r["ID"] for r in rules} == {out["id"], excluded["id"]}
+    shown = osc.json("network", "meter", "rule", "show", out["id"])
+    assert shown["metering_label_id"] == meter["id"]
+    osc.ok("network", "meter", "rule", "delete", out["id"])
+    osc.ok("network", "meter", "delete", name)
+    assert osc.json("network", "meter", "list") == []
+    assert osc.json("network", "meter", "rule", "list") == []

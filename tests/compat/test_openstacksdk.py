@@ -224,3 +224,24 @@ def test_subnet_pools_and_address_scopes(conn: Connection) -> None:
     conn.network.delete_network(net)
     conn.network.delete_subnet_pool(pool)
     conn.network.delete_address_scope(scope)
+
+
+def test_metering_labels_and_rules(conn: Connection) -> None:
+    label = conn.network.create_metering_label(name=unique("meter"), is_shared=False)
+    assert conn.network.get_metering_label(label.id).name == label.name
+    rule = conn.network.create_metering_label_rule(
+        metering_label_id=label.id, direction="ingress", remote_ip_prefix="10.0.0.0/24"
+    )
+    assert rule.direction == "ingress" and rule.is_excluded is False
+    pair = conn.network.create_metering_label_rule(
+        metering_label_id=label.id,
+        direction="egress",
+        source_ip_prefix="10.0.0.0/24",
+        destination_ip_prefix="192.0.2.0/24",
+    )
+    listed = {r.id for r in conn.network.metering_label_rules(metering_label_id=label.id)}
+    assert listed == {rule.id, pair.id}
+    assert label.id in {m.id for m in conn.network.metering_labels()}
+    conn.network.delete_metering_label(label)
+    assert conn.network.find_metering_label(label.id) is None
+    assert [r.id for r in conn.network.metering_label_rules(metering_label_id=label.id)] == []

@@ -39,6 +39,8 @@ from wyvern.model.view import (
     GatewayHost,
     LocalView,
     MacBinding,
+    MeteringLabel,
+    MeterRule,
     Network,
     Port,
     PortForwarding,
@@ -186,6 +188,37 @@ def router(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
                                              unique_by=(lambda f: f.id,
                                                         lambda f: (f.ip, f.protocol, f.ext[0]))))),
         az_hints=draw(st.sampled_from([(), (), ("nova",), ("az2",), ("az2", "nova")])),
+        project_id=draw(st.sampled_from(PROJECTS)),
+    ))  # fmt: skip
+
+
+PROJECTS = ["p1", "p2"]
+LABELS = ["l0", "l1", "l2"]
+METER_PREFIXES = [None, "10.0.0.0/24", "10.0.0.5/32", "0.0.0.0/0", "2001:db8::/64"]
+
+
+@st.composite
+def meter_rule(draw: Any) -> MeterRule:
+    source = draw(st.sampled_from(METER_PREFIXES))
+    destination = draw(st.sampled_from(METER_PREFIXES))
+    return MeterRule(
+        id=draw(st.sampled_from(["m0", "m1", "m2", "m3"])),
+        direction=draw(st.sampled_from(["ingress", "egress"])),
+        excluded=draw(st.booleans()),
+        source=source,
+        destination=destination,
+    )
+
+
+@st.composite
+def metering_label(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
+    """A label of either project (or shared) with up to three rules, some of them the
+    API refuses (no prefix, two IP versions): the app must make nothing of those."""
+    id_ = id_ or draw(st.sampled_from(LABELS))
+    rules = draw(st.lists(meter_rule(), max_size=3, unique_by=lambda r: r.id))
+    return ("metering_label", id_, MeteringLabel(
+        id=id_, key=LABELS.index(id_) + 1, project_id=draw(st.sampled_from(PROJECTS)),
+        shared=draw(st.booleans()), rules=tuple(sorted(rules, key=lambda r: r.id)),
     ))  # fmt: skip
 
 
@@ -317,6 +350,7 @@ def removal(draw: Any) -> tuple[str, str, Any]:
         ("network", NETS), ("subnet", sorted(SUBNETS)), ("port", PORTS), ("router", ROUTERS),
         ("security_group", SGS), ("security_group_rule", RULES), ("binding", PORTS),
         ("chassis", CHASSIS), ("status", PORTS), ("gateway_host", ROUTERS),
+        ("metering_label", LABELS),
         ("mac_binding", [mac_binding_id(n, ip_in(s, h)) for s, (n, _) in SUBNETS.items()
                          for h in (1, 99)]),
     ]))  # fmt: skip
@@ -336,6 +370,7 @@ RANDOM_OPS = st.lists(
         mac_binding(),
         status(),
         gateway_host(),
+        metering_label(),
         chassis_down(),
         lease_expiry(),
         removal(),
@@ -394,6 +429,7 @@ def scenario(draw: Any) -> list[tuple[str, str, Any]]:
     base += [draw(status(p)) for p in PORTS if draw(st.integers(0, 3))]
     base += draw(st.lists(mac_binding(), max_size=3))
     base += [draw(gateway_host(r)) for r in ROUTERS if draw(st.booleans())]
+    base += [draw(metering_label(m)) for m in LABELS if draw(st.booleans())]
     if draw(st.booleans()):
         base += gateway_setup(draw)
     order = draw(st.permutations(base)) if draw(st.booleans()) else base

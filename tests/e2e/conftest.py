@@ -45,6 +45,8 @@ BODY_KEYS = {
     "floatingips": "floatingip",
     "subnetpools": "subnetpool",
     "address-scopes": "address_scope",
+    "metering/metering-labels": "metering_label",
+    "metering/metering-label-rules": "metering_label_rule",
 }
 
 

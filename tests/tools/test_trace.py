@@ -807,3 +807,35 @@ def test_dhcp6_solicit_is_punted_to_the_dhcpv6_server_naming_port_and_subnet() -
         f"subnet sub6 ({sub['id']}) (dhcpv6-stateful)"
     ) in text, text
     assert "DNS servers fd00:6::53; domain search openstacklocal" in text, text
+
+
+def test_a_metered_router_shows_the_label_rules_that_count_the_packet() -> None:
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, ports = populate(c)
+        world = World(store, ids, ports)
+        north_south(world, c)
+        label = c.post(
+            "/v2.0/metering/metering-labels", json={"metering_label": {"name": "web"}}
+        ).json()["metering_label"]
+        rules = {}
+        for direction, excluded, prefix in (
+            ("egress", False, "10.0.0.0/24"),
+            ("egress", True, "10.0.0.99/32"),
+        ):
+            r = c.post(
+                "/v2.0/metering/metering-label-rules",
+                json={"metering_label_rule": {"metering_label_id": label["id"],
+                      "direction": direction, "excluded": excluded,
+                      "remote_ip_prefix": prefix}},
+            )  # fmt: skip
+            assert r.status_code == 201, r.text
+            rules[excluded] = r.json()["metering_label_rule"]["id"]
+    _, _, trace, text = world.run(from_port="vm-a", dst_ip="198.51.100.7")
+    assert trace.outputs, text
+    assert "(meter_count)" in text and "(meter_egress)" in text, text
+    assert (
+        f"metering label web egress rule from 10.0.0.0/24 to any (rule {rules[False]}): counted"
+        in text
+    ), text
+    assert rules[True] not in text  # (vm-a is not the excluded address)

@@ -13,13 +13,14 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import wyvern
-from wyvern.api import logfilter, openapi
+from wyvern.api import logfilter, metering_metrics, openapi
 from wyvern.api.attributes import attr_schema, openapi_schema, present
 from wyvern.api.context import Authenticator, RequestContext, load_tokens
 from wyvern.api.errors import BadRequest, NeutronError, NotFound, ServiceUnavailable, shorten
@@ -583,6 +584,14 @@ class Api:
         )
         for path, fn, op in discovery:
             self._route(app, path, "GET", fn, op)
+
+        async def metrics(request: Request) -> Response:
+            ctx = self.ctx(request)
+            text = await run_in_threadpool(metering_metrics.render, self.state, ctx)
+            return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+        # Prometheus's, not Neutron's: outside the API document (wyvern.api.metering_metrics)
+        app.add_api_route(metering_metrics.PATH, metrics, methods=["GET"], include_in_schema=False)
         # The same as /v2.0/ (clients ask both); documented once.
         app.add_api_route("/v2.0", resources, methods=["GET"], include_in_schema=False)
 

@@ -138,4 +138,14 @@ EXTENSIONS: list[Extension] = [
         "Router Availability Zone",
         "availability_zone_hints place a router's gateway; availability_zones on routers.",
     ),
+    _ext(
+        "metering",
+        "Neutron Metering",
+        "Metering labels and rules: packets and bytes through router gateways (/metrics).",
+    ),
+    _ext(
+        "metering_source_and_destination_fields",
+        "Neutron Metering with source and destination filtering",
+        "source_ip_prefix and destination_ip_prefix on metering label rules.",
+    ),
 ]

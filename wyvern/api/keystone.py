@@ -29,6 +29,7 @@ LOG = logging.getLogger(__name__)
 SCOPE_KEY = "wyvern.identity"
 # Where auth applies: Neutron's api-paste serves the version list (`/`) unauthenticated.
 PROTECTED_PREFIX = "/v2.0"
+METRICS_PATH = "/metrics"  # (wyvern.api.metering_metrics: the metering counters)
 # Threads validating at once (anyio's default pool is shared with the store calls).
 VALIDATORS = 32
 
@@ -97,7 +98,9 @@ class KeystoneAuth:
         self.limiter = anyio.CapacityLimiter(VALIDATORS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] != "http" or not (
+            scope["path"].startswith(PROTECTED_PREFIX) or scope["path"] == METRICS_PATH
+        ):
             await self.app(scope, receive, send)
             return
         identity, refusal = await anyio.to_thread.run_sync(

@@ -522,6 +522,29 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
             "(rule:admin_only) or (role:member and rule:ext_parent_owner)",
         ),
     ),
+    "metering": (
+        (
+            "create_metering_label",
+            "(rule:admin_only) or (role:manager and project_id:%(project_id)s)",
+        ),
+        ("get_metering_label", "(rule:admin_only) or (role:reader and project_id:%(project_id)s)"),
+        (
+            "delete_metering_label",
+            "(rule:admin_only) or (role:manager and project_id:%(project_id)s)",
+        ),
+        (
+            "create_metering_label_rule",
+            "(rule:admin_only) or (role:manager and project_id:%(project_id)s)",
+        ),
+        (
+            "get_metering_label_rule",
+            "(rule:admin_only) or (role:reader and project_id:%(project_id)s)",
+        ),
+        (
+            "delete_metering_label_rule",
+            "(rule:admin_only) or (role:manager and project_id:%(project_id)s)",
+        ),
+    ),
     "quotas": (
         ("get_quota", "(rule:admin_only) or (role:manager and project_id:%(project_id)s)"),
         ("update_quota", "rule:admin_only"),

@@ -12,6 +12,7 @@ from wyvern.apps.defaults import PipelineDefaults
 from wyvern.apps.l2 import L2
 from wyvern.apps.l3 import L3App
 from wyvern.apps.metadata import MetadataApp
+from wyvern.apps.metering import MeteringApp
 from wyvern.apps.nat import NatApp
 from wyvern.apps.output import OutputApp
 from wyvern.apps.port_security import PortSecurity
@@ -34,6 +35,7 @@ ALL_APPS: list[type[App]] = [
     SecurityGroups,
     L3App,
     NatApp,
+    MeteringApp,
 ]
 
 __all__ = ["ALL_APPS", "L2_APPS", "App"]

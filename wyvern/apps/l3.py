@@ -43,7 +43,8 @@ destination's egress security groups and port security still apply).
   is never resolved to the port that reserves it: the holder answers with its own MAC.
 
 Stage defaults (priority 0, from `global_flows`): router_input, routing and arp_resolve
-drop; the nat app's pass-throughs continue dnat → routing and snat → l2_lookup.
+drop; the nat app's pass-throughs continue dnat → meter_ingress → routing and
+meter_egress → snat → l2_lookup (wyvern.apps.metering counts what passes there).
 
 Next hops that are no port's address (the external network's upstream router, a host
 an extra route names) or are virtual are resolved from learned MAC bindings (priority
@@ -883,7 +884,7 @@ def _resolve_template(
         cookie_app="l3",
         varying=("network_key", field),
         fixed=family,
-        actions=(SetField("eth_dst", 0), Goto("snat")),
+        actions=(SetField("eth_dst", 0), Goto("meter_egress")),
         action_values=(0,),
     )
 

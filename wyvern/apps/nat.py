@@ -30,7 +30,8 @@ Port forwardings (centralized, on the chassis hosting the router's gateway, as i
 What dnat forwards nowhere is dropped in routing (wyvern.apps.l3: an own address).
 
 Both stages hold only their declared misses otherwise (wyvern.ir.pipeline): dnat
-continues to routing, snat returns the packet to l2_lookup of the output network.
+continues to routing (through meter_ingress), snat returns the packet to l2_lookup of
+the output network.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _fip_flows(view: LocalView, fip_id: str) -> list[Flow]:
             match={"router_key": rkey, "network_key": nkey, "ipv4_dst": str(lf.addr.ip)},
             actions=(
                 CtClear(),
-                Ct(commit=True, zone=zone, nat=Nat("dst", fip.fixed_ip), table="routing"),
+                Ct(commit=True, zone=zone, nat=Nat("dst", fip.fixed_ip), table="meter_ingress"),
             ),
         ),
         table("snat").flow(
@@ -123,7 +124,7 @@ def _forwarding_flows(view: LocalView, gw: Gateway, pf: PortForwarding) -> list[
             priority=P_FORWARD,
             cookie=cookie,
             match={**base, "ipv4_dst": str(fip), dst: value},
-            actions=(CtClear(), Ct(commit=True, zone=zone, nat=nat, table="routing")),
+            actions=(CtClear(), Ct(commit=True, zone=zone, nat=nat, table="meter_ingress")),
         )
         for value, nat in targets
     ]
@@ -174,7 +175,7 @@ class NatApp(App):
                     priority=P_UNSNAT,
                     cookie=cookie,
                     match={"router_key": rkey, "network_key": nkey, "ipv4_dst": str(addr.ip)},
-                    actions=(CtClear(), Ct(zone=zone, nat=Nat(), table="routing")),
+                    actions=(CtClear(), Ct(zone=zone, nat=Nat(), table="meter_ingress")),
                 )
             )
         if not router.enable_snat:

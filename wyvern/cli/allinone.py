@@ -132,6 +132,7 @@ class AgentComponent:
             selective=selective,
             liveness_grace=s.agent_liveness_grace,
             mac_binding_refresh=s.agent_mac_binding_refresh,
+            metering_interval=s.agent_metering_interval,
             router_adverts=RaSettings(s.min_rtr_adv_interval, s.max_rtr_adv_interval, s.dns_domain),
             dhcp=DhcpSettings(lease_time=s.dhcp_lease_duration, domain_name=s.dns_domain),
             metrics_file=s.agent_metrics_file,

@@ -477,6 +477,47 @@ def wait(
 
 
 @app.command()
+def meters(
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Print the metering labels' counters (packets and IP bytes through router gateways,
+    all chassis summed), as the API's /metrics serves them, one line per label, router
+    and direction."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, headers, _ = _client(api_url, token)
+    names = {
+        lb["id"]: lb["name"]
+        for lb in _get(base, headers, "metering/metering-labels")["metering_labels"]
+    }
+    try:
+        resp = requests.get(base.removesuffix("/v2.0") + "/metrics", headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        typer.echo(f"wyvern: cannot reach the API at {base}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        typer.echo(f"wyvern: GET /metrics: HTTP {resp.status_code}: {resp.text}", err=True)
+        raise typer.Exit(1)
+    rows: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for family in text_string_to_metric_families(resp.text):
+        what = family.name.removeprefix("wyvern_metering_label_")
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            lab = sample.labels
+            row = (lab["label_id"], lab["router_id"], lab["project_id"], lab["direction"])
+            rows.setdefault(row, {})[what] = int(sample.value)
+    typer.echo(f"{'LABEL':36}  {'NAME':16}  {'ROUTER':36}  {'DIRECTION':9}  {'PACKETS':>12}  BYTES")
+    for (label, router, _project, direction), values in sorted(rows.items()):
+        typer.echo(
+            f"{label:36}  {names.get(label, '')[:16]:16}  {router:36}  {direction:9}  "
+            f"{values.get('packets', 0):>12}  {values.get('bytes', 0)}"
+        )
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(f"wyvern {wyvern.__version__}")

@@ -71,8 +71,10 @@ from wyvern.controller.engine import Engine, default_apps, gc_paused, release_fr
 from wyvern.controller.interest import FakeBindings, Interest
 from wyvern.controller.liveness import ChassisLiveness
 from wyvern.controller.metadata import Instance, MetadataProxy, MetadataSettings
+from wyvern.controller.metering import MeterCounters, parse_dump
 from wyvern.controller.metrics import AgentFigures, MetricsFile, agent_families, render
 from wyvern.controller.sync import Sync
+from wyvern.ir import pipeline
 from wyvern.model.keys import ROOT, mac_binding_key, obj_key
 from wyvern.model.view import Change, LocalView, MacBinding
 from wyvern.nb.store import Compare, Put, Store, StoreError
@@ -105,6 +107,7 @@ GARP_SCHEDULE = (0.0, 1.0, 3.0, 7.0)
 GATEWAY_POLL = 0.1
 # Seconds between two renderings of the metrics file (rewritten only if it changed).
 METRICS_INTERVAL = 5.0
+METERING_INTERVAL = 10.0  # (the agent_metering_interval setting's default)
 
 
 @dataclass
@@ -141,6 +144,7 @@ class Agent:
         dhcp: DhcpSettings | None = None,
         metrics_file: Path | None = None,
         metrics_interval: float = METRICS_INTERVAL,
+        metering_interval: float = METERING_INTERVAL,
     ) -> None:
         """ovs None: a fake chassis (no switch; flows recorded, ports bound by
         binding:host_id; see wyvern/controller/interest.py). selective: follow only what
@@ -152,7 +156,9 @@ class Agent:
         router_adverts: the intervals and DNS domain of IPv6 router advertisements.
         dhcp: the DHCPv4 and DHCPv6 servers' lease time and domain.
         metrics_file: where the counters go in Prometheus's text format (metrics.py),
-        rewritten every metrics_interval seconds if they changed; None: nowhere."""
+        rewritten every metrics_interval seconds if they changed; None: nowhere.
+        metering_interval: seconds between two readings of the metering counters
+        (wyvern.controller.metering), reported to the store when they moved."""
         self.store = store
         self.ovs = ovs
         self.bridge = bridge
@@ -199,6 +205,10 @@ class Agent:
         self.metrics = MetricsFile(metrics_file) if metrics_file is not None else None
         self.metrics_interval = metrics_interval
         self._metrics_at = 0.0
+        # Metering labels' counters from their flows' statistics (none on a fake chassis).
+        self.metering = MeterCounters(store, chassis.name) if ovs is not None else None
+        self.metering_interval = metering_interval
+        self._metering_at = 0.0
         self.want_packet_in = packet_in
         self.packet_in: PacketInService | None = None
         self.metadata_settings = metadata
@@ -504,10 +514,32 @@ class Agent:
         # back what the filing left free (a few MiB at 10k ports).
         if not changes and self.engine.settle() > 1000:
             release_free_memory()
+        self._read_meters(time.monotonic())
         self._write_metrics(time.monotonic())
         with self.cycle:
             self.cycle.notify_all()
         return len(changes)
+
+    def _read_meters(self, now: float) -> None:
+        """The metering counters, every metering_interval: read, summed, reported."""
+        if self.metering is None or self.ovs is None or now < self._metering_at:
+            return
+        if not self.store.reachable or self._dirty:  # (flows not as computed: next time)
+            return
+        self._metering_at = now + self.metering_interval
+        try:
+            text = self.ovs.ofctl(
+                "-O",
+                "OpenFlow15",
+                "--no-names",
+                "dump-flows",
+                self.bridge,
+                f"table={pipeline.table_of('meter_count')}",
+            )
+            self.metering.update(self.view, parse_dump(text))
+            self.metering.report()
+        except (OvsError, StoreError) as exc:
+            LOG.warning("chassis %s: metering counters not read: %s", self.chassis.name, exc)
 
     def _store_back(self) -> bool:
         """Note the store going and coming back; True once when it is back (what was put

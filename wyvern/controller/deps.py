@@ -32,7 +32,7 @@ from wyvern.model.view import LocalView, T
 TABLES = (
     "networks", "subnets", "ports", "routers", "security_groups", "rules",
     "address_groups", "chassis", "mac_bindings", "floatingips", "chassis_down", "bindings",
-    "port_chassis", "gateway_hosts",
+    "port_chassis", "gateway_hosts", "metering_labels",
     "ports_by_network", "subnets_by_network", "ports_by_sg", "rules_by_sg", "routers_by_network",
     "ports_by_ip", "ports_by_mac", "pair_ports_by_network", "fips_by_fixed",
 )  # fmt: skip

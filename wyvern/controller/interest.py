@@ -34,6 +34,7 @@ from dataclasses import dataclass, fields
 from wyvern.controller.sync import Sync
 from wyvern.model.keys import (
     CHASSIS_PREFIX,
+    METERING_LABELS,
     address_group_prefixes,
     gateway_prefixes,
     group_prefixes,
@@ -47,7 +48,8 @@ from wyvern.nb.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
 
-GLOBAL_PREFIXES = (CHASSIS_PREFIX,)
+# (metering labels: few, and every router of their project may need them)
+GLOBAL_PREFIXES = (CHASSIS_PREFIX, METERING_LABELS)
 # Ports that attach a router to a network (their device_id is the router's id).
 ROUTER_PORT_OWNERS = frozenset(
     {

@@ -19,7 +19,8 @@ Each stage declares (as faucet's valve_table does):
 Walk of a packet (OVN style):
 - From a local VIF: classification → port_security (→ port_security_nd or
   port_security_l2) → pre_acl →ct→ acl → services → metadata → l2_lookup → (to a router MAC:
-  router_input → dnat →ct→ routing → mtu_check → arp_resolve → snat → resubmit
+  router_input → dnat →ct→ meter_ingress → routing → mtu_check → arp_resolve →
+  meter_egress → snat → resubmit
   l2_lookup in the next network) → pre_acl_egress →ct→ acl_egress → port_security_egress
   (→ port_security_egress_l2) → output.
 - From a tunnel: classification reads the network key (VNI) and both port keys
@@ -53,9 +54,11 @@ StageName = Literal[
     "l2_lookup",
     "router_input",
     "dnat",
+    "meter_ingress",
     "routing",
     "mtu_check",
     "arp_resolve",
+    "meter_egress",
     "snat",
     "pre_acl_egress",
     "acl_egress",
@@ -64,6 +67,7 @@ StageName = Literal[
     "output",
     "punt_meter",
     "punt",
+    "meter_count",
 ]
 Direction = Literal["ingress", "l3", "egress"]
 
@@ -344,8 +348,18 @@ PIPELINE: tuple[Stage, ...] = (
         "nat",
         "Floating IP / DNAT and un-SNAT of replies through the router's conntrack zone",
         match=("router_key", "network_key", *_L3, *_L4, "ct_state"),
-        next=("routing",),
-        miss=goto("routing"),  # no DNAT applies
+        next=("meter_ingress", "routing"),  # (routing: past the counters, as tests do)
+        miss=goto("meter_ingress"),  # no DNAT applies
+    ),
+    _stage(
+        "meter_ingress",
+        "l3",
+        "metering",
+        "Into a router from its external network (after DNAT): count it per metering label",
+        match=("router_key", "network_key"),
+        writes=("meter_slot",),
+        next=("routing", "meter_count"),
+        miss=goto("routing"),  # not from a metered router's gateway
     ),
     _stage(
         "routing",
@@ -394,8 +408,18 @@ PIPELINE: tuple[Stage, ...] = (
             "ipv6_src",
         ),
         writes=("eth_dst", "punt_code"),
-        next=("snat", "punt_meter"),
+        next=("meter_egress", "snat", "punt_meter"),  # (snat: past the counters)
         miss=DROP,  # next hop not known
+    ),
+    _stage(
+        "meter_egress",
+        "l3",
+        "metering",
+        "Out of a router by its external network (before SNAT): count it per metering label",
+        match=("router_key", "network_key"),
+        writes=("meter_slot",),
+        next=("snat", "meter_count"),
+        miss=goto("snat"),  # not to a metered router's gateway
     ),
     _stage(
         "snat",
@@ -487,6 +511,15 @@ PIPELINE: tuple[Stage, ...] = (
         "punt_code → controller(userdata): the packet-in, routed by the agent on its userdata",
         match=("punt_code",),
         miss=DROP,  # an unknown code
+    ),
+    # ---- metering: resubmitted into, one pass per label; its flows are the counters ---
+    _stage(
+        "meter_count",
+        "l3",
+        "metering",
+        "Per metering label rule: the label's slot and the rule's prefixes (flow statistics)",
+        match=("router_key", "meter_slot", *_IP, "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst"),
+        miss=DROP,  # no rule of that label matched: not counted (resubmit returns)
     ),
 )
 

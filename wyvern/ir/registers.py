@@ -39,6 +39,7 @@ RegisterName = Literal[
     "network_key",
     "punt_code",
     "addr_scope",
+    "meter_slot",
 ]
 
 _FIELD = re.compile(
@@ -145,6 +146,7 @@ REGISTERS: tuple[Register, ...] = (
     Register(
         "addr_scope", "reg3", 0, 24, "Address scope key of the router port a packet came in by"
     ),
+    Register("meter_slot", "reg8", 16, 16, "Metering label key * 2 + direction, for meter_count"),
 )
 
 BY_NAME: dict[str, Register] = {r.name: r for r in REGISTERS}

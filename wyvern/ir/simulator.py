@@ -94,6 +94,9 @@ from wyvern.ir.render import render_actions, render_match
 MAX_DEPTH = 64
 MAX_RESUBMITS = 4096
 MAX_RECIRCULATIONS = 32
+# Stages only ever resubmitted into, whose flows have no actions: they count the packet
+# (flow statistics) and the resubmit returns; no drop.
+COUNTING_STAGES = frozenset({"meter_count"})
 
 _TCP_OPENING = TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN
 _ICMP_ERRORS = {IPPROTO_ICMP: (3, 4, 5, 11, 12), IPPROTO_ICMPV6: (1, 2, 3, 4)}
@@ -539,7 +542,8 @@ class Simulator:
         origin = self.cookies.explain(flow.cookie)
         ctx.trace.steps.append(Step(table, stage, depth, flow, origin, note))
         if not flow.actions:
-            ctx.trace.drops.append(f"table {table} ({stage}) drops: {origin}")
+            if stage not in COUNTING_STAGES:
+                ctx.trace.drops.append(f"table {table} ({stage}) drops: {origin}")
             return
         self._execute(flow.actions, p, depth, ctx, flow)
 

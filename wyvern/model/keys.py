@@ -14,6 +14,7 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
     /wyvern/status/floatingips/<id>          a floating IP NATed by a chassis (its agent)
     /wyvern/status/gateways/<router>         the chassis hosting a router's gateway (its agent)
+    /wyvern/status/metering/<chassis>        a chassis's metering label counters (its agent)
     /wyvern/mac_bindings/<network>/<id>      a neighbour's MAC learned by an agent (ARP)
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
@@ -36,7 +37,7 @@ _MAC_BINDINGS = uuid.UUID("5f0c1d8e-7a43-4e57-9a55-0b8d2f6c4e21")  # uuid5 names
 
 ViewKind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
-    "address_group", "chassis", "mac_binding",
+    "address_group", "chassis", "mac_binding", "metering_label",
 ]  # fmt: skip
 
 # Store kind segment -> view kind, for every object kind an agent follows.
@@ -50,13 +51,27 @@ STORE_KINDS: dict[str, ViewKind] = {
     "address_groups": "address_group",
     "chassis": "chassis",
     "mac_bindings": "mac_binding",
+    "metering_labels": "metering_label",
 }
 # Kinds stored under a parent: /wyvern/<kind>/<parent id>/<id>.
-CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules", "mac_bindings"})
+CHILD_KINDS = frozenset(
+    {"subnets", "ports", "security_group_rules", "mac_bindings", "metering_label_rules"}
+)
 # Segments under ROOT that hold no API object an agent follows: claims, ownership and
 # child -> parent indexes, quotas, the agent registry.
 UNFOLLOWED_SEGMENTS = frozenset(
-    {"uniq", "owner", "index", "quotas", "agents", "intent", "nova", "rbac_policies"}
+    {
+        "uniq",
+        "owner",
+        "index",
+        "quotas",
+        "agents",
+        "intent",
+        "nova",
+        "rbac_policies",
+        # The API's own rule records: agents read the rules from their label's `_rules`.
+        "metering_label_rules",
+    }
 )
 
 CHASSIS_PREFIX = f"{ROOT}chassis/"
@@ -64,6 +79,8 @@ AGENTS_PREFIX = f"{ROOT}agents/"
 STATUS_PORTS = f"{ROOT}status/ports/"
 STATUS_FIPS = f"{ROOT}status/floatingips/"
 STATUS_GATEWAYS = f"{ROOT}status/gateways/"
+STATUS_METERING = f"{ROOT}status/metering/"
+METERING_LABELS = f"{ROOT}metering_labels/"
 HOST_PORTS = f"{ROOT}index/host_ports/"
 QUOTAS_PREFIX = f"{ROOT}quotas/"
 INTENTS_PREFIX = f"{ROOT}intent/"
@@ -155,6 +172,12 @@ def fip_status_key(fip_id: str) -> str:
 def gateway_status_key(router_id: str) -> str:
     """Names the chassis that hosts the router's gateway, with its flows installed."""
     return f"{STATUS_GATEWAYS}{router_id}"
+
+
+def metering_status_key(chassis: str) -> str:
+    """A chassis's metering counters: per label, router and direction, with the flow
+    readings they were summed from (so a restarted agent carries on from them)."""
+    return f"{STATUS_METERING}{chassis.replace('/', '%2F')}"
 
 
 def chassis_key(name: str) -> str:

@@ -19,7 +19,7 @@ T = TypeVar("T")
 Kind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
     "address_group", "chassis", "binding", "port_chassis", "mac_binding", "chassis_down",
-    "gateway_host",
+    "gateway_host", "metering_label",
 ]  # fmt: skip
 # "port_chassis" changes carry chassis names (old, new) of a port's binding status, which
 # lives in LocalView.port_chassis rather than in a table.
@@ -256,6 +256,7 @@ class Router:
     port_forwardings: tuple[PortForwarding, ...] = ()
     # The zones its gateway may go to (availability_zone_hints; (): any), sorted.
     az_hints: tuple[str, ...] = ()
+    project_id: str = ""  # (the metering labels of its project count its traffic)
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Router:
@@ -290,6 +291,7 @@ class Router:
             if gw.get("network_id")
             else (),
             az_hints=tuple(sorted(set(o.get("availability_zone_hints") or ()))),
+            project_id=o.get("project_id") or o.get("tenant_id") or "",
         )
 
 
@@ -341,6 +343,55 @@ class AddressGroup:
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> AddressGroup:
         return cls(id=o["id"], addresses=tuple(o.get("addresses") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRule:
+    """One metering label rule, as the prefixes it matches inside the router: Neutron
+    meters after DNAT and before SNAT, so both are the VM side's addresses there. A
+    legacy `remote_ip_prefix` is the source of egress traffic and the destination of
+    ingress traffic (Neutron's iptables driver: `-s` with `-o`, `-d` with `-i`)."""
+
+    id: str
+    direction: str  # ingress (into the router from its gateway) | egress (out by it)
+    excluded: bool
+    source: str | None  # a CIDR, or None: any
+    destination: str | None
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> MeterRule:
+        direction = o["direction"]
+        source, destination = o.get("source_ip_prefix"), o.get("destination_ip_prefix")
+        remote = o.get("remote_ip_prefix")
+        if remote:
+            if direction == "egress":
+                source = remote
+            else:
+                destination = remote
+        return cls(o["id"], direction, bool(o.get("excluded")), source, destination)
+
+
+@dataclass(frozen=True, slots=True)
+class MeteringLabel:
+    """A metering label with its rules (the API keeps them in the label's record, so an
+    agent follows labels alone): counts the traffic of every router of its project
+    through the router's gateway, or of every router when shared."""
+
+    id: str
+    key: int  # small and unique: its slot in the meter_count stage
+    project_id: str
+    shared: bool
+    rules: tuple[MeterRule, ...]
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> MeteringLabel:
+        return cls(
+            id=o["id"],
+            key=int(o["_key"]),
+            project_id=o.get("project_id") or o.get("tenant_id") or "",
+            shared=bool(o.get("shared")),
+            rules=tuple(MeterRule.from_obj(r) for _, r in sorted((o.get("_rules") or {}).items())),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +483,7 @@ class LocalView:
     address_groups: dict[str, AddressGroup] = field(default_factory=dict)
     chassis: dict[str, Chassis] = field(default_factory=dict)
     mac_bindings: dict[str, MacBinding] = field(default_factory=dict)  # by mac_binding_id
+    metering_labels: dict[str, MeteringLabel] = field(default_factory=dict)
     # every associated floating IP of the routers followed (from their records), by id
     floatingips: dict[str, FloatingIp] = field(default_factory=dict)
     # (router id, fixed IP) -> the floating IPs mapping it (one: the API claims it)
@@ -483,6 +535,7 @@ class LocalView:
             "address_group": self.address_groups,
             "chassis": self.chassis,
             "mac_binding": self.mac_bindings,
+            "metering_label": self.metering_labels,
             "chassis_down": self.chassis_down,
             "gateway_host": self.gateway_hosts,
             "binding": self.bindings,
@@ -685,6 +738,7 @@ TABLE_OF_KIND: dict[str, str] = {
     "address_group": "address_groups",
     "chassis": "chassis",
     "mac_binding": "mac_bindings",
+    "metering_label": "metering_labels",
     "chassis_down": "chassis_down",
     "gateway_host": "gateway_hosts",
     "binding": "bindings",
@@ -729,6 +783,7 @@ RECORD_TYPES: dict[str, Any] = {
     "chassis": Chassis,
     "mac_binding": MacBinding,
     "gateway_host": GatewayHost,
+    "metering_label": MeteringLabel,
 }
 
 

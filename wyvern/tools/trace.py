@@ -214,6 +214,10 @@ def desired_flows(
     for pf in forwardings(view):  # (and a port forwarding's, its id: apps/nat.py)
         with contextlib.suppress(ValueError):
             index.register("nat", pf.id)
+    for label in view.metering_labels.values():  # counting flows: their rule's id
+        for mrule in label.rules:
+            with contextlib.suppress(ValueError):
+                index.register("metering", mrule.id)
     for st in pipeline.PIPELINE:  # stage defaults ("pipeline" / the stage's owner)
         for app_name, what in (
             ("pipeline", "default"),
@@ -387,6 +391,19 @@ class Explainer:
         pf = next((f for f in forwardings(v) if f.id == object_id), None)
         if pf is not None:
             return "port_forwarding", self.port_forwarding(pf)
+        if object_id in v.metering_labels:
+            name = self.catalog.name("metering_label", object_id)
+            return "metering_label", f"metering label {name or object_id}"
+        for label in v.metering_labels.values():
+            mrule = next((r for r in label.rules if r.id == object_id), None)
+            if mrule is not None:
+                name = self.catalog.name("metering_label", label.id) or label.id
+                where = f"from {mrule.source or 'any'} to {mrule.destination or 'any'}"
+                outcome = "excluded, not counted" if mrule.excluded else "counted"
+                return "metering_label_rule", (
+                    f"metering label {name} {mrule.direction} rule {where} (rule {object_id}):"
+                    f" {outcome}"
+                )
         if object_id in v.mac_bindings:
             mb = v.mac_bindings[object_id]
             where = self.network(mb.network_id)
