@@ -31,8 +31,8 @@ from wyvern.model.view import LocalView, T
 # Every LocalView table an app may read (the records, then the indexes).
 TABLES = (
     "networks", "subnets", "ports", "routers", "security_groups", "rules",
-    "address_groups", "chassis", "mac_bindings", "floatingips", "chassis_down", "bindings",
-    "port_chassis", "gateway_hosts",
+    "address_groups", "qos_policies", "chassis", "mac_bindings", "floatingips", "chassis_down",
+    "bindings", "port_chassis", "gateway_hosts",
     "ports_by_network", "subnets_by_network", "ports_by_sg", "rules_by_sg", "routers_by_network",
     "ports_by_ip", "ports_by_mac", "pair_ports_by_network", "fips_by_fixed",
 )  # fmt: skip
