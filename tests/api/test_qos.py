@@ -176,7 +176,9 @@ def test_attach_show_and_in_use(client: TestClient) -> None:
     p = new_policy(client)
     net = create(client, "networks", headers=MEMBER_A, qos_policy_id=p["id"])
     assert net["qos_policy_id"] == p["id"]
-    create(client, "subnets", headers=MEMBER_A, network_id=net["id"], cidr="10.0.0.0/24", ip_version=4)
+    create(
+        client, "subnets", headers=MEMBER_A, network_id=net["id"], cidr="10.0.0.0/24", ip_version=4
+    )
     port = create(client, "ports", headers=MEMBER_A, network_id=net["id"])
     assert port["qos_policy_id"] is None and port["qos_network_policy_id"] == p["id"]
     other = new_policy(client)
