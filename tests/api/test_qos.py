@@ -277,3 +277,15 @@ def test_shared_and_rbac_access_as_shared(client: TestClient) -> None:
     )
     assert client.delete(f"{POL}/{shared['id']}", headers=ADMIN_A).status_code == 204
     assert client.get("/v2.0/rbac-policies", headers=ADMIN_A).json()["rbac_policies"] == []
+
+
+def test_pagination_and_sorting_of_policies(client: TestClient) -> None:
+    made = sorted(new_policy(client, name=f"p{i}")["id"] for i in range(3))
+    r = client.get(f"{POL}?limit=2&sort_key=id&sort_dir=asc", headers=ADMIN_A)
+    page = r.json()
+    assert [p["id"] for p in page["policies"]] == made[:2]
+    nxt = client.get(f"{POL}?limit=2&sort_key=id&sort_dir=asc&marker={made[1]}", headers=ADMIN_A)
+    assert [p["id"] for p in nxt.json()["policies"]] == made[2:]
+    assert "policies_links" in page
+    r = client.get(f"{POL}?bogus=1", headers=ADMIN_A)
+    assert r.status_code == 400
