@@ -73,7 +73,7 @@ from wyvern.controller.liveness import ChassisLiveness
 from wyvern.controller.metadata import Instance, MetadataProxy, MetadataSettings
 from wyvern.controller.metrics import AgentFigures, MetricsFile, agent_families, render
 from wyvern.controller.sync import Sync
-from wyvern.ir.meters import MeterSpec
+from wyvern.ir.meters import MAX_OFPORT, MeterSpec
 from wyvern.model.keys import ROOT, mac_binding_key, obj_key
 from wyvern.model.view import Change, LocalView, MacBinding
 from wyvern.nb.store import Compare, Put, Store, StoreError
@@ -627,7 +627,11 @@ class Agent:
         punt meter, and the QoS meters of their policies' rules."""
         ports = self.view.ports
         punt = MeterSpec("pktps", punts.METER_RATE, punts.METER_BURST)
-        out = {punts.meter_id(b.ofport): punt for p, b in self.view.bindings.items() if p in ports}
+        out = {
+            punts.meter_id(b.ofport): punt
+            for p, b in self.view.bindings.items()
+            if p in ports and 0 < b.ofport <= MAX_OFPORT  # (-1: an interface OVS failed)
+        }
         out.update(qos.wanted_meters(self.view))
         return out
 
