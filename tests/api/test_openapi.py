@@ -299,6 +299,19 @@ def test_what_a_real_topology_shows_conforms_to_the_document(
     create(client, "address-groups", headers=P1, addresses=["10.1.0.0/24", "fd00::1/128"])
     create(client, "ports", headers=P1, network_id=topo["net"], security_groups=[sg["id"]])
 
+    qos_id = client.post(
+        "/v2.0/qos/policies", json={"policy": {"name": "q", "project_id": "p1"}}
+    ).json()["policy"]["id"]
+    for rtype, attrs in (
+        ("bandwidth_limit", {"max_kbps": 100}),
+        ("dscp_marking", {"dscp_mark": 8}),
+        ("packet_rate_limit", {"max_kpps": 1}),
+    ):
+        body = {f"{rtype}_rule": attrs}
+        assert (
+            client.post(f"/v2.0/qos/policies/{qos_id}/{rtype}_rules", json=body).status_code == 201
+        )
+
     def schema(op: dict[str, Any]) -> dict[str, Any]:
         found: dict[str, Any] = op["responses"]["200"]["content"]["application/json"]["schema"]
         return found
@@ -308,7 +321,7 @@ def test_what_a_real_topology_shows_conforms_to_the_document(
     for path in (f"/v2.0/{r.defn.path}" for r in resources if r.defn.path):
         listing = schema(doc["paths"][path]["get"])
         show = schema(doc["paths"][f"{path}/{{id}}"]["get"])
-        url = path.format(floatingip_id=forwarded)  # (a sub-resource's parent)
+        url = path.format(floatingip_id=forwarded, policy_id=qos_id)  # (a sub-resource's parent)
         for headers in ({}, P1):
             listed = client.get(url, headers=headers)
             assert listed.status_code == 200, listed.text

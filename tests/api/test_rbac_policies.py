@@ -149,8 +149,8 @@ def test_errors(client: TestClient) -> None:
     net = net_of_a(client)
     sg = create(client, "security-groups", A, name="g")
     base = {"object_id": net["id"], "action": "access_as_shared", "target_tenant": "proj-b"}
-    # Unknown types (qos_policy has no resource here) and invalid actions.
-    r = policy(client, A, **{**base, "object_type": "qos_policy"})
+    # Unknown types (bgpvpn has no resource here) and invalid actions.
+    r = policy(client, A, **{**base, "object_type": "bgpvpn"})
     assert r.status_code == 400 and error_type(r) == "InvalidInput"
     assert "not a valid RBAC object type" in r.json()["NeutronError"]["message"]
     r = policy(client, A, **{**base, "object_type": "network", "action": "access_as_owner"})

@@ -171,6 +171,17 @@ def address_group(id: str, addresses: Sequence[str]) -> Obj:
     return {"id": id, "addresses": list(addresses)}
 
 
+def qos_policy(id: str, *rules: Mapping[str, Any]) -> Obj:
+    """A QoS policy as the API stores it: rules (with their `type`) in `_rules`, by id."""
+    stored = {}
+    for i, r in enumerate(rules):
+        rule = {"id": f"{id}-r{i}", "direction": "egress", **r}
+        rule.setdefault("max_burst_kbps", 0)
+        rule.setdefault("max_burst_kpps", 0)
+        stored[rule["id"]] = rule
+    return {"id": id, "name": id, "_rules": stored}
+
+
 # ---------------------------------------------------------------- the view
 
 
@@ -231,6 +242,7 @@ def build_view(
     security_groups: Iterable[Obj] = (),
     rules: Iterable[Obj] = (),
     address_groups: Iterable[Obj] = (),
+    qos_policies: Iterable[Obj] = (),
     local: Mapping[str, int] | None = None,
     chassis_name: str = "chassis-1",
 ) -> LocalView:
@@ -244,6 +256,7 @@ def build_view(
         *(("security_group", o) for o in security_groups),
         *(("security_group_rule", o) for o in rules),
         *(("address_group", o) for o in address_groups),
+        *(("qos_policy", o) for o in qos_policies),
         *(("port", o) for o in ports),
         *(("router", _router_interfaces(o, ports, subnets)) for o in routers),
     ]
@@ -432,8 +445,12 @@ def with_meters(ovs: Any, flows: Iterable[Flow], bridge: str = "br-int") -> list
 
 
 def add_meters(ovs: Any, meter_ids: Iterable[int], bridge: str = "br-int") -> None:
-    """Add punt meters (as the agent configures them) to the bridge."""
+    """Add punt meters (as the agent configures them) to the bridge, and QoS meters (at
+    some rate: these tests look at where packets go, not at rates)."""
     from wyvern.apps.punts import METER_BURST, METER_RATE
+    from wyvern.ir.meters import MeterSpec, is_punt_meter
     from wyvern.southbound.meters import Meters
 
-    Meters(ovs, bridge, METER_RATE, METER_BURST).add(meter_ids)
+    punt = MeterSpec("pktps", METER_RATE, METER_BURST)
+    qos = MeterSpec("kbps", 1_000_000, 800_000)
+    Meters(ovs, bridge).add({m: punt if is_punt_meter(m) else qos for m in meter_ids})

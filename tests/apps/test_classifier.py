@@ -48,7 +48,8 @@ def test_classified_packet_carries_keys_to_the_next_stage() -> None:
     trace = sc.Scenario(view, apps=sc.l2_apps()).run(
         pk.icmp_echo(3, MAC_A, MAC_B, "10.0.0.5", "10.0.0.6")
     )
-    assert trace.stages()[:2] == ["classification", "port_security"], trace.format()
+    stages = ["classification", "qos_from_vm", "qos_from_vm_pps", "port_security"]
+    assert trace.stages()[:4] == stages, trace.format()  # (no QoS policy: its misses)
 
 
 def test_admin_down_network_or_port_is_not_classified() -> None:

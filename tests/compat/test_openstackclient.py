@@ -362,3 +362,55 @@ def test_network_meter_and_rules(osc: Osc) -> None:
     osc.ok("network", "meter", "delete", name)
     assert osc.json("network", "meter", "list") == []
     assert osc.json("network", "meter", "rule", "list") == []
+
+
+def test_qos_policies_rules_and_rule_types(osc: Osc) -> None:
+    types = osc.json("network", "qos", "rule", "type", "list")
+    assert sorted(t["Type"] for t in types) == [
+        "bandwidth_limit",
+        "dscp_marking",
+        "packet_rate_limit",
+    ]
+    detail = osc.json("network", "qos", "rule", "type", "show", "bandwidth_limit")
+    assert detail["drivers"][0]["name"] == "wyvern"
+
+    name = unique("qos")
+    policy = osc.json("network", "qos", "policy", "create", "--share", "--default", name)
+    assert policy["shared"] is True and policy["is_default"] is True
+    bw = osc.json(
+        "network", "qos", "rule", "create", "--type", "bandwidth-limit", "--max-kbps", "3000",
+        "--max-burst-kbits", "2400", "--egress", name,
+    )  # fmt: skip
+    assert bw["max_kbps"] == 3000 and bw["direction"] == "egress"
+    osc.json(
+        "network", "qos", "rule", "create", "--type", "dscp-marking", "--dscp-mark", "26", name
+    )
+    # (the CLI has no packet-rate-limit type: tests/api/test_qos.py covers that rule)
+    rules = osc.json("network", "qos", "rule", "list", name)
+    assert sorted(r["Type"] for r in rules) == ["bandwidth_limit", "dscp_marking"]
+    osc.ok("network", "qos", "rule", "set", "--max-kbps", "5000", name, bw["id"])
+    shown = osc.json("network", "qos", "rule", "show", name, bw["id"])
+    assert shown["max_kbps"] == 5000
+    # Minimum bandwidth cannot be enforced here: refused, not ignored.
+    refused = osc.run(
+        "network", "qos", "rule", "create", "--type", "minimum-bandwidth", "--min-kbps", "1000",
+        "--egress", name,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "minimum_bandwidth is not supported" in refused.stderr
+
+    # The default policy goes to new networks; a port takes its own.
+    net = osc.json("network", "create", unique("net"))
+    assert net["qos_policy_id"] == policy["id"]
+    port = osc.json("port", "create", "--network", net["id"], "--qos-policy", name, unique("p"))
+    assert port["qos_policy_id"] == policy["id"]
+    in_use = osc.run("network", "qos", "policy", "delete", name)
+    assert in_use.returncode != 0 and "is used by" in in_use.stderr
+    osc.ok("port", "unset", "--qos-policy", port["id"])
+    osc.ok("network", "set", "--no-qos-policy", net["id"])
+    osc.ok("network", "qos", "rule", "delete", name, bw["id"])
+    osc.ok("network", "qos", "policy", "set", "--no-default", "--no-share", name)
+    shown = osc.json("network", "qos", "policy", "show", name)
+    assert shown["is_default"] is False and shown["shared"] is False
+    osc.ok("port", "delete", port["id"])
+    osc.ok("network", "delete", net["id"])
+    osc.ok("network", "qos", "policy", "delete", name)

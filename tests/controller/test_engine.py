@@ -44,6 +44,8 @@ from wyvern.model.view import (
     Network,
     Port,
     PortForwarding,
+    QosPolicy,
+    QosRule,
     Router,
     RouterInterface,
     SecurityGroup,
@@ -85,6 +87,7 @@ PORTS = [f"p{i}" for i in range(7)]
 ROUTERS = ["r0", "r1"]
 SGS = ["g0", "g1", "g2"]
 RULES = [f"u{i}" for i in range(6)]
+QOS = ["q0", "q1"]
 
 
 def subnets_of(net: str) -> list[str]:
@@ -115,6 +118,7 @@ def network(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         external=draw(st.booleans()),
         scope4=draw(st.sampled_from([0, 0, 5, 6])),
         scope6=draw(st.sampled_from([0, 5])),
+        qos_policy_id=draw(st.sampled_from([None, None, *QOS])),
     ))  # fmt: skip
 
 
@@ -160,6 +164,7 @@ def port(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         allowed_address_pairs=tuple(AddressPair(a, mac) for a in pairs),
         security_group_ids=tuple(draw(st.lists(st.sampled_from(SGS), unique=True, max_size=2))),
         extra_dhcp_opts=(), binding_host="",
+        qos_policy_id=draw(st.sampled_from([None, None, *QOS])),
     ))  # fmt: skip
 
 
@@ -253,6 +258,23 @@ def floating_ip(draw: Any, router_id: str, network_id: str) -> FloatingIp:
         fixed_ip=ip_in(draw(st.sampled_from(sorted(SUBNETS))), 10 + idx), port_id=pid,
         mac=f"fa:16:3e:00:02:0{fid[1]}", key=30 + int(fid[1]),
     )  # fmt: skip
+
+
+QOS_RULES = [
+    QosRule("bandwidth_limit", "egress", 3000, 0),
+    QosRule("bandwidth_limit", "ingress", 5000, 400),
+    QosRule("bandwidth_limit", "egress", 0, 0),
+    QosRule("packet_rate_limit", "egress", 2, 0),
+    QosRule("packet_rate_limit", "ingress", 1, 1),
+    QosRule("dscp_marking", "egress", 26),
+]
+
+
+@st.composite
+def qos_policy(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
+    id_ = id_ or draw(st.sampled_from(QOS))
+    rules = draw(st.lists(st.sampled_from(QOS_RULES), unique=True, max_size=3))
+    return ("qos_policy", id_, QosPolicy(id=id_, rules=tuple(rules)))
 
 
 @st.composite
@@ -351,6 +373,7 @@ def removal(draw: Any) -> tuple[str, str, Any]:
         ("security_group", SGS), ("security_group_rule", RULES), ("binding", PORTS),
         ("chassis", CHASSIS), ("status", PORTS), ("gateway_host", ROUTERS),
         ("metering_label", LABELS),
+        ("chassis", CHASSIS), ("status", PORTS), ("gateway_host", ROUTERS), ("qos_policy", QOS),
         ("mac_binding", [mac_binding_id(n, ip_in(s, h)) for s, (n, _) in SUBNETS.items()
                          for h in (1, 99)]),
     ]))  # fmt: skip
@@ -365,6 +388,7 @@ RANDOM_OPS = st.lists(
         router(),
         sg(),
         rule(),
+        qos_policy(),
         binding(),
         chassis(),
         mac_binding(),

@@ -172,6 +172,41 @@ def test_groups_and_address_groups_are_followed_for_the_local_ports_only(
         assert hv1.wait_for(lambda: any("198.51.100.0/24" in line for line in _recorded(hv1)))
 
 
+def test_qos_policies_of_local_ports_and_their_networks_are_followed(
+    store: Store, fakes: dict[str, Agent]
+) -> None:
+    with make_client(store) as client:
+        own, of_net, unused = (
+            client.post("/v2.0/qos/policies", json={"policy": {"name": n}}).json()["policy"]
+            for n in ("own", "net", "unused")
+        )
+        a = create(client, "networks", name="a", qos_policy_id=of_net["id"])
+        create(client, "subnets", network_id=a["id"], cidr="10.1.0.0/24", ip_version=4)
+        pa = create(
+            client,
+            "ports",
+            network_id=a["id"],
+            qos_policy_id=own["id"],
+            **{"binding:host_id": "hv1"},
+        )
+        hv1, hv2 = fakes["hv1"], fakes["hv2"]
+        assert hv1.wait_for(lambda: _active(store, pa, "hv1"))
+        assert hv1.wait_for(lambda: set(hv1.view.qos_policies) == {own["id"], of_net["id"]})
+        assert unused["id"] not in hv1.view.qos_policies and not hv2.view.qos_policies
+        # A rule added to the port's policy reaches hv1's flows live.
+        r = client.post(
+            f"/v2.0/qos/policies/{own['id']}/dscp_marking_rules",
+            json={"dscp_marking_rule": {"dscp_mark": 46}},
+        )
+        assert r.status_code == 201, r.text
+        assert hv1.wait_for(lambda: any("set_field:46->ip_dscp" in ln for ln in _recorded(hv1)))
+        # The port leaves its policy: the network's stays followed, its own is dropped.
+        r = client.put(f"/v2.0/ports/{pa['id']}", json={"port": {"qos_policy_id": None}})
+        assert r.status_code == 200, r.text
+        assert hv1.wait_for(lambda: set(hv1.view.qos_policies) == {of_net["id"]})
+        assert hv1.wait_for(lambda: not any("ip_dscp" in ln for ln in _recorded(hv1)))
+
+
 def test_the_gateway_status_of_a_followed_router_is_followed_with_it(
     store: Store, fakes: dict[str, Agent]
 ) -> None:

@@ -498,7 +498,7 @@ def test_render_examples() -> None:
     assert text[0] == (
         "table=0,priority=100,cookie=0x200000000000001,in_port=1 actions="
         "load:0x5->reg14[0..31],load:0xabcdef->metadata[0..23],load:0x9->reg13[0..15],"
-        "goto_table:1"
+        f"goto_table:{table_of('port_security')}"
     )
     assert "conjunction(10,1/2),conjunction(11,1/3)" in text[9]
     assert "ct(commit,zone=reg13[0..15],exec(set_field:0x1/0x1->ct_mark," in text[11]

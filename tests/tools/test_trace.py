@@ -839,3 +839,32 @@ def test_a_metered_router_shows_the_label_rules_that_count_the_packet() -> None:
         in text
     ), text
     assert rules[True] not in text  # (vm-a is not the excluded address)
+
+
+def test_qos_meters_and_dscp_are_traced_with_their_policy() -> None:
+    """The meter and DSCP steps name the port and the QoS policy (with its rules) behind
+    them, whether the port's own or its network's."""
+    store = MemoryStore()
+    with make_client(store) as c:
+        ids, _ = populate(c)
+        pol = c.post("/v2.0/qos/policies", json={"policy": {"name": "gold"}}).json()["policy"]
+        for rtype, attrs in (
+            ("bandwidth_limit", {"max_kbps": 3000}),
+            ("dscp_marking", {"dscp_mark": 26}),
+        ):
+            r = c.post(
+                f"/v2.0/qos/policies/{pol['id']}/{rtype}_rules", json={f"{rtype}_rule": attrs}
+            )
+            assert r.status_code == 201, r.text
+        r = c.put(f"/v2.0/networks/{ids['net1']}", json={"network": {"qos_policy_id": pol["id"]}})
+        assert r.status_code == 200, r.text
+    world = World(store, ids, {})
+    _, _, trace, text = world.run(from_port="vm-a", to_port="vm-b", proto="tcp", dport=22)
+    assert trace.output_ports == [2], text
+    assert trace.meters and trace.outputs[0].packet["ip_dscp"] == 26
+    assert "(qos_from_vm) priority 110" in text
+    assert "meter:" in text and "set_field:26->ip_dscp" in text
+    assert (
+        f"qos: port vm-a ({ids['vm-a']}), QoS policy gold ({pol['id']}) of its network: "
+        "bandwidth_limit egress 3000 kbps, dscp_marking 26"
+    ) in text, text

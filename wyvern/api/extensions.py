@@ -122,6 +122,21 @@ EXTENSIONS: list[Extension] = [
         "dns_name and dns_assignment on ports, dns_domain on networks: DHCP gives them.",
     ),
     _ext("dns-domain-ports", "dns_domain for ports", "dns_domain on ports."),
+    _ext("qos", "Quality of Service", "QoS policies on networks and ports: enforced rules only."),
+    _ext(
+        "qos-bw-limit-direction",
+        "Direction for QoS bandwidth limit rule",
+        "Bandwidth limits egress and ingress (OpenFlow meters).",
+    ),
+    _ext("qos-default", "QoS default policy", "A project's default QoS policy (is_default)."),
+    _ext(
+        "qos-rule-type-details",
+        "Details of QoS rule types",
+        "GET /v2.0/qos/rule-types/{type}: the driver and its parameters.",
+    ),
+    _ext("qos-pps", "QoS packet rate limit rule", "Packet rate limits (OpenFlow pktps meters)."),
+    _ext("dscp-marking", "DSCP marking", "DSCP marks set on the VM's IP packets."),
+    _ext("rbac-qos", "Add qos_policy type to RBAC", "Shared QoS policies."),
     _ext("agent", "agent", "The chassis as agents: list, show, enable/disable, delete."),
     _ext(
         "availability_zone",

@@ -504,6 +504,52 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
         ("add_addresses", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
         ("remove_addresses", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
     ),
+    "qos": (
+        ("shared_qos_policy", "field:policies:shared=True"),
+        (
+            "get_policy",
+            "(rule:admin_only) or (role:reader and project_id:%(project_id)s) or rule:shared_qos_policy",
+        ),
+        ("create_policy", "rule:admin_only"),
+        ("update_policy", "rule:admin_only"),
+        ("delete_policy", "rule:admin_only"),
+        ("get_rule_type", "role:reader"),
+        (
+            "get_policy_bandwidth_limit_rule",
+            "(rule:admin_only) or (role:reader and rule:ext_parent_owner)",
+        ),
+        ("create_policy_bandwidth_limit_rule", "rule:admin_only"),
+        ("update_policy_bandwidth_limit_rule", "rule:admin_only"),
+        ("delete_policy_bandwidth_limit_rule", "rule:admin_only"),
+        (
+            "get_policy_packet_rate_limit_rule",
+            "(rule:admin_only) or (role:reader and rule:ext_parent_owner)",
+        ),
+        ("create_policy_packet_rate_limit_rule", "rule:admin_only"),
+        ("update_policy_packet_rate_limit_rule", "rule:admin_only"),
+        ("delete_policy_packet_rate_limit_rule", "rule:admin_only"),
+        (
+            "get_policy_dscp_marking_rule",
+            "(rule:admin_only) or (role:reader and rule:ext_parent_owner)",
+        ),
+        ("create_policy_dscp_marking_rule", "rule:admin_only"),
+        ("update_policy_dscp_marking_rule", "rule:admin_only"),
+        ("delete_policy_dscp_marking_rule", "rule:admin_only"),
+        (
+            "get_policy_minimum_bandwidth_rule",
+            "(rule:admin_only) or (role:reader and rule:ext_parent_owner)",
+        ),
+        ("create_policy_minimum_bandwidth_rule", "rule:admin_only"),
+        ("update_policy_minimum_bandwidth_rule", "rule:admin_only"),
+        ("delete_policy_minimum_bandwidth_rule", "rule:admin_only"),
+        (
+            "get_policy_minimum_packet_rate_rule",
+            "(rule:admin_only) or (role:reader and rule:ext_parent_owner)",
+        ),
+        ("create_policy_minimum_packet_rate_rule", "rule:admin_only"),
+        ("update_policy_minimum_packet_rate_rule", "rule:admin_only"),
+        ("delete_policy_minimum_packet_rate_rule", "rule:admin_only"),
+    ),
     "floatingip_port_forwarding": (
         (
             "create_floatingip_port_forwarding",

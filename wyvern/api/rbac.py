@@ -44,14 +44,15 @@ class ObjectType:
     actions: tuple[str, ...]
 
 
-# The types this API serves (Neutron also has qos_policy and bgpvpn: no such resources here,
-# so they are refused as unknown types, as Neutron refuses a type no plugin registered).
+# The types this API serves (Neutron also has bgpvpn: no such resource here, so it is
+# refused as an unknown type, as Neutron refuses a type no plugin registered).
 TYPES: dict[str, ObjectType] = {
     "network": ObjectType("network", "networks", "network", (SHARED, EXTERNAL)),
     "security_group": ObjectType("security_group", "security_groups", "security_group", (SHARED,)),
     "address_group": ObjectType("address_group", "address_groups", "address_group", (SHARED,)),
     "address_scope": ObjectType("address_scope", "address_scopes", "address_scope", (SHARED,)),
     "subnetpool": ObjectType("subnetpool", "subnetpools", "subnetpool", (SHARED,)),
+    "qos_policy": ObjectType("qos_policy", "qos_policies", "policy", (SHARED,)),
 }
 
 

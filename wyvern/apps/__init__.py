@@ -16,6 +16,7 @@ from wyvern.apps.metering import MeteringApp
 from wyvern.apps.nat import NatApp
 from wyvern.apps.output import OutputApp
 from wyvern.apps.port_security import PortSecurity
+from wyvern.apps.qos import QosApp
 from wyvern.apps.security_groups import SecurityGroups
 from wyvern.apps.services import Services
 
@@ -28,6 +29,7 @@ L2_APPS: list[type[App]] = [
     L2,
     OutputApp,
     MetadataApp,
+    QosApp,
 ]
 
 ALL_APPS: list[type[App]] = [

@@ -3,7 +3,7 @@
 For every LOCAL port (bound on this chassis, admin up, in an admin-up network)::
 
     in_port=<ofport> → src_port_key=port.key, network_key=network.key,
-                       port_ct_zone=<the port's zone>, goto port_security
+                       port_ct_zone=<the port's zone>, goto qos_from_vm (→ port_security)
 
 The pipeline is the same whether or not the port has port security: port_security passes
 such ports through. Unknown in_ports hit the stage default (drop, wyvern.apps.defaults).
@@ -111,7 +111,7 @@ PORT_FLOW = table("classification").template(
         Load("src_port_key", 0),
         Load("network_key", 0),
         Load("port_ct_zone", 0),
-        Goto("port_security"),
+        Goto("qos_from_vm"),
     ),
     action_values=(0, 1, 2),
 )

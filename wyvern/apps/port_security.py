@@ -134,7 +134,7 @@ def _addresses(port: Port) -> dict[int, tuple[list[Addr], list[Addr]]]:
 
 APP = "port_security"
 _PRE_ACL = (Goto("pre_acl"),)
-_TO_OUTPUT = (Goto("output"),)
+_TO_OUTPUT = (Goto("qos_to_vm"),)  # (QoS of what the VM receives, then output)
 _IN = ("network_key", "src_port_key")
 _EG = ("network_key", "dst_port_key")
 _ICMP6: dict[str, MatchValue] = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IPPROTO_ICMPV6}

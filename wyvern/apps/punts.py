@@ -9,6 +9,7 @@ One table, so a punt can never be misread by the wrong service.
 from __future__ import annotations
 
 from wyvern.ir import Action, Controller, Flow, Goto, Load, Meter, table
+from wyvern.ir.meters import punt_meter
 
 PUNT_DHCP4 = 0x01  # DHCPv4 client → server packets from a local port
 PUNT_DHCP6 = 0x02  # DHCPv6 client → server packets from a local port
@@ -73,8 +74,8 @@ def punt(userdata: bytes) -> tuple[Action, ...]:
 
 
 def meter_id(ofport: int) -> int:
-    """The meter of a local port: its ofport (unique per bridge, never 0)."""
-    return ofport
+    """The meter of a local port (wyvern.ir.meters declares every id space)."""
+    return punt_meter(ofport)
 
 
 # flow(classifier cookie, ofport, meter id): a flow per local port, made by template

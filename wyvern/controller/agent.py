@@ -55,7 +55,7 @@ from typing import Any
 
 import orjson
 
-from wyvern.apps import punts
+from wyvern.apps import punts, qos
 from wyvern.apps.base import App
 from wyvern.apps.gateway import local_fip, local_gateway
 from wyvern.controller import neighbours, ra
@@ -75,6 +75,7 @@ from wyvern.controller.metering import MeterCounters, parse_dump
 from wyvern.controller.metrics import AgentFigures, MetricsFile, agent_families, render
 from wyvern.controller.sync import Sync
 from wyvern.ir import pipeline
+from wyvern.ir.meters import MAX_OFPORT, MeterSpec
 from wyvern.model.keys import ROOT, mac_binding_key, obj_key
 from wyvern.model.view import Change, LocalView, MacBinding
 from wyvern.nb.store import Compare, Put, Store, StoreError
@@ -175,14 +176,15 @@ class Agent:
         self.engine = Engine(default_apps() if apps is None else apps)
         self.installer: FlowInstaller | RecordingInstaller
         self.bindings: BindingMonitor | FakeBindings
-        self.meters: Meters | None = None  # each local port's punt meter (apps/punts.py)
+        # each local port's punt meter (apps/punts.py) and QoS meters (apps/qos.py)
+        self.meters: Meters | None = None
         if ovs is None:
             self.installer = RecordingInstaller()
             self.bindings = FakeBindings(self.sync)
             packet_in = False
         else:
             self.installer = FlowInstaller(ovs, bridge)
-            self.meters = Meters(ovs, bridge, punts.METER_RATE, punts.METER_BURST)
+            self.meters = Meters(ovs, bridge)
             self.bindings = BindingMonitor(ovs, on_change=self.sync.wake)
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.fip_status = FipStatusWriter(store, chassis.name)
@@ -652,10 +654,18 @@ class Agent:
             packet_in=packet_in,
         )
 
-    def _meter_ids(self) -> set[int]:
-        """The punt meters the local ports' flows may name (a superset is harmless)."""
+    def _meter_ids(self) -> dict[int, MeterSpec]:
+        """The meters the local ports' flows may name (a superset is harmless): each one's
+        punt meter, and the QoS meters of their policies' rules."""
         ports = self.view.ports
-        return {punts.meter_id(b.ofport) for p, b in self.view.bindings.items() if p in ports}
+        punt = MeterSpec("pktps", punts.METER_RATE, punts.METER_BURST)
+        out = {
+            punts.meter_id(b.ofport): punt
+            for p, b in self.view.bindings.items()
+            if p in ports and 0 < b.ofport <= MAX_OFPORT  # (-1: an interface OVS failed)
+        }
+        out.update(qos.wanted_meters(self.view))
+        return out
 
     def _statuses_stale(self) -> bool:
         return not self._dirty and self.stats.installed_revision < self.sync.revision

@@ -33,6 +33,8 @@ TABLES = (
     "networks", "subnets", "ports", "routers", "security_groups", "rules",
     "address_groups", "chassis", "mac_bindings", "floatingips", "chassis_down", "bindings",
     "port_chassis", "gateway_hosts", "metering_labels",
+    "address_groups", "qos_policies", "chassis", "mac_bindings", "floatingips", "chassis_down",
+    "bindings", "port_chassis", "gateway_hosts",
     "ports_by_network", "subnets_by_network", "ports_by_sg", "rules_by_sg", "routers_by_network",
     "ports_by_ip", "ports_by_mac", "pair_ports_by_network", "fips_by_fixed",
 )  # fmt: skip

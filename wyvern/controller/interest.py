@@ -10,7 +10,8 @@ ports requested on its own host, and otherwise only what its ports need:
   the routers beyond it), and for those with a gateway its status key (which chassis
   hosts it: wyvern.apps.gateway keeps it there on a tie of priorities),
 - the security groups of its local ports and the remote groups their rules name (each
-  group's record and rules), and the address groups those rules name.
+  group's record and rules), and the address groups those rules name,
+- the QoS policies of its local ports and of their networks (one record each).
 
 A network is four prefixes: the record, its subnets, its ports and their binding
 statuses (the store keeps subnets, ports and statuses under their network's id;
@@ -41,6 +42,7 @@ from wyvern.model.keys import (
     host_ports_prefix,
     index_key,
     network_prefixes,
+    qos_policy_prefixes,
     router_prefixes,
 )
 from wyvern.model.view import Binding, Change
@@ -70,6 +72,7 @@ class Wanted:
     groups: frozenset[str] = frozenset()
     address_groups: frozenset[str] = frozenset()
     gateways: frozenset[str] = frozenset()  # routers with a gateway (their status key)
+    qos_policies: frozenset[str] = frozenset()  # of local ports and their networks
 
 
 PREFIXES: dict[str, Callable[[str], tuple[str, ...]]] = {
@@ -78,6 +81,7 @@ PREFIXES: dict[str, Callable[[str], tuple[str, ...]]] = {
     "gateways": gateway_prefixes,
     "groups": group_prefixes,
     "address_groups": address_group_prefixes,
+    "qos_policies": qos_policy_prefixes,
 }
 
 
@@ -163,10 +167,15 @@ class Interest:
                     nets.add(n)
                     todo.append(n)
         groups: set[str] = set()
+        policies: set[str] = set()
         for pid in local:
             found = view.ports.get(pid)
             if found is not None:
                 groups.update(found.security_group_ids)
+                network = view.networks.get(found.network_id)
+                for policy in (found.qos_policy_id, network.qos_policy_id if network else None):
+                    if policy:
+                        policies.add(policy)
         address_groups: set[str] = set()
         for g in list(groups):
             for rule in view.sg_rules(g):
@@ -180,6 +189,7 @@ class Interest:
             frozenset(groups),
             frozenset(address_groups),
             frozenset(gateways),
+            frozenset(policies),
         )
 
     def update(self) -> list[Change]:
@@ -221,7 +231,8 @@ class Interest:
     @staticmethod
     def touches(changes: list[Change]) -> bool:
         """Whether changes may move what is needed (bindings, ports, routers, rules)."""
-        return any(c.kind in ("binding", "router", "port", "security_group_rule") for c in changes)
+        kinds = ("binding", "router", "port", "security_group_rule", "network")
+        return any(c.kind in kinds for c in changes)
 
 
 class FakeBindings:

@@ -41,6 +41,7 @@ AppName = Literal[
     "output",
     "metadata",
     "metering",
+    "qos",
 ]
 
 # The app table. Ids are part of the installed flows: never renumber or reuse one.
@@ -56,6 +57,7 @@ APPS: dict[AppName, int] = {
     "output": 0x09,
     "metadata": 0x0A,
     "metering": 0x0E,
+    "qos": 0x0D,
 }
 
 APP_BITS = 8

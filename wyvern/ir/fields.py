@@ -104,6 +104,7 @@ _FIELD_LIST: tuple[FieldSpec, ...] = (
     # A later IPv6 fragment's ip_proto is 44 (fragment): OVS stops at the fragment header.
     _f("ip_frag", "nw_frag", 2, "frag", True, "no", _V46),
     _f("nw_ttl", "nw_ttl", 8, "dec", False, "yes", _V46),
+    _f("ip_dscp", "ip_dscp", 6, "dec", False, "yes", _V46),  # the IP TOS's top 6 bits
     _f("ipv4_src", "nw_src", 32, "ipv4", True, "yes", _V4),
     _f("ipv4_dst", "nw_dst", 32, "ipv4", True, "yes", _V4),
     _f("ipv6_src", "ipv6_src", 128, "ipv6", True, "yes", _V6),

@@ -17,12 +17,12 @@ Each stage declares (as faucet's valve_table does):
   this declaration in one place (`wyvern.ir.misses`); no app writes a default.
 
 Walk of a packet (OVN style):
-- From a local VIF: classification → port_security (→ port_security_nd or
-  port_security_l2) → pre_acl →ct→ acl → services → metadata → l2_lookup → (to a router MAC:
-  router_input → dnat →ct→ meter_ingress → routing → mtu_check → arp_resolve →
-  meter_egress → snat → resubmit
-  l2_lookup in the next network) → pre_acl_egress →ct→ acl_egress → port_security_egress
-  (→ port_security_egress_l2) → output.
+- From a local VIF: classification → qos_from_vm → qos_from_vm_pps → port_security
+  (→ port_security_nd or port_security_l2) → pre_acl →ct→ acl → services → metadata →
+  l2_lookup → (to a router MAC: router_input → dnat →ct→ meter_ingress → routing →
+  mtu_check → arp_resolve → meter_egress → snat → resubmit l2_lookup in the next
+  network) → pre_acl_egress →ct→ acl_egress → port_security_egress
+  (→ port_security_egress_l2) → qos_to_vm → qos_to_vm_pps → output.
 - From a tunnel: classification reads the network key (VNI) and both port keys
   (tun_metadata0), sets flag_from_tunnel and goes straight to pre_acl_egress: the ingress
   half already ran on the sending chassis.
@@ -42,6 +42,8 @@ from wyvern.ir.cookies import AppName
 
 StageName = Literal[
     "classification",
+    "qos_from_vm",
+    "qos_from_vm_pps",
     "port_security",
     "port_security_nd",
     "port_security_l2",
@@ -64,6 +66,8 @@ StageName = Literal[
     "acl_egress",
     "port_security_egress",
     "port_security_egress_l2",
+    "qos_to_vm",
+    "qos_to_vm_pps",
     "output",
     "punt_meter",
     "punt",
@@ -180,8 +184,34 @@ PIPELINE: tuple[Stage, ...] = (
             "router_key",
             "addr_scope",
         ),
-        next=("port_security", "metadata_reply", "l2_lookup", "pre_acl_egress", "routing"),
+        next=(
+            "qos_from_vm",
+            "port_security",
+            "metadata_reply",
+            "l2_lookup",
+            "pre_acl_egress",
+            "routing",
+        ),
         miss=DROP,  # an unknown in_port
+    ),
+    _stage(
+        "qos_from_vm",
+        "ingress",
+        "qos",
+        "QoS of what a VM sends: its bandwidth meter (egress rule), DSCP mark (set_field)",
+        match=("in_port", "eth_type"),
+        writes=("ip_dscp",),
+        next=("qos_from_vm_pps",),
+        miss=goto("qos_from_vm_pps"),  # no policy, or none of these rules
+    ),
+    _stage(
+        "qos_from_vm_pps",
+        "ingress",
+        "qos",
+        "QoS of what a VM sends: its packet rate meter (egress packet_rate_limit rule)",
+        match=("in_port",),
+        next=("port_security",),
+        miss=goto("port_security"),
     ),
     _stage(
         "port_security",
@@ -465,7 +495,7 @@ PIPELINE: tuple[Stage, ...] = (
         "port_security",
         "Destination MAC/IP must belong to the destination port",
         match=("dst_port_key", "network_key", "eth_dst", *_L3),
-        next=("output", "port_security_egress_l2"),
+        next=("qos_to_vm", "output", "port_security_egress_l2"),
         miss=DROP,  # destination port not local
     ),
     _stage(
@@ -474,8 +504,26 @@ PIPELINE: tuple[Stage, ...] = (
         "port_security",
         "Destination MAC check for broadcast/multicast IP and non-IP to a secured port",
         match=("dst_port_key", "network_key", "eth_dst"),
-        next=("output",),
+        next=("qos_to_vm", "output"),
         miss=DROP,  # destination MAC is not the port's
+    ),
+    _stage(
+        "qos_to_vm",
+        "egress",
+        "qos",
+        "QoS of what a VM receives: its bandwidth meter (ingress bandwidth_limit rule)",
+        match=("dst_port_key", "network_key"),
+        next=("qos_to_vm_pps",),
+        miss=goto("qos_to_vm_pps"),
+    ),
+    _stage(
+        "qos_to_vm_pps",
+        "egress",
+        "qos",
+        "QoS of what a VM receives: its packet rate meter (ingress packet_rate_limit rule)",
+        match=("dst_port_key", "network_key"),
+        next=("output",),
+        miss=goto("output"),
     ),
     _stage(
         "output",

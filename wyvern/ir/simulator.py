@@ -318,6 +318,7 @@ class Trace:
     outputs: list[Emit] = field(default_factory=list)
     punts: list[Punt] = field(default_factory=list)
     drops: list[str] = field(default_factory=list)
+    meters: list[int] = field(default_factory=list)  # every meter the packet passed
 
     @property
     def dropped(self) -> bool:
@@ -605,7 +606,7 @@ class Simulator:
                     )
                 )
             elif isinstance(a, Meter):
-                pass  # (a rate: one packet is always within it)
+                ctx.trace.meters.append(a.meter_id)  # (a rate: one packet is within it)
             elif isinstance(a, Group):
                 self._group(a.group_id, p, depth, ctx, flow)
             elif isinstance(a, PushVlan):

@@ -38,6 +38,7 @@ _MAC_BINDINGS = uuid.UUID("5f0c1d8e-7a43-4e57-9a55-0b8d2f6c4e21")  # uuid5 names
 ViewKind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
     "address_group", "chassis", "mac_binding", "metering_label",
+    "address_group", "chassis", "mac_binding", "qos_policy",
 ]  # fmt: skip
 
 # Store kind segment -> view kind, for every object kind an agent follows.
@@ -49,6 +50,7 @@ STORE_KINDS: dict[str, ViewKind] = {
     "security_groups": "security_group",
     "security_group_rules": "security_group_rule",
     "address_groups": "address_group",
+    "qos_policies": "qos_policy",
     "chassis": "chassis",
     "mac_bindings": "mac_binding",
     "metering_labels": "metering_label",
@@ -222,6 +224,11 @@ def group_prefixes(sg_id: str) -> tuple[str, ...]:
 
 def address_group_prefixes(ag_id: str) -> tuple[str, ...]:
     return (obj_key("address_groups", ag_id),)
+
+
+def qos_policy_prefixes(policy_id: str) -> tuple[str, ...]:
+    """A QoS policy's record (it holds its rules)."""
+    return (obj_key("qos_policies", policy_id),)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -20,6 +20,7 @@ Kind = Literal[
     "network", "subnet", "port", "router", "security_group", "security_group_rule",
     "address_group", "chassis", "binding", "port_chassis", "mac_binding", "chassis_down",
     "gateway_host", "metering_label",
+    "gateway_host", "qos_policy",
 ]  # fmt: skip
 # "port_chassis" changes carry chassis names (old, new) of a port's binding status, which
 # lives in LocalView.port_chassis rather than in a table.
@@ -41,6 +42,7 @@ class Network:
     scope4: int = 0
     scope6: int = 0
     dns_domain: str = ""  # the domain DHCP gives its ports ('': the dns_domain setting)
+    qos_policy_id: str | None = None  # its ports' QoS policy, unless a port has its own
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Network:
@@ -57,6 +59,7 @@ class Network:
             scope4=int(o.get("_scope_key4") or 0),
             scope6=int(o.get("_scope_key6") or 0),
             dns_domain=o.get("dns_domain") or "",
+            qos_policy_id=o.get("qos_policy_id") or None,
         )
 
 
@@ -130,6 +133,7 @@ class Port:
     binding_host: str
     project_id: str = ""  # (the metadata proxy's X-Tenant-ID)
     dns_name: str = ""  # (DHCP's hostname: wyvern.model.dns)
+    qos_policy_id: str | None = None  # its own QoS policy (overrides its network's)
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Port:
@@ -159,6 +163,7 @@ class Port:
             binding_host=o.get("binding:host_id") or "",
             project_id=o.get("project_id") or o.get("tenant_id") or "",
             dns_name=o.get("dns_name") or "",
+            qos_policy_id=o.get("qos_policy_id") or None,
         )
 
     @property
@@ -395,6 +400,41 @@ class MeteringLabel:
 
 
 @dataclass(frozen=True, slots=True)
+class QosRule:
+    """One rule of a QoS policy: `kind` bandwidth_limit (rate in kbit/s, burst in kbit),
+    packet_rate_limit (rate and burst in kpps) or dscp_marking (rate = the mark);
+    direction as Neutron's, seen from the VM (egress: what it sends)."""
+
+    kind: str
+    direction: str
+    rate: int
+    burst: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QosPolicy:
+    id: str
+    rules: tuple[QosRule, ...]
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> QosPolicy:
+        rules = []
+        for r in sorted((o.get("_rules") or {}).values(), key=lambda r: str(r["id"])):
+            kind = r["type"]
+            if kind == "bandwidth_limit":
+                rules.append(
+                    QosRule(kind, r["direction"], int(r["max_kbps"]), int(r["max_burst_kbps"]))
+                )
+            elif kind == "packet_rate_limit":
+                rules.append(
+                    QosRule(kind, r["direction"], int(r["max_kpps"]), int(r["max_burst_kpps"]))
+                )
+            elif kind == "dscp_marking":
+                rules.append(QosRule(kind, "egress", int(r["dscp_mark"])))
+        return cls(id=o["id"], rules=tuple(rules))
+
+
+@dataclass(frozen=True, slots=True)
 class Chassis:
     name: str
     tunnel_ip: str
@@ -481,6 +521,7 @@ class LocalView:
     security_groups: dict[str, SecurityGroup] = field(default_factory=dict)
     rules: dict[str, SecurityGroupRule] = field(default_factory=dict)
     address_groups: dict[str, AddressGroup] = field(default_factory=dict)
+    qos_policies: dict[str, QosPolicy] = field(default_factory=dict)
     chassis: dict[str, Chassis] = field(default_factory=dict)
     mac_bindings: dict[str, MacBinding] = field(default_factory=dict)  # by mac_binding_id
     metering_labels: dict[str, MeteringLabel] = field(default_factory=dict)
@@ -533,6 +574,7 @@ class LocalView:
             "security_group": self.security_groups,
             "security_group_rule": self.rules,
             "address_group": self.address_groups,
+            "qos_policy": self.qos_policies,
             "chassis": self.chassis,
             "mac_binding": self.mac_bindings,
             "metering_label": self.metering_labels,
@@ -736,6 +778,7 @@ TABLE_OF_KIND: dict[str, str] = {
     "security_group": "security_groups",
     "security_group_rule": "rules",
     "address_group": "address_groups",
+    "qos_policy": "qos_policies",
     "chassis": "chassis",
     "mac_binding": "mac_bindings",
     "metering_label": "metering_labels",
@@ -780,6 +823,7 @@ RECORD_TYPES: dict[str, Any] = {
     "security_group": SecurityGroup,
     "security_group_rule": SecurityGroupRule,
     "address_group": AddressGroup,
+    "qos_policy": QosPolicy,
     "chassis": Chassis,
     "mac_binding": MacBinding,
     "gateway_host": GatewayHost,

@@ -1,4 +1,4 @@
-"""Per-port punt meters on br-int: OpenFlow meters, configured here, named by flows.
+"""Meters on br-int (per-port punt meters, QoS meters): configured here, named by flows.
 
 The punt_meter stage (wyvern/apps/punts.py) sends each local port's punts through meter
 <ofport> before they become packet-ins, so a VM flooding DHCP, ND or TTL-1 packets is
@@ -11,6 +11,10 @@ connection to the bridge's management socket, all followed by one barrier (an
 `ovs-ofctl add-meter` per port would cost a process per port: seconds for a chassis
 with a thousand ports); only reading the meters back uses ovs-ofctl.
 
+QoS meters (wyvern/apps/qos.py) are kept the same way, with their rates: a changed rule
+is a METER_MOD modify, which keeps the flows naming the meter. wyvern/ir/meters.py
+declares each user's id space.
+
 Meter statistics are the per-port view of punts for an operator: `wyvern punts`, or
 `ovs-ofctl -O OpenFlow15 meter-stats br-int` (meter N is the port on ofport N; its
 packet_in_count is what the port punted, band 0's packet_count what the meter dropped).
@@ -22,9 +26,10 @@ import json
 import re
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from wyvern.ir.meters import MeterSpec
 from wyvern.southbound import openflow as ofp
 from wyvern.southbound.ovs import OvsError, OvsInstance
 
@@ -35,8 +40,8 @@ _BAND = re.compile(r"^\s*0: packet_count:(\d+)")
 
 
 OFPT_METER_MOD = 29
-OFPMC_ADD, OFPMC_DELETE = 0, 2
-OFPMF_PKTPS, OFPMF_BURST, OFPMF_STATS = 2, 4, 8
+OFPMC_ADD, OFPMC_MODIFY, OFPMC_DELETE = 0, 1, 2
+OFPMF_KBPS, OFPMF_PKTPS, OFPMF_BURST, OFPMF_STATS = 1, 2, 4, 8
 OFPMBT_DROP = 1
 OFPET_METER_MOD_FAILED = 12
 OFPMMFC_METER_EXISTS, OFPMMFC_UNKNOWN_METER = 1, 7
@@ -45,12 +50,14 @@ _DROP_BAND = struct.Struct("!HHII4x")  # type, length, rate, burst size
 _ERROR = struct.Struct("!HH")  # type, code
 
 
-def meter_mod(xid: int, command: int, meter_id: int, rate: int = 0, burst: int = 0) -> bytes:
-    """One METER_MOD: add (one drop band of RATE packets/s, BURST) or delete."""
-    if command == OFPMC_DELETE:
-        return ofp.message(OFPT_METER_MOD, xid, _METER_MOD.pack(command, 0, meter_id))
-    flags = OFPMF_PKTPS | OFPMF_BURST | OFPMF_STATS
-    band = _DROP_BAND.pack(OFPMBT_DROP, _DROP_BAND.size, rate, burst)
+def meter_mod(xid: int, command: int, meter_id: int, spec: MeterSpec | None = None) -> bytes:
+    """One METER_MOD: add or modify (one drop band: SPEC's rate and burst, in kbit/s and
+    kbit or packets/s and packets) or delete."""
+    if command == OFPMC_DELETE or spec is None:
+        return ofp.message(OFPT_METER_MOD, xid, _METER_MOD.pack(OFPMC_DELETE, 0, meter_id))
+    unit = OFPMF_KBPS if spec.unit == "kbps" else OFPMF_PKTPS
+    flags = unit | OFPMF_BURST | OFPMF_STATS
+    band = _DROP_BAND.pack(OFPMBT_DROP, _DROP_BAND.size, spec.rate, spec.burst)
     return ofp.message(OFPT_METER_MOD, xid, _METER_MOD.pack(command, flags, meter_id) + band)
 
 
@@ -97,41 +104,46 @@ class MeterStats:
 
 
 class Meters:
-    """The bridge's meters, kept equal to a wanted set (all with one rate)."""
+    """The bridge's meters, kept equal to a wanted {meter id: MeterSpec}."""
 
-    def __init__(self, ovs: OvsInstance, bridge: str, rate: int, burst: int) -> None:
+    def __init__(self, ovs: OvsInstance, bridge: str) -> None:
         self.ovs = ovs
         self.bridge = bridge
-        self.rate = rate
-        self.burst = burst
-        self._have: set[int] | None = None  # None: read the switch first
+        # id -> its band as we set it (None: found on the switch, band unknown);
+        # None: read the switch first
+        self._have: dict[int, MeterSpec | None] | None = None
 
     def forget(self) -> None:
         """The switch may have lost or changed meters (a failed install, a restart)."""
         self._have = None
 
-    def _present(self) -> set[int]:
+    def _present(self) -> dict[int, MeterSpec | None]:
         if self._have is None:
             text = self.ovs.ofctl("-O", PROTOCOL, "dump-meters", self.bridge)
             found = (_METER.match(line) for line in text.splitlines())
-            self._have = {int(m.group(1)) for m in found if m}
+            self._have = {int(m.group(1)): None for m in found if m}
         return self._have
 
-    def add(self, wanted: Iterable[int]) -> int:
-        """Add the wanted meters the bridge lacks (before flows name them)."""
+    def add(self, wanted: Mapping[int, MeterSpec]) -> int:
+        """Add the wanted meters the bridge lacks and set those whose band differs (before
+        flows name them); returns how many were added or changed."""
         have = self._present()
-        new = sorted(set(wanted) - have)
-        mods = [meter_mod(i + 2, OFPMC_ADD, m, self.rate, self.burst) for i, m in enumerate(new)]
+        todo = sorted((m, s) for m, s in wanted.items() if m not in have or have[m] != s)
+        mods = [
+            meter_mod(i + 2, OFPMC_MODIFY if m in have else OFPMC_ADD, m, s)
+            for i, (m, s) in enumerate(todo)
+        ]
         self._send(mods)
-        have.update(new)
-        return len(new)
+        have.update(todo)
+        return len(todo)
 
     def remove_others(self, wanted: Iterable[int]) -> int:
         """Delete the meters not wanted (after the flows naming them are gone)."""
         have = self._present()
-        gone = sorted(have - set(wanted))
+        gone = sorted(set(have) - set(wanted))
         self._send([meter_mod(i + 2, OFPMC_DELETE, m) for i, m in enumerate(gone)])
-        have.difference_update(gone)
+        for m in gone:
+            del have[m]
         return len(gone)
 
     def _send(self, mods: list[bytes]) -> None:

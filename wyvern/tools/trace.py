@@ -41,6 +41,7 @@ from wyvern.apps.port_security import eui64_link_local
 from wyvern.apps.provider import is_provider, vlan_vid
 from wyvern.apps.punts import NAMES as PUNT_NAMES
 from wyvern.apps.punts import PUNT_DHCP6, PUNT_ICMP4_ERROR, PUNT_ICMP6_ERROR, PUNT_ND_RA
+from wyvern.apps.qos import port_policy
 from wyvern.config import Settings
 from wyvern.controller import dhcp, dhcp6, icmp_errors, ra
 from wyvern.controller.sync import Sync
@@ -436,7 +437,27 @@ class Explainer:
         kind, text = self.object(str(exp.object_id))
         if exp.app == "nat" and kind == "router":  # SNAT and un-SNAT: the gateway's
             text = self.router_gateway(str(exp.object_id))
+        if exp.app == "qos" and kind == "port":  # meters and DSCP: the policy behind them
+            text = self.qos(str(exp.object_id))
         return Origin(exp.app, kind, str(exp.object_id), text)
+
+    def qos(self, port_id: str) -> str:
+        """ "port vm-a (…), QoS policy gold (…) of its network: bandwidth_limit egress
+        3000 kbps, dscp_marking 26"."""
+        text = self.port(port_id)
+        port = self.view.ports.get(port_id)
+        policy = port_policy(self.view, port) if port is not None else None
+        if port is None or policy is None:
+            return text
+        whose = "" if port.qos_policy_id == policy.id else " of its network"
+        rules = ", ".join(
+            f"{r.kind} {r.direction} {r.rate} {'kbps' if r.kind == 'bandwidth_limit' else 'kpps'}"
+            if r.kind != "dscp_marking"
+            else f"dscp_marking {r.rate}"
+            for r in policy.rules
+        )
+        name = self.catalog.name("qos_policy", policy.id)
+        return f"{text}, QoS policy {_named(name, policy.id)}{whose}: {rules}"
 
     # -- keys -----------------------------------------------------------------------------
     def network_by_key(self, key: int) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from wyvern.api import rbac
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
@@ -12,9 +12,12 @@ from wyvern.api.errors import InvalidInput, NeutronError, conflict, not_found
 from wyvern.api.repo import Stored, Txn, with_retries
 from wyvern.api.resource import Resource, check_revision, delete_marked, free_key, touch
 from wyvern.api.resources import agents
-from wyvern.api.types import Bool, ShortStr
+from wyvern.api.types import Bool, ShortStr, Uuid
 from wyvern.model import dns
 from wyvern.model.keys import uniq_key, uniq_prefix
+
+if TYPE_CHECKING:
+    from wyvern.api.resources.qos import QosPolicies
 
 NetworkType = Literal["flat", "vlan", "vxlan", "geneve"]
 OVERLAYS = ("geneve", "vxlan")
@@ -106,6 +109,16 @@ DEFN = ResourceDef(
         ),
         Attr("ipv4_address_scope", str | None, doc="The address scope of its IPv4 subnets."),
         Attr("ipv6_address_scope", str | None, doc="The address scope of its IPv6 subnets."),
+        Attr(
+            "qos_policy_id",
+            Uuid | None,
+            post=True,
+            put=True,
+            default=None,
+            filter=True,
+            doc="The QoS policy of its ports (a port's own overrides it); by default the "
+            "project's default policy (qos-default).",
+        ),
     ),
 )
 
@@ -220,6 +233,11 @@ class Networks(Resource):
 
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         obj = self.new_object(attrs)
+        qos = qos_of(self)
+        if obj.get("qos_policy_id") is None:  # (Neutron's qos-default)
+            obj["qos_policy_id"] = qos.default_for(obj["project_id"])
+        if obj["qos_policy_id"] is not None:
+            qos.for_attach(ctx, txn, obj["qos_policy_id"])
         obj["status"] = "ACTIVE"
         obj["subnets"] = []
         obj["availability_zones"] = []
@@ -320,6 +338,8 @@ class Networks(Resource):
                 )
         obj = stored.obj
         changes = dict(changes)
+        if changes.get("qos_policy_id") not in (None, obj.get("qos_policy_id")):
+            qos_of(self).for_attach(ctx, txn, changes["qos_policy_id"])
         shared = changes.pop("shared", None)
         if shared and rbac.WILDCARD not in rbac.targets(obj, rbac.SHARED):
             self._wildcard(txn, obj, rbac.SHARED)
@@ -528,3 +548,12 @@ def network_or_404(res: Resource, ctx: RequestContext, network_id: str) -> Store
 
 
 RESOURCES = [Networks]
+
+
+def qos_of(res: Resource) -> QosPolicies:
+    """The QoS policies resource (what networks and ports attach)."""
+    from wyvern.api.resources.qos import QosPolicies
+
+    found = res.state.resources["policy"]
+    assert isinstance(found, QosPolicies)
+    return found

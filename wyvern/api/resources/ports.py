@@ -40,7 +40,7 @@ from wyvern.api.errors import (
 )
 from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import ApiState, Resource
-from wyvern.api.resources.networks import network_or_404
+from wyvern.api.resources.networks import network_or_404, qos_of
 from wyvern.api.resources.subnets import (
     ROUTER_INTERFACE_OWNERS,
     ROUTER_INTERFACE_OWNERS_SNAT,
@@ -247,6 +247,16 @@ DEFN = ResourceDef(
             doc="An FQDN (dns-domain-ports), kept for an external DNS service: Wyvern "
             "publishes to none, as Neutron without an external_dns_driver.",
         ),
+        Attr(
+            "qos_policy_id",
+            Uuid | None,
+            post=True,
+            put=True,
+            default=None,
+            filter=True,
+            doc="The port's QoS policy: it overrides its network's.",
+        ),
+        Attr("qos_network_policy_id", str | None, doc="Its network's QoS policy."),
     ),
 )
 
@@ -489,11 +499,23 @@ class Ports(Resource):
         # Status merged before filtering, so `?status=ACTIVE` sees what the agents wrote.
         objs = super().all_objects()
         merge_binding_status(objs, self._statuses(objs))
+        self._network_policies(objs)
         return objs
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         if len(objs) == 1:  # show, create, update (lists were merged by all_objects)
             merge_binding_status(objs, self._statuses(objs))
+            self._network_policies(objs)
+
+    def _network_policies(self, objs: list[dict[str, Any]]) -> None:
+        """qos_network_policy_id: the QoS policy of each port's network."""
+        if len(objs) == 1:
+            got = self.repo.get("networks", objs[0]["network_id"])
+            nets = {got.obj["id"]: got.obj} if got is not None else {}
+        else:
+            nets = {n["id"]: n for n in self.repo.objects("networks")}
+        for o in objs:
+            o["qos_network_policy_id"] = (nets.get(o["network_id"]) or {}).get("qos_policy_id")
 
     def show(
         self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
@@ -561,6 +583,8 @@ class Ports(Resource):
         # first (wyvern.api.rbac). What others may set on it is the policy's (network_owner).
         if not ctx.owns(net) and not rbac.may_use(self.repo, ctx, net, rbac.SHARED):
             raise PolicyNotAuthorized("create_port")
+        if attrs.get("qos_policy_id") is not None:
+            qos_of(self).for_attach(ctx, txn, attrs["qos_policy_id"])
         return self._build(ctx, txn, attrs, network)
 
     def create_internal(
@@ -870,6 +894,8 @@ class Ports(Resource):
         obj = stored.obj
         changes = dict(changes)
         check_dns(changes, self.settings.dns_domain)
+        if changes.get("qos_policy_id") not in (None, obj.get("qos_policy_id")):
+            qos_of(self).for_attach(ctx, txn, changes["qos_policy_id"])
         if "mac_address" in changes:
             new_mac = changes.pop("mac_address")
             if new_mac != obj["mac_address"]:

@@ -43,7 +43,7 @@ DEFN = ResourceDef(
             required=True,
             filter=True,
             sort=True,
-            doc="network, security_group, address_group, address_scope or subnetpool",
+            doc="network, security_group, address_group, address_scope, subnetpool or qos_policy",
         ),
         Attr("object_id", ShortStr, post=True, required=True, filter=True, sort=True),
         Attr(
@@ -342,6 +342,13 @@ def bound_projects(
             str(s.get("project_id"))
             for s in repo.objects("subnets")
             if s.get("subnetpool_id") == obj["id"]
+        }
+    if spec.name == "qos_policy":  # (networks, ports and floating IPs naming it)
+        return {
+            str(o.get("project_id"))
+            for kind in ("networks", "ports", "floatingips")
+            for o in repo.objects(kind)
+            if o.get("qos_policy_id") == obj["id"]
         }
     return set()
 
