@@ -56,7 +56,7 @@ CHILD_KINDS = frozenset({"subnets", "ports", "security_group_rules", "mac_bindin
 # Segments under ROOT that hold no API object an agent follows: claims, ownership and
 # child -> parent indexes, quotas, the agent registry.
 UNFOLLOWED_SEGMENTS = frozenset(
-    {"uniq", "owner", "index", "quotas", "agents", "intent", "nova", "rbac_policies"}
+    {"uniq", "owner", "index", "quotas", "agents", "intent", "nova", "rbac_policies", "trunks"}
 )
 
 CHASSIS_PREFIX = f"{ROOT}chassis/"

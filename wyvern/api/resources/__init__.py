@@ -17,6 +17,7 @@ from wyvern.api.resources import (
     security_groups,
     subnetpools,
     subnets,
+    trunks,
 )
 
 RESOURCE_CLASSES: list[type[Resource]] = [
@@ -33,4 +34,5 @@ RESOURCE_CLASSES: list[type[Resource]] = [
     *rbac_policies.RESOURCES,
     *quotas.RESOURCES,
     *agents.RESOURCES,
+    *trunks.RESOURCES,
 ]
