@@ -17,6 +17,7 @@ from wyvern.apps.output import OutputApp
 from wyvern.apps.port_security import PortSecurity
 from wyvern.apps.security_groups import SecurityGroups
 from wyvern.apps.services import Services
+from wyvern.apps.trunk import TrunkApp
 
 # The L2 family: every stage but the security-group, L3 and NAT ones.
 L2_APPS: list[type[App]] = [
@@ -27,6 +28,7 @@ L2_APPS: list[type[App]] = [
     L2,
     OutputApp,
     MetadataApp,
+    TrunkApp,
 ]
 
 ALL_APPS: list[type[App]] = [

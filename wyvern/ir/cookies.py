@@ -40,6 +40,7 @@ AppName = Literal[
     "nat",
     "output",
     "metadata",
+    "trunk",
 ]
 
 # The app table. Ids are part of the installed flows: never renumber or reuse one.
@@ -54,6 +55,7 @@ APPS: dict[AppName, int] = {
     "nat": 0x08,
     "output": 0x09,
     "metadata": 0x0A,
+    "trunk": 0x0B,
 }
 
 APP_BITS = 8

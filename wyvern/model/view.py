@@ -130,6 +130,11 @@ class Port:
     binding_host: str
     project_id: str = ""  # (the metadata proxy's X-Tenant-ID)
     dns_name: str = ""  # (DHCP's hostname: wyvern.model.dns)
+    # A trunk's parent: its subports and their VLANs; a subport: its parent and VLAN
+    # (the API's `_trunk` and `_subport`, wyvern.api.resources.trunks).
+    trunk_subports: tuple[tuple[str, int], ...] = ()
+    trunk_parent: str = ""
+    trunk_vlan: int = 0
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Port:
@@ -159,6 +164,11 @@ class Port:
             binding_host=o.get("binding:host_id") or "",
             project_id=o.get("project_id") or o.get("tenant_id") or "",
             dns_name=o.get("dns_name") or "",
+            trunk_subports=tuple(
+                (str(p), int(v)) for p, v in (o.get("_trunk") or {}).get("subports") or ()
+            ),
+            trunk_parent=str((o.get("_subport") or {}).get("parent_id") or ""),
+            trunk_vlan=int((o.get("_subport") or {}).get("vlan") or 0),
         )
 
     @property
@@ -406,6 +416,9 @@ class Binding:
 
     port_id: str
     ofport: int
+    # A trunk's subport: the OpenFlow port of its patch's other end, where the trunk app
+    # tags its frames for the parent's VIF (wyvern.apps.trunk); 0 for any other port.
+    trunk_ofport: int = 0
 
 
 @dataclass(frozen=True, slots=True)
