@@ -45,6 +45,7 @@ BODY_KEYS = {
     "floatingips": "floatingip",
     "subnetpools": "subnetpool",
     "address-scopes": "address_scope",
+    "trunks": "trunk",
 }
 
 

@@ -75,3 +75,16 @@ class TrunkApp(App):
                 actions=(PushVlan(), SetField("vlan_vid", vid), Output(parent.ofport)),
             ),
         ]
+
+
+def local_subports(view: LocalView) -> dict[str, str]:
+    """Subport id -> parent id for every subport of a parent bound here: the patch pairs
+    this chassis must have (wyvern.southbound.trunks)."""
+    out: dict[str, str] = {}
+    for port_id, binding in view.bindings.items():
+        port = view.ports.get(port_id)
+        if port is None or binding.trunk_ofport or not valid_port(binding.ofport):
+            continue
+        for sub_id, _vlan in port.trunk_subports:
+            out[sub_id] = port_id
+    return out
