@@ -14,13 +14,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from tests import system
 from tests.dhcpclients import DHCLIENT_SCRIPT
 from tests.e2e.conftest import Chassis
+from tests.e2e.multichassis import Cluster, cluster
 from tests.southbound.conftest import in_netns, unique
 from wyvern.southbound.ovs import netns_exists
 
@@ -253,5 +257,48 @@ def test_trunk_vlans_ping_tcp_dhcp_isolation_routing_and_forced_delete(chassis: 
         while ping(vm.ns[102], ip_of(b), count=1).returncode == 0:
             assert time.monotonic() < deadline, "VLAN 102 still forwards"
         assert ping(vm.ns[0], ip_of(other)).returncode == 0  # the parent is untouched
+    finally:
+        vm.close()
+
+
+@pytest.fixture
+def two(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    system.require(request)
+    with cluster(tmp_path, 2) as c:
+        yield c
+
+
+def test_a_subport_reaches_a_vm_on_another_chassis(two: Cluster) -> None:
+    """Across a Geneve tunnel, on etcd (selective distribution: the trunk's chassis
+    learns the subport's network from the subport's own binding)."""
+    c = two
+    hv0, hv1 = c.hv
+    net0 = c.post("networks", name="trk-parent")
+    c.post("subnets", network_id=net0["id"], cidr="10.63.0.0/24", ip_version=4)
+    net1 = c.post("networks", name="trk-sub")
+    c.post("subnets", network_id=net1["id"], cidr="10.64.0.0/24", ip_version=4)
+    parent = c.post("ports", network_id=net0["id"], name="parent")
+    sub = c.post("ports", network_id=net1["id"], name="sub")
+    c.post(
+        "trunks",
+        port_id=parent["id"],
+        sub_ports=[{"port_id": sub["id"], "segmentation_type": "vlan", "segmentation_id": 300}],
+    )
+    remote, remote_ns = hv1.vm(net1, "remote")
+    vm = TrunkVm(hv0, parent, {300: sub})
+    try:
+        hv0.wait_active(parent)
+        hv0.wait_active(sub, timeout=30)
+        vm.static(300, sub)
+        deadline = time.monotonic() + 15
+        while ping(vm.ns[300], ip_of(remote), count=1).returncode != 0:
+            assert time.monotonic() < deadline, c.logs()
+        with hv1.capture(f"udp and dst host {hv1.tunnel_ip}") as crossed:
+            assert ping(vm.ns[300], ip_of(remote)).returncode == 0
+        assert [line for line in crossed if "ICMP echo request" in line], crossed
+        assert tcp(hv1, vm.ns[300], remote_ns, ip_of(remote)) == "1000000"
+        # the reply came back tagged: the guest's VLAN 300 namespace got it
+        back = in_netns(remote_ns, "ping", "-c", "2", "-i", "0.2", "-W", "2", ip_of(sub))
+        assert back.returncode == 0, back.stdout + c.logs()
     finally:
         vm.close()
