@@ -1,10 +1,9 @@
 """The pipeline: every OpenFlow stage, declared once, by name, in order.
 
 This is the only place that knows table numbers, and it derives them: the stage at
-position i of `PIPELINE` is table `TABLE_BASE + i`, so the trunk stage is table 0, where
-OVS starts every packet (all but a trunk's tagged frames go on to classification). Apps
-name stages (`table("acl")`), never numbers, and tests that compare flow dumps should
-mask table numbers so that adding a stage breaks nothing.
+position i of `PIPELINE` is table `TABLE_BASE + i`, so classification is table 0, where
+OVS starts every packet. Apps name stages (`table("acl")`), never numbers, and tests that
+compare flow dumps should mask table numbers so that adding a stage breaks nothing.
 
 Each stage declares (as faucet's valve_table does):
 - its owning app: the only app (besides "pipeline" defaults) allowed to put flows there;
@@ -18,10 +17,10 @@ Each stage declares (as faucet's valve_table does):
   this declaration in one place (`wyvern.ir.misses`); no app writes a default.
 
 Walk of a packet (OVN style):
-- A trunk's VIF: a frame tagged with a subport's VLAN is untagged and sent into the
-  subport's patch port, and comes back in by its peer, the subport's own port, as any VIF's
-  frame; what leaves by the subport's port comes back by the peer and is tagged out of the
-  parent's VIF (wyvern.apps.trunk).
+- A trunk's VIF: classification sends a frame tagged with a subport's VLAN to the trunk
+  stage, which untags it into the subport's patch port; it comes back in by the peer, the
+  subport's own port, as any VIF's frame. What leaves by the subport's port comes back by
+  the peer, and the trunk stage tags it out of the parent's VIF (wyvern.apps.trunk).
 - From a local VIF: classification → port_security (→ port_security_nd or
   port_security_l2) → pre_acl →ct→ acl → services → metadata → l2_lookup → (to a router MAC:
   router_input → dnat →ct→ routing → mtu_check → arp_resolve → snat → resubmit
@@ -45,7 +44,6 @@ from typing import Literal, NamedTuple, get_args
 from wyvern.ir.cookies import AppName
 
 StageName = Literal[
-    "trunk",
     "classification",
     "port_security",
     "port_security_nd",
@@ -70,6 +68,7 @@ StageName = Literal[
     "output",
     "punt_meter",
     "punt",
+    "trunk",
 ]
 Direction = Literal["ingress", "l3", "egress"]
 
@@ -167,16 +166,6 @@ _ANSWER = (
 PIPELINE: tuple[Stage, ...] = (
     # ---- ingress: from a port towards the logical switch ------------------------------
     _stage(
-        "trunk",
-        "ingress",
-        "trunk",
-        "A trunk's VLANs: a subport's tagged frames untagged into its patch port, and back",
-        match=("in_port", "vlan_vid"),
-        writes=("vlan_vid",),
-        next=("classification",),
-        miss=goto("classification"),  # not a trunk's: every other frame
-    ),
-    _stage(
         "classification",
         "ingress",
         "classifier",
@@ -192,7 +181,7 @@ PIPELINE: tuple[Stage, ...] = (
             "router_key",
             "addr_scope",
         ),
-        next=("port_security", "metadata_reply", "l2_lookup", "pre_acl_egress", "routing"),
+        next=("port_security", "metadata_reply", "l2_lookup", "pre_acl_egress", "routing", "trunk"),
         miss=DROP,  # an unknown in_port
     ),
     _stage(
@@ -503,6 +492,16 @@ PIPELINE: tuple[Stage, ...] = (
         "punt_code → controller(userdata): the packet-in, routed by the agent on its userdata",
         match=("punt_code",),
         miss=DROP,  # an unknown code
+    ),
+    # ---- trunks: a VIF's VLANs to and from its subports' patch ports -----------------------
+    _stage(
+        "trunk",
+        "ingress",
+        "trunk",
+        "A trunk's VLANs: a subport's tagged frames untagged into its patch port, and back",
+        match=("in_port", "vlan_vid"),
+        writes=("vlan_vid",),
+        miss=DROP,  # a VLAN of no subport here
     ),
 )
 
