@@ -335,10 +335,19 @@ def test_port_delete_rules_and_force(c: TestClient, store: MemoryStore) -> None:
 
 
 def test_network_cascade_takes_subports_out(c: TestClient) -> None:
-    parent, (s1,) = setup(c, 1)
-    t = create_trunk(c, parent["id"], (s1["id"], 5))
+    parent, (s1, other) = setup(c, 2)
+    s2 = create(c, "ports", network_id=s1["network_id"])  # (two of the trunk's on one net)
+    t = create_trunk(c, parent["id"], (s1["id"], 5), (s2["id"], 6), (other["id"], 7))
     assert c.delete(f"/v2.0/networks/{s1['network_id']}?cascade=true").status_code == 204
-    assert c.get(f"/v2.0/trunks/{t['id']}").json()["trunk"]["sub_ports"] == []
+    left = c.get(f"/v2.0/trunks/{t['id']}").json()["trunk"]["sub_ports"]
+    assert [s["port_id"] for s in left] == [other["id"]]
+    details = c.get(f"/v2.0/ports/{parent['id']}").json()["port"]["trunk_details"]
+    assert [s["port_id"] for s in details["sub_ports"]] == [other["id"]]
+    # the VLANs are free again
+    net = create(c, "networks")
+    s3 = create(c, "ports", network_id=net["id"])
+    add = {"sub_ports": [{"port_id": s3["id"], "segmentation_type": "vlan", "segmentation_id": 6}]}
+    assert c.put(f"/v2.0/trunks/{t['id']}/add_subports", json=add).status_code == 200
 
 
 def test_status_follows_the_agents(c: TestClient, store: MemoryStore) -> None:

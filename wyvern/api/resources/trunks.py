@@ -473,14 +473,14 @@ class Trunks(Resource):
         """A subport deleted with force (or by a cascade): out of its trunk in the port
         delete's own transaction."""
         trunk_id = str(port["_subport"]["trunk_id"])
-        stored = self.repo.get(self.defn.kind, trunk_id)
+        stored = _as_written(txn, self.repo.get(self.defn.kind, trunk_id))
         if stored is None:
             return
         trunk = stored.obj
         if not any(s["port_id"] == port["id"] for s in trunk.get("sub_ports") or []):
             return
         self.detach_ops(txn, trunk, str(port["id"]), port_deleted=True)
-        parent = self.repo.get("ports", trunk["port_id"])
+        parent = _as_written(txn, self.repo.get("ports", trunk["port_id"]))
         if parent is not None:
             parent.obj["_trunk"] = self._parent_record(trunk)
             touch(parent.obj)
@@ -506,6 +506,15 @@ class Trunks(Resource):
             txn.update(parent)
         txn.release(uniq_key("trunk_port", trunk["port_id"]))
         txn.delete(self.defn.kind, stored)
+
+
+def _as_written(txn: Txn, stored: Stored | None) -> Stored | None:
+    """STORED as TXN already writes it (a cascade deleting two subports of one trunk in
+    one transaction updates the trunk and its parent twice: the second builds on the
+    first), guarded by the revision it was read at."""
+    if stored is None or stored.key not in txn.puts:
+        return stored
+    return Stored(orjson.loads(txn.puts[stored.key]), stored.key, stored.mod_revision)
 
 
 def trunk_details(repo_get: Any, port: dict[str, Any]) -> dict[str, Any] | None:
