@@ -23,6 +23,9 @@ measured in the same run, and writes them as JSON under benchmarks/results/.
     1,000 local ports: engine.full (goal, as (b)'s, <= 1 s) and the install of its flows
     and 4,000 QoS meters on a private OVS, meters included, vs `ovs-ofctl --bundle` of
     the same flows (goal, as (a)'s, within 2x).
+(f) a trunk of 4,094 subports (the VLAN space) on one chassis: full recompute (goal, as
+    (b): <= 1 s) and one subport's binding going and coming back (goal, as (c)'s compute:
+    <= 5 ms).
 (d) resident memory after the full install at 10,000 ports (goal P9: <= 150 MiB),
     beside a bare interpreter that imported the same modules (both measured in
     subprocesses). The agent reads the topology from a SQLite file, as on an all-in-one
@@ -642,6 +645,73 @@ def bench_incremental(n_ports: int, adds: int, settle: bool = True) -> dict[str,
     }
 
 
+# ---------------------------------------------------------------- (e) a big trunk
+
+MAX_SUBPORTS = 4094
+
+
+def trunk_view(n_subports: int) -> tuple[LocalView, list[tuple[str, Obj]]]:
+    """The (b) topology for 1 + N_SUBPORTS ports: p000000 is a trunk's parent, every
+    other port its subport on VLAN i (on the 100 networks), all wired here as the agent
+    wires them (the parent's VIF, a patch pair per subport)."""
+    n_ports = n_subports + 1
+    view = LocalView(chassis_name=CHASSIS)
+    objs = topology(n_ports)
+    for key, obj in objs:
+        if obj.get("id") == "p000000":
+            obj["_trunk"] = {"id": "t", "subports": [[f"p{i:06d}", i] for i in range(1, n_ports)]}
+        elif str(obj.get("id", "")).startswith("p"):
+            obj["_subport"] = {"trunk_id": "t", "parent_id": "p000000", "vlan": int(obj["id"][1:])}
+        kind = kind_of(key)
+        view.apply(kind, obj["id"], record_from_obj(kind, obj))  # type: ignore[arg-type]
+    view.apply("binding", "p000000", Binding("p000000", 1))
+    view.port_chassis["p000000"] = CHASSIS
+    for i in range(1, n_ports):
+        pid = f"p{i:06d}"
+        view.apply("binding", pid, Binding(pid, 2 * i, 2 * i + 1))
+        view.port_chassis[pid] = CHASSIS
+    return view, objs
+
+
+def bench_trunk(n_subports: int, repeat: int) -> dict[str, Any]:
+    """engine.full at a trunk of N_SUBPORTS subports (cold, as (b)), then removing and
+    adding back one subport (its binding, as the agent's patch pair goes and comes)."""
+    view, _ = trunk_view(n_subports)
+    times: list[float] = []
+    render_s: list[float] = []
+    flows = 0
+    engine = Engine(default_apps())
+    for _ in range(repeat):
+        cold_start()
+        engine = Engine(default_apps())
+        gc.collect()
+        t0 = time.perf_counter()
+        engine.full(view)
+        times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        engine.render()
+        render_s.append(time.perf_counter() - t0)
+        flows = engine.flow_count()
+    engine.settle()
+    last = f"p{n_subports:06d}"
+    bound = view.bindings[last]
+    change_s: list[float] = []
+    for _ in range(5):
+        for new in (None, bound):
+            t0 = time.perf_counter()
+            engine.apply(view, view.apply("binding", last, new))
+            engine.render()
+            change_s.append(time.perf_counter() - t0)
+    return {
+        "subports": n_subports,
+        "full_s": min(times),
+        "render_s": min(render_s),
+        "flows": flows,
+        "subport_change_median_s": statistics.median(change_s),
+        "subport_change_p95_s": pct(change_s, 95),
+    }
+
+
 # ---------------------------------------------------------------- (d) memory
 
 
@@ -711,7 +781,7 @@ def main() -> int:
     ap.add_argument("--ports", type=int, default=10_000)
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--adds", type=int, default=30)
-    ap.add_argument("--only", default="abcde", help="which parts to run, e.g. 'b'")
+    ap.add_argument("--only", default="abcdef", help="which parts to run, e.g. 'b'")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--store-path", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -823,6 +893,30 @@ def main() -> int:
         )
         table.append(
             (f"QoS on {r['ports']} ports: install / raw bundle", "x", 2.0, r["ratio"], "max")
+        )
+    if "f" in args.only:
+        r = bench_trunk(MAX_SUBPORTS, 2)
+        results["trunk"] = r
+        plain = bench_full(MAX_SUBPORTS + 1, 2)  # (the baseline, same run: no trunk)
+        results["trunk_baseline"] = plain
+        print(
+            f"(f) a trunk of {r['subports']} subports ({r['flows']} flows): full recompute "
+            f"{r['full_s']:.3f} s (the same {MAX_SUBPORTS + 1} ports without the trunk: "
+            f"{plain['full_s']:.3f} s, {plain['flows']} flows), render {r['render_s']:.3f} s; "
+            f"one subport unplugged or "
+            f"plugged: median {r['subport_change_median_s'] * 1e3:.2f} ms, p95 "
+            f"{r['subport_change_p95_s'] * 1e3:.2f} ms",
+            flush=True,
+        )
+        table.append((f"full recompute, trunk of {MAX_SUBPORTS}", "s", 1.0, r["full_s"], "max"))
+        table.append(
+            (
+                "trunk subport change, compute (p95)",
+                "ms",
+                5.0,
+                r["subport_change_p95_s"] * 1e3,
+                "max",
+            )
         )
     if "d" in args.only:
         r = bench_rss(args.ports)

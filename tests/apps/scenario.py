@@ -267,10 +267,21 @@ def build_view(
     return view
 
 
-def bind(view: LocalView, port_id: str, ofport: int) -> None:
-    """Plug a port into this chassis (a binding, as the agent learns it from OVS)."""
-    view.apply("binding", port_id, Binding(port_id, ofport))
+def bind(view: LocalView, port_id: str, ofport: int, trunk_ofport: int = 0) -> None:
+    """Plug a port into this chassis (a binding, as the agent learns it from OVS); a
+    trunk's subport is plugged as a patch pair (ofport, trunk_ofport)."""
+    view.apply("binding", port_id, Binding(port_id, ofport, trunk_ofport))
     view.port_chassis[port_id] = view.chassis_name
+
+
+def patches_of(view: LocalView) -> dict[int, int]:
+    """The patch pairs of the subports bound here (each end -> the other)."""
+    out: dict[int, int] = {}
+    for b in view.bindings.values():
+        if b.trunk_ofport:
+            out[b.ofport] = b.trunk_ofport
+            out[b.trunk_ofport] = b.ofport
+    return out
 
 
 def unbind(view: LocalView, port_id: str) -> None:
@@ -378,7 +389,12 @@ class Scenario:
                 for what in ("default", "passthrough"):
                     with contextlib.suppress(ValueError):
                         self.cookies.register("pipeline", f"{what}:{st.name}")
-            self._sim = Simulator(self.flows(), conntrack=self.conntrack, cookies=self.cookies)
+            self._sim = Simulator(
+                self.flows(),
+                conntrack=self.conntrack,
+                cookies=self.cookies,
+                patches=patches_of(self.view),
+            )
         return self._sim
 
     def run(self, packet: Packet) -> Trace:

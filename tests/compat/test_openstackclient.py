@@ -414,3 +414,48 @@ def test_qos_policies_rules_and_rule_types(osc: Osc) -> None:
     osc.ok("port", "delete", port["id"])
     osc.ok("network", "delete", net["id"])
     osc.ok("network", "qos", "policy", "delete", name)
+
+
+def test_network_trunk(osc: Osc) -> None:
+    """`openstack network trunk create|set|unset|show|list|delete` and `network subport
+    list`, unchanged, and the forced subport delete's refusal without the option."""
+    parent_net, sub_net = unique("tnet"), unique("snet")
+    osc.ok("network", "create", parent_net)
+    osc.ok("network", "create", sub_net)
+    parent = osc.json("port", "create", "--network", parent_net, unique("parent"))
+    sub1 = osc.json("port", "create", "--network", sub_net, unique("sub"))
+    sub2 = osc.json("port", "create", "--network", sub_net, unique("sub"))
+    name = unique("trunk")
+    trunk = osc.json(
+        "network", "trunk", "create", "--parent-port", parent["id"],
+        "--subport", f"port={sub1['id']},segmentation-type=vlan,segmentation-id=100", name,
+    )  # fmt: skip
+    assert trunk["port_id"] == parent["id"] and trunk["status"] == "DOWN"
+    assert [s["segmentation_id"] for s in trunk["sub_ports"]] == [100]
+    osc.ok(
+        "network", "trunk", "set",
+        "--subport", f"port={sub2['id']},segmentation-type=vlan,segmentation-id=200", name,
+    )  # fmt: skip
+    subports = osc.json("network", "subport", "list", "--trunk", name)
+    assert sorted(s["Segmentation ID"] for s in subports) == [100, 200]
+    # the same VLAN again: Neutron's DuplicateSubPort, and the CLI fails
+    sub3 = osc.json("port", "create", "--network", sub_net, unique("sub"))
+    dup = osc.run(
+        "network", "trunk", "set",
+        "--subport", f"port={sub3['id']},segmentation-type=vlan,segmentation-id=200", name,
+    )  # fmt: skip
+    assert dup.returncode != 0 and "already in use on trunk" in dup.stderr
+    # a subport cannot be deleted as a port without the force option
+    refused = osc.run("port", "delete", sub1["id"])
+    assert refused.returncode != 0 and "is currently a subport" in refused.stderr
+    osc.ok("network", "trunk", "unset", "--subport", sub1["id"], name)
+    assert [s["port_id"] for s in osc.json("network", "trunk", "show", name)["sub_ports"]] == [
+        sub2["id"]
+    ]
+    assert name in [t["Name"] for t in osc.json("network", "trunk", "list")]
+    osc.ok("network", "trunk", "set", "--name", f"{name}-2", "--description", "d", name)
+    shown = osc.json("network", "trunk", "show", f"{name}-2")
+    assert shown["description"] == "d"
+    osc.ok("network", "trunk", "delete", f"{name}-2")
+    for port in (parent, sub1, sub2, sub3):
+        osc.ok("port", "delete", port["id"])

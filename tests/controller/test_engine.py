@@ -151,6 +151,19 @@ def port(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
                                            "10.0.0.10", "10.1.0.11", "2001:db8:5::b"]),
                           unique=True, max_size=2))  # fmt: skip
     mac = f"fa:16:3e:00:01:{idx:02x}"
+    # a trunk's parent (its subports and VLANs), a subport (its parent and VLAN), or neither
+    role = draw(st.sampled_from(["", "", "parent", "subport"]))
+    others = [p for p in PORTS if p != id_]
+    trunk_subports = (
+        tuple(
+            (p, 101 + i)
+            for i, p in enumerate(draw(st.lists(st.sampled_from(others), unique=True, max_size=2)))
+        )
+        if role == "parent"
+        else ()
+    )
+    trunk_parent = draw(st.sampled_from(others)) if role == "subport" else ""
+    trunk_vlan = draw(st.sampled_from([101, 102])) if role == "subport" else 0
     return ("port", id_, Port(
         id=id_, network_id=net, key=idx + 1 + draw(st.sampled_from([0, 20])), mac=mac,
         fixed_ips=tuple(FixedIp(s, ip_in(s, 10 + idx)) for s in subs),
@@ -165,6 +178,7 @@ def port(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
         security_group_ids=tuple(draw(st.lists(st.sampled_from(SGS), unique=True, max_size=2))),
         extra_dhcp_opts=(), binding_host="",
         qos_policy_id=draw(st.sampled_from([None, None, *QOS])),
+        trunk_subports=trunk_subports, trunk_parent=trunk_parent, trunk_vlan=trunk_vlan,
     ))  # fmt: skip
 
 
@@ -302,7 +316,8 @@ def rule(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
 @st.composite
 def binding(draw: Any, id_: str | None = None) -> tuple[str, str, Any]:
     id_ = id_ or draw(st.sampled_from(PORTS))
-    return ("binding", id_, Binding(id_, draw(st.integers(1, 9))))
+    trunk_ofport = draw(st.sampled_from([0, 0, 10, 11]))  # (a subport's patch: its trunk end)
+    return ("binding", id_, Binding(id_, draw(st.integers(1, 9)), trunk_ofport))
 
 
 CHASSIS = ["c1", "c2", "c3"]  # c1 is the view's own chassis
@@ -507,14 +522,21 @@ def run_sequence(apps: list[App], ops: list[tuple[str, str, Any]]) -> None:
     full = rendered_full(apps, view)
     assert switch.installed == {line for lines in full.values() for line in lines}
     # (unless the random ops made a state that OVS or the API never makes: two interfaces
-    # on one ofport, two networks on one physical network and segment)
+    # on one ofport (a subport's patch end too), two networks on one physical network and
+    # segment, two subports of one parent on one VLAN)
     ofports = [b.ofport for b in view.bindings.values()]
+    ofports += [b.trunk_ofport for b in view.bindings.values() if b.trunk_ofport]
     segments = [
         (n.network_type, n.physical_network, n.segmentation_id)
         for n in view.networks.values()
         if n.physical_network
     ]
-    if len(set(ofports)) == len(ofports) and len(set(segments)) == len(segments):
+    vlans = [(p.trunk_parent, p.trunk_vlan) for p in view.ports.values() if p.trunk_parent]
+    if (
+        len(set(ofports)) == len(ofports)
+        and len(set(segments)) == len(segments)
+        and len(set(vlans)) == len(vlans)
+    ):
         assert_one_entry_per_identity(full)
 
 

@@ -47,6 +47,7 @@ BODY_KEYS = {
     "address-scopes": "address_scope",
     "metering/metering-labels": "metering_label",
     "metering/metering-label-rules": "metering_label_rule",
+    "trunks": "trunk",
 }
 
 

@@ -868,3 +868,36 @@ def test_qos_meters_and_dscp_are_traced_with_their_policy() -> None:
         f"qos: port vm-a ({ids['vm-a']}), QoS policy gold ({pol['id']}) of its network: "
         "bandwidth_limit egress 3000 kbps, dscp_marking 26"
     ) in text, text
+
+
+def test_a_subports_packet_is_traced_through_the_vlan_step(world: World) -> None:
+    """From a trunk's subport: the frame enters tagged on the parent's VIF, the trunk
+    stage (naming the subport) untags it, and the reply to it is tagged again."""
+    with make_client(world.store) as c:
+        net = create(c, "networks", name="net3")
+        parent = create(c, "ports", network_id=net["id"], name="parent")
+        resp = c.post(
+            "/v2.0/trunks",
+            json={
+                "trunk": {
+                    "port_id": parent["id"],
+                    "sub_ports": [
+                        {
+                            "port_id": world.ids["vm-a"],
+                            "segmentation_type": "vlan",
+                            "segmentation_id": 42,
+                        }
+                    ],
+                }
+            },
+        )
+        assert resp.status_code == 201, resp.text
+    _, built, trace, text = world.run(from_port="vm-a", to_port="vm-b")
+    assert trace.output_ports == [2], text
+    assert built.packet["vlan_vid"] == 0  # (what the guest's VLAN interface sends)
+    assert trace.stages()[:2] == ["classification", "trunk"], text
+    assert f"trunk: port vm-a ({world.ids['vm-a']})" in text, text
+    assert trace.outputs[0].packet["vlan_vid"] == 0
+    _, _, back, text = world.run(from_port="vm-b", to_port="vm-a")
+    parent_ofport = [o.port for o in back.outputs]
+    assert len(parent_ofport) == 1 and back.outputs[0].packet["vlan_vid"] == 0x1000 | 42, text

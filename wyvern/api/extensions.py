@@ -149,6 +149,12 @@ EXTENSIONS: list[Extension] = [
         "availability_zone_hints and availability_zones on networks.",
     ),
     _ext(
+        "trunk",
+        "Trunk Extension",
+        "VLAN-aware VMs: subports demultiplexed by VLAN on the parent's VIF.",
+    ),
+    _ext("trunk-details", "Trunk port details", "trunk_details on a trunk's parent port."),
+    _ext(
         "router_availability_zone",
         "Router Availability Zone",
         "availability_zone_hints place a router's gateway; availability_zones on routers.",

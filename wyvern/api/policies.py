@@ -550,6 +550,15 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
         ("update_policy_minimum_packet_rate_rule", "rule:admin_only"),
         ("delete_policy_minimum_packet_rate_rule", "rule:admin_only"),
     ),
+    "trunk": (
+        ("create_trunk", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+        ("get_trunk", "(rule:admin_only) or (role:reader and project_id:%(project_id)s)"),
+        ("update_trunk", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+        ("delete_trunk", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+        ("get_subports", "(rule:admin_only) or (role:reader and project_id:%(project_id)s)"),
+        ("add_subports", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+        ("remove_subports", "(rule:admin_only) or (role:member and project_id:%(project_id)s)"),
+    ),
     "floatingip_port_forwarding": (
         (
             "create_floatingip_port_forwarding",

@@ -19,6 +19,7 @@ from wyvern.apps.port_security import PortSecurity
 from wyvern.apps.qos import QosApp
 from wyvern.apps.security_groups import SecurityGroups
 from wyvern.apps.services import Services
+from wyvern.apps.trunk import TrunkApp
 
 # The L2 family: every stage but the security-group, L3 and NAT ones.
 L2_APPS: list[type[App]] = [
@@ -30,6 +31,7 @@ L2_APPS: list[type[App]] = [
     OutputApp,
     MetadataApp,
     QosApp,
+    TrunkApp,
 ]
 
 ALL_APPS: list[type[App]] = [

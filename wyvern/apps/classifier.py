@@ -5,6 +5,10 @@ For every LOCAL port (bound on this chassis, admin up, in an admin-up network)::
     in_port=<ofport> → src_port_key=port.key, network_key=network.key,
                        port_ct_zone=<the port's zone>, goto qos_from_vm (→ port_security)
 
+A trunk's frames go to the trunk stage (wyvern.apps.trunk): a parent's VIF's tagged
+frames (in_port=<parent>, VLAN present) and whatever comes back by a subport's patch
+pair's trunk end (in_port=<trunk end>).
+
 The pipeline is the same whether or not the port has port security: port_security passes
 such ports through. Unknown in_ports hit the stage default (drop, wyvern.apps.defaults).
 
@@ -52,8 +56,10 @@ from wyvern.ir import (
     PopVlan,
     match,
     table,
+    valid_port,
 )
 from wyvern.ir.cookies import encode
+from wyvern.ir.fields import VLAN_PRESENT
 from wyvern.ir.ofports import GENEVE, METADATA_OFPORT, TUNNEL_OFPORTS
 from wyvern.model.view import LocalView
 
@@ -61,6 +67,7 @@ PRIORITY_PORT = 100
 PRIORITY_TUNNEL = 100
 PRIORITY_TUNNEL_FLOOD = 110
 PRIORITY_PHYSNET = 100
+PRIORITY_TRUNK = 110  # (above the port's own flow: its tagged frames are its subports')
 
 
 class Classifier(App):
@@ -96,10 +103,45 @@ class Classifier(App):
         if found is None or zone is None:
             return []
         port, net, ofport = found
-        if not port_is_up(port, net):
-            return []  # the stage default drops its packets
         cookie = encode("classifier", port_id)
-        return [PORT_FLOW.flow(cookie, ofport, port.key, net.key, zone), meter_flow(cookie, ofport)]
+        trunked = trunk_flows(view, port_id, cookie)
+        if not port_is_up(port, net):
+            return trunked  # the stage default drops its own packets
+        return [
+            PORT_FLOW.flow(cookie, ofport, port.key, net.key, zone),
+            meter_flow(cookie, ofport),
+            *trunked,
+        ]
+
+
+def trunk_flows(view: LocalView, port_id: str, cookie: int) -> list[Flow]:
+    """A trunk's frames go to the trunk stage (wyvern.apps.trunk): those of a parent's
+    VIF with a VLAN tag, and all that come back by a subport's patch pair's trunk end."""
+    binding = view.bindings.get(port_id)
+    port = view.ports.get(port_id)
+    if binding is None or port is None:
+        return []
+    st = table("classification")
+    out = []
+    if port.trunk_subports:
+        out.append(
+            st.flow(
+                priority=PRIORITY_TRUNK,
+                cookie=cookie,
+                match=match(in_port=binding.ofport, vlan_vid=(VLAN_PRESENT, VLAN_PRESENT)),
+                actions=(Goto("trunk"),),
+            )
+        )
+    if valid_port(binding.trunk_ofport):
+        out.append(
+            st.flow(
+                priority=PRIORITY_TRUNK,
+                cookie=cookie,
+                match=match(in_port=binding.trunk_ofport),
+                actions=(Goto("trunk"),),
+            )
+        )
+    return out
 
 
 # flow(cookie, ofport, port key, network key, zone)

@@ -58,6 +58,7 @@ import orjson
 from wyvern.apps import punts, qos
 from wyvern.apps.base import App
 from wyvern.apps.gateway import local_fip, local_gateway
+from wyvern.apps.trunk import local_subports
 from wyvern.controller import neighbours, ra
 from wyvern.controller.bindings import (
     BindingMonitor,
@@ -87,6 +88,7 @@ from wyvern.southbound.ovs import OvsError, OvsInstance
 from wyvern.southbound.physnets import ensure_bridge_mappings
 from wyvern.southbound.recorder import RecordingInstaller
 from wyvern.southbound.switchwatch import SwitchWatch
+from wyvern.southbound.trunks import TrunkPatches
 from wyvern.southbound.tunnels import (
     BfdSessions,
     NeighbourPrimer,
@@ -162,6 +164,8 @@ class Agent:
         (wyvern.controller.metering), reported to the store when they moved."""
         self.store = store
         self.ovs = ovs
+        # A trunk's subports: a patch pair each on br-int (wyvern.southbound.trunks)
+        self.trunk_patches = TrunkPatches(ovs, bridge) if ovs is not None else None
         self.bridge = bridge
         self.chassis = chassis
         self.poll_interval = poll_interval
@@ -482,6 +486,9 @@ class Agent:
             for name in self.liveness.dead(list(self.sync.lease_gone)):
                 changes += self.sync.drop_chassis(name)
         changes += self._follow_interest(changes, force=replug)
+        if self.trunk_patches is not None and (changes or self.trunk_patches.current is None):
+            # (the pairs' interfaces come back as bindings through the monitor)
+            self.trunk_patches.sync(local_subports(self.view))
         self._send_adverts(now, changes)
         self.stats.loops += 1
         with gc_paused():  # (the collector catches up once the flows are in)

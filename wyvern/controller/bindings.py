@@ -36,6 +36,7 @@ from wyvern.model.view import Binding
 from wyvern.nb.etcd_server import kill_with_parent
 from wyvern.nb.store import Compare, Delete, Put, Store
 from wyvern.southbound.ovs import OvsError, OvsInstance
+from wyvern.southbound.trunks import TRUNK_SUBPORT_ID
 
 LOG = logging.getLogger(__name__)
 
@@ -59,23 +60,35 @@ def read_bindings(ovs: OvsInstance) -> dict[str, Binding]:
         "--format=json", "--columns=name,ofport,external_ids", "list", "Interface", timeout=10
     )
     data = json.loads(out)
-    return bindings_of(
-        (name, _ovsdb_int(ofport), _ovsdb_map(ext).get("iface-id"))
-        for name, ofport, ext in data.get("data") or []
-    )
+    return bindings_of(_row(name, ofport, ext) for name, ofport, ext in data.get("data") or [])
 
 
-def bindings_of(rows: Iterable[tuple[str, int, str | None]]) -> dict[str, Binding]:
-    """port id -> Binding from Interface rows (name, ofport, iface-id): those with an
-    iface-id and a valid ofport; of two claiming one port, the first is kept."""
+def _row(name: Any, ofport: Any, ext: Any) -> tuple[str, int, str, str]:
+    ids = _ovsdb_map(ext)
+    return str(name), _ovsdb_int(ofport), ids.get("iface-id", ""), ids.get(TRUNK_SUBPORT_ID, "")
+
+
+def bindings_of(rows: Iterable[tuple[str, int, str | None, str]]) -> dict[str, Binding]:
+    """port id -> Binding from Interface rows (name, ofport, iface-id, trunk subport):
+    those with an iface-id and a valid ofport; of two claiming one port, the first is
+    kept. A trunk's subport is bound by its patch pair (wyvern.controller.trunks): the
+    end with its iface-id is its port, the other (its id under TRUNK_SUBPORT_ID) is
+    where the trunk app tags it (`Binding.trunk_ofport`)."""
     found: dict[str, Binding] = {}
-    for name, ofport, port_id in rows:
+    trunk_ends: dict[str, int] = {}
+    for name, ofport, port_id, subport in rows:
+        if subport and ofport > 0:
+            trunk_ends.setdefault(subport, ofport)
         if not port_id or ofport <= 0:
             continue
         if port_id in found:
             LOG.warning("port %s: two interfaces claim it (%s); keeping the first", port_id, name)
             continue
         found[port_id] = Binding(port_id, ofport)
+    for port_id, ofport in trunk_ends.items():
+        bound = found.get(port_id)
+        if bound is not None:
+            found[port_id] = Binding(port_id, bound.ofport, ofport)
     return found
 
 
@@ -93,7 +106,8 @@ class BindingMonitor:
         self.ovs = ovs
         self.on_change = on_change
         self.current: dict[str, Binding] = {}
-        self._rows: dict[str, tuple[str, int, str]] = {}  # uuid -> (name, ofport, iface-id)
+        # uuid -> (name, ofport, iface-id, trunk subport)
+        self._rows: dict[str, tuple[str, int, str, str]] = {}
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
         self._synced = threading.Event()  # the monitor's initial dump has been read
@@ -186,10 +200,8 @@ class BindingMonitor:
                 uuid, action = values.get("row") or last, values.get("action")
                 last = uuid
                 if action in ("initial", "insert", "new"):
-                    self._rows[uuid] = (
-                        str(values.get("name")),
-                        _ovsdb_int(values.get("ofport")),
-                        _ovsdb_map(values.get("external_ids")).get("iface-id", ""),
+                    self._rows[uuid] = _row(
+                        values.get("name"), values.get("ofport"), values.get("external_ids")
                     )
                 elif action == "delete":
                     self._rows.pop(uuid, None)

@@ -42,6 +42,7 @@ AppName = Literal[
     "metadata",
     "metering",
     "qos",
+    "trunk",
 ]
 
 # The app table. Ids are part of the installed flows: never renumber or reuse one.
@@ -58,6 +59,7 @@ APPS: dict[AppName, int] = {
     "metadata": 0x0A,
     "metering": 0x0E,
     "qos": 0x0D,
+    "trunk": 0x0B,
 }
 
 APP_BITS = 8

@@ -17,6 +17,10 @@ Each stage declares (as faucet's valve_table does):
   this declaration in one place (`wyvern.ir.misses`); no app writes a default.
 
 Walk of a packet (OVN style):
+- A trunk's VIF: classification sends a frame tagged with a subport's VLAN to the trunk
+  stage, which untags it into the subport's patch port; it comes back in by the peer, the
+  subport's own port, as any VIF's frame. What leaves by the subport's port comes back by
+  the peer, and the trunk stage tags it out of the parent's VIF (wyvern.apps.trunk).
 - From a local VIF: classification → qos_from_vm → qos_from_vm_pps → port_security
   (→ port_security_nd or port_security_l2) → pre_acl →ct→ acl → services → metadata →
   l2_lookup → (to a router MAC: router_input → dnat →ct→ meter_ingress → routing →
@@ -72,6 +76,7 @@ StageName = Literal[
     "punt_meter",
     "punt",
     "meter_count",
+    "trunk",
 ]
 Direction = Literal["ingress", "l3", "egress"]
 
@@ -191,6 +196,7 @@ PIPELINE: tuple[Stage, ...] = (
             "l2_lookup",
             "pre_acl_egress",
             "routing",
+            "trunk",
         ),
         miss=DROP,  # an unknown in_port
     ),
@@ -568,6 +574,16 @@ PIPELINE: tuple[Stage, ...] = (
         "Per metering label rule: the label's slot and the rule's prefixes (flow statistics)",
         match=("router_key", "meter_slot", *_IP, "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst"),
         miss=DROP,  # no rule of that label matched: not counted (resubmit returns)
+    ),
+    # ---- trunks: a VIF's VLANs to and from its subports' patch ports -----------------------
+    _stage(
+        "trunk",
+        "ingress",
+        "trunk",
+        "A trunk's VLANs: a subport's tagged frames untagged into its patch port, and back",
+        match=("in_port", "vlan_vid"),
+        writes=("vlan_vid",),
+        miss=DROP,  # a VLAN of no subport here
     ),
 )
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from wyvern.ir import (
@@ -419,6 +419,10 @@ class _Pass:
     trace: Trace
     recirculate: list[tuple[int, Packet, str]] = field(default_factory=list)
     resubmits: int = 0
+    patched: int = 0
+
+
+_CLEARED_BY_PATCH = frozenset({f"reg{i}" for i in range(16)} | {"metadata"})
 
 
 class Simulator:
@@ -431,7 +435,12 @@ class Simulator:
         *,
         conntrack: Conntrack | None = None,
         cookies: CookieIndex | None = None,
+        patches: Mapping[int, int] | None = None,
     ) -> None:
+        # Patch ports on the bridge itself: a packet output to one comes back into table 0
+        # by its peer (OVS: registers, metadata and conntrack state cleared), as a trunk's
+        # subports do (wyvern.apps.trunk).
+        self.patches = dict(patches or {})
         self.conntrack = conntrack if conntrack is not None else Conntrack()
         self.cookies = cookies if cookies is not None else CookieIndex()
         self.groups = {g.group_id: g for g in groups}
@@ -553,6 +562,21 @@ class Simulator:
             port = p["in_port"]
         elif port == p["in_port"]:
             ctx.trace.drops.append(f"output:{port} is the input port (needs PORT_IN_PORT)")
+            return
+        peer = self.patches.get(port)
+        if peer is not None:
+            ctx.patched += 1
+            if ctx.patched > MAX_RECIRCULATIONS:
+                ctx.trace.drops.append("too many patch port crossings")
+                return
+            crossed = Packet(inner=p.inner, length=p.length)
+            for name, value in p:
+                if name not in _CLEARED_BY_PATCH and not name.startswith(("ct_", "tun_")):
+                    crossed[name] = value
+            crossed["in_port"] = peer
+            ctx.recirculate.append(
+                (pipeline.TABLE_BASE, crossed, f"from patch port {port} by its peer {peer}")
+            )
             return
         ctx.trace.outputs.append(Emit(port, p.copy()))
 

@@ -71,6 +71,7 @@ UNFOLLOWED_SEGMENTS = frozenset(
         "intent",
         "nova",
         "rbac_policies",
+        "trunks",
         # The API's own rule records: agents read the rules from their label's `_rules`.
         "metering_label_rules",
     }

@@ -134,6 +134,11 @@ class Port:
     project_id: str = ""  # (the metadata proxy's X-Tenant-ID)
     dns_name: str = ""  # (DHCP's hostname: wyvern.model.dns)
     qos_policy_id: str | None = None  # its own QoS policy (overrides its network's)
+    # A trunk's parent: its subports and their VLANs; a subport: its parent and VLAN
+    # (the API's `_trunk` and `_subport`, wyvern.api.resources.trunks).
+    trunk_subports: tuple[tuple[str, int], ...] = ()
+    trunk_parent: str = ""
+    trunk_vlan: int = 0
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Port:
@@ -164,6 +169,11 @@ class Port:
             project_id=o.get("project_id") or o.get("tenant_id") or "",
             dns_name=o.get("dns_name") or "",
             qos_policy_id=o.get("qos_policy_id") or None,
+            trunk_subports=tuple(
+                (str(p), int(v)) for p, v in (o.get("_trunk") or {}).get("subports") or ()
+            ),
+            trunk_parent=str((o.get("_subport") or {}).get("parent_id") or ""),
+            trunk_vlan=int((o.get("_subport") or {}).get("vlan") or 0),
         )
 
     @property
@@ -497,6 +507,9 @@ class Binding:
 
     port_id: str
     ofport: int
+    # A trunk's subport: the OpenFlow port of its patch's other end, where the trunk app
+    # tags its frames for the parent's VIF (wyvern.apps.trunk); 0 for any other port.
+    trunk_ofport: int = 0
 
 
 @dataclass(frozen=True, slots=True)

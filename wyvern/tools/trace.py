@@ -33,7 +33,7 @@ from typing import Any, cast
 
 import orjson
 
-from wyvern.apps import ALL_APPS
+from wyvern.apps import ALL_APPS, trunk
 from wyvern.apps.base import App
 from wyvern.apps.gateway import gateway_chassis, local_fip
 from wyvern.apps.metadata import SERVICE_OBJECT
@@ -153,7 +153,24 @@ def build_view(
     for port_id, ofport in bindings.items():
         if port_id in view.ports:
             bind(view, port_id, ofport)
+    _wire_subports(view, set(bindings.values()))
     return view
+
+
+def _wire_subports(view: LocalView, used: set[int]) -> None:
+    """A bound subport is wired as on a chassis: its trunk's parent bound too, and its
+    patch pair's trunk end numbered (the next free ofports), so its frames are traced
+    from the parent's VIF, tagged, through the trunk stage."""
+    for port_id in sorted(view.bindings):
+        port = view.ports.get(port_id)
+        if port is None or not port.trunk_parent or port.trunk_parent not in view.ports:
+            continue
+        if port.trunk_parent not in view.bindings:
+            used.add(max(used | {0}) + 1)
+            bind(view, port.trunk_parent, max(used))
+        used.add(max(used | {0}) + 1)
+        ofport = view.bindings[port_id].ofport
+        view.apply("binding", port_id, Binding(port_id, ofport, max(used)))
 
 
 def ovs_bindings(ovs: OvsInstance) -> dict[str, int]:
@@ -811,7 +828,11 @@ def simulate(
         flows, index = desired_flows(view)
     p = packet.copy()
     p["in_port"] = binding.ofport
-    return Simulator(flows, conntrack=Conntrack(), cookies=index).run(p)
+    entry = trunk.entry_point(view, from_port_id)
+    if entry is not None:  # a trunk's subport: its frames come tagged by the parent's VIF
+        p["in_port"], p["vlan_vid"] = entry
+    sim = Simulator(flows, conntrack=Conntrack(), cookies=index, patches=trunk.patch_peers(view))
+    return sim.run(p)
 
 
 def _loads(step: Step, regs: dict[str, int]) -> None:
@@ -850,6 +871,9 @@ def _why(ex: Explainer, trace: Trace, step: Step, regs: Mapping[str, int]) -> st
         text = render_match(step.flow.match)
         if "inv" in text:
             return "conntrack marked the packet invalid (+inv)"
+    if stage == "trunk":
+        vlan = p["vlan_vid"] & 0xFFF
+        return f"VLAN {vlan} is no subport's of the trunk on {ex.port(src) if src else 'it'}"
     if stage == "classification":
         return f"ofport {p['in_port']} is not a bound port on this chassis"
     if stage in ("port_security", "port_security_nd", "port_security_l2"):
@@ -1249,9 +1273,12 @@ class Tracer:
 
     def simulate(self, built: Built) -> Trace:
         if built.src is None:  # from the physical network: its in_port is the patch port
-            return Simulator(self.flows, conntrack=Conntrack(), cookies=self.explainer.index).run(
-                built.packet.copy()
-            )
+            return Simulator(
+                self.flows,
+                conntrack=Conntrack(),
+                cookies=self.explainer.index,
+                patches=trunk.patch_peers(self.view),
+            ).run(built.packet.copy())
         return simulate(
             self.view, built.src.id, built.packet, flows=self.flows, index=self.explainer.index
         )

@@ -20,6 +20,7 @@ from wyvern.api.resources import (
     service_providers,
     subnetpools,
     subnets,
+    trunks,
 )
 
 RESOURCE_CLASSES: list[type[Resource]] = [
@@ -39,4 +40,5 @@ RESOURCE_CLASSES: list[type[Resource]] = [
     *quotas.RESOURCES,
     *agents.RESOURCES,
     *service_providers.RESOURCES,
+    *trunks.RESOURCES,
 ]

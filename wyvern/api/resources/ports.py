@@ -56,6 +56,11 @@ from wyvern.api.resources.subnets import (
     require_once,
     txn_cache,
 )
+from wyvern.api.resources.trunks import (
+    port_in_use_as_parent,
+    port_in_use_as_subport,
+    trunk_details,
+)
 from wyvern.api.types import Bool, DeviceOwner, IpAddress, MacAddress, ShortStr, Uuid
 from wyvern.model import dhcp6_options, dns
 from wyvern.model.keys import (
@@ -73,6 +78,7 @@ if TYPE_CHECKING:
     from wyvern.api.resources.floatingips import FloatingIps
     from wyvern.api.resources.port_forwardings import PortForwardings
     from wyvern.api.resources.routers import Routers
+    from wyvern.api.resources.trunks import Trunks
 
 MAX_PORT_KEY = 32767
 MAX_PROFILE_BYTES = 4095  # Neutron's binding profile column
@@ -257,6 +263,12 @@ DEFN = ResourceDef(
             doc="The port's QoS policy: it overrides its network's.",
         ),
         Attr("qos_network_policy_id", str | None, doc="Its network's QoS policy."),
+        Attr(
+            "trunk_details",
+            dict[str, Any],
+            doc="trunk-details, on a trunk's parent port: {trunk_id, sub_ports: [{port_id, "
+            "segmentation_type, segmentation_id, mac_address}]}",
+        ),
     ),
 )
 
@@ -525,7 +537,13 @@ class Ports(Resource):
             str(obj.get("dns_name") or ""), ips, self.settings.dns_domain
         )
         shown = {"dns_name": "", "dns_domain": "", **obj, "dns_assignment": assignment}
-        return super().show(ctx, shown, fields)
+        details = trunk_details(self.repo.get, obj)
+        if details is not None:
+            shown["trunk_details"] = details
+        out = super().show(ctx, shown, fields)
+        if out.get("trunk_details", 0) is None:
+            del out["trunk_details"]  # (Neutron shows it on a trunk's parent only)
+        return out
 
     def _statuses(self, objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Agents' binding facts per port id: one key read for one port, one list for more."""
@@ -1020,6 +1038,33 @@ class Ports(Resource):
         obj["fixed_ips"] = [*kept, *added]
 
     # ---- delete ---------------------------------------------------------------------------
+    # `?force=true` deletes a trunk's subport: out of its trunk and deleted in one
+    # transaction (a Neutron PTG ask; docs/architecture.md, Trunks).
+    delete_query = frozenset({"force"})
+
+    def delete_query_doc(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": "force",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "boolean"},
+                "description": "a trunk's subport: remove it from its trunk and delete it "
+                "(else 409 PortInUseAsSubPort)",
+            }
+        ]
+
+    def delete(
+        self, ctx: RequestContext, id_: str, if_match: int | None, params: dict[str, str]
+    ) -> None:
+        """The client's `force` only releases a subport from its trunk; the internal
+        `force` of cascades (routers, floating IPs, networks) is never the client's."""
+        force = params.get("force")
+        if force is not None and force.lower() not in ("true", "false"):
+            raise _invalid("force", f"'{force[:100]}' is not a boolean")
+        inner = {"subport": "remove"} if force is not None and force.lower() == "true" else {}
+        super().delete(ctx, id_, if_match, inner)
+
     def delete_ops(
         self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]
     ) -> None:
@@ -1028,6 +1073,13 @@ class Ports(Resource):
         delete (ServicePortInUse) unless `force` (their own cascades)."""
         port = stored.obj
         owner = port.get("device_owner") or ""
+        trunks = cast("Trunks", self.state.resources["trunk"])
+        if port.get("_trunk"):
+            raise port_in_use_as_parent(port["id"], str(port["_trunk"]["id"]))
+        if port.get("_subport"):
+            if params.get("force") != "True" and params.get("subport") != "remove":
+                raise port_in_use_as_subport(port["id"], str(port["_subport"]["trunk_id"]))
+            trunks.subport_deleted_ops(txn, port)
         if params.get("force") != "True" and owner in L3_OWNERS and self._l3_port_live(port):
             raise conflict(
                 "ServicePortInUse",
