@@ -471,7 +471,7 @@ class Explainer:
             f"{r.kind} {r.direction} {r.rate} {'kbps' if r.kind == 'bandwidth_limit' else 'kpps'}"
             if r.kind != "dscp_marking"
             else f"dscp_marking {r.rate}"
-            for r in policy.rules
+            for r in sorted(policy.rules, key=lambda r: (r.kind, r.direction))  # (ids: random)
         )
         name = self.catalog.name("qos_policy", policy.id)
         return f"{text}, QoS policy {_named(name, policy.id)}{whose}: {rules}"
