@@ -4,7 +4,8 @@ defect 1: nothing lost, nothing stuck).
 
 The operations that take more than one store write (and why each is safe to cut between
 them) are listed in docs/architecture.md ("Operations of more than one transaction"):
-  - DELETE of a network, subnet, security group or address group (delete_marked): lease
+  - DELETE of a network, subnet, security group, address group or QoS policy
+    (delete_marked): lease
     grant, mark + intent, [on etcd, a cascade too big for one transaction: ports in
     chunks], delete + intent release, lease revoke. A refused delete (NetworkInUse found
     after the mark) undoes its mark instead.
@@ -84,6 +85,7 @@ COLLECTIONS = {
     "address_groups": "address-groups",
     "routers": "routers",
     "floatingips": "floatingips",
+    "qos_policies": "qos/policies",
 }
 OWNED = {cls.defn.kind for cls in RESOURCE_CLASSES if cls.defn.owned}
 # Children and the kind of their parent.
@@ -254,6 +256,15 @@ def _setup_group(api: Api, project: str) -> dict[str, str]:
     return {"path": f"security-groups/{ids[0]}", "object": f"security-groups/{ids[0]}"}
 
 
+def _setup_qos_policy(api: Api, project: str) -> dict[str, str]:
+    """A project's default QoS policy with a rule (its default claim must not leak)."""
+    body = {"policy": {"name": "q", "project_id": project, "is_default": True}}
+    pid = api.ok("POST", "qos/policies", body)["policy"]["id"]
+    rule = {"bandwidth_limit_rule": {"max_kbps": 1000}}
+    api.ok("POST", f"qos/policies/{pid}/bandwidth_limit_rules", rule)
+    return {"path": f"qos/policies/{pid}", "object": f"qos/policies/{pid}"}
+
+
 def _setup_address_group(api: Api, project: str) -> dict[str, str]:
     body = {"address_group": {"name": "ag", "project_id": project, "addresses": ["10.1.0.0/24"]}}
     ag_id = api.ok("POST", "address-groups", body)["address_group"]["id"]
@@ -353,6 +364,7 @@ OPS = [
     Op("subnet delete", _setup_subnet, _delete, 204, 4, done=404, gone="object"),
     Op("security group delete", _setup_group, _delete, 204, 4, done=404, gone="object"),
     Op("address group delete", _setup_address_group, _delete, 204, 4, done=404, gone="object"),
+    Op("qos policy delete", _setup_qos_policy, _delete, 204, 4, done=404, gone="object"),
     # Revocations (wyvern.api.resources.rbac_policies.revoke): grant, mark, change, revoke.
     Op("rbac policy delete", _setup_share, _delete, 204, 4, done=404, gone="object"),
     Op(
@@ -465,6 +477,8 @@ def store_problems(store: Store) -> list[str]:
                 problems.append(f"stale floating IP port {id_}")
         if kind == "security_groups" and obj.get("_default"):
             has(uniq_key("default_sg", obj["project_id"]), id_)
+        if kind == "qos_policies" and obj.get("is_default"):
+            has(uniq_key("qos_default", obj["project_id"]), id_)
         if kind == "rbac_policies":  # on its object's record, with its claim
             otype = obj["object_type"]
             target = objects.get((rbac.TYPES[otype].kind, obj["object_id"]), {})
@@ -516,7 +530,7 @@ def check_world(api: Api, store: Store, api_first: bool = False) -> None:
         for id_ in stored[kind]:
             got = api.call("GET", f"{coll}/{id_}")
             assert got.status_code == 200, f"{coll}/{id_}: {got.status_code} {got.text}"
-        listed = api.ok("GET", coll)[coll.replace("-", "_")]
+        listed = api.ok("GET", coll)[coll.split("/")[-1].replace("-", "_")]
         assert {o["id"] for o in listed} == stored[kind], f"{coll}: listed != stored"
     if api_first:
         check_world(api, store)
@@ -551,6 +565,8 @@ def clean_up(api: Api, store: Store, baseline: set[str]) -> None:
         gone("DELETE", f"security-groups/{group}")
     for ag in made("address_groups"):
         gone("DELETE", f"address-groups/{ag}")
+    for qp in made("qos_policies"):
+        gone("DELETE", f"qos/policies/{qp}")
     left = set(_keys(store))
     assert left == baseline, f"not back to baseline: +{sorted(left - baseline)}"
 
