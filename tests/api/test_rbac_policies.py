@@ -53,7 +53,7 @@ def test_shared_with_one_project(client: TestClient) -> None:
     pol = share(client, net["id"], "proj-b")
     assert pol["object_type"] == "network" and pol["object_id"] == net["id"]
     assert pol["action"] == "access_as_shared"
-    assert pol["target_tenant"] == pol["target_project"] == "proj-b"
+    assert pol["target_tenant"] == "proj-b"
     assert pol["project_id"] == pol["tenant_id"] == "proj-a"
     # B sees it as shared (with B), C sees nothing, A (owner) sees it as not shared.
     seen = client.get(f"/v2.0/networks/{net['id']}", headers=B).json()["network"]
@@ -128,7 +128,18 @@ def test_update_target(client: TestClient) -> None:
         headers=A,
     )
     assert r.status_code == 200, r.text
-    assert r.json()["rbac_policy"]["target_tenant"] == "proj-c"
+    # Neutron's body: only the target changed, and nothing beyond its attribute map
+    # (no target_project, timestamps or revision) is shown.
+    assert r.json()["rbac_policy"] == {**pol, "target_tenant": "proj-c"}
+    assert set(pol) == {
+        "id",
+        "project_id",
+        "tenant_id",
+        "object_type",
+        "object_id",
+        "action",
+        "target_tenant",
+    }
     assert client.get(f"/v2.0/networks/{net['id']}", headers=B).status_code == 404
     assert client.get(f"/v2.0/networks/{net['id']}", headers=C).status_code == 200
     # Only the target may change: anything else is Neutron's read-only error.

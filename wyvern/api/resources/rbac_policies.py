@@ -64,7 +64,17 @@ DEFN = ResourceDef(
             sort=True,
             doc="A project id, or * for every project.",
         ),
-        Attr("target_project", ProjectId, post=True, put=True, filter=True, sort=True),
+        # Neutron's records name it target_project, but its API shows only target_tenant
+        # (what its attribute map declares); taken here as a synonym.
+        Attr(
+            "target_project",
+            ProjectId,
+            post=True,
+            put=True,
+            filter=True,
+            sort=True,
+            visible=False,
+        ),
     ),
 )
 
