@@ -302,6 +302,31 @@ def test_router_external_is_the_wildcard_external_policy(client: TestClient) -> 
     assert client.get(f"/v2.0/networks/{net['id']}", headers=C).status_code == 404
 
 
+def test_last_external_policy_delete_makes_the_network_internal(client: TestClient) -> None:
+    """Neutron's AFTER_DELETE: the network stays external while any access_as_external
+    policy is left, becomes internal with the last one, unless a gateway is on it."""
+    net = external_net(client)
+    b = share(client, net["id"], "proj-b", action="access_as_external", headers=None)
+    wild = share(client, net["id"], "*", action="access_as_external", headers=None)
+    assert client.delete(f"/v2.0/rbac-policies/{b['id']}").status_code == 204
+    shown = client.get(f"/v2.0/networks/{net['id']}").json()["network"]
+    assert shown["router:external"] is True
+    router = create(client, "routers", None, name="r", project_id="proj-a")
+    gw = {"router": {"external_gateway_info": {"network_id": net["id"]}}}
+    r = client.put(f"/v2.0/routers/{router['id']}", json=gw)
+    assert r.status_code == 200, r.text
+    r = client.delete(f"/v2.0/rbac-policies/{wild['id']}")
+    assert r.status_code == 409 and error_type(r) == "ExternalNetworkInUse", r.text
+    shown = client.get(f"/v2.0/networks/{net['id']}").json()["network"]
+    assert shown["router:external"] is True
+    assert client.get(f"/v2.0/rbac-policies/{wild['id']}").status_code == 200
+    no_gw = {"router": {"external_gateway_info": {}}}
+    assert client.put(f"/v2.0/routers/{router['id']}", json=no_gw).status_code == 200
+    assert client.delete(f"/v2.0/rbac-policies/{wild['id']}").status_code == 204
+    shown = client.get(f"/v2.0/networks/{net['id']}").json()["network"]
+    assert shown["router:external"] is False
+
+
 def test_bulk_and_atomicity(client: TestClient) -> None:
     net = net_of_a(client)
     body = {
@@ -512,3 +537,25 @@ def test_address_scope_shared_with_a_project(client: TestClient) -> None:
     pols = client.get(f"/v2.0/rbac-policies?object_id={scope['id']}").json()["rbac_policies"]
     assert [p["target_tenant"] for p in pols] == ["*"]
     assert client.get(f"/v2.0/address-scopes/{scope['id']}", headers=C).status_code == 200
+
+
+def test_rbac_policy_quota(client: TestClient) -> None:
+    """Neutron's `rbac_policy` quota (default 10) counts the policies a project owns."""
+    assert client.get("/v2.0/quotas/proj-a", headers=A).json()["quota"]["rbac_policy"] == 10
+    r = client.put("/v2.0/quotas/proj-a", json={"quota": {"rbac_policy": 2}})
+    assert r.status_code == 200, r.text
+    net = net_of_a(client)
+    share(client, net["id"], "proj-b")
+    share(client, net["id"], "proj-c")
+    r = policy(
+        client,
+        A,
+        object_type="network",
+        object_id=net["id"],
+        action="access_as_shared",
+        target_tenant="proj-d",
+    )
+    assert r.status_code == 409 and error_type(r) == "OverQuota", r.text
+    details = client.get("/v2.0/quotas/proj-a/details").json()["quota"]["rbac_policy"]
+    assert details == {"limit": 2, "used": 2, "reserved": 0}
+    assert client.get(f"/v2.0/networks/{net['id']}", headers=as_project("proj-d")).status_code == 404

@@ -32,6 +32,7 @@ DEFN = ResourceDef(
     collection="rbac_policies",
     path="rbac-policies",
     kind=rbac.KIND,
+    quota="rbac_policy",
     attrs=(
         Attr("id", str, filter=True, sort=True),
         Attr("project_id", ProjectId, post=True, filter=True, sort=True),
@@ -213,8 +214,27 @@ class RbacPolicies(Resource):
         def final(txn: Txn, obj: Stored, policy: Stored) -> None:
             rbac.drop_entry(txn, obj.obj, policy.obj)
             txn.delete(rbac.KIND, policy)
+            if policy.obj["object_type"] == "network" and policy.obj["action"] == rbac.EXTERNAL:
+                self._maybe_internal(obj.obj)
 
         revoke(self, ctx, id_, final)
+
+    def _maybe_internal(self, net: dict[str, Any]) -> None:
+        """Neutron: a network whose last access_as_external policy goes is no longer
+        external, which a gateway port on it forbids (ExternalNetworkInUse, as the update
+        of router:external to false)."""
+        if rbac.targets(net, rbac.EXTERNAL):
+            return
+        if any(
+            p.get("device_owner") == "network:router_gateway"
+            for p in self.repo.objects("ports", net["id"])
+        ):
+            raise conflict(
+                "ExternalNetworkInUse",
+                f"External network {net['id']} cannot be updated to be non-external, "
+                "since it has existing gateway ports.",
+            )
+        net["router:external"] = False
 
 
 Final = Callable[[Txn, Stored, Stored], None]
