@@ -513,22 +513,29 @@ def test_address_scope_shared_with_a_project(client: TestClient) -> None:
     pol = share_obj(client, "address_scope", scope["id"], "proj-b")
     seen = client.get(f"/v2.0/address-scopes/{scope['id']}", headers=B).json()["address_scope"]
     assert seen["shared"] is True
-    # A's pool in the scope; B joining it stays the owner's right (Neutron).
-    create(
+    # A's pool in the scope; B may put its own pool there too (Neutron's is_accessible:
+    # the scope is shared with B), and then the policy is in use.
+    a_pool = create(
         client, "subnetpools", A, name="p", prefixes=["10.70.0.0/16"], address_scope_id=scope["id"]
     )
-    r = client.post(
-        "/v2.0/subnetpools",
-        json={
-            "subnetpool": {
-                "name": "bp",
-                "prefixes": ["10.71.0.0/16"],
-                "address_scope_id": scope["id"],
-            }
-        },
-        headers=B,
+    body = {"name": "bp", "prefixes": ["10.71.0.0/16"], "address_scope_id": scope["id"]}
+    r = client.post("/v2.0/subnetpools", json={"subnetpool": body}, headers=B)
+    assert r.status_code == 201, r.text
+    b_pool = r.json()["subnetpool"]
+    # A's pool is shared only with a project that may use the scope (Neutron: 400).
+    r = policy(
+        client,
+        A,
+        object_type="subnetpool",
+        object_id=a_pool["id"],
+        action="access_as_shared",
+        target_tenant="proj-c",
     )
-    assert r.status_code == 400 and error_type(r) == "IllegalSubnetPoolAssociationToAddressScope"
+    assert r.status_code == 400 and error_type(r) == "InvalidInput", r.text
+    share_obj(client, "subnetpool", a_pool["id"], "proj-b")
+    r = client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A)
+    assert r.status_code == 409 and error_type(r) == "RbacPolicyInUse", r.text
+    assert client.delete(f"/v2.0/subnetpools/{b_pool['id']}", headers=B).status_code == 204
     assert client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A).status_code == 204
     assert client.get(f"/v2.0/address-scopes/{scope['id']}", headers=B).status_code == 404
     # `shared: true` (admin) is the wildcard policy; it cannot be unshared by update.

@@ -144,6 +144,8 @@ class RbacPolicies(Resource):
         stamp = now()
         policy["created_at"] = policy["updated_at"] = stamp
         policy["revision_number"] = 0
+        if spec.name == "subnetpool":
+            self._check_scope_access(txn, target.obj, policy["target_tenant"])
         txn.create(rbac.KIND, policy)
         rbac.add_entry(txn, target.obj, policy)
         if spec.name == "network" and attrs["action"] == rbac.EXTERNAL:
@@ -152,6 +154,24 @@ class RbacPolicies(Resource):
         touch(target.obj)
         txn.update(target)
         return policy
+
+    def _check_scope_access(self, txn: Txn, pool: dict[str, Any], target: str) -> None:
+        """Neutron's subnet pool policy check: a pool in an address scope is shared only
+        with a target that may use the scope (here also its owner), else InvalidInput."""
+        scope_id = pool.get("address_scope_id")
+        if not scope_id:
+            return
+        scope = self.repo.get("address_scopes", scope_id)
+        if scope is not None:
+            txn.require(scope)
+            if scope.obj.get("project_id") == target or rbac.granted_to(
+                scope.obj, target, rbac.SHARED
+            ):
+                return
+        raise InvalidInput(
+            f"Failed to create RBAC policy on object {pool['id']} because target project doesn't "
+            "have access to associated address scope."
+        )
 
     def _object(self, ctx: RequestContext, txn: Txn, spec: rbac.ObjectType, id_: str) -> Stored:
         """The object a new policy names: the caller must own it (or be admin). One read per
