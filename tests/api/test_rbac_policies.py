@@ -565,4 +565,5 @@ def test_rbac_policy_quota(client: TestClient) -> None:
     assert r.status_code == 409 and error_type(r) == "OverQuota", r.text
     details = client.get("/v2.0/quotas/proj-a/details").json()["quota"]["rbac_policy"]
     assert details == {"limit": 2, "used": 2, "reserved": 0}
-    assert client.get(f"/v2.0/networks/{net['id']}", headers=as_project("proj-d")).status_code == 404
+    d = as_project("proj-d")
+    assert client.get(f"/v2.0/networks/{net['id']}", headers=d).status_code == 404

@@ -14,6 +14,8 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/status/ports/<network>/<port>    a port's binding status, written by its agent
     /wyvern/status/floatingips/<id>          a floating IP NATed by a chassis (its agent)
     /wyvern/status/gateways/<router>         the chassis hosting a router's gateway (its agent)
+    /wyvern/status/router_ports/<port>/<chassis>  a router interface routed there, with
+                                             its flows installed (that chassis's agent)
     /wyvern/mac_bindings/<network>/<id>      a neighbour's MAC learned by an agent (ARP)
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
@@ -64,6 +66,7 @@ AGENTS_PREFIX = f"{ROOT}agents/"
 STATUS_PORTS = f"{ROOT}status/ports/"
 STATUS_FIPS = f"{ROOT}status/floatingips/"
 STATUS_GATEWAYS = f"{ROOT}status/gateways/"
+STATUS_ROUTER_PORTS = f"{ROOT}status/router_ports/"
 HOST_PORTS = f"{ROOT}index/host_ports/"
 QUOTAS_PREFIX = f"{ROOT}quotas/"
 INTENTS_PREFIX = f"{ROOT}intent/"
@@ -155,6 +158,16 @@ def fip_status_key(fip_id: str) -> str:
 def gateway_status_key(router_id: str) -> str:
     """Names the chassis that hosts the router's gateway, with its flows installed."""
     return f"{STATUS_GATEWAYS}{router_id}"
+
+
+def router_port_status_prefix(port_id: str) -> str:
+    """The chassis that route for a router interface port with its flows installed (a
+    distributed router's port is on every chassis that follows its network)."""
+    return f"{STATUS_ROUTER_PORTS}{port_id}/"
+
+
+def router_port_status_key(port_id: str, chassis: str) -> str:
+    return f"{router_port_status_prefix(port_id)}{chassis}"
 
 
 def chassis_key(name: str) -> str:

@@ -571,9 +571,7 @@ class Subnets(Resource):
             seen = {i for i, n in nets.items() if _shares_subnets(ctx, n)}
             objs = [o for o in objs if ctx.owns(o) or o["network_id"] in seen]
         policy = self.state.policy
-        out = [
-            o for o in objs if policy.check(ctx, "get_subnet", self.policy_target(ctx, o, nets))
-        ]
+        out = [o for o in objs if policy.check(ctx, "get_subnet", self.policy_target(ctx, o, nets))]
         for o in out:  # (`?shared=`: shared with the caller's project or everyone)
             o["shared"] = rbac.shared_with(ctx, nets.get(o["network_id"]) or {})
         return out
