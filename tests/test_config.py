@@ -143,6 +143,7 @@ class QuotaDefaults(BaseSettings):
     security_group_rule: int = Field(
         default=100, ge=-1, description="Security group rules a project may own."
     )
+    rbac_policy: int = Field(default=10, ge=-1, description="RBAC policies a project may own.")
 
 
 class OldSettings(BaseSettings):

@@ -89,6 +89,7 @@ class QuotaDefaults:
     floatingip: int = _opt(50, "Floating IPs a project may own.", ge=-1)
     security_group: int = _opt(10, "Security groups a project may own.", ge=-1)
     security_group_rule: int = _opt(100, "Security group rules a project may own.", ge=-1)
+    rbac_policy: int = _opt(10, "RBAC policies a project may own.", ge=-1)
 
 
 @dataclass

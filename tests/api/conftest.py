@@ -45,6 +45,7 @@ SINGULAR = {
     "address-groups": "address_group",
     "subnetpools": "subnetpool",
     "address-scopes": "address_scope",
+    "rbac-policies": "rbac_policy",
 }
 
 

@@ -53,7 +53,7 @@ def test_shared_with_one_project(client: TestClient) -> None:
     pol = share(client, net["id"], "proj-b")
     assert pol["object_type"] == "network" and pol["object_id"] == net["id"]
     assert pol["action"] == "access_as_shared"
-    assert pol["target_tenant"] == pol["target_project"] == "proj-b"
+    assert pol["target_tenant"] == "proj-b"
     assert pol["project_id"] == pol["tenant_id"] == "proj-a"
     # B sees it as shared (with B), C sees nothing, A (owner) sees it as not shared.
     seen = client.get(f"/v2.0/networks/{net['id']}", headers=B).json()["network"]
@@ -128,7 +128,18 @@ def test_update_target(client: TestClient) -> None:
         headers=A,
     )
     assert r.status_code == 200, r.text
-    assert r.json()["rbac_policy"]["target_tenant"] == "proj-c"
+    # Neutron's body: only the target changed, and nothing beyond its attribute map
+    # (no target_project, timestamps or revision) is shown.
+    assert r.json()["rbac_policy"] == {**pol, "target_tenant": "proj-c"}
+    assert set(pol) == {
+        "id",
+        "project_id",
+        "tenant_id",
+        "object_type",
+        "object_id",
+        "action",
+        "target_tenant",
+    }
     assert client.get(f"/v2.0/networks/{net['id']}", headers=B).status_code == 404
     assert client.get(f"/v2.0/networks/{net['id']}", headers=C).status_code == 200
     # Only the target may change: anything else is Neutron's read-only error.
@@ -289,6 +300,31 @@ def test_router_external_is_the_wildcard_external_policy(client: TestClient) -> 
     assert r.status_code == 200, r.text
     assert client.get("/v2.0/rbac-policies").json()["rbac_policies"] == []
     assert client.get(f"/v2.0/networks/{net['id']}", headers=C).status_code == 404
+
+
+def test_last_external_policy_delete_makes_the_network_internal(client: TestClient) -> None:
+    """Neutron's AFTER_DELETE: the network stays external while any access_as_external
+    policy is left, becomes internal with the last one, unless a gateway is on it."""
+    net = external_net(client)
+    b = share(client, net["id"], "proj-b", action="access_as_external", headers=None)
+    wild = share(client, net["id"], "*", action="access_as_external", headers=None)
+    assert client.delete(f"/v2.0/rbac-policies/{b['id']}").status_code == 204
+    shown = client.get(f"/v2.0/networks/{net['id']}").json()["network"]
+    assert shown["router:external"] is True
+    router = create(client, "routers", None, name="r", project_id="proj-a")
+    gw = {"router": {"external_gateway_info": {"network_id": net["id"]}}}
+    r = client.put(f"/v2.0/routers/{router['id']}", json=gw)
+    assert r.status_code == 200, r.text
+    r = client.delete(f"/v2.0/rbac-policies/{wild['id']}")
+    assert r.status_code == 409 and error_type(r) == "ExternalNetworkInUse", r.text
+    shown = client.get(f"/v2.0/networks/{net['id']}").json()["network"]
+    assert shown["router:external"] is True
+    assert client.get(f"/v2.0/rbac-policies/{wild['id']}").status_code == 200
+    no_gw = {"router": {"external_gateway_info": {}}}
+    assert client.put(f"/v2.0/routers/{router['id']}", json=no_gw).status_code == 200
+    assert client.delete(f"/v2.0/rbac-policies/{wild['id']}").status_code == 204
+    shown = client.get(f"/v2.0/networks/{net['id']}").json()["network"]
+    assert shown["router:external"] is False
 
 
 def test_bulk_and_atomicity(client: TestClient) -> None:
@@ -477,22 +513,29 @@ def test_address_scope_shared_with_a_project(client: TestClient) -> None:
     pol = share_obj(client, "address_scope", scope["id"], "proj-b")
     seen = client.get(f"/v2.0/address-scopes/{scope['id']}", headers=B).json()["address_scope"]
     assert seen["shared"] is True
-    # A's pool in the scope; B joining it stays the owner's right (Neutron).
-    create(
+    # A's pool in the scope; B may put its own pool there too (Neutron's is_accessible:
+    # the scope is shared with B), and then the policy is in use.
+    a_pool = create(
         client, "subnetpools", A, name="p", prefixes=["10.70.0.0/16"], address_scope_id=scope["id"]
     )
-    r = client.post(
-        "/v2.0/subnetpools",
-        json={
-            "subnetpool": {
-                "name": "bp",
-                "prefixes": ["10.71.0.0/16"],
-                "address_scope_id": scope["id"],
-            }
-        },
-        headers=B,
+    body = {"name": "bp", "prefixes": ["10.71.0.0/16"], "address_scope_id": scope["id"]}
+    r = client.post("/v2.0/subnetpools", json={"subnetpool": body}, headers=B)
+    assert r.status_code == 201, r.text
+    b_pool = r.json()["subnetpool"]
+    # A's pool is shared only with a project that may use the scope (Neutron: 400).
+    r = policy(
+        client,
+        A,
+        object_type="subnetpool",
+        object_id=a_pool["id"],
+        action="access_as_shared",
+        target_tenant="proj-c",
     )
-    assert r.status_code == 400 and error_type(r) == "IllegalSubnetPoolAssociationToAddressScope"
+    assert r.status_code == 400 and error_type(r) == "InvalidInput", r.text
+    share_obj(client, "subnetpool", a_pool["id"], "proj-b")
+    r = client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A)
+    assert r.status_code == 409 and error_type(r) == "RbacPolicyInUse", r.text
+    assert client.delete(f"/v2.0/subnetpools/{b_pool['id']}", headers=B).status_code == 204
     assert client.delete(f"/v2.0/rbac-policies/{pol['id']}", headers=A).status_code == 204
     assert client.get(f"/v2.0/address-scopes/{scope['id']}", headers=B).status_code == 404
     # `shared: true` (admin) is the wildcard policy; it cannot be unshared by update.
@@ -501,3 +544,26 @@ def test_address_scope_shared_with_a_project(client: TestClient) -> None:
     pols = client.get(f"/v2.0/rbac-policies?object_id={scope['id']}").json()["rbac_policies"]
     assert [p["target_tenant"] for p in pols] == ["*"]
     assert client.get(f"/v2.0/address-scopes/{scope['id']}", headers=C).status_code == 200
+
+
+def test_rbac_policy_quota(client: TestClient) -> None:
+    """Neutron's `rbac_policy` quota (default 10) counts the policies a project owns."""
+    assert client.get("/v2.0/quotas/proj-a", headers=A).json()["quota"]["rbac_policy"] == 10
+    r = client.put("/v2.0/quotas/proj-a", json={"quota": {"rbac_policy": 2}})
+    assert r.status_code == 200, r.text
+    net = net_of_a(client)
+    share(client, net["id"], "proj-b")
+    share(client, net["id"], "proj-c")
+    r = policy(
+        client,
+        A,
+        object_type="network",
+        object_id=net["id"],
+        action="access_as_shared",
+        target_tenant="proj-d",
+    )
+    assert r.status_code == 409 and error_type(r) == "OverQuota", r.text
+    details = client.get("/v2.0/quotas/proj-a/details").json()["quota"]["rbac_policy"]
+    assert details == {"limit": 2, "used": 2, "reserved": 0}
+    d = as_project("proj-d")
+    assert client.get(f"/v2.0/networks/{net['id']}", headers=d).status_code == 404

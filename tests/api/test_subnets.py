@@ -439,3 +439,30 @@ def test_every_ipv6_mode_combination_as_neutron(client: TestClient) -> None:
     assert "Cannot disable enable_dhcp with ipv6 attributes set" in failure(r, 400, "InvalidInput")
     got = client.get(f"/v2.0/subnets/{s['id']}").json()["subnet"]
     assert got["enable_dhcp"] is True
+
+
+def test_shared_filter_is_the_network_sharing_as_the_caller_sees_it(client: TestClient) -> None:
+    """Neutron's subnet `shared` is not shown but is a filter: the network is shared with
+    the caller's project (a policy for it or for everyone)."""
+    p2 = as_project("p2")
+    priv = subnet(client, net(client, headers=p2), headers=p2)
+    everyone = subnet(client, net(client, shared=True), "10.1.0.0/24")
+    to_p2 = net(client)
+    policy = {"object_type": "network", "object_id": to_p2, "action": "access_as_shared"}
+    create(client, "rbac-policies", **policy, target_tenant="p2")
+    only_p2 = subnet(client, to_p2, "10.2.0.0/24")
+
+    def ids(headers: dict[str, str] | None, shared: str) -> set[str]:
+        r = client.get(f"/v2.0/subnets?shared={shared}", headers=headers)
+        assert r.status_code == 200, r.text
+        assert all("shared" not in x for x in r.json()["subnets"])
+        return {x["id"] for x in r.json()["subnets"]}
+
+    assert ids(p2, "true") == {everyone["id"], only_p2["id"]}
+    assert ids(p2, "false") == {priv["id"]}
+    assert ids(None, "true") == {everyone["id"]}  # admin: not a target of p2's policy
+    assert ids(None, "false") == {priv["id"], only_p2["id"]}
+    r = client.get("/v2.0/subnets?shared=maybe")
+    failure(r, 400, "InvalidInput")
+    r = post_subnet(client, network_id=to_p2, cidr="10.3.0.0/24", ip_version=4, shared=True)
+    assert r.status_code == 400, r.text

@@ -159,3 +159,62 @@ def test_registered_chassis_are_listed_as_neutron_agents_for_admins_only() -> No
         member = as_project("p1")
         assert client.get("/v2.0/agents", headers=member).json() == {"agents": []}
         assert client.get(f"/v2.0/agents/{a['id']}", headers=member).status_code == 403
+
+
+def test_router_interface_ports_are_active_while_a_live_chassis_routes_them(
+    tmp_path: Path,
+) -> None:
+    """A router interface port is bound nowhere (our routers are distributed): DOWN until
+    a chassis that follows its network has the router's flows for it installed, then
+    ACTIVE while that chassis lives (as OVN shows a router port up once programmed)."""
+    from wyvern.model.keys import router_port_status_key
+
+    store = SqliteStore(str(tmp_path / "wyvern.db"))
+    with make_client(store) as client:
+        net = create(client, "networks", name="n")
+        sub = create(client, "subnets", network_id=net["id"], cidr="10.8.0.0/24", ip_version=4)
+        router = create(client, "routers", name="r")
+        r = client.put(
+            f"/v2.0/routers/{router['id']}/add_router_interface", json={"subnet_id": sub["id"]}
+        )
+        assert r.status_code == 200, r.text
+        port_id = r.json()["port_id"]
+
+        def shown() -> str:
+            return str(client.get(f"/v2.0/ports/{port_id}").json()["port"]["status"])
+
+        def listed() -> set[str]:
+            ports = client.get("/v2.0/ports", params={"status": "ACTIVE"}).json()["ports"]
+            return {p["id"] for p in ports}
+
+        assert shown() == "DOWN"  # no chassis routes for it yet
+        info = ChassisInfo("chassis-r", "127.0.0.1", hostname="host-r")
+        agent = Agent(store, None, info, lease_ttl=3, poll_interval=0.05, packet_in=False)
+        agent.start()
+        try:
+            assert agent.wait_for(lambda: shown() == "ACTIVE", 10), agent.stats
+            assert store.get(router_port_status_key(port_id, "chassis-r")) is not None
+            assert listed() == {port_id}
+            # The chassis holds the router's flows for that interface (its address).
+            from wyvern.southbound.recorder import RecordingInstaller
+
+            assert isinstance(agent.installer, RecordingInstaller)
+            assert any("10.8.0.1" in line for line in agent.installer.installed)
+            # Removed: its status key goes with the port.
+            r = client.put(
+                f"/v2.0/routers/{router['id']}/remove_router_interface",
+                json={"subnet_id": sub["id"]},
+            )
+            assert r.status_code == 200, r.text
+            key = router_port_status_key(port_id, "chassis-r")
+            assert agent.wait_for(lambda: store.get(key) is None, 10)
+            r = client.put(
+                f"/v2.0/routers/{router['id']}/add_router_interface", json={"subnet_id": sub["id"]}
+            )
+            port_id = r.json()["port_id"]
+            assert agent.wait_for(lambda: shown() == "ACTIVE", 10), agent.stats
+        finally:
+            agent.stop()
+        # A chassis that is gone routes nothing: its key no longer counts.
+        assert store.get(chassis_key("chassis-r")) is None
+        assert shown() == "DOWN" and listed() == set()

@@ -27,6 +27,8 @@ def test_object_and_status_keys_decode_to_what_they_hold() -> None:
     assert d is not None and (d.kind, d.id) == ("gateway_host", "r1")
     assert keys.gateway_prefixes("r1") == (keys.gateway_status_key("r1"),)
     assert keys.decode_key(keys.fip_status_key("f1")) is None  # (the API's, not the agents')
+    rp = keys.router_port_status_key("p1", "c1")
+    assert keys.decode_key(rp) is None and rp.startswith(keys.router_port_status_prefix("p1"))
     assert keys.requested_port(keys.host_port_key("hv/1", "p1")) == "p1"
     assert keys.host_port_key("hv/1", "p1").startswith(keys.host_ports_prefix("hv/1"))
 

@@ -64,6 +64,7 @@ from wyvern.controller.bindings import (
     BindingMonitor,
     FipStatusWriter,
     GatewayStatusWriter,
+    RouterPortStatusWriter,
     StatusWriter,
 )
 from wyvern.controller.chassis import ChassisInfo, ChassisRegistration
@@ -193,6 +194,7 @@ class Agent:
         self.status = StatusWriter(store, chassis.name, chassis.hostname)
         self.fip_status = FipStatusWriter(store, chassis.name)
         self.gateway_status = GatewayStatusWriter(store, chassis.name)
+        self.router_port_status = RouterPortStatusWriter(store, chassis.name)
         self._announced: set[str] = set()  # floating IPs NATed here, announced by GARP
         self._hosted: set[str] = set()  # routers whose gateway is here, announced by GARP
         self._garps: dict[tuple[str, str], list[float]] = {}  # what -> when to announce it
@@ -710,11 +712,29 @@ class Agent:
             }
             self.stats.status_writes += self.fip_status.update(natted | forwarded)
             self.stats.status_writes += self.gateway_status.update(hosted)
+            self.stats.status_writes += self.router_port_status.update(self._routed_ports(floor))
             self._statuses_owed = False
         except StoreError as exc:
             self._statuses_owed = True  # (tried again in a second: nothing else would)
             self._statuses_retry_at = time.monotonic() + 1.0
             LOG.warning("chassis %s: cannot write port status: %s", self.chassis.name, exc)
+
+    def _routed_ports(self, floor: int) -> set[str]:
+        """Router interface ports this chassis routes for, with the flows computed from
+        revisions at least the port's and its router's installed."""
+        out: set[str] = set()
+        sync = self.sync
+        for router in self.view.routers.values():
+            rkey = ("router", router.id)
+            for itf in router.interfaces:
+                pkey = ("port", itf.port_id)
+                if itf.port_id not in self.view.ports:
+                    continue
+                need = max(sync.mod_revision.get(pkey, 0), sync.mod_revision.get(rkey, 0))
+                have = max(floor, min(sync.applied_revision(pkey), sync.applied_revision(rkey)))
+                if have >= need:
+                    out.add(itf.port_id)
+        return out
 
     def _send_garps(self, now: float) -> None:
         """The gratuitous ARPs due (GARP_SCHEDULE), for what is still ours."""

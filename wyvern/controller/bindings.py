@@ -31,7 +31,14 @@ from typing import Any
 
 import orjson
 
-from wyvern.model.keys import STATUS_FIPS, STATUS_GATEWAYS, STATUS_PORTS, status_key
+from wyvern.model.keys import (
+    STATUS_FIPS,
+    STATUS_GATEWAYS,
+    STATUS_PORTS,
+    STATUS_ROUTER_PORTS,
+    router_port_status_key,
+    status_key,
+)
 from wyvern.model.view import Binding
 from wyvern.nb.etcd_server import kill_with_parent
 from wyvern.nb.store import Compare, Delete, Put, Store
@@ -383,3 +390,15 @@ class GatewayStatusWriter(HostedStatusWriter):
     chassis active (Neutron's ha_state)."""
 
     PREFIX = STATUS_GATEWAYS
+
+
+class RouterPortStatusWriter(HostedStatusWriter):
+    """The router interface ports this chassis routes for with their flows installed,
+    one key per chassis (<port>/<chassis>): the API shows such a port ACTIVE while a live
+    chassis has one, as OVN reports a router port up once it is programmed."""
+
+    PREFIX = STATUS_ROUTER_PORTS
+
+    def update(self, active: set[str]) -> int:
+        mine = {router_port_status_key(p, self.chassis) for p in active}
+        return super().update({k[len(self.PREFIX) :] for k in mine})

@@ -15,6 +15,8 @@ objects) and the agents (who follow them and write port statuses and chassis rec
     /wyvern/status/floatingips/<id>          a floating IP NATed by a chassis (its agent)
     /wyvern/status/gateways/<router>         the chassis hosting a router's gateway (its agent)
     /wyvern/status/metering/<chassis>        a chassis's metering label counters (its agent)
+    /wyvern/status/router_ports/<port>/<chassis>  a router interface routed there, with
+                                             its flows installed (that chassis's agent)
     /wyvern/mac_bindings/<network>/<id>      a neighbour's MAC learned by an agent (ARP)
     /wyvern/chassis/<name>                   a live chassis (on a store lease)
     /wyvern/agents/<name>                    the agent registry (no lease; GET /v2.0/agents)
@@ -84,6 +86,7 @@ STATUS_FIPS = f"{ROOT}status/floatingips/"
 STATUS_GATEWAYS = f"{ROOT}status/gateways/"
 STATUS_METERING = f"{ROOT}status/metering/"
 METERING_LABELS = f"{ROOT}metering_labels/"
+STATUS_ROUTER_PORTS = f"{ROOT}status/router_ports/"
 HOST_PORTS = f"{ROOT}index/host_ports/"
 QUOTAS_PREFIX = f"{ROOT}quotas/"
 INTENTS_PREFIX = f"{ROOT}intent/"
@@ -181,6 +184,16 @@ def metering_status_key(chassis: str) -> str:
     """A chassis's metering counters: per label, router and direction, with the flow
     readings they were summed from (so a restarted agent carries on from them)."""
     return f"{STATUS_METERING}{chassis.replace('/', '%2F')}"
+
+
+def router_port_status_prefix(port_id: str) -> str:
+    """The chassis that route for a router interface port with its flows installed (a
+    distributed router's port is on every chassis that follows its network)."""
+    return f"{STATUS_ROUTER_PORTS}{port_id}/"
+
+
+def router_port_status_key(port_id: str, chassis: str) -> str:
+    return f"{router_port_status_prefix(port_id)}{chassis}"
 
 
 def chassis_key(name: str) -> str:

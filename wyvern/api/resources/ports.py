@@ -64,8 +64,11 @@ from wyvern.api.resources.trunks import (
 from wyvern.api.types import Bool, DeviceOwner, IpAddress, MacAddress, ShortStr, Uuid
 from wyvern.model import dhcp6_options, dns
 from wyvern.model.keys import (
+    CHASSIS_PREFIX,
     STATUS_PORTS,
+    STATUS_ROUTER_PORTS,
     host_port_key,
+    router_port_status_prefix,
     status_key,
     status_port,
     uniq_key,
@@ -428,6 +431,10 @@ def _bind(obj: dict[str, Any]) -> None:
 # "status", "installed_revision", "ofport"}. (wyvern/controller/bindings.py)
 
 
+def is_router_interface(port: dict[str, Any]) -> bool:
+    return str(port.get("device_owner") or "").startswith("network:router_interface")
+
+
 def merge_binding_status(objs: list[dict[str, Any]], statuses: dict[str, dict[str, Any]]) -> None:
     """Show a port as its agent reports it: status, and the host it is bound on."""
     for obj in objs:
@@ -512,12 +519,14 @@ class Ports(Resource):
         objs = super().all_objects()
         merge_binding_status(objs, self._statuses(objs))
         self._network_policies(objs)
+        self._merge_routed(objs)
         return objs
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         if len(objs) == 1:  # show, create, update (lists were merged by all_objects)
             merge_binding_status(objs, self._statuses(objs))
             self._network_policies(objs)
+            self._merge_routed(objs)
 
     def _network_policies(self, objs: list[dict[str, Any]]) -> None:
         """qos_network_policy_id: the QoS policy of each port's network."""
@@ -528,6 +537,28 @@ class Ports(Resource):
             nets = {n["id"]: n for n in self.repo.objects("networks")}
         for o in objs:
             o["qos_network_policy_id"] = (nets.get(o["network_id"]) or {}).get("qos_policy_id")
+
+    def _merge_routed(self, objs: list[dict[str, Any]]) -> None:
+        """A router interface port is bound nowhere: it is ACTIVE while a live chassis
+        says it routes for it with the flows installed (bindings.RouterPortStatusWriter),
+        DOWN otherwise."""
+        ports = [o for o in objs if is_router_interface(o) and not o.get("_deleting")]
+        if not ports:
+            return
+        store = self.repo.store
+        prefix = router_port_status_prefix(str(ports[0]["id"])) if len(objs) == 1 else None
+        routed: dict[str, set[str]] = {}
+        for kv in store.list(prefix or STATUS_ROUTER_PORTS, keys_only=True).items:
+            port_id, _, chassis = kv.key[len(STATUS_ROUTER_PORTS) :].partition("/")
+            routed.setdefault(port_id, set()).add(chassis)
+        live: set[str] = set()
+        if routed:
+            live = {
+                kv.key[len(CHASSIS_PREFIX) :]
+                for kv in store.list(CHASSIS_PREFIX, keys_only=True).items
+            }
+        for obj in ports:
+            obj["status"] = "ACTIVE" if routed.get(str(obj["id"]), set()) & live else "DOWN"
 
     def show(
         self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None

@@ -24,6 +24,7 @@ QUOTA_KINDS = {
     "floatingip": "floatingips",
     "security_group": "security_groups",
     "security_group_rule": "security_group_rules",
+    "rbac_policy": "rbac_policies",
 }
 
 DEFN = ResourceDef(

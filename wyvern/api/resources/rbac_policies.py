@@ -32,6 +32,7 @@ DEFN = ResourceDef(
     collection="rbac_policies",
     path="rbac-policies",
     kind=rbac.KIND,
+    quota="rbac_policy",
     attrs=(
         Attr("id", str, filter=True, sort=True),
         Attr("project_id", ProjectId, post=True, filter=True, sort=True),
@@ -64,7 +65,17 @@ DEFN = ResourceDef(
             sort=True,
             doc="A project id, or * for every project.",
         ),
-        Attr("target_project", ProjectId, post=True, put=True, filter=True, sort=True),
+        # Neutron's records name it target_project, but its API shows only target_tenant
+        # (what its attribute map declares); taken here as a synonym.
+        Attr(
+            "target_project",
+            ProjectId,
+            post=True,
+            put=True,
+            filter=True,
+            sort=True,
+            visible=False,
+        ),
     ),
 )
 
@@ -133,6 +144,8 @@ class RbacPolicies(Resource):
         stamp = now()
         policy["created_at"] = policy["updated_at"] = stamp
         policy["revision_number"] = 0
+        if spec.name == "subnetpool":
+            self._check_scope_access(txn, target.obj, policy["target_tenant"])
         txn.create(rbac.KIND, policy)
         rbac.add_entry(txn, target.obj, policy)
         if spec.name == "network" and attrs["action"] == rbac.EXTERNAL:
@@ -141,6 +154,24 @@ class RbacPolicies(Resource):
         touch(target.obj)
         txn.update(target)
         return policy
+
+    def _check_scope_access(self, txn: Txn, pool: dict[str, Any], target: str) -> None:
+        """Neutron's subnet pool policy check: a pool in an address scope is shared only
+        with a target that may use the scope (here also its owner), else InvalidInput."""
+        scope_id = pool.get("address_scope_id")
+        if not scope_id:
+            return
+        scope = self.repo.get("address_scopes", scope_id)
+        if scope is not None:
+            txn.require(scope)
+            if scope.obj.get("project_id") == target or rbac.granted_to(
+                scope.obj, target, rbac.SHARED
+            ):
+                return
+        raise InvalidInput(
+            f"Failed to create RBAC policy on object {pool['id']} because target project doesn't "
+            "have access to associated address scope."
+        )
 
     def _object(self, ctx: RequestContext, txn: Txn, spec: rbac.ObjectType, id_: str) -> Stored:
         """The object a new policy names: the caller must own it (or be admin). One read per
@@ -203,8 +234,27 @@ class RbacPolicies(Resource):
         def final(txn: Txn, obj: Stored, policy: Stored) -> None:
             rbac.drop_entry(txn, obj.obj, policy.obj)
             txn.delete(rbac.KIND, policy)
+            if policy.obj["object_type"] == "network" and policy.obj["action"] == rbac.EXTERNAL:
+                self._maybe_internal(obj.obj)
 
         revoke(self, ctx, id_, final)
+
+    def _maybe_internal(self, net: dict[str, Any]) -> None:
+        """Neutron: a network whose last access_as_external policy goes is no longer
+        external, which a gateway port on it forbids (ExternalNetworkInUse, as the update
+        of router:external to false)."""
+        if rbac.targets(net, rbac.EXTERNAL):
+            return
+        if any(
+            p.get("device_owner") == "network:router_gateway"
+            for p in self.repo.objects("ports", net["id"])
+        ):
+            raise conflict(
+                "ExternalNetworkInUse",
+                f"External network {net['id']} cannot be updated to be non-external, "
+                "since it has existing gateway ports.",
+            )
+        net["router:external"] = False
 
 
 Final = Callable[[Txn, Stored, Stored], None]

@@ -272,11 +272,13 @@ class SubnetPools(Resource):
         )
 
     def _join_scope(self, ctx: RequestContext, txn: Txn, pool: dict[str, Any]) -> None:
-        """Neutron's _validate_address_scope_id: the caller owns the scope (or is admin),
-        the versions match, and no other pool of the scope overlaps this one."""
+        """Neutron's _validate_address_scope_id: the caller owns the scope, is admin or
+        has it shared by an RBAC policy (not one being revoked: the scope's record is
+        written below, so a revocation's mark retries this), the versions match, and no
+        other pool of the scope overlaps this one."""
         scope_id = pool["address_scope_id"]
         scope = self.scopes.for_pool(ctx, scope_id)
-        if not (ctx.is_admin or scope.obj.get("project_id") == ctx.project_id):
+        if not rbac.may_use(self.repo, ctx, scope.obj, rbac.SHARED):
             raise bad_request(
                 "IllegalSubnetPoolAssociationToAddressScope",
                 f"Illegal subnetpool association: subnetpool {pool['id']} cannot be "

@@ -178,6 +178,9 @@ DEFN = ResourceDef(
             doc="Allocate from the default subnet pool of ip_version.",
         ),
         Attr("segment_id", Uuid | None, post=True, put=True, default=None, filter=True),
+        # Neutron's subnet `shared`: not shown, but filterable; it is the network's, as the
+        # caller sees it (Subnets.visible_objects sets it before the filters run).
+        Attr("shared", Bool, filter=True, visible=False),
     ),
 )
 
@@ -568,9 +571,10 @@ class Subnets(Resource):
             seen = {i for i, n in nets.items() if _shares_subnets(ctx, n)}
             objs = [o for o in objs if ctx.owns(o) or o["network_id"] in seen]
         policy = self.state.policy
-        return [
-            o for o in objs if policy.check(ctx, "get_subnet", self.policy_target(ctx, o, nets))
-        ]
+        out = [o for o in objs if policy.check(ctx, "get_subnet", self.policy_target(ctx, o, nets))]
+        for o in out:  # (`?shared=`: shared with the caller's project or everyone)
+            o["shared"] = rbac.shared_with(ctx, nets.get(o["network_id"]) or {})
+        return out
 
     # ---- create ---------------------------------------------------------------------------
     def check_create(self, ctx: RequestContext, attrs: dict[str, Any]) -> None:
