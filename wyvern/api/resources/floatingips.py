@@ -378,6 +378,8 @@ class FloatingIps(Resource):
     ) -> None:
         obj = stored.obj
         changes = dict(changes)  # the caller re-uses it when a lost race retries
+        if not changes:  # Neutron's oldest contract: an empty update body disassociates
+            changes["port_id"] = None
         if "port_id" in changes or "fixed_ip_address" in changes:
             port_id = changes.pop("port_id", obj.get("port_id"))
             fixed_ip = changes.pop("fixed_ip_address", None)
