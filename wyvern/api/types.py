@@ -52,8 +52,11 @@ def _mac(value: str) -> str:
     return mac
 
 
-def _no_duplicates(values: list[Any]) -> list[Any]:
-    """neutron-lib's list validators refuse a list that names an item twice."""
+def _no_duplicates(values: Any) -> Any:
+    """neutron-lib's list validators refuse a list that names an item twice (as sent,
+    before any normalisation)."""
+    if not isinstance(values, list):
+        return values  # (the type's own validation refuses it)
     dups: list[Any] = []
     for i, value in enumerate(values):
         if value in values[:i] and value not in dups:
@@ -63,7 +66,7 @@ def _no_duplicates(values: list[Any]) -> list[Any]:
     return values
 
 
-NoDuplicates = AfterValidator(_no_duplicates)
+NoDuplicates = BeforeValidator(_no_duplicates)
 
 
 def _strict_bool(value: Any) -> Any:
