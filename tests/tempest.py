@@ -131,6 +131,9 @@ def cloud(base: Path) -> Iterator[Cloud]:
         env = authtoken_env(opts)
         # physnet1 for the plugin's provider networks, public for the external network
         env["WYVERN_PHYSICAL_NETWORKS"] = json.dumps(["physnet1", "public"])
+        # Neutron's gate sets dns_domain (the plugin's DNS tests expect a port's dns_name
+        # in its dns_assignment, which the default openstacklocal leaves out).
+        env["WYVERN_DNS_DOMAIN"] = "openstackgate.local"
         api = start_api(run_dir, env=env, access_log=True)
         procs.append(api)
         ks.register_network(api.url)
