@@ -363,8 +363,19 @@ def test_project_isolation_and_roles(api: TestClient) -> None:
     shown = api.get(f"/v2.0/networks/{mine['id']}", headers=member("p1")).json()["network"]
     assert "provider:network_type" not in shown
     assert "provider:network_type" in api.get(f"/v2.0/networks/{mine['id']}").json()["network"]
+    # Neutron's filters answer to no policy: a member may filter on them among what it
+    # sees, and is still not shown them.
+    hidden = create_net(api, name="theirs", headers=member("p2"))
     by_type = "/v2.0/networks?provider:network_type=geneve"
-    assert api.get(by_type, headers=member("p1")).status_code == 400
+    r = api.get(by_type, headers=member("p1"))
+    assert r.status_code == 200, r.text
+    found = r.json()["networks"]
+    assert mine["id"] in {n["id"] for n in found}
+    assert all("provider:network_type" not in n for n in found)
+    assert hidden["id"] not in {n["id"] for n in found}
+    assert all(n["project_id"] == "p1" or n["shared"] or n["router:external"] for n in found)
+    vlan = "/v2.0/networks?provider:network_type=vlan"
+    assert api.get(vlan, headers=member("p1")).json()["networks"] == []
     assert api.get(by_type).status_code == 200
     # Readers read but do not write (a member of the same project does).
     reader = {"X-Project-Id": "p1", "X-Roles": "reader"}

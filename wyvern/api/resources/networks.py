@@ -71,7 +71,6 @@ DEFN = ResourceDef(
             NetworkType | None,
             post=True,
             filter=True,
-            admin_read=True,
             default=None,
         ),
         Attr(
@@ -79,7 +78,6 @@ DEFN = ResourceDef(
             ShortStr | None,
             post=True,
             filter=True,
-            admin_read=True,
             default=None,
         ),
         Attr(
@@ -87,7 +85,6 @@ DEFN = ResourceDef(
             int | None,
             post=True,
             filter=True,
-            admin_read=True,
             default=None,
         ),
         Attr(
