@@ -134,6 +134,12 @@ def cloud(base: Path) -> Iterator[Cloud]:
         # Neutron's gate sets dns_domain (the plugin's DNS tests expect a port's dns_name
         # in its dns_assignment, which the default openstacklocal leaves out).
         env["WYVERN_DNS_DOMAIN"] = "openstackgate.local"
+        # and raises these quotas: the plugin's RoutersTest alone makes 11 routers in one
+        # project (Neutron's default quota_router is 10, as ours).
+        env["WYVERN_QUOTAS__ROUTER"] = "100"
+        env["WYVERN_QUOTAS__FLOATINGIP"] = "500"
+        env["WYVERN_QUOTAS__SECURITY_GROUP"] = "150"
+        env["WYVERN_QUOTAS__SECURITY_GROUP_RULE"] = "1000"
         api = start_api(run_dir, env=env, access_log=True)
         procs.append(api)
         ks.register_network(api.url)
