@@ -409,6 +409,12 @@ def test_quota_enforced(api: TestClient) -> None:
         == 403
     )
     assert api.put("/v2.0/quotas/p1", json={"quota": {"network": "many"}}).status_code == 400
+    # neutron-lib's range for a limit: -1 up to the largest 32-bit integer.
+    for bad in (-2, 2**31):
+        r = api.put("/v2.0/quotas/p1", json={"quota": {"network": bad}})
+        assert r.status_code == 400 and error_type(r) == "InvalidInput", r.text
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 2**31 - 1}})
+    assert r.status_code == 200 and r.json()["quota"]["network"] == 2**31 - 1
     assert api.put("/v2.0/quotas/p1", json={"quota": {"widgets": 1}}).status_code == 400
     assert api.get("/v2.0/quotas/p1/default").json()["quota"]["network"] == 100
     assert api.delete("/v2.0/quotas/p1").status_code == 204
