@@ -277,7 +277,7 @@ def tempest_conf(c: Cloud, workspace: Path, extra: Mapping[str, Mapping[str, str
         "validation": {"run_validation": "false"},
         "compute-feature-enabled": {},
         "neutron_plugin_options": {
-            "available_type_drivers": "flat,vlan,geneve",
+            "available_type_drivers": "flat,vlan,geneve,vxlan",
             "provider_vlans": "physnet1",
         },
         "oslo_concurrency": {"lock_path": str(workspace / "locks")},
