@@ -131,6 +131,15 @@ def cloud(base: Path) -> Iterator[Cloud]:
         env = authtoken_env(opts)
         # physnet1 for the plugin's provider networks, public for the external network
         env["WYVERN_PHYSICAL_NETWORKS"] = json.dumps(["physnet1", "public"])
+        # Neutron's gate sets dns_domain (the plugin's DNS tests expect a port's dns_name
+        # in its dns_assignment, which the default openstacklocal leaves out).
+        env["WYVERN_DNS_DOMAIN"] = "openstackgate.local"
+        # and raises these quotas: the plugin's RoutersTest alone makes 11 routers in one
+        # project (Neutron's default quota_router is 10, as ours).
+        env["WYVERN_QUOTAS__ROUTER"] = "100"
+        env["WYVERN_QUOTAS__FLOATINGIP"] = "500"
+        env["WYVERN_QUOTAS__SECURITY_GROUP"] = "150"
+        env["WYVERN_QUOTAS__SECURITY_GROUP_RULE"] = "1000"
         api = start_api(run_dir, env=env, access_log=True)
         procs.append(api)
         ks.register_network(api.url)
@@ -268,7 +277,7 @@ def tempest_conf(c: Cloud, workspace: Path, extra: Mapping[str, Mapping[str, str
         "validation": {"run_validation": "false"},
         "compute-feature-enabled": {},
         "neutron_plugin_options": {
-            "available_type_drivers": "flat,vlan,geneve",
+            "available_type_drivers": "flat,vlan,geneve,vxlan",
             "provider_vlans": "physnet1",
         },
         "oslo_concurrency": {"lock_path": str(workspace / "locks")},

@@ -37,7 +37,7 @@ def test_create_defaults_and_normalisation(client: TestClient) -> None:
     ag = create_ag(
         client,
         name="web",
-        addresses=["10.0.0.5", "10.0.0.0/24", "10.0.0.7/24", "2001:DB8::1", "2001:db8::/32"],
+        addresses=["10.0.0.5/32", "10.0.0.0/24", "10.0.0.7/24", "2001:DB8::1/128", "2001:db8::/32"],
     )
     assert ag["addresses"] == ["10.0.0.5/32", "10.0.0.0/24", "2001:db8::1/128", "2001:db8::/32"]
     assert ag["name"] == "web" and ag["description"] == ""
@@ -55,6 +55,10 @@ def test_create_defaults_and_normalisation(client: TestClient) -> None:
     [
         {"addresses": ["10.0.0.0/33"]},
         {"addresses": ["bogus"]},
+        # neutron-lib's subnet_list: a prefix length is required, and no item twice.
+        {"addresses": ["10.20.30.40"]},
+        {"addresses": ["2001:db8::1"]},
+        {"addresses": ["10.0.0.0/24", "10.0.0.0/24"]},
         {"addresses": ["fe80::1%eth0"]},
         {"addresses": "10.0.0.0/8"},
         {"addresses": [None]},

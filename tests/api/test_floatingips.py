@@ -287,6 +287,24 @@ def test_associate_at_create_and_already_associated(client: TestClient) -> None:
     assert moved["port_id"] == t["port"] and moved["status"] == "DOWN"
 
 
+def test_empty_update_disassociates(client: TestClient) -> None:
+    """Neutron's oldest contract: a PUT whose body names nothing clears the association,
+    while one that changes something else keeps it."""
+    t = topology(client)
+    f = fip(client, t["ext_net"], port_id=t["port"])
+    r = put_fip(client, f["id"], {"description": "kept"})
+    assert r.status_code == 200 and r.json()["floatingip"]["port_id"] == t["port"], r.text
+    r = put_fip(client, f["id"], {})
+    assert r.status_code == 200, r.text
+    cleared = r.json()["floatingip"]
+    assert cleared["port_id"] is None and cleared["fixed_ip_address"] is None
+    assert cleared["router_id"] is None and cleared["description"] == "kept"
+    # The fixed IP is free again: another floating IP may take it.
+    other = fip(client, t["ext_net"], port_id=t["port"])
+    assert other["fixed_ip_address"] == t["ip"]
+    assert put_fip(client, f["id"], {}).json()["floatingip"]["port_id"] is None
+
+
 def test_reachability_required(client: TestClient) -> None:
     ext_net, _ = external_net(client)
     net, sub = private_net(client)

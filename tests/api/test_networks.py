@@ -87,7 +87,7 @@ def test_segmentation_ids_are_unique(api: TestClient) -> None:
         ({"network": {"status": "DOWN"}}, 400, "HTTPBadRequest"),
         ({"network": {"mtu": "abc"}}, 400, "InvalidInput"),
         ({"network": {"mtu": 9000}}, 400, "InvalidInput"),
-        ({"network": {"mtu": 10}}, 400, "InvalidInput"),
+        ({"network": {"mtu": -1}}, 400, "InvalidInput"),
         ({"network": {"admin_state_up": "maybe"}}, 400, "InvalidInput"),
         ({"network": {"name": "x" * 256}}, 400, "InvalidInput"),
         ({"network": {"name": 5}}, 400, "InvalidInput"),
@@ -166,6 +166,61 @@ def test_update_rules(api: TestClient) -> None:
     assert api.get(url).json()["network"]["name"] == "b"
 
 
+def test_mtu_below_what_ip_needs(api: TestClient) -> None:
+    """Neutron takes any MTU up to the type's largest (0: that largest), but a network
+    below IPv4's minimum (68) gets no subnet and one below IPv6's (1280) no IPv6 subnet:
+    neither on create nor by lowering the MTU of a network that has them."""
+
+    def post_subnet(net_id: str, cidr: str) -> Any:
+        version = 6 if ":" in cidr else 4
+        body = {"network_id": net_id, "cidr": cidr, "ip_version": version}
+        return api.post("/v2.0/subnets", json={"subnet": body})
+
+    def refused(r: Any, net_id: str, minimum: int) -> None:
+        assert r.status_code == 409 and error_type(r) == "NetworkMTUSubnetConflict", r.text
+        assert r.json()["NeutronError"]["message"] == (
+            f"MTU of {net_id} is not valid, subnet requires a minimum of {minimum}"
+        )
+
+    tiny = create_net(api, mtu=67)
+    assert tiny["mtu"] == 67
+    refused(post_subnet(tiny["id"], "10.0.0.0/24"), tiny["id"], 68)
+    refused(post_subnet(tiny["id"], "2001:db8::/64"), tiny["id"], 68)
+    small = create_net(api, mtu=1279)
+    assert post_subnet(small["id"], "10.0.1.0/24").status_code == 201
+    refused(post_subnet(small["id"], "2001:db8:1::/64"), small["id"], 1280)
+    r = api.post(
+        "/v2.0/subnets",
+        json={
+            "subnets": [
+                {"network_id": small["id"], "cidr": "10.0.2.0/24", "ip_version": 4},
+                {"network_id": small["id"], "cidr": "2001:db8:2::/64", "ip_version": 6},
+            ]
+        },
+    )
+    refused(r, small["id"], 1280)
+    assert len(api.get(f"/v2.0/subnets?network_id={small['id']}").json()["subnets"]) == 1
+    assert api.get("/v2.0/subnets?ip_version=6").json()["subnets"] == []
+    # Lowering the MTU under a subnet's minimum is refused, and changes nothing.
+    v4 = create_net(api, mtu=1280)
+    assert post_subnet(v4["id"], "10.0.3.0/24").status_code == 201
+    r = api.put(f"/v2.0/networks/{v4['id']}", json={"network": {"mtu": 67}})
+    refused(r, v4["id"], 68)
+    r = api.put(f"/v2.0/networks/{v4['id']}", json={"network": {"mtu": 1000}})
+    assert r.status_code == 200 and r.json()["network"]["mtu"] == 1000
+    v6 = create_net(api, mtu=1280)
+    assert post_subnet(v6["id"], "2001:db8:3::/64").status_code == 201
+    r = api.put(f"/v2.0/networks/{v6['id']}", json={"network": {"mtu": 1279}})
+    refused(r, v6["id"], 1280)
+    assert api.get(f"/v2.0/networks/{v6['id']}").json()["network"]["mtu"] == 1280
+    # Without subnets any MTU goes; 0 is the largest; too big is Neutron's 400.
+    r = api.put(f"/v2.0/networks/{tiny['id']}", json={"network": {"mtu": 0}})
+    assert r.status_code == 200 and r.json()["network"]["mtu"] == 1438
+    r = api.put(f"/v2.0/networks/{tiny['id']}", json={"network": {"mtu": 1439}})
+    assert r.status_code == 400 and error_type(r) == "InvalidInput"
+    assert "Requested MTU is too big, maximum is 1438" in r.json()["NeutronError"]["message"]
+
+
 def test_if_match_revision(api: TestClient) -> None:
     net = create_net(api)
     url = f"/v2.0/networks/{net['id']}"
@@ -182,7 +237,7 @@ def test_if_match_revision(api: TestClient) -> None:
 def test_bulk_create_is_atomic(api: TestClient) -> None:
     r = api.post(
         "/v2.0/networks",
-        json={"networks": [{"name": "ok"}, {"name": "bad", "mtu": 1}]},
+        json={"networks": [{"name": "ok"}, {"name": "bad", "mtu": -1}]},
     )
     assert r.status_code == 400
     assert api.get("/v2.0/networks").json()["networks"] == []
@@ -308,8 +363,19 @@ def test_project_isolation_and_roles(api: TestClient) -> None:
     shown = api.get(f"/v2.0/networks/{mine['id']}", headers=member("p1")).json()["network"]
     assert "provider:network_type" not in shown
     assert "provider:network_type" in api.get(f"/v2.0/networks/{mine['id']}").json()["network"]
+    # Neutron's filters answer to no policy: a member may filter on them among what it
+    # sees, and is still not shown them.
+    hidden = create_net(api, name="theirs", headers=member("p2"))
     by_type = "/v2.0/networks?provider:network_type=geneve"
-    assert api.get(by_type, headers=member("p1")).status_code == 400
+    r = api.get(by_type, headers=member("p1"))
+    assert r.status_code == 200, r.text
+    found = r.json()["networks"]
+    assert mine["id"] in {n["id"] for n in found}
+    assert all("provider:network_type" not in n for n in found)
+    assert hidden["id"] not in {n["id"] for n in found}
+    assert all(n["project_id"] == "p1" or n["shared"] or n["router:external"] for n in found)
+    vlan = "/v2.0/networks?provider:network_type=vlan"
+    assert api.get(vlan, headers=member("p1")).json()["networks"] == []
     assert api.get(by_type).status_code == 200
     # Readers read but do not write (a member of the same project does).
     reader = {"X-Project-Id": "p1", "X-Roles": "reader"}
@@ -343,6 +409,12 @@ def test_quota_enforced(api: TestClient) -> None:
         == 403
     )
     assert api.put("/v2.0/quotas/p1", json={"quota": {"network": "many"}}).status_code == 400
+    # neutron-lib's range for a limit: -1 up to the largest 32-bit integer.
+    for bad in (-2, 2**31):
+        r = api.put("/v2.0/quotas/p1", json={"quota": {"network": bad}})
+        assert r.status_code == 400 and error_type(r) == "InvalidInput", r.text
+    r = api.put("/v2.0/quotas/p1", json={"quota": {"network": 2**31 - 1}})
+    assert r.status_code == 200 and r.json()["quota"]["network"] == 2**31 - 1
     assert api.put("/v2.0/quotas/p1", json={"quota": {"widgets": 1}}).status_code == 400
     assert api.get("/v2.0/quotas/p1/default").json()["quota"]["network"] == 100
     assert api.delete("/v2.0/quotas/p1").status_code == 204

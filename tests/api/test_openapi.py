@@ -77,7 +77,7 @@ def test_list_declares_filters_sorting_and_paging(doc: dict[str, Any]) -> None:
         assert name in params, name
     for name in ("limit", "marker", "page_reverse", "sort_dir"):
         assert name in params, name
-    assert params["mtu"]["schema"] == {"type": "array", "items": {"type": "integer"}}
+    assert params["mtu"]["schema"] == {"type": "array", "items": {"type": "integer", "minimum": 0}}
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 0}
     assert "bogus" not in params
     ports = {p["name"] for p in doc["paths"]["/v2.0/ports"]["get"]["parameters"]}

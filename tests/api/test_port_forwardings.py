@@ -96,6 +96,19 @@ def test_create_show_list_update_delete(client: TestClient, topo: dict[str, str]
     # once an agent says so (none here).
     f = client.get(f"/v2.0/floatingips/{t['fip']}", headers=P1).json()["floatingip"]
     assert f["router_id"] == t["router"] and f["port_id"] is None and f["status"] == "DOWN"
+    # expose-port-forwarding-in-fip (with -detail): Neutron's fields, a port only where
+    # that side is a single port; in lists too.
+    to = {"internal_ip_address": t["ip"], "internal_port_id": t["port"]}
+    assert sorted(f["port_forwardings"], key=lambda e: str(e["id"])) == sorted(
+        [
+            {"id": p["id"], **to, "protocol": "tcp", "internal_port": 80, "external_port": 8080},
+            {"id": u["id"], **to, "protocol": "udp"},
+            {"id": n1["id"], **to, "protocol": "tcp", "internal_port": 22},
+        ],
+        key=lambda e: str(e["id"]),
+    )
+    listed_fips = client.get("/v2.0/floatingips", headers=P1).json()["floatingips"]
+    assert [len(x["port_forwardings"]) for x in listed_fips if x["id"] == t["fip"]] == [3]
     # What the agents see: the router carries each forwarding.
     r = client.app.state.api.state.repo.get("routers", t["router"]).obj  # type: ignore[attr-defined]
     assert r["_pfs"][u["id"]] == {
@@ -133,7 +146,7 @@ def test_create_show_list_update_delete(client: TestClient, topo: dict[str, str]
     assert client.get(f"{pfs_url(t['fip'])}/{p['id']}", headers=P1).status_code == 404
     assert client.get(pfs_url(t["fip"]), headers=P1).json()["port_forwardings"] == []
     f = client.get(f"/v2.0/floatingips/{t['fip']}", headers=P1).json()["floatingip"]
-    assert f["router_id"] is None
+    assert f["router_id"] is None and f["port_forwardings"] == []
     r = get_router(client, t["router"])
     assert r["id"] == t["router"]
     stored = client.app.state.api.state.repo.get("routers", t["router"]).obj  # type: ignore[attr-defined]
@@ -435,10 +448,12 @@ def test_deleting_the_internal_port_removes_its_forwardings(
     stored = client.app.state.api.state.repo.get("routers", t["router"]).obj  # type: ignore[attr-defined]
     assert stored["_pfs"] == {} and t["fip"] not in stored["_floatingips"]
     f = client.get(f"/v2.0/floatingips/{t['fip']}", headers=P1).json()["floatingip"]
-    assert f["router_id"] is None
+    assert f["router_id"] is None and f["port_forwardings"] == []
 
 
-def test_deleting_the_fip_removes_its_forwardings(client: TestClient, topo: dict[str, str]) -> None:
+def test_a_forwarding_fip_is_deleted_after_its_forwardings(
+    client: TestClient, topo: dict[str, str]
+) -> None:
     t = topo
     p = pf(client, t["fip"], **tcp(t))
     # While it forwards, the router keeps its gateway and the interface (Neutron: in use).
@@ -454,6 +469,15 @@ def test_deleting_the_fip_removes_its_forwardings(client: TestClient, topo: dict
         headers=P1,
     )
     assert resp.status_code == 409, resp.text
+    # Neutron refuses to delete a floating IP that still forwards, and changes nothing.
+    before = store_dump(client)
+    resp = client.delete(f"/v2.0/floatingips/{t['fip']}", headers=P1)
+    assert resp.status_code == 409 and error_type(resp) == "FipInUseByPortForwarding"
+    assert resp.json()["NeutronError"]["message"] == (
+        f"Floating IP {t['fip']} in use by Port Forwarding resources."
+    )
+    assert store_dump(client) == before
+    assert client.delete(f"{pfs_url(t['fip'])}/{p['id']}", headers=P1).status_code == 204
     assert client.delete(f"/v2.0/floatingips/{t['fip']}", headers=P1).status_code == 204
     dump = store_dump(client)
     assert not any(p["id"] in k or p["id"].encode() in v for k, v in dump.items())

@@ -489,8 +489,12 @@ def test_security_groups(client: TestClient) -> None:
     n = net(client, headers=h1)
     mine = create(client, "security-groups", headers=h1, name="web")
     theirs = create(client, "security-groups", headers=h2, name="db")
-    p = create(client, "ports", headers=h1, network_id=n, security_groups=[mine["id"], mine["id"]])
-    assert p["security_groups"] == [mine["id"]]
+    # neutron-lib's list validator: the same group twice is a 400, on create and update.
+    r = post_port(client, headers=h1, network_id=n, security_groups=[mine["id"], mine["id"]])
+    assert f"Duplicate items in the list: '{mine['id']}'" in failure(r, 400, "InvalidInput")
+    p = create(client, "ports", headers=h1, network_id=n, security_groups=[mine["id"]])
+    r = put_port(client, p["id"], headers=h1, security_groups=[mine["id"], mine["id"]])
+    failure(r, 400, "InvalidInput")
     r = post_port(client, headers=h1, network_id=n, security_groups=[theirs["id"]])
     failure(r, 404, "SecurityGroupNotFound")
     r = post_port(
@@ -510,6 +514,28 @@ def test_security_groups(client: TestClient) -> None:
     assert r.json()["port"]["security_groups"] == []
     dhcp = create(client, "ports", headers=h1, network_id=n, device_owner="network:dhcp")
     assert dhcp["security_groups"] == []
+
+
+def test_stateful_and_stateless_groups_never_share_a_port(client: TestClient) -> None:
+    """Neutron's SecurityGroupConflict: one port cannot both track connections and not."""
+    n = net(client)
+    full = create(client, "security-groups", name="full")
+    also = create(client, "security-groups", name="also")
+    bare = create(client, "security-groups", name="bare", stateful=False)
+    both = [full["id"], bare["id"]]
+    p = create(client, "ports", network_id=n, security_groups=[full["id"], also["id"]])
+    assert p["security_groups"] == [full["id"], also["id"]]
+    message = failure(
+        post_port(client, network_id=n, security_groups=both), 409, "SecurityGroupConflict"
+    )
+    assert "both stateful and stateless" in message
+    failure(put_port(client, p["id"], security_groups=both), 409, "SecurityGroupConflict")
+    lone = create(client, "ports", network_id=n, security_groups=[bare["id"]])
+    r = put_port(client, lone["id"], security_groups=[bare["id"], full["id"]])
+    failure(r, 409, "SecurityGroupConflict")
+    shown = client.get(f"/v2.0/ports/{lone['id']}").json()["port"]
+    assert shown["security_groups"] == [bare["id"]]
+    assert len(client.get(f"/v2.0/ports?network_id={n}").json()["ports"]) == 2
 
 
 # ---- delete -----------------------------------------------------------------------------------

@@ -499,7 +499,7 @@ def test_bulk_rules_are_atomic(any_client: TestClient) -> None:
     assert r.status_code == 201 and len(r.json()["security_group_rules"]) == 2
     shown = api.get(f"{SG}/{sg['id']}", headers=P1).json()["security_group"]
     assert len(shown["security_group_rules"]) == 4
-    assert shown["revision_number"] == 0  # rules bump nothing else
+    assert shown["revision_number"] == 1  # one revision per request, as Neutron's plugin
 
 
 def test_inline_rules_on_group_create(any_client: TestClient) -> None:
@@ -579,6 +579,46 @@ def test_delete_group_removes_its_rules_and_their_claims(any_client: TestClient)
     )
     r = api.delete(f"{SG}/{sg['id']}", headers=P1)
     assert r.status_code == 404
+
+
+def test_rule_changes_revise_their_group(any_client: TestClient) -> None:
+    """Neutron revises a group (revision_number and updated_at) on each change to its
+    rules, including a rule removed because the group it named was deleted."""
+    api = any_client
+
+    def shown(sg_id: str) -> Any:
+        return api.get(f"{SG}/{sg_id}", headers=P1).json()["security_group"]
+
+    sg = create_sg(api, name="web")
+    rule = create_rule(api, sg["id"], protocol="tcp", port_range_min=60, port_range_max=70)
+    added = shown(sg["id"])
+    assert added["revision_number"] > sg["revision_number"]
+    assert added["updated_at"] >= sg["updated_at"]
+    assert api.delete(f"{RULES}/{rule['id']}", headers=P1).status_code == 204
+    removed = shown(sg["id"])
+    assert removed["revision_number"] > added["revision_number"]
+    # A bulk create revises the group too, and If-Match then sees the new revision.
+    r = api.post(
+        RULES,
+        json={
+            "security_group_rules": [
+                {"security_group_id": sg["id"], "direction": "ingress", "protocol": "udp"},
+                {"security_group_id": sg["id"], "direction": "ingress", "protocol": "icmp"},
+            ]
+        },
+        headers=P1,
+    )
+    assert r.status_code == 201, r.text
+    bulk = shown(sg["id"])
+    assert bulk["revision_number"] > removed["revision_number"]
+    # Deleting a group that another group's rule names revises that other group.
+    doomed = create_sg(api, name="doomed")
+    create_rule(api, sg["id"], remote_group_id=doomed["id"])
+    before = shown(sg["id"])
+    assert api.delete(f"{SG}/{doomed['id']}", headers=P1).status_code == 204
+    after = shown(sg["id"])
+    assert after["revision_number"] > before["revision_number"]
+    assert len(after["security_group_rules"]) == len(bulk["security_group_rules"])
 
 
 def test_delete_group_in_use_is_409(client: TestClient) -> None:

@@ -52,8 +52,6 @@ class Attr:
     filter: bool = False
     sort: bool = False
     visible: bool = True
-    # Only an admin may filter a list on it (who may set or read it: wyvern.api.policy).
-    admin_read: bool = False
     # Neutron declares this attribute's default, and its policy then ignores the attribute
     # when a create sends exactly that default: a member may send it (shared=false).
     default_passes_policy: bool = False

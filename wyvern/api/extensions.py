@@ -112,6 +112,16 @@ EXTENSIONS: list[Extension] = [
         "internal_port_range and external_port_range.",
     ),
     _ext(
+        "expose-port-forwarding-in-fip",
+        "Expose Floating IP port forwardings",
+        "port_forwardings on floating IPs.",
+    ),
+    _ext(
+        "floating-ip-port-forwarding-detail",
+        "Floating IP port forwarding detail",
+        "id and internal_port_id in a floating IP's port_forwardings.",
+    ),
+    _ext(
         "floating-ip-port-forwarding-description",
         "Floating IP Port Forwarding new attribute description",
         "A description on port forwardings.",

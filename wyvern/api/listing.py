@@ -43,9 +43,9 @@ def parse_query(
             tag_filters[key] = {t for v in values for t in v.split(",") if t}
             continue
         attr = defn.attr(key)
-        known = key in defn.extra_filters or (
-            attr is not None and attr.filter and (not attr.admin_read or ctx.is_admin)
-        )
+        # (as Neutron, whose filters answer to no policy: a member may filter on an
+        # attribute hidden from it, e.g. provider:network_type, among what it can see)
+        known = key in defn.extra_filters or (attr is not None and attr.filter)
         if not known:
             raise BadRequest(f"[{key}] is invalid attribute for filtering", type="HTTPBadRequest")
         if attr is not None and key not in defn.extra_filters:

@@ -52,6 +52,23 @@ def _mac(value: str) -> str:
     return mac
 
 
+def _no_duplicates(values: Any) -> Any:
+    """neutron-lib's list validators refuse a list that names an item twice (as sent,
+    before any normalisation)."""
+    if not isinstance(values, list):
+        return values  # (the type's own validation refuses it)
+    dups: list[Any] = []
+    for i, value in enumerate(values):
+        if value in values[:i] and value not in dups:
+            dups.append(value)
+    if dups:
+        raise ValueError("Duplicate items in the list: '{}'".format(", ".join(map(str, dups))))
+    return values
+
+
+NoDuplicates = BeforeValidator(_no_duplicates)
+
+
 def _strict_bool(value: Any) -> Any:
     """Neutron's convert_to_boolean: bools, 0/1 and 'true'/'false' strings only."""
     if isinstance(value, bool):

@@ -18,6 +18,7 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import BadRequest, NotFound, bad_request, conflict, not_found
 from wyvern.api.repo import Stored, Txn, with_retries
 from wyvern.api.resource import Resource, Route, delete_marked, touch
+from wyvern.api.types import NoDuplicates
 
 
 def _network(value: str) -> str:
@@ -30,7 +31,16 @@ def _network(value: str) -> str:
         raise ValueError("not a valid IP subnet") from None
 
 
+def _subnet(value: str) -> str:
+    """On create, neutron-lib's subnet_list: a prefix length is required."""
+    if "/" not in value:
+        raise ValueError("not a valid IP subnet: a prefix length is required")
+    return _network(value)
+
+
+# The actions take bare addresses too: Neutron's add/remove do not validate their body.
 Address = Annotated[str, StringConstraints(max_length=64), AfterValidator(_network)]
+Subnet = Annotated[str, StringConstraints(max_length=64), AfterValidator(_subnet)]
 
 DEFN = ResourceDef(
     name="address_group",
@@ -39,9 +49,16 @@ DEFN = ResourceDef(
     kind="address_groups",
     attrs=(
         *standard_attrs(),
-        Attr("addresses", list[Address], post=True, default_factory=list),
+        Attr(
+            "addresses",
+            Annotated[list[Subnet], NoDuplicates],
+            post=True,
+            default_factory=list,
+            doc="CIDRs (a host's with its /32 or /128), stored as their networks.",
+        ),
     ),
 )
+ACTION_ADDRESSES = Attr("addresses", list[Address], doc="Addresses or CIDRs.")
 
 
 def _unique(addresses: list[str]) -> list[str]:
@@ -74,7 +91,7 @@ class AddressGroups(Resource):
             "type": "object",
             "required": ["addresses"],
             "additionalProperties": False,
-            "properties": {"addresses": attr_schema(self.defn.by_name["addresses"])},
+            "properties": {"addresses": attr_schema(ACTION_ADDRESSES)},
         }
         out = openapi.item_schema(self.defn)
         return [
@@ -96,7 +113,7 @@ class AddressGroups(Resource):
         """Neutron's add/remove: all or nothing, naming the offending addresses."""
         if not isinstance(body, dict) or set(body) != {"addresses"}:
             raise BadRequest('Invalid body: expected {"addresses": [...]}')
-        requested = _unique(self.defn.by_name["addresses"].convert(body["addresses"]))
+        requested = _unique(ACTION_ADDRESSES.convert(body["addresses"]))
 
         def attempt() -> dict[str, Any]:
             stored = self.load_for_write(ctx, id_, "add_addresses" if add else "remove_addresses")

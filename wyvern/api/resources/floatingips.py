@@ -29,6 +29,8 @@ from wyvern.api.errors import (
 from wyvern.api.repo import Stored, Txn
 from wyvern.api.resource import Resource, touch
 from wyvern.api.resources.networks import ROUTER_INTERFACE_OWNERS
+from wyvern.api.resources.port_forwardings import fip_entries, has_port_forwardings
+from wyvern.api.resources.port_forwardings import in_use as pf_in_use
 from wyvern.api.resources.routers import FLOATINGIP_OWNER, ROUTER_GW, ports_of, read_through
 from wyvern.api.types import IpAddress, Uuid
 from wyvern.model import dns
@@ -69,6 +71,12 @@ DEFN = ResourceDef(
         Attr("status", str, filter=True, sort=True),
         Attr("qos_policy_id", str | None),
         Attr("port_details", dict[str, Any] | None),
+        Attr(
+            "port_forwardings",
+            list[dict[str, Any]],
+            doc="Its port forwardings (expose-port-forwarding-in-fip, with -detail's id and "
+            "internal_port_id; a port only where a side is a single port, as Neutron).",
+        ),
         Attr(
             "dns_name",
             str,
@@ -113,7 +121,8 @@ class FloatingIps(Resource):
         return stored
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
-        """port_details: the associated port's summary, as Neutron's fip-port-details."""
+        """port_details: the associated port's summary, as Neutron's fip-port-details;
+        port_forwardings: what expose-port-forwarding-in-fip shows of each."""
         for obj in objs:
             details = None
             if obj.get("port_id"):
@@ -121,6 +130,7 @@ class FloatingIps(Resource):
                 if port is not None:
                     details = {k: port.obj.get(k) for k in PORT_DETAILS}
             obj["port_details"] = details
+            obj["port_forwardings"] = fip_entries(obj)
         if len(objs) == 1:  # show, create, update (lists were merged by all_objects)
             merge_status(objs, self._statuses(objs))
 
@@ -378,6 +388,8 @@ class FloatingIps(Resource):
     ) -> None:
         obj = stored.obj
         changes = dict(changes)  # the caller re-uses it when a lost race retries
+        if not changes:  # Neutron's oldest contract: an empty update body disassociates
+            changes["port_id"] = None
         if "port_id" in changes or "fixed_ip_address" in changes:
             port_id = changes.pop("port_id", obj.get("port_id"))
             fixed_ip = changes.pop("fixed_ip_address", None)
@@ -393,8 +405,9 @@ class FloatingIps(Resource):
     def delete_ops(
         self, ctx: RequestContext, stored: Stored, txn: Txn, params: dict[str, str]
     ) -> None:
+        if has_port_forwardings(stored.obj):  # Neutron: its forwardings must go first
+            raise pf_in_use(stored.obj["id"])
         self._disassociate(txn, stored.obj)
-        _forwardings(self).fip_deleted_ops(txn, stored)
         txn.delete("floatingips", stored)
         port = self.repo.get("ports", stored.obj.get("_port_id") or "")
         if port is not None and port.key not in txn.deletes:

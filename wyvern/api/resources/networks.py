@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from wyvern.api import rbac
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
-from wyvern.api.errors import InvalidInput, NeutronError, conflict, not_found
+from wyvern.api.errors import Conflict, InvalidInput, NeutronError, conflict, not_found
 from wyvern.api.repo import Stored, Txn, with_retries
 from wyvern.api.resource import Resource, check_revision, delete_marked, free_key, touch
 from wyvern.api.resources import agents
-from wyvern.api.types import Bool, ShortStr, Uuid
+from wyvern.api.types import Bool, NonNegInt, ShortStr, Uuid
 from wyvern.model import dns
 from wyvern.model.keys import uniq_key, uniq_prefix
 
@@ -74,7 +74,6 @@ DEFN = ResourceDef(
             NetworkType | None,
             post=True,
             filter=True,
-            admin_read=True,
             default=None,
         ),
         Attr(
@@ -82,7 +81,6 @@ DEFN = ResourceDef(
             ShortStr | None,
             post=True,
             filter=True,
-            admin_read=True,
             default=None,
         ),
         Attr(
@@ -90,10 +88,19 @@ DEFN = ResourceDef(
             int | None,
             post=True,
             filter=True,
-            admin_read=True,
             default=None,
         ),
-        Attr("mtu", int | None, post=True, put=True, filter=True, sort=True, default=None),
+        Attr(
+            "mtu",
+            NonNegInt | None,
+            post=True,
+            put=True,
+            filter=True,
+            sort=True,
+            default=None,
+            doc="0 or none: the largest the network type allows. Below 68 (IPv4's minimum) "
+            "the network can have no subnet, below 1280 no IPv6 subnet, as in Neutron.",
+        ),
         Attr("port_security_enabled", Bool, post=True, put=True, default=True, filter=True),
         Attr("availability_zone_hints", list[ShortStr], post=True, default_factory=list),
         Attr("availability_zones", list[str]),
@@ -134,6 +141,35 @@ def check_dns_domain(attrs: dict[str, Any]) -> None:
 
 def max_mtu(settings_mtu: int, network_type: str) -> int:
     return settings_mtu - OVERHEAD.get(network_type, 0)
+
+
+IPV4_MIN_MTU = 68
+IPV6_MIN_MTU = 1280
+
+
+def checked_mtu(mtu: int | None, limit: int) -> int:
+    """Neutron's: 0 or none is the largest the network type allows; a smaller one is
+    taken, even below what IP needs (its subnets are then refused: `subnet_mtu_error`)."""
+    if not mtu:
+        return limit
+    if mtu > limit:
+        raise InvalidInput(f"Requested MTU is too big, maximum is {limit}")
+    return mtu
+
+
+def subnet_mtu_error(network: dict[str, Any], ip_version: int | None) -> Conflict | None:
+    """Neutron's NetworkMTUSubnetConflict: a network below IPv4's minimum MTU has no
+    subnets, one below IPv6's no IPv6 subnets (IP_VERSION None: any subnet there)."""
+    mtu = network.get("mtu")
+    if not mtu or mtu >= IPV6_MIN_MTU:
+        return None
+    minimum = IPV4_MIN_MTU if mtu < IPV4_MIN_MTU else IPV6_MIN_MTU
+    if minimum == IPV6_MIN_MTU and ip_version == 4:
+        return None
+    return conflict(
+        "NetworkMTUSubnetConflict",
+        f"MTU of {network['id']} is not valid, subnet requires a minimum of {minimum}",
+    )
 
 
 class Networks(Resource):
@@ -221,15 +257,7 @@ class Networks(Resource):
                 raise InvalidInput(f"provider:segmentation_id {seg} out of range (1 through 4094)")
         attrs["provider:network_type"] = ntype
         attrs["provider:physical_network"] = physnet
-        limit = max_mtu(s.global_physnet_mtu, ntype)
-        mtu = attrs.get("mtu")
-        if mtu is None:
-            attrs["mtu"] = limit
-        elif not 68 <= mtu <= limit:
-            raise InvalidInput(
-                f"Requested MTU {mtu} is invalid for a {ntype} network: it must be between "
-                f"68 and {limit}"
-            )
+        attrs["mtu"] = checked_mtu(attrs.get("mtu"), max_mtu(s.global_physnet_mtu, ntype))
 
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         obj = self.new_object(attrs)
@@ -328,14 +356,16 @@ class Networks(Resource):
         if "mtu" in changes:
             ntype = stored.obj["provider:network_type"]
             limit = max_mtu(self.settings.global_physnet_mtu, ntype)
-            mtu = changes["mtu"]
-            if mtu is None:
-                changes["mtu"] = limit
-            elif not 68 <= mtu <= limit:
-                raise InvalidInput(
-                    f"Requested MTU {mtu} is invalid for a {ntype} network: it must be "
-                    f"between 68 and {limit}"
-                )
+            changes["mtu"] = checked_mtu(changes["mtu"], limit)
+            versions = {
+                int(sub["ip_version"])
+                for sub in self.repo.objects("subnets", stored.obj["id"])
+                if sub["id"] in (stored.obj.get("subnets") or [])
+            }
+            for version in sorted(versions):
+                error = subnet_mtu_error({**stored.obj, "mtu": changes["mtu"]}, version)
+                if error is not None:
+                    raise error
         obj = stored.obj
         changes = dict(changes)
         if changes.get("qos_policy_id") not in (None, obj.get("qos_policy_id")):

@@ -489,6 +489,25 @@ class PortForwardings(Resource):
                 txn.update(fip)
 
 
+def fip_entries(fip: dict[str, Any]) -> list[dict[str, Any]]:
+    """A floating IP's forwardings as Neutron lists them on it: Neutron's fields only, and
+    `internal_port` / `external_port` only where that side is one port."""
+    entries = []
+    for _, pf in sorted((fip.get("_pfs") or {}).items()):
+        entry = {
+            "id": pf["id"],
+            "internal_ip_address": pf["internal_ip_address"],
+            "protocol": pf["protocol"],
+            "internal_port_id": pf["internal_port_id"],
+        }
+        for side, key in (("internal", "int"), ("external", "ext")):
+            first, last = pf[key]
+            if first == last:
+                entry[f"{side}_port"] = first
+        entries.append(entry)
+    return entries
+
+
 def has_port_forwardings(fip: dict[str, Any]) -> bool:
     return bool(fip.get("_pfs"))
 

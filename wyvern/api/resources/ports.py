@@ -61,7 +61,15 @@ from wyvern.api.resources.trunks import (
     port_in_use_as_subport,
     trunk_details,
 )
-from wyvern.api.types import Bool, DeviceOwner, IpAddress, MacAddress, ShortStr, Uuid
+from wyvern.api.types import (
+    Bool,
+    DeviceOwner,
+    IpAddress,
+    MacAddress,
+    NoDuplicates,
+    ShortStr,
+    Uuid,
+)
 from wyvern.model import dhcp6_options, dns
 from wyvern.model.keys import (
     CHASSIS_PREFIX,
@@ -137,7 +145,7 @@ class DhcpOptIn(TypedDict):
 FixedIps = Annotated[list[FixedIpIn], Field(max_length=256)]
 AddressPairs = Annotated[list[AddressPairIn], Field(max_length=1024), NoneIsEmpty]
 DhcpOpts = Annotated[list[DhcpOptIn], Field(max_length=256), NoneIsEmpty]
-SecurityGroups = Annotated[list[Uuid], Field(max_length=256), NoneIsEmpty]
+SecurityGroups = Annotated[list[Uuid], Field(max_length=256), NoneIsEmpty, NoDuplicates]
 
 
 # ---- list filters beyond attributes -----------------------------------------------------------
@@ -219,7 +227,6 @@ DEFN = ResourceDef(
             put=True,
             default="",
             filter=True,
-            admin_read=True,
         ),
         Attr("binding:vnic_type", VnicType, post=True, put=True, default="normal", filter=True),
         Attr(
@@ -228,10 +235,9 @@ DEFN = ResourceDef(
             post=True,
             put=True,
             default_factory=dict,
-            admin_read=True,
         ),
-        Attr("binding:vif_type", str, filter=True, admin_read=True),
-        Attr("binding:vif_details", dict[str, Any], admin_read=True),
+        Attr("binding:vif_type", str, filter=True),
+        Attr("binding:vif_details", dict[str, Any]),
         Attr("security_groups", SecurityGroups, post=True, put=True, filter=True),
         Attr("port_security_enabled", Bool, post=True, put=True, filter=True),
         Attr("allowed_address_pairs", AddressPairs, post=True, put=True, default_factory=list),
@@ -930,11 +936,21 @@ class Ports(Resource):
 
     def _check_groups(self, txn: Txn, project_id: str, groups: list[str]) -> list[str]:
         """Each group must exist and be the port's project's; the port guards its revision
-        (a group delete marks it first, so a racing port create retries and sees it gone)."""
-        unique = list(dict.fromkeys(groups))
-        for gid in unique:
-            require_once(txn, self._groups.group_for_port(gid, project_id))
-        return unique
+        (a group delete marks it first, so a racing port create retries and sees it gone).
+        Stateful and stateless groups never meet on one port, as in Neutron: a packet would
+        need both connection tracking and none."""
+        stateful = set()
+        for gid in groups:
+            stored = self._groups.group_for_port(gid, project_id)
+            require_once(txn, stored)
+            stateful.add(bool(stored.obj.get("stateful", True)))
+        if len(stateful) > 1:
+            raise conflict(
+                "SecurityGroupConflict",
+                "Error Cannot apply both stateful and stateless security groups on the same "
+                "port at the same time while attempting the operation.",
+            )
+        return list(groups)
 
     # ---- update ---------------------------------------------------------------------------
     def update_ops(

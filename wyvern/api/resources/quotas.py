@@ -39,6 +39,7 @@ DEFN = ResourceDef(
 
 STR: dict[str, Any] = {"type": "string"}
 NONNEG: dict[str, Any] = {"type": "integer", "minimum": 0}
+MAX_LIMIT = 2**31 - 1  # Neutron's DB_INTEGER_MAX_VALUE
 
 
 def _envelope(key: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class Quotas(QuotaReader):
             raise not_found("quota", project)
 
     def extra_routes(self) -> list[Route]:
-        limit = {"type": "integer", "minimum": -1}  # -1: unlimited
+        limit = {"type": "integer", "minimum": -1, "maximum": MAX_LIMIT}  # -1: unlimited
         props: dict[str, Any] = dict.fromkeys(QUOTA_KINDS, limit)
         limits = {"type": "object", "properties": props}
         quota = _envelope("quota", {**limits, "required": list(QUOTA_KINDS)})
@@ -179,6 +180,8 @@ class Quotas(QuotaReader):
                 raise InvalidInput(f"'{value}' is not an integer") from None
             if n < -1:
                 raise InvalidInput(f"'{n}' should be greater than or equal to -1")
+            if n > MAX_LIMIT:  # neutron-lib's range: what its database column holds
+                raise InvalidInput(f"'{n}' is too large - must be no larger than '{MAX_LIMIT}'")
             changes[name] = n
         if force is not True:
             for name, n in changes.items():

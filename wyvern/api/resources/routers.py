@@ -129,7 +129,6 @@ DEFN = ResourceDef(
             put=True,
             default=True,
             filter=True,
-            admin_read=True,
             doc="Always true: every Wyvern router is distributed.",
         ),
         Attr(
@@ -139,7 +138,6 @@ DEFN = ResourceDef(
             put=True,
             default=False,
             filter=True,
-            admin_read=True,
             doc="Always false: distributed routers need no HA pair.",
         ),
         Attr("flavor_id", str | None, filter=True),

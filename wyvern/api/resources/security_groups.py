@@ -41,7 +41,7 @@ from wyvern.api.errors import (
 )
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, delete_marked, explicit_attrs
+from wyvern.api.resource import Resource, delete_marked, explicit_attrs, touch
 from wyvern.api.types import Bool, ShortStr
 from wyvern.model.keys import uniq_key
 from wyvern.model.protocols import LEGACY_NAMES, PROTOCOL_NUMBERS
@@ -633,8 +633,12 @@ class SecurityGroupRules(Resource):
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         groups: SecurityGroups = self.state.resources["security_group"]  # type: ignore[assignment]
         group = groups.load(ctx, attrs["security_group_id"])
-        txn.require(group)  # a concurrent delete of the group makes this retry
-        return self.add_rule(ctx, group.obj, attrs, txn)
+        rule = self.add_rule(ctx, group.obj, attrs, txn)
+        # Neutron revises a group on any change to its rules; the guarded write also makes
+        # a concurrent delete of the group retry this.
+        touch(group.obj)
+        txn.update(group)
+        return rule
 
     def add_rule(
         self,
@@ -698,6 +702,10 @@ class SecurityGroupRules(Resource):
         if digest:
             txn.release(rule_claim(rule["security_group_id"], digest))
         txn.delete(self.defn.kind, stored)
+        group = self.repo.get(SG_DEFN.kind, rule["security_group_id"])
+        if group is not None and not group.obj.get("_deleting"):  # (not going with it)
+            touch(group.obj)
+            txn.update(group)
 
 
 RESOURCES = [SecurityGroups, SecurityGroupRules]

@@ -41,7 +41,12 @@ from wyvern.api.errors import (
 )
 from wyvern.api.repo import Repo, Stored, Txn
 from wyvern.api.resource import Resource, delete_marked, touch
-from wyvern.api.resources.networks import AUTO_DELETE_OWNERS, Networks, network_or_404
+from wyvern.api.resources.networks import (
+    AUTO_DELETE_OWNERS,
+    Networks,
+    network_or_404,
+    subnet_mtu_error,
+)
 from wyvern.api.resources.subnetpools import SubnetPools
 from wyvern.api.types import CIDR_SCHEMA, Bool, IpAddress, Uuid
 from wyvern.model.keys import uniq_key, uniq_prefix
@@ -662,6 +667,9 @@ class Subnets(Resource):
             entry = (network, self.repo.objects("subnets", network_id))
             cache[("subnet-net", network_id)] = entry
         network, siblings = entry
+        mtu_error = subnet_mtu_error(network.obj, int(attrs["ip_version"]))
+        if mtu_error is not None:
+            raise mtu_error
         pooled = "_pool_request" in attrs
         scope = self._from_pool(ctx, attrs, txn) if pooled else None
         net = ipaddress.ip_network(attrs["cidr"])
