@@ -506,3 +506,19 @@ def free_key(repo: Repo, txn: Txn, kind: str, limit: int, exhausted: NeutronErro
     if not free:
         raise exhausted
     return random.choice(free)
+
+
+class SharedByRbac(Resource):
+    """A resource RBAC shares (`access_as_shared`): its owner and the projects a policy
+    shares it with see it, and `shared` is shown as the caller sees it (wyvern.api.rbac)."""
+
+    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
+        return rbac.visible(ctx, obj, (rbac.SHARED,))
+
+    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        objs = super().visible_objects(ctx)
+        rbac.show_shared(ctx, objs)
+        return objs
+
+    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
+        rbac.show_shared(ctx, objs)

@@ -21,7 +21,7 @@ from wyvern.api.attributes import Attr, Name, ProjectId, ResourceDef
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import bad_request, conflict, not_found
 from wyvern.api.repo import Stored, Txn
-from wyvern.api.resource import Resource, free_key
+from wyvern.api.resource import Resource, SharedByRbac, free_key
 from wyvern.api.resources.subnets import IpVersion
 from wyvern.api.types import Bool
 from wyvern.model.keys import uniq_key
@@ -61,20 +61,8 @@ def scope_in_use(scope_id: str) -> Exception:
     )
 
 
-class AddressScopes(Resource):
+class AddressScopes(SharedByRbac):
     defn = DEFN
-
-    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
-        return rbac.visible(ctx, obj, (rbac.SHARED,))
-
-    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        objs = super().visible_objects(ctx)
-        rbac.show_shared(ctx, objs)
-        return objs
-
-    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
-        rbac.show_shared(ctx, objs)
 
     def create_ops(self, ctx: RequestContext, attrs: dict[str, Any], txn: Txn) -> dict[str, Any]:
         obj = self.new_object(attrs)

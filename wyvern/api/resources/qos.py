@@ -34,7 +34,7 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import NeutronError, NotFound, PolicyNotAuthorized, conflict
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, Route, check_revision, delete_marked
+from wyvern.api.resource import Resource, Route, SharedByRbac, check_revision, delete_marked
 from wyvern.api.types import Bool
 from wyvern.model.keys import uniq_key
 
@@ -198,12 +198,8 @@ def shown_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in rule.items() if not k.startswith("_")}
 
 
-class QosPolicies(Resource):
+class QosPolicies(SharedByRbac):
     defn = POLICY_DEFN
-
-    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
-        return rbac.visible(ctx, obj, (rbac.SHARED,))
 
     def all_objects(self) -> list[dict[str, Any]]:
         return [o for o in self.repo.objects(KIND) if not o.get("_deleting")]
@@ -214,7 +210,7 @@ class QosPolicies(Resource):
         return objs
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
-        rbac.show_shared(ctx, objs)
+        super().extend(ctx, objs)
         for o in objs:
             o["rules"] = [shown_rule(r) for r in rules_of(o)]
 

@@ -41,7 +41,7 @@ from wyvern.api.errors import (
 )
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, delete_marked, explicit_attrs, touch
+from wyvern.api.resource import Resource, SharedByRbac, delete_marked, explicit_attrs, touch
 from wyvern.api.types import Bool, ShortStr
 from wyvern.model.keys import uniq_key
 from wyvern.model.protocols import LEGACY_NAMES, PROTOCOL_NUMBERS
@@ -395,7 +395,7 @@ def _check_name(name: str) -> None:
         raise default_exists()
 
 
-class SecurityGroups(Resource):
+class SecurityGroups(SharedByRbac):
     defn = SG_DEFN
 
     @property
@@ -407,15 +407,6 @@ class SecurityGroups(Resource):
     # ---- reading --------------------------------------------------------------------------
     def all_objects(self) -> list[dict[str, Any]]:
         return [o for o in self.repo.objects(self.defn.kind) if not o.get("_deleting")]
-
-    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
-        return rbac.visible(ctx, obj, (rbac.SHARED,))
-
-    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        objs = super().visible_objects(ctx)
-        rbac.show_shared(ctx, objs)
-        return objs
 
     def load(self, ctx: RequestContext, id_: str) -> Stored:
         stored = self.repo.get(self.defn.kind, id_)
@@ -435,7 +426,7 @@ class SecurityGroups(Resource):
 
     def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
         """security_group_rules, from one store list whatever the number of groups."""
-        rbac.show_shared(ctx, objs)
+        super().extend(ctx, objs)
         if not objs:
             return
         if len(objs) == 1:

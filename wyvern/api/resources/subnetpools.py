@@ -35,7 +35,7 @@ from wyvern.api.errors import (
     conflict,
 )
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, Route, touch
+from wyvern.api.resource import Resource, Route, SharedByRbac, touch
 from wyvern.api.types import Bool, Uuid
 
 if TYPE_CHECKING:
@@ -216,20 +216,8 @@ def nets_of(pool: dict[str, Any]) -> list[IpNetwork]:
     return [ipaddress.ip_network(p) for p in pool.get("prefixes") or []]
 
 
-class SubnetPools(Resource):
+class SubnetPools(SharedByRbac):
     defn = DEFN
-
-    def visible(self, ctx: RequestContext, obj: dict[str, Any]) -> bool:
-        """Its owner, and the projects an RBAC policy shares it with (wyvern.api.rbac)."""
-        return rbac.visible(ctx, obj, (rbac.SHARED,))
-
-    def visible_objects(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        objs = super().visible_objects(ctx)
-        rbac.show_shared(ctx, objs)
-        return objs
-
-    def extend(self, ctx: RequestContext, objs: list[dict[str, Any]]) -> None:
-        rbac.show_shared(ctx, objs)
 
     def show(
         self, ctx: RequestContext, obj: dict[str, Any], fields: list[str] | None = None
