@@ -9,8 +9,8 @@ from wyvern.api import rbac
 from wyvern.api.attributes import Attr, ResourceDef, standard_attrs
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import Conflict, InvalidInput, NeutronError, conflict, not_found
-from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, check_revision, delete_marked, free_key, touch
+from wyvern.api.repo import Stored, Txn
+from wyvern.api.resource import Resource, delete_marked, free_key, touch
 from wyvern.api.resources import agents
 from wyvern.api.types import Bool, NonNegInt, ShortStr, Uuid
 from wyvern.model import dns
@@ -401,29 +401,8 @@ class Networks(Resource):
     def update(
         self, ctx: RequestContext, id_: str, body: Any, if_match: int | None
     ) -> dict[str, Any]:
-        """`shared: false` deletes the wildcard access_as_shared policy, which may strand
-        other projects' ports: a revocation (wyvern.api.resources.rbac_policies.revoke)
-        whose last transaction also writes the other changes."""
-        from wyvern.api.attributes import validate_update
-        from wyvern.api.resources.rbac_policies import revoke
-
-        changes = validate_update(self.defn, ctx, body)
-        if changes.get("shared") is not False:
-            return super().update(ctx, id_, body, if_match)
-        stored = self.load_for_write(ctx, id_, "update")
-        check_revision(stored, if_match)
-        wildcard = [
-            pid
-            for pid, (a, t) in rbac.entries(stored.obj).items()
-            if a == rbac.SHARED and t == rbac.WILDCARD
-        ]
-        if not wildcard:
-            return super().update(ctx, id_, body, if_match)
-
-        def final(txn: Txn, net: Stored, policy: Stored) -> None:
-            rbac.drop_entry(txn, net.obj, policy.obj)
-            txn.delete(rbac.KIND, policy)
-            self.update_ops(ctx, net, changes, txn)
+        """`shared: false` is a revocation (rbac_policies.unshare)."""
+        from wyvern.api.resources.rbac_policies import unshare
 
         def unshared(object_id: str, details: str) -> NeutronError:
             return conflict(
@@ -432,10 +411,8 @@ class Networks(Resource):
                 "tenants are using it.",
             )
 
-        revoke(self, ctx, wildcard[0], final, in_use=unshared)
-        obj = with_retries(lambda: self.load(ctx, id_).obj)
-        self.extend(ctx, [obj])
-        return obj
+        obj = unshare(self, ctx, id_, body, if_match, in_use=unshared)
+        return obj if obj is not None else super().update(ctx, id_, body, if_match)
 
     # ---- delete ---------------------------------------------------------------------------
     def delete(

@@ -34,7 +34,7 @@ from wyvern.api.context import RequestContext
 from wyvern.api.errors import NeutronError, NotFound, PolicyNotAuthorized, conflict
 from wyvern.api.listing import ListQuery, filter_objects
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, Route, SharedByRbac, check_revision, delete_marked
+from wyvern.api.resource import Resource, Route, SharedByRbac, delete_marked
 from wyvern.api.types import Bool
 from wyvern.model.keys import uniq_key
 
@@ -265,39 +265,14 @@ class QosPolicies(SharedByRbac):
     def update(
         self, ctx: RequestContext, id_: str, body: Any, if_match: int | None
     ) -> dict[str, Any]:
-        """`shared: false` deletes the wildcard policy: a revocation, refused while another
-        project uses the policy (as networks do)."""
-        from wyvern.api.resources.rbac_policies import revoke
-
-        changes = validate_update(self.defn, ctx, body)
-        if changes.get("shared") is not False:
-            return super().update(ctx, id_, body, if_match)
-        stored = self.load_for_write(ctx, id_, "update")
-        self.authorize(ctx, "update", stored.obj, [(k, body[k]) for k in changes])
-        check_revision(stored, if_match)
-        wildcard = [
-            pid
-            for pid, (a, t) in rbac.entries(stored.obj).items()
-            if a == rbac.SHARED and t == rbac.WILDCARD
-        ]
-        if not wildcard:
-            return super().update(ctx, id_, body, if_match)
-
-        def final(txn: Txn, pol: Stored, policy: Stored) -> None:
-            rbac.drop_entry(txn, pol.obj, policy.obj)
-            txn.delete(rbac.KIND, policy)
-            self.update_ops(ctx, pol, changes, txn)
+        """`shared: false` is a revocation (rbac_policies.unshare)."""
+        from wyvern.api.resources.rbac_policies import unshare
 
         def unshared(object_id: str, details: str) -> NeutronError:
-            return conflict(
-                "QosPolicyInUse",
-                f"QoS Policy {object_id} is used by {details}.",
-            )
+            return conflict("QosPolicyInUse", f"QoS Policy {object_id} is used by {details}.")
 
-        revoke(self, ctx, wildcard[0], final, in_use=unshared)
-        obj = with_retries(lambda: self.load(ctx, id_).obj)
-        self.extend(ctx, [obj])
-        return obj
+        obj = unshare(self, ctx, id_, body, if_match, in_use=unshared)
+        return obj if obj is not None else super().update(ctx, id_, body, if_match)
 
     # ---- delete ---------------------------------------------------------------------------
     def delete(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wyvern.api import rbac
-from wyvern.api.attributes import Attr, ProjectId, ResourceDef, now
+from wyvern.api.attributes import Attr, ProjectId, ResourceDef, now, validate_update
 from wyvern.api.context import RequestContext
 from wyvern.api.errors import (
     BadRequest,
@@ -23,7 +23,7 @@ from wyvern.api.errors import (
     conflict,
 )
 from wyvern.api.repo import Stored, Txn, with_retries
-from wyvern.api.resource import Resource, _Intent, touch
+from wyvern.api.resource import Resource, _Intent, check_revision, touch
 from wyvern.api.types import ShortStr
 from wyvern.model.keys import intent_key
 
@@ -401,6 +401,43 @@ def bound_projects(
             if o.get("qos_policy_id") == obj["id"]
         }
     return set()
+
+
+def unshare(
+    res: Resource,
+    ctx: RequestContext,
+    id_: str,
+    body: Any,
+    if_match: int | None,
+    in_use: Callable[[str, str], NeutronError],
+) -> dict[str, Any] | None:
+    """An update with `shared: false` deletes the wildcard access_as_shared policy, which
+    may strand other projects' uses: a revocation whose last transaction also writes the
+    other changes (`in_use` words the refusal). None: no wildcard to take away, an
+    ordinary update."""
+    changes = validate_update(res.defn, ctx, body)
+    if changes.get("shared") is not False:
+        return None
+    stored = res.load_for_write(ctx, id_, "update")
+    res.authorize(ctx, "update", {**stored.obj, **changes}, [(k, body[k]) for k in changes])
+    check_revision(stored, if_match)
+    wildcard = [
+        pid
+        for pid, (a, t) in rbac.entries(stored.obj).items()
+        if a == rbac.SHARED and t == rbac.WILDCARD
+    ]
+    if not wildcard:
+        return None
+
+    def final(txn: Txn, obj: Stored, policy: Stored) -> None:
+        rbac.drop_entry(txn, obj.obj, policy.obj)
+        txn.delete(rbac.KIND, policy)
+        res.update_ops(ctx, obj, changes, txn)
+
+    revoke(res, ctx, wildcard[0], final, in_use=in_use)
+    obj = with_retries(lambda: res.load(ctx, id_).obj)
+    res.extend(ctx, [obj])
+    return obj
 
 
 RESOURCES = [RbacPolicies]
