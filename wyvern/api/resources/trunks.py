@@ -354,7 +354,7 @@ class Trunks(Resource):
             "required": ["sub_ports"],
             "properties": {"sub_ports": {"type": "array", "items": {"type": "object"}}},
         }
-        out = openapi.item_schema(self.defn)
+        out = openapi.object_schema(self.defn)  # (Neutron answers the bare trunk)
         subs = {"type": "object", "properties": {"sub_ports": {"type": "array"}}}
         return [
             Route(f"{item}/add_subports", "PUT", self.add_subports, body, response=out),
@@ -406,7 +406,7 @@ class Trunks(Resource):
 
         obj = with_retries(attempt)
         self.extend(ctx, [obj])
-        return {self.defn.name: self.show(ctx, obj)}, 200
+        return self.show(ctx, obj), 200  # the trunk itself, unwrapped, as Neutron answers
 
     def remove_subports(
         self, ctx: RequestContext, params: dict[str, str], body: Any
@@ -446,7 +446,7 @@ class Trunks(Resource):
 
         obj = with_retries(attempt)
         self.extend(ctx, [obj])
-        return {self.defn.name: self.show(ctx, obj)}, 200
+        return self.show(ctx, obj), 200  # the trunk itself, unwrapped, as Neutron answers
 
     def detach_ops(
         self, txn: Txn, trunk: dict[str, Any], port_id: str, *, port_deleted: bool = False
